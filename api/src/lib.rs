@@ -1,0 +1,36 @@
+//! strait-api: the contract between `straitd` and its local clients (the `strait` CNI
+//! plugin and `netctl`).
+//!
+//! The agent serves HTTP/1.1 with JSON bodies on a unix socket. This crate owns the
+//! paths, the request/response types and a small blocking client. The client is
+//! deliberately synchronous and dependency-light: the CNI plugin is exec'd once per call
+//! and must start in well under a millisecond, so it carries no async runtime.
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use types::*;
+
+/// Default path of the agent's unix socket.
+pub const DEFAULT_SOCKET: &str = "/run/strait/strait.sock";
+/// Default state directory of the agent (store file, pending-release queue).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/strait";
+/// Directory under the state dir where the CNI plugin queues DELs while the agent is down.
+pub const PENDING_RELEASE_DIR: &str = "pending-release";
+
+/// URL paths served by the agent.
+pub mod paths {
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const CNI_ADD: &str = "/v1/cni/add";
+    pub const CNI_DEL: &str = "/v1/cni/del";
+    pub const CNI_CHECK: &str = "/v1/cni/check";
+    pub const CNI_STATUS: &str = "/v1/cni/status";
+    pub const CNI_GC: &str = "/v1/cni/gc";
+    pub const STATUS: &str = "/v1/status";
+    pub const ENDPOINTS: &str = "/v1/endpoints";
+    pub const IPAM: &str = "/v1/ipam";
+    pub const IPAM_CHECK: &str = "/v1/ipam/check";
+    pub const IPAM_RELEASE: &str = "/v1/ipam/release";
+}

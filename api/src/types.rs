@@ -1,0 +1,313 @@
+//! Request and response bodies of the agent API. Field names are snake_case JSON.
+//!
+//! Errors from the agent carry a CNI error code (spec §"Error"), so the CNI plugin can
+//! print them unchanged and netctl can show the same number an operator sees in runtime
+//! logs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// CNI error codes the agent and the plugin use. 1–99 are the spec's own; 100+ are
+/// strait's.
+pub mod code {
+    /// Incompatible CNI version.
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// Unsupported field in the network configuration.
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    /// Container unknown or does not exist.
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    /// Invalid necessary environment variables.
+    pub const INVALID_ENV: u32 = 4;
+    /// I/O failure.
+    pub const IO_FAILURE: u32 = 5;
+    /// Failed to decode content.
+    pub const DECODE_FAILURE: u32 = 6;
+    /// Invalid network config.
+    pub const INVALID_CONFIG: u32 = 7;
+    /// Try again later.
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin is not available (agent or store unreachable, pools exhausted).
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// STATUS: the plugin is available but the data plane is degraded.
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
+    /// A generic internal failure of the agent.
+    pub const INTERNAL: u32 = 100;
+    /// No free address in the pools (or in the requested pool).
+    pub const POOL_EXHAUSTED: u32 = 101;
+    /// The (containerID, ifname) attachment already exists.
+    pub const DUPLICATE_ATTACHMENT: u32 = 102;
+    /// A statically requested address is taken or outside every pool.
+    pub const STATIC_IP_UNAVAILABLE: u32 = 103;
+    /// The network namespace is unusable (missing, or the host's own).
+    pub const BAD_NETNS: u32 = 104;
+    /// CHECK found the attachment differs from what was set up.
+    pub const CHECK_FAILED: u32 = 105;
+    /// The store is unreachable.
+    pub const STORE_UNAVAILABLE: u32 = 106;
+}
+
+/// Error body returned by the agent with a non-2xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct ApiError {
+    /// CNI error code (see [`code`]).
+    pub code: u32,
+    /// One-line human message.
+    pub message: String,
+    /// Longer context, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl ApiError {
+    pub fn new(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: String::new(),
+        }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+}
+
+/// Identity of one attachment: the CNI (containerID, ifname) pair, scoped to a network.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// CNI ADD, as the plugin forwards it once it has validated env and config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRequest {
+    /// The network name from the CNI config (`name`).
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// Path of the container's network namespace (CNI_NETNS).
+    pub netns: String,
+    /// Statically requested addresses (`args.cni.ips`, runtimeConfig `ips`, `CNI_ARGS` `IP=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// Requested MAC of the container interface (runtimeConfig `mac`, `CNI_ARGS` `MAC=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// MTU from the CNI config; the agent's own MTU applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Runtime metadata kept with the endpoint (K8S_POD_NAME, K8S_POD_NAMESPACE, labels…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One interface in an ADD result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub mac: String,
+    /// Set for the container-side interface: the netns path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// One address in an ADD result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpInfo {
+    /// Address with the prefix length the container sees (/32 or /128: routes go via
+    /// the link-local gateway, as Calico does).
+    pub address: IpNet,
+    pub gateway: Option<IpAddr>,
+    /// Index into [`AddResponse::interfaces`].
+    pub interface: usize,
+}
+
+/// One route in an ADD result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
+}
+
+/// The agent's answer to ADD: what the plugin turns into a versioned CNI result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddResponse {
+    /// Host-side veth first, then the container interface.
+    pub interfaces: Vec<InterfaceInfo>,
+    pub ips: Vec<IpInfo>,
+    pub routes: Vec<RouteInfo>,
+    pub mtu: u32,
+}
+
+/// CNI DEL. `netns` is empty for containerd's second DEL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelRequest {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+/// CNI CHECK: verify the attachment is as ADD left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// Addresses the runtime recorded from ADD (prevResult), if it sent them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_ips: Vec<IpNet>,
+}
+
+/// CNI STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub network: String,
+}
+
+/// CNI GC: release every reservation of `network` not in `valid_attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    pub network: String,
+    pub valid_attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcResponse {
+    /// Attachments whose addresses and interfaces were released.
+    pub released: Vec<Attachment>,
+    /// Failures the GC went past; it released everything else.
+    pub errors: Vec<String>,
+}
+
+/// Readiness as `/readyz` and CNI STATUS see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// 0 when ready; otherwise the CNI STATUS code (50 or 51).
+    pub code: u32,
+    pub reasons: Vec<String>,
+}
+
+/// `netctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub version: String,
+    pub store: String,
+    pub state_dir: String,
+    pub uptime_secs: u64,
+    pub mtu: u32,
+    pub endpoints: usize,
+    pub pools: Vec<IpNet>,
+    pub readiness: Readiness,
+}
+
+/// An attachment as the agent records it (`endpoints/<node>/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Stable id: derived from (network, containerID, ifname).
+    pub id: String,
+    pub node: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// Host-side veth name (`strait` + hash).
+    pub host_ifname: String,
+    /// Container-side MAC.
+    pub mac: String,
+    /// Host-side veth MAC (the gateway the container ARPs for).
+    pub host_mac: String,
+    pub ips: Vec<IpNet>,
+    pub mtu: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The IPAM handle holding the addresses.
+    pub handle: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// `netctl ipam show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamView {
+    pub pools: Vec<PoolView>,
+    pub blocks: Vec<BlockView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub cidr: IpNet,
+    pub block_prefix: u8,
+    /// Addresses in the pool.
+    pub size: u128,
+    /// Addresses allocated.
+    pub used: u128,
+    /// Blocks claimed / blocks the pool can hold.
+    pub blocks_claimed: u64,
+    pub blocks_total: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    pub cidr: IpNet,
+    pub affinity: Option<String>,
+    pub used: u32,
+    pub size: u32,
+}
+
+/// One finding of `netctl ipam check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IpamIssue {
+    /// A handle holds addresses but its attachment is gone (no endpoint, netns gone or
+    /// host interface gone) for longer than the grace period.
+    LeakedHandle {
+        handle: String,
+        ips: Vec<IpAddr>,
+        reason: String,
+        age_secs: u64,
+    },
+    /// A block marks an address allocated to a handle that does not exist.
+    OrphanAllocation { block: IpNet, ip: IpAddr, handle: String },
+    /// A handle names an address its block does not mark as its own.
+    MissingAllocation { handle: String, ip: IpAddr },
+    /// An endpoint record whose handle is gone.
+    EndpointWithoutHandle { endpoint: String, handle: String },
+    /// The same address is allocated to two handles.
+    DuplicateIp { ip: IpAddr, handles: Vec<String> },
+}
+
+/// `netctl ipam check -o json` writes this; `netctl ipam release --from-report` reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamReport {
+    /// Store revision the report was taken at; release refuses a report whose objects
+    /// changed since.
+    pub revision: i64,
+    pub grace_secs: u64,
+    pub issues: Vec<IpamIssue>,
+}
+
+/// Release what a report found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub report: IpamReport,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    pub released: Vec<String>,
+    pub skipped: Vec<String>,
+}
