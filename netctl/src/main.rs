@@ -1,1 +1,293 @@
-fn main() {}
+//! `netctl`: the operator's view of strait. Reads the agent's local API; tables by
+//! default, `-o json` for scripts. Exit code 0 on success, 1 when the agent reports a
+//! problem (e.g. `ipam check` found issues), 2 on usage or connection errors.
+
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use strait_api::{
+    AgentStatus, Client, Endpoint, IpamIssue, IpamReport, IpamView, ReleaseRequest,
+    ReleaseResponse, paths,
+};
+
+use table::Table;
+
+#[derive(Debug, Parser)]
+#[command(name = "netctl", version, about = "Inspect and debug strait")]
+struct Cli {
+    /// The agent's unix socket.
+    #[arg(long, global = true, env = "STRAIT_SOCKET", default_value = strait_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The agent: node, store, readiness, pools.
+    Status,
+    /// Attachments on this node.
+    Endpoints,
+    /// Address management.
+    Ipam {
+        #[command(subcommand)]
+        cmd: IpamCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCmd {
+    /// Pools, blocks, affinity and usage.
+    Show,
+    /// Find leaks and inconsistencies; `-o json > report.json` for `release`.
+    Check {
+        /// Only report leaks older than this many seconds (default: the agent's grace).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
+    /// Release what a report from `ipam check -o json` found (re-verified first).
+    Release {
+        #[arg(long)]
+        from_report: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let client = Client::new(&cli.socket);
+    let out = cli.output;
+    match cli.cmd {
+        Cmd::Status => {
+            let s: AgentStatus = client.get(paths::STATUS)?;
+            emit(out, &s, || render_status(&s))?;
+            Ok(if s.readiness.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Endpoints => {
+            let eps: Vec<Endpoint> = client.get(paths::ENDPOINTS)?;
+            emit(out, &eps, || render_endpoints(&eps))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ipam { cmd } => match cmd {
+            IpamCmd::Show => {
+                let v: IpamView = client.get(paths::IPAM)?;
+                emit(out, &v, || render_ipam(&v))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            IpamCmd::Check { grace_secs } => {
+                let path = match grace_secs {
+                    Some(g) => format!("{}?grace_secs={g}", paths::IPAM_CHECK),
+                    None => paths::IPAM_CHECK.to_string(),
+                };
+                let r: IpamReport = client.get(&path)?;
+                emit(out, &r, || render_report(&r))?;
+                Ok(if r.issues.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            IpamCmd::Release { from_report } => {
+                let text = std::fs::read(&from_report)
+                    .with_context(|| format!("reading {}", from_report.display()))?;
+                let report: IpamReport = serde_json::from_slice(&text).with_context(|| {
+                    format!(
+                        "{} is not a report from `netctl ipam check -o json`",
+                        from_report.display()
+                    )
+                })?;
+                let r: ReleaseResponse =
+                    client.post(paths::IPAM_RELEASE, &ReleaseRequest { report })?;
+                emit(out, &r, || {
+                    let mut s = format!("released {}\n", r.released.len());
+                    for h in &r.released {
+                        s.push_str(&format!("  {h}\n"));
+                    }
+                    if !r.skipped.is_empty() {
+                        s.push_str(&format!(
+                            "skipped {} (changed since the report)\n",
+                            r.skipped.len()
+                        ));
+                        for h in &r.skipped {
+                            s.push_str(&format!("  {h}\n"));
+                        }
+                    }
+                    s
+                })?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}
+
+fn emit<T: serde::Serialize>(out: Output, v: &T, table: impl FnOnce() -> String) -> Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+fn render_status(s: &AgentStatus) -> String {
+    let mut t = Table::new(["FIELD", "VALUE"]);
+    t.row(["node", &s.node]);
+    t.row(["version", &s.version]);
+    t.row(["store", &s.store]);
+    t.row(["state dir", &s.state_dir]);
+    t.row(["uptime", &format!("{}s", s.uptime_secs)]);
+    t.row(["mtu", &s.mtu.to_string()]);
+    t.row(["endpoints", &s.endpoints.to_string()]);
+    let pools: Vec<String> = s.pools.iter().map(|p| p.to_string()).collect();
+    t.row(["pools", &pools.join(", ")]);
+    let ready = if s.readiness.ready {
+        "yes".to_string()
+    } else {
+        format!(
+            "no (code {}): {}",
+            s.readiness.code,
+            s.readiness.reasons.join("; ")
+        )
+    };
+    t.row(["ready", &ready]);
+    t.render()
+}
+
+fn render_endpoints(eps: &[Endpoint]) -> String {
+    let mut t = Table::new([
+        "CONTAINER",
+        "IFNAME",
+        "NETWORK",
+        "IPS",
+        "HOST IFACE",
+        "MAC",
+        "NETNS",
+    ]);
+    for e in eps {
+        let ips: Vec<String> = e.ips.iter().map(|i| i.to_string()).collect();
+        t.row([
+            short_id(&e.container_id),
+            &e.ifname,
+            &e.network,
+            &ips.join(","),
+            &e.host_ifname,
+            &e.mac,
+            &e.netns,
+        ]);
+    }
+    t.render()
+}
+
+fn render_ipam(v: &IpamView) -> String {
+    let mut t = Table::new(["POOL", "BLOCK SIZE", "USED", "SIZE", "USE %", "BLOCKS"]);
+    for p in &v.pools {
+        let pct = if p.size == 0 {
+            0.0
+        } else {
+            p.used as f64 * 100.0 / p.size as f64
+        };
+        t.row([
+            &p.cidr.to_string(),
+            &format!("/{}", p.block_prefix),
+            &p.used.to_string(),
+            &p.size.to_string(),
+            &format!("{pct:.2}"),
+            &format!("{}/{}", p.blocks_claimed, p.blocks_total),
+        ]);
+    }
+    let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE"]);
+    for blk in &v.blocks {
+        b.row([
+            &blk.cidr.to_string(),
+            blk.affinity.as_deref().unwrap_or("-"),
+            &blk.used.to_string(),
+            &blk.size.to_string(),
+        ]);
+    }
+    format!("{}\n{}", t.render(), b.render())
+}
+
+fn render_report(r: &IpamReport) -> String {
+    if r.issues.is_empty() {
+        return format!(
+            "no issues (revision {}, grace {}s)\n",
+            r.revision, r.grace_secs
+        );
+    }
+    let mut t = Table::new(["KIND", "OBJECT", "DETAIL"]);
+    for i in &r.issues {
+        match i {
+            IpamIssue::LeakedHandle {
+                handle,
+                ips,
+                reason,
+                age_secs,
+            } => {
+                let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                t.row([
+                    "leaked-handle",
+                    handle,
+                    &format!("{} ({reason}, {age_secs}s old)", ips.join(",")),
+                ]);
+            }
+            IpamIssue::OrphanAllocation { block, ip, handle } => {
+                t.row([
+                    "orphan-allocation",
+                    &ip.to_string(),
+                    &format!("block {block} names missing handle {handle}"),
+                ]);
+            }
+            IpamIssue::MissingAllocation { handle, ip } => {
+                t.row([
+                    "missing-allocation",
+                    handle,
+                    &format!("{ip} not marked in its block"),
+                ]);
+            }
+            IpamIssue::EndpointWithoutHandle { endpoint, handle } => {
+                t.row([
+                    "endpoint-without-handle",
+                    endpoint,
+                    &format!("handle {handle} missing"),
+                ]);
+            }
+            IpamIssue::DuplicateIp { ip, handles } => {
+                t.row(["duplicate-ip", &ip.to_string(), &handles.join(",")]);
+            }
+        }
+    }
+    format!(
+        "{}{} issue(s); save with `-o json > report.json`, then `netctl ipam release --from-report report.json`\n",
+        t.render(),
+        r.issues.len()
+    )
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
