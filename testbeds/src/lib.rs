@@ -1,1 +1,49 @@
-//! TODO
+//! strait-testbeds: environments for tests that need the real kernel and the real
+//! binaries.
+//!
+//! * [`netns`]: network namespaces named with a per-test unique prefix, deleted on drop
+//!   (also on panic), and a reaper for leftovers of test processes that died.
+//! * [`agent`]: a `straitd` process inside a namespace of the test's, with its own socket
+//!   and state dir, killed by PID on drop, its log printed when the test fails.
+//! * [`cni`]: exec the real `strait` CNI binary with CNI env and stdin.
+//!
+//! Privileged tests call [`require_root`] first: without root they print a visible
+//! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).
+
+pub mod agent;
+pub mod bins;
+pub mod cni;
+pub mod netns;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// True when the test may go on; prints a visible skip line otherwise.
+///
+/// Under `STRAIT_REQUIRE_PRIVILEGED=1` a missing privilege is a failure, so CI can
+/// never report a skipped privileged test as passed.
+pub fn require_root(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    if std::env::var("STRAIT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and STRAIT_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!("SKIP: {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
+    false
+}
+
+/// A name prefix unique to this test process and call: `stt<pid hex><n>`, short enough
+/// to leave room in a 15-byte interface name.
+pub fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("stt{:x}x{n}", std::process::id())
+}

@@ -1,0 +1,188 @@
+//! A `straitd` under test: runs inside one of the test's namespaces (its "host"), with
+//! its own socket, state dir and log file in a temp dir. Killed by PID on drop; its log
+//! is printed if the test is failing, so a red test says what the agent saw.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strait_api::{Client, Readiness, paths};
+
+use crate::bins::bin;
+use crate::netns::Netns;
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    pub node: String,
+    pub pools: Vec<String>,
+    pub mtu: Option<u32>,
+    pub extra: Vec<String>,
+}
+
+impl AgentOpts {
+    pub fn new(node: &str, pools: &[&str]) -> Self {
+        Self {
+            node: node.into(),
+            pools: pools.iter().map(|s| s.to_string()).collect(),
+            mtu: None,
+            extra: vec![],
+        }
+    }
+}
+
+/// A running (or stopped) agent.
+pub struct Agent {
+    child: Option<Child>,
+    netns: String,
+    opts: AgentOpts,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Agent {
+    /// Start in `host` and wait until it is ready.
+    pub fn start(host: &Netns, dir: &Path, opts: AgentOpts) -> Self {
+        let mut a = Self::spawn(host, dir, opts);
+        a.wait_ready(Duration::from_secs(30));
+        a
+    }
+
+    /// Start without waiting (to observe start-up behaviour).
+    pub fn spawn(host: &Netns, dir: &Path, opts: AgentOpts) -> Self {
+        let mut a = Self {
+            child: None,
+            netns: host.name().to_string(),
+            opts,
+            dir: dir.to_path_buf(),
+            socket: dir.join("strait.sock"),
+            state_dir: dir.join("state"),
+            log_path: dir.join("straitd.log"),
+        };
+        a.launch();
+        a
+    }
+
+    fn launch(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("agent log file");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .arg(bin("straitd"))
+            .arg("--node-name")
+            .arg(&self.opts.node)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        for p in &self.opts.pools {
+            cmd.arg("--pool").arg(p);
+        }
+        if let Some(m) = self.opts.mtu {
+            cmd.arg("--mtu").arg(m.to_string());
+        }
+        cmd.args(&self.opts.extra)
+            .env("STRAIT_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        // `ip netns exec` execs straitd in place, so the child PID is the agent's.
+        self.child = Some(cmd.spawn().expect("spawn straitd"));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket).with_timeout(Duration::from_secs(60))
+    }
+
+    /// Wait until `/readyz` answers ready; panic with the log after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("straitd exited with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = self.client().get::<Readiness>(paths::READYZ)
+                && r.ready
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("straitd not ready after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for exit (graceful: nothing is flushed).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => return,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again with the same options, socket and state; wait until ready.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// Start again without waiting for readiness.
+    pub fn relaunch(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- straitd log ({}) -----\n{}\n----- end of log -----",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
