@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# strait's main job, end to end on this host: straitd on the embedded store, two
+# containers started by Podman through the `strait` CNI plugin, ping and TCP between
+# them (IPv4 and IPv6), what netctl shows, and a clean teardown.
+#
+# Run as root on Debian 12. `--keep` leaves the agent and containers running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+say "installing dependencies and building strait (release)"
+./scripts/install-deps.sh
+cargo build --release --bins -q
+BIN=$PWD/target/release
+DEMO=/var/lib/strait-demo
+NET=strait-demo
+mkdir -p "$DEMO/cni-bin"
+ln -sf "$BIN/strait" "$DEMO/cni-bin/strait"
+SOCK=/run/strait/strait-demo.sock
+export STRAIT_SOCKET=$SOCK
+
+# shellcheck source=lib-podman.sh
+. ./scripts/lib-podman.sh
+podman_setup "$DEMO/podman" "$DEMO/cni-bin"
+
+cleanup() {
+  [ "$KEEP" = 1 ] && return
+  say "teardown: removing the containers releases their addresses"
+  podman rm -f -t0 strait-demo-a strait-demo-b >/dev/null 2>&1 || true
+  "$BIN/netctl" ipam show 2>/dev/null || true
+  [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null || true
+  echo "agent stopped; its log is $DEMO/straitd.log"
+}
+trap cleanup EXIT
+
+say "starting straitd (embedded store, pools 10.244.0.0/16 and fd00:244::/48)"
+"$BIN/straitd" --node-name "$(hostname)" --state-dir "$DEMO/state" --socket "$SOCK" \
+  --pool 10.244.0.0/16 --pool fd00:244::/48 --metrics-addr 127.0.0.1:9464 \
+  >"$DEMO/straitd.log" 2>&1 &
+AGENT=$!
+for _ in $(seq 100); do "$BIN/netctl" status >/dev/null 2>&1 && break; sleep 0.1; done
+run "$BIN/netctl" status
+
+say "a Podman network that uses the strait CNI plugin (chained with portmap)"
+cat > "$DEMO/podman/cni-conf/$NET.conflist" <<CONF
+{
+  "cniVersion": "1.0.0",
+  "name": "$NET",
+  "plugins": [
+    { "type": "strait", "socket": "$SOCK", "stateDir": "$DEMO/state" },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+CONF
+cat "$DEMO/podman/cni-conf/$NET.conflist"
+podman_image "$DEMO/podman"
+
+say "two containers"
+podman rm -f -t0 strait-demo-a strait-demo-b >/dev/null 2>&1 || true
+run podman run -d --name strait-demo-a --network "$NET" localhost/strait-bb sleep 3600
+run podman run -d --name strait-demo-b --network "$NET" localhost/strait-bb sleep 3600
+run "$BIN/netctl" endpoints
+A4=$(podman exec strait-demo-a ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+A6=$(podman exec strait-demo-a ip -6 -o addr show eth0 scope global | awk '{print $4}' | cut -d/ -f1)
+run podman exec strait-demo-a ip addr show eth0
+run podman exec strait-demo-a ip route
+run podman exec strait-demo-a ip -6 route
+
+say "ping and TCP between them"
+run podman exec strait-demo-b ping -c3 -W1 "$A4"
+run podman exec strait-demo-b ping -6 -c3 -W1 "$A6"
+podman exec -d strait-demo-a sh -c 'echo hello-from-a | nc -l -p 7777'
+sleep 0.3
+run podman exec strait-demo-b nc -w2 "$A4" 7777
+
+say "what the host sees"
+run ip route show proto 83
+run "$BIN/netctl" ipam show
+run "$BIN/netctl" ipam check
+echo "metrics: curl -s 127.0.0.1:9464/metrics | grep strait_"
+curl -s 127.0.0.1:9464/metrics 2>/dev/null | grep -E '^strait_(cni_requests|endpoints)' || true
+say "demo done"

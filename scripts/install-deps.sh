@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what strait's build, demo and tests need on Debian 12, as root.
+# Idempotent: packages already present are left as they are.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential pkg-config protobuf-compiler clang llvm libbpf-dev
+  # kernel tooling used by tests and the demo
+  iproute2 iputils-ping netcat-openbsd procps jq python3 curl
+  # real runtimes and the reference CNI plugins (baseline and chaining)
+  containernetworking-plugins busybox-static podman runc containerd
+  # the cluster store (etcd backend, cluster tests)
+  etcd-server
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  cat >&2 <<'MSG'
+strait needs Rust 1.95 (stable) and cargo. Debian 12's rustc is too old; install the
+stable toolchain with rustup (https://rustup.rs) and run this again.
+MSG
+  exit 1
+fi
+ver=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n1.95.0\n' "$ver" | sort -V | head -n1)" != "1.95.0" ]; then
+  echo "strait needs rustc >= 1.95.0, found $ver" >&2
+  exit 1
+fi

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run every strait test on this machine, as root: lint, unit tests, and the privileged
+# tests against the real kernel, the real binaries and real runtimes (Podman,
+# containerd). Installs what it needs first. Exit status is the tests' status.
+#
+# Privileged tests use network namespaces and links named with their own prefix and
+# remove them on exit. STRAIT_REQUIRE_PRIVILEGED=1 makes a test that cannot run (not
+# root, tool missing) fail instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing dependencies"
+./scripts/install-deps.sh
+
+export STRAIT_REQUIRE_PRIVILEGED="${STRAIT_REQUIRE_PRIVILEGED:-1}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build --workspace --bins
+
+step "tests"
+# Tests run in parallel: each privileged test has its own namespaces and agent.
+cargo test --workspace --no-fail-fast -- --test-threads="${STRAIT_TEST_THREADS:-4}"
