@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod bins;
 pub mod cni;
+pub mod host;
 pub mod netns;
 
 use std::sync::atomic::{AtomicU32, Ordering};
