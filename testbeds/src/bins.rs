@@ -9,12 +9,15 @@ pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("STRAIT_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
+            // A test runs from target/<profile>/deps/, a bench binary from
+            // target/<profile>/: look beside the executable, then one level up.
             let exe = std::env::current_exe().expect("current_exe");
-            // target/debug/deps/test-xxxx -> target/debug
-            exe.parent()
-                .and_then(|p| p.parent())
-                .expect("test binary under target/<profile>/deps")
-                .to_path_buf()
+            let here = exe.parent().expect("executable has a directory");
+            if here.join(name).exists() {
+                here.to_path_buf()
+            } else {
+                here.parent().unwrap_or(here).to_path_buf()
+            }
         }
     };
     let path = dir.join(name);
