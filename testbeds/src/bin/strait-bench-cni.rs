@@ -10,7 +10,7 @@
 //!
 //! Usage: strait-bench-cni [--sequential N] [--burst N]   (root; release build advised)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -156,7 +156,7 @@ fn run_burst(prefix: &str, label: &str, bin: &Path, cfg: &Value, n: usize) -> Sa
     Sample { add, del }
 }
 
-fn call(bin: &Path, verb: &str, cfg: &Value, id: &str, netns: &PathBuf) -> Duration {
+fn call(bin: &Path, verb: &str, cfg: &Value, id: &str, netns: &Path) -> Duration {
     let out = CniCall::of_plugin(bin, verb, cfg.clone())
         .container(id, netns)
         .run();
