@@ -1,0 +1,720 @@
+//! The network configuration on stdin: strait's own keys (`socket`, `stateDir`,
+//! `mtu`), the protocol's keys (`cniVersion`, `name`, `prevResult`, `runtimeConfig`,
+//! `args`, `cni.dev/valid-attachments`) and their validation.
+//!
+//! Decoding is split in two so errors get the spec's codes: text that is not a JSON
+//! object is code 6; an object with a missing or ill-typed key is code 7; a version we
+//! do not speak is code 1. Keys another plugin in the chain owns (`ipam`, `bridge`,
+//! `capabilities`…) are ignored, as the spec requires.
+//!
+//! `runtimeConfig`, `args` and the GC attachment list are matched case-insensitively:
+//! runtimes are written in Go, whose JSON decoder is, and containerd sends
+//! `"HostPort"` where podman sends `"hostPort"`. Those parts are decoded only by the
+//! verbs that use them, so a DEL never fails over a key only ADD reads.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use strait_api::Attachment;
+
+use crate::env::CniArgs;
+use crate::error::CniError;
+use crate::version::CniVersion;
+
+/// The configuration exactly as decoded, before validation. Kept separate from
+/// [`NetConf`] so an error can still be reported in the config's own `cniVersion`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RawNetConf {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    socket: Option<PathBuf>,
+    #[serde(rename = "stateDir", default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    mtu: Option<u32>,
+    #[serde(rename = "prevResult", default)]
+    prev_result: Option<Value>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<Value>,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<Value>,
+    /// The older name of the same list, still accepted.
+    #[serde(rename = "cni.dev/attachments", default)]
+    attachments: Option<Value>,
+}
+
+/// Decode stdin: code 6 unless it is a JSON object, code 7 if a known key has the
+/// wrong type.
+pub fn decode(stdin: &[u8]) -> Result<RawNetConf, CniError> {
+    let object = decode_object(stdin)?;
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| CniError::InvalidConfig(e.to_string()))
+}
+
+fn decode_object(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
+    serde_json::from_slice::<Map<String, Value>>(stdin).map_err(|source| CniError::Decode {
+        what: "the network configuration",
+        source,
+    })
+}
+
+/// The `cniVersion` of a VERSION probe's stdin. Empty stdin names none; podman sends
+/// `{"cniVersion":"1.0.0"}`.
+pub fn version_probe(stdin: &[u8]) -> Result<Option<String>, CniError> {
+    if stdin.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match decode_object(stdin)?.get("cniVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(CniError::InvalidConfig(format!(
+            "cniVersion must be a string, got {other}"
+        ))),
+    }
+}
+
+/// A validated network configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    pub cni_version: CniVersion,
+    /// The network name: scopes every attachment in the agent.
+    pub name: String,
+    /// The agent's unix socket.
+    pub socket: PathBuf,
+    /// Where DELs are queued while the agent is down.
+    pub state_dir: PathBuf,
+    pub mtu: Option<u32>,
+    pub prev_result: Option<Value>,
+    runtime_config: Option<Value>,
+    args: Option<Value>,
+    valid_attachments: Option<Value>,
+    attachments: Option<Value>,
+}
+
+impl RawNetConf {
+    /// The config's version if strait speaks it: errors are reported in it.
+    pub fn version(&self) -> Option<CniVersion> {
+        self.cni_version.as_deref().and_then(CniVersion::parse)
+    }
+
+    pub fn validate(self) -> Result<NetConf, CniError> {
+        let cni_version = match self.cni_version.as_deref() {
+            None | Some("") => {
+                return Err(CniError::InvalidConfig("missing cniVersion".into()));
+            }
+            Some(v) => CniVersion::parse(v).ok_or_else(|| CniError::IncompatibleVersion {
+                version: v.to_string(),
+                reason: format!(
+                    "strait supports {}",
+                    crate::version::SUPPORTED.map(CniVersion::as_str).join(", ")
+                ),
+            })?,
+        };
+        let name = match self.name {
+            None => return Err(CniError::InvalidConfig("missing name".into())),
+            Some(n) => {
+                validate_network_name(&n)?;
+                n
+            }
+        };
+        if let Some(mtu) = self.mtu {
+            // 68 is IPv4's minimum; anything above 65535 is not a link MTU.
+            if !(68..=65535).contains(&mtu) {
+                return Err(CniError::InvalidConfig(format!(
+                    "mtu {mtu} is outside 68..=65535"
+                )));
+            }
+        }
+        // Relative paths would resolve against whatever directory the runtime runs
+        // in, so the plugin and the agent could disagree about them.
+        let absolute = |key: &str, path: Option<PathBuf>, default: &str| match path {
+            None => Ok(PathBuf::from(default)),
+            Some(p) if p.is_absolute() => Ok(p),
+            Some(p) => Err(CniError::InvalidConfig(format!(
+                "{key} {:?} must be an absolute path",
+                p.display()
+            ))),
+        };
+        Ok(NetConf {
+            cni_version,
+            name,
+            socket: absolute("socket", self.socket, strait_api::DEFAULT_SOCKET)?,
+            state_dir: absolute("stateDir", self.state_dir, strait_api::DEFAULT_STATE_DIR)?,
+            mtu: self.mtu,
+            prev_result: self.prev_result.filter(|v| !v.is_null()),
+            runtime_config: self.runtime_config,
+            args: self.args,
+            valid_attachments: self.valid_attachments,
+            attachments: self.attachments,
+        })
+    }
+}
+
+/// Spec §1: a network name starts with an alphanumeric character, then alphanumerics,
+/// '_', '.' or '-'. It also names queue files, so the rule matters to us too.
+fn validate_network_name(name: &str) -> Result<(), CniError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::InvalidConfig(format!(
+            "name {name:?} must start with a letter or digit and contain only letters, \
+             digits, '_', '.' and '-'"
+        )))
+    }
+}
+
+/// What ADD asks the agent for beyond the attachment itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddOptions {
+    /// Static addresses from runtimeConfig `ips`, `args.cni.ips` and `CNI_ARGS` `IP=`,
+    /// in that order, without duplicates (host-local also takes the union).
+    pub ips: Vec<IpAddr>,
+    /// runtimeConfig `mac`, else `CNI_ARGS` `MAC=`.
+    pub mac: Option<String>,
+    /// `args.cni.labels`, then `CNI_ARGS` `K8S_*`.
+    pub labels: BTreeMap<String, String>,
+    /// Accepted and validated; port mapping is the `portmap` plugin's job in a chain.
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// One runtimeConfig `portMappings` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: Option<IpAddr>,
+}
+
+impl NetConf {
+    /// Gather ADD's requests from runtimeConfig, `args` and `CNI_ARGS`.
+    pub fn add_options(&self, cni_args: &CniArgs) -> Result<AddOptions, CniError> {
+        let mut out = AddOptions::default();
+
+        if let Some(rc) = object(self.runtime_config.as_ref(), "runtimeConfig")? {
+            for ip in ip_list(field(rc, "ips"), "runtimeConfig.ips")? {
+                push_ip(ip, &mut out.ips);
+            }
+            if let Some(mac) = string(field(rc, "mac"), "runtimeConfig.mac")? {
+                out.mac = Some(parse_mac(mac).ok_or_else(|| {
+                    CniError::InvalidConfig(format!(
+                        "runtimeConfig.mac {mac:?} is not a unicast MAC address"
+                    ))
+                })?);
+            }
+            out.port_mappings = port_mappings(field(rc, "portMappings"))?;
+        }
+
+        let cni = object(self.args.as_ref(), "args")?
+            .and_then(|args| field(args, "cni"))
+            .filter(|v| !v.is_null());
+        if let Some(cni) = object(cni, "args.cni")? {
+            for ip in ip_list(field(cni, "ips"), "args.cni.ips")? {
+                push_ip(ip, &mut out.ips);
+            }
+            out.labels = labels(field(cni, "labels"))?;
+        }
+
+        for ip in &cni_args.ips {
+            push_ip(*ip, &mut out.ips);
+        }
+        if out.mac.is_none() {
+            out.mac.clone_from(&cni_args.mac);
+        }
+        out.labels
+            .extend(cni_args.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(out)
+    }
+
+    /// GC's `cni.dev/valid-attachments` (or the older `cni.dev/attachments`).
+    ///
+    /// Absent is an error, not an empty list: an empty list tells the agent to release
+    /// every attachment of the network, which must never happen by omission.
+    pub fn gc_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        let (key, list) = match (&self.valid_attachments, &self.attachments) {
+            (Some(v), _) if !v.is_null() => ("cni.dev/valid-attachments", v),
+            (_, Some(v)) if !v.is_null() => ("cni.dev/attachments", v),
+            _ => {
+                return Err(CniError::InvalidConfig(
+                    "GC needs cni.dev/valid-attachments (refusing to treat no list as an \
+                     empty one)"
+                        .into(),
+                ));
+            }
+        };
+        let Value::Array(items) = list else {
+            return Err(CniError::InvalidConfig(format!("{key} must be a list")));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let what = format!("{key}[{i}]");
+                let obj = object(Some(item), &what)?
+                    .ok_or_else(|| CniError::InvalidConfig(format!("{what} is null")))?;
+                let get = |k: &str| {
+                    string(field(obj, k), &format!("{what}.{k}"))?
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .ok_or_else(|| CniError::InvalidConfig(format!("{what} has no {k}")))
+                };
+                Ok(Attachment {
+                    container_id: get("containerID")?,
+                    ifname: get("ifname")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn push_ip(ip: IpAddr, ips: &mut Vec<IpAddr>) {
+    if !ips.contains(&ip) {
+        ips.push(ip);
+    }
+}
+
+/// Look `key` up exactly, then ignoring ASCII case (as Go's encoding/json does).
+fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn object<'a>(
+    v: Option<&'a Value>,
+    what: &str,
+) -> Result<Option<&'a Map<String, Value>>, CniError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(CniError::InvalidConfig(format!(
+            "{what} must be an object, got {other}"
+        ))),
+    }
+}
+
+fn string<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a str>, CniError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(CniError::InvalidConfig(format!(
+            "{what} must be a string, got {other}"
+        ))),
+    }
+}
+
+fn array<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [Value], CniError> {
+    match v {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(other) => Err(CniError::InvalidConfig(format!(
+            "{what} must be a list, got {other}"
+        ))),
+    }
+}
+
+fn ip_list(v: Option<&Value>, what: &str) -> Result<Vec<IpAddr>, CniError> {
+    array(v, what)?
+        .iter()
+        .map(|item| {
+            let s = string(Some(item), what)?.unwrap_or_default();
+            parse_static_ip(s).ok_or_else(|| {
+                CniError::InvalidConfig(format!("{what}: {s:?} is not an IP address"))
+            })
+        })
+        .collect()
+}
+
+/// `args.cni.labels` is a list of `{"key": k, "value": v}` (CNI conventions).
+fn labels(v: Option<&Value>) -> Result<BTreeMap<String, String>, CniError> {
+    let what = "args.cni.labels";
+    array(v, what)?
+        .iter()
+        .map(|item| {
+            let obj = object(Some(item), what)?.ok_or_else(|| {
+                CniError::InvalidConfig(format!("{what} entries must be objects"))
+            })?;
+            let key = string(field(obj, "key"), what)?
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| CniError::InvalidConfig(format!("{what} entry without key")))?;
+            let value = string(field(obj, "value"), what)?.unwrap_or_default();
+            Ok((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+fn port_mappings(v: Option<&Value>) -> Result<Vec<PortMapping>, CniError> {
+    let what = "runtimeConfig.portMappings";
+    array(v, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let what = format!("{what}[{i}]");
+            let obj = object(Some(item), &what)?
+                .ok_or_else(|| CniError::InvalidConfig(format!("{what} is null")))?;
+            let port = |key: &str| -> Result<u16, CniError> {
+                field(obj, key)
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        CniError::InvalidConfig(format!("{what}.{key} must be a port 1..=65535"))
+                    })
+            };
+            let host_ip = match string(field(obj, "hostIP"), &what)? {
+                None | Some("") => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    CniError::InvalidConfig(format!("{what}.hostIP {s:?} is not an IP address"))
+                })?),
+            };
+            Ok(PortMapping {
+                host_port: port("hostPort")?,
+                container_port: port("containerPort")?,
+                protocol: string(field(obj, "protocol"), &what)?
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("tcp")
+                    .to_ascii_lowercase(),
+                host_ip,
+            })
+        })
+        .collect()
+}
+
+/// A statically requested address: `10.1.2.3`, or `10.1.2.3/24` whose prefix is the
+/// runtime's idea of the subnet (the agent decides that; we keep the address).
+pub fn parse_static_ip(s: &str) -> Option<IpAddr> {
+    if s.contains('/') {
+        s.parse::<IpNet>().ok().map(|n| n.addr())
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// A unicast MAC in `aa:bb:cc:dd:ee:ff` or `aa-bb-…` form, returned lower-case with
+/// colons. Multicast and all-zero addresses are refused: the kernel would reject them
+/// on the container interface halfway through ADD.
+pub fn parse_mac(s: &str) -> Option<String> {
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let octets: Vec<u8> = s
+        .split(sep)
+        .map(|p| {
+            if p.len() == 2 {
+                u8::from_str_radix(p, 16).ok()
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()?;
+    if octets.len() != 6 || octets[0] & 1 == 1 || octets.iter().all(|o| *o == 0) {
+        return None;
+    }
+    Some(
+        octets
+            .iter()
+            .map(|o| format!("{o:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn conf(v: Value) -> Result<NetConf, CniError> {
+        decode(v.to_string().as_bytes())?.validate()
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T, CniError>) -> u32 {
+        r.expect_err("expected an error").code()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = conf(json!({"cniVersion": "1.1.0", "name": "n", "type": "strait"})).unwrap();
+        assert_eq!(c.cni_version, CniVersion::V1_1_0);
+        assert_eq!(c.name, "n");
+        assert_eq!(c.socket, PathBuf::from(strait_api::DEFAULT_SOCKET));
+        assert_eq!(c.state_dir, PathBuf::from(strait_api::DEFAULT_STATE_DIR));
+        assert_eq!(c.mtu, None);
+        assert_eq!(c.prev_result, None);
+    }
+
+    #[test]
+    fn strait_keys() {
+        let c = conf(json!({
+            "cniVersion": "0.4.0", "name": "n", "type": "strait",
+            "socket": "/tmp/s.sock", "stateDir": "/tmp/state", "mtu": 1450,
+            "ipam": {"type": "whatever"}, "capabilities": {"ips": true, "mac": true}
+        }))
+        .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(c.mtu, Some(1450));
+        assert_eq!(
+            code(conf(json!({"cniVersion": "1.0.0", "name": "n", "mtu": 20}))),
+            7
+        );
+        assert_eq!(
+            code(conf(json!({"cniVersion": "1.0.0", "name": "n", "mtu": -1}))),
+            7
+        );
+        assert_eq!(
+            code(conf(
+                json!({"cniVersion": "1.0.0", "name": "n", "socket": "rel.sock"})
+            )),
+            7
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_code_6() {
+        for bad in [
+            &b"{"[..],
+            b"",
+            b"not json",
+            b"[1,2]",
+            b"\"str\"",
+            b"{\"a\":1}x",
+        ] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!(e.code(), 6, "{:?}: {e}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn config_errors_are_code_7() {
+        assert_eq!(code(conf(json!({"cniVersion": "1.0.0"}))), 7);
+        assert_eq!(code(conf(json!({"cniVersion": "1.0.0", "name": ""}))), 7);
+        assert_eq!(code(conf(json!({"cniVersion": "1.0.0", "name": "-x"}))), 7);
+        assert_eq!(code(conf(json!({"cniVersion": "1.0.0", "name": "a/b"}))), 7);
+        assert_eq!(code(conf(json!({"cniVersion": "1.0.0", "name": 5}))), 7);
+        assert_eq!(code(conf(json!({"name": "n"}))), 7);
+        assert_eq!(code(conf(json!({"name": "n", "cniVersion": ""}))), 7);
+        let e = conf(json!({"cniVersion": "1.0.0"})).unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_version_is_code_1() {
+        for v in ["0.1.0", "0.2.0", "2.0.0", "banana"] {
+            let raw = decode(json!({"cniVersion": v, "name": "n"}).to_string().as_bytes()).unwrap();
+            assert_eq!(raw.version(), None);
+            assert_eq!(code(raw.validate()), 1, "{v}");
+        }
+    }
+
+    #[test]
+    fn version_probe_input() {
+        assert_eq!(version_probe(b"").unwrap(), None);
+        assert_eq!(version_probe(b" \n").unwrap(), None);
+        assert_eq!(version_probe(b"{}").unwrap(), None);
+        assert_eq!(
+            version_probe(br#"{"cniVersion":"1.0.0"}"#)
+                .unwrap()
+                .as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(code(version_probe(b"{")), 6);
+        assert_eq!(code(version_probe(br#"{"cniVersion":1}"#)), 7);
+    }
+
+    #[test]
+    fn static_ips_from_every_source_deduplicated() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"ips": ["10.1.2.3/24"], "mac": "02:42:AC:11:00:02"},
+            "args": {"cni": {"ips": ["10.1.2.3", "fd00::7"],
+                             "labels": [{"key": "app", "value": "web"}]}}
+        }))
+        .unwrap();
+        let args =
+            CniArgs::parse("IgnoreUnknown=1;IP=10.9.9.9;K8S_POD_NAME=p;MAC=02:00:00:00:00:01")
+                .unwrap();
+        let o = c.add_options(&args).unwrap();
+        let ips: Vec<IpAddr> = ["10.1.2.3", "fd00::7", "10.9.9.9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(o.ips, ips);
+        // runtimeConfig wins over CNI_ARGS for the MAC.
+        assert_eq!(o.mac.as_deref(), Some("02:42:ac:11:00:02"));
+        assert_eq!(o.labels["app"], "web");
+        assert_eq!(o.labels["K8S_POD_NAME"], "p");
+    }
+
+    #[test]
+    fn cni_args_mac_used_when_runtime_config_has_none() {
+        let c = conf(json!({"cniVersion": "1.0.0", "name": "n"})).unwrap();
+        let args = CniArgs::parse("MAC=02:00:00:00:00:01").unwrap();
+        assert_eq!(
+            c.add_options(&args).unwrap().mac.as_deref(),
+            Some("02:00:00:00:00:01")
+        );
+    }
+
+    #[test]
+    fn bad_runtime_config_is_code_7() {
+        let opts = |rc: Value| {
+            conf(json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": rc}))
+                .unwrap()
+                .add_options(&CniArgs::default())
+        };
+        assert_eq!(code(opts(json!({"ips": ["nope"]}))), 7);
+        assert_eq!(code(opts(json!({"ips": "10.1.2.3"}))), 7);
+        assert_eq!(code(opts(json!({"mac": "01:00:5e:00:00:01"}))), 7);
+        assert_eq!(
+            code(opts(
+                json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]})
+            )),
+            7
+        );
+        assert_eq!(code(opts(json!("x"))), 7);
+        // Keys strait does not use (bandwidth, dns…) pass.
+        opts(json!({"bandwidth": {"ingressRate": 1}, "dns": {}})).unwrap();
+    }
+
+    #[test]
+    fn port_mappings_accept_any_key_case() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 18081, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
+                {"HostPort": 18095, "ContainerPort": 80, "Protocol": "UDP", "HostIP": "127.0.0.1"},
+                {"hostport": 53, "containerport": 53}
+            ]}
+        }))
+        .unwrap();
+        let pm = c.add_options(&CniArgs::default()).unwrap().port_mappings;
+        let localhost = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(
+            pm,
+            vec![
+                PortMapping {
+                    host_port: 18081,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: localhost
+                },
+                PortMapping {
+                    host_port: 18095,
+                    container_port: 80,
+                    protocol: "udp".into(),
+                    host_ip: localhost
+                },
+                PortMapping {
+                    host_port: 53,
+                    container_port: 53,
+                    protocol: "tcp".into(),
+                    host_ip: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_config_keys_are_case_insensitive_too() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"IPs": ["10.1.2.3"], "Mac": "02:00:00:00:00:01"}
+        }))
+        .unwrap();
+        let o = c.add_options(&CniArgs::default()).unwrap();
+        assert_eq!(o.ips, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert!(o.mac.is_some());
+    }
+
+    #[test]
+    fn gc_attachments() {
+        let gc = |extra: Value| {
+            let mut v = json!({"cniVersion": "1.1.0", "name": "n"});
+            if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+                m.extend(e);
+            }
+            conf(v).unwrap().gc_attachments()
+        };
+        let a = gc(json!({"cni.dev/valid-attachments": [
+            {"containerID": "c1", "ifname": "eth0"},
+            {"ContainerId": "c2", "IfName": "eth1"}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            a,
+            vec![
+                Attachment {
+                    container_id: "c1".into(),
+                    ifname: "eth0".into()
+                },
+                Attachment {
+                    container_id: "c2".into(),
+                    ifname: "eth1".into()
+                }
+            ]
+        );
+        let old =
+            gc(json!({"cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]})).unwrap();
+        assert_eq!(old.len(), 1);
+        assert!(
+            gc(json!({"cni.dev/valid-attachments": []}))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(code(gc(json!({}))), 7);
+        assert_eq!(
+            code(gc(
+                json!({"cni.dev/valid-attachments": [{"ifname": "eth0"}]})
+            )),
+            7
+        );
+        assert_eq!(code(gc(json!({"cni.dev/valid-attachments": {}}))), 7);
+    }
+
+    #[test]
+    fn static_ip_and_mac_syntax() {
+        assert_eq!(
+            parse_static_ip("10.1.2.3"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            parse_static_ip("10.1.2.3/24"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            parse_static_ip("fd00::1/64"),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert_eq!(parse_static_ip("10.1.2.3/33"), None);
+        assert_eq!(parse_static_ip("10.1.2"), None);
+        assert_eq!(
+            parse_mac("02-42-AC-11-00-02").as_deref(),
+            Some("02:42:ac:11:00:02")
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "0:42:ac:11:00:02",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+            "02:42:ac:11:00:0g",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The `strait` CNI plugin (CNI spec 1.1.0; speaks 0.3.0 to 1.1.0): a thin client of
+//! `straitd`.
+//!
+//! The runtime execs the binary once per operation. It validates the environment and
+//! the network configuration, sends one request to the agent over its unix socket
+//! (strait-api's blocking client: no async runtime, no netlink, no IPAM here) and
+//! prints the versioned result or the spec's error JSON on stdout.
+//!
+//! - [`env`]: CNI_* variables, per-verb requirements, `CNI_ARGS`;
+//! - [`config`]: the network configuration, runtimeConfig, `args`, GC attachments;
+//! - [`version`]: supported versions and the VERSION answer;
+//! - [`result`]: ADD results per version, `prevResult` chaining;
+//! - [`error`]: failures and their CNI codes, in one place;
+//! - [`queue`]: DELs queued on disk while the agent is down;
+//! - [`verbs`]: the operations themselves.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod queue;
+pub mod result;
+pub mod verbs;
+pub mod version;
+
+pub use env::RawEnv;
+pub use error::CniError;
+pub use verbs::{Outcome, run};
