@@ -15,6 +15,7 @@ pub mod bins;
 pub mod cni;
 pub mod host;
 pub mod netns;
+pub mod runtimes;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

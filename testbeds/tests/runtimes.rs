@@ -1,0 +1,421 @@
+//! Real runtimes drive `strait`: Podman 4.3 (CNI backend) and containerd's CRI plugin
+//! exec the plugin, which forwards to a `straitd` running in the test's own "host"
+//! namespace. The runtimes create the containers' namespaces on the real host; the
+//! host side of each veth lands in the agent's namespace, so the real host's network
+//! is not touched. Everything is private (config, storage, CNI dirs; see
+//! `strait_testbeds::runtimes`) and removed on exit and on panic.
+//!
+//! Covered:
+//! * Podman: two containers get addresses from the agent's dual-stack pool, ping each
+//!   other over IPv4 and IPv6 and talk TCP; the agent lists both endpoints (with the
+//!   container IDs, netns paths and `K8S_POD_NAME` Podman sends); `podman rm -f`
+//!   leaves no address, endpoint or `strait*` link.
+//! * Podman: `--ip` (sent as `CNI_ARGS IP=`) is honoured; `podman network connect` /
+//!   `disconnect` add and remove a second interface (`CNI_IFNAME=eth1`).
+//! * containerd CRI: two pod sandboxes get addresses and ping each other; the labels
+//!   carry `K8S_POD_NAME`/`K8S_POD_NAMESPACE`; StopPodSandbox then RemovePodSandbox
+//!   (the second DEL without a netns) both succeed and leave nothing behind.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strait_api::Endpoint;
+use strait_testbeds::host::Host;
+use strait_testbeds::require_root;
+use strait_testbeds::runtimes::{Containerd, Podman, conflist, pod_ips, pod_netns, require_tools};
+
+/// Dual stack, so every attachment holds two addresses.
+const POOLS: &[&str] = &["10.81.0.0/16", "fd00:81::/48"];
+
+macro_rules! privileged_with {
+    ($name:expr, $tools:expr) => {
+        if !require_root($name) || !require_tools($name, $tools) {
+            return;
+        }
+    };
+}
+
+const PODMAN_TOOLS: &[&str] = &["podman", "runc", "conmon", "tar", "/usr/lib/cni/portmap"];
+const CONTAINERD_TOOLS: &[&str] = &[
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "nsenter",
+    "tar",
+    "sha256sum",
+    "/usr/lib/cni/portmap",
+    "/usr/lib/cni/loopback",
+];
+
+/// Poll `f` until it is true or `timeout` passes: IPv6 DAD, a listener not yet bound.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn in_pool(addr: &str) -> bool {
+    let ip: std::net::IpAddr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
+    POOLS
+        .iter()
+        .any(|p| p.parse::<ipnet::IpNet>().unwrap().contains(&ip))
+}
+
+fn endpoint_of<'a>(eps: &'a [Endpoint], container_id: &str, ifname: &str) -> &'a Endpoint {
+    eps.iter()
+        .find(|e| e.container_id == container_id && e.ifname == ifname)
+        .unwrap_or_else(|| panic!("agent has no endpoint {container_id}/{ifname}: {eps:#?}"))
+}
+
+fn endpoint_addrs(ep: &Endpoint) -> Vec<String> {
+    ep.ips.iter().map(|n| n.addr().to_string()).collect()
+}
+
+/// The agent's view once every attachment is gone: nothing allocated, no endpoint,
+/// no `strait*` link in its namespace.
+fn assert_agent_clean(h: &Host, what: &str) {
+    assert_eq!(h.used_addresses(), 0, "{what}: addresses still allocated");
+    let eps = h.endpoints();
+    assert!(eps.is_empty(), "{what}: endpoints left: {eps:#?}");
+    let links = h.wait_no_strait_links();
+    assert!(links.is_empty(), "{what}: links left: {links:?}");
+}
+
+// ----- Podman -----
+
+/// What `podman inspect` says about one container on one network.
+struct PodmanAttachment {
+    id: String,
+    netns: String,
+    v4: String,
+    v6: String,
+}
+
+fn podman_attachment(p: &Podman, name: &str, network: &str) -> PodmanAttachment {
+    let c = p.inspect(name);
+    let net = &c["NetworkSettings"]["Networks"][network];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    PodmanAttachment {
+        id: s(&c["Id"]),
+        netns: s(&c["NetworkSettings"]["SandboxKey"]),
+        v4: s(&net["IPAddress"]),
+        v6: s(&net["GlobalIPv6Address"]),
+    }
+}
+
+/// Start a container on `network` and fail with Podman's and the agent's words if it
+/// does not come up.
+fn podman_start(p: &Podman, h: &Host, name: &str, network: &str, extra: &[&str]) {
+    // busybox ping needs a raw socket; Podman's default capabilities leave NET_RAW out.
+    let mut opts = vec!["--network", network, "--cap-add", "NET_RAW"];
+    opts.extend_from_slice(extra);
+    let out = p.run_container(name, &opts);
+    assert!(
+        out.status.success(),
+        "podman run {name} failed: {}{}\n----- straitd log (tail) -----\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        h.agent
+            .log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn podman_ping(p: &Podman, from: &str, to: &str) -> bool {
+    let family = if to.contains(':') { "-6" } else { "-4" };
+    eventually(Duration::from_secs(5), || {
+        p.run(&["exec", from, "ping", family, "-c1", "-W1", to])
+            .status
+            .success()
+    })
+}
+
+#[test]
+fn podman_two_containers_dual_stack_ping_tcp_and_cleanup() {
+    privileged_with!(
+        "podman_two_containers_dual_stack_ping_tcp_and_cleanup",
+        PODMAN_TOOLS
+    );
+    let t0 = Instant::now();
+    let h = Host::new(POOLS);
+    let p = Podman::new(&h.prefix);
+    let net = format!("{}net", h.prefix);
+    p.add_network(&conflist(&h, &net));
+    let (a, b) = (format!("{}-a", h.prefix), format!("{}-b", h.prefix));
+    podman_start(&p, &h, &a, &net, &[]);
+    podman_start(&p, &h, &b, &net, &[]);
+
+    let ca = podman_attachment(&p, &a, &net);
+    let cb = podman_attachment(&p, &b, &net);
+    for (name, c) in [(&a, &ca), (&b, &cb)] {
+        assert!(in_pool(&c.v4), "{name}: IPv4 {:?} not from the pool", c.v4);
+        assert!(in_pool(&c.v6), "{name}: IPv6 {:?} not from the pool", c.v6);
+        // The container itself has them, not just Podman's record.
+        let shown = p.ok(&["exec", name, "ip", "addr", "show", "eth0"]);
+        assert!(shown.contains(&c.v4) && shown.contains(&c.v6), "{shown}");
+    }
+    assert_ne!(ca.v4, cb.v4);
+
+    // The agent knows both, as Podman attached them.
+    let eps = h.endpoints();
+    assert_eq!(eps.len(), 2, "{eps:#?}");
+    assert_eq!(h.used_addresses(), 4);
+    for (name, c) in [(&a, &ca), (&b, &cb)] {
+        let ep = endpoint_of(&eps, &c.id, "eth0");
+        let addrs = endpoint_addrs(ep);
+        assert!(addrs.contains(&c.v4) && addrs.contains(&c.v6), "{ep:#?}");
+        assert_eq!(ep.netns, c.netns, "netns Podman made");
+        assert_eq!(ep.network, net);
+        assert_eq!(
+            ep.labels.get("K8S_POD_NAME"),
+            Some(name),
+            "Podman's CNI_ARGS K8S_POD_NAME: {ep:#?}"
+        );
+        assert!(h.ns.links().contains(&ep.host_ifname), "{ep:#?}");
+    }
+
+    // Connectivity both ways, both families.
+    assert!(podman_ping(&p, &a, &cb.v4), "IPv4 ping a → b");
+    assert!(podman_ping(&p, &b, &ca.v4), "IPv4 ping b → a");
+    assert!(podman_ping(&p, &a, &cb.v6), "IPv6 ping a → b");
+    assert!(podman_ping(&p, &b, &ca.v6), "IPv6 ping b → a");
+
+    // TCP with busybox nc: a listens and writes what it gets to a file; b sends.
+    p.ok(&["exec", "-d", &a, "sh", "-c", "nc -l -p 7777 > /tmp/got"]);
+    let sent = eventually(Duration::from_secs(10), || {
+        p.run(&[
+            "exec",
+            &b,
+            "sh",
+            "-c",
+            &format!("echo hello-strait | nc -w 2 {} 7777", ca.v4),
+        ])
+        .status
+        .success()
+    });
+    assert!(sent, "nc from b to a:7777 never connected");
+    let got = eventually(Duration::from_secs(5), || {
+        p.ok(&["exec", &a, "cat", "/tmp/got"]).trim() == "hello-strait"
+    });
+    assert!(got, "a did not receive the TCP payload");
+
+    // Removal: Podman's DELs release everything and its namespaces go.
+    let rm = p.rm(&[&a, &b]);
+    assert!(rm.status.success(), "podman rm: {rm:?}");
+    assert_agent_clean(&h, "after podman rm -f");
+    for c in [&ca, &cb] {
+        assert!(
+            !std::path::Path::new(&c.netns).exists(),
+            "netns {} left",
+            c.netns
+        );
+    }
+    assert!(
+        p.ps_names().is_empty(),
+        "containers left: {:?}",
+        p.ps_names()
+    );
+    eprintln!("podman two containers: {:?}", t0.elapsed());
+}
+
+#[test]
+fn podman_static_ip_and_network_connect() {
+    privileged_with!("podman_static_ip_and_network_connect", PODMAN_TOOLS);
+    let t0 = Instant::now();
+    let h = Host::new(POOLS);
+    let p = Podman::new(&h.prefix);
+    let net = format!("{}net", h.prefix);
+    let net2 = format!("{}net2", h.prefix);
+    p.add_network(&conflist(&h, &net));
+    p.add_network(&conflist(&h, &net2));
+    let (s, o) = (format!("{}-st", h.prefix), format!("{}-o", h.prefix));
+
+    // --ip: Podman sends CNI_ARGS IP=…; the agent must hand out exactly that.
+    const STATIC: &str = "10.81.3.7";
+    podman_start(&p, &h, &s, &net, &["--ip", STATIC]);
+    podman_start(&p, &h, &o, &net, &[]);
+    let cs = podman_attachment(&p, &s, &net);
+    let co = podman_attachment(&p, &o, &net);
+    assert_eq!(cs.v4, STATIC, "podman inspect");
+    let shown = p.ok(&["exec", &s, "ip", "-4", "addr", "show", "eth0"]);
+    assert!(shown.contains(&format!("{STATIC}/")), "{shown}");
+    let eps = h.endpoints();
+    assert!(endpoint_addrs(endpoint_of(&eps, &cs.id, "eth0")).contains(&STATIC.to_string()));
+    assert!(podman_ping(&p, &o, STATIC), "ping the static address");
+
+    // network connect: a second interface, eth1, from the second network.
+    let before = h.used_addresses();
+    let out = p.run(&["network", "connect", &net2, &o]);
+    assert!(
+        out.status.success(),
+        "podman network connect: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        h.agent.log()
+    );
+    let eps = h.endpoints();
+    let eth1 = endpoint_of(&eps, &co.id, "eth1");
+    assert_eq!(eth1.network, net2);
+    let eth1_v4 = endpoint_addrs(eth1)
+        .into_iter()
+        .find(|a| !a.contains(':'))
+        .expect("eth1 IPv4");
+    assert!(in_pool(&eth1_v4));
+    let shown = p.ok(&["exec", &o, "ip", "addr", "show", "eth1"]);
+    assert!(shown.contains(&eth1_v4), "{shown}");
+    assert_eq!(
+        podman_attachment(&p, &o, &net2).v4,
+        eth1_v4,
+        "podman inspect agrees"
+    );
+    assert!(h.used_addresses() > before);
+    // eth0 is untouched by the second attachment.
+    assert!(endpoint_addrs(endpoint_of(&eps, &co.id, "eth0")).contains(&co.v4));
+
+    // disconnect: DEL with CNI_IFNAME=eth1 takes eth1 (and only eth1) away.
+    let out = p.run(&["network", "disconnect", &net2, &o]);
+    assert!(
+        out.status.success(),
+        "podman network disconnect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(h.used_addresses(), before);
+    let eps = h.endpoints();
+    assert!(
+        !eps.iter()
+            .any(|e| e.container_id == co.id && e.ifname == "eth1"),
+        "{eps:#?}"
+    );
+    endpoint_of(&eps, &co.id, "eth0");
+    let links = p.ok(&["exec", &o, "ip", "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+
+    let rm = p.rm(&[&s, &o]);
+    assert!(rm.status.success(), "podman rm: {rm:?}");
+    assert_agent_clean(&h, "after podman rm -f");
+    eprintln!("podman static ip + connect: {:?}", t0.elapsed());
+}
+
+// ----- containerd (CRI) -----
+
+#[test]
+fn containerd_cri_two_pods_ping_labels_and_double_del() {
+    privileged_with!(
+        "containerd_cri_two_pods_ping_labels_and_double_del",
+        CONTAINERD_TOOLS
+    );
+    let t0 = Instant::now();
+    // Declared first so it drops last: containerd's cleanup DELs still reach it.
+    let h = Host::new(POOLS);
+    let net = format!("{}net", h.prefix);
+    let ctrd = Containerd::start(&h.prefix, &conflist(&h, &net));
+    let started = t0.elapsed();
+    let ns = format!("{}-ns", h.prefix);
+    let names = [format!("{}-p1", h.prefix), format!("{}-p2", h.prefix)];
+    let ids: Vec<String> = names.iter().map(|n| ctrd.runp(n, &ns)).collect();
+
+    let inspects: Vec<Value> = ids.iter().map(|id| ctrd.inspectp(id)).collect();
+    let eps = h.endpoints();
+    assert_eq!(eps.len(), 2, "{eps:#?}");
+    assert_eq!(h.used_addresses(), 4);
+    let mut v4s = vec![];
+    let mut netns = vec![];
+    for ((id, name), inspect) in ids.iter().zip(&names).zip(&inspects) {
+        assert_eq!(inspect["status"]["state"], 0, "SANDBOX_READY: {inspect:#}");
+        let ips = pod_ips(inspect);
+        assert_eq!(ips.len(), 2, "dual stack pod IPs: {inspect:#}");
+        assert!(ips.iter().all(|i| in_pool(i)), "{ips:?}");
+        let path = pod_netns(inspect).expect("pod netns path in the runtime spec");
+        // The pod's eth0 really has them.
+        let shown = nsenter(&path, &["ip", "addr", "show", "eth0"]);
+        assert!(ips.iter().all(|i| shown.contains(i.as_str())), "{shown}");
+
+        let ep = endpoint_of(&eps, id, "eth0");
+        let addrs = endpoint_addrs(ep);
+        assert!(ips.iter().all(|i| addrs.contains(i)), "{ep:#?} vs {ips:?}");
+        assert_eq!(ep.netns, path);
+        // containerd's CNI_ARGS K8S_* end up as the endpoint's labels.
+        assert_eq!(ep.labels.get("K8S_POD_NAME"), Some(name), "{ep:#?}");
+        assert_eq!(ep.labels.get("K8S_POD_NAMESPACE"), Some(&ns), "{ep:#?}");
+        v4s.push(ips.iter().find(|i| !i.contains(':')).cloned().unwrap());
+        netns.push((path, ips));
+    }
+
+    // Pod to pod, both families, each way.
+    for (from, to) in [(0, 1), (1, 0)] {
+        for dst in &netns[to].1 {
+            let family = if dst.contains(':') { "-6" } else { "-4" };
+            let ok = eventually(Duration::from_secs(5), || {
+                nsenter_status(&netns[from].0, &["ping", family, "-c1", "-W1", dst])
+            });
+            assert!(ok, "ping pod{from} → {dst}");
+        }
+    }
+
+    // StopPodSandbox: the first DEL (with the netns) frees the pod's addresses.
+    ctrd.cri_ok(&["stopp", &ids[0]]);
+    let eps = h.endpoints();
+    assert!(
+        !eps.iter().any(|e| e.container_id == ids[0]),
+        "stopped pod still attached: {eps:#?}"
+    );
+    assert_eq!(h.used_addresses(), 2);
+    // RemovePodSandbox: the second DEL, CNI_NETNS empty and no prevResult, succeeds.
+    ctrd.cri_ok(&["rmp", &ids[0]]);
+    ctrd.forget_pod(&ids[0]);
+    // The other pod is unharmed.
+    assert!(eventually(Duration::from_secs(2), || {
+        nsenter_status(&netns[1].0, &["ping", "-c1", "-W1", &v4s[1]])
+    }));
+    ctrd.cri_ok(&["stopp", &ids[1]]);
+    ctrd.cri_ok(&["rmp", &ids[1]]);
+    ctrd.forget_pod(&ids[1]);
+
+    assert_agent_clean(&h, "after Stop/RemovePodSandbox");
+    let pods = ctrd.cri_json(&["pods"]);
+    assert_eq!(pods, serde_json::json!([]), "CRI still lists pods");
+    for (path, _) in &netns {
+        assert!(
+            !std::path::Path::new(path).exists(),
+            "containerd left netns {path}"
+        );
+    }
+    eprintln!(
+        "containerd CRI: {:?} (containerd up and image imported in {started:?})",
+        t0.elapsed()
+    );
+}
+
+fn nsenter_cmd(netns: &str, argv: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={netns}")).arg("--").args(argv);
+    c
+}
+
+/// Run a host program inside a pod's network namespace; its stdout.
+fn nsenter(netns: &str, argv: &[&str]) -> String {
+    strait_testbeds::runtimes::run_ok(nsenter_cmd(netns, argv))
+}
+
+fn nsenter_status(netns: &str, argv: &[&str]) -> bool {
+    strait_testbeds::runtimes::run_with_timeout(
+        nsenter_cmd(netns, argv),
+        strait_testbeds::runtimes::CMD_TIMEOUT,
+    )
+    .status
+    .success()
+}
