@@ -1,0 +1,730 @@
+//! The allocator's decisions, pure: which free ordinal of a block, which block of which
+//! pool, whether to claim or borrow, where a static address lives. The store-backed
+//! [`super::Ipam`] feeds these functions the blocks it read and writes back what they
+//! changed in one transaction.
+//!
+//! Order of preference for a dynamic address of one family, as in Calico:
+//! 1. a block affine to this node (pools in configured order, blocks in address order);
+//! 2. claim the first unclaimed block of a pool, unless the node already holds
+//!    `max_blocks_per_node` blocks of that family;
+//! 3. borrow from any other block with space, unless `strict_affinity`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::block::Block;
+use super::config::Family;
+use super::pool::{Pool, pool_of, pool_of_block};
+
+/// The rules one node allocates under.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub node: &'a str,
+    pub max_blocks_per_node: Option<u32>,
+    pub strict_affinity: bool,
+    /// Unix seconds, stamped on claimed blocks.
+    pub now: u64,
+    /// Blocks that lost a compare-and-swap during this allocation: another writer is
+    /// busy in them, so they are used only when no other block has room. Without this a
+    /// borrower keeps colliding with the lender allocating in the same block.
+    pub contended: &'a BTreeSet<IpNet>,
+}
+
+impl Rules<'_> {
+    /// Whether the node may claim another block of `family`, given the blocks it holds.
+    fn may_claim(&self, blocks: &BTreeMap<IpNet, Block>, family: Family) -> bool {
+        self.max_blocks_per_node
+            .is_none_or(|max| held_blocks(blocks, self.node, family) < u64::from(max))
+    }
+}
+
+/// How an address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// From a block already affine to this node.
+    Affine,
+    /// From a block this allocation claims for this node.
+    Claimed,
+    /// From another node's block, or from a block no node has claimed.
+    Borrowed,
+}
+
+/// One chosen address; `blocks` already records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub block: IpNet,
+    pub ip: IpAddr,
+    pub source: Source,
+}
+
+/// What the caller knows about the store's blocks.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Only this node's affine blocks (the cache): enough for the hot path, not for
+    /// claiming or borrowing.
+    Affine,
+    /// Every block in the store; `unreadable` are keys that did not parse, which are
+    /// neither claimed over nor borrowed from.
+    Full { unreadable: &'a BTreeSet<IpNet> },
+}
+
+/// Why no address was picked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortfall {
+    /// The affine blocks are full; read every block and ask again with [`Scope::Full`].
+    NeedFullView,
+    /// Nothing can be given; the reason is for the operator.
+    Exhausted(String),
+}
+
+/// Blocks of `family` affine to `node`.
+pub fn held_blocks(blocks: &BTreeMap<IpNet, Block>, node: &str, family: Family) -> u64 {
+    let n = blocks
+        .values()
+        .filter(|b| b.family() == family && b.is_affine_to(node))
+        .count();
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The first free, unreserved ordinal of `block` at or after its search start, wrapping
+/// around.
+pub fn free_ordinal(block: &Block, pool: &Pool) -> Option<u32> {
+    let size = block.size();
+    if block.used() >= size {
+        return None;
+    }
+    let start = block.next_ordinal % size;
+    (0..size).map(|i| (start + i) % size).find(|o| {
+        !block.allocations.contains_key(o) && block.ip(*o).is_some_and(|ip| !pool.is_reserved(ip))
+    })
+}
+
+/// The first block of `pool` passing `wanted` with a free ordinal, in address order,
+/// contended blocks last.
+fn first_free(
+    blocks: &BTreeMap<IpNet, Block>,
+    pool: &Pool,
+    contended: &BTreeSet<IpNet>,
+    wanted: impl Fn(&Block) -> bool,
+) -> Option<(IpNet, u32)> {
+    let pass = |hot: bool| {
+        blocks
+            .values()
+            .filter(|b| pool.holds_block(&b.cidr) && wanted(b))
+            .filter(|b| contended.contains(&b.cidr) == hot)
+            .find_map(|b| free_ordinal(b, pool).map(|o| (b.cidr, o)))
+    };
+    pass(false).or_else(|| pass(true))
+}
+
+/// Chooses a dynamic address of `family` for `handle` and records it in `blocks`
+/// (claiming a block by adding it or setting its affinity).
+pub fn pick_dynamic(
+    family: Family,
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    scope: Scope<'_>,
+    handle: &str,
+) -> Result<Pick, Shortfall> {
+    let pools: Vec<&Pool> = pools.iter().filter(|p| p.family() == family).collect();
+    let pool_list = pools
+        .iter()
+        .map(|p| p.cidr.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pools.is_empty() {
+        return Err(Shortfall::Exhausted(format!(
+            "no {family} pool is configured"
+        )));
+    }
+
+    // 1. This node's own blocks.
+    for pool in &pools {
+        let found = first_free(blocks, pool, rules.contended, |b| {
+            b.is_affine_to(rules.node)
+        });
+        if let Some((cidr, ordinal)) = found {
+            return assign(blocks, cidr, ordinal, handle, Source::Affine);
+        }
+    }
+    let unreadable = match scope {
+        Scope::Affine => return Err(Shortfall::NeedFullView),
+        Scope::Full { unreadable } => unreadable,
+    };
+
+    // 2. Claim a block: the lowest one of the first pool that has one, so a node's
+    // blocks stay compact and contention shows up as a CAS conflict, not a duplicate.
+    let may_claim = rules.may_claim(blocks, family);
+    if may_claim {
+        for pool in &pools {
+            let mut n = 0u128;
+            while let Some(cidr) = pool.nth_block(n) {
+                n += 1;
+                if unreadable.contains(&cidr) {
+                    continue;
+                }
+                let candidate = match blocks.get(&cidr) {
+                    None => Block::new(cidr, None, rules.now),
+                    Some(b) if b.affinity.is_none() => b.clone(),
+                    Some(_) => continue,
+                };
+                let Some(ordinal) = free_ordinal(&candidate, pool) else {
+                    continue;
+                };
+                let mut claimed = candidate;
+                claimed.affinity = Some(rules.node.to_string());
+                claimed.claimed = rules.now;
+                blocks.insert(cidr, claimed);
+                return assign(blocks, cidr, ordinal, handle, Source::Claimed);
+            }
+        }
+    }
+
+    // 3. Borrow from a block someone else holds (or nobody holds, when claiming is
+    // not allowed).
+    if !rules.strict_affinity {
+        for pool in &pools {
+            let found = first_free(blocks, pool, rules.contended, |b| {
+                !b.is_affine_to(rules.node)
+            });
+            if let Some((cidr, ordinal)) = found {
+                return assign(blocks, cidr, ordinal, handle, Source::Borrowed);
+            }
+        }
+    }
+
+    let held = held_blocks(blocks, rules.node, family);
+    let max = rules
+        .max_blocks_per_node
+        .map_or_else(String::new, |m| m.to_string());
+    Err(Shortfall::Exhausted(
+        match (may_claim, rules.strict_affinity) {
+            (false, true) => format!(
+                "the node's {held} blocks are full, it may hold no more \
+             (max_blocks_per_node={max}), and strict_affinity forbids borrowing"
+            ),
+            (false, false) => format!(
+                "the node's {held} blocks are full, it may hold no more \
+             (max_blocks_per_node={max}), and no other block of pools {pool_list} has a \
+             free address"
+            ),
+            (true, true) => format!(
+                "the node's {held} blocks are full, every block of pools {pool_list} is \
+             claimed, and strict_affinity forbids borrowing"
+            ),
+            (true, false) => format!("every address of pools {pool_list} is allocated"),
+        },
+    ))
+}
+
+/// One dynamic address per family in `families`, all recorded in `blocks`. On a
+/// shortfall, says which family fell short.
+pub fn pick_dynamic_all(
+    families: &[Family],
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    scope: Scope<'_>,
+    handle: &str,
+) -> Result<Vec<Pick>, (Family, Shortfall)> {
+    families
+        .iter()
+        .map(|&f| pick_dynamic(f, pools, blocks, rules, scope, handle).map_err(|s| (f, s)))
+        .collect()
+}
+
+/// The pool a static address may come from, or why it may not.
+pub fn locate_static(pools: &[Pool], ip: IpAddr) -> Result<&Pool, String> {
+    let pool = pool_of(pools, ip).ok_or_else(|| "outside every pool".to_string())?;
+    if pool.is_reserved(ip) {
+        return Err(format!("reserved: an edge address of pool {}", pool.cidr));
+    }
+    Ok(pool)
+}
+
+/// Records static `ip` for `handle` in `blocks`. `blocks` must hold the block of `ip`
+/// if the store has it: a missing entry means the block is unclaimed, and this claims
+/// it for the node (or, at `max_blocks_per_node`, creates it without affinity).
+pub fn pick_static(
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    ip: IpAddr,
+    handle: &str,
+) -> Result<Pick, String> {
+    let pool = locate_static(pools, ip)?;
+    let cidr = pool
+        .block_of(ip)
+        .ok_or_else(|| format!("no block of pool {} holds it", pool.cidr))?;
+    let family = pool.family();
+    let may_claim = rules.may_claim(blocks, family);
+    let max = rules.max_blocks_per_node.unwrap_or(0);
+
+    let source = match blocks.get_mut(&cidr) {
+        None if may_claim => {
+            blocks.insert(
+                cidr,
+                Block::new(cidr, Some(rules.node.to_string()), rules.now),
+            );
+            Source::Claimed
+        }
+        None if rules.strict_affinity => {
+            return Err(format!(
+                "its block {cidr} is unclaimed and node {} already holds \
+                 max_blocks_per_node={max} {family} blocks",
+                rules.node
+            ));
+        }
+        None => {
+            blocks.insert(cidr, Block::new(cidr, None, rules.now));
+            Source::Borrowed
+        }
+        Some(block) => {
+            if let Some(holder) = block.holder(ip) {
+                return Err(format!("taken by handle {holder}"));
+            }
+            match block.affinity.as_deref() {
+                Some(n) if n == rules.node => Source::Affine,
+                Some(other) if rules.strict_affinity => {
+                    return Err(format!(
+                        "its block {cidr} is affine to node {other} and strict_affinity is on"
+                    ));
+                }
+                Some(_) => Source::Borrowed,
+                None if may_claim => {
+                    block.affinity = Some(rules.node.to_string());
+                    block.claimed = rules.now;
+                    Source::Claimed
+                }
+                None => Source::Borrowed,
+            }
+        }
+    };
+    let ordinal = blocks
+        .get(&cidr)
+        .and_then(|b| b.ordinal(ip))
+        .ok_or_else(|| format!("not inside its block {cidr}"))?;
+    assign(blocks, cidr, ordinal, handle, source).map_err(|_| format!("block {cidr} vanished"))
+}
+
+fn assign(
+    blocks: &mut BTreeMap<IpNet, Block>,
+    cidr: IpNet,
+    ordinal: u32,
+    handle: &str,
+    source: Source,
+) -> Result<Pick, Shortfall> {
+    let block = blocks
+        .get_mut(&cidr)
+        .ok_or_else(|| Shortfall::Exhausted(format!("block {cidr} vanished")))?;
+    let ip = block
+        .ip(ordinal)
+        .ok_or_else(|| Shortfall::Exhausted(format!("ordinal {ordinal} outside {cidr}")))?;
+    block.assign(ordinal, handle);
+    Ok(Pick {
+        block: cidr,
+        ip,
+        source,
+    })
+}
+
+/// The block cidr `ip` would live in, from the pools or, for an address outside every
+/// pool (a pool removed from the config), from the family's block size.
+pub fn block_cidr_of(
+    pools: &[Pool],
+    block_prefix: impl Fn(Family) -> u8,
+    ip: IpAddr,
+) -> Option<IpNet> {
+    match pool_of(pools, ip) {
+        Some(pool) => pool.block_of(ip),
+        None => IpNet::new(ip, block_prefix(Family::of(&ip)))
+            .ok()
+            .map(|n| n.trunc()),
+    }
+}
+
+/// Whether `block` belongs to a configured pool.
+pub fn in_pools(pools: &[Pool], block: &IpNet) -> bool {
+    pool_of_block(pools, block).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = "n1";
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pools(specs: &[(&str, u8)]) -> Vec<Pool> {
+        specs
+            .iter()
+            .map(|(c, p)| Pool {
+                cidr: net(c),
+                block_prefix: *p,
+            })
+            .collect()
+    }
+
+    static NONE_CONTENDED: BTreeSet<IpNet> = BTreeSet::new();
+
+    fn rules(max: Option<u32>, strict: bool) -> Rules<'static> {
+        Rules {
+            contended: &NONE_CONTENDED,
+            node: NODE,
+            max_blocks_per_node: max,
+            strict_affinity: strict,
+            now: 100,
+        }
+    }
+
+    fn full(
+        family: Family,
+        pools: &[Pool],
+        blocks: &mut BTreeMap<IpNet, Block>,
+        r: Rules<'_>,
+    ) -> Result<Pick, Shortfall> {
+        let none = BTreeSet::new();
+        pick_dynamic(
+            family,
+            pools,
+            blocks,
+            r,
+            Scope::Full { unreadable: &none },
+            "h",
+        )
+    }
+
+    #[test]
+    fn free_ordinal_skips_pool_edges_and_taken() {
+        let pool = pools(&[("10.0.0.0/30", 30)])[0];
+        let mut b = Block::new(net("10.0.0.0/30"), None, 0);
+        assert_eq!(free_ordinal(&b, &pool), Some(1), "network address skipped");
+        b.assign(1, "a");
+        assert_eq!(free_ordinal(&b, &pool), Some(2));
+        b.assign(2, "b");
+        assert_eq!(free_ordinal(&b, &pool), None, "broadcast skipped");
+    }
+
+    #[test]
+    fn free_ordinal_delays_reuse() {
+        let pool = pools(&[("10.0.0.0/24", 26)])[0];
+        let mut b = Block::new(net("10.0.0.64/26"), None, 0);
+        b.assign(0, "a");
+        b.assign(1, "b");
+        b.allocations.remove(&0);
+        assert_eq!(
+            free_ordinal(&b, &pool),
+            Some(2),
+            "released ordinal 0 not reused yet"
+        );
+        b.next_ordinal = 63;
+        b.assign(63, "c");
+        assert_eq!(free_ordinal(&b, &pool), Some(0), "wraps around");
+    }
+
+    #[test]
+    fn affine_only_scope_asks_for_full_view() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let got = pick_dynamic(
+            Family::V4,
+            &p,
+            &mut blocks,
+            rules(None, false),
+            Scope::Affine,
+            "h",
+        );
+        assert_eq!(got, Err(Shortfall::NeedFullView));
+    }
+
+    #[test]
+    fn claims_first_block_then_uses_it() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let first = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
+        assert_eq!(first.source, Source::Claimed);
+        assert_eq!(first.ip, ip("10.0.0.1"));
+        assert_eq!(blocks[&net("10.0.0.0/26")].affinity.as_deref(), Some(NODE));
+        assert_eq!(blocks[&net("10.0.0.0/26")].claimed, 100);
+        let second = pick_dynamic(
+            Family::V4,
+            &p,
+            &mut blocks,
+            rules(None, false),
+            Scope::Affine,
+            "h2",
+        )
+        .unwrap();
+        assert_eq!((second.source, second.ip), (Source::Affine, ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn claims_past_other_nodes_blocks() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        for c in ["10.0.0.0/26", "10.0.0.64/26"] {
+            blocks.insert(net(c), Block::new(net(c), Some("other".into()), 0));
+        }
+        let got = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.128/26"), Source::Claimed)
+        );
+    }
+
+    #[test]
+    fn claims_an_unaffine_block() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        blocks.insert(net("10.0.0.0/26"), Block::new(net("10.0.0.0/26"), None, 0));
+        let got = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.0/26"), Source::Claimed)
+        );
+        assert_eq!(blocks[&net("10.0.0.0/26")].affinity.as_deref(), Some(NODE));
+    }
+
+    #[test]
+    fn skips_unreadable_blocks() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let bad = BTreeSet::from([net("10.0.0.0/26")]);
+        let got = pick_dynamic(
+            Family::V4,
+            &p,
+            &mut blocks,
+            rules(None, false),
+            Scope::Full { unreadable: &bad },
+            "h",
+        )
+        .unwrap();
+        assert_eq!(got.block, net("10.0.0.64/26"));
+    }
+
+    #[test]
+    fn borrows_at_max_blocks_unless_strict() {
+        let p = pools(&[("10.0.0.0/28", 30)]);
+        let mut blocks = BTreeMap::new();
+        let mut mine = Block::new(net("10.0.0.4/30"), Some(NODE.into()), 0);
+        for o in 0..4 {
+            mine.assign(o, "x");
+        }
+        blocks.insert(mine.cidr, mine);
+        blocks.insert(
+            net("10.0.0.8/30"),
+            Block::new(net("10.0.0.8/30"), Some("other".into()), 0),
+        );
+        let got = full(Family::V4, &p, &mut blocks.clone(), rules(Some(1), false)).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.8/30"), Source::Borrowed)
+        );
+
+        match full(Family::V4, &p, &mut blocks, rules(Some(1), true)) {
+            Err(Shortfall::Exhausted(m)) => {
+                assert!(
+                    m.contains("max_blocks_per_node=1") && m.contains("strict_affinity"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_affinity_still_claims_free_blocks() {
+        let p = pools(&[("10.0.0.0/28", 30)]);
+        let mut blocks = BTreeMap::new();
+        blocks.insert(
+            net("10.0.0.0/30"),
+            Block::new(net("10.0.0.0/30"), Some("other".into()), 0),
+        );
+        let got = full(Family::V4, &p, &mut blocks, rules(None, true)).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.4/30"), Source::Claimed)
+        );
+    }
+
+    #[test]
+    fn contended_blocks_come_last() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        for c in ["10.0.0.0/26", "10.0.0.64/26"] {
+            blocks.insert(net(c), Block::new(net(c), Some("other".into()), 0));
+        }
+        let hot = BTreeSet::from([net("10.0.0.0/26")]);
+        let r = Rules {
+            contended: &hot,
+            ..rules(Some(0), false)
+        };
+        let got = full(Family::V4, &p, &mut blocks, r).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.64/26"), Source::Borrowed)
+        );
+        let hot = BTreeSet::from([net("10.0.0.0/26"), net("10.0.0.64/26")]);
+        let r = Rules {
+            contended: &hot,
+            ..rules(Some(0), false)
+        };
+        let got = full(Family::V4, &p, &mut blocks, r).unwrap();
+        assert_eq!(
+            got.block,
+            net("10.0.0.0/26"),
+            "still used when nothing else has room"
+        );
+    }
+
+    #[test]
+    fn exhausts_tiny_pool_exactly() {
+        // /28 in /30 blocks: 16 addresses, the pool's first and last reserved.
+        let p = pools(&[("10.0.0.0/28", 30)]);
+        let mut blocks = BTreeMap::new();
+        let mut got = BTreeSet::new();
+        while let Ok(pick) = full(Family::V4, &p, &mut blocks, rules(None, false)) {
+            assert!(got.insert(pick.ip), "duplicate {}", pick.ip);
+        }
+        assert_eq!(got.len(), 14);
+        assert!(!got.contains(&ip("10.0.0.0")) && !got.contains(&ip("10.0.0.15")));
+        match full(Family::V4, &p, &mut blocks, rules(None, false)) {
+            Err(Shortfall::Exhausted(m)) => assert!(m.contains("10.0.0.0/28"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefers_pools_in_config_order() {
+        let p = pools(&[("10.1.0.0/24", 26), ("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let got = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
+        assert_eq!(got.block, net("10.1.0.0/26"));
+    }
+
+    #[test]
+    fn no_pool_of_family() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        assert!(matches!(
+            full(Family::V6, &p, &mut blocks, rules(None, false)),
+            Err(Shortfall::Exhausted(_))
+        ));
+    }
+
+    #[test]
+    fn static_lookup() {
+        let p = pools(&[("10.0.0.0/24", 26), ("fd00::/120", 122)]);
+        assert!(locate_static(&p, ip("10.0.0.5")).is_ok());
+        assert!(
+            locate_static(&p, ip("10.0.0.0"))
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            locate_static(&p, ip("10.0.0.255"))
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            locate_static(&p, ip("fd00::"))
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(locate_static(&p, ip("fd00::ff")).is_ok());
+        assert_eq!(
+            locate_static(&p, ip("192.168.0.1")).unwrap_err(),
+            "outside every pool"
+        );
+    }
+
+    #[test]
+    fn static_claims_uses_and_refuses() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let got = pick_static(&p, &mut blocks, rules(None, false), ip("10.0.0.70"), "h").unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.0.0.64/26"), Source::Claimed)
+        );
+        let again = pick_static(&p, &mut blocks, rules(None, false), ip("10.0.0.70"), "h2");
+        assert_eq!(again.unwrap_err(), "taken by handle h");
+        let got = pick_static(&p, &mut blocks, rules(None, false), ip("10.0.0.71"), "h2").unwrap();
+        assert_eq!(got.source, Source::Affine);
+    }
+
+    #[test]
+    fn static_respects_strict_affinity_and_max_blocks() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        blocks.insert(
+            net("10.0.0.0/26"),
+            Block::new(net("10.0.0.0/26"), Some("other".into()), 0),
+        );
+        let e = pick_static(
+            &p,
+            &mut blocks.clone(),
+            rules(None, true),
+            ip("10.0.0.5"),
+            "h",
+        );
+        assert!(e.unwrap_err().contains("affine to node other"));
+        let got = pick_static(
+            &p,
+            &mut blocks.clone(),
+            rules(None, false),
+            ip("10.0.0.5"),
+            "h",
+        );
+        assert_eq!(got.unwrap().source, Source::Borrowed);
+
+        blocks.insert(
+            net("10.0.0.64/26"),
+            Block::new(net("10.0.0.64/26"), Some(NODE.into()), 0),
+        );
+        let e = pick_static(
+            &p,
+            &mut blocks.clone(),
+            rules(Some(1), true),
+            ip("10.0.0.130"),
+            "h",
+        );
+        assert!(e.unwrap_err().contains("unclaimed"));
+        let got = pick_static(
+            &p,
+            &mut blocks,
+            rules(Some(1), false),
+            ip("10.0.0.130"),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(got.source, Source::Borrowed);
+        assert_eq!(blocks[&net("10.0.0.128/26")].affinity, None);
+    }
+
+    #[test]
+    fn block_cidr_outside_pools_uses_family_prefix() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let prefix = |f: Family| if f == Family::V4 { 26 } else { 122 };
+        assert_eq!(
+            block_cidr_of(&p, prefix, ip("10.0.0.70")),
+            Some(net("10.0.0.64/26"))
+        );
+        assert_eq!(
+            block_cidr_of(&p, prefix, ip("10.9.0.70")),
+            Some(net("10.9.0.64/26"))
+        );
+        assert!(in_pools(&p, &net("10.0.0.64/26")));
+        assert!(!in_pools(&p, &net("10.9.0.64/26")));
+    }
+}

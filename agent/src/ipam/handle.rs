@@ -1,0 +1,105 @@
+//! Handles: the record of which addresses one attachment holds
+//! (`ipam/handles/<handle>`), and the request and answer of an allocation.
+//!
+//! A handle and the block entries naming it are written in one transaction, so after a
+//! crash either both exist or neither does.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::IpamError;
+
+/// The stored form of `ipam/handles/<handle>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub handle: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// The node that allocated the addresses (not necessarily the blocks' affinity:
+    /// the address may be borrowed).
+    pub node: String,
+    pub ips: Vec<IpAddr>,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// What [`super::Ipam::allocate`] is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocRequest {
+    /// The handle id; unique per attachment. Becomes a key segment, so no `/`.
+    pub handle: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// Exact addresses to allocate. When non-empty, these and only these are allocated
+    /// (no dynamic address is added for families they leave out).
+    pub static_ips: Vec<IpAddr>,
+}
+
+/// The addresses given to one handle: IPv4 before IPv6 for dynamic allocations, the
+/// request's order for static ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub handle: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Longest handle id accepted; keys stay readable in `etcdctl get --prefix`.
+const MAX_HANDLE_LEN: usize = 512;
+
+/// Checks that `handle` can be a key segment.
+pub fn validate_handle(handle: &str) -> Result<(), IpamError> {
+    let bad = |why: &str| {
+        Err(IpamError::InvalidRequest(format!(
+            "handle {handle:?} {why}"
+        )))
+    };
+    if handle.is_empty() {
+        return bad("is empty");
+    }
+    if handle.len() > MAX_HANDLE_LEN {
+        return bad("is longer than 512 bytes");
+    }
+    if handle.contains('/') {
+        return bad("contains '/'");
+    }
+    if handle.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("contains whitespace or control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_ids() {
+        assert!(validate_handle("k8s-pod-network.abc123.eth0").is_ok());
+        assert!(validate_handle("").is_err());
+        assert!(validate_handle("a/b").is_err());
+        assert!(validate_handle("a b").is_err());
+        assert!(validate_handle(&"x".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn json_shape() {
+        let h = Handle {
+            handle: "h".into(),
+            network: "net".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            node: "n1".into(),
+            ips: vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+            created: 42,
+        };
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["ips"], serde_json::json!(["10.0.0.1", "fd00::1"]));
+        assert_eq!(serde_json::from_value::<Handle>(v).unwrap(), h);
+    }
+}

@@ -1,0 +1,875 @@
+//! IPAM against the embedded store in a temporary directory: allocation, release,
+//! exhaustion, concurrency within one node and across nodes, check/GC, and restart.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use ipnet::IpNet;
+use strait_api::IpamIssue;
+use straitd::ipam::{AllocRequest, Block, Family, Handle, Ipam, IpamConfig, IpamError, keys};
+use straitd::store::embedded::EmbeddedStore;
+use straitd::store::{
+    KeyValue, LeaseId, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, Watch,
+};
+use tempfile::TempDir;
+
+async fn open(dir: &Path) -> Arc<EmbeddedStore> {
+    EmbeddedStore::open(&dir.join("store.redb"))
+        .await
+        .expect("open embedded store")
+}
+
+fn config(pools: &[&str], v4: u8, v6: u8) -> IpamConfig {
+    IpamConfig {
+        pools: pools.iter().map(|p| p.parse().unwrap()).collect(),
+        block_prefix_v4: v4,
+        block_prefix_v6: v6,
+        max_blocks_per_node: None,
+        strict_affinity: false,
+    }
+}
+
+async fn ipam(store: &Arc<EmbeddedStore>, node: &str, cfg: IpamConfig) -> Ipam {
+    let store: Arc<dyn Store> = store.clone();
+    Ipam::new(store, node.to_string(), cfg)
+        .await
+        .expect("valid config")
+}
+
+fn req(handle: &str) -> AllocRequest {
+    AllocRequest {
+        handle: handle.to_string(),
+        network: "net0".into(),
+        container_id: format!("ctr-{handle}"),
+        ifname: "eth0".into(),
+        netns: format!("/run/netns/{handle}"),
+        static_ips: Vec::new(),
+    }
+}
+
+fn static_req(handle: &str, ips: &[&str]) -> AllocRequest {
+    AllocRequest {
+        static_ips: ips.iter().map(|s| ip(s)).collect(),
+        ..req(handle)
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+async fn used(ipam: &Ipam) -> u128 {
+    ipam.view()
+        .await
+        .unwrap()
+        .pools
+        .iter()
+        .map(|p| p.used)
+        .sum()
+}
+
+#[tokio::test]
+async fn dual_stack_allocation_records_handle_and_blocks() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(
+        &store,
+        "node-a",
+        config(&["10.10.0.0/24", "fd00:10::/120"], 26, 122),
+    )
+    .await;
+
+    let a = ipam.allocate(req("h1")).await.unwrap();
+    assert_eq!(a.ips, vec![ip("10.10.0.1"), ip("fd00:10::1")]);
+    let b = ipam.allocate(req("h2")).await.unwrap();
+    assert_eq!(b.ips, vec![ip("10.10.0.2"), ip("fd00:10::2")]);
+
+    let h = ipam.get_handle("h1").await.unwrap().unwrap();
+    assert_eq!(h.ips, a.ips);
+    assert_eq!(h.node, "node-a");
+    assert_eq!(h.container_id, "ctr-h1");
+    assert_eq!(h.netns, "/run/netns/h1");
+    assert!(h.created > 0);
+
+    let view = ipam.view().await.unwrap();
+    assert_eq!(view.pools.len(), 2);
+    for p in &view.pools {
+        assert_eq!((p.used, p.blocks_claimed), (2, 1), "{p:?}");
+    }
+    assert_eq!(view.pools[0].size, 256);
+    assert_eq!(view.pools[0].blocks_total, 4);
+    assert_eq!(view.pools[1].blocks_total, 4);
+    assert_eq!(view.blocks.len(), 2);
+    for b in &view.blocks {
+        assert_eq!(b.affinity.as_deref(), Some("node-a"));
+        assert_eq!((b.used, b.size), (2, 64));
+    }
+
+    // The stored records have the documented shape.
+    let kv = store
+        .get(&keys::block(&net("10.10.0.0/26")))
+        .await
+        .unwrap()
+        .unwrap();
+    let block: Block = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(block.allocations.get(&1).map(String::as_str), Some("h1"));
+    assert!(
+        store
+            .get("/strait/v1/ipam/handles/h2")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let names: Vec<String> = ipam
+        .list_handles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.handle)
+        .collect();
+    assert_eq!(names, ["h1", "h2"]);
+}
+
+#[tokio::test]
+async fn static_addresses() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(
+        &store,
+        "node-a",
+        config(&["10.20.0.0/24", "fd00:20::/120"], 26, 122),
+    )
+    .await;
+
+    // In an unclaimed block: the block is claimed for this node.
+    let s = ipam
+        .allocate(static_req("s1", &["10.20.0.200", "fd00:20::99"]))
+        .await
+        .unwrap();
+    assert_eq!(s.ips, vec![ip("10.20.0.200"), ip("fd00:20::99")]);
+    let view = ipam.view().await.unwrap();
+    let b = view
+        .blocks
+        .iter()
+        .find(|b| b.cidr == net("10.20.0.192/26"))
+        .unwrap();
+    assert_eq!(b.affinity.as_deref(), Some("node-a"));
+
+    // Taken, reserved, outside every pool, twice in one request.
+    for (addr, want) in [
+        ("10.20.0.200", "taken by handle s1"),
+        ("10.20.0.0", "reserved"),
+        ("10.20.0.255", "reserved"),
+        ("fd00:20::", "reserved"),
+        ("192.168.1.1", "outside every pool"),
+    ] {
+        match ipam.allocate(static_req("s2", &[addr])).await {
+            Err(IpamError::StaticUnavailable { ip: got, reason }) => {
+                assert_eq!(got, ip(addr));
+                assert!(reason.contains(want), "{addr}: {reason}");
+            }
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        ipam.allocate(static_req("s2", &["10.20.0.5", "10.20.0.5"]))
+            .await,
+        Err(IpamError::InvalidRequest(_))
+    ));
+    // A failed request leaves nothing behind.
+    assert!(ipam.get_handle("s2").await.unwrap().is_none());
+
+    // Dynamic allocation goes around the static address in the same block.
+    let mut seen = BTreeSet::from([ip("10.20.0.200")]);
+    for i in 0..70 {
+        let a = ipam.allocate(req(&format!("d{i}"))).await.unwrap();
+        assert!(seen.insert(a.ips[0]), "duplicate {}", a.ips[0]);
+    }
+
+    // Two blocks, one transaction, one release.
+    let m = ipam
+        .allocate(static_req("multi", &["10.20.0.150", "fd00:20::50"]))
+        .await
+        .unwrap();
+    assert_eq!(m.ips.len(), 2);
+    assert_eq!(ipam.release("multi").await.unwrap(), m.ips);
+    let again = ipam
+        .allocate(static_req("multi2", &["10.20.0.150", "fd00:20::50"]))
+        .await
+        .unwrap();
+    assert_eq!(again.ips, m.ips);
+}
+
+#[tokio::test]
+async fn tiny_pool_exhausts_with_clear_error() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // 16 addresses in four /30 blocks; the pool's first and last are never handed out.
+    let ipam = ipam(&store, "node-a", config(&["10.30.0.0/28"], 30, 122)).await;
+
+    let mut got = BTreeSet::new();
+    for i in 0..14 {
+        let a = ipam.allocate(req(&format!("h{i}"))).await.unwrap();
+        assert_eq!(a.ips.len(), 1);
+        assert!(got.insert(a.ips[0]));
+    }
+    assert!(!got.contains(&ip("10.30.0.0")) && !got.contains(&ip("10.30.0.15")));
+    assert!(!ipam.has_free_address().await);
+
+    match ipam.allocate(req("one-too-many")).await {
+        Err(e @ IpamError::Exhausted { .. }) => {
+            let IpamError::Exhausted { family, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*family, Family::V4);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("IPv4") && msg.contains("node-a") && msg.contains("10.30.0.0/28"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ipam.get_handle("one-too-many").await.unwrap().is_none());
+
+    let freed = ipam.release("h3").await.unwrap();
+    assert_eq!(freed.len(), 1);
+    assert!(ipam.has_free_address().await);
+    let a = ipam.allocate(req("again")).await.unwrap();
+    assert_eq!(a.ips, freed, "the only free address");
+
+    let view = ipam.view().await.unwrap();
+    assert_eq!(view.pools[0].used, 14);
+    assert_eq!(view.pools[0].blocks_claimed, 4);
+    assert_eq!(view.blocks.len(), 4);
+}
+
+#[tokio::test]
+async fn release_is_idempotent_and_handles_are_unique() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(&store, "node-a", config(&["10.40.0.0/24"], 26, 122)).await;
+
+    let a = ipam.allocate(req("h")).await.unwrap();
+    match ipam.allocate(req("h")).await {
+        Err(IpamError::DuplicateHandle(h)) => assert_eq!(h, "h"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(used(&ipam).await, 1, "the duplicate took nothing");
+
+    assert_eq!(ipam.release("h").await.unwrap(), a.ips);
+    assert_eq!(ipam.release("h").await.unwrap(), Vec::<IpAddr>::new());
+    assert_eq!(
+        ipam.release("never-existed").await.unwrap(),
+        Vec::<IpAddr>::new()
+    );
+    assert!(matches!(
+        ipam.release("bad/handle").await,
+        Err(IpamError::InvalidRequest(_))
+    ));
+    assert_eq!(used(&ipam).await, 0);
+
+    // The block stays affine to the node once empty.
+    let view = ipam.view().await.unwrap();
+    assert_eq!(view.blocks[0].affinity.as_deref(), Some("node-a"));
+    assert_eq!(view.blocks[0].used, 0);
+
+    // A released address is not the next one handed out.
+    let b = ipam.allocate(req("h")).await.unwrap();
+    assert_ne!(b.ips, a.ips);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_parallel_allocations() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = Arc::new(
+        ipam(
+            &store,
+            "node-a",
+            config(&["10.50.0.0/16", "fd00:50::/112"], 26, 122),
+        )
+        .await,
+    );
+
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.allocate(req(&format!("h{i:03}"))).await })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let a = t.await.unwrap().unwrap();
+        assert_eq!(a.ips.len(), 2);
+        for ip in a.ips {
+            assert!(all.insert(ip), "duplicate {ip}");
+        }
+    }
+    assert_eq!(all.len(), 400);
+    assert_eq!(used(&ipam).await, 400);
+    let view = ipam.view().await.unwrap();
+    // 200 addresses per family in 64-address blocks, the pool's first address reserved.
+    assert_eq!(view.blocks.len(), 8);
+    assert!(
+        view.blocks
+            .iter()
+            .all(|b| b.affinity.as_deref() == Some("node-a"))
+    );
+
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.release(&format!("h{i:03}")).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 2);
+    }
+    assert_eq!(used(&ipam).await, 0);
+    assert!(ipam.list_handles().await.unwrap().is_empty());
+    let report = ipam
+        .check(Duration::ZERO, &|_: &Handle| Ok(()))
+        .await
+        .unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_race_on_one_store() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // Blocks of 16: both nodes keep claiming, so claims collide.
+    let cfg = config(&["10.60.0.0/23"], 28, 122);
+    let a = Arc::new(ipam(&store, "node-a", cfg.clone()).await);
+    let b = Arc::new(ipam(&store, "node-b", cfg).await);
+
+    let mut tasks = Vec::new();
+    for i in 0..240 {
+        let (ipam, name) = if i % 2 == 0 {
+            (a.clone(), "a")
+        } else {
+            (b.clone(), "b")
+        };
+        tasks.push(tokio::spawn(async move {
+            ipam.allocate(req(&format!("{name}-{i}"))).await
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let alloc = t.await.unwrap().unwrap();
+        assert!(all.insert(alloc.ips[0]), "duplicate {}", alloc.ips[0]);
+    }
+    assert_eq!(all.len(), 240);
+
+    // Each block is affine to the node whose handles fill it (no borrowing needed).
+    let handles = a.list_handles().await.unwrap();
+    let view = a.view().await.unwrap();
+    for blk in &view.blocks {
+        for h in handles.iter().filter(|h| blk.cidr.contains(&h.ips[0])) {
+            assert_eq!(Some(h.node.as_str()), blk.affinity.as_deref(), "{h:?}");
+        }
+    }
+    let report = b.check(Duration::ZERO, &|_: &Handle| Ok(())).await.unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+/// Two agents under one node name (an old process not yet gone) share blocks and
+/// caches go stale under each other's writes. One agent per node is the design; here
+/// only safety is promised: no address twice, and any failure is a reported conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_agents_of_one_node_never_duplicate() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let cfg = config(&["10.61.0.0/23"], 28, 122);
+    let a = Arc::new(ipam(&store, "node-a", cfg.clone()).await);
+    let a2 = Arc::new(ipam(&store, "node-a", cfg).await);
+    let mut tasks = Vec::new();
+    for i in 0..160 {
+        let ipam = if i % 2 == 0 { a.clone() } else { a2.clone() };
+        tasks.push(tokio::spawn(async move {
+            ipam.allocate(req(&format!("h-{i}"))).await
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(alloc) => assert!(all.insert(alloc.ips[0]), "duplicate {}", alloc.ips[0]),
+            Err(IpamError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(used(&a).await, all.len() as u128);
+    let report = a2
+        .check(Duration::ZERO, &|_: &Handle| Ok(()))
+        .await
+        .unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowing_under_contention() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let pools = ["10.130.0.0/24"];
+    let a = Arc::new(ipam(&store, "node-a", config(&pools, 26, 122)).await);
+    let mut capped = config(&pools, 26, 122);
+    capped.max_blocks_per_node = Some(1);
+    let b = Arc::new(ipam(&store, "node-b", capped).await);
+    // node-a holds two blocks: 10.130.0.0/26 and, through a static address,
+    // 10.130.0.128/26.
+    a.allocate(req("a-first")).await.unwrap();
+    a.allocate(static_req("a-static", &["10.130.0.130"]))
+        .await
+        .unwrap();
+    for i in 0..64 {
+        b.allocate(req(&format!("b-own-{i}"))).await.unwrap();
+    }
+    // node-b's block is full: everything it allocates now is borrowed from node-a's
+    // blocks while node-a allocates in them.
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (ipam, name) = if i % 5 < 3 {
+            (a.clone(), format!("a-{i}"))
+        } else {
+            (b.clone(), format!("b-{i}"))
+        };
+        tasks.push(tokio::spawn(async move { ipam.allocate(req(&name)).await }));
+    }
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let alloc = t.await.unwrap().unwrap();
+        assert!(all.insert(alloc.ips[0]), "duplicate {}", alloc.ips[0]);
+    }
+    let view = a.view().await.unwrap();
+    assert_eq!(view.pools[0].used, 166);
+    assert_eq!(
+        view.blocks
+            .iter()
+            .filter(|blk| blk.affinity.as_deref() == Some("node-b"))
+            .count(),
+        1
+    );
+    let report = a.check(Duration::ZERO, &|_: &Handle| Ok(())).await.unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+#[tokio::test]
+async fn borrowing_when_max_blocks_reached() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // Four blocks of 16 (62 usable addresses).
+    let pools = ["10.70.0.0/26"];
+    let b = ipam(&store, "node-b", config(&pools, 28, 122)).await;
+    for i in 0..20 {
+        b.allocate(req(&format!("b{i}"))).await.unwrap();
+    }
+    // node-b holds two blocks now: 15 + 5 used.
+
+    let mut capped = config(&pools, 28, 122);
+    capped.max_blocks_per_node = Some(1);
+    let a = ipam(&store, "node-a", capped.clone()).await;
+    let mut mine = Vec::new();
+    for i in 0..27 {
+        mine.push(a.allocate(req(&format!("a{i}"))).await.unwrap().ips[0]);
+    }
+    let view = a.view().await.unwrap();
+    let held: Vec<_> = view
+        .blocks
+        .iter()
+        .filter(|blk| blk.affinity.as_deref() == Some("node-a"))
+        .collect();
+    assert_eq!(held.len(), 1, "max_blocks_per_node respected");
+    let own = held[0].cidr;
+    let borrowed: Vec<_> = mine.iter().filter(|ip| !own.contains(*ip)).collect();
+    assert_eq!(
+        borrowed.len(),
+        11,
+        "16 from its own block, node-b's 11 free borrowed"
+    );
+    assert!(borrowed.iter().all(|ip| net("10.70.0.16/28").contains(*ip)));
+    // Borrowing takes from existing blocks only; the unclaimed one stays unclaimed.
+    match a.allocate(req("a-more")).await {
+        Err(IpamError::Exhausted { reason, .. }) => {
+            assert!(reason.contains("max_blocks_per_node=1"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A strict node claims the last free block and then gets a clear error, never
+    // another node's addresses.
+    capped.strict_affinity = true;
+    let strict = ipam(&store, "node-c", capped).await;
+    b.release("b19").await.unwrap();
+    let mut n = 0;
+    let err = loop {
+        match strict.allocate(req(&format!("c{n}"))).await {
+            Ok(a) => {
+                assert!(net("10.70.0.48/28").contains(&a.ips[0]));
+                n += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    match &err {
+        IpamError::Exhausted { reason, .. } => {
+            assert!(reason.contains("strict_affinity"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(n, 15, "the last block, less the pool's broadcast address");
+
+    // Release works across nodes: node-b frees addresses node-a borrowed.
+    let report = b.check(Duration::ZERO, &|_: &Handle| Ok(())).await.unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    for i in 0..27 {
+        assert_eq!(b.release(&format!("a{i}")).await.unwrap().len(), 1);
+    }
+    for i in 0..19 {
+        b.release(&format!("b{i}")).await.unwrap();
+    }
+    for i in 0..n {
+        strict.release(&format!("c{i}")).await.unwrap();
+    }
+    assert_eq!(used(&a).await, 0);
+}
+
+#[tokio::test]
+async fn release_through_a_stale_cache_frees_everything() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let cfg = config(&["10.110.0.0/24"], 26, 122);
+    let a = ipam(&store, "node-a", cfg.clone()).await;
+    let b = ipam(&store, "node-b", cfg).await;
+    a.allocate(req("a0")).await.unwrap();
+    // node-b takes an address in node-a's block; node-a's cache does not know.
+    b.allocate(static_req("b0", &["10.110.0.9"])).await.unwrap();
+    // node-a releases it (its GC, say): the allocation must go with the handle.
+    assert_eq!(a.release("b0").await.unwrap(), vec![ip("10.110.0.9")]);
+    let report = a.check(Duration::ZERO, &|_: &Handle| Ok(())).await.unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    assert_eq!(used(&a).await, 1);
+    // node-a's next allocation continues from the block as stored (the search start
+    // moved past node-b's address), not from its stale copy.
+    let next = a.allocate(req("a1")).await.unwrap();
+    assert_eq!(next.ips, vec![ip("10.110.0.10")]);
+}
+
+/// Forwards to a real store and counts reads and transactions.
+struct Counting {
+    inner: Arc<dyn Store>,
+    reads: AtomicUsize,
+    txns: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.range(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.txns.fetch_add(1, Ordering::SeqCst);
+        self.inner.txn(txn).await
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.lease_revoke(lease).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.inner.compact(revision).await
+    }
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.inner.revision().await
+    }
+}
+
+#[tokio::test]
+async fn hot_path_is_one_transaction() {
+    let dir = TempDir::new().unwrap();
+    let counting = Arc::new(Counting {
+        inner: open(dir.path()).await,
+        reads: AtomicUsize::new(0),
+        txns: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn Store> = counting.clone();
+    let ipam = Ipam::new(
+        store,
+        "node-a".into(),
+        config(&["10.120.0.0/24", "fd00:120::/120"], 26, 122),
+    )
+    .await
+    .unwrap();
+    ipam.allocate(req("first")).await.unwrap(); // claims two blocks
+    let (reads, txns) = (
+        counting.reads.load(Ordering::SeqCst),
+        counting.txns.load(Ordering::SeqCst),
+    );
+    for i in 0..10 {
+        ipam.allocate(req(&format!("h{i}"))).await.unwrap();
+    }
+    assert_eq!(counting.reads.load(Ordering::SeqCst), reads, "no reads");
+    assert_eq!(
+        counting.txns.load(Ordering::SeqCst),
+        txns + 10,
+        "one txn each"
+    );
+
+    // A release reads the handle and writes once.
+    ipam.release("h3").await.unwrap();
+    assert_eq!(counting.reads.load(Ordering::SeqCst), reads + 1);
+    assert_eq!(counting.txns.load(Ordering::SeqCst), txns + 11);
+}
+
+/// Rewrites one block through the store, bypassing IPAM (as a buggy tool would).
+async fn edit_block(store: &Arc<EmbeddedStore>, cidr: IpNet, f: impl FnOnce(&mut Block)) {
+    let key = keys::block(&cidr);
+    let kv = store.get(&key).await.unwrap().unwrap();
+    let mut block: Block = serde_json::from_slice(&kv.value).unwrap();
+    f(&mut block);
+    store
+        .put(&key, serde_json::to_vec(&block).unwrap(), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn check_and_gc_find_and_free_leaks() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(&store, "node-a", config(&["10.80.0.0/24"], 26, 122)).await;
+
+    let live = ipam.allocate(req("live")).await.unwrap();
+    let leaked = ipam.allocate(req("leaked")).await.unwrap();
+    // An allocation whose handle never got written, and a handle naming an address
+    // its block does not give it.
+    edit_block(&store, net("10.80.0.0/26"), |b| {
+        b.allocations.insert(40, "ghost".into());
+    })
+    .await;
+    let stray = Handle {
+        handle: "stray".into(),
+        network: "net0".into(),
+        container_id: "ctr".into(),
+        ifname: "eth0".into(),
+        netns: String::new(),
+        node: "node-a".into(),
+        ips: vec![ip("10.80.0.50")],
+        created: 0,
+    };
+    store
+        .put(
+            &keys::handle("stray"),
+            serde_json::to_vec(&stray).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let alive = |h: &Handle| match h.handle.as_str() {
+        "leaked" => Err("netns is gone".to_string()),
+        _ => Ok(()),
+    };
+
+    // Within the grace period nothing is a leak yet.
+    let report = ipam.check(Duration::from_secs(3600), &alive).await.unwrap();
+    assert!(
+        !report
+            .issues
+            .iter()
+            .any(|i| matches!(i, IpamIssue::LeakedHandle { .. }))
+    );
+
+    let report = ipam.gc(Duration::ZERO, &alive, true).await.unwrap();
+    assert_eq!(report.grace_secs, 0);
+    let expect_leak = IpamIssue::LeakedHandle {
+        handle: "leaked".into(),
+        ips: leaked.ips.clone(),
+        reason: "netns is gone".into(),
+        age_secs: match &report.issues[0] {
+            IpamIssue::LeakedHandle { age_secs, .. } => *age_secs,
+            other => panic!("{other:?}"),
+        },
+    };
+    assert_eq!(
+        report.issues,
+        vec![
+            expect_leak,
+            IpamIssue::OrphanAllocation {
+                block: net("10.80.0.0/26"),
+                ip: ip("10.80.0.40"),
+                handle: "ghost".into()
+            },
+            IpamIssue::MissingAllocation {
+                handle: "stray".into(),
+                ip: ip("10.80.0.50")
+            },
+        ]
+    );
+    // Dry run changed nothing.
+    assert!(ipam.get_handle("leaked").await.unwrap().is_some());
+    assert_eq!(used(&ipam).await, 3);
+
+    let resp = ipam.release_from_report(&report).await.unwrap();
+    assert_eq!(
+        resp.released,
+        vec!["leaked".to_string(), "10.80.0.40".into()]
+    );
+    assert_eq!(resp.skipped.len(), 1, "{:?}", resp.skipped);
+    assert!(resp.skipped[0].starts_with("stray:"), "{:?}", resp.skipped);
+    assert!(ipam.get_handle("leaked").await.unwrap().is_none());
+    assert_eq!(
+        ipam.get_handle("live").await.unwrap().unwrap().ips,
+        live.ips
+    );
+    assert_eq!(used(&ipam).await, 1);
+
+    // The same report again: everything is already done.
+    let resp = ipam.release_from_report(&report).await.unwrap();
+    assert!(resp.released.is_empty());
+    assert_eq!(resp.skipped.len(), 3, "{:?}", resp.skipped);
+
+    // Only the missing allocation is left.
+    let after = ipam.check(Duration::ZERO, &alive).await.unwrap();
+    assert_eq!(after.issues.len(), 1, "{:?}", after.issues);
+}
+
+#[tokio::test]
+async fn release_from_report_skips_what_changed() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(&store, "node-a", config(&["10.90.0.0/24"], 26, 122)).await;
+    ipam.allocate(req("h")).await.unwrap();
+    ipam.allocate(req("g")).await.unwrap();
+    edit_block(&store, net("10.90.0.0/26"), |b| {
+        b.allocations.insert(30, "ghost".into());
+    })
+    .await;
+    let gone = |h: &Handle| -> Result<(), String> { Err(format!("{} is gone", h.handle)) };
+    let report = ipam.check(Duration::ZERO, &gone).await.unwrap();
+    assert_eq!(report.issues.len(), 3, "{:?}", report.issues);
+
+    // Since the report: `h` was released and recreated, `ghost` was written properly.
+    ipam.release("h").await.unwrap();
+    let h2 = ipam.allocate(req("h")).await.unwrap();
+    edit_block(&store, net("10.90.0.0/26"), |b| {
+        b.allocations.remove(&30);
+    })
+    .await;
+    ipam.allocate(static_req("ghost", &["10.90.0.30"]))
+        .await
+        .unwrap();
+
+    let resp = ipam.release_from_report(&report).await.unwrap();
+    assert_eq!(resp.released, vec!["g".to_string()]);
+    assert!(
+        resp.skipped
+            .iter()
+            .any(|s| s.starts_with("h:") && s.contains("recreated")),
+        "{:?}",
+        resp.skipped
+    );
+    assert!(
+        resp.skipped.iter().any(|s| s.starts_with("10.90.0.30:")),
+        "{:?}",
+        resp.skipped
+    );
+    assert_eq!(ipam.get_handle("h").await.unwrap().unwrap().ips, h2.ips);
+    assert_eq!(
+        ipam.get_handle("ghost").await.unwrap().unwrap().ips,
+        vec![ip("10.90.0.30")]
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_allocations() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(&["10.100.0.0/24", "fd00:100::/120"], 26, 122);
+    let first = {
+        let store = open(dir.path()).await;
+        let ipam = ipam(&store, "node-a", cfg.clone()).await;
+        let mut ips = Vec::new();
+        for i in 0..5 {
+            ips.push(ipam.allocate(req(&format!("h{i}"))).await.unwrap());
+        }
+        ipam.release("h2").await.unwrap();
+        drop(ipam);
+        store.close().await.unwrap();
+        ips
+    };
+
+    let store = open(dir.path()).await;
+    let ipam = ipam(&store, "node-a", cfg).await;
+    for (i, a) in first.iter().enumerate() {
+        let h = ipam.get_handle(&a.handle).await.unwrap();
+        if i == 2 {
+            assert!(h.is_none());
+        } else {
+            assert_eq!(h.unwrap().ips, a.ips);
+        }
+    }
+    assert_eq!(used(&ipam).await, 8);
+    // New allocations continue in the node's blocks without reusing held addresses.
+    let next = ipam.allocate(req("h5")).await.unwrap();
+    assert_eq!(next.ips, vec![ip("10.100.0.6"), ip("fd00:100::6")]);
+    assert_eq!(ipam.view().await.unwrap().blocks.len(), 2);
+    assert!(matches!(
+        ipam.allocate(req("h1")).await,
+        Err(IpamError::DuplicateHandle(_))
+    ));
+}
+
+#[tokio::test]
+async fn invalid_config_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let store: Arc<dyn Store> = store;
+    for (pools, why) in [
+        (vec!["10.0.0.0/28"], "shorter than pool"),
+        (vec!["10.0.0.0/16", "10.0.1.0/24"], "overlap"),
+        (vec!["10.0.0.1/16"], "host bits"),
+    ] {
+        match Ipam::new(store.clone(), "n".into(), config(&pools, 26, 122)).await {
+            Err(IpamError::InvalidConfig(m)) => assert!(m.contains(why), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{pools:?} accepted"),
+        }
+    }
+}
