@@ -189,8 +189,9 @@ pub enum WatchMessage {
     /// Changes of one revision, in order.
     Events(Vec<WatchEvent>),
     /// The requested start revision was compacted away; the watcher must re-read the
-    /// prefix and start a new watch from the revision of that read. The watch ends after
-    /// this message.
+    /// prefix and start a new watch from that read's revision + 1. The watch ends after
+    /// this message. (A channel that closes without this message — store closed,
+    /// connection lost — means: watch again from the last revision seen + 1.)
     Compacted { compact_revision: Revision },
 }
 
@@ -275,8 +276,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`WatchMessage::Compacted`].
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError>;
 
-    /// Drop history up to `revision` (exclusive, as etcd): watches can no longer start
-    /// at or below it.
+    /// Drop history up to and including `revision`: watches can no longer start at or
+    /// below it (they get [`WatchMessage::Compacted`]).
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 
     /// The current revision.
