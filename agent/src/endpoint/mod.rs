@@ -1,1 +1,521 @@
-//! TODO: owned by a helper
+//! A container's network interface, the routed (Calico-style) way: a veth pair whose
+//! host end sits in the agent's namespace and whose peer is created directly in the
+//! container's namespace; no bridge.
+//!
+//! This module owns what that interface *is*: its names ([`host_ifname`]), its
+//! addresses, the container's routes and gateway, the host's routes to it, and the
+//! order in which they are made and unmade. The kernel calls are
+//! [`crate::netlink`]'s; namespace entry is [`crate::netns`]'s.
+//!
+//! The wiring, for a container with `10.0.0.5` and `fd00::5` on `eth0`:
+//!
+//! ```text
+//! container                                   host (agent's namespace)
+//!   eth0  10.0.0.5/32, fd00::5/128  <──veth──>  strait1a2b3c4d  (no address; proxy_arp=1)
+//!   169.254.1.1/32 dev eth0 scope link          10.0.0.5 dev strait1a2b3c4d scope link proto 83
+//!   default via 169.254.1.1 dev eth0 onlink     fd00::5 dev strait1a2b3c4d proto 83
+//!   default via fe80::1 dev eth0                neigh 10.0.0.5, fd00::5 → container MAC (permanent)
+//!   neigh 169.254.1.1, fe80::1 → host MAC (permanent)
+//! ```
+//!
+//! The gateways [`GATEWAY_V4`] and [`GATEWAY_V6`] exist nowhere as addresses: the
+//! container sends everything to the host end's MAC, learnt from a permanent neighbour
+//! entry, and the host routes it. Permanent entries on both sides mean no ARP or NDP is
+//! needed in either direction, so nothing waits on neighbour resolution or on proxy ARP
+//! (which is still enabled on the host end as a fallback, should someone flush the
+//! container's neighbour table). The host end carries no IPv4 address and no `fe80::1`:
+//! it needs none to forward, and leaving `fe80::1` off the host keeps one address from
+//! sitting on hundreds of links.
+
+mod check;
+mod names;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use futures::future::{join_all, try_join_all};
+
+use crate::netlink::{Netlink, NetlinkError, Route, VethEnd, format_mac, ignore_not_found};
+use crate::netns::{NetNs, NetnsError};
+
+pub use check::{CheckError, Problem, Side, check};
+pub use names::{host_ifname, is_host_ifname};
+
+/// The container's IPv4 gateway: link-local, never assigned to any interface.
+pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The container's IPv6 gateway: link-local, never assigned to any interface.
+pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// Every network namespace has its loopback at ifindex 1.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// What to build for one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethSpec {
+    /// Host end, normally [`host_ifname`]`(network, container_id, ifname)`.
+    pub host_ifname: String,
+    /// Container end (`CNI_IFNAME`, e.g. `eth0`).
+    pub container_ifname: String,
+    /// The container's network namespace (`CNI_NETNS`).
+    pub netns: PathBuf,
+    /// The container's addresses; each is assigned as a /32 or /128.
+    pub ips: Vec<IpAddr>,
+    /// MTU of both ends; 0 keeps the kernel's default (1500).
+    pub mtu: u32,
+    /// MAC of the container end; `None` derives a stable one from `host_ifname`.
+    pub container_mac: Option<[u8; 6]>,
+}
+
+/// What [`setup`] built. MACs are `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethCreated {
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub host_mac: String,
+    /// Ifindex of the container end, in the container's namespace.
+    pub container_ifindex: u32,
+    pub container_mac: String,
+}
+
+/// Why an endpoint could not be built or torn down.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("invalid endpoint: {reason}")]
+    InvalidSpec { reason: String },
+    #[error("container network namespace {path} is the agent's own namespace")]
+    HostNamespace { path: PathBuf },
+    /// A link with the host end's name exists already: a leftover of an earlier
+    /// attachment (or a hash collision). Nothing was changed; the caller decides
+    /// whether to [`delete_link`] it and retry.
+    #[error("host link {ifname} already exists (index {index}); stale endpoint?")]
+    HostLinkExists { ifname: String, index: u32 },
+    #[error("interface {ifname} already exists in container namespace {netns}")]
+    ContainerLinkExists { ifname: String, netns: PathBuf },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A netlink request outside the two sides below (creating the pair, deleting it,
+    /// listing links).
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// Configuring the host end failed.
+    #[error("host end {ifname}: {source}")]
+    HostSide {
+        ifname: String,
+        #[source]
+        source: NetlinkError,
+    },
+    /// Configuring the container end, inside its namespace, failed.
+    #[error("container end {ifname} in {netns}: {source}")]
+    ContainerSide {
+        ifname: String,
+        netns: PathBuf,
+        #[source]
+        source: NetlinkError,
+    },
+    /// Setup failed with `error`, and undoing it failed too.
+    #[error("{error}; undoing it failed as well: {}", list(cleanup))]
+    CleanupFailed {
+        error: Box<EndpointError>,
+        cleanup: Vec<NetlinkError>,
+    },
+    /// Some removals of a teardown failed; the others were still done.
+    #[error("tearing down {ifname}: {}", list(errors))]
+    Teardown {
+        ifname: String,
+        errors: Vec<NetlinkError>,
+    },
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn host_prefix_len(ip: &IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn validate(spec: &VethSpec) -> Result<(), EndpointError> {
+    let invalid = |reason: String| Err(EndpointError::InvalidSpec { reason });
+    for (what, name) in [
+        ("host interface name", &spec.host_ifname),
+        ("container interface name", &spec.container_ifname),
+    ] {
+        if !names::valid_ifname(name) {
+            return invalid(format!(
+                "{what} {name:?} is not a valid interface name (1-{} bytes, no '/', ':' or spaces)",
+                names::MAX_IFNAME_LEN
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ip in &spec.ips {
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+            return invalid(format!("{ip} cannot be a container address"));
+        }
+        if !seen.insert(ip) {
+            return invalid(format!("{ip} is listed twice"));
+        }
+    }
+    if let Some(mac) = spec.container_mac
+        && (mac[0] & 1 == 1 || mac == [0; 6])
+    {
+        return invalid(format!("{} is not a unicast MAC", format_mac(&mac)));
+    }
+    Ok(())
+}
+
+/// Turns on IPv4 and IPv6 forwarding in the agent's namespace. The daemon calls this
+/// once at start; routed endpoints forward nothing without it.
+pub async fn enable_forwarding(host: &Netlink) -> Result<(), EndpointError> {
+    Ok(host.enable_forwarding().await?)
+}
+
+/// Builds the container's interface as described in the module docs.
+///
+/// `host` is the agent's own namespace. The veth is created in one request with both
+/// ends named, sized and addressed (MAC), the host end up, the peer directly in the
+/// container's namespace; then the host side and the container side are configured
+/// concurrently.
+///
+/// If a link named `spec.host_ifname` already exists, fails with
+/// [`EndpointError::HostLinkExists`] and changes nothing. On any later failure the host
+/// end is deleted again (taking the peer and every route and neighbour entry through it
+/// along), and the first error is returned — wrapped in
+/// [`EndpointError::CleanupFailed`] if that deletion failed too.
+///
+/// The work runs in a task of its own, so a caller that stops waiting (a cancelled
+/// request) never leaves a half-built pair: the setup still completes or undoes itself,
+/// and a pair completed for no one is deleted again.
+pub async fn setup(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+    validate(spec)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let object = spec.host_ifname.clone();
+    let (host, spec) = (host.clone(), spec.clone());
+    tokio::spawn(async move {
+        let result = build(&host, &spec).await;
+        // The caller is gone but the pair was built: no one will record it, so it goes.
+        if let Err(Ok(_unwanted)) = tx.send(result)
+            && let Err(e) = ignore_not_found(host.del_link_by_name(&spec.host_ifname).await)
+        {
+            tracing::warn!(link = %spec.host_ifname, error = %e,
+                "deleting the link of an abandoned setup; the stale-link sweep retries");
+        }
+    });
+    rx.await.map_err(|_| {
+        EndpointError::Netlink(NetlinkError::Protocol {
+            op: "set up endpoint",
+            object,
+            detail: "the setup task ended without a result (runtime shutting down?)".into(),
+        })
+    })?
+}
+
+async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+    let netns = NetNs::open(&spec.netns)?;
+    if netns.same_as(host.netns()) {
+        return Err(EndpointError::HostNamespace {
+            path: spec.netns.clone(),
+        });
+    }
+    let host_mac = names::host_mac(&spec.host_ifname);
+    let container_mac = spec
+        .container_mac
+        .unwrap_or_else(|| names::default_container_mac(&spec.host_ifname));
+    let mtu = (spec.mtu != 0).then_some(spec.mtu);
+    let host_end = VethEnd {
+        name: spec.host_ifname.clone(),
+        mac: Some(host_mac),
+        mtu,
+        up: true,
+    };
+    let container_end = VethEnd {
+        name: spec.container_ifname.clone(),
+        mac: Some(container_mac),
+        mtu,
+        // Not up yet: the kernel configures the peer before it links the two ends, and
+        // opening a veth without its peer fails (ENOTCONN). It goes up in `configure`.
+        up: false,
+    };
+
+    // The container's socket is opened (a thread, a setns) while the kernel creates the
+    // pair. The thread is started first so that it can run on another CPU while this one
+    // is inside the kernel creating the veth.
+    let (container, created) = tokio::join!(
+        Netlink::open_in(&netns),
+        host.create_veth(&host_end, &container_end, Some(&netns)),
+    );
+    if let Err(e) = created {
+        return Err(if e.is_exists() {
+            name_taken(host, spec, e).await
+        } else {
+            e.into()
+        });
+    }
+
+    // From here on the pair exists and is ours: every failure undoes it.
+    let configured = async {
+        let container = container.map_err(|e| container_side(spec, e))?;
+        configure(host, &container, spec, host_mac, container_mac).await
+    };
+    match configured.await {
+        Ok(created) => Ok(created),
+        Err(error) => Err(undo(host, &spec.host_ifname, error).await),
+    }
+}
+
+fn host_side(spec: &VethSpec, source: NetlinkError) -> EndpointError {
+    EndpointError::HostSide {
+        ifname: spec.host_ifname.clone(),
+        source,
+    }
+}
+
+fn container_side(spec: &VethSpec, source: NetlinkError) -> EndpointError {
+    EndpointError::ContainerSide {
+        ifname: spec.container_ifname.clone(),
+        netns: spec.netns.clone(),
+        source,
+    }
+}
+
+/// EEXIST from the creation: tell which end's name is taken.
+async fn name_taken(host: &Netlink, spec: &VethSpec, exists: NetlinkError) -> EndpointError {
+    match host.link_by_name(&spec.host_ifname).await {
+        Ok(Some(link)) => EndpointError::HostLinkExists {
+            ifname: spec.host_ifname.clone(),
+            index: link.index,
+        },
+        Ok(None) => EndpointError::ContainerLinkExists {
+            ifname: spec.container_ifname.clone(),
+            netns: spec.netns.clone(),
+        },
+        Err(_) => exists.into(),
+    }
+}
+
+async fn configure(
+    host: &Netlink,
+    container: &Netlink,
+    spec: &VethSpec,
+    host_mac: [u8; 6],
+    container_mac: [u8; 6],
+) -> Result<VethCreated, EndpointError> {
+    // One lookup gives both ifindexes: a veth's IFLA_LINK is its peer's ifindex (in
+    // the peer's namespace).
+    let link =
+        host.link_by_name(&spec.host_ifname)
+            .await?
+            .ok_or_else(|| NetlinkError::Incomplete {
+                op: "get link",
+                object: spec.host_ifname.clone(),
+                what: "the link just created",
+            })?;
+    let container_index = link.link.ok_or_else(|| NetlinkError::Incomplete {
+        op: "get link",
+        object: spec.host_ifname.clone(),
+        what: "IFLA_LINK (the veth peer's ifindex)",
+    })?;
+    let host_index = link.index;
+
+    // Requests on one socket are pipelined; the kernel still handles them in order.
+    let host_routes: Vec<Route> = spec
+        .ips
+        .iter()
+        .map(|ip| Route::host(*ip, host_index))
+        .collect();
+    let host_side = async {
+        let neighbours = try_join_all(
+            spec.ips
+                .iter()
+                .map(|ip| host.set_permanent_neighbour(host_index, *ip, container_mac)),
+        );
+        let routes = try_join_all(host_routes.iter().map(|r| host.add_route(r)));
+        tokio::try_join!(host.enable_proxy_arp(host_index), neighbours, routes)
+            .map_err(|e| host_side(spec, e))
+    };
+
+    let has_v4 = spec.ips.iter().any(IpAddr::is_ipv4);
+    let has_v6 = spec.ips.iter().any(IpAddr::is_ipv6);
+    let mut gateways = Vec::new();
+    let mut routes = Vec::new();
+    if has_v4 {
+        let gw = IpAddr::V4(GATEWAY_V4);
+        gateways.push(gw);
+        routes.push(Route::host(gw, container_index));
+        routes.push(Route::default_via(gw, container_index));
+    }
+    if has_v6 {
+        let gw = IpAddr::V6(GATEWAY_V6);
+        gateways.push(gw);
+        routes.push(Route::default_via(gw, container_index));
+    }
+    let container_side = async {
+        // Up first: routes through a down link are refused (ENETDOWN).
+        tokio::try_join!(
+            container.set_up(container_index),
+            container.set_up(LOOPBACK_IFINDEX)
+        )
+        .map_err(|e| container_side(spec, e))?;
+        let addresses = try_join_all(
+            spec.ips
+                .iter()
+                .map(|ip| container.add_address(container_index, *ip, host_prefix_len(ip))),
+        );
+        let neighbours = try_join_all(
+            gateways
+                .iter()
+                .map(|gw| container.set_permanent_neighbour(container_index, *gw, host_mac)),
+        );
+        let routes = try_join_all(routes.iter().map(|r| container.add_route(r)));
+        tokio::try_join!(addresses, neighbours, routes).map_err(|e| container_side(spec, e))
+    };
+
+    tokio::try_join!(host_side, container_side)?;
+    Ok(VethCreated {
+        host_ifname: spec.host_ifname.clone(),
+        host_ifindex: host_index,
+        host_mac: format_mac(&host_mac),
+        container_ifindex: container_index,
+        container_mac: format_mac(&container_mac),
+    })
+}
+
+async fn undo(host: &Netlink, host_ifname: &str, error: EndpointError) -> EndpointError {
+    match ignore_not_found(host.del_link_by_name(host_ifname).await) {
+        Ok(()) => error,
+        Err(cleanup) => EndpointError::CleanupFailed {
+            error: Box::new(error),
+            cleanup: vec![cleanup],
+        },
+    }
+}
+
+/// Removes the host's routes to `ips` through `host_ifname` — about 0.1 ms, so
+/// DEL can stop traffic to the container (and let its IPs be reused) before the slow
+/// link deletion. Routes or a link already gone count as removed. Every route is tried
+/// even if one fails.
+pub async fn remove_host_routes(
+    host: &Netlink,
+    host_ifname: &str,
+    ips: &[IpAddr],
+) -> Result<(), EndpointError> {
+    let Some(link) = host.link_by_name(host_ifname).await? else {
+        // The routes went with the link.
+        return Ok(());
+    };
+    let errors: Vec<NetlinkError> =
+        join_all(ips.iter().map(|ip| async {
+            ignore_not_found(host.del_route(&Route::host(*ip, link.index)).await)
+        }))
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EndpointError::Teardown {
+            ifname: host_ifname.to_string(),
+            errors,
+        })
+    }
+}
+
+/// Deletes the host end (the kernel deletes the peer, and every route and neighbour
+/// entry through either end, with it). Already gone is success.
+///
+/// This is the slow step of a teardown: the kernel answers only after the device is
+/// fully released (13–25 ms measured here, against ~0.1 ms for
+/// [`remove_host_routes`]; setting the link down first makes it no faster). Other
+/// endpoints' setups proceed meanwhile (measured ~0.6 ms slower while a deletion is in
+/// flight), so it is meant to run in the background after [`remove_host_routes`]. The
+/// one rule: `host_ifname` (same network, container and ifname) must not be set up
+/// again before the deletion completes, or [`setup`] finds the old link and fails with
+/// [`EndpointError::HostLinkExists`].
+pub async fn delete_link(host: &Netlink, host_ifname: &str) -> Result<(), EndpointError> {
+    Ok(ignore_not_found(host.del_link_by_name(host_ifname).await)?)
+}
+
+/// The host ends of endpoints present in the agent's namespace, as `(name, ifindex)`:
+/// veths whose name has the shape [`host_ifname`] produces. Other `strait*` links
+/// (fabric devices) are not endpoints and are not listed.
+pub async fn list_owned_links(host: &Netlink) -> Result<Vec<(String, u32)>, EndpointError> {
+    Ok(host
+        .strait_links()
+        .await?
+        .into_iter()
+        .filter(|l| is_host_ifname(&l.name) && l.kind.as_deref() == Some("veth"))
+        .map(|l| (l.name, l.index))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VethSpec {
+        VethSpec {
+            host_ifname: host_ifname("n", "c", "eth0"),
+            container_ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            ips: vec![
+                "10.0.0.5".parse().expect("ip"),
+                "fd00::5".parse().expect("ip"),
+            ],
+            mtu: 1450,
+            container_mac: None,
+        }
+    }
+
+    #[test]
+    fn accepts_a_normal_spec() {
+        assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let bad = [
+            VethSpec {
+                container_ifname: "a-very-long-interface".into(),
+                ..spec()
+            },
+            VethSpec {
+                host_ifname: String::new(),
+                ..spec()
+            },
+            VethSpec {
+                ips: vec![
+                    "10.0.0.5".parse().expect("ip"),
+                    "10.0.0.5".parse().expect("ip"),
+                ],
+                ..spec()
+            },
+            VethSpec {
+                ips: vec!["0.0.0.0".parse().expect("ip")],
+                ..spec()
+            },
+            VethSpec {
+                container_mac: Some([0x01, 0, 0, 0, 0, 1]),
+                ..spec()
+            },
+        ];
+        for s in bad {
+            let err = validate(&s).expect_err("invalid");
+            assert!(matches!(err, EndpointError::InvalidSpec { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn gateways_are_the_documented_ones() {
+        assert_eq!(GATEWAY_V4.to_string(), "169.254.1.1");
+        assert_eq!(GATEWAY_V6.to_string(), "fe80::1");
+    }
+}

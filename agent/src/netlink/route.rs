@@ -1,0 +1,253 @@
+//! Routes in the main table.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{Netlink, NetlinkError, RTPROT_STRAIT};
+
+/// A unicast route in the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: IpNet,
+    pub gateway: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// `rtm_protocol`; [`RTPROT_STRAIT`] for everything strait installs.
+    pub protocol: u8,
+    /// `onlink`: use the gateway without requiring a connected route to it.
+    pub onlink: bool,
+}
+
+impl Route {
+    /// A strait-owned host route (/32 or /128) to `ip` straight out of link `oif`
+    /// (`ip route add <ip> dev <oif> scope link proto 83`).
+    pub fn host(ip: IpAddr, oif: u32) -> Self {
+        Self {
+            destination: IpNet::from(ip),
+            gateway: None,
+            oif: Some(oif),
+            protocol: RTPROT_STRAIT,
+            onlink: false,
+        }
+    }
+
+    /// The default route of `gateway`'s family via `gateway` out of `oif`. An IPv4
+    /// gateway is marked `onlink` (no connected route covers it); an IPv6 link-local
+    /// gateway is on the link by definition.
+    pub fn default_via(gateway: IpAddr, oif: u32) -> Self {
+        let destination = match gateway {
+            IpAddr::V4(_) => IpNet::V4(Default::default()),
+            IpAddr::V6(_) => IpNet::V6(Default::default()),
+        };
+        Self {
+            destination,
+            gateway: Some(gateway),
+            oif: Some(oif),
+            protocol: RTPROT_STRAIT,
+            onlink: gateway.is_ipv4(),
+        }
+    }
+
+    fn to_message(&self) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = match self.destination {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.destination_prefix_length = self.destination.prefix_len();
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::from(self.protocol);
+        m.header.kind = RouteType::Unicast;
+        // A route without a gateway reaches its destination directly on the link; the
+        // kernel wants that said for IPv4 (IPv6 ignores the scope).
+        m.header.scope = if self.gateway.is_none() && matches!(self.destination, IpNet::V4(_)) {
+            RouteScope::Link
+        } else {
+            RouteScope::Universe
+        };
+        if self.onlink {
+            m.header.flags |= RouteFlags::Onlink;
+        }
+        if self.destination.prefix_len() > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    self.destination.addr(),
+                )));
+        }
+        if let Some(gateway) = self.gateway {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+        }
+        if let Some(oif) = self.oif {
+            m.attributes.push(RouteAttribute::Oif(oif));
+        }
+        m
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.destination)?;
+        if let Some(gateway) = self.gateway {
+            write!(f, " via {gateway}")?;
+        }
+        if let Some(oif) = self.oif {
+            write!(f, " dev index {oif}")?;
+        }
+        write!(f, " proto {}", self.protocol)
+    }
+}
+
+impl Netlink {
+    /// Adds `route`; EEXIST if a route to the same destination exists.
+    pub async fn add_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        self.ack(
+            "add route",
+            route,
+            RouteNetlinkMessage::NewRoute(route.to_message()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    }
+
+    /// Adds `route` or replaces the route to the same destination (`ip route replace`).
+    pub async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        self.ack(
+            "replace route",
+            route,
+            RouteNetlinkMessage::NewRoute(route.to_message()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Deletes the route matching destination, protocol and (if set) output interface
+    /// and gateway; ESRCH if there is none.
+    pub async fn del_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        let mut m = route.to_message();
+        // Scope is part of the match for IPv4: "no scope" matches any.
+        m.header.scope = RouteScope::NoWhere;
+        self.ack("delete route", route, RouteNetlinkMessage::DelRoute(m), 0)
+            .await
+    }
+
+    /// The unicast routes of the main table (both families), optionally only those
+    /// with protocol `protocol`.
+    pub async fn routes(&self, protocol: Option<u8>) -> Result<Vec<Route>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let messages = self
+                .collect(
+                    "list routes",
+                    format!("{family:?} table main"),
+                    RouteNetlinkMessage::GetRoute(query),
+                    true,
+                )
+                .await?;
+            for m in messages {
+                let RouteNetlinkMessage::NewRoute(r) = m else {
+                    continue;
+                };
+                if let Some(route) = parse_route(r)
+                    && protocol.is_none_or(|p| p == route.protocol)
+                {
+                    out.push(route);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The routes strait installed in this namespace ([`RTPROT_STRAIT`]).
+    pub async fn strait_routes(&self) -> Result<Vec<Route>, NetlinkError> {
+        self.routes(Some(RTPROT_STRAIT)).await
+    }
+}
+
+/// A main-table unicast route, or `None` for everything else (local, broadcast,
+/// multicast, cached or other-table entries).
+fn parse_route(m: RouteMessage) -> Option<Route> {
+    let mut table = u32::from(m.header.table);
+    let mut destination = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for attribute in m.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = t,
+            RouteAttribute::Destination(a) => destination = ip_of(a),
+            RouteAttribute::Gateway(a) => gateway = ip_of(a),
+            RouteAttribute::Oif(i) => oif = Some(i),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let prefix_len = m.header.destination_prefix_length;
+    let destination = match (destination, m.header.address_family) {
+        (Some(ip), _) => IpNet::new(ip, prefix_len).ok()?,
+        (None, AddressFamily::Inet) => IpNet::V4(Default::default()),
+        (None, AddressFamily::Inet6) => IpNet::V6(Default::default()),
+        (None, _) => return None,
+    };
+    Some(Route {
+        destination,
+        gateway,
+        oif,
+        protocol: u8::from(m.header.protocol),
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+fn ip_of(a: RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(v6)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_route_message_is_link_scoped_and_tagged() {
+        let m = Route::host("10.1.2.3".parse().expect("ip"), 7).to_message();
+        assert_eq!(m.header.destination_prefix_length, 32);
+        assert_eq!(m.header.scope, RouteScope::Link);
+        assert_eq!(u8::from(m.header.protocol), RTPROT_STRAIT);
+        let m = Route::host("fd00::3".parse().expect("ip"), 7).to_message();
+        assert_eq!(m.header.destination_prefix_length, 128);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+    }
+
+    #[test]
+    fn default_route_has_no_destination_attribute() {
+        let m = Route::default_via("169.254.1.1".parse().expect("ip"), 2).to_message();
+        assert_eq!(m.header.destination_prefix_length, 0);
+        assert!(m.header.flags.contains(RouteFlags::Onlink));
+        assert!(
+            !m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Destination(_)))
+        );
+    }
+
+    #[test]
+    fn parses_back_what_it_builds() {
+        let route = Route::default_via("169.254.1.1".parse().expect("ip"), 4);
+        assert_eq!(parse_route(route.to_message()), Some(route));
+        let route = Route::default_via("fe80::1".parse().expect("ip"), 4);
+        assert_eq!(parse_route(route.to_message()), Some(route));
+    }
+}
