@@ -25,6 +25,9 @@ pub struct CniCall {
     pub unset: Vec<String>,
     /// Bytes to send instead of `config` (to test malformed input).
     pub raw_stdin: Option<Vec<u8>>,
+    /// Run the plugin inside this named namespace (`ip netns exec`), as a runtime on
+    /// that "host" would.
+    pub netns_exec: Option<String>,
 }
 
 /// What the plugin did.
@@ -97,6 +100,7 @@ impl CniCall {
             config,
             unset: vec![],
             raw_stdin: None,
+            netns_exec: None,
         }
     }
 
@@ -121,13 +125,25 @@ impl CniCall {
         self
     }
 
+    pub fn in_netns(mut self, name: &str) -> Self {
+        self.netns_exec = Some(name.to_string());
+        self
+    }
+
     pub fn raw_stdin(mut self, bytes: &[u8]) -> Self {
         self.raw_stdin = Some(bytes.to_vec());
         self
     }
 
     pub fn run(&self) -> CniOutcome {
-        let mut cmd = Command::new(&self.plugin);
+        let mut cmd = match &self.netns_exec {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.plugin);
+                c
+            }
+            None => Command::new(&self.plugin),
+        };
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::piped())

@@ -125,13 +125,19 @@ impl Host {
             .collect()
     }
 
-    /// Wait (up to 5 s) until no `strait*` link is left: DEL deletes veths in the
-    /// background after answering.
+    /// Wait (up to 60 s) until no `strait*` link is left: DEL deletes veths in the
+    /// background after answering, and the kernel deletes them one RCU grace period
+    /// at a time (15–30 ms each here), so hundreds take seconds.
     pub fn wait_no_strait_links(&self) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.wait_strait_links(0)
+    }
+
+    /// Wait (up to 60 s) until at most `n` `strait*` links are left; return them.
+    pub fn wait_strait_links(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let links = self.strait_links();
-            if links.is_empty() || std::time::Instant::now() > deadline {
+            if links.len() <= n || std::time::Instant::now() > deadline {
                 return links;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

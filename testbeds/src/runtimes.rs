@@ -670,6 +670,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         );
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         self.pods.lock().unwrap().push(id.clone());
+        // Note the netns now: if containerd dies before the pod is removed, drop
+        // still knows which mount to take away.
+        self.inspectp(&id);
         id
     }
 

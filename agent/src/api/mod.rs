@@ -1,0 +1,316 @@
+//! The local API: HTTP/1.1 with JSON bodies on a unix socket (mode 0600), served to the
+//! `strait` CNI plugin and `netctl`. Paths and bodies are defined in `strait-api`.
+//!
+//! Bodies are read as raw bytes and decoded here (not with axum's `Json` extractor),
+//! so a missing Content-Type is no error and a malformed body gets the CNI decode code.
+//! Errors map to an HTTP status and an [`ApiError`] in [`error_response`], the one place
+//! that decides it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use strait_api::{
+    AddRequest, AgentStatus, ApiError, CheckRequest, DelRequest, GcRequest, ReleaseRequest,
+    StatusRequest, code, paths,
+};
+use tokio::net::UnixListener;
+
+use crate::attach::{AttachError, Attacher};
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub attacher: Arc<Attacher>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    pub store_description: String,
+    pub state_dir: String,
+    pub pools: Vec<ipnet::IpNet>,
+}
+
+type Shared = Arc<AppState>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("another agent is already serving {0}")]
+    InUse(String),
+    #[error("binding {path}: {source}")]
+    Bind {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Bind the socket: refuse if a live agent answers on it, replace a stale file, and
+/// restrict it to root (the socket can create interfaces in any namespace).
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let shown = path.display().to_string();
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ServeError::InUse(shown));
+    }
+    let bind_err = |source| ServeError::Bind {
+        path: shown.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route(paths::HEALTHZ, get(|| async { "ok" }))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::CNI_ADD, post(cni_add))
+        .route(paths::CNI_DEL, post(cni_del))
+        .route(paths::CNI_CHECK, post(cni_check))
+        .route(paths::CNI_STATUS, post(cni_status))
+        .route(paths::CNI_GC, post(cni_gc))
+        .route(paths::STATUS, get(status))
+        .route(paths::ENDPOINTS, get(endpoints))
+        .route(paths::IPAM, get(ipam_view))
+        .route(paths::IPAM_CHECK, get(ipam_check))
+        .route(paths::IPAM_RELEASE, post(ipam_release))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serve the router on `listener` until the future resolves.
+pub async fn serve(
+    listener: UnixListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Router for the TCP metrics listener (`--metrics-addr`): `/metrics` only.
+pub fn metrics_router(state: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+// ===== error mapping =====
+
+fn error_response(e: ApiError) -> Response {
+    let status = match e.code {
+        code::TRY_AGAIN_LATER | code::STORE_UNAVAILABLE | code::NOT_AVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        code::DECODE_FAILURE | code::INVALID_CONFIG | code::INVALID_ENV | code::BAD_NETNS => {
+            StatusCode::BAD_REQUEST
+        }
+        code::UNKNOWN_CONTAINER => StatusCode::NOT_FOUND,
+        code::DUPLICATE_ATTACHMENT | code::STATIC_IP_UNAVAILABLE | code::CHECK_FAILED => {
+            StatusCode::CONFLICT
+        }
+        code::POOL_EXHAUSTED => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, axum::Json(e)).into_response()
+}
+
+impl IntoResponse for AttachError {
+    fn into_response(self) -> Response {
+        error_response(self.to_api())
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    // dockerd-style clients send no body at all for argument-less calls.
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(code::DECODE_FAILURE, format!("malformed request body: {e}")))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Response {
+    axum::Json(v).into_response()
+}
+
+/// Run a CNI verb, recording its latency and outcome.
+async fn timed<T, F>(s: &AppState, verb: &str, f: F) -> Response
+where
+    T: serde::Serialize,
+    F: std::future::Future<Output = Result<T, AttachError>>,
+{
+    let t0 = Instant::now();
+    let res = f.await;
+    s.metrics.observe(verb, res.is_ok(), t0.elapsed());
+    match res {
+        Ok(v) => json(&v),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ===== handlers =====
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    let r = s.attacher.readiness().await;
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(r)).into_response()
+}
+
+async fn cni_add(State(s): State<Shared>, body: Bytes) -> Response {
+    let req: AddRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    timed(&s, "add", s.attacher.add(req)).await
+}
+
+async fn cni_del(State(s): State<Shared>, body: Bytes) -> Response {
+    let req: DelRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    timed(&s, "del", async {
+        s.attacher.del(req).await.map(|()| serde_json::json!({}))
+    })
+    .await
+}
+
+async fn cni_check(State(s): State<Shared>, body: Bytes) -> Response {
+    let req: CheckRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    timed(&s, "check", async {
+        s.attacher.check(req).await.map(|()| serde_json::json!({}))
+    })
+    .await
+}
+
+async fn cni_status(State(s): State<Shared>, body: Bytes) -> Response {
+    if let Err(e) = decode::<StatusRequest>(&body) {
+        return error_response(e);
+    }
+    let t0 = Instant::now();
+    let r = s.attacher.readiness().await;
+    s.metrics.observe("status", r.ready, t0.elapsed());
+    json(&r)
+}
+
+async fn cni_gc(State(s): State<Shared>, body: Bytes) -> Response {
+    let req: GcRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    timed(&s, "gc", s.attacher.gc(req)).await
+}
+
+async fn status(State(s): State<Shared>) -> Response {
+    let readiness = s.attacher.readiness().await;
+    let endpoints = match s.attacher.endpoints().await {
+        Ok(e) => e.len(),
+        Err(e) => return e.into_response(),
+    };
+    let cfg = s.attacher.config();
+    json(&AgentStatus {
+        node: cfg.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        store: s.store_description.clone(),
+        state_dir: s.state_dir.clone(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        mtu: cfg.mtu,
+        endpoints,
+        pools: s.pools.clone(),
+        readiness,
+    })
+}
+
+async fn endpoints(State(s): State<Shared>) -> Response {
+    match s.attacher.endpoints().await {
+        Ok(e) => json(&e),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ipam_view(State(s): State<Shared>) -> Response {
+    match s.attacher.ipam().view().await {
+        Ok(v) => json(&v),
+        Err(e) => AttachError::from(e).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckQuery {
+    /// Grace period in seconds; default the agent's GC grace.
+    grace_secs: Option<u64>,
+}
+
+async fn ipam_check(State(s): State<Shared>, Query(q): Query<CheckQuery>) -> Response {
+    let grace = q
+        .grace_secs
+        .map(Duration::from_secs)
+        .unwrap_or(s.attacher.config().gc_grace);
+    match s.attacher.ipam_check(grace).await {
+        Ok(r) => json(&r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ipam_release(State(s): State<Shared>, body: Bytes) -> Response {
+    let req: ReleaseRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e),
+    };
+    match s.attacher.ipam_release(&req.report).await {
+        Ok(r) => json(&r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    if let Ok(eps) = s.attacher.endpoints().await {
+        s.metrics.endpoints.set(eps.len() as i64);
+    }
+    if let Ok(view) = s.attacher.ipam().view().await {
+        for p in view.pools {
+            let labels = crate::metrics::PoolLabels {
+                pool: p.cidr.to_string(),
+            };
+            s.metrics
+                .pool_used
+                .get_or_create(&labels)
+                .set(p.used as f64);
+            s.metrics
+                .pool_size
+                .get_or_create(&labels)
+                .set(p.size as f64);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
