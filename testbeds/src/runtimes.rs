@@ -268,11 +268,59 @@ impl RuntimeDir {
 
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        if let Some(d) = self.dir.take() {
-            unmount_under(d.path());
-            let _ = d.close();
+        let Some(d) = self.dir.take() else {
+            return;
+        };
+        // Runtimes finish asynchronously: conmon runs `podman container cleanup`
+        // after a container dies, and that re-creates storage files (and the overlay
+        // mount) under the dir while it is being deleted. Let such stragglers, all
+        // started by this test's runtime, end first; kill them by PID if they hang.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let users = processes_naming(d.path());
+            if users.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for pid in users {
+                    kill_pid(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        let path = d.keep();
+        for _ in 0..5 {
+            unmount_under(&path);
+            if fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("warning: could not remove {}", path.display());
     }
+}
+
+/// PIDs (other than this process) whose command line names something under `dir`:
+/// the runtime's helpers (conmon, shims, cleanup commands) carry their paths there.
+fn processes_naming(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .any(|a| String::from_utf8_lossy(a).contains(&needle))
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------
