@@ -821,11 +821,35 @@ impl Drop for Containerd {
         }
         // Shims outlive containerd by design; any left (pods that could not be
         // removed) are ours: kill their children (the sandbox process) and them.
-        for shim in self.our_shims() {
+        let shims = self.our_shims();
+        for &shim in &shims {
             for child in children_of(shim) {
                 kill_pid(child, Signal::SIGKILL);
             }
             kill_pid(shim, Signal::SIGKILL);
+        }
+        if !shims.is_empty() {
+            // Let the killed sandboxes leave their cgroups before those go.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // A pod that never saw its DEL keeps libcni's cached results, which
+        // containerd 1.6 keeps in the global /var/lib/cni (not configurable in CRI).
+        if let Ok(cached) = fs::read_dir("/var/lib/cni/results") {
+            for f in cached.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if pods.iter().any(|id| name.contains(id.as_str())) {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+        // A pod whose shim was killed keeps its (empty) cgroups: containerd puts
+        // sandboxes under k8s.io/<id> when the pod names no cgroup parent.
+        if let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                for id in &pods {
+                    let _ = fs::remove_dir(c.path().join("k8s.io").join(id));
+                }
+            }
         }
         for ns in self
             .netns_seen
