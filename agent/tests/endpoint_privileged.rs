@@ -241,17 +241,28 @@ fn setup_gives_container_addresses_routes_and_neighbours() {
     assert!(infos.contains(&("fd77::5".into(), 128, false)), "{infos:?}");
 
     // Container routes.
+    // Their metric is the interface's index, so a second interface's copies coexist.
+    let metric = created.container_ifindex;
     let v4 = run(&["ip", "-n", &ctr, "route", "show"]);
     assert!(
-        v4.contains("default via 169.254.1.1 dev eth0 proto 83 onlink"),
+        v4.contains(&format!(
+            "default via 169.254.1.1 dev eth0 proto 83 metric {metric} onlink"
+        )),
         "{v4}"
     );
     assert!(
-        v4.contains("169.254.1.1 dev eth0 proto 83 scope link"),
+        v4.contains(&format!(
+            "169.254.1.1 dev eth0 proto 83 scope link metric {metric}"
+        )),
         "{v4}"
     );
     let v6 = run(&["ip", "-n", &ctr, "-6", "route", "show"]);
-    assert!(v6.contains("default via fe80::1 dev eth0 proto 83"), "{v6}");
+    assert!(
+        v6.contains(&format!(
+            "default via fe80::1 dev eth0 proto 83 metric {metric}"
+        )),
+        "{v6}"
+    );
 
     // Container neighbours: both gateways → host veth MAC, permanent.
     let neigh = run(&["ip", "-n", &ctr, "neigh", "show", "nud", "permanent"]);

@@ -162,8 +162,7 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
             continue;
         };
         let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
-        {
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
         } else if name.eq_ignore_ascii_case("content-length") {
             length = value.parse().ok();

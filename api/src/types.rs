@@ -281,7 +281,11 @@ pub enum IpamIssue {
         age_secs: u64,
     },
     /// A block marks an address allocated to a handle that does not exist.
-    OrphanAllocation { block: IpNet, ip: IpAddr, handle: String },
+    OrphanAllocation {
+        block: IpNet,
+        ip: IpAddr,
+        handle: String,
+    },
     /// A handle names an address its block does not mark as its own.
     MissingAllocation { handle: String, ip: IpAddr },
     /// An endpoint record whose handle is gone.

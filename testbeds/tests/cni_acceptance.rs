@@ -569,6 +569,31 @@ fn two_containers_ping_and_talk_tcp() {
     assert!(h.del("ping-b", &b).ok());
 }
 
+#[test]
+fn second_interface_in_one_container() {
+    root_or_skip!("second_interface_in_one_container");
+    let mut h = Host::new(POOLS);
+    let a = h.container_ns();
+    let b = h.container_ns();
+    let r0 = h.add("multi", &a);
+    let r1 = h.call("ADD", "multi", &a).ifname("eth1").run().expect_ok();
+    let (ip0, ip1) = (
+        result_ip(&r0, false).unwrap(),
+        result_ip(&r1, false).unwrap(),
+    );
+    assert_ne!(ip0, ip1);
+    h.add("peer", &b);
+    let cb = h.container(&b);
+    assert!(cb.ping(&ip0), "eth0 reachable");
+    assert!(cb.ping(&ip1), "eth1 reachable");
+    // Removing eth1 leaves eth0 working.
+    assert!(h.call("DEL", "multi", &a).ifname("eth1").run().ok());
+    assert!(cb.ping(&ip0), "eth0 still reachable");
+    assert!(h.del("multi", &a).ok());
+    assert!(h.del("peer", &b).ok());
+    assert_eq!(h.used_addresses(), 0);
+}
+
 // ----- 13. concurrency -----
 
 #[test]

@@ -312,8 +312,6 @@ fn podman_static_ip() {
 }
 
 #[test]
-#[ignore = "straitd cannot attach a second interface yet: the container-side route \
-            169.254.1.1/32 already exists on eth0 (EEXIST); run with --ignored once fixed"]
 fn podman_network_connect_second_interface() {
     privileged_with!("podman_network_connect_second_interface", PODMAN_TOOLS);
     let t0 = Instant::now();

@@ -148,8 +148,11 @@ pub struct Attacher {
     starting: AtomicBool,
     /// Host-side links being created right now (not yet recorded): the sweep skips them.
     creating: Mutex<HashSet<String>>,
-    /// Host-side links being deleted in the background; ADD of the same name waits.
-    deleting: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
+    /// Host-side links queued for deletion in the background; an ADD of the same
+    /// name waits for its entry to be done.
+    deleting: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    /// Queue of the link reaper task (see [`reap_links`]).
+    reaper: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl Attacher {
@@ -160,6 +163,9 @@ impl Attacher {
         host: Netlink,
     ) -> Arc<Self> {
         let records = EndpointRecords::new(store.clone(), cfg.node.clone());
+        let deleting: Arc<Mutex<HashMap<String, watch::Sender<bool>>>> = Arc::default();
+        let (reaper, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(reap_links(host.clone(), queue, deleting.clone()));
         Arc::new(Self {
             cfg,
             store,
@@ -169,7 +175,8 @@ impl Attacher {
             locks: KeyedLocks::default(),
             starting: AtomicBool::new(true),
             creating: Mutex::default(),
-            deleting: Arc::default(),
+            deleting,
+            reaper,
         })
     }
 
@@ -204,6 +211,7 @@ impl Attacher {
         }
         check_netns(&req.netns)?;
 
+        let t_start = std::time::Instant::now();
         let alloc = self
             .ipam
             .allocate(AllocRequest {
@@ -216,6 +224,7 @@ impl Attacher {
             })
             .await?;
 
+        debug!(%id, ipam_ms = t_start.elapsed().as_secs_f64() * 1e3, "allocated");
         match self.plumb_and_record(&id, &req, &alloc.ips).await {
             Ok(resp) => Ok(resp),
             Err(e) => {
@@ -270,7 +279,10 @@ impl Attacher {
         // of a crash mid-ADD: it is ours to remove.
         endpoint::delete_link(&self.host, host_ifname).await?;
 
+        let t_plumb = std::time::Instant::now();
         let created = endpoint::setup(&self.host, &spec).await?;
+        let plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3;
+        let t_record = std::time::Instant::now();
 
         let ep = Endpoint {
             id: id.to_string(),
@@ -294,7 +306,11 @@ impl Attacher {
             }
             return Err(e.into());
         }
-        info!(%id, host_ifname, ips = ?ips, "attached");
+        info!(
+            %id, host_ifname, ips = ?ips, plumb_ms,
+            record_ms = t_record.elapsed().as_secs_f64() * 1e3,
+            "attached"
+        );
         Ok(add_response(&ep, &created))
     }
 
@@ -307,7 +323,9 @@ impl Attacher {
     }
 
     async fn wait_for_deletion(&self, host_ifname: &str) {
-        let rx = lock(&self.deleting).get(host_ifname).cloned();
+        let rx = lock(&self.deleting)
+            .get(host_ifname)
+            .map(|tx| tx.subscribe());
         if let Some(mut rx) = rx {
             // An error means the deleting task is gone; either way the deletion is over.
             let _ = rx.wait_for(|done| *done).await;
@@ -326,18 +344,13 @@ impl Attacher {
 
     async fn release_attachment(&self, id: &str, host_ifname: &str) -> Result<(), AttachError> {
         let _guard = self.locks.lock(id).await;
+        let t0 = std::time::Instant::now();
         let ep = self.records.get(id).await?;
         let mut first_err: Option<AttachError> = None;
 
-        // Routes first: once they are gone the addresses can be handed out again even
-        // though the veth itself is still being torn down.
-        if let Some(ep) = &ep {
-            let ips: Vec<IpAddr> = ep.ips.iter().map(|n| n.addr()).collect();
-            if let Err(e) = endpoint::remove_host_routes(&self.host, &ep.host_ifname, &ips).await {
-                warn!(%id, error = %e, "removing host routes");
-                first_err.get_or_insert(e.into());
-            }
-        }
+        // The host routes stay until the veth goes (with them): an ADD that gets one of
+        // these addresses meanwhile replaces its route. Removing them here would wait
+        // for the kernel's rtnl lock behind the deletion of the previous veth.
         let link = ep
             .as_ref()
             .map(|e| e.host_ifname.clone())
@@ -355,7 +368,7 @@ impl Attacher {
         }
         match first_err {
             None => {
-                debug!(%id, "released");
+                debug!(%id, took_ms = t0.elapsed().as_secs_f64() * 1e3, "released");
                 Ok(())
             }
             Some(e) => Err(e),
@@ -363,23 +376,46 @@ impl Attacher {
     }
 
     fn delete_link_in_background(&self, name: String) {
-        let (tx, rx) = watch::channel(false);
         {
             let mut deleting = lock(&self.deleting);
             if deleting.contains_key(&name) {
                 return;
             }
-            deleting.insert(name.clone(), rx);
+            deleting.insert(name.clone(), watch::channel(false).0);
         }
-        let host = self.host.clone();
-        let deleting = self.deleting.clone();
-        tokio::spawn(async move {
-            if let Err(e) = endpoint::delete_link(&host, &name).await {
-                warn!(link = %name, error = %e, "deleting veth; the stale-link sweep retries");
+        if self.reaper.send(name.clone()).is_err() {
+            // The reaper only stops with the runtime; the sweep will find the link.
+            lock(&self.deleting).remove(&name);
+        }
+    }
+}
+
+/// The link reaper: deletes queued host veths, in batches. DELs that arrive while a
+/// deletion runs pile up in the queue and go together in the next batch, so a burst of
+/// N DELs costs a few kernel grace periods rather than N.
+async fn reap_links(
+    host: Netlink,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<String>,
+    deleting: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+) {
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(name) => batch.push(name),
+                Err(_) => break,
             }
-            lock(&deleting).remove(&name);
-            let _ = tx.send(true);
-        });
+        }
+        if let Err(e) = endpoint::delete_links(&host, &batch).await {
+            warn!(links = ?batch, error = %e, "deleting veths; the stale-link sweep retries");
+        }
+        let mut map = lock(&deleting);
+        for name in &batch {
+            if let Some(done) = map.remove(name) {
+                let _ = done.send(true);
+            }
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Route {
     pub protocol: u8,
     /// `onlink`: use the gateway without requiring a connected route to it.
     pub onlink: bool,
+    /// Route priority (`metric`); `None` leaves the kernel's default.
+    pub metric: Option<u32>,
 }
 
 impl Route {
@@ -35,6 +37,7 @@ impl Route {
             oif: Some(oif),
             protocol: RTPROT_STRAIT,
             onlink: false,
+            metric: None,
         }
     }
 
@@ -52,7 +55,15 @@ impl Route {
             oif: Some(oif),
             protocol: RTPROT_STRAIT,
             onlink: gateway.is_ipv4(),
+            metric: None,
         }
+    }
+
+    /// The same route with priority `metric`: two routes to one destination through
+    /// different links coexist when their metrics differ.
+    pub fn with_metric(mut self, metric: u32) -> Self {
+        self.metric = Some(metric);
+        self
     }
 
     fn to_message(&self) -> RouteMessage {
@@ -88,6 +99,9 @@ impl Route {
         if let Some(oif) = self.oif {
             m.attributes.push(RouteAttribute::Oif(oif));
         }
+        if let Some(metric) = self.metric {
+            m.attributes.push(RouteAttribute::Priority(metric));
+        }
         m
     }
 }
@@ -100,6 +114,9 @@ impl std::fmt::Display for Route {
         }
         if let Some(oif) = self.oif {
             write!(f, " dev index {oif}")?;
+        }
+        if let Some(metric) = self.metric {
+            write!(f, " metric {metric}")?;
         }
         write!(f, " proto {}", self.protocol)
     }
@@ -180,12 +197,14 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
     let mut destination = None;
     let mut gateway = None;
     let mut oif = None;
+    let mut metric = None;
     for attribute in m.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = t,
             RouteAttribute::Destination(a) => destination = ip_of(a),
             RouteAttribute::Gateway(a) => gateway = ip_of(a),
             RouteAttribute::Oif(i) => oif = Some(i),
+            RouteAttribute::Priority(p) => metric = Some(p),
             _ => {}
         }
     }
@@ -205,6 +224,7 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
         oif,
         protocol: u8::from(m.header.protocol),
         onlink: m.header.flags.contains(RouteFlags::Onlink),
+        metric,
     })
 }
 
