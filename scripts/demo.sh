@@ -72,7 +72,7 @@ run podman exec strait-demo-a ip -6 route
 say "ping and TCP between them"
 run podman exec strait-demo-b ping -c3 -W1 "$A4"
 run podman exec strait-demo-b ping -6 -c3 -W1 "$A6"
-podman exec -d strait-demo-a sh -c 'echo hello-from-a | nc -l -p 7777'
+podman exec -d strait-demo-a sh -c 'echo hello-from-a | nc -l -p 7777' >/dev/null
 sleep 0.3
 run podman exec strait-demo-b nc -w2 "$A4" 7777
 

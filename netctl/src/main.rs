@@ -214,10 +214,10 @@ fn render_ipam(v: &IpamView) -> String {
         t.row([
             &p.cidr.to_string(),
             &format!("/{}", p.block_prefix),
-            &p.used.to_string(),
-            &p.size.to_string(),
+            &count(p.used),
+            &count(p.size),
             &format!("{pct:.2}"),
-            &format!("{}/{}", p.blocks_claimed, p.blocks_total),
+            &format!("{}/{}", p.blocks_claimed, count(p.blocks_total)),
         ]);
     }
     let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE"]);
@@ -288,6 +288,27 @@ fn render_report(r: &IpamReport) -> String {
     )
 }
 
+/// A count as a number, or as a power of two once it is too long to read (IPv6).
+fn count(n: u128) -> String {
+    if n >= 1 << 40 && n.is_power_of_two() {
+        format!("2^{}", n.trailing_zeros())
+    } else {
+        n.to_string()
+    }
+}
+
 fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_read_as_numbers_or_powers_of_two() {
+        assert_eq!(count(65536), "65536");
+        assert_eq!(count(1 << 80), "2^80");
+        assert_eq!(count((1 << 80) + 1), "1208925819614629174706177");
+    }
 }
