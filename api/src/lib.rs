@@ -7,6 +7,7 @@
 //! and must start in well under a millisecond, so it carries no async runtime.
 
 pub mod client;
+pub mod queue;
 pub mod types;
 
 pub use client::{Client, ClientError};

@@ -11,13 +11,13 @@
 //! - [`version`]: supported versions and the VERSION answer;
 //! - [`result`]: ADD results per version, `prevResult` chaining;
 //! - [`error`]: failures and their CNI codes, in one place;
-//! - [`queue`]: DELs queued on disk while the agent is down;
+//! - DELs queued on disk while the agent is down use [`strait_api::queue`];
 //! - [`verbs`]: the operations themselves.
 
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod queue;
+
 pub mod result;
 pub mod verbs;
 pub mod version;

@@ -17,7 +17,7 @@ use strait_api::{
 use crate::config::{self, NetConf};
 use crate::env::{CniArgs, RawEnv, Verb};
 use crate::error::CniError;
-use crate::queue;
+use strait_api::queue;
 use crate::result::CniResult;
 use crate::version::{CniVersion, VersionInfo};
 

@@ -11,11 +11,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use strait_api::DelRequest;
+use crate::types::DelRequest;
 
 /// The queue directory under a state dir.
 pub fn dir(state_dir: &Path) -> PathBuf {
-    state_dir.join(strait_api::PENDING_RELEASE_DIR)
+    state_dir.join(crate::PENDING_RELEASE_DIR)
 }
 
 /// The file name of a queued DEL: readable parts, then a hash of the exact
