@@ -35,9 +35,75 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         )
     })?;
 
-    let store: Arc<dyn Store> = EmbeddedStore::open(&cfg.store_path())
-        .await
-        .with_context(|| format!("opening the store {}", cfg.store_path().display()))?;
+    // ----- serve first: CNI calls get "try again later" while we start -----
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState {
+        attacher: tokio::sync::OnceCell::new(),
+        phase: std::sync::Mutex::new("opening the store".into()),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+        node: cfg.node_name.clone(),
+        store_description: format!("embedded:{}", cfg.store_path().display()),
+        state_dir: cfg.state_dir.clone(),
+        pools: cfg.pools.clone(),
+    });
+    let listener = api::bind(&cfg.socket)?;
+    info!(socket = %cfg.socket.display(), node = %cfg.node_name, "serving the local API");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(api::serve(listener, state.clone(), async move {
+        let _ = api_stop.wait_for(|s| *s).await;
+    }));
+    if let Some(addr) = cfg.metrics_addr {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics address {addr}"))?;
+        let router = api::metrics_router(state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(tcp, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        info!(%addr, "serving metrics");
+    }
+
+    let started = tokio::select! {
+        r = start(&cfg, &state) => Some(r?),
+        _ = wait_for_signal() => None,
+    };
+    if let Some(attacher) = started {
+        let housekeeping = tokio::spawn(housekeeping(
+            attacher,
+            metrics.clone(),
+            cfg.pending_release_dir(),
+            stop_rx.clone(),
+        ));
+        wait_for_signal().await;
+        housekeeping.abort();
+    }
+
+    info!("stopping; interfaces, routes and records stay in place for the next agent");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), api_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "API server"),
+        Ok(Err(e)) => warn!(error = %e, "API task"),
+        Err(_) => warn!("API server did not stop within 10 s"),
+    }
+    // The socket file goes with the agent; a CNI DEL now queues on disk.
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+/// Everything between "socket bound" and "ready": open the store (waiting for it if
+/// it is held, e.g. by an agent still shutting down), build the owners, adopt what the
+/// previous agent left, apply queued DELs.
+async fn start(cfg: &AgentConfig, state: &AppState) -> anyhow::Result<Arc<Attacher>> {
+    let store: Arc<dyn Store> = open_store(cfg, state).await;
+    state.set_phase("starting IPAM");
     let ipam = Arc::new(
         Ipam::new(
             store.clone(),
@@ -67,44 +133,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             mtu,
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
         },
-        store.clone(),
+        store,
         ipam,
-        host.clone(),
+        host,
     );
-    let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(AppState {
-        attacher: attacher.clone(),
-        metrics: metrics.clone(),
-        started: Instant::now(),
-        store_description: store.describe(),
-        state_dir: cfg.state_dir.display().to_string(),
-        pools: cfg.pools.clone(),
-    });
+    // From here DEL goes to the attacher; ADD still gets "try again later" until ready.
+    let _ = state.attacher.set(attacher.clone());
 
-    let listener = api::bind(&cfg.socket)?;
-    info!(socket = %cfg.socket.display(), node = %cfg.node_name, mtu, "serving the local API");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut api_stop = stop_rx.clone();
-    let api_task = tokio::spawn(api::serve(listener, state.clone(), async move {
-        let _ = api_stop.wait_for(|s| *s).await;
-    }));
-    if let Some(addr) = cfg.metrics_addr {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics address {addr}"))?;
-        let router = api::metrics_router(state.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(tcp, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        });
-        info!(%addr, "serving metrics");
-    }
-
-    // ----- start-up work, while CNI calls get "try again later" -----
+    state.set_phase("adopting existing endpoints");
     crate::netlink::enable_forwarding()
         .await
         .context("enabling IP forwarding")?;
@@ -118,45 +154,55 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         info!(applied, "applied DELs queued while the agent was down");
     }
     attacher.set_ready();
-    info!("ready");
+    state.set_phase("ready");
+    info!(mtu, "ready");
+    Ok(attacher)
+}
 
-    // ----- housekeeping -----
-    let hk_attacher = attacher.clone();
-    let hk_metrics = metrics.clone();
-    let mut hk_stop = stop_rx.clone();
-    let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = hk_stop.wait_for(|s| *s) => return,
-            }
-            if let Err(e) = hk_attacher.sweep_stale_links().await {
-                warn!(error = %e, "sweeping stale links");
-            }
-            match hk_attacher.gc_leaks().await {
-                Ok(n) => {
-                    hk_metrics.gc_released.inc_by(n as u64);
-                }
-                Err(e) => warn!(error = %e, "IPAM leak GC"),
+/// Open the embedded store, retrying while it cannot be opened (another process holds
+/// its lock, the disk is not there yet): the agent keeps answering meanwhile.
+async fn open_store(cfg: &AgentConfig, state: &AppState) -> Arc<dyn Store> {
+    let path = cfg.store_path();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match EmbeddedStore::open(&path).await {
+            Ok(s) => return s,
+            Err(e) => {
+                warn!(store = %path.display(), error = %e, "cannot open the store; retrying");
+                state.set_phase(format!("waiting for the store {}: {e}", path.display()));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    });
-
-    wait_for_signal().await;
-    info!("stopping; interfaces, routes and records stay in place for the next agent");
-    let _ = stop_tx.send(true);
-    housekeeping.abort();
-    match tokio::time::timeout(Duration::from_secs(10), api_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => warn!(error = %e, "API server"),
-        Ok(Err(e)) => warn!(error = %e, "API task"),
-        Err(_) => warn!("API server did not stop within 10 s"),
     }
-    // The socket file goes with the agent; a CNI DEL now queues on disk.
-    let _ = std::fs::remove_file(&cfg.socket);
-    Ok(())
+}
+
+/// Periodic work: queued DELs (a plugin may have queued one while we restarted), stale
+/// links, and the leak GC.
+async fn housekeeping(
+    attacher: Arc<Attacher>,
+    metrics: Arc<Metrics>,
+    pending_dir: std::path::PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        attacher.apply_pending_releases(&pending_dir).await;
+        if let Err(e) = attacher.sweep_stale_links().await {
+            warn!(error = %e, "sweeping stale links");
+        }
+        match attacher.gc_leaks().await {
+            Ok(n) => {
+                metrics.gc_released.inc_by(n as u64);
+            }
+            Err(e) => warn!(error = %e, "IPAM leak GC"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

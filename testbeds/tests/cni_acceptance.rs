@@ -471,6 +471,57 @@ fn gc_releases_what_the_runtime_no_longer_knows() {
     assert!(h.wait_no_strait_links().is_empty());
 }
 
+// ----- 14. while the agent starts -----
+
+#[test]
+fn agent_starting_answers_try_again_later() {
+    root_or_skip!("agent_starting_answers_try_again_later");
+    let mut h = Host::new(POOLS);
+    let a = h.container_ns();
+    let b = h.container_ns();
+    h.add("start-a", &a);
+    h.agent.stop();
+
+    // Hold the store's file lock, as an agent still shutting down would: the new
+    // agent serves its socket but cannot open the store.
+    let store = std::fs::File::open(h.agent.state_dir.join("store.redb")).expect("store file");
+    store.lock().expect("lock the store");
+    h.agent.relaunch();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !h.agent.socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "socket never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = h.call("ADD", "start-b", &b).run();
+    assert_eq!(out.error_code(), 11, "ADD while starting: {}", out.stdout);
+    let out = h.call("STATUS", "", &b).run();
+    assert_eq!(
+        out.error_code(),
+        50,
+        "STATUS while starting: {}",
+        out.stdout
+    );
+    // DEL succeeds at once: the agent queues it and applies it once started.
+    let out = h.del("start-a", &a);
+    assert!(
+        out.ok(),
+        "DEL while starting: {} {}",
+        out.stdout,
+        out.stderr
+    );
+
+    store.unlock().expect("unlock");
+    drop(store);
+    h.agent.wait_ready(std::time::Duration::from_secs(30));
+    assert_eq!(h.used_addresses(), 0, "queued DEL applied after start");
+    assert!(h.endpoints().is_empty());
+    h.add("start-b", &b);
+    assert!(h.del("start-b", &b).ok());
+}
+
 // ----- 15. static IP and MAC the ways runtimes send them -----
 
 #[test]

@@ -20,22 +20,58 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use strait_api::{
-    AddRequest, AgentStatus, ApiError, CheckRequest, DelRequest, GcRequest, ReleaseRequest,
-    StatusRequest, code, paths,
+    AddRequest, AgentStatus, ApiError, CheckRequest, DelRequest, GcRequest, Readiness,
+    ReleaseRequest, StatusRequest, code, paths,
 };
 use tokio::net::UnixListener;
 
 use crate::attach::{AttachError, Attacher};
 use crate::metrics::Metrics;
 
-/// What every handler can reach.
+/// What every handler can reach. The socket is served from the very start, before the
+/// store is open: until then [`AppState::attacher`] is empty, CNI calls get "try again
+/// later" (DEL is queued on disk instead), and readiness says what start-up waits for.
 pub struct AppState {
-    pub attacher: Arc<Attacher>,
+    pub attacher: tokio::sync::OnceCell<Arc<Attacher>>,
+    /// What start-up is doing or waiting for, shown while not ready.
+    pub phase: std::sync::Mutex<String>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    pub node: String,
     pub store_description: String,
-    pub state_dir: String,
+    pub state_dir: std::path::PathBuf,
     pub pools: Vec<ipnet::IpNet>,
+}
+
+impl AppState {
+    /// The attacher, or the "starting" error every CNI call gets before it exists.
+    fn attacher(&self) -> Result<&Arc<Attacher>, ApiError> {
+        self.attacher.get().ok_or_else(|| {
+            ApiError::new(
+                code::TRY_AGAIN_LATER,
+                format!("agent is starting: {}", self.phase()),
+            )
+        })
+    }
+
+    pub fn set_phase(&self, phase: impl Into<String>) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase.into();
+    }
+
+    fn phase(&self) -> String {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn readiness(&self) -> Readiness {
+        match self.attacher.get() {
+            Some(a) => a.readiness().await,
+            None => Readiness {
+                ready: false,
+                code: code::NOT_AVAILABLE,
+                reasons: vec![format!("agent is starting: {}", self.phase())],
+            },
+        }
+    }
 }
 
 type Shared = Arc<AppState>;
@@ -153,21 +189,25 @@ fn json<T: serde::Serialize>(v: &T) -> Response {
 async fn timed<T, F>(s: &AppState, verb: &str, f: F) -> Response
 where
     T: serde::Serialize,
-    F: std::future::Future<Output = Result<T, AttachError>>,
+    F: std::future::Future<Output = Result<T, ApiError>>,
 {
     let t0 = Instant::now();
     let res = f.await;
     s.metrics.observe(verb, res.is_ok(), t0.elapsed());
     match res {
         Ok(v) => json(&v),
-        Err(e) => e.into_response(),
+        Err(e) => error_response(e),
     }
+}
+
+fn api(e: AttachError) -> ApiError {
+    e.to_api()
 }
 
 // ===== handlers =====
 
 async fn readyz(State(s): State<Shared>) -> Response {
-    let r = s.attacher.readiness().await;
+    let r = s.readiness().await;
     let status = if r.ready {
         StatusCode::OK
     } else {
@@ -181,7 +221,10 @@ async fn cni_add(State(s): State<Shared>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
-    timed(&s, "add", s.attacher.add(req)).await
+    timed(&s, "add", async {
+        s.attacher()?.add(req).await.map_err(api)
+    })
+    .await
 }
 
 async fn cni_del(State(s): State<Shared>, body: Bytes) -> Response {
@@ -190,7 +233,16 @@ async fn cni_del(State(s): State<Shared>, body: Bytes) -> Response {
         Err(e) => return error_response(e),
     };
     timed(&s, "del", async {
-        s.attacher.del(req).await.map(|()| serde_json::json!({}))
+        match s.attacher.get() {
+            Some(a) => a.del(req).await.map_err(api)?,
+            // Before the store is open, DEL still succeeds: queued like the plugin
+            // queues it when the agent is down, and applied once start-up gets there.
+            None => {
+                strait_api::queue::enqueue(&s.state_dir, &req)
+                    .map_err(|e| ApiError::new(code::IO_FAILURE, format!("queueing DEL: {e}")))?;
+            }
+        }
+        Ok(serde_json::json!({}))
     })
     .await
 }
@@ -201,7 +253,8 @@ async fn cni_check(State(s): State<Shared>, body: Bytes) -> Response {
         Err(e) => return error_response(e),
     };
     timed(&s, "check", async {
-        s.attacher.check(req).await.map(|()| serde_json::json!({}))
+        s.attacher()?.check(req).await.map_err(api)?;
+        Ok(serde_json::json!({}))
     })
     .await
 }
@@ -211,7 +264,7 @@ async fn cni_status(State(s): State<Shared>, body: Bytes) -> Response {
         return error_response(e);
     }
     let t0 = Instant::now();
-    let r = s.attacher.readiness().await;
+    let r = s.readiness().await;
     s.metrics.observe("status", r.ready, t0.elapsed());
     json(&r)
 }
@@ -221,23 +274,25 @@ async fn cni_gc(State(s): State<Shared>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
-    timed(&s, "gc", s.attacher.gc(req)).await
+    timed(&s, "gc", async { s.attacher()?.gc(req).await.map_err(api) }).await
 }
 
 async fn status(State(s): State<Shared>) -> Response {
-    let readiness = s.attacher.readiness().await;
-    let endpoints = match s.attacher.endpoints().await {
-        Ok(e) => e.len(),
-        Err(e) => return e.into_response(),
+    let readiness = s.readiness().await;
+    let (endpoints, mtu) = match s.attacher.get() {
+        Some(a) => match a.endpoints().await {
+            Ok(e) => (e.len(), a.config().mtu),
+            Err(e) => return e.into_response(),
+        },
+        None => (0, 0),
     };
-    let cfg = s.attacher.config();
     json(&AgentStatus {
-        node: cfg.node.clone(),
+        node: s.node.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         store: s.store_description.clone(),
-        state_dir: s.state_dir.clone(),
+        state_dir: s.state_dir.display().to_string(),
         uptime_secs: s.started.elapsed().as_secs(),
-        mtu: cfg.mtu,
+        mtu,
         endpoints,
         pools: s.pools.clone(),
         readiness,
@@ -245,14 +300,22 @@ async fn status(State(s): State<Shared>) -> Response {
 }
 
 async fn endpoints(State(s): State<Shared>) -> Response {
-    match s.attacher.endpoints().await {
+    let a = match s.attacher() {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    match a.endpoints().await {
         Ok(e) => json(&e),
         Err(e) => e.into_response(),
     }
 }
 
 async fn ipam_view(State(s): State<Shared>) -> Response {
-    match s.attacher.ipam().view().await {
+    let a = match s.attacher() {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    match a.ipam().view().await {
         Ok(v) => json(&v),
         Err(e) => AttachError::from(e).into_response(),
     }
@@ -265,11 +328,15 @@ struct CheckQuery {
 }
 
 async fn ipam_check(State(s): State<Shared>, Query(q): Query<CheckQuery>) -> Response {
+    let a = match s.attacher() {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
     let grace = q
         .grace_secs
         .map(Duration::from_secs)
-        .unwrap_or(s.attacher.config().gc_grace);
-    match s.attacher.ipam_check(grace).await {
+        .unwrap_or(a.config().gc_grace);
+    match a.ipam_check(grace).await {
         Ok(r) => json(&r),
         Err(e) => e.into_response(),
     }
@@ -280,29 +347,35 @@ async fn ipam_release(State(s): State<Shared>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
-    match s.attacher.ipam_release(&req.report).await {
+    let a = match s.attacher() {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    match a.ipam_release(&req.report).await {
         Ok(r) => json(&r),
         Err(e) => e.into_response(),
     }
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    if let Ok(eps) = s.attacher.endpoints().await {
-        s.metrics.endpoints.set(eps.len() as i64);
-    }
-    if let Ok(view) = s.attacher.ipam().view().await {
-        for p in view.pools {
-            let labels = crate::metrics::PoolLabels {
-                pool: p.cidr.to_string(),
-            };
-            s.metrics
-                .pool_used
-                .get_or_create(&labels)
-                .set(p.used as f64);
-            s.metrics
-                .pool_size
-                .get_or_create(&labels)
-                .set(p.size as f64);
+    if let Some(a) = s.attacher.get() {
+        if let Ok(eps) = a.endpoints().await {
+            s.metrics.endpoints.set(eps.len() as i64);
+        }
+        if let Ok(view) = a.ipam().view().await {
+            for p in view.pools {
+                let labels = crate::metrics::PoolLabels {
+                    pool: p.cidr.to_string(),
+                };
+                s.metrics
+                    .pool_used
+                    .get_or_create(&labels)
+                    .set(p.used as f64);
+                s.metrics
+                    .pool_size
+                    .get_or_create(&labels)
+                    .set(p.size as f64);
+            }
         }
     }
     (
