@@ -17,9 +17,9 @@ use strait_api::{
 use crate::config::{self, NetConf};
 use crate::env::{CniArgs, RawEnv, Verb};
 use crate::error::CniError;
-use strait_api::queue;
 use crate::result::CniResult;
 use crate::version::{CniVersion, VersionInfo};
+use strait_api::queue;
 
 /// A STATUS probe should answer quickly; runtimes poll it.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
