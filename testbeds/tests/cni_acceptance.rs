@@ -575,6 +575,66 @@ fn static_ip_and_mac_from_runtimes() {
     assert_eq!(h.used_addresses(), 0);
 }
 
+// ----- bad input to the agent's API changes nothing -----
+
+#[test]
+fn malformed_api_requests_change_nothing() {
+    root_or_skip!("malformed_api_requests_change_nothing");
+    let mut h = Host::new(POOLS);
+    let ns = h.container_ns();
+    h.add("keep", &ns);
+    let client = h.agent.client();
+    let netns = ns.display().to_string();
+    let bodies: Vec<Vec<u8>> = vec![
+        b"not json".to_vec(),
+        b"{}".to_vec(),
+        br#"{"network": 5}"#.to_vec(),
+        serde_json::to_vec(&json!({"network": "../../etc", "container_id": "c",
+            "ifname": "eth0", "netns": netns}))
+        .unwrap(),
+        serde_json::to_vec(&json!({"network": "n", "container_id": "c/../../x",
+            "ifname": "eth0", "netns": netns}))
+        .unwrap(),
+        serde_json::to_vec(&json!({"network": "n", "container_id": "c",
+            "ifname": "eth0/../x", "netns": netns}))
+        .unwrap(),
+        serde_json::to_vec(&json!({"network": "n", "container_id": "c",
+            "ifname": "eth0", "netns": netns, "ips": ["300.1.1.1"]}))
+        .unwrap(),
+        serde_json::to_vec(&json!({"network": "n", "container_id": "c",
+            "ifname": "eth0", "netns": netns, "mac": "ff:ff:ff:ff:ff:ff"}))
+        .unwrap(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        // The last two are well-formed DELs, CHECKs and GCs (no such attachment): only
+        // ADD must refuse them.
+        let paths: &[&str] = if i >= 6 {
+            &["/v1/cni/add"]
+        } else {
+            &["/v1/cni/add", "/v1/cni/del", "/v1/cni/check", "/v1/cni/gc"]
+        };
+        for path in paths {
+            match client.request("POST", path, Some(body)) {
+                Err(strait_api::ClientError::Api(e)) => assert!(
+                    [4, 6, 7, 100, 104, 105].contains(&e.code),
+                    "body {i} to {path}: unexpected code {}: {}",
+                    e.code,
+                    e.message
+                ),
+                other => panic!("body {i} to {path} accepted: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        h.endpoints().len(),
+        1,
+        "the one real attachment is untouched"
+    );
+    assert_eq!(h.used_addresses(), 2);
+    assert_eq!(h.strait_links().len(), 1);
+    assert!(h.del("keep", &ns).ok());
+}
+
 // ----- connectivity: what all of it is for -----
 
 #[test]

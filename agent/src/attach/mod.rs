@@ -50,6 +50,8 @@ pub enum AttachError {
     BadNetns { path: String, reason: String },
     #[error("no such attachment {0}")]
     Unknown(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
     #[error("check failed for {id}: {reason}")]
     Check { id: String, reason: String },
     #[error(transparent)]
@@ -70,6 +72,7 @@ impl AttachError {
             AttachError::Duplicate(_) => code::DUPLICATE_ATTACHMENT,
             AttachError::BadNetns { .. } => code::BAD_NETNS,
             AttachError::Unknown(_) => code::UNKNOWN_CONTAINER,
+            AttachError::Invalid(_) => code::INVALID_ENV,
             AttachError::Check { .. } => code::CHECK_FAILED,
             AttachError::Ipam(e) => match e {
                 IpamError::Exhausted { .. } => code::POOL_EXHAUSTED,
@@ -203,6 +206,11 @@ impl Attacher {
         if self.is_starting() {
             return Err(AttachError::Starting);
         }
+        validate(&req.network, &req.container_id, &req.ifname)?;
+        // Checked before anything is reserved, so a bad MAC costs nothing to undo.
+        if let Some(m) = &req.mac {
+            parse_mac(m).map_err(AttachError::Invalid)?;
+        }
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
 
@@ -221,6 +229,7 @@ impl Attacher {
                 ifname: req.ifname.clone(),
                 netns: req.netns.clone(),
                 static_ips: req.ips.clone(),
+                extra: None,
             })
             .await?;
 
@@ -268,10 +277,7 @@ impl Attacher {
             ips: ips.to_vec(),
             mtu,
             container_mac: match &req.mac {
-                Some(m) => Some(parse_mac(m).map_err(|reason| AttachError::BadNetns {
-                    path: req.netns.clone(),
-                    reason,
-                })?),
+                Some(m) => Some(parse_mac(m).map_err(AttachError::Invalid)?),
                 None => None,
             },
         };
@@ -337,6 +343,7 @@ impl Attacher {
     /// DEL: release everything of the attachment. Succeeds when there is nothing left
     /// to release.
     pub async fn del(&self, req: DelRequest) -> Result<(), AttachError> {
+        validate(&req.network, &req.container_id, &req.ifname)?;
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
         self.release_attachment(&id, &host_ifname).await
@@ -416,6 +423,42 @@ async fn reap_links(
                 let _ = done.send(true);
             }
         }
+    }
+}
+
+/// The agent checks names itself rather than trusting its client: they become store
+/// keys and interface names. The rules are the CNI spec's.
+fn validate(network: &str, container_id: &str, ifname: &str) -> Result<(), AttachError> {
+    validate_name("network name", network)?;
+    validate_name("container ID", container_id)?;
+    let bad_ifname = ifname.is_empty()
+        || ifname.len() > 15
+        || ifname == "."
+        || ifname == ".."
+        || ifname
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad_ifname {
+        return Err(AttachError::Invalid(format!(
+            "interface name {ifname:?}: 1-15 bytes, not . or .., no '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`, as the CNI spec requires of network names and
+/// container IDs.
+fn validate_name(what: &str, name: &str) -> Result<(), AttachError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 253;
+    if ok {
+        Ok(())
+    } else {
+        Err(AttachError::Invalid(format!(
+            "{what} {name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 253)"
+        )))
     }
 }
 
@@ -545,6 +588,7 @@ impl Attacher {
         if self.is_starting() {
             return Err(AttachError::Starting);
         }
+        validate(&req.network, &req.container_id, &req.ifname)?;
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
         let fail = |reason: String| AttachError::Check {
@@ -633,6 +677,7 @@ impl Attacher {
         if self.is_starting() {
             return Err(AttachError::Starting);
         }
+        validate_name("network name", &req.network)?;
         let valid: HashSet<String> = req
             .valid_attachments
             .iter()
@@ -865,5 +910,40 @@ impl Attacher {
             }
         }
         applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_cni_rules() {
+        assert!(validate("net", "abc123", "eth0").is_ok());
+        assert!(validate("my-net.v1", "k8s_pod.1-x", "eth1").is_ok());
+        for (n, c, i) in [
+            ("", "c", "eth0"),
+            ("../x", "c", "eth0"),
+            ("n", "-c", "eth0"),
+            ("n", "a/b", "eth0"),
+            ("n", "c", ""),
+            ("n", "c", "a23456789012345x"),
+            ("n", "c", ".."),
+            ("n", "c", "et h0"),
+            ("n", "c", "eth:0"),
+        ] {
+            assert!(validate(n, c, i).is_err(), "{n:?} {c:?} {i:?} accepted");
+        }
+    }
+
+    #[test]
+    fn macs_must_be_unicast_hex() {
+        assert_eq!(
+            parse_mac("02:42:0a:00:00:01").unwrap(),
+            [2, 0x42, 10, 0, 0, 1]
+        );
+        assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast");
+        assert!(parse_mac("02:42:0a:00:00").is_err());
+        assert!(parse_mac("zz:42:0a:00:00:01").is_err());
     }
 }
