@@ -120,24 +120,30 @@ impl Client {
 
         let mut raw = Vec::with_capacity(4096);
         stream.read_to_end(&mut raw).map_err(io)?;
-        let (status, payload) = parse_response(&raw)?;
-        if (200..300).contains(&status) {
-            return Ok(payload);
-        }
-        match serde_json::from_slice::<ApiError>(&payload) {
-            Ok(e) => Err(ClientError::Api(e)),
-            Err(_) => Err(ClientError::Api(ApiError::new(
-                crate::types::code::INTERNAL,
-                format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&payload).trim()
-                ),
-            ))),
-        }
+        answer(&raw)
     }
 }
 
-fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, ClientError> {
+/// What a raw response means: the body of a 2xx answer, or the agent's [`ApiError`].
+/// Apart from the socket so the fuzz targets (crate::fuzzing) reach it with bytes.
+pub(crate) fn answer(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let (status, payload) = parse_response(raw)?;
+    if (200..300).contains(&status) {
+        return Ok(payload);
+    }
+    match serde_json::from_slice::<ApiError>(&payload) {
+        Ok(e) => Err(ClientError::Api(e)),
+        Err(_) => Err(ClientError::Api(ApiError::new(
+            crate::types::code::INTERNAL,
+            format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&payload).trim()
+            ),
+        ))),
+    }
+}
+
+pub(crate) fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, ClientError> {
     // An empty body is how the agent says "nothing to report" for unit answers.
     let body: &[u8] = if body.is_empty() { b"null" } else { body };
     serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))

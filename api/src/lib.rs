@@ -7,6 +7,9 @@
 //! and must start in well under a millisecond, so it carries no async runtime.
 
 pub mod client;
+/// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod queue;
 pub mod types;
 

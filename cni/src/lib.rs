@@ -17,7 +17,9 @@
 pub mod config;
 pub mod env;
 pub mod error;
-
+/// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the plugin's API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod result;
 pub mod verbs;
 pub mod version;

@@ -1,0 +1,74 @@
+//! The bodies of the API's fuzz targets (`fuzz/fuzz_targets/api_*.rs`), here so the
+//! same code also runs as a deterministic smoke test under `cargo test`
+//! (`tests/fuzz_smoke.rs`). Not part of the crate's API.
+//!
+//! Checked besides "no panic": a failure comes back as the error the caller turns
+//! into an answer (a decode error, a [`ClientError`] that is about the response), and
+//! it formats.
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::Value;
+
+use crate::client::{self, ClientError};
+use crate::types::{
+    AddRequest, AddResponse, AgentStatus, CheckRequest, DelRequest, Endpoint, GcRequest,
+    GcResponse, IpamReport, IpamView, Readiness, ReleaseRequest, ReleaseResponse, StatusRequest,
+};
+
+/// `api_requests`: a request body, decoded as every request type the agent accepts.
+pub fn requests(body: &[u8]) {
+    request::<AddRequest>(body);
+    request::<DelRequest>(body);
+    request::<CheckRequest>(body);
+    request::<StatusRequest>(body);
+    request::<GcRequest>(body);
+    request::<ReleaseRequest>(body);
+}
+
+/// The agent's `decode` (agent/src/api/mod.rs), which this crate cannot call: the
+/// agent depends on strait-api, not the other way round. Keep the two in step: an
+/// empty body means `{}`, anything else is JSON, and an error becomes the message of
+/// a code-6 `ApiError`.
+fn request<T: DeserializeOwned>(body: &[u8]) {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    if let Err(e) = serde_json::from_slice::<T>(body) {
+        let _ = format!("malformed request body: {e}");
+    }
+}
+
+/// `api_http_response`: what the blocking client reads back from the socket, decoded
+/// as every answer type the plugin and netctl ask for.
+pub fn http_response(raw: &[u8]) {
+    match client::answer(raw) {
+        Ok(body) => {
+            response::<AddResponse>(&body);
+            response::<GcResponse>(&body);
+            response::<Readiness>(&body);
+            response::<AgentStatus>(&body);
+            response::<Vec<Endpoint>>(&body);
+            response::<IpamView>(&body);
+            response::<IpamReport>(&body);
+            response::<ReleaseResponse>(&body);
+            // DEL and CHECK ignore the body but still parse it.
+            response::<IgnoredAny>(&body);
+            response::<Value>(&body);
+        }
+        Err(e) => response_error(&e),
+    }
+}
+
+fn response<T: DeserializeOwned>(body: &[u8]) {
+    if let Err(e) = client::decode::<T>(body) {
+        response_error(&e);
+    }
+}
+
+/// Bytes that came back can only be a bad response or the agent's error: the socket
+/// variants would mean the parser invented an I/O failure.
+fn response_error(e: &ClientError) {
+    assert!(
+        matches!(e, ClientError::Api(_) | ClientError::BadResponse(_)),
+        "a response parse failure became {e:?}"
+    );
+    let _ = e.to_string();
+}
