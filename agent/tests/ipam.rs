@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use strait_api::IpamIssue;
 use straitd::ipam::{AllocRequest, Block, Family, Handle, Ipam, IpamConfig, IpamError, keys};
 use straitd::store::embedded::EmbeddedStore;
 use straitd::store::{
-    KeyValue, LeaseId, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, Watch,
+    KeyValue, LeaseId, RangeResponse, Revision, Store, StoreError, Txn, TxnOp, TxnResponse, Watch,
 };
 use tempfile::TempDir;
 
@@ -50,7 +50,61 @@ fn req(handle: &str) -> AllocRequest {
         ifname: "eth0".into(),
         netns: format!("/run/netns/{handle}"),
         static_ips: Vec::new(),
+        extra: None,
     }
+}
+
+/// Where a test caller keeps its own record of an attachment (as attach does).
+fn record_key(handle: &str) -> String {
+    format!("/strait/v1/endpoints/node-a/{handle}")
+}
+
+/// `req(handle)` whose extra operation writes the caller's record: the addresses given.
+fn req_with_record(handle: &str) -> AllocRequest {
+    let key = record_key(handle);
+    AllocRequest {
+        extra: Some(Arc::new(move |ips: &[IpAddr]| {
+            vec![TxnOp::Put {
+                key: key.clone(),
+                value: format!("{ips:?}").into_bytes(),
+                lease: None,
+            }]
+        })),
+        ..req(handle)
+    }
+}
+
+fn delete_record(handle: &str) -> Vec<TxnOp> {
+    vec![TxnOp::Delete {
+        key: record_key(handle),
+    }]
+}
+
+/// An IPAM on a counting store.
+async fn counted(dir: &Path, cfg: IpamConfig) -> (Arc<Counting>, Arc<Ipam>) {
+    let counting = Counting::new(open(dir).await);
+    let store: Arc<dyn Store> = counting.clone();
+    let ipam = Ipam::new(store, "node-a".into(), cfg).await.unwrap();
+    (counting, Arc::new(ipam))
+}
+
+/// Starts allocation `blocker` with a slow transaction and waits until it holds the
+/// node's lock: what is asked from now on queues up and goes in one batch.
+async fn hold_the_lock(
+    counting: &Counting,
+    ipam: &Arc<Ipam>,
+    blocker: AllocRequest,
+) -> tokio::task::JoinHandle<()> {
+    counting.slow_txns(Duration::from_millis(300));
+    let before = counting.txns();
+    let ipam = ipam.clone();
+    let blocker = tokio::spawn(async move {
+        ipam.allocate(blocker).await.unwrap();
+    });
+    while counting.txns() == before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    blocker
 }
 
 fn static_req(handle: &str, ips: &[&str]) -> AllocRequest {
@@ -566,11 +620,33 @@ async fn release_through_a_stale_cache_frees_everything() {
     assert_eq!(next.ips, vec![ip("10.110.0.10")]);
 }
 
-/// Forwards to a real store and counts reads and transactions.
+/// Forwards to a real store and counts reads and transactions. Each transaction can be
+/// made slower (`slow_txns`), so that requests made meanwhile queue up behind it.
 struct Counting {
     inner: Arc<dyn Store>,
     reads: AtomicUsize,
     txns: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Store>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            reads: AtomicUsize::new(0),
+            txns: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn txns(&self) -> usize {
+        self.txns.load(Ordering::SeqCst)
+    }
+
+    fn slow_txns(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -599,6 +675,10 @@ impl Store for Counting {
     }
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         self.txns.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.inner.txn(txn).await
     }
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
@@ -624,11 +704,7 @@ impl Store for Counting {
 #[tokio::test]
 async fn hot_path_is_one_transaction() {
     let dir = TempDir::new().unwrap();
-    let counting = Arc::new(Counting {
-        inner: open(dir.path()).await,
-        reads: AtomicUsize::new(0),
-        txns: AtomicUsize::new(0),
-    });
+    let counting = Counting::new(open(dir.path()).await);
     let store: Arc<dyn Store> = counting.clone();
     let ipam = Ipam::new(
         store,
@@ -871,5 +947,479 @@ async fn invalid_config_is_refused() {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("{pools:?} accepted"),
         }
+    }
+}
+
+/// Prints (never asserts) how long 200 concurrent allocations take, with the number of
+/// store transactions, beside a baseline of 200 allocations one at a time in the same
+/// run. Run with `--nocapture` (and `--release`) to see the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_two_hundred_concurrent_allocations() {
+    let dir = TempDir::new().unwrap();
+    let counting = Counting::new(open(dir.path()).await);
+    let store: Arc<dyn Store> = counting.clone();
+    let ipam = Arc::new(
+        Ipam::new(
+            store,
+            "node-a".into(),
+            config(&["10.140.0.0/16", "fd00:140::/112"], 26, 122),
+        )
+        .await
+        .unwrap(),
+    );
+    // Claim the first blocks outside the measurement.
+    ipam.allocate(req("warm-up")).await.unwrap();
+
+    let txns0 = counting.txns.load(Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    for i in 0..200 {
+        ipam.allocate(req(&format!("seq{i:03}"))).await.unwrap();
+    }
+    let sequential = t0.elapsed();
+    let seq_txns = counting.txns.load(Ordering::SeqCst) - txns0;
+
+    let txns0 = counting.txns.load(Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                ipam.allocate(req(&format!("par{i:03}"))).await.unwrap();
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.push(t.await.unwrap());
+    }
+    let concurrent = t0.elapsed();
+    let par_txns = counting.txns.load(Ordering::SeqCst) - txns0;
+    lat.sort();
+    println!(
+        "200 allocations one at a time: {:.1} ms, {seq_txns} txns",
+        sequential.as_secs_f64() * 1e3
+    );
+    println!(
+        "200 concurrent allocations: {:.1} ms, {par_txns} txns; per call p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms",
+        concurrent.as_secs_f64() * 1e3,
+        lat[99].as_secs_f64() * 1e3,
+        lat[197].as_secs_f64() * 1e3,
+        lat[199].as_secs_f64() * 1e3,
+    );
+}
+
+#[tokio::test]
+async fn extra_ops_commit_with_the_allocation_or_not_at_all() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    // Six usable addresses in two /30 blocks.
+    let ipam = ipam(&store, "node-a", config(&["10.150.0.0/29"], 30, 122)).await;
+
+    let a = ipam.allocate(req_with_record("h1")).await.unwrap();
+    let record = store.get(&record_key("h1")).await.unwrap().unwrap();
+    assert_eq!(record.value, format!("{:?}", a.ips).into_bytes());
+    let handle = store.get(&keys::handle("h1")).await.unwrap().unwrap();
+    assert_eq!(
+        record.mod_revision, handle.mod_revision,
+        "written in the handle's transaction"
+    );
+
+    // A static address that is taken: nothing written.
+    let taken = a.ips[0].to_string();
+    let r = AllocRequest {
+        static_ips: vec![ip(&taken)],
+        ..req_with_record("h2")
+    };
+    assert!(matches!(
+        ipam.allocate(r).await,
+        Err(IpamError::StaticUnavailable { .. })
+    ));
+    assert!(store.get(&record_key("h2")).await.unwrap().is_none());
+
+    // Exhausted: nothing written.
+    for i in 0..5 {
+        ipam.allocate(req(&format!("f{i}"))).await.unwrap();
+    }
+    assert!(matches!(
+        ipam.allocate(req_with_record("h3")).await,
+        Err(IpamError::Exhausted { .. })
+    ));
+    assert!(store.get(&record_key("h3")).await.unwrap().is_none());
+    assert!(ipam.get_handle("h3").await.unwrap().is_none());
+
+    // Extra operations on IPAM's own keys are refused, and nothing is written.
+    ipam.release("f0").await.unwrap();
+    let bad = AllocRequest {
+        extra: Some(Arc::new(|_: &[IpAddr]| {
+            vec![TxnOp::Delete {
+                key: keys::handle("h1"),
+            }]
+        })),
+        ..req("h4")
+    };
+    assert!(matches!(
+        ipam.allocate(bad).await,
+        Err(IpamError::InvalidRequest(_))
+    ));
+    assert!(ipam.get_handle("h4").await.unwrap().is_none());
+    assert!(ipam.get_handle("h1").await.unwrap().is_some());
+    assert_eq!(used(&ipam).await, 5);
+}
+
+#[tokio::test]
+async fn release_with_commits_extra_ops_also_without_a_handle() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(&store, "node-a", config(&["10.151.0.0/24"], 26, 122)).await;
+
+    let a = ipam.allocate(req_with_record("h1")).await.unwrap();
+    assert_eq!(
+        ipam.release_with("h1", delete_record("h1")).await.unwrap(),
+        a.ips
+    );
+    assert!(store.get(&record_key("h1")).await.unwrap().is_none());
+    assert!(ipam.get_handle("h1").await.unwrap().is_none());
+    assert_eq!(used(&ipam).await, 0);
+
+    // The reservation is gone already (a DEL after a failed ADD, say): the caller's
+    // record still goes.
+    store
+        .put(&record_key("h2"), b"stale".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(
+        ipam.release_with("h2", delete_record("h2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.get(&record_key("h2")).await.unwrap().is_none());
+
+    let outside = vec![TxnOp::Put {
+        key: "/elsewhere".into(),
+        value: Vec::new(),
+        lease: None,
+    }];
+    assert!(matches!(
+        ipam.release_with("h2", outside).await,
+        Err(IpamError::InvalidRequest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_handle_fails_only_itself_in_a_batch() {
+    let dir = TempDir::new().unwrap();
+    let (counting, ipam) = counted(dir.path(), config(&["10.160.0.0/24"], 26, 122)).await;
+    ipam.allocate(req("old")).await.unwrap();
+
+    let blocker = hold_the_lock(&counting, &ipam, req("blocker")).await;
+    let txns = counting.txns();
+    let names: [&'static str; 7] = ["a", "old", "b", "twin", "c", "twin", "d"];
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|&n| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.allocate(req_with_record(n)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    counting.slow_txns(Duration::ZERO);
+    blocker.await.unwrap();
+
+    let mut ips = BTreeSet::new();
+    let mut twins = (0, 0);
+    for (name, t) in names.iter().zip(tasks) {
+        match (*name, t.await.unwrap()) {
+            ("old", Err(IpamError::DuplicateHandle(h))) => assert_eq!(h, "old"),
+            ("twin", Err(IpamError::DuplicateHandle(_))) => twins.1 += 1,
+            ("twin", Ok(a)) => {
+                twins.0 += 1;
+                assert!(ips.insert(a.ips[0]));
+            }
+            (_, Ok(a)) => assert!(ips.insert(a.ips[0]), "duplicate {}", a.ips[0]),
+            (n, other) => panic!("{n}: {other:?}"),
+        }
+    }
+    assert_eq!(twins, (1, 1), "one twin wins, as one after the other");
+    assert_eq!(ips.len(), 5);
+    // The batch failed on "old", went again without it, and "twin" went again alone.
+    let used_txns = counting.txns() - txns;
+    assert!(used_txns <= 4, "{used_txns} transactions for 7 requests");
+    for n in ["a", "b", "c", "d", "twin"] {
+        assert!(counting.get(&record_key(n)).await.unwrap().is_some(), "{n}");
+    }
+    assert!(
+        counting.get(&record_key("old")).await.unwrap().is_none(),
+        "the duplicate wrote nothing"
+    );
+    assert_eq!(used(&ipam).await, 7, "old, blocker and five");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_in_a_batch_fails_only_what_does_not_fit() {
+    let dir = TempDir::new().unwrap();
+    // 14 usable addresses in four /30 blocks.
+    let (counting, ipam) = counted(dir.path(), config(&["10.170.0.0/28"], 30, 122)).await;
+    let mut first = Vec::new();
+    for i in 0..10 {
+        first.push(ipam.allocate(req(&format!("f{i}"))).await.unwrap());
+    }
+
+    let blocker = hold_the_lock(&counting, &ipam, req("blocker")).await;
+    let txns = counting.txns();
+    let taken = first[0].ips[0].to_string();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let ipam = ipam.clone();
+        tasks.push(tokio::spawn(async move {
+            ipam.allocate(req_with_record(&format!("n{i}"))).await
+        }));
+    }
+    let static_taken = AllocRequest {
+        static_ips: vec![ip(&taken)],
+        ..req_with_record("s")
+    };
+    let ipam2 = ipam.clone();
+    let static_task = tokio::spawn(async move { ipam2.allocate(static_taken).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    counting.slow_txns(Duration::ZERO);
+    blocker.await.unwrap();
+
+    let (mut ok, mut exhausted) = (Vec::new(), Vec::new());
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(a) => ok.push((i, a)),
+            Err(IpamError::Exhausted { .. }) => exhausted.push(i),
+            Err(e) => panic!("n{i}: {e}"),
+        }
+    }
+    assert!(matches!(
+        static_task.await.unwrap(),
+        Err(IpamError::StaticUnavailable { .. })
+    ));
+    assert_eq!(
+        (ok.len(), exhausted.len()),
+        (3, 5),
+        "the last block's three"
+    );
+    let distinct: BTreeSet<IpAddr> = ok.iter().map(|(_, a)| a.ips[0]).collect();
+    assert_eq!(distinct.len(), 3);
+    assert!(distinct.iter().all(|a| net("10.170.0.12/30").contains(a)));
+    let used_txns = counting.txns() - txns;
+    assert!(used_txns <= 2, "{used_txns} transactions for 9 requests");
+    for (i, _) in &ok {
+        assert!(
+            counting
+                .get(&record_key(&format!("n{i}")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    for i in exhausted {
+        let h = format!("n{i}");
+        assert!(counting.get(&record_key(&h)).await.unwrap().is_none());
+        assert!(ipam.get_handle(&h).await.unwrap().is_none());
+    }
+    assert!(counting.get(&record_key("s")).await.unwrap().is_none());
+    assert_eq!(used(&ipam).await, 14);
+    let report = ipam
+        .check(Duration::ZERO, &|_: &Handle| Ok(()))
+        .await
+        .unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_allocations_and_releases_share_transactions() {
+    let dir = TempDir::new().unwrap();
+    let (counting, ipam) = counted(
+        dir.path(),
+        config(&["10.180.0.0/16", "fd00:180::/112"], 26, 122),
+    )
+    .await;
+
+    let txns = counting.txns();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.allocate(req_with_record(&format!("h{i:03}"))).await })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let a = t.await.unwrap().unwrap();
+        assert_eq!(a.ips.len(), 2);
+        for ip in a.ips {
+            assert!(all.insert(ip), "duplicate {ip}");
+        }
+    }
+    let alloc_txns = counting.txns() - txns;
+    println!("200 concurrent allocations: {alloc_txns} transactions");
+    assert!(alloc_txns < 100, "{alloc_txns} transactions");
+    assert_eq!(all.len(), 400);
+    assert_eq!(used(&ipam).await, 400);
+    let records = counting
+        .range("/strait/v1/endpoints/node-a/")
+        .await
+        .unwrap();
+    assert_eq!(records.kvs.len(), 200);
+
+    let txns = counting.txns();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move {
+                let h = format!("h{i:03}");
+                ipam.release_with(&h, delete_record(&h)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 2);
+    }
+    let release_txns = counting.txns() - txns;
+    println!("200 concurrent releases: {release_txns} transactions");
+    assert!(release_txns < 100, "{release_txns} transactions");
+    assert_eq!(used(&ipam).await, 0);
+    assert!(ipam.list_handles().await.unwrap().is_empty());
+    let records = counting
+        .range("/strait/v1/endpoints/node-a/")
+        .await
+        .unwrap();
+    assert!(records.kvs.is_empty());
+    let report = ipam
+        .check(Duration::ZERO, &|_: &Handle| Ok(()))
+        .await
+        .unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+}
+
+/// Callers that give up (dropped futures) at any point leave the store consistent: each
+/// allocation exists with its handle and its caller's record, or not at all, and the
+/// callers that stayed got their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_callers_leave_whole_allocations_or_none() {
+    let dir = TempDir::new().unwrap();
+    let (counting, ipam) = counted(dir.path(), config(&["10.190.0.0/22"], 26, 122)).await;
+    counting.slow_txns(Duration::from_millis(20));
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.allocate(req_with_record(&format!("h{i:03}"))).await })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if i % 2 == 1 {
+            t.abort();
+        } else {
+            kept.push(t);
+        }
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+    for t in kept {
+        t.await.unwrap().unwrap();
+    }
+    counting.slow_txns(Duration::ZERO);
+    // Batches that took aborted requests may still be committing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let handles: BTreeSet<String> = ipam
+        .list_handles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.handle)
+        .collect();
+    let records: BTreeSet<String> = counting
+        .range("/strait/v1/endpoints/node-a/")
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(handles, records, "a record exactly where a handle is");
+    assert!(handles.len() >= 60, "{} handles", handles.len());
+    println!(
+        "{} of 60 dropped callers' allocations were made anyway",
+        handles.len() - 60
+    );
+    assert_eq!(used(&ipam).await, handles.len() as u128);
+    let report = ipam
+        .check(Duration::ZERO, &|_: &Handle| Ok(()))
+        .await
+        .unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    for h in &handles {
+        ipam.release_with(h, delete_record(h)).await.unwrap();
+    }
+    assert_eq!(used(&ipam).await, 0);
+}
+
+/// Within a batch, what a request that turns out to be a duplicate had planned to take
+/// (a static address, the last free address) goes to the requests after it, as if it
+/// had been refused on its own first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_takes_nothing_from_its_neighbours() {
+    let dir = TempDir::new().unwrap();
+    // 14 usable addresses in four /30 blocks.
+    let (counting, ipam) = counted(dir.path(), config(&["10.171.0.0/28"], 30, 122)).await;
+    for i in 0..14 {
+        ipam.allocate(req(&format!("f{i}"))).await.unwrap();
+    }
+    let mut freed = Vec::new();
+    for h in ["f0", "f5", "f9"] {
+        freed.extend(ipam.release(h).await.unwrap());
+    }
+    // Three free addresses: the blocker takes the second, the test asks for the first
+    // statically, and the last is the only one left for a dynamic request.
+    let free_static = freed[0];
+    let blocker = AllocRequest {
+        static_ips: vec![freed[1]],
+        ..req("blocker")
+    };
+    let blocker = hold_the_lock(&counting, &ipam, blocker).await;
+    let spawn = |r: AllocRequest| {
+        let ipam = ipam.clone();
+        tokio::spawn(async move { ipam.allocate(r).await })
+    };
+    // One after the other, so they queue in this order.
+    let dup_static = spawn(AllocRequest {
+        static_ips: vec![free_static],
+        ..req("f1")
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let want_static = spawn(AllocRequest {
+        static_ips: vec![free_static],
+        ..req_with_record("s")
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let dup_dynamic = spawn(req("f2"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let want_dynamic = spawn(req_with_record("d"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    counting.slow_txns(Duration::ZERO);
+    blocker.await.unwrap();
+
+    assert!(matches!(
+        dup_static.await.unwrap(),
+        Err(IpamError::DuplicateHandle(_))
+    ));
+    assert_eq!(want_static.await.unwrap().unwrap().ips, vec![free_static]);
+    assert!(matches!(
+        dup_dynamic.await.unwrap(),
+        Err(IpamError::DuplicateHandle(_))
+    ));
+    assert_eq!(want_dynamic.await.unwrap().unwrap().ips, vec![freed[2]]);
+    assert_eq!(used(&ipam).await, 14);
+    for n in ["s", "d"] {
+        assert!(counting.get(&record_key(n)).await.unwrap().is_some(), "{n}");
     }
 }

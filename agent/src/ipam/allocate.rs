@@ -1,5 +1,7 @@
-//! Allocation against the store: plan with [`super::allocator`] on cached or freshly
-//! read blocks, then write every touched block and the new handle in one transaction.
+//! Allocation against the store: a batch of queued requests is planned with
+//! [`super::allocator`] on cached or freshly read blocks, and every touched block, every
+//! new handle and every request's extra operations are written in one transaction (see
+//! "Combining" in [`super`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -7,103 +9,227 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tracing::{debug, info};
 
-use super::allocator::{self, Pick, Scope, Shortfall, Source};
+use super::allocator::{self, Picked, Scope, Shortfall, Source};
 use super::block::Block;
+use super::combine::{MAX_TXN_OPS, Written, check_extra};
 use super::handle::{AllocRequest, Allocation, Handle, validate_handle};
 use super::{
-    Cached, Committed, Ipam, IpamError, MAX_ATTEMPTS, NodeBlocks, backoff, block_compare,
-    cached_of, decode_handle, encode, keys, pause_before, put, unix_now,
+    AllBlocks, Cached, Committed, Ipam, IpamError, MAX_ATTEMPTS, NodeBlocks, backoff,
+    block_compare, cached_of, decode_handle, encode, keys, pause_before, put, unix_now,
 };
-use crate::store::{Compare, Revision};
+use crate::store::{Compare, Revision, TxnOp};
 
-/// The blocks an allocation writes: their new state, and the revision each was read at
-/// (`None`: the key was absent and the transaction creates it).
-struct Plan {
-    picks: Vec<Pick>,
+/// One request of a batch and, once decided, its answer.
+struct Slot {
+    req: AllocRequest,
+    handle_key: String,
+    outcome: Option<Result<Allocation, IpamError>>,
+}
+
+/// One request planned into a transaction.
+struct Planned {
+    slot: usize,
+    picked: Picked,
+    extra: Vec<TxnOp>,
+}
+
+/// What one transaction of a batch writes, and what became of the requests it left out.
+#[derive(Default)]
+struct RoundPlan {
+    planned: Vec<Planned>,
+    /// Requests for the batch's next transaction.
+    deferred: Vec<usize>,
+    /// Requests that failed on their own.
+    failed: Vec<(usize, IpamError)>,
+    /// The blocks the planned requests changed, as they will be written.
     blocks: BTreeMap<IpNet, Block>,
+    /// The revision each of `blocks` was read at (`None`: absent, created here).
     revs: BTreeMap<IpNet, Option<Revision>>,
+}
+
+/// Records the failures of a plan as the answers of their requests.
+fn settle(slots: &mut [Slot], failed: Vec<(usize, IpamError)>) {
+    for (i, e) in failed {
+        slots[i].outcome = Some(Err(e));
+    }
+}
+
+/// Blocks read from the store during one transaction's attempts: their state as of the
+/// last read or conflict, and those that did not parse (with the error).
+#[derive(Default)]
+struct Fresh {
+    seen: BTreeMap<IpNet, Option<Cached>>,
+    unreadable: BTreeMap<IpNet, IpamError>,
 }
 
 impl Ipam {
     /// Allocates addresses for `req.handle`: one per configured family, or exactly
-    /// `req.static_ips` when given. The blocks and the handle are written in one
-    /// transaction; a handle that already exists is [`IpamError::DuplicateHandle`].
+    /// `req.static_ips` when given. The blocks, the handle and `req.extra`'s operations
+    /// are written in one transaction; a handle that already exists is
+    /// [`IpamError::DuplicateHandle`].
+    ///
+    /// Concurrent calls are combined into shared transactions; each call's answer is
+    /// what it would have been alone (see [`super`]). If this future is dropped after
+    /// its batch took the request, the allocation may still be made (with its extra
+    /// operations): whoever gave up on the answer releases the handle, as a runtime
+    /// does with DEL after an ADD that did not answer.
     pub async fn allocate(&self, req: AllocRequest) -> Result<Allocation, IpamError> {
         validate_handle(&req.handle)?;
         self.check_static(&req.static_ips)?;
-        let handle_key = keys::handle(&req.handle);
+        self.combined(&self.allocations, req, |ipam, mut cache, reqs| async move {
+            let answers = ipam.allocate_batch(&mut cache, reqs).await;
+            (answers, cache)
+        })
+        .await
+    }
 
-        let mut cache = self.cache.lock().await;
+    /// Runs one batch: answers every request, in order.
+    async fn allocate_batch(
+        &self,
+        cache: &mut NodeBlocks,
+        reqs: Vec<AllocRequest>,
+    ) -> Vec<Result<Allocation, IpamError>> {
+        let mut slots: Vec<Slot> = reqs
+            .into_iter()
+            .map(|req| Slot {
+                handle_key: keys::handle(&req.handle),
+                req,
+                outcome: None,
+            })
+            .collect();
+        if let Err(e) = self.allocate_rounds(cache, &mut slots).await {
+            // The store failed under the batch: every request still open gets the error.
+            for s in &mut slots {
+                if s.outcome.is_none() {
+                    s.outcome = Some(Err(e.replicate()));
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| {
+                s.outcome.unwrap_or_else(|| {
+                    Err(IpamError::Interrupted(
+                        "its batch ended without deciding it".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Commits the batch in as many transactions as it needs (usually one).
+    async fn allocate_rounds(
+        &self,
+        cache: &mut NodeBlocks,
+        slots: &mut [Slot],
+    ) -> Result<(), IpamError> {
         if !cache.loaded {
             // The cache must hold every affine block before planning: they are the
             // first choice, and they count towards max_blocks_per_node.
             let all = self.read_blocks().await?;
             cache.reload(&self.node, &all);
         }
-        // Blocks read from the store during this call, kept across retries.
-        let mut seen: BTreeMap<IpNet, Option<Cached>> = BTreeMap::new();
-        // Blocks another writer changed under this call.
-        let mut contended: BTreeSet<IpNet> = BTreeSet::new();
-        for attempt in 1..=MAX_ATTEMPTS {
-            let plan = if req.static_ips.is_empty() {
-                self.plan_dynamic(&mut cache, &contended, &req.handle)
-                    .await?
-            } else {
-                self.plan_static(&cache, &mut seen, &contended, &req)
-                    .await?
-            };
-            let record = Handle {
-                handle: req.handle.clone(),
-                network: req.network.clone(),
-                container_id: req.container_id.clone(),
-                ifname: req.ifname.clone(),
-                netns: req.netns.clone(),
-                node: self.node.clone(),
-                ips: plan.picks.iter().map(|p| p.ip).collect(),
-                created: unix_now(),
-            };
+        let mut todo: Vec<usize> = (0..slots.len()).collect();
+        while !todo.is_empty() {
+            todo = self.allocate_round(cache, slots, todo).await?;
+        }
+        Ok(())
+    }
 
-            let mut compares = vec![Compare::absent(handle_key.clone())];
-            let mut ops = Vec::with_capacity(plan.blocks.len() + 1);
-            let mut reread = vec![handle_key.clone()];
+    /// Plans `todo` into one transaction and commits it, retrying conflicts. Decides
+    /// every request of `todo` but those it returns, which wait for the next
+    /// transaction; it returns some only after committing others, so rounds progress.
+    async fn allocate_round(
+        &self,
+        cache: &mut NodeBlocks,
+        slots: &mut [Slot],
+        todo: Vec<usize>,
+    ) -> Result<Vec<usize>, IpamError> {
+        let mut fresh = Fresh::default();
+        // Blocks another writer changed under this round.
+        let mut contended: BTreeSet<IpNet> = BTreeSet::new();
+        let mut pending = todo;
+        let mut conflicts = 0u32;
+        loop {
+            let plan = self
+                .plan_round(cache, &mut fresh, &contended, slots, &pending)
+                .await?;
+            if plan.planned.is_empty() {
+                // Nothing to write (and so nothing deferred): the failures are final.
+                settle(slots, plan.failed);
+                return Ok(plan.deferred);
+            }
+
+            let created = unix_now();
+            let mut compares = Vec::with_capacity(plan.planned.len() + plan.blocks.len());
+            let mut ops = Vec::new();
+            let mut reread = Vec::with_capacity(compares.capacity());
+            for p in &plan.planned {
+                let key = &slots[p.slot].handle_key;
+                compares.push(Compare::absent(key.clone()));
+                reread.push(key.clone());
+            }
             for (cidr, block) in &plan.blocks {
                 let key = keys::block(cidr);
                 compares.push(block_compare(cidr, plan.revs.get(cidr).copied().flatten()));
                 ops.push(put(key.clone(), encode(&key, block)?));
                 reread.push(key);
             }
-            ops.push(put(handle_key.clone(), encode(&handle_key, &record)?));
+            for p in &plan.planned {
+                let s = &slots[p.slot];
+                let record = Handle {
+                    handle: s.req.handle.clone(),
+                    network: s.req.network.clone(),
+                    container_id: s.req.container_id.clone(),
+                    ifname: s.req.ifname.clone(),
+                    netns: s.req.netns.clone(),
+                    node: self.node.clone(),
+                    ips: p.picked.ips(),
+                    created,
+                };
+                ops.push(put(s.handle_key.clone(), encode(&s.handle_key, &record)?));
+                ops.extend(p.extra.iter().cloned());
+            }
 
             match self.commit(compares, ops, reread).await? {
                 Committed::Yes(rev) => {
+                    // A failure is final only now: it may have come from an address an
+                    // earlier request of the plan took, and that one is now committed.
+                    settle(slots, plan.failed);
                     for (cidr, block) in plan.blocks {
                         cache.learn(&self.node, cidr, Some(Cached { block, rev }));
                     }
-                    for p in &plan.picks {
-                        match p.source {
-                            Source::Claimed => {
-                                info!(block = %p.block, node = %self.node, "IPAM: claimed block")
-                            }
-                            Source::Borrowed => {
-                                info!(block = %p.block, ip = %p.ip, "IPAM: borrowed address")
-                            }
-                            Source::Affine => {}
-                        }
+                    debug!(
+                        requests = plan.planned.len(),
+                        deferred = plan.deferred.len(),
+                        "IPAM: allocation batch committed"
+                    );
+                    for p in plan.planned {
+                        self.log_picks(&p.picked);
+                        let s = &mut slots[p.slot];
+                        let ips = p.picked.ips();
+                        debug!(handle = %s.req.handle, ips = ?ips, "IPAM: allocated");
+                        s.outcome = Some(Ok(Allocation {
+                            handle: s.req.handle.clone(),
+                            ips,
+                        }));
                     }
-                    debug!(handle = %req.handle, ips = ?record.ips, "IPAM: allocated");
-                    return Ok(Allocation {
-                        handle: req.handle,
-                        ips: record.ips,
-                    });
+                    return Ok(plan.deferred);
                 }
                 Committed::No(kvs) => {
                     let mut kvs = kvs.into_iter();
-                    if let Some(Some(existing)) = kvs.next() {
-                        // Only a well-formed handle is a duplicate; garbage is reported.
-                        decode_handle(&existing)?;
-                        return Err(IpamError::DuplicateHandle(req.handle));
+                    let mut duplicates = false;
+                    for p in &plan.planned {
+                        if let Some(existing) = kvs.next().flatten() {
+                            duplicates = true;
+                            let s = &mut slots[p.slot];
+                            // Only a well-formed handle is a duplicate; garbage is reported.
+                            s.outcome = Some(match decode_handle(&existing) {
+                                Ok(_) => Err(IpamError::DuplicateHandle(s.req.handle.clone())),
+                                Err(e) => Err(e),
+                            });
+                        }
                     }
-                    debug!(handle = %req.handle, attempt, "IPAM: allocation conflict, retrying");
                     for (cidr, kv) in plan.blocks.keys().zip(kvs) {
                         let state = cached_of(kv)?;
                         let read_at = plan.revs.get(cidr).copied().flatten();
@@ -111,23 +237,278 @@ impl Ipam {
                             contended.insert(*cidr);
                         }
                         cache.learn(&self.node, *cidr, state.clone());
-                        seen.insert(*cidr, state);
+                        fresh.seen.insert(*cidr, state);
                     }
-                    if pause_before(attempt) {
-                        backoff(attempt).await;
+                    pending.retain(|&i| slots[i].outcome.is_none());
+                    if duplicates {
+                        // Progress: the duplicates are answered; the rest go again at once.
+                        continue;
+                    }
+                    conflicts += 1;
+                    debug!(
+                        attempt = conflicts,
+                        requests = pending.len(),
+                        "IPAM: allocation conflict, retrying"
+                    );
+                    if conflicts >= MAX_ATTEMPTS {
+                        // What lost the races reports it; what failed on its own says
+                        // why; what never got a turn waits for the next transaction.
+                        settle(slots, plan.failed);
+                        for p in &plan.planned {
+                            let s = &mut slots[p.slot];
+                            if s.outcome.is_none() {
+                                s.outcome = Some(Err(IpamError::Conflict {
+                                    op: format!("allocate {}", s.req.handle),
+                                    attempts: MAX_ATTEMPTS,
+                                }));
+                            }
+                        }
+                        return Ok(plan.deferred);
+                    }
+                    if pause_before(conflicts) {
+                        backoff(conflicts).await;
                         for cidr in plan.blocks.keys() {
                             let state = self.read_block(cidr).await?;
                             cache.learn(&self.node, *cidr, state.clone());
-                            seen.insert(*cidr, state);
+                            fresh.seen.insert(*cidr, state);
                         }
                     }
                 }
             }
         }
-        Err(IpamError::Conflict {
-            op: format!("allocate {}", req.handle),
-            attempts: MAX_ATTEMPTS,
-        })
+    }
+
+    /// Plans the requests `pending`, in order, on one working copy of the blocks, so
+    /// their ordinals are distinct. Dynamic requests are planned on the cached affine
+    /// blocks; when those are full, the whole round is planned again on a full read of
+    /// every block (claiming or borrowing). Static addresses are always planned on fresh
+    /// reads of their blocks.
+    async fn plan_round(
+        &self,
+        cache: &mut NodeBlocks,
+        fresh: &mut Fresh,
+        contended: &BTreeSet<IpNet>,
+        slots: &[Slot],
+        pending: &[usize],
+    ) -> Result<RoundPlan, IpamError> {
+        // "Taken" must never be concluded from a stale copy, so the blocks of static
+        // addresses are read from the store, once per round (conflicts refresh them).
+        for &i in pending {
+            for &ip in &slots[i].req.static_ips {
+                let Some(cidr) = self.block_cidr_of(ip) else {
+                    continue;
+                };
+                if fresh.seen.contains_key(&cidr) || fresh.unreadable.contains_key(&cidr) {
+                    continue;
+                }
+                match self.read_block(&cidr).await {
+                    Ok(state) => {
+                        fresh.seen.insert(cidr, state);
+                    }
+                    Err(e @ IpamError::Store(_)) => return Err(e),
+                    // A block that does not parse fails the requests that need it only.
+                    Err(e) => {
+                        fresh.unreadable.insert(cidr, e);
+                    }
+                }
+            }
+        }
+
+        let mut full: Option<AllBlocks> = None;
+        loop {
+            match self.plan_on(cache, fresh, contended, slots, pending, full.as_ref()) {
+                Some(plan) => return Ok(plan),
+                None => {
+                    let all = self.read_blocks().await?;
+                    cache.reload(&self.node, &all);
+                    // The full read is the freshest state of every block.
+                    for (cidr, state) in fresh.seen.iter_mut() {
+                        *state = all.blocks.get(cidr).and_then(|b| {
+                            let rev = *all.revs.get(cidr)?;
+                            Some(Cached {
+                                block: b.clone(),
+                                rev,
+                            })
+                        });
+                    }
+                    full = Some(all);
+                }
+            }
+        }
+    }
+
+    /// One planning pass: on the cached affine blocks (`full` is `None`) or on every
+    /// block. `None` when a dynamic request needs the full view this pass lacks.
+    fn plan_on(
+        &self,
+        cache: &NodeBlocks,
+        fresh: &Fresh,
+        contended: &BTreeSet<IpNet>,
+        slots: &[Slot],
+        pending: &[usize],
+        full: Option<&AllBlocks>,
+    ) -> Option<RoundPlan> {
+        let mut working: BTreeMap<IpNet, Block>;
+        let mut revs: BTreeMap<IpNet, Option<Revision>>;
+        match full {
+            None => {
+                working = cache
+                    .affine
+                    .iter()
+                    .map(|(c, x)| (*c, x.block.clone()))
+                    .collect();
+                revs = cache
+                    .affine
+                    .iter()
+                    .map(|(c, x)| (*c, Some(x.rev)))
+                    .collect();
+            }
+            Some(all) => {
+                working = all.blocks.clone();
+                revs = all.revs.iter().map(|(c, r)| (*c, Some(*r))).collect();
+            }
+        }
+        for (cidr, state) in &fresh.seen {
+            match state {
+                Some(c) => {
+                    working.insert(*cidr, c.block.clone());
+                    revs.insert(*cidr, Some(c.rev));
+                }
+                None => {
+                    working.remove(cidr);
+                    revs.insert(*cidr, None);
+                }
+            }
+        }
+        let scope = match full {
+            None => Scope::Affine,
+            Some(all) => Scope::Full {
+                unreadable: &all.unreadable,
+            },
+        };
+        let rules = self.rules(contended);
+
+        let mut plan = RoundPlan::default();
+        let mut handles: BTreeSet<&str> = BTreeSet::new();
+        let mut written = Written::default();
+        let mut touched: BTreeSet<IpNet> = BTreeSet::new();
+        let mut ops = 0usize;
+        let mut txn_full = false;
+        for &i in pending {
+            let req = &slots[i].req;
+            // A second request for one handle waits for the first to be decided, as it
+            // would have alone; so do all requests once the transaction is full.
+            if txn_full || handles.contains(req.handle.as_str()) {
+                plan.deferred.push(i);
+                continue;
+            }
+            let picked = if req.static_ips.is_empty() {
+                match allocator::pick_dynamic_all(
+                    &self.families,
+                    &self.pools,
+                    &mut working,
+                    rules,
+                    scope,
+                    &req.handle,
+                ) {
+                    Ok(p) => p,
+                    Err((_, Shortfall::NeedFullView)) if full.is_none() => return None,
+                    Err((family, Shortfall::NeedFullView)) => {
+                        let reason = "the allocator asked for a full view it already had";
+                        plan.failed.push((i, self.exhausted(family, reason.into())));
+                        continue;
+                    }
+                    Err((family, Shortfall::Exhausted(reason))) => {
+                        plan.failed.push((i, self.exhausted(family, reason)));
+                        continue;
+                    }
+                }
+            } else {
+                if let Some(e) = req
+                    .static_ips
+                    .iter()
+                    .filter_map(|ip| self.block_cidr_of(*ip))
+                    .find_map(|c| fresh.unreadable.get(&c))
+                {
+                    plan.failed.push((i, e.replicate()));
+                    continue;
+                }
+                match allocator::pick_static_all(
+                    &self.pools,
+                    &mut working,
+                    rules,
+                    &req.static_ips,
+                    &req.handle,
+                ) {
+                    Ok(p) => p,
+                    Err((ip, reason)) => {
+                        plan.failed
+                            .push((i, IpamError::StaticUnavailable { ip, reason }));
+                        continue;
+                    }
+                }
+            };
+
+            let extra = req
+                .extra
+                .as_ref()
+                .map_or_else(Vec::new, |f| f(&picked.ips()));
+            if let Err(why) = check_extra(&extra) {
+                picked.take_back(&mut working);
+                plan.failed.push((
+                    i,
+                    IpamError::InvalidRequest(format!(
+                        "extra operations of handle {:?}: {why}",
+                        req.handle
+                    )),
+                ));
+                continue;
+            }
+            let new_blocks: BTreeSet<IpNet> = picked
+                .picks
+                .iter()
+                .map(|p| p.block)
+                .filter(|b| !touched.contains(b))
+                .collect();
+            let cost = 1 + extra.len() + new_blocks.len();
+            let too_big = !plan.planned.is_empty() && ops + cost > MAX_TXN_OPS;
+            if too_big || written.clashes(&extra) {
+                picked.take_back(&mut working);
+                txn_full |= too_big;
+                plan.deferred.push(i);
+                continue;
+            }
+            ops += cost;
+            written.add(&extra);
+            touched.extend(new_blocks);
+            handles.insert(&req.handle);
+            plan.planned.push(Planned {
+                slot: i,
+                picked,
+                extra,
+            });
+        }
+        for cidr in touched {
+            if let Some(block) = working.remove(&cidr) {
+                plan.revs.insert(cidr, revs.get(&cidr).copied().flatten());
+                plan.blocks.insert(cidr, block);
+            }
+        }
+        Some(plan)
+    }
+
+    fn log_picks(&self, picked: &Picked) {
+        for p in &picked.picks {
+            match p.source {
+                Source::Claimed => {
+                    info!(block = %p.block, node = %self.node, "IPAM: claimed block")
+                }
+                Source::Borrowed => {
+                    info!(block = %p.block, ip = %p.ip, "IPAM: borrowed address")
+                }
+                Source::Affine => {}
+            }
+        }
     }
 
     /// Static addresses must be distinct, inside a pool, and not a reserved address.
@@ -145,140 +526,11 @@ impl Ipam {
         Ok(())
     }
 
-    /// Plans one dynamic address per family: from the cache when the node's blocks
-    /// have room, else from a full read of every block (claiming or borrowing).
-    async fn plan_dynamic(
-        &self,
-        cache: &mut NodeBlocks,
-        contended: &BTreeSet<IpNet>,
-        handle: &str,
-    ) -> Result<Plan, IpamError> {
-        let rules = self.rules(contended);
-        {
-            let mut working: BTreeMap<IpNet, Block> = cache
-                .affine
-                .iter()
-                .map(|(c, x)| (*c, x.block.clone()))
-                .collect();
-            let revs: BTreeMap<IpNet, Revision> =
-                cache.affine.iter().map(|(c, x)| (*c, x.rev)).collect();
-            match allocator::pick_dynamic_all(
-                &self.families,
-                &self.pools,
-                &mut working,
-                rules,
-                Scope::Affine,
-                handle,
-            ) {
-                Ok(picks) => return Ok(plan_of(picks, working, &revs)),
-                Err((_, Shortfall::NeedFullView)) => {}
-                Err((family, Shortfall::Exhausted(reason))) => {
-                    return Err(self.exhausted(family, reason));
-                }
-            }
-        }
-
-        let all = self.read_blocks().await?;
-        cache.reload(&self.node, &all);
-        let mut working = all.blocks;
-        let scope = Scope::Full {
-            unreadable: &all.unreadable,
-        };
-        match allocator::pick_dynamic_all(
-            &self.families,
-            &self.pools,
-            &mut working,
-            rules,
-            scope,
-            handle,
-        ) {
-            Ok(picks) => Ok(plan_of(picks, working, &all.revs)),
-            Err((family, Shortfall::Exhausted(reason))) => Err(self.exhausted(family, reason)),
-            Err((family, Shortfall::NeedFullView)) => Err(self.exhausted(
-                family,
-                "the allocator asked for a full view it already had".into(),
-            )),
-        }
-    }
-
-    /// Plans the static addresses of `req` on fresh reads of their blocks; the cached
-    /// affine blocks only count towards `max_blocks_per_node`.
-    async fn plan_static(
-        &self,
-        cache: &NodeBlocks,
-        // Blocks read during this call, current as of the last conflict.
-        seen: &mut BTreeMap<IpNet, Option<Cached>>,
-        contended: &BTreeSet<IpNet>,
-        req: &AllocRequest,
-    ) -> Result<Plan, IpamError> {
-        let mut working: BTreeMap<IpNet, Block> = BTreeMap::new();
-        let mut revs: BTreeMap<IpNet, Revision> = BTreeMap::new();
-        for (c, x) in &cache.affine {
-            working.insert(*c, x.block.clone());
-            revs.insert(*c, x.rev);
-        }
-        // The blocks of the requested addresses are read from the store, never taken
-        // from the cache: "taken" must not be concluded from a stale copy.
-        for &ip in &req.static_ips {
-            let Some(cidr) = self.block_cidr_of(ip) else {
-                continue;
-            };
-            let state = match seen.get(&cidr) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = self.read_block(&cidr).await?;
-                    seen.insert(cidr, s.clone());
-                    s
-                }
-            };
-            match state {
-                Some(c) => {
-                    working.insert(cidr, c.block);
-                    revs.insert(cidr, c.rev);
-                }
-                None => {
-                    working.remove(&cidr);
-                    revs.remove(&cidr);
-                }
-            }
-        }
-
-        let rules = self.rules(contended);
-        let mut picks = Vec::with_capacity(req.static_ips.len());
-        for &ip in &req.static_ips {
-            let pick = allocator::pick_static(&self.pools, &mut working, rules, ip, &req.handle)
-                .map_err(|reason| IpamError::StaticUnavailable { ip, reason })?;
-            picks.push(pick);
-        }
-        Ok(plan_of(picks, working, &revs))
-    }
-
     fn exhausted(&self, family: super::Family, reason: String) -> IpamError {
         IpamError::Exhausted {
             family,
             node: self.node.clone(),
             reason,
         }
-    }
-}
-
-/// Keeps only the blocks the picks touched, with the revisions they were read at.
-fn plan_of(
-    picks: Vec<Pick>,
-    mut working: BTreeMap<IpNet, Block>,
-    revs: &BTreeMap<IpNet, Revision>,
-) -> Plan {
-    let mut blocks = BTreeMap::new();
-    let mut touched_revs = BTreeMap::new();
-    for p in &picks {
-        if let Some(b) = working.remove(&p.block) {
-            blocks.insert(p.block, b);
-            touched_revs.insert(p.block, revs.get(&p.block).copied());
-        }
-    }
-    Plan {
-        picks,
-        blocks,
-        revs: touched_revs,
     }
 }

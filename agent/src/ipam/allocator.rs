@@ -8,6 +8,10 @@
 //! 2. claim the first unclaimed block of a pool, unless the node already holds
 //!    `max_blocks_per_node` blocks of that family;
 //! 3. borrow from any other block with space, unless `strict_affinity`.
+//!
+//! A request's picks are all or nothing ([`Picked`]): a batch plans many requests on one
+//! copy of the blocks, and a request that falls short, or is left for a later
+//! transaction, must leave no trace in that copy while its neighbours' picks stay.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -57,6 +61,73 @@ pub struct Pick {
     pub block: IpNet,
     pub ip: IpAddr,
     pub source: Source,
+}
+
+/// The picks of one request, in order, already recorded in the blocks, and what it
+/// takes to take them back.
+#[derive(Debug, Clone, Default)]
+pub struct Picked {
+    pub picks: Vec<Pick>,
+    undo: Vec<Undo>,
+}
+
+impl Picked {
+    /// The addresses picked, in order.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.picks.iter().map(|p| p.ip).collect()
+    }
+
+    fn push(&mut self, (pick, undo): (Pick, Undo)) {
+        self.picks.push(pick);
+        self.undo.push(undo);
+    }
+
+    /// Removes these picks from `blocks`, leaving every block exactly as it was before
+    /// them. Valid only while they are the latest picks recorded in `blocks`.
+    pub fn take_back(self, blocks: &mut BTreeMap<IpNet, Block>) {
+        for u in self.undo.into_iter().rev() {
+            match u.prior {
+                None => {
+                    blocks.remove(&u.block);
+                }
+                Some(prior) => {
+                    if let Some(b) = blocks.get_mut(&u.block) {
+                        b.allocations.remove(&u.ordinal);
+                        b.affinity = prior.affinity;
+                        b.claimed = prior.claimed;
+                        b.next_ordinal = prior.next_ordinal;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one pick changed, to restore it: a pick adds one free ordinal, moves the search
+/// start, and may claim the block (add it, or set its affinity).
+#[derive(Debug, Clone)]
+struct Undo {
+    block: IpNet,
+    ordinal: u32,
+    /// The block's other changed fields before the pick; `None`: the pick added it.
+    prior: Option<Prior>,
+}
+
+#[derive(Debug, Clone)]
+struct Prior {
+    affinity: Option<String>,
+    claimed: u64,
+    next_ordinal: u32,
+}
+
+impl Prior {
+    fn of(b: &Block) -> Self {
+        Self {
+            affinity: b.affinity.clone(),
+            claimed: b.claimed,
+            next_ordinal: b.next_ordinal,
+        }
+    }
 }
 
 /// What the caller knows about the store's blocks.
@@ -129,6 +200,17 @@ pub fn pick_dynamic(
     scope: Scope<'_>,
     handle: &str,
 ) -> Result<Pick, Shortfall> {
+    dynamic(family, pools, blocks, rules, scope, handle).map(|(pick, _)| pick)
+}
+
+fn dynamic(
+    family: Family,
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    scope: Scope<'_>,
+    handle: &str,
+) -> Result<(Pick, Undo), Shortfall> {
     let pools: Vec<&Pool> = pools.iter().filter(|p| p.family() == family).collect();
     let pool_list = pools
         .iter()
@@ -147,7 +229,8 @@ pub fn pick_dynamic(
             b.is_affine_to(rules.node)
         });
         if let Some((cidr, ordinal)) = found {
-            return assign(blocks, cidr, ordinal, handle, Source::Affine);
+            let prior = blocks.get(&cidr).map(Prior::of);
+            return assign(blocks, cidr, ordinal, handle, Source::Affine, prior);
         }
     }
     let unreadable = match scope {
@@ -174,11 +257,12 @@ pub fn pick_dynamic(
                 let Some(ordinal) = free_ordinal(&candidate, pool) else {
                     continue;
                 };
+                let prior = blocks.get(&cidr).map(Prior::of);
                 let mut claimed = candidate;
                 claimed.affinity = Some(rules.node.to_string());
                 claimed.claimed = rules.now;
                 blocks.insert(cidr, claimed);
-                return assign(blocks, cidr, ordinal, handle, Source::Claimed);
+                return assign(blocks, cidr, ordinal, handle, Source::Claimed, prior);
             }
         }
     }
@@ -191,7 +275,8 @@ pub fn pick_dynamic(
                 !b.is_affine_to(rules.node)
             });
             if let Some((cidr, ordinal)) = found {
-                return assign(blocks, cidr, ordinal, handle, Source::Borrowed);
+                let prior = blocks.get(&cidr).map(Prior::of);
+                return assign(blocks, cidr, ordinal, handle, Source::Borrowed, prior);
             }
         }
     }
@@ -220,8 +305,8 @@ pub fn pick_dynamic(
     ))
 }
 
-/// One dynamic address per family in `families`, all recorded in `blocks`. On a
-/// shortfall, says which family fell short.
+/// One dynamic address per family in `families`, all recorded in `blocks`, or none: on
+/// a shortfall `blocks` is as before, and the error says which family fell short.
 pub fn pick_dynamic_all(
     families: &[Family],
     pools: &[Pool],
@@ -229,11 +314,40 @@ pub fn pick_dynamic_all(
     rules: Rules<'_>,
     scope: Scope<'_>,
     handle: &str,
-) -> Result<Vec<Pick>, (Family, Shortfall)> {
-    families
-        .iter()
-        .map(|&f| pick_dynamic(f, pools, blocks, rules, scope, handle).map_err(|s| (f, s)))
-        .collect()
+) -> Result<Picked, (Family, Shortfall)> {
+    let mut picked = Picked::default();
+    for &family in families {
+        match dynamic(family, pools, blocks, rules, scope, handle) {
+            Ok(p) => picked.push(p),
+            Err(s) => {
+                picked.take_back(blocks);
+                return Err((family, s));
+            }
+        }
+    }
+    Ok(picked)
+}
+
+/// Every static address of `ips` recorded in `blocks` (see [`pick_static`]), or none:
+/// on the first that cannot be had, `blocks` is as before and the error names it.
+pub fn pick_static_all(
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    ips: &[IpAddr],
+    handle: &str,
+) -> Result<Picked, (IpAddr, String)> {
+    let mut picked = Picked::default();
+    for &ip in ips {
+        match static_ip(pools, blocks, rules, ip, handle) {
+            Ok(p) => picked.push(p),
+            Err(reason) => {
+                picked.take_back(blocks);
+                return Err((ip, reason));
+            }
+        }
+    }
+    Ok(picked)
 }
 
 /// The pool a static address may come from, or why it may not.
@@ -255,10 +369,21 @@ pub fn pick_static(
     ip: IpAddr,
     handle: &str,
 ) -> Result<Pick, String> {
+    static_ip(pools, blocks, rules, ip, handle).map(|(pick, _)| pick)
+}
+
+fn static_ip(
+    pools: &[Pool],
+    blocks: &mut BTreeMap<IpNet, Block>,
+    rules: Rules<'_>,
+    ip: IpAddr,
+    handle: &str,
+) -> Result<(Pick, Undo), String> {
     let pool = locate_static(pools, ip)?;
     let cidr = pool
         .block_of(ip)
         .ok_or_else(|| format!("no block of pool {} holds it", pool.cidr))?;
+    let prior = blocks.get(&cidr).map(Prior::of);
     let family = pool.family();
     let may_claim = rules.may_claim(blocks, family);
     let max = rules.max_blocks_per_node.unwrap_or(0);
@@ -307,16 +432,20 @@ pub fn pick_static(
         .get(&cidr)
         .and_then(|b| b.ordinal(ip))
         .ok_or_else(|| format!("not inside its block {cidr}"))?;
-    assign(blocks, cidr, ordinal, handle, source).map_err(|_| format!("block {cidr} vanished"))
+    assign(blocks, cidr, ordinal, handle, source, prior)
+        .map_err(|_| format!("block {cidr} vanished"))
 }
 
+/// Records `ordinal` of `cidr` for `handle`. `prior` is the block as it was before this
+/// pick changed anything in it (`None`: the pick added the block).
 fn assign(
     blocks: &mut BTreeMap<IpNet, Block>,
     cidr: IpNet,
     ordinal: u32,
     handle: &str,
     source: Source,
-) -> Result<Pick, Shortfall> {
+    prior: Option<Prior>,
+) -> Result<(Pick, Undo), Shortfall> {
     let block = blocks
         .get_mut(&cidr)
         .ok_or_else(|| Shortfall::Exhausted(format!("block {cidr} vanished")))?;
@@ -324,11 +453,18 @@ fn assign(
         .ip(ordinal)
         .ok_or_else(|| Shortfall::Exhausted(format!("ordinal {ordinal} outside {cidr}")))?;
     block.assign(ordinal, handle);
-    Ok(Pick {
-        block: cidr,
-        ip,
-        source,
-    })
+    Ok((
+        Pick {
+            block: cidr,
+            ip,
+            source,
+        },
+        Undo {
+            block: cidr,
+            ordinal,
+            prior,
+        },
+    ))
 }
 
 /// The block cidr `ip` would live in, from the pools or, for an address outside every
@@ -710,6 +846,59 @@ mod tests {
         .unwrap();
         assert_eq!(got.source, Source::Borrowed);
         assert_eq!(blocks[&net("10.0.0.128/26")].affinity, None);
+    }
+
+    #[test]
+    fn a_request_that_falls_short_leaves_no_trace() {
+        // IPv6 has three usable addresses (only the pool's first is reserved); all are
+        // taken.
+        let p = pools(&[("10.0.0.0/24", 26), ("fd00::/126", 126)]);
+        let none = BTreeSet::new();
+        let scope = Scope::Full { unreadable: &none };
+        let mut blocks = BTreeMap::new();
+        blocks.insert(net("10.0.0.0/26"), Block::new(net("10.0.0.0/26"), None, 7));
+        for h in ["a", "b", "c"] {
+            full(Family::V6, &p, &mut blocks, rules(None, false)).unwrap_or_else(|e| {
+                panic!("{h}: {e:?}");
+            });
+        }
+        let before = blocks.clone();
+        // The IPv4 pick claims the unaffine block, then IPv6 falls short.
+        let got = pick_dynamic_all(
+            &[Family::V4, Family::V6],
+            &p,
+            &mut blocks,
+            rules(None, false),
+            scope,
+            "h",
+        );
+        assert!(matches!(got, Err((Family::V6, Shortfall::Exhausted(_)))));
+        assert_eq!(blocks, before);
+
+        // Static: the second address is taken after the first claimed a new block.
+        let got = pick_static_all(
+            &p,
+            &mut blocks,
+            rules(None, false),
+            &[ip("10.0.0.70"), ip("fd00::1")],
+            "h",
+        );
+        assert_eq!(got.unwrap_err().0, ip("fd00::1"));
+        assert_eq!(blocks, before);
+
+        // Taken back after success too (a batch leaving a request for later).
+        let picked = pick_static_all(
+            &p,
+            &mut blocks,
+            rules(None, false),
+            &[ip("10.0.0.70"), ip("10.0.0.71"), ip("10.0.0.5")],
+            "h",
+        )
+        .unwrap();
+        assert_eq!(picked.ips().len(), 3);
+        assert_ne!(blocks, before);
+        picked.take_back(&mut blocks);
+        assert_eq!(blocks, before);
     }
 
     #[test]

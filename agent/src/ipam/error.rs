@@ -45,4 +45,63 @@ pub enum IpamError {
     /// Every attempt of `op` lost a compare-and-swap race.
     #[error("{op}: gave up after {attempts} conflicting store updates")]
     Conflict { op: String, attempts: u32 },
+
+    /// The batch that carried this request ended without answering it (its task
+    /// panicked, or the runtime is shutting down). Whether it took effect is unknown:
+    /// an allocation may exist, so the caller releases the handle, as after any failed
+    /// ADD.
+    #[error("IPAM request interrupted: {0}")]
+    Interrupted(String),
+}
+
+impl IpamError {
+    /// The same error again, for each request of a batch that one failure ended (a
+    /// store error is not `Clone`).
+    pub(super) fn replicate(&self) -> IpamError {
+        match self {
+            IpamError::InvalidConfig(m) => IpamError::InvalidConfig(m.clone()),
+            IpamError::InvalidRequest(m) => IpamError::InvalidRequest(m.clone()),
+            IpamError::Exhausted {
+                family,
+                node,
+                reason,
+            } => IpamError::Exhausted {
+                family: *family,
+                node: node.clone(),
+                reason: reason.clone(),
+            },
+            IpamError::StaticUnavailable { ip, reason } => IpamError::StaticUnavailable {
+                ip: *ip,
+                reason: reason.clone(),
+            },
+            IpamError::DuplicateHandle(h) => IpamError::DuplicateHandle(h.clone()),
+            IpamError::Store(e) => IpamError::Store(replicate_store(e)),
+            IpamError::Corrupt { key, reason } => IpamError::Corrupt {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            IpamError::Conflict { op, attempts } => IpamError::Conflict {
+                op: op.clone(),
+                attempts: *attempts,
+            },
+            IpamError::Interrupted(m) => IpamError::Interrupted(m.clone()),
+        }
+    }
+}
+
+fn replicate_store(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Compacted {
+            requested,
+            compact_revision,
+        } => StoreError::Compacted {
+            requested: *requested,
+            compact_revision: *compact_revision,
+        },
+        StoreError::FutureRevision(r) => StoreError::FutureRevision(*r),
+        StoreError::LeaseNotFound(l) => StoreError::LeaseNotFound(*l),
+        StoreError::InvalidKey(k) => StoreError::InvalidKey(k.clone()),
+        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+    }
 }

@@ -2,13 +2,18 @@
 //! (`ipam/handles/<handle>`), and the request and answer of an allocation.
 //!
 //! A handle and the block entries naming it are written in one transaction, so after a
-//! crash either both exist or neither does.
+//! crash either both exist or neither does. The caller's own record of the attachment
+//! can ride in that same transaction ([`AllocRequest::extra`]), so it too exists
+//! exactly when the addresses do.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::IpamError;
+use crate::store::TxnOp;
 
 /// The stored form of `ipam/handles/<handle>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,8 +31,21 @@ pub struct Handle {
     pub created: u64,
 }
 
-/// What [`super::Ipam::allocate`] is asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Store writes to commit with an allocation, made from the addresses it chose (in the
+/// order of [`Allocation::ips`]).
+///
+/// Called once per attempt to commit, so possibly more than once (again after a
+/// conflict, with other addresses): it must only build operations, not act. What it
+/// returns is written in the same transaction as the blocks and the handle, all or
+/// nothing. The operations may only touch keys under [`crate::store::PREFIX`] outside
+/// IPAM's own keys, and no key twice; otherwise the request fails with
+/// [`IpamError::InvalidRequest`] and writes nothing. Results of `Get` operations are
+/// not returned.
+pub type ExtraOps = Arc<dyn Fn(&[IpAddr]) -> Vec<TxnOp> + Send + Sync>;
+
+/// What [`super::Ipam::allocate`] is asked for. `Default` leaves every field empty, so
+/// callers name what they set: `AllocRequest { handle, ..Default::default() }`.
+#[derive(Clone, Default)]
 pub struct AllocRequest {
     /// The handle id; unique per attachment. Becomes a key segment, so no `/`.
     pub handle: String,
@@ -38,6 +56,26 @@ pub struct AllocRequest {
     /// Exact addresses to allocate. When non-empty, these and only these are allocated
     /// (no dynamic address is added for families they leave out).
     pub static_ips: Vec<IpAddr>,
+    /// The caller's writes to commit atomically with the allocation (its endpoint
+    /// record), so that the record exists if and only if the addresses do.
+    pub extra: Option<ExtraOps>,
+}
+
+impl fmt::Debug for AllocRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllocRequest")
+            .field("handle", &self.handle)
+            .field("network", &self.network)
+            .field("container_id", &self.container_id)
+            .field("ifname", &self.ifname)
+            .field("netns", &self.netns)
+            .field("static_ips", &self.static_ips)
+            .field(
+                "extra",
+                &self.extra.as_ref().map(|_| "Fn(&[IpAddr]) -> Vec<TxnOp>"),
+            )
+            .finish()
+    }
 }
 
 /// The addresses given to one handle: IPv4 before IPv6 for dynamic allocations, the

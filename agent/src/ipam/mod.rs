@@ -8,18 +8,46 @@
 //!
 //! Consistency rests on the store's transactions: an allocation writes its blocks and
 //! its handle in one compare-and-swap transaction, a release frees the ordinals and
-//! deletes the handle in one, so a crash never leaves half of either. Conflicts are
-//! retried with fresh reads. Within one agent, allocations and releases are serialized
-//! by one async mutex that also guards the cache of this node's affine blocks: the hot
-//! path is one transaction, with reads only after a conflict or when a block is full.
-//! One agent per node name is assumed; two would still never hand out an address twice
-//! (every write is compare-and-swap), but may starve each other into
+//! deletes the handle in one, so a crash never leaves half of either. The caller's own
+//! writes (its endpoint record) can ride in the same transaction
+//! ([`AllocRequest::extra`], [`Ipam::release_with`]). Conflicts are retried with fresh
+//! reads. One agent per node name is assumed; two would still never hand out an address
+//! twice (every write is compare-and-swap), but may starve each other into
 //! [`IpamError::Conflict`].
+//!
+//! # Combining
+//!
+//! Within one agent, allocations and releases are serialised by one async mutex that
+//! also guards the cache of this node's affine blocks: they all rewrite the same few
+//! blocks, so running them side by side would only make them fail each other's
+//! compare-and-swap. Serialising them one transaction (one fsync) each made a burst of
+//! N ADDs take N fsyncs before the last address was given. So requests are combined
+//! (see `combine`): concurrent allocations queue, and the one that gets the mutex
+//! drains the queue and plans the whole batch at once against the cached blocks —
+//! distinct ordinals, claiming more blocks as they fill — then commits one transaction
+//! holding every block update, every handle create (each compared absent) and every
+//! request's extra operations, and answers each waiter. Releases are combined the same
+//! way, except that one freeing an address in another node's block gets a transaction
+//! of its own (that node's allocations there would keep failing a shared one).
+//! Uncontended, a batch is one request: the hot path is still one transaction, with
+//! reads only after a conflict or when a block is full. A batch runs in a task of its
+//! own, so a caller that drops its future never strands the others; its own request
+//! may still be carried out (`combine` says why that is safe).
+//!
+//! A batch keeps every request's own semantics: requests are planned in queue order, a
+//! request that cannot be satisfied (exhausted, static address taken, bad extra
+//! operations) fails alone and leaves no trace in the plan, and when the transaction
+//! fails its compares the reason is read back in the same transaction: a handle that
+//! exists fails only its request (duplicate), blocks that moved are re-read and the
+//! rest re-planned (bounded, as for one request). A request whose handle or extra keys
+//! collide with an earlier one of the batch, or that would push the transaction past
+//! `combine::MAX_TXN_OPS`, goes in the batch's next transaction instead.
 //!
 //! Modules: [`config`] (validation), [`pool`] and [`block`] (address arithmetic and the
 //! stored block), [`handle`] (the stored handle, requests), [`keys`] (store keys),
-//! [`allocator`] (pure decisions), and the store-backed operations in `allocate`,
-//! `release`, `view` and [`check`] (consistency report and GC).
+//! [`allocator`] (pure decisions), `combine` (queues and batch election), and the
+//! store-backed operations in `allocate`, `release`, `view` and [`check`] (consistency
+//! report and GC).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -43,19 +71,23 @@ pub mod keys;
 pub mod pool;
 
 mod allocate;
+mod combine;
 mod release;
 mod view;
 
 pub use block::Block;
 pub use config::{Family, IpamConfig};
 pub use error::IpamError;
-pub use handle::{AllocRequest, Allocation, Handle};
+pub use handle::{AllocRequest, Allocation, ExtraOps, Handle};
 pub use pool::Pool;
 
 use allocator::Rules;
+use combine::Queue;
+use release::{ReleaseItem, ReleaseOutcome};
 
-/// Attempts of one operation before it reports [`IpamError::Conflict`]. Each conflict
-/// means another writer made progress, so this bounds starvation, not correctness.
+/// Attempts of one transaction (of one request, or of a batch) before its requests
+/// report [`IpamError::Conflict`]. Each conflict means another writer made progress, so
+/// this bounds starvation, not correctness.
 const MAX_ATTEMPTS: u32 = 32;
 
 /// The IPAM of one node.
@@ -67,8 +99,13 @@ pub struct Ipam {
     /// Families with a configured pool, IPv4 first: one dynamic address each.
     families: Vec<Family>,
     /// This node's affine blocks. The lock also serializes this node's allocations and
-    /// releases, so they never race each other for the same block.
-    cache: Mutex<NodeBlocks>,
+    /// releases, so they never race each other for the same block. Shared (`Arc`) so a
+    /// batch can take it into a task of its own.
+    cache: Arc<Mutex<NodeBlocks>>,
+    /// Allocations waiting for a batch.
+    allocations: Arc<Queue<AllocRequest, Allocation>>,
+    /// Releases waiting for a batch.
+    releases: Arc<Queue<ReleaseItem<'static>, ReleaseOutcome>>,
 }
 
 /// A block as last read or written, with the `mod_revision` to compare against.
@@ -159,13 +196,30 @@ impl Ipam {
             cfg,
             pools,
             families,
-            cache: Mutex::new(NodeBlocks::default()),
+            cache: Arc::new(Mutex::new(NodeBlocks::default())),
+            allocations: Arc::default(),
+            releases: Arc::default(),
         };
         match ipam.read_blocks().await {
             Ok(all) => ipam.cache.lock().await.reload(&ipam.node, &all),
             Err(e) => warn!(error = %e, "IPAM: cannot read blocks yet; will on first use"),
         }
         Ok(ipam)
+    }
+
+    /// Another handle on this IPAM, sharing its lock, cache and queues: what a batch's
+    /// task runs on.
+    fn share(&self) -> Ipam {
+        Ipam {
+            store: self.store.clone(),
+            node: self.node.clone(),
+            cfg: self.cfg.clone(),
+            pools: self.pools.clone(),
+            families: self.families.clone(),
+            cache: self.cache.clone(),
+            allocations: self.allocations.clone(),
+            releases: self.releases.clone(),
+        }
     }
 
     pub fn node(&self) -> &str {
