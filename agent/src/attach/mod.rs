@@ -229,6 +229,7 @@ impl Attacher {
                 ifname: req.ifname.clone(),
                 netns: req.netns.clone(),
                 static_ips: req.ips.clone(),
+                extra: None,
             })
             .await?;
 
