@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod bins;
 pub mod cni;
+pub mod etcd;
 pub mod host;
 pub mod netns;
 pub mod runtimes;

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 /// Root of every strait key.
 pub const PREFIX: &str = "/strait/v1/";
