@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # build
-  build-essential pkg-config protobuf-compiler clang llvm libbpf-dev
+  build-essential pkg-config protobuf-compiler libprotobuf-dev clang llvm libbpf-dev
   # kernel tooling used by tests and the demo
   iproute2 iputils-ping netcat-openbsd procps jq python3 curl
   # real runtimes and the reference CNI plugins (baseline and chaining)
