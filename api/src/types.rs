@@ -315,3 +315,71 @@ pub struct ReleaseResponse {
     pub released: Vec<String>,
     pub skipped: Vec<String>,
 }
+
+/// How a host reaches other hosts' containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FabricMode {
+    /// No inter-host routing (one host, or routes made by someone else).
+    #[default]
+    None,
+    /// An overlay: one `strait.vxlan` device per host.
+    Vxlan,
+    /// Direct routes via peers' underlay addresses (one L2 segment).
+    HostGw,
+}
+
+impl FabricMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FabricMode::None => "none",
+            FabricMode::Vxlan => "vxlan",
+            FabricMode::HostGw => "host-gw",
+        }
+    }
+}
+
+impl std::fmt::Display for FabricMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FabricMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(FabricMode::None),
+            "vxlan" => Ok(FabricMode::Vxlan),
+            "host-gw" => Ok(FabricMode::HostGw),
+            other => Err(format!(
+                "unknown fabric {other:?}: use none, vxlan or host-gw"
+            )),
+        }
+    }
+}
+
+/// A node of the cluster as it registers itself (`nodes/<node>`, bound to its lease).
+/// See docs/cluster.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub underlay_v4: Option<std::net::Ipv4Addr>,
+    pub underlay_v6: Option<std::net::Ipv6Addr>,
+    pub fabric: FabricMode,
+    /// MAC of the node's `strait.vxlan` device (vxlan fabric only).
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+    #[serde(default)]
+    pub vxlan_vni: Option<u32>,
+    #[serde(default)]
+    pub vxlan_port: Option<u16>,
+    /// Addresses of the VXLAN device, from the node's own blocks.
+    #[serde(default)]
+    pub tunnel_v4: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub tunnel_v6: Option<std::net::Ipv6Addr>,
+    pub agent_version: String,
+    /// When this agent registered, seconds since the Unix epoch.
+    pub started: u64,
+}
