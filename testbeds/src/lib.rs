@@ -6,12 +6,17 @@
 //! * [`agent`]: a `straitd` process inside a namespace of the test's, with its own socket
 //!   and state dir, killed by PID on drop, its log printed when the test fails.
 //! * [`cni`]: exec the real `strait` CNI binary with CNI env and stdin.
+//! * [`cluster`]: several hosts on an underlay (one or two L2 segments), each with its
+//!   own `straitd`, one etcd, containers attached through `strait`; probes (ping,
+//!   full-MTU ping, TCP echo, continuous ping). The `strait-testbed` CLI runs one for
+//!   exploring by hand.
 //!
 //! Privileged tests call [`require_root`] first: without root they print a visible
 //! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).
 
 pub mod agent;
 pub mod bins;
+pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod host;

@@ -79,6 +79,25 @@ impl Netns {
     pub fn ping(&self, addr: &str) -> bool {
         self.exec(&["ping", "-c1", "-W1", addr]).status.success()
     }
+
+    /// Run `f` on a fresh OS thread that has entered this namespace, and return its
+    /// result. Sockets made inside `f` stay in this namespace wherever they are used
+    /// afterwards; the thread exits with `f`, so no thread is left in the namespace.
+    pub fn run_in<T, F>(&self, f: F) -> std::io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+    }
 }
 
 impl Drop for Netns {

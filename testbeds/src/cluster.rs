@@ -1,0 +1,611 @@
+//! A multi-host strait cluster in network namespaces: an underlay, N hosts each running
+//! its own `straitd` against one etcd, and containers attached through the real
+//! `strait` CNI binary.
+//!
+//! ```text
+//!            ┌────────────── underlay ns (bridge br-a, etcd on 10.0.0.254) ──────────────┐
+//!            │        [router ns: 10.0.0.253 / 10.0.1.253, only with two segments]        │
+//!            └───┬────────────────────┬────────────────────┬───────────────────────────────┘
+//!           eth0 │ 10.0.0.1      eth0 │ 10.0.0.2      eth0 │ 10.0.0.3 (or 10.0.1.3 on B)
+//!         host h1 (straitd)     host h2 (straitd)     host h3 (straitd)
+//!            │ strait<hash>          │                    │
+//!         container c1           container c2         container c3
+//! ```
+//!
+//! Each host's agent gets the flags of `docs/cluster.md` (`--etcd-endpoints`,
+//! `--fabric`, `--underlay-iface eth0`, ...), its own socket, state dir and log.
+//! [`ClusterStore::Embedded`] runs each agent on its own embedded store instead (no
+//! cluster flags at all), which exercises the topology with an agent that has no
+//! cluster support.
+//!
+//! Everything is removed on drop, also on panic: containers, agents (killed by PID),
+//! host namespaces, etcd, router, underlay, temp dir; in that order. A failing test
+//! prints the log of every `straitd` and of etcd.
+//!
+//! ```ignore
+//! let mut c = Cluster::start(ClusterOpts::new(3, Fabric::Vxlan));
+//! let a = c.add_container(0, "a");
+//! let b = c.add_container(1, "b");
+//! probe::wait_ping(&a.ns, b.v4.unwrap().into(), Duration::from_secs(30))?;
+//! c.restart_agent(1);
+//! ```
+
+pub mod probe;
+pub mod underlay;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::agent::{Agent, AgentOpts};
+use crate::cni::{CniCall, CniOutcome};
+use crate::etcd::{Etcd, EtcdOpts};
+use crate::netns::Netns;
+use underlay::{Segment, Underlay};
+
+pub use strait_api::FabricMode as Fabric;
+
+/// Name of the VXLAN device of the vxlan fabric (docs/cluster.md).
+pub const VXLAN_DEV: &str = "strait.vxlan";
+/// Route protocol number strait tags its routes with.
+pub const ROUTE_PROTO: &str = "83";
+/// The CNI network name the containers are attached to.
+pub const NETWORK: &str = "stnet";
+
+/// Where the agents keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterStore {
+    /// One etcd in the underlay, shared by all agents (a real cluster).
+    Etcd,
+    /// Each agent on its own embedded store, with no cluster flags: hosts know nothing
+    /// of each other. etcd still runs, so the topology is the same.
+    Embedded,
+}
+
+/// How to build a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub hosts: usize,
+    pub fabric: Fabric,
+    pub store: ClusterStore,
+    /// Address pools, the same on every host.
+    pub pools: Vec<String>,
+    /// Two L2 segments joined by a router: hosts `0..ceil(n/2)` on A, the rest on B.
+    pub two_segments: bool,
+    /// MTU of every underlay link.
+    pub underlay_mtu: u32,
+    /// `--mtu` for the agents (None: the agent's own choice, which is what users get).
+    pub container_mtu: Option<u32>,
+    /// `--node-lease-ttl-secs` (None: the agent's default).
+    pub node_lease_ttl_secs: Option<u64>,
+    /// More flags for every agent.
+    pub agent_extra: Vec<String>,
+}
+
+impl ClusterOpts {
+    /// `hosts` hosts on one segment, dual-stack pools, etcd store, underlay MTU 1500.
+    pub fn new(hosts: usize, fabric: Fabric) -> Self {
+        Self {
+            hosts,
+            fabric,
+            store: ClusterStore::Etcd,
+            pools: vec!["10.244.0.0/16".into(), "fd00:244::/56".into()],
+            two_segments: false,
+            underlay_mtu: 1500,
+            container_mtu: None,
+            node_lease_ttl_secs: None,
+            agent_extra: vec![],
+        }
+    }
+
+    /// The segment of host `i`.
+    pub fn segment_of(&self, i: usize) -> Segment {
+        if self.two_segments && i >= self.hosts.div_ceil(2) {
+            Segment::B
+        } else {
+            Segment::A
+        }
+    }
+}
+
+/// One host: its namespace, its agent, its underlay addresses.
+pub struct ClusterHost {
+    /// Node name, `h1`, `h2`, ...
+    pub name: String,
+    pub segment: Segment,
+    pub underlay_v4: Ipv4Addr,
+    pub underlay_v6: Ipv6Addr,
+    // Drop order: the agent is killed before its namespace goes.
+    pub agent: Agent,
+    pub ns: Netns,
+}
+
+impl ClusterHost {
+    /// Run a command in the host's namespace.
+    pub fn exec(&self, argv: &[&str]) -> std::process::Output {
+        self.ns.exec(argv)
+    }
+
+    /// The plugin config a runtime on this host would use.
+    pub fn cni_config(&self) -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": NETWORK,
+            "type": "strait",
+            "socket": self.agent.socket,
+            "stateDir": self.agent.state_dir,
+        })
+    }
+
+    /// Routes strait's fabric owns here (protocol 83 with a gateway, or blackhole),
+    /// IPv4 and IPv6. Host routes to local containers (no gateway) are left out: they
+    /// belong to the attachment, not the fabric.
+    pub fn fabric_routes(&self) -> Vec<KernelRoute> {
+        let mut routes = vec![];
+        for family in ["-4", "-6"] {
+            let v = self
+                .ns
+                .ip_json(&[family, "route", "show", "proto", ROUTE_PROTO]);
+            for r in v.as_array().into_iter().flatten() {
+                let route = KernelRoute::from_json(r);
+                if route.gateway.is_some()
+                    || route.blackhole
+                    || route.dev.as_deref() == Some(VXLAN_DEV)
+                {
+                    routes.push(route);
+                }
+            }
+        }
+        routes
+    }
+
+    /// Fabric routes (not blackholes) whose destination contains `ip`.
+    pub fn routes_to(&self, ip: IpAddr) -> Vec<KernelRoute> {
+        self.fabric_routes()
+            .into_iter()
+            .filter(|r| !r.blackhole && r.dst.is_some_and(|d| d.contains(&ip)))
+            .collect()
+    }
+
+    /// FDB entries of `strait.vxlan`: (MAC, remote VTEP).
+    pub fn vxlan_fdb(&self) -> Vec<(String, Option<IpAddr>)> {
+        let out = self
+            .ns
+            .exec(&["bridge", "-j", "fdb", "show", "dev", VXLAN_DEV]);
+        if !out.status.success() {
+            return vec![];
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let mac = e["mac"].as_str()?.to_string();
+                let dst = e["dst"].as_str().and_then(|d| d.parse().ok());
+                Some((mac, dst))
+            })
+            .collect()
+    }
+
+    /// Neighbour entries of `strait.vxlan`: (address, MAC).
+    pub fn vxlan_neighbours(&self) -> Vec<(IpAddr, String)> {
+        let mut all = vec![];
+        for family in ["-4", "-6"] {
+            let out = self
+                .ns
+                .exec(&["ip", "-j", family, "neigh", "show", "dev", VXLAN_DEV]);
+            if !out.status.success() {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            all.extend(v.as_array().into_iter().flatten().filter_map(|n| {
+                Some((
+                    n["dst"].as_str()?.parse().ok()?,
+                    n["lladdr"].as_str()?.to_string(),
+                ))
+            }));
+        }
+        all
+    }
+
+    /// `netctl <args>` against this host's agent: (success, stdout + stderr).
+    pub fn netctl(&self, args: &[&str]) -> (bool, String) {
+        let netctl = crate::bins::bin("netctl");
+        let out = std::process::Command::new(netctl)
+            .arg("--socket")
+            .arg(&self.agent.socket)
+            .args(args)
+            .output()
+            .expect("exec netctl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+/// One route as the kernel shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// None for `default`.
+    pub dst: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub dev: Option<String>,
+    pub blackhole: bool,
+    pub onlink: bool,
+}
+
+impl KernelRoute {
+    fn from_json(r: &Value) -> Self {
+        let dst = r["dst"].as_str().and_then(|d| {
+            d.parse::<IpNet>()
+                .ok()
+                .or_else(|| d.parse::<IpAddr>().ok().map(IpNet::from))
+        });
+        Self {
+            dst,
+            gateway: r["gateway"].as_str().and_then(|g| g.parse().ok()),
+            dev: r["dev"].as_str().map(String::from),
+            blackhole: r["type"].as_str() == Some("blackhole"),
+            onlink: r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "onlink")),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.blackhole {
+            write!(f, "blackhole ")?;
+        }
+        match self.dst {
+            Some(d) => write!(f, "{d}")?,
+            None => write!(f, "default")?,
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        if let Some(d) = &self.dev {
+            write!(f, " dev {d}")?;
+        }
+        if self.onlink {
+            write!(f, " onlink")?;
+        }
+        Ok(())
+    }
+}
+
+/// A container: a fresh namespace attached on one host by `strait` CNI ADD.
+pub struct Container {
+    pub name: String,
+    /// Index of its host.
+    pub host: usize,
+    pub id: String,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// MTU of its `eth0`.
+    pub mtu: u32,
+    pub ns: Netns,
+}
+
+impl Container {
+    /// Its addresses, IPv4 first.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.v4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.v6.map(IpAddr::V6))
+            .collect()
+    }
+
+    pub fn exec(&self, argv: &[&str]) -> std::process::Output {
+        self.ns.exec(argv)
+    }
+}
+
+/// A running cluster; see the module docs.
+pub struct Cluster {
+    pub prefix: String,
+    pub opts: ClusterOpts,
+    // Drop order matters: containers, then hosts (agents killed first), then etcd,
+    // extra peers, the underlay, and last the directory holding the logs.
+    containers: Vec<Arc<Container>>,
+    hosts: Vec<ClusterHost>,
+    etcd: Etcd,
+    peers: Vec<Netns>,
+    underlay: Underlay,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Build the underlay, start etcd and one agent per host, and wait until every
+    /// agent is ready. Panics (with every log) if anything fails.
+    pub fn start(opts: ClusterOpts) -> Self {
+        assert!(
+            (1..=99).contains(&opts.hosts),
+            "a cluster has 1 to 99 hosts, not {}",
+            opts.hosts
+        );
+        crate::netns::reap_leftovers();
+        let prefix = crate::unique_prefix();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .expect("cluster temp dir");
+        let underlay = Underlay::new(&prefix, opts.underlay_mtu, opts.two_segments);
+        let etcd = Etcd::start_with(EtcdOpts {
+            name: format!("{prefix}-etcd"),
+            ip: underlay.etcd_ip(),
+            netns: Some(underlay.ns.name().to_string()),
+            extra: vec![],
+        });
+        let mut hosts = Vec::with_capacity(opts.hosts);
+        for i in 0..opts.hosts {
+            let name = format!("h{}", i + 1);
+            let ns = Netns::new(format!("{prefix}{name}"));
+            let seg = opts.segment_of(i);
+            let (v4, v6) = underlay.attach(&ns, &name, seg, (i + 1) as u8);
+            let agent_dir = dir.path().join(&name);
+            std::fs::create_dir_all(&agent_dir).expect("agent dir");
+            let agent = Agent::spawn(&ns, &agent_dir, agent_opts(&opts, &name, &etcd));
+            hosts.push(ClusterHost {
+                name,
+                segment: seg,
+                underlay_v4: v4,
+                underlay_v6: v6,
+                agent,
+                ns,
+            });
+        }
+        // Started together, waited for together: start-up overlaps.
+        for h in &mut hosts {
+            h.agent.wait_ready(Duration::from_secs(60));
+        }
+        Self {
+            prefix,
+            opts,
+            containers: vec![],
+            hosts,
+            etcd,
+            peers: vec![],
+            underlay,
+            dir,
+        }
+    }
+
+    pub fn hosts(&self) -> &[ClusterHost] {
+        &self.hosts
+    }
+
+    /// Host `i` (0-based; node name `h{i+1}`).
+    pub fn host(&self, i: usize) -> &ClusterHost {
+        &self.hosts[i]
+    }
+
+    pub fn underlay(&self) -> &Underlay {
+        &self.underlay
+    }
+
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// Directory holding every agent's dir (socket, state, `straitd.log`) and etcd's.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn containers(&self) -> &[Arc<Container>] {
+        &self.containers
+    }
+
+    /// The container named `name`.
+    pub fn container(&self, name: &str) -> Arc<Container> {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    /// A new container on host `host`: a fresh namespace attached by `strait` CNI ADD,
+    /// run in the host's namespace as a runtime there would. Panics if ADD fails.
+    pub fn add_container(&mut self, host: usize, name: &str) -> Arc<Container> {
+        match self.try_add_container(host, name) {
+            Ok(c) => c,
+            Err(out) => panic!(
+                "CNI ADD of {name} on {} failed (exit {}): {}{}",
+                self.hosts[host].name, out.code, out.stdout, out.stderr
+            ),
+        }
+    }
+
+    /// [`Cluster::add_container`], returning the plugin's outcome when ADD fails (the
+    /// namespace is removed again then).
+    pub fn try_add_container(
+        &mut self,
+        host: usize,
+        name: &str,
+    ) -> Result<Arc<Container>, CniOutcome> {
+        assert!(
+            self.containers.iter().all(|c| c.name != name),
+            "container {name} exists already"
+        );
+        let h = &self.hosts[host];
+        let ns = Netns::new(format!("{}c-{name}", self.prefix));
+        let id = format!("{}-{}", self.prefix, name);
+        let out = CniCall::new("ADD", h.cni_config())
+            .container(&id, &ns.path())
+            .in_netns(h.ns.name())
+            .run();
+        if !out.ok() {
+            return Err(out);
+        }
+        let result = out.json();
+        let v4 = crate::host::result_ip(&result, false).and_then(|a| a.parse().ok());
+        let v6 = crate::host::result_ip(&result, true).and_then(|a| a.parse().ok());
+        let link = ns.ip_json(&["link", "show", "eth0"]);
+        let mtu = link[0]["mtu"].as_u64().unwrap_or(1500) as u32;
+        let c = Arc::new(Container {
+            name: name.to_string(),
+            host,
+            id,
+            v4,
+            v6,
+            mtu,
+            ns,
+        });
+        self.containers.push(c.clone());
+        Ok(c)
+    }
+
+    /// CNI DEL of a container, and its namespace goes. Returns the plugin's outcome.
+    pub fn remove_container(&mut self, name: &str) -> CniOutcome {
+        let c = self.container(name);
+        let out = CniCall::new("DEL", self.hosts[c.host].cni_config())
+            .container(&c.id, &c.ns.path())
+            .in_netns(self.hosts[c.host].ns.name())
+            .run();
+        self.containers.retain(|x| x.name != name);
+        out
+    }
+
+    /// A namespace outside the cluster plugged into segment A like a host (peer `n`,
+    /// address `10.0.0.(100+n)`), with no agent: for hand-made baselines.
+    pub fn add_underlay_peer(&mut self, n: u8) -> (&Netns, Ipv4Addr, Ipv6Addr) {
+        let ns = Netns::new(format!("{}p{n}", self.prefix));
+        let (v4, v6) =
+            self.underlay
+                .attach(&ns, &format!("p{n}"), Segment::A, underlay::PEER_BASE + n);
+        self.peers.push(ns);
+        (self.peers.last().expect("just pushed"), v4, v6)
+    }
+
+    /// SIGTERM host `i`'s agent and start it again (same flags, state and socket);
+    /// wait until ready.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.hosts[i].agent.restart();
+    }
+
+    /// SIGTERM host `i`'s agent and leave it stopped. Its kernel state stays (nothing
+    /// is flushed on shutdown); its node record lives until its lease expires.
+    pub fn stop_agent(&mut self, i: usize) {
+        self.hosts[i].agent.stop();
+    }
+
+    /// Start a stopped agent of host `i` again and wait until ready.
+    pub fn start_agent(&mut self, i: usize) {
+        self.hosts[i].agent.restart();
+    }
+
+    /// SIGKILL etcd (the crash case); its data stays.
+    pub fn kill_etcd(&mut self) {
+        self.etcd.kill();
+    }
+
+    /// Start etcd again on the same data and address (stopping it first if it runs);
+    /// wait until it serves.
+    pub fn restart_etcd(&mut self) {
+        self.etcd.restart();
+    }
+
+    /// Every namespace of the cluster, for teardown by name from another process.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .containers
+            .iter()
+            .map(|c| c.ns.name().to_string())
+            .collect();
+        all.extend(self.hosts.iter().map(|h| h.ns.name().to_string()));
+        all.extend(self.peers.iter().map(|p| p.name().to_string()));
+        all.extend(self.underlay.namespaces());
+        all
+    }
+
+    /// A human summary: what exists and how to look at it.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let store = match self.opts.store {
+            ClusterStore::Etcd => format!("etcd {}", self.etcd.client_url()),
+            ClusterStore::Embedded => "embedded store per host".to_string(),
+        };
+        s.push_str(&format!(
+            "testbed {}: {} hosts, fabric {}, {store}, underlay MTU {}{}\n",
+            self.prefix,
+            self.hosts.len(),
+            self.opts.fabric,
+            self.opts.underlay_mtu,
+            if self.opts.two_segments {
+                ", two segments joined by a router"
+            } else {
+                ""
+            }
+        ));
+        s.push_str(&format!(
+            "  underlay netns {} (bridges, etcd pid {})\n",
+            self.underlay.ns.name(),
+            self.etcd.pid().map(|p| p.to_string()).unwrap_or("-".into())
+        ));
+        if let Some(r) = &self.underlay.router {
+            s.push_str(&format!("  router   netns {}\n", r.name()));
+        }
+        for h in &self.hosts {
+            s.push_str(&format!(
+                "  {:<4} netns {:<16} underlay {} {} ({:?})  straitd pid {}  socket {}  log {}\n",
+                h.name,
+                h.ns.name(),
+                h.underlay_v4,
+                h.underlay_v6,
+                h.segment,
+                h.agent.pid().map(|p| p.to_string()).unwrap_or("-".into()),
+                h.agent.socket.display(),
+                h.agent.log_path.display(),
+            ));
+        }
+        for c in &self.containers {
+            let ips: Vec<String> = c.ips().iter().map(IpAddr::to_string).collect();
+            s.push_str(&format!(
+                "  {:<4} netns {:<16} on {}  {}  mtu {}\n",
+                c.name,
+                c.ns.name(),
+                self.hosts[c.host].name,
+                ips.join(" "),
+                c.mtu
+            ));
+        }
+        s.push_str(&format!("  etcd log {}\n", self.etcd.log_path().display()));
+        s
+    }
+}
+
+/// The agent's flags for host `name` (docs/cluster.md).
+fn agent_opts(opts: &ClusterOpts, name: &str, etcd: &Etcd) -> AgentOpts {
+    let pools: Vec<&str> = opts.pools.iter().map(String::as_str).collect();
+    let mut a = AgentOpts::new(name, &pools);
+    a.mtu = opts.container_mtu;
+    if opts.store == ClusterStore::Etcd {
+        a.extra.extend([
+            "--etcd-endpoints".to_string(),
+            etcd.client_url(),
+            "--fabric".to_string(),
+            opts.fabric.as_str().to_string(),
+            "--underlay-iface".to_string(),
+            "eth0".to_string(),
+        ]);
+        if let Some(ttl) = opts.node_lease_ttl_secs {
+            a.extra
+                .extend(["--node-lease-ttl-secs".to_string(), ttl.to_string()]);
+        }
+    }
+    a.extra.extend(opts.agent_extra.iter().cloned());
+    a
+}

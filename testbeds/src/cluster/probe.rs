@@ -1,0 +1,240 @@
+//! Traffic probes between namespaces: ping, full-MTU ping, a TCP echo, and a
+//! continuous ping that counts loss. Every target is an address inside a namespace the
+//! test made.
+//!
+//! The TCP echo is plain Rust: the listening and the connecting sockets are made on
+//! threads that entered the server's and the client's namespaces (a socket stays in the
+//! namespace it was made in), so no tool beyond `ping` has to exist in the image.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+
+/// One echo request, 1 s deadline.
+pub fn ping(from: &Netns, to: IpAddr) -> bool {
+    from.exec(&["ping", "-c1", "-W1", &to.to_string()])
+        .status
+        .success()
+}
+
+/// Ping until a reply comes or `timeout` passes (routes are programmed asynchronously,
+/// by a reconcile loop reacting to the store). The error says what the last try saw.
+pub fn wait_ping(from: &Netns, to: IpAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = from.exec(&["ping", "-c1", "-W1", &to.to_string()]);
+        if out.status.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} cannot ping {to} after {timeout:?}: {}{}",
+                from.name(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A ping whose packet is exactly `mtu` bytes on the wire with Don't Fragment set
+/// (`-M do`), so a path that cannot carry it fails instead of fragmenting: the
+/// black-hole check. Three tries, as the first may wait for neighbour resolution.
+pub fn ping_full_mtu(from: &Netns, to: IpAddr, mtu: u32) -> Result<(), String> {
+    // ICMP echo header 8 bytes, plus the IP header: 20 (v4) or 40 (v6).
+    let size = mtu - 8 - if to.is_ipv4() { 20 } else { 40 };
+    let out = from.exec(&[
+        "ping",
+        "-c3",
+        "-W1",
+        "-M",
+        "do",
+        "-s",
+        &size.to_string(),
+        &to.to_string(),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = parse_received(&text).unwrap_or(0);
+    if out.status.success() && received > 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {mtu}-byte ping (-M do -s {size}) to {to} failed: {text}",
+            from.name()
+        ))
+    }
+}
+
+/// Open a TCP connection from `from` to `to_ip` on a listener made in `to`, send a
+/// message and check it comes back unchanged. Both ends time out after a few seconds.
+pub fn tcp_echo(from: &Netns, to: &Netns, to_ip: IpAddr) -> Result<(), String> {
+    let timeout = Duration::from_secs(5);
+    let listener = to
+        .run_in(move || TcpListener::bind(SocketAddr::new(to_ip, 0)))
+        .map_err(|e| format!("listen on {to_ip} in {}: {e}", to.name()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (mut conn, _) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no connection",
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(timeout))?;
+        let mut buf = [0u8; 256];
+        let n = conn.read(&mut buf)?;
+        conn.write_all(&buf[..n])
+    });
+    let message = format!("strait tcp echo {} -> {addr}", from.name());
+    let sent = message.clone();
+    let echoed = from
+        .run_in(move || {
+            let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.write_all(sent.as_bytes())?;
+            let mut back = vec![0u8; sent.len()];
+            s.read_exact(&mut back)?;
+            Ok(back)
+        })
+        .map_err(|e| format!("TCP {} -> {addr}: {e}", from.name()));
+    let served = server
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("server thread panicked")));
+    let echoed = echoed?;
+    served.map_err(|e| format!("TCP server {addr} in {}: {e}", to.name()))?;
+    if echoed != message.as_bytes() {
+        return Err(format!("TCP {addr}: echo differs from what was sent"));
+    }
+    Ok(())
+}
+
+/// What a continuous ping saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingStats {
+    pub transmitted: u64,
+    pub received: u64,
+}
+
+impl PingStats {
+    pub fn lost(&self) -> u64 {
+        self.transmitted.saturating_sub(self.received)
+    }
+}
+
+/// `ping -c count -i interval` running in the background (e.g. across an agent
+/// restart). [`ContinuousPing::finish`] waits for it and returns the counts.
+pub struct ContinuousPing {
+    child: Option<Child>,
+    what: String,
+}
+
+impl ContinuousPing {
+    /// Start pinging `to` from `from`: `count` requests, one every `interval` (below
+    /// 200 ms needs root, which these tests have).
+    pub fn start(from: &Netns, to: IpAddr, count: u32, interval: Duration) -> Self {
+        let interval = format!("{:.3}", interval.as_secs_f64());
+        let child = Command::new("ip")
+            .args(["netns", "exec", from.name(), "ping", "-q", "-W1"])
+            .args(["-c", &count.to_string(), "-i", &interval, &to.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ping");
+        Self {
+            child: Some(child),
+            what: format!("{} -> {to}", from.name()),
+        }
+    }
+
+    /// Wait for the last reply (or its timeout) and return the counts.
+    pub fn finish(mut self) -> Result<PingStats, String> {
+        let child = self.child.take().expect("finish once");
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("ping {}: {e}", self.what))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let transmitted = parse_count(&text, "packets transmitted");
+        let received = parse_received(&text);
+        match (transmitted, received) {
+            (Some(transmitted), Some(received)) => Ok(PingStats {
+                transmitted,
+                received,
+            }),
+            _ => Err(format!(
+                "ping {}: no summary: {text}{}",
+                self.what,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    }
+}
+
+impl Drop for ContinuousPing {
+    fn drop(&mut self) {
+        // Killed by our own child's PID when a test fails midway.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `N received` from ping's summary line.
+fn parse_received(text: &str) -> Option<u64> {
+    parse_count(text, "received")
+}
+
+/// The number before `label` in ping's summary (`300 packets transmitted, 300
+/// received, ...`).
+fn parse_count(text: &str, label: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    line.split(',')
+        .map(str::trim)
+        .find(|part| part.ends_with(label))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ping_summary() {
+        let text = "--- 10.0.0.2 ping statistics ---\n\
+                    300 packets transmitted, 297 received, 1% packet loss, time 6000ms\n";
+        assert_eq!(parse_count(text, "packets transmitted"), Some(300));
+        assert_eq!(parse_received(text), Some(297));
+        let errors = "5 packets transmitted, 0 received, +5 errors, 100% packet loss\n";
+        assert_eq!(parse_received(errors), Some(0));
+        assert_eq!(
+            parse_received("ping: connect: Network is unreachable"),
+            None
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The underlay: the network the hosts share, as a datacenter would give it.
+//!
+//! One namespace holds a bridge per subnet (the L2 segments). With one subnet every
+//! host sits on segment A; with two, a router namespace joins A and B, so hosts on
+//! different segments reach each other only through a routed hop (host-gw's "not on the
+//! same L2" case). The underlay namespace itself never forwards: it only bridges, and
+//! holds etcd's address on segment A.
+//!
+//! Addressing (inside the test's own namespaces only):
+//!
+//! | segment | IPv4 | IPv6 |
+//! |---|---|---|
+//! | A | 10.0.0.0/24 | fd00:10:0:1::/64 |
+//! | B | 10.0.1.0/24 | fd00:10:0:2::/64 |
+//!
+//! `.254`/`::fe` on A is the underlay namespace's bridge (etcd listens there), `.253`/
+//! `::fd` is the router on each segment, host `hN` is `.N`/`::N` on its segment, and
+//! extra peers (benchmark baselines) are `.100+N`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::netns::Netns;
+
+/// An L2 segment of the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Segment {
+    A,
+    B,
+}
+
+impl Segment {
+    fn index(self) -> u8 {
+        match self {
+            Segment::A => 0,
+            Segment::B => 1,
+        }
+    }
+
+    /// The bridge of this segment in the underlay namespace.
+    pub fn bridge(self) -> &'static str {
+        match self {
+            Segment::A => "br-a",
+            Segment::B => "br-b",
+        }
+    }
+
+    /// The `n`th IPv4 address of the segment.
+    pub fn v4(self, n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, self.index(), n)
+    }
+
+    /// The `n`th IPv6 address of the segment.
+    pub fn v6(self, n: u8) -> Ipv6Addr {
+        Ipv6Addr::new(
+            0xfd00,
+            0x10,
+            0,
+            u16::from(self.index()) + 1,
+            0,
+            0,
+            0,
+            n.into(),
+        )
+    }
+
+    /// Where a host on this segment sends what is not on its segment: the router when
+    /// there is one, else the underlay bridge (which drops it, as a datacenter edge
+    /// with no route would).
+    fn gateway(self, routed: bool) -> (Ipv4Addr, Ipv6Addr) {
+        let n = if routed { ROUTER } else { BRIDGE };
+        (self.v4(n), self.v6(n))
+    }
+}
+
+/// Host number of the underlay namespace's own address on segment A.
+pub const BRIDGE: u8 = 254;
+/// Host number of the router on each segment.
+pub const ROUTER: u8 = 253;
+/// Host numbers of extra peers start here.
+pub const PEER_BASE: u8 = 100;
+
+/// The underlay namespaces: the bridges, and the router when there are two segments.
+pub struct Underlay {
+    pub mtu: u32,
+    // Drop order: the router goes before the bridges it is plugged into.
+    pub router: Option<Netns>,
+    pub ns: Netns,
+}
+
+impl Underlay {
+    /// Build the bridges (and the router for `two_segments`), all links with `mtu`.
+    pub fn new(prefix: &str, mtu: u32, two_segments: bool) -> Self {
+        let ns = Netns::new(format!("{prefix}u"));
+        quiet_dad(&ns);
+        let mtu_s = mtu.to_string();
+        let segments: &[Segment] = if two_segments {
+            &[Segment::A, Segment::B]
+        } else {
+            &[Segment::A]
+        };
+        for seg in segments {
+            let br = seg.bridge();
+            ns.exec_ok(&["ip", "link", "add", br, "mtu", &mtu_s, "type", "bridge"]);
+            ns.exec_ok(&["ip", "link", "set", br, "up"]);
+        }
+        // The underlay's own foot on segment A: etcd's address.
+        add_addrs(&ns, Segment::A.bridge(), Segment::A, BRIDGE);
+
+        let router = two_segments.then(|| {
+            let r = Netns::new(format!("{prefix}r"));
+            quiet_dad(&r);
+            for seg in [Segment::A, Segment::B] {
+                let inner = format!("seg-{}", seg.bridge().trim_start_matches("br-"));
+                let outer = format!("r-{}", seg.bridge().trim_start_matches("br-"));
+                plug(&ns, seg, &outer, &r, &inner, mtu);
+                add_addrs(&r, &inner, seg, ROUTER);
+            }
+            r.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            r.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            // etcd on segment A answers hosts on B through the router.
+            let (gw4, gw6) = (Segment::A.v4(ROUTER), Segment::A.v6(ROUTER));
+            ns.exec_ok(&["ip", "route", "add", "10.0.1.0/24", "via", &gw4.to_string()]);
+            ns.exec_ok(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                "fd00:10:0:2::/64",
+                "via",
+                &gw6.to_string(),
+            ]);
+            r
+        });
+        Self { mtu, router, ns }
+    }
+
+    /// Where etcd listens: the underlay namespace's address on segment A.
+    pub fn etcd_ip(&self) -> IpAddr {
+        IpAddr::V4(Segment::A.v4(BRIDGE))
+    }
+
+    /// Plug `ns` into `seg` through a veth whose inner end is `eth0`, address it as
+    /// number `n` of the segment, and give it a default route (v4 and v6) to the
+    /// segment's gateway. Returns the addresses.
+    pub fn attach(&self, ns: &Netns, port: &str, seg: Segment, n: u8) -> (Ipv4Addr, Ipv6Addr) {
+        quiet_dad(ns);
+        plug(&self.ns, seg, port, ns, "eth0", self.mtu);
+        add_addrs(ns, "eth0", seg, n);
+        let (gw4, gw6) = seg.gateway(self.router.is_some());
+        ns.exec_ok(&["ip", "route", "add", "default", "via", &gw4.to_string()]);
+        ns.exec_ok(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw6.to_string(),
+        ]);
+        (seg.v4(n), seg.v6(n))
+    }
+
+    /// Names of the namespaces, router first.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.router
+            .iter()
+            .chain(std::iter::once(&self.ns))
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+}
+
+/// A veth from the underlay's `seg` bridge (end `outer`) to `inner` in `other`, both
+/// ends with `mtu`, up.
+fn plug(underlay: &Netns, seg: Segment, outer: &str, other: &Netns, inner: &str, mtu: u32) {
+    let mtu = mtu.to_string();
+    underlay.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        outer,
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        inner,
+        "netns",
+        other.name(),
+        "mtu",
+        &mtu,
+    ]);
+    underlay.exec_ok(&["ip", "link", "set", outer, "master", seg.bridge(), "up"]);
+    other.exec_ok(&["ip", "link", "set", inner, "up"]);
+}
+
+fn add_addrs(ns: &Netns, dev: &str, seg: Segment, n: u8) {
+    ns.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/24", seg.v4(n)),
+        "dev",
+        dev,
+    ]);
+    ns.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/64", seg.v6(n)),
+        "dev",
+        dev,
+        "nodad",
+    ]);
+}
+
+/// No duplicate address detection in the namespace: the addresses are ours by
+/// construction, and DAD would leave IPv6 unusable for the first seconds.
+fn quiet_dad(ns: &Netns) {
+    for key in ["all", "default"] {
+        ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{key}.accept_dad=0"),
+        ]);
+    }
+}

@@ -1,0 +1,335 @@
+//! Cluster scenarios (docs/cluster.md): several hosts in namespaces, one `straitd` each,
+//! one etcd, containers attached through the real `strait` plugin, traffic between
+//! them over the VXLAN and host-gw fabrics.
+//!
+//! Root and etcd needed. The scenarios run one at a time (a lock): the loss counts of
+//! the restart scenarios should not compete with another cluster for the two cores.
+//! Each scenario shares one cluster between its steps to keep the file's run short.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use strait_testbeds::cluster::probe::{self, ContinuousPing};
+use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Container, Fabric};
+
+/// How long the fabric may take to program a change it saw in the store.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Interval of the continuous pings across restarts: a gap of more than a few packets
+/// would show.
+const PING_INTERVAL: Duration = Duration::from_millis(20);
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn privileged(test: &str) -> bool {
+    strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
+}
+
+/// Every container reaches every other one: ping and a TCP echo, each family both
+/// containers have. The first ping of a pair waits for the fabric to converge.
+fn assert_full_mesh(containers: &[&Container]) {
+    for from in containers {
+        for to in containers {
+            if from.name == to.name {
+                continue;
+            }
+            for ip in to.ips() {
+                if from.ips().iter().all(|f| f.is_ipv4() != ip.is_ipv4()) {
+                    continue;
+                }
+                probe::wait_ping(&from.ns, ip, CONVERGE)
+                    .unwrap_or_else(|e| panic!("{} -> {} ({ip}): {e}", from.name, to.name));
+                probe::tcp_echo(&from.ns, &to.ns, ip)
+                    .unwrap_or_else(|e| panic!("{} -> {} ({ip}): {e}", from.name, to.name));
+            }
+        }
+    }
+}
+
+/// Packets of the container's full MTU, Don't Fragment set, pass in both families.
+fn assert_full_mtu(from: &Container, to: &Container) {
+    for ip in to.ips() {
+        probe::ping_full_mtu(&from.ns, ip, from.mtu.min(to.mtu))
+            .unwrap_or_else(|e| panic!("{} -> {}: {e}", from.name, to.name));
+    }
+}
+
+/// Wait until `cond` holds; panic with `what` and the last state otherwise.
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match cond() {
+            Ok(()) => return,
+            Err(state) if Instant::now() > deadline => {
+                panic!("{what}: not so after {timeout:?}: {state}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn v4(c: &Container) -> IpAddr {
+    IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
+}
+
+fn v6(c: &Container) -> IpAddr {
+    IpAddr::V6(c.v6.unwrap_or_else(|| panic!("{} has no IPv6 address", c.name)))
+}
+
+/// The test bed itself, with agents that know nothing of each other (embedded store,
+/// no fabric): hosts on two segments reach each other through the router, reach etcd,
+/// each container reaches its own host; and every namespace and process is gone after
+/// drop.
+#[test]
+fn topology_two_segments_and_teardown() {
+    let _serial = serial();
+    if !privileged("topology_two_segments_and_teardown") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(3, Fabric::None);
+    opts.store = ClusterStore::Embedded;
+    opts.two_segments = true;
+    let mut cluster = Cluster::start(opts);
+    let hosts = cluster.hosts();
+    assert_eq!(hosts[0].segment, hosts[1].segment);
+    assert_ne!(hosts[0].segment, hosts[2].segment);
+    for a in hosts {
+        for b in hosts {
+            for ip in [IpAddr::V4(b.underlay_v4), IpAddr::V6(b.underlay_v6)] {
+                probe::wait_ping(&a.ns, ip, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.name, b.name));
+            }
+        }
+        // etcd's client port from every host, across the router for segment B.
+        let url = cluster.etcd().client_url();
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("etcd address");
+        a.ns.run_in(move || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(|_| ())
+        })
+        .unwrap_or_else(|e| panic!("{} cannot reach etcd at {addr}: {e}", a.name));
+    }
+    for i in 0..3 {
+        let c = cluster.add_container(i, &format!("c{i}"));
+        let host_ip = IpAddr::V4(cluster.host(i).underlay_v4);
+        probe::wait_ping(&c.ns, host_ip, Duration::from_secs(5)).unwrap();
+        probe::ping_full_mtu(&c.ns, host_ip, c.mtu).unwrap();
+    }
+    // The router is a routed hop: a full-MTU underlay packet crosses it.
+    probe::ping_full_mtu(
+        &cluster.host(0).ns,
+        IpAddr::V4(cluster.host(2).underlay_v4),
+        cluster.opts.underlay_mtu,
+    )
+    .unwrap();
+
+    let namespaces = cluster.namespaces();
+    let pids: Vec<u32> = cluster
+        .hosts()
+        .iter()
+        .filter_map(|h| h.agent.pid())
+        .chain(cluster.etcd().pid())
+        .collect();
+    assert_eq!(pids.len(), 4, "three agents and etcd run");
+    drop(cluster);
+    for ns in namespaces {
+        assert!(
+            !std::path::Path::new("/run/netns").join(&ns).exists(),
+            "namespace {ns} left after drop"
+        );
+    }
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left after drop"
+        );
+    }
+}
+
+/// Three hosts on VXLAN: full mesh in both families, full-MTU packets, an agent
+/// restart and an etcd restart under continuous ping, and a host leaving.
+#[test]
+fn vxlan_three_hosts() {
+    let _serial = serial();
+    if !privileged("vxlan_three_hosts") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(3, Fabric::Vxlan);
+    // Short, so the leaving host's record is gone within seconds of its agent stopping.
+    opts.node_lease_ttl_secs = Some(5);
+    let mut cluster = Cluster::start(opts);
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let c = cluster.add_container(2, "c");
+
+    // Connectivity, both families, ICMP and TCP.
+    assert_full_mesh(&[&a, &b, &c]);
+
+    // No fragmentation black hole: the container MTU leaves room for the VXLAN header.
+    assert_full_mtu(&a, &b);
+    assert_full_mtu(&c, &a);
+
+    // The VXLAN device as the contract says: MTU = underlay MTU - 50.
+    let vx = cluster
+        .host(0)
+        .ns
+        .ip_json(&["link", "show", "strait.vxlan"]);
+    assert_eq!(
+        vx[0]["mtu"].as_u64(),
+        Some(u64::from(cluster.opts.underlay_mtu - 50)),
+        "strait.vxlan MTU"
+    );
+
+    // An agent restart drops nothing: to the restarted host and from it.
+    let into = ContinuousPing::start(&a.ns, v4(&b), 300, PING_INTERVAL);
+    let out_of = ContinuousPing::start(&b.ns, v6(&c), 300, PING_INTERVAL);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart_agent(1);
+    for (what, ping) in [("a -> b", into), ("b -> c (v6)", out_of)] {
+        let stats = ping.finish().unwrap();
+        assert_eq!(
+            stats.lost(),
+            0,
+            "{what} lost packets across h2's agent restart: {stats:?}"
+        );
+    }
+
+    // An etcd restart does not interrupt traffic...
+    let ping = ContinuousPing::start(&a.ns, v4(&c), 300, PING_INTERVAL);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart_etcd();
+    let stats = ping.finish().unwrap();
+    assert_eq!(stats.lost(), 0, "a -> c across etcd restart: {stats:?}");
+    // ...and the agents resync: a change made afterwards reaches every host.
+    let d = cluster.add_container(1, "d");
+    assert_full_mesh(&[&a, &d, &c]);
+
+    // A host leaving: h3's agent stops, its record expires with its lease, and the
+    // others drop its routes and FDB entry. Present first, so the check can fail.
+    let h3_vtep = IpAddr::V4(cluster.host(2).underlay_v4);
+    for i in [0, 1] {
+        let h = cluster.host(i);
+        for ip in [v4(&c), v6(&c)] {
+            assert!(
+                !h.routes_to(ip).is_empty(),
+                "{} has no route to c's {ip}: {:?}",
+                h.name,
+                h.fabric_routes()
+            );
+        }
+        assert!(
+            h.vxlan_fdb().iter().any(|(_, dst)| *dst == Some(h3_vtep)),
+            "{} has no FDB entry for h3: {:?}",
+            h.name,
+            h.vxlan_fdb()
+        );
+    }
+    cluster.stop_agent(2);
+    let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
+    for i in [0, 1] {
+        let h = cluster.host(i);
+        wait_until(ttl + CONVERGE, &format!("{} forgets h3", h.name), || {
+            let routes: Vec<String> = [v4(&c), v6(&c)]
+                .into_iter()
+                .flat_map(|ip| h.routes_to(ip))
+                .map(|r| r.to_string())
+                .collect();
+            let fdb: Vec<_> = h
+                .vxlan_fdb()
+                .into_iter()
+                .filter(|(_, dst)| *dst == Some(h3_vtep))
+                .collect();
+            if routes.is_empty() && fdb.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("routes {routes:?}, FDB {fdb:?}"))
+            }
+        });
+    }
+    // The remaining hosts still reach each other.
+    assert_full_mesh(&[&a, &b, &d]);
+}
+
+/// Three hosts on one segment with host-gw: full mesh in both families, routes via the
+/// peers' underlay addresses, full-MTU packets.
+#[test]
+fn host_gw_three_hosts() {
+    let _serial = serial();
+    if !privileged("host_gw_three_hosts") {
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterOpts::new(3, Fabric::HostGw));
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let c = cluster.add_container(2, "c");
+    assert_full_mesh(&[&a, &b, &c]);
+    assert_full_mtu(&a, &c);
+
+    // The route to b's block goes straight to h2's underlay address.
+    let h1 = cluster.host(0);
+    let h2 = cluster.host(1);
+    for (ip, gw) in [
+        (v4(&b), IpAddr::V4(h2.underlay_v4)),
+        (v6(&b), IpAddr::V6(h2.underlay_v6)),
+    ] {
+        let routes = h1.routes_to(ip);
+        assert!(
+            routes.iter().any(|r| r.gateway == Some(gw)),
+            "h1's route to {ip} is not via {gw}: {routes:?}"
+        );
+    }
+}
+
+/// host-gw with h3 on another segment: h1 and h2 reach each other; h3 is no shared-L2
+/// peer, so the agents say so (log and `netctl routes`) and install no route to it.
+#[test]
+fn host_gw_peer_on_another_segment_gets_no_route() {
+    let _serial = serial();
+    if !privileged("host_gw_peer_on_another_segment_gets_no_route") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(3, Fabric::HostGw);
+    opts.two_segments = true;
+    let mut cluster = Cluster::start(opts);
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let c = cluster.add_container(2, "c");
+    assert_full_mesh(&[&a, &b]);
+
+    let h3 = cluster.host(2);
+    let h3_names = [h3.name.clone(), h3.underlay_v4.to_string()];
+    let mentions_h3 = |line: &str| {
+        h3_names.iter().any(|n| {
+            line.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.'))
+                .any(|w| w == n)
+        })
+    };
+    let h1 = cluster.host(0);
+    wait_until(CONVERGE, "h1 logs an error about h3", || {
+        let log = h1.agent.log();
+        log.lines()
+            .any(|l| (l.contains("ERROR") || l.contains("WARN")) && mentions_h3(l))
+            .then_some(())
+            .ok_or_else(|| "no such line in h1's log".to_string())
+    });
+    let (ok, routes) = h1.netctl(&["routes"]);
+    assert!(ok, "netctl routes failed: {routes}");
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.to_ascii_lowercase().contains("warn") && mentions_h3(l)),
+        "netctl routes on h1 shows no warning about h3:\n{routes}"
+    );
+    // h1 has seen h3 (the error above): still no route to h3's block, nor h3 to h1's.
+    for ip in [v4(&c), v6(&c)] {
+        assert_eq!(h1.routes_to(ip), vec![], "h1 routes to h3's {ip}");
+    }
+    for ip in [v4(&a), v6(&a)] {
+        assert_eq!(h3.routes_to(ip), vec![], "h3 routes to h1's {ip}");
+    }
+}
