@@ -4,8 +4,10 @@
 //! [`crate::endpoint`] for the veth, [`records`] for the endpoint record — and owns
 //! the rules that tie them together:
 //!
-//! * ADD allocates, then plumbs, then records; any failure undoes what was done, in
-//!   reverse, so a failed ADD leaves no address reserved and no interface behind.
+//! * ADD allocates and records in one store transaction (the endpoint record rides in
+//!   IPAM's), then plumbs; a failed plumbing releases the addresses and deletes the
+//!   record in one transaction again, so a failed ADD leaves no address reserved, no
+//!   record and no interface behind.
 //! * DEL is best effort and always releases the addresses. It removes the host routes
 //!   and releases the IPs before answering, and deletes the veth in the background:
 //!   deleting a veth costs 20–35 ms of kernel time (RCU) that the runtime need not wait
@@ -34,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::endpoint::{self, VethSpec};
 use crate::ipam::{AllocRequest, Ipam, IpamError};
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, format_mac};
 use crate::netns;
 use crate::store::{Store, StoreError};
 use records::{EndpointRecords, RecordError, attachment_id};
@@ -219,6 +221,32 @@ impl Attacher {
         }
         check_netns(&req.netns)?;
 
+        let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
+        let container_mac = match &req.mac {
+            Some(m) => parse_mac(m).map_err(AttachError::Invalid)?,
+            None => endpoint::default_container_mac(&host_ifname),
+        };
+        let mtu = req.mtu.unwrap_or(self.cfg.mtu);
+        // The record is complete but for the addresses, which IPAM picks: it is written
+        // in the allocation's own transaction, so it exists exactly when they do.
+        let ep = Endpoint {
+            id: id.clone(),
+            node: self.cfg.node.clone(),
+            network: req.network.clone(),
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            host_ifname: host_ifname.clone(),
+            mac: format_mac(&container_mac),
+            host_mac: format_mac(&endpoint::host_mac(&host_ifname)),
+            ips: Vec::new(),
+            mtu,
+            labels: req.labels.clone(),
+            handle: id.clone(),
+            created: unix_now(),
+        };
+        let record_op = self.records.put_op(ep.clone());
+
         let t_start = std::time::Instant::now();
         let alloc = self
             .ipam
@@ -229,16 +257,38 @@ impl Attacher {
                 ifname: req.ifname.clone(),
                 netns: req.netns.clone(),
                 static_ips: req.ips.clone(),
-                extra: None,
+                extra: Some(record_op),
             })
             .await?;
+        let ipam_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        let ep = Endpoint {
+            ips: alloc.ips.iter().map(|ip| host_net(*ip)).collect(),
+            ..ep
+        };
 
-        debug!(%id, ipam_ms = t_start.elapsed().as_secs_f64() * 1e3, "allocated");
-        match self.plumb_and_record(&id, &req, &alloc.ips).await {
-            Ok(resp) => Ok(resp),
+        let spec = VethSpec {
+            host_ifname: host_ifname.clone(),
+            container_ifname: req.ifname.clone(),
+            netns: PathBuf::from(&req.netns),
+            ips: alloc.ips.clone(),
+            mtu,
+            container_mac: Some(container_mac),
+        };
+        let t_plumb = std::time::Instant::now();
+        match self.plumb(&spec).await {
+            Ok(created) => {
+                info!(
+                    %id, host_ifname, ips = ?alloc.ips, ipam_ms,
+                    plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3,
+                    "attached"
+                );
+                Ok(add_response(&ep, &created))
+            }
             Err(e) => {
-                // Undo the reservation; plumb_and_record already undid the interface.
-                if let Err(re) = self.ipam.release(&id).await {
+                // Undo the reservation and the record together; plumb already undid
+                // the interface.
+                let drop_record = vec![self.records.delete_op(&id)];
+                if let Err(re) = self.ipam.release_with(&id, drop_record).await {
                     warn!(%id, error = %re, "releasing addresses after a failed ADD");
                 }
                 Err(e)
@@ -246,78 +296,25 @@ impl Attacher {
         }
     }
 
-    async fn plumb_and_record(
-        &self,
-        id: &str,
-        req: &AddRequest,
-        ips: &[IpAddr],
-    ) -> Result<AddResponse, AttachError> {
-        let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
-        self.wait_for_deletion(&host_ifname).await;
-        self.creating_insert(&host_ifname);
-        let result = self
-            .plumb_and_record_inner(id, req, ips, &host_ifname)
-            .await;
-        self.creating_remove(&host_ifname);
-        result
-    }
-
-    async fn plumb_and_record_inner(
-        &self,
-        id: &str,
-        req: &AddRequest,
-        ips: &[IpAddr],
-        host_ifname: &str,
-    ) -> Result<AddResponse, AttachError> {
-        let mtu = req.mtu.unwrap_or(self.cfg.mtu);
-        let spec = VethSpec {
-            host_ifname: host_ifname.to_string(),
-            container_ifname: req.ifname.clone(),
-            netns: PathBuf::from(&req.netns),
-            ips: ips.to_vec(),
-            mtu,
-            container_mac: match &req.mac {
-                Some(m) => Some(parse_mac(m).map_err(AttachError::Invalid)?),
-                None => None,
-            },
-        };
-        // No record exists (checked under the lock), so a link of this name is a leftover
-        // of a crash mid-ADD: it is ours to remove.
-        endpoint::delete_link(&self.host, host_ifname).await?;
-
-        let t_plumb = std::time::Instant::now();
-        let created = endpoint::setup(&self.host, &spec).await?;
-        let plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3;
-        let t_record = std::time::Instant::now();
-
-        let ep = Endpoint {
-            id: id.to_string(),
-            node: self.cfg.node.clone(),
-            network: req.network.clone(),
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-            netns: req.netns.clone(),
-            host_ifname: created.host_ifname.clone(),
-            mac: created.container_mac.clone(),
-            host_mac: created.host_mac.clone(),
-            ips: ips.iter().map(|ip| host_net(*ip)).collect(),
-            mtu,
-            labels: req.labels.clone(),
-            handle: id.to_string(),
-            created: unix_now(),
-        };
-        if let Err(e) = self.records.create(&ep).await {
-            if let Err(de) = endpoint::delete_link(&self.host, host_ifname).await {
-                warn!(%id, error = %de, "removing the veth after failing to record the endpoint");
+    /// Builds the veth. A link of the same name with no record (the caller checked,
+    /// under the attachment's lock) is a leftover of a crash mid-ADD: it is ours to
+    /// remove, and the creation is tried once more.
+    async fn plumb(&self, spec: &VethSpec) -> Result<endpoint::VethCreated, AttachError> {
+        let name = &spec.host_ifname;
+        self.wait_for_deletion(name).await;
+        self.creating_insert(name);
+        let result = match endpoint::setup(&self.host, spec).await {
+            Err(endpoint::EndpointError::HostLinkExists { .. }) => {
+                warn!(link = %name, "removing a leftover link of the same name");
+                match endpoint::delete_link(&self.host, name).await {
+                    Ok(()) => endpoint::setup(&self.host, spec).await,
+                    Err(e) => Err(e),
+                }
             }
-            return Err(e.into());
-        }
-        info!(
-            %id, host_ifname, ips = ?ips, plumb_ms,
-            record_ms = t_record.elapsed().as_secs_f64() * 1e3,
-            "attached"
-        );
-        Ok(add_response(&ep, &created))
+            other => other,
+        };
+        self.creating_remove(name);
+        Ok(result?)
     }
 
     fn creating_insert(&self, name: &str) {
@@ -353,7 +350,6 @@ impl Attacher {
         let _guard = self.locks.lock(id).await;
         let t0 = std::time::Instant::now();
         let ep = self.records.get(id).await?;
-        let mut first_err: Option<AttachError> = None;
 
         // The host routes stay until the veth goes (with them): an ADD that gets one of
         // these addresses meanwhile replaces its route. Removing them here would wait
@@ -364,22 +360,19 @@ impl Attacher {
             .unwrap_or_else(|| host_ifname.to_string());
         self.delete_link_in_background(link);
 
-        if let Err(e) = self.ipam.release(id).await {
+        // The record goes in the release's transaction (also when the reservation is
+        // already gone).
+        let drop_record = if ep.is_some() {
+            vec![self.records.delete_op(id)]
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.ipam.release_with(id, drop_record).await {
             warn!(%id, error = %e, "releasing addresses");
-            first_err.get_or_insert(e.into());
+            return Err(e.into());
         }
-        if ep.is_some()
-            && let Err(e) = self.records.delete(id).await
-        {
-            first_err.get_or_insert(e.into());
-        }
-        match first_err {
-            None => {
-                debug!(%id, took_ms = t0.elapsed().as_secs_f64() * 1e3, "released");
-                Ok(())
-            }
-            Some(e) => Err(e),
-        }
+        debug!(%id, took_ms = t0.elapsed().as_secs_f64() * 1e3, "released");
+        Ok(())
     }
 
     fn delete_link_in_background(&self, name: String) {

@@ -1,13 +1,16 @@
 //! Endpoint records in the store: `endpoints/<node>/<id>`, one per attachment.
 //!
-//! The record is written last on ADD (after IPAM and the veth exist) and deleted last on
-//! DEL, so a record always describes something that was fully set up.
+//! The record is written in IPAM's allocation transaction on ADD and deleted in its
+//! release transaction on DEL, so a record exists exactly when its addresses are
+//! reserved. While ADD builds the veth, the record exists and the link does not yet:
+//! the attachment's lock keeps CHECK and DEL out meanwhile.
 
 use std::sync::Arc;
 
 use strait_api::Endpoint;
 
-use crate::store::{Compare, PREFIX, Store, StoreError, Txn, TxnOp};
+use crate::ipam::ExtraOps;
+use crate::store::{PREFIX, Store, StoreError, TxnOp};
 
 /// The id of an attachment: also its IPAM handle. CNI names and container IDs are
 /// limited to `[A-Za-z0-9_.-]`, so the id is safe as a key segment.
@@ -29,8 +32,6 @@ pub enum RecordError {
     Store(#[from] StoreError),
     #[error("endpoint record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("endpoint {0} already exists")]
-    Exists(String),
 }
 
 /// Typed access to this node's endpoint records.
@@ -53,29 +54,29 @@ impl EndpointRecords {
         }
     }
 
-    /// Create the record; fails with `Exists` if one is already there.
-    pub async fn create(&self, ep: &Endpoint) -> Result<(), RecordError> {
+    /// The write of `ep` with the addresses IPAM picks, to ride in its allocation
+    /// transaction ([`AllocRequest::extra`](crate::ipam::AllocRequest::extra)).
+    pub fn put_op(&self, ep: Endpoint) -> ExtraOps {
         let key = endpoint_key(&self.node, &ep.id);
-        let value = serde_json::to_vec(ep).map_err(|e| RecordError::Corrupt {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::absent(key.clone())])
-                    .and_then([TxnOp::Put {
-                        key: key.clone(),
-                        value,
-                        lease: None,
-                    }]),
-            )
-            .await?;
-        if resp.succeeded {
-            Ok(())
-        } else {
-            Err(RecordError::Exists(ep.id.clone()))
+        std::sync::Arc::new(move |ips: &[std::net::IpAddr]| {
+            let ep = Endpoint {
+                ips: ips.iter().map(|ip| ipnet::IpNet::from(*ip)).collect(),
+                ..ep.clone()
+            };
+            // Serialising a struct of strings and numbers cannot fail.
+            let value = serde_json::to_vec(&ep).unwrap_or_default();
+            vec![TxnOp::Put {
+                key: key.clone(),
+                value,
+                lease: None,
+            }]
+        })
+    }
+
+    /// The deletion of the record of `id`, to ride in IPAM's release transaction.
+    pub fn delete_op(&self, id: &str) -> TxnOp {
+        TxnOp::Delete {
+            key: endpoint_key(&self.node, id),
         }
     }
 

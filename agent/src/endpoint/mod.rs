@@ -39,7 +39,7 @@ use crate::netlink::{Netlink, NetlinkError, Route, VethEnd, format_mac, ignore_n
 use crate::netns::{NetNs, NetnsError};
 
 pub use check::{CheckError, Problem, Side, check};
-pub use names::{host_ifname, is_host_ifname};
+pub use names::{default_container_mac, host_ifname, host_mac, is_host_ifname};
 
 /// The container's IPv4 gateway: link-local, never assigned to any interface.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

@@ -43,13 +43,13 @@ pub fn is_host_ifname(name: &str) -> bool {
 /// administered and unicast (the low two bits of `0xee` are `10`), stable across agent
 /// restarts, and known before the link exists, so the container's gateway neighbour
 /// entries need no lookup.
-pub(super) fn host_mac(host_ifname: &str) -> [u8; 6] {
+pub fn host_mac(host_ifname: &str) -> [u8; 6] {
     derived_mac(0xee, "host", host_ifname)
 }
 
 /// The MAC of the container end when the runtime asks for none: `02:` + 5 bytes of a
 /// (differently salted) hash of the host end's name.
-pub(super) fn default_container_mac(host_ifname: &str) -> [u8; 6] {
+pub fn default_container_mac(host_ifname: &str) -> [u8; 6] {
     derived_mac(0x02, "container", host_ifname)
 }
 
