@@ -1,18 +1,32 @@
 //! Agent configuration: command-line flags and an optional TOML file with the same keys.
 //! Flags win over the file; the file wins over defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
+use strait_api::FabricMode;
 
 /// Defaults when neither a flag nor the file sets a value.
 pub const DEFAULT_BLOCK_PREFIX_V4: u8 = 26;
 pub const DEFAULT_BLOCK_PREFIX_V6: u8 = 122;
 /// Leaked reservations are released only after this long (Calico's leakGracePeriod).
 pub const DEFAULT_GC_GRACE_SECS: u64 = 15 * 60;
+/// Calico's default VNI for its VXLAN pools.
+pub const DEFAULT_VXLAN_VNI: u32 = 4096;
+/// The IANA VXLAN port (RFC 7348).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// Liveness lease of the node record: a dead node's routes go after at most this long.
+pub const DEFAULT_NODE_LEASE_TTL_SECS: u64 = 15;
+/// Shortest lease TTL accepted: refreshed every third of it, a lease under 3 s leaves
+/// less than a second per refresh, and etcd raises short TTLs to its minimum anyway.
+pub const MIN_NODE_LEASE_TTL_SECS: u64 = 3;
+/// How long a dead node keeps its blocks before the reclaimer frees the empty ones.
+pub const DEFAULT_BLOCK_RECLAIM_GRACE_SECS: u64 = 15 * 60;
+/// VNIs are 24 bits on the wire.
+const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
 
 /// Command-line flags of `straitd`.
 #[derive(Debug, Clone, Default, Parser)]
@@ -46,6 +60,32 @@ pub struct Flags {
     /// Grace period before a leaked reservation is released by the agent's GC, seconds.
     #[arg(long)]
     pub gc_grace_secs: Option<u64>,
+    /// etcd v3 endpoints (`http://host:port`), comma-separated or repeated; without
+    /// them the agent uses its embedded store (one host only).
+    #[arg(long = "etcd-endpoints", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// How this host reaches other hosts' containers: none, vxlan or host-gw.
+    #[arg(long)]
+    pub fabric: Option<FabricMode>,
+    /// Interface the node's underlay addresses come from (default: the interface of
+    /// the default route).
+    #[arg(long)]
+    pub underlay_iface: Option<String>,
+    /// The node's underlay address, explicitly; repeat for IPv4 and IPv6.
+    #[arg(long = "underlay-addr")]
+    pub underlay_addrs: Vec<IpAddr>,
+    /// VXLAN network identifier.
+    #[arg(long)]
+    pub vxlan_vni: Option<u32>,
+    /// VXLAN UDP port.
+    #[arg(long)]
+    pub vxlan_port: Option<u16>,
+    /// TTL of the lease the node record is bound to, seconds.
+    #[arg(long)]
+    pub node_lease_ttl_secs: Option<u64>,
+    /// How long a dead node keeps its address blocks before they are reclaimed, seconds.
+    #[arg(long)]
+    pub block_reclaim_grace_secs: Option<u64>,
     /// TOML file with the same keys as the flags (snake_case, `pools = [...]`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -68,6 +108,16 @@ pub struct FileConfig {
     pub mtu: Option<u32>,
     pub metrics_addr: Option<SocketAddr>,
     pub gc_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    pub fabric: Option<FabricMode>,
+    pub underlay_iface: Option<String>,
+    #[serde(default)]
+    pub underlay_addrs: Vec<IpAddr>,
+    pub vxlan_vni: Option<u32>,
+    pub vxlan_port: Option<u16>,
+    pub node_lease_ttl_secs: Option<u64>,
+    pub block_reclaim_grace_secs: Option<u64>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -85,6 +135,17 @@ pub struct AgentConfig {
     pub mtu: Option<u32>,
     pub metrics_addr: Option<SocketAddr>,
     pub gc_grace_secs: u64,
+    /// Empty: the embedded store.
+    pub etcd_endpoints: Vec<String>,
+    pub fabric: FabricMode,
+    /// None: the interface of the default route.
+    pub underlay_iface: Option<String>,
+    /// Empty: detected on `underlay_iface`. At most one per family.
+    pub underlay_addrs: Vec<IpAddr>,
+    pub vxlan_vni: u32,
+    pub vxlan_port: u16,
+    pub node_lease_ttl_secs: u64,
+    pub block_reclaim_grace_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +177,7 @@ impl AgentConfig {
     }
 
     fn merge(flags: Flags, file: FileConfig) -> Result<Self, ConfigError> {
+        let cluster = ClusterSettings::merge(&flags, &file)?;
         let node_name = match flags.node_name.or(file.node_name) {
             Some(n) => n,
             None => hostname()?,
@@ -167,7 +229,44 @@ impl AgentConfig {
                 .gc_grace_secs
                 .or(file.gc_grace_secs)
                 .unwrap_or(DEFAULT_GC_GRACE_SECS),
+            etcd_endpoints: cluster.etcd_endpoints,
+            fabric: cluster.fabric,
+            underlay_iface: cluster.underlay_iface,
+            underlay_addrs: cluster.underlay_addrs,
+            vxlan_vni: cluster.vxlan_vni,
+            vxlan_port: cluster.vxlan_port,
+            node_lease_ttl_secs: cluster.node_lease_ttl_secs,
+            block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
         })
+    }
+
+    /// Whether the agent runs on etcd (a cluster) rather than its embedded store.
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
+    /// What `netctl status` shows as the store: `etcd:<endpoints>` or
+    /// `embedded:<file>` (the same words as `Store::describe`).
+    pub fn store_description(&self) -> String {
+        if self.uses_etcd() {
+            format!("etcd:{}", self.etcd_endpoints.join(","))
+        } else {
+            format!("embedded:{}", self.store_path().display())
+        }
+    }
+
+    /// Settings that are legal but probably not what the operator wants; the daemon
+    /// logs each as a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fabric != FabricMode::None && !self.uses_etcd() {
+            out.push(format!(
+                "--fabric {} without --etcd-endpoints: the embedded store is this host's \
+                 alone, so no other host will be seen",
+                self.fabric
+            ));
+        }
+        out
     }
 
     /// Path of the embedded store's file.
@@ -178,6 +277,147 @@ impl AgentConfig {
     /// Directory where the CNI plugin queues DELs made while the agent was down.
     pub fn pending_release_dir(&self) -> PathBuf {
         self.state_dir.join(strait_api::PENDING_RELEASE_DIR)
+    }
+}
+
+/// The cluster settings (docs/cluster.md), merged and validated apart from the rest.
+struct ClusterSettings {
+    etcd_endpoints: Vec<String>,
+    fabric: FabricMode,
+    underlay_iface: Option<String>,
+    underlay_addrs: Vec<IpAddr>,
+    vxlan_vni: u32,
+    vxlan_port: u16,
+    node_lease_ttl_secs: u64,
+    block_reclaim_grace_secs: u64,
+}
+
+impl ClusterSettings {
+    fn merge(flags: &Flags, file: &FileConfig) -> Result<Self, ConfigError> {
+        let pick =
+            |f: &Vec<String>, c: &Vec<String>| if f.is_empty() { c.clone() } else { f.clone() };
+        let etcd_endpoints: Vec<String> = pick(&flags.etcd_endpoints, &file.etcd_endpoints)
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        for e in &etcd_endpoints {
+            validate_endpoint(e)?;
+        }
+        let underlay_addrs = if flags.underlay_addrs.is_empty() {
+            file.underlay_addrs.clone()
+        } else {
+            flags.underlay_addrs.clone()
+        };
+        validate_underlay_addrs(&underlay_addrs)?;
+        let underlay_iface = flags
+            .underlay_iface
+            .clone()
+            .or_else(|| file.underlay_iface.clone());
+        if let Some(name) = &underlay_iface {
+            validate_ifname(name)?;
+        }
+        let vxlan_vni = flags
+            .vxlan_vni
+            .or(file.vxlan_vni)
+            .unwrap_or(DEFAULT_VXLAN_VNI);
+        if vxlan_vni > MAX_VXLAN_VNI {
+            return Err(ConfigError::Invalid(format!(
+                "vxlan_vni {vxlan_vni} does not fit in 24 bits (at most {MAX_VXLAN_VNI})"
+            )));
+        }
+        let vxlan_port = flags
+            .vxlan_port
+            .or(file.vxlan_port)
+            .unwrap_or(DEFAULT_VXLAN_PORT);
+        if vxlan_port == 0 {
+            return Err(ConfigError::Invalid(
+                "vxlan_port 0: give the UDP port VXLAN uses (4789 by default)".into(),
+            ));
+        }
+        let node_lease_ttl_secs = flags
+            .node_lease_ttl_secs
+            .or(file.node_lease_ttl_secs)
+            .unwrap_or(DEFAULT_NODE_LEASE_TTL_SECS);
+        if node_lease_ttl_secs < MIN_NODE_LEASE_TTL_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "node_lease_ttl_secs {node_lease_ttl_secs} is below the minimum of \
+                 {MIN_NODE_LEASE_TTL_SECS}"
+            )));
+        }
+        Ok(Self {
+            etcd_endpoints,
+            fabric: flags.fabric.or(file.fabric).unwrap_or_default(),
+            underlay_iface,
+            underlay_addrs,
+            vxlan_vni,
+            vxlan_port,
+            node_lease_ttl_secs,
+            block_reclaim_grace_secs: flags
+                .block_reclaim_grace_secs
+                .or(file.block_reclaim_grace_secs)
+                .unwrap_or(DEFAULT_BLOCK_RECLAIM_GRACE_SECS),
+        })
+    }
+}
+
+/// An etcd endpoint is a URL the gRPC client can dial: `http(s)://host:port`.
+fn validate_endpoint(e: &str) -> Result<(), ConfigError> {
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"));
+    let ok = rest.is_some_and(|r| {
+        let host_port = r.trim_end_matches('/');
+        !host_port.is_empty()
+            && !host_port.contains('/')
+            && !host_port.contains(char::is_whitespace)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "etcd endpoint {e:?}: use http://host:port (or https://)"
+        )))
+    }
+}
+
+/// Explicit underlay addresses: at most one per family, and usable as a tunnel source.
+fn validate_underlay_addrs(addrs: &[IpAddr]) -> Result<(), ConfigError> {
+    for family_v4 in [true, false] {
+        let n = addrs.iter().filter(|a| a.is_ipv4() == family_v4).count();
+        if n > 1 {
+            return Err(ConfigError::Invalid(format!(
+                "{n} {} underlay addresses given: at most one per family",
+                if family_v4 { "IPv4" } else { "IPv6" }
+            )));
+        }
+    }
+    if let Some(a) = addrs
+        .iter()
+        .find(|a| a.is_unspecified() || a.is_loopback() || a.is_multicast())
+    {
+        return Err(ConfigError::Invalid(format!(
+            "underlay address {a}: not a unicast address another host can reach"
+        )));
+    }
+    Ok(())
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+fn validate_ifname(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "underlay interface {name:?} is not a valid interface name"
+        )))
     }
 }
 
@@ -264,6 +504,157 @@ mod tests {
     #[test]
     fn unknown_file_key_is_rejected() {
         assert!(toml::from_str::<FileConfig>("poolz = []").is_err());
+    }
+
+    fn base() -> Vec<&'static str> {
+        vec!["--node-name", "n1", "--pool", "10.0.0.0/16"]
+    }
+
+    fn with(extra: &[&'static str]) -> Result<AgentConfig, ConfigError> {
+        let mut args = base();
+        args.extend_from_slice(extra);
+        AgentConfig::merge(flags(&args), FileConfig::default())
+    }
+
+    #[test]
+    fn cluster_defaults_are_the_documented_ones() {
+        let cfg = with(&[]).unwrap();
+        assert!(cfg.etcd_endpoints.is_empty());
+        assert!(!cfg.uses_etcd());
+        assert_eq!(cfg.fabric, FabricMode::None);
+        assert_eq!(cfg.underlay_iface, None);
+        assert!(cfg.underlay_addrs.is_empty());
+        assert_eq!(cfg.vxlan_vni, 4096);
+        assert_eq!(cfg.vxlan_port, 4789);
+        assert_eq!(cfg.node_lease_ttl_secs, 15);
+        assert_eq!(cfg.block_reclaim_grace_secs, 900);
+        assert!(cfg.store_description().starts_with("embedded:"));
+        assert!(cfg.warnings().is_empty());
+    }
+
+    #[test]
+    fn cluster_flags_parse() {
+        let cfg = with(&[
+            "--etcd-endpoints",
+            "http://10.0.0.254:2379,http://10.0.0.253:2379",
+            "--etcd-endpoints",
+            "https://e3:2379",
+            "--fabric",
+            "vxlan",
+            "--underlay-iface",
+            "eth1",
+            "--underlay-addr",
+            "10.0.0.1",
+            "--underlay-addr",
+            "fd00::1",
+            "--vxlan-vni",
+            "77",
+            "--vxlan-port",
+            "8472",
+            "--node-lease-ttl-secs",
+            "3",
+            "--block-reclaim-grace-secs",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.etcd_endpoints,
+            [
+                "http://10.0.0.254:2379",
+                "http://10.0.0.253:2379",
+                "https://e3:2379"
+            ]
+        );
+        assert_eq!(
+            cfg.store_description(),
+            "etcd:http://10.0.0.254:2379,http://10.0.0.253:2379,https://e3:2379"
+        );
+        assert_eq!(cfg.fabric, FabricMode::Vxlan);
+        assert_eq!(cfg.underlay_iface.as_deref(), Some("eth1"));
+        assert_eq!(
+            cfg.underlay_addrs,
+            vec![
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!((cfg.vxlan_vni, cfg.vxlan_port), (77, 8472));
+        assert_eq!(cfg.node_lease_ttl_secs, 3);
+        assert_eq!(cfg.block_reclaim_grace_secs, 5);
+        assert!(cfg.warnings().is_empty());
+        assert_eq!(
+            with(&["--fabric", "host-gw"]).unwrap().fabric,
+            FabricMode::HostGw
+        );
+    }
+
+    #[test]
+    fn cluster_keys_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"pools = ["10.1.0.0/16"]
+               etcd_endpoints = ["http://127.0.0.1:2379"]
+               fabric = "host-gw"
+               underlay_iface = "eth0"
+               underlay_addrs = ["192.168.1.5"]
+               vxlan_vni = 1
+               vxlan_port = 4790
+               node_lease_ttl_secs = 30
+               block_reclaim_grace_secs = 60"#,
+        )
+        .unwrap();
+        let cfg = AgentConfig::merge(flags(&["--node-name", "n1"]), file.clone()).unwrap();
+        assert_eq!(cfg.etcd_endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(cfg.fabric, FabricMode::HostGw);
+        assert_eq!(cfg.underlay_iface.as_deref(), Some("eth0"));
+        assert_eq!(
+            cfg.underlay_addrs,
+            vec!["192.168.1.5".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!((cfg.vxlan_vni, cfg.vxlan_port), (1, 4790));
+        assert_eq!(
+            (cfg.node_lease_ttl_secs, cfg.block_reclaim_grace_secs),
+            (30, 60)
+        );
+        // Flags still win.
+        let cfg = AgentConfig::merge(
+            flags(&["--node-name", "n1", "--fabric", "none", "--vxlan-vni", "9"]),
+            file,
+        )
+        .unwrap();
+        assert_eq!(cfg.fabric, FabricMode::None);
+        assert_eq!(cfg.vxlan_vni, 9);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_clear_errors() {
+        let err = |args: &[&'static str]| with(args).unwrap_err().to_string();
+        assert!(err(&["--vxlan-vni", "16777216"]).contains("24 bits"));
+        assert!(with(&["--vxlan-vni", "16777215"]).is_ok());
+        assert!(err(&["--vxlan-port", "0"]).contains("vxlan_port 0"));
+        assert!(err(&["--node-lease-ttl-secs", "2"]).contains("minimum of 3"));
+        assert!(err(&["--etcd-endpoints", "10.0.0.1:2379"]).contains("http://host:port"));
+        assert!(err(&["--etcd-endpoints", "http://"]).contains("http://host:port"));
+        assert!(
+            err(&["--underlay-addr", "10.0.0.1", "--underlay-addr", "10.0.0.2"])
+                .contains("at most one per family")
+        );
+        assert!(err(&["--underlay-addr", "127.0.0.1"]).contains("unicast"));
+        assert!(err(&["--underlay-iface", "a/b"]).contains("interface name"));
+        assert!(err(&["--underlay-iface", "sixteen-chars-xx"]).contains("interface name"));
+        // Unknown fabrics are refused by the parser itself.
+        let mut args = vec!["straitd"];
+        args.extend(base());
+        args.extend(["--fabric", "gre"]);
+        assert!(Flags::try_parse_from(args).is_err());
+        assert!(toml::from_str::<FileConfig>(r#"fabric = "gre""#).is_err());
+    }
+
+    #[test]
+    fn a_fabric_on_the_embedded_store_is_allowed_with_a_warning() {
+        let cfg = with(&["--fabric", "vxlan"]).unwrap();
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("--etcd-endpoints"), "{warnings:?}");
     }
 
     #[test]

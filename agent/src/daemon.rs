@@ -5,7 +5,15 @@
 //! later" (code 11) instead of "agent down" while the agent adopts what it finds;
 //! readiness flips only after stale links are swept and queued releases are applied.
 //! Shutdown flushes nothing: interfaces, routes and records stay, and the next agent
-//! adopts them, so containers keep their connectivity across a restart.
+//! adopts them, so containers keep their connectivity across a restart. The node lease
+//! is not revoked either: other hosts keep their routes to this one until it expires.
+//!
+//! With `--etcd-endpoints` the store is etcd. An etcd that is down at start is waited
+//! for like a locked embedded store (ADD answers "try again later" meanwhile); one that
+//! goes away later only makes store-bound calls fail with "try again later" and STATUS
+//! report it. Nothing is torn down on store errors, and every part recovers by itself
+//! when etcd is back (the client reconnects; the registry re-registers if its lease
+//! expired).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,14 +21,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tracing::{info, warn};
 
+use strait_api::{FabricMode, NodeRecord};
+
 use crate::api::{self, AppState};
 use crate::attach::{Attacher, AttacherConfig};
 use crate::config::AgentConfig;
+use crate::ipam::reclaim::{ReclaimConfig, Reclaimer};
 use crate::ipam::{Ipam, IpamConfig};
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
+use crate::node::tunnel::{TunnelAddrs, ensure_tunnel_addresses};
+use crate::node::{FabricInfo, Keepalive, Registry, RegistryConfig, Underlay};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::{EtcdOptions, EtcdStore};
 
 /// How often the agent sweeps stale links and runs its leak GC.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
@@ -35,15 +49,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         )
     })?;
 
+    for w in cfg.warnings() {
+        warn!("{w}");
+    }
+
     // ----- serve first: CNI calls get "try again later" while we start -----
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         attacher: tokio::sync::OnceCell::new(),
+        registry: tokio::sync::OnceCell::new(),
         phase: std::sync::Mutex::new("opening the store".into()),
         metrics: metrics.clone(),
         started: Instant::now(),
         node: cfg.node_name.clone(),
-        store_description: format!("embedded:{}", cfg.store_path().display()),
+        store_description: cfg.store_description(),
         state_dir: cfg.state_dir.clone(),
         pools: cfg.pools.clone(),
     });
@@ -71,18 +90,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
 
     let started = tokio::select! {
-        r = start(&cfg, &state) => Some(r?),
+        r = start(&cfg, &state, stop_rx.clone()) => Some(r?),
         _ = wait_for_signal() => None,
     };
-    if let Some(attacher) = started {
+    if let Some(running) = started {
         let housekeeping = tokio::spawn(housekeeping(
-            attacher,
+            running.attacher.clone(),
             metrics.clone(),
             cfg.pending_release_dir(),
             stop_rx.clone(),
         ));
         wait_for_signal().await;
         housekeeping.abort();
+        running.reclaimer.abort();
+        // Stops refreshing; the lease is left to expire, never revoked.
+        drop(running.keepalive);
     }
 
     info!("stopping; interfaces, routes and records stay in place for the next agent");
@@ -98,10 +120,23 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What runs once the agent has started.
+struct Running {
+    attacher: Arc<Attacher>,
+    /// The node lease's keep-alive loop.
+    keepalive: Keepalive,
+    reclaimer: tokio::task::JoinHandle<()>,
+}
+
 /// Everything between "socket bound" and "ready": open the store (waiting for it if
-/// it is held, e.g. by an agent still shutting down), build the owners, adopt what the
-/// previous agent left, apply queued DELs.
-async fn start(cfg: &AgentConfig, state: &AppState) -> anyhow::Result<Arc<Attacher>> {
+/// it is held, e.g. by an agent still shutting down, or while etcd is unreachable),
+/// build the owners, register the node, adopt what the previous agent left, apply
+/// queued DELs.
+async fn start(
+    cfg: &AgentConfig,
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
     let store: Arc<dyn Store> = open_store(cfg, state).await;
     state.set_phase("starting IPAM");
     let ipam = Arc::new(
@@ -120,6 +155,42 @@ async fn start(cfg: &AgentConfig, state: &AppState) -> anyhow::Result<Arc<Attach
         .context("starting IPAM")?,
     );
     let host = Netlink::connect().context("opening netlink")?;
+
+    state.set_phase("registering the node");
+    let underlay = detect_underlay(cfg, &host).await?;
+    let tunnel = if cfg.fabric == FabricMode::Vxlan {
+        state.set_phase("allocating tunnel addresses");
+        tunnel_addresses(&ipam, state).await
+    } else {
+        TunnelAddrs::default()
+    };
+    let registry = Registry::new(
+        store.clone(),
+        RegistryConfig {
+            lease_ttl: Duration::from_secs(cfg.node_lease_ttl_secs),
+        },
+        node_record(cfg, &underlay),
+    );
+    // The VTEP MAC is the fabric's (a function of the node name); it is set here once
+    // the fabric is wired in. Until registered, this only updates the record.
+    let _ = registry
+        .set_fabric_info(FabricInfo {
+            vtep_mac: None,
+            tunnel_v4: tunnel.v4,
+            tunnel_v6: tunnel.v6,
+        })
+        .await;
+    let keepalive = registry.spawn();
+    let reclaimer = tokio::spawn(
+        Reclaimer::new(
+            ipam.clone(),
+            registry.subscribe_lease(),
+            ReclaimConfig::with_grace(Duration::from_secs(cfg.block_reclaim_grace_secs)),
+        )
+        .run(stop),
+    );
+    let _ = state.registry.set(registry);
+
     let mtu = match cfg.mtu {
         Some(m) => m,
         None => crate::netlink::default_route_mtu(&host)
@@ -156,24 +227,95 @@ async fn start(cfg: &AgentConfig, state: &AppState) -> anyhow::Result<Arc<Attach
     attacher.set_ready();
     state.set_phase("ready");
     info!(mtu, "ready");
-    Ok(attacher)
+    Ok(Running {
+        attacher,
+        keepalive,
+        reclaimer,
+    })
 }
 
-/// Open the embedded store, retrying while it cannot be opened (another process holds
-/// its lock, the disk is not there yet): the agent keeps answering meanwhile.
+/// Open the store — etcd with `--etcd-endpoints`, else the embedded file — retrying
+/// while it cannot be opened (etcd unreachable, another process holds the file's lock,
+/// the disk is not there yet): the agent keeps answering meanwhile.
 async fn open_store(cfg: &AgentConfig, state: &AppState) -> Arc<dyn Store> {
-    let path = cfg.store_path();
+    let what = cfg.store_description();
     let mut delay = Duration::from_millis(100);
     loop {
-        match EmbeddedStore::open(&path).await {
-            Ok(s) => return s,
+        let opened: Result<Arc<dyn Store>, _> = if cfg.uses_etcd() {
+            EtcdStore::connect(&cfg.etcd_endpoints, EtcdOptions::default())
+                .await
+                .map(|s| s as Arc<dyn Store>)
+        } else {
+            EmbeddedStore::open(&cfg.store_path())
+                .await
+                .map(|s| s as Arc<dyn Store>)
+        };
+        match opened {
+            Ok(s) => {
+                info!(store = %what, "store open");
+                return s;
+            }
             Err(e) => {
-                warn!(store = %path.display(), error = %e, "cannot open the store; retrying");
-                state.set_phase(format!("waiting for the store {}: {e}", path.display()));
+                warn!(store = %what, error = %e, "cannot open the store; retrying");
+                state.set_phase(format!("waiting for the store {what}: {e}"));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// The underlay addresses for the node record. A fabric cannot work without them, so
+/// their absence stops the agent then; with no fabric they are informational.
+async fn detect_underlay(cfg: &AgentConfig, host: &Netlink) -> anyhow::Result<Underlay> {
+    match crate::node::underlay::detect(host, cfg.underlay_iface.as_deref(), &cfg.underlay_addrs)
+        .await
+    {
+        Ok(u) => {
+            info!(iface = ?u.iface, v4 = ?u.v4, v6 = ?u.v6, "underlay");
+            Ok(u)
+        }
+        Err(e) if cfg.fabric == FabricMode::None => {
+            warn!(error = %e, "no underlay address for the node record");
+            Ok(Underlay::default())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("--fabric {}", cfg.fabric))),
+    }
+}
+
+/// This node's tunnel addresses, waiting (with backoff) while the store is away.
+async fn tunnel_addresses(ipam: &Ipam, state: &AppState) -> TunnelAddrs {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match ensure_tunnel_addresses(ipam).await {
+            Ok(t) => return t,
+            Err(e) => {
+                warn!(error = %e, "cannot allocate tunnel addresses; retrying");
+                state.set_phase(format!("allocating tunnel addresses: {e}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The record this agent registers, before the fabric adds its part.
+fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
+    let vxlan = cfg.fabric == FabricMode::Vxlan;
+    NodeRecord {
+        name: cfg.node_name.clone(),
+        underlay_v4: underlay.v4,
+        underlay_v6: underlay.v6,
+        fabric: cfg.fabric,
+        vtep_mac: None,
+        vxlan_vni: vxlan.then_some(cfg.vxlan_vni),
+        vxlan_port: vxlan.then_some(cfg.vxlan_port),
+        tunnel_v4: None,
+        tunnel_v6: None,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     }
 }
 

@@ -16,4 +16,5 @@ pub mod ipam;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
+pub mod node;
 pub mod store;

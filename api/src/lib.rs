@@ -10,10 +10,12 @@ pub mod client;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod nodes;
 pub mod queue;
 pub mod types;
 
 pub use client::{Client, ClientError};
+pub use nodes::NodeView;
 pub use types::*;
 
 /// Default path of the agent's unix socket.
@@ -37,4 +39,5 @@ pub mod paths {
     pub const IPAM: &str = "/v1/ipam";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
+    pub const NODES: &str = "/v1/nodes";
 }

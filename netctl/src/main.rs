@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_api::{
-    AgentStatus, Client, Endpoint, IpamIssue, IpamReport, IpamView, ReleaseRequest,
+    AgentStatus, Client, Endpoint, IpamIssue, IpamReport, IpamView, NodeView, ReleaseRequest,
     ReleaseResponse, paths,
 };
 
@@ -41,6 +41,9 @@ enum Cmd {
     Status,
     /// Attachments on this node.
     Endpoints,
+    /// Nodes of the cluster: live ones (with a record) and dead ones that still have
+    /// blocks.
+    Nodes,
     /// Address management.
     Ipam {
         #[command(subcommand)]
@@ -92,6 +95,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Endpoints => {
             let eps: Vec<Endpoint> = client.get(paths::ENDPOINTS)?;
             emit(out, &eps, || render_endpoints(&eps))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Nodes => {
+            let nodes: Vec<NodeView> = client.get(paths::NODES)?;
+            emit(out, &nodes, || render_nodes(&nodes))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ipam { cmd } => match cmd {
@@ -203,6 +211,43 @@ fn render_endpoints(eps: &[Endpoint]) -> String {
     t.render()
 }
 
+fn render_nodes(nodes: &[NodeView]) -> String {
+    let mut t = Table::new([
+        "NAME",
+        "UNDERLAY V4",
+        "UNDERLAY V6",
+        "FABRIC",
+        "VTEP MAC",
+        "TUNNEL",
+        "VERSION",
+        "BLOCKS",
+        "ALIVE",
+    ]);
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for n in nodes {
+        let r = n.record.as_ref();
+        let tunnel: Vec<String> = r
+            .map(|r| {
+                let v4 = r.tunnel_v4.map(|a| a.to_string());
+                let v6 = r.tunnel_v6.map(|a| a.to_string());
+                v4.into_iter().chain(v6).collect()
+            })
+            .unwrap_or_default();
+        t.row([
+            &n.name,
+            &or_dash(r.and_then(|r| r.underlay_v4).map(|a| a.to_string())),
+            &or_dash(r.and_then(|r| r.underlay_v6).map(|a| a.to_string())),
+            &or_dash(r.map(|r| r.fabric.to_string())),
+            &or_dash(r.and_then(|r| r.vtep_mac.clone())),
+            &or_dash((!tunnel.is_empty()).then(|| tunnel.join(","))),
+            &or_dash(r.map(|r| r.agent_version.clone())),
+            &n.blocks.len().to_string(),
+            if n.alive { "yes" } else { "no" },
+        ]);
+    }
+    t.render()
+}
+
 fn render_ipam(v: &IpamView) -> String {
     let mut t = Table::new(["POOL", "BLOCK SIZE", "USED", "SIZE", "USE %", "BLOCKS"]);
     for p in &v.pools {
@@ -303,7 +348,60 @@ fn short_id(id: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{count, render_nodes};
+    use strait_api::{FabricMode, NodeRecord, NodeView};
+
+    #[test]
+    fn nodes_table_shows_live_and_dead_nodes() {
+        let live = NodeView {
+            name: "h1".into(),
+            alive: true,
+            record: Some(NodeRecord {
+                name: "h1".into(),
+                underlay_v4: Some("10.0.0.1".parse().unwrap()),
+                underlay_v6: None,
+                fabric: FabricMode::Vxlan,
+                vtep_mac: Some("0e:12:34:56:78:9a".into()),
+                vxlan_vni: Some(4096),
+                vxlan_port: Some(4789),
+                tunnel_v4: Some("10.244.0.1".parse().unwrap()),
+                tunnel_v6: Some("fd00:244::1".parse().unwrap()),
+                agent_version: "0.1.0".into(),
+                started: 1,
+            }),
+            blocks: vec!["10.244.0.0/26".parse().unwrap()],
+        };
+        let dead = NodeView {
+            name: "h2".into(),
+            alive: false,
+            record: None,
+            blocks: vec![
+                "10.244.0.64/26".parse().unwrap(),
+                "10.244.0.128/26".parse().unwrap(),
+            ],
+        };
+        let out = render_nodes(&[live, dead]);
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][0], "NAME");
+        assert_eq!(
+            lines[1],
+            [
+                "h1",
+                "10.0.0.1",
+                "-",
+                "vxlan",
+                "0e:12:34:56:78:9a",
+                "10.244.0.1,fd00:244::1",
+                "0.1.0",
+                "1",
+                "yes"
+            ]
+        );
+        assert_eq!(lines[2], ["h2", "-", "-", "-", "-", "-", "-", "2", "no"]);
+    }
 
     #[test]
     fn counts_read_as_numbers_or_powers_of_two() {

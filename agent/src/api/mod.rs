@@ -27,12 +27,15 @@ use tokio::net::UnixListener;
 
 use crate::attach::{AttachError, Attacher};
 use crate::metrics::Metrics;
+use crate::node::Registry;
 
 /// What every handler can reach. The socket is served from the very start, before the
 /// store is open: until then [`AppState::attacher`] is empty, CNI calls get "try again
 /// later" (DEL is queued on disk instead), and readiness says what start-up waits for.
 pub struct AppState {
     pub attacher: tokio::sync::OnceCell<Arc<Attacher>>,
+    /// This node's registration; set once the store is open.
+    pub registry: tokio::sync::OnceCell<Arc<Registry>>,
     /// What start-up is doing or waiting for, shown while not ready.
     pub phase: std::sync::Mutex<String>,
     pub metrics: Arc<Metrics>,
@@ -126,6 +129,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::IPAM, get(ipam_view))
         .route(paths::IPAM_CHECK, get(ipam_check))
         .route(paths::IPAM_RELEASE, post(ipam_release))
+        .route(paths::NODES, get(nodes))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -354,6 +358,28 @@ async fn ipam_release(State(s): State<Shared>, body: Bytes) -> Response {
     match a.ipam_release(&req.report).await {
         Ok(r) => json(&r),
         Err(e) => e.into_response(),
+    }
+}
+
+/// Every node with a record, and every node that still has blocks (`netctl nodes`).
+async fn nodes(State(s): State<Shared>) -> Response {
+    let a = match s.attacher() {
+        Ok(a) => a,
+        Err(e) => return error_response(e),
+    };
+    let Some(registry) = s.registry.get() else {
+        return error_response(ApiError::new(
+            code::TRY_AGAIN_LATER,
+            format!("agent is starting: {}", s.phase()),
+        ));
+    };
+    let records = match registry.nodes().await {
+        Ok(r) => r,
+        Err(e) => return AttachError::from(e).into_response(),
+    };
+    match a.ipam().view().await {
+        Ok(v) => json(&crate::node::node_views(records, &v.blocks)),
+        Err(e) => AttachError::from(e).into_response(),
     }
 }
 

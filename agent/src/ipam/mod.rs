@@ -69,6 +69,7 @@ pub mod error;
 pub mod handle;
 pub mod keys;
 pub mod pool;
+pub mod reclaim;
 
 mod allocate;
 mod combine;
@@ -84,6 +85,16 @@ pub use pool::Pool;
 use allocator::Rules;
 use combine::Queue;
 use release::{ReleaseItem, ReleaseOutcome};
+
+/// Prefix of the handle that holds a node's tunnel addresses (the VXLAN device's own,
+/// as Calico's `ipv4VXLANTunnelAddr`): `strait-tunnel.<node>`. No attachment has such a
+/// handle: attachment handles are `<network>.<containerID>.<ifname>`.
+pub const TUNNEL_HANDLE_PREFIX: &str = "strait-tunnel.";
+
+/// The handle of `node`'s tunnel addresses.
+pub fn tunnel_handle(node: &str) -> String {
+    format!("{TUNNEL_HANDLE_PREFIX}{node}")
+}
 
 /// Attempts of one transaction (of one request, or of a batch) before its requests
 /// report [`IpamError::Conflict`]. Each conflict means another writer made progress, so

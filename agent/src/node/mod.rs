@@ -1,0 +1,51 @@
+//! The node registry: this node's record in the cluster (`nodes/<node>`, a
+//! [`strait_api::NodeRecord`] bound to the node's lease), where the other hosts learn
+//! its underlay and tunnel addresses, and from whose absence they learn it is gone.
+//!
+//! - [`underlay`]: which interface and addresses carry this node's tunnel traffic;
+//! - [`tunnel`]: the VXLAN device's own addresses, held in IPAM under
+//!   [`crate::ipam::tunnel_handle`];
+//! - [`registry`]: the lease, the record, the keep-alive loop, and the list of live
+//!   nodes (the `/v1/nodes` view).
+//!
+//! Leases carry liveness only: a node's blocks and addresses outlive its record, and
+//! only the IPAM reclaimer (after a grace period) frees what a dead node left.
+
+pub mod registry;
+pub mod tunnel;
+pub mod underlay;
+
+pub use registry::{FabricInfo, Keepalive, Registry, RegistryConfig, node_views};
+pub use underlay::{Underlay, UnderlayError};
+
+use crate::store::PREFIX;
+
+/// Prefix of every node record.
+pub fn nodes_prefix() -> String {
+    format!("{PREFIX}nodes/")
+}
+
+/// `nodes/<node>`.
+pub fn node_key(node: &str) -> String {
+    format!("{}{node}", nodes_prefix())
+}
+
+/// The node a record key names.
+pub fn node_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(PREFIX)?
+        .strip_prefix("nodes/")
+        .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_keys_round_trip() {
+        assert_eq!(node_key("h1"), "/strait/v1/nodes/h1");
+        assert_eq!(node_of_key(&node_key("h1")), Some("h1"));
+        assert_eq!(node_of_key(&nodes_prefix()), None);
+        assert_eq!(node_of_key("/strait/v1/ipam/blocks/x"), None);
+    }
+}
