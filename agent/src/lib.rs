@@ -12,6 +12,7 @@ pub mod attach;
 pub mod config;
 pub mod daemon;
 pub mod endpoint;
+pub mod fabric;
 pub mod ipam;
 pub mod metrics;
 pub mod netlink;

@@ -79,10 +79,23 @@ impl Netlink {
 
     /// The addresses on link `index` (both families).
     pub async fn addresses(&self, index: u32) -> Result<Vec<Address>, NetlinkError> {
+        self.dump_addresses(Some(index)).await
+    }
+
+    /// The addresses on every link (both families), in one dump.
+    pub async fn all_addresses(&self) -> Result<Vec<Address>, NetlinkError> {
+        self.dump_addresses(None).await
+    }
+
+    async fn dump_addresses(&self, index: Option<u32>) -> Result<Vec<Address>, NetlinkError> {
+        let object = match index {
+            Some(index) => format!("dev index {index}"),
+            None => "all links".to_string(),
+        };
         let messages = self
             .collect(
                 "list addresses",
-                format!("dev index {index}"),
+                object,
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 true,
             )
@@ -92,7 +105,7 @@ impl Netlink {
             let RouteNetlinkMessage::NewAddress(a) = m else {
                 continue;
             };
-            if a.header.index != index {
+            if index.is_some_and(|i| a.header.index != i) {
                 continue;
             }
             // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on
@@ -108,7 +121,7 @@ impl Netlink {
             }
             if let Some(ip) = local.or(address) {
                 out.push(Address {
-                    index,
+                    index: a.header.index,
                     ip,
                     prefix_len: a.header.prefix_len,
                 });

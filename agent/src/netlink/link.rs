@@ -342,7 +342,11 @@ pub async fn default_route_mtu(nl: &Netlink) -> Result<Option<u32>, NetlinkError
     }
 }
 
-fn parse_link(op: &'static str, object: &str, message: LinkMessage) -> Result<Link, NetlinkError> {
+pub(super) fn parse_link(
+    op: &'static str,
+    object: &str,
+    message: LinkMessage,
+) -> Result<Link, NetlinkError> {
     let mut name = None;
     let mut mac = None;
     let mut mtu = 0;

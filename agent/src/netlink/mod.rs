@@ -1,6 +1,6 @@
 //! The only code in strait that talks rtnetlink: a [`Netlink`] handle bound to one
 //! network namespace, and small typed helpers for links, addresses, routes, neighbours
-//! and the sysctls that go with them.
+//! and the sysctls that go with them, VXLAN devices and their forwarding database.
 //!
 //! A netlink socket stays bound to the namespace it was created in. So there is one
 //! socket per namespace: [`Netlink::connect`] for the agent's own, and
@@ -17,10 +17,12 @@
 
 mod addr;
 mod error;
+mod fdb;
 mod link;
 mod neigh;
 mod route;
 mod sysctl;
+mod vxlan;
 
 pub use sysctl::enable_forwarding;
 
@@ -36,10 +38,12 @@ use crate::netns::NetNs;
 
 pub use addr::Address;
 pub use error::{NetlinkError, ignore_exists, ignore_not_found};
+pub use fdb::{FdbEntry, FdbWrite};
 pub use link::default_route_mtu;
 pub use link::{Link, VethEnd, format_mac};
 pub use neigh::Neighbour;
-pub use route::Route;
+pub use route::{Route, RouteKind};
+pub use vxlan::{Vxlan, VxlanSpec};
 
 /// strait's route protocol number (`rtm_protocol`), the tag on every route strait
 /// installs: `ip route show proto 83` lists them (a line `83 strait` in

@@ -1,4 +1,5 @@
-//! Routes in the main table.
+//! Routes in the main table: unicast routes (via a gateway, or straight out of a link)
+//! and blackhole routes.
 
 use std::net::IpAddr;
 
@@ -12,9 +13,20 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{Netlink, NetlinkError, RTPROT_STRAIT};
 
-/// A unicast route in the main table.
+/// What the kernel does with a packet that matches a route (`rtm_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Forward it (via the gateway, or straight out of the link).
+    #[default]
+    Unicast,
+    /// Drop it silently (`ip route add blackhole <prefix>`).
+    Blackhole,
+}
+
+/// A unicast or blackhole route in the main table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    pub kind: RouteKind,
     pub destination: IpNet,
     pub gateway: Option<IpAddr>,
     /// Output interface index.
@@ -32,6 +44,7 @@ impl Route {
     /// (`ip route add <ip> dev <oif> scope link proto 83`).
     pub fn host(ip: IpAddr, oif: u32) -> Self {
         Self {
+            kind: RouteKind::Unicast,
             destination: IpNet::from(ip),
             gateway: None,
             oif: Some(oif),
@@ -50,11 +63,41 @@ impl Route {
             IpAddr::V6(_) => IpNet::V6(Default::default()),
         };
         Self {
+            kind: RouteKind::Unicast,
             destination,
             gateway: Some(gateway),
             oif: Some(oif),
             protocol: RTPROT_STRAIT,
             onlink: gateway.is_ipv4(),
+            metric: None,
+        }
+    }
+
+    /// A strait-owned route to `destination` via `gateway` out of `oif`
+    /// (`ip route add <destination> via <gateway> dev <oif> [onlink] proto 83`).
+    /// `onlink` when no connected route covers the gateway (a VXLAN peer's tunnel
+    /// address); without it the kernel refuses a gateway it cannot reach directly.
+    pub fn via(destination: IpNet, gateway: IpAddr, oif: u32, onlink: bool) -> Self {
+        Self {
+            kind: RouteKind::Unicast,
+            destination,
+            gateway: Some(gateway),
+            oif: Some(oif),
+            protocol: RTPROT_STRAIT,
+            onlink,
+            metric: None,
+        }
+    }
+
+    /// A strait-owned blackhole route (`ip route add blackhole <destination> proto 83`).
+    pub fn blackhole(destination: IpNet) -> Self {
+        Self {
+            kind: RouteKind::Blackhole,
+            destination,
+            gateway: None,
+            oif: None,
+            protocol: RTPROT_STRAIT,
+            onlink: false,
             metric: None,
         }
     }
@@ -75,10 +118,17 @@ impl Route {
         m.header.destination_prefix_length = self.destination.prefix_len();
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::from(self.protocol);
-        m.header.kind = RouteType::Unicast;
+        m.header.kind = match self.kind {
+            RouteKind::Unicast => RouteType::Unicast,
+            RouteKind::Blackhole => RouteType::BlackHole,
+        };
         // A route without a gateway reaches its destination directly on the link; the
-        // kernel wants that said for IPv4 (IPv6 ignores the scope).
-        m.header.scope = if self.gateway.is_none() && matches!(self.destination, IpNet::V4(_)) {
+        // kernel wants that said for IPv4 (IPv6 ignores the scope). A blackhole reaches
+        // nothing and is universe-scoped, as `ip route` makes it.
+        m.header.scope = if self.kind == RouteKind::Unicast
+            && self.gateway.is_none()
+            && matches!(self.destination, IpNet::V4(_))
+        {
             RouteScope::Link
         } else {
             RouteScope::Universe
@@ -108,12 +158,18 @@ impl Route {
 
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == RouteKind::Blackhole {
+            write!(f, "blackhole ")?;
+        }
         write!(f, "{}", self.destination)?;
         if let Some(gateway) = self.gateway {
             write!(f, " via {gateway}")?;
         }
         if let Some(oif) = self.oif {
             write!(f, " dev index {oif}")?;
+        }
+        if self.onlink {
+            write!(f, " onlink")?;
         }
         if let Some(metric) = self.metric {
             write!(f, " metric {metric}")?;
@@ -158,6 +214,18 @@ impl Netlink {
     /// The unicast routes of the main table (both families), optionally only those
     /// with protocol `protocol`.
     pub async fn routes(&self, protocol: Option<u8>) -> Result<Vec<Route>, NetlinkError> {
+        let mut routes = self.all_routes(protocol).await?;
+        routes.retain(|r| r.kind == RouteKind::Unicast);
+        Ok(routes)
+    }
+
+    /// The unicast and blackhole routes of the main table (both families) with
+    /// protocol `protocol`: what a fabric reconciles against.
+    pub async fn routes_with_blackholes(&self, protocol: u8) -> Result<Vec<Route>, NetlinkError> {
+        self.all_routes(Some(protocol)).await
+    }
+
+    async fn all_routes(&self, protocol: Option<u8>) -> Result<Vec<Route>, NetlinkError> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
@@ -190,8 +258,8 @@ impl Netlink {
     }
 }
 
-/// A main-table unicast route, or `None` for everything else (local, broadcast,
-/// multicast, cached or other-table entries).
+/// A main-table unicast or blackhole route, or `None` for everything else (local,
+/// broadcast, multicast, cached or other-table entries).
 fn parse_route(m: RouteMessage) -> Option<Route> {
     let mut table = u32::from(m.header.table);
     let mut destination = None;
@@ -208,7 +276,12 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
+    let kind = match m.header.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        _ => return None,
+    };
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
     let prefix_len = m.header.destination_prefix_length;
@@ -219,6 +292,7 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
         (None, _) => return None,
     };
     Some(Route {
+        kind,
         destination,
         gateway,
         oif,
@@ -260,6 +334,21 @@ mod tests {
             !m.attributes
                 .iter()
                 .any(|a| matches!(a, RouteAttribute::Destination(_)))
+        );
+    }
+
+    #[test]
+    fn blackhole_and_onlink_routes_round_trip() {
+        let block: IpNet = "10.244.1.0/26".parse().expect("net");
+        let m = Route::blackhole(block).to_message();
+        assert_eq!(m.header.kind, RouteType::BlackHole);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert_eq!(parse_route(m), Some(Route::blackhole(block)));
+        let via = Route::via(block, "10.244.1.1".parse().expect("ip"), 9, true);
+        assert_eq!(parse_route(via.to_message()), Some(via.clone()));
+        assert_eq!(
+            via.to_string(),
+            "10.244.1.0/26 via 10.244.1.1 dev index 9 onlink proto 83"
         );
     }
 

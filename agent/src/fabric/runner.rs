@@ -1,0 +1,434 @@
+//! The fabric's loop: list `nodes/` and `ipam/blocks/`, watch both from the listed
+//! revision, keep the cluster view current, and reconcile at start, after a burst of
+//! relevant changes (debounced), every `resync`, and again with backoff after a failure.
+//! A watch that ends or reports compaction makes it list again; nothing is ever
+//! flushed, on errors or on stop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use strait_api::NodeRecord;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, error, info, warn};
+
+use super::desired::ClusterView;
+use super::reconcile::reconcile;
+use super::report::{RouteReport, Warning};
+use super::{FabricConfig, FabricError};
+use crate::ipam::{Block, keys};
+use crate::netlink::Netlink;
+use crate::store::{EventKind, KeyValue, PREFIX, Store, WatchMessage};
+
+/// First retry delay after a failure; doubled per further failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+fn nodes_prefix() -> String {
+    format!("{PREFIX}nodes/")
+}
+
+/// The fabric of one node: call [`Fabric::run`] on a task; keep a [`FabricHandle`]
+/// (from [`Fabric::handle`]) for reports.
+pub struct Fabric {
+    store: Arc<dyn Store>,
+    handle: FabricHandle,
+}
+
+/// A cheap, cloneable handle on a running [`Fabric`]: what the API serves
+/// `netctl routes` from.
+#[derive(Clone)]
+pub struct FabricHandle {
+    netlink: Netlink,
+    cfg: Arc<FabricConfig>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The cluster as last read from the store.
+    view: Mutex<Arc<ClusterView>>,
+    status: Mutex<Status>,
+}
+
+#[derive(Default, Clone)]
+struct Status {
+    reconciles: u64,
+    last_error: Option<String>,
+}
+
+impl Fabric {
+    /// A fabric for `cfg.node`, reading the store and programming the namespace of
+    /// `netlink`.
+    pub fn new(store: Arc<dyn Store>, netlink: Netlink, cfg: FabricConfig) -> Self {
+        Self {
+            store,
+            handle: FabricHandle {
+                netlink,
+                cfg: Arc::new(cfg),
+                shared: Arc::default(),
+            },
+        }
+    }
+
+    pub fn handle(&self) -> FabricHandle {
+        self.handle.clone()
+    }
+
+    /// What the kernel has beside what the fabric wants, read now (see
+    /// [`FabricHandle::report`]).
+    pub async fn report(&self) -> RouteReport {
+        self.handle.report().await
+    }
+
+    /// Runs until `stop` turns true (or its sender is dropped). Leaves the kernel as it
+    /// is on return: a restarted agent adopts it.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let cfg = self.handle.cfg.clone();
+        info!(node = %cfg.node, mode = %cfg.mode, "fabric starting");
+        let mut backoff = MIN_BACKOFF;
+        let mut state = LoopState::default();
+        loop {
+            match self.session(&mut stop, &mut state).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "fabric: store session ended; listing again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            // A session that got as far as a reconciliation resets the backoff.
+            if state.reconciled_in_session {
+                backoff = MIN_BACKOFF;
+            }
+        }
+        info!(node = %cfg.node, "fabric stopped (kernel state left in place)");
+    }
+
+    /// One list-and-watch session. `Ok` means stop; `Err` means list again.
+    async fn session(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        state: &mut LoopState,
+    ) -> Result<(), FabricError> {
+        state.reconciled_in_session = false;
+        let nodes_prefix = nodes_prefix();
+        let blocks_prefix = keys::blocks_prefix();
+        let nodes = self.store.range(&nodes_prefix).await?;
+        let blocks = self.store.range(&blocks_prefix).await?;
+        let mut view = ClusterView::default();
+        for kv in &nodes.kvs {
+            put_node(&mut view, kv);
+        }
+        for kv in &blocks.kvs {
+            put_block(&mut view, kv);
+        }
+        let mut node_watch = self.store.watch(&nodes_prefix, nodes.revision + 1).await?;
+        let mut block_watch = self
+            .store
+            .watch(&blocks_prefix, blocks.revision + 1)
+            .await?;
+        debug!(
+            nodes = view.nodes.len(),
+            blocks = view.blocks.len(),
+            "fabric: listed the cluster"
+        );
+        self.publish(&view);
+        let mut due = Some(Instant::now());
+        let cfg = self.handle.cfg.clone();
+        loop {
+            let deadline = due.unwrap_or_else(|| Instant::now() + cfg.resync);
+            tokio::select! {
+                _ = stopped(stop) => return Ok(()),
+                message = node_watch.rx.recv() => {
+                    let changed = watch_message(message, &nodes_prefix, |kind, kv| match kind {
+                        EventKind::Put => put_node(&mut view, kv),
+                        EventKind::Delete => delete_node(&mut view, &kv.key),
+                    })?;
+                    if changed {
+                        due.get_or_insert_with(|| Instant::now() + cfg.debounce);
+                    }
+                }
+                message = block_watch.rx.recv() => {
+                    let changed = watch_message(message, &blocks_prefix, |kind, kv| match kind {
+                        EventKind::Put => put_block(&mut view, kv),
+                        EventKind::Delete => delete_block(&mut view, &kv.key),
+                    })?;
+                    if changed {
+                        due.get_or_insert_with(|| Instant::now() + cfg.debounce);
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    self.publish(&view);
+                    due = match self.reconcile_once(state).await {
+                        Ok(()) => {
+                            state.retry = MIN_BACKOFF;
+                            state.reconciled_in_session = true;
+                            None
+                        }
+                        Err(()) => {
+                            let retry = state.retry;
+                            state.retry = (state.retry * 2).min(MAX_BACKOFF);
+                            Some(Instant::now() + retry)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    fn publish(&self, view: &ClusterView) {
+        *lock(&self.handle.shared.view) = Arc::new(view.clone());
+    }
+
+    async fn reconcile_once(&self, state: &mut LoopState) -> Result<(), ()> {
+        let h = &self.handle;
+        let view = lock(&h.shared.view).clone();
+        let started = Instant::now();
+        let outcome = reconcile(&h.netlink, &h.cfg, &view, true).await;
+        let mut status = lock(&h.shared.status);
+        status.reconciles += 1;
+        match outcome {
+            Ok(done) => {
+                status.last_error = None;
+                drop(status);
+                if done.changes > 0 {
+                    info!(changes = done.changes, took = ?started.elapsed(), "fabric reconciled");
+                } else {
+                    debug!(took = ?started.elapsed(), "fabric in sync");
+                }
+                if done.report.warnings != state.warnings {
+                    for w in &done.report.warnings {
+                        error!(warning = %w, "fabric cannot reach part of the cluster");
+                    }
+                    state.warnings = done.report.warnings;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                status.last_error = Some(e.to_string());
+                drop(status);
+                error!(error = %e, retry_in = ?state.retry, "fabric reconciliation failed");
+                Err(())
+            }
+        }
+    }
+}
+
+impl FabricHandle {
+    /// Reads the kernel now and compares it with what the fabric wants from the
+    /// cluster as last seen; changes nothing. A kernel read that fails is reported in
+    /// `last_error`.
+    pub async fn report(&self) -> RouteReport {
+        let view = lock(&self.shared.view).clone();
+        let status = lock(&self.shared.status).clone();
+        let mut report = match reconcile(&self.netlink, &self.cfg, &view, false).await {
+            Ok(done) => done.report,
+            Err(e) => RouteReport {
+                node: self.cfg.node.clone(),
+                mode: self.cfg.mode.to_string(),
+                last_error: Some(format!("reading the kernel: {e}")),
+                ..Default::default()
+            },
+        };
+        report.reconciles = status.reconciles;
+        if report.last_error.is_none() {
+            report.last_error = status.last_error;
+        }
+        report
+    }
+
+    /// Reconciliations completed (successfully or not) since the fabric started.
+    pub fn reconciles(&self) -> u64 {
+        lock(&self.shared.status).reconciles
+    }
+
+    pub fn config(&self) -> &FabricConfig {
+        &self.cfg
+    }
+}
+
+struct LoopState {
+    retry: Duration,
+    reconciled_in_session: bool,
+    /// Warnings last logged, so an unchanged condition is logged once, not every 30 s.
+    warnings: Vec<Warning>,
+}
+
+impl Default for LoopState {
+    fn default() -> Self {
+        Self {
+            retry: MIN_BACKOFF,
+            reconciled_in_session: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these plain-data locks leaves the data usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender means nobody can stop us any more: treat it as a stop.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Applies one watch message to the view through `apply` (which says whether the
+/// change matters to the fabric); an ended or compacted watch is an error: list again.
+fn watch_message(
+    message: Option<WatchMessage>,
+    prefix: &str,
+    mut apply: impl FnMut(EventKind, &KeyValue) -> bool,
+) -> Result<bool, FabricError> {
+    match message {
+        Some(WatchMessage::Events(events)) => {
+            let mut changed = false;
+            for e in &events {
+                changed |= apply(e.kind, &e.kv);
+            }
+            Ok(changed)
+        }
+        Some(WatchMessage::Compacted { .. }) | None => {
+            Err(FabricError::WatchEnded(prefix.to_string()))
+        }
+    }
+}
+
+/// Records a node; returns whether the view changed. An unreadable record is logged
+/// and dropped (the node is then treated as absent).
+fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
+    let Some(name) = kv.key.strip_prefix(&nodes_prefix()) else {
+        return false;
+    };
+    match serde_json::from_slice::<NodeRecord>(&kv.value) {
+        Ok(record) if record.name == name => {
+            view.nodes.get(name) != Some(&record) && {
+                view.nodes.insert(name.to_string(), record);
+                true
+            }
+        }
+        Ok(record) => {
+            warn!(key = %kv.key, name = %record.name, "node record names another node; ignored");
+            view.nodes.remove(name).is_some()
+        }
+        Err(e) => {
+            warn!(key = %kv.key, error = %e, "unreadable node record; ignored");
+            view.nodes.remove(name).is_some()
+        }
+    }
+}
+
+fn delete_node(view: &mut ClusterView, key: &str) -> bool {
+    key.strip_prefix(&nodes_prefix())
+        .is_some_and(|name| view.nodes.remove(name).is_some())
+}
+
+/// Records a block's affinity; returns whether it changed (allocations inside a block
+/// change often and concern the fabric not at all).
+fn put_block(view: &mut ClusterView, kv: &KeyValue) -> bool {
+    let Some(cidr) = keys::block_cidr(&kv.key) else {
+        return false;
+    };
+    let block = serde_json::from_slice::<Block>(&kv.value)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.verify(&cidr).map(|()| b));
+    match block {
+        Ok(block) => set_affinity(view, cidr, Some(block.affinity)),
+        Err(e) => {
+            warn!(key = %kv.key, error = %e, "unreadable block; ignored");
+            set_affinity(view, cidr, None)
+        }
+    }
+}
+
+fn delete_block(view: &mut ClusterView, key: &str) -> bool {
+    keys::block_cidr(key).is_some_and(|cidr| set_affinity(view, cidr, None))
+}
+
+/// `Some(affinity)` records the block, `None` forgets it.
+fn set_affinity(view: &mut ClusterView, cidr: IpNet, affinity: Option<Option<String>>) -> bool {
+    match affinity {
+        Some(a) => view.blocks.insert(cidr, a.clone()) != Some(a),
+        None => view.blocks.remove(&cidr).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: serde_json::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: serde_json::to_vec(&value).expect("json"),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn only_affinity_changes_of_blocks_matter() {
+        let mut view = ClusterView::default();
+        let key = "/strait/v1/ipam/blocks/10.244.1.0-26";
+        let block = |allocations: serde_json::Value| {
+            serde_json::json!({"cidr": "10.244.1.0/26", "affinity": "n1",
+                "allocations": allocations, "next_ordinal": 0, "claimed": 0})
+        };
+        assert!(put_block(&mut view, &kv(key, block(serde_json::json!({})))));
+        assert!(!put_block(
+            &mut view,
+            &kv(key, block(serde_json::json!({"1": "h"})))
+        ));
+        assert_eq!(
+            view.blocks.get(&"10.244.1.0/26".parse().expect("net")),
+            Some(&Some("n1".to_string()))
+        );
+        // A block under another block's key is refused.
+        let other = "/strait/v1/ipam/blocks/10.244.2.0-26";
+        assert!(!put_block(
+            &mut view,
+            &kv(other, block(serde_json::json!({})))
+        ));
+        assert!(delete_block(&mut view, key));
+        assert!(view.blocks.is_empty());
+    }
+
+    #[test]
+    fn node_records_must_name_their_key() {
+        let mut view = ClusterView::default();
+        let record = |name: &str| {
+            serde_json::json!({"name": name, "underlay_v4": "10.0.0.2", "underlay_v6": null,
+                "fabric": "vxlan", "agent_version": "0.1.0", "started": 1})
+        };
+        assert!(put_node(
+            &mut view,
+            &kv("/strait/v1/nodes/n2", record("n2"))
+        ));
+        assert!(!put_node(
+            &mut view,
+            &kv("/strait/v1/nodes/n2", record("n2"))
+        ));
+        assert!(put_node(
+            &mut view,
+            &kv("/strait/v1/nodes/n2", record("n3"))
+        ));
+        assert!(view.nodes.is_empty());
+        assert!(!put_node(
+            &mut view,
+            &kv("/strait/v1/nodes/n4", serde_json::json!("garbage"))
+        ));
+        assert!(put_node(
+            &mut view,
+            &kv("/strait/v1/nodes/n4", record("n4"))
+        ));
+        assert!(delete_node(&mut view, "/strait/v1/nodes/n4"));
+    }
+}

@@ -1,0 +1,105 @@
+//! The VXLAN device `strait.vxlan`: made to match the configuration, adopted as it is
+//! when it already does (no flush: peers' traffic keeps flowing across a restart).
+
+use tracing::{info, warn};
+
+use super::{FabricConfig, FabricError, VXLAN_DEVICE, vtep_mac, vxlan_mtu};
+use crate::netlink::{Netlink, Vxlan, VxlanSpec, ignore_not_found};
+
+/// Ensures `strait.vxlan` exists with the configured VNI, port and local address, no
+/// learning, the VTEP MAC of this node, the MTU the underlay leaves room for, and up.
+/// A device with other tunnel parameters (or a non-VXLAN link by that name) is
+/// recreated; a wrong MTU, MAC or state is fixed in place.
+pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vxlan, FabricError> {
+    let local = cfg
+        .underlay
+        .v4
+        .map(std::net::IpAddr::V4)
+        .or(cfg.underlay.v6.map(std::net::IpAddr::V6))
+        .ok_or(FabricError::VxlanWithoutUnderlay)?;
+    let underlay = nl
+        .link_by_name(&cfg.underlay.iface)
+        .await?
+        .ok_or_else(|| FabricError::NoUnderlayIface(cfg.underlay.iface.clone()))?;
+    let spec = VxlanSpec {
+        name: VXLAN_DEVICE.to_string(),
+        vni: cfg.vni,
+        port: cfg.port,
+        local,
+        mac: vtep_mac(&cfg.node),
+        mtu: vxlan_mtu(underlay.mtu, local.is_ipv6()),
+    };
+    if let Some(existing) = nl.vxlan_by_name(VXLAN_DEVICE).await? {
+        let tunnel_matches = existing.vni == Some(spec.vni)
+            && existing.port == Some(spec.port)
+            && existing.local == Some(spec.local)
+            && !existing.learning;
+        if tunnel_matches {
+            return fix_in_place(nl, existing, &spec).await;
+        }
+        warn!(
+            device = VXLAN_DEVICE,
+            kind = ?existing.link.kind,
+            vni = ?existing.vni,
+            port = ?existing.port,
+            local = ?existing.local,
+            learning = existing.learning,
+            "recreating the VXLAN device: its tunnel parameters are not the configured ones \
+             (vni {}, port {}, local {})",
+            spec.vni,
+            spec.port,
+            spec.local
+        );
+        ignore_not_found(nl.del_link(existing.link.index).await)?;
+    }
+    info!(device = VXLAN_DEVICE, vni = spec.vni, port = spec.port, local = %spec.local, mtu = spec.mtu, "creating the VXLAN device");
+    crate::netlink::ignore_exists(nl.create_vxlan(&spec).await)?;
+    let created = nl.vxlan_by_name(VXLAN_DEVICE).await?.ok_or_else(|| {
+        FabricError::Netlink(crate::netlink::NetlinkError::Incomplete {
+            op: "create vxlan",
+            object: VXLAN_DEVICE.to_string(),
+            what: "the device right after creating it",
+        })
+    })?;
+    fix_in_place(nl, created, &spec).await
+}
+
+async fn fix_in_place(
+    nl: &Netlink,
+    mut device: Vxlan,
+    spec: &VxlanSpec,
+) -> Result<Vxlan, FabricError> {
+    let index = device.link.index;
+    if device.link.mtu != spec.mtu {
+        info!(
+            device = VXLAN_DEVICE,
+            from = device.link.mtu,
+            to = spec.mtu,
+            "setting the VXLAN MTU"
+        );
+        nl.set_mtu(index, spec.mtu).await?;
+        device.link.mtu = spec.mtu;
+    }
+    if device.link.mac != Some(spec.mac) {
+        info!(device = VXLAN_DEVICE, "setting the VTEP MAC");
+        nl.set_mac(index, spec.mac).await?;
+        device.link.mac = Some(spec.mac);
+    }
+    if !device.link.up {
+        nl.set_up(index).await?;
+        device.link.up = true;
+    }
+    Ok(device)
+}
+
+/// Deletes `strait.vxlan` if it exists: in any mode but vxlan it is a leftover.
+pub(crate) async fn remove_device(nl: &Netlink) -> Result<(), FabricError> {
+    if let Some(link) = nl.link_by_name(VXLAN_DEVICE).await? {
+        info!(
+            device = VXLAN_DEVICE,
+            "removing the VXLAN device: the fabric is not vxlan"
+        );
+        ignore_not_found(nl.del_link(link.index).await)?;
+    }
+    Ok(())
+}
