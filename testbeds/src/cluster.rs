@@ -490,6 +490,11 @@ impl Cluster {
         (self.peers.last().expect("just pushed"), v4, v6)
     }
 
+    /// The namespaces made by [`Cluster::add_underlay_peer`].
+    pub fn peers(&self) -> &[Netns] {
+        &self.peers
+    }
+
     /// SIGTERM host `i`'s agent and start it again (same flags, state and socket);
     /// wait until ready.
     pub fn restart_agent(&mut self, i: usize) {

@@ -1,0 +1,514 @@
+//! `strait-testbed`: a multi-host strait cluster in network namespaces, to explore by
+//! hand (the same [`Cluster`] the scenario tests use).
+//!
+//! `up` runs in the foreground: it builds the cluster, prints what exists, writes a
+//! state file under `/run/strait-testbed/`, and waits; Ctrl-C (or SIGTERM, SIGHUP)
+//! tears everything down. From another shell, `status`, `exec` and `down` read the
+//! state file. `down` asks a live `up` to tear down; if `up` died (SIGKILL, a crash) it
+//! removes what the state file records itself: daemons by PID (checked to still be
+//! straitd or etcd), namespaces by name, the temp dir.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Fabric};
+
+const STATE_DIR: &str = "/run/strait-testbed";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strait-testbed",
+    about = "A multi-host strait cluster in network namespaces"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build a test bed and keep it until Ctrl-C (or `strait-testbed down`).
+    Up {
+        /// What to put on the hosts.
+        #[arg(value_enum, default_value_t = Scenario::Mesh)]
+        scenario: Scenario,
+        /// Number of hosts.
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// The agents' fabric.
+        #[arg(long, value_enum, default_value_t = FabricArg::Vxlan)]
+        fabric: FabricArg,
+        /// Add an IPv6 pool: containers get both families.
+        #[arg(long)]
+        v6: bool,
+        /// Hosts on two L2 segments joined by a router (the second half on segment B).
+        #[arg(long)]
+        two_segments: bool,
+        /// Each agent on its own embedded store, without cluster flags (an agent built
+        /// before cluster support; implies no fabric).
+        #[arg(long)]
+        embedded_store: bool,
+        /// MTU of the underlay links.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+        /// `--node-lease-ttl-secs` for the agents.
+        #[arg(long)]
+        node_lease_ttl_secs: Option<u64>,
+    },
+    /// Show the test beds that exist and whether their parts are alive.
+    Status,
+    /// Run a command in a host's or a container's namespace (`h1`, `c1`, `underlay`,
+    /// `router`). In a host, `STRAIT_SOCKET` is set, so `netctl` talks to its agent.
+    Exec {
+        /// Which test bed (its prefix), when there are several.
+        #[arg(long)]
+        name: Option<String>,
+        /// `h1`..`hN`, a container name, `underlay` or `router`.
+        target: String,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Tear a test bed down (all of them with --all).
+    Down {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One container per host: c1 on h1, c2 on h2, ...
+    Mesh,
+    /// Hosts and agents only.
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FabricArg {
+    None,
+    Vxlan,
+    HostGw,
+}
+
+impl From<FabricArg> for Fabric {
+    fn from(f: FabricArg) -> Self {
+        match f {
+            FabricArg::None => Fabric::None,
+            FabricArg::Vxlan => Fabric::Vxlan,
+            FabricArg::HostGw => Fabric::HostGw,
+        }
+    }
+}
+
+/// What `up` records for the other subcommands.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    prefix: String,
+    /// PID of the `up` process that owns the test bed.
+    up_pid: u32,
+    summary: String,
+    dir: PathBuf,
+    /// etcd's own temp dir (data and log).
+    etcd_dir: Option<PathBuf>,
+    etcd_pid: Option<u32>,
+    etcd_url: String,
+    hosts: Vec<HostState>,
+    containers: Vec<ContainerState>,
+    underlay_netns: String,
+    router_netns: Option<String>,
+    /// Every namespace, for teardown.
+    namespaces: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HostState {
+    name: String,
+    netns: String,
+    agent_pid: Option<u32>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ContainerState {
+    name: String,
+    host: String,
+    netns: String,
+    ips: Vec<IpAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !strait_testbeds::require_root("strait-testbed") {
+        return ExitCode::from(2);
+    }
+    let result = match cli.cmd {
+        Cmd::Up {
+            scenario,
+            hosts,
+            fabric,
+            v6,
+            two_segments,
+            embedded_store,
+            mtu,
+            node_lease_ttl_secs,
+        } => {
+            let mut opts = ClusterOpts::new(hosts, fabric.into());
+            opts.pools = vec!["10.244.0.0/16".into()];
+            if v6 {
+                opts.pools.push("fd00:244::/56".into());
+            }
+            opts.two_segments = two_segments;
+            opts.underlay_mtu = mtu;
+            opts.node_lease_ttl_secs = node_lease_ttl_secs;
+            if embedded_store {
+                opts.store = ClusterStore::Embedded;
+                opts.fabric = Fabric::None;
+            }
+            up(opts, scenario)
+        }
+        Cmd::Status => status(),
+        Cmd::Exec {
+            name,
+            target,
+            command,
+        } => exec(name.as_deref(), &target, &command),
+        Cmd::Down { name, all } => down(name.as_deref(), all),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strait-testbed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
+    if !(1..=99).contains(&opts.hosts) {
+        return Err(format!("--hosts must be 1 to 99, not {}", opts.hosts));
+    }
+    // etcd runs in the underlay also for embedded-store agents: same topology.
+    if !strait_testbeds::etcd::require_etcd("strait-testbed") {
+        return Ok(ExitCode::from(2));
+    }
+    // Registered before anything is built: a Ctrl-C during the build is kept and
+    // answered (by tearing down) as soon as the build is done. A handler, not a blocked
+    // mask, since children inherit the mask and straitd and etcd must see SIGTERM.
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signal handlers: {e}"))?;
+    let mut cluster = Cluster::start(opts);
+    if scenario == Scenario::Mesh {
+        for i in 0..cluster.hosts().len() {
+            cluster.add_container(i, &format!("c{}", i + 1));
+        }
+    }
+    let state = record(&cluster);
+    std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("{STATE_DIR}: {e}"))?;
+    let path = state_path(&cluster.prefix);
+    let text = serde_json::to_string_pretty(&state).expect("state JSON");
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+
+    print!("{}", cluster.describe());
+    let first = &state.hosts[0].name;
+    println!(
+        "\nExplore from another shell:\n  \
+         strait-testbed status\n  \
+         strait-testbed exec {first} -- netctl status      # the agent of {first}\n  \
+         strait-testbed exec {first} -- ip route            # its routes\n  \
+         strait-testbed exec {first} -- bridge fdb show dev strait.vxlan\n  \
+         strait-testbed exec c1 -- ping -c3 <address of c2>\n  \
+         strait-testbed down                            # or Ctrl-C here\n\
+         State file: {}\nRunning until Ctrl-C.",
+        path.display()
+    );
+    let sig = signals.forever().next().unwrap_or(SIGTERM);
+    println!("signal {sig}: tearing down {}", cluster.prefix);
+    drop(cluster);
+    let _ = std::fs::remove_file(&path);
+    println!("removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record(cluster: &Cluster) -> State {
+    State {
+        prefix: cluster.prefix.clone(),
+        up_pid: std::process::id(),
+        summary: cluster.describe(),
+        dir: cluster.dir(),
+        etcd_dir: cluster.etcd().log_path().parent().map(Path::to_path_buf),
+        etcd_pid: cluster.etcd().pid(),
+        etcd_url: cluster.etcd().client_url(),
+        hosts: cluster
+            .hosts()
+            .iter()
+            .map(|h| HostState {
+                name: h.name.clone(),
+                netns: h.ns.name().to_string(),
+                agent_pid: h.agent.pid(),
+                socket: h.agent.socket.clone(),
+                log: h.agent.log_path.clone(),
+            })
+            .collect(),
+        containers: cluster
+            .containers()
+            .iter()
+            .map(|c| ContainerState {
+                name: c.name.clone(),
+                host: cluster.host(c.host).name.clone(),
+                netns: c.ns.name().to_string(),
+                ips: c.ips(),
+            })
+            .collect(),
+        underlay_netns: cluster.underlay().ns.name().to_string(),
+        router_netns: cluster
+            .underlay()
+            .router
+            .as_ref()
+            .map(|r| r.name().to_string()),
+        namespaces: cluster.namespaces(),
+    }
+}
+
+fn state_path(prefix: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{prefix}.json"))
+}
+
+fn load_all() -> Vec<State> {
+    let Ok(dir) = std::fs::read_dir(STATE_DIR) else {
+        return vec![];
+    };
+    let mut all: Vec<State> = dir
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect();
+    all.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    all
+}
+
+/// The one test bed meant: by name, or the only one.
+fn load_one(name: Option<&str>) -> Result<State, String> {
+    let mut all = load_all();
+    match name {
+        Some(n) => all
+            .into_iter()
+            .find(|s| s.prefix == n)
+            .ok_or_else(|| format!("no test bed {n} (see `strait-testbed status`)")),
+        None if all.len() == 1 => Ok(all.remove(0)),
+        None if all.is_empty() => Err("no test bed is up".into()),
+        None => Err(format!(
+            "{} test beds are up; say which with --name ({})",
+            all.len(),
+            all.iter()
+                .map(|s| s.prefix.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn alive(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+fn status() -> Result<ExitCode, String> {
+    let all = load_all();
+    if all.is_empty() {
+        println!("no test bed is up");
+    }
+    for s in &all {
+        print!("{}", s.summary);
+        println!(
+            "  up pid {} {}; etcd {}; agents: {}",
+            s.up_pid,
+            if alive(Some(s.up_pid)) {
+                "running"
+            } else {
+                "GONE (use `down` to clean up)"
+            },
+            if alive(s.etcd_pid) { "running" } else { "down" },
+            s.hosts
+                .iter()
+                .map(|h| format!(
+                    "{} {}",
+                    h.name,
+                    if alive(h.agent_pid) {
+                        "running"
+                    } else {
+                        "down"
+                    }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(name: Option<&str>, target: &str, command: &[String]) -> Result<ExitCode, String> {
+    let s = load_one(name)?;
+    let mut socket = None;
+    let netns = if let Some(h) = s.hosts.iter().find(|h| h.name == target) {
+        socket = Some(h.socket.clone());
+        h.netns.clone()
+    } else if let Some(c) = s.containers.iter().find(|c| c.name == target) {
+        c.netns.clone()
+    } else if target == "underlay" {
+        s.underlay_netns.clone()
+    } else if target == "router" {
+        s.router_netns
+            .clone()
+            .ok_or("this test bed has one segment and no router")?
+    } else {
+        return Err(format!(
+            "no host or container {target} in {} (hosts: {}; containers: {})",
+            s.prefix,
+            s.hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            s.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &netns]).args(command);
+    if let Some(sock) = socket {
+        cmd.env("STRAIT_SOCKET", sock);
+    }
+    // The workspace's binaries (netctl) by name, beside this one.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    let status = cmd.status().map_err(|e| format!("ip netns exec: {e}"))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+fn down(name: Option<&str>, all: bool) -> Result<ExitCode, String> {
+    let targets = if all {
+        load_all()
+    } else {
+        vec![load_one(name)?]
+    };
+    let mut failures = vec![];
+    for s in targets {
+        if let Err(e) = down_one(&s) {
+            failures.push(format!("{}: {e}", s.prefix));
+        }
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn down_one(s: &State) -> Result<(), String> {
+    let path = state_path(&s.prefix);
+    // A live `up` owns the test bed: ask it, and it tears down in order.
+    if alive(Some(s.up_pid)) && is_ours(s.up_pid, "strait-testbed") {
+        println!("{}: asking up (pid {}) to tear down", s.prefix, s.up_pid);
+        signal(s.up_pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while alive(Some(s.up_pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !alive(Some(s.up_pid)) && !path.exists() {
+            println!("{}: removed", s.prefix);
+            return Ok(());
+        }
+    }
+    // `up` is gone: remove what it recorded. Keep going past failures, report all.
+    println!("{}: up is gone, removing what it left", s.prefix);
+    let mut problems = vec![];
+    let mut killed = vec![];
+    let pids = s
+        .hosts
+        .iter()
+        .map(|h| (h.agent_pid, "straitd"))
+        .chain(std::iter::once((s.etcd_pid, "etcd")));
+    for (pid, what) in pids {
+        if let Some(pid) = pid
+            && alive(Some(pid))
+            && is_ours(pid, what)
+        {
+            signal(pid, Signal::SIGKILL);
+            killed.push(pid);
+        }
+    }
+    // Dead, not dying: a daemon still writing would refill the dirs removed below.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while killed.iter().any(|&p| running(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for ns in &s.namespaces {
+        if Path::new("/run/netns").join(ns).exists() {
+            let out = Command::new("ip").args(["netns", "del", ns]).output();
+            if !out.is_ok_and(|o| o.status.success()) {
+                problems.push(format!("netns {ns} not deleted"));
+            }
+        }
+    }
+    // Only ever a temp dir: a corrupt state file must not make us delete elsewhere.
+    for dir in std::iter::once(&s.dir).chain(s.etcd_dir.as_ref()) {
+        if dir.starts_with(std::env::temp_dir())
+            && dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            problems.push(format!("{}: {e}", dir.display()));
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    if problems.is_empty() {
+        println!("{}: removed", s.prefix);
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+/// Whether `pid` exists and is not a zombie (a zombie holds no files any more).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Whether `pid` still runs a program whose command line names `what` (a PID may have
+/// been reused since the state file was written).
+fn is_ours(pid: u32, what: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(what))
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
