@@ -71,6 +71,25 @@ fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<()
     }
 }
 
+/// The text without terminal colour sequences (`ESC [ ... m`), which would glue
+/// `h3` to the code before it.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 fn v4(c: &Container) -> IpAddr {
     IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
 }
@@ -311,13 +330,14 @@ fn host_gw_peer_on_another_segment_gets_no_route() {
     };
     let h1 = cluster.host(0);
     wait_until(CONVERGE, "h1 logs an error about h3", || {
-        let log = h1.agent.log();
+        let log = strip_ansi(&h1.agent.log());
         log.lines()
             .any(|l| (l.contains("ERROR") || l.contains("WARN")) && mentions_h3(l))
             .then_some(())
             .ok_or_else(|| "no such line in h1's log".to_string())
     });
     let (ok, routes) = h1.netctl(&["routes"]);
+    let routes = strip_ansi(&routes);
     assert!(ok, "netctl routes failed: {routes}");
     assert!(
         routes

@@ -6,8 +6,11 @@
 //! is container veth → h1 → `strait.vxlan` → underlay bridge → h2 → veth.
 //! Baseline: two namespaces plugged into the same underlay bridge, each with a VXLAN
 //! device made by hand (`ip link add vx0 type vxlan ... remote <peer>`), iperf3
-//! between their overlay addresses. Runs alternate (strait, baseline, strait, ...)
-//! so both see the same machine load; the median of each is compared.
+//! between their overlay addresses. A second baseline puts the endpoints of that pair
+//! one veth and one routed hop behind the VXLAN devices, as strait's containers are:
+//! it separates the cost of that shape from the cost of strait itself. Runs alternate
+//! (strait, baseline, baseline, strait, ...) so all see the same machine load; the
+//! medians are compared.
 //!
 //! Usage: strait-bench-throughput [--runs N] [--seconds S] [--underlay-mtu M]
 //! (root; iperf3 and etcd installed; release build advised: scripts/bench-throughput.sh)
@@ -106,68 +109,164 @@ fn main() {
         ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "vx0"]);
         ns.exec_ok(&["ip", "link", "set", "vx0", "up"]);
     }
-    let base_client = find_peer(&cluster, &p1_name);
-    let base_server = find_peer(&cluster, &p2_name);
-    let base_ip: IpAddr = overlay[1].parse().expect("overlay address");
+    // The same pair with the endpoints one veth and one routed hop behind the VXLAN
+    // devices: strait's shape, without strait. Tells the cost of the shape apart from
+    // the cost of strait.
+    let q1 = Netns::new(format!("{}q1", cluster.prefix));
+    let q2 = Netns::new(format!("{}q2", cluster.prefix));
+    for (peer, q, subnet, other, via) in [
+        (&p1_name, &q1, 51, 52, overlay[1]),
+        (&p2_name, &q2, 52, 51, overlay[0]),
+    ] {
+        let ns = find_peer(&cluster, peer);
+        let mtu = vx_mtu.to_string();
+        ns.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            "v0",
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            q.name(),
+            "mtu",
+            &mtu,
+        ]);
+        ns.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("192.168.{subnet}.254/24"),
+            "dev",
+            "v0",
+        ]);
+        ns.exec_ok(&["ip", "link", "set", "v0", "up"]);
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let dst = format!("192.168.{other}.0/24");
+        ns.exec_ok(&["ip", "route", "add", &dst, "via", via, "dev", "vx0"]);
+        q.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("192.168.{subnet}.1/24"),
+            "dev",
+            "eth0",
+        ]);
+        q.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        let gw = format!("192.168.{subnet}.254");
+        q.exec_ok(&["ip", "route", "add", "default", "via", &gw]);
+    }
 
+    let mut paths = vec![];
     // Both paths must carry full-size packets, or the comparison is meaningless.
     let wait = Duration::from_secs(30);
-    let strait_ok = probe::wait_ping(&client.ns, server_ip, wait)
-        .and_then(|()| probe::ping_full_mtu(&client.ns, server_ip, client.mtu));
-    probe::wait_ping(base_client, base_ip, wait)
-        .and_then(|()| probe::ping_full_mtu(base_client, base_ip, vx_mtu))
-        .unwrap_or_else(|e| panic!("baseline VXLAN pair: {e}"));
+    let strait = Path {
+        label: "strait",
+        client: &client.ns,
+        server: &server.ns,
+        ip: server_ip,
+        mtu: client.mtu,
+    };
+    match strait.check(wait) {
+        Ok(()) => paths.push(strait),
+        Err(e) => println!("strait path has no connectivity, measuring the baselines only: {e}"),
+    }
+    for path in [
+        Path {
+            label: "kernel VXLAN pair",
+            client: find_peer(&cluster, &p1_name),
+            server: find_peer(&cluster, &p2_name),
+            ip: overlay[1].parse().expect("overlay address"),
+            mtu: vx_mtu,
+        },
+        Path {
+            label: "kernel VXLAN + veth",
+            client: &q1,
+            server: &q2,
+            ip: "192.168.52.1".parse().expect("address"),
+            mtu: vx_mtu,
+        },
+    ] {
+        path.check(wait)
+            .unwrap_or_else(|e| panic!("baseline {}: {e}", path.label));
+        paths.push(path);
+    }
 
     println!(
         "TCP throughput, iperf3 {} s x {} runs, underlay MTU {}, one stream",
         args.seconds, args.runs, args.underlay_mtu
     );
     println!(
-        "  strait:   container {} (h1) -> container {} (h2), container MTU {}",
-        client.v4.map(|a| a.to_string()).unwrap_or_default(),
-        server_ip,
+        "  strait:              container c1 (h1) -> container c2 {server_ip} (h2), MTU {}",
         client.mtu
     );
-    println!("  baseline: kernel VXLAN pair (vx0, VNI 42), MTU {vx_mtu}, same underlay");
-    if let Err(e) = &strait_ok {
-        println!("strait path has no connectivity, measuring the baseline only: {e}");
-    }
+    println!(
+        "  kernel VXLAN pair:   vx0 (VNI 42) <-> vx0 on the same underlay bridge, MTU {vx_mtu}"
+    );
+    println!(
+        "  kernel VXLAN + veth: the pair, endpoints behind a veth and a routed hop (strait's shape)"
+    );
 
-    let strait_server = strait_ok
-        .is_ok()
-        .then(|| IperfServer::start(&server.ns, server_ip));
-    let base_srv = IperfServer::start(base_server, base_ip);
-    let mut strait_runs = vec![];
-    let mut base_runs = vec![];
+    let servers: Vec<IperfServer> = paths
+        .iter()
+        .map(|p| IperfServer::start(p.server, p.ip))
+        .collect();
+    let mut results: Vec<Vec<f64>> = vec![vec![]; paths.len()];
     for run in 1..=args.runs {
-        if strait_server.is_some() {
-            let r = iperf(&client.ns, server_ip, args.seconds);
-            print_run("strait", run, &r);
+        for (path, res) in paths.iter().zip(results.iter_mut()) {
+            let r = iperf(path.client, path.ip, args.seconds);
+            print_run(path.label, run, &r);
             if let Ok(r) = r {
-                strait_runs.push(r);
+                res.push(r.gbits);
             }
         }
-        let r = iperf(base_client, base_ip, args.seconds);
-        print_run("baseline", run, &r);
-        if let Ok(r) = r {
-            base_runs.push(r);
-        }
     }
-    drop(strait_server);
-    drop(base_srv);
+    drop(servers);
 
-    let strait = median(strait_runs.iter().map(|r| r.gbits).collect());
-    let base = median(base_runs.iter().map(|r| r.gbits).collect());
     println!();
-    println!("{:<10} {:>12}", "", "median");
-    for (label, v) in [("strait", strait), ("baseline", base)] {
-        match v {
-            Some(g) => println!("{label:<10} {g:>8.2} Gbit/s"),
-            None => println!("{label:<10} {:>12}", "-"),
+    let medians: Vec<Option<f64>> = results.into_iter().map(median).collect();
+    for (path, m) in paths.iter().zip(&medians) {
+        match m {
+            Some(g) => println!("{:<20} median {g:>7.2} Gbit/s", path.label),
+            None => println!("{:<20} median {:>7}", path.label, "-"),
         }
     }
-    if let (Some(s), Some(b)) = (strait, base) {
-        println!("strait / baseline: {:.1} % (target >= 95 %)", 100.0 * s / b);
+    let of = |label: &str| {
+        paths
+            .iter()
+            .zip(&medians)
+            .find(|(p, _)| p.label == label)
+            .and_then(|(_, m)| *m)
+    };
+    if let Some(s) = of("strait") {
+        for base in ["kernel VXLAN pair", "kernel VXLAN + veth"] {
+            if let Some(b) = of(base) {
+                println!("strait / {base}: {:.1} %", 100.0 * s / b);
+            }
+        }
+        println!("(target: strait >= 95 % of the kernel VXLAN pair)");
+    }
+}
+
+/// One measured path: iperf3 from `client` to `ip` in `server`.
+struct Path<'a> {
+    label: &'static str,
+    client: &'a Netns,
+    server: &'a Netns,
+    ip: IpAddr,
+    mtu: u32,
+}
+
+impl Path<'_> {
+    /// Reachable, and full-size packets pass.
+    fn check(&self, wait: Duration) -> Result<(), String> {
+        probe::wait_ping(self.client, self.ip, wait)?;
+        probe::ping_full_mtu(self.client, self.ip, self.mtu)
     }
 }
 
@@ -188,10 +287,10 @@ struct Run {
 fn print_run(label: &str, run: usize, r: &Result<Run, String>) {
     match r {
         Ok(r) => println!(
-            "  run {run} {label:<9} {:>7.2} Gbit/s  ({} retransmits)",
+            "  run {run} {label:<20} {:>7.2} Gbit/s  ({} retransmits)",
             r.gbits, r.retransmits
         ),
-        Err(e) => println!("  run {run} {label:<9} failed: {e}"),
+        Err(e) => println!("  run {run} {label:<20} failed: {e}"),
     }
 }
 
