@@ -330,7 +330,7 @@ mod tests {
             node,
             mode,
             Underlay {
-                iface: "eth0".into(),
+                iface: Some("eth0".into()),
                 v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
                 v6: None,
             },

@@ -28,8 +28,9 @@
 //! addresses and VTEP MAC); the fabric reads it from the store like every other record
 //! and only assigns the tunnel addresses to `strait.vxlan` (it never allocates them).
 //! Its VTEP MAC is [`vtep_mac`] of the node name, which the registry publishes too.
-//! The underlay (interface and addresses) comes in [`FabricConfig`], resolved once at
-//! start ([`Underlay::discover`]).
+//! The underlay (interface and addresses) comes in [`FabricConfig`], as the node
+//! registry found it ([`crate::node::underlay::detect`]), so the addresses the fabric
+//! encapsulates from are the ones the record publishes.
 
 pub mod desired;
 pub mod reconcile;
@@ -37,16 +38,16 @@ pub mod report;
 
 mod hostgw;
 mod runner;
-mod underlay;
 mod vxlan;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use strait_api::FabricMode;
 
 pub use report::{DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport, Warning};
 pub use runner::{Fabric, FabricHandle};
+
+pub use crate::node::Underlay;
 
 use crate::netlink::{NetlinkError, RTPROT_STRAIT};
 use crate::store::StoreError;
@@ -68,11 +69,14 @@ pub struct FabricConfig {
     /// `None` wants nothing: a fabric started in that mode removes what an earlier
     /// mode left.
     pub mode: FabricMode,
+    /// This node's underlay. VXLAN encapsulates from its IPv4 address when it has one,
+    /// else from its IPv6 address; the device's MTU follows the interface (`iface`, or
+    /// the link holding that address).
+    pub underlay: Underlay,
     /// VXLAN network identifier (default 4096).
     pub vni: u32,
     /// VXLAN UDP port (default 4789).
     pub port: u16,
-    pub underlay: Underlay,
     /// Full reconciliation period, also without store changes (default 30 s).
     pub resync: Duration,
     /// How long store changes are collected before one reconciliation (default 75 ms):
@@ -95,15 +99,6 @@ impl FabricConfig {
     }
 }
 
-/// This node's underlay: the interface its node-to-node traffic leaves by, and its
-/// addresses there. VXLAN encapsulates from `v4` when set, else from `v6`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Underlay {
-    pub iface: String,
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
-}
-
 /// Errors of the fabric; each says what failed. Reconciliation keeps going past a
 /// single failed kernel request and reports them together ([`FabricError::Apply`]).
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +109,8 @@ pub enum FabricError {
     Store(#[from] StoreError),
     #[error("underlay interface {0} does not exist")]
     NoUnderlayIface(String),
-    #[error("no default route to find the underlay interface by: give one explicitly")]
-    NoDefaultRoute,
-    #[error("underlay interface {0} has no global address: give one explicitly")]
-    NoUnderlayAddress(String),
+    #[error("no link holds the underlay address {0}")]
+    NoUnderlayLink(std::net::IpAddr),
     #[error("vxlan needs an underlay address on this node")]
     VxlanWithoutUnderlay,
     #[error("the store watch on {0} ended")]

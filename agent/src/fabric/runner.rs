@@ -19,15 +19,12 @@ use super::report::{RouteReport, Warning};
 use super::{FabricConfig, FabricError};
 use crate::ipam::{Block, keys};
 use crate::netlink::Netlink;
-use crate::store::{EventKind, KeyValue, PREFIX, Store, WatchMessage};
+use crate::node::{node_of_key, nodes_prefix};
+use crate::store::{EventKind, KeyValue, Store, WatchMessage};
 
 /// First retry delay after a failure; doubled per further failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-fn nodes_prefix() -> String {
-    format!("{PREFIX}nodes/")
-}
 
 /// The fabric of one node: call [`Fabric::run`] on a task; keep a [`FabricHandle`]
 /// (from [`Fabric::handle`]) for reports.
@@ -303,7 +300,7 @@ fn watch_message(
 /// Records a node; returns whether the view changed. An unreadable record is logged
 /// and dropped (the node is then treated as absent).
 fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
-    let Some(name) = kv.key.strip_prefix(&nodes_prefix()) else {
+    let Some(name) = node_of_key(&kv.key) else {
         return false;
     };
     match serde_json::from_slice::<NodeRecord>(&kv.value) {
@@ -325,8 +322,7 @@ fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
 }
 
 fn delete_node(view: &mut ClusterView, key: &str) -> bool {
-    key.strip_prefix(&nodes_prefix())
-        .is_some_and(|name| view.nodes.remove(name).is_some())
+    node_of_key(key).is_some_and(|name| view.nodes.remove(name).is_some())
 }
 
 /// Records a block's affinity; returns whether it changed (allocations inside a block

@@ -17,10 +17,7 @@ pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vx
         .map(std::net::IpAddr::V4)
         .or(cfg.underlay.v6.map(std::net::IpAddr::V6))
         .ok_or(FabricError::VxlanWithoutUnderlay)?;
-    let underlay = nl
-        .link_by_name(&cfg.underlay.iface)
-        .await?
-        .ok_or_else(|| FabricError::NoUnderlayIface(cfg.underlay.iface.clone()))?;
+    let underlay = underlay_link(nl, cfg, local).await?;
     let spec = VxlanSpec {
         name: VXLAN_DEVICE.to_string(),
         vni: cfg.vni,
@@ -61,7 +58,32 @@ pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vx
             what: "the device right after creating it",
         })
     })?;
+    // Before the first up, so no link-local address is ever generated.
+    nl.disable_ipv6_addrgen(created.link.index).await?;
     fix_in_place(nl, created, &spec).await
+}
+
+/// The underlay interface: the named one, else the one holding the `local` address.
+async fn underlay_link(
+    nl: &Netlink,
+    cfg: &FabricConfig,
+    local: std::net::IpAddr,
+) -> Result<crate::netlink::Link, FabricError> {
+    if let Some(name) = &cfg.underlay.iface {
+        return nl
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| FabricError::NoUnderlayIface(name.clone()));
+    }
+    let holder = nl
+        .all_addresses()
+        .await?
+        .into_iter()
+        .find(|a| a.ip == local)
+        .ok_or(FabricError::NoUnderlayLink(local))?;
+    nl.link_by_index(holder.index)
+        .await?
+        .ok_or(FabricError::NoUnderlayLink(local))
 }
 
 async fn fix_in_place(

@@ -68,6 +68,9 @@ const DUMP_ATTEMPTS: usize = 3;
 pub struct Netlink {
     handle: rtnetlink::Handle,
     netns: NetNs,
+    /// The kernel runs one dump per socket at a time and refuses a second with EBUSY,
+    /// so dumps on one connection (all its clones) take turns; other requests don't.
+    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -84,7 +87,11 @@ impl Netlink {
         let (connection, handle, _unsolicited) =
             rtnetlink::new_connection().map_err(connect_err)?;
         runtime.spawn(connection);
-        Ok(Self { handle, netns })
+        Ok(Self {
+            handle,
+            netns,
+            dumps: Default::default(),
+        })
     }
 
     /// Opens a connection inside `netns`: a fresh thread enters the namespace, creates
@@ -114,6 +121,7 @@ impl Netlink {
         Ok(Self {
             handle,
             netns: netns.clone(),
+            dumps: Default::default(),
         })
     }
 
@@ -163,6 +171,11 @@ impl Netlink {
         message: RouteNetlinkMessage,
         dump: bool,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let _turn = if dump {
+            Some(self.dumps.lock().await)
+        } else {
+            None
+        };
         for _ in 0..DUMP_ATTEMPTS {
             let mut request = NetlinkMessage::from(message.clone());
             request.header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };

@@ -8,13 +8,13 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVxlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    LinkInfo, LinkMessage,
 };
 
 use super::{Link, Netlink, NetlinkError};
 
 /// A VXLAN device to create: `ip link add <name> address <mac> mtu <mtu> type vxlan id
-/// <vni> dstport <port> local <local> nolearning addrgenmode none`, up.
+/// <vni> dstport <port> local <local> nolearning`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
     pub name: String,
@@ -41,10 +41,8 @@ pub struct Vxlan {
 }
 
 impl Netlink {
-    /// Creates the VXLAN device `spec`, up, without address learning and without an
-    /// IPv6 link-local address (`addrgenmode none`: the device is a point-to-multipoint
-    /// overlay whose peers are all programmed; router solicitations and the like would
-    /// only be flooded into nothing). EEXIST if the name is taken.
+    /// Creates the VXLAN device `spec`, down, without address learning. EEXIST if the
+    /// name is taken.
     pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<(), NetlinkError> {
         let mut data = vec![
             InfoVxlan::Id(spec.vni),
@@ -56,8 +54,6 @@ impl Netlink {
             IpAddr::V6(v6) => InfoVxlan::Local6(v6),
         });
         let mut message = LinkMessage::default();
-        message.header.flags |= LinkFlags::Up;
-        message.header.change_mask |= LinkFlags::Up;
         message
             .attributes
             .push(LinkAttribute::IfName(spec.name.clone()));
@@ -69,11 +65,6 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Vxlan),
             LinkInfo::Data(InfoData::Vxlan(data)),
         ]));
-        message
-            .attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-            )]));
         self.ack(
             "create vxlan",
             format!(
@@ -82,6 +73,28 @@ impl Netlink {
             ),
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    }
+
+    /// `ip link set <index> addrgenmode none`: the link gets no IPv6 link-local address
+    /// when it comes up (only those added explicitly). For an overlay whose peers are
+    /// all programmed, router solicitations and the like would be flooded into nothing.
+    /// Set it before the first up: an address generated earlier stays. (The kernel
+    /// refuses the setting inside the creating request: EAFNOSUPPORT.)
+    pub async fn disable_ipv6_addrgen(&self, index: u32) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        self.ack(
+            "set addrgenmode none",
+            format!("index {index}"),
+            RouteNetlinkMessage::SetLink(message),
+            0,
         )
         .await
     }
