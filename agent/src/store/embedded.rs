@@ -74,9 +74,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::validate::{check_key, check_prefix, check_txn};
 use super::{
-    CmpOp, CmpTarget, Compare, EventKind, KeyValue, LeaseId, PREFIX, RangeResponse, Revision,
-    Store, StoreError, Txn, TxnOp, TxnOpResult, TxnResponse, Watch, WatchEvent, WatchMessage,
+    CmpOp, CmpTarget, Compare, EventKind, KeyValue, LeaseId, RangeResponse, Revision, Store,
+    StoreError, Txn, TxnOp, TxnOpResult, TxnResponse, Watch, WatchEvent, WatchMessage,
 };
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -326,65 +327,6 @@ impl<T, E: std::fmt::Display> OrBackend<T> for Result<T, E> {
     fn or_backend(self) -> Result<T, StoreError> {
         self.map_err(|e| StoreError::Backend(e.to_string()))
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Validation (before anything is queued)
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.len() > PREFIX.len() && key.starts_with(PREFIX) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidKey(key.to_string()))
-    }
-}
-
-fn check_prefix(prefix: &str) -> Result<(), StoreError> {
-    if prefix.starts_with(PREFIX) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidKey(prefix.to_string()))
-    }
-}
-
-/// Keys must be valid, and (as etcd) one branch may not write a key twice: two puts of
-/// one key, or a put of a key that the same branch deletes, are refused. Rejecting here
-/// keeps code written against this store portable to etcd, which refuses them too.
-fn check_txn(txn: &Txn) -> Result<(), StoreError> {
-    for c in &txn.compares {
-        check_key(&c.key)?;
-    }
-    for ops in [&txn.success, &txn.failure] {
-        let mut puts: Vec<&str> = Vec::new();
-        for op in ops {
-            match op {
-                TxnOp::Put { key, .. } => {
-                    check_key(key)?;
-                    if puts.contains(&key.as_str()) {
-                        return Err(duplicate(key));
-                    }
-                    puts.push(key);
-                }
-                TxnOp::Delete { key } | TxnOp::Get { key } => check_key(key)?,
-                TxnOp::DeletePrefix { prefix } => check_prefix(prefix)?,
-            }
-        }
-        for op in ops {
-            let clash = match op {
-                TxnOp::Delete { key } => puts.iter().find(|p| **p == key.as_str()),
-                TxnOp::DeletePrefix { prefix } => puts.iter().find(|p| p.starts_with(prefix)),
-                TxnOp::Put { .. } | TxnOp::Get { .. } => None,
-            };
-            if let Some(key) = clash {
-                return Err(duplicate(key));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn duplicate(key: &str) -> StoreError {
-    StoreError::InvalidKey(format!("{key} (written twice in one transaction)"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1399,36 +1341,5 @@ mod tests {
                 "prefix of {n} bytes"
             );
         }
-    }
-
-    #[test]
-    fn txn_validation_follows_etcd() {
-        let put = |k: &str| TxnOp::Put {
-            key: k.into(),
-            value: vec![],
-            lease: None,
-        };
-        let ok = Txn::new().and_then([put("/strait/v1/a"), put("/strait/v1/b")]);
-        assert!(check_txn(&ok).is_ok());
-        let twice = Txn::new().and_then([put("/strait/v1/a"), put("/strait/v1/a")]);
-        assert!(matches!(check_txn(&twice), Err(StoreError::InvalidKey(_))));
-        let put_and_delete = Txn::new().or_else([
-            put("/strait/v1/p/a"),
-            TxnOp::DeletePrefix {
-                prefix: "/strait/v1/p/".into(),
-            },
-        ]);
-        assert!(matches!(
-            check_txn(&put_and_delete),
-            Err(StoreError::InvalidKey(_))
-        ));
-        // The same key in different branches is fine.
-        let branches = Txn::new()
-            .and_then([put("/strait/v1/a")])
-            .or_else([put("/strait/v1/a")]);
-        assert!(check_txn(&branches).is_ok());
-        assert!(check_key("/strait/v1/").is_err());
-        assert!(check_key("/other").is_err());
-        assert!(check_prefix("/strait/v1/").is_ok());
     }
 }

@@ -54,7 +54,6 @@
 //!   revision 1, such a watch replays instead of reporting `Compacted` (harmless: the
 //!   history from revision 1 is still there).
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -67,6 +66,7 @@ use etcd_client::{
 use tokio::sync::{mpsc, watch as signal};
 use tokio::task::JoinHandle;
 
+use super::validate::{check_key, check_prefix, check_txn};
 use super::{
     CmpOp, CmpTarget, EventKind, KeyValue, LeaseId, PREFIX, RangeResponse, Revision, Store,
     StoreError, Txn, TxnOp, TxnOpResult, TxnResponse, Watch, WatchEvent, WatchMessage,
@@ -345,68 +345,6 @@ fn looks_like_transport(msg: &str) -> bool {
     ]
     .iter()
     .any(|w| msg.contains(w))
-}
-
-// ---------------------------------------------------------------------------------------
-// Validation (before anything is sent)
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.len() > PREFIX.len() && key.starts_with(PREFIX) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidKey(key.to_string()))
-    }
-}
-
-fn check_prefix(prefix: &str) -> Result<(), StoreError> {
-    if prefix.starts_with(PREFIX) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidKey(prefix.to_string()))
-    }
-}
-
-/// Keys must be valid, and within one branch no key may be put twice or put and
-/// deleted: etcd refuses such a txn ("duplicate key"); refusing it here gives the same
-/// error as the embedded store without a round trip.
-fn check_txn(txn: &Txn) -> Result<(), StoreError> {
-    for c in &txn.compares {
-        check_key(&c.key)?;
-    }
-    for ops in [&txn.success, &txn.failure] {
-        let mut puts: HashSet<&str> = HashSet::new();
-        for op in ops {
-            if let TxnOp::Put { key, .. } = op {
-                check_key(key)?;
-                if !puts.insert(key) {
-                    return Err(duplicate(key));
-                }
-            }
-        }
-        for op in ops {
-            match op {
-                TxnOp::Put { .. } => {}
-                TxnOp::Get { key } => check_key(key)?,
-                TxnOp::Delete { key } => {
-                    check_key(key)?;
-                    if puts.contains(key.as_str()) {
-                        return Err(duplicate(key));
-                    }
-                }
-                TxnOp::DeletePrefix { prefix } => {
-                    check_prefix(prefix)?;
-                    if let Some(put) = puts.iter().find(|p| p.starts_with(prefix.as_str())) {
-                        return Err(duplicate(put));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn duplicate(key: &str) -> StoreError {
-    StoreError::InvalidKey(format!("{key} (written twice in one txn branch)"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1029,55 +967,6 @@ fn with_lease(e: StoreError, lease: Option<LeaseId>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put(k: &str) -> TxnOp {
-        TxnOp::Put {
-            key: k.into(),
-            value: vec![],
-            lease: None,
-        }
-    }
-
-    #[test]
-    fn txn_validation_follows_etcd() {
-        let ok = Txn::new().and_then([put("/strait/v1/a"), put("/strait/v1/b")]);
-        assert!(check_txn(&ok).is_ok());
-        let twice = Txn::new().and_then([put("/strait/v1/a"), put("/strait/v1/a")]);
-        assert!(matches!(check_txn(&twice), Err(StoreError::InvalidKey(_))));
-        let delete_first = Txn::new().or_else([
-            TxnOp::Delete {
-                key: "/strait/v1/a".into(),
-            },
-            put("/strait/v1/a"),
-        ]);
-        assert!(matches!(
-            check_txn(&delete_first),
-            Err(StoreError::InvalidKey(_))
-        ));
-        let under_prefix = Txn::new().and_then([
-            put("/strait/v1/p/a"),
-            TxnOp::DeletePrefix {
-                prefix: "/strait/v1/p/".into(),
-            },
-        ]);
-        assert!(matches!(
-            check_txn(&under_prefix),
-            Err(StoreError::InvalidKey(_))
-        ));
-        let branches = Txn::new()
-            .and_then([put("/strait/v1/a")])
-            .or_else([put("/strait/v1/a")]);
-        assert!(check_txn(&branches).is_ok());
-        let bad_get = Txn::new().and_then([TxnOp::Get {
-            key: "/other".into(),
-        }]);
-        assert!(matches!(
-            check_txn(&bad_get),
-            Err(StoreError::InvalidKey(_))
-        ));
-        assert!(check_key(PREFIX).is_err());
-        assert!(check_prefix(PREFIX).is_ok());
-    }
 
     #[test]
     fn errors_map_to_store_errors() {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
+mod validate;
 
 /// Root of every strait key.
 pub const PREFIX: &str = "/strait/v1/";
