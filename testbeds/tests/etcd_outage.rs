@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use strait_api::{NodeView, paths};
 use strait_testbeds::agent::{Agent, AgentOpts};
 use strait_testbeds::cni::{CniCall, CniOutcome};
 use strait_testbeds::etcd::{Etcd, EtcdOpts, require_etcd};
@@ -112,15 +113,23 @@ fn agent_rides_out_an_etcd_outage() {
         return;
     }
     let mut bed = Bed::start();
-    let status: Value = bed
-        .agent
-        .client()
-        .get(strait_api::paths::STATUS)
-        .expect("GET status");
+    let status: Value = bed.agent.client().get(paths::STATUS).expect("GET status");
     assert_eq!(
         status["store"].as_str(),
         Some(format!("etcd:{}", bed.etcd.client_url()).as_str())
     );
+    // The agent registers itself (just after it turns ready) and serves the node list.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let nodes: Vec<NodeView> = bed.agent.client().get(paths::NODES).expect("GET nodes");
+        if !nodes.is_empty() || Instant::now() > deadline {
+            break nodes;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].name, "node1");
+    assert!(nodes[0].alive && nodes[0].record.is_some(), "{nodes:?}");
 
     // Two containers attached before the outage; they talk to each other through the
     // host (the host namespace itself has no address to ping from).
