@@ -340,8 +340,8 @@ async fn configure(
         // Replace, not add: the address may have belonged to a container whose veth
         // is still being deleted in the background, and its route must give way.
         let routes = try_join_all(host_routes.iter().map(|r| host.replace_route(r)));
-        tokio::try_join!(host.enable_proxy_arp(host_index), neighbours, routes)
-            .map_err(|e| host_side(spec, e))
+        enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
+        tokio::try_join!(neighbours, routes).map_err(|e| host_side(spec, e))
     };
 
     let has_v4 = spec.ips.iter().any(IpAddr::is_ipv4);
@@ -391,6 +391,18 @@ async fn configure(
         host_mac: format_mac(&host_mac),
         container_ifindex: container_index,
         container_mac: format_mac(&container_mac),
+    })
+}
+
+/// Proxy ARP on the host end, through its sysctl file rather than rtnetlink: the
+/// write takes no rtnl lock, which a burst of ADDs all queue on. The agent's threads
+/// stay in its own namespace, so `/proc/sys/net` is that namespace's.
+fn enable_proxy_arp(host_ifname: &str) -> Result<(), NetlinkError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{host_ifname}/proxy_arp");
+    std::fs::write(&path, b"1").map_err(|e| NetlinkError::Protocol {
+        op: "enable proxy_arp",
+        object: host_ifname.to_string(),
+        detail: format!("writing {path}: {e}"),
     })
 }
 
