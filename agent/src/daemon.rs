@@ -26,10 +26,11 @@ use strait_api::{FabricMode, NodeRecord};
 use crate::api::{self, AppState};
 use crate::attach::{Attacher, AttacherConfig};
 use crate::config::AgentConfig;
+use crate::fabric::{Fabric, FabricConfig, vxlan_mtu};
 use crate::ipam::reclaim::{ReclaimConfig, Reclaimer};
 use crate::ipam::{Ipam, IpamConfig};
 use crate::metrics::Metrics;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, format_mac};
 use crate::node::tunnel::{TunnelAddrs, ensure_tunnel_addresses};
 use crate::node::{FabricInfo, Keepalive, Registry, RegistryConfig, Underlay};
 use crate::store::Store;
@@ -58,6 +59,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         attacher: tokio::sync::OnceCell::new(),
         registry: tokio::sync::OnceCell::new(),
+        fabric: tokio::sync::OnceCell::new(),
         phase: std::sync::Mutex::new("opening the store".into()),
         metrics: metrics.clone(),
         started: Instant::now(),
@@ -103,6 +105,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         wait_for_signal().await;
         housekeeping.abort();
         running.reclaimer.abort();
+        running.fabric.abort();
         // Stops refreshing; the lease is left to expire, never revoked.
         drop(running.keepalive);
     }
@@ -126,6 +129,8 @@ struct Running {
     /// The node lease's keep-alive loop.
     keepalive: Keepalive,
     reclaimer: tokio::task::JoinHandle<()>,
+    /// The fabric's reconcile loop; it stops with the stop signal and flushes nothing.
+    fabric: tokio::task::JoinHandle<()>,
 }
 
 /// Everything between "socket bound" and "ready": open the store (waiting for it if
@@ -171,11 +176,10 @@ async fn start(
         },
         node_record(cfg, &underlay),
     );
-    // The VTEP MAC is the fabric's (a function of the node name); it is set here once
-    // the fabric is wired in. Until registered, this only updates the record.
+    // Until registered, this only updates the record.
     let _ = registry
         .set_fabric_info(FabricInfo {
-            vtep_mac: None,
+            vtep_mac: vtep_mac(cfg),
             tunnel_v4: tunnel.v4,
             tunnel_v6: tunnel.v6,
         })
@@ -187,17 +191,18 @@ async fn start(
             registry.subscribe_lease(),
             ReclaimConfig::with_grace(Duration::from_secs(cfg.block_reclaim_grace_secs)),
         )
-        .run(stop),
+        .run(stop.clone()),
     );
     let _ = state.registry.set(registry);
 
-    let mtu = match cfg.mtu {
-        Some(m) => m,
-        None => crate::netlink::default_route_mtu(&host)
-            .await
-            .unwrap_or(None)
-            .unwrap_or(1500),
-    };
+    let mtu = container_mtu(cfg, &host, &underlay).await;
+
+    let mut fabric_cfg = FabricConfig::new(&cfg.node_name, cfg.fabric, underlay);
+    fabric_cfg.vni = cfg.vxlan_vni;
+    fabric_cfg.port = cfg.vxlan_port;
+    let fabric = Fabric::new(store.clone(), host.clone(), fabric_cfg);
+    let _ = state.fabric.set(fabric.handle());
+    let fabric = tokio::spawn(fabric.run(stop.clone()));
     let attacher = Attacher::new(
         AttacherConfig {
             node: cfg.node_name.clone(),
@@ -231,6 +236,7 @@ async fn start(
         attacher,
         keepalive,
         reclaimer,
+        fabric,
     })
 }
 
@@ -299,6 +305,36 @@ async fn tunnel_addresses(ipam: &Ipam, state: &AppState) -> TunnelAddrs {
     }
 }
 
+/// The MAC of this node's VXLAN device, when it has one.
+fn vtep_mac(cfg: &AgentConfig) -> Option<[u8; 6]> {
+    (cfg.fabric == FabricMode::Vxlan).then(|| crate::fabric::vtep_mac(&cfg.node_name))
+}
+
+/// The containers' MTU: `--mtu`, else the underlay interface's (the default route's
+/// when none is known), less the encapsulation when the fabric is VXLAN — so that
+/// a full-size container packet still fits the underlay once encapsulated.
+async fn container_mtu(cfg: &AgentConfig, host: &Netlink, underlay: &Underlay) -> u32 {
+    if let Some(m) = cfg.mtu {
+        return m;
+    }
+    let iface_mtu = match &underlay.iface {
+        Some(name) => host.link_by_name(name).await.ok().flatten().map(|l| l.mtu),
+        None => None,
+    };
+    let base = match iface_mtu {
+        Some(m) => m,
+        None => crate::netlink::default_route_mtu(host)
+            .await
+            .unwrap_or(None)
+            .unwrap_or(1500),
+    };
+    match cfg.fabric {
+        // Encapsulated from the IPv4 address when there is one (as the fabric does).
+        FabricMode::Vxlan => vxlan_mtu(base, underlay.v4.is_none()),
+        FabricMode::HostGw | FabricMode::None => base,
+    }
+}
+
 /// The record this agent registers, before the fabric adds its part.
 fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
     let vxlan = cfg.fabric == FabricMode::Vxlan;
@@ -307,7 +343,7 @@ fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
         underlay_v4: underlay.v4,
         underlay_v6: underlay.v6,
         fabric: cfg.fabric,
-        vtep_mac: None,
+        vtep_mac: vtep_mac(cfg).map(|m| format_mac(&m)),
         vxlan_vni: vxlan.then_some(cfg.vxlan_vni),
         vxlan_port: vxlan.then_some(cfg.vxlan_port),
         tunnel_v4: None,

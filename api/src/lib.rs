@@ -12,6 +12,7 @@ pub mod client;
 pub mod fuzzing;
 pub mod nodes;
 pub mod queue;
+pub mod routes;
 pub mod types;
 
 pub use client::{Client, ClientError};
@@ -40,4 +41,5 @@ pub mod paths {
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const NODES: &str = "/v1/nodes";
+    pub const ROUTES: &str = "/v1/routes";
 }

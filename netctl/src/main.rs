@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use strait_api::{
     AgentStatus, Client, Endpoint, IpamIssue, IpamReport, IpamView, NodeView, ReleaseRequest,
     ReleaseResponse, paths,
+    routes::{EntryKind, EntryState, RouteReport},
 };
 
 use table::Table;
@@ -44,6 +45,10 @@ enum Cmd {
     /// Nodes of the cluster: live ones (with a record) and dead ones that still have
     /// blocks.
     Nodes,
+    /// The routes, FDB and neighbour entries the fabric wants beside the kernel's:
+    /// each `ok`, `missing` or `stale`, and the fabric's warnings. Exit 1 when
+    /// anything differs or a warning stands.
+    Routes,
     /// Address management.
     Ipam {
         #[command(subcommand)]
@@ -101,6 +106,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let nodes: Vec<NodeView> = client.get(paths::NODES)?;
             emit(out, &nodes, || render_nodes(&nodes))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Routes => {
+            let r: RouteReport = client.get(paths::ROUTES)?;
+            emit(out, &r, || render_routes(&r))?;
+            Ok(if r.converged() && r.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
@@ -248,6 +262,51 @@ fn render_nodes(nodes: &[NodeView]) -> String {
     t.render()
 }
 
+fn render_routes(r: &RouteReport) -> String {
+    let mut s = format!("node {}  fabric {}", r.node, r.mode);
+    match &r.device {
+        Some(d) => s.push_str(&format!(
+            "  device {} (vni {}, port {}, local {}, mtu {}, {})\n",
+            d.name,
+            d.vni.map_or("-".into(), |v| v.to_string()),
+            d.port.map_or("-".into(), |p| p.to_string()),
+            d.local.map_or("-".into(), |a| a.to_string()),
+            d.mtu,
+            if d.up { "up" } else { "DOWN" }
+        )),
+        None => s.push('\n'),
+    }
+    if let Some(e) = &r.last_error {
+        s.push_str(&format!("last reconcile failed: {e}\n"));
+    }
+    let mut t = Table::new(["STATE", "KIND", "NODE", "ENTRY"]);
+    for e in &r.entries {
+        let state = match e.state {
+            EntryState::Ok => "ok",
+            EntryState::Missing => "MISSING",
+            EntryState::Stale => "STALE",
+        };
+        let kind = match e.kind {
+            EntryKind::Route => "route",
+            EntryKind::Fdb => "fdb",
+            EntryKind::Neighbour => "neigh",
+            EntryKind::Address => "address",
+        };
+        t.row([state, kind, e.node.as_deref().unwrap_or("-"), &e.entry]);
+    }
+    s.push_str(&t.render());
+    for w in &r.warnings {
+        s.push_str(&format!("warning: {w}\n"));
+    }
+    s.push_str(&format!(
+        "{} ok, {} missing, {} stale\n",
+        r.count(EntryState::Ok),
+        r.count(EntryState::Missing),
+        r.count(EntryState::Stale)
+    ));
+    s
+}
+
 fn render_ipam(v: &IpamView) -> String {
     let mut t = Table::new(["POOL", "BLOCK SIZE", "USED", "SIZE", "USE %", "BLOCKS"]);
     for p in &v.pools {
@@ -348,8 +407,54 @@ fn short_id(id: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{count, render_nodes};
+    use super::{EntryKind, EntryState, RouteReport, count, render_nodes, render_routes};
     use strait_api::{FabricMode, NodeRecord, NodeView};
+
+    #[test]
+    fn routes_table_flags_differences_and_warnings() {
+        use strait_api::routes::{ReportEntry, Warning};
+        let entry = |kind, node: Option<&str>, text: &str, state| ReportEntry {
+            kind,
+            node: node.map(str::to_string),
+            entry: text.into(),
+            state,
+        };
+        let r = RouteReport {
+            node: "h1".into(),
+            mode: "host-gw".into(),
+            entries: vec![
+                entry(
+                    EntryKind::Route,
+                    Some("h2"),
+                    "10.244.1.0/26 via 10.0.0.2 proto 83",
+                    EntryState::Ok,
+                ),
+                entry(
+                    EntryKind::Route,
+                    Some("h3"),
+                    "10.244.2.0/26 via 10.0.0.3 proto 83",
+                    EntryState::Missing,
+                ),
+                entry(
+                    EntryKind::Route,
+                    None,
+                    "10.9.0.0/26 via 10.0.0.9 proto 83",
+                    EntryState::Stale,
+                ),
+            ],
+            warnings: vec![Warning::node("h4", "not on a connected subnet".into())],
+            ..Default::default()
+        };
+        let out = render_routes(&r);
+        assert!(out.contains("MISSING  route  h3"), "{out}");
+        assert!(out.contains("STALE    route  -"), "{out}");
+        assert!(
+            out.contains("warning: node h4: not on a connected subnet"),
+            "{out}"
+        );
+        assert!(out.contains("1 ok, 1 missing, 1 stale"), "{out}");
+        assert!(!r.converged());
+    }
 
     #[test]
     fn nodes_table_shows_live_and_dead_nodes() {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub attacher: tokio::sync::OnceCell<Arc<Attacher>>,
     /// This node's registration; set once the store is open.
     pub registry: tokio::sync::OnceCell<Arc<Registry>>,
+    /// The fabric's handle (`/v1/routes`); set once the fabric runs.
+    pub fabric: tokio::sync::OnceCell<crate::fabric::FabricHandle>,
     /// What start-up is doing or waiting for, shown while not ready.
     pub phase: std::sync::Mutex<String>,
     pub metrics: Arc<Metrics>,
@@ -130,6 +132,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::IPAM_CHECK, get(ipam_check))
         .route(paths::IPAM_RELEASE, post(ipam_release))
         .route(paths::NODES, get(nodes))
+        .route(paths::ROUTES, get(routes))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -380,6 +383,18 @@ async fn nodes(State(s): State<Shared>) -> Response {
     match a.ipam().view().await {
         Ok(v) => json(&crate::node::node_views(records, &v.blocks)),
         Err(e) => AttachError::from(e).into_response(),
+    }
+}
+
+/// The fabric's entries beside the kernel's (`netctl routes`). Reads the kernel now and
+/// changes nothing.
+async fn routes(State(s): State<Shared>) -> Response {
+    match s.fabric.get() {
+        Some(f) => json(&f.report().await),
+        None => error_response(ApiError::new(
+            code::TRY_AGAIN_LATER,
+            format!("agent is starting: {}", s.phase()),
+        )),
     }
 }
 

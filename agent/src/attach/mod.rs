@@ -744,6 +744,11 @@ impl Attacher {
                 // Another node's attachment: only that node can judge it.
                 return Ok(());
             }
+            if h.handle.starts_with(crate::ipam::TUNNEL_HANDLE_PREFIX) {
+                // This node's VXLAN device addresses: held as long as the node lives
+                // (a dead node's go with its blocks, through the reclaimer).
+                return Ok(());
+            }
             let Some(ep) = by_id.get(h.handle.as_str()) else {
                 return Err("no endpoint record".into());
             };

@@ -16,10 +16,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use strait_api::{FabricMode, NodeRecord};
 
-use super::report::Warning;
 use super::{FabricConfig, parse_mac, vtep_mac};
 use crate::ipam::Family;
 use crate::netlink::{FdbEntry, Route};
+use strait_api::routes::Warning;
 
 /// A connected subnet of this host: an address with its prefix on link `index`
 /// (`10.0.0.1/24 dev eth0` connects 10.0.0.0/24). Host-gw peers must be inside one.

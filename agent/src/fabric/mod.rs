@@ -34,7 +34,6 @@
 
 pub mod desired;
 pub mod reconcile;
-pub mod report;
 
 mod hostgw;
 mod runner;
@@ -44,8 +43,10 @@ use std::time::Duration;
 
 use strait_api::FabricMode;
 
-pub use report::{DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport, Warning};
 pub use runner::{Fabric, FabricHandle};
+pub use strait_api::routes::{
+    DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport, Warning,
+};
 
 pub use crate::node::Underlay;
 
@@ -152,7 +153,7 @@ pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
 }
 
 /// The VXLAN device's MTU on an underlay link of MTU `underlay_mtu`.
-pub(crate) fn vxlan_mtu(underlay_mtu: u32, ipv6_underlay: bool) -> u32 {
+pub fn vxlan_mtu(underlay_mtu: u32, ipv6_underlay: bool) -> u32 {
     let overhead = if ipv6_underlay {
         VXLAN_OVERHEAD_V6
     } else {

@@ -17,12 +17,12 @@ use futures::StreamExt;
 use strait_api::FabricMode;
 
 use super::desired::{self, ClusterView, Desired, LocalLinks, NeighbourEntry};
-use super::report::{DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport};
 use super::{FabricConfig, FabricError, VXLAN_DEVICE, hostgw, owns_route, vxlan};
 use crate::netlink::{
     FdbEntry, FdbWrite, Neighbour, Netlink, NetlinkError, RTPROT_STRAIT, Route, RouteKind,
     format_mac, ignore_exists, ignore_not_found,
 };
+use strait_api::routes::{DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport};
 
 /// Kernel requests in flight at once. The socket's receive buffer holds the
 /// acknowledgements of far more; the bound keeps one reconciliation from queueing

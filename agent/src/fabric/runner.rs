@@ -15,12 +15,12 @@ use tracing::{debug, error, info, warn};
 
 use super::desired::ClusterView;
 use super::reconcile::reconcile;
-use super::report::{RouteReport, Warning};
 use super::{FabricConfig, FabricError};
 use crate::ipam::{Block, keys};
 use crate::netlink::Netlink;
 use crate::node::{node_of_key, nodes_prefix};
 use crate::store::{EventKind, KeyValue, Store, WatchMessage};
+use strait_api::routes::{RouteReport, Warning};
 
 /// First retry delay after a failure; doubled per further failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);

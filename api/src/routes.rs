@@ -1,6 +1,6 @@
-//! What `netctl routes` shows: every entry the fabric wants beside what the kernel
-//! has, each `ok`, `missing` or `stale`, and the fabric's warnings. Serializable, and
-//! independent of `strait-api` until the API carries it.
+//! What `netctl routes` shows (served at `/v1/routes`): every entry the fabric wants
+//! beside what the kernel has, each `ok`, `missing` or `stale`, and the fabric's
+//! warnings.
 
 use serde::{Deserialize, Serialize};
 
@@ -91,14 +91,14 @@ pub struct Warning {
 }
 
 impl Warning {
-    pub(crate) fn node(node: &str, message: String) -> Self {
+    pub fn node(node: &str, message: String) -> Self {
         Self {
             node: Some(node.to_string()),
             message,
         }
     }
 
-    pub(crate) fn cluster(message: String) -> Self {
+    pub fn cluster(message: String) -> Self {
         Self {
             node: None,
             message,
