@@ -12,6 +12,7 @@ PKGS=(
   containernetworking-plugins busybox-static podman runc containerd
   # the cluster store (etcd backend, cluster tests)
   etcd-server
+  iperf3
 )
 
 missing=()
