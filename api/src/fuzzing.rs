@@ -5,6 +5,11 @@
 //! Checked besides "no panic": a failure comes back as the error the caller turns
 //! into an answer (a decode error, a [`ClientError`] that is about the response), and
 //! it formats.
+//!
+//! [`smoke`] is the mutation engine those smoke tests (this crate's and strait-cni's)
+//! drive the bodies with.
+
+pub mod smoke;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;

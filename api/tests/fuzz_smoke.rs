@@ -9,10 +9,24 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 use strait_api::fuzzing;
+use strait_api::fuzzing::smoke::{self, Members, Mutations, wrong_type_at_every_key};
 use strait_api::*;
 
 /// Mutations per target; with the seeds, a second or two in a debug build.
 const MUTATIONS: usize = 3000;
+
+/// Bytes a mutation likes to insert: JSON and HTTP syntax, NUL, non-UTF-8, digits.
+const INTERESTING: &[u8] = b"{}[]\":,;\r\n\\/.-0129afE+ \0\x7f\x80\xc3\xff";
+
+/// Run a target's body over its seeds and [`MUTATIONS`] mutations of them.
+fn run(body: fn(&[u8]), seeds: Vec<Vec<u8>>, rng_seed: u64) {
+    let mutations = Mutations {
+        count: MUTATIONS,
+        rng_seed,
+        interesting: INTERESTING,
+    };
+    smoke::run(body, seeds, &mutations);
+}
 
 // ===== seeds =====
 
@@ -198,7 +212,8 @@ fn answers() -> Vec<Vec<u8>> {
     ]
 }
 
-/// Values of every JSON type, and the numbers at the edges of the types parsed into.
+/// Values of every JSON type, and the numbers at the edges of the types parsed into,
+/// put at every key of the valid requests and answers (each member is also removed).
 fn wrong_values() -> Vec<Value> {
     vec![
         Value::Null,
@@ -218,59 +233,6 @@ fn wrong_values() -> Vec<Value> {
         json!({"": null}),
         json!({"kind": "duplicate_ip"}),
     ]
-}
-
-/// `base` with each node in turn (object members and list items, at any depth)
-/// replaced by each of [`wrong_values`], and with each object member removed.
-fn wrong_type_at_every_key(base: &Value) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut paths = Vec::new();
-    collect_paths(base, &mut Vec::new(), &mut paths);
-    for path in &paths {
-        for wrong in wrong_values() {
-            let mut v = base.clone();
-            if let Some(slot) = pointer_mut(&mut v, path) {
-                *slot = wrong;
-            }
-            out.push(v.to_string().into_bytes());
-        }
-        let (last, parent) = path.split_last().expect("paths are not empty");
-        let mut v = base.clone();
-        if let Some(Value::Object(m)) = pointer_mut(&mut v, parent) {
-            m.remove(last);
-            out.push(v.to_string().into_bytes());
-        }
-    }
-    out
-}
-
-fn collect_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    let children: Vec<(String, &Value)> = match v {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect(),
-        _ => return,
-    };
-    for (key, child) in children {
-        prefix.push(key);
-        out.push(prefix.clone());
-        collect_paths(child, prefix, out);
-        prefix.pop();
-    }
-}
-
-fn pointer_mut<'a>(mut v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
-    for key in path {
-        v = match v {
-            Value::Object(m) => m.get_mut(key)?,
-            Value::Array(a) => a.get_mut(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(v)
 }
 
 /// JSON that no value can express: syntax, nesting past serde_json's recursion limit
@@ -403,101 +365,6 @@ fn framed(status: u16, body: &[u8], chunked: bool) -> Vec<u8> {
     out
 }
 
-// ===== mutations =====
-
-/// xorshift64*: tiny, seeded, the same sequence on every machine. (cni/tests/fuzz_smoke.rs
-/// has the same one; the crates share no test code.)
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // n is small; the modulo bias does not matter for picking mutations.
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Bytes a mutation likes to insert: JSON and HTTP syntax, NUL, non-UTF-8, digits.
-const INTERESTING: &[u8] = b"{}[]\":,;\r\n\\/.-0129afE+ \0\x7f\x80\xc3\xff";
-
-fn mutations(seeds: &[Vec<u8>], count: usize, rng_seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(rng_seed);
-    (0..count)
-        .map(|_| {
-            let mut data = seeds[rng.below(seeds.len())].clone();
-            for _ in 0..=rng.below(4) {
-                mutate(&mut data, seeds, &mut rng);
-            }
-            data
-        })
-        .collect()
-}
-
-fn mutate(data: &mut Vec<u8>, seeds: &[Vec<u8>], rng: &mut Rng) {
-    let len = data.len();
-    match rng.below(7) {
-        0 if len > 0 => {
-            let i = rng.below(len);
-            data[i] ^= 1 << rng.below(8);
-        }
-        1 if len > 0 => {
-            let i = rng.below(len);
-            data[i] = INTERESTING[rng.below(INTERESTING.len())];
-        }
-        2 => {
-            let i = rng.below(len + 1);
-            let n = 1 + rng.below(8);
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| INTERESTING[rng.below(INTERESTING.len())])
-                .collect();
-            data.splice(i..i, bytes);
-        }
-        3 if len > 0 => {
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(16)).min(len);
-            data.drain(start..end);
-        }
-        4 => data.truncate(rng.below(len + 1)),
-        5 if len > 0 => {
-            // Repeat a slice: grows lists, nesting and chunk runs.
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(64)).min(len);
-            let piece = data[start..end].to_vec();
-            let at = rng.below(len + 1);
-            data.splice(at..at, piece);
-        }
-        _ => {
-            let other = &seeds[rng.below(seeds.len())];
-            let cut = rng.below(len + 1);
-            let from = rng.below(other.len() + 1);
-            data.truncate(cut);
-            data.extend_from_slice(&other[from..]);
-        }
-    }
-}
-
-/// Inputs above this size run once but are not mutated: they are there for their size.
-const MUTATE_MAX: usize = 16 * 1024;
-
-fn smoke(body: fn(&[u8]), seeds: Vec<Vec<u8>>, rng_seed: u64) {
-    for seed in &seeds {
-        body(seed);
-    }
-    let small: Vec<Vec<u8>> = seeds
-        .into_iter()
-        .filter(|s| s.len() <= MUTATE_MAX)
-        .collect();
-    for input in mutations(&small, MUTATIONS, rng_seed) {
-        body(&input);
-    }
-}
-
 // ===== the targets =====
 
 #[test]
@@ -505,10 +372,14 @@ fn api_requests() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     for request in requests() {
         seeds.push(request.to_string().into_bytes());
-        seeds.extend(wrong_type_at_every_key(&request));
+        seeds.extend(wrong_type_at_every_key(
+            &request,
+            &wrong_values(),
+            Members::AlsoRemove,
+        ));
     }
     seeds.extend(json_edge_cases());
-    smoke(fuzzing::requests, seeds, 0x5eed_0004);
+    run(fuzzing::requests, seeds, 0x5eed_0004);
 }
 
 #[test]
@@ -520,12 +391,16 @@ fn api_http_response() {
         // side, this target the framing around it. (u128 counts come back as floats
         // in a Value; as seeds for mutation that is fine.)
         let answer: Value = serde_json::from_slice(&answer).expect("answers are JSON");
-        bodies.extend(wrong_type_at_every_key(&answer).into_iter().step_by(7));
+        bodies.extend(
+            wrong_type_at_every_key(&answer, &wrong_values(), Members::AlsoRemove)
+                .into_iter()
+                .step_by(7),
+        );
     }
     bodies.extend(json_edge_cases());
     for (i, body) in bodies.iter().enumerate() {
         let status = [200, 200, 503, 400, 500][i % 5];
         seeds.push(framed(status, body, i % 2 == 1));
     }
-    smoke(fuzzing::http_response, seeds, 0x5eed_0005);
+    run(fuzzing::http_response, seeds, 0x5eed_0005);
 }

@@ -7,11 +7,25 @@
 mod common;
 
 use serde_json::{Value, json};
+use strait_api::fuzzing::smoke::{self, Members, Mutations};
 use strait_cni::fuzzing;
 
 /// Mutations per target. With the seeds, this keeps the whole file to a few seconds in
 /// a debug build.
 const MUTATIONS: usize = 3000;
+
+/// Bytes a mutation likes to insert: JSON and env syntax, NUL, non-UTF-8, digits.
+const INTERESTING: &[u8] = b"{}[]\":,=;\n\\/.-0129aeE+\0\x7f\x80\xc3\xff";
+
+/// Run a target's body over its seeds and [`MUTATIONS`] mutations of them.
+fn run(body: fn(&[u8]), seeds: Vec<Vec<u8>>, rng_seed: u64) {
+    let mutations = Mutations {
+        count: MUTATIONS,
+        rng_seed,
+        interesting: INTERESTING,
+    };
+    smoke::run(body, seeds, &mutations);
+}
 
 // ===== seeds =====
 
@@ -157,7 +171,8 @@ fn full_prev_result() -> Value {
     })
 }
 
-/// Values of every JSON type, and the numbers at the edges of the types parsed into.
+/// Values of every JSON type, and the numbers at the edges of the types parsed into,
+/// put at every key of a full config and prevResult.
 fn wrong_values() -> Vec<Value> {
     vec![
         Value::Null,
@@ -177,54 +192,6 @@ fn wrong_values() -> Vec<Value> {
         json!({}),
         json!({"": null}),
     ]
-}
-
-/// `base` with each node in turn (object members and list items, at any depth)
-/// replaced by each of [`wrong_values`].
-fn wrong_type_at_every_key(base: &Value) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut paths = Vec::new();
-    collect_paths(base, &mut Vec::new(), &mut paths);
-    for path in &paths {
-        for wrong in wrong_values() {
-            let mut v = base.clone();
-            if let Some(slot) = pointer_mut(&mut v, path) {
-                *slot = wrong;
-            }
-            out.push(v.to_string().into_bytes());
-        }
-    }
-    out
-}
-
-/// Every path to a node below the root.
-fn collect_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    let children: Vec<(String, &Value)> = match v {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect(),
-        _ => return,
-    };
-    for (key, child) in children {
-        prefix.push(key);
-        out.push(prefix.clone());
-        collect_paths(child, prefix, out);
-        prefix.pop();
-    }
-}
-
-fn pointer_mut<'a>(mut v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
-    for key in path {
-        v = match v {
-            Value::Object(m) => m.get_mut(key)?,
-            Value::Array(a) => a.get_mut(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(v)
 }
 
 /// `depth` nested lists, or objects under `key`, with `leaf` at the bottom.
@@ -306,7 +273,11 @@ fn netconf_edge_cases() -> Vec<Vec<u8>> {
     ];
     let base = full_config();
     out.push(base.to_string().into_bytes());
-    out.extend(wrong_type_at_every_key(&base));
+    out.extend(smoke::wrong_type_at_every_key(
+        &base,
+        &wrong_values(),
+        Members::Keep,
+    ));
     for key in [
         "cniVersion",
         "mtu",
@@ -358,7 +329,11 @@ fn prev_result_edge_cases() -> Vec<Vec<u8>> {
         br#"{"interfaces":[{"name":"eth0","cniVersion":"x","version":"9"}],"ips":[{"address":"10.0.0.1/8","interface":0,"version":{}}]}"#.to_vec(),
     ];
     let base = full_prev_result();
-    out.extend(wrong_type_at_every_key(&base));
+    out.extend(smoke::wrong_type_at_every_key(
+        &base,
+        &wrong_values(),
+        Members::Keep,
+    ));
     // Deep values where the decoder keeps unknown keys verbatim (serde's flatten
     // buffers them, a second recursion over what serde_json already accepted).
     for depth in [126, 127, 128] {
@@ -382,119 +357,20 @@ fn prev_result_edge_cases() -> Vec<Vec<u8>> {
     out
 }
 
-// ===== mutations =====
-
-/// xorshift64*: tiny, seeded, the same sequence on every machine. (api/tests/fuzz_smoke.rs
-/// has the same one; the crates share no test code.)
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // n is small; the modulo bias does not matter for picking mutations.
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Bytes a mutation likes to insert: JSON and env syntax, NUL, non-UTF-8, digits.
-const INTERESTING: &[u8] = b"{}[]\":,=;\n\\/.-0129aeE+\0\x7f\x80\xc3\xff";
-
-/// `count` inputs, each a seed with one to four byte flips, overwrites, insertions,
-/// deletions, truncations or splices with another seed.
-fn mutations(seeds: &[Vec<u8>], count: usize, rng_seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(rng_seed);
-    (0..count)
-        .map(|_| {
-            let mut data = seeds[rng.below(seeds.len())].clone();
-            for _ in 0..=rng.below(4) {
-                mutate(&mut data, seeds, &mut rng);
-            }
-            data
-        })
-        .collect()
-}
-
-fn mutate(data: &mut Vec<u8>, seeds: &[Vec<u8>], rng: &mut Rng) {
-    let len = data.len();
-    match rng.below(7) {
-        0 if len > 0 => {
-            let i = rng.below(len);
-            data[i] ^= 1 << rng.below(8);
-        }
-        1 if len > 0 => {
-            let i = rng.below(len);
-            data[i] = INTERESTING[rng.below(INTERESTING.len())];
-        }
-        2 => {
-            let i = rng.below(len + 1);
-            let n = 1 + rng.below(8);
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| INTERESTING[rng.below(INTERESTING.len())])
-                .collect();
-            data.splice(i..i, bytes);
-        }
-        3 if len > 0 => {
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(16)).min(len);
-            data.drain(start..end);
-        }
-        4 => data.truncate(rng.below(len + 1)),
-        5 if len > 0 => {
-            // Repeat a slice: grows lists and nesting.
-            let start = rng.below(len);
-            let end = (start + 1 + rng.below(64)).min(len);
-            let piece = data[start..end].to_vec();
-            let at = rng.below(len + 1);
-            data.splice(at..at, piece);
-        }
-        _ => {
-            let other = &seeds[rng.below(seeds.len())];
-            let cut = rng.below(len + 1);
-            let from = rng.below(other.len() + 1);
-            data.truncate(cut);
-            data.extend_from_slice(&other[from..]);
-        }
-    }
-}
-
-/// Inputs above this size run once but are not mutated: they are there for their
-/// size, and thousands of copies of them would only make the test slow.
-const MUTATE_MAX: usize = 16 * 1024;
-
-/// Run `body` over the seeds, then over mutations of the small ones.
-fn smoke(body: fn(&[u8]), seeds: Vec<Vec<u8>>, rng_seed: u64) {
-    for seed in &seeds {
-        body(seed);
-    }
-    let small: Vec<Vec<u8>> = seeds
-        .into_iter()
-        .filter(|s| s.len() <= MUTATE_MAX)
-        .collect();
-    for input in mutations(&small, MUTATIONS, rng_seed) {
-        body(&input);
-    }
-}
-
 // ===== the targets =====
 
 #[test]
 fn cni_env_and_args() {
     let mut seeds = capture_envs();
     seeds.extend(env_edge_cases());
-    smoke(fuzzing::env_and_args, seeds, 0x5eed_0001);
+    run(fuzzing::env_and_args, seeds, 0x5eed_0001);
 }
 
 #[test]
 fn cni_netconf() {
     let mut seeds = capture_stdins();
     seeds.extend(netconf_edge_cases());
-    smoke(fuzzing::netconf, seeds, 0x5eed_0002);
+    run(fuzzing::netconf, seeds, 0x5eed_0002);
 }
 
 #[test]
@@ -502,5 +378,5 @@ fn cni_prev_result() {
     let mut seeds = capture_prev_results();
     assert!(!seeds.is_empty(), "the captures hold prevResults");
     seeds.extend(prev_result_edge_cases());
-    smoke(fuzzing::prev_result, seeds, 0x5eed_0003);
+    run(fuzzing::prev_result, seeds, 0x5eed_0003);
 }
