@@ -125,34 +125,17 @@ impl Agent {
         }
     }
 
-    /// SIGTERM and wait for exit (graceful: nothing is flushed).
+    /// SIGTERM and wait for exit (graceful: nothing is flushed); SIGKILL after 15 s.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => return,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        return;
-                    }
-                }
-            }
+        if let Some(c) = self.child.take() {
+            crate::process::terminate(c, Duration::from_secs(15));
         }
     }
 
     /// SIGKILL: the crash case.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            crate::process::kill_now(c);
         }
     }
 

@@ -183,9 +183,8 @@ impl Etcd {
 
     /// SIGKILL and reap: the crash case. Data written so far stays in the data dir.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            crate::process::kill_now(c);
         }
     }
 
@@ -193,22 +192,8 @@ impl Etcd {
     pub fn stop(&mut self) {
         // A frozen etcd would never see the SIGTERM.
         self.thaw();
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => return,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        return;
-                    }
-                }
-            }
+        if let Some(c) = self.child.take() {
+            crate::process::terminate(c, Duration::from_secs(10));
         }
     }
 
@@ -224,8 +209,8 @@ impl Etcd {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        if let Some(c) = &self.child {
+            crate::process::signal(c, signal);
         }
     }
 
