@@ -14,7 +14,10 @@
 //!    the burst into;
 //! 3. steady state: one reconciliation that finds everything in place;
 //! 4. baseline: the same entries by `ip -batch` and `bridge -batch` into a fresh
-//!    namespace with a VXLAN device made by `ip`.
+//!    namespace with a VXLAN device made by `ip`;
+//! 5. the whole agent: a real `straitd --fabric vxlan` on a private etcd (both inside
+//!    a namespace), NODES records and blocks put into etcd one key at a time; time
+//!    until the agent's kernel holds them all, and the agent's VmRSS before and after.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -173,7 +176,12 @@ async fn until_complete(nl: &Netlink, nodes: usize) -> Instant {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("self")
+}
+
+/// VmRSS of `/proc/<pid>/status`, KiB.
+fn rss_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -187,6 +195,65 @@ async fn open_store(dir: &tempfile::TempDir, name: &str) -> Arc<dyn Store> {
     EmbeddedStore::open(&dir.path().join(name))
         .await
         .expect("store")
+}
+
+/// Scenario 5: the whole agent. Returns (time to program, time to write, agent VmRSS
+/// before, after), or why it could not run.
+fn whole_agent(prefix: &str, nodes: u32) -> Result<(Duration, Duration, u64, u64), String> {
+    use strait_testbeds::agent::{Agent, AgentOpts};
+    use strait_testbeds::etcd::{Etcd, EtcdOpts};
+    use straitd::store::etcd::{EtcdOptions, EtcdStore};
+    if strait_testbeds::etcd::etcd_binary().is_none() {
+        return Err("etcd not installed (Debian package etcd-server)".into());
+    }
+    let ns = host(prefix, "d");
+    ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    let etcd = Etcd::start_with(EtcdOpts {
+        netns: Some(ns.name().to_string()),
+        ..EtcdOpts::default()
+    });
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut opts = AgentOpts::new(OWN, &["10.200.0.0/16"]);
+    opts.extra = vec![
+        "--etcd-endpoints".into(),
+        etcd.client_url(),
+        "--fabric".into(),
+        "vxlan".into(),
+        "--underlay-iface".into(),
+        "eth0".into(),
+    ];
+    let agent = Agent::start(&ns, dir.path(), opts);
+    let pid = agent.pid().ok_or("agent has no PID")?.to_string();
+    let endpoints = etcd.endpoints();
+    let ns_path = ns.path();
+    // The writer and the kernel reader live in the agent's namespace: a thread of
+    // their own enters it and runs a runtime there (etcd listens on its loopback).
+    let netns = NetNs::open(&ns_path).map_err(|e| e.to_string())?;
+    let measured = netns
+        .run(move || -> Result<_, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let store: Arc<dyn Store> = EtcdStore::connect(&endpoints, EtcdOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let nl = Netlink::connect().map_err(|e| e.to_string())?;
+                let rss_before = rss_of(&pid);
+                let started = Instant::now();
+                put_one_by_one(&store, nodes).await;
+                let written = started.elapsed();
+                let done = until_complete(&nl, nodes as usize).await;
+                // Memory once the work is done and the caches are full.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok((done - started, written, rss_before, rss_of(&pid)))
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    drop(agent);
+    drop(etcd);
+    measured
 }
 
 fn ms(d: Duration) -> String {
@@ -338,6 +405,8 @@ fn main() {
     });
     drop(ns);
 
+    let whole = whole_agent(&prefix, nodes);
+
     println!();
     println!("{:<84} {:>10}", "scenario", "time");
     println!(
@@ -367,7 +436,22 @@ fn main() {
         ),
         ms(baseline)
     );
+    match &whole {
+        Ok((programmed, written, _, _)) => println!(
+            "{:<84} {:>10}",
+            format!(
+                "whole straitd on etcd, {} single puts into etcd (written in {})",
+                2 * nodes,
+                ms(*written)
+            ),
+            ms(*programmed)
+        ),
+        Err(why) => println!("whole straitd on etcd: not run: {why}"),
+    }
     println!();
+    if let Ok((_, _, before, after)) = &whole {
+        println!("straitd VmRSS: {before} KiB before the {nodes} nodes, {after} KiB after");
+    }
     println!(
         "VmRSS: {} KiB at start, {} KiB after the cold start, {} KiB at the end \
          (whole process: runtime, two embedded stores, caches)",
