@@ -1,1 +1,12 @@
-//! strait-bgp: the BGP-4 speaker library. Not yet written: see the BGP issue. This crate is empty on purpose so the workspace layout of DESIGN.md exists.
+//! strait-bgp: the BGP-4 speaker library. It depends on nothing of the agent.
+//!
+//! What exists:
+//! - [`codec`]: the wire codec — every message of RFC 4271 with capabilities (RFC 5492),
+//!   MP-BGP IPv4/IPv6 unicast (RFC 4760), route refresh (RFC 2918), 4-octet AS
+//!   (RFC 6793), graceful restart (RFC 4724), route-reflection attributes (RFC 4456);
+//!   decode errors name their NOTIFICATION, RFC 7606 error handling for UPDATEs.
+
+pub mod codec;
+/// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
+#[doc(hidden)]
+pub mod fuzzing;
