@@ -10,3 +10,5 @@ pub mod codec;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
+/// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
+pub mod bfd;
