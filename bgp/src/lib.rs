@@ -5,10 +5,14 @@
 //!   MP-BGP IPv4/IPv6 unicast (RFC 4760), route refresh (RFC 2918), 4-octet AS
 //!   (RFC 6793), graceful restart (RFC 4724), route-reflection attributes (RFC 4456);
 //!   decode errors name their NOTIFICATION, RFC 7606 error handling for UPDATEs.
+//! - [`fsm`]: the RFC 4271 §8 state machine as a pure core (events in, actions out,
+//!   timers as deadlines on the caller's clock), hold-time negotiation and connection
+//!   collision resolution.
 
+/// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
+pub mod bfd;
 pub mod codec;
+pub mod fsm;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
-/// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
-pub mod bfd;
