@@ -222,7 +222,7 @@ impl Bfd {
             SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), CONTROL_PORT)
         };
         let err = |op| move |source| BfdError::Socket { op, addr, source };
-        let std_sock = std::net::UdpSocket::bind(addr).map_err(err("bind listener"))?;
+        let std_sock = bind_listener(addr).map_err(err("bind listener"))?;
         let fd = &std_sock;
         if v4 {
             setsockopt(fd, sockopt::Ipv4RecvTtl, &true).map_err(|e| err("IP_RECVTTL")(e.into()))?;
@@ -280,6 +280,28 @@ impl Drop for Bfd {
             peer.task.abort();
         }
     }
+}
+
+/// Bind the listener; the IPv6 one is IPV6_V6ONLY so it can share port 3784 with the
+/// IPv4 one (IPv4 peers are served by the IPv4 socket).
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, socket,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
+        SocketAddr::V6(a) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?
+        }
+    }
+    Ok(std::net::UdpSocket::from(fd))
 }
 
 fn configure_sender(s: std::net::UdpSocket, addr: SocketAddr) -> Result<UdpSocket, BfdError> {
