@@ -64,3 +64,14 @@ pub fn update(data: &[u8]) {
 pub fn open(data: &[u8]) {
     body(MessageType::Open, data);
 }
+
+/// Any bytes as one BFD control packet (RFC 5880 §4.1): what decodes must encode to
+/// bytes that decode to the same packet; nothing may panic.
+pub fn bfd_packet(data: &[u8]) {
+    use crate::bfd::packet::ControlPacket;
+    if let Ok(p) = ControlPacket::decode(data) {
+        let again = ControlPacket::decode(&p.encode())
+            .unwrap_or_else(|e| panic!("re-encoded {p:?} does not decode: {e}"));
+        assert_eq!(again, p, "BFD round trip changed the packet");
+    }
+}

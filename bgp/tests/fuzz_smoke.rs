@@ -130,3 +130,22 @@ fn seeds_are_valid_messages() {
         );
     }
 }
+
+/// BFD control packets: an Up packet at 300 ms, a Down packet with a diagnostic and
+/// the Poll bit, and the same with trailing bytes (a longer length field is allowed).
+#[test]
+fn bfd_packet() {
+    let up = hex("20 c0 03 18 00000001 00000002 000493e0 000493e0 00000000");
+    let down_poll = hex("21 60 03 18 00000007 00000000 000f4240 000f4240 00000000");
+    let mut longer = up.clone();
+    longer[3] = 0x1a;
+    longer.extend([0, 0]);
+    let seeds = vec![up, down_poll, longer];
+    for s in &seeds[..2] {
+        assert!(
+            strait_bgp::bfd::packet::ControlPacket::decode(s).is_ok(),
+            "seed {s:02x?} must decode, or the round trip is never reached"
+        );
+    }
+    run(fuzzing::bfd_packet, seeds, 0x5eed_0b0d);
+}
