@@ -13,6 +13,8 @@
 pub mod bfd;
 pub mod codec;
 pub mod fsm;
+/// Adj-RIB-In, Loc-RIB (decision process, ECMP), Adj-RIB-Out (route reflection, export).
+pub mod rib;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;

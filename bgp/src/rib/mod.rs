@@ -1,0 +1,570 @@
+//! The routing information bases (RFC 4271 §3.2) as pure logic: per-peer Adj-RIB-In
+//! after import policy, the Loc-RIB with the §9.1 decision process and ECMP, per-peer
+//! Adj-RIB-Out with export policy, route reflection (RFC 4456) and the graceful-restart
+//! helper (RFC 4724 §4.2). No I/O: the session driver feeds it UPDATEs and session
+//! events and sends what comes out; the FIB sync installs the best-path changes.
+//!
+//! Every mutating call returns [`Changes`]: the Loc-RIB best paths that changed (for the
+//! FIB) and the routes to announce or withdraw per peer. Nothing else has to be diffed.
+
+mod attrs;
+mod decision;
+mod policy;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::codec::{Family, NextHop, Notification, codes};
+
+pub use attrs::{Attrs, DEFAULT_LOCAL_PREF, RouteUpdate};
+pub use decision::Path;
+pub use policy::{AcceptAll, Policy};
+
+/// The speaker's own identity and the knobs of the decision process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RibConfig {
+    pub local_asn: u32,
+    pub router_id: Ipv4Addr,
+    /// RFC 4456 §7: the router ID unless set.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// How many equal-cost paths go to the FIB (1 = no ECMP).
+    pub multipath: usize,
+}
+
+/// One configured neighbour, as the session learned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: u32,
+    /// The BGP identifier from its OPEN.
+    pub router_id: Ipv4Addr,
+    /// An iBGP peer we reflect routes to as a route-reflection client.
+    pub rr_client: bool,
+    /// RFC 4486 subcode 1: more routes than this ends the session.
+    pub max_prefixes: Option<usize>,
+    /// The families the session negotiated; nothing else is advertised to it.
+    pub families: Vec<Family>,
+    /// Our addresses on the session, used as next hop towards eBGP peers. A family
+    /// without one is not advertised to an eBGP peer.
+    pub local_v4: Option<Ipv4Addr>,
+    pub local_v6: Option<Ipv6Addr>,
+}
+
+/// A Loc-RIB best-path change for the FIB: the next hops (ECMP, best first) now used for
+/// `prefix`; empty means the prefix is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FibChange {
+    pub prefix: IpNet,
+    pub next_hops: Vec<NextHop>,
+}
+
+/// An Adj-RIB-Out change: announce `prefix` to `peer` with `attrs`, or withdraw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutChange {
+    pub peer: IpAddr,
+    pub prefix: IpNet,
+    pub attrs: Option<Arc<Attrs>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub fib: Vec<FibChange>,
+    pub out: Vec<OutChange>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.fib.is_empty() && self.out.is_empty()
+    }
+}
+
+/// The peer sent more routes than its limit. The RIB left its Adj-RIB-In as it was;
+/// the session sends [`MaxPrefixesExceeded::notification`] and then calls
+/// [`Rib::peer_down`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxPrefixesExceeded {
+    pub peer: IpAddr,
+    pub limit: usize,
+    /// The family of the first prefix past the limit.
+    pub family: Family,
+}
+
+impl MaxPrefixesExceeded {
+    /// Cease / Maximum Number of Prefixes Reached, with RFC 4486 §4's data: AFI, SAFI
+    /// and the limit.
+    pub fn notification(&self) -> Notification {
+        let mut n = Notification::new(codes::CEASE, 1);
+        let a = self.family.afi_safi();
+        n.data.extend_from_slice(&a.afi.to_be_bytes());
+        n.data.push(a.safi);
+        let limit = u32::try_from(self.limit).unwrap_or(u32::MAX);
+        n.data.extend_from_slice(&limit.to_be_bytes());
+        n
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RibError {
+    #[error("no peer {0} in the RIB")]
+    UnknownPeer(IpAddr),
+    #[error("peer {0} is already up")]
+    AlreadyUp(IpAddr),
+    #[error("peer {} sent more than {} prefixes", .0.peer, .0.limit)]
+    MaxPrefixes(MaxPrefixesExceeded),
+}
+
+struct InRoute {
+    attrs: Arc<Attrs>,
+    stale: bool,
+}
+
+struct PeerState {
+    cfg: PeerConfig,
+    ebgp: bool,
+    /// False while a restarting peer's routes are kept (graceful restart helper).
+    up: bool,
+    adj_in: HashMap<IpNet, InRoute>,
+    adj_out: HashMap<IpNet, Arc<Attrs>>,
+}
+
+#[derive(Default)]
+struct Dest {
+    paths: Vec<Path>,
+    fib: Vec<NextHop>,
+}
+
+/// Export results for one call, keyed by (source attributes, source peer, target peer):
+/// one UPDATE's prefixes share their attributes, so each is rewritten once per peer.
+/// The source `Arc` is kept so its address cannot be reused for other attributes.
+type ExportMemo = HashMap<(usize, IpAddr, IpAddr), (Arc<Attrs>, Option<Arc<Attrs>>)>;
+
+pub struct Rib {
+    cfg: RibConfig,
+    policy: Box<dyn Policy>,
+    peers: HashMap<IpAddr, PeerState>,
+    loc: HashMap<IpNet, Dest>,
+}
+
+fn family_of(p: &IpNet) -> Family {
+    match p {
+        IpNet::V4(_) => Family::Ipv4Unicast,
+        IpNet::V6(_) => Family::Ipv6Unicast,
+    }
+}
+
+impl Rib {
+    pub fn new(cfg: RibConfig, policy: Box<dyn Policy>) -> Rib {
+        Rib {
+            cfg,
+            policy,
+            peers: HashMap::new(),
+            loc: HashMap::new(),
+        }
+    }
+
+    fn cluster_id(&self) -> Ipv4Addr {
+        self.cfg.cluster_id.unwrap_or(self.cfg.router_id)
+    }
+
+    /// A session reached Established: the peer gets the whole Loc-RIB its export rules
+    /// allow. A peer that was restarting keeps its stale routes until End-of-RIB.
+    pub fn peer_up(&mut self, cfg: PeerConfig) -> Result<Changes, RibError> {
+        let addr = cfg.address;
+        let ebgp = cfg.asn != self.cfg.local_asn;
+        match self.peers.get_mut(&addr) {
+            Some(p) if p.up => return Err(RibError::AlreadyUp(addr)),
+            Some(p) => {
+                p.cfg = cfg;
+                p.ebgp = ebgp;
+                p.up = true;
+                p.adj_out.clear();
+            }
+            None => {
+                self.peers.insert(
+                    addr,
+                    PeerState {
+                        cfg,
+                        ebgp,
+                        up: true,
+                        adj_in: HashMap::new(),
+                        adj_out: HashMap::new(),
+                    },
+                );
+            }
+        }
+        let mut changes = Changes::default();
+        let mut memo = ExportMemo::new();
+        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        for prefix in prefixes {
+            self.sync_out(&prefix, Some(addr), &mut memo, &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// Apply one UPDATE from `peer`. On [`RibError::MaxPrefixes`] nothing changed.
+    pub fn update(&mut self, peer: IpAddr, update: &RouteUpdate) -> Result<Changes, RibError> {
+        let state = match self.peers.get(&peer) {
+            Some(p) if p.up => p,
+            _ => return Err(RibError::UnknownPeer(peer)),
+        };
+        // First decide every prefix's fate (import checks and policy are pure), so a
+        // limit breach can refuse the whole UPDATE before anything changes.
+        let mut decided: Vec<(IpNet, Option<Arc<Attrs>>)> = Vec::new();
+        decided.extend(update.withdrawn.iter().map(|p| (p.trunc(), None)));
+        for (prefixes, attrs) in &update.announced {
+            let checked = self.import_checks(state, attrs);
+            for p in prefixes {
+                let p = p.trunc();
+                let a = checked
+                    .as_ref()
+                    .and_then(|a| self.policy.import(&state.cfg, &p, a));
+                decided.push((p, a));
+            }
+        }
+        if let Some(limit) = state.cfg.max_prefixes {
+            let mut count = state.adj_in.len();
+            let mut seen: HashMap<IpNet, bool> = HashMap::new();
+            for (p, a) in &decided {
+                let before = *seen.get(p).unwrap_or(&state.adj_in.contains_key(p));
+                let after = a.is_some();
+                seen.insert(*p, after);
+                match (before, after) {
+                    (false, true) => count += 1,
+                    (true, false) => count -= 1,
+                    _ => {}
+                }
+                if count > limit {
+                    return Err(RibError::MaxPrefixes(MaxPrefixesExceeded {
+                        peer,
+                        limit,
+                        family: family_of(p),
+                    }));
+                }
+            }
+        }
+        let mut changes = Changes::default();
+        let mut memo = ExportMemo::new();
+        for (prefix, attrs) in decided {
+            self.set_route(peer, prefix, attrs, &mut memo, &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// The RIB's own import rules: AS_PATH loop (eBGP), LOCAL_PREF is not taken from
+    /// another AS (RFC 4271 §5.1.5), route-reflection loops (RFC 4456 §8).
+    fn import_checks(&self, peer: &PeerState, attrs: &Arc<Attrs>) -> Option<Arc<Attrs>> {
+        if peer.ebgp {
+            if attrs.as_path.contains(self.cfg.local_asn) {
+                return None;
+            }
+            if attrs.local_pref.is_some() {
+                let mut a = Attrs::clone(attrs);
+                a.local_pref = None;
+                return Some(Arc::new(a));
+            }
+        } else if attrs.originator_id == Some(self.cfg.router_id)
+            || attrs.cluster_list.contains(&self.cluster_id())
+        {
+            return None;
+        }
+        Some(Arc::clone(attrs))
+    }
+
+    /// Put (or remove, `None`) `peer`'s route for `prefix` into its Adj-RIB-In and the
+    /// Loc-RIB candidates, and recompute the destination.
+    fn set_route(
+        &mut self,
+        peer: IpAddr,
+        prefix: IpNet,
+        attrs: Option<Arc<Attrs>>,
+        memo: &mut ExportMemo,
+        changes: &mut Changes,
+    ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let (ebgp, router_id) = (state.ebgp, state.cfg.router_id);
+        match attrs {
+            Some(a) => {
+                state.adj_in.insert(
+                    prefix,
+                    InRoute {
+                        attrs: Arc::clone(&a),
+                        stale: false,
+                    },
+                );
+                let dest = self.loc.entry(prefix).or_default();
+                let path = Path {
+                    peer,
+                    ebgp,
+                    peer_router_id: router_id,
+                    attrs: a,
+                    stale: false,
+                };
+                match dest.paths.iter_mut().find(|p| p.peer == peer) {
+                    Some(p) => *p = path,
+                    None => dest.paths.push(path),
+                }
+            }
+            None => {
+                if state.adj_in.remove(&prefix).is_none() {
+                    return;
+                }
+                if let Some(dest) = self.loc.get_mut(&prefix) {
+                    dest.paths.retain(|p| p.peer != peer);
+                }
+            }
+        }
+        self.recompute(&prefix, memo, changes);
+    }
+
+    /// Run the decision process for `prefix` and push what changed.
+    fn recompute(&mut self, prefix: &IpNet, memo: &mut ExportMemo, changes: &mut Changes) {
+        let Some(dest) = self.loc.get_mut(prefix) else {
+            return;
+        };
+        let ranked = decision::rank(&dest.paths);
+        let mut fib: Vec<NextHop> = Vec::new();
+        for &i in ranked.iter().take(self.cfg.multipath.max(1)) {
+            let nh = dest.paths[i].attrs.next_hop;
+            if !fib.contains(&nh) {
+                fib.push(nh);
+            }
+        }
+        // The best path first in `paths`, so readers need not rank again.
+        if let Some(&best) = ranked.first() {
+            dest.paths.swap(0, best);
+        }
+        if fib != dest.fib {
+            dest.fib = fib.clone();
+            changes.fib.push(FibChange {
+                prefix: *prefix,
+                next_hops: fib,
+            });
+        }
+        self.sync_out(prefix, None, memo, changes);
+        if self.loc.get(prefix).is_some_and(|d| d.paths.is_empty()) {
+            self.loc.remove(prefix);
+        }
+    }
+
+    /// Bring every up peer's (or only `only`'s) Adj-RIB-Out for `prefix` in line with
+    /// the Loc-RIB's best path.
+    fn sync_out(
+        &mut self,
+        prefix: &IpNet,
+        only: Option<IpAddr>,
+        memo: &mut ExportMemo,
+        changes: &mut Changes,
+    ) {
+        let best = self.loc.get(prefix).and_then(|d| d.paths.first()).cloned();
+        let src_client = best
+            .as_ref()
+            .and_then(|b| self.peers.get(&b.peer))
+            .is_some_and(|p| p.cfg.rr_client);
+        let targets: Vec<IpAddr> = match only {
+            Some(a) => vec![a],
+            None => self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.up)
+                .map(|(a, _)| *a)
+                .collect(),
+        };
+        for dst in targets {
+            let Some(dst_state) = self.peers.get(&dst) else {
+                continue;
+            };
+            let wanted = best.as_ref().and_then(|b| {
+                let key = (Arc::as_ptr(&b.attrs) as usize, b.peer, dst);
+                let rewritten = match memo.get(&key) {
+                    Some((_, r)) => r.clone(),
+                    None => {
+                        let r = self
+                            .export_rules(b, src_client, dst_state, family_of(prefix))
+                            .map(Arc::new);
+                        memo.insert(key, (Arc::clone(&b.attrs), r.clone()));
+                        r
+                    }
+                };
+                rewritten.and_then(|a| self.policy.export(&dst_state.cfg, prefix, &a))
+            });
+            let Some(dst_state) = self.peers.get_mut(&dst) else {
+                continue;
+            };
+            let current = dst_state.adj_out.get(prefix);
+            let same = match (current, &wanted) {
+                (None, None) => true,
+                (Some(c), Some(w)) => Arc::ptr_eq(c, w) || c == w,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            match &wanted {
+                Some(w) => dst_state.adj_out.insert(*prefix, Arc::clone(w)),
+                None => dst_state.adj_out.remove(prefix),
+            };
+            changes.out.push(OutChange {
+                peer: dst,
+                prefix: *prefix,
+                attrs: wanted,
+            });
+        }
+    }
+
+    /// What `dst` is told about a best path, before export policy: split horizon and
+    /// route reflection (RFC 4456 §6, §8), eBGP rewrites (RFC 4271 §5.1).
+    fn export_rules(
+        &self,
+        best: &Path,
+        src_client: bool,
+        dst: &PeerState,
+        family: Family,
+    ) -> Option<Attrs> {
+        if best.peer == dst.cfg.address || !dst.cfg.families.contains(&family) {
+            return None;
+        }
+        let mut a = Attrs::clone(&best.attrs);
+        if dst.ebgp {
+            // The peer would drop it as a loop (RFC 4271 §9.1.2); don't send it.
+            if a.as_path.contains(dst.cfg.asn) {
+                return None;
+            }
+            a.prepend_as(self.cfg.local_asn);
+            a.next_hop = match family {
+                Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
+                Family::Ipv6Unicast => NextHop::V6 {
+                    global: dst.cfg.local_v6?,
+                    link_local: None,
+                },
+            };
+            a.local_pref = None;
+            // MED is not passed on to another AS (RFC 4271 §5.1.4); RR attributes are
+            // non-transitive and stay within the AS (RFC 4456 §8).
+            a.med = None;
+            a.originator_id = None;
+            a.cluster_list.clear();
+        } else if best.ebgp {
+            a.local_pref = Some(best.attrs.effective_local_pref());
+        } else {
+            // iBGP to iBGP: only a reflector passes it on, from a client to everyone,
+            // from a non-client to clients only.
+            if !src_client && !dst.cfg.rr_client {
+                return None;
+            }
+            a.originator_id.get_or_insert(best.peer_router_id);
+            a.cluster_list.insert(0, self.cluster_id());
+        }
+        Some(a)
+    }
+
+    /// The session went down for good (or a limit was breached): its routes leave the
+    /// Loc-RIB and the peer is forgotten.
+    pub fn peer_down(&mut self, peer: IpAddr) -> Result<Changes, RibError> {
+        let state = self
+            .peers
+            .remove(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        let mut changes = Changes::default();
+        let mut memo = ExportMemo::new();
+        for prefix in state.adj_in.keys() {
+            if let Some(dest) = self.loc.get_mut(prefix) {
+                dest.paths.retain(|p| p.peer != peer);
+            }
+            self.recompute(prefix, &mut memo, &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// Graceful restart helper (RFC 4724 §4.2): the peer's session went down but it
+    /// announced it would restart; its routes stay in use, marked stale, until it sends
+    /// End-of-RIB or the caller's restart timer fires. Nothing is sent to it meanwhile.
+    pub fn peer_restarting(&mut self, peer: IpAddr) -> Result<(), RibError> {
+        let state = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        state.up = false;
+        state.adj_out.clear();
+        for (prefix, r) in state.adj_in.iter_mut() {
+            r.stale = true;
+            if let Some(p) = self
+                .loc
+                .get_mut(prefix)
+                .and_then(|d| d.paths.iter_mut().find(|p| p.peer == peer))
+            {
+                p.stale = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// End-of-RIB for `family` from `peer`: routes it did not re-announce are removed.
+    pub fn end_of_rib(&mut self, peer: IpAddr, family: Family) -> Result<Changes, RibError> {
+        self.sweep_stale(peer, Some(family))
+    }
+
+    /// The restart timer fired: every stale route of `peer` goes; a peer that has not
+    /// come back is forgotten.
+    pub fn restart_timer_expired(&mut self, peer: IpAddr) -> Result<Changes, RibError> {
+        let changes = self.sweep_stale(peer, None)?;
+        if self.peers.get(&peer).is_some_and(|p| !p.up) {
+            self.peers.remove(&peer);
+        }
+        Ok(changes)
+    }
+
+    fn sweep_stale(&mut self, peer: IpAddr, family: Option<Family>) -> Result<Changes, RibError> {
+        let state = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
+        let stale: Vec<IpNet> = state
+            .adj_in
+            .iter()
+            .filter(|(p, r)| r.stale && family.is_none_or(|f| family_of(p) == f))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut changes = Changes::default();
+        let mut memo = ExportMemo::new();
+        for prefix in stale {
+            self.set_route(peer, prefix, None, &mut memo, &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// The Loc-RIB best path for `prefix`.
+    pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
+        self.loc.get(prefix).and_then(|d| d.paths.first())
+    }
+
+    /// The next hops the FIB has for `prefix` (ECMP, best first).
+    pub fn fib_next_hops(&self, prefix: &IpNet) -> &[NextHop] {
+        self.loc.get(prefix).map_or(&[], |d| d.fib.as_slice())
+    }
+
+    /// How many destinations the Loc-RIB holds.
+    pub fn loc_rib_len(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// `peer`'s route for `prefix` after import policy, and whether it is stale.
+    pub fn adj_rib_in(&self, peer: IpAddr, prefix: &IpNet) -> Option<(&Arc<Attrs>, bool)> {
+        let r = self.peers.get(&peer)?.adj_in.get(prefix)?;
+        Some((&r.attrs, r.stale))
+    }
+
+    pub fn adj_rib_in_len(&self, peer: IpAddr) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.adj_in.len())
+    }
+
+    /// What was last sent to `peer` for `prefix`.
+    pub fn adj_rib_out(&self, peer: IpAddr, prefix: &IpNet) -> Option<&Arc<Attrs>> {
+        self.peers.get(&peer)?.adj_out.get(prefix)
+    }
+
+    pub fn adj_rib_out_len(&self, peer: IpAddr) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.adj_out.len())
+    }
+}
