@@ -1,0 +1,299 @@
+//! Adj-RIB-Out: route reflection (RFC 4456 §6, §8), loop prevention, eBGP rewrites
+//! (RFC 4271 §5.1), address families and the policy hooks.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use strait_bgp::codec::{AsPath, AsSegment, Family, NextHop, SegmentKind};
+use strait_bgp::rib::{
+    AcceptAll, Attrs, Changes, OutChange, PeerConfig, Policy, Rib, RibConfig, RouteUpdate,
+};
+
+const LOCAL_AS: u32 = 65000;
+const ROUTER_ID: &str = "10.0.0.1";
+const CLUSTER_ID: &str = "10.0.0.100";
+
+const C1: &str = "10.1.0.1";
+const C2: &str = "10.1.0.2";
+const N1: &str = "10.2.0.1";
+const N2: &str = "10.2.0.2";
+const E1: &str = "10.3.0.1";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn peer(addr: &str, asn: u32, rr_client: bool) -> PeerConfig {
+    PeerConfig {
+        address: ip(addr),
+        asn,
+        // Router IDs follow the address so reflected routes are easy to check.
+        router_id: v4(addr),
+        rr_client,
+        max_prefixes: None,
+        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        local_v4: Some(v4(ROUTER_ID)),
+        local_v6: Some("fd00::1".parse().unwrap()),
+    }
+}
+
+/// A reflector with clients C1, C2, non-clients N1, N2 and an eBGP peer E1 (AS 100).
+fn reflector_with(policy: Box<dyn Policy>) -> Rib {
+    let mut r = Rib::new(
+        RibConfig {
+            local_asn: LOCAL_AS,
+            router_id: v4(ROUTER_ID),
+            cluster_id: Some(v4(CLUSTER_ID)),
+            multipath: 1,
+        },
+        policy,
+    );
+    for p in [
+        peer(C1, LOCAL_AS, true),
+        peer(C2, LOCAL_AS, true),
+        peer(N1, LOCAL_AS, false),
+        peer(N2, LOCAL_AS, false),
+        peer(E1, 100, false),
+    ] {
+        r.peer_up(p).unwrap();
+    }
+    r
+}
+
+fn reflector() -> Rib {
+    reflector_with(Box::new(AcceptAll))
+}
+
+fn attrs(next_hop: &str, asns: &[u32]) -> Attrs {
+    let mut a = Attrs::new(NextHop::V4(v4(next_hop)));
+    if !asns.is_empty() {
+        a.as_path = AsPath {
+            segments: vec![AsSegment {
+                kind: SegmentKind::Sequence,
+                asns: asns.to_vec(),
+            }],
+        };
+    }
+    a
+}
+
+fn announce(prefix: &str, a: Attrs) -> RouteUpdate {
+    RouteUpdate {
+        announced: vec![(vec![net(prefix)], Arc::new(a))],
+        withdrawn: vec![],
+    }
+}
+
+fn sent_to(c: &Changes) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = c.out.iter().map(|o| o.peer).collect();
+    v.sort();
+    v
+}
+
+fn out<'a>(c: &'a Changes, peer: &str) -> &'a OutChange {
+    c.out.iter().find(|o| o.peer == ip(peer)).unwrap()
+}
+
+const P: &str = "192.0.2.0/24";
+
+#[test]
+fn a_clients_route_is_reflected_to_clients_and_non_clients_and_sent_to_ebgp() {
+    let mut r = reflector();
+    let c = r.update(ip(C1), &announce(P, attrs(C1, &[]))).unwrap();
+    assert_eq!(sent_to(&c), vec![ip(C2), ip(N1), ip(N2), ip(E1)]);
+    for ibgp in [C2, N1, N2] {
+        let a = out(&c, ibgp).attrs.as_ref().unwrap();
+        assert_eq!(a.originator_id, Some(v4(C1)));
+        assert_eq!(a.cluster_list, vec![v4(CLUSTER_ID)]);
+        assert_eq!(a.next_hop, NextHop::V4(v4(C1)));
+        assert_eq!(a.as_path.length(), 0);
+    }
+    assert_eq!(r.adj_rib_out(ip(C2), &net(P)), out(&c, C2).attrs.as_ref());
+    assert_eq!(r.adj_rib_out(ip(C1), &net(P)), None);
+}
+
+#[test]
+fn a_non_clients_route_is_reflected_to_clients_only() {
+    let mut r = reflector();
+    let c = r.update(ip(N1), &announce(P, attrs(N1, &[]))).unwrap();
+    assert_eq!(sent_to(&c), vec![ip(C1), ip(C2), ip(E1)]);
+    assert_eq!(r.adj_rib_out(ip(N2), &net(P)), None);
+}
+
+#[test]
+fn reflection_keeps_an_existing_originator_id_and_prepends_the_cluster_id() {
+    let mut r = reflector();
+    let mut a = attrs(C1, &[]);
+    a.originator_id = Some(v4("7.7.7.7"));
+    a.cluster_list = vec![v4("8.8.8.8")];
+    let c = r.update(ip(C1), &announce(P, a)).unwrap();
+    let sent = out(&c, N1).attrs.as_ref().unwrap();
+    assert_eq!(sent.originator_id, Some(v4("7.7.7.7")));
+    assert_eq!(sent.cluster_list, vec![v4(CLUSTER_ID), v4("8.8.8.8")]);
+}
+
+#[test]
+fn routes_that_looped_through_this_reflector_are_dropped() {
+    let mut r = reflector();
+    let mut ours = attrs(C1, &[]);
+    ours.originator_id = Some(v4(ROUTER_ID));
+    let mut our_cluster = attrs(C1, &[]);
+    our_cluster.cluster_list = vec![v4("8.8.8.8"), v4(CLUSTER_ID)];
+    for a in [ours, our_cluster] {
+        let c = r.update(ip(C1), &announce(P, a)).unwrap();
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(r.adj_rib_in(ip(C1), &net(P)), None);
+        assert!(r.best(&net(P)).is_none());
+    }
+}
+
+#[test]
+fn an_ebgp_route_with_our_as_in_its_path_is_dropped() {
+    let mut r = reflector();
+    let c = r
+        .update(ip(E1), &announce(P, attrs(E1, &[100, LOCAL_AS, 300])))
+        .unwrap();
+    assert!(c.is_empty());
+    assert_eq!(r.loc_rib_len(), 0);
+}
+
+#[test]
+fn ebgp_routes_reach_every_ibgp_peer_with_local_pref_and_their_next_hop() {
+    let mut r = reflector();
+    let mut a = attrs(E1, &[100]);
+    // LOCAL_PREF from another AS is ignored (RFC 4271 §5.1.5).
+    a.local_pref = Some(500);
+    a.med = Some(3);
+    let c = r.update(ip(E1), &announce(P, a)).unwrap();
+    assert_eq!(sent_to(&c), vec![ip(C1), ip(C2), ip(N1), ip(N2)]);
+    for ibgp in [C1, C2, N1, N2] {
+        let a = out(&c, ibgp).attrs.as_ref().unwrap();
+        assert_eq!(a.local_pref, Some(100));
+        assert_eq!(a.next_hop, NextHop::V4(v4(E1)));
+        assert_eq!(a.originator_id, None);
+        assert!(a.cluster_list.is_empty());
+        assert_eq!(a.med, Some(3));
+        assert_eq!(a.as_path.segments[0].asns, vec![100]);
+    }
+}
+
+#[test]
+fn ebgp_export_prepends_our_as_sets_next_hop_self_and_strips_ibgp_attributes() {
+    let mut r = reflector();
+    let mut a = attrs(C1, &[300]);
+    a.local_pref = Some(250);
+    a.med = Some(9);
+    a.originator_id = Some(v4("7.7.7.7"));
+    a.cluster_list = vec![v4("8.8.8.8")];
+    a.communities = vec![0x0001_0002];
+    let c = r.update(ip(C1), &announce(P, a)).unwrap();
+    let sent = out(&c, E1).attrs.as_ref().unwrap();
+    assert_eq!(sent.as_path.segments[0].asns, vec![LOCAL_AS, 300]);
+    assert_eq!(sent.next_hop, NextHop::V4(v4(ROUTER_ID)));
+    assert_eq!(sent.local_pref, None);
+    assert_eq!(sent.med, None);
+    assert_eq!(sent.originator_id, None);
+    assert!(sent.cluster_list.is_empty());
+    assert_eq!(sent.communities, vec![0x0001_0002]);
+}
+
+#[test]
+fn a_route_is_not_sent_to_an_ebgp_peer_whose_as_is_in_its_path() {
+    let mut r = reflector();
+    let c = r
+        .update(ip(C1), &announce(P, attrs(C1, &[300, 100])))
+        .unwrap();
+    assert!(!sent_to(&c).contains(&ip(E1)));
+}
+
+#[test]
+fn ipv6_routes_go_only_to_peers_that_negotiated_ipv6_with_the_v6_next_hop_self() {
+    let mut r = reflector();
+    let mut v4_only = peer("10.3.0.2", 200, false);
+    v4_only.families = vec![Family::Ipv4Unicast];
+    r.peer_up(v4_only).unwrap();
+    let mut a = attrs(C1, &[]);
+    a.next_hop = NextHop::V6 {
+        global: "2001:db8::c1".parse().unwrap(),
+        link_local: None,
+    };
+    let c = r.update(ip(C1), &announce("2001:db8:5::/48", a)).unwrap();
+    assert_eq!(sent_to(&c), vec![ip(C2), ip(N1), ip(N2), ip(E1)]);
+    assert_eq!(
+        out(&c, E1).attrs.as_ref().unwrap().next_hop,
+        NextHop::V6 {
+            global: "fd00::1".parse().unwrap(),
+            link_local: None
+        }
+    );
+}
+
+#[test]
+fn a_peer_coming_up_is_sent_the_whole_loc_rib_its_rules_allow() {
+    let mut r = reflector();
+    r.update(ip(N1), &announce(P, attrs(N1, &[]))).unwrap();
+    r.update(ip(C1), &announce("198.51.100.0/24", attrs(C1, &[])))
+        .unwrap();
+    let c = r.peer_up(peer("10.2.0.3", LOCAL_AS, false)).unwrap();
+    // A new non-client gets the client's route, not the other non-client's.
+    assert_eq!(c.out.len(), 1);
+    assert_eq!(c.out[0].prefix, net("198.51.100.0/24"));
+    assert!(c.fib.is_empty());
+    assert_eq!(r.adj_rib_out_len(ip("10.2.0.3")), 1);
+}
+
+#[test]
+fn a_peer_already_up_is_refused() {
+    let mut r = reflector();
+    assert!(r.peer_up(peer(C1, LOCAL_AS, true)).is_err());
+}
+
+/// Rejects 203.0.113.0/24 on import, raises LOCAL_PREF of everything from N1, and keeps
+/// everything from E1.
+struct TestPolicy;
+
+impl Policy for TestPolicy {
+    fn import(&self, peer: &PeerConfig, prefix: &IpNet, attrs: &Arc<Attrs>) -> Option<Arc<Attrs>> {
+        if *prefix == net("203.0.113.0/24") {
+            return None;
+        }
+        if peer.address == ip(N1) {
+            let mut a = Attrs::clone(attrs);
+            a.local_pref = Some(300);
+            return Some(Arc::new(a));
+        }
+        Some(Arc::clone(attrs))
+    }
+
+    fn export(&self, peer: &PeerConfig, _prefix: &IpNet, attrs: &Arc<Attrs>) -> Option<Arc<Attrs>> {
+        (peer.address != ip(E1)).then(|| Arc::clone(attrs))
+    }
+}
+
+#[test]
+fn import_policy_can_reject_and_rewrite_and_export_policy_can_filter() {
+    let mut r = reflector_with(Box::new(TestPolicy));
+    let c = r
+        .update(ip(C1), &announce("203.0.113.0/24", attrs(C1, &[])))
+        .unwrap();
+    assert!(c.is_empty());
+    r.update(ip(C1), &announce(P, attrs(C1, &[]))).unwrap();
+    assert_eq!(r.best(&net(P)).unwrap().peer, ip(C1));
+    // N1's path wins through the LOCAL_PREF its import policy set.
+    let c = r.update(ip(N1), &announce(P, attrs(N1, &[]))).unwrap();
+    assert_eq!(r.best(&net(P)).unwrap().peer, ip(N1));
+    assert_eq!(c.fib[0].next_hops, vec![NextHop::V4(v4(N1))]);
+    assert_eq!(r.adj_rib_out(ip(E1), &net(P)), None);
+    // N2 had C1's route; N1's is not reflected to a non-client, so it is withdrawn.
+    assert_eq!(out(&c, N2).attrs, None);
+    assert_eq!(out(&c, C1).attrs.as_ref().unwrap().local_pref, Some(300));
+}
