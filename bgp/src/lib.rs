@@ -18,3 +18,5 @@ pub mod rib;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
+/// The tokio session driver around the FSM: TCP (with MD5), framing, collisions.
+pub mod session;
