@@ -123,6 +123,8 @@ struct InRoute {
 
 struct PeerState {
     cfg: PeerConfig,
+    /// Dense and never reused: indexes the export memo.
+    slot: usize,
     ebgp: bool,
     /// False while a restarting peer's routes are kept (graceful restart helper).
     up: bool,
@@ -136,15 +138,47 @@ struct Dest {
     fib: Vec<NextHop>,
 }
 
-/// Export results for one call, keyed by (source attributes, source peer, target peer):
-/// one UPDATE's prefixes share their attributes, so each is rewritten once per peer.
-/// The source `Arc` is kept so its address cannot be reused for other attributes.
-type ExportMemo = HashMap<(usize, IpAddr, IpAddr), (Arc<Attrs>, Option<Arc<Attrs>>)>;
+/// Export results for one call, per (source attributes, source peer) and target peer
+/// slot: one UPDATE's prefixes share their attributes, so each is rewritten once per
+/// peer. The row in use sits outside the map so consecutive prefixes of one UPDATE
+/// hit it without hashing. Each row keeps its source `Arc`, so that address cannot be
+/// reused for other attributes while the memo lives.
+#[derive(Default)]
+struct ExportMemo {
+    current: Option<((usize, IpAddr), MemoRow)>,
+    rows: HashMap<(usize, IpAddr), MemoRow>,
+}
+
+struct MemoRow {
+    _source: Arc<Attrs>,
+    /// By peer slot: `None` not computed yet, `Some(None)` not exported.
+    per_peer: Vec<Option<Option<Arc<Attrs>>>>,
+}
+
+impl ExportMemo {
+    fn row(&mut self, source: &Arc<Attrs>, peer: IpAddr) -> &mut MemoRow {
+        let key = (Arc::as_ptr(source) as usize, peer);
+        if self.current.as_ref().is_none_or(|(k, _)| *k != key) {
+            let row = self.rows.remove(&key).unwrap_or_else(|| MemoRow {
+                _source: Arc::clone(source),
+                per_peer: Vec::new(),
+            });
+            if let Some((k, old)) = self.current.replace((key, row)) {
+                self.rows.insert(k, old);
+            }
+        }
+        match &mut self.current {
+            Some((_, row)) => row,
+            None => unreachable!("just set"),
+        }
+    }
+}
 
 pub struct Rib {
     cfg: RibConfig,
     policy: Box<dyn Policy>,
     peers: HashMap<IpAddr, PeerState>,
+    next_slot: usize,
     loc: HashMap<IpNet, Dest>,
 }
 
@@ -161,6 +195,7 @@ impl Rib {
             cfg,
             policy,
             peers: HashMap::new(),
+            next_slot: 0,
             loc: HashMap::new(),
         }
     }
@@ -183,10 +218,12 @@ impl Rib {
                 p.adj_out.clear();
             }
             None => {
+                self.next_slot += 1;
                 self.peers.insert(
                     addr,
                     PeerState {
                         cfg,
+                        slot: self.next_slot,
                         ebgp,
                         up: true,
                         adj_in: HashMap::new(),
@@ -196,7 +233,7 @@ impl Rib {
             }
         }
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::new();
+        let mut memo = ExportMemo::default();
         let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
         for prefix in prefixes {
             self.sync_out(&prefix, Some(addr), &mut memo, &mut changes);
@@ -246,7 +283,7 @@ impl Rib {
             }
         }
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::new();
+        let mut memo = ExportMemo::default();
         for (prefix, attrs) in decided {
             self.set_route(peer, prefix, attrs, &mut memo, &mut changes);
         }
@@ -365,35 +402,25 @@ impl Rib {
             .as_ref()
             .and_then(|b| self.peers.get(&b.peer))
             .is_some_and(|p| p.cfg.rr_client);
-        let targets: Vec<IpAddr> = match only {
-            Some(a) => vec![a],
-            None => self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.up)
-                .map(|(a, _)| *a)
-                .collect(),
-        };
-        for dst in targets {
-            let Some(dst_state) = self.peers.get(&dst) else {
+        let family = family_of(prefix);
+        let mut row = best.as_ref().map(|b| memo.row(&b.attrs, b.peer));
+        for (&dst, dst_state) in self.peers.iter_mut() {
+            if !dst_state.up || only.is_some_and(|o| o != dst) {
                 continue;
-            };
-            let wanted = best.as_ref().and_then(|b| {
-                let key = (Arc::as_ptr(&b.attrs) as usize, b.peer, dst);
-                let rewritten = match memo.get(&key) {
-                    Some((_, r)) => r.clone(),
-                    None => {
-                        let r = self
-                            .export_rules(b, src_client, dst_state, family_of(prefix))
-                            .map(Arc::new);
-                        memo.insert(key, (Arc::clone(&b.attrs), r.clone()));
-                        r
+            }
+            let wanted = match (&best, &mut row) {
+                (Some(b), Some(row)) => {
+                    if row.per_peer.len() <= dst_state.slot {
+                        row.per_peer.resize(dst_state.slot + 1, None);
                     }
-                };
-                rewritten.and_then(|a| self.policy.export(&dst_state.cfg, prefix, &a))
-            });
-            let Some(dst_state) = self.peers.get_mut(&dst) else {
-                continue;
+                    let rewritten = row.per_peer[dst_state.slot]
+                        .get_or_insert_with(|| {
+                            export_rules(&self.cfg, b, src_client, dst_state, family).map(Arc::new)
+                        })
+                        .clone();
+                    rewritten.and_then(|a| self.policy.export(&dst_state.cfg, prefix, &a))
+                }
+                _ => None,
             };
             let current = dst_state.adj_out.get(prefix);
             let same = match (current, &wanted) {
@@ -416,52 +443,6 @@ impl Rib {
         }
     }
 
-    /// What `dst` is told about a best path, before export policy: split horizon and
-    /// route reflection (RFC 4456 §6, §8), eBGP rewrites (RFC 4271 §5.1).
-    fn export_rules(
-        &self,
-        best: &Path,
-        src_client: bool,
-        dst: &PeerState,
-        family: Family,
-    ) -> Option<Attrs> {
-        if best.peer == dst.cfg.address || !dst.cfg.families.contains(&family) {
-            return None;
-        }
-        let mut a = Attrs::clone(&best.attrs);
-        if dst.ebgp {
-            // The peer would drop it as a loop (RFC 4271 §9.1.2); don't send it.
-            if a.as_path.contains(dst.cfg.asn) {
-                return None;
-            }
-            a.prepend_as(self.cfg.local_asn);
-            a.next_hop = match family {
-                Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
-                Family::Ipv6Unicast => NextHop::V6 {
-                    global: dst.cfg.local_v6?,
-                    link_local: None,
-                },
-            };
-            a.local_pref = None;
-            // MED is not passed on to another AS (RFC 4271 §5.1.4); RR attributes are
-            // non-transitive and stay within the AS (RFC 4456 §8).
-            a.med = None;
-            a.originator_id = None;
-            a.cluster_list.clear();
-        } else if best.ebgp {
-            a.local_pref = Some(best.attrs.effective_local_pref());
-        } else {
-            // iBGP to iBGP: only a reflector passes it on, from a client to everyone,
-            // from a non-client to clients only.
-            if !src_client && !dst.cfg.rr_client {
-                return None;
-            }
-            a.originator_id.get_or_insert(best.peer_router_id);
-            a.cluster_list.insert(0, self.cluster_id());
-        }
-        Some(a)
-    }
-
     /// The session went down for good (or a limit was breached): its routes leave the
     /// Loc-RIB and the peer is forgotten.
     pub fn peer_down(&mut self, peer: IpAddr) -> Result<Changes, RibError> {
@@ -470,7 +451,7 @@ impl Rib {
             .remove(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::new();
+        let mut memo = ExportMemo::default();
         for prefix in state.adj_in.keys() {
             if let Some(dest) = self.loc.get_mut(prefix) {
                 dest.paths.retain(|p| p.peer != peer);
@@ -527,7 +508,7 @@ impl Rib {
             .map(|(p, _)| *p)
             .collect();
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::new();
+        let mut memo = ExportMemo::default();
         for prefix in stale {
             self.set_route(peer, prefix, None, &mut memo, &mut changes);
         }
@@ -566,5 +547,57 @@ impl Rib {
 
     pub fn adj_rib_out_len(&self, peer: IpAddr) -> usize {
         self.peers.get(&peer).map_or(0, |p| p.adj_out.len())
+    }
+}
+
+/// What `dst` is told about a best path, before export policy: split horizon and route
+/// reflection (RFC 4456 §6, §8), eBGP rewrites (RFC 4271 §5.1).
+fn export_rules(
+    cfg: &RibConfig,
+    best: &Path,
+    src_client: bool,
+    dst: &PeerState,
+    family: Family,
+) -> Option<Attrs> {
+    if best.peer == dst.cfg.address || !dst.cfg.families.contains(&family) {
+        return None;
+    }
+    if dst.ebgp {
+        // The peer would drop it as a loop (RFC 4271 §9.1.2); don't send it.
+        if best.attrs.as_path.contains(dst.cfg.asn) {
+            return None;
+        }
+        let next_hop = match family {
+            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
+            Family::Ipv6Unicast => NextHop::V6 {
+                global: dst.cfg.local_v6?,
+                link_local: None,
+            },
+        };
+        let mut a = Attrs::clone(&best.attrs);
+        a.prepend_as(cfg.local_asn);
+        a.next_hop = next_hop;
+        a.local_pref = None;
+        // MED is not passed on to another AS (RFC 4271 §5.1.4); RR attributes are
+        // non-transitive and stay within the AS (RFC 4456 §8).
+        a.med = None;
+        a.originator_id = None;
+        a.cluster_list.clear();
+        Some(a)
+    } else if best.ebgp {
+        let mut a = Attrs::clone(&best.attrs);
+        a.local_pref = Some(best.attrs.effective_local_pref());
+        Some(a)
+    } else {
+        // iBGP to iBGP: only a reflector passes it on, from a client to everyone, from
+        // a non-client to clients only.
+        if !src_client && !dst.cfg.rr_client {
+            return None;
+        }
+        let mut a = Attrs::clone(&best.attrs);
+        a.originator_id.get_or_insert(best.peer_router_id);
+        a.cluster_list
+            .insert(0, cfg.cluster_id.unwrap_or(cfg.router_id));
+        Some(a)
     }
 }
