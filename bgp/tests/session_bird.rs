@@ -80,7 +80,7 @@ struct Bird {
 }
 
 impl Bird {
-    fn start(ns: &Netns, dir: &std::path::Path, passive: bool) -> Bird {
+    fn start(ns: &Netns, dir: &std::path::Path, passive: bool, md5: Option<&str>) -> Bird {
         let conf = dir.join("bird.conf");
         let socket = dir.join("bird.ctl").display().to_string();
         std::fs::write(
@@ -96,12 +96,16 @@ protocol bgp strait {{
   local {B4} as {AS_BIRD};
   neighbor {A4} as {AS_STRAIT};
   passive {passive};
+  {password}
   hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5;
   ipv4 {{ import all; export where source = RTS_STATIC; }};
   ipv6 {{ import all; export where source = RTS_STATIC; next hop address {B6}; }};
 }}
 "#,
-                passive = if passive { "on" } else { "off" }
+                passive = if passive { "on" } else { "off" },
+                password = md5
+                    .map(|k| format!("password \"{k}\";"))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();
@@ -210,7 +214,8 @@ fn wait_for_prefixes(
     updates
 }
 
-fn scenario(strait_passive: bool) {
+/// `md5`: the key of each side, ours first.
+fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
     strait_testbeds::netns::reap_leftovers();
     let prefix = strait_testbeds::unique_prefix();
     let a = Netns::new(format!("{prefix}a"));
@@ -262,19 +267,36 @@ fn scenario(strait_passive: bool) {
         .enable_all()
         .build()
         .unwrap();
-    let cfg = config(strait_passive);
+    let mut cfg = config(strait_passive);
+    cfg.md5_key = md5.map(|(ours, _)| ours.as_bytes().to_vec());
     let (_listener, mut session) = node.run(async move {
         let listener =
             Listener::bind(SocketAddr::new(A4.parse::<IpAddr>().unwrap(), 179)).expect("bind");
         let peer = cfg.peer;
+        let key = cfg.md5_key.clone();
         let session = SessionHandle::spawn(cfg);
         listener
-            .register(peer, None, session.incoming())
+            .register(peer, key.as_deref(), session.incoming())
             .expect("register");
         (listener, session)
     });
-    let bird = Bird::start(&b, &dir, !strait_passive);
+    let bird = Bird::start(&b, &dir, !strait_passive, md5.map(|(_, theirs)| theirs));
 
+    if let Some((ours, theirs)) = md5
+        && ours != theirs
+    {
+        // The kernel drops every unsigned-for-us segment: no connection, no OPEN.
+        let up = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(8), session.next_event()).await
+        });
+        assert!(up.is_err(), "an event despite mismatched MD5 keys: {up:?}");
+        assert!(
+            !bird
+                .birdc(&["show", "protocols", "strait"])
+                .contains("Established")
+        );
+        return;
+    }
     let negotiated = rt.block_on(async {
         match tokio::time::timeout(Duration::from_secs(30), session.next_event()).await {
             Ok(Some(SessionEvent::Up(n))) => n,
@@ -347,13 +369,29 @@ fn require_bird(test: &str) -> bool {
 #[test]
 fn bird_opens_the_session_and_routes_cross_both_ways() {
     if require_bird("bird_opens_the_session") {
-        scenario(true);
+        scenario(true, None);
     }
 }
 
 #[test]
 fn strait_opens_the_session_to_bird_and_routes_cross_both_ways() {
     if require_bird("strait_opens_the_session_to_bird") {
-        scenario(false);
+        scenario(false, None);
+    }
+}
+
+#[test]
+fn md5_session_with_bird() {
+    if require_bird("md5_session_with_bird") {
+        // BIRD connects: the key is checked on our listening socket.
+        scenario(true, Some(("strait-bird", "strait-bird")));
+    }
+}
+
+#[test]
+fn md5_mismatch_with_bird_gives_no_session() {
+    if require_bird("md5_mismatch_with_bird_gives_no_session") {
+        // We connect: our connecting socket signs with a key BIRD does not accept.
+        scenario(false, Some(("strait-key", "bird-key")));
     }
 }
