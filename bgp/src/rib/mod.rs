@@ -69,6 +69,8 @@ pub struct OutChange {
     pub attrs: Option<Arc<Attrs>>,
 }
 
+/// What one call changed, in the order it happened: a later entry for the same prefix
+/// (and peer) supersedes an earlier one, so a sender may keep only the last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub fib: Vec<FibChange>,
