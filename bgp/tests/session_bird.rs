@@ -295,6 +295,8 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
                 .birdc(&["show", "protocols", "strait"])
                 .contains("Established")
         );
+        drop(bird);
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let negotiated = rt.block_on(async {
