@@ -297,3 +297,26 @@ fn import_policy_can_reject_and_rewrite_and_export_policy_can_filter() {
     assert_eq!(out(&c, N2).attrs, None);
     assert_eq!(out(&c, C1).attrs.as_ref().unwrap().local_pref, Some(300));
 }
+
+#[test]
+fn one_announcement_of_both_families_gets_each_familys_next_hop_self() {
+    let mut r = reflector();
+    let update = RouteUpdate {
+        announced: vec![(
+            vec![net(P), net("2001:db8:5::/48"), net("198.51.100.0/24")],
+            Arc::new(attrs(C1, &[])),
+        )],
+        withdrawn: vec![],
+    };
+    r.update(ip(C1), &update).unwrap();
+    let hop = |p: &str| r.adj_rib_out(ip(E1), &net(p)).unwrap().next_hop;
+    assert_eq!(hop(P), NextHop::V4(v4(ROUTER_ID)));
+    assert_eq!(
+        hop("2001:db8:5::/48"),
+        NextHop::V6 {
+            global: "fd00::1".parse().unwrap(),
+            link_local: None
+        }
+    );
+    assert_eq!(hop("198.51.100.0/24"), NextHop::V4(v4(ROUTER_ID)));
+}

@@ -152,9 +152,13 @@ struct Dest {
 /// reused for other attributes while the memo lives.
 #[derive(Default)]
 struct ExportMemo {
-    current: Option<((usize, IpAddr), MemoRow)>,
-    rows: HashMap<(usize, IpAddr), MemoRow>,
+    current: Option<(MemoKey, MemoRow)>,
+    rows: HashMap<MemoKey, MemoRow>,
 }
+
+/// Source attributes (by address), source peer, and the family, which decides the
+/// next hop towards eBGP peers.
+type MemoKey = (usize, IpAddr, Family);
 
 struct MemoRow {
     _source: Arc<Attrs>,
@@ -163,8 +167,8 @@ struct MemoRow {
 }
 
 impl ExportMemo {
-    fn row(&mut self, source: &Arc<Attrs>, peer: IpAddr) -> &mut MemoRow {
-        let key = (Arc::as_ptr(source) as usize, peer);
+    fn row(&mut self, source: &Arc<Attrs>, peer: IpAddr, family: Family) -> &mut MemoRow {
+        let key = (Arc::as_ptr(source) as usize, peer, family);
         if self.current.as_ref().is_none_or(|(k, _)| *k != key) {
             let row = self.rows.remove(&key).unwrap_or_else(|| MemoRow {
                 _source: Arc::clone(source),
@@ -409,7 +413,7 @@ impl Rib {
             .and_then(|b| self.peers.get(&b.peer))
             .is_some_and(|p| p.cfg.rr_client);
         let family = family_of(prefix);
-        let mut row = best.as_ref().map(|b| memo.row(&b.attrs, b.peer));
+        let mut row = best.as_ref().map(|b| memo.row(&b.attrs, b.peer, family));
         let Some(dest) = self.loc.get_mut(prefix) else {
             return;
         };
