@@ -405,6 +405,25 @@ fn md5_keys_must_match_for_a_session() {
         "= :179",
     ]);
     assert!(ss.contains("md5"), "ss shows no md5 on the session: {ss}");
+
+    // Over IPv6: the key is set for an IPv6 peer address (sockaddr_in6 in the option).
+    let (_la6, mut a6) = node_a.speaker(
+        sock(A6, 179),
+        keyed(fsm_config(AS_A, AS_B, A4), A6, B6, 179, "s3cret6"),
+    );
+    let (_lb6, mut b6) = node_b.speaker(
+        sock(B6, 179),
+        keyed(fsm_config(AS_B, AS_A, B4), B6, A6, 179, "s3cret6"),
+    );
+    exchange(&rt, &mut a6, &mut b6, "IPv6 with MD5");
+    let ss = net
+        .b
+        .exec_ok(&["ss", "-tniH", "-6", "state", "established"]);
+    assert!(
+        ss.contains("md5"),
+        "ss shows no md5 on the IPv6 session: {ss}"
+    );
+    drop((a6, b6));
     drop((a, b));
     drop((node_a, node_b));
 }

@@ -36,6 +36,8 @@ pub const BGP_PORT: u16 = 179;
 
 /// Cease subcode 7, Connection Collision Resolution (RFC 4486).
 const CEASE_COLLISION: u8 = 7;
+/// Cease subcode 5, Connection Rejected (RFC 4486): a connection while in Idle.
+const CEASE_REJECTED: u8 = 5;
 
 /// One peer.
 #[derive(Debug, Clone)]
@@ -470,7 +472,7 @@ impl Driver {
                 self.event(Event::TcpConnectionConfirmed).await;
             }
             // Stopped, or waiting out the idle hold time: not now.
-            State::Idle => conn.cease(CEASE_COLLISION).await,
+            State::Idle => conn.cease(CEASE_REJECTED).await,
             // §6.8: a connection in Established wins over any new one.
             State::Established => conn.cease(CEASE_COLLISION).await,
             State::OpenConfirm => match self.fsm.negotiated() {
