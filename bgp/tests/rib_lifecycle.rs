@@ -273,3 +273,40 @@ fn a_peer_that_does_not_come_back_loses_its_routes_when_the_timer_fires() {
         Err(RibError::UnknownPeer(ip(A)))
     );
 }
+
+#[test]
+fn the_prefix_limit_holds_for_the_updates_outcome_and_names_the_family_past_it() {
+    let mut r = rib();
+    let mut limited = peer("10.1.0.9", LOCAL_AS);
+    limited.max_prefixes = Some(2);
+    r.peer_up(limited).unwrap();
+    let l = ip("10.1.0.9");
+    r.update(
+        l,
+        &announce(&["10.10.1.0/24", "10.10.2.0/24"], nh("10.1.0.9")),
+    )
+    .unwrap();
+    // A new IPv6 route first, then a route that now loops back to us and so replaces
+    // 10.10.2.0/24 by nothing: two routes in the end.
+    let mut looped = Attrs::new(nh("10.1.0.9"));
+    looped.originator_id = Some(v4("10.0.0.1"));
+    let update = RouteUpdate {
+        announced: vec![
+            (vec![net(P6)], Arc::new(Attrs::new(v6_nh("2001:db8::9")))),
+            (vec![net("10.10.2.0/24")], Arc::new(looped)),
+        ],
+        withdrawn: vec![],
+    };
+    r.update(l, &update).unwrap();
+    assert_eq!(r.adj_rib_in_len(l), 2);
+    assert!(r.best(&net("10.10.2.0/24")).is_none());
+
+    let err = r
+        .update(l, &announce(&["2001:db8:2::/48"], v6_nh("2001:db8::9")))
+        .unwrap_err();
+    let RibError::MaxPrefixes(exceeded) = err else {
+        panic!("{err:?}");
+    };
+    // RFC 4486 §4: AFI 2, SAFI 1, limit 2.
+    assert_eq!(exceeded.notification().data, vec![0, 2, 1, 0, 0, 0, 2]);
+}

@@ -274,6 +274,8 @@ impl Rib {
         if let Some(limit) = state.cfg.max_prefixes {
             let mut count = state.adj_in.len();
             let mut seen: HashMap<IpNet, bool> = HashMap::new();
+            // The limit holds for the UPDATE's outcome, not the steps on the way.
+            let mut first_past: Option<Family> = None;
             for (p, a) in &decided {
                 let before = *seen.get(p).unwrap_or(&state.adj_in.contains_key(p));
                 let after = a.is_some();
@@ -284,12 +286,15 @@ impl Rib {
                     _ => {}
                 }
                 if count > limit {
-                    return Err(RibError::MaxPrefixes(MaxPrefixesExceeded {
-                        peer,
-                        limit,
-                        family: family_of(p),
-                    }));
+                    first_past.get_or_insert(family_of(p));
                 }
+            }
+            if count > limit {
+                return Err(RibError::MaxPrefixes(MaxPrefixesExceeded {
+                    peer,
+                    limit,
+                    family: first_past.unwrap_or(Family::Ipv4Unicast),
+                }));
             }
         }
         let mut changes = Changes::default();
