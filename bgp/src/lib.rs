@@ -13,10 +13,10 @@
 pub mod bfd;
 pub mod codec;
 pub mod fsm;
-/// Adj-RIB-In, Loc-RIB (decision process, ECMP), Adj-RIB-Out (route reflection, export).
-pub mod rib;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
+/// Adj-RIB-In, Loc-RIB (decision process, ECMP), Adj-RIB-Out (route reflection, export).
+pub mod rib;
 /// The tokio session driver around the FSM: TCP (with MD5), framing, collisions.
 pub mod session;
