@@ -4,7 +4,7 @@
 //! header answered by its NOTIFICATION, and connection collisions (RFC 4271 §6.8)
 //! resolved each way by the BGP identifiers.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use strait_bgp::codec::{
@@ -25,6 +25,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 struct Wire {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// How to read UPDATEs: what the OPENs negotiated.
+    ctx: Context,
 }
 
 impl Wire {
@@ -32,6 +34,7 @@ impl Wire {
         Wire {
             stream,
             buf: Vec::new(),
+            ctx: Context::default(),
         }
     }
 
@@ -48,7 +51,7 @@ impl Wire {
                     && self.buf.len() >= len
                 {
                     let frame: Vec<u8> = self.buf.drain(..len).collect();
-                    return match codec::decode(&frame, &Context::default()).unwrap() {
+                    return match codec::decode(&frame, &self.ctx).unwrap() {
                         Decoded::Message(m) => Some(m),
                         other => panic!("our speaker sent a broken message: {other:?}"),
                     };
@@ -240,4 +243,57 @@ async fn collision_keeps_our_connection_when_our_identifier_is_higher() {
     // Ours stays: the peer's connection is closed, ours goes on to Established.
     assert_eq!(closed_with(&mut theirs).await, cease_collision());
     finish(&mut session, &mut ours).await;
+}
+
+/// Up on a fresh passive session, through the listener; the peer's wire back.
+async fn established() -> (Listener, SessionHandle, Wire) {
+    let (listener, mut session) = speaker(config(true, 179));
+    let mut wire = connect_from_peer(listener.local_addr()).await;
+    wire.expect_open().await;
+    wire.send(&peer_open("10.0.0.9")).await;
+    wire.send(&Message::Keepalive).await;
+    assert_eq!(wire.recv().await, Some(Message::Keepalive));
+    match next_event(&mut session).await {
+        SessionEvent::Up(n) => wire.ctx = n.codec,
+        other => panic!("expected Up, got {other:?}"),
+    }
+    (listener, session, wire)
+}
+
+#[tokio::test]
+async fn a_peer_that_reads_slowly_does_not_stall_the_session() {
+    let (_listener, mut session, mut wire) = established().await;
+    // ~30 MB of UPDATEs, far more than the socket buffers hold while the peer reads
+    // nothing: sending must not block the session.
+    const UPDATES: usize = 30_000;
+    let prefixes: Vec<ipnet::Ipv4Net> = (0..200u32)
+        .map(|i| ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap())
+        .collect();
+    let update = strait_bgp::session::announce_v4(OUR_AS, true, OURS.parse().unwrap(), &prefixes);
+    for _ in 0..UPDATES {
+        tokio::time::timeout(LIMIT, session.send_update(update.clone()))
+            .await
+            .expect("send_update blocked on a full socket")
+            .expect("established");
+    }
+    // The session still reads: an UPDATE from the peer arrives meanwhile.
+    let theirs = Update {
+        withdrawn: vec!["192.0.2.0/24".parse().unwrap()],
+        attributes: vec![],
+        nlri: vec![],
+    };
+    wire.send(&Message::Update(theirs.clone())).await;
+    assert_eq!(next_event(&mut session).await, SessionEvent::Update(theirs));
+    // And everything queued reaches the peer, in order, whole.
+    let mut got = 0;
+    while got < UPDATES {
+        match wire.recv().await {
+            Some(Message::Update(u)) => {
+                assert_eq!(u.nlri, prefixes);
+                got += 1;
+            }
+            Some(Message::Keepalive) => {}
+            other => panic!("after {got} UPDATEs: {other:?}"),
+        }
+    }
 }

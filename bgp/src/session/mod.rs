@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -262,9 +263,17 @@ enum Direction {
     Inbound,
 }
 
-/// One TCP connection and the bytes read from it that do not yet make a message.
+/// A write that makes no progress for this long gives the connection up: the peer
+/// stopped reading (its hold timer, or ours, ends the session meanwhile).
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// One TCP connection: the read half and the bytes read from it that do not yet make
+/// a message, and a queue to a writer task. Writing in its own task means the driver
+/// keeps reading (and answering keepalives) while a long burst of UPDATEs drains into
+/// a slow peer, and two speakers sending each other full tables cannot deadlock.
 struct Conn {
-    stream: TcpStream,
+    reader: OwnedReadHalf,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
     direction: Direction,
     buf: Vec<u8>,
     /// Our OPEN went out on it while it was the second connection.
@@ -273,8 +282,22 @@ struct Conn {
 
 impl Conn {
     fn new(stream: TcpStream, direction: Direction) -> Self {
+        let (reader, mut w) = stream.into_split();
+        let (writer, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        // Ends when the Conn is dropped and the queue is drained (so a NOTIFICATION
+        // queued last still goes out), then closes our side with a FIN.
+        tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                match tokio::time::timeout(WRITE_STALL, w.write_all(&bytes)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            let _ = w.shutdown().await;
+        });
         Conn {
-            stream,
+            reader,
+            writer,
             direction,
             buf: Vec::with_capacity(codec::MAX_MESSAGE_LEN),
             open_sent: false,
@@ -282,12 +305,16 @@ impl Conn {
     }
 
     /// Best effort: tell the peer why this connection closes.
-    async fn cease(mut self, subcode: u8) {
+    async fn cease(self, subcode: u8) {
         let n = Message::Notification(Notification::new(codes::CEASE, subcode));
         if let Ok(bytes) = codec::encode(&n, &Context::default()) {
-            let _ = self.stream.write_all(&bytes).await;
+            self.send(bytes);
         }
-        let _ = self.stream.shutdown().await;
+    }
+
+    /// Queue `bytes`; false when the writer gave up on the connection.
+    fn send(&self, bytes: Vec<u8>) -> bool {
+        self.writer.send(bytes).is_ok()
     }
 }
 
@@ -321,7 +348,7 @@ async fn read_some(conn: &mut Option<Conn>) -> io::Result<usize> {
     match conn {
         Some(c) => {
             let mut chunk = [0u8; 4096];
-            let n = c.stream.read(&mut chunk).await?;
+            let n = c.reader.read(&mut chunk).await?;
             c.buf.extend_from_slice(&chunk[..n]);
             Ok(n)
         }
@@ -455,8 +482,8 @@ impl Driver {
         let Some(conn) = self.current.as_mut() else {
             return;
         };
-        if let Err(e) = conn.stream.write_all(bytes).await {
-            tracing::debug!(peer = %self.config.peer, error = %e, "bgp: write failed");
+        if !conn.send(bytes.to_vec()) {
+            tracing::debug!(peer = %self.config.peer, "bgp: write failed");
             self.current = None;
             // Boxed: execute → write → event → execute recurses.
             Box::pin(self.event(Event::TcpConnectionFails)).await;
@@ -486,12 +513,11 @@ impl Driver {
             _ if self.pending.is_none() => {
                 let mut conn = conn;
                 let open = Message::Open(self.config.fsm.open());
-                match codec::encode(&open, &Context::default()) {
-                    Ok(bytes) if conn.stream.write_all(&bytes).await.is_ok() => {
-                        conn.open_sent = true;
-                        self.pending = Some(conn);
-                    }
-                    _ => {}
+                if let Ok(bytes) = codec::encode(&open, &Context::default())
+                    && conn.send(bytes)
+                {
+                    conn.open_sent = true;
+                    self.pending = Some(conn);
                 }
             }
             _ => conn.cease(CEASE_COLLISION).await,
