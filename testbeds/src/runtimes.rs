@@ -133,7 +133,10 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
         fs::create_dir_all(rootfs.join(d)).expect("rootfs dir");
     }
     fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-    let mut list = Command::new(rootfs.join("bin/busybox"));
+    // The installed binary lists the applets, not the fresh copy: a process another
+    // test thread forks meanwhile inherits our write fd to the copy until it execs,
+    // and exec'ing a file open for writing fails with ETXTBSY.
+    let mut list = Command::new(&busybox);
     list.arg("--list");
     for applet in run_ok(list).lines().filter(|a| *a != "busybox") {
         // Symlinks, not copies: the image stays ~2 MB.
