@@ -13,6 +13,8 @@ PKGS=(
   # the cluster store (etcd backend, cluster tests)
   etcd-server
   iperf3
+  # BGP interop peers
+  bird2
 )
 
 missing=()
