@@ -8,10 +8,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use strait_bgp::codec::{
-    self, Context, Decoded, Message, Notification, Open, PathAttribute, Update, codes,
+    self, Capability, Context, Decoded, Message, Notification, Open, PathAttribute, Update, codes,
 };
 use strait_bgp::fsm::{self, DownReason, State};
-use strait_bgp::session::{Listener, SessionConfig, SessionEvent, SessionHandle};
+use strait_bgp::session::{Listener, SendError, SessionConfig, SessionEvent, SessionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -296,4 +296,53 @@ async fn a_peer_that_reads_slowly_does_not_stall_the_session() {
             other => panic!("after {got} UPDATEs: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn route_refresh_both_ways_only_when_negotiated() {
+    // Neither OPEN carries the capability: a request is refused, nothing is sent.
+    let (_l, session, _wire) = established().await;
+    let err = session
+        .request_route_refresh(codec::AfiSafi::IPV4_UNICAST)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::NoRouteRefresh), "{err}");
+
+    // Both announce it: our request reaches the peer, the peer's reaches the owner.
+    let mut cfg = config(true, 179);
+    cfg.fsm.capabilities = vec![Capability::RouteRefresh];
+    let (listener, mut session) = speaker(cfg);
+    let mut wire = connect_from_peer(listener.local_addr()).await;
+    wire.expect_open().await;
+    let open = Open::new(
+        PEER_AS,
+        9,
+        "10.0.0.9".parse().unwrap(),
+        vec![Capability::RouteRefresh],
+    );
+    wire.send(&Message::Open(open)).await;
+    wire.send(&Message::Keepalive).await;
+    assert_eq!(wire.recv().await, Some(Message::Keepalive));
+    assert!(matches!(
+        next_event(&mut session).await,
+        SessionEvent::Up(_)
+    ));
+    session
+        .request_route_refresh(codec::AfiSafi::IPV6_UNICAST)
+        .await
+        .unwrap();
+    let request = codec::RouteRefresh {
+        afi_safi: codec::AfiSafi::IPV6_UNICAST,
+        subtype: 0,
+    };
+    assert_eq!(wire.recv().await, Some(Message::RouteRefresh(request)));
+    wire.send(&Message::RouteRefresh(codec::RouteRefresh {
+        afi_safi: codec::AfiSafi::IPV4_UNICAST,
+        subtype: 0,
+    }))
+    .await;
+    assert_eq!(
+        next_event(&mut session).await,
+        SessionEvent::RouteRefresh(codec::AfiSafi::IPV4_UNICAST)
+    );
 }

@@ -88,12 +88,15 @@ pub enum SendError {
     NotEstablished,
     #[error("the UPDATE does not encode: {0}")]
     Encode(String),
+    #[error("the peer did not announce the route refresh capability")]
+    NoRouteRefresh,
     #[error("the session task has ended")]
     Gone,
 }
 
 enum Command {
     Send(Box<Update>, oneshot::Sender<Result<(), SendError>>),
+    RouteRefresh(AfiSafi, oneshot::Sender<Result<(), SendError>>),
     Stop,
 }
 
@@ -158,6 +161,16 @@ impl SessionHandle {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Send(Box::new(update), tx))
+            .map_err(|_| SendError::Gone)?;
+        rx.await.map_err(|_| SendError::Gone)?
+    }
+
+    /// Ask the peer to send its routes of `afi_safi` again (RFC 2918), e.g. after an
+    /// import policy changed.
+    pub async fn request_route_refresh(&self, afi_safi: AfiSafi) -> Result<(), SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RouteRefresh(afi_safi, tx))
             .map_err(|_| SendError::Gone)?;
         rx.await.map_err(|_| SendError::Gone)?
     }
@@ -395,6 +408,10 @@ impl Driver {
                     let r = self.send_update(*update).await;
                     let _ = reply.send(r);
                 }
+                Wake::Command(Some(Command::RouteRefresh(afi_safi, reply))) => {
+                    let r = self.send_route_refresh(afi_safi).await;
+                    let _ = reply.send(r);
+                }
                 Wake::Command(None | Some(Command::Stop)) => {
                     let out = self.fsm.handle(Self::now(), Event::ManualStop);
                     self.execute(out).await;
@@ -474,6 +491,27 @@ impl Driver {
             .map_err(|e| SendError::Encode(e.to_string()))?;
         self.write(&bytes).await;
         self.fsm.update_sent(Self::now());
+        Ok(())
+    }
+
+    async fn send_route_refresh(&mut self, afi_safi: AfiSafi) -> Result<(), SendError> {
+        let Some(n) = self
+            .fsm
+            .negotiated()
+            .filter(|_| self.fsm.state() == State::Established)
+        else {
+            return Err(SendError::NotEstablished);
+        };
+        if !n.route_refresh {
+            return Err(SendError::NoRouteRefresh);
+        }
+        let m = Message::RouteRefresh(codec::RouteRefresh {
+            afi_safi,
+            subtype: 0,
+        });
+        let bytes =
+            codec::encode(&m, &self.context()).map_err(|e| SendError::Encode(e.to_string()))?;
+        self.write(&bytes).await;
         Ok(())
     }
 
