@@ -8,6 +8,14 @@
 //! - [`fsm`]: the RFC 4271 §8 state machine as a pure core (events in, actions out,
 //!   timers as deadlines on the caller's clock), hold-time negotiation and connection
 //!   collision resolution.
+//! - [`session`]: the tokio driver around the FSM for one peer — connect and accept,
+//!   framing, collisions, TCP MD5 (RFC 2385); interop-tested against BIRD 2.
+//! - [`rib`]: Adj-RIB-In, the Loc-RIB decision process with ECMP, Adj-RIB-Out with
+//!   route reflection, max-prefix and graceful-restart helper — pure logic.
+//! - [`bfd`]: single-hop BFD (RFC 5880/5881): codec, pure session, tokio driver.
+//!
+//! Not yet: the RIB wired to sessions, BFD wired to sessions, FIB sync, the agent's
+//! `bgp` fabric (see the BGP issue).
 
 /// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
 pub mod bfd;
