@@ -8,6 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use strait_bgp::bfd::{Bfd, BfdState, ControlPacket, Diagnostic, SessionParams, State};
+mod common;
+
+use common::VethPair;
 use strait_testbeds::netns::Netns;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -112,61 +115,19 @@ fn bfd_between_namespaces() {
     if !strait_testbeds::require_root("bfd_between_namespaces") {
         return;
     }
-    strait_testbeds::netns::reap_leftovers();
-    let prefix = strait_testbeds::unique_prefix();
-    let ns_a = Netns::new(format!("{prefix}a"));
-    let ns_b = Netns::new(format!("{prefix}b"));
-    let (va, vb) = (format!("{prefix}a"), format!("{prefix}b"));
-    ns_a.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        &va,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vb,
-        "netns",
-        ns_b.name(),
-    ]);
-    ns_a.exec_ok(&["ip", "addr", "add", &format!("{A4}/30"), "dev", &va]);
-    ns_b.exec_ok(&["ip", "addr", "add", &format!("{B4}/30"), "dev", &vb]);
-    ns_a.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{A6}/64"),
-        "dev",
-        &va,
-        "nodad",
-    ]);
-    ns_b.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{B6}/64"),
-        "dev",
-        &vb,
-        "nodad",
-    ]);
-    // Linux flushes IPv6 addresses of a link set down unless told to keep them; the
-    // cut below is meant to lose the link, not the configuration.
-    ns_a.exec_ok(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{va}.keep_addr_on_down=1"),
-    ]);
-    ns_a.exec_ok(&["ip", "link", "set", &va, "up"]);
-    ns_b.exec_ok(&["ip", "link", "set", &vb, "up"]);
+    let net = VethPair::new(A4, B4, A6, B6);
+    // The cut below is meant to lose the link, not the configuration.
+    net.keep_addresses_on_down();
+    net.up();
+    let (ns_a, ns_b, va) = (&net.a, &net.b, &net.va);
 
     let params = SessionParams {
         desired_min_tx: Duration::from_millis(100),
         required_min_rx: Duration::from_millis(100),
         detect_mult: 3,
     };
-    let node_a = Node::start(&ns_a, params);
-    let node_b = Node::start(&ns_b, params);
+    let node_a = Node::start(ns_a, params);
+    let node_b = Node::start(ns_b, params);
     let a4 = node_a.add_peer(A4, B4);
     let b4 = node_b.add_peer(B4, A4);
     let a6 = node_a.add_peer(A6, B6);
@@ -235,7 +196,7 @@ fn bfd_between_namespaces() {
     // (3 × 100 ms), on both sides. The bound asserted is generous (a noisy 2-core
     // machine); the measured figure is printed.
     let cut = Instant::now();
-    ns_a.exec_ok(&["ip", "link", "set", &va, "down"]);
+    ns_a.exec_ok(&["ip", "link", "set", va, "down"]);
     for (name, rx) in all {
         let limit = Duration::from_secs(2);
         wait_for(rx, limit, |s| s.state == State::Down)
@@ -250,7 +211,7 @@ fn bfd_between_namespaces() {
     }
 
     // 4. The link returns: the sessions come back by themselves.
-    ns_a.exec_ok(&["ip", "link", "set", &va, "up"]);
+    ns_a.exec_ok(&["ip", "link", "set", va, "up"]);
     for (name, rx) in all {
         let t = wait_for(rx, Duration::from_secs(15), up)
             .unwrap_or_else(|| panic!("{name} did not come back: {:?}", *rx.borrow()));

@@ -4,20 +4,18 @@
 //! then the other way round), and a prefix of each family crosses each way.
 //! Needs root and `bird`; skips visibly without them unless STRAIT_REQUIRE_PRIVILEGED=1.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_bgp::codec::{AfiSafi, Capability, Update};
 use strait_bgp::fsm;
-use strait_bgp::session::{
-    Listener, SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6,
-};
+use strait_bgp::session::{SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6};
+mod common;
+
+use common::{NsRuntime, VethPair};
 use strait_testbeds::netns::Netns;
-use tokio::sync::oneshot;
 
 const A4: &str = "10.233.0.1";
 const B4: &str = "10.233.0.2";
@@ -25,53 +23,6 @@ const A6: &str = "fd00:b9d::1";
 const B6: &str = "fd00:b9d::2";
 const AS_STRAIT: u32 = 4_200_000_001;
 const AS_BIRD: u32 = 4_200_000_002;
-
-/// A current-thread tokio runtime on a thread that entered the namespace.
-struct Node {
-    handle: tokio::runtime::Handle,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(ns: &Netns) -> Self {
-        let path = ns.path();
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            handle_tx.send(rt.handle().clone()).unwrap();
-            let _ = rt.block_on(shutdown_rx);
-        });
-        Node {
-            handle: handle_rx.recv().expect("node thread started"),
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> T {
-        let (tx, rx) = oneshot::channel();
-        self.handle.spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        rx.blocking_recv().expect("node task finished")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// BIRD in the foreground, stopped by its PID when dropped.
 struct Bird {
@@ -216,71 +167,26 @@ fn wait_for_prefixes(
 
 /// `md5`: the key of each side, ours first.
 fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
-    strait_testbeds::netns::reap_leftovers();
-    let prefix = strait_testbeds::unique_prefix();
-    let a = Netns::new(format!("{prefix}a"));
-    let b = Netns::new(format!("{prefix}b"));
-    let (va, vb) = (format!("{prefix}a"), format!("{prefix}b"));
-    a.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        &va,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vb,
-        "netns",
-        b.name(),
-    ]);
-    a.exec_ok(&["ip", "addr", "add", &format!("{A4}/30"), "dev", &va]);
-    b.exec_ok(&["ip", "addr", "add", &format!("{B4}/30"), "dev", &vb]);
-    a.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{A6}/64"),
-        "dev",
-        &va,
-        "nodad",
-    ]);
-    b.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{B6}/64"),
-        "dev",
-        &vb,
-        "nodad",
-    ]);
-    a.exec_ok(&["ip", "link", "set", &va, "up"]);
-    b.exec_ok(&["ip", "link", "set", &vb, "up"]);
-    for ns in [&a, &b] {
+    let net = VethPair::new(A4, B4, A6, B6);
+    net.up();
+    let (a, b) = (&net.a, &net.b);
+    let prefix = &net.prefix;
+    for ns in [a, b] {
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
     }
 
     let dir = std::env::temp_dir().join(format!("{prefix}bird"));
     std::fs::create_dir_all(&dir).unwrap();
-    let node = Node::start(&a);
+    let node = NsRuntime::start(a);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let mut cfg = config(strait_passive);
     cfg.md5_key = md5.map(|(ours, _)| ours.as_bytes().to_vec());
-    let (_listener, mut session) = node.run(async move {
-        let listener =
-            Listener::bind(SocketAddr::new(A4.parse::<IpAddr>().unwrap(), 179)).expect("bind");
-        let peer = cfg.peer;
-        let key = cfg.md5_key.clone();
-        let session = SessionHandle::spawn(cfg);
-        listener
-            .register(peer, key.as_deref(), session.incoming())
-            .expect("register");
-        (listener, session)
-    });
-    let bird = Bird::start(&b, &dir, !strait_passive, md5.map(|(_, theirs)| theirs));
+    let (_listener, mut session) =
+        node.speaker(SocketAddr::new(A4.parse::<IpAddr>().unwrap(), 179), cfg);
+    let bird = Bird::start(b, &dir, !strait_passive, md5.map(|(_, theirs)| theirs));
 
     if let Some((ours, theirs)) = md5
         && ours != theirs

@@ -6,19 +6,18 @@
 //! collisions (RFC 4271 §6.8) happen and must resolve.
 //! Needs root (network namespaces); skips visibly otherwise.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_bgp::codec::{AfiSafi, Capability, Family, PathAttribute, Update, codes};
 use strait_bgp::fsm::{self, DownReason, State};
 use strait_bgp::session::{
-    Listener, SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6, withdrawal,
+    SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6, withdrawal,
 };
-use strait_testbeds::netns::Netns;
-use tokio::sync::oneshot;
+mod common;
+
+use common::{NsRuntime, VethPair};
 
 const A4: &str = "10.232.0.1";
 const B4: &str = "10.232.0.2";
@@ -27,69 +26,6 @@ const B6: &str = "fd00:b9f::2";
 /// 4-octet AS numbers (RFC 6793), above 65535 so a 2-octet path would show.
 const AS_A: u32 = 4_200_000_001;
 const AS_B: u32 = 4_200_000_002;
-
-/// A tokio runtime whose thread entered a namespace: every socket its tasks open lives
-/// there.
-struct Node {
-    handle: tokio::runtime::Handle,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(ns: &Netns) -> Self {
-        let path = ns.path();
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            handle_tx.send(rt.handle().clone()).unwrap();
-            let _ = rt.block_on(shutdown_rx);
-        });
-        Node {
-            handle: handle_rx.recv().expect("node thread started"),
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-
-    /// Run `f` on the namespace's runtime and wait for its result.
-    fn run<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> T {
-        let (tx, rx) = oneshot::channel();
-        self.handle.spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        rx.blocking_recv().expect("node task finished")
-    }
-
-    /// A listener on `listen` and a session to `peer`, registered with it.
-    fn speaker(&self, listen: SocketAddr, config: SessionConfig) -> (Listener, SessionHandle) {
-        self.run(async move {
-            let listener = Listener::bind(listen).expect("bind");
-            let peer = config.peer;
-            let key = config.md5_key.clone();
-            let session = SessionHandle::spawn(config);
-            listener
-                .register(peer, key.as_deref(), session.incoming())
-                .expect("register");
-            (listener, session)
-        })
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn fsm_config(local_asn: u32, peer_asn: u32, id: &str) -> fsm::Config {
     fsm::Config {
@@ -115,61 +51,12 @@ fn session_config(fsm: fsm::Config, local: &str, peer: &str, port: u16) -> Sessi
     c
 }
 
-/// Two namespaces with a veth between them, IPv4 and IPv6 addressed.
-struct Pair {
-    a: Netns,
-    b: Netns,
-    va: String,
-}
-
-fn pair() -> Pair {
-    strait_testbeds::netns::reap_leftovers();
-    let prefix = strait_testbeds::unique_prefix();
-    let a = Netns::new(format!("{prefix}a"));
-    let b = Netns::new(format!("{prefix}b"));
-    let (va, vb) = (format!("{prefix}a"), format!("{prefix}b"));
-    a.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        &va,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vb,
-        "netns",
-        b.name(),
-    ]);
-    a.exec_ok(&["ip", "addr", "add", &format!("{A4}/30"), "dev", &va]);
-    b.exec_ok(&["ip", "addr", "add", &format!("{B4}/30"), "dev", &vb]);
-    a.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{A6}/64"),
-        "dev",
-        &va,
-        "nodad",
-    ]);
-    b.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{B6}/64"),
-        "dev",
-        &vb,
-        "nodad",
-    ]);
-    // Keep the IPv6 address when the link is cut: the cut must lose the link only.
-    a.exec_ok(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{va}.keep_addr_on_down=1"),
-    ]);
-    a.exec_ok(&["ip", "link", "set", &va, "up"]);
-    b.exec_ok(&["ip", "link", "set", &vb, "up"]);
-    Pair { a, b, va }
+/// The two namespaces of a test; cutting `va` must lose the link, not its addresses.
+fn pair() -> VethPair {
+    let net = VethPair::new(A4, B4, A6, B6);
+    net.keep_addresses_on_down();
+    net.up();
+    net
 }
 
 fn sock(addr: &str, port: u16) -> SocketAddr {
@@ -297,8 +184,8 @@ fn sessions_over_ipv4_and_ipv6_exchange_routes_and_expire_on_a_cut_link() {
         return;
     }
     let net = pair();
-    let node_a = Node::start(&net.a);
-    let node_b = Node::start(&net.b);
+    let node_a = NsRuntime::start(&net.a);
+    let node_b = NsRuntime::start(&net.b);
     let rt = waiter();
 
     let (_la4, mut a4) = node_a.speaker(
@@ -342,8 +229,8 @@ fn md5_keys_must_match_for_a_session() {
         return;
     }
     let net = pair();
-    let node_a = Node::start(&net.a);
-    let node_b = Node::start(&net.b);
+    let node_a = NsRuntime::start(&net.a);
+    let node_b = NsRuntime::start(&net.b);
     let rt = waiter();
     let keyed = |fsm, local, peer, port, key: &str| {
         let mut c = session_config(fsm, local, peer, port);
