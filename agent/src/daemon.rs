@@ -245,9 +245,8 @@ async fn start(
 /// the disk is not there yet): the agent keeps answering meanwhile.
 async fn open_store(cfg: &AgentConfig, state: &AppState) -> Arc<dyn Store> {
     let what = cfg.store_description();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let opened: Result<Arc<dyn Store>, _> = if cfg.uses_etcd() {
+    let store = until_ok(state, &format!("waiting for the store {what}"), || async {
+        if cfg.uses_etcd() {
             EtcdStore::connect(&cfg.etcd_endpoints, EtcdOptions::default())
                 .await
                 .map(|s| s as Arc<dyn Store>)
@@ -255,15 +254,29 @@ async fn open_store(cfg: &AgentConfig, state: &AppState) -> Arc<dyn Store> {
             EmbeddedStore::open(&cfg.store_path())
                 .await
                 .map(|s| s as Arc<dyn Store>)
-        };
-        match opened {
-            Ok(s) => {
-                info!(store = %what, "store open");
-                return s;
-            }
+        }
+    })
+    .await;
+    info!(store = %what, "store open");
+    store
+}
+
+/// Runs `attempt` until it succeeds, backing off from 100 ms to 5 s between tries. Each
+/// failure is logged and shown as the start-up phase (`doing: error`): the agent keeps
+/// answering meanwhile.
+async fn until_ok<T, E, F, Fut>(state: &AppState, doing: &str, mut attempt: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
             Err(e) => {
-                warn!(store = %what, error = %e, "cannot open the store; retrying");
-                state.set_phase(format!("waiting for the store {what}: {e}"));
+                warn!(error = %e, "{doing}; retrying");
+                state.set_phase(format!("{doing}: {e}"));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -291,18 +304,10 @@ async fn detect_underlay(cfg: &AgentConfig, host: &Netlink) -> anyhow::Result<Un
 
 /// This node's tunnel addresses, waiting (with backoff) while the store is away.
 async fn tunnel_addresses(ipam: &Ipam, state: &AppState) -> TunnelAddrs {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match ensure_tunnel_addresses(ipam).await {
-            Ok(t) => return t,
-            Err(e) => {
-                warn!(error = %e, "cannot allocate tunnel addresses; retrying");
-                state.set_phase(format!("allocating tunnel addresses: {e}"));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    until_ok(state, "allocating tunnel addresses", || {
+        ensure_tunnel_addresses(ipam)
+    })
+    .await
 }
 
 /// The MAC of this node's VXLAN device, when it has one.
