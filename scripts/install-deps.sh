@@ -13,8 +13,9 @@ PKGS=(
   # the cluster store (etcd backend, cluster tests)
   etcd-server
   iperf3
-  # BGP interop peers
-  bird2
+  # BGP interop peers (frr: bgpd+zebra; gobgpd: gobgpd and the gobgp CLI). Their
+  # services never start here: tests run every daemon themselves, inside a netns.
+  bird2 frr gobgpd
 )
 
 missing=()
