@@ -68,6 +68,7 @@ fn record(i: u32) -> NodeRecord {
         tunnel_v6: None,
         agent_version: "bench".into(),
         started: 0,
+        bgp: None,
         name,
     }
 }

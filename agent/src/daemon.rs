@@ -336,7 +336,7 @@ async fn container_mtu(cfg: &AgentConfig, host: &Netlink, underlay: &Underlay) -
     match cfg.fabric {
         // Encapsulated from the IPv4 address when there is one (as the fabric does).
         FabricMode::Vxlan => vxlan_mtu(base, underlay.v4.is_none()),
-        FabricMode::HostGw | FabricMode::None => base,
+        FabricMode::HostGw | FabricMode::Bgp | FabricMode::None => base,
     }
 }
 
@@ -357,6 +357,7 @@ fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        bgp: None,
     }
 }
 

@@ -296,6 +296,7 @@ async fn agent(etcd: &Etcd, name: &str, cfg: IpamConfig, grace: Duration) -> Age
             tunnel_v6: None,
             agent_version: "test".into(),
             started: 0,
+            bgp: None,
         },
     );
     registry.register().await.unwrap();

@@ -68,6 +68,7 @@ impl Host {
             tunnel_v6: Some(format!("fd00:244:{}::1", self.i).parse().expect("ip")),
             agent_version: "test".into(),
             started: 0,
+            bgp: None,
         }
     }
 }

@@ -50,6 +50,7 @@ fn record(name: &str) -> NodeRecord {
         tunnel_v6: None,
         agent_version: "0.1.0".into(),
         started: 1,
+        bgp: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! deliberately synchronous and dependency-light: the CNI plugin is exec'd once per call
 //! and must start in well under a millisecond, so it carries no async runtime.
 
+pub mod bgp;
 pub mod client;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API.
 #[doc(hidden)]
@@ -42,4 +43,7 @@ pub mod paths {
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const NODES: &str = "/v1/nodes";
     pub const ROUTES: &str = "/v1/routes";
+    pub const BGP_PEERS: &str = "/v1/bgp/peers";
+    /// `?prefix=<cidr>` narrows it to one prefix.
+    pub const BGP_RIB: &str = "/v1/bgp/rib";
 }

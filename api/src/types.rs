@@ -327,6 +327,8 @@ pub enum FabricMode {
     Vxlan,
     /// Direct routes via peers' underlay addresses (one L2 segment).
     HostGw,
+    /// A routed L3 fabric: every host runs a BGP speaker (docs/bgp.md).
+    Bgp,
 }
 
 impl FabricMode {
@@ -335,6 +337,7 @@ impl FabricMode {
             FabricMode::None => "none",
             FabricMode::Vxlan => "vxlan",
             FabricMode::HostGw => "host-gw",
+            FabricMode::Bgp => "bgp",
         }
     }
 }
@@ -352,8 +355,9 @@ impl std::str::FromStr for FabricMode {
             "none" => Ok(FabricMode::None),
             "vxlan" => Ok(FabricMode::Vxlan),
             "host-gw" => Ok(FabricMode::HostGw),
+            "bgp" => Ok(FabricMode::Bgp),
             other => Err(format!(
-                "unknown fabric {other:?}: use none, vxlan or host-gw"
+                "unknown fabric {other:?}: use none, vxlan, host-gw or bgp"
             )),
         }
     }
@@ -382,4 +386,7 @@ pub struct NodeRecord {
     pub agent_version: String,
     /// When this agent registered, seconds since the Unix epoch.
     pub started: u64,
+    /// The node's BGP attributes (`--fabric bgp` only).
+    #[serde(default)]
+    pub bgp: Option<crate::bgp::NodeBgp>,
 }

@@ -473,6 +473,7 @@ mod tests {
                 tunnel_v6: Some("fd00:244::1".parse().unwrap()),
                 agent_version: "0.1.0".into(),
                 started: 1,
+                bgp: None,
             }),
             blocks: vec!["10.244.0.0/26".parse().unwrap()],
         };

@@ -92,6 +92,11 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
             entry: Route::blackhole(*cidr),
         });
     }
+    // In bgp mode the routes to other nodes' blocks are FIB sync's (learned from the
+    // speaker, super::bgp::fib); the reconcile keeps only the own blackholes.
+    if cfg.mode == FabricMode::Bgp {
+        return desired;
+    }
     if cfg.mode == FabricMode::Vxlan {
         own_tunnel(cfg, cluster, &mut desired);
     }
@@ -111,7 +116,7 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
         match cfg.mode {
             FabricMode::Vxlan => vxlan_peer(cfg, links, name, record, blocks, &mut desired),
             FabricMode::HostGw => host_gw_peer(links, name, record, blocks, &mut desired),
-            FabricMode::None => {}
+            FabricMode::None | FabricMode::Bgp => {}
         }
         for cidr in blocks {
             remote_blocks.entry(Family::of_net(cidr)).or_default().0 += 1;
@@ -353,6 +358,7 @@ mod tests {
             tunnel_v6: None,
             agent_version: "0.1.0".into(),
             started: 0,
+            bgp: None,
             name,
         }
     }
@@ -506,6 +512,16 @@ mod tests {
         assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
         assert_eq!(d.warnings[0].node.as_deref(), Some("n3"));
         assert!(d.warnings[0].message.contains("no connected subnet"));
+    }
+
+    #[test]
+    fn bgp_wants_only_the_own_blackholes() {
+        let view = cluster(3, FabricMode::Bgp);
+        let d = compute(&cfg("n1", FabricMode::Bgp), &view, &links());
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        assert!(d.addresses.is_empty() && d.fdb.is_empty() && d.neighbours.is_empty());
+        let routes: Vec<_> = d.routes.iter().map(|o| &o.entry).collect();
+        assert_eq!(routes, [&Route::blackhole(v4_block(1))]);
     }
 
     #[test]

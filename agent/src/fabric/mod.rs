@@ -162,12 +162,18 @@ pub fn vxlan_mtu(underlay_mtu: u32, ipv6_underlay: bool) -> u32 {
     underlay_mtu.saturating_sub(overhead)
 }
 
-/// Whether `route` is the fabric's: protocol 83 and a blackhole, or a gateway, or on
-/// the VXLAN device `vxlan`. (Container host routes have none of these.)
-pub(crate) fn owns_route(route: &crate::netlink::Route, vxlan: Option<u32>) -> bool {
+/// Whether `route` is the fabric's reconcile's in `mode`: protocol 83 and a blackhole,
+/// or a gateway, or on the VXLAN device `vxlan`. (Container host routes have none of
+/// these.) In bgp mode the gateway routes are FIB sync's ([`bgp::fib`]), so the
+/// reconcile owns only the blackholes (and anything left on an old `strait.vxlan`).
+pub(crate) fn owns_route(
+    route: &crate::netlink::Route,
+    vxlan: Option<u32>,
+    mode: FabricMode,
+) -> bool {
     route.protocol == RTPROT_STRAIT
         && (route.kind == crate::netlink::RouteKind::Blackhole
-            || route.gateway.is_some()
+            || (route.gateway.is_some() && mode != FabricMode::Bgp)
             || (vxlan.is_some() && route.oif == vxlan))
 }
 
@@ -196,18 +202,29 @@ mod tests {
     }
 
     #[test]
-    fn never_owns_container_host_routes_or_foreign_protocols() {
-        let host = Route::host("10.244.1.2".parse().expect("ip"), 5);
-        assert!(!owns_route(&host, Some(9)));
+    fn bgp_mode_leaves_gateway_routes_to_fib_sync() {
         let block = "10.244.2.0/26".parse().expect("net");
-        assert!(owns_route(&Route::blackhole(block), None));
         let via = Route::via(block, "10.0.0.2".parse().expect("ip"), 2, false);
-        assert!(owns_route(&via, None));
+        assert!(!owns_route(&via, None, FabricMode::Bgp));
+        assert!(owns_route(&Route::blackhole(block), None, FabricMode::Bgp));
+        let host = Route::host("10.244.1.2".parse().expect("ip"), 5);
+        assert!(!owns_route(&host, None, FabricMode::Bgp));
+    }
+
+    #[test]
+    fn never_owns_container_host_routes_or_foreign_protocols() {
+        let vxlan = FabricMode::Vxlan;
+        let host = Route::host("10.244.1.2".parse().expect("ip"), 5);
+        assert!(!owns_route(&host, Some(9), vxlan));
+        let block = "10.244.2.0/26".parse().expect("net");
+        assert!(owns_route(&Route::blackhole(block), None, vxlan));
+        let via = Route::via(block, "10.0.0.2".parse().expect("ip"), 2, false);
+        assert!(owns_route(&via, None, vxlan));
         let mut foreign = via.clone();
         foreign.protocol = 4;
-        assert!(!owns_route(&foreign, Some(9)));
+        assert!(!owns_route(&foreign, Some(9), vxlan));
         let mut on_vxlan = host.clone();
         on_vxlan.oif = Some(9);
-        assert!(owns_route(&on_vxlan, Some(9)));
+        assert!(owns_route(&on_vxlan, Some(9), vxlan));
     }
 }

@@ -293,11 +293,16 @@ fn route_text(r: &Route, names: &LinkNames) -> String {
 }
 
 /// Reads what the kernel has of the fabric's: on `strait.vxlan` (index `vxlan`) its
-/// addresses, FDB and unicast neighbours; in the main table the routes it owns.
-pub async fn read_actual(nl: &Netlink, vxlan: Option<u32>) -> Result<Actual, NetlinkError> {
+/// addresses, FDB and unicast neighbours; in the main table the routes it owns in
+/// `mode`.
+pub async fn read_actual(
+    nl: &Netlink,
+    vxlan: Option<u32>,
+    mode: FabricMode,
+) -> Result<Actual, NetlinkError> {
     let routes = async {
         let mut routes = nl.routes_with_blackholes(RTPROT_STRAIT).await?;
-        routes.retain(|r| owns_route(r, vxlan));
+        routes.retain(|r| owns_route(r, vxlan, mode));
         Ok::<_, NetlinkError>(routes)
     };
     let Some(index) = vxlan else {
@@ -421,7 +426,7 @@ pub async fn reconcile(
         },
     };
     let desired = desired::compute(cfg, cluster, &links);
-    let actual = read_actual(nl, vxlan_index).await?;
+    let actual = read_actual(nl, vxlan_index, cfg.mode).await?;
     let plan = plan(&desired, &actual, &names);
     let changes = plan.changes();
     let report = RouteReport {

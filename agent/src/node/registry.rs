@@ -319,6 +319,7 @@ mod tests {
             tunnel_v6: None,
             agent_version: "0.1.0".into(),
             started: 1,
+            bgp: None,
         }
     }
 
