@@ -21,6 +21,7 @@ pub mod cni;
 pub mod etcd;
 pub mod host;
 pub mod netns;
+pub mod peers;
 pub mod process;
 pub mod runtimes;
 
