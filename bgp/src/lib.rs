@@ -13,9 +13,14 @@
 //! - [`rib`]: Adj-RIB-In, the Loc-RIB decision process with ECMP, Adj-RIB-Out with
 //!   route reflection, max-prefix and graceful-restart helper — pure logic.
 //! - [`bfd`]: single-hop BFD (RFC 5880/5881): codec, pure session, tokio driver.
+//! - [`speaker`]: all of it wired together behind the declarative API of docs/bgp.md —
+//!   one task owning the RIB, sessions per peer, local origination with next hop self,
+//!   packed UPDATEs, graceful-restart helper, BFD tearing sessions down (RFC 5882), a
+//!   FIB event stream with a one-time "converged", peer and RIB status.
 //!
-//! Not yet: the RIB wired to sessions, BFD wired to sessions, FIB sync, the agent's
-//! `bgp` fabric (see the BGP issue).
+//! Not here: installing routes in the kernel (the agent's FIB sync consumes
+//! [`speaker::FibEvent`]s), a policy language (only the [`rib::Policy`] hooks), BGP
+//! confederations, add-path, multihop BFD.
 
 /// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
 pub mod bfd;
@@ -28,3 +33,5 @@ pub mod fuzzing;
 pub mod rib;
 /// The tokio session driver around the FSM: TCP (with MD5), framing, collisions.
 pub mod session;
+/// The speaker: sessions, BFD and the RIB wired together behind a declarative API.
+pub mod speaker;

@@ -22,7 +22,16 @@ pub struct Path {
     pub stale: bool,
 }
 
+/// The `peer` of a route this speaker originates ([`super::Rib::originate`]). No BGP
+/// session can have the unspecified address, so it never collides with a neighbour.
+pub const LOCAL_PEER: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
 impl Path {
+    /// A route this speaker originates rather than learned from a peer.
+    pub fn is_local(&self) -> bool {
+        self.peer == LOCAL_PEER
+    }
+
     /// RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier where present.
     fn identifier(&self) -> Ipv4Addr {
         self.attrs.originator_id.unwrap_or(self.peer_router_id)
@@ -39,6 +48,9 @@ fn igp_cost(_p: &Path) -> u32 {
 /// the remaining tie-breaks (f, g and the peer address), best first.
 pub fn rank(paths: &[Path]) -> Vec<usize> {
     let mut c: Vec<usize> = (0..paths.len()).collect();
+    // Our own route first, as BIRD and FRR (weight 32768) do: a prefix we originate is
+    // ours whatever a peer says about it.
+    keep_best(&mut c, |i| !paths[i].is_local());
     keep_best(&mut c, |i| {
         std::cmp::Reverse(paths[i].attrs.effective_local_pref())
     });

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use crate::codec::{Family, NextHop, Notification, codes};
 
 pub use attrs::{Attrs, DEFAULT_LOCAL_PREF, RouteUpdate};
-pub use decision::Path;
+pub use decision::{LOCAL_PEER, Path};
 pub use policy::{AcceptAll, Policy};
 
 /// The speaker's own identity and the knobs of the decision process.
@@ -380,7 +380,11 @@ impl Rib {
         };
         let ranked = decision::rank(&dest.paths);
         let mut fib: Vec<NextHop> = Vec::new();
-        for &i in ranked.iter().take(self.cfg.multipath.max(1)) {
+        // A prefix we originate is ours: the FIB gets nothing from BGP for it (the
+        // agent routes its own blocks), so a peer's route for it is removed too.
+        let local_best = ranked.first().is_some_and(|&i| dest.paths[i].is_local());
+        let candidates = if local_best { &[][..] } else { &ranked[..] };
+        for &i in candidates.iter().take(self.cfg.multipath.max(1)) {
             let nh = dest.paths[i].attrs.next_hop;
             if !fib.contains(&nh) {
                 fib.push(nh);
@@ -553,6 +557,95 @@ impl Rib {
         Ok(changes)
     }
 
+    /// Originate `prefix` with `attrs` (LOCAL_PREF, ORIGIN, communities; the next hop
+    /// is rewritten per peer to our address on that session). It is preferred over
+    /// every learned route for the prefix and never reaches the FIB. Replaces an
+    /// earlier origination of the same prefix.
+    pub fn originate(&mut self, prefix: IpNet, attrs: Attrs) -> Changes {
+        let prefix = prefix.trunc();
+        let path = Path {
+            peer: LOCAL_PEER,
+            ebgp: false,
+            peer_router_id: self.cfg.router_id,
+            attrs: Arc::new(attrs),
+            stale: false,
+        };
+        let dest = self.loc.entry(prefix).or_default();
+        match dest.paths.iter_mut().find(|p| p.is_local()) {
+            Some(p) => *p = path,
+            None => dest.paths.push(path),
+        }
+        let mut changes = Changes::default();
+        self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
+        changes
+    }
+
+    /// Stop originating `prefix`; a learned route for it, if any, takes over.
+    pub fn withdraw_local(&mut self, prefix: IpNet) -> Changes {
+        let prefix = prefix.trunc();
+        let mut changes = Changes::default();
+        let Some(dest) = self.loc.get_mut(&prefix) else {
+            return changes;
+        };
+        let before = dest.paths.len();
+        dest.paths.retain(|p| !p.is_local());
+        if dest.paths.len() != before {
+            self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
+        }
+        changes
+    }
+
+    /// The prefixes we originate.
+    pub fn originated(&self) -> Vec<IpNet> {
+        self.loc
+            .iter()
+            .filter(|(_, d)| d.paths.iter().any(Path::is_local))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Every destination: its candidate paths (the best first) and its FIB next hops.
+    pub fn destinations(&self) -> impl Iterator<Item = (&IpNet, &[Path], &[NextHop])> {
+        self.loc
+            .iter()
+            .map(|(p, d)| (p, d.paths.as_slice(), d.fib.as_slice()))
+    }
+
+    /// The candidate paths for `prefix`, the best first.
+    pub fn paths(&self, prefix: &IpNet) -> &[Path] {
+        self.loc.get(prefix).map_or(&[], |d| d.paths.as_slice())
+    }
+
+    /// How many of `peer`'s routes are the Loc-RIB's best path (BIRD's "preferred").
+    pub fn best_len(&self, peer: IpAddr) -> usize {
+        self.loc
+            .values()
+            .filter(|d| d.paths.first().is_some_and(|p| p.peer == peer))
+            .count()
+    }
+
+    /// `peer`'s Adj-RIB-Out for `family`: what to send again on a ROUTE-REFRESH.
+    pub fn adj_rib_out_routes(&self, peer: IpAddr, family: Family) -> Vec<(IpNet, Arc<Attrs>)> {
+        let Some(slot) = self.peers.get(&peer).map(|p| p.slot) else {
+            return Vec::new();
+        };
+        self.loc
+            .iter()
+            .filter(|(p, _)| family_of(p) == family)
+            .filter_map(|(p, d)| {
+                d.out
+                    .iter()
+                    .find(|(s, _)| *s == slot)
+                    .map(|(_, a)| (*p, Arc::clone(a)))
+            })
+            .collect()
+    }
+
+    /// Whether `peer` is known, up or restarting.
+    pub fn has_peer(&self, peer: IpAddr) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
     /// The Loc-RIB best path for `prefix`.
     pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
         self.loc.get(prefix).and_then(|d| d.paths.first())
@@ -624,6 +717,19 @@ fn export_rules(
         a.originator_id = None;
         a.cluster_list.clear();
         Some(a)
+    } else if best.is_local() {
+        // Next hop self towards internal peers: our address on that session.
+        let next_hop = match family {
+            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
+            Family::Ipv6Unicast => NextHop::V6 {
+                global: dst.cfg.local_v6?,
+                link_local: None,
+            },
+        };
+        let mut a = Attrs::clone(&best.attrs);
+        a.next_hop = next_hop;
+        a.local_pref = Some(best.attrs.effective_local_pref());
+        Some(a)
     } else if best.ebgp {
         let mut a = Attrs::clone(&best.attrs);
         a.local_pref = Some(best.attrs.effective_local_pref());
@@ -641,3 +747,6 @@ fn export_rules(
         Some(a)
     }
 }
+
+#[cfg(test)]
+mod local_tests;

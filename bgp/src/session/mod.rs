@@ -96,6 +96,9 @@ pub enum SendError {
 
 enum Command {
     Send(Box<Update>, oneshot::Sender<Result<(), SendError>>),
+    /// Fire and forget: the owner sending a table does not wait per UPDATE.
+    Queue(Box<Update>),
+    Reset(Option<Notification>),
     RouteRefresh(AfiSafi, oneshot::Sender<Result<(), SendError>>),
     Stop,
 }
@@ -106,6 +109,7 @@ pub struct SessionHandle {
     commands: mpsc::UnboundedSender<Command>,
     incoming: Incoming,
     state: watch::Receiver<State>,
+    local: watch::Receiver<Option<SocketAddr>>,
     /// The session's events; take them with [`SessionHandle::next_event`] or move the
     /// receiver out.
     pub events: mpsc::UnboundedReceiver<SessionEvent>,
@@ -119,7 +123,10 @@ impl SessionHandle {
         let (incoming, incoming_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::Idle);
+        let (local_tx, local) = watch::channel(None);
         let driver = Driver {
+            local: local_tx,
+            reset: None,
             fsm: Fsm::new(config.fsm.clone()),
             config,
             current: None,
@@ -133,6 +140,7 @@ impl SessionHandle {
             commands,
             incoming,
             state,
+            local,
             events,
         }
     }
@@ -144,6 +152,12 @@ impl SessionHandle {
 
     pub fn state(&self) -> State {
         *self.state.borrow()
+    }
+
+    /// Our end of the established connection (the next hop self, BFD's source); set
+    /// before [`SessionEvent::Up`] is sent, `None` while not Established.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.local.borrow()
     }
 
     /// Watch the FSM state (for `netctl bgp peers` and tests).
@@ -163,6 +177,21 @@ impl SessionHandle {
             .send(Command::Send(Box::new(update), tx))
             .map_err(|_| SendError::Gone)?;
         rx.await.map_err(|_| SendError::Gone)?
+    }
+
+    /// Send an UPDATE without waiting for the session task: UPDATEs go out in the order
+    /// queued. One that cannot go out (not Established, does not encode) is logged and
+    /// dropped; the owner re-sends its Adj-RIB-Out on the next Up anyway.
+    pub fn queue_update(&self, update: Update) {
+        let _ = self.commands.send(Command::Queue(Box::new(update)));
+    }
+
+    /// Drop the connection now, sending `notification` first if given, as if it was
+    /// lost; the session then starts again after the idle hold time. The Down event
+    /// carries [`DownReason::Sent`] with the notification, or
+    /// [`DownReason::ConnectionLost`] without one. For limits (max-prefix) and BFD.
+    pub fn reset(&self, notification: Option<Notification>) {
+        let _ = self.commands.send(Command::Reset(notification));
     }
 
     /// Ask the peer to send its routes of `afi_safi` again (RFC 2918), e.g. after an
@@ -345,6 +374,9 @@ struct Driver {
     connecting: Option<Connecting>,
     events: mpsc::UnboundedSender<SessionEvent>,
     state: watch::Sender<State>,
+    local: watch::Sender<Option<SocketAddr>>,
+    /// Why the owner asked for [`Command::Reset`]: the Down it causes reports it.
+    reset: Option<Option<Notification>>,
 }
 
 /// What woke the driver.
@@ -407,6 +439,14 @@ impl Driver {
                 Wake::Command(Some(Command::Send(update, reply))) => {
                     let r = self.send_update(*update).await;
                     let _ = reply.send(r);
+                }
+                Wake::Command(Some(Command::Queue(update))) => {
+                    if let Err(e) = self.send_update(*update).await {
+                        tracing::debug!(peer = %self.config.peer, error = %e, "bgp: queued UPDATE not sent");
+                    }
+                }
+                Wake::Command(Some(Command::Reset(notification))) => {
+                    self.reset_connection(notification).await
                 }
                 Wake::Command(Some(Command::RouteRefresh(afi_safi, reply))) => {
                     let r = self.send_route_refresh(afi_safi).await;
@@ -492,6 +532,22 @@ impl Driver {
         self.write(&bytes).await;
         self.fsm.update_sent(Self::now());
         Ok(())
+    }
+
+    async fn reset_connection(&mut self, notification: Option<Notification>) {
+        let Some(conn) = self.current.take() else {
+            return;
+        };
+        if let Some(n) = &notification
+            && let Ok(bytes) = codec::encode(&Message::Notification(n.clone()), &self.context())
+        {
+            // The writer drains its queue before closing, so this goes out last.
+            conn.send(bytes);
+        }
+        drop(conn);
+        self.reset = Some(notification);
+        self.event(Event::TcpConnectionFails).await;
+        self.reset = None;
     }
 
     async fn send_route_refresh(&mut self, afi_safi: AfiSafi) -> Result<(), SendError> {
@@ -647,10 +703,24 @@ impl Driver {
         }));
     }
 
+    fn publish(&mut self) {
+        let state = self.fsm.state();
+        let local = match (&self.current, state) {
+            (Some(c), State::Established) => c.reader.local_addr().ok(),
+            _ => None,
+        };
+        self.local.send_if_modified(|l| {
+            let changed = *l != local;
+            *l = local;
+            changed
+        });
+        self.state.send_replace(state);
+    }
+
     async fn execute(&mut self, actions: Vec<Action>) {
         // The FSM already is in the state these actions lead to: publish it before the
         // events, so an owner woken by Up or Down reads the state that goes with it.
-        self.state.send_replace(self.fsm.state());
+        self.publish();
         for action in actions {
             match action {
                 Action::Connect => self.connect(),
@@ -669,6 +739,10 @@ impl Driver {
                     let _ = self.events.send(SessionEvent::Up(n));
                 }
                 Action::SessionDown(r) => {
+                    let r = match (&self.reset, r) {
+                        (Some(Some(n)), DownReason::ConnectionLost) => DownReason::Sent(n.clone()),
+                        (_, r) => r,
+                    };
                     tracing::info!(peer = %self.config.peer, reason = ?r, "bgp: session down");
                     let _ = self.events.send(SessionEvent::Down(r));
                 }
@@ -683,7 +757,7 @@ impl Driver {
                 }
             }
         }
-        self.state.send_replace(self.fsm.state());
+        self.publish();
         if self.fsm.state() == State::OpenConfirm
             && let Some(peer) = self.fsm.negotiated().map(|n| (n.peer.bgp_id, n.peer.asn()))
             && let Some(other) = self.pending.take()

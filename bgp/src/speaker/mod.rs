@@ -1,0 +1,161 @@
+//! The BGP speaker: sessions, BFD and the RIB wired together behind a declarative API
+//! (docs/bgp.md, "The speaker's API"). One tokio task owns the [`Rib`]; each peer's
+//! session and BFD run beside it and report to it.
+//!
+//! - [`Speaker::set_peers`] starts, stops and restarts sessions to match the list; a
+//!   removed peer's routes leave the RIB at once.
+//! - [`Speaker::set_originated`]: our prefixes, announced to every peer with next hop
+//!   self — the session's local address for its family, [`SpeakerConfig::local_v4`] /
+//!   [`SpeakerConfig::local_v6`] for the other family (a family without an address is
+//!   not announced to internal peers).
+//! - UPDATEs to peers are grouped by shared attributes and packed up to 4096 bytes
+//!   ([`pack`]); a burst of incoming UPDATEs is applied before anything is sent.
+//! - Graceful restart (RFC 4724): announced with [`SpeakerConfig::graceful_restart`]
+//!   (forwarding preserved, both families). As helper, a peer that negotiated it and
+//!   whose connection was lost (no NOTIFICATION either way, not reset by us) keeps its
+//!   routes, stale, until its End-of-RIB per family or its announced restart time. We
+//!   send End-of-RIB after our table to peers that announced the capability; a
+//!   restarting speaker should call [`Speaker::set_originated`] before
+//!   [`Speaker::set_peers`] so End-of-RIB follows its routes.
+//! - BFD (RFC 5882): with [`PeerSpec::bfd`], a BFD session runs from the BGP session's
+//!   local address while the session is Established. BFD going Down after it was Up
+//!   resets the BGP session at once and its routes are withdrawn (not kept as stale:
+//!   §4.3 leaves the choice, and a dead link is not a restarting peer); a BFD that never
+//!   comes up does not hold the session back. AdminDown from the peer is ignored
+//!   (§3.2).
+//! - Max-prefix: the UPDATE past the limit is refused, Cease/1 (RFC 4486) is sent and
+//!   the routes are withdrawn; the session starts again after the idle hold time.
+//!
+//! The FIB stream ([`FibEvent`]) is a bounded channel. The owner never waits on it:
+//! changes it cannot hand over yet are held (and coalesced to the latest per prefix
+//! once many) and go in one event when the consumer catches up. [`FibEvent::Converged`]
+//! comes exactly once, after the changes before it, when either
+//! - every configured peer (at least one) has finished its first table since start:
+//!   End-of-RIB for every negotiated family from a peer that announced graceful
+//!   restart, or for one that did not, [`INITIAL_QUIET`] Established without an
+//!   UPDATE; or
+//! - [`SpeakerConfig::graceful_restart`] (or [`SpeakerConfig::converge_deadline`]
+//!   without it) has passed since start, whatever the peers did — also with no peers.
+
+mod config;
+mod owner;
+mod pack;
+mod status;
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::{
+    BfdParams, DEFAULT_CONNECT_RETRY, DEFAULT_CONVERGE_DEADLINE, DEFAULT_HOLD_TIME, FibEvent,
+    PeerSpec, SpeakerConfig, SpeakerError,
+};
+pub use owner::INITIAL_QUIET;
+pub use pack::pack;
+pub use status::{PeerStatus, RibEntry, RibPath, state_name};
+
+use crate::rib::{Policy, Rib, RibConfig};
+use crate::session::Listener;
+use owner::{Owner, Request};
+
+/// How many [`FibEvent`]s may wait for the consumer; each carries a whole batch.
+const FIB_QUEUE: usize = 64;
+
+/// The running speaker. Dropping it is [`Speaker::shutdown`] without waiting.
+pub struct Speaker {
+    requests: mpsc::UnboundedSender<Request>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Speaker {
+    /// Bind the listeners and start the owner task on the current tokio runtime
+    /// (sockets, BFD's included, are opened in the network namespace of the threads
+    /// that runtime runs on). Best-path changes come out of the returned receiver.
+    pub async fn start(
+        config: SpeakerConfig,
+        policy: Box<dyn Policy>,
+    ) -> Result<(Speaker, mpsc::Receiver<FibEvent>), SpeakerError> {
+        if matches!(config.hold_time, 1 | 2) {
+            return Err(SpeakerError::InvalidConfig(
+                "hold time must be 0 or at least 3 s",
+            ));
+        }
+        let mut listeners = Vec::new();
+        for &addr in &config.listen {
+            let l = Listener::bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?;
+            listeners.push(l);
+        }
+        let rib = Rib::new(
+            RibConfig {
+                local_asn: config.asn,
+                router_id: config.router_id,
+                cluster_id: config.cluster_id,
+                multipath: config.multipath.max(1),
+            },
+            policy,
+        );
+        let (fib_tx, fib_rx) = mpsc::channel(FIB_QUEUE);
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let task = Owner::start(config, rib, listeners, fib_tx, requests_rx);
+        Ok((
+            Speaker {
+                requests,
+                task: Some(task),
+            },
+            fib_rx,
+        ))
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Make the configured peers exactly `peers`: new ones start, missing ones stop
+    /// (Cease) and their routes go, changed ones restart. An invalid list changes
+    /// nothing; a peer that fails to register is reported and the rest still apply.
+    pub async fn set_peers(&self, peers: Vec<PeerSpec>) -> Result<(), SpeakerError> {
+        self.ask(|tx| Request::SetPeers(peers, tx)).await?
+    }
+
+    /// Make the prefixes we originate exactly `prefixes` (next hop self).
+    pub async fn set_originated(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
+        self.ask(|tx| Request::SetOriginated(prefixes, tx)).await
+    }
+
+    /// Every configured peer, by address; empty once stopped.
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        self.ask(Request::Peers).await.unwrap_or_default()
+    }
+
+    /// The Loc-RIB (or the entry for one prefix), by prefix; empty once stopped.
+    pub async fn rib(&self, prefix: Option<IpNet>) -> Vec<RibEntry> {
+        self.ask(|tx| Request::Rib(prefix, tx))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Cease to every established peer, stop BFD, end the task. Routes in the kernel
+    /// are the FIB sync's and stay.
+    pub async fn shutdown(mut self) {
+        let _ = self.ask(Request::Shutdown).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            let (tx, _) = oneshot::channel();
+            let _ = self.requests.send(Request::Shutdown(tx));
+        }
+    }
+}
