@@ -32,6 +32,7 @@
 //! registry found it ([`crate::node::underlay::detect`]), so the addresses the fabric
 //! encapsulates from are the ones the record publishes.
 
+pub mod bgp;
 pub mod desired;
 pub mod reconcile;
 

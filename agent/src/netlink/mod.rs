@@ -18,6 +18,7 @@
 mod addr;
 mod error;
 mod fdb;
+mod fib;
 mod link;
 mod neigh;
 mod route;
@@ -39,6 +40,7 @@ use crate::netns::NetNs;
 pub use addr::Address;
 pub use error::{NetlinkError, ignore_exists, ignore_not_found};
 pub use fdb::{FdbEntry, FdbWrite};
+pub use fib::GatewayRoute;
 pub use link::default_route_mtu;
 pub use link::{Link, VethEnd, format_mac};
 pub use neigh::Neighbour;

@@ -109,7 +109,7 @@ impl Route {
         self
     }
 
-    fn to_message(&self) -> RouteMessage {
+    pub(super) fn to_message(&self) -> RouteMessage {
         let mut m = RouteMessage::default();
         m.header.address_family = match self.destination {
             IpNet::V4(_) => AddressFamily::Inet,

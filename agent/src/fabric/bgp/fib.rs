@@ -1,0 +1,517 @@
+//! FIB sync: the speaker's Loc-RIB best paths into the kernel's main table.
+//!
+//! Owns every unicast route with protocol [`RTPROT_STRAIT`] that has a gateway (or
+//! several, as one ECMP route) — in bgp mode, and only there (docs/bgp.md
+//! "Ownership"). Never blackholes (the fabric's reconcile keeps those for the own
+//! blocks), never routes without a gateway (container host routes, attach's), never
+//! another protocol's routes.
+//!
+//! [`FibTable`] is the pure core: what the RIB wants, what is installed, and the
+//! kernel operations that close the gap. [`FibSync`] drives it against a [`Netlink`]
+//! socket, pipelining up to [`IN_FLIGHT`] requests so 100 000 routes take one pass of
+//! back-to-back requests rather than 100 000 round trips.
+//!
+//! Restart: the table starts from the kernel's proto-83 gateway routes (adopted, never
+//! flushed); the RIB's changes replace them in place; what the RIB has not asked for by
+//! the time the speaker reports convergence is deleted then ([`FibSync::converged`]).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use strait_bgp::codec::NextHop;
+use strait_bgp::rib::FibChange;
+use tracing::{debug, warn};
+
+use crate::netlink::{GatewayRoute, Netlink, NetlinkError, RTPROT_STRAIT, ignore_not_found};
+
+/// Kernel requests in flight at once: enough to keep the kernel busy, bounded so a
+/// full table does not queue 100 000 futures.
+pub const IN_FLIGHT: usize = 512;
+
+/// Next hops per ECMP route (docs/bgp.md: up to 8, as the speaker's multipath).
+pub const MAX_NEXT_HOPS: usize = 8;
+
+/// One kernel change of FIB sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibOp {
+    Replace(GatewayRoute),
+    Delete(IpNet),
+}
+
+/// A next hop the kernel cannot be given as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "{prefix}: next hop {next_hop} is link-local only; strait installs global next hops \
+         (the interface of a link-local one is not known)"
+    )]
+    LinkLocalOnly { prefix: IpNet, next_hop: IpAddr },
+    #[error("{prefix}: next hop {next_hop} is of the other address family")]
+    OtherFamily { prefix: IpNet, next_hop: IpAddr },
+}
+
+/// The kernel gateway of a BGP next hop for `prefix`: the IPv4 address, or the global
+/// IPv6 address (RFC 2545; a link-local one would need its interface).
+pub fn gateway_of(prefix: IpNet, next_hop: &NextHop) -> Result<IpAddr, Refused> {
+    let ip = match next_hop {
+        NextHop::V4(v4) => IpAddr::V4(*v4),
+        NextHop::V6 { global, .. } => {
+            if global.is_unicast_link_local() {
+                return Err(Refused::LinkLocalOnly {
+                    prefix,
+                    next_hop: IpAddr::V6(*global),
+                });
+            }
+            IpAddr::V6(*global)
+        }
+    };
+    if ip.is_ipv4() != prefix.addr().is_ipv4() {
+        return Err(Refused::OtherFamily {
+            prefix,
+            next_hop: ip,
+        });
+    }
+    Ok(ip)
+}
+
+/// What the RIB wants and what the kernel has, by prefix. Pure.
+#[derive(Debug, Default)]
+pub struct FibTable {
+    /// The RIB's next hops per prefix (only prefixes it wants installed).
+    wanted: HashMap<IpNet, Vec<IpAddr>>,
+    /// What the kernel is known to hold: adopted at start, then kept by
+    /// [`FibTable::applied`].
+    installed: HashMap<IpNet, Vec<IpAddr>>,
+    /// This node's own blocks: blackholed by the reconcile, never replaced by a route
+    /// learned back from a peer.
+    local: HashSet<IpNet>,
+    converged: bool,
+}
+
+impl FibTable {
+    /// Takes the kernel's proto-83 gateway routes as installed (a restart adopts them).
+    pub fn adopt(&mut self, kernel: Vec<GatewayRoute>) {
+        self.installed = kernel
+            .into_iter()
+            .map(|r| (r.destination, r.gateways))
+            .collect();
+    }
+
+    /// Sets this node's own prefixes; returns deletions of gateway routes found on
+    /// them (a route to an own block would shadow its blackhole).
+    pub fn set_local(&mut self, local: impl IntoIterator<Item = IpNet>) -> Vec<FibOp> {
+        self.local = local.into_iter().collect();
+        let mut ops: Vec<FibOp> = self
+            .installed
+            .keys()
+            .filter(|p| self.local.contains(p))
+            .map(|p| FibOp::Delete(*p))
+            .collect();
+        ops.sort_by_key(op_prefix);
+        ops
+    }
+
+    /// Applies one batch of RIB changes (a later change of a prefix supersedes an
+    /// earlier one); returns the kernel operations, one per prefix, and the next hops
+    /// that cannot be installed. A prefix whose next hops are all refused is removed.
+    pub fn update(&mut self, changes: Vec<FibChange>) -> (Vec<FibOp>, Vec<Refused>) {
+        let mut last: HashMap<IpNet, Vec<NextHop>> = HashMap::with_capacity(changes.len());
+        let mut order = Vec::with_capacity(changes.len());
+        for change in changes {
+            if last.insert(change.prefix, change.next_hops).is_none() {
+                order.push(change.prefix);
+            }
+        }
+        let mut refused = Vec::new();
+        let mut ops = Vec::new();
+        for prefix in order {
+            let next_hops = last.remove(&prefix).unwrap_or_default();
+            let mut gateways: Vec<IpAddr> = next_hops
+                .iter()
+                .filter_map(|nh| gateway_of(prefix, nh).map_err(|e| refused.push(e)).ok())
+                .collect();
+            gateways.sort_unstable();
+            gateways.dedup();
+            gateways.truncate(MAX_NEXT_HOPS);
+            if gateways.is_empty() || self.local.contains(&prefix) {
+                self.wanted.remove(&prefix);
+                if self.installed.contains_key(&prefix) && !self.local.contains(&prefix) {
+                    ops.push(FibOp::Delete(prefix));
+                }
+                continue;
+            }
+            if self.installed.get(&prefix) != Some(&gateways) {
+                ops.push(FibOp::Replace(GatewayRoute::new(
+                    prefix,
+                    gateways.clone(),
+                    RTPROT_STRAIT,
+                )));
+            }
+            self.wanted.insert(prefix, gateways);
+        }
+        (ops, refused)
+    }
+
+    /// Marks the initial exchange over; returns the deletions of every installed route
+    /// the RIB has not asked for.
+    pub fn converge(&mut self) -> Vec<FibOp> {
+        self.converged = true;
+        self.stale()
+    }
+
+    fn stale(&self) -> Vec<FibOp> {
+        let mut ops: Vec<FibOp> = self
+            .installed
+            .keys()
+            .filter(|p| !self.wanted.contains_key(p))
+            .map(|p| FibOp::Delete(*p))
+            .collect();
+        ops.sort_by_key(op_prefix);
+        ops
+    }
+
+    /// Compares with the kernel's routes as read now (someone may have deleted or
+    /// changed one): what to replace, and once converged what to delete.
+    pub fn resync(&mut self, kernel: Vec<GatewayRoute>) -> Vec<FibOp> {
+        self.adopt(kernel);
+        let mut ops: Vec<FibOp> = self
+            .wanted
+            .iter()
+            .filter(|(p, g)| self.installed.get(p) != Some(g))
+            .map(|(p, g)| FibOp::Replace(GatewayRoute::new(*p, g.clone(), RTPROT_STRAIT)))
+            .collect();
+        ops.extend(
+            self.local
+                .iter()
+                .filter(|p| self.installed.contains_key(p))
+                .map(|p| FibOp::Delete(*p)),
+        );
+        if self.converged {
+            ops.extend(self.stale());
+        }
+        ops.sort_by_key(op_prefix);
+        ops.dedup();
+        ops
+    }
+
+    /// Records the outcome of `op`: the kernel now has it (or, failed, kept what it had).
+    pub fn applied(&mut self, op: &FibOp, ok: bool) {
+        if !ok {
+            return;
+        }
+        match op {
+            FibOp::Replace(r) => {
+                self.installed.insert(r.destination, r.gateways.clone());
+            }
+            FibOp::Delete(p) => {
+                self.installed.remove(p);
+            }
+        }
+    }
+
+    pub fn is_converged(&self) -> bool {
+        self.converged
+    }
+
+    /// Prefixes the RIB wants installed.
+    pub fn wanted_len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Routes the kernel holds, as far as FIB sync knows.
+    pub fn installed_len(&self) -> usize {
+        self.installed.len()
+    }
+}
+
+fn op_prefix(op: &FibOp) -> IpNet {
+    match op {
+        FibOp::Replace(r) => r.destination,
+        FibOp::Delete(p) => *p,
+    }
+}
+
+/// The outcome of applying one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub replaced: usize,
+    pub deleted: usize,
+    /// One line per failed operation (the route and the kernel's error).
+    pub failed: Vec<String>,
+}
+
+/// FIB sync bound to one namespace's main table.
+pub struct FibSync {
+    netlink: Netlink,
+    table: FibTable,
+}
+
+impl FibSync {
+    /// Adopts the kernel's proto-83 gateway routes; changes nothing in the kernel.
+    pub async fn start(netlink: Netlink) -> Result<Self, NetlinkError> {
+        let mut table = FibTable::default();
+        table.adopt(netlink.gateway_routes(RTPROT_STRAIT).await?);
+        debug!(
+            adopted = table.installed_len(),
+            "FIB sync adopted the kernel's routes"
+        );
+        Ok(Self { netlink, table })
+    }
+
+    pub fn table(&self) -> &FibTable {
+        &self.table
+    }
+
+    /// This node's own blocks (never installed; a gateway route on one is deleted).
+    pub async fn set_local(&mut self, local: impl IntoIterator<Item = IpNet>) -> Applied {
+        let ops = self.table.set_local(local);
+        self.apply(ops).await
+    }
+
+    /// Installs one batch of the RIB's changes.
+    pub async fn changes(&mut self, changes: Vec<FibChange>) -> Applied {
+        let (ops, refused) = self.table.update(changes);
+        let mut applied = self.apply(ops).await;
+        applied
+            .failed
+            .extend(refused.iter().map(ToString::to_string));
+        applied
+    }
+
+    /// The speaker converged: deletes what was adopted and not confirmed (also what
+    /// the RIB stopped wanting while a delete failed).
+    pub async fn converged(&mut self) -> Applied {
+        let ops = self.table.converge();
+        self.apply(ops).await
+    }
+
+    /// Same as [`FibSync::converged`], on request (e.g. the graceful-restart time ran
+    /// out without the speaker reporting convergence).
+    pub async fn purge_stale(&mut self) -> Applied {
+        self.converged().await
+    }
+
+    /// Reads the kernel and repairs it: routes missing or changed behind FIB sync's
+    /// back are replaced; after convergence stale ones are deleted.
+    pub async fn resync(&mut self) -> Result<Applied, NetlinkError> {
+        let kernel = self.netlink.gateway_routes(RTPROT_STRAIT).await?;
+        let ops = self.table.resync(kernel);
+        Ok(self.apply(ops).await)
+    }
+
+    async fn apply(&mut self, ops: Vec<FibOp>) -> Applied {
+        let nl = &self.netlink;
+        let results: Vec<(FibOp, Result<(), NetlinkError>)> = futures::stream::iter(ops)
+            .map(|op| async move {
+                let result = match &op {
+                    FibOp::Replace(r) => nl.replace_gateway_route(r).await,
+                    // Already gone is what a delete wants.
+                    FibOp::Delete(p) => {
+                        ignore_not_found(nl.del_gateway_route(*p, RTPROT_STRAIT).await)
+                    }
+                };
+                (op, result)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut applied = Applied::default();
+        for (op, result) in results {
+            self.table.applied(&op, result.is_ok());
+            match (result, &op) {
+                (Ok(()), FibOp::Replace(_)) => applied.replaced += 1,
+                (Ok(()), FibOp::Delete(_)) => applied.deleted += 1,
+                (Err(e), _) => applied.failed.push(e.to_string()),
+            }
+        }
+        if let Some(first) = applied.failed.first() {
+            warn!(failed = applied.failed.len(), first = %first, "FIB sync: kernel changes failed");
+        }
+        applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    fn v4(s: &str) -> NextHop {
+        NextHop::V4(s.parse().expect("ip"))
+    }
+
+    fn change(prefix: &str, next_hops: Vec<NextHop>) -> FibChange {
+        FibChange {
+            prefix: net(prefix),
+            next_hops,
+        }
+    }
+
+    fn route(prefix: &str, gateways: &[&str]) -> GatewayRoute {
+        GatewayRoute::new(
+            net(prefix),
+            gateways.iter().map(|g| g.parse().expect("ip")).collect(),
+            RTPROT_STRAIT,
+        )
+    }
+
+    fn apply_all(table: &mut FibTable, ops: &[FibOp]) {
+        for op in ops {
+            table.applied(op, true);
+        }
+    }
+
+    #[test]
+    fn the_last_change_of_a_prefix_wins_and_ecmp_is_one_route() {
+        let mut t = FibTable::default();
+        let (ops, refused) = t.update(vec![
+            change("10.244.1.0/26", vec![v4("10.0.0.1")]),
+            change("10.244.1.0/26", vec![v4("10.0.0.3"), v4("10.0.0.2")]),
+        ]);
+        assert!(refused.is_empty());
+        assert_eq!(
+            ops,
+            [FibOp::Replace(route(
+                "10.244.1.0/26",
+                &["10.0.0.2", "10.0.0.3"]
+            ))]
+        );
+        apply_all(&mut t, &ops);
+        // The same next hops again (another order) change nothing.
+        let (ops, _) = t.update(vec![change(
+            "10.244.1.0/26",
+            vec![v4("10.0.0.2"), v4("10.0.0.3")],
+        )]);
+        assert!(ops.is_empty());
+        let (ops, _) = t.update(vec![change("10.244.1.0/26", vec![])]);
+        assert_eq!(ops, [FibOp::Delete(net("10.244.1.0/26"))]);
+    }
+
+    #[test]
+    fn ipv6_uses_the_global_next_hop_and_refuses_link_local_only() {
+        let mut t = FibTable::default();
+        let global: Ipv6Addr = "fd99::2".parse().expect("ip");
+        let (ops, refused) = t.update(vec![
+            change(
+                "fd00:244:1::/122",
+                vec![NextHop::V6 {
+                    global,
+                    link_local: Some("fe80::2".parse().expect("ip")),
+                }],
+            ),
+            change(
+                "fd00:244:2::/122",
+                vec![NextHop::V6 {
+                    global: "fe80::3".parse().expect("ip"),
+                    link_local: None,
+                }],
+            ),
+            change("fd00:244:3::/122", vec![v4("10.0.0.3")]),
+        ]);
+        assert_eq!(
+            ops,
+            [FibOp::Replace(route("fd00:244:1::/122", &["fd99::2"]))]
+        );
+        assert_eq!(refused.len(), 2);
+        assert!(
+            refused[0].to_string().contains("link-local"),
+            "{}",
+            refused[0]
+        );
+        assert!(matches!(refused[1], Refused::OtherFamily { .. }));
+    }
+
+    #[test]
+    fn restart_adopts_replaces_in_place_and_purges_only_at_convergence() {
+        let mut t = FibTable::default();
+        t.adopt(vec![
+            route("10.244.1.0/26", &["10.0.0.1"]),
+            route("10.244.2.0/26", &["10.0.0.2"]),
+            route("10.244.3.0/26", &["10.0.0.3"]),
+        ]);
+        let (ops, _) = t.update(vec![
+            change("10.244.1.0/26", vec![v4("10.0.0.1")]),
+            change("10.244.2.0/26", vec![v4("10.0.0.22")]),
+        ]);
+        assert_eq!(
+            ops,
+            [FibOp::Replace(route("10.244.2.0/26", &["10.0.0.22"]))],
+            "an adopted route the RIB confirms is not touched"
+        );
+        apply_all(&mut t, &ops);
+        let stale = t.converge();
+        assert_eq!(stale, [FibOp::Delete(net("10.244.3.0/26"))]);
+        apply_all(&mut t, &stale);
+        assert_eq!(t.installed_len(), 2);
+        assert!(t.converge().is_empty());
+    }
+
+    #[test]
+    fn own_blocks_are_never_installed() {
+        let mut t = FibTable::default();
+        t.adopt(vec![route("10.244.9.0/26", &["10.0.0.2"])]);
+        let ops = t.set_local([net("10.244.9.0/26")]);
+        assert_eq!(ops, [FibOp::Delete(net("10.244.9.0/26"))]);
+        apply_all(&mut t, &ops);
+        let (ops, _) = t.update(vec![change("10.244.9.0/26", vec![v4("10.0.0.2")])]);
+        assert!(ops.is_empty(), "{ops:?}");
+        assert_eq!(t.wanted_len(), 0);
+    }
+
+    #[test]
+    fn a_failed_replace_is_retried_by_resync() {
+        let mut t = FibTable::default();
+        let (ops, _) = t.update(vec![change("10.244.1.0/26", vec![v4("10.0.0.1")])]);
+        t.applied(&ops[0], false);
+        let again = t.resync(vec![]);
+        assert_eq!(again, ops);
+        // Before convergence a route nobody wants is kept; afterwards it goes.
+        let foreign = route("10.244.7.0/26", &["10.0.0.7"]);
+        assert!(
+            !t.resync(vec![foreign.clone()])
+                .contains(&FibOp::Delete(foreign.destination))
+        );
+        t.converge();
+        assert!(
+            t.resync(vec![foreign.clone()])
+                .contains(&FibOp::Delete(foreign.destination))
+        );
+    }
+
+    #[test]
+    fn more_than_eight_next_hops_are_cut_to_eight() {
+        let mut t = FibTable::default();
+        let hops = (1..=12u8)
+            .map(|i| NextHop::V4(Ipv4Addr::new(10, 0, 0, i)))
+            .collect();
+        let (ops, _) = t.update(vec![change("10.244.1.0/26", hops)]);
+        let [FibOp::Replace(r)] = ops.as_slice() else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(r.gateways.len(), MAX_NEXT_HOPS);
+    }
+
+    #[test]
+    fn a_hundred_thousand_changes() {
+        let mut t = FibTable::default();
+        let changes: Vec<FibChange> = (0..100_000u32)
+            .map(|i| FibChange {
+                prefix: IpNet::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8))), 24)
+                    .expect("net"),
+                next_hops: vec![NextHop::V4(Ipv4Addr::new(10, 255, 0, 1 + (i % 4) as u8))],
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let (ops, refused) = t.update(changes);
+        eprintln!("100 000 FIB changes planned in {:?}", started.elapsed());
+        assert!(refused.is_empty());
+        assert_eq!(ops.len(), 100_000);
+    }
+}

@@ -1,0 +1,264 @@
+//! Routes learned by a routing protocol (the BGP fabric's FIB sync): a destination via
+//! one gateway, or via several as one ECMP route (`RTA_MULTIPATH`, `ip route add …
+//! nexthop via A nexthop via B`), in the main table. No output interface is given: the
+//! kernel resolves each gateway through the routes it already has (a connected subnet),
+//! so nothing is ever guessed `onlink`.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{Netlink, NetlinkError};
+
+/// A unicast route to `destination` via `gateways` (one: a plain route; several: one
+/// multipath route), tagged with `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRoute {
+    pub destination: IpNet,
+    /// Sorted, without duplicates, so two routes compare equal whatever order the
+    /// kernel or the RIB listed them in.
+    pub gateways: Vec<IpAddr>,
+    pub protocol: u8,
+}
+
+impl GatewayRoute {
+    /// The route with `gateways` put in canonical order.
+    pub fn new(destination: IpNet, mut gateways: Vec<IpAddr>, protocol: u8) -> Self {
+        gateways.sort_unstable();
+        gateways.dedup();
+        Self {
+            destination,
+            gateways,
+            protocol,
+        }
+    }
+
+    fn header(&self, m: &mut RouteMessage) {
+        m.header.address_family = match self.destination {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.destination_prefix_length = self.destination.prefix_len();
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::from(self.protocol);
+        m.header.kind = RouteType::Unicast;
+        if self.destination.prefix_len() > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    self.destination.addr(),
+                )));
+        }
+    }
+
+    fn to_message(&self) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        self.header(&mut m);
+        m.header.scope = RouteScope::Universe;
+        match self.gateways.as_slice() {
+            [one] => m
+                .attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(*one))),
+            several => {
+                let hops = several
+                    .iter()
+                    .map(|gateway| {
+                        let mut hop = RouteNextHop::default();
+                        hop.attributes
+                            .push(RouteAttribute::Gateway(RouteAddress::from(*gateway)));
+                        hop
+                    })
+                    .collect();
+                m.attributes.push(RouteAttribute::MultiPath(hops));
+            }
+        }
+        m
+    }
+}
+
+impl std::fmt::Display for GatewayRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.destination)?;
+        match self.gateways.as_slice() {
+            [one] => write!(f, " via {one}")?,
+            several => {
+                for gateway in several {
+                    write!(f, " nexthop via {gateway}")?;
+                }
+            }
+        }
+        write!(f, " proto {}", self.protocol)
+    }
+}
+
+impl Netlink {
+    /// Installs `route`, replacing whatever route the main table has to the same
+    /// destination and metric (`ip route replace`): a restarted agent adopts the route
+    /// in place, traffic never sees a gap.
+    pub async fn replace_gateway_route(&self, route: &GatewayRoute) -> Result<(), NetlinkError> {
+        if route.gateways.is_empty() {
+            return Err(NetlinkError::Incomplete {
+                op: "replace route",
+                object: route.destination.to_string(),
+                what: "a gateway",
+            });
+        }
+        self.ack(
+            "replace route",
+            route,
+            RouteNetlinkMessage::NewRoute(route.to_message()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    /// Deletes the unicast route to `destination` with `protocol` (all its next hops);
+    /// ESRCH if there is none. A blackhole or another protocol's route to the same
+    /// destination is not matched.
+    pub async fn del_gateway_route(
+        &self,
+        destination: IpNet,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let route = GatewayRoute::new(destination, Vec::new(), protocol);
+        let mut m = RouteMessage::default();
+        route.header(&mut m);
+        // "No scope" matches any scope (IPv4 compares it otherwise).
+        m.header.scope = RouteScope::NoWhere;
+        self.ack(
+            "delete route",
+            destination,
+            RouteNetlinkMessage::DelRoute(m),
+            0,
+        )
+        .await
+    }
+
+    /// The main table's unicast routes with `protocol` that have a gateway or several
+    /// (both families). Routes straight out of a link (container host routes) and
+    /// blackholes are not listed.
+    pub async fn gateway_routes(&self, protocol: u8) -> Result<Vec<GatewayRoute>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let messages = self
+                .collect(
+                    "list routes",
+                    format!("{family:?} table main"),
+                    RouteNetlinkMessage::GetRoute(query),
+                    true,
+                )
+                .await?;
+            for m in messages {
+                if let RouteNetlinkMessage::NewRoute(m) = m
+                    && let Some(route) = parse_gateway_route(m)
+                    && route.protocol == protocol
+                {
+                    out.push(route);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A main-table unicast route with a gateway or several; `None` for anything else.
+fn parse_gateway_route(m: RouteMessage) -> Option<GatewayRoute> {
+    if m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut table = u32::from(m.header.table);
+    let mut destination = None;
+    let mut gateways = Vec::new();
+    for attribute in m.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = t,
+            RouteAttribute::Destination(a) => destination = ip_of(a),
+            RouteAttribute::Gateway(a) => gateways.extend(ip_of(a)),
+            RouteAttribute::MultiPath(hops) => {
+                for hop in hops {
+                    for a in hop.attributes {
+                        if let RouteAttribute::Gateway(a) = a {
+                            gateways.extend(ip_of(a));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || gateways.is_empty() {
+        return None;
+    }
+    let prefix_len = m.header.destination_prefix_length;
+    let destination = match (destination, m.header.address_family) {
+        (Some(ip), _) => IpNet::new(ip, prefix_len).ok()?,
+        (None, AddressFamily::Inet) => IpNet::V4(Default::default()),
+        (None, AddressFamily::Inet6) => IpNet::V6(Default::default()),
+        (None, _) => return None,
+    };
+    Some(GatewayRoute::new(
+        destination,
+        gateways,
+        u8::from(m.header.protocol),
+    ))
+}
+
+fn ip_of(a: RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(v6)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::RTPROT_STRAIT;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn one_gateway_is_a_plain_route_several_are_multipath() {
+        let net: IpNet = "10.244.2.0/26".parse().expect("net");
+        let one = GatewayRoute::new(net, vec![ip("10.0.0.2")], RTPROT_STRAIT);
+        let m = one.to_message();
+        assert!(
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Gateway(_)))
+        );
+        assert_eq!(parse_gateway_route(m), Some(one));
+
+        let two = GatewayRoute::new(net, vec![ip("10.0.0.3"), ip("10.0.0.2")], RTPROT_STRAIT);
+        assert_eq!(two.gateways, [ip("10.0.0.2"), ip("10.0.0.3")], "sorted");
+        let m = two.to_message();
+        assert!(
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::MultiPath(h) if h.len() == 2))
+        );
+        assert_eq!(parse_gateway_route(m), Some(two.clone()));
+        assert_eq!(
+            two.to_string(),
+            "10.244.2.0/26 nexthop via 10.0.0.2 nexthop via 10.0.0.3 proto 83"
+        );
+    }
+
+    #[test]
+    fn routes_without_gateway_are_not_listed() {
+        let host = super::super::Route::host(ip("10.244.1.2"), 5);
+        assert_eq!(parse_gateway_route(host.to_message()), None);
+        let blackhole = super::super::Route::blackhole("10.244.1.0/26".parse().expect("net"));
+        assert_eq!(parse_gateway_route(blackhole.to_message()), None);
+    }
+}
