@@ -84,6 +84,8 @@ pub struct ClusterOpts {
     pub node_lease_ttl_secs: Option<u64>,
     /// More flags for every agent.
     pub agent_extra: Vec<String>,
+    /// More flags for single agents, by host index (e.g. `--bgp-role rr` on two hosts).
+    pub host_extra: Vec<(usize, Vec<String>)>,
 }
 
 impl ClusterOpts {
@@ -99,6 +101,7 @@ impl ClusterOpts {
             container_mtu: None,
             node_lease_ttl_secs: None,
             agent_extra: vec![],
+            host_extra: vec![],
         }
     }
 
@@ -356,7 +359,7 @@ impl Cluster {
             let (v4, v6) = underlay.attach(&ns, &name, seg, (i + 1) as u8);
             let agent_dir = dir.path().join(&name);
             std::fs::create_dir_all(&agent_dir).expect("agent dir");
-            let agent = Agent::spawn(&ns, &agent_dir, agent_opts(&opts, &name, &etcd));
+            let agent = Agent::spawn(&ns, &agent_dir, agent_opts(&opts, i, &name, &etcd));
             hosts.push(ClusterHost {
                 name,
                 segment: seg,
@@ -512,6 +515,29 @@ impl Cluster {
         self.hosts[i].agent.restart();
     }
 
+    /// SIGKILL host `i`'s agent (a crash: no Cease, no cleanup) and leave it stopped.
+    pub fn kill_agent(&mut self, i: usize) {
+        self.hosts[i].agent.kill();
+    }
+
+    /// Host `i` drops off the network without a word, as a host that loses power: its
+    /// underlay port goes down, so nothing it sends or is sent arrives (no TCP reset,
+    /// no Cease). Its agent keeps running. [`Cluster::reconnect_host`] undoes it.
+    pub fn cut_host(&mut self, i: usize) {
+        let port = self.hosts[i].name.clone();
+        self.underlay
+            .ns
+            .exec_ok(&["ip", "link", "set", &port, "down"]);
+    }
+
+    /// Plug host `i` back in after [`Cluster::cut_host`].
+    pub fn reconnect_host(&mut self, i: usize) {
+        let port = self.hosts[i].name.clone();
+        self.underlay
+            .ns
+            .exec_ok(&["ip", "link", "set", &port, "up"]);
+    }
+
     /// SIGKILL etcd (the crash case); its data stays.
     pub fn kill_etcd(&mut self) {
         self.etcd.kill();
@@ -593,7 +619,7 @@ impl Cluster {
 }
 
 /// The agent's flags for host `name` (docs/cluster.md).
-fn agent_opts(opts: &ClusterOpts, name: &str, etcd: &Etcd) -> AgentOpts {
+fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpts {
     let pools: Vec<&str> = opts.pools.iter().map(String::as_str).collect();
     let mut a = AgentOpts::new(name, &pools);
     a.mtu = opts.container_mtu;
@@ -612,5 +638,8 @@ fn agent_opts(opts: &ClusterOpts, name: &str, etcd: &Etcd) -> AgentOpts {
         }
     }
     a.extra.extend(opts.agent_extra.iter().cloned());
+    for (_, flags) in opts.host_extra.iter().filter(|(h, _)| *h == i) {
+        a.extra.extend(flags.iter().cloned());
+    }
     a
 }
