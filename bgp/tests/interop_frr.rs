@@ -70,3 +70,11 @@ fn md5_mismatch_with_frr_gives_no_session() {
         session_scenario(case, None, frr);
     }
 }
+
+#[test]
+fn strait_reflects_routes_between_frr_clients() {
+    if require_frr("strait_reflects_routes_between_frr_clients") {
+        // FRR installs the reflected routes via zebra: next hop the other client.
+        interop::rr_scenario(71, Some("bgp"), frr);
+    }
+}

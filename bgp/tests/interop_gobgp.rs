@@ -67,3 +67,10 @@ fn md5_mismatch_with_gobgp_gives_no_session() {
         session_scenario(case, None, gobgp);
     }
 }
+
+#[test]
+fn strait_reflects_routes_between_gobgp_clients() {
+    if require_gobgp("strait_reflects_routes_between_gobgp_clients") {
+        interop::rr_scenario(72, None, gobgp);
+    }
+}

@@ -1,21 +1,28 @@
-//! Shared by the interop tests (interop_frr, interop_gobgp, interop_bird): one
-//! session-level scenario run against any real daemon of `strait_testbeds::peers`, and
-//! small readers of the UPDATEs our session receives.
+//! Shared by the interop tests (interop_frr, interop_gobgp, interop_bird): a
+//! session-level scenario and a route-reflector scenario, each run against any real
+//! daemon of `strait_testbeds::peers`; strait's speaker in a namespace ([`StraitNode`]);
+//! small readers of the UPDATEs a session receives.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_bgp::codec::{AfiSafi, Capability, NextHop, PathAttribute, Update};
 use strait_bgp::fsm;
+use strait_bgp::rib::AcceptAll;
 use strait_bgp::session::{
     SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6, withdrawal,
 };
+use strait_bgp::speaker::{
+    FibEvent, PeerSpec, PeerStatus, RibEntry, RibPath, Speaker, SpeakerConfig,
+};
 use strait_testbeds::netns::Netns;
-use strait_testbeds::peers::{BgpDaemon, Neighbor, PeerConfig, fib_routes, wait_until};
+use strait_testbeds::peers::{BgpDaemon, Lan, Neighbor, PeerConfig, fib_routes, wait_until};
 
 use crate::common::{NsRuntime, VethPair};
 
@@ -325,4 +332,194 @@ pub fn session_scenario<D: BgpDaemon>(
     drop(session);
     drop(daemon);
     drop(node);
+}
+
+/// strait's speaker in a namespace of the test's: its runtime, the speaker, and the
+/// FIB as its event stream describes it (prefix → next hops).
+pub struct StraitNode {
+    pub speaker: Arc<Speaker>,
+    pub fib: Arc<Mutex<BTreeMap<IpNet, Vec<NextHop>>>>,
+    pub rt: NsRuntime,
+}
+
+impl StraitNode {
+    pub fn start(
+        ns: &Netns,
+        config: SpeakerConfig,
+        peers: Vec<PeerSpec>,
+        originated: Vec<IpNet>,
+    ) -> StraitNode {
+        let rt = NsRuntime::start(ns);
+        let fib = Arc::new(Mutex::new(BTreeMap::new()));
+        let table = Arc::clone(&fib);
+        let speaker = rt.run(async move {
+            let (speaker, mut events) = Speaker::start(config, Box::new(AcceptAll))
+                .await
+                .expect("start the speaker");
+            speaker.set_originated(originated).await.expect("originate");
+            speaker.set_peers(peers).await.expect("set peers");
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if let FibEvent::Changes(changes) = ev {
+                        let mut t = table.lock().unwrap();
+                        for c in changes {
+                            if c.next_hops.is_empty() {
+                                t.remove(&c.prefix);
+                            } else {
+                                t.insert(c.prefix, c.next_hops);
+                            }
+                        }
+                    }
+                }
+            });
+            Arc::new(speaker)
+        });
+        StraitNode { speaker, fib, rt }
+    }
+
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let s = Arc::clone(&self.speaker);
+        self.rt.run(async move { s.peers().await })
+    }
+
+    pub fn established(&self, peer: IpAddr) -> bool {
+        self.peers()
+            .iter()
+            .any(|p| p.address == peer && p.state_name() == "Established")
+    }
+
+    pub fn rib(&self, prefix: &str) -> Vec<RibEntry> {
+        let p: IpNet = prefix.parse().unwrap();
+        let s = Arc::clone(&self.speaker);
+        self.rt.run(async move { s.rib(Some(p)).await })
+    }
+
+    /// The best path of `prefix` in the Loc-RIB.
+    pub fn best(&self, prefix: &str) -> Option<RibPath> {
+        self.rib(prefix)
+            .into_iter()
+            .flat_map(|e| e.paths)
+            .find(|p| p.best)
+    }
+
+    /// The next hops the FIB stream last gave for `prefix`.
+    pub fn fib(&self, prefix: &str) -> Option<Vec<NextHop>> {
+        let p: IpNet = prefix.parse().unwrap();
+        self.fib.lock().unwrap().get(&p).cloned()
+    }
+}
+
+pub fn next_hop_addr(n: &NextHop) -> IpAddr {
+    match n {
+        NextHop::V4(a) => IpAddr::V4(*a),
+        NextHop::V6 { global, .. } => IpAddr::V6(*global),
+    }
+}
+
+/// strait as route reflector (AS 64512, cluster ID 10.<net>.0.100, not its router ID)
+/// for two clients of one kind on a LAN; each client originates an IPv4 /26 and an
+/// IPv6 /64 with its own next hops. Each client must get the other's two prefixes
+/// with ORIGINATOR_ID = the other's router ID, CLUSTER_LIST = [our cluster ID], the
+/// other's next hops unchanged and an empty AS_PATH, and, with `fib_proto`, have them
+/// in its kernel FIB via the other client. A withdrawal at one client reaches the other.
+pub fn rr_scenario<D: BgpDaemon>(
+    net: u8,
+    fib_proto: Option<&str>,
+    start: impl Fn(&Netns, PeerConfig) -> D,
+) {
+    const AS: u32 = 64512;
+    let lan = Lan::new(3, net);
+    let rr = lan.v4(0);
+    let cluster = Ipv4Addr::new(10, net, 0, 100);
+    let block4 = |i: usize| format!("10.{}.{i}.0/26", net.wrapping_add(100));
+    let block6 = |i: usize| format!("fd00:{}:{i}::/64", u16::from(net) + 100);
+    let mut cfg = SpeakerConfig::new(AS, rr);
+    cfg.cluster_id = Some(cluster);
+    cfg.connect_retry = Duration::from_secs(1);
+    let peers = (1..3)
+        .map(|i| {
+            let mut p = PeerSpec::new(lan.ip4(i), AS);
+            p.rr_client = true;
+            p
+        })
+        .collect();
+    let strait = StraitNode::start(lan.ns(0), cfg, peers, vec![]);
+    let clients: Vec<D> = (1..3)
+        .map(|i| {
+            start(
+                lan.ns(i),
+                PeerConfig::new(lan.v4(i), AS)
+                    .originate(&[&block4(i), &block6(i)])
+                    .next_hop_v6(lan.v6(i))
+                    .neighbor(Neighbor::new(rr.into(), AS)),
+            )
+        })
+        .collect();
+    let all: Vec<&dyn BgpDaemon> = clients.iter().map(|c| c as &dyn BgpDaemon).collect();
+    let t = wait_until("both clients Established", SECS(30), POLL, &all, || {
+        clients.iter().all(|c| c.established(rr.into()))
+            && (1..3).all(|i| strait.established(lan.ip4(i)))
+    })
+    .unwrap();
+    eprintln!(
+        "RR with two {} clients: Established after {t:?}",
+        all[0].kind()
+    );
+
+    // Client i gets client j's prefixes, reflected.
+    for (i, j) in [(1usize, 2usize), (2, 1)] {
+        let c = &clients[i - 1];
+        let t = wait_until(
+            "the other client's prefixes, reflected",
+            SECS(20),
+            POLL,
+            &all,
+            || {
+                c.paths(&block4(j)).is_ok_and(|p| !p.is_empty())
+                    && c.paths(&block6(j)).is_ok_and(|p| !p.is_empty())
+            },
+        )
+        .unwrap();
+        eprintln!("client {i} has client {j}'s prefixes after {t:?}");
+        let r4 = &c.paths(&block4(j)).unwrap()[0];
+        assert_eq!(r4.originator_id, Some(lan.v4(j)), "{r4:?}");
+        assert_eq!(r4.cluster_list, vec![cluster], "{r4:?}");
+        assert_eq!(r4.next_hop, Some(lan.ip4(j)), "{r4:?}");
+        assert!(r4.as_path.is_empty(), "{r4:?}");
+        assert!(r4.best, "{r4:?}");
+        let r6 = &c.paths(&block6(j)).unwrap()[0];
+        assert_eq!(r6.originator_id, Some(lan.v4(j)), "{r6:?}");
+        assert_eq!(r6.cluster_list, vec![cluster], "{r6:?}");
+        assert_eq!(r6.next_hop, Some(IpAddr::V6(lan.v6(j))), "{r6:?}");
+        // A client never gets its own routes back.
+        let own = c.paths(&block4(i)).unwrap();
+        assert!(own.iter().all(|r| r.originator_id.is_none()), "{own:?}");
+        if let Some(proto) = fib_proto {
+            let ns = lan.ns(i);
+            let t = wait_until(
+                "reflected prefixes in the client's kernel FIB",
+                SECS(10),
+                POLL,
+                &all,
+                || {
+                    let fib = fib_routes(ns, proto);
+                    fib.iter().any(|r| {
+                        r.prefix.to_string() == block4(j) && r.gateways == vec![lan.ip4(j)]
+                    }) && fib.iter().any(|r| {
+                        r.prefix.to_string() == block6(j)
+                            && r.gateways == vec![IpAddr::V6(lan.v6(j))]
+                    })
+                },
+            )
+            .unwrap();
+            eprintln!("client {i}'s kernel FIB has them after {t:?}");
+        }
+    }
+    // The RR's own Loc-RIB: both clients' routes, next hops untouched.
+    let best = strait.best(&block4(1)).expect("client 1's route at the RR");
+    assert_eq!(next_hop_addr(&best.next_hop), lan.ip4(1));
+    assert_eq!(best.from_peer, Some(lan.ip4(1)));
+    drop(all);
+    drop(clients);
+    drop(strait);
 }
