@@ -4,6 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+mod bgp;
+
+pub use bgp::{BgpSettings, DEFAULT_GRACEFUL_RESTART_SECS, MAX_GRACEFUL_RESTART_SECS};
+
 use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -64,7 +68,7 @@ pub struct Flags {
     /// them the agent uses its embedded store (one host only).
     #[arg(long = "etcd-endpoints", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
-    /// How this host reaches other hosts' containers: none, vxlan or host-gw.
+    /// How this host reaches other hosts' containers: none, vxlan, host-gw or bgp.
     #[arg(long)]
     pub fabric: Option<FabricMode>,
     /// Interface the node's underlay addresses come from (default: the interface of
@@ -86,6 +90,30 @@ pub struct Flags {
     /// How long a dead node keeps its address blocks before they are reclaimed, seconds.
     #[arg(long)]
     pub block_reclaim_grace_secs: Option<u64>,
+    /// This node's AS (bgp fabric; 4-octet allowed). Default 64512.
+    #[arg(long)]
+    pub bgp_asn: Option<u32>,
+    /// `client` (default) or `rr`: a route reflector for every client node.
+    #[arg(long)]
+    pub bgp_role: Option<strait_api::bgp::BgpRole>,
+    /// RFC 4456 cluster ID of a route reflector (IPv4); default: its router ID.
+    #[arg(long)]
+    pub bgp_cluster_id: Option<IpAddr>,
+    /// BGP identifier (IPv4); default: the node's underlay IPv4 address.
+    #[arg(long)]
+    pub bgp_router_id: Option<IpAddr>,
+    /// TCP port the speaker listens on and connects to. Default 179.
+    #[arg(long)]
+    pub bgp_port: Option<u16>,
+    /// BFD on node-to-node sessions (the default).
+    #[arg(long, overrides_with = "no_bgp_bfd")]
+    pub bgp_bfd: bool,
+    /// No BFD on node-to-node sessions.
+    #[arg(long, overrides_with = "bgp_bfd")]
+    pub no_bgp_bfd: bool,
+    /// Graceful-restart time announced (RFC 4724), seconds; 0 turns it off. Default 120.
+    #[arg(long)]
+    pub bgp_graceful_restart_secs: Option<u64>,
     /// TOML file with the same keys as the flags (snake_case, `pools = [...]`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -118,6 +146,13 @@ pub struct FileConfig {
     pub vxlan_port: Option<u16>,
     pub node_lease_ttl_secs: Option<u64>,
     pub block_reclaim_grace_secs: Option<u64>,
+    pub bgp_asn: Option<u32>,
+    pub bgp_role: Option<strait_api::bgp::BgpRole>,
+    pub bgp_cluster_id: Option<IpAddr>,
+    pub bgp_router_id: Option<IpAddr>,
+    pub bgp_port: Option<u16>,
+    pub bgp_bfd: Option<bool>,
+    pub bgp_graceful_restart_secs: Option<u64>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -146,6 +181,8 @@ pub struct AgentConfig {
     pub vxlan_port: u16,
     pub node_lease_ttl_secs: u64,
     pub block_reclaim_grace_secs: u64,
+    /// The bgp fabric's settings (defaults unless given; used with `--fabric bgp`).
+    pub bgp: BgpSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +215,7 @@ impl AgentConfig {
 
     fn merge(flags: Flags, file: FileConfig) -> Result<Self, ConfigError> {
         let cluster = ClusterSettings::merge(&flags, &file)?;
+        let bgp = BgpSettings::merge(&flags, &file)?;
         let node_name = match flags.node_name.or(file.node_name) {
             Some(n) => n,
             None => hostname()?,
@@ -237,6 +275,7 @@ impl AgentConfig {
             vxlan_port: cluster.vxlan_port,
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
+            bgp,
         })
     }
 
@@ -263,6 +302,12 @@ impl AgentConfig {
             out.push(format!(
                 "--fabric {} without --etcd-endpoints: the embedded store is this host's \
                  alone, so no other host will be seen",
+                self.fabric
+            ));
+        }
+        if self.fabric != FabricMode::Bgp && self.bgp != BgpSettings::default() {
+            out.push(format!(
+                "BGP settings given with --fabric {}: they apply only with --fabric bgp",
                 self.fabric
             ));
         }
@@ -672,6 +717,89 @@ mod tests {
                 FileConfig::default()
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn bgp_defaults_are_the_documented_ones() {
+        let cfg = with(&["--fabric", "bgp", "--etcd-endpoints", "http://e:2379"]).unwrap();
+        assert_eq!(cfg.fabric, FabricMode::Bgp);
+        assert_eq!(cfg.bgp.asn, 64512);
+        assert_eq!(cfg.bgp.role, strait_api::bgp::BgpRole::Client);
+        assert_eq!((cfg.bgp.cluster_id, cfg.bgp.router_id), (None, None));
+        assert_eq!(cfg.bgp.port, 179);
+        assert!(cfg.bgp.bfd);
+        assert_eq!(cfg.bgp.graceful_restart_secs, 120);
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+    }
+
+    #[test]
+    fn bgp_flags_win_over_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"pools = ["10.1.0.0/16"]
+               fabric = "bgp"
+               bgp_asn = 65001
+               bgp_role = "rr"
+               bgp_cluster_id = "10.0.0.100"
+               bgp_port = 1179
+               bgp_bfd = false
+               bgp_graceful_restart_secs = 30"#,
+        )
+        .unwrap();
+        let cfg = AgentConfig::merge(
+            flags(&[
+                "--node-name",
+                "n1",
+                "--bgp-asn",
+                "4200000001",
+                "--bgp-router-id",
+                "10.0.0.1",
+            ]),
+            file.clone(),
+        )
+        .unwrap();
+        assert_eq!(cfg.bgp.asn, 4_200_000_001, "4-octet AS");
+        assert_eq!(cfg.bgp.role, strait_api::bgp::BgpRole::Rr);
+        assert_eq!(cfg.bgp.cluster_id, Some("10.0.0.100".parse().unwrap()));
+        assert_eq!(cfg.bgp.router_id, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(cfg.bgp.port, 1179);
+        assert!(!cfg.bgp.bfd);
+        assert_eq!(cfg.bgp.graceful_restart_secs, 30);
+        let cfg = AgentConfig::merge(flags(&["--node-name", "n1", "--bgp-bfd"]), file).unwrap();
+        assert!(cfg.bgp.bfd, "--bgp-bfd wins over bgp_bfd = false");
+        assert!(!with(&["--no-bgp-bfd"]).unwrap().bgp.bfd);
+    }
+
+    #[test]
+    fn bad_bgp_settings_are_clear_errors() {
+        let err = |extra: &[&'static str]| with(extra).unwrap_err().to_string();
+        assert!(err(&["--bgp-asn", "0"]).contains("reserved"));
+        assert!(err(&["--bgp-asn", "23456"]).contains("reserved"));
+        let e = err(&["--bgp-role", "rr", "--bgp-cluster-id", "fd00::1"]);
+        assert!(e.contains("IPv4"), "{e}");
+        let e = err(&["--bgp-cluster-id", "10.0.0.1"]);
+        assert!(e.contains("--bgp-role rr"), "{e}");
+        assert!(err(&["--bgp-router-id", "0.0.0.0"]).contains("IPv4"));
+        assert!(err(&["--bgp-port", "0"]).contains("bgp_port"));
+        assert!(err(&["--bgp-graceful-restart-secs", "5000"]).contains("4095"));
+        assert!(Flags::try_parse_from(["straitd", "--bgp-role", "boss"]).is_err());
+        assert!(toml::from_str::<FileConfig>("bgp_role = \"boss\"").is_err());
+    }
+
+    #[test]
+    fn bgp_settings_without_the_bgp_fabric_are_a_warning() {
+        let cfg = with(&["--bgp-asn", "65001"]).unwrap();
+        assert!(
+            cfg.warnings().iter().any(|w| w.contains("--fabric bgp")),
+            "{:?}",
+            cfg.warnings()
+        );
+        let cfg = with(&["--fabric", "bgp"]).unwrap();
+        assert!(
+            cfg.warnings()
+                .iter()
+                .any(|w| w.contains("--etcd-endpoints")),
+            "like the other fabrics, bgp without etcd sees no other host"
         );
     }
 }
