@@ -1,6 +1,7 @@
 //! Test support shared by the privileged BGP and BFD tests: two namespaces joined by a
-//! veth, a tokio runtime living inside a namespace, and a speaker (listener + session)
-//! started on it.
+//! veth, a hub namespace with a veth to each of several leaves, a tokio runtime living
+//! inside a namespace, a session (listener + session) or a whole speaker started on it,
+//! and a view of a speaker's FIB stream.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -144,5 +145,199 @@ impl Drop for NsRuntime {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A hub namespace joined to `n` leaf namespaces, one veth per leaf. Link `i` (from 1)
+/// is `10.0.i.1/30` + `fd00:i::1/64` on the hub and `10.0.i.2/30` + `fd00:i::2/64` on
+/// the leaf; every end is up, IPv6 without DAD, addresses kept when a link goes down.
+pub struct Star {
+    pub prefix: String,
+    pub hub: Netns,
+    pub leaves: Vec<Netns>,
+    /// The hub's end of link `i` is `hub_ifs[i - 1]`.
+    pub hub_ifs: Vec<String>,
+}
+
+impl Star {
+    pub fn new(n: usize) -> Self {
+        strait_testbeds::netns::reap_leftovers();
+        let prefix = strait_testbeds::unique_prefix();
+        let hub = Netns::new(format!("{prefix}h"));
+        let mut leaves = Vec::new();
+        let mut hub_ifs = Vec::new();
+        for i in 1..=n {
+            let leaf = Netns::new(format!("{prefix}l{i}"));
+            let (h, l) = (format!("{prefix}h{i}"), format!("{prefix}l{i}"));
+            hub.exec_ok(&[
+                "ip",
+                "link",
+                "add",
+                &h,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &l,
+                "netns",
+                leaf.name(),
+            ]);
+            for (ns, dev, end) in [(&hub, &h, 1), (&leaf, &l, 2)] {
+                let keep = format!("net.ipv6.conf.{dev}.keep_addr_on_down=1");
+                ns.exec_ok(&["sysctl", "-qw", &keep]);
+                ns.exec_ok(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.0.{i}.{end}/30"),
+                    "dev",
+                    dev,
+                ]);
+                ns.exec_ok(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("fd00:{i}::{end}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ]);
+                ns.exec_ok(&["ip", "link", "set", dev, "up"]);
+            }
+            leaves.push(leaf);
+            hub_ifs.push(h);
+        }
+        Self {
+            prefix,
+            hub,
+            leaves,
+            hub_ifs,
+        }
+    }
+
+    /// The hub's IPv4 address on link `i`.
+    pub fn hub_v4(i: usize) -> std::net::IpAddr {
+        format!("10.0.{i}.1").parse().unwrap()
+    }
+
+    /// Leaf `i`'s IPv4 address.
+    pub fn leaf_v4(i: usize) -> std::net::IpAddr {
+        format!("10.0.{i}.2").parse().unwrap()
+    }
+
+    /// Leaf `i`'s IPv6 address.
+    pub fn leaf_v6(i: usize) -> std::net::Ipv6Addr {
+        format!("fd00:{i}::2").parse().unwrap()
+    }
+}
+
+/// What a speaker's FIB stream has said so far: the next hops per prefix (a prefix
+/// whose last change was empty is absent) and whether Converged came.
+#[derive(Debug, Default, Clone)]
+pub struct FibView {
+    pub routes: std::collections::HashMap<ipnet::IpNet, Vec<strait_bgp::codec::NextHop>>,
+    pub converged: bool,
+    /// Every change in order, for tests that care what happened on the way.
+    pub history: Vec<strait_bgp::rib::FibChange>,
+}
+
+impl FibView {
+    pub fn apply(&mut self, ev: strait_bgp::speaker::FibEvent) {
+        match ev {
+            strait_bgp::speaker::FibEvent::Converged => {
+                assert!(!self.converged, "Converged came twice");
+                self.converged = true;
+            }
+            strait_bgp::speaker::FibEvent::Changes(cs) => {
+                for c in cs {
+                    if c.next_hops.is_empty() {
+                        self.routes.remove(&c.prefix);
+                    } else {
+                        self.routes.insert(c.prefix, c.next_hops.clone());
+                    }
+                    self.history.push(c);
+                }
+            }
+        }
+    }
+}
+
+/// A speaker running in a namespace. The speaker goes first on drop (Cease to its
+/// peers), then the runtime.
+pub struct SpeakerNode {
+    pub speaker: Option<strait_bgp::speaker::Speaker>,
+    pub fib: tokio::sync::mpsc::Receiver<strait_bgp::speaker::FibEvent>,
+    pub view: FibView,
+    pub rt: Option<NsRuntime>,
+}
+
+impl SpeakerNode {
+    pub fn start(ns: &Netns, config: strait_bgp::speaker::SpeakerConfig) -> Self {
+        let rt = NsRuntime::start(ns);
+        let (speaker, fib) = rt
+            .run(async move {
+                strait_bgp::speaker::Speaker::start(config, Box::new(strait_bgp::rib::AcceptAll))
+                    .await
+            })
+            .expect("speaker starts");
+        Self {
+            speaker: Some(speaker),
+            fib,
+            view: FibView::default(),
+            rt: Some(rt),
+        }
+    }
+
+    pub fn speaker(&self) -> &strait_bgp::speaker::Speaker {
+        self.speaker.as_ref().expect("speaker running")
+    }
+
+    /// Read the FIB stream until `done` holds for the view; false when `limit` passed
+    /// first (a bound for a failing test, not a measurement).
+    pub async fn wait_fib(
+        &mut self,
+        limit: std::time::Duration,
+        done: impl Fn(&FibView) -> bool,
+    ) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        while !done(&self.view) {
+            match tokio::time::timeout_at(end, self.fib.recv()).await {
+                Ok(Some(ev)) => self.view.apply(ev),
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Poll the peer status until `done` holds for it.
+    pub async fn wait_peers(
+        &self,
+        limit: std::time::Duration,
+        done: impl Fn(&[strait_bgp::speaker::PeerStatus]) -> bool,
+    ) -> Vec<strait_bgp::speaker::PeerStatus> {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let peers = self.speaker().peers().await;
+            if done(&peers) || tokio::time::Instant::now() >= end {
+                return peers;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kill the speaker as a crash would: its runtime stops, its sockets close, and no
+    /// NOTIFICATION goes out.
+    pub fn crash(&mut self) {
+        self.rt.take();
+        self.speaker.take();
+    }
+}
+
+impl Drop for SpeakerNode {
+    fn drop(&mut self) {
+        if let (Some(speaker), Some(rt)) = (self.speaker.take(), self.rt.as_ref()) {
+            rt.run(speaker.shutdown());
+        }
+        self.rt.take();
     }
 }
