@@ -2,3 +2,4 @@
 //! with, what it originates, and FIB sync of what it learns.
 
 pub mod fib;
+pub mod peering;
