@@ -266,19 +266,19 @@ impl Default for LoopState {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these plain-data locks leaves the data usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // A dropped sender means nobody can stop us any more: treat it as a stop.
     let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Applies one watch message to the view through `apply` (which says whether the
 /// change matters to the fabric); an ended or compacted watch is an error: list again.
-fn watch_message(
+pub(super) fn watch_message(
     message: Option<WatchMessage>,
     prefix: &str,
     mut apply: impl FnMut(EventKind, &KeyValue) -> bool,
@@ -299,7 +299,7 @@ fn watch_message(
 
 /// Records a node; returns whether the view changed. An unreadable record is logged
 /// and dropped (the node is then treated as absent).
-fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
+pub(super) fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
     let Some(name) = node_of_key(&kv.key) else {
         return false;
     };
@@ -321,13 +321,13 @@ fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
     }
 }
 
-fn delete_node(view: &mut ClusterView, key: &str) -> bool {
+pub(super) fn delete_node(view: &mut ClusterView, key: &str) -> bool {
     node_of_key(key).is_some_and(|name| view.nodes.remove(name).is_some())
 }
 
 /// Records a block's affinity; returns whether it changed (allocations inside a block
 /// change often and concern the fabric not at all).
-fn put_block(view: &mut ClusterView, kv: &KeyValue) -> bool {
+pub(super) fn put_block(view: &mut ClusterView, kv: &KeyValue) -> bool {
     let Some(cidr) = keys::block_cidr(&kv.key) else {
         return false;
     };
@@ -343,7 +343,7 @@ fn put_block(view: &mut ClusterView, kv: &KeyValue) -> bool {
     }
 }
 
-fn delete_block(view: &mut ClusterView, key: &str) -> bool {
+pub(super) fn delete_block(view: &mut ClusterView, key: &str) -> bool {
     keys::block_cidr(key).is_some_and(|cidr| set_affinity(view, cidr, None))
 }
 
