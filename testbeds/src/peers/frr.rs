@@ -270,6 +270,8 @@ fn render(c: &PeerConfig, dir: &Path) -> String {
         "log file {} informational",
         dir.join("bgpd.log").display()
     );
+    // Route-map changes (our nh6 at start-up too) otherwise wait 5 s before they apply.
+    let _ = writeln!(s, "bgp route-map delay-timer 0");
     let _ = writeln!(s, "!");
     let _ = writeln!(s, "router bgp {}", c.asn);
     let _ = writeln!(s, " bgp router-id {}", c.router_id);
