@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tracing::{info, warn};
 
+use strait_api::bgp::{BgpRole, NodeBgp};
 use strait_api::{FabricMode, NodeRecord};
 
 use crate::api::{self, AppState};
 use crate::attach::{Attacher, AttacherConfig};
 use crate::config::AgentConfig;
+use crate::fabric::bgp::{BgpFabric, BgpFabricConfig};
 use crate::fabric::{Fabric, FabricConfig, vxlan_mtu};
 use crate::ipam::reclaim::{ReclaimConfig, Reclaimer};
 use crate::ipam::{Ipam, IpamConfig};
@@ -60,6 +62,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         attacher: tokio::sync::OnceCell::new(),
         registry: tokio::sync::OnceCell::new(),
         fabric: tokio::sync::OnceCell::new(),
+        fabric_mode: cfg.fabric,
+        bgp: tokio::sync::OnceCell::new(),
         phase: std::sync::Mutex::new("opening the store".into()),
         metrics: metrics.clone(),
         started: Instant::now(),
@@ -106,6 +110,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         housekeeping.abort();
         running.reclaimer.abort();
         running.fabric.abort();
+        if let Some(bgp) = running.bgp {
+            // The speaker stays with the API state: no Cease goes out, so peers keep
+            // this node's routes (graceful restart) until the next agent is back.
+            bgp.abort();
+        }
         // Stops refreshing; the lease is left to expire, never revoked.
         drop(running.keepalive);
     }
@@ -131,6 +140,8 @@ struct Running {
     reclaimer: tokio::task::JoinHandle<()>,
     /// The fabric's reconcile loop; it stops with the stop signal and flushes nothing.
     fabric: tokio::task::JoinHandle<()>,
+    /// The BGP fabric's loops (`--fabric bgp`).
+    bgp: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Everything between "socket bound" and "ready": open the store (waiting for it if
@@ -163,6 +174,7 @@ async fn start(
 
     state.set_phase("registering the node");
     let underlay = detect_underlay(cfg, &host).await?;
+    let bgp = node_bgp(cfg, &underlay)?;
     let tunnel = if cfg.fabric == FabricMode::Vxlan {
         state.set_phase("allocating tunnel addresses");
         tunnel_addresses(&ipam, state).await
@@ -174,7 +186,7 @@ async fn start(
         RegistryConfig {
             lease_ttl: Duration::from_secs(cfg.node_lease_ttl_secs),
         },
-        node_record(cfg, &underlay),
+        node_record(cfg, &underlay, bgp.clone()),
     );
     // Until registered, this only updates the record.
     let _ = registry
@@ -200,9 +212,19 @@ async fn start(
     let mut fabric_cfg = FabricConfig::new(&cfg.node_name, cfg.fabric, underlay);
     fabric_cfg.vni = cfg.vxlan_vni;
     fabric_cfg.port = cfg.vxlan_port;
+    let bgp_underlay = fabric_cfg.underlay.clone();
     let fabric = Fabric::new(store.clone(), host.clone(), fabric_cfg);
     let _ = state.fabric.set(fabric.handle());
     let fabric = tokio::spawn(fabric.run(stop.clone()));
+    let bgp = bgp.map(|own| {
+        let mut bgp_cfg = BgpFabricConfig::new(&cfg.node_name, own, bgp_underlay);
+        bgp_cfg.bfd = cfg.bgp.bfd;
+        bgp_cfg.graceful_restart = (cfg.bgp.graceful_restart_secs > 0)
+            .then(|| Duration::from_secs(cfg.bgp.graceful_restart_secs));
+        let bgp = BgpFabric::new(store.clone(), host.clone(), bgp_cfg);
+        let _ = state.bgp.set(bgp.handle());
+        tokio::spawn(bgp.run(stop.clone()))
+    });
     let attacher = Attacher::new(
         AttacherConfig {
             node: cfg.node_name.clone(),
@@ -237,6 +259,7 @@ async fn start(
         keepalive,
         reclaimer,
         fabric,
+        bgp,
     })
 }
 
@@ -340,8 +363,35 @@ async fn container_mtu(cfg: &AgentConfig, host: &Netlink, underlay: &Underlay) -
     }
 }
 
+/// This node's BGP attributes with `--fabric bgp` (docs/bgp.md): the router ID is
+/// `--bgp-router-id` or the underlay IPv4 address, and a route reflector's cluster ID
+/// defaults to it. An IPv6-only node without `--bgp-router-id` cannot start: BGP
+/// identifiers are IPv4 (RFC 4271 §4.2).
+fn node_bgp(cfg: &AgentConfig, underlay: &Underlay) -> anyhow::Result<Option<NodeBgp>> {
+    if cfg.fabric != FabricMode::Bgp {
+        return Ok(None);
+    }
+    let Some(router_id) = crate::fabric::bgp::router_id(cfg.bgp.router_id, underlay) else {
+        anyhow::bail!(
+            "--fabric bgp: this node has no IPv4 underlay address to use as BGP router ID; \
+             give --bgp-router-id"
+        );
+    };
+    let cluster_id = match cfg.bgp.role {
+        BgpRole::Rr => Some(cfg.bgp.cluster_id.unwrap_or(router_id)),
+        BgpRole::Client => None,
+    };
+    Ok(Some(NodeBgp {
+        asn: cfg.bgp.asn,
+        role: cfg.bgp.role,
+        cluster_id,
+        router_id,
+        port: cfg.bgp.port,
+    }))
+}
+
 /// The record this agent registers, before the fabric adds its part.
-fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
+fn node_record(cfg: &AgentConfig, underlay: &Underlay, bgp: Option<NodeBgp>) -> NodeRecord {
     let vxlan = cfg.fabric == FabricMode::Vxlan;
     NodeRecord {
         name: cfg.node_name.clone(),
@@ -357,7 +407,7 @@ fn node_record(cfg: &AgentConfig, underlay: &Underlay) -> NodeRecord {
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        bgp: None,
+        bgp,
     }
 }
 

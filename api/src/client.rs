@@ -89,6 +89,27 @@ impl Client {
         decode(&body)
     }
 
+    /// The BGP fabric's peers and their sessions ([`crate::paths::BGP_PEERS`]).
+    pub fn bgp_peers(&self) -> Result<Vec<crate::bgp::BgpPeerStatus>, ClientError> {
+        self.get(crate::paths::BGP_PEERS)
+    }
+
+    /// The BGP Loc-RIB, every path, or those of `prefix` ([`crate::paths::BGP_RIB`]).
+    pub fn bgp_rib(
+        &self,
+        prefix: Option<ipnet::IpNet>,
+    ) -> Result<Vec<crate::bgp::BgpRibEntry>, ClientError> {
+        match prefix {
+            // '/' would end the query value's path segment for some parsers: escaped.
+            Some(p) => self.get(&format!(
+                "{}?prefix={}",
+                crate::paths::BGP_RIB,
+                p.to_string().replace('/', "%2F")
+            )),
+            None => self.get(crate::paths::BGP_RIB),
+        }
+    }
+
     /// Send one request; return the body of a 2xx answer, or the agent's [`ApiError`].
     pub fn request(
         &self,

@@ -47,6 +47,9 @@ pub mod code {
     pub const CHECK_FAILED: u32 = 105;
     /// The store is unreachable.
     pub const STORE_UNAVAILABLE: u32 = 106;
+    /// The request is for a part this agent does not run (e.g. `netctl bgp` on an
+    /// agent whose fabric is not bgp).
+    pub const NOT_CONFIGURED: u32 = 107;
 }
 
 /// Error body returned by the agent with a non-2xx status.

@@ -2,6 +2,7 @@
 //! default, `-o json` for scripts. Exit code 0 on success, 1 when the agent reports a
 //! problem (e.g. `ipam check` found issues), 2 on usage or connection errors.
 
+mod bgp;
 mod table;
 
 use std::path::PathBuf;
@@ -53,6 +54,23 @@ enum Cmd {
     Ipam {
         #[command(subcommand)]
         cmd: IpamCmd,
+    },
+    /// The BGP fabric (`--fabric bgp`): sessions and routes.
+    Bgp {
+        #[command(subcommand)]
+        cmd: BgpCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BgpCmd {
+    /// Configured peers: AS, kind, state, uptime, prefixes, BFD, last error. Exit 1
+    /// when a peer is not Established.
+    Peers,
+    /// The Loc-RIB: every path per prefix, `*` best, `F` in the kernel's FIB.
+    Rib {
+        /// Only this prefix (e.g. 10.244.1.0/26).
+        prefix: Option<ipnet::IpNet>,
     },
 }
 
@@ -116,6 +134,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Cmd::Bgp { cmd } => match cmd {
+            BgpCmd::Peers => {
+                let peers = client.bgp_peers()?;
+                emit(out, &peers, || bgp::render_peers(&peers))?;
+                Ok(if bgp::all_established(&peers) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            BgpCmd::Rib { prefix } => {
+                let rib = client.bgp_rib(prefix)?;
+                emit(out, &rib, || bgp::render_rib(&rib))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
                 let v: IpamView = client.get(paths::IPAM)?;

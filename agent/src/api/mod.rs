@@ -38,6 +38,10 @@ pub struct AppState {
     pub registry: tokio::sync::OnceCell<Arc<Registry>>,
     /// The fabric's handle (`/v1/routes`); set once the fabric runs.
     pub fabric: tokio::sync::OnceCell<crate::fabric::FabricHandle>,
+    /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
+    pub fabric_mode: strait_api::FabricMode,
+    /// The BGP fabric's handle (`/v1/bgp/peers`, `/v1/bgp/rib`); set once it runs.
+    pub bgp: tokio::sync::OnceCell<crate::fabric::bgp::BgpHandle>,
     /// What start-up is doing or waiting for, shown while not ready.
     pub phase: std::sync::Mutex<String>,
     pub metrics: Arc<Metrics>,
@@ -133,6 +137,8 @@ pub fn router(state: Shared) -> Router {
         .route(paths::IPAM_RELEASE, post(ipam_release))
         .route(paths::NODES, get(nodes))
         .route(paths::ROUTES, get(routes))
+        .route(paths::BGP_PEERS, get(bgp_peers))
+        .route(paths::BGP_RIB, get(bgp_rib))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -165,7 +171,7 @@ fn error_response(e: ApiError) -> Response {
         code::DECODE_FAILURE | code::INVALID_CONFIG | code::INVALID_ENV | code::BAD_NETNS => {
             StatusCode::BAD_REQUEST
         }
-        code::UNKNOWN_CONTAINER => StatusCode::NOT_FOUND,
+        code::UNKNOWN_CONTAINER | code::NOT_CONFIGURED => StatusCode::NOT_FOUND,
         code::DUPLICATE_ATTACHMENT | code::STATIC_IP_UNAVAILABLE | code::CHECK_FAILED => {
             StatusCode::CONFLICT
         }
@@ -395,6 +401,65 @@ async fn routes(State(s): State<Shared>) -> Response {
             code::TRY_AGAIN_LATER,
             format!("agent is starting: {}", s.phase()),
         )),
+    }
+}
+
+/// The BGP fabric's handle, or the error saying why there is none: another fabric
+/// (not found), or not started yet (try again later).
+fn bgp_handle(s: &AppState) -> Result<&crate::fabric::bgp::BgpHandle, ApiError> {
+    if s.fabric_mode != strait_api::FabricMode::Bgp {
+        return Err(ApiError::new(
+            code::NOT_CONFIGURED,
+            format!(
+                "this agent runs fabric {}, not bgp: it has no BGP speaker",
+                s.fabric_mode
+            ),
+        ));
+    }
+    s.bgp.get().ok_or_else(|| {
+        ApiError::new(
+            code::TRY_AGAIN_LATER,
+            format!("agent is starting: {}", s.phase()),
+        )
+    })
+}
+
+/// Every configured BGP peer and its session (`netctl bgp peers`).
+async fn bgp_peers(State(s): State<Shared>) -> Response {
+    let handle = match bgp_handle(&s) {
+        Ok(h) => h,
+        Err(e) => return error_response(e),
+    };
+    match handle.peers().await {
+        Ok(rows) => json(&rows),
+        Err(e) => error_response(ApiError::new(code::TRY_AGAIN_LATER, e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct RibQuery {
+    prefix: Option<String>,
+}
+
+/// The Loc-RIB, every path (`netctl bgp rib [PREFIX]`).
+async fn bgp_rib(State(s): State<Shared>, Query(q): Query<RibQuery>) -> Response {
+    let handle = match bgp_handle(&s) {
+        Ok(h) => h,
+        Err(e) => return error_response(e),
+    };
+    let prefix = match q.prefix.as_deref().map(str::parse::<ipnet::IpNet>) {
+        None => None,
+        Some(Ok(p)) => Some(p.trunc()),
+        Some(Err(e)) => {
+            return error_response(ApiError::new(
+                code::DECODE_FAILURE,
+                format!("prefix {:?}: {e}", q.prefix.unwrap_or_default()),
+            ));
+        }
+    };
+    match handle.rib(prefix).await {
+        Ok(rows) => json(&rows),
+        Err(e) => error_response(ApiError::new(code::TRY_AGAIN_LATER, e)),
     }
 }
 
