@@ -94,7 +94,7 @@ fn bfd_takes_the_route_out_before_the_hold_timer_would() {
             "the peer without BFD waits for its hold timer"
         );
         let peers = hub
-            .wait_peers(LIMIT, |p| p[0].state != State::Established)
+            .wait_peers(LIMIT, |p| p[0].last_error.is_some())
             .await;
         println!("after BFD down: {peers:#?}");
         assert_eq!(peers[0].bfd, Some(bfd::State::Down));

@@ -587,12 +587,20 @@ impl Driver {
     async fn new_connection(&mut self, stream: TcpStream, direction: Direction) {
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(stream, direction);
+        if self.fsm.state() == State::Idle && direction == Direction::Inbound {
+            // Idle here only waits out the idle hold after a drop (a stopped session's
+            // task has ended). The peer is back, so start now rather than turn it
+            // away: two speakers that dropped together would otherwise keep rejecting
+            // each other, each connecting while the other waits in Idle.
+            let out = self.fsm.handle(Self::now(), Event::ManualStart);
+            self.execute(out).await;
+        }
         match self.fsm.state() {
             State::Connect | State::Active if self.current.is_none() => {
                 self.current = Some(conn);
                 self.event(Event::TcpConnectionConfirmed).await;
             }
-            // Stopped, or waiting out the idle hold time: not now.
+            // Our own connection finishing after a drop: not now.
             State::Idle => conn.cease(CEASE_REJECTED).await,
             // §6.8: a connection in Established wins over any new one.
             State::Established => conn.cease(CEASE_COLLISION).await,

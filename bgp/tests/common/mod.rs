@@ -271,8 +271,19 @@ pub struct SpeakerNode {
     pub rt: Option<NsRuntime>,
 }
 
+/// Log to the test's output when RUST_LOG is set (e.g. `RUST_LOG=strait_bgp=debug`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl SpeakerNode {
     pub fn start(ns: &Netns, config: strait_bgp::speaker::SpeakerConfig) -> Self {
+        init_logs();
         let rt = NsRuntime::start(ns);
         let (speaker, fib) = rt
             .run(async move {
