@@ -43,7 +43,9 @@ pub fn rib_rows(entries: Vec<RibEntry>) -> Vec<BgpRibEntry> {
             rows.push(BgpRibEntry {
                 prefix: entry.prefix,
                 peer: path.from_peer,
-                next_hop: Some(next_hop_ip(&path.next_hop)),
+                // A route we originate has next hop self, whatever each session's
+                // local address is: no single address to show.
+                next_hop: path.from_peer.map(|_| next_hop_ip(&path.next_hop)),
                 as_path: path
                     .as_path
                     .segments

@@ -1,0 +1,127 @@
+//! Two `straitd --fabric bgp` on one real etcd, each host a network namespace on one
+//! bridged underlay (strait_testbeds::cluster): the agents find each other through
+//! their node records, peer full mesh, announce their blocks and install each other's
+//! block routes (proto 83 via the peer's underlay address), so containers on the two
+//! hosts reach each other; `netctl bgp peers` and `netctl bgp rib` show it, and the
+//! node records carry the `bgp` attributes. Needs root and etcd (visible SKIP
+//! otherwise) and the workspace binaries (`cargo build --workspace --bins`).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strait_testbeds::cluster::probe::wait_ping;
+use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric};
+
+/// Polls `check` until it returns `Ok`, or panics with its last error.
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if started.elapsed() > timeout => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn two_agents_peer_full_mesh_and_route_each_others_blocks() {
+    let name = "two_agents_peer_full_mesh_and_route_each_others_blocks";
+    if !strait_testbeds::require_root(name) || !strait_testbeds::etcd::require_etcd(name) {
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterOpts::new(2, Fabric::Bgp));
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let (h1, h2) = (cluster.host(0), cluster.host(1));
+
+    // Each node's record carries its BGP attributes (router ID: its underlay IPv4).
+    let (ok, out) = h1.netctl(&["nodes", "-o", "json"]);
+    assert!(ok, "{out}");
+    let nodes = json(&out);
+    let h2_record = nodes
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|n| n["name"] == "h2")
+        .unwrap_or_else(|| panic!("no h2 in {out}"));
+    let bgp = &h2_record["record"]["bgp"];
+    assert_eq!(bgp["asn"], 64512, "{out}");
+    assert_eq!(bgp["role"], "client", "{out}");
+    assert_eq!(bgp["router_id"], h2.underlay_v4.to_string(), "{out}");
+
+    // The session comes up: netctl exits 0 only when every peer is Established.
+    eventually("h1's session to h2", Duration::from_secs(60), || {
+        let (ok, out) = h1.netctl(&["bgp", "peers", "-o", "json"]);
+        let peers = json(out.trim());
+        let peers = peers.as_array().ok_or(out.clone())?;
+        if ok
+            && peers.len() == 1
+            && peers[0]["address"] == h2.underlay_v4.to_string()
+            && peers[0]["kind"] == "node"
+            && peers[0]["state"] == "Established"
+        {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+
+    // Each host routes the other's container addresses via the other's underlay
+    // address (IPv4 and IPv6 blocks), and the containers reach each other.
+    for (host, peer, container) in [(h1, h2, &b), (h2, h1, &a)] {
+        for ip in container.ips() {
+            let via = match ip {
+                IpAddr::V4(_) => IpAddr::V4(peer.underlay_v4),
+                IpAddr::V6(_) => IpAddr::V6(peer.underlay_v6),
+            };
+            eventually(
+                &format!("{}'s route to {ip} via {via}", host.name),
+                Duration::from_secs(30),
+                || {
+                    let routes = host.routes_to(ip);
+                    if routes.iter().any(|r| r.gateway == Some(via)) {
+                        Ok(())
+                    } else {
+                        Err(format!("{routes:?}"))
+                    }
+                },
+            );
+        }
+    }
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        for ip in to.ips() {
+            wait_ping(&from.ns, ip, Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{} → {ip}: {e}", from.name));
+        }
+    }
+
+    // The RIB shows b's block as learned from h2, best and in the FIB.
+    let (ok, out) = h1.netctl(&["bgp", "rib", "-o", "json"]);
+    assert!(ok, "{out}");
+    let rib = json(&out);
+    let b_v4 = b.v4.expect("b has IPv4");
+    let learned = rib
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| {
+            r["peer"] == h2.underlay_v4.to_string()
+                && r["prefix"]
+                    .as_str()
+                    .and_then(|p| p.parse::<ipnet::IpNet>().ok())
+                    .is_some_and(|p| p.contains(&IpAddr::V4(b_v4)))
+        })
+        .unwrap_or_else(|| panic!("no path to {b_v4} from h2 in {out}"));
+    assert_eq!(learned["best"], true, "{out}");
+    assert_eq!(learned["fib"], true, "{out}");
+    let (ok, table) = h1.netctl(&["bgp", "rib"]);
+    assert!(ok && table.contains("*F"), "{table}");
+    let (_, peers) = h1.netctl(&["bgp", "peers"]);
+    eprintln!("h1: netctl bgp peers\n{peers}\nh1: netctl bgp rib\n{table}");
+}
