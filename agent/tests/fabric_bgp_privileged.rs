@@ -253,6 +253,57 @@ fn a_restart_adopts_and_purges_only_stale_gateway_routes_at_convergence() {
     });
 }
 
+/// IPv6 matches no route type on delete: a delete by destination alone would take the
+/// blackhole the fabric's reconcile put where a learned route used to be.
+#[test]
+fn a_delete_never_takes_a_blackhole_at_the_same_destination() {
+    if !strait_testbeds::require_root("a_delete_never_takes_a_blackhole_at_the_same_destination") {
+        return;
+    }
+    let ns = host();
+    runtime().block_on(async {
+        let mut fib = FibSync::start(netlink(&ns).await).await.expect("start");
+        let done = fib
+            .changes(vec![
+                change("fd00:244:9::/122", &["fd99::2"]),
+                change("10.244.9.0/26", &["10.0.0.2"]),
+            ])
+            .await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
+        // The block became this node's: the reconcile blackholes it in place.
+        ns.exec_ok(&[
+            "ip",
+            "-6",
+            "route",
+            "replace",
+            "blackhole",
+            "fd00:244:9::/122",
+            "proto",
+            "83",
+        ]);
+        ns.exec_ok(&[
+            "ip",
+            "route",
+            "replace",
+            "blackhole",
+            "10.244.9.0/26",
+            "proto",
+            "83",
+        ]);
+        let done = fib
+            .set_local([net("fd00:244:9::/122"), net("10.244.9.0/26")])
+            .await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
+        expect(
+            &ns,
+            &[
+                ("fd00:244:9::/122", "blackhole proto 83"),
+                ("10.244.9.0/26", "blackhole proto 83"),
+            ],
+        );
+    });
+}
+
 #[test]
 fn a_hundred_thousand_routes_in_and_out() {
     if !strait_testbeds::require_root("a_hundred_thousand_routes_in_and_out") {

@@ -117,26 +117,16 @@ impl Netlink {
         .await
     }
 
-    /// Deletes the unicast route to `destination` with `protocol` (all its next hops);
-    /// ESRCH if there is none. A blackhole or another protocol's route to the same
-    /// destination is not matched.
-    pub async fn del_gateway_route(
-        &self,
-        destination: IpNet,
-        protocol: u8,
-    ) -> Result<(), NetlinkError> {
-        let route = GatewayRoute::new(destination, Vec::new(), protocol);
-        let mut m = RouteMessage::default();
-        route.header(&mut m);
+    /// Deletes `route`: the unicast route to its destination with its protocol and
+    /// exactly its gateways; ESRCH if there is none. The gateways are part of the
+    /// match because IPv6 matches no route type on delete: by destination and protocol
+    /// alone it would take a proto-83 blackhole at the same destination too.
+    pub async fn del_gateway_route(&self, route: &GatewayRoute) -> Result<(), NetlinkError> {
+        let mut m = route.to_message();
         // "No scope" matches any scope (IPv4 compares it otherwise).
         m.header.scope = RouteScope::NoWhere;
-        self.ack(
-            "delete route",
-            destination,
-            RouteNetlinkMessage::DelRoute(m),
-            0,
-        )
-        .await
+        self.ack("delete route", route, RouteNetlinkMessage::DelRoute(m), 0)
+            .await
     }
 
     /// The main table's unicast routes with `protocol` that have a gateway or several

@@ -303,14 +303,26 @@ impl FibSync {
 
     async fn apply(&mut self, ops: Vec<FibOp>) -> Applied {
         let nl = &self.netlink;
-        let results: Vec<(FibOp, Result<(), NetlinkError>)> = futures::stream::iter(ops)
-            .map(|op| async move {
-                let result = match &op {
-                    FibOp::Replace(r) => nl.replace_gateway_route(r).await,
-                    // Already gone is what a delete wants.
+        // A delete names the installed route with its gateways (see
+        // `Netlink::del_gateway_route`); a prefix not installed has nothing to delete.
+        let requests: Vec<(FibOp, GatewayRoute)> = ops
+            .into_iter()
+            .filter_map(|op| {
+                let route = match &op {
+                    FibOp::Replace(r) => r.clone(),
                     FibOp::Delete(p) => {
-                        ignore_not_found(nl.del_gateway_route(*p, RTPROT_STRAIT).await)
+                        GatewayRoute::new(*p, self.table.installed.get(p)?.clone(), RTPROT_STRAIT)
                     }
+                };
+                Some((op, route))
+            })
+            .collect();
+        let results: Vec<(FibOp, Result<(), NetlinkError>)> = futures::stream::iter(requests)
+            .map(|(op, route)| async move {
+                let result = match &op {
+                    FibOp::Replace(_) => nl.replace_gateway_route(&route).await,
+                    // Already gone is what a delete wants.
+                    FibOp::Delete(_) => ignore_not_found(nl.del_gateway_route(&route).await),
                 };
                 (op, result)
             })
