@@ -1,11 +1,20 @@
 //! Network namespaces: handles on them, and the one safe way to run code inside one.
 //!
-//! This module owns every `setns(2)` in the agent. The rule it enforces: namespace work
-//! runs on a *fresh OS thread* that enters the namespace, does its job and exits. A
-//! tokio worker or blocking-pool thread is never moved into another namespace, because
-//! such threads are reused: one early return between "enter" and "leave back" would leave
-//! a pooled thread (and every task later scheduled on it) in a container's namespace.
-//! Here there is no "leave back": the thread simply dies, so no error path can leak it.
+//! This module owns every `setns(2)` in the agent. The rule it enforces: a tokio worker
+//! or blocking-pool thread is never moved into another namespace, because such threads
+//! run arbitrary tasks: one early return between "enter" and "leave back" would leave a
+//! pooled thread (and every task later scheduled on it) in a container's namespace.
+//! Namespace work runs instead on a thread that does nothing else:
+//!
+//! * [`NetNs::run`] uses a fresh OS thread that enters, does its job and exits; there is
+//!   no "leave back", the thread simply dies.
+//! * [`NetNs::run_async`] hands the job to the *namespace worker*, one long-lived thread
+//!   that runs only such jobs, one at a time. Every job begins by entering its own
+//!   namespace (and does not run if that fails), so no job ever runs where a previous
+//!   one left the thread. After each job the worker goes back to the agent's namespace,
+//!   so it pins no container's namespace between jobs; if it cannot, it exits and the
+//!   next job starts a new worker. This saves a thread creation and exit per job, which
+//!   a burst of CNI ADDs (one namespace socket each) pays a hundred times over.
 //!
 //! Most netlink work needs no thread at all: a netlink socket stays bound to the
 //! namespace it was created in, so [`crate::netlink::Netlink::open_in`] only uses a
@@ -129,8 +138,13 @@ impl NetNs {
         }
     }
 
-    /// Like [`NetNs::run`] but awaits the thread instead of blocking, for use on the
-    /// runtime. A panic in `f` is re-raised in the awaiting task.
+    /// Like [`NetNs::run`] but runs `f` on the namespace worker (see the module docs)
+    /// and awaits it instead of blocking, for use on the runtime. A panic in `f` is
+    /// re-raised in the awaiting task.
+    ///
+    /// `f` must be short and must not block: jobs of all namespaces take turns on the
+    /// one worker. Like any namespace job, it must not start threads (they would be born
+    /// in the target namespace) nor change other per-thread state.
     pub async fn run_async<T, F>(&self, f: F) -> Result<T, NetnsError>
     where
         T: Send + 'static,
@@ -138,14 +152,16 @@ impl NetNs {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ns = self.clone();
-        // The result (or the panic) travels back through the channel; the thread itself
-        // is detached and ends right after sending.
-        spawn_named(&self.path, move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ns.enter_this_thread().map(|()| f())
-            }));
-            let _ = tx.send(outcome);
-        })?;
+        // The result (or the panic) travels back through the channel.
+        worker::submit(
+            &self.path,
+            Box::new(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    ns.enter_this_thread().map(|()| f())
+                }));
+                let _ = tx.send(outcome);
+            }),
+        )?;
         match rx.await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -214,6 +230,57 @@ fn current_id() -> Result<(u64, u64), NetnsError> {
     Ok((meta.dev(), meta.ino()))
 }
 
+/// The namespace worker behind [`NetNs::run_async`].
+mod worker {
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use super::{NetNs, NetnsError, spawn_named};
+
+    /// A job: enters its namespace first thing, sends its own result.
+    pub(super) type Job = Box<dyn FnOnce() + Send>;
+
+    /// The queue of the running worker; `None` before the first job, or after the
+    /// worker exited (it is started again on demand).
+    static QUEUE: Mutex<Option<Sender<Job>>> = Mutex::new(None);
+
+    /// Queues `job` for the worker, starting one if none runs.
+    pub(super) fn submit(path: &Path, job: Job) -> Result<(), NetnsError> {
+        let mut queue = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match queue.as_ref() {
+            Some(q) => match q.send(job) {
+                Ok(()) => return Ok(()),
+                // The worker exited (it could not go home): the job comes back to us.
+                Err(unsent) => unsent.0,
+            },
+            None => job,
+        };
+        // The caller is never a thread inside another namespace (see the module docs),
+        // so its namespace is the agent's: the worker's home.
+        let home = NetNs::current_thread()?;
+        let (tx, rx) = channel();
+        spawn_named(path, move || work(&home, rx))?;
+        // The receiver lives until the new worker exits, which it only does after
+        // taking this job.
+        let _ = tx.send(job);
+        *queue = Some(tx);
+        Ok(())
+    }
+
+    fn work(home: &NetNs, jobs: Receiver<Job>) {
+        for job in jobs {
+            job();
+            if let Err(e) = home.enter_this_thread() {
+                // Not expected. Exiting drops the queue; the next job starts a new
+                // worker, born in the agent's namespace.
+                tracing::warn!(error = %e, "namespace worker cannot return to the agent's namespace; exiting");
+                return;
+            }
+        }
+    }
+}
+
 fn spawn_named<T, F>(path: &Path, f: F) -> Result<std::thread::JoinHandle<T>, NetnsError>
 where
     T: Send + 'static,
@@ -258,6 +325,84 @@ mod tests {
     fn ordinary_file_is_not_a_namespace() {
         let err = NetNs::open("/proc/self/status").expect_err("not a netns");
         assert!(matches!(err, NetnsError::NotANamespace { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn run_async_returns_the_result_and_re_raises_panics() {
+        let own = NetNs::current_thread().expect("open own netns");
+        for i in 0..3 {
+            let got = own.run_async(move || i * 2).await.expect("run");
+            assert_eq!(got, i * 2);
+        }
+        let ns = own.clone();
+        let panicked = tokio::spawn(async move { ns.run_async(|| panic!("job panics")).await });
+        assert!(panicked.await.expect_err("re-raised").is_panic());
+        // The worker survives a panicking job.
+        assert_eq!(own.run_async(|| 7).await.expect("run"), 7);
+    }
+
+    /// A namespace of its own, made by a thread that unshares and then exits; the
+    /// handle keeps the namespace alive. `None` when not root.
+    #[allow(unsafe_code)]
+    fn private_netns() -> Option<NetNs> {
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: creating a network namespace needs root");
+            return None;
+        }
+        let made = std::thread::spawn(|| {
+            // SAFETY: unshare(2) reads only its flag argument; it moves this thread,
+            // which exits right after, into a new network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            NetNs::current_thread().expect("open new netns")
+        });
+        Some(made.join().expect("thread"))
+    }
+
+    /// The namespace the thread named `strait-netns` is in, if there is one.
+    fn worker_netns() -> Option<(u64, u64)> {
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "strait-netns")
+            })
+            .find_map(|t| std::fs::metadata(t.path().join("ns/net")).ok())
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    #[tokio::test]
+    async fn run_async_enters_the_namespace_and_the_worker_goes_home() {
+        let Some(other) = private_netns() else {
+            return;
+        };
+        let own = NetNs::current_thread().expect("open own netns");
+        assert!(!other.same_as(&own));
+        let inside = other
+            .run_async(|| NetNs::current_thread().map(|ns| ns.id))
+            .await
+            .expect("run")
+            .expect("open");
+        assert_eq!(inside, other.id);
+        let back = own
+            .run_async(|| NetNs::current_thread().map(|ns| ns.id))
+            .await
+            .expect("run")
+            .expect("open");
+        assert_eq!(back, own.id);
+        // Between jobs the worker sits in the agent's namespace, pinning no other.
+        other.run_async(|| ()).await.expect("run");
+        let mut home = false;
+        for _ in 0..200 {
+            if worker_netns() == Some(own.id) {
+                home = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(home, "the namespace worker stayed in the job's namespace");
     }
 
     #[test]
