@@ -350,6 +350,50 @@ fn print_table(rows: &[(usize, usize, String, Figures)]) {
             if f.ok { "" } else { "  (incomplete)" }
         );
     }
+    // Medians per prefix count and RR, over the runs that completed.
+    let mut keys: Vec<(usize, String)> =
+        rows.iter().map(|(n, _, rr, _)| (*n, rr.clone())).collect();
+    keys.dedup();
+    keys.sort();
+    keys.dedup();
+    println!();
+    println!(
+        "medians over completed runs: {:>8} {:<6} | {:>9} {:>9} {:>9} | {:>9}",
+        "prefixes", "RR", "RIBs", "all FIBs", "wd FIBs", "HWM"
+    );
+    for (n, rr) in keys {
+        let runs: Vec<&Figures> = rows
+            .iter()
+            .filter(|(m, _, r, f)| *m == n && *r == rr && f.ok)
+            .map(|(_, _, _, f)| f)
+            .collect();
+        let med = |v: Vec<Option<f64>>| -> Option<f64> {
+            let mut v: Vec<f64> = v.into_iter().flatten().collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            Some(v[v.len() / 2])
+        };
+        let ribs = med(runs.iter().map(|f| max(&f.client_rib)).collect());
+        let fibs = med(runs.iter().map(|f| max(&f.client_fib)).collect());
+        let wd = med(runs.iter().map(|f| max(&f.withdraw_fib)).collect());
+        let hwm = med(runs
+            .iter()
+            .map(|f| f.rr_rss_kib.map(|r| r.1 as f64))
+            .collect());
+        println!(
+            "{:>37} {:<6} | {:>9} {:>9} {:>9} | {:>9}  ({} runs)",
+            n,
+            rr,
+            s(ribs),
+            s(fibs),
+            s(wd),
+            hwm.map(|k| format!("{k:.0} K"))
+                .unwrap_or_else(|| "-".into()),
+            runs.len()
+        );
+    }
 }
 
 /// Start this program again as the strait RR inside m0; returns once it says ready.
