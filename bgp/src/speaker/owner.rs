@@ -115,6 +115,9 @@ pub(super) struct Owner {
     out: HashMap<IpAddr, HashMap<IpNet, Option<Arc<Attrs>>>>,
     fib: mpsc::Sender<FibEvent>,
     fib_pending: Vec<FibChange>,
+    /// `fib_pending`'s length after it was last coalesced: it is coalesced again only
+    /// once it doubled, so a stalled consumer costs linear time, not quadratic.
+    fib_coalesced: usize,
     converge: Converge,
     converge_at: Instant,
     originated: HashSet<IpNet>,
@@ -190,6 +193,7 @@ impl Owner {
             out: HashMap::new(),
             fib,
             fib_pending: Vec::new(),
+            fib_coalesced: 0,
             converge: Converge::Waiting,
             converge_at,
             originated: HashSet::new(),
@@ -303,10 +307,14 @@ impl Owner {
     fn send_fib(&mut self) {
         if !self.fib_pending.is_empty() {
             match self.fib.try_reserve() {
-                Ok(permit) => permit.send(FibEvent::Changes(mem::take(&mut self.fib_pending))),
+                Ok(permit) => {
+                    permit.send(FibEvent::Changes(mem::take(&mut self.fib_pending)));
+                    self.fib_coalesced = 0;
+                }
                 Err(mpsc::error::TrySendError::Full(())) => {
-                    if self.fib_pending.len() > FIB_COALESCE_AT {
+                    if self.fib_pending.len() > FIB_COALESCE_AT.max(2 * self.fib_coalesced) {
                         coalesce(&mut self.fib_pending);
+                        self.fib_coalesced = self.fib_pending.len();
                     }
                     return;
                 }
@@ -862,5 +870,64 @@ impl Owner {
         })
         .await;
         tracing::info!("bgp: speaker stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(prefix: &str, nh: Option<&str>) -> FibChange {
+        FibChange {
+            prefix: prefix.parse().unwrap(),
+            next_hops: nh
+                .map(|a| vec![NextHop::V4(a.parse().unwrap())])
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn coalescing_keeps_the_latest_change_per_prefix() {
+        let mut v = vec![
+            change("10.0.0.0/24", Some("10.1.0.1")),
+            change("10.0.1.0/24", Some("10.1.0.1")),
+            change("10.0.0.0/24", None),
+            change("10.0.2.0/24", Some("10.1.0.2")),
+            change("10.0.1.0/24", Some("10.1.0.3")),
+        ];
+        coalesce(&mut v);
+        assert_eq!(
+            v,
+            vec![
+                change("10.0.0.0/24", None),
+                change("10.0.2.0/24", Some("10.1.0.2")),
+                change("10.0.1.0/24", Some("10.1.0.3")),
+            ]
+        );
+    }
+
+    #[test]
+    fn dual_stack_listeners_take_ipv4_peers_mapped() {
+        let any6: SocketAddr = "[::]:179".parse().unwrap();
+        let any4: SocketAddr = "0.0.0.0:179".parse().unwrap();
+        let one6: SocketAddr = "[fd00::1]:179".parse().unwrap();
+        let v4: IpAddr = "10.0.0.2".parse().unwrap();
+        let v6: IpAddr = "fd00::2".parse().unwrap();
+        assert_eq!(
+            listener_key(any6, v4),
+            Some("::ffff:10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(listener_key(any4, v4), Some(v4));
+        assert_eq!(listener_key(any4, v6), None);
+        assert_eq!(listener_key(one6, v4), None);
+        assert_eq!(listener_key(one6, v6), Some(v6));
+        assert_eq!(canonical("::ffff:10.0.0.2".parse().unwrap()), v4);
+    }
+
+    #[test]
+    fn end_of_rib_markers_read_back_as_such() {
+        for f in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
+            assert_eq!(end_of_rib(f).end_of_rib(), Some(f));
+        }
     }
 }
