@@ -14,7 +14,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{Netlink, NetlinkError};
+use super::{BatchRequest, Netlink, NetlinkError};
 
 /// A unicast route to `destination` via `gateways` (one: a plain route; several: one
 /// multipath route), tagged with `protocol`.
@@ -96,6 +96,35 @@ impl std::fmt::Display for GatewayRoute {
     }
 }
 
+impl GatewayRoute {
+    /// [`Netlink::replace_gateway_route`] as one request of a [`Netlink::batch`].
+    pub fn replace_request(&self) -> BatchRequest {
+        BatchRequest {
+            op: "replace route",
+            object: self.to_string(),
+            message: RouteNetlinkMessage::NewRoute(self.to_message()),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+        }
+    }
+
+    /// [`Netlink::del_gateway_route`] as one request of a [`Netlink::batch`].
+    pub fn delete_request(&self) -> BatchRequest {
+        BatchRequest {
+            op: "delete route",
+            object: self.to_string(),
+            message: RouteNetlinkMessage::DelRoute(self.delete_message()),
+            flags: 0,
+        }
+    }
+
+    fn delete_message(&self) -> RouteMessage {
+        let mut m = self.to_message();
+        // "No scope" matches any scope (IPv4 compares it otherwise).
+        m.header.scope = RouteScope::NoWhere;
+        m
+    }
+}
+
 impl Netlink {
     /// Installs `route`, replacing whatever route the main table has to the same
     /// destination and metric (`ip route replace`): a restarted agent adopts the route
@@ -122,11 +151,13 @@ impl Netlink {
     /// match because IPv6 matches no route type on delete: by destination and protocol
     /// alone it would take a proto-83 blackhole at the same destination too.
     pub async fn del_gateway_route(&self, route: &GatewayRoute) -> Result<(), NetlinkError> {
-        let mut m = route.to_message();
-        // "No scope" matches any scope (IPv4 compares it otherwise).
-        m.header.scope = RouteScope::NoWhere;
-        self.ack("delete route", route, RouteNetlinkMessage::DelRoute(m), 0)
-            .await
+        self.ack(
+            "delete route",
+            route,
+            RouteNetlinkMessage::DelRoute(route.delete_message()),
+            0,
+        )
+        .await
     }
 
     /// The main table's unicast routes with `protocol` that have a gateway or several

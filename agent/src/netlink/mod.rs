@@ -16,6 +16,7 @@
 //! [`ignore_not_found`], idempotent creations through [`ignore_exists`].
 
 mod addr;
+mod batch;
 mod error;
 mod fdb;
 mod fib;
@@ -38,6 +39,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use crate::netns::NetNs;
 
 pub use addr::Address;
+pub use batch::BatchRequest;
 pub use error::{NetlinkError, ignore_exists, ignore_not_found};
 pub use fdb::{FdbEntry, FdbWrite};
 pub use fib::GatewayRoute;

@@ -7,9 +7,9 @@
 //! another protocol's routes.
 //!
 //! [`FibTable`] is the pure core: what the RIB wants, what is installed, and the
-//! kernel operations that close the gap. [`FibSync`] drives it against a [`Netlink`]
-//! socket, pipelining up to [`IN_FLIGHT`] requests so 100 000 routes take one pass of
-//! back-to-back requests rather than 100 000 round trips.
+//! kernel operations that close the gap. [`FibSync`] drives it against the kernel with
+//! [`Netlink::batch`]: requests packed back to back, up to a thousand per system call,
+//! so 100 000 routes cost the kernel's work, not 100 000 round trips.
 //!
 //! Restart: the table starts from the kernel's proto-83 gateway routes (adopted, never
 //! flushed); the RIB's changes replace them in place; what the RIB has not asked for by
@@ -18,17 +18,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use futures::StreamExt;
 use ipnet::IpNet;
 use strait_bgp::codec::NextHop;
 use strait_bgp::rib::FibChange;
 use tracing::{debug, warn};
 
 use crate::netlink::{GatewayRoute, Netlink, NetlinkError, RTPROT_STRAIT, ignore_not_found};
-
-/// Kernel requests in flight at once: enough to keep the kernel busy, bounded so a
-/// full table does not queue 100 000 futures.
-pub const IN_FLIGHT: usize = 512;
 
 /// Next hops per ECMP route (docs/bgp.md: up to 8, as the speaker's multipath).
 pub const MAX_NEXT_HOPS: usize = 8;
@@ -317,18 +312,32 @@ impl FibSync {
                 Some((op, route))
             })
             .collect();
-        let results: Vec<(FibOp, Result<(), NetlinkError>)> = futures::stream::iter(requests)
-            .map(|(op, route)| async move {
-                let result = match &op {
-                    FibOp::Replace(_) => nl.replace_gateway_route(&route).await,
-                    // Already gone is what a delete wants.
-                    FibOp::Delete(_) => ignore_not_found(nl.del_gateway_route(&route).await),
-                };
-                (op, result)
+        let batch = requests
+            .iter()
+            .map(|(op, route)| match op {
+                FibOp::Replace(_) => route.replace_request(),
+                FibOp::Delete(_) => route.delete_request(),
             })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+            .collect();
+        let outcomes = match nl.batch(batch).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let first = e.to_string();
+                warn!(error = %first, "FIB sync cannot open a netlink socket");
+                return Applied {
+                    failed: vec![first; requests.len()],
+                    ..Applied::default()
+                };
+            }
+        };
+        let results = requests.into_iter().zip(outcomes).map(|((op, _), result)| {
+            let result = match op {
+                // Already gone is what a delete wants.
+                FibOp::Delete(_) => ignore_not_found(result),
+                FibOp::Replace(_) => result,
+            };
+            (op, result)
+        });
         let mut applied = Applied::default();
         for (op, result) in results {
             self.table.applied(&op, result.is_ok());
