@@ -78,3 +78,17 @@ fn strait_reflects_routes_between_frr_clients() {
         interop::rr_scenario(71, Some("bgp"), frr);
     }
 }
+
+#[test]
+fn speaker_md5_peer_with_frr() {
+    if require_frr("speaker_md5_peer_with_frr") {
+        interop::speaker_md5_scenario(73, "strait-frr", "strait-frr", frr);
+    }
+}
+
+#[test]
+fn speaker_md5_mismatch_with_frr_gives_no_session() {
+    if require_frr("speaker_md5_mismatch_with_frr_gives_no_session") {
+        interop::speaker_md5_scenario(74, "strait-key", "frr-key", frr);
+    }
+}

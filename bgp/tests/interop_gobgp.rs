@@ -74,3 +74,17 @@ fn strait_reflects_routes_between_gobgp_clients() {
         interop::rr_scenario(72, None, gobgp);
     }
 }
+
+#[test]
+fn speaker_md5_peer_with_gobgp() {
+    if require_gobgp("speaker_md5_peer_with_gobgp") {
+        interop::speaker_md5_scenario(75, "strait-gobgp", "strait-gobgp", gobgp);
+    }
+}
+
+#[test]
+fn speaker_md5_mismatch_with_gobgp_gives_no_session() {
+    if require_gobgp("speaker_md5_mismatch_with_gobgp_gives_no_session") {
+        interop::speaker_md5_scenario(76, "strait-key", "gobgp-key", gobgp);
+    }
+}

@@ -523,3 +523,71 @@ pub fn rr_scenario<D: BgpDaemon>(
     drop(clients);
     drop(strait);
 }
+
+/// strait's speaker (a [`PeerSpec`] with `md5_key`, as the agent configures an
+/// external peer) and a daemon with `their_key`, iBGP on a LAN, both sides active.
+/// Same key: Established and the daemon's prefix arrives in our FIB stream. Different
+/// keys: never Established on either side (8 s).
+pub fn speaker_md5_scenario<D: BgpDaemon>(
+    net: u8,
+    our_key: &str,
+    their_key: &str,
+    start: impl Fn(&Netns, PeerConfig) -> D,
+) {
+    const AS: u32 = 64512;
+    let lan = Lan::new(2, net);
+    let mut cfg = SpeakerConfig::new(AS, lan.v4(0));
+    cfg.connect_retry = Duration::from_secs(1);
+    let mut peer = PeerSpec::new(lan.ip4(1), AS);
+    peer.md5_key = Some(our_key.as_bytes().to_vec());
+    let strait = StraitNode::start(lan.ns(0), cfg, vec![peer], vec![]);
+    let prefix = format!("10.{}.7.0/26", net.wrapping_add(100));
+    let daemon = start(
+        lan.ns(1),
+        PeerConfig::new(lan.v4(1), AS)
+            .originate(&[&prefix])
+            .neighbor(Neighbor::new(lan.ip4(0), AS).md5(their_key)),
+    );
+    let all: [&dyn BgpDaemon; 1] = [&daemon];
+    if our_key != their_key {
+        let r = wait_until(
+            "a session despite different MD5 keys",
+            SECS(8),
+            POLL,
+            &all,
+            || strait.established(lan.ip4(1)) || daemon.established(lan.ip4(0)),
+        );
+        assert!(r.is_err(), "Established with different MD5 keys");
+        let ours = strait.peers();
+        eprintln!(
+            "wrong MD5 key, after 8 s: ours {:?}, {}'s {:?}",
+            ours.iter().map(|p| p.state_name()).collect::<Vec<_>>(),
+            daemon.kind(),
+            daemon.session_state(lan.ip4(0))
+        );
+        return;
+    }
+    let t = wait_until(
+        "an MD5 session, and the daemon's prefix",
+        SECS(30),
+        POLL,
+        &all,
+        || {
+            strait.established(lan.ip4(1))
+                && daemon.established(lan.ip4(0))
+                && strait.fib(&prefix).is_some()
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "MD5 session with {} and its prefix after {t:?}",
+        daemon.kind()
+    );
+    let nh: Vec<IpAddr> = strait
+        .fib(&prefix)
+        .unwrap()
+        .iter()
+        .map(next_hop_addr)
+        .collect();
+    assert_eq!(nh, vec![lan.ip4(1)]);
+}
