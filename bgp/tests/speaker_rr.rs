@@ -257,6 +257,21 @@ fn a_peer_over_its_prefix_limit_is_torn_down_and_its_routes_withdrawn() {
                 .await
                 .is_empty()
         );
+        // It stays down (no table reload every idle hold time) until the hold-down
+        // ends; three idle hold times are plenty for a reconnect to show.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peers = f.rr.speaker().peers().await;
+        let c1 = peers
+            .iter()
+            .find(|p| p.address == Star::leaf_v4(1))
+            .unwrap();
+        assert_ne!(c1.state, State::Established, "{c1:?}");
+        assert!(
+            c1.last_error
+                .as_deref()
+                .unwrap()
+                .contains("maximum prefixes")
+        );
         // Client 1 was told why (Cease / Maximum Number of Prefixes Reached).
         let c1 = f.c[0]
             .wait_peers(LIMIT, |p| p[0].last_error.is_some())

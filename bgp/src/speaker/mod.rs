@@ -24,7 +24,8 @@
 //!   comes up does not hold the session back. AdminDown from the peer is ignored
 //!   (§3.2).
 //! - Max-prefix: the UPDATE past the limit is refused, Cease/1 (RFC 4486) is sent and
-//!   the routes are withdrawn; the session starts again after the idle hold time.
+//!   the routes are withdrawn; the session stays down for [`MAX_PREFIX_RESTART`], then
+//!   starts again.
 //!
 //! The FIB stream ([`FibEvent`]) is a bounded channel. The owner never waits on it:
 //! changes it cannot hand over yet are held (and coalesced to the latest per prefix
@@ -50,7 +51,7 @@ pub use config::{
     BfdParams, DEFAULT_CONNECT_RETRY, DEFAULT_CONVERGE_DEADLINE, DEFAULT_HOLD_TIME, FibEvent,
     PeerSpec, SpeakerConfig, SpeakerError,
 };
-pub use owner::INITIAL_QUIET;
+pub use owner::{INITIAL_QUIET, MAX_PREFIX_RESTART};
 pub use pack::pack;
 pub use status::{PeerStatus, RibEntry, RibPath, state_name};
 

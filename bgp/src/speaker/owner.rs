@@ -37,6 +37,10 @@ const BATCH: usize = 4096;
 /// A slow FIB consumer makes the owner hold changes back (and coalesce them) rather
 /// than wait: beyond this many held changes, only the latest per prefix is kept.
 const FIB_COALESCE_AT: usize = 4096;
+/// A peer that went over its prefix limit stays down this long, as BIRD's
+/// `receive limit … action restart` does, rather than reloading its table every idle
+/// hold time.
+pub const MAX_PREFIX_RESTART: Duration = Duration::from_secs(60);
 /// How long shutdown waits for the sessions to send their Cease.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
@@ -93,6 +97,8 @@ struct Peer {
     quiet_until: Option<Instant>,
     /// Graceful restart helper: its stale routes go at this time at the latest.
     stale_until: Option<Instant>,
+    /// Its session was stopped (max-prefix); a new one starts at this time.
+    restart_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +259,7 @@ impl Owner {
         let converge = (self.converge == Converge::Waiting).then_some(self.converge_at);
         self.peers
             .values()
-            .flat_map(|p| [p.quiet_until, p.stale_until])
+            .flat_map(|p| [p.quiet_until, p.stale_until, p.restart_at])
             .chain([converge])
             .flatten()
             .min()
@@ -346,7 +352,11 @@ impl Owner {
     async fn timers(&mut self) {
         let now = Instant::now();
         let mut expired = Vec::new();
+        let mut restart = Vec::new();
         for (addr, p) in self.peers.iter_mut() {
+            if p.restart_at.is_some_and(|t| t <= now) {
+                restart.push(*addr);
+            }
             if p.quiet_until.is_some_and(|t| t <= now) {
                 p.quiet_until = None;
                 p.initial_done = true;
@@ -355,6 +365,9 @@ impl Owner {
                 p.stale_until = None;
                 expired.push(*addr);
             }
+        }
+        for addr in restart {
+            self.restart_session(addr);
         }
         for addr in expired {
             tracing::info!(peer = %addr, "bgp: graceful restart timer expired, stale routes removed");
@@ -500,9 +513,39 @@ impl Owner {
                 eor_wanted: Vec::new(),
                 quiet_until: None,
                 stale_until: None,
+                restart_at: None,
             },
         );
         Ok(())
+    }
+
+    /// A new session for a peer whose session was stopped, keeping what the status
+    /// and convergence know of it.
+    fn restart_session(&mut self, addr: IpAddr) {
+        let Some(old) = self.peers.remove(&addr) else {
+            return;
+        };
+        old.forwarder.abort();
+        self.unregister(addr);
+        tracing::info!(peer = %addr, "bgp: session restarted after its prefix limit hold-down");
+        match self.add_peer(old.spec.clone()) {
+            Ok(()) => {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.last_error = old.last_error;
+                    p.initial_done = old.initial_done;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = %addr, error = %e, "bgp: session not restarted");
+                self.peers.insert(
+                    addr,
+                    Peer {
+                        restart_at: Some(Instant::now() + MAX_PREFIX_RESTART),
+                        ..old
+                    },
+                );
+            }
+        }
     }
 
     fn unregister(&self, addr: IpAddr) {
@@ -813,6 +856,11 @@ impl Owner {
                         e.limit
                     ));
                     p.session.reset(Some(e.notification()));
+                    // Stopped after the reset's Down, so it stays down for a while.
+                    p.session.stop();
+                    p.restart_at = Some(Instant::now() + MAX_PREFIX_RESTART);
+                    // Its table will not come: convergence does not wait for it.
+                    p.initial_done = true;
                 }
             }
             Err(e) => tracing::debug!(peer = %addr, error = %e, "bgp: UPDATE ignored"),
