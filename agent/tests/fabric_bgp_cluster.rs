@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use strait_testbeds::cluster::probe::wait_ping;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric};
+use straitd::store::Store;
 
 /// Polls `check` until it returns `Ok`, or panics with its last error.
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
@@ -23,6 +24,37 @@ fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// Puts (`Some`) or deletes (`None`) `key` in the cluster's etcd, from inside host
+/// `ns` (etcd listens on the underlay only): a fresh thread in that namespace with a
+/// runtime of its own.
+fn etcd_write(ns: &std::path::Path, endpoints: Vec<String>, key: String, value: Option<String>) {
+    straitd::netns::NetNs::open(ns)
+        .expect("host netns")
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let store = straitd::store::etcd::EtcdStore::connect(
+                    &endpoints,
+                    straitd::store::etcd::EtcdOptions::default(),
+                )
+                .await
+                .expect("etcd");
+                match value {
+                    Some(v) => {
+                        store.put(&key, v.into_bytes(), None).await.expect("put");
+                    }
+                    None => {
+                        store.delete(&key).await.expect("delete");
+                    }
+                }
+            });
+        })
+        .expect("run in host netns");
 }
 
 fn json(text: &str) -> Value {
@@ -120,6 +152,53 @@ fn two_agents_peer_full_mesh_and_route_each_others_blocks() {
         .unwrap_or_else(|| panic!("no path to {b_v4} from h2 in {out}"));
     assert_eq!(learned["best"], true, "{out}");
     assert_eq!(learned["fib"], true, "{out}");
+    // An external peer for h1 only (a ToR that is not there): h1 gets a session that
+    // does not come up, so `netctl bgp peers` exits 1 and names it; h2 has none.
+    let ghost_key = "/strait/v1/bgp/peers/ghost-tor".to_string();
+    let etcd = cluster.etcd().endpoints();
+    etcd_write(
+        &h1.ns.path(),
+        etcd.clone(),
+        ghost_key.clone(),
+        Some(r#"{"address":"10.0.0.99","asn":65099,"node":"h1"}"#.into()),
+    );
+    eventually(
+        "h1 peers with the external peer",
+        Duration::from_secs(10),
+        || {
+            let (ok, out) = h1.netctl(&["bgp", "peers", "-o", "json"]);
+            let peers = json(out.trim());
+            let ghost = peers
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["address"] == "10.0.0.99"));
+            match ghost {
+                Some(g) if !ok && g["kind"] == "external" && g["asn"] == 65099 => {
+                    assert_ne!(g["state"], "Established");
+                    Ok(())
+                }
+                _ => Err(out),
+            }
+        },
+    );
+    let (ok, out) = h2.netctl(&["bgp", "peers", "-o", "json"]);
+    assert!(
+        ok && !out.contains("10.0.0.99"),
+        "h2 must not peer with h1's ToR: {out}"
+    );
+    etcd_write(&h1.ns.path(), etcd, ghost_key, None);
+    eventually(
+        "h1 drops the external peer",
+        Duration::from_secs(10),
+        || {
+            let (ok, out) = h1.netctl(&["bgp", "peers"]);
+            if ok && !out.contains("10.0.0.99") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+
     let (ok, table) = h1.netctl(&["bgp", "rib"]);
     assert!(ok && table.contains("*F"), "{table}");
     let (_, peers) = h1.netctl(&["bgp", "peers"]);
