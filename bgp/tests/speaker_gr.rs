@@ -112,3 +112,50 @@ fn a_restarting_peers_routes_stay_until_its_end_of_rib() {
     });
     drop(leaf);
 }
+
+#[test]
+fn a_restarting_peer_that_does_not_come_back_loses_its_routes_at_its_restart_time() {
+    if !strait_testbeds::require_root("speaker_gr") {
+        return;
+    }
+    let star = Star::new(1);
+    let mut hub = SpeakerNode::start(
+        &star.hub,
+        SpeakerConfig::new(ASN, Ipv4Addr::new(10, 0, 0, 254)),
+    );
+    // The leaf announces a short restart time; the helper keeps its routes that long.
+    let mut cfg = leaf_config();
+    cfg.graceful_restart = Some(Duration::from_secs(2));
+    let mut leaf = SpeakerNode::start(&star.leaves[0], cfg);
+    let prefix = net("10.244.1.0/26");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        hub.speaker()
+            .set_peers(vec![PeerSpec::new(Star::leaf_v4(1), ASN)])
+            .await
+            .unwrap();
+        start_leaf(&leaf, vec![prefix]).await;
+        assert!(
+            hub.wait_fib(LIMIT, |v| v.routes.contains_key(&prefix))
+                .await
+        );
+
+        leaf.crash();
+        hub.wait_peers(LIMIT, |p| p[0].last_error.is_some()).await;
+        let e = hub.speaker().rib(Some(prefix)).await;
+        assert!(e.len() == 1 && e[0].paths[0].stale, "kept as stale: {e:?}");
+        let crashed = std::time::Instant::now();
+        assert!(
+            hub.wait_fib(LIMIT, |v| !v.routes.contains_key(&prefix))
+                .await
+        );
+        println!(
+            "stale route withdrawn {:?} after the crash (restart time 2 s)",
+            crashed.elapsed()
+        );
+        assert!(hub.speaker().rib(Some(prefix)).await.is_empty());
+    });
+}
