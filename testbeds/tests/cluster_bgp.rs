@@ -1,0 +1,280 @@
+//! The BGP fabric (docs/bgp.md) on a multi-host test bed: four hosts, two of them route
+//! reflectors, containers on every host, strait's own speaker on every agent.
+//!
+//! What users rely on:
+//! - every container reaches every other one, over routes to the other hosts' blocks
+//!   whose next hop is that host (reflection never puts the RR in the data path);
+//! - a route reflector crashing loses no packet: each client has the same routes from
+//!   the other RR;
+//! - a host dropping off the network silently is noticed by BFD: its routes leave every
+//!   other host while its node record still exists (the lease would take 15 s), and
+//!   `netctl bgp peers` names BFD. Without BFD the same takes the hold time; both
+//!   figures are printed.
+//!
+//! Root and etcd needed. One scenario at a time (a lock), as in tests/cluster.rs.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strait_testbeds::cluster::probe::{self, ContinuousPing};
+use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
+
+/// How long sessions and routes may take to come up after a change.
+const CONVERGE: Duration = Duration::from_secs(30);
+const PING_INTERVAL: Duration = Duration::from_millis(20);
+/// Node lease TTL of the agents: long against BFD, so that a route removed while the
+/// record still exists was removed by BGP, not by the registry.
+const LEASE_TTL_SECS: u64 = 15;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn privileged(test: &str) -> bool {
+    strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match cond() {
+            Ok(()) => return,
+            Err(state) if Instant::now() > deadline => {
+                panic!("{what}: not so after {timeout:?}: {state}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn v4(c: &Container) -> IpAddr {
+    IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
+}
+
+/// Four hosts on one segment, h1 and h2 route reflectors of one cluster.
+fn four_hosts_two_rrs(bfd: bool) -> Cluster {
+    let mut opts = ClusterOpts::new(4, Fabric::Bgp);
+    opts.node_lease_ttl_secs = Some(LEASE_TTL_SECS);
+    if !bfd {
+        opts.agent_extra.push("--no-bgp-bfd".into());
+    }
+    for rr in [0, 1] {
+        opts.host_extra.push((
+            rr,
+            vec![
+                "--bgp-role".into(),
+                "rr".into(),
+                "--bgp-cluster-id".into(),
+                "10.0.0.250".into(),
+            ],
+        ));
+    }
+    Cluster::start(opts)
+}
+
+/// `netctl -o json bgp peers` on host `i`: (peer address, state, BFD state).
+fn bgp_peers(cluster: &Cluster, i: usize) -> Vec<(String, String, String)> {
+    let (_, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("netctl bgp peers on h{}: {e}: {out}", i + 1));
+    v.as_array()
+        .unwrap_or_else(|| panic!("netctl bgp peers: not a list: {out}"))
+        .iter()
+        .map(|p| {
+            (
+                p["address"].as_str().unwrap_or_default().to_string(),
+                p["state"].as_str().unwrap_or_default().to_string(),
+                p["bfd"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Host `i`'s BGP sessions are exactly to hosts `with`, all Established.
+fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
+    let mut want: Vec<String> = with
+        .iter()
+        .map(|&h| cluster.host(h).underlay_v4.to_string())
+        .collect();
+    want.sort();
+    wait_until(CONVERGE, &format!("h{} sessions", i + 1), || {
+        let peers = bgp_peers(cluster, i);
+        let mut got: Vec<String> = peers.iter().map(|p| p.0.clone()).collect();
+        got.sort();
+        let all_up = peers
+            .iter()
+            .all(|p| p.1.eq_ignore_ascii_case("established"));
+        if got == want && all_up {
+            Ok(())
+        } else {
+            Err(format!("want {want:?} established, have {peers:?}"))
+        }
+    });
+}
+
+/// Host `i`'s BFD session with host `peer` is Up.
+fn assert_bfd_up(cluster: &Cluster, i: usize, peer: usize) {
+    let addr = cluster.host(peer).underlay_v4.to_string();
+    wait_until(
+        CONVERGE,
+        &format!("h{} BFD with h{}", i + 1, peer + 1),
+        || {
+            let peers = bgp_peers(cluster, i);
+            if peers.iter().any(|p| p.0 == addr && p.2 == "Up") {
+                Ok(())
+            } else {
+                Err(format!("{peers:?}"))
+            }
+        },
+    );
+}
+
+/// Host `from` routes container `to`'s address straight to `to`'s host.
+fn assert_direct_route(cluster: &Cluster, from: usize, to: &Container) {
+    let gw = IpAddr::V4(cluster.host(to.host).underlay_v4);
+    wait_until(
+        CONVERGE,
+        &format!("h{} route to {}", from + 1, to.name),
+        || {
+            let routes = cluster.host(from).routes_to(v4(to));
+            if routes.iter().any(|r| r.gateway == Some(gw)) {
+                Ok(())
+            } else {
+                Err(format!("routes: {routes:?}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn bgp_four_hosts_two_route_reflectors() {
+    let _serial = serial();
+    if !privileged("bgp_four_hosts_two_route_reflectors") {
+        return;
+    }
+    let mut cluster = four_hosts_two_rrs(true);
+    let cs: Vec<_> = (0..4)
+        .map(|i| cluster.add_container(i, &format!("c{}", i + 1)))
+        .collect();
+
+    // RRs peer with everyone, clients with the two RRs only.
+    assert_sessions(&cluster, 0, &[1, 2, 3]);
+    assert_sessions(&cluster, 1, &[0, 2, 3]);
+    assert_sessions(&cluster, 2, &[0, 1]);
+    assert_sessions(&cluster, 3, &[0, 1]);
+
+    // Reflected routes keep the originating host as next hop.
+    for from in 0..4 {
+        for to in &cs {
+            if to.host != from {
+                assert_direct_route(&cluster, from, to);
+            }
+        }
+    }
+    for a in &cs {
+        for b in &cs {
+            if a.name != b.name {
+                probe::wait_ping(&a.ns, v4(b), CONVERGE)
+                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.name, b.name));
+            }
+        }
+    }
+    probe::tcp_echo(&cs[2].ns, &cs[3].ns, v4(&cs[3])).expect("TCP c3 -> c4");
+    if let (Some(_), Some(b6)) = (cs[2].v6, cs[3].v6) {
+        probe::wait_ping(&cs[2].ns, IpAddr::V6(b6), CONVERGE).expect("IPv6 c3 -> c4");
+    }
+
+    // One RR crashes under traffic between two clients: nothing lost.
+    let ping = ContinuousPing::start(&cs[2].ns, v4(&cs[3]), 150, PING_INTERVAL);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.kill_agent(0);
+    let stats = ping.finish().expect("continuous ping");
+    eprintln!("RR h1 killed under ping c3 -> c4: {stats:?}");
+    assert_eq!(stats.lost(), 0, "packets lost while RR h1 died: {stats:?}");
+    assert_direct_route(&cluster, 2, &cs[3]);
+    cluster.start_agent(0);
+    assert_sessions(&cluster, 2, &[0, 1]);
+
+    // h4 drops off the network: BFD takes its routes away while its record still
+    // exists.
+    // Both RRs must have seen BFD Up with h4 first (after h1's restart its BFD
+    // sessions take a moment): BFD only acts on Down after Up.
+    for rr in [0, 1] {
+        assert_bfd_up(&cluster, rr, 3);
+    }
+    let (elapsed, record_alive) = cut_and_time_withdrawal(&mut cluster, 3, &cs[3]);
+    eprintln!("h4 cut, BFD on: routes gone on h3 after {elapsed:?}");
+    assert!(
+        record_alive,
+        "h4's routes went only with its node record: BFD did not take them down"
+    );
+    // h3 is a client with no session to h4; the RRs are the ones that noticed.
+    let rr_view = bgp_peers(&cluster, 1);
+    let h4 = cluster.host(3).underlay_v4.to_string();
+    assert!(
+        rr_view
+            .iter()
+            .any(|p| p.0 == h4 && !p.1.eq_ignore_ascii_case("established")),
+        "RR h2 still shows h4 Established after the cut: {rr_view:?}"
+    );
+    cluster.reconnect_host(3);
+    assert_direct_route(&cluster, 2, &cs[3]);
+    probe::wait_ping(&cs[2].ns, v4(&cs[3]), CONVERGE).expect("c3 -> c4 after h4 is back");
+}
+
+/// Cut host `i` off and time until host 2 (a client) has no route to `c` any more.
+/// Also says whether `i`'s node record was still in the store at that moment.
+fn cut_and_time_withdrawal(cluster: &mut Cluster, i: usize, c: &Container) -> (Duration, bool) {
+    let observer = 2;
+    assert_direct_route(cluster, observer, c);
+    let node = cluster.host(i).name.clone();
+    let start = Instant::now();
+    cluster.cut_host(i);
+    wait_until(
+        Duration::from_secs(LEASE_TTL_SECS * 4),
+        &format!("routes to {} gone from h{}", c.name, observer + 1),
+        || {
+            let routes = cluster.host(observer).routes_to(v4(c));
+            if routes.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{routes:?}"))
+            }
+        },
+    );
+    let elapsed = start.elapsed();
+    let (_, nodes) = cluster.host(observer).netctl(&["-o", "json", "nodes"]);
+    let alive = nodes.contains(&format!("\"{node}\""));
+    (elapsed, alive)
+}
+
+/// The same cut without BFD: the routes stay until the hold timer (or the node lease)
+/// runs out. Printed beside the BFD figure of the other scenario; no time asserted.
+#[test]
+fn bgp_host_cut_without_bfd() {
+    let _serial = serial();
+    if !privileged("bgp_host_cut_without_bfd") {
+        return;
+    }
+    let mut cluster = four_hosts_two_rrs(false);
+    let cs: Vec<_> = (0..4)
+        .map(|i| cluster.add_container(i, &format!("c{}", i + 1)))
+        .collect();
+    assert_sessions(&cluster, 2, &[0, 1]);
+    let (elapsed, record_alive) = cut_and_time_withdrawal(&mut cluster, 3, &cs[3]);
+    eprintln!(
+        "h4 cut, BFD off: routes gone on h3 after {elapsed:?} (node record still there: \
+         {record_alive})"
+    );
+    let rr_view = bgp_peers(&cluster, 1);
+    let h4 = cluster.host(3).underlay_v4.to_string();
+    assert!(
+        rr_view
+            .iter()
+            .all(|p| p.0 != h4 || p.2.is_empty() || p.2.eq_ignore_ascii_case("off")),
+        "BFD state shown although BFD is off: {rr_view:?}"
+    );
+}
