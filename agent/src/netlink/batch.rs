@@ -23,6 +23,9 @@ const SEND_BYTES: usize = 64 * 1024;
 /// Requests per send: their acknowledgements (a few hundred bytes of buffer each)
 /// must all fit in the receive buffer, which is raised to [`RCVBUF`].
 const SEND_REQUESTS: usize = 1024;
+/// The same when the buffer cannot be raised (no CAP_NET_ADMIN): the default buffer
+/// (about 200 KiB) holds this many acknowledgements with room to spare.
+const SEND_REQUESTS_SMALL_BUFFER: usize = 64;
 const RCVBUF: libc::c_int = 8 * 1024 * 1024;
 const NLMSG_ERROR: u16 = 2;
 
@@ -52,19 +55,25 @@ impl Netlink {
             netns: self.netns.path().to_path_buf(),
             source,
         };
-        let fd = self
+        let socket = self
             .netns
             .run_async(open_socket)
             .await?
             .map_err(connect_err)?;
-        tokio::task::spawn_blocking(move || run(&fd, requests))
+        tokio::task::spawn_blocking(move || run(&socket, requests))
             .await
             .map_err(|e| connect_err(std::io::Error::other(e)))
     }
 }
 
+/// A netlink socket and how many requests one send may carry.
+struct BatchSocket {
+    fd: OwnedFd,
+    per_send: usize,
+}
+
 #[allow(unsafe_code)]
-fn open_socket() -> std::io::Result<OwnedFd> {
+fn open_socket() -> std::io::Result<BatchSocket> {
     // SAFETY: plain system calls on a descriptor this function owns from creation.
     unsafe {
         let fd = libc::socket(
@@ -79,18 +88,14 @@ fn open_socket() -> std::io::Result<OwnedFd> {
         let one: libc::c_int = 1;
         let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // Room for a whole send's acknowledgements; FORCE needs CAP_NET_ADMIN, which the
-        // agent has; without it the default buffer and smaller sends would still work
-        // up to ENOBUFS, which is then reported per request.
-        if libc::setsockopt(
+        // agent has; without it, smaller sends fit the default buffer.
+        let forced = libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
             (&RCVBUF as *const libc::c_int).cast(),
             int_len,
-        ) < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        ) == 0;
         // Error acknowledgements without a copy of the request.
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -99,11 +104,19 @@ fn open_socket() -> std::io::Result<OwnedFd> {
             (&one as *const libc::c_int).cast(),
             int_len,
         );
-        Ok(fd)
+        Ok(BatchSocket {
+            fd,
+            per_send: if forced {
+                SEND_REQUESTS
+            } else {
+                SEND_REQUESTS_SMALL_BUFFER
+            },
+        })
     }
 }
 
-fn run(fd: &OwnedFd, requests: Vec<BatchRequest>) -> Vec<Result<(), NetlinkError>> {
+fn run(socket: &BatchSocket, requests: Vec<BatchRequest>) -> Vec<Result<(), NetlinkError>> {
+    let fd = &socket.fd;
     let mut outcomes: Vec<Option<Result<(), NetlinkError>>> =
         (0..requests.len()).map(|_| None).collect();
     let mut buf = Vec::with_capacity(SEND_BYTES + 4096);
@@ -112,7 +125,7 @@ fn run(fd: &OwnedFd, requests: Vec<BatchRequest>) -> Vec<Result<(), NetlinkError
     while start < requests.len() {
         buf.clear();
         let mut end = start;
-        while end < requests.len() && end - start < SEND_REQUESTS && buf.len() < SEND_BYTES {
+        while end < requests.len() && end - start < socket.per_send && buf.len() < SEND_BYTES {
             let r = &requests[end];
             let mut m = NetlinkMessage::from(r.message.clone());
             m.header.flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
