@@ -70,8 +70,13 @@ async fn invalid_peer_lists_are_refused_whole() {
     assert!(speaker.set_peers(vec![a.clone(), a.clone()]).await.is_err());
     assert!(speaker.set_peers(vec![a.clone(), long_key]).await.is_err());
     assert!(speaker.peers().await.is_empty(), "nothing applied");
-    speaker.set_peers(vec![a]).await.unwrap();
+    speaker.set_peers(vec![a.clone()]).await.unwrap();
     assert_eq!(speaker.peers().await.len(), 1);
+    let mut renamed = a;
+    renamed.description = "renamed".into();
+    speaker.set_peers(vec![renamed]).await.unwrap();
+    let peers = speaker.peers().await;
+    assert_eq!(peers[0].description, "renamed");
     speaker.set_peers(vec![]).await.unwrap();
     assert!(speaker.peers().await.is_empty());
     speaker.shutdown().await;

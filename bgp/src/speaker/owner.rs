@@ -431,12 +431,23 @@ impl Owner {
     async fn set_peers(&mut self, specs: Vec<PeerSpec>) -> Result<(), SpeakerError> {
         Self::validate(&specs)?;
         let wanted: HashMap<IpAddr, PeerSpec> = specs.into_iter().map(|s| (s.address, s)).collect();
-        let stale: Vec<IpAddr> = self
-            .peers
-            .iter()
-            .filter(|(a, p)| wanted.get(a) != Some(&p.spec))
-            .map(|(a, _)| *a)
-            .collect();
+        // A new description is not worth a session reset; anything else is.
+        let same_session = |a: &PeerSpec, b: &PeerSpec| {
+            PeerSpec {
+                description: String::new(),
+                ..a.clone()
+            } == PeerSpec {
+                description: String::new(),
+                ..b.clone()
+            }
+        };
+        let mut stale = Vec::new();
+        for (addr, p) in self.peers.iter_mut() {
+            match wanted.get(addr) {
+                Some(w) if same_session(w, &p.spec) => p.spec.description = w.description.clone(),
+                _ => stale.push(*addr),
+            }
+        }
         for addr in stale {
             self.remove_peer(addr).await;
         }
