@@ -301,21 +301,27 @@ mod tests {
 
     #[test]
     fn parses_birdc_show_route_all() {
-        let text = "BIRD 2.0.12 ready.\nTable master4:\n\
-10.250.4.0/26        unicast [n0 23:01:44.803] * (100) [i]\n\
-\tvia 10.99.0.4 on eth0\n\
-\tType: BGP univ\n\
-\tBGP.origin: IGP\n\
-\tBGP.as_path: 4200000001 65001\n\
-\tBGP.next_hop: 10.99.0.4\n\
-\tBGP.local_pref: 100\n\
-\tBGP.originator_id: 10.99.0.9\n\
-\tBGP.cluster_list: 10.99.0.1 10.99.0.2\n\
-                     unicast [n1 23:01:45.000] (100) [i]\n\
-\tvia 10.99.0.5 on eth0\n\
-\tBGP.next_hop: 10.99.0.5\n\
-10.250.1.0/26        blackhole [s4 22:39:21.268] * (200)\n\
-\tType: static univ\n";
+        // A further path of the same prefix starts with spaces, attributes with a tab.
+        let text = [
+            "BIRD 2.0.12 ready.",
+            "Table master4:",
+            "10.250.4.0/26        unicast [n0 23:01:44.803] * (100) [i]",
+            "\tvia 10.99.0.4 on eth0",
+            "\tType: BGP univ",
+            "\tBGP.origin: IGP",
+            "\tBGP.as_path: 4200000001 65001",
+            "\tBGP.next_hop: 10.99.0.4",
+            "\tBGP.local_pref: 100",
+            "\tBGP.originator_id: 10.99.0.9",
+            "\tBGP.cluster_list: 10.99.0.1 10.99.0.2",
+            "                     unicast [n1 23:01:45.000] (100) [i]",
+            "\tvia 10.99.0.5 on eth0",
+            "\tBGP.next_hop: 10.99.0.5",
+            "10.250.1.0/26        blackhole [s4 22:39:21.268] * (200)",
+            "\tType: static univ",
+        ]
+        .join("\n");
+        let text = text.as_str();
         let r = parse_show_route_all(text);
         assert_eq!(r.len(), 3, "{r:?}");
         assert_eq!(r[0].prefix, "10.250.4.0/26".parse::<IpNet>().unwrap());
