@@ -27,6 +27,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # On a systemd host the BGP daemons' packages start them in the root namespace on
+  # install; the tests run their own inside namespaces. Stop and disable only the
+  # services of packages installed just now, never ones the machine already ran.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    for unit in bird:bird2 frr:frr gobgpd:gobgpd; do
+      case " ${missing[*]} " in
+        *" ${unit#*:} "*) systemctl disable --now "${unit%%:*}" >/dev/null 2>&1 || true ;;
+      esac
+    done
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
