@@ -129,6 +129,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     // The socket file goes with the agent; a CNI DEL now queues on disk.
     let _ = std::fs::remove_file(&cfg.socket);
+    // The state holds the BGP speaker, whose drop would send Cease to every peer and
+    // make them withdraw this node's routes. Never dropped, the process simply ends:
+    // the peers see the connections close without a NOTIFICATION and keep the routes
+    // for the graceful-restart time (RFC 4724), until the next agent is back.
+    std::mem::forget(state);
     Ok(())
 }
 
@@ -219,6 +224,7 @@ async fn start(
     let bgp = bgp.map(|own| {
         let mut bgp_cfg = BgpFabricConfig::new(&cfg.node_name, own, bgp_underlay);
         bgp_cfg.bfd = cfg.bgp.bfd;
+        bgp_cfg.node_mesh = cfg.bgp.node_mesh;
         bgp_cfg.graceful_restart = (cfg.bgp.graceful_restart_secs > 0)
             .then(|| Duration::from_secs(cfg.bgp.graceful_restart_secs));
         let bgp = BgpFabric::new(store.clone(), host.clone(), bgp_cfg);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use strait_testbeds::cluster::probe::wait_ping;
+use strait_testbeds::cluster::probe::{ContinuousPing, wait_ping};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric};
 use straitd::store::Store;
 
@@ -203,4 +203,40 @@ fn two_agents_peer_full_mesh_and_route_each_others_blocks() {
     assert!(ok && table.contains("*F"), "{table}");
     let (_, peers) = h1.netctl(&["bgp", "peers"]);
     eprintln!("h1: netctl bgp peers\n{peers}\nh1: netctl bgp rib\n{table}");
+}
+
+/// A restarted agent adopts its routes and its peer keeps this node's (graceful
+/// restart: the old agent sends no Cease): traffic between the hosts' containers goes
+/// on through the restart, both ways.
+#[test]
+fn an_agent_restart_loses_no_packet() {
+    let name = "an_agent_restart_loses_no_packet";
+    if !strait_testbeds::require_root(name) || !strait_testbeds::etcd::require_etcd(name) {
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterOpts::new(2, Fabric::Bgp));
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let (a_v4, b_v4) = (a.ips()[0], b.ips()[0]);
+    wait_ping(&a.ns, b_v4, Duration::from_secs(60)).expect("a → b before the restart");
+    wait_ping(&b.ns, a_v4, Duration::from_secs(20)).expect("b → a before the restart");
+    // 6 s of 50 pps each way, the restart in the middle.
+    let there = ContinuousPing::start(&a.ns, b_v4, 300, Duration::from_millis(20));
+    let back = ContinuousPing::start(&b.ns, a_v4, 300, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart_agent(0);
+    let (there, back) = (there.finish().expect("ping"), back.finish().expect("ping"));
+    assert_eq!(
+        (there.lost(), back.lost()),
+        (0, 0),
+        "a → b {there:?}, b → a {back:?}"
+    );
+    eventually(
+        "the restarted agent's session is back",
+        Duration::from_secs(60),
+        || {
+            let (ok, out) = cluster.host(0).netctl(&["bgp", "peers"]);
+            if ok { Ok(()) } else { Err(out) }
+        },
+    );
 }
