@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use strait_api::{
@@ -139,6 +139,11 @@ pub fn router(state: Shared) -> Router {
         .route(paths::ROUTES, get(routes))
         .route(paths::BGP_PEERS, get(bgp_peers))
         .route(paths::BGP_RIB, get(bgp_rib))
+        .route(paths::BGP_EXTERNAL_PEERS, get(bgp_external_peers))
+        .route(
+            &paths::bgp_external_peer("{name}"),
+            put(bgp_put_external_peer).delete(bgp_delete_external_peer),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -463,6 +468,116 @@ async fn bgp_rib(State(s): State<Shared>, Query(q): Query<RibQuery>) -> Response
     }
 }
 
+// ===== external BGP peers (`bgp/peers/<name>` in the cluster store) =====
+//
+// Written to the store, not to a speaker: every agent serves them whatever its fabric,
+// and each BGP node's peering loop picks them up from its watch.
+
+/// The cluster store, once start-up has opened it.
+fn cluster_store(s: &AppState) -> Result<&Arc<dyn crate::store::Store>, ApiError> {
+    s.registry.get().map(|r| r.store()).ok_or_else(|| {
+        ApiError::new(
+            code::TRY_AGAIN_LATER,
+            format!("agent is starting: {}", s.phase()),
+        )
+    })
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    let code = match e {
+        crate::store::StoreError::Unavailable(_) => code::STORE_UNAVAILABLE,
+        _ => code::INTERNAL,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn external_peer_key(name: &str) -> String {
+    format!("{}{name}", crate::fabric::bgp::peers_prefix())
+}
+
+/// Every external peer in the store (`netctl bgp peer list`); the MD5 keys are not
+/// shown, only whether one is set. An unreadable value is skipped (the fabric ignores
+/// it too).
+async fn bgp_external_peers(State(s): State<Shared>) -> Response {
+    let res = async {
+        let store = cluster_store(&s)?;
+        let prefix = crate::fabric::bgp::peers_prefix();
+        let range = store.range(&prefix).await.map_err(store_error)?;
+        let rows: Vec<strait_api::bgp::ExternalPeerEntry> = range
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let name = kv.key.strip_prefix(&prefix)?;
+                let peer: strait_api::bgp::ExternalPeer = serde_json::from_slice(&kv.value).ok()?;
+                Some(strait_api::bgp::ExternalPeerEntry::new(name, &peer))
+            })
+            .collect();
+        Ok::<_, ApiError>(rows)
+    }
+    .await;
+    match res {
+        Ok(rows) => json(&rows),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Adds or replaces one external peer. Validated first: a bad one is refused (400)
+/// and nothing is written.
+async fn bgp_put_external_peer(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let res = async {
+        let peer: strait_api::bgp::ExternalPeer = decode(&body)?;
+        peer.validate(&name)
+            .map_err(|e| ApiError::new(code::INVALID_CONFIG, e))?;
+        let store = cluster_store(&s)?;
+        let value = serde_json::to_vec(&peer)
+            .map_err(|e| ApiError::new(code::INTERNAL, format!("encoding peer: {e}")))?;
+        store
+            .put(&external_peer_key(&name), value, None)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(peer = %name, address = %peer.address, asn = peer.asn, "external BGP peer set");
+        Ok::<_, ApiError>(strait_api::bgp::ExternalPeerEntry::new(name.clone(), &peer))
+    }
+    .await;
+    match res {
+        Ok(entry) => json(&entry),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Removes one external peer; 404 when there is none of that name.
+async fn bgp_delete_external_peer(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let res = async {
+        strait_api::bgp::validate_name("peer name", &name)
+            .map_err(|e| ApiError::new(code::INVALID_CONFIG, e))?;
+        let store = cluster_store(&s)?;
+        let existed = store
+            .delete(&external_peer_key(&name))
+            .await
+            .map_err(store_error)?;
+        if !existed {
+            return Err(ApiError::new(
+                code::NOT_CONFIGURED,
+                format!("no external BGP peer named {name:?}"),
+            ));
+        }
+        tracing::info!(peer = %name, "external BGP peer removed");
+        Ok(serde_json::json!({}))
+    }
+    .await;
+    match res {
+        Ok(v) => json(&v),
+        Err(e) => error_response(e),
+    }
+}
+
 async fn metrics(State(s): State<Shared>) -> Response {
     if let Some(a) = s.attacher.get() {
         if let Ok(eps) = a.endpoints().await {
@@ -492,4 +607,43 @@ async fn metrics(State(s): State<Shared>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_api::FabricMode;
+
+    fn state(fabric_mode: FabricMode) -> AppState {
+        AppState {
+            attacher: Default::default(),
+            registry: Default::default(),
+            fabric: Default::default(),
+            fabric_mode,
+            bgp: Default::default(),
+            phase: std::sync::Mutex::new("registering the node".into()),
+            metrics: Arc::new(Metrics::new()),
+            started: Instant::now(),
+            node: "n1".into(),
+            store_description: "embedded:/tmp/x".into(),
+            state_dir: "/tmp".into(),
+            pools: vec![],
+        }
+    }
+
+    #[test]
+    fn bgp_paths_say_why_there_is_no_speaker() {
+        let e = bgp_handle(&state(FabricMode::Vxlan))
+            .err()
+            .expect("not bgp");
+        assert_eq!(e.code, code::NOT_CONFIGURED);
+        assert!(e.message.contains("fabric vxlan, not bgp"), "{e}");
+        assert_eq!(error_response(e).status(), StatusCode::NOT_FOUND);
+        let e = bgp_handle(&state(FabricMode::Bgp))
+            .err()
+            .expect("not started");
+        assert_eq!(e.code, code::TRY_AGAIN_LATER);
+        assert!(e.message.contains("registering the node"), "{e}");
+        assert_eq!(error_response(e).status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }
