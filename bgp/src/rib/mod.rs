@@ -193,6 +193,17 @@ pub struct Rib {
     loc: HashMap<IpNet, Dest>,
 }
 
+/// Push without the growth policy's spare room while short: a destination mostly has
+/// one or two paths and Adj-RIB-Out entries, and a `Vec`'s first allocation holds four —
+/// at 100 000 prefixes that unused room was most of the RIB's memory. Longer ones (an
+/// RR's Adj-RIB-Outs) grow as usual, so pushes stay amortised O(1).
+fn push_exact<T>(v: &mut Vec<T>, item: T) {
+    if v.len() == v.capacity() && v.len() < 4 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
+}
+
 fn family_of(p: &IpNet) -> Family {
     match p {
         IpNet::V4(_) => Family::Ipv4Unicast,
@@ -358,7 +369,7 @@ impl Rib {
                 };
                 match dest.paths.iter_mut().find(|p| p.peer == peer) {
                     Some(p) => *p = path,
-                    None => dest.paths.push(path),
+                    None => push_exact(&mut dest.paths, path),
                 }
             }
             None => {
@@ -379,7 +390,7 @@ impl Rib {
             return;
         };
         let ranked = decision::rank(&dest.paths);
-        let mut fib: Vec<NextHop> = Vec::new();
+        let mut fib: Vec<NextHop> = Vec::with_capacity(ranked.len().min(self.cfg.multipath));
         // A prefix we originate is ours: the FIB gets nothing from BGP for it (the
         // agent routes its own blocks), so a peer's route for it is removed too.
         let local_best = ranked.first().is_some_and(|&i| dest.paths[i].is_local());
@@ -457,7 +468,7 @@ impl Rib {
             match (&wanted, at) {
                 (Some(w), Some(i)) => dest.out[i].1 = Arc::clone(w),
                 (Some(w), None) => {
-                    dest.out.push((dst_state.slot, Arc::clone(w)));
+                    push_exact(&mut dest.out, (dst_state.slot, Arc::clone(w)));
                     dst_state.adj_out_len += 1;
                 }
                 (None, Some(i)) => {
@@ -573,7 +584,7 @@ impl Rib {
         let dest = self.loc.entry(prefix).or_default();
         match dest.paths.iter_mut().find(|p| p.is_local()) {
             Some(p) => *p = path,
-            None => dest.paths.push(path),
+            None => push_exact(&mut dest.paths, path),
         }
         let mut changes = Changes::default();
         self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
