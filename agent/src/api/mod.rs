@@ -401,7 +401,15 @@ async fn nodes(State(s): State<Shared>) -> Response {
 /// changes nothing.
 async fn routes(State(s): State<Shared>) -> Response {
     match s.fabric.get() {
-        Some(f) => json(&f.report().await),
+        Some(f) => {
+            let mut report = f.report().await;
+            // In bgp mode the routes to other nodes come from the speaker; what keeps
+            // a node from having a session is a warning of the same kind.
+            if let Some(bgp) = s.bgp.get() {
+                report.warnings.extend(bgp.warnings());
+            }
+            json(&report)
+        }
         None => error_response(ApiError::new(
             code::TRY_AGAIN_LATER,
             format!("agent is starting: {}", s.phase()),
