@@ -159,3 +159,71 @@ fn a_restarting_peer_that_does_not_come_back_loses_its_routes_at_its_restart_tim
         assert!(hub.speaker().rib(Some(prefix)).await.is_empty());
     });
 }
+
+#[test]
+fn a_speaker_stopped_for_restart_keeps_its_routes_at_its_peers() {
+    if !strait_testbeds::require_root("speaker_gr") {
+        return;
+    }
+    let star = Star::new(1);
+    let mut hub = SpeakerNode::start(
+        &star.hub,
+        SpeakerConfig::new(ASN, Ipv4Addr::new(10, 0, 0, 254)),
+    );
+    let mut leaf = SpeakerNode::start(&star.leaves[0], leaf_config());
+    let prefixes = [net("10.244.1.0/26"), net("fd00:244:1::/64")];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = rt.block_on(async {
+        hub.speaker()
+            .set_peers(vec![PeerSpec::new(Star::leaf_v4(1), ASN)])
+            .await
+            .unwrap();
+        start_leaf(&leaf, prefixes.to_vec()).await;
+        let ok = hub
+            .wait_fib(LIMIT, |v| prefixes.iter().all(|p| v.routes.contains_key(p)))
+            .await;
+        assert!(ok, "hub's FIB: {:?}", hub.view.routes);
+        let seen = hub.view.history.len();
+        leaf.speaker.take().unwrap().shutdown_for_restart().await;
+        let peers = hub.wait_peers(LIMIT, |p| p[0].last_error.is_some()).await;
+        assert_eq!(
+            peers[0].last_error.as_deref(),
+            Some("connection lost"),
+            "no NOTIFICATION: {peers:?}"
+        );
+        for p in prefixes {
+            let e = hub.speaker().rib(Some(p)).await;
+            assert!(e.len() == 1 && e[0].paths[0].stale, "{p}: {e:?}");
+        }
+        seen
+    });
+    drop(leaf);
+    let leaf = SpeakerNode::start(&star.leaves[0], leaf_config());
+    rt.block_on(async {
+        start_leaf(&leaf, prefixes.to_vec()).await;
+        for p in prefixes {
+            let mut fresh = false;
+            for _ in 0..600 {
+                let e = hub.speaker().rib(Some(p)).await;
+                if e.len() == 1 && !e[0].paths[0].stale {
+                    fresh = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(fresh, "{p} re-announced");
+        }
+        // Drain what the FIB stream has: nothing was ever withdrawn.
+        hub.wait_fib(Duration::from_millis(500), |_| false).await;
+        let since = &hub.view.history[seen..];
+        assert!(
+            since.iter().all(|c| !c.next_hops.is_empty()),
+            "withdrawn during the restart: {since:?}"
+        );
+        assert!(prefixes.iter().all(|p| hub.view.routes.contains_key(p)));
+    });
+    drop(leaf);
+}

@@ -16,7 +16,10 @@
 //!   routes, stale, until its End-of-RIB per family or its announced restart time. We
 //!   send End-of-RIB after our table to peers that announced the capability; a
 //!   restarting speaker should call [`Speaker::set_originated`] before
-//!   [`Speaker::set_peers`] so End-of-RIB follows its routes.
+//!   [`Speaker::set_peers`] so End-of-RIB follows its routes. To restart, stop with
+//!   [`Speaker::shutdown_for_restart`] (connections closed without NOTIFICATION) so
+//!   peers keep our routes meanwhile; [`Speaker::shutdown`]'s Cease makes them drop
+//!   them.
 //! - BFD (RFC 5882): with [`PeerSpec::bfd`], a BFD session runs from the BGP session's
 //!   local address while the session is Established. BFD going Down after it was Up
 //!   resets the BGP session at once and its routes are withdrawn (not kept as stale:
@@ -144,8 +147,23 @@ impl Speaker {
 
     /// Cease to every established peer, stop BFD, end the task. Routes in the kernel
     /// are the FIB sync's and stay.
-    pub async fn shutdown(mut self) {
-        let _ = self.ask(Request::Shutdown).await;
+    pub async fn shutdown(self) {
+        self.stop(false).await
+    }
+
+    /// End for a restart: every connection is closed without a NOTIFICATION (BFD
+    /// sessions end with AdminDown), so peers that negotiated graceful restart keep our
+    /// routes for our restart time (RFC 4724 §4.2) and traffic keeps flowing until the
+    /// next speaker sends End-of-RIB. Peers without it drop our routes as on
+    /// [`Speaker::shutdown`].
+    pub async fn shutdown_for_restart(self) {
+        self.stop(true).await
+    }
+
+    async fn stop(mut self, graceful: bool) {
+        let _ = self
+            .ask(|reply| Request::Shutdown { graceful, reply })
+            .await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -155,8 +173,11 @@ impl Speaker {
 impl Drop for Speaker {
     fn drop(&mut self) {
         if self.task.is_some() {
-            let (tx, _) = oneshot::channel();
-            let _ = self.requests.send(Request::Shutdown(tx));
+            let (reply, _) = oneshot::channel();
+            let _ = self.requests.send(Request::Shutdown {
+                graceful: false,
+                reply,
+            });
         }
     }
 }

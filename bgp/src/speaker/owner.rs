@@ -49,7 +49,11 @@ pub(super) enum Request {
     SetOriginated(Vec<IpNet>, oneshot::Sender<()>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Rib(Option<IpNet>, oneshot::Sender<Vec<RibEntry>>),
-    Shutdown(oneshot::Sender<()>),
+    /// `graceful`: close the connections without a NOTIFICATION.
+    Shutdown {
+        graceful: bool,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 enum Input {
@@ -218,13 +222,13 @@ impl Owner {
             let fib_ready = !self.fib_pending.is_empty() || self.converge == Converge::Due;
             tokio::select! {
                 r = requests.recv() => match r {
-                    Some(Request::Shutdown(reply)) => {
-                        self.shutdown().await;
+                    Some(Request::Shutdown { graceful, reply }) => {
+                        self.shutdown(graceful).await;
                         let _ = reply.send(());
                         return;
                     }
                     None => {
-                        self.shutdown().await;
+                        self.shutdown(false).await;
                         return;
                     }
                     Some(r) => self.request(r).await,
@@ -281,7 +285,7 @@ impl Owner {
             Request::Rib(prefix, reply) => {
                 let _ = reply.send(rib_entries(&self.rib, prefix));
             }
-            Request::Shutdown(_) => unreachable!("handled by run"),
+            Request::Shutdown { .. } => unreachable!("handled by run"),
         }
     }
 
@@ -909,17 +913,25 @@ impl Owner {
         out
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, graceful: bool) {
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
         let mut states: Vec<watch::Receiver<State>> = Vec::new();
         for addr in addrs {
             if let Some(mut p) = self.peers.remove(&addr) {
                 states.push(p.session.watch_state());
+                if graceful {
+                    // Dropped as if lost: no NOTIFICATION, so a peer that negotiated
+                    // graceful restart keeps our routes (RFC 4724 §4.2). The reset
+                    // leaves the session Idle, where the stop sends nothing.
+                    p.session.reset(None);
+                }
                 p.session.stop();
                 self.unregister(addr);
                 self.stop_bfd(addr, &mut p).await;
             }
         }
+        // BFD was removed with AdminDown, which peers do not take as a failure (RFC 5882
+        // §3.2), so it does not undo a graceful shutdown.
         // The sessions send their Cease on their own tasks; wait for them to get there
         // so a runtime shut down right after does not swallow it.
         let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
