@@ -111,6 +111,13 @@ pub struct Flags {
     /// No BFD on node-to-node sessions.
     #[arg(long, overrides_with = "bgp_bfd")]
     pub no_bgp_bfd: bool,
+    /// Sessions between all nodes when no node is a route reflector (the default).
+    #[arg(long, overrides_with = "no_bgp_node_mesh")]
+    pub bgp_node_mesh: bool,
+    /// No node-to-node mesh: nodes peer only with external peers (a ToR) and, where
+    /// there are any, with route reflectors.
+    #[arg(long, overrides_with = "bgp_node_mesh")]
+    pub no_bgp_node_mesh: bool,
     /// Graceful-restart time announced (RFC 4724), seconds; 0 turns it off. Default 120.
     #[arg(long)]
     pub bgp_graceful_restart_secs: Option<u64>,
@@ -152,6 +159,7 @@ pub struct FileConfig {
     pub bgp_router_id: Option<IpAddr>,
     pub bgp_port: Option<u16>,
     pub bgp_bfd: Option<bool>,
+    pub bgp_node_mesh: Option<bool>,
     pub bgp_graceful_restart_secs: Option<u64>,
 }
 
@@ -647,7 +655,7 @@ mod tests {
                block_reclaim_grace_secs = 60"#,
         )
         .unwrap();
-        let cfg = AgentConfig::merge(flags(&["--node-name", "n1"]), file.clone()).unwrap();
+        let cfg = AgentConfig::merge(flags(&base()), file.clone()).unwrap();
         assert_eq!(cfg.etcd_endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(cfg.fabric, FabricMode::HostGw);
         assert_eq!(cfg.underlay_iface.as_deref(), Some("eth0"));
@@ -768,6 +776,21 @@ mod tests {
         let cfg = AgentConfig::merge(flags(&["--node-name", "n1", "--bgp-bfd"]), file).unwrap();
         assert!(cfg.bgp.bfd, "--bgp-bfd wins over bgp_bfd = false");
         assert!(!with(&["--no-bgp-bfd"]).unwrap().bgp.bfd);
+    }
+
+    #[test]
+    fn the_node_mesh_is_on_unless_turned_off() {
+        assert!(with(&["--fabric", "bgp"]).unwrap().bgp.node_mesh);
+        assert!(!with(&["--no-bgp-node-mesh"]).unwrap().bgp.node_mesh);
+        let file: FileConfig = toml::from_str("bgp_node_mesh = false").unwrap();
+        let cfg = AgentConfig::merge(flags(&base()), file.clone()).unwrap();
+        assert!(!cfg.bgp.node_mesh);
+        let cfg =
+            AgentConfig::merge(flags(&[base(), vec!["--bgp-node-mesh"]].concat()), file).unwrap();
+        assert!(
+            cfg.bgp.node_mesh,
+            "--bgp-node-mesh wins over bgp_node_mesh = false"
+        );
     }
 
     #[test]

@@ -110,6 +110,30 @@ impl Client {
         }
     }
 
+    /// The external peers in the store ([`crate::paths::BGP_EXTERNAL_PEERS`]).
+    pub fn bgp_external_peers(&self) -> Result<Vec<crate::bgp::ExternalPeerEntry>, ClientError> {
+        self.get(crate::paths::BGP_EXTERNAL_PEERS)
+    }
+
+    /// Adds external peer `name`, or replaces it. The agent validates it first
+    /// ([`crate::bgp::ExternalPeer::validate`]): a bad one is refused and nothing written.
+    pub fn bgp_put_external_peer(
+        &self,
+        name: &str,
+        peer: &crate::bgp::ExternalPeer,
+    ) -> Result<crate::bgp::ExternalPeerEntry, ClientError> {
+        let req = serde_json::to_vec(peer)
+            .map_err(|e| ClientError::BadResponse(format!("encoding request: {e}")))?;
+        let body = self.request("PUT", &crate::paths::bgp_external_peer(name), Some(&req))?;
+        decode(&body)
+    }
+
+    /// Removes external peer `name`; the agent answers 404 (code 107) when there is none.
+    pub fn bgp_delete_external_peer(&self, name: &str) -> Result<(), ClientError> {
+        self.request("DELETE", &crate::paths::bgp_external_peer(name), None)?;
+        Ok(())
+    }
+
     /// Send one request; return the body of a 2xx answer, or the agent's [`ApiError`].
     pub fn request(
         &self,

@@ -44,6 +44,14 @@ pub mod paths {
     pub const NODES: &str = "/v1/nodes";
     pub const ROUTES: &str = "/v1/routes";
     pub const BGP_PEERS: &str = "/v1/bgp/peers";
+    /// The external peers in the store (`bgp/peers/`): GET lists them, and
+    /// `PUT`/`DELETE` [`bgp_external_peer`]`(name)` adds or replaces and removes one.
+    pub const BGP_EXTERNAL_PEERS: &str = "/v1/bgp/peers/external";
+
+    /// The path of one external peer.
+    pub fn bgp_external_peer(name: &str) -> String {
+        format!("{BGP_EXTERNAL_PEERS}/{name}")
+    }
     /// `?prefix=<cidr>` narrows it to one prefix.
     pub const BGP_RIB: &str = "/v1/bgp/rib";
 }

@@ -1,7 +1,9 @@
-//! `netctl bgp`: the BGP fabric's sessions and Loc-RIB, as the agent's speaker has them
-//! (docs/bgp.md "netctl").
+//! `netctl bgp`: the BGP fabric's sessions and Loc-RIB, as the agent's speaker has them,
+//! and the external peers in the store (`netctl bgp peer`; docs/bgp.md "netctl").
 
-use strait_api::bgp::{BgpPeerStatus, BgpRibEntry};
+use std::path::Path;
+
+use strait_api::bgp::{BgpPeerStatus, BgpRibEntry, ExternalPeerEntry};
 
 use crate::table::Table;
 
@@ -120,6 +122,34 @@ pub fn render_rib(rib: &[BgpRibEntry]) -> String {
     out
 }
 
+/// The TCP MD5 key from `path`: its bytes, one trailing newline dropped (`echo` adds
+/// one).
+pub fn read_md5_key(path: &Path) -> anyhow::Result<String> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading the MD5 key file {}: {e}", path.display()))?;
+    let key = raw
+        .strip_suffix("\r\n")
+        .or_else(|| raw.strip_suffix('\n'))
+        .unwrap_or(&raw);
+    Ok(key.to_string())
+}
+
+pub fn render_external_peers(peers: &[ExternalPeerEntry]) -> String {
+    let mut t = Table::new(["NAME", "ADDRESS", "AS", "NODE", "PORT", "BFD", "MD5"]);
+    for p in peers {
+        t.row([
+            &p.name,
+            &p.address.to_string(),
+            &p.asn.to_string(),
+            p.node.as_deref().unwrap_or("(all)"),
+            &p.port.to_string(),
+            if p.bfd { "yes" } else { "no" },
+            if p.md5 { "yes" } else { "no" },
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +180,42 @@ mod tests {
         let text = render_peers(&[peer("Established"), peer("Active")]);
         assert!(text.contains("1h2m"), "{text}");
         assert!(text.contains("1 of 2 peers not Established"), "{text}");
+    }
+
+    #[test]
+    fn external_peers_show_their_node_or_all() {
+        let entry = |name: &str, node: Option<&str>| ExternalPeerEntry {
+            name: name.into(),
+            address: "10.0.0.253".parse().expect("ip"),
+            asn: 65000,
+            node: node.map(String::from),
+            port: 179,
+            bfd: false,
+            md5: true,
+        };
+        let text = render_external_peers(&[entry("core", None), entry("tor-a", Some("h1"))]);
+        let lines: Vec<_> = text.lines().collect();
+        assert!(
+            lines[1].contains("core") && lines[1].contains("(all)"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("tor-a") && lines[2].contains("h1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_md5_key_file_loses_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("netctl-md5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("key");
+        std::fs::write(&f, "s3cret\n").expect("write");
+        assert_eq!(read_md5_key(&f).expect("key"), "s3cret");
+        std::fs::write(&f, "with space \n\n").expect("write");
+        assert_eq!(read_md5_key(&f).expect("key"), "with space \n");
+        assert!(read_md5_key(&dir.join("absent")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

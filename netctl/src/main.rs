@@ -72,6 +72,42 @@ enum BgpCmd {
         /// Only this prefix (e.g. 10.244.1.0/26).
         prefix: Option<ipnet::IpNet>,
     },
+    /// External peers (a ToR, a BIRD/FRR router) in the cluster store.
+    Peer {
+        #[command(subcommand)]
+        cmd: PeerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// Add an external peer, or replace the one of that name.
+    Add {
+        /// The peer's name (letters, digits, '-', '_', '.').
+        name: String,
+        /// The peer's address.
+        #[arg(long)]
+        address: std::net::IpAddr,
+        /// The peer's AS.
+        #[arg(long)]
+        asn: u32,
+        /// Only this node peers with it (a ToR per rack); default every node.
+        #[arg(long)]
+        node: Option<String>,
+        /// The peer's TCP port.
+        #[arg(long, default_value_t = strait_api::bgp::DEFAULT_PORT)]
+        port: u16,
+        /// File holding the TCP MD5 key (RFC 2385); one trailing newline is dropped.
+        #[arg(long)]
+        md5_key_file: Option<PathBuf>,
+        /// BFD on the session.
+        #[arg(long)]
+        bfd: bool,
+    },
+    /// Remove an external peer: its sessions go down and its routes leave.
+    Remove { name: String },
+    /// The external peers (MD5 keys are not shown).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 emit(out, &rib, || bgp::render_rib(&rib))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BgpCmd::Peer { cmd } => peer_cmd(&client, out, cmd),
         },
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
@@ -200,6 +237,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
     }
+}
+
+fn peer_cmd(client: &Client, out: Output, cmd: PeerCmd) -> Result<ExitCode> {
+    match cmd {
+        PeerCmd::Add {
+            name,
+            address,
+            asn,
+            node,
+            port,
+            md5_key_file,
+            bfd,
+        } => {
+            let md5_key = match md5_key_file {
+                None => None,
+                Some(f) => Some(bgp::read_md5_key(&f)?),
+            };
+            let peer = strait_api::bgp::ExternalPeer {
+                address,
+                asn,
+                node,
+                md5_key,
+                bfd,
+                port,
+            };
+            // Checked here too, so a bad name never reaches the request line.
+            peer.validate(&name).map_err(anyhow::Error::msg)?;
+            let entry = client.bgp_put_external_peer(&name, &peer)?;
+            emit(out, &entry, || {
+                bgp::render_external_peers(std::slice::from_ref(&entry))
+            })?;
+        }
+        PeerCmd::Remove { name } => {
+            strait_api::bgp::validate_name("peer name", &name).map_err(anyhow::Error::msg)?;
+            client.bgp_delete_external_peer(&name)?;
+            if out == Output::Table {
+                println!("external peer {name} removed");
+            } else {
+                println!("{{}}");
+            }
+        }
+        PeerCmd::List => {
+            let peers = client.bgp_external_peers()?;
+            emit(out, &peers, || bgp::render_external_peers(&peers))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn emit<T: serde::Serialize>(out: Output, v: &T, table: impl FnOnce() -> String) -> Result<()> {

@@ -25,6 +25,8 @@ pub struct BgpSettings {
     pub router_id: Option<Ipv4Addr>,
     pub port: u16,
     pub bfd: bool,
+    /// Node-to-node mesh when there is no route reflector (`--no-bgp-node-mesh`: off).
+    pub node_mesh: bool,
     /// 0: no graceful restart.
     pub graceful_restart_secs: u64,
 }
@@ -38,6 +40,7 @@ impl Default for BgpSettings {
             router_id: None,
             port: DEFAULT_PORT,
             bfd: true,
+            node_mesh: true,
             graceful_restart_secs: DEFAULT_GRACEFUL_RESTART_SECS,
         }
     }
@@ -90,6 +93,13 @@ impl BgpSettings {
         } else {
             file.bgp_bfd.unwrap_or(true)
         };
+        let node_mesh = if flags.no_bgp_node_mesh {
+            false
+        } else if flags.bgp_node_mesh {
+            true
+        } else {
+            file.bgp_node_mesh.unwrap_or(true)
+        };
         let graceful_restart_secs = flags
             .bgp_graceful_restart_secs
             .or(file.bgp_graceful_restart_secs)
@@ -107,6 +117,7 @@ impl BgpSettings {
             router_id,
             port,
             bfd,
+            node_mesh,
             graceful_restart_secs,
         })
     }

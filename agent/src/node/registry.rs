@@ -85,6 +85,12 @@ impl Registry {
         &self.node
     }
 
+    /// The cluster store the record lives in (the API's writes of cluster-wide
+    /// settings, such as `bgp/peers/`, go to the same store).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The record as this agent means it (written or about to be).
     pub async fn record(&self) -> NodeRecord {
         self.state.lock().await.record.clone()

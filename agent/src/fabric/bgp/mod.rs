@@ -68,6 +68,8 @@ pub struct BgpFabricConfig {
     pub underlay: Underlay,
     /// BFD on node-to-node sessions.
     pub bfd: bool,
+    /// Full mesh among nodes when there is no route reflector (`--bgp-node-mesh`).
+    pub node_mesh: bool,
     /// Restart time announced (RFC 4724); `None`: no graceful restart.
     pub graceful_restart: Option<Duration>,
     /// How often FIB sync compares with the kernel and repairs it (default 30 s).
@@ -83,6 +85,7 @@ impl BgpFabricConfig {
             own,
             underlay,
             bfd: true,
+            node_mesh: true,
             graceful_restart: Some(Duration::from_secs(120)),
             resync: Duration::from_secs(30),
             debounce: Duration::from_millis(75),
@@ -396,6 +399,7 @@ impl BgpFabric {
             own: &self.cfg.own,
             underlay: &self.cfg.underlay,
             bfd: self.cfg.bfd,
+            node_mesh: self.cfg.node_mesh,
             nodes: &inputs.view.nodes,
             external: &inputs.external,
         });

@@ -3,7 +3,9 @@
 //! given the whole list ([`strait_bgp::speaker::Speaker::set_peers`] adds, removes and
 //! restarts sessions to match).
 //!
-//! * No node is a route reflector: full mesh among the nodes running the bgp fabric.
+//! * No node is a route reflector: full mesh among the nodes running the bgp fabric,
+//!   unless the mesh is off (`--no-bgp-node-mesh`, Calico's nodeToNodeMeshEnabled):
+//!   then no node sessions at all, only external peers (a ToR per rack).
 //! * Some are: a client peers with every RR; an RR peers with every client (marked
 //!   `rr_client`) and with the other RRs as ordinary iBGP peers.
 //! * External peers (`bgp/peers/<name>`): every node peers with those without `node`;
@@ -47,6 +49,9 @@ pub struct PeeringInput<'a> {
     pub underlay: &'a Underlay,
     /// BFD on node-to-node sessions (`--bgp-bfd`).
     pub bfd: bool,
+    /// Full mesh when no node is a route reflector (`--bgp-node-mesh`). Route
+    /// reflector sessions do not depend on it.
+    pub node_mesh: bool,
     pub nodes: &'a BTreeMap<String, NodeRecord>,
     pub external: &'a BTreeMap<String, ExternalPeer>,
 }
@@ -73,6 +78,7 @@ pub fn peers(input: &PeeringInput<'_>) -> (Vec<Peer>, Vec<Warning>) {
         input.own.role == BgpRole::Rr || others.iter().any(|(_, _, b)| b.role == BgpRole::Rr);
     for (name, record, bgp) in others {
         let kind = match (any_rr, input.own.role, bgp.role) {
+            (false, _, _) if !input.node_mesh => continue,
             (false, _, _) => PeerKind::Node,
             (true, BgpRole::Client, BgpRole::Client) => continue,
             (true, BgpRole::Rr, BgpRole::Client) => PeerKind::RrClient,
@@ -219,6 +225,7 @@ mod tests {
             own: &own,
             underlay: &underlay(i),
             bfd: true,
+            node_mesh: true,
             nodes,
             external,
         })
@@ -335,6 +342,54 @@ mod tests {
         assert!(peers.is_empty(), "{peers:?}");
         let warned: Vec<_> = warnings.iter().filter_map(|w| w.node.as_deref()).collect();
         assert_eq!(warned, ["n3", "n4"]);
+    }
+
+    #[test]
+    fn without_the_node_mesh_only_external_peers_and_route_reflectors() {
+        let nodes = cluster(&[BgpRole::Client; 3]);
+        let tor = ExternalPeer {
+            address: "10.0.0.253".parse().expect("ip"),
+            asn: 65000,
+            node: Some("n1".into()),
+            md5_key: None,
+            bfd: false,
+            port: 179,
+        };
+        let external: BTreeMap<String, ExternalPeer> = [("tor-a".to_string(), tor)].into();
+        let no_mesh = |i: u8, nodes: &BTreeMap<String, NodeRecord>| {
+            let name = format!("n{i}");
+            let own = nodes[&name].bgp.clone().expect("bgp");
+            peers(&PeeringInput {
+                node: &name,
+                own: &own,
+                underlay: &underlay(i),
+                bfd: true,
+                node_mesh: false,
+                nodes,
+                external: &external,
+            })
+        };
+        let (peers, warnings) = no_mesh(1, &nodes);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            summary(&peers),
+            [("tor-a".into(), PeerKind::External, false)]
+        );
+        let (peers, _) = no_mesh(2, &nodes);
+        assert!(peers.is_empty(), "no ToR for n2, and no mesh: {peers:?}");
+        // With route reflectors the mesh is off anyway: RR sessions still run.
+        let rr = cluster(&[BgpRole::Rr, BgpRole::Client, BgpRole::Client]);
+        let (peers, _) = no_mesh(2, &rr);
+        assert_eq!(summary(&peers), [("n1".into(), PeerKind::Rr, false)]);
+        let (peers, _) = no_mesh(1, &rr);
+        assert_eq!(
+            summary(&peers),
+            [
+                ("n2".into(), PeerKind::RrClient, true),
+                ("n3".into(), PeerKind::RrClient, true),
+                ("tor-a".into(), PeerKind::External, false)
+            ]
+        );
     }
 
     #[test]
