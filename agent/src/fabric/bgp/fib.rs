@@ -98,6 +98,9 @@ impl FibTable {
     /// them (a route to an own block would shadow its blackhole).
     pub fn set_local(&mut self, local: impl IntoIterator<Item = IpNet>) -> Vec<FibOp> {
         self.local = local.into_iter().collect();
+        // A block that became this node's is not wanted from the RIB any more, also
+        // not by a later repair.
+        self.wanted.retain(|p, _| !self.local.contains(p));
         let mut ops: Vec<FibOp> = self
             .installed
             .keys()
@@ -484,6 +487,14 @@ mod tests {
         let (ops, _) = t.update(vec![change("10.244.9.0/26", vec![v4("10.0.0.2")])]);
         assert!(ops.is_empty(), "{ops:?}");
         assert_eq!(t.wanted_len(), 0);
+        // A learned block that becomes this node's: deleted, and a repair does not put
+        // it back.
+        let (ops, _) = t.update(vec![change("10.244.8.0/26", vec![v4("10.0.0.3")])]);
+        apply_all(&mut t, &ops);
+        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")]);
+        assert_eq!(ops, [FibOp::Delete(net("10.244.8.0/26"))]);
+        apply_all(&mut t, &ops);
+        assert!(t.resync(vec![]).is_empty());
     }
 
     #[test]
