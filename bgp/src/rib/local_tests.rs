@@ -188,3 +188,22 @@ fn a_peer_coming_up_gets_our_routes() {
             .is_empty()
     );
 }
+
+#[test]
+fn prefixes_originated_together_share_their_exported_attributes() {
+    let mut r = rib();
+    let attrs = Arc::new(Attrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED)));
+    let c = r.originate_all(&[net("10.244.1.0/26"), net("10.244.2.0/26")], &attrs);
+    let to: IpAddr = "10.2.0.1".parse().unwrap();
+    let sent: Vec<&Arc<Attrs>> = c
+        .out
+        .iter()
+        .filter(|o| o.peer == to)
+        .filter_map(|o| o.attrs.as_ref())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        Arc::ptr_eq(sent[0], sent[1]),
+        "one UPDATE's worth of attributes"
+    );
+}

@@ -572,22 +572,31 @@ impl Rib {
     /// is rewritten per peer to our address on that session). It is preferred over
     /// every learned route for the prefix and never reaches the FIB. Replaces an
     /// earlier origination of the same prefix.
-    pub fn originate(&mut self, prefix: IpNet, attrs: Attrs) -> Changes {
-        let prefix = prefix.trunc();
-        let path = Path {
-            peer: LOCAL_PEER,
-            ebgp: false,
-            peer_router_id: self.cfg.router_id,
-            attrs: Arc::new(attrs),
-            stale: false,
-        };
-        let dest = self.loc.entry(prefix).or_default();
-        match dest.paths.iter_mut().find(|p| p.is_local()) {
-            Some(p) => *p = path,
-            None => push_exact(&mut dest.paths, path),
-        }
+    pub fn originate(&mut self, prefix: IpNet, attrs: impl Into<Arc<Attrs>>) -> Changes {
+        self.originate_all(&[prefix], &attrs.into())
+    }
+
+    /// [`Rib::originate`] for many prefixes with the same attributes: each peer gets
+    /// one rewritten copy for all of them, so they go out in shared UPDATEs.
+    pub fn originate_all(&mut self, prefixes: &[IpNet], attrs: &Arc<Attrs>) -> Changes {
         let mut changes = Changes::default();
-        self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
+        let mut memo = ExportMemo::default();
+        for prefix in prefixes {
+            let prefix = prefix.trunc();
+            let path = Path {
+                peer: LOCAL_PEER,
+                ebgp: false,
+                peer_router_id: self.cfg.router_id,
+                attrs: Arc::clone(attrs),
+                stale: false,
+            };
+            let dest = self.loc.entry(prefix).or_default();
+            match dest.paths.iter_mut().find(|p| p.is_local()) {
+                Some(p) => *p = path,
+                None => push_exact(&mut dest.paths, path),
+            }
+            self.recompute(&prefix, &mut memo, &mut changes);
+        }
         changes
     }
 

@@ -609,18 +609,19 @@ impl Owner {
             self.apply(c);
         }
         let new: Vec<IpNet> = wanted.difference(&self.originated).copied().collect();
-        for p in new {
-            // The next hop is a placeholder: export puts our session address there.
-            let nh = match p {
-                IpNet::V4(_) => NextHop::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                IpNet::V6(_) => NextHop::V6 {
-                    global: Ipv6Addr::UNSPECIFIED,
-                    link_local: None,
-                },
-            };
-            let c = self.rib.originate(p, Attrs::new(nh));
-            self.apply(c);
-        }
+        // One set of attributes per family, so our prefixes share UPDATEs. The next
+        // hop is a placeholder: export puts our session address there.
+        let v4 = Arc::new(Attrs::new(NextHop::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+        let v6 = Arc::new(Attrs::new(NextHop::V6 {
+            global: Ipv6Addr::UNSPECIFIED,
+            link_local: None,
+        }));
+        let (new_v4, new_v6): (Vec<IpNet>, Vec<IpNet>) =
+            new.into_iter().partition(|p| matches!(p, IpNet::V4(_)));
+        let c = self.rib.originate_all(&new_v4, &v4);
+        self.apply(c);
+        let c = self.rib.originate_all(&new_v6, &v6);
+        self.apply(c);
         self.originated = wanted;
     }
 
