@@ -654,4 +654,142 @@ mod tests {
         assert!(e.message.contains("registering the node"), "{e}");
         assert_eq!(error_response(e).status(), StatusCode::SERVICE_UNAVAILABLE);
     }
+
+    /// A state whose registry holds an embedded store in `dir`.
+    async fn with_store(dir: &Path) -> (Shared, Arc<dyn crate::store::Store>) {
+        let store: Arc<dyn crate::store::Store> =
+            crate::store::embedded::EmbeddedStore::open(&dir.join("store.redb"))
+                .await
+                .expect("store");
+        let record = strait_api::NodeRecord {
+            name: "n1".into(),
+            underlay_v4: None,
+            underlay_v6: None,
+            fabric: FabricMode::Vxlan,
+            vtep_mac: None,
+            vxlan_vni: None,
+            vxlan_port: None,
+            tunnel_v4: None,
+            tunnel_v6: None,
+            agent_version: "test".into(),
+            started: 0,
+            bgp: None,
+        };
+        let registry = Registry::new(
+            store.clone(),
+            crate::node::RegistryConfig {
+                lease_ttl: Duration::from_secs(15),
+            },
+            record,
+        );
+        let s = Arc::new(state(FabricMode::Vxlan));
+        let _ = s.registry.set(registry);
+        (s, store)
+    }
+
+    async fn body(r: Response) -> (StatusCode, serde_json::Value) {
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json body"))
+    }
+
+    async fn stored(store: &Arc<dyn crate::store::Store>) -> Vec<String> {
+        let range = store
+            .range(&crate::fabric::bgp::peers_prefix())
+            .await
+            .expect("range");
+        range.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn external_peers_are_checked_written_listed_and_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Before the store is open: try again later, whatever the fabric.
+        let starting = Arc::new(state(FabricMode::Vxlan));
+        let r = bgp_external_peers(State(starting)).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let (s, store) = with_store(dir.path()).await;
+        let put = |name: &str, json: &str| {
+            bgp_put_external_peer(
+                State(s.clone()),
+                UrlPath(name.to_string()),
+                Bytes::from(json.to_string()),
+            )
+        };
+        // Bad input: 400 with the reason, nothing written.
+        for (name, json, reason) in [
+            ("tor-a", r#"{"address":"10.0.0.253","asn":0}"#, "reserved"),
+            (
+                "tor a",
+                r#"{"address":"10.0.0.253","asn":65000}"#,
+                "not allowed",
+            ),
+            (
+                "tor-a",
+                r#"{"address":"10.0.0.253","asn":65000,"port":0}"#,
+                "port 0",
+            ),
+            (
+                "tor-a",
+                r#"{"address":"10.0.0.253"}"#,
+                "malformed request body",
+            ),
+        ] {
+            let (status, v) = body(put(name, json).await).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name} {json}: {v}");
+            let msg = v["msg"]
+                .as_str()
+                .or(v["message"].as_str())
+                .unwrap_or_default();
+            assert!(msg.contains(reason), "{name} {json}: {v}");
+        }
+        let long_key = format!(
+            r#"{{"address":"10.0.0.253","asn":65000,"md5_key":"{}"}}"#,
+            "k".repeat(81)
+        );
+        let (status, v) = body(put("tor-a", &long_key).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(stored(&store).await.is_empty(), "nothing written");
+
+        // A good one is stored as ExternalPeer JSON and listed without its key.
+        let (status, v) = body(
+            put(
+                "tor-a",
+                r#"{"address":"10.0.0.253","asn":65000,"node":"h1","md5_key":"s3cret"}"#,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let kv = store
+            .get(&external_peer_key("tor-a"))
+            .await
+            .expect("get")
+            .expect("stored");
+        let peer: strait_api::bgp::ExternalPeer =
+            serde_json::from_slice(&kv.value).expect("ExternalPeer");
+        assert_eq!(peer.md5_key.as_deref(), Some("s3cret"));
+        assert_eq!(peer.node.as_deref(), Some("h1"));
+        let (status, v) = body(bgp_external_peers(State(s.clone())).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let rows: Vec<strait_api::bgp::ExternalPeerEntry> =
+            serde_json::from_value(v.clone()).expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].asn, rows[0].md5),
+            ("tor-a", 65000, true)
+        );
+        assert!(!v.to_string().contains("s3cret"), "{v}");
+
+        // Removed once; the second time there is none.
+        let del = |name: &str| bgp_delete_external_peer(State(s.clone()), UrlPath(name.into()));
+        assert_eq!(del("tor-a").await.status(), StatusCode::OK);
+        assert!(stored(&store).await.is_empty());
+        let (status, v) = body(del("tor-a").await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+        assert!(v.to_string().contains("no external BGP peer"), "{v}");
+    }
 }
