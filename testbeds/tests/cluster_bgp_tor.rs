@@ -7,7 +7,8 @@
 //! What users rely on:
 //! - with the mesh off, hosts have no sessions until external peers are added, and a
 //!   bad peer is refused with the reason and not stored;
-//! - each host's session with its ToR comes up, the host learns the other rack's
+//! - each host's session with its ToR comes up (one of them signed with TCP MD5, the
+//!   key given to netctl in a file), the host learns the other rack's
 //!   blocks with the ToR as next hop, and the ToR forwards (its kernel FIB has every
 //!   host's blocks): containers on different segments ping and talk TCP;
 //! - removing an external peer with netctl tears its session down, and its routes
@@ -32,6 +33,10 @@ use strait_testbeds::peers::{Bird, Neighbor, PeerConfig, fib_routes, require};
 /// How long sessions and routes may take to come up or go after a change.
 const CONVERGE: Duration = Duration::from_secs(30);
 const TOR_AS: u32 = 65000;
+/// h2's session with the ToR is signed (RFC 2385); the key goes in with
+/// `--md5-key-file`.
+const MD5_HOST: usize = 1;
+const MD5_KEY: &str = "rack-a tor key";
 
 fn rack_as(seg: Segment) -> u32 {
     match seg {
@@ -99,10 +104,13 @@ fn start_tor(cluster: &Cluster) -> Bird {
         .as_ref()
         .expect("two segments have a router");
     let mut cfg = PeerConfig::new(Segment::A.v4(ROUTER), TOR_AS).kernel_fib(true);
-    for h in cluster.hosts() {
-        cfg = cfg.neighbor(
-            Neighbor::new(IpAddr::V4(h.underlay_v4), rack_as(h.segment)).local(tor_ip(h.segment)),
-        );
+    for (i, h) in cluster.hosts().iter().enumerate() {
+        let mut n =
+            Neighbor::new(IpAddr::V4(h.underlay_v4), rack_as(h.segment)).local(tor_ip(h.segment));
+        if i == MD5_HOST {
+            n = n.md5(MD5_KEY);
+        }
+        cfg = cfg.neighbor(n);
     }
     Bird::start(router, cfg).expect("start BIRD as the ToR")
 }
@@ -129,8 +137,8 @@ fn bgp_peers(cluster: &Cluster, i: usize) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// `netctl -o json bgp peer list` on host `i`: the names.
-fn external_peers(cluster: &Cluster, i: usize) -> Vec<String> {
+/// `netctl -o json bgp peer list` on host `i`: (name, has an MD5 key).
+fn external_peers(cluster: &Cluster, i: usize) -> Vec<(String, bool)> {
     let (ok, out) = cluster
         .host(i)
         .netctl(&["-o", "json", "bgp", "peer", "list"]);
@@ -139,7 +147,12 @@ fn external_peers(cluster: &Cluster, i: usize) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not a list: {out}"))
         .iter()
-        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["md5"].as_bool().unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -266,25 +279,41 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     assert!(external_peers(&cluster, 0).is_empty(), "nothing written");
 
     // One external peer per host, its rack's ToR, added on any agent.
+    let key_file = cluster.dir().join("tor-h2.key");
+    std::fs::write(&key_file, format!("{MD5_KEY}\n")).expect("key file");
     for i in 0..4 {
         let h = cluster.host(i);
-        let (ok, out) = cluster.host(3 - i).netctl(&[
+        let name = format!("tor-{}", h.name);
+        let (address, asn) = (tor_ip(h.segment).to_string(), TOR_AS.to_string());
+        let mut args = vec![
             "bgp",
             "peer",
             "add",
-            &format!("tor-{}", h.name),
+            &name,
             "--address",
-            &tor_ip(h.segment).to_string(),
+            &address,
             "--asn",
-            &TOR_AS.to_string(),
+            &asn,
             "--node",
             &h.name,
-        ]);
+        ];
+        if i == MD5_HOST {
+            args.extend(["--md5-key-file", key_file.to_str().expect("utf-8 path")]);
+        }
+        let (ok, out) = cluster.host(3 - i).netctl(&args);
         assert!(ok, "netctl bgp peer add for {}: {out}", h.name);
     }
     let mut listed = external_peers(&cluster, 1);
     listed.sort();
-    assert_eq!(listed, ["tor-h1", "tor-h2", "tor-h3", "tor-h4"]);
+    assert_eq!(
+        listed,
+        [
+            ("tor-h1".into(), false),
+            ("tor-h2".into(), true),
+            ("tor-h3".into(), false),
+            ("tor-h4".into(), false)
+        ]
+    );
     let t0 = Instant::now();
     for i in 0..4 {
         assert_tor_session(&cluster, i);
