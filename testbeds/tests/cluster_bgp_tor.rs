@@ -341,6 +341,10 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
         probe::wait_ping(&cs[a].ns, v4(&cs[b]), CONVERGE)
             .unwrap_or_else(|e| panic!("{} -> {}: {e}", cs[a].name, cs[b].name));
     }
+    // Inside a rack the hosts share an AS and refuse each other's routes from the ToR
+    // (AS_PATH loop): they go by the default route, through the ToR.
+    probe::wait_ping(&cs[0].ns, v4(&cs[1]), CONVERGE).expect("c1 -> c2, same rack");
+    probe::wait_ping(&cs[3].ns, v4(&cs[2]), CONVERGE).expect("c4 -> c3, same rack");
     probe::tcp_echo(&cs[0].ns, &cs[2].ns, v4(&cs[2])).expect("TCP c1 -> c3");
     probe::tcp_echo(&cs[3].ns, &cs[1].ns, v4(&cs[1])).expect("TCP c4 -> c2");
     let (a6, b6) = match (cs[0].v6, cs[2].v6) {
