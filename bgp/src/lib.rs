@@ -22,16 +22,12 @@
 //! [`speaker::FibEvent`]s), a policy language (only the [`rib::Policy`] hooks), BGP
 //! confederations, add-path, multihop BFD.
 
-/// BFD (RFC 5880/5881): sub-second detection of a dead peer for BGP sessions.
 pub mod bfd;
 pub mod codec;
 pub mod fsm;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
-/// Adj-RIB-In, Loc-RIB (decision process, ECMP), Adj-RIB-Out (route reflection, export).
 pub mod rib;
-/// The tokio session driver around the FSM: TCP (with MD5), framing, collisions.
 pub mod session;
-/// The speaker: sessions, BFD and the RIB wired together behind a declarative API.
 pub mod speaker;

@@ -169,7 +169,7 @@ impl SessionHandle {
         self.events.recv().await
     }
 
-    /// Send an UPDATE to the peer (see [`announcement`] and [`withdrawal`]). Fails when
+    /// Send an UPDATE to the peer (see [`announce_v4`], [`announce_v6`] and [`withdrawal`]). Fails when
     /// the session is not Established: routes are re-sent by the owner on the next Up.
     pub async fn send_update(&self, update: Update) -> Result<(), SendError> {
         let (tx, rx) = oneshot::channel();
