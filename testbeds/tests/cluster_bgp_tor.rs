@@ -238,11 +238,22 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
         .map(|i| cluster.add_container(i, &format!("c{}", i + 1)))
         .collect();
 
-    // No mesh, no route reflector, no external peer yet: no session at all.
-    std::thread::sleep(Duration::from_secs(1));
+    // No mesh, no route reflector, no external peer yet: no session at all, once the
+    // speaker answers.
     for i in 0..4 {
-        let peers = bgp_peers(&cluster, i);
-        assert!(peers.is_empty(), "h{}: mesh is off: {peers:?}", i + 1);
+        let mut peers = None;
+        wait_until(CONVERGE, &format!("h{} speaker answering", i + 1), || {
+            let (ok, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
+            match serde_json::from_str::<Value>(&out) {
+                Ok(Value::Array(list)) => {
+                    peers = Some((ok, list));
+                    Ok(())
+                }
+                _ => Err(out),
+            }
+        });
+        let (ok, list) = peers.expect("answered");
+        assert!(ok && list.is_empty(), "h{}: mesh is off: {list:?}", i + 1);
     }
 
     // Bad peers are refused with the reason, and nothing is stored.
