@@ -68,7 +68,8 @@ const FIB_QUEUE: usize = 64;
 /// The running speaker. Dropping it is [`Speaker::shutdown`] without waiting.
 pub struct Speaker {
     requests: mpsc::UnboundedSender<Request>,
-    task: Option<JoinHandle<()>>,
+    /// Kept so the task is not detached silently; it ends on Shutdown.
+    _task: JoinHandle<()>,
 }
 
 impl Speaker {
@@ -104,7 +105,7 @@ impl Speaker {
         Ok((
             Speaker {
                 requests,
-                task: Some(task),
+                _task: task,
             },
             fib_rx,
         ))
@@ -147,7 +148,9 @@ impl Speaker {
 
     /// Cease to every established peer, stop BFD, end the task. Routes in the kernel
     /// are the FIB sync's and stay.
-    pub async fn shutdown(self) {
+    /// Takes `&self` so a shared (`Arc`) speaker can be stopped; afterwards every call
+    /// fails with [`SpeakerError::Stopped`] or returns nothing.
+    pub async fn shutdown(&self) {
         self.stop(false).await
     }
 
@@ -156,28 +159,25 @@ impl Speaker {
     /// routes for our restart time (RFC 4724 §4.2) and traffic keeps flowing until the
     /// next speaker sends End-of-RIB. Peers without it drop our routes as on
     /// [`Speaker::shutdown`].
-    pub async fn shutdown_for_restart(self) {
+    pub async fn shutdown_for_restart(&self) {
         self.stop(true).await
     }
 
-    async fn stop(mut self, graceful: bool) {
+    /// Returns once the owner task has stopped every session (it replies last).
+    async fn stop(&self, graceful: bool) {
         let _ = self
             .ask(|reply| Request::Shutdown { graceful, reply })
             .await;
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
     }
 }
 
 impl Drop for Speaker {
     fn drop(&mut self) {
-        if self.task.is_some() {
-            let (reply, _) = oneshot::channel();
-            let _ = self.requests.send(Request::Shutdown {
-                graceful: false,
-                reply,
-            });
-        }
+        // A no-op when already shut down: the task is gone and the send fails.
+        let (reply, _) = oneshot::channel();
+        let _ = self.requests.send(Request::Shutdown {
+            graceful: false,
+            reply,
+        });
     }
 }

@@ -347,7 +347,7 @@ impl SpeakerNode {
 impl Drop for SpeakerNode {
     fn drop(&mut self) {
         if let (Some(speaker), Some(rt)) = (self.speaker.take(), self.rt.as_ref()) {
-            rt.run(speaker.shutdown());
+            rt.run(async move { speaker.shutdown().await });
         }
         self.rt.take();
     }
