@@ -208,7 +208,11 @@ fn reflected_routes_reach_the_other_client_and_leave_again() {
             .wait_peers(LIMIT, |p| p[0].last_error.is_some())
             .await;
         println!("client 1 after removal: {:?}", c1[0].last_error);
-        assert!(c1[0].last_error.as_deref().unwrap_or("").contains("6/"));
+        // Cease / Peer De-configured (RFC 4486).
+        assert_eq!(
+            c1[0].last_error.as_deref(),
+            Some("received NOTIFICATION 6/3")
+        );
     });
 }
 

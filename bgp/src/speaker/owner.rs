@@ -20,7 +20,7 @@ use super::status::{PeerStatus, RibEntry, down_reason, rib_entries};
 use crate::bfd::{self, Bfd, BfdState, Diagnostic};
 use crate::codec::{
     AfiSafi, Capability, Context, Family, GracefulRestart, GracefulRestartFamily, MpUnreach,
-    NextHop, PathAttribute, Update,
+    NextHop, Notification, PathAttribute, Update, codes,
 };
 use crate::fsm::{self, DownReason, Negotiated, State};
 use crate::rib::{Attrs, Changes, FibChange, PeerConfig, Rib, RibError, RouteUpdate};
@@ -41,6 +41,10 @@ const FIB_COALESCE_AT: usize = 4096;
 /// `receive limit … action restart` does, rather than reloading its table every idle
 /// hold time.
 pub const MAX_PREFIX_RESTART: Duration = Duration::from_secs(60);
+/// RFC 4486 Cease subcodes for a peer taken out of the configuration and for one whose
+/// configuration changed (its session restarts).
+const CEASE_DECONFIGURED: u8 = 3;
+const CEASE_CONFIG_CHANGE: u8 = 6;
 /// How long shutdown waits for the sessions to send their Cease.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
@@ -449,11 +453,12 @@ impl Owner {
         for (addr, p) in self.peers.iter_mut() {
             match wanted.get(addr) {
                 Some(w) if same_session(w, &p.spec) => p.spec.description = w.description.clone(),
-                _ => stale.push(*addr),
+                Some(_) => stale.push((*addr, CEASE_CONFIG_CHANGE)),
+                None => stale.push((*addr, CEASE_DECONFIGURED)),
             }
         }
-        for addr in stale {
-            self.remove_peer(addr).await;
+        for (addr, subcode) in stale {
+            self.remove_peer(addr, subcode).await;
         }
         let mut result = Ok(());
         for (addr, spec) in wanted {
@@ -573,12 +578,17 @@ impl Owner {
         }
     }
 
-    /// Stop the session (Cease to an established peer), forget its routes.
-    async fn remove_peer(&mut self, addr: IpAddr) {
+    /// Stop the session (Cease with `subcode` to an established peer), forget its
+    /// routes.
+    async fn remove_peer(&mut self, addr: IpAddr, subcode: u8) {
         let Some(mut p) = self.peers.remove(&addr) else {
             return;
         };
-        tracing::info!(peer = %addr, "bgp: peer removed");
+        tracing::info!(peer = %addr, subcode, "bgp: peer removed");
+        // The reset sends the Cease and leaves the session Idle, where the stop that
+        // follows sends nothing more.
+        p.session
+            .reset(Some(Notification::new(codes::CEASE, subcode)));
         p.session.stop();
         p.forwarder.abort();
         self.unregister(addr);
