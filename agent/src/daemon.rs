@@ -111,8 +111,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         running.reclaimer.abort();
         running.fabric.abort();
         if let Some(bgp) = running.bgp {
-            // The speaker stays with the API state: no Cease goes out, so peers keep
-            // this node's routes (graceful restart) until the next agent is back.
+            // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
         }
         // Stops refreshing; the lease is left to expire, never revoked.
@@ -129,11 +128,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     // The socket file goes with the agent; a CNI DEL now queues on disk.
     let _ = std::fs::remove_file(&cfg.socket);
-    // The state holds the BGP speaker, whose drop would send Cease to every peer and
-    // make them withdraw this node's routes. Never dropped, the process simply ends:
-    // the peers see the connections close without a NOTIFICATION and keep the routes
-    // for the graceful-restart time (RFC 4724), until the next agent is back.
-    std::mem::forget(state);
+    // Shutdown never withdraws this node's routes: the sessions close without a
+    // NOTIFICATION and BFD ends with AdminDown, so peers keep the routes for the
+    // graceful-restart time (RFC 4724) until the next agent is back. Once stopped,
+    // dropping the speaker with the state sends nothing.
+    if let Some(bgp) = state.bgp.get() {
+        bgp.shutdown_for_restart().await;
+    }
+    drop(state);
     Ok(())
 }
 

@@ -206,6 +206,16 @@ impl BgpHandle {
         Ok(status::rib_rows(speaker.rib(prefix).await))
     }
 
+    /// The agent is stopping to be restarted: close every session without a
+    /// NOTIFICATION and end BFD with AdminDown, so peers keep this node's routes for
+    /// the graceful-restart time (RFC 4724) until the next agent is back. A no-op when
+    /// the speaker never started.
+    pub async fn shutdown_for_restart(&self) {
+        if let Ok(speaker) = self.speaker() {
+            speaker.shutdown_for_restart().await;
+        }
+    }
+
     /// Why some node or peer has no session (see [`peering`]).
     pub fn warnings(&self) -> Vec<Warning> {
         lock(&self.shared.warnings).clone()
