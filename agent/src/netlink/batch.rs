@@ -4,8 +4,8 @@
 //! before the call returns, so the cost is the kernel's work per route plus a system
 //! call per batch — not a round trip, a channel hop and a future per route.
 //!
-//! The socket is opened in the connection's namespace (on a fresh thread, as every
-//! namespace entry) and driven on the blocking pool; it is dropped afterwards. Its
+//! The socket is opened in the connection's namespace (by the namespace worker, as
+//! every namespace entry) and driven on the blocking pool; it is dropped afterwards. Its
 //! three system calls (socket with a forced receive buffer, sendto, recv) are the only
 //! unsafe code here: rtnetlink's connection has neither bulk sends nor a way to size
 //! its buffer.

@@ -98,8 +98,9 @@ impl Netlink {
         })
     }
 
-    /// Opens a connection inside `netns`: a fresh thread enters the namespace, creates
-    /// the socket there and registers it with the current runtime, then exits. The
+    /// Opens a connection inside `netns`: the namespace worker ([`crate::netns`])
+    /// enters the namespace, creates the socket there, registers it with the current
+    /// runtime and returns home. The
     /// socket stays bound to `netns`; everything else runs on the runtime as usual.
     pub async fn open_in(netns: &NetNs) -> Result<Self, NetlinkError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| NetlinkError::Connect {

@@ -1,7 +1,7 @@
 //! Namespace-wide sysctls (`/proc/sys/net/...`), for what has no netlink interface.
 //!
 //! `/proc/sys/net` shows the network namespace of the *thread* that opens it, so each
-//! write runs on a fresh thread inside the connection's namespace (see
+//! write runs on the namespace worker inside the connection's namespace (see
 //! [`crate::netns`]); the caller's thread, whichever it is, is never moved.
 
 use std::io;
