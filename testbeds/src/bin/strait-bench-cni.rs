@@ -103,12 +103,22 @@ fn main() {
         ("strait", &strait_bin, &strait_cfg),
         ("bridge+host-local", &bridge_bin, &bridge_cfg),
     ] {
+        settle();
         let seq = run_sequential(&prefix, label, bin, cfg, args.sequential);
         print_row(&format!("{label} sequential"), &seq);
+        settle();
         let burst = run_burst(&prefix, label, bin, cfg, args.burst);
         print_row(&format!("{label} burst"), &burst);
     }
     agent.stop();
+}
+
+/// Wait for the kernel to reclaim the previous phase's namespaces. `ip netns del`
+/// returns at once and the kernel tears the namespaces down later, in a work queue that
+/// takes the rtnl lock: without a pause that teardown would run during the next phase
+/// and be measured as the plugin's latency (whichever plugin comes next).
+fn settle() {
+    std::thread::sleep(Duration::from_secs(3));
 }
 
 /// ADD and DEL latencies of one run.
