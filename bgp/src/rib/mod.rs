@@ -7,9 +7,11 @@
 //! Every mutating call returns [`Changes`]: the Loc-RIB best paths that changed (for the
 //! FIB) and the routes to announce or withdraw per peer. Nothing else has to be diffed.
 
+mod adj_out;
 mod attrs;
 mod decision;
 mod policy;
+mod short;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -22,6 +24,9 @@ use crate::codec::{Family, NextHop, Notification, codes};
 pub use attrs::{Attrs, DEFAULT_LOCAL_PREF, RouteUpdate};
 pub use decision::{LOCAL_PEER, Path};
 pub use policy::{AcceptAll, Policy};
+
+use adj_out::AdjOut;
+use short::Short;
 
 /// The speaker's own identity and the knobs of the decision process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,11 +123,6 @@ pub enum RibError {
     MaxPrefixes(MaxPrefixesExceeded),
 }
 
-struct InRoute {
-    attrs: Arc<Attrs>,
-    stale: bool,
-}
-
 struct PeerState {
     cfg: PeerConfig,
     /// Dense and never reused: indexes the export memo.
@@ -130,19 +130,56 @@ struct PeerState {
     ebgp: bool,
     /// False while a restarting peer's routes are kept (graceful restart helper).
     up: bool,
-    adj_in: HashMap<IpNet, InRoute>,
+    /// How many routes its Adj-RIB-In holds. The routes themselves are its paths in the
+    /// Loc-RIB's `Dest`s (after import policy, stale flag included): a map per peer
+    /// repeated every prefix and pointer once more.
+    adj_in_len: usize,
     /// How many routes its Adj-RIB-Out holds (the routes live in the Loc-RIB's `Dest`).
     adj_out_len: usize,
 }
 
-#[derive(Default)]
 struct Dest {
-    paths: Vec<Path>,
-    fib: Vec<NextHop>,
+    paths: Short<Path>,
+    /// What the FIB was last given. `None`, the common case, stands for the best
+    /// path's one next hop, without a copy: 16 octets here instead of 40. Anything
+    /// that changes `paths` goes through [`Dest::paths_mut`], which writes it out first.
+    fib: Option<Box<[NextHop]>>,
     /// The Adj-RIB-Outs' entries for this prefix, by peer slot. Kept beside the
     /// Loc-RIB entry rather than in a map per peer: updating every peer's Adj-RIB-Out
     /// then costs no further lookups, which is where the time went at 100 000 prefixes.
-    out: Vec<(usize, Arc<Attrs>)>,
+    out: AdjOut,
+}
+
+impl Default for Dest {
+    fn default() -> Dest {
+        Dest {
+            paths: Short::Empty,
+            // Empty: no allocation.
+            fib: Some(Box::new([])),
+            out: AdjOut::default(),
+        }
+    }
+}
+
+impl Dest {
+    fn fib_hops(&self) -> &[NextHop] {
+        match &self.fib {
+            Some(hops) => hops,
+            None => std::slice::from_ref(&self.paths[0].attrs.next_hop),
+        }
+    }
+
+    /// The paths to change: the FIB entry stops depending on them first.
+    fn paths_mut(&mut self) -> &mut Short<Path> {
+        if self.fib.is_none() {
+            self.fib = Some(Box::new([self.paths[0].attrs.next_hop]));
+        }
+        &mut self.paths
+    }
+
+    fn path_of(&self, peer: IpAddr) -> Option<&Path> {
+        self.paths.iter().find(|p| p.peer == peer)
+    }
 }
 
 /// Export results for one call, per (source attributes, source peer) and target peer
@@ -193,17 +230,6 @@ pub struct Rib {
     loc: HashMap<IpNet, Dest>,
 }
 
-/// Push without the growth policy's spare room while short: a destination mostly has
-/// one or two paths and Adj-RIB-Out entries, and a `Vec`'s first allocation holds four —
-/// at 100 000 prefixes that unused room was most of the RIB's memory. Longer ones (an
-/// RR's Adj-RIB-Outs) grow as usual, so pushes stay amortised O(1).
-fn push_exact<T>(v: &mut Vec<T>, item: T) {
-    if v.len() == v.capacity() && v.len() < 4 {
-        v.reserve_exact(1);
-    }
-    v.push(item);
-}
-
 fn family_of(p: &IpNet) -> Family {
     match p {
         IpNet::V4(_) => Family::Ipv4Unicast,
@@ -247,7 +273,7 @@ impl Rib {
                         slot: self.next_slot,
                         ebgp,
                         up: true,
-                        adj_in: HashMap::new(),
+                        adj_in_len: 0,
                         adj_out_len: 0,
                     },
                 );
@@ -283,12 +309,13 @@ impl Rib {
             }
         }
         if let Some(limit) = state.cfg.max_prefixes {
-            let mut count = state.adj_in.len();
+            let mut count = state.adj_in_len;
             let mut seen: HashMap<IpNet, bool> = HashMap::new();
             // The limit holds for the UPDATE's outcome, not the steps on the way.
             let mut first_past: Option<Family> = None;
             for (p, a) in &decided {
-                let before = *seen.get(p).unwrap_or(&state.adj_in.contains_key(p));
+                let held = || self.loc.get(p).is_some_and(|d| d.path_of(peer).is_some());
+                let before = seen.get(p).copied().unwrap_or_else(held);
                 let after = a.is_some();
                 seen.insert(*p, after);
                 match (before, after) {
@@ -352,13 +379,6 @@ impl Rib {
         let (ebgp, router_id) = (state.ebgp, state.cfg.router_id);
         match attrs {
             Some(a) => {
-                state.adj_in.insert(
-                    prefix,
-                    InRoute {
-                        attrs: Arc::clone(&a),
-                        stale: false,
-                    },
-                );
                 let dest = self.loc.entry(prefix).or_default();
                 let path = Path {
                     peer,
@@ -367,18 +387,24 @@ impl Rib {
                     attrs: a,
                     stale: false,
                 };
-                match dest.paths.iter_mut().find(|p| p.peer == peer) {
+                match dest.paths_mut().iter_mut().find(|p| p.peer == peer) {
                     Some(p) => *p = path,
-                    None => push_exact(&mut dest.paths, path),
+                    None => {
+                        dest.paths_mut().push(path);
+                        state.adj_in_len += 1;
+                    }
                 }
             }
             None => {
-                if state.adj_in.remove(&prefix).is_none() {
+                let Some(dest) = self
+                    .loc
+                    .get_mut(&prefix)
+                    .filter(|d| d.path_of(peer).is_some())
+                else {
                     return;
-                }
-                if let Some(dest) = self.loc.get_mut(&prefix) {
-                    dest.paths.retain(|p| p.peer != peer);
-                }
+                };
+                dest.paths_mut().retain(|p| p.peer != peer);
+                state.adj_in_len -= 1;
             }
         }
         self.recompute(&prefix, memo, changes);
@@ -401,12 +427,17 @@ impl Rib {
                 fib.push(nh);
             }
         }
+        let changed = fib[..] != *dest.fib_hops();
         // The best path first in `paths`, so readers need not rank again.
         if let Some(&best) = ranked.first() {
+            // `fib` is set again below: nothing to write out first.
             dest.paths.swap(0, best);
         }
-        if fib != dest.fib {
-            dest.fib = fib.clone();
+        // One next hop is the best path's: kept as `None`.
+        if changed || fib.len() == 1 {
+            dest.fib = (fib.len() != 1).then(|| fib.clone().into_boxed_slice());
+        }
+        if changed {
             changes.fib.push(FibChange {
                 prefix: *prefix,
                 next_hops: fib,
@@ -455,8 +486,7 @@ impl Rib {
                 }
                 _ => None,
             };
-            let at = dest.out.iter().position(|(s, _)| *s == dst_state.slot);
-            let current = at.map(|i| &dest.out[i].1);
+            let current = dest.out.get(dst_state.slot);
             let same = match (current, &wanted) {
                 (None, None) => true,
                 (Some(c), Some(w)) => Arc::ptr_eq(c, w) || c == w,
@@ -465,17 +495,17 @@ impl Rib {
             if same {
                 continue;
             }
-            match (&wanted, at) {
-                (Some(w), Some(i)) => dest.out[i].1 = Arc::clone(w),
-                (Some(w), None) => {
-                    push_exact(&mut dest.out, (dst_state.slot, Arc::clone(w)));
-                    dst_state.adj_out_len += 1;
+            match &wanted {
+                Some(w) => {
+                    if dest.out.set(dst_state.slot, Arc::clone(w)) {
+                        dst_state.adj_out_len += 1;
+                    }
                 }
-                (None, Some(i)) => {
-                    dest.out.swap_remove(i);
-                    dst_state.adj_out_len -= 1;
+                None => {
+                    if dest.out.remove(dst_state.slot) {
+                        dst_state.adj_out_len -= 1;
+                    }
                 }
-                (None, None) => {}
             }
             changes.out.push(OutChange {
                 peer: dst,
@@ -495,9 +525,15 @@ impl Rib {
         self.forget_adj_rib_out(state.slot);
         let mut changes = Changes::default();
         let mut memo = ExportMemo::default();
-        for prefix in state.adj_in.keys() {
+        let held: Vec<IpNet> = self
+            .loc
+            .iter()
+            .filter(|(_, d)| d.path_of(peer).is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in &held {
             if let Some(dest) = self.loc.get_mut(prefix) {
-                dest.paths.retain(|p| p.peer != peer);
+                dest.paths_mut().retain(|p| p.peer != peer);
             }
             self.recompute(prefix, &mut memo, &mut changes);
         }
@@ -515,13 +551,8 @@ impl Rib {
         state.up = false;
         let slot = state.slot;
         state.adj_out_len = 0;
-        for (prefix, r) in state.adj_in.iter_mut() {
-            r.stale = true;
-            if let Some(p) = self
-                .loc
-                .get_mut(prefix)
-                .and_then(|d| d.paths.iter_mut().find(|p| p.peer == peer))
-            {
+        for d in self.loc.values_mut() {
+            if let Some(p) = d.paths.iter_mut().find(|p| p.peer == peer) {
                 p.stale = true;
             }
         }
@@ -533,7 +564,7 @@ impl Rib {
     /// nothing sent.
     fn forget_adj_rib_out(&mut self, slot: usize) {
         for d in self.loc.values_mut() {
-            d.out.retain(|(s, _)| *s != slot);
+            d.out.remove(slot);
         }
     }
 
@@ -553,11 +584,15 @@ impl Rib {
     }
 
     fn sweep_stale(&mut self, peer: IpAddr, family: Option<Family>) -> Result<Changes, RibError> {
-        let state = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
-        let stale: Vec<IpNet> = state
-            .adj_in
+        if !self.peers.contains_key(&peer) {
+            return Err(RibError::UnknownPeer(peer));
+        }
+        let stale: Vec<IpNet> = self
+            .loc
             .iter()
-            .filter(|(p, r)| r.stale && family.is_none_or(|f| family_of(p) == f))
+            .filter(|(p, d)| {
+                family.is_none_or(|f| family_of(p) == f) && d.path_of(peer).is_some_and(|r| r.stale)
+            })
             .map(|(p, _)| *p)
             .collect();
         let mut changes = Changes::default();
@@ -591,9 +626,9 @@ impl Rib {
                 stale: false,
             };
             let dest = self.loc.entry(prefix).or_default();
-            match dest.paths.iter_mut().find(|p| p.is_local()) {
+            match dest.paths_mut().iter_mut().find(|p| p.is_local()) {
                 Some(p) => *p = path,
-                None => push_exact(&mut dest.paths, path),
+                None => dest.paths_mut().push(path),
             }
             self.recompute(&prefix, &mut memo, &mut changes);
         }
@@ -608,7 +643,7 @@ impl Rib {
             return changes;
         };
         let before = dest.paths.len();
-        dest.paths.retain(|p| !p.is_local());
+        dest.paths_mut().retain(|p| !p.is_local());
         if dest.paths.len() != before {
             self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
         }
@@ -628,7 +663,7 @@ impl Rib {
     pub fn destinations(&self) -> impl Iterator<Item = (&IpNet, &[Path], &[NextHop])> {
         self.loc
             .iter()
-            .map(|(p, d)| (p, d.paths.as_slice(), d.fib.as_slice()))
+            .map(|(p, d)| (p, d.paths.as_slice(), d.fib_hops()))
     }
 
     /// The candidate paths for `prefix`, the best first.
@@ -652,12 +687,7 @@ impl Rib {
         self.loc
             .iter()
             .filter(|(p, _)| family_of(p) == family)
-            .filter_map(|(p, d)| {
-                d.out
-                    .iter()
-                    .find(|(s, _)| *s == slot)
-                    .map(|(_, a)| (*p, Arc::clone(a)))
-            })
+            .filter_map(|(p, d)| d.out.get(slot).map(|a| (*p, Arc::clone(a))))
             .collect()
     }
 
@@ -673,7 +703,7 @@ impl Rib {
 
     /// The next hops the FIB has for `prefix` (ECMP, best first).
     pub fn fib_next_hops(&self, prefix: &IpNet) -> &[NextHop] {
-        self.loc.get(prefix).map_or(&[], |d| d.fib.as_slice())
+        self.loc.get(prefix).map_or(&[], Dest::fib_hops)
     }
 
     /// How many destinations the Loc-RIB holds.
@@ -683,19 +713,20 @@ impl Rib {
 
     /// `peer`'s route for `prefix` after import policy, and whether it is stale.
     pub fn adj_rib_in(&self, peer: IpAddr, prefix: &IpNet) -> Option<(&Arc<Attrs>, bool)> {
-        let r = self.peers.get(&peer)?.adj_in.get(prefix)?;
+        self.peers.get(&peer)?;
+        let r = self.loc.get(prefix)?.path_of(peer)?;
         Some((&r.attrs, r.stale))
     }
 
     pub fn adj_rib_in_len(&self, peer: IpAddr) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.adj_in.len())
+        self.peers.get(&peer).map_or(0, |p| p.adj_in_len)
     }
 
     /// What was last sent to `peer` for `prefix`.
     pub fn adj_rib_out(&self, peer: IpAddr, prefix: &IpNet) -> Option<&Arc<Attrs>> {
         let slot = self.peers.get(&peer)?.slot;
         let dest = self.loc.get(prefix)?;
-        dest.out.iter().find(|(s, _)| *s == slot).map(|(_, a)| a)
+        dest.out.get(slot)
     }
 
     pub fn adj_rib_out_len(&self, peer: IpAddr) -> usize {
