@@ -189,3 +189,43 @@ async fn a_peer_gets_our_routes_then_end_of_rib_and_again_on_route_refresh() {
     speaker.shutdown().await;
     drop(listener);
 }
+
+/// RFC 4724 §4.1: a speaker that restarted (its predecessor's routes are still in the
+/// kernel) sets the Restart State bit in its OPEN until it has converged, so a helper
+/// sends its table without waiting for ours; a fresh speaker does not.
+#[tokio::test]
+async fn a_restarted_speaker_sets_the_restart_state_bit() {
+    for restarted in [false, true] {
+        let (listener, mut peer) = peer();
+        let mut cfg = SpeakerConfig::new(ASN, Ipv4Addr::new(10, 0, 0, 1));
+        cfg.listen = vec![SocketAddr::new(SPEAKER.into(), 0)];
+        cfg.restarted = restarted;
+        let (speaker, _fib) = Speaker::start(cfg, Box::new(AcceptAll)).await.unwrap();
+        let mut spec = PeerSpec::new(IpAddr::V4(PEER), ASN);
+        spec.port = listener.local_addr().port();
+        speaker.set_peers(vec![spec]).await.unwrap();
+        let negotiated = loop {
+            let ev = tokio::time::timeout(LIMIT, peer.next_event())
+                .await
+                .expect("Established within the bound")
+                .expect("session alive");
+            if let SessionEvent::Up(n) = ev {
+                break n;
+            }
+        };
+        let gr = negotiated
+            .peer
+            .graceful_restart()
+            .expect("the speaker announces graceful restart");
+        assert_eq!(
+            gr.restart_state, restarted,
+            "R bit, restarted = {restarted}"
+        );
+        assert!(
+            gr.families.iter().all(|f| f.forwarding_preserved),
+            "forwarding is preserved for every family: {gr:?}"
+        );
+        speaker.shutdown().await;
+        drop(listener);
+    }
+}

@@ -47,6 +47,10 @@ pub struct SpeakerConfig {
     pub local_v6: Option<Ipv6Addr>,
     /// Longest wait for [`FibEvent::Converged`] without graceful restart.
     pub converge_deadline: Duration,
+    /// This speaker replaces one that stopped for a restart and left its routes in
+    /// the kernel. RFC 4724 §4.1: its OPENs carry the Restart State (R) bit until it
+    /// has converged, so helpers do not wait for our End-of-RIB before sending theirs.
+    pub restarted: bool,
 }
 
 impl SpeakerConfig {
@@ -65,6 +69,7 @@ impl SpeakerConfig {
             local_v4: None,
             local_v6: None,
             converge_deadline: DEFAULT_CONVERGE_DEADLINE,
+            restarted: false,
         }
     }
 }

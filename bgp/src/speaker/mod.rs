@@ -11,7 +11,8 @@
 //! - UPDATEs to peers are grouped by shared attributes and packed up to 4096 bytes
 //!   ([`pack`]); a burst of incoming UPDATEs is applied before anything is sent.
 //! - Graceful restart (RFC 4724): announced with [`SpeakerConfig::graceful_restart`]
-//!   (forwarding preserved, both families). As helper, a peer that negotiated it and
+//!   (forwarding preserved, both families; the Restart State bit until converged when
+//!   [`SpeakerConfig::restarted`]). As helper, a peer that negotiated it and
 //!   whose connection was lost (no NOTIFICATION either way, not reset by us) keeps its
 //!   routes, stale, until its End-of-RIB per family or its announced restart time. We
 //!   send End-of-RIB after our table to peers that announced the capability; a

@@ -402,7 +402,7 @@ impl Owner {
         ];
         if let Some(t) = self.cfg.graceful_restart {
             caps.push(Capability::GracefulRestart(GracefulRestart {
-                restart_state: false,
+                restart_state: self.cfg.restarted && self.converge == Converge::Waiting,
                 notification: false,
                 restart_time: t.as_secs().min(4095) as u16,
                 // Forwarding is preserved: the kernel keeps our routes across a

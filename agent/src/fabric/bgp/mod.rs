@@ -422,8 +422,14 @@ impl BgpFabric {
         let speaker = match self.shared.speaker.get() {
             Some(s) => s.clone(),
             None => {
-                let (speaker, events) =
-                    Speaker::start(self.cfg.speaker(), Box::new(AcceptAll)).await?;
+                let mut speaker_cfg = self.cfg.speaker();
+                // Routes a previous agent left in the kernel (FIB sync adopted them):
+                // this speaker restarted (RFC 4724 R bit until it converged).
+                speaker_cfg.restarted = run
+                    .fib
+                    .as_ref()
+                    .is_some_and(|f| f.table().installed_len() > 0);
+                let (speaker, events) = Speaker::start(speaker_cfg, Box::new(AcceptAll)).await?;
                 let speaker = Arc::new(speaker);
                 let _ = self.shared.speaker.set(speaker.clone());
                 if let Some(fib) = run.fib.take() {
