@@ -85,6 +85,10 @@ pub struct FibTable {
     converged: bool,
 }
 
+fn within(blocks: &HashSet<IpNet>, prefix: &IpNet) -> bool {
+    blocks.contains(prefix) || blocks.iter().any(|b| b.contains(prefix))
+}
+
 impl FibTable {
     /// Takes the kernel's proto-83 gateway routes as installed (a restart adopts them).
     pub fn adopt(&mut self, kernel: Vec<GatewayRoute>) {
@@ -100,11 +104,11 @@ impl FibTable {
         self.local = local.into_iter().collect();
         // A block that became this node's is not wanted from the RIB any more, also
         // not by a later repair.
-        self.wanted.retain(|p, _| !self.local.contains(p));
+        self.wanted.retain(|p, _| !within(&self.local, p));
         let mut ops: Vec<FibOp> = self
             .installed
             .keys()
-            .filter(|p| self.local.contains(p))
+            .filter(|p| self.is_local(p))
             .map(|p| FibOp::Delete(*p))
             .collect();
         ops.sort_by_key(op_prefix);
@@ -133,9 +137,10 @@ impl FibTable {
             gateways.sort_unstable();
             gateways.dedup();
             gateways.truncate(MAX_NEXT_HOPS);
-            if gateways.is_empty() || self.local.contains(&prefix) {
+            let local = self.is_local(&prefix);
+            if gateways.is_empty() || local {
                 self.wanted.remove(&prefix);
-                if self.installed.contains_key(&prefix) && !self.local.contains(&prefix) {
+                if self.installed.contains_key(&prefix) && !local {
                     ops.push(FibOp::Delete(prefix));
                 }
                 continue;
@@ -150,6 +155,15 @@ impl FibTable {
             self.wanted.insert(prefix, gateways);
         }
         (ops, refused)
+    }
+
+    /// Whether `prefix` is one of this node's blocks or inside one. A peer's route
+    /// there (a /32 equal to a local container's address, say) would take traffic for
+    /// this node's containers away from their veths: never installed. A shorter prefix
+    /// covering a block (an aggregate from a ToR) is fine: longest match keeps the
+    /// block's own routes first.
+    fn is_local(&self, prefix: &IpNet) -> bool {
+        within(&self.local, prefix)
     }
 
     /// Marks the initial exchange over; returns the deletions of every installed route
@@ -495,6 +509,26 @@ mod tests {
         assert_eq!(ops, [FibOp::Delete(net("10.244.8.0/26"))]);
         apply_all(&mut t, &ops);
         assert!(t.resync(vec![]).is_empty());
+    }
+
+    #[test]
+    fn routes_inside_own_blocks_are_never_installed_aggregates_are() {
+        let mut t = FibTable::default();
+        assert!(t.set_local([net("10.244.9.0/26")]).is_empty());
+        let (ops, _) = t.update(vec![
+            change("10.244.9.5/32", vec![v4("10.0.0.2")]),
+            change("10.244.0.0/16", vec![v4("10.0.0.254")]),
+        ]);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert!(
+            matches!(&ops[0], FibOp::Replace(r) if r.destination == net("10.244.0.0/16")),
+            "{ops:?}"
+        );
+        // A more specific route learned before the block became this node's goes.
+        let (ops, _) = t.update(vec![change("10.244.8.7/32", vec![v4("10.0.0.3")])]);
+        apply_all(&mut t, &ops);
+        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")]);
+        assert_eq!(ops, [FibOp::Delete(net("10.244.8.7/32"))]);
     }
 
     #[test]
