@@ -8,12 +8,12 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteScope, RouteType,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::route::{destination_of, ip_of, main_table_message};
 use super::{BatchRequest, Netlink, NetlinkError};
 
 /// A unicast route to `destination` via `gateways` (one: a plain route; several: one
@@ -39,26 +39,8 @@ impl GatewayRoute {
         }
     }
 
-    fn header(&self, m: &mut RouteMessage) {
-        m.header.address_family = match self.destination {
-            IpNet::V4(_) => AddressFamily::Inet,
-            IpNet::V6(_) => AddressFamily::Inet6,
-        };
-        m.header.destination_prefix_length = self.destination.prefix_len();
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::from(self.protocol);
-        m.header.kind = RouteType::Unicast;
-        if self.destination.prefix_len() > 0 {
-            m.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    self.destination.addr(),
-                )));
-        }
-    }
-
     fn to_message(&self) -> RouteMessage {
-        let mut m = RouteMessage::default();
-        self.header(&mut m);
+        let mut m = main_table_message(self.destination, self.protocol, RouteType::Unicast);
         m.header.scope = RouteScope::Universe;
         match self.gateways.as_slice() {
             [one] => m
@@ -164,28 +146,13 @@ impl Netlink {
     /// (both families). Routes straight out of a link (container host routes) and
     /// blackholes are not listed.
     pub async fn gateway_routes(&self, protocol: u8) -> Result<Vec<GatewayRoute>, NetlinkError> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut query = RouteMessage::default();
-            query.header.address_family = family;
-            let messages = self
-                .collect(
-                    "list routes",
-                    format!("{family:?} table main"),
-                    RouteNetlinkMessage::GetRoute(query),
-                    true,
-                )
-                .await?;
-            for m in messages {
-                if let RouteNetlinkMessage::NewRoute(m) = m
-                    && let Some(route) = parse_gateway_route(m)
-                    && route.protocol == protocol
-                {
-                    out.push(route);
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .route_dump()
+            .await?
+            .into_iter()
+            .filter_map(parse_gateway_route)
+            .filter(|route| route.protocol == protocol)
+            .collect())
     }
 }
 
@@ -217,26 +184,12 @@ fn parse_gateway_route(m: RouteMessage) -> Option<GatewayRoute> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) || gateways.is_empty() {
         return None;
     }
-    let prefix_len = m.header.destination_prefix_length;
-    let destination = match (destination, m.header.address_family) {
-        (Some(ip), _) => IpNet::new(ip, prefix_len).ok()?,
-        (None, AddressFamily::Inet) => IpNet::V4(Default::default()),
-        (None, AddressFamily::Inet6) => IpNet::V6(Default::default()),
-        (None, _) => return None,
-    };
+    let destination = destination_of(&m.header, destination)?;
     Some(GatewayRoute::new(
         destination,
         gateways,
         u8::from(m.header.protocol),
     ))
-}
-
-fn ip_of(a: RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(v6)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

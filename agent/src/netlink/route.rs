@@ -110,18 +110,11 @@ impl Route {
     }
 
     pub(super) fn to_message(&self) -> RouteMessage {
-        let mut m = RouteMessage::default();
-        m.header.address_family = match self.destination {
-            IpNet::V4(_) => AddressFamily::Inet,
-            IpNet::V6(_) => AddressFamily::Inet6,
-        };
-        m.header.destination_prefix_length = self.destination.prefix_len();
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::from(self.protocol);
-        m.header.kind = match self.kind {
+        let kind = match self.kind {
             RouteKind::Unicast => RouteType::Unicast,
             RouteKind::Blackhole => RouteType::BlackHole,
         };
+        let mut m = main_table_message(self.destination, self.protocol, kind);
         // A route without a gateway reaches its destination directly on the link; the
         // kernel wants that said for IPv4 (IPv6 ignores the scope). A blackhole reaches
         // nothing and is universe-scoped, as `ip route` makes it.
@@ -136,12 +129,6 @@ impl Route {
         if self.onlink {
             m.header.flags |= RouteFlags::Onlink;
         }
-        if self.destination.prefix_len() > 0 {
-            m.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    self.destination.addr(),
-                )));
-        }
         if let Some(gateway) = self.gateway {
             m.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
@@ -154,6 +141,31 @@ impl Route {
         }
         m
     }
+}
+
+/// The part every main-table route message shares: family, destination (no attribute
+/// for a default route), table, protocol and type.
+pub(super) fn main_table_message(
+    destination: IpNet,
+    protocol: u8,
+    kind: RouteType,
+) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = match destination {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.destination_prefix_length = destination.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(protocol);
+    m.header.kind = kind;
+    if destination.prefix_len() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                destination.addr(),
+            )));
+    }
+    m
 }
 
 impl std::fmt::Display for Route {
@@ -226,6 +238,17 @@ impl Netlink {
     }
 
     async fn all_routes(&self, protocol: Option<u8>) -> Result<Vec<Route>, NetlinkError> {
+        Ok(self
+            .route_dump()
+            .await?
+            .into_iter()
+            .filter_map(parse_route)
+            .filter(|route| protocol.is_none_or(|p| p == route.protocol))
+            .collect())
+    }
+
+    /// Every route the kernel lists, IPv4 then IPv6 (parsers pick the main table's).
+    pub(super) async fn route_dump(&self) -> Result<Vec<RouteMessage>, NetlinkError> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
@@ -238,16 +261,10 @@ impl Netlink {
                     true,
                 )
                 .await?;
-            for m in messages {
-                let RouteNetlinkMessage::NewRoute(r) = m else {
-                    continue;
-                };
-                if let Some(route) = parse_route(r)
-                    && protocol.is_none_or(|p| p == route.protocol)
-                {
-                    out.push(route);
-                }
-            }
+            out.extend(messages.into_iter().filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            }));
         }
         Ok(out)
     }
@@ -284,13 +301,7 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
-    let prefix_len = m.header.destination_prefix_length;
-    let destination = match (destination, m.header.address_family) {
-        (Some(ip), _) => IpNet::new(ip, prefix_len).ok()?,
-        (None, AddressFamily::Inet) => IpNet::V4(Default::default()),
-        (None, AddressFamily::Inet6) => IpNet::V6(Default::default()),
-        (None, _) => return None,
-    };
+    let destination = destination_of(&m.header, destination)?;
     Some(Route {
         kind,
         destination,
@@ -302,7 +313,18 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
     })
 }
 
-fn ip_of(a: RouteAddress) -> Option<IpAddr> {
+/// The destination of a dumped route: its `RTA_DST` address with the header's prefix
+/// length, or the family's default route when the attribute is absent.
+pub(super) fn destination_of(header: &RouteHeader, destination: Option<IpAddr>) -> Option<IpNet> {
+    match (destination, header.address_family) {
+        (Some(ip), _) => IpNet::new(ip, header.destination_prefix_length).ok(),
+        (None, AddressFamily::Inet) => Some(IpNet::V4(Default::default())),
+        (None, AddressFamily::Inet6) => Some(IpNet::V6(Default::default())),
+        (None, _) => None,
+    }
+}
+
+pub(super) fn ip_of(a: RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(v6)),
