@@ -215,6 +215,14 @@ impl ClusterHost {
         all
     }
 
+    /// `netctl -o json bgp peers` against this host's agent (every configured peer,
+    /// Established or not; panics if the answer is not the peer list).
+    pub fn bgp_peers(&self) -> Vec<strait_api::bgp::BgpPeerStatus> {
+        let (_, out) = self.netctl(&["-o", "json", "bgp", "peers"]);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("netctl bgp peers on {}: {e}: {out}", self.name))
+    }
+
     /// `netctl <args>` against this host's agent: (success, stdout + stderr).
     pub fn netctl(&self, args: &[&str]) -> (bool, String) {
         let netctl = crate::bins::bin("netctl");
@@ -302,6 +310,22 @@ pub struct Container {
 
 impl Container {
     /// Its addresses, IPv4 first.
+    /// Its IPv4 address; panics when it has none.
+    pub fn ip4(&self) -> IpAddr {
+        IpAddr::V4(
+            self.v4
+                .unwrap_or_else(|| panic!("{} has no IPv4 address", self.name)),
+        )
+    }
+
+    /// Its IPv6 address; panics when it has none.
+    pub fn ip6(&self) -> IpAddr {
+        IpAddr::V6(
+            self.v6
+                .unwrap_or_else(|| panic!("{} has no IPv6 address", self.name)),
+        )
+    }
+
     pub fn ips(&self) -> Vec<IpAddr> {
         self.v4
             .map(IpAddr::V4)

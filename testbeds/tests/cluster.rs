@@ -8,13 +8,15 @@
 
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Container, Fabric};
 
 /// How long the fabric may take to program a change it saw in the store.
 const CONVERGE: Duration = Duration::from_secs(30);
+/// How often a condition waited for is checked again.
+const POLL: Duration = Duration::from_millis(250);
 /// Interval of the continuous pings across restarts: a gap of more than a few packets
 /// would show.
 const PING_INTERVAL: Duration = Duration::from_millis(20);
@@ -57,20 +59,6 @@ fn assert_full_mtu(from: &Container, to: &Container) {
     }
 }
 
-/// Wait until `cond` holds; panic with `what` and the last state otherwise.
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match cond() {
-            Ok(()) => return,
-            Err(state) if Instant::now() > deadline => {
-                panic!("{what}: not so after {timeout:?}: {state}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
 /// The text without terminal colour sequences (`ESC [ ... m`), which would glue
 /// `h3` to the code before it.
 fn strip_ansi(text: &str) -> String {
@@ -88,14 +76,6 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
-}
-
-fn v4(c: &Container) -> IpAddr {
-    IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
-}
-
-fn v6(c: &Container) -> IpAddr {
-    IpAddr::V6(c.v6.unwrap_or_else(|| panic!("{} has no IPv6 address", c.name)))
 }
 
 /// The test bed itself, with agents that know nothing of each other (embedded store,
@@ -217,8 +197,8 @@ fn survives_restarts_and_a_leaving_host(
     c: &Container,
 ) {
     // An agent restart drops nothing: to the restarted host and from it.
-    let into = ContinuousPing::start(&a.ns, v4(b), 300, PING_INTERVAL);
-    let out_of = ContinuousPing::start(&b.ns, v6(c), 300, PING_INTERVAL);
+    let into = ContinuousPing::start(&a.ns, b.ip4(), 300, PING_INTERVAL);
+    let out_of = ContinuousPing::start(&b.ns, c.ip6(), 300, PING_INTERVAL);
     std::thread::sleep(Duration::from_secs(1));
     cluster.restart_agent(1);
     for (what, ping) in [("a -> b", into), ("b -> c (v6)", out_of)] {
@@ -231,7 +211,7 @@ fn survives_restarts_and_a_leaving_host(
     }
 
     // An etcd restart does not interrupt traffic...
-    let ping = ContinuousPing::start(&a.ns, v4(c), 300, PING_INTERVAL);
+    let ping = ContinuousPing::start(&a.ns, c.ip4(), 300, PING_INTERVAL);
     std::thread::sleep(Duration::from_secs(1));
     cluster.restart_etcd();
     let stats = ping.finish().unwrap();
@@ -246,7 +226,7 @@ fn survives_restarts_and_a_leaving_host(
     let vxlan = cluster.opts.fabric == Fabric::Vxlan;
     for i in [0, 1] {
         let h = cluster.host(i);
-        for ip in [v4(c), v6(c)] {
+        for ip in [c.ip4(), c.ip6()] {
             assert!(
                 !h.routes_to(ip).is_empty(),
                 "{} has no route to c's {ip}: {:?}",
@@ -265,23 +245,28 @@ fn survives_restarts_and_a_leaving_host(
     let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
     for i in [0, 1] {
         let h = cluster.host(i);
-        wait_until(ttl + CONVERGE, &format!("{} forgets h3", h.name), || {
-            let routes: Vec<String> = [v4(c), v6(c)]
-                .into_iter()
-                .flat_map(|ip| h.routes_to(ip))
-                .map(|r| r.to_string())
-                .collect();
-            let fdb: Vec<_> = h
-                .vxlan_fdb()
-                .into_iter()
-                .filter(|(_, dst)| *dst == Some(h3_vtep))
-                .collect();
-            if routes.is_empty() && fdb.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("routes {routes:?}, FDB {fdb:?}"))
-            }
-        });
+        probe::wait_until(
+            ttl + CONVERGE,
+            POLL,
+            &format!("{} forgets h3", h.name),
+            || {
+                let routes: Vec<String> = [c.ip4(), c.ip6()]
+                    .into_iter()
+                    .flat_map(|ip| h.routes_to(ip))
+                    .map(|r| r.to_string())
+                    .collect();
+                let fdb: Vec<_> = h
+                    .vxlan_fdb()
+                    .into_iter()
+                    .filter(|(_, dst)| *dst == Some(h3_vtep))
+                    .collect();
+                if routes.is_empty() && fdb.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("routes {routes:?}, FDB {fdb:?}"))
+                }
+            },
+        );
     }
     // The remaining hosts still reach each other.
     assert_full_mesh(&[a, b, &d]);
@@ -309,8 +294,8 @@ fn host_gw_three_hosts() {
     let h1 = cluster.host(0);
     let h2 = cluster.host(1);
     for (ip, gw) in [
-        (v4(&b), IpAddr::V4(h2.underlay_v4)),
-        (v6(&b), IpAddr::V6(h2.underlay_v6)),
+        (b.ip4(), IpAddr::V4(h2.underlay_v4)),
+        (b.ip6(), IpAddr::V6(h2.underlay_v6)),
     ] {
         let routes = h1.routes_to(ip);
         assert!(
@@ -346,7 +331,7 @@ fn host_gw_peer_on_another_segment_gets_no_route() {
         })
     };
     let h1 = cluster.host(0);
-    wait_until(CONVERGE, "h1 logs an error about h3", || {
+    probe::wait_until(CONVERGE, POLL, "h1 logs an error about h3", || {
         let log = strip_ansi(&h1.agent.log());
         log.lines()
             .any(|l| (l.contains("ERROR") || l.contains("WARN")) && mentions_h3(l))
@@ -368,10 +353,10 @@ fn host_gw_peer_on_another_segment_gets_no_route() {
         "netctl routes on h1 shows no warning about h3:\n{routes}"
     );
     // h1 has seen h3 (the error above): still no route to h3's block, nor h3 to h1's.
-    for ip in [v4(&c), v6(&c)] {
+    for ip in [c.ip4(), c.ip6()] {
         assert_eq!(h1.routes_to(ip), vec![], "h1 routes to h3's {ip}");
     }
-    for ip in [v4(&a), v6(&a)] {
+    for ip in [a.ip4(), a.ip6()] {
         assert_eq!(h3.routes_to(ip), vec![], "h3 routes to h1's {ip}");
     }
 }

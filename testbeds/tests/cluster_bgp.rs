@@ -17,12 +17,13 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 
 /// How long sessions and routes may take to come up after a change.
 const CONVERGE: Duration = Duration::from_secs(30);
+/// How often a condition waited for is checked again.
+const POLL: Duration = Duration::from_millis(100);
 const PING_INTERVAL: Duration = Duration::from_millis(20);
 /// Node lease TTL of the agents: long against BFD, so that a route removed while the
 /// record still exists was removed by BGP, not by the registry.
@@ -35,23 +36,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn privileged(test: &str) -> bool {
     strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match cond() {
-            Ok(()) => return,
-            Err(state) if Instant::now() > deadline => {
-                panic!("{what}: not so after {timeout:?}: {state}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn v4(c: &Container) -> IpAddr {
-    IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
 }
 
 /// Four hosts on one segment, h1 and h2 route reflectors of one cluster.
@@ -75,24 +59,6 @@ fn four_hosts_two_rrs(bfd: bool) -> Cluster {
     Cluster::start(opts)
 }
 
-/// `netctl -o json bgp peers` on host `i`: (peer address, state, BFD state).
-fn bgp_peers(cluster: &Cluster, i: usize) -> Vec<(String, String, String)> {
-    let (_, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("netctl bgp peers on h{}: {e}: {out}", i + 1));
-    v.as_array()
-        .unwrap_or_else(|| panic!("netctl bgp peers: not a list: {out}"))
-        .iter()
-        .map(|p| {
-            (
-                p["address"].as_str().unwrap_or_default().to_string(),
-                p["state"].as_str().unwrap_or_default().to_string(),
-                p["bfd"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Host `i`'s BGP sessions are exactly to hosts `with`, all Established.
 fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
     let mut want: Vec<String> = with
@@ -100,13 +66,11 @@ fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
         .map(|&h| cluster.host(h).underlay_v4.to_string())
         .collect();
     want.sort();
-    wait_until(CONVERGE, &format!("h{} sessions", i + 1), || {
-        let peers = bgp_peers(cluster, i);
-        let mut got: Vec<String> = peers.iter().map(|p| p.0.clone()).collect();
+    probe::wait_until(CONVERGE, POLL, &format!("h{} sessions", i + 1), || {
+        let peers = cluster.host(i).bgp_peers();
+        let mut got: Vec<String> = peers.iter().map(|p| p.address.to_string()).collect();
         got.sort();
-        let all_up = peers
-            .iter()
-            .all(|p| p.1.eq_ignore_ascii_case("established"));
+        let all_up = peers.iter().all(|p| p.established());
         if got == want && all_up {
             Ok(())
         } else {
@@ -118,12 +82,16 @@ fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
 /// Host `i`'s BFD session with host `peer` is Up.
 fn assert_bfd_up(cluster: &Cluster, i: usize, peer: usize) {
     let addr = cluster.host(peer).underlay_v4.to_string();
-    wait_until(
+    probe::wait_until(
         CONVERGE,
+        POLL,
         &format!("h{} BFD with h{}", i + 1, peer + 1),
         || {
-            let peers = bgp_peers(cluster, i);
-            if peers.iter().any(|p| p.0 == addr && p.2 == "Up") {
+            let peers = cluster.host(i).bgp_peers();
+            if peers
+                .iter()
+                .any(|p| p.address.to_string() == addr && p.bfd.as_deref() == Some("Up"))
+            {
                 Ok(())
             } else {
                 Err(format!("{peers:?}"))
@@ -135,11 +103,12 @@ fn assert_bfd_up(cluster: &Cluster, i: usize, peer: usize) {
 /// Host `from` routes container `to`'s address straight to `to`'s host.
 fn assert_direct_route(cluster: &Cluster, from: usize, to: &Container) {
     let gw = IpAddr::V4(cluster.host(to.host).underlay_v4);
-    wait_until(
+    probe::wait_until(
         CONVERGE,
+        POLL,
         &format!("h{} route to {}", from + 1, to.name),
         || {
-            let routes = cluster.host(from).routes_to(v4(to));
+            let routes = cluster.host(from).routes_to(to.ip4());
             if routes.iter().any(|r| r.gateway == Some(gw)) {
                 Ok(())
             } else {
@@ -177,18 +146,18 @@ fn bgp_four_hosts_two_route_reflectors() {
     for a in &cs {
         for b in &cs {
             if a.name != b.name {
-                probe::wait_ping(&a.ns, v4(b), CONVERGE)
+                probe::wait_ping(&a.ns, b.ip4(), CONVERGE)
                     .unwrap_or_else(|e| panic!("{} -> {}: {e}", a.name, b.name));
             }
         }
     }
-    probe::tcp_echo(&cs[2].ns, &cs[3].ns, v4(&cs[3])).expect("TCP c3 -> c4");
+    probe::tcp_echo(&cs[2].ns, &cs[3].ns, cs[3].ip4()).expect("TCP c3 -> c4");
     if let (Some(_), Some(b6)) = (cs[2].v6, cs[3].v6) {
         probe::wait_ping(&cs[2].ns, IpAddr::V6(b6), CONVERGE).expect("IPv6 c3 -> c4");
     }
 
     // One RR crashes under traffic between two clients: nothing lost.
-    let ping = ContinuousPing::start(&cs[2].ns, v4(&cs[3]), 150, PING_INTERVAL);
+    let ping = ContinuousPing::start(&cs[2].ns, cs[3].ip4(), 150, PING_INTERVAL);
     std::thread::sleep(Duration::from_millis(500));
     cluster.kill_agent(0);
     let stats = ping.finish().expect("continuous ping");
@@ -212,17 +181,17 @@ fn bgp_four_hosts_two_route_reflectors() {
         "h4's routes went only with its node record: BFD did not take them down"
     );
     // h3 is a client with no session to h4; the RRs are the ones that noticed.
-    let rr_view = bgp_peers(&cluster, 1);
+    let rr_view = &cluster.host(1).bgp_peers();
     let h4 = cluster.host(3).underlay_v4.to_string();
     assert!(
         rr_view
             .iter()
-            .any(|p| p.0 == h4 && !p.1.eq_ignore_ascii_case("established")),
+            .any(|p| p.address.to_string() == h4 && !p.established()),
         "RR h2 still shows h4 Established after the cut: {rr_view:?}"
     );
     cluster.reconnect_host(3);
     assert_direct_route(&cluster, 2, &cs[3]);
-    probe::wait_ping(&cs[2].ns, v4(&cs[3]), CONVERGE).expect("c3 -> c4 after h4 is back");
+    probe::wait_ping(&cs[2].ns, cs[3].ip4(), CONVERGE).expect("c3 -> c4 after h4 is back");
 }
 
 /// Cut host `i` off and time until host 2 (a client) has no route to `c` any more.
@@ -233,11 +202,12 @@ fn cut_and_time_withdrawal(cluster: &mut Cluster, i: usize, c: &Container) -> (D
     let node = cluster.host(i).name.clone();
     let start = Instant::now();
     cluster.cut_host(i);
-    wait_until(
+    probe::wait_until(
         Duration::from_secs(LEASE_TTL_SECS * 4),
+        POLL,
         &format!("routes to {} gone from h{}", c.name, observer + 1),
         || {
-            let routes = cluster.host(observer).routes_to(v4(c));
+            let routes = cluster.host(observer).routes_to(c.ip4());
             if routes.is_empty() {
                 Ok(())
             } else {
@@ -269,12 +239,12 @@ fn bgp_host_cut_without_bfd() {
         "h4 cut, BFD off: routes gone on h3 after {elapsed:?} (node record still there: \
          {record_alive})"
     );
-    let rr_view = bgp_peers(&cluster, 1);
+    let rr_view = &cluster.host(1).bgp_peers();
     let h4 = cluster.host(3).underlay_v4.to_string();
     assert!(
         rr_view
             .iter()
-            .all(|p| p.0 != h4 || p.2.is_empty() || p.2.eq_ignore_ascii_case("off")),
+            .all(|p| p.address.to_string() != h4 || p.bfd.is_none()),
         "BFD state shown although BFD is off: {rr_view:?}"
     );
 }

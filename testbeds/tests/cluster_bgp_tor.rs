@@ -24,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use strait_api::bgp::PeerKind;
 use strait_testbeds::cluster::probe;
 use strait_testbeds::cluster::underlay::{ROUTER, Segment};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
@@ -32,6 +33,8 @@ use strait_testbeds::peers::{Bird, Neighbor, PeerConfig, fib_routes, require};
 
 /// How long sessions and routes may take to come up or go after a change.
 const CONVERGE: Duration = Duration::from_secs(30);
+/// How often a condition waited for is checked again.
+const POLL: Duration = Duration::from_millis(100);
 const TOR_AS: u32 = 65000;
 /// h2's session with the ToR is signed (RFC 2385); the key goes in with
 /// `--md5-key-file`.
@@ -58,23 +61,6 @@ fn privileged(test: &str) -> bool {
             &[("bird", "--version"), ("birdc", "--version")],
             "bird2",
         )
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match cond() {
-            Ok(()) => return,
-            Err(state) if Instant::now() > deadline => {
-                panic!("{what}: not so after {timeout:?}: {state}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn v4(c: &Container) -> IpAddr {
-    IpAddr::V4(c.v4.unwrap_or_else(|| panic!("{} has no IPv4 address", c.name)))
 }
 
 /// The ToR's address on segment `seg`.
@@ -119,24 +105,6 @@ fn router(cluster: &Cluster) -> &Netns {
     cluster.underlay().router.as_ref().expect("router")
 }
 
-/// `netctl -o json bgp peers` on host `i`: (peer address, state, kind).
-fn bgp_peers(cluster: &Cluster, i: usize) -> Vec<(String, String, String)> {
-    let (_, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("netctl bgp peers on h{}: {e}: {out}", i + 1));
-    v.as_array()
-        .unwrap_or_else(|| panic!("netctl bgp peers: not a list: {out}"))
-        .iter()
-        .map(|p| {
-            (
-                p["address"].as_str().unwrap_or_default().to_string(),
-                p["state"].as_str().unwrap_or_default().to_string(),
-                p["kind"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// `netctl -o json bgp peer list` on host `i`: (name, has an MD5 key).
 fn external_peers(cluster: &Cluster, i: usize) -> Vec<(String, bool)> {
     let (ok, out) = cluster
@@ -159,16 +127,15 @@ fn external_peers(cluster: &Cluster, i: usize) -> Vec<(String, bool)> {
 /// Host `i` has exactly one session, with its ToR, Established.
 fn assert_tor_session(cluster: &Cluster, i: usize) {
     let tor = tor_ip(cluster.host(i).segment).to_string();
-    wait_until(
+    probe::wait_until(
         CONVERGE,
+        POLL,
         &format!("h{} session with the ToR", i + 1),
         || {
-            let peers = bgp_peers(cluster, i);
+            let peers = cluster.host(i).bgp_peers();
             match peers.as_slice() {
-                [(addr, state, kind)]
-                    if *addr == tor && state.eq_ignore_ascii_case("established") =>
-                {
-                    assert_eq!(kind, "external");
+                [p] if p.address.to_string() == tor && p.established() => {
+                    assert_eq!(p.kind, PeerKind::External);
                     Ok(())
                 }
                 _ => Err(format!("want only {tor} Established, have {peers:?}")),
@@ -180,13 +147,14 @@ fn assert_tor_session(cluster: &Cluster, i: usize) {
 /// Host `from` routes container `to`'s addresses (both families) via its own ToR.
 fn assert_route_via_tor(cluster: &Cluster, from: usize, to: &Container) {
     let seg = cluster.host(from).segment;
-    let mut want = vec![(v4(to), tor_ip(seg))];
+    let mut want = vec![(to.ip4(), tor_ip(seg))];
     if let Some(ip6) = to.v6 {
         want.push((IpAddr::V6(ip6), IpAddr::V6(seg.v6(ROUTER))));
     }
     for (ip, gw) in want {
-        wait_until(
+        probe::wait_until(
             CONVERGE,
+            POLL,
             &format!("h{} route to {} ({ip}) via {gw}", from + 1, to.name),
             || {
                 let routes = cluster.host(from).routes_to(ip);
@@ -242,16 +210,21 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     // speaker answers.
     for i in 0..4 {
         let mut peers = None;
-        wait_until(CONVERGE, &format!("h{} speaker answering", i + 1), || {
-            let (ok, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
-            match serde_json::from_str::<Value>(&out) {
-                Ok(Value::Array(list)) => {
-                    peers = Some((ok, list));
-                    Ok(())
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            &format!("h{} speaker answering", i + 1),
+            || {
+                let (ok, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
+                match serde_json::from_str::<Value>(&out) {
+                    Ok(Value::Array(list)) => {
+                        peers = Some((ok, list));
+                        Ok(())
+                    }
+                    _ => Err(out),
                 }
-                _ => Err(out),
-            }
-        });
+            },
+        );
         let (ok, list) = peers.expect("answered");
         assert!(ok && list.is_empty(), "h{}: mesh is off: {list:?}", i + 1);
     }
@@ -338,26 +311,31 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     for (from, to) in [(0, 2), (0, 3), (1, 2), (2, 0), (3, 1)] {
         assert_route_via_tor(&cluster, from, &cs[to]);
     }
-    wait_until(CONVERGE, "every host's blocks in the ToR's FIB", || {
-        let ips = cs.iter().flat_map(|c| c.ips());
-        match ips.into_iter().find(|ip| !tor_fib_has(&cluster, *ip)) {
-            None => Ok(()),
-            Some(ip) => Err(format!(
-                "no route to {ip}: {:?}",
-                fib_routes(router(&cluster), "bird")
-            )),
-        }
-    });
+    probe::wait_until(
+        CONVERGE,
+        POLL,
+        "every host's blocks in the ToR's FIB",
+        || {
+            let ips = cs.iter().flat_map(|c| c.ips());
+            match ips.into_iter().find(|ip| !tor_fib_has(&cluster, *ip)) {
+                None => Ok(()),
+                Some(ip) => Err(format!(
+                    "no route to {ip}: {:?}",
+                    fib_routes(router(&cluster), "bird")
+                )),
+            }
+        },
+    );
     for (a, b) in [(0, 2), (2, 0), (1, 3), (3, 1), (0, 3)] {
-        probe::wait_ping(&cs[a].ns, v4(&cs[b]), CONVERGE)
+        probe::wait_ping(&cs[a].ns, cs[b].ip4(), CONVERGE)
             .unwrap_or_else(|e| panic!("{} -> {}: {e}", cs[a].name, cs[b].name));
     }
     // Inside a rack the hosts share an AS and refuse each other's routes from the ToR
     // (AS_PATH loop): they go by the default route, through the ToR.
-    probe::wait_ping(&cs[0].ns, v4(&cs[1]), CONVERGE).expect("c1 -> c2, same rack");
-    probe::wait_ping(&cs[3].ns, v4(&cs[2]), CONVERGE).expect("c4 -> c3, same rack");
-    probe::tcp_echo(&cs[0].ns, &cs[2].ns, v4(&cs[2])).expect("TCP c1 -> c3");
-    probe::tcp_echo(&cs[3].ns, &cs[1].ns, v4(&cs[1])).expect("TCP c4 -> c2");
+    probe::wait_ping(&cs[0].ns, cs[1].ip4(), CONVERGE).expect("c1 -> c2, same rack");
+    probe::wait_ping(&cs[3].ns, cs[2].ip4(), CONVERGE).expect("c4 -> c3, same rack");
+    probe::tcp_echo(&cs[0].ns, &cs[2].ns, cs[2].ip4()).expect("TCP c1 -> c3");
+    probe::tcp_echo(&cs[3].ns, &cs[1].ns, cs[1].ip4()).expect("TCP c4 -> c2");
     let (a6, b6) = match (cs[0].v6, cs[2].v6) {
         (Some(a), Some(b)) => (IpAddr::V6(a), IpAddr::V6(b)),
         _ => panic!("dual-stack pools give every container an IPv6 address"),
@@ -371,33 +349,38 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     let (ok, out) = cluster.host(2).netctl(&["bgp", "peer", "remove", "tor-h1"]);
     assert!(ok, "netctl bgp peer remove: {out}");
     let t0 = Instant::now();
-    wait_until(CONVERGE, "h1 without sessions", || {
-        let peers = bgp_peers(&cluster, 0);
+    probe::wait_until(CONVERGE, POLL, "h1 without sessions", || {
+        let peers = &cluster.host(0).bgp_peers();
         if peers.is_empty() {
             Ok(())
         } else {
             Err(format!("{peers:?}"))
         }
     });
-    wait_until(CONVERGE, "the routes learned over tor-h1 gone", || {
-        no_route(&cluster, 0, &cs[2])?;
-        no_route(&cluster, 0, &cs[3])?;
-        no_route(&cluster, 2, &cs[0])?;
-        no_route(&cluster, 3, &cs[0])?;
-        match cs[0]
-            .ips()
-            .into_iter()
-            .find(|ip| tor_fib_has(&cluster, *ip))
-        {
-            Some(ip) => Err(format!("{ip} still in the ToR's FIB")),
-            None => Ok(()),
-        }
-    });
+    probe::wait_until(
+        CONVERGE,
+        POLL,
+        "the routes learned over tor-h1 gone",
+        || {
+            no_route(&cluster, 0, &cs[2])?;
+            no_route(&cluster, 0, &cs[3])?;
+            no_route(&cluster, 2, &cs[0])?;
+            no_route(&cluster, 3, &cs[0])?;
+            match cs[0]
+                .ips()
+                .into_iter()
+                .find(|ip| tor_fib_has(&cluster, *ip))
+            {
+                Some(ip) => Err(format!("{ip} still in the ToR's FIB")),
+                None => Ok(()),
+            }
+        },
+    );
     eprintln!("tor-h1 removed: its routes gone after {:?}", t0.elapsed());
     // The others are untouched.
     assert_tor_session(&cluster, 1);
     assert_route_via_tor(&cluster, 2, &cs[1]);
-    probe::wait_ping(&cs[2].ns, v4(&cs[1]), CONVERGE).expect("c3 -> c2 after h1's peer left");
+    probe::wait_ping(&cs[2].ns, cs[1].ip4(), CONVERGE).expect("c3 -> c2 after h1's peer left");
     let (ok, out) = cluster.host(0).netctl(&["bgp", "peer", "remove", "tor-h1"]);
     assert!(
         !ok && out.contains("no external BGP peer"),
