@@ -1,1 +1,18 @@
-//! strait-ebpf: eBPF policy programs (C) and their loader ABI. Not yet written: see the policy issue.
+//! strait-ebpf: strait's eBPF programs, written in C (`src/*.c`), compiled by
+//! `build.rs` with clang and embedded here as ELF objects for the agent to load with
+//! aya.
+//!
+//! - [`FASTPATH`]: the forwarding fast path (tc ingress on container veths and on the
+//!   fabric device); its maps' layouts are mirrored in the agent's `fastpath` module.
+
+/// ELF bytes with the 8-byte alignment the object parser wants for its headers
+/// (`include_bytes!` alone guarantees 1).
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+
+static FASTPATH_OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fastpath.o")));
+
+/// The fast path object: programs `strait_from_ep` and `strait_from_fab`, maps
+/// `strait_fp_config`, `strait_fp_endpoints` and `strait_fp_stats`.
+pub static FASTPATH: &[u8] = &FASTPATH_OBJECT.0;

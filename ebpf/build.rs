@@ -1,0 +1,38 @@
+//! Compiles the eBPF programs in `src/*.c` with clang (`-target bpf`, BTF kept for
+//! aya's map definitions). Stable Rust cannot build eBPF, so the programs are C; the
+//! agent embeds the objects. clang comes from `scripts/install-deps.sh`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const PROGRAMS: &[&str] = &["fastpath"];
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let clang = std::env::var("STRAIT_BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    // <asm/types.h> lives under the multiarch include directory on Debian.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let multiarch = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        other => panic!("strait-ebpf: no multiarch include path known for {other}"),
+    };
+    println!("cargo:rerun-if-env-changed=STRAIT_BPF_CLANG");
+    for name in PROGRAMS {
+        let src = format!("src/{name}.c");
+        println!("cargo:rerun-if-changed={src}");
+        let obj = out.join(format!("{name}.o"));
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+            .arg(format!("-I/usr/include/{multiarch}"))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("strait-ebpf: cannot run {clang} ({e}); install clang and libbpf-dev (scripts/install-deps.sh)")
+            });
+        assert!(status.success(), "strait-ebpf: {clang} failed on {src}");
+    }
+}
