@@ -84,6 +84,10 @@ pub struct Flags {
     /// VXLAN UDP port.
     #[arg(long)]
     pub vxlan_port: Option<u16>,
+    /// The eBPF forwarding fast path: auto (default: on unless kube-proxy NATs
+    /// services on this host), on or off. See docs/datapath.md.
+    #[arg(long)]
+    pub fast_path: Option<strait_api::FastPathMode>,
     /// TTL of the lease the node record is bound to, seconds.
     #[arg(long)]
     pub node_lease_ttl_secs: Option<u64>,
@@ -151,6 +155,7 @@ pub struct FileConfig {
     pub underlay_addrs: Vec<IpAddr>,
     pub vxlan_vni: Option<u32>,
     pub vxlan_port: Option<u16>,
+    pub fast_path: Option<strait_api::FastPathMode>,
     pub node_lease_ttl_secs: Option<u64>,
     pub block_reclaim_grace_secs: Option<u64>,
     pub bgp_asn: Option<u32>,
@@ -187,6 +192,7 @@ pub struct AgentConfig {
     pub underlay_addrs: Vec<IpAddr>,
     pub vxlan_vni: u32,
     pub vxlan_port: u16,
+    pub fast_path: strait_api::FastPathMode,
     pub node_lease_ttl_secs: u64,
     pub block_reclaim_grace_secs: u64,
     /// The bgp fabric's settings (defaults unless given; used with `--fabric bgp`).
@@ -281,6 +287,7 @@ impl AgentConfig {
             underlay_addrs: cluster.underlay_addrs,
             vxlan_vni: cluster.vxlan_vni,
             vxlan_port: cluster.vxlan_port,
+            fast_path: flags.fast_path.or(file.fast_path).unwrap_or_default(),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
@@ -676,6 +683,26 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.fabric, FabricMode::None);
         assert_eq!(cfg.vxlan_vni, 9);
+    }
+
+    #[test]
+    fn fast_path_mode_from_flag_and_file() {
+        use strait_api::FastPathMode;
+        assert_eq!(with(&[]).unwrap().fast_path, FastPathMode::Auto);
+        assert_eq!(
+            with(&["--fast-path", "off"]).unwrap().fast_path,
+            FastPathMode::Off
+        );
+        let file: FileConfig = toml::from_str(r#"fast_path = "on""#).unwrap();
+        let cfg = AgentConfig::merge(flags(&base()), file.clone()).unwrap();
+        assert_eq!(cfg.fast_path, FastPathMode::On);
+        let mut args = base();
+        args.extend_from_slice(&["--fast-path", "off"]);
+        let cfg = AgentConfig::merge(flags(&args), file).unwrap();
+        assert_eq!(cfg.fast_path, FastPathMode::Off, "the flag wins");
+        let bad = Flags::try_parse_from(["straitd", "--fast-path", "fast"]).unwrap_err();
+        assert!(bad.to_string().contains("use auto, on or off"), "{bad}");
+        assert!(toml::from_str::<FileConfig>(r#"fast_path = "yes""#).is_err());
     }
 
     #[test]

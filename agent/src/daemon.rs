@@ -22,13 +22,14 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use strait_api::bgp::{BgpRole, NodeBgp};
-use strait_api::{FabricMode, NodeRecord};
+use strait_api::{FabricMode, FastPathMode, NodeRecord};
 
 use crate::api::{self, AppState};
 use crate::attach::{Attacher, AttacherConfig};
 use crate::config::AgentConfig;
 use crate::fabric::bgp::{BgpFabric, BgpFabricConfig};
 use crate::fabric::{Fabric, FabricConfig, vxlan_mtu};
+use crate::fastpath::FastPath;
 use crate::ipam::reclaim::{ReclaimConfig, Reclaimer};
 use crate::ipam::{Ipam, IpamConfig};
 use crate::metrics::Metrics;
@@ -64,6 +65,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         fabric: tokio::sync::OnceCell::new(),
         fabric_mode: cfg.fabric,
         bgp: tokio::sync::OnceCell::new(),
+        fast_path: std::sync::OnceLock::new(),
         phase: std::sync::Mutex::new("opening the store".into()),
         metrics: metrics.clone(),
         started: Instant::now(),
@@ -110,6 +112,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         housekeeping.abort();
         running.reclaimer.abort();
         running.fabric.abort();
+        if let Some(t) = running.fast_path {
+            t.abort();
+        }
         if let Some(bgp) = running.bgp {
             // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
@@ -149,6 +154,8 @@ struct Running {
     fabric: tokio::task::JoinHandle<()>,
     /// The BGP fabric's loops (`--fabric bgp`).
     bgp: Option<tokio::task::JoinHandle<()>>,
+    /// `--fast-path auto`'s watch for service NAT.
+    fast_path: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Everything between "socket bound" and "ready": open the store (waiting for it if
@@ -220,7 +227,9 @@ async fn start(
     fabric_cfg.vni = cfg.vxlan_vni;
     fabric_cfg.port = cfg.vxlan_port;
     let bgp_underlay = fabric_cfg.underlay.clone();
-    let fabric = Fabric::new(store.clone(), host.clone(), fabric_cfg);
+    let fast_path = load_fast_path(cfg.fast_path);
+    let fabric =
+        Fabric::new(store.clone(), host.clone(), fabric_cfg).with_fast_path(fast_path.clone());
     let _ = state.fabric.set(fabric.handle());
     let fabric = tokio::spawn(fabric.run(stop.clone()));
     let bgp = bgp.map(|own| {
@@ -259,16 +268,86 @@ async fn start(
     if applied > 0 {
         info!(applied, "applied DELs queued while the agent was down");
     }
+    state.set_phase("attaching the fast path");
+    let fast_path_task =
+        start_fast_path(cfg.fast_path, fast_path, &attacher, state, stop.clone()).await;
     attacher.set_ready();
     state.set_phase("ready");
     info!(mtu, "ready");
     Ok(Running {
+        fast_path: fast_path_task,
         attacher,
         keepalive,
         reclaimer,
         fabric,
         bgp,
     })
+}
+
+/// Loads the fast path's programs unless `--fast-path off`. A kernel that refuses
+/// them leaves the agent on the kernel's forwarding, with a warning.
+fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
+    if mode == FastPathMode::Off {
+        return None;
+    }
+    match FastPath::load(mode) {
+        Ok(fp) => Some(fp),
+        Err(e) => {
+            warn!(error = %e, "the fast path is unavailable; using the kernel's forwarding");
+            None
+        }
+    }
+}
+
+/// How often `--fast-path auto` looks for service NAT on the host.
+const SERVICE_NAT_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// Attaches the fast path to the existing endpoints and switches it on as the mode
+/// says; with `off`, removes what a previous agent attached. Returns the task that
+/// keeps `auto` in step with the host's service NAT.
+async fn start_fast_path(
+    mode: FastPathMode,
+    fast_path: Option<FastPath>,
+    attacher: &Arc<Attacher>,
+    state: &AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Some(fp) = fast_path else {
+        if mode == FastPathMode::Off {
+            let mut devices = vec![crate::fabric::VXLAN_DEVICE.to_string()];
+            if let Ok(eps) = attacher.endpoints().await {
+                devices.extend(eps.into_iter().map(|e| e.host_ifname));
+            }
+            crate::fastpath::remove_leftovers(devices.iter().map(String::as_str));
+        }
+        return None;
+    };
+    attacher.set_fast_path(fp.clone());
+    match attacher.adopt_fast_path().await {
+        Ok(n) => info!(endpoints = n, "fast path attached"),
+        Err(e) => warn!(error = %e, "fast path: listing endpoints"),
+    }
+    let _ = state.fast_path.set(fp.clone());
+    if mode == FastPathMode::On {
+        if let Err(e) = fp.set_enabled(true, None) {
+            warn!(error = %e, "fast path");
+        }
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            let nat = tokio::task::spawn_blocking(crate::fastpath::nat::service_nat)
+                .await
+                .unwrap_or(None);
+            if let Err(e) = fp.set_enabled(nat.is_none(), nat) {
+                warn!(error = %e, "fast path");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SERVICE_NAT_CHECK_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }))
 }
 
 /// Open the store — etcd with `--etcd-endpoints`, else the embedded file — retrying

@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod endpoint;
 pub mod fabric;
+pub mod fastpath;
 pub mod ipam;
 pub mod metrics;
 pub mod netlink;

@@ -215,6 +215,73 @@ pub struct AgentStatus {
     pub endpoints: usize,
     pub pools: Vec<IpNet>,
     pub readiness: Readiness,
+    /// The eBPF forwarding fast path (docs/datapath.md); absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathStatus>,
+}
+
+/// Whether container packets bypass the host's IP forwarding (`--fast-path`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FastPathMode {
+    /// On, unless the host NATs service traffic (kube-proxy), whose replies need the
+    /// host's conntrack.
+    #[default]
+    Auto,
+    On,
+    /// Nothing attached; a previous agent's programs are removed.
+    Off,
+}
+
+impl FastPathMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FastPathMode::Auto => "auto",
+            FastPathMode::On => "on",
+            FastPathMode::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for FastPathMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FastPathMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(FastPathMode::Auto),
+            "on" => Ok(FastPathMode::On),
+            "off" => Ok(FastPathMode::Off),
+            other => Err(format!(
+                "unknown fast path mode {other:?}: use auto, on or off"
+            )),
+        }
+    }
+}
+
+/// The fast path as `netctl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    pub mode: FastPathMode,
+    /// Whether packets take it now.
+    pub active: bool,
+    /// Why it is not active (or the mode's own reason), for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The fabric device whose ingress it is attached to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric_device: Option<String>,
+    /// Container veths it is attached to.
+    pub endpoints: usize,
+    /// Packets redirected to the fabric device, to a local container, and handed to
+    /// the kernel's forwarding, since this agent loaded the programs.
+    pub to_fabric: u64,
+    pub to_endpoint: u64,
+    pub to_stack: u64,
 }
 
 /// An attachment as the agent records it (`endpoints/<node>/<id>`).

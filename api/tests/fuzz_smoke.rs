@@ -167,6 +167,16 @@ fn answers() -> Vec<Vec<u8>> {
             endpoints: 1,
             pools: vec!["10.1.0.0/16".parse().unwrap()],
             readiness: readiness(),
+            fast_path: Some(FastPathStatus {
+                mode: FastPathMode::Auto,
+                active: true,
+                reason: None,
+                fabric_device: Some("strait.vxlan".into()),
+                endpoints: 1,
+                to_fabric: 10,
+                to_endpoint: 9,
+                to_stack: 1,
+            }),
         }),
         bytes(&vec![Endpoint {
             id: "e1".into(),

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_api::{
-    AgentStatus, Client, Endpoint, IpamIssue, IpamReport, IpamView, NodeView, ReleaseRequest,
-    ReleaseResponse, paths,
+    AgentStatus, Client, Endpoint, FastPathStatus, IpamIssue, IpamReport, IpamView, NodeView,
+    ReleaseRequest, ReleaseResponse, paths,
     routes::{EntryKind, EntryState, RouteReport},
 };
 
@@ -315,7 +315,30 @@ fn render_status(s: &AgentStatus) -> String {
         )
     };
     t.row(["ready", &ready]);
+    t.row(["fast path", &render_fast_path(s.fast_path.as_ref())]);
     t.render()
+}
+
+/// One line: whether container packets bypass the host's forwarding, where it is
+/// attached, and how many packets took which way.
+fn render_fast_path(fp: Option<&FastPathStatus>) -> String {
+    let Some(fp) = fp else {
+        return "off (not loaded)".into();
+    };
+    let state = if fp.active { "on" } else { "off" };
+    let mut line = format!("{state} (mode {})", fp.mode);
+    if let Some(r) = &fp.reason {
+        line.push_str(&format!(": {r}"));
+    }
+    let attached = match &fp.fabric_device {
+        Some(d) => format!("{} endpoints + {d}", fp.endpoints),
+        None => format!("{} endpoints", fp.endpoints),
+    };
+    line.push_str(&format!(
+        "; attached to {attached}; packets to fabric {}, to endpoints {}, to the kernel {}",
+        fp.to_fabric, fp.to_endpoint, fp.to_stack
+    ));
+    line
 }
 
 fn render_endpoints(eps: &[Endpoint]) -> String {

@@ -42,6 +42,8 @@ pub struct AppState {
     pub fabric_mode: strait_api::FabricMode,
     /// The BGP fabric's handle (`/v1/bgp/peers`, `/v1/bgp/rib`); set once it runs.
     pub bgp: tokio::sync::OnceCell<crate::fabric::bgp::BgpHandle>,
+    /// The eBPF fast path, when loaded (`netctl status`).
+    pub fast_path: std::sync::OnceLock<crate::fastpath::FastPath>,
     /// What start-up is doing or waiting for, shown while not ready.
     pub phase: std::sync::Mutex<String>,
     pub metrics: Arc<Metrics>,
@@ -314,6 +316,7 @@ async fn status(State(s): State<Shared>) -> Response {
         endpoints,
         pools: s.pools.clone(),
         readiness,
+        fast_path: s.fast_path.get().map(|fp| fp.status()),
     })
 }
 
@@ -629,6 +632,7 @@ mod tests {
             fabric: Default::default(),
             fabric_mode,
             bgp: Default::default(),
+            fast_path: Default::default(),
             phase: std::sync::Mutex::new("registering the node".into()),
             metrics: Arc::new(Metrics::new()),
             started: Instant::now(),

@@ -160,6 +160,8 @@ pub struct Attacher {
     reaper: tokio::sync::mpsc::UnboundedSender<String>,
     /// Interface setups in progress at once; see [`plumbing_slots`].
     plumbing: tokio::sync::Semaphore,
+    /// The eBPF fast path, when the agent runs one: every endpoint's veth gets it.
+    fast_path: std::sync::OnceLock<crate::fastpath::FastPath>,
 }
 
 impl Attacher {
@@ -185,7 +187,44 @@ impl Attacher {
             deleting,
             reaper,
             plumbing: tokio::sync::Semaphore::new(plumbing_slots()),
+            fast_path: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on every new endpoint's veth gets the fast path; call
+    /// [`Attacher::adopt_fast_path`] for the existing ones.
+    pub fn set_fast_path(&self, fast_path: crate::fastpath::FastPath) {
+        let _ = self.fast_path.set(fast_path);
+    }
+
+    /// Attaches the fast path to every recorded endpoint's veth (at start: the
+    /// previous agent's filters are replaced in place). Returns how many.
+    pub async fn adopt_fast_path(&self) -> Result<usize, AttachError> {
+        let Some(fp) = self.fast_path.get() else {
+            return Ok(0);
+        };
+        let mut attached = 0;
+        for ep in self.records.list().await? {
+            match self.host.link_by_name(&ep.host_ifname).await {
+                Ok(Some(link)) => match fp.attach_endpoint(&ep.host_ifname, link.index) {
+                    Ok(()) => attached += 1,
+                    Err(e) => warn!(error = %e, "fast path"),
+                },
+                Ok(None) => {}
+                Err(e) => warn!(link = %ep.host_ifname, error = %e, "fast path: looking up"),
+            }
+        }
+        Ok(attached)
+    }
+
+    /// A new veth gets the fast path. Failing leaves it on the kernel's forwarding,
+    /// which works: the ADD still succeeds.
+    fn attach_fast_path(&self, created: &endpoint::VethCreated) {
+        if let Some(fp) = self.fast_path.get()
+            && let Err(e) = fp.attach_endpoint(&created.host_ifname, created.host_ifindex)
+        {
+            warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding");
+        }
     }
 
     pub fn config(&self) -> &AttacherConfig {
@@ -280,6 +319,7 @@ impl Attacher {
         let t_plumb = std::time::Instant::now();
         match self.plumb(&spec).await {
             Ok(created) => {
+                self.attach_fast_path(&created);
                 info!(
                     %id, host_ifname, ips = ?alloc.ips, ipam_ms,
                     plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3,
@@ -382,6 +422,9 @@ impl Attacher {
     }
 
     fn delete_link_in_background(&self, name: String) {
+        if let Some(fp) = self.fast_path.get() {
+            fp.forget_endpoint(&name);
+        }
         {
             let mut deleting = lock(&self.deleting);
             if deleting.contains_key(&name) {

@@ -31,6 +31,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Fabric {
     store: Arc<dyn Store>,
     handle: FabricHandle,
+    /// Told the fabric device after every reconciliation (it attaches there).
+    fast_path: Option<crate::fastpath::FastPath>,
 }
 
 /// A cheap, cloneable handle on a running [`Fabric`]: what the API serves
@@ -66,7 +68,14 @@ impl Fabric {
                 cfg: Arc::new(cfg),
                 shared: Arc::default(),
             },
+            fast_path: None,
         }
+    }
+
+    /// The fast path to attach to the fabric device (vxlan) once it exists.
+    pub fn with_fast_path(mut self, fast_path: Option<crate::fastpath::FastPath>) -> Self {
+        self.fast_path = fast_path;
+        self
     }
 
     pub fn handle(&self) -> FabricHandle {
@@ -193,6 +202,13 @@ impl Fabric {
             Ok(done) => {
                 status.last_error = None;
                 drop(status);
+                if let Some(fp) = &self.fast_path {
+                    let dev = done.report.device.as_ref();
+                    if let Err(e) = fp.set_fabric_device(dev.map(|d| (d.name.as_str(), d.ifindex)))
+                    {
+                        warn!(error = %e, "fast path: fabric device");
+                    }
+                }
                 if done.changes > 0 {
                     info!(changes = done.changes, took = ?started.elapsed(), "fabric reconciled");
                 } else {
