@@ -7,7 +7,7 @@ PKGS=(
   # build
   build-essential pkg-config protobuf-compiler libprotobuf-dev clang llvm libbpf-dev
   # kernel tooling used by tests and the demo
-  iproute2 iputils-ping netcat-openbsd procps jq python3 curl
+  iproute2 iputils-ping netcat-openbsd procps jq python3 curl iptables
   # real runtimes and the reference CNI plugins (baseline and chaining)
   containernetworking-plugins busybox-static podman runc containerd
   # the cluster store (etcd backend, cluster tests)

@@ -146,6 +146,15 @@ impl Agent {
         self.wait_ready(Duration::from_secs(30));
     }
 
+    /// Start again with `extra` flags added to the original ones (same socket and
+    /// state); wait until ready.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        let saved = self.opts.extra.clone();
+        self.opts.extra.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
+        self.opts.extra = saved;
+    }
+
     /// Start again without waiting for readiness.
     pub fn relaunch(&mut self) {
         self.stop();

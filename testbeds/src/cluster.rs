@@ -528,6 +528,12 @@ impl Cluster {
         self.hosts[i].agent.restart();
     }
 
+    /// As [`Cluster::restart_agent`], with `extra` flags for this start only (a later
+    /// restart uses the original flags again).
+    pub fn restart_agent_with(&mut self, i: usize, extra: &[&str]) {
+        self.hosts[i].agent.restart_with(extra);
+    }
+
     /// SIGTERM host `i`'s agent and leave it stopped. Its kernel state stays (nothing
     /// is flushed on shutdown); its node record lives until its lease expires.
     pub fn stop_agent(&mut self, i: usize) {
