@@ -12,7 +12,15 @@
 //! (strait, baseline, baseline, strait, ...) so all see the same machine load; the
 //! medians are compared.
 //!
+//! strait's agents run with their default `--fast-path auto` (the eBPF fast path,
+//! docs/datapath.md) unless `--fast-path off|on` is given.
+//!
+//! iperf3's client and server are pinned to CPUs 0 and 1 (`iperf3 -A 0,1`) for every
+//! path alike, unless `--no-pin`: on a 2-core machine, where the scheduler happens to
+//! put the two ends otherwise changes a run by ±30 %.
+//!
 //! Usage: strait-bench-throughput [--runs N] [--seconds S] [--underlay-mtu M]
+//!        [--fast-path auto|on|off] [--no-pin]
 //! (root; iperf3 and etcd installed; release build advised: scripts/bench-throughput.sh)
 
 use std::net::IpAddr;
@@ -28,27 +36,45 @@ struct Args {
     runs: usize,
     seconds: u32,
     underlay_mtu: u32,
+    fast_path: Option<String>,
+    pin: bool,
 }
+
+const USAGE: &str = "usage: strait-bench-throughput [--runs N] [--seconds S] \
+                     [--underlay-mtu 1280..9000] [--fast-path auto|on|off] [--no-pin]";
 
 fn parse_args() -> Args {
     let mut a = Args {
         runs: 3,
         seconds: 10,
         underlay_mtu: 1500,
+        fast_path: None,
+        pin: true,
+    };
+    let usage = || -> ! {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let val = it.next().and_then(|v| v.parse::<u32>().ok());
+        if flag == "--no-pin" {
+            a.pin = false;
+            continue;
+        }
+        let raw = it.next();
+        if flag == "--fast-path" {
+            match raw.as_deref() {
+                Some(m @ ("auto" | "on" | "off")) => a.fast_path = Some(m.to_string()),
+                _ => usage(),
+            }
+            continue;
+        }
+        let val = raw.and_then(|v| v.parse::<u32>().ok());
         match (flag.as_str(), val) {
             ("--runs", Some(n)) if n > 0 => a.runs = n as usize,
             ("--seconds", Some(n)) if n > 0 => a.seconds = n,
             ("--underlay-mtu", Some(n)) if (1280..=9000).contains(&n) => a.underlay_mtu = n,
-            _ => {
-                eprintln!(
-                    "usage: strait-bench-throughput [--runs N] [--seconds S] [--underlay-mtu 1280..9000]"
-                );
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
     a
@@ -69,6 +95,9 @@ fn main() {
     let mut opts = ClusterOpts::new(2, Fabric::Vxlan);
     opts.pools = vec!["10.244.0.0/16".into()];
     opts.underlay_mtu = args.underlay_mtu;
+    if let Some(mode) = &args.fast_path {
+        opts.agent_extra = vec!["--fast-path".into(), mode.clone()];
+    }
     let mut cluster = Cluster::start(opts);
     let client = cluster.add_container(0, "c1");
     let server = cluster.add_container(1, "c2");
@@ -198,12 +227,20 @@ fn main() {
     }
 
     println!(
-        "TCP throughput, iperf3 {} s x {} runs, underlay MTU {}, one stream",
-        args.seconds, args.runs, args.underlay_mtu
+        "TCP throughput, iperf3 {} s x {} runs, underlay MTU {}, one stream, {}",
+        args.seconds,
+        args.runs,
+        args.underlay_mtu,
+        if args.pin {
+            "client on CPU 0, server on CPU 1"
+        } else {
+            "not pinned"
+        }
     );
     println!(
-        "  strait:              container c1 (h1) -> container c2 {server_ip} (h2), MTU {}",
-        client.mtu
+        "  strait:              container c1 (h1) -> container c2 {server_ip} (h2), MTU {}, fast path: {}",
+        client.mtu,
+        fast_path_line(cluster.host(0))
     );
     println!(
         "  kernel VXLAN pair:   vx0 (VNI 42) <-> vx0 on the same underlay bridge, MTU {vx_mtu}"
@@ -217,22 +254,34 @@ fn main() {
         .map(|p| IperfServer::start(p.server, p.ip))
         .collect();
     let mut results: Vec<Vec<f64>> = vec![vec![]; paths.len()];
+    let mut costs: Vec<Vec<f64>> = vec![vec![]; paths.len()];
     for run in 1..=args.runs {
-        for (path, res) in paths.iter().zip(results.iter_mut()) {
-            let r = iperf(path.client, path.ip, args.seconds);
+        for ((path, res), cost) in paths.iter().zip(results.iter_mut()).zip(costs.iter_mut()) {
+            let r = iperf(path.client, path.ip, args.seconds, args.pin);
             print_run(path.label, run, &r);
             if let Ok(r) = r {
                 res.push(r.gbits);
+                cost.extend(r.cpu_ms_per_gb);
             }
         }
     }
     drop(servers);
+    println!(
+        "  h1 fast path after the runs: {}",
+        fast_path_line(cluster.host(0))
+    );
+    println!(
+        "  h2 fast path after the runs: {}",
+        fast_path_line(cluster.host(1))
+    );
 
     println!();
     let medians: Vec<Option<f64>> = results.into_iter().map(median).collect();
-    for (path, m) in paths.iter().zip(&medians) {
+    let cost_medians: Vec<Option<f64>> = costs.into_iter().map(median).collect();
+    for ((path, m), c) in paths.iter().zip(&medians).zip(&cost_medians) {
+        let cost = c.map_or("-".to_string(), |c| format!("{c:.0} ms CPU per GB"));
         match m {
-            Some(g) => println!("{:<20} median {g:>7.2} Gbit/s", path.label),
+            Some(g) => println!("{:<20} median {g:>7.2} Gbit/s   {cost}", path.label),
             None => println!("{:<20} median {:>7}", path.label, "-"),
         }
     }
@@ -282,36 +331,57 @@ fn find_peer<'a>(cluster: &'a Cluster, name: &str) -> &'a Netns {
 struct Run {
     gbits: f64,
     retransmits: u64,
+    /// CPU time the whole machine spent busy (user, system, interrupts) per GB
+    /// received: what the path costs, less noisy than the rate on a shared machine.
+    cpu_ms_per_gb: Option<f64>,
 }
 
 fn print_run(label: &str, run: usize, r: &Result<Run, String>) {
     match r {
         Ok(r) => println!(
-            "  run {run} {label:<20} {:>7.2} Gbit/s  ({} retransmits)",
-            r.gbits, r.retransmits
+            "  run {run} {label:<20} {:>7.2} Gbit/s  ({} retransmits, {} ms CPU per GB)",
+            r.gbits,
+            r.retransmits,
+            r.cpu_ms_per_gb.map_or("-".into(), |c| format!("{c:.0}"))
         ),
         Err(e) => println!("  run {run} {label:<20} failed: {e}"),
     }
 }
 
+/// The fast path's state and counters as `netctl status` prints them.
+fn fast_path_line(host: &strait_testbeds::cluster::ClusterHost) -> String {
+    let (_, out) = host.netctl(&["status"]);
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix("fast path"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// `iperf3 -c` from `from` to `to` for `seconds`; the receiver's rate.
-fn iperf(from: &Netns, to: IpAddr, seconds: u32) -> Result<Run, String> {
+fn iperf(from: &Netns, to: IpAddr, seconds: u32, pin: bool) -> Result<Run, String> {
     let mut last = String::new();
+    let to = to.to_string();
+    let seconds = seconds.to_string();
+    let mut argv = vec!["iperf3", "-c", to.as_str(), "-t", seconds.as_str(), "-J"];
+    if pin {
+        argv.extend(["-A", "0,1"]);
+    }
     // The server may still be binding on the first run: retry a refused connection.
     for _ in 0..5 {
-        let out = from.exec(&[
-            "iperf3",
-            "-c",
-            &to.to_string(),
-            "-t",
-            &seconds.to_string(),
-            "-J",
-        ]);
+        let busy_before = cpu_busy_ms();
+        let out = from.exec(&argv);
+        let busy = cpu_busy_ms()
+            .zip(busy_before)
+            .map(|(a, b)| a.saturating_sub(b));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
             return Ok(Run {
                 gbits: bps / 1e9,
                 retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+                cpu_ms_per_gb: busy
+                    .filter(|_| bytes > 0.0)
+                    .map(|ms| ms as f64 / (bytes / 1e9)),
             });
         }
         last = v["error"]
@@ -321,6 +391,22 @@ fn iperf(from: &Netns, to: IpAddr, seconds: u32) -> Result<Run, String> {
         std::thread::sleep(Duration::from_millis(500));
     }
     Err(last)
+}
+
+/// Busy CPU time of the machine so far, milliseconds: user + nice + system + irq +
+/// softirq from `/proc/stat` (in USER_HZ, 100 per second on Linux).
+fn cpu_busy_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq
+    let busy = cpu.first()? + cpu.get(1)? + cpu.get(2)? + cpu.get(5)? + cpu.get(6)?;
+    Some(busy * 10)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
