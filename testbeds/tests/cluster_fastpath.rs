@@ -198,7 +198,10 @@ fn vxlan_fast_path() {
     assert!(s1.active && s1.endpoints == 2, "after the restart: {s1:?}");
     let filters = tc_filters(cluster.host(0), "strait.vxlan");
     assert_eq!(
-        filters.lines().filter(|l| l.contains("strait_from_fab")).count(),
+        filters
+            .lines()
+            .filter(|l| l.contains("strait_from_fab"))
+            .count(),
         1,
         "one filter, replaced in place: {filters}"
     );
