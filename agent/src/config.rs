@@ -84,8 +84,8 @@ pub struct Flags {
     /// VXLAN UDP port.
     #[arg(long)]
     pub vxlan_port: Option<u16>,
-    /// The eBPF forwarding fast path: auto (default: on unless kube-proxy NATs
-    /// services on this host), on or off. See docs/datapath.md.
+    /// The eBPF forwarding fast path: auto (default: on unless this host DNATs:
+    /// kube-proxy, portmap), on or off. See docs/datapath.md.
     #[arg(long)]
     pub fast_path: Option<strait_api::FastPathMode>,
     /// TTL of the lease the node record is bound to, seconds.

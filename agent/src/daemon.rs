@@ -154,7 +154,7 @@ struct Running {
     fabric: tokio::task::JoinHandle<()>,
     /// The BGP fabric's loops (`--fabric bgp`).
     bgp: Option<tokio::task::JoinHandle<()>>,
-    /// `--fast-path auto`'s watch for service NAT.
+    /// `--fast-path auto`'s watch for destination NAT on the host.
     fast_path: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -299,12 +299,13 @@ fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
     }
 }
 
-/// How often `--fast-path auto` looks for service NAT on the host.
-const SERVICE_NAT_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often `--fast-path auto` looks for destination NAT on the host (a rule added
+/// by kube-proxy or portmap is seen within this time).
+const DNAT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Attaches the fast path to the existing endpoints and switches it on as the mode
 /// says; with `off`, removes what a previous agent attached. Returns the task that
-/// keeps `auto` in step with the host's service NAT.
+/// keeps `auto` in step with the host's destination NAT.
 async fn start_fast_path(
     mode: FastPathMode,
     fast_path: Option<FastPath>,
@@ -336,14 +337,14 @@ async fn start_fast_path(
     }
     Some(tokio::spawn(async move {
         loop {
-            let nat = tokio::task::spawn_blocking(crate::fastpath::nat::service_nat)
+            let nat = tokio::task::spawn_blocking(crate::fastpath::nat::destination_nat)
                 .await
                 .unwrap_or(None);
             if let Err(e) = fp.set_enabled(nat.is_none(), nat) {
                 warn!(error = %e, "fast path");
             }
             tokio::select! {
-                _ = tokio::time::sleep(SERVICE_NAT_CHECK_EVERY) => {}
+                _ = tokio::time::sleep(DNAT_CHECK_EVERY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

@@ -224,8 +224,8 @@ pub struct AgentStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FastPathMode {
-    /// On, unless the host NATs service traffic (kube-proxy), whose replies need the
-    /// host's conntrack.
+    /// On, unless the host rewrites destinations (kube-proxy, portmap), whose replies
+    /// need the host's conntrack.
     #[default]
     Auto,
     On,

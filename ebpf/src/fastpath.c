@@ -25,7 +25,7 @@
  *
  * What it bypasses is the host's netfilter for container-to-container packets, as
  * Cilium's BPF host routing does. The agent therefore turns it off (config.enabled = 0)
- * where the host NATs service traffic (kube-proxy), whose replies need conntrack.
+ * where the host rewrites destinations (kube-proxy, portmap): replies need conntrack.
  *
  * Both programs live in one object because they share the maps. The map layouts are
  * mirrored by agent/src/fastpath/maps.rs.

@@ -3,7 +3,8 @@
 //! kernel. What users rely on: traffic between containers bypasses the hosts' IP
 //! forwarding (the kernel's own counter stays still) yet arrives, in both families
 //! and at full MTU; an agent restart loses no packet and adopts the attachments;
-//! service NAT on the host (kube-proxy) turns it off; `--fast-path off` removes it.
+//! a DNAT on the host (portmap, kube-proxy) turns it off while it stands;
+//! `--fast-path off` removes it.
 //!
 //! Root and etcd needed.
 
@@ -223,8 +224,9 @@ fn vxlan_fast_path() {
         },
     );
 
-    // kube-proxy on h1 (its nat chain is what the agent looks for): off, with the
-    // reason, and traffic goes through the kernel, which then forwards it.
+    // A DNAT on h1 (as portmap makes for a host port): the fast path turns off while
+    // the agent runs, says why, and the kernel forwards again; kube-proxy's chain
+    // alone does the same at start. Both rules removed: back on.
     let iptables = ["iptables-nft", "iptables-legacy"].into_iter().find(|t| {
         cluster
             .host(0)
@@ -234,28 +236,67 @@ fn vxlan_fast_path() {
             .success()
     });
     match iptables {
-        None => println!("SKIPPED (visible): no iptables here, service NAT detection untested"),
+        None => println!("SKIPPED (visible): no iptables here, DNAT detection untested"),
         Some(ipt) => {
-            cluster
-                .host(0)
-                .ns
-                .exec_ok(&[ipt, "-t", "nat", "-N", "KUBE-SERVICES"]);
-            cluster.restart_agent(0);
-            let s1 = fast_path(cluster.host(0));
-            assert!(!s1.active, "with kube-proxy's chain: {s1:?}");
-            let reason = s1.reason.clone().unwrap_or_default();
-            assert!(reason.contains("KUBE-SERVICES"), "{reason}");
+            let dnat = [
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "--dport",
+                "18080",
+                "-j",
+                "DNAT",
+                "--to-destination",
+            ];
+            let to = format!("{}:80", c1.ip4());
+            let rule = |op: &str| {
+                let mut argv = vec![ipt, "-t", "nat", op];
+                argv.extend(dnat);
+                argv.push(&to);
+                cluster.host(0).ns.exec_ok(&argv);
+            };
+            rule("-A");
+            probe::wait_until(
+                CONVERGE,
+                POLL,
+                "a DNAT rule to turn the fast path off",
+                || {
+                    let s = fast_path(cluster.host(0));
+                    match (s.active, s.reason.as_deref()) {
+                        (false, Some(r)) if r.contains("a DNAT rule") => Ok(()),
+                        _ => Err(format!("{s:?}")),
+                    }
+                },
+            );
+            let before = fast_path(cluster.host(0)).to_endpoint;
             let fwd = forwarded(cluster.host(0));
             ping_n(&c2, c1.ip4(), 20);
             assert!(
                 forwarded(cluster.host(0)) - fwd >= 20,
                 "the kernel forwards again"
             );
-            assert_eq!(fast_path(cluster.host(0)).to_endpoint, 0, "{s1:?}");
+            assert_eq!(fast_path(cluster.host(0)).to_endpoint, before);
+            rule("-D");
+
+            let ns = &cluster.host(0).ns;
+            ns.exec_ok(&[ipt, "-t", "nat", "-N", "KUBE-SERVICES"]);
+            cluster.restart_agent(0);
+            let s1 = fast_path(cluster.host(0));
+            assert!(!s1.active, "with kube-proxy's chain: {s1:?}");
+            let reason = s1.reason.clone().unwrap_or_default();
+            assert!(reason.contains("KUBE-SERVICES"), "{reason}");
             cluster
                 .host(0)
                 .ns
                 .exec_ok(&[ipt, "-t", "nat", "-X", "KUBE-SERVICES"]);
+            probe::wait_until(CONVERGE, POLL, "the fast path to come back on", || {
+                let s = fast_path(cluster.host(0));
+                if s.active {
+                    Ok(())
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            });
         }
     }
 
