@@ -154,7 +154,7 @@ struct Running {
     fabric: tokio::task::JoinHandle<()>,
     /// The BGP fabric's loops (`--fabric bgp`).
     bgp: Option<tokio::task::JoinHandle<()>>,
-    /// `--fast-path auto`'s watch for destination NAT on the host.
+    /// The fast path's watch on the host (DNAT rules, shaped veths).
     fast_path: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -299,13 +299,14 @@ fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
     }
 }
 
-/// How often `--fast-path auto` looks for destination NAT on the host (a rule added
-/// by kube-proxy or portmap is seen within this time).
-const DNAT_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the fast path's watch looks at the host: for destination NAT
+/// (`--fast-path auto`; a rule kube-proxy or portmap adds is seen within this time)
+/// and for veths a `bandwidth` plugin shapes.
+const FAST_PATH_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Attaches the fast path to the existing endpoints and switches it on as the mode
-/// says; with `off`, removes what a previous agent attached. Returns the task that
-/// keeps `auto` in step with the host's destination NAT.
+/// says. Returns the task that keeps it in step with the host: off while the host
+/// DNATs (`auto`), detached from veths that get a `bandwidth` ingress qdisc.
 async fn start_fast_path(
     mode: FastPathMode,
     fast_path: Option<FastPath>,
@@ -313,38 +314,34 @@ async fn start_fast_path(
     state: &AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let Some(fp) = fast_path else {
-        if mode == FastPathMode::Off {
-            let mut devices = vec![crate::fabric::VXLAN_DEVICE.to_string()];
-            if let Ok(eps) = attacher.endpoints().await {
-                devices.extend(eps.into_iter().map(|e| e.host_ifname));
-            }
-            crate::fastpath::remove_leftovers(devices.iter().map(String::as_str));
-        }
-        return None;
-    };
+    let fp = fast_path?;
     attacher.set_fast_path(fp.clone());
     match attacher.adopt_fast_path().await {
         Ok(n) => info!(endpoints = n, "fast path attached"),
         Err(e) => warn!(error = %e, "fast path: listing endpoints"),
     }
     let _ = state.fast_path.set(fp.clone());
-    if mode == FastPathMode::On {
-        if let Err(e) = fp.set_enabled(true, None) {
-            warn!(error = %e, "fast path");
-        }
-        return None;
-    }
     Some(tokio::spawn(async move {
         loop {
-            let nat = tokio::task::spawn_blocking(crate::fastpath::nat::destination_nat)
-                .await
-                .unwrap_or(None);
+            let (nat, shaped) = tokio::task::spawn_blocking(move || {
+                let nat = (mode == FastPathMode::Auto)
+                    .then(crate::fastpath::nat::destination_nat)
+                    .flatten();
+                (nat, crate::fastpath::qdisc::devices_with_ingress_qdisc())
+            })
+            .await
+            .unwrap_or_default();
+            for veth in fp.attached_endpoints() {
+                if shaped.contains(&veth) {
+                    info!(%veth, "fast path: an ingress qdisc shapes this veth; left to the kernel");
+                    fp.forget_endpoint(&veth);
+                }
+            }
             if let Err(e) = fp.set_enabled(nat.is_none(), nat) {
                 warn!(error = %e, "fast path");
             }
             tokio::select! {
-                _ = tokio::time::sleep(DNAT_CHECK_EVERY) => {}
+                _ = tokio::time::sleep(FAST_PATH_CHECK_EVERY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

@@ -108,6 +108,11 @@ pub struct AddRequest {
     /// Runtime metadata kept with the endpoint (K8S_POD_NAME, K8S_POD_NAMESPACE, labels…).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The runtime asked for host ports (runtimeConfig `portMappings`): a chained
+    /// `portmap` DNATs to this container, so its replies must pass the host's
+    /// conntrack and the fast path leaves its veth alone (docs/datapath.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ports: bool,
 }
 
 /// One interface in an ADD result.
@@ -308,6 +313,9 @@ pub struct Endpoint {
     pub handle: String,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// ADD asked for host ports: the fast path leaves this veth alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ports: bool,
 }
 
 /// `netctl ipam show`.

@@ -85,6 +85,7 @@ fn requests() -> Vec<Value> {
             mac: Some("02:42:0a:01:00:05".into()),
             mtu: Some(1450),
             labels: BTreeMap::from([("K8S_POD_NAME".into(), "p".into())]),
+            host_ports: true,
         }),
         json(&DelRequest {
             network: "net".into(),
@@ -193,6 +194,7 @@ fn answers() -> Vec<Vec<u8>> {
             labels: BTreeMap::from([("app".into(), "web".into())]),
             handle: "h1".into(),
             created: 1_700_000_000,
+            host_ports: true,
         }]),
         bytes(&IpamView {
             pools: vec![PoolView {

@@ -186,6 +186,7 @@ pub struct AddOptions {
     /// `args.cni.labels`, then `CNI_ARGS` `K8S_*`.
     pub labels: BTreeMap<String, String>,
     /// Accepted and validated; port mapping is the `portmap` plugin's job in a chain.
+    /// The agent is told whether there are any (the fast path then skips the veth).
     pub port_mappings: Vec<PortMapping>,
 }
 

@@ -123,6 +123,7 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         mac: options.mac,
         mtu: conf.mtu,
         labels: options.labels,
+        host_ports: !options.port_mappings.is_empty(),
     };
     let resp: AddResponse = Client::new(&conf.socket)
         .post(paths::CNI_ADD, &req)

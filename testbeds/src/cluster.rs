@@ -463,6 +463,17 @@ impl Cluster {
         host: usize,
         name: &str,
     ) -> Result<Arc<Container>, CniOutcome> {
+        self.try_add_container_with(host, name, |_| {})
+    }
+
+    /// [`Cluster::try_add_container`] with the host's CNI config changed by `edit`
+    /// first (a `runtimeConfig`, say).
+    pub fn try_add_container_with(
+        &mut self,
+        host: usize,
+        name: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<Arc<Container>, CniOutcome> {
         assert!(
             self.containers.iter().all(|c| c.name != name),
             "container {name} exists already"
@@ -470,7 +481,9 @@ impl Cluster {
         let h = &self.hosts[host];
         let ns = Netns::new(format!("{}c-{name}", self.prefix));
         let id = format!("{}-{}", self.prefix, name);
-        let out = CniCall::new("ADD", h.cni_config())
+        let mut config = h.cni_config();
+        edit(&mut config);
+        let out = CniCall::new("ADD", config)
             .container(&id, &ns.path())
             .in_netns(h.ns.name())
             .run();

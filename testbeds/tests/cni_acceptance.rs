@@ -144,6 +144,27 @@ fn chain_with_portmap_bandwidth_tuning() {
             .trim(),
         "0"
     );
+    // The fast path steps aside within its check interval (5 s): bandwidth's ingress
+    // qdisc on the veth would be bypassed by it, and portmap's DNAT needs the host's
+    // conntrack for the replies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status: strait_api::AgentStatus = h
+            .agent
+            .client()
+            .get(strait_api::paths::STATUS)
+            .expect("status");
+        let fp = status.fast_path.expect("the fast path is loaded");
+        let reason = fp.reason.clone().unwrap_or_default();
+        if fp.endpoints == 0 && !fp.active && reason.contains("DNAT") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fast path still on the shaped veth or on beside portmap's DNAT: {fp:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 
     // DEL in reverse, each with the final result as prevResult; strait last.
     for (kind, mut cfg) in configs.into_iter().rev() {

@@ -205,6 +205,10 @@ impl Attacher {
         };
         let mut attached = 0;
         for ep in self.records.list().await? {
+            if ep.host_ports {
+                // portmap DNATs to it: its replies need the host's conntrack.
+                continue;
+            }
             match self.host.link_by_name(&ep.host_ifname).await {
                 Ok(Some(link)) => match fp.attach_endpoint(&ep.host_ifname, link.index) {
                     Ok(()) => attached += 1,
@@ -286,6 +290,7 @@ impl Attacher {
             labels: req.labels.clone(),
             handle: id.clone(),
             created: unix_now(),
+            host_ports: req.host_ports,
         };
         let record_op = self.records.put_op(ep.clone());
 
@@ -319,7 +324,9 @@ impl Attacher {
         let t_plumb = std::time::Instant::now();
         match self.plumb(&spec).await {
             Ok(created) => {
-                self.attach_fast_path(&created);
+                if !ep.host_ports {
+                    self.attach_fast_path(&created);
+                }
                 info!(
                     %id, host_ifname, ips = ?alloc.ips, ipam_ms,
                     plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3,

@@ -6,33 +6,32 @@
 //! This module owns loading the programs, attaching them, and their maps: the set of
 //! local endpoints, the config (on/off, fabric device) and the counters.
 //!
-//! Attachments outlive the agent: they are tc filters (netlink, clsact) at a fixed
-//! priority and handle, which stay when the process exits, so a restart drops no
-//! packet. The next agent replaces each filter in place with its own programs (one
-//! netlink request, atomic in cls_bpf). A veth's filter goes with the veth.
+//! Attachments are tcx links (Linux 6.6+) held by this process. tcx, unlike a tc
+//! clsact filter, takes no qdisc, so a chained `bandwidth` plugin can still add its
+//! `ingress` qdisc to the veth. When the agent exits, its links go with it and the
+//! containers' packets take the kernel's forwarding until the next agent attaches
+//! again; routes do not change, so nothing is dropped and nothing is left behind.
+//! A veth that gets a foreign ingress qdisc (`bandwidth` shaping the container's
+//! egress) is detached, so that the shaping is not bypassed.
 
 mod maps;
 pub mod nat;
+pub mod qdisc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::Ebpf;
-use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use strait_api::{FastPathMode, FastPathStatus};
 use tracing::{debug, info, warn};
 
 pub use maps::Stats;
 
-/// The programs' names in the object (also the names `tc filter show` prints).
+/// The programs' names in the object (also the names `bpftool net` prints).
 const FROM_ENDPOINT: &str = "strait_from_ep";
 const FROM_FABRIC: &str = "strait_from_fab";
-
-/// Where strait's filter sits on every device it attaches to. A fixed priority and
-/// handle let the next agent find and replace it.
-const TC_PRIORITY: u16 = 1;
-const TC_HANDLE: TcHandle = TcHandle::new(0, 0x5354);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FastPathError {
@@ -58,9 +57,9 @@ struct Loaded {
     mode: FastPathMode,
     ebpf: Ebpf,
     maps: maps::Maps,
-    /// Host-side veths attached: name → ifindex.
-    endpoints: HashMap<String, u32>,
-    fabric: Option<(String, u32)>,
+    /// Host-side veths attached: name → (ifindex, link).
+    endpoints: HashMap<String, (u32, SchedClassifierLinkId)>,
+    fabric: Option<(String, u32, SchedClassifierLinkId)>,
     enabled: bool,
     reason: Option<String>,
 }
@@ -69,6 +68,11 @@ impl FastPath {
     /// Loads the programs into the kernel (not yet attached anywhere) with the fast
     /// path switched off until [`FastPath::set_enabled`]. `mode` is what status shows.
     pub fn load(mode: FastPathMode) -> Result<Self, FastPathError> {
+        if !tcx_supported() {
+            return Err(FastPathError::Load(
+                "tcx attachments need Linux 6.6 or later".into(),
+            ));
+        }
         let mut ebpf =
             Ebpf::load(strait_ebpf::FASTPATH).map_err(|e| FastPathError::Load(e.to_string()))?;
         for name in [FROM_ENDPOINT, FROM_FABRIC] {
@@ -95,39 +99,59 @@ impl FastPath {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attaches to a container veth's host end (a new one, or one a previous agent
-    /// attached to) and lists it as a fast-path destination.
+    /// Attaches to a container veth's host end and lists it as a fast-path
+    /// destination. Attaching again is a no-op.
     pub fn attach_endpoint(&self, ifname: &str, ifindex: u32) -> Result<(), FastPathError> {
         let mut l = self.lock();
-        attach(&mut l.ebpf, FROM_ENDPOINT, ifname)?;
-        l.maps.add_endpoint(ifindex)?;
-        l.endpoints.insert(ifname.to_string(), ifindex);
+        if l.endpoints.get(ifname).is_some_and(|(i, _)| *i == ifindex) {
+            return Ok(());
+        }
+        if let Some((_, old)) = l.endpoints.remove(ifname) {
+            // The same name on a new ifindex: a new veth.
+            detach(&mut l.ebpf, FROM_ENDPOINT, old);
+        }
+        let link = attach(&mut l.ebpf, FROM_ENDPOINT, ifname)?;
+        if let Err(e) = l.maps.add_endpoint(ifindex) {
+            detach(&mut l.ebpf, FROM_ENDPOINT, link);
+            return Err(e);
+        }
+        l.endpoints.insert(ifname.to_string(), (ifindex, link));
         Ok(())
     }
 
-    /// The veth is going away: no longer a destination. Its filter goes with it.
+    /// The veth is going away, or must be left to the kernel: detached, and no
+    /// longer a destination.
     pub fn forget_endpoint(&self, ifname: &str) {
         let mut l = self.lock();
-        if let Some(ifindex) = l.endpoints.remove(ifname)
-            && let Err(e) = l.maps.remove_endpoint(ifindex)
-        {
-            debug!(ifname, ifindex, error = %e, "fast path: endpoint not in the map");
+        if let Some((ifindex, link)) = l.endpoints.remove(ifname) {
+            if let Err(e) = l.maps.remove_endpoint(ifindex) {
+                debug!(ifname, ifindex, error = %e, "fast path: endpoint not in the map");
+            }
+            detach(&mut l.ebpf, FROM_ENDPOINT, link);
         }
+    }
+
+    /// The host ends attached now.
+    pub fn attached_endpoints(&self) -> Vec<String> {
+        self.lock().endpoints.keys().cloned().collect()
     }
 
     /// The fabric device (strait.vxlan) to attach to and redirect to; `None` when
     /// the node has none. Re-attaches when its ifindex changed (device re-created).
     pub fn set_fabric_device(&self, dev: Option<(&str, u32)>) -> Result<(), FastPathError> {
         let mut l = self.lock();
-        let want = dev.map(|(n, i)| (n.to_string(), i));
-        if l.fabric == want {
+        let have = l.fabric.as_ref().map(|(n, i, _)| (n.as_str(), *i));
+        if have == dev {
             return Ok(());
         }
-        if let Some((name, _)) = &want {
-            attach(&mut l.ebpf, FROM_FABRIC, name)?;
-            info!(device = %name, "fast path attached to the fabric device");
+        if let Some((_, _, old)) = l.fabric.take() {
+            detach(&mut l.ebpf, FROM_FABRIC, old);
         }
-        l.fabric = want;
+        if let Some((name, ifindex)) = dev {
+            let link = attach(&mut l.ebpf, FROM_FABRIC, name)?;
+            info!(device = %name, "fast path attached to the fabric device");
+            l.fabric = Some((name.to_string(), ifindex, link));
+        }
         let (enabled, fabric) = (l.enabled, l.fabric.as_ref().map_or(0, |f| f.1));
         l.maps.write_config(enabled, fabric)
     }
@@ -167,17 +191,9 @@ impl FastPath {
     }
 }
 
-/// `--fast-path off`: removes strait's filters a previous agent left on these
-/// devices. Devices without one are fine.
-pub fn remove_leftovers<'a>(devices: impl IntoIterator<Item = &'a str>) {
-    for dev in devices {
-        for name in [FROM_ENDPOINT, FROM_FABRIC] {
-            match aya::programs::tc::qdisc_detach_program(dev, TcAttachType::Ingress, name) {
-                Ok(()) => info!(device = dev, program = name, "fast path: removed"),
-                Err(e) => debug!(device = dev, program = name, error = %e, "nothing to remove"),
-            }
-        }
-    }
+/// Whether the kernel has tcx (Linux 6.6+), the only way the fast path attaches.
+fn tcx_supported() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }
 
 fn classifier<'a>(
@@ -190,46 +206,34 @@ fn classifier<'a>(
         .map_err(|e| FastPathError::Load(format!("program {name}: {e}")))
 }
 
-/// Attaches `program` to `ifname`'s ingress at strait's priority and handle: a new
-/// filter, or the previous agent's replaced in place. The attachment is then let go
-/// of, so that neither this agent's exit nor a drop detaches it.
-fn attach(ebpf: &mut Ebpf, program: &'static str, ifname: &str) -> Result<(), FastPathError> {
-    let err = |reason: String| FastPathError::Attach {
-        program,
-        ifname: ifname.to_string(),
-        reason,
-    };
-    // Fails when the qdisc exists (a previous agent made it); the attach says whether
-    // there really is none.
-    let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-    let prog = classifier(ebpf, program)?;
-    let options = || {
-        TcAttachOptions::Netlink(NlOptions {
-            priority: TC_PRIORITY,
-            handle: TC_HANDLE,
-            ..NlOptions::default()
+/// Attaches `program` to `ifname`'s ingress as a tcx link, after any other tcx
+/// program there; the link lives in the program until [`detach`].
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    ifname: &str,
+) -> Result<SchedClassifierLinkId, FastPathError> {
+    classifier(ebpf, program)?
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| FastPathError::Attach {
+            program,
+            ifname: ifname.to_string(),
+            reason: e.to_string(),
         })
-    };
-    let id = match prog.attach_with_options(ifname, TcAttachType::Ingress, options()) {
-        Ok(id) => id,
-        Err(create) => {
-            // EEXIST: a previous agent's filter is there; replace it in place.
-            let old = SchedClassifierLink::attached(
-                ifname,
-                TcAttachType::Ingress,
-                TC_PRIORITY,
-                TC_HANDLE,
-                None,
-            )
-            .map_err(|e| err(e.to_string()))?;
-            prog.attach_to_link(old)
-                .map_err(|replace| err(format!("{create}; replacing: {replace}")))?
+}
+
+/// Releases a link: the program leaves the device (if the device still exists).
+fn detach(ebpf: &mut Ebpf, program: &'static str, link: SchedClassifierLinkId) {
+    match classifier(ebpf, program) {
+        Ok(prog) => {
+            if let Err(e) = prog.detach(link) {
+                debug!(program, error = %e, "fast path: detaching");
+            }
         }
-    };
-    let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
-    // A netlink tc link is (ifindex, priority, handle): no descriptor, no memory.
-    // Dropping it would delete the filter; forgetting it leaves the filter to the
-    // device's lifetime and the next agent.
-    std::mem::forget(link);
-    Ok(())
+        Err(e) => warn!(error = %e, "fast path"),
+    }
 }
