@@ -299,14 +299,15 @@ fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
     }
 }
 
-/// How often the fast path's watch looks at the host: for destination NAT
-/// (`--fast-path auto`; a rule kube-proxy or portmap adds is seen within this time)
-/// and for veths a `bandwidth` plugin shapes.
-const FAST_PATH_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the fast path's watch attaches settled veths.
+const FAST_PATH_TICK: Duration = Duration::from_secs(1);
+/// Every how many ticks `--fast-path auto` looks for destination NAT on the host (a
+/// rule kube-proxy or portmap adds is seen within 5 s).
+const DNAT_CHECK_TICKS: u32 = 5;
 
 /// Attaches the fast path to the existing endpoints and switches it on as the mode
-/// says. Returns the task that keeps it in step with the host: off while the host
-/// DNATs (`auto`), detached from veths that get a `bandwidth` ingress qdisc.
+/// says; with `off`, removes what a previous agent attached. Returns the task that
+/// attaches new veths once settled and keeps `auto` off while the host DNATs.
 async fn start_fast_path(
     mode: FastPathMode,
     fast_path: Option<FastPath>,
@@ -314,34 +315,51 @@ async fn start_fast_path(
     state: &AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let fp = fast_path?;
+    let Some(fp) = fast_path else {
+        if mode == FastPathMode::Off {
+            let mut devices = vec![crate::fabric::VXLAN_DEVICE.to_string()];
+            if let Ok(eps) = attacher.endpoints().await {
+                devices.extend(eps.into_iter().map(|e| e.host_ifname));
+            }
+            crate::fastpath::remove_leftovers(devices.iter().map(String::as_str));
+        }
+        return None;
+    };
     attacher.set_fast_path(fp.clone());
-    match attacher.adopt_fast_path().await {
+    let shaped = tokio::task::spawn_blocking(crate::fastpath::qdisc::devices_with_ingress_qdisc)
+        .await
+        .unwrap_or_default();
+    match attacher.adopt_fast_path(&shaped).await {
         Ok(n) => info!(endpoints = n, "fast path attached"),
         Err(e) => warn!(error = %e, "fast path: listing endpoints"),
     }
     let _ = state.fast_path.set(fp.clone());
     Some(tokio::spawn(async move {
+        let mut tick = 0u32;
         loop {
-            let (nat, shaped) = tokio::task::spawn_blocking(move || {
-                let nat = (mode == FastPathMode::Auto)
-                    .then(crate::fastpath::nat::destination_nat)
-                    .flatten();
-                (nat, crate::fastpath::qdisc::devices_with_ingress_qdisc())
-            })
-            .await
-            .unwrap_or_default();
-            for veth in fp.attached_endpoints() {
-                if shaped.contains(&veth) {
-                    info!(%veth, "fast path: an ingress qdisc shapes this veth; left to the kernel");
-                    fp.forget_endpoint(&veth);
+            let check_nat = mode == FastPathMode::Auto && tick.is_multiple_of(DNAT_CHECK_TICKS);
+            if check_nat || tick == 0 || fp.has_pending() {
+                let watched = fp.clone();
+                let nat = tokio::task::spawn_blocking(move || {
+                    if watched.has_pending() {
+                        let shaped = crate::fastpath::qdisc::devices_with_ingress_qdisc();
+                        watched.attach_settled(crate::fastpath::SETTLE, &shaped);
+                    }
+                    check_nat
+                        .then(crate::fastpath::nat::destination_nat)
+                        .flatten()
+                })
+                .await
+                .unwrap_or_default();
+                if (check_nat || tick == 0)
+                    && let Err(e) = fp.set_enabled(nat.is_none(), nat)
+                {
+                    warn!(error = %e, "fast path");
                 }
             }
-            if let Err(e) = fp.set_enabled(nat.is_none(), nat) {
-                warn!(error = %e, "fast path");
-            }
+            tick = tick.wrapping_add(1);
             tokio::select! {
-                _ = tokio::time::sleep(FAST_PATH_CHECK_EVERY) => {}
+                _ = tokio::time::sleep(FAST_PATH_TICK) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

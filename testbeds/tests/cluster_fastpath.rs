@@ -2,11 +2,10 @@
 //! fabric, containers made by the `strait` plugin, the agents' programs in the
 //! kernel. What users rely on: traffic between containers bypasses the hosts' IP
 //! forwarding (the kernel's own counter stays still) yet arrives, in both families
-//! and at full MTU; an agent restart loses no packet (the kernel forwards while no
-//! agent runs) and the new agent attaches again; a container with host ports is
-//! left to the kernel;
-//! a DNAT on the host (portmap, kube-proxy) turns it off while it stands;
-//! `--fast-path off` loads nothing.
+//! and at full MTU; an agent restart loses no packet and the new agent takes the
+//! attachments over; a container with host ports is left to the kernel; a DNAT on
+//! the host (portmap, kube-proxy) turns it off while it stands; `--fast-path off`
+//! removes it.
 //!
 //! Root and etcd needed.
 
@@ -127,10 +126,21 @@ fn vxlan_fast_path() {
 
     // On by default (auto, no service NAT here), attached to both veths of h1 and
     // to strait.vxlan.
+    // New veths are attached once settled (2 s), off the ADD path.
+    for (i, n) in [(0, 2), (1, 1)] {
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            "the fast path on every veth",
+            || match fast_path(cluster.host(i)) {
+                s if s.endpoints == n => Ok(()),
+                s => Err(format!("{s:?}")),
+            },
+        );
+    }
     let s1 = fast_path(cluster.host(0));
     assert!(s1.active, "h1: {s1:?}");
     assert_eq!(s1.fabric_device.as_deref(), Some("strait.vxlan"), "{s1:?}");
-    assert_eq!(s1.endpoints, 2, "{s1:?}");
     let (ok, text) = cluster.host(0).netctl(&["status"]);
     assert!(
         ok && text.contains("fast path") && text.contains("on (mode auto)"),
@@ -209,6 +219,7 @@ fn vxlan_fast_path() {
             });
         })
         .unwrap_or_else(|out| panic!("ADD with portMappings: {} {}", out.stdout, out.stderr));
+    std::thread::sleep(Duration::from_secs(3)); // past the settle time
     assert_eq!(
         fast_path(cluster.host(0)).endpoints,
         2,

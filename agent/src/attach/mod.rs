@@ -198,15 +198,20 @@ impl Attacher {
     }
 
     /// Attaches the fast path to every recorded endpoint's veth (at start: the
-    /// previous agent's filters are replaced in place). Returns how many.
-    pub async fn adopt_fast_path(&self) -> Result<usize, AttachError> {
+    /// previous agent's filters are replaced in place), but for those with host ports
+    /// or in `shaped` (an `ingress` qdisc). Returns how many.
+    pub async fn adopt_fast_path(
+        &self,
+        shaped: &std::collections::HashSet<String>,
+    ) -> Result<usize, AttachError> {
         let Some(fp) = self.fast_path.get() else {
             return Ok(0);
         };
         let mut attached = 0;
         for ep in self.records.list().await? {
-            if ep.host_ports {
-                // portmap DNATs to it: its replies need the host's conntrack.
+            if ep.host_ports || shaped.contains(&ep.host_ifname) {
+                // portmap DNATs to it (its replies need the host's conntrack), or
+                // bandwidth shapes it.
                 continue;
             }
             match self.host.link_by_name(&ep.host_ifname).await {
@@ -221,13 +226,11 @@ impl Attacher {
         Ok(attached)
     }
 
-    /// A new veth gets the fast path. Failing leaves it on the kernel's forwarding,
-    /// which works: the ADD still succeeds.
+    /// A new veth gets the fast path once it has settled, off the ADD path (see
+    /// [`crate::fastpath::SETTLE`]); until then the kernel forwards for it.
     fn attach_fast_path(&self, created: &endpoint::VethCreated) {
-        if let Some(fp) = self.fast_path.get()
-            && let Err(e) = fp.attach_endpoint(&created.host_ifname, created.host_ifindex)
-        {
-            warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding");
+        if let Some(fp) = self.fast_path.get() {
+            fp.queue_endpoint(&created.host_ifname, created.host_ifindex);
         }
     }
 

@@ -6,32 +6,46 @@
 //! This module owns loading the programs, attaching them, and their maps: the set of
 //! local endpoints, the config (on/off, fabric device) and the counters.
 //!
-//! Attachments are tcx links (Linux 6.6+) held by this process. tcx, unlike a tc
-//! clsact filter, takes no qdisc, so a chained `bandwidth` plugin can still add its
-//! `ingress` qdisc to the veth. When the agent exits, its links go with it and the
-//! containers' packets take the kernel's forwarding until the next agent attaches
-//! again; routes do not change, so nothing is dropped and nothing is left behind.
-//! A veth that gets a foreign ingress qdisc (`bandwidth` shaping the container's
-//! egress) is detached, so that the shaping is not bypassed.
+//! Attachments are tc filters in a clsact qdisc, made over netlink at a fixed
+//! priority and handle. They stay when the agent exits, so a restart changes nothing
+//! for traffic; the next agent replaces each filter in place (atomic in cls_bpf). A
+//! veth's filter goes with the veth. (tcx links would need no qdisc, but each attach
+//! and detach waits for an RCU grace period under RTNL: 15 ms per container here,
+//! seconds for a burst.)
+//!
+//! A new veth is attached off the ADD path, once it has settled ([`SETTLE`]): a
+//! chained `bandwidth` plugin adds its own `ingress` qdisc to the veth right after
+//! strait's ADD, and clsact would take that slot. A veth with an `ingress` qdisc is
+//! left to the kernel; the fast path would also skip the shaping there.
 
 mod maps;
 pub mod nat;
 pub mod qdisc;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{SchedClassifier, TcAttachType};
 use strait_api::{FastPathMode, FastPathStatus};
 use tracing::{debug, info, warn};
 
 pub use maps::Stats;
 
-/// The programs' names in the object (also the names `bpftool net` prints).
+/// The programs' names in the object (also the names `tc filter show` prints).
 const FROM_ENDPOINT: &str = "strait_from_ep";
 const FROM_FABRIC: &str = "strait_from_fab";
+
+/// Where strait's filter sits on every device it attaches to. A fixed priority and
+/// handle let the next agent find and replace it.
+const TC_PRIORITY: u16 = 1;
+const TC_HANDLE: TcHandle = TcHandle::new(0, 0x5354);
+
+/// How long a new veth is left alone before the fast path attaches to it: the CNI
+/// chain that made it (portmap, bandwidth, tuning) is done by then.
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FastPathError {
@@ -57,9 +71,11 @@ struct Loaded {
     mode: FastPathMode,
     ebpf: Ebpf,
     maps: maps::Maps,
-    /// Host-side veths attached: name → (ifindex, link).
-    endpoints: HashMap<String, (u32, SchedClassifierLinkId)>,
-    fabric: Option<(String, u32, SchedClassifierLinkId)>,
+    /// Host-side veths attached: name → ifindex.
+    endpoints: HashMap<String, u32>,
+    /// New veths waiting to settle: name → (ifindex, since).
+    pending: HashMap<String, (u32, Instant)>,
+    fabric: Option<(String, u32)>,
     enabled: bool,
     reason: Option<String>,
 }
@@ -68,11 +84,6 @@ impl FastPath {
     /// Loads the programs into the kernel (not yet attached anywhere) with the fast
     /// path switched off until [`FastPath::set_enabled`]. `mode` is what status shows.
     pub fn load(mode: FastPathMode) -> Result<Self, FastPathError> {
-        if !tcx_supported() {
-            return Err(FastPathError::Load(
-                "tcx attachments need Linux 6.6 or later".into(),
-            ));
-        }
         let mut ebpf =
             Ebpf::load(strait_ebpf::FASTPATH).map_err(|e| FastPathError::Load(e.to_string()))?;
         for name in [FROM_ENDPOINT, FROM_FABRIC] {
@@ -88,6 +99,7 @@ impl FastPath {
                 ebpf,
                 maps,
                 endpoints: HashMap::new(),
+                pending: HashMap::new(),
                 fabric: None,
                 enabled: false,
                 reason: Some("starting".into()),
@@ -99,59 +111,84 @@ impl FastPath {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attaches to a container veth's host end and lists it as a fast-path
-    /// destination. Attaching again is a no-op.
+    /// A new container veth: attached by [`FastPath::attach_settled`] once it has
+    /// settled. Costs the ADD nothing.
+    pub fn queue_endpoint(&self, ifname: &str, ifindex: u32) {
+        self.lock()
+            .pending
+            .insert(ifname.to_string(), (ifindex, Instant::now()));
+    }
+
+    /// Attaches every queued veth older than `settle`, unless it is in `shaped`
+    /// (devices with an `ingress` qdisc), which are dropped from the queue and left
+    /// to the kernel. Returns how many were attached.
+    pub fn attach_settled(&self, settle: Duration, shaped: &HashSet<String>) -> usize {
+        let ready: Vec<(String, u32)> = {
+            let mut l = self.lock();
+            let ready: Vec<(String, u32)> = l
+                .pending
+                .iter()
+                .filter(|(_, (_, since))| since.elapsed() >= settle)
+                .map(|(n, (i, _))| (n.clone(), *i))
+                .collect();
+            for (name, _) in &ready {
+                l.pending.remove(name);
+            }
+            ready
+        };
+        let mut attached = 0;
+        for (name, ifindex) in ready {
+            if shaped.contains(&name) {
+                info!(veth = %name, "fast path: an ingress qdisc shapes this veth; left to the kernel");
+                continue;
+            }
+            match self.attach_endpoint(&name, ifindex) {
+                Ok(()) => attached += 1,
+                Err(e) => warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding"),
+            }
+        }
+        attached
+    }
+
+    /// Whether veths are waiting to settle.
+    pub fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// Attaches to a container veth's host end now (a previous agent's filter is
+    /// replaced in place) and lists it as a fast-path destination.
     pub fn attach_endpoint(&self, ifname: &str, ifindex: u32) -> Result<(), FastPathError> {
         let mut l = self.lock();
-        if l.endpoints.get(ifname).is_some_and(|(i, _)| *i == ifindex) {
-            return Ok(());
-        }
-        if let Some((_, old)) = l.endpoints.remove(ifname) {
-            // The same name on a new ifindex: a new veth.
-            detach(&mut l.ebpf, FROM_ENDPOINT, old);
-        }
-        let link = attach(&mut l.ebpf, FROM_ENDPOINT, ifname)?;
-        if let Err(e) = l.maps.add_endpoint(ifindex) {
-            detach(&mut l.ebpf, FROM_ENDPOINT, link);
-            return Err(e);
-        }
-        l.endpoints.insert(ifname.to_string(), (ifindex, link));
+        attach(&mut l.ebpf, FROM_ENDPOINT, ifname)?;
+        l.maps.add_endpoint(ifindex)?;
+        l.endpoints.insert(ifname.to_string(), ifindex);
         Ok(())
     }
 
-    /// The veth is going away, or must be left to the kernel: detached, and no
-    /// longer a destination.
+    /// The veth is going away: no longer a destination. Its filter goes with it.
     pub fn forget_endpoint(&self, ifname: &str) {
         let mut l = self.lock();
-        if let Some((ifindex, link)) = l.endpoints.remove(ifname) {
-            if let Err(e) = l.maps.remove_endpoint(ifindex) {
-                debug!(ifname, ifindex, error = %e, "fast path: endpoint not in the map");
-            }
-            detach(&mut l.ebpf, FROM_ENDPOINT, link);
+        l.pending.remove(ifname);
+        if let Some(ifindex) = l.endpoints.remove(ifname)
+            && let Err(e) = l.maps.remove_endpoint(ifindex)
+        {
+            debug!(ifname, ifindex, error = %e, "fast path: endpoint not in the map");
         }
-    }
-
-    /// The host ends attached now.
-    pub fn attached_endpoints(&self) -> Vec<String> {
-        self.lock().endpoints.keys().cloned().collect()
     }
 
     /// The fabric device (strait.vxlan) to attach to and redirect to; `None` when
     /// the node has none. Re-attaches when its ifindex changed (device re-created).
     pub fn set_fabric_device(&self, dev: Option<(&str, u32)>) -> Result<(), FastPathError> {
         let mut l = self.lock();
-        let have = l.fabric.as_ref().map(|(n, i, _)| (n.as_str(), *i));
-        if have == dev {
+        let want = dev.map(|(n, i)| (n.to_string(), i));
+        if l.fabric == want {
             return Ok(());
         }
-        if let Some((_, _, old)) = l.fabric.take() {
-            detach(&mut l.ebpf, FROM_FABRIC, old);
-        }
-        if let Some((name, ifindex)) = dev {
-            let link = attach(&mut l.ebpf, FROM_FABRIC, name)?;
+        if let Some((name, _)) = &want {
+            attach(&mut l.ebpf, FROM_FABRIC, name)?;
             info!(device = %name, "fast path attached to the fabric device");
-            l.fabric = Some((name.to_string(), ifindex, link));
         }
+        l.fabric = want;
         let (enabled, fabric) = (l.enabled, l.fabric.as_ref().map_or(0, |f| f.1));
         l.maps.write_config(enabled, fabric)
     }
@@ -191,9 +228,17 @@ impl FastPath {
     }
 }
 
-/// Whether the kernel has tcx (Linux 6.6+), the only way the fast path attaches.
-fn tcx_supported() -> bool {
-    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+/// `--fast-path off`: removes strait's filters a previous agent left on these
+/// devices. Devices without one are fine.
+pub fn remove_leftovers<'a>(devices: impl IntoIterator<Item = &'a str>) {
+    for dev in devices {
+        for name in [FROM_ENDPOINT, FROM_FABRIC] {
+            match aya::programs::tc::qdisc_detach_program(dev, TcAttachType::Ingress, name) {
+                Ok(()) => info!(device = dev, program = name, "fast path: removed"),
+                Err(e) => debug!(device = dev, program = name, error = %e, "nothing to remove"),
+            }
+        }
+    }
 }
 
 fn classifier<'a>(
@@ -206,34 +251,46 @@ fn classifier<'a>(
         .map_err(|e| FastPathError::Load(format!("program {name}: {e}")))
 }
 
-/// Attaches `program` to `ifname`'s ingress as a tcx link, after any other tcx
-/// program there; the link lives in the program until [`detach`].
-fn attach(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    ifname: &str,
-) -> Result<SchedClassifierLinkId, FastPathError> {
-    classifier(ebpf, program)?
-        .attach_with_options(
-            ifname,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|e| FastPathError::Attach {
-            program,
-            ifname: ifname.to_string(),
-            reason: e.to_string(),
+/// Attaches `program` to `ifname`'s ingress at strait's priority and handle: a new
+/// filter, or the previous agent's replaced in place. The attachment is then let go
+/// of, so that neither this agent's exit nor a drop detaches it.
+fn attach(ebpf: &mut Ebpf, program: &'static str, ifname: &str) -> Result<(), FastPathError> {
+    let err = |reason: String| FastPathError::Attach {
+        program,
+        ifname: ifname.to_string(),
+        reason,
+    };
+    // Fails when the qdisc exists (a previous agent made it); the attach says whether
+    // there really is none.
+    let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+    let prog = classifier(ebpf, program)?;
+    let options = || {
+        TcAttachOptions::Netlink(NlOptions {
+            priority: TC_PRIORITY,
+            handle: TC_HANDLE,
+            ..NlOptions::default()
         })
-}
-
-/// Releases a link: the program leaves the device (if the device still exists).
-fn detach(ebpf: &mut Ebpf, program: &'static str, link: SchedClassifierLinkId) {
-    match classifier(ebpf, program) {
-        Ok(prog) => {
-            if let Err(e) = prog.detach(link) {
-                debug!(program, error = %e, "fast path: detaching");
-            }
+    };
+    let id = match prog.attach_with_options(ifname, TcAttachType::Ingress, options()) {
+        Ok(id) => id,
+        Err(create) => {
+            // EEXIST: a previous agent's filter is there; replace it in place.
+            let old = SchedClassifierLink::attached(
+                ifname,
+                TcAttachType::Ingress,
+                TC_PRIORITY,
+                TC_HANDLE,
+                None,
+            )
+            .map_err(|e| err(e.to_string()))?;
+            prog.attach_to_link(old)
+                .map_err(|replace| err(format!("{create}; replacing: {replace}")))?
         }
-        Err(e) => warn!(error = %e, "fast path"),
-    }
+    };
+    let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+    // A netlink tc link is (ifindex, priority, handle): no descriptor, no memory.
+    // Dropping it would delete the filter; forgetting it leaves the filter to the
+    // device's lifetime and the next agent.
+    std::mem::forget(link);
+    Ok(())
 }

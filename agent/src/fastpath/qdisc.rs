@@ -1,13 +1,14 @@
-//! Which container veths have a foreign ingress qdisc: the `bandwidth` plugin's
-//! `ingress` qdisc (with a mirred filter to its ifb) shapes what the container sends.
-//! The fast path runs before it (tcx first) and would skip the shaping, so such a
-//! veth is left to the kernel.
+//! Which container veths have an `ingress` qdisc: the `bandwidth` plugin's (with a
+//! mirred filter to its ifb) shapes what the container sends there. The fast path's
+//! clsact cannot share that slot, and would skip the shaping anyway, so such a veth
+//! is left to the kernel.
 
 use std::collections::HashSet;
 use std::process::Command;
 
-/// Devices with an `ingress` or `clsact` qdisc, from `tc -j qdisc show`; empty when
-/// tc cannot be run (then nothing is detached).
+/// Devices with an `ingress` qdisc, from `tc -j qdisc show`; empty when tc cannot be
+/// run (then the attach itself fails on a taken slot). A `clsact` qdisc is not
+/// counted: it may be strait's own, and other filters can share it.
 pub fn devices_with_ingress_qdisc() -> HashSet<String> {
     match Command::new("tc").args(["-j", "qdisc", "show"]).output() {
         Ok(out) if out.status.success() => parse(&out.stdout),
@@ -21,7 +22,7 @@ fn parse(json: &[u8]) -> HashSet<String> {
     };
     qdiscs
         .iter()
-        .filter(|q| matches!(q["kind"].as_str(), Some("ingress" | "clsact")))
+        .filter(|q| q["kind"].as_str() == Some("ingress"))
         .filter_map(|q| q["dev"].as_str().map(String::from))
         .collect()
 }

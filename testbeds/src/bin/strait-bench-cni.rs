@@ -21,21 +21,30 @@ use strait_testbeds::netns::Netns;
 struct Args {
     sequential: usize,
     burst: usize,
+    /// `--fast-path` for the agent (its default when absent).
+    fast_path: Option<String>,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         sequential: 100,
         burst: 100,
+        fast_path: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let val = it.next().and_then(|v| v.parse().ok());
-        match (flag.as_str(), val) {
-            ("--sequential", Some(n)) => a.sequential = n,
-            ("--burst", Some(n)) => a.burst = n,
+        let raw = it.next();
+        let val = raw.as_deref().and_then(|v| v.parse().ok());
+        match (flag.as_str(), val, raw.as_deref()) {
+            ("--sequential", Some(n), _) => a.sequential = n,
+            ("--burst", Some(n), _) => a.burst = n,
+            ("--fast-path", _, Some(m @ ("auto" | "on" | "off"))) => {
+                a.fast_path = Some(m.to_string())
+            }
             _ => {
-                eprintln!("usage: strait-bench-cni [--sequential N] [--burst N]");
+                eprintln!(
+                    "usage: strait-bench-cni [--sequential N] [--burst N] [--fast-path auto|on|off]"
+                );
                 std::process::exit(2);
             }
         }
@@ -59,11 +68,11 @@ fn main() {
         .prefix(&format!("{prefix}-"))
         .tempdir()
         .expect("temp dir");
-    let mut agent = Agent::start(
-        &strait_host,
-        dir.path(),
-        AgentOpts::new("bench", &["10.90.0.0/16"]),
-    );
+    let mut opts = AgentOpts::new("bench", &["10.90.0.0/16"]);
+    if let Some(mode) = &args.fast_path {
+        opts.extra = vec!["--fast-path".into(), mode.clone()];
+    }
+    let mut agent = Agent::start(&strait_host, dir.path(), opts);
 
     let Some(plugins) = strait_testbeds::bins::reference_plugins_dir() else {
         eprintln!("reference CNI plugins missing: apt-get install containernetworking-plugins");

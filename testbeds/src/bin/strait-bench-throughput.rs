@@ -191,6 +191,16 @@ fn main() {
         q.exec_ok(&["ip", "route", "add", "default", "via", &gw]);
     }
 
+    // The agents attach the fast path to a new veth once it has settled (2 s).
+    if args.fast_path.as_deref() != Some("off") {
+        for h in 0..2 {
+            let attached = || fast_path_line(cluster.host(h)).contains("attached to 1 endpoints");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while !attached() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
     let mut paths = vec![];
     // Both paths must carry full-size packets, or the comparison is meaningless.
     let wait = Duration::from_secs(30);
