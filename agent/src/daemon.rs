@@ -337,25 +337,30 @@ async fn start_fast_path(
     Some(tokio::spawn(async move {
         let mut tick = 0u32;
         loop {
-            let check_nat = mode == FastPathMode::Auto && tick.is_multiple_of(DNAT_CHECK_TICKS);
-            if check_nat || tick == 0 || fp.has_pending() {
+            // The NAT check runs before settled veths are attached, so a DNAT that
+            // portmap added in the same CNI chain is seen before the new veth's
+            // replies could bypass it.
+            let settled = fp.has_settled(crate::fastpath::SETTLE);
+            let check_nat =
+                mode == FastPathMode::Auto && (settled || tick.is_multiple_of(DNAT_CHECK_TICKS));
+            if check_nat || settled || tick == 0 {
                 let watched = fp.clone();
-                let nat = tokio::task::spawn_blocking(move || {
-                    if watched.has_pending() {
+                let first = tick == 0;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if check_nat || first {
+                        let nat = check_nat
+                            .then(crate::fastpath::nat::destination_nat)
+                            .flatten();
+                        if let Err(e) = watched.set_enabled(nat.is_none(), nat) {
+                            warn!(error = %e, "fast path");
+                        }
+                    }
+                    if settled {
                         let shaped = crate::fastpath::qdisc::devices_with_ingress_qdisc();
                         watched.attach_settled(crate::fastpath::SETTLE, &shaped);
                     }
-                    check_nat
-                        .then(crate::fastpath::nat::destination_nat)
-                        .flatten()
                 })
-                .await
-                .unwrap_or_default();
-                if (check_nat || tick == 0)
-                    && let Err(e) = fp.set_enabled(nat.is_none(), nat)
-                {
-                    warn!(error = %e, "fast path");
-                }
+                .await;
             }
             tick = tick.wrapping_add(1);
             tokio::select! {

@@ -150,9 +150,13 @@ impl FastPath {
         attached
     }
 
-    /// Whether veths are waiting to settle.
-    pub fn has_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+    /// Whether a queued veth is older than `settle`, ready for
+    /// [`FastPath::attach_settled`].
+    pub fn has_settled(&self, settle: Duration) -> bool {
+        self.lock()
+            .pending
+            .values()
+            .any(|(_, since)| since.elapsed() >= settle)
     }
 
     /// Attaches to a container veth's host end now (a previous agent's filter is
