@@ -199,8 +199,17 @@ impl Etcd {
 
     /// SIGSTOP: etcd keeps its connections open but answers nothing (a hung member or
     /// a partition, as a client sees it). [`Etcd::thaw`] resumes it.
+    ///
+    /// Returns once every thread of etcd has stopped: a group stop reaches a busy
+    /// thread only when it next enters the kernel, and a request sent before that
+    /// could still be answered.
     pub fn freeze(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let Some(pid) = self.pid() else { return };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGCONT after [`Etcd::freeze`].
@@ -365,4 +374,21 @@ where
     })
     .join()
     .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in `/proc/…/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            // The state follows the command name, which is in parentheses.
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
