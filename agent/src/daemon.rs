@@ -299,21 +299,15 @@ fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
     }
 }
 
-/// How often the fast path's watch attaches settled veths.
-const FAST_PATH_TICK: Duration = Duration::from_secs(1);
-/// Every how many ticks `--fast-path auto` looks for destination NAT on the host (a
-/// rule kube-proxy or portmap adds is seen within 5 s).
-const DNAT_CHECK_TICKS: u32 = 5;
-
 /// Attaches the fast path to the existing endpoints and switches it on as the mode
-/// says; with `off`, removes what a previous agent attached. Returns the task that
+/// says; with `off`, removes what a previous agent attached. Returns the watch that
 /// attaches new veths once settled and keeps `auto` off while the host DNATs.
 async fn start_fast_path(
     mode: FastPathMode,
     fast_path: Option<FastPath>,
     attacher: &Arc<Attacher>,
     state: &AppState,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let Some(fp) = fast_path else {
         if mode == FastPathMode::Off {
@@ -334,41 +328,7 @@ async fn start_fast_path(
         Err(e) => warn!(error = %e, "fast path: listing endpoints"),
     }
     let _ = state.fast_path.set(fp.clone());
-    Some(tokio::spawn(async move {
-        let mut tick = 0u32;
-        loop {
-            // The NAT check runs before settled veths are attached, so a DNAT that
-            // portmap added in the same CNI chain is seen before the new veth's
-            // replies could bypass it.
-            let settled = fp.has_settled(crate::fastpath::SETTLE);
-            let check_nat =
-                mode == FastPathMode::Auto && (settled || tick.is_multiple_of(DNAT_CHECK_TICKS));
-            if check_nat || settled || tick == 0 {
-                let watched = fp.clone();
-                let first = tick == 0;
-                let _ = tokio::task::spawn_blocking(move || {
-                    if check_nat || first {
-                        let nat = check_nat
-                            .then(crate::fastpath::nat::destination_nat)
-                            .flatten();
-                        if let Err(e) = watched.set_enabled(nat.is_none(), nat) {
-                            warn!(error = %e, "fast path");
-                        }
-                    }
-                    if settled {
-                        let shaped = crate::fastpath::qdisc::devices_with_ingress_qdisc();
-                        watched.attach_settled(crate::fastpath::SETTLE, &shaped);
-                    }
-                })
-                .await;
-            }
-            tick = tick.wrapping_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(FAST_PATH_TICK) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    }))
+    Some(crate::fastpath::watch::spawn(fp, mode, stop))
 }
 
 /// Open the store — etcd with `--etcd-endpoints`, else the embedded file — retrying

@@ -21,6 +21,7 @@
 mod maps;
 pub mod nat;
 pub mod qdisc;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
