@@ -200,12 +200,17 @@ impl Attacher {
     /// Attaches the fast path to every recorded endpoint's veth (at start: the
     /// previous agent's filters are replaced in place), but for those with host ports
     /// or in `shaped` (an `ingress` qdisc). Returns how many.
-    pub async fn adopt_fast_path(
-        &self,
-        shaped: &std::collections::HashSet<String>,
-    ) -> Result<usize, AttachError> {
+    pub async fn adopt_fast_path(&self, shaped: &HashSet<String>) -> Result<usize, AttachError> {
         let Some(fp) = self.fast_path.get() else {
             return Ok(0);
+        };
+        // One dump of strait's links rather than a lookup per endpoint.
+        let links: HashMap<String, u32> = match self.host.strait_links().await {
+            Ok(links) => links.into_iter().map(|l| (l.name, l.index)).collect(),
+            Err(e) => {
+                warn!(error = %e, "fast path: listing links");
+                return Ok(0);
+            }
         };
         let mut attached = 0;
         for ep in self.records.list().await? {
@@ -214,13 +219,11 @@ impl Attacher {
                 // bandwidth shapes it.
                 continue;
             }
-            match self.host.link_by_name(&ep.host_ifname).await {
-                Ok(Some(link)) => match fp.attach_endpoint(&ep.host_ifname, link.index) {
+            if let Some(&index) = links.get(&ep.host_ifname) {
+                match fp.attach_endpoint(&ep.host_ifname, index) {
                     Ok(()) => attached += 1,
                     Err(e) => warn!(error = %e, "fast path"),
-                },
-                Ok(None) => {}
-                Err(e) => warn!(link = %ep.host_ifname, error = %e, "fast path: looking up"),
+                }
             }
         }
         Ok(attached)
