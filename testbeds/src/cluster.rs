@@ -223,6 +223,19 @@ impl ClusterHost {
             .unwrap_or_else(|e| panic!("netctl bgp peers on {}: {e}: {out}", self.name))
     }
 
+    /// The agent's fast path as `/v1/status` reports it; panics when the agent has
+    /// none loaded (`--fast-path off`, or a kernel that refused the programs).
+    pub fn fast_path(&self) -> strait_api::FastPathStatus {
+        let status: strait_api::AgentStatus = self
+            .agent
+            .client()
+            .get(strait_api::paths::STATUS)
+            .unwrap_or_else(|e| panic!("GET /v1/status on {}: {e}", self.name));
+        status
+            .fast_path
+            .unwrap_or_else(|| panic!("{}: no fast path in the status", self.name))
+    }
+
     /// `netctl <args>` against this host's agent: (success, stdout + stderr).
     pub fn netctl(&self, args: &[&str]) -> (bool, String) {
         let netctl = crate::bins::bin("netctl");
@@ -309,7 +322,6 @@ pub struct Container {
 }
 
 impl Container {
-    /// Its addresses, IPv4 first.
     /// Its IPv4 address; panics when it has none.
     pub fn ip4(&self) -> IpAddr {
         IpAddr::V4(
@@ -326,6 +338,7 @@ impl Container {
         )
     }
 
+    /// Its addresses, IPv4 first.
     pub fn ips(&self) -> Vec<IpAddr> {
         self.v4
             .map(IpAddr::V4)

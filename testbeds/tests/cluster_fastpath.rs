@@ -13,7 +13,6 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use strait_api::FastPathStatus;
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
@@ -23,17 +22,6 @@ const POLL: Duration = Duration::from_millis(250);
 
 fn privileged(test: &str) -> bool {
     strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
-}
-
-fn fast_path(host: &ClusterHost) -> FastPathStatus {
-    let status: strait_api::AgentStatus = host
-        .agent
-        .client()
-        .get(strait_api::paths::STATUS)
-        .expect("GET /v1/status");
-    status
-        .fast_path
-        .unwrap_or_else(|| panic!("{}: no fast path in the status", host.name))
 }
 
 /// Packets the host's kernel forwarded (IPv4 and IPv6), from its own counters.
@@ -132,13 +120,13 @@ fn vxlan_fast_path() {
             CONVERGE,
             POLL,
             "the fast path on every veth",
-            || match fast_path(cluster.host(i)) {
+            || match cluster.host(i).fast_path() {
                 s if s.endpoints == n => Ok(()),
                 s => Err(format!("{s:?}")),
             },
         );
     }
-    let s1 = fast_path(cluster.host(0));
+    let s1 = cluster.host(0).fast_path();
     assert!(s1.active, "h1: {s1:?}");
     assert_eq!(s1.fabric_device.as_deref(), Some("strait.vxlan"), "{s1:?}");
     let (ok, text) = cluster.host(0).netctl(&["status"]);
@@ -155,9 +143,17 @@ fn vxlan_fast_path() {
     // Bulk TCP across hosts: the programs carry it, the kernels forward (almost)
     // nothing of it.
     let (h1, h2) = (cluster.host(0), cluster.host(1));
-    let before = (fast_path(h1), fast_path(h2), forwarded(h1) + forwarded(h2));
+    let before = (
+        h1.fast_path(),
+        h2.fast_path(),
+        forwarded(h1) + forwarded(h2),
+    );
     bulk_tcp(&c1.ns, &c2.ns, c2.ip4(), 32 << 20);
-    let after = (fast_path(h1), fast_path(h2), forwarded(h1) + forwarded(h2));
+    let after = (
+        h1.fast_path(),
+        h2.fast_path(),
+        forwarded(h1) + forwarded(h2),
+    );
     let to_fabric = after.0.to_fabric - before.0.to_fabric;
     let to_endpoint = after.1.to_endpoint - before.1.to_endpoint;
     let kernel = after.2 - before.2;
@@ -171,10 +167,10 @@ fn vxlan_fast_path() {
     );
 
     // IPv6 and full-size packets take it too.
-    let before = fast_path(h2).to_endpoint;
+    let before = h2.fast_path().to_endpoint;
     ping_n(&c1, c2.ip6(), 20);
     assert!(
-        fast_path(h2).to_endpoint - before >= 20,
+        h2.fast_path().to_endpoint - before >= 20,
         "IPv6 echo requests into c2"
     );
     for ip in c2.ips() {
@@ -183,10 +179,10 @@ fn vxlan_fast_path() {
 
     // Containers on the same host: straight from veth to veth.
     probe::wait_ping(&c1.ns, c3.ip4(), CONVERGE).expect("c1 -> c3");
-    let before = fast_path(h1).to_endpoint;
+    let before = h1.fast_path().to_endpoint;
     ping_n(&c1, c3.ip4(), 20);
     assert!(
-        fast_path(h1).to_endpoint - before >= 40,
+        h1.fast_path().to_endpoint - before >= 40,
         "20 echo requests and replies between c1 and c3"
     );
 
@@ -201,12 +197,12 @@ fn vxlan_fast_path() {
         0,
         "c2 -> c1 across h1's agent restart: {stats:?}"
     );
-    let s1 = fast_path(cluster.host(0));
+    let s1 = cluster.host(0).fast_path();
     assert!(s1.active && s1.endpoints == 2, "after the restart: {s1:?}");
     assert_eq!(s1.fabric_device.as_deref(), Some("strait.vxlan"), "{s1:?}");
     ping_n(&c2, c1.ip4(), 20);
     assert!(
-        fast_path(cluster.host(0)).to_endpoint >= 20,
+        cluster.host(0).fast_path().to_endpoint >= 20,
         "the new agent's programs carry it"
     );
 
@@ -221,14 +217,14 @@ fn vxlan_fast_path() {
         .unwrap_or_else(|out| panic!("ADD with portMappings: {} {}", out.stdout, out.stderr));
     std::thread::sleep(Duration::from_secs(3)); // past the settle time
     assert_eq!(
-        fast_path(cluster.host(0)).endpoints,
+        cluster.host(0).fast_path().endpoints,
         2,
         "c4 is not attached"
     );
     probe::wait_ping(&c2.ns, c4.ip4(), CONVERGE).expect("c2 -> c4");
-    let (before, fwd) = (fast_path(cluster.host(0)), forwarded(cluster.host(0)));
+    let (before, fwd) = (cluster.host(0).fast_path(), forwarded(cluster.host(0)));
     ping_n(&c2, c4.ip4(), 20);
-    let after = fast_path(cluster.host(0));
+    let after = cluster.host(0).fast_path();
     assert_eq!(
         after.to_endpoint, before.to_endpoint,
         "nothing redirected into c4"
@@ -245,7 +241,7 @@ fn vxlan_fast_path() {
         CONVERGE,
         POLL,
         "c3's veth to leave h1's fast path",
-        || match fast_path(cluster.host(0)).endpoints {
+        || match cluster.host(0).fast_path().endpoints {
             1 => Ok(()),
             n => Err(format!("{n} endpoints")),
         },
@@ -288,27 +284,27 @@ fn vxlan_fast_path() {
                 POLL,
                 "a DNAT rule to turn the fast path off",
                 || {
-                    let s = fast_path(cluster.host(0));
+                    let s = cluster.host(0).fast_path();
                     match (s.active, s.reason.as_deref()) {
                         (false, Some(r)) if r.contains("a DNAT rule") => Ok(()),
                         _ => Err(format!("{s:?}")),
                     }
                 },
             );
-            let before = fast_path(cluster.host(0)).to_endpoint;
+            let before = cluster.host(0).fast_path().to_endpoint;
             let fwd = forwarded(cluster.host(0));
             ping_n(&c2, c1.ip4(), 20);
             assert!(
                 forwarded(cluster.host(0)) - fwd >= 20,
                 "the kernel forwards again"
             );
-            assert_eq!(fast_path(cluster.host(0)).to_endpoint, before);
+            assert_eq!(cluster.host(0).fast_path().to_endpoint, before);
             rule("-D");
 
             let ns = &cluster.host(0).ns;
             ns.exec_ok(&[ipt, "-t", "nat", "-N", "KUBE-SERVICES"]);
             cluster.restart_agent(0);
-            let s1 = fast_path(cluster.host(0));
+            let s1 = cluster.host(0).fast_path();
             assert!(!s1.active, "with kube-proxy's chain: {s1:?}");
             let reason = s1.reason.clone().unwrap_or_default();
             assert!(reason.contains("KUBE-SERVICES"), "{reason}");
@@ -317,7 +313,7 @@ fn vxlan_fast_path() {
                 .ns
                 .exec_ok(&[ipt, "-t", "nat", "-X", "KUBE-SERVICES"]);
             probe::wait_until(CONVERGE, POLL, "the fast path to come back on", || {
-                let s = fast_path(cluster.host(0));
+                let s = cluster.host(0).fast_path();
                 if s.active {
                     Ok(())
                 } else {
