@@ -282,6 +282,9 @@ pub struct FastPathStatus {
     pub fabric_device: Option<String>,
     /// Container veths it is attached to.
     pub endpoints: usize,
+    /// Other nodes' blocks it sends straight into the fabric device (vxlan).
+    #[serde(default)]
+    pub tunnels: usize,
     /// Packets redirected to the fabric device, to a local container, and handed to
     /// the kernel's forwarding, since this agent loaded the programs.
     pub to_fabric: u64,

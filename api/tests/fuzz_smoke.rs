@@ -174,6 +174,7 @@ fn answers() -> Vec<Vec<u8>> {
                 reason: None,
                 fabric_device: Some("strait.vxlan".into()),
                 endpoints: 1,
+                tunnels: 2,
                 to_fabric: 10,
                 to_endpoint: 9,
                 to_stack: 1,

@@ -14,5 +14,5 @@ static FASTPATH_OBJECT: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fastpath.o")));
 
 /// The fast path object: programs `strait_from_ep` and `strait_from_fab`, maps
-/// `strait_fp_config`, `strait_fp_endpoints` and `strait_fp_stats`.
+/// `strait_fp_config`, `strait_fp_endpoints`, `strait_fp_tunnels` and `strait_fp_stats`.
 pub static FASTPATH: &[u8] = &FASTPATH_OBJECT.0;

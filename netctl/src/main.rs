@@ -331,7 +331,10 @@ fn render_fast_path(fp: Option<&FastPathStatus>) -> String {
         line.push_str(&format!(": {r}"));
     }
     let attached = match &fp.fabric_device {
-        Some(d) => format!("{} endpoints + {d}", fp.endpoints),
+        Some(d) => format!(
+            "{} endpoints + {d} ({} remote blocks)",
+            fp.endpoints, fp.tunnels
+        ),
         None => format!("{} endpoints", fp.endpoints),
     };
     line.push_str(&format!(

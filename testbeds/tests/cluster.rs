@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
-use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Container, Fabric};
+use strait_testbeds::cluster::{
+    Cluster, ClusterHost, ClusterOpts, ClusterStore, Container, Fabric,
+};
 
 /// How long the fabric may take to program a change it saw in the store.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -241,6 +243,9 @@ fn survives_restarts_and_a_leaving_host(
             h.vxlan_fdb()
         );
     }
+    // The fast path's tunnel map (vxlan) holds h3's two blocks (c's IPv4 and IPv6).
+    let tunnels = |h: &ClusterHost| vxlan.then(|| h.fast_path().tunnels);
+    let tunnels_before = [tunnels(cluster.host(0)), tunnels(cluster.host(1))];
     cluster.stop_agent(2);
     let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
     for i in [0, 1] {
@@ -260,10 +265,15 @@ fn survives_restarts_and_a_leaving_host(
                     .into_iter()
                     .filter(|(_, dst)| *dst == Some(h3_vtep))
                     .collect();
-                if routes.is_empty() && fdb.is_empty() {
+                let map = tunnels(h);
+                let map_ok = map == tunnels_before[i].map(|n| n - 2);
+                if routes.is_empty() && fdb.is_empty() && map_ok {
                     Ok(())
                 } else {
-                    Err(format!("routes {routes:?}, FDB {fdb:?}"))
+                    Err(format!(
+                        "routes {routes:?}, FDB {fdb:?}, tunnel map {map:?} (was {:?})",
+                        tunnels_before[i]
+                    ))
                 }
             },
         );

@@ -129,6 +129,8 @@ fn vxlan_fast_path() {
     let s1 = cluster.host(0).fast_path();
     assert!(s1.active, "h1: {s1:?}");
     assert_eq!(s1.fabric_device.as_deref(), Some("strait.vxlan"), "{s1:?}");
+    // h2's blocks (one per family of c2) are in h1's tunnel map.
+    assert_eq!(s1.tunnels, c2.ips().len(), "{s1:?}");
     let (ok, text) = cluster.host(0).netctl(&["status"]);
     assert!(
         ok && text.contains("fast path") && text.contains("on (mode auto)"),

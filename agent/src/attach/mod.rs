@@ -220,7 +220,14 @@ impl Attacher {
                 continue;
             }
             if let Some(&index) = links.get(&ep.host_ifname) {
-                match fp.attach_endpoint(&ep.host_ifname, index) {
+                let dest = match fast_path_endpoint(&ep) {
+                    Ok(dest) => dest,
+                    Err(e) => {
+                        warn!(id = %ep.id, error = %e, "fast path: record left to the kernel");
+                        continue;
+                    }
+                };
+                match fp.attach_endpoint(&ep.host_ifname, index, dest) {
                     Ok(()) => attached += 1,
                     Err(e) => warn!(error = %e, "fast path"),
                 }
@@ -231,9 +238,12 @@ impl Attacher {
 
     /// A new veth gets the fast path once it has settled, off the ADD path (see
     /// [`crate::fastpath::SETTLE`]); until then the kernel forwards for it.
-    fn attach_fast_path(&self, created: &endpoint::VethCreated) {
+    fn attach_fast_path(&self, ep: &Endpoint, created: &endpoint::VethCreated) {
         if let Some(fp) = self.fast_path.get() {
-            fp.queue_endpoint(&created.host_ifname, created.host_ifindex);
+            match fast_path_endpoint(ep) {
+                Ok(dest) => fp.queue_endpoint(&created.host_ifname, created.host_ifindex, dest),
+                Err(e) => warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding"),
+            }
         }
     }
 
@@ -331,7 +341,7 @@ impl Attacher {
         match self.plumb(&spec).await {
             Ok(created) => {
                 if !ep.host_ports {
-                    self.attach_fast_path(&created);
+                    self.attach_fast_path(&ep, &created);
                 }
                 info!(
                     %id, host_ifname, ips = ?alloc.ips, ipam_ms,
@@ -567,6 +577,15 @@ fn check_netns(path: &str) -> Result<(), AttachError> {
         Ok(false) => Ok(()),
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// The record as the fast path's endpoint map lists it.
+fn fast_path_endpoint(ep: &Endpoint) -> Result<crate::fastpath::Endpoint, String> {
+    Ok(crate::fastpath::Endpoint {
+        ips: ep.ips.iter().map(|n| n.addr()).collect(),
+        mac: parse_mac(&ep.mac)?,
+        host_mac: parse_mac(&ep.host_mac)?,
+    })
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {

@@ -62,6 +62,9 @@ pub struct Desired {
     pub fdb: Vec<Owned<FdbEntry>>,
     pub neighbours: Vec<Owned<NeighbourEntry>>,
     pub routes: Vec<Owned<Route>>,
+    /// vxlan: each routed block of another node and the VTEP MAC its route's gateway
+    /// resolves to (route, neighbour and FDB entry in one), for the fast path.
+    pub tunnels: BTreeMap<IpNet, [u8; 6]>,
     pub warnings: Vec<Warning>,
 }
 
@@ -247,6 +250,7 @@ fn vxlan_peer(
                     desired
                         .routes
                         .push(owned_route(name, Route::via(*cidr, gateway, oif, true)));
+                    desired.tunnels.insert(*cidr, mac);
                 }
             }
             None => {
@@ -423,6 +427,26 @@ mod tests {
         assert_eq!(to_n3.oif, Some(9));
         assert!(to_n3.onlink);
         assert_eq!(to_n3.protocol, RTPROT_STRAIT);
+    }
+
+    #[test]
+    fn vxlan_tunnels_are_the_routed_peer_blocks_with_their_vtep_macs() {
+        let mut view = cluster(3, FabricMode::Vxlan);
+        // n3's IPv6 block has no route (no IPv6 tunnel address): not a tunnel either.
+        view.blocks
+            .insert("fd00:244:3::/122".parse().expect("net"), Some("n3".into()));
+        let d = compute(&cfg("n1", FabricMode::Vxlan), &view, &links());
+        let want: BTreeMap<IpNet, [u8; 6]> =
+            [(v4_block(2), vtep_mac("n2")), (v4_block(3), vtep_mac("n3"))]
+                .into_iter()
+                .collect();
+        assert_eq!(d.tunnels, want, "own block and unrouted blocks excluded");
+        let hostgw = compute(
+            &cfg("n1", FabricMode::HostGw),
+            &cluster(3, FabricMode::HostGw),
+            &links(),
+        );
+        assert!(hostgw.tunnels.is_empty(), "host-gw has no VTEPs");
     }
 
     #[test]

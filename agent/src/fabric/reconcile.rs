@@ -9,11 +9,12 @@
 //! run concurrently. A failed request does not stop the others; all failures are
 //! reported together.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use ipnet::IpNet;
 use strait_api::FabricMode;
 
 use super::desired::{self, ClusterView, Desired, LocalLinks, NeighbourEntry};
@@ -391,6 +392,8 @@ async fn run(nl: &Netlink, vxlan: Option<u32>, op: &Op) -> Result<(), NetlinkErr
 pub struct Reconciled {
     pub report: RouteReport,
     pub changes: usize,
+    /// See [`desired::Desired::tunnels`].
+    pub tunnels: BTreeMap<IpNet, [u8; 6]>,
 }
 
 /// One full pass: with `apply`, make the device right (or remove it outside vxlan
@@ -454,7 +457,11 @@ pub async fn reconcile(
     if apply_changes && changes > 0 {
         apply(nl, vxlan_index, plan.steps).await?;
     }
-    Ok(Reconciled { report, changes })
+    Ok(Reconciled {
+        report,
+        changes,
+        tunnels: desired.tunnels,
+    })
 }
 
 #[cfg(test)]
@@ -501,7 +508,7 @@ mod tests {
                 },
             )],
             routes: vec![owned("n2", route.clone())],
-            warnings: vec![],
+            ..Desired::default()
         };
         let mut kernel_route = route.clone();
         kernel_route.metric = Some(1024);

@@ -15,7 +15,8 @@ use tracing::{debug, error, info, warn};
 
 use super::desired::ClusterView;
 use super::reconcile::reconcile;
-use super::{FabricConfig, FabricError};
+use super::{FabricConfig, FabricError, parse_mac};
+use crate::fastpath::FabricDevice;
 use crate::ipam::{Block, keys};
 use crate::netlink::Netlink;
 use crate::node::{node_of_key, nodes_prefix};
@@ -203,9 +204,15 @@ impl Fabric {
                 status.last_error = None;
                 drop(status);
                 if let Some(fp) = &self.fast_path {
-                    let dev = done.report.device.as_ref();
-                    if let Err(e) = fp.set_fabric_device(dev.map(|d| (d.name.as_str(), d.ifindex)))
-                    {
+                    // The device's own MAC is the source of what the programs send.
+                    let dev = done.report.device.as_ref().and_then(|d| {
+                        Some(FabricDevice {
+                            name: d.name.clone(),
+                            ifindex: d.ifindex,
+                            mac: parse_mac(d.mac.as_deref()?)?,
+                        })
+                    });
+                    if let Err(e) = fp.set_fabric(dev, &done.tunnels) {
                         warn!(error = %e, "fast path: fabric device");
                     }
                 }

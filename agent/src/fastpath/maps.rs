@@ -1,12 +1,18 @@
 //! The fast path's maps, typed: their layouts mirror `ebpf/src/fastpath.c`.
+//! Addresses are keyed as 16 bytes, IPv4 as IPv4-mapped IPv6, as the programs do.
+
+use std::net::IpAddr;
 
 use aya::Ebpf;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use ipnet::IpNet;
 
 use super::FastPathError;
 
 const CONFIG: &str = "strait_fp_config";
 const ENDPOINTS: &str = "strait_fp_endpoints";
+const TUNNELS: &str = "strait_fp_tunnels";
 const STATS: &str = "strait_fp_stats";
 
 /// Indexes of `enum fastpath_stat`.
@@ -22,10 +28,17 @@ pub struct Stats {
     pub to_stack: u64,
 }
 
+/// `struct addr`: an address as the programs key it.
+type AddrKey = [u8; 16];
+
 pub(super) struct Maps {
-    /// `struct fastpath_config { u32 enabled; u32 fabric_ifindex; }`, as 8 bytes.
-    config: Array<MapData, u64>,
-    endpoints: HashMap<MapData, u32, u32>,
+    /// `struct fastpath_config { u32 enabled; u32 fabric_ifindex; u8 fabric_mac[6];
+    /// u8 pad[2]; }`.
+    config: Array<MapData, [u8; 16]>,
+    /// address → `struct endpoint { u32 ifindex; u8 mac[6]; u8 host_mac[6]; }`.
+    endpoints: HashMap<MapData, AddrKey, [u8; 16]>,
+    /// block → `struct tunnel { u8 vtep_mac[6]; u8 pad[2]; }`.
+    tunnels: LpmTrie<MapData, AddrKey, [u8; 8]>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -48,28 +61,69 @@ impl Maps {
         Ok(Self {
             config: Array::try_from(take(ebpf, CONFIG)?).map_err(map_err(CONFIG))?,
             endpoints: HashMap::try_from(take(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?,
+            tunnels: LpmTrie::try_from(take(ebpf, TUNNELS)?).map_err(map_err(TUNNELS))?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).map_err(map_err(STATS))?,
         })
     }
 
+    /// `fabric`: the fabric device's ifindex and MAC, when there is one.
     pub(super) fn write_config(
         &mut self,
         enabled: bool,
-        fabric_ifindex: u32,
+        fabric: Option<(u32, [u8; 6])>,
     ) -> Result<(), FastPathError> {
         self.config
-            .set(0, config_value(enabled, fabric_ifindex), 0)
+            .set(0, config_value(enabled, fabric), 0)
             .map_err(map_err(CONFIG))
     }
 
-    pub(super) fn add_endpoint(&mut self, ifindex: u32) -> Result<(), FastPathError> {
-        self.endpoints
-            .insert(ifindex, 1, 0)
-            .map_err(map_err(ENDPOINTS))
+    /// Lists `ips` as delivered to the veth `ifindex`, with the MACs of that link.
+    pub(super) fn add_endpoint(
+        &mut self,
+        ifindex: u32,
+        ips: &[IpAddr],
+        mac: [u8; 6],
+        host_mac: [u8; 6],
+    ) -> Result<(), FastPathError> {
+        let value = endpoint_value(ifindex, mac, host_mac);
+        for ip in ips {
+            self.endpoints
+                .insert(addr_key(*ip), value, 0)
+                .map_err(map_err(ENDPOINTS))?;
+        }
+        Ok(())
     }
 
-    pub(super) fn remove_endpoint(&mut self, ifindex: u32) -> Result<(), FastPathError> {
-        self.endpoints.remove(&ifindex).map_err(map_err(ENDPOINTS))
+    /// Removes `ips`, each only while it still names veth `ifindex`: an address a
+    /// newer endpoint took over stays its.
+    pub(super) fn remove_endpoint(&mut self, ifindex: u32, ips: &[IpAddr]) {
+        for ip in ips {
+            let key = addr_key(*ip);
+            if let Ok(value) = self.endpoints.get(&key, 0)
+                && value[..4] == ifindex.to_ne_bytes()
+            {
+                // Gone already is what was wanted.
+                let _ = self.endpoints.remove(&key);
+            }
+        }
+    }
+
+    pub(super) fn add_tunnel(
+        &mut self,
+        block: IpNet,
+        vtep_mac: [u8; 6],
+    ) -> Result<(), FastPathError> {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&vtep_mac);
+        self.tunnels
+            .insert(&tunnel_key(block), value, 0)
+            .map_err(map_err(TUNNELS))
+    }
+
+    pub(super) fn remove_tunnel(&mut self, block: IpNet) -> Result<(), FastPathError> {
+        self.tunnels
+            .remove(&tunnel_key(block))
+            .map_err(map_err(TUNNELS))
     }
 
     pub(super) fn stats(&self) -> Result<Stats, FastPathError> {
@@ -84,12 +138,40 @@ impl Maps {
     }
 }
 
-/// The C struct's bytes in the kernel's (native) byte order: `enabled` first.
-fn config_value(enabled: bool, fabric_ifindex: u32) -> u64 {
-    let mut bytes = [0u8; 8];
+/// IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one map holds both families.
+fn addr_key(ip: IpAddr) -> AddrKey {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// An IPv4 block's prefix counts the 96 bits of the mapping in front of it.
+fn tunnel_key(block: IpNet) -> Key<AddrKey> {
+    let block = block.trunc();
+    let len = match block {
+        IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
+        IpNet::V6(n) => u32::from(n.prefix_len()),
+    };
+    Key::new(len, addr_key(block.addr()))
+}
+
+/// The C structs' bytes in the kernel's (native) byte order.
+fn config_value(enabled: bool, fabric: Option<(u32, [u8; 6])>) -> [u8; 16] {
+    let (ifindex, mac) = fabric.unwrap_or((0, [0; 6]));
+    let mut bytes = [0u8; 16];
     bytes[..4].copy_from_slice(&u32::from(enabled).to_ne_bytes());
-    bytes[4..].copy_from_slice(&fabric_ifindex.to_ne_bytes());
-    u64::from_ne_bytes(bytes)
+    bytes[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    bytes[8..14].copy_from_slice(&mac);
+    bytes
+}
+
+fn endpoint_value(ifindex: u32, mac: [u8; 6], host_mac: [u8; 6]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    bytes[4..10].copy_from_slice(&mac);
+    bytes[10..].copy_from_slice(&host_mac);
+    bytes
 }
 
 #[cfg(test)]
@@ -98,11 +180,39 @@ mod tests {
 
     #[test]
     fn config_value_lays_out_the_c_struct() {
-        let v = config_value(true, 7).to_ne_bytes();
+        let mac = [2, 0, 0, 0, 0, 9];
+        let v = config_value(true, Some((7, mac)));
         assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), 1);
-        assert_eq!(u32::from_ne_bytes(v[4..].try_into().unwrap()), 7);
-        let v = config_value(false, 0x0102_0304).to_ne_bytes();
-        assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), 0);
-        assert_eq!(u32::from_ne_bytes(v[4..].try_into().unwrap()), 0x0102_0304);
+        assert_eq!(u32::from_ne_bytes(v[4..8].try_into().unwrap()), 7);
+        assert_eq!(v[8..14], mac);
+        assert_eq!(v[14..], [0, 0]);
+        let v = config_value(false, None);
+        assert_eq!(v, [0; 16]);
+    }
+
+    #[test]
+    fn endpoint_value_lays_out_the_c_struct() {
+        let v = endpoint_value(0x0102_0304, [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]);
+        assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), 0x0102_0304);
+        assert_eq!(v[4..10], [1, 2, 3, 4, 5, 6]);
+        assert_eq!(v[10..], [7, 8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn ipv4_is_keyed_mapped_and_its_prefix_shifted_by_96() {
+        let key = addr_key("10.244.1.7".parse().unwrap());
+        assert_eq!(key[..10], [0; 10]);
+        assert_eq!(key[10..12], [0xff, 0xff]);
+        assert_eq!(key[12..], [10, 244, 1, 7]);
+        // Host bits are dropped: the trie matches on the prefix only.
+        let k = tunnel_key("10.244.1.64/26".parse().unwrap());
+        assert_eq!(k.prefix_len(), 122);
+        assert_eq!(k.data()[12..], [10, 244, 1, 64]);
+        let k = tunnel_key("fd00:244::1/122".parse().unwrap());
+        assert_eq!(k.prefix_len(), 122);
+        assert_eq!(
+            k.data(),
+            "fd00:244::".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! The eBPF forwarding fast path (docs/datapath.md): strait's tc programs
 //! (`ebpf/src/fastpath.c`) on the ingress of every container veth's host end and of
-//! the fabric device, moving container packets straight to the device the kernel's
-//! FIB picks instead of through the host's IP forwarding.
+//! the fabric device, moving container packets straight to the device they leave by
+//! instead of through the host's IP forwarding.
 //!
-//! This module owns loading the programs, attaching them, and their maps: the set of
-//! local endpoints, the config (on/off, fabric device) and the counters.
+//! This module owns loading the programs, attaching them, and their maps: the local
+//! endpoints by address, the other nodes' blocks behind their VTEPs (written by the
+//! fabric from the same desired state as its routes), the config (on/off, fabric
+//! device) and the counters.
 //!
 //! Attachments are tc filters in a clsact qdisc, made over netlink at a fixed
 //! priority and handle. They stay when the agent exits, so a restart changes nothing
@@ -23,13 +25,15 @@ pub mod nat;
 pub mod qdisc;
 pub mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{SchedClassifier, TcAttachType};
+use ipnet::IpNet;
 use strait_api::{FastPathMode, FastPathStatus};
 use tracing::{debug, info, warn};
 
@@ -62,6 +66,27 @@ pub enum FastPathError {
     Map { map: &'static str, reason: String },
 }
 
+/// A local endpoint as the programs deliver to it: its addresses and the MACs of its
+/// veth (the container's end, and the host's end that is its gateway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ips: Vec<IpAddr>,
+    pub mac: [u8; 6],
+    pub host_mac: [u8; 6],
+}
+
+/// The fabric device the programs attach to and send other nodes' blocks out of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricDevice {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// Other nodes' blocks and the VTEP MAC each is behind (vxlan's routes, neighbour
+/// and FDB entries, in one lookup).
+pub type Tunnels = BTreeMap<IpNet, [u8; 6]>;
+
 /// The loaded fast path; cheap to clone.
 #[derive(Clone)]
 pub struct FastPath {
@@ -72,11 +97,13 @@ struct Loaded {
     mode: FastPathMode,
     ebpf: Ebpf,
     maps: maps::Maps,
-    /// Host-side veths attached: name → ifindex.
-    endpoints: HashMap<String, u32>,
-    /// New veths waiting to settle: name → (ifindex, since).
-    pending: HashMap<String, (u32, Instant)>,
-    fabric: Option<(String, u32)>,
+    /// Host-side veths attached: name → (ifindex, what the map lists for it).
+    endpoints: HashMap<String, (u32, Endpoint)>,
+    /// New veths waiting to settle: name → (ifindex, endpoint, since).
+    pending: HashMap<String, (u32, Endpoint, Instant)>,
+    fabric: Option<FabricDevice>,
+    /// What the tunnel map holds.
+    tunnels: Tunnels,
     enabled: bool,
     reason: Option<String>,
 }
@@ -93,7 +120,7 @@ impl FastPath {
                 .map_err(|e| FastPathError::Load(format!("program {name}: {e}")))?;
         }
         let mut maps = maps::Maps::take(&mut ebpf)?;
-        maps.write_config(false, 0)?;
+        maps.write_config(false, None)?;
         Ok(Self {
             inner: Arc::new(Mutex::new(Loaded {
                 mode,
@@ -102,6 +129,7 @@ impl FastPath {
                 endpoints: HashMap::new(),
                 pending: HashMap::new(),
                 fabric: None,
+                tunnels: Tunnels::new(),
                 enabled: false,
                 reason: Some("starting".into()),
             })),
@@ -114,36 +142,36 @@ impl FastPath {
 
     /// A new container veth: attached by [`FastPath::attach_settled`] once it has
     /// settled. Costs the ADD nothing.
-    pub fn queue_endpoint(&self, ifname: &str, ifindex: u32) {
+    pub fn queue_endpoint(&self, ifname: &str, ifindex: u32, ep: Endpoint) {
         self.lock()
             .pending
-            .insert(ifname.to_string(), (ifindex, Instant::now()));
+            .insert(ifname.to_string(), (ifindex, ep, Instant::now()));
     }
 
     /// Attaches every queued veth older than `settle`, unless it is in `shaped`
     /// (devices with an `ingress` qdisc), which are dropped from the queue and left
     /// to the kernel. Returns how many were attached.
     pub fn attach_settled(&self, settle: Duration, shaped: &HashSet<String>) -> usize {
-        let ready: Vec<(String, u32)> = {
+        let ready: Vec<(String, u32, Endpoint)> = {
             let mut l = self.lock();
-            let ready: Vec<(String, u32)> = l
+            let names: Vec<String> = l
                 .pending
                 .iter()
-                .filter(|(_, (_, since))| since.elapsed() >= settle)
-                .map(|(n, (i, _))| (n.clone(), *i))
+                .filter(|(_, (_, _, since))| since.elapsed() >= settle)
+                .map(|(n, _)| n.clone())
                 .collect();
-            for (name, _) in &ready {
-                l.pending.remove(name);
-            }
-            ready
+            names
+                .into_iter()
+                .filter_map(|n| l.pending.remove(&n).map(|(i, ep, _)| (n, i, ep)))
+                .collect()
         };
         let mut attached = 0;
-        for (name, ifindex) in ready {
+        for (name, ifindex, ep) in ready {
             if shaped.contains(&name) {
                 info!(veth = %name, "fast path: an ingress qdisc shapes this veth; left to the kernel");
                 continue;
             }
-            match self.attach_endpoint(&name, ifindex) {
+            match self.attach_endpoint(&name, ifindex, ep) {
                 Ok(()) => attached += 1,
                 Err(e) => warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding"),
             }
@@ -157,45 +185,73 @@ impl FastPath {
         self.lock()
             .pending
             .values()
-            .any(|(_, since)| since.elapsed() >= settle)
+            .any(|(_, _, since)| since.elapsed() >= settle)
     }
 
     /// Attaches to a container veth's host end now (a previous agent's filter is
-    /// replaced in place) and lists it as a fast-path destination.
-    pub fn attach_endpoint(&self, ifname: &str, ifindex: u32) -> Result<(), FastPathError> {
+    /// replaced in place) and lists its addresses as fast-path destinations.
+    pub fn attach_endpoint(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        ep: Endpoint,
+    ) -> Result<(), FastPathError> {
         let mut l = self.lock();
         attach(&mut l.ebpf, FROM_ENDPOINT, ifname)?;
-        l.maps.add_endpoint(ifindex)?;
-        l.endpoints.insert(ifname.to_string(), ifindex);
+        l.maps.add_endpoint(ifindex, &ep.ips, ep.mac, ep.host_mac)?;
+        l.endpoints.insert(ifname.to_string(), (ifindex, ep));
         Ok(())
     }
 
-    /// The veth is going away: no longer a destination. Its filter goes with it.
+    /// The veth is going away: its addresses are no longer destinations. Its filter
+    /// goes with it.
     pub fn forget_endpoint(&self, ifname: &str) {
         let mut l = self.lock();
         l.pending.remove(ifname);
-        if let Some(ifindex) = l.endpoints.remove(ifname)
-            && let Err(e) = l.maps.remove_endpoint(ifindex)
-        {
-            debug!(ifname, ifindex, error = %e, "fast path: endpoint not in the map");
+        if let Some((ifindex, ep)) = l.endpoints.remove(ifname) {
+            l.maps.remove_endpoint(ifindex, &ep.ips);
         }
     }
 
-    /// The fabric device (strait.vxlan) to attach to and redirect to; `None` when
-    /// the node has none. Re-attaches when its ifindex changed (device re-created).
-    pub fn set_fabric_device(&self, dev: Option<(&str, u32)>) -> Result<(), FastPathError> {
+    /// The fabric device (strait.vxlan) to attach to and redirect to, `None` when the
+    /// node has none, and the blocks behind each VTEP. Re-attaches when the device
+    /// changed (re-created); the tunnel map is brought to `tunnels` entry by entry.
+    pub fn set_fabric(
+        &self,
+        dev: Option<FabricDevice>,
+        tunnels: &Tunnels,
+    ) -> Result<(), FastPathError> {
         let mut l = self.lock();
-        let want = dev.map(|(n, i)| (n.to_string(), i));
-        if l.fabric == want {
-            return Ok(());
+        if l.fabric != dev {
+            if let Some(d) = &dev {
+                attach(&mut l.ebpf, FROM_FABRIC, &d.name)?;
+                info!(device = %d.name, "fast path attached to the fabric device");
+            }
+            l.fabric = dev;
+            let (enabled, fabric) = (l.enabled, l.fabric_config());
+            l.maps.write_config(enabled, fabric)?;
         }
-        if let Some((name, _)) = &want {
-            attach(&mut l.ebpf, FROM_FABRIC, name)?;
-            info!(device = %name, "fast path attached to the fabric device");
+        let Loaded {
+            maps,
+            tunnels: held,
+            ..
+        } = &mut *l;
+        let stale: Vec<IpNet> = held
+            .keys()
+            .filter(|b| !tunnels.contains_key(b))
+            .copied()
+            .collect();
+        for block in stale {
+            maps.remove_tunnel(block)?;
+            held.remove(&block);
         }
-        l.fabric = want;
-        let (enabled, fabric) = (l.enabled, l.fabric.as_ref().map_or(0, |f| f.1));
-        l.maps.write_config(enabled, fabric)
+        for (block, mac) in tunnels {
+            if held.get(block) != Some(mac) {
+                maps.add_tunnel(*block, *mac)?;
+                held.insert(*block, *mac);
+            }
+        }
+        Ok(())
     }
 
     /// Switches the programs on or off (they stay attached; off, they hand every
@@ -210,7 +266,7 @@ impl FastPath {
         }
         l.enabled = enabled;
         l.reason = reason;
-        let fabric = l.fabric.as_ref().map_or(0, |f| f.1);
+        let fabric = l.fabric_config();
         l.maps.write_config(enabled, fabric)
     }
 
@@ -224,12 +280,19 @@ impl FastPath {
             mode: l.mode,
             active: l.enabled,
             reason: l.reason.clone(),
-            fabric_device: l.fabric.as_ref().map(|f| f.0.clone()),
+            fabric_device: l.fabric.as_ref().map(|f| f.name.clone()),
             endpoints: l.endpoints.len(),
+            tunnels: l.tunnels.len(),
             to_fabric: stats.to_fabric,
             to_endpoint: stats.to_endpoint,
             to_stack: stats.to_stack,
         }
+    }
+}
+
+impl Loaded {
+    fn fabric_config(&self) -> Option<(u32, [u8; 6])> {
+        self.fabric.as_ref().map(|f| (f.ifindex, f.mac))
     }
 }
 
