@@ -9,8 +9,10 @@
 //! between their overlay addresses. A second baseline puts the endpoints of that pair
 //! one veth and one routed hop behind the VXLAN devices, as strait's containers are:
 //! it separates the cost of that shape from the cost of strait itself. Runs alternate
-//! (strait, baseline, baseline, strait, ...) so all see the same machine load; the
-//! medians are compared.
+//! in rounds, each round starting with the next path (strait, pair, pair+veth; pair,
+//! pair+veth, strait; ...), so all see the same machine load and none is always
+//! first. Reported: the medians, and the median of the per-round ratios, which
+//! cancels the machine's slow drifts (on a shared VM one path's runs spread ±20 %).
 //!
 //! strait's agents run with their default `--fast-path auto` (the eBPF fast path,
 //! docs/datapath.md) unless `--fast-path off|on` is given.
@@ -263,17 +265,25 @@ fn main() {
         .iter()
         .map(|p| IperfServer::start(p.server, p.ip))
         .collect();
-    let mut results: Vec<Vec<f64>> = vec![vec![]; paths.len()];
-    let mut costs: Vec<Vec<f64>> = vec![vec![]; paths.len()];
+    let n = paths.len();
+    let mut results: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut costs: Vec<Vec<f64>> = vec![vec![]; n];
+    // Per round, each path's throughput (None: the run failed).
+    let mut rounds: Vec<Vec<Option<f64>>> = vec![];
     for run in 1..=args.runs {
-        for ((path, res), cost) in paths.iter().zip(results.iter_mut()).zip(costs.iter_mut()) {
+        let mut round = vec![None; n];
+        for k in 0..n {
+            let i = (run - 1 + k) % n;
+            let path = &paths[i];
             let r = iperf(path.client, path.ip, args.seconds, args.pin);
             print_run(path.label, run, &r);
             if let Ok(r) = r {
-                res.push(r.gbits);
-                cost.extend(r.cpu_ms_per_gb);
+                results[i].push(r.gbits);
+                costs[i].extend(r.cpu_ms_per_gb);
+                round[i] = Some(r.gbits);
             }
         }
+        rounds.push(round);
     }
     drop(servers);
     println!(
@@ -295,17 +305,24 @@ fn main() {
             None => println!("{:<20} median {:>7}", path.label, "-"),
         }
     }
-    let of = |label: &str| {
-        paths
-            .iter()
-            .zip(&medians)
-            .find(|(p, _)| p.label == label)
-            .and_then(|(_, m)| *m)
-    };
-    if let Some(s) = of("strait") {
+    let index = |label: &str| paths.iter().position(|p| p.label == label);
+    if let Some(s) = index("strait") {
         for base in ["kernel VXLAN pair", "kernel VXLAN + veth"] {
-            if let Some(b) = of(base) {
-                println!("strait / {base}: {:.1} %", 100.0 * s / b);
+            let Some(b) = index(base) else { continue };
+            let of_medians = medians[s].zip(medians[b]).map(|(s, b)| 100.0 * s / b);
+            let per_round: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r[s].zip(r[b]).map(|(s, b)| 100.0 * s / b))
+                .collect();
+            let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            match (of_medians, median(per_round.clone())) {
+                (Some(m), Some(r)) => println!(
+                    "strait / {base}: {m:.1} % of the medians; per round: median {r:.1} % \
+                     ({lo:.1} .. {hi:.1} over {} rounds)",
+                    per_round.len()
+                ),
+                _ => println!("strait / {base}: -"),
             }
         }
         println!("(target: strait >= 95 % of the kernel VXLAN pair)");
