@@ -186,7 +186,65 @@ fn vxlan_three_hosts() {
         "strait.vxlan MTU"
     );
 
+    borrowed_address_reaches_everyone(&mut cluster, &a, &b, &c);
     survives_restarts_and_a_leaving_host(&mut cluster, &a, &b, &c);
+}
+
+/// A container on h1 holding an address of h2's block (static here; a dynamic borrow
+/// at `max_blocks_per_node` leaves the same record) is reached from every host: from
+/// h2, whose blackhole for the block would swallow it, and from h3, whose route for
+/// the block leads to h2. Both get a host route to h1. Its release takes them away.
+fn borrowed_address_reaches_everyone(
+    cluster: &mut Cluster,
+    a: &Container,
+    b: &Container,
+    c: &Container,
+) {
+    let IpAddr::V4(lent) = b.ip4() else {
+        unreachable!("ip4 is IPv4")
+    };
+    let borrowed = IpAddr::V4((u32::from(lent) + 1).into());
+    let holder = cluster
+        .try_add_container_with(0, "holder", |config| {
+            config["runtimeConfig"] = serde_json::json!({"ips": [borrowed.to_string()]});
+        })
+        .unwrap_or_else(|out| panic!("ADD with {borrowed} of h2's block: {out:?}"));
+    assert_eq!(holder.ip4(), borrowed);
+    let host_route = |h: &ClusterHost| {
+        h.routes_to(borrowed)
+            .into_iter()
+            .filter(|r| r.dst.is_some_and(|d| d.prefix_len() == 32))
+            .collect::<Vec<_>>()
+    };
+    for i in [1, 2] {
+        let h = cluster.host(i);
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            &format!("{}'s route to {borrowed}", h.name),
+            || match host_route(h).as_slice() {
+                [one] if one.gateway.is_some() || one.dev.as_deref() == Some("strait.vxlan") => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    assert_full_mesh(&[a, b, c, &holder]);
+
+    assert!(cluster.remove_container("holder").ok());
+    for i in [1, 2] {
+        let h = cluster.host(i);
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            &format!("{} drops the host route", h.name),
+            || match host_route(h).as_slice() {
+                [] => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
 }
 
 /// With containers `a`, `b`, `c` on h1, h2, h3: an agent restart and an etcd restart
@@ -313,6 +371,7 @@ fn host_gw_three_hosts() {
             "h1's route to {ip} is not via {gw}: {routes:?}"
         );
     }
+    borrowed_address_reaches_everyone(&mut cluster, &a, &b, &c);
     survives_restarts_and_a_leaving_host(&mut cluster, &a, &b, &c);
 }
 

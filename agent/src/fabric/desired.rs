@@ -74,6 +74,9 @@ pub struct Desired {
 pub struct ClusterView {
     pub nodes: BTreeMap<String, NodeRecord>,
     pub blocks: BTreeMap<IpNet, Option<String>>,
+    /// Per block, its addresses held by a node other than its affinity (borrowed)
+    /// and by which: each gets a host route to that node.
+    pub lent: BTreeMap<IpNet, BTreeMap<IpAddr, String>>,
 }
 
 /// Computes the desired state of node `cfg.node` in mode `cfg.mode`. Linear in nodes
@@ -89,7 +92,22 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
             blocks_of.entry(node.as_str()).or_default().push(*cidr);
         }
     }
-    for cidr in blocks_of.get(cfg.node.as_str()).into_iter().flatten() {
+    let own_blocks: Vec<IpNet> = blocks_of
+        .get(cfg.node.as_str())
+        .cloned()
+        .unwrap_or_default();
+    // A borrowed address is routed as a host route to the node holding it, like a
+    // block of its own: more specific than the lender's block route (and blackhole).
+    // The holder itself has its endpoint's route.
+    for (ip, node) in cluster.lent.values().flatten() {
+        if *node != cfg.node {
+            blocks_of
+                .entry(node.as_str())
+                .or_default()
+                .push(IpNet::from(*ip));
+        }
+    }
+    for cidr in &own_blocks {
         desired.routes.push(Owned {
             node: cfg.node.clone(),
             entry: Route::blackhole(*cidr),
@@ -427,6 +445,52 @@ mod tests {
         assert_eq!(to_n3.oif, Some(9));
         assert!(to_n3.onlink);
         assert_eq!(to_n3.protocol, RTPROT_STRAIT);
+    }
+
+    #[test]
+    fn borrowed_addresses_get_host_routes_to_their_holder() {
+        for mode in [FabricMode::Vxlan, FabricMode::HostGw] {
+            let mut view = cluster(3, mode);
+            // n3 holds .5 of n1's block and .6 of n2's; n1 holds .7 of n2's.
+            let lent = |ips: &[(&str, &str)]| -> BTreeMap<IpAddr, String> {
+                ips.iter()
+                    .map(|(ip, n)| (ip.parse().expect("ip"), n.to_string()))
+                    .collect()
+            };
+            view.lent.insert(v4_block(1), lent(&[("10.244.1.5", "n3")]));
+            view.lent.insert(
+                v4_block(2),
+                lent(&[("10.244.2.6", "n3"), ("10.244.2.7", "n1")]),
+            );
+            let d = compute(&cfg("n1", mode), &view, &links());
+            let to = |dst: &str| -> Vec<&Route> {
+                let dst: IpNet = dst.parse().expect("net");
+                d.routes
+                    .iter()
+                    .filter(|r| r.entry.destination == dst)
+                    .map(|r| &r.entry)
+                    .collect()
+            };
+            // From the lender (n1) and from a third node alike, via the holder n3.
+            let via_n3 = to("10.244.3.0/26")[0].gateway;
+            for host in ["10.244.1.5/32", "10.244.2.6/32"] {
+                let r = to(host);
+                assert_eq!(r.len(), 1, "{mode:?} {host}: {:?}", d.routes);
+                assert_eq!(r[0].gateway, via_n3, "{mode:?} {host}");
+            }
+            // Its own borrowed address has its endpoint's route, not a fabric one.
+            assert!(to("10.244.2.7/32").is_empty(), "{mode:?}");
+            // The lender's blackhole stays, under the more specific host route.
+            assert!(
+                d.routes
+                    .iter()
+                    .any(|r| r.entry == Route::blackhole(v4_block(1)))
+            );
+            if mode == FabricMode::Vxlan {
+                let host: IpNet = "10.244.1.5/32".parse().expect("net");
+                assert_eq!(d.tunnels.get(&host), Some(&vtep_mac("n3")));
+            }
+        }
     }
 
     #[test]

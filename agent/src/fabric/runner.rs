@@ -4,6 +4,8 @@
 //! A watch that ends or reports compaction makes it list again; nothing is ever
 //! flushed, on errors or on stop.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -358,16 +360,30 @@ pub(super) fn put_block(view: &mut ClusterView, kv: &KeyValue) -> bool {
         .map_err(|e| e.to_string())
         .and_then(|b| b.verify(&cidr).map(|()| b));
     match block {
-        Ok(block) => set_affinity(view, cidr, Some(block.affinity)),
+        Ok(block) => {
+            let lent = block.lent().map(|(ip, n)| (ip, n.to_string())).collect();
+            let lent_changed = set_lent(view, cidr, lent);
+            set_affinity(view, cidr, Some(block.affinity)) | lent_changed
+        }
         Err(e) => {
             warn!(key = %kv.key, error = %e, "unreadable block; ignored");
-            set_affinity(view, cidr, None)
+            set_lent(view, cidr, BTreeMap::new()) | set_affinity(view, cidr, None)
         }
     }
 }
 
 pub(super) fn delete_block(view: &mut ClusterView, key: &str) -> bool {
-    keys::block_cidr(key).is_some_and(|cidr| set_affinity(view, cidr, None))
+    keys::block_cidr(key)
+        .is_some_and(|cidr| set_lent(view, cidr, BTreeMap::new()) | set_affinity(view, cidr, None))
+}
+
+/// The block's borrowed addresses (empty: none, and the block is forgotten).
+fn set_lent(view: &mut ClusterView, cidr: IpNet, lent: BTreeMap<IpAddr, String>) -> bool {
+    if lent.is_empty() {
+        view.lent.remove(&cidr).is_some()
+    } else {
+        view.lent.insert(cidr, lent.clone()) != Some(lent)
+    }
 }
 
 /// `Some(affinity)` records the block, `None` forgets it.
@@ -394,7 +410,42 @@ mod tests {
     }
 
     #[test]
-    fn only_affinity_changes_of_blocks_matter() {
+    fn borrowed_addresses_of_a_block_are_tracked() {
+        let mut view = ClusterView::default();
+        let key = "/strait/v1/ipam/blocks/10.244.1.0-26";
+        let block = |borrowed: serde_json::Value| {
+            serde_json::json!({"cidr": "10.244.1.0/26", "affinity": "n1",
+                "allocations": {"1": "h1", "2": "h2"}, "borrowed": borrowed,
+                "next_ordinal": 0, "claimed": 0})
+        };
+        assert!(put_block(&mut view, &kv(key, block(serde_json::json!({})))));
+        assert!(view.lent.is_empty());
+        // n2 borrows .2; a stale entry for a free ordinal (.3) is not routed.
+        assert!(put_block(
+            &mut view,
+            &kv(key, block(serde_json::json!({"2": "n2", "3": "n3"})))
+        ));
+        let cidr: IpNet = "10.244.1.0/26".parse().expect("net");
+        let want: BTreeMap<IpAddr, String> =
+            [("10.244.1.2".parse().expect("ip"), "n2".to_string())].into();
+        assert_eq!(view.lent.get(&cidr), Some(&want));
+        assert!(!put_block(
+            &mut view,
+            &kv(key, block(serde_json::json!({"2": "n2", "3": "n3"})))
+        ));
+        // Released: the host route goes.
+        assert!(put_block(&mut view, &kv(key, block(serde_json::json!({})))));
+        assert!(view.lent.is_empty());
+        assert!(put_block(
+            &mut view,
+            &kv(key, block(serde_json::json!({"2": "n2"})))
+        ));
+        assert!(delete_block(&mut view, key));
+        assert!(view.lent.is_empty() && view.blocks.is_empty());
+    }
+
+    #[test]
+    fn only_affinity_and_borrowing_changes_of_blocks_matter() {
         let mut view = ClusterView::default();
         let key = "/strait/v1/ipam/blocks/10.244.1.0-26";
         let block = |allocations: serde_json::Value| {

@@ -93,6 +93,7 @@ impl Picked {
                 Some(prior) => {
                     if let Some(b) = blocks.get_mut(&u.block) {
                         b.allocations.remove(&u.ordinal);
+                        b.borrowed.remove(&u.ordinal);
                         b.affinity = prior.affinity;
                         b.claimed = prior.claimed;
                         b.next_ordinal = prior.next_ordinal;
@@ -230,7 +231,15 @@ fn dynamic(
         });
         if let Some((cidr, ordinal)) = found {
             let prior = blocks.get(&cidr).map(Prior::of);
-            return assign(blocks, cidr, ordinal, handle, Source::Affine, prior);
+            return assign(
+                blocks,
+                cidr,
+                ordinal,
+                handle,
+                Source::Affine,
+                prior,
+                rules.node,
+            );
         }
     }
     let unreadable = match scope {
@@ -262,7 +271,15 @@ fn dynamic(
                 claimed.affinity = Some(rules.node.to_string());
                 claimed.claimed = rules.now;
                 blocks.insert(cidr, claimed);
-                return assign(blocks, cidr, ordinal, handle, Source::Claimed, prior);
+                return assign(
+                    blocks,
+                    cidr,
+                    ordinal,
+                    handle,
+                    Source::Claimed,
+                    prior,
+                    rules.node,
+                );
             }
         }
     }
@@ -276,7 +293,15 @@ fn dynamic(
             });
             if let Some((cidr, ordinal)) = found {
                 let prior = blocks.get(&cidr).map(Prior::of);
-                return assign(blocks, cidr, ordinal, handle, Source::Borrowed, prior);
+                return assign(
+                    blocks,
+                    cidr,
+                    ordinal,
+                    handle,
+                    Source::Borrowed,
+                    prior,
+                    rules.node,
+                );
             }
         }
     }
@@ -432,12 +457,13 @@ fn static_ip(
         .get(&cidr)
         .and_then(|b| b.ordinal(ip))
         .ok_or_else(|| format!("not inside its block {cidr}"))?;
-    assign(blocks, cidr, ordinal, handle, source, prior)
+    assign(blocks, cidr, ordinal, handle, source, prior, rules.node)
         .map_err(|_| format!("block {cidr} vanished"))
 }
 
-/// Records `ordinal` of `cidr` for `handle`. `prior` is the block as it was before this
-/// pick changed anything in it (`None`: the pick added the block).
+/// Records `ordinal` of `cidr` for `handle` on `node` (a borrowed address also as
+/// lent to `node`). `prior` is the block as it was before this pick changed anything
+/// in it (`None`: the pick added the block).
 fn assign(
     blocks: &mut BTreeMap<IpNet, Block>,
     cidr: IpNet,
@@ -445,6 +471,7 @@ fn assign(
     handle: &str,
     source: Source,
     prior: Option<Prior>,
+    node: &str,
 ) -> Result<(Pick, Undo), Shortfall> {
     let block = blocks
         .get_mut(&cidr)
@@ -453,6 +480,9 @@ fn assign(
         .ip(ordinal)
         .ok_or_else(|| Shortfall::Exhausted(format!("ordinal {ordinal} outside {cidr}")))?;
     block.assign(ordinal, handle);
+    if source == Source::Borrowed {
+        block.lend(ordinal, node);
+    }
     Ok((
         Pick {
             block: cidr,
@@ -661,11 +691,15 @@ mod tests {
             net("10.0.0.8/30"),
             Block::new(net("10.0.0.8/30"), Some("other".into()), 0),
         );
-        let got = full(Family::V4, &p, &mut blocks.clone(), rules(Some(1), false)).unwrap();
+        let mut after = blocks.clone();
+        let got = full(Family::V4, &p, &mut after, rules(Some(1), false)).unwrap();
         assert_eq!(
             (got.block, got.source),
             (net("10.0.0.8/30"), Source::Borrowed)
         );
+        // The lender's block says who holds the address, for the fabric's host route.
+        let lender = &after[&net("10.0.0.8/30")];
+        assert_eq!(lender.lent().collect::<Vec<_>>(), [(got.ip, NODE)]);
 
         match full(Family::V4, &p, &mut blocks, rules(Some(1), true)) {
             Err(Shortfall::Exhausted(m)) => {

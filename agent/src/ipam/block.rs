@@ -25,6 +25,12 @@ pub struct Block {
     /// Allocated ordinals and the handle holding each.
     #[serde(default)]
     pub allocations: BTreeMap<u32, String>,
+    /// Ordinals held by a node other than the block's affinity (borrowed, or static
+    /// in a block no node has claimed) → that node. The fabric routes each as a host
+    /// route to its holder: the block's own route leads to the affine node, whose
+    /// blackhole for the block would swallow it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub borrowed: BTreeMap<u32, String>,
     /// Where the search for a free ordinal starts. It moves past every allocation so a
     /// released address is not handed out again until the block wraps around: peers'
     /// caches (conntrack, ipcache, ARP) forget the old holder first.
@@ -41,6 +47,7 @@ impl Block {
             cidr,
             affinity,
             allocations: BTreeMap::new(),
+            borrowed: BTreeMap::new(),
             next_ordinal: 0,
             claimed,
         }
@@ -96,6 +103,22 @@ impl Block {
         self.next_ordinal = (ordinal + 1) % self.size().max(1);
     }
 
+    /// Records that node `holder` (not the block's affinity) holds `ordinal`.
+    pub fn lend(&mut self, ordinal: u32, holder: &str) {
+        self.borrowed.insert(ordinal, holder.to_string());
+    }
+
+    /// The addresses held by nodes other than the block's affinity, and by which.
+    pub fn lent(&self) -> impl Iterator<Item = (IpAddr, &str)> {
+        self.borrowed.iter().filter_map(|(o, node)| {
+            let affine = self.affinity.as_deref() == Some(node.as_str());
+            let held = self.allocations.contains_key(o);
+            (held && !affine)
+                .then(|| self.ip(*o).map(|ip| (ip, node.as_str())))
+                .flatten()
+        })
+    }
+
     /// Frees every ordinal `handle` holds at one of `ips`; returns how many it freed.
     pub fn unassign(&mut self, ips: &[IpAddr], handle: &str) -> usize {
         let mut freed = 0;
@@ -104,6 +127,7 @@ impl Block {
                 && self.allocations.get(&o).map(String::as_str) == Some(handle)
             {
                 self.allocations.remove(&o);
+                self.borrowed.remove(&o);
                 freed += 1;
             }
         }
@@ -168,6 +192,20 @@ mod tests {
         assert_eq!(b.unassign(&[ip("10.0.0.1"), ip("10.0.0.3")], "h1"), 1);
         assert_eq!(b.holder(ip("10.0.0.1")), Some("h2"));
         assert_eq!(b.used(), 1);
+    }
+
+    #[test]
+    fn lent_addresses_are_held_and_leave_with_their_holder() {
+        let mut b = Block::new("10.0.0.0/30".parse().unwrap(), Some("n1".into()), 0);
+        b.assign(1, "h1");
+        b.lend(1, "n2");
+        b.lend(2, "n3"); // not allocated: not lent
+        b.assign(3, "h3");
+        b.lend(3, "n1"); // the affine node itself: not lent
+        assert_eq!(b.lent().collect::<Vec<_>>(), [(ip("10.0.0.1"), "n2")]);
+        assert_eq!(b.unassign(&[ip("10.0.0.1")], "h1"), 1);
+        assert_eq!(b.lent().count(), 0);
+        assert!(!b.borrowed.contains_key(&1));
     }
 
     #[test]
