@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use strait_bgp::codec::NextHop;
 use strait_bgp::rib::FibChange;
 use strait_testbeds::netns::Netns;
-use straitd::fabric::bgp::fib::FibSync;
+use straitd::fabric::bgp::fib::{FibSync, LocalPrefixes};
 use straitd::netlink::Netlink;
 use straitd::netns::NetNs;
 
@@ -291,7 +291,10 @@ fn a_delete_never_takes_a_blackhole_at_the_same_destination() {
             "83",
         ]);
         let done = fib
-            .set_local([net("fd00:244:9::/122"), net("10.244.9.0/26")])
+            .set_local(&LocalPrefixes {
+                own: vec![net("fd00:244:9::/122"), net("10.244.9.0/26")],
+                lent: vec![],
+            })
             .await;
         assert!(done.failed.is_empty(), "{:?}", done.failed);
         expect(

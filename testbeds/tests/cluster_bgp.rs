@@ -14,7 +14,7 @@
 //! Root and etcd needed. One scenario at a time (a lock), as in tests/cluster.rs.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
@@ -156,6 +156,8 @@ fn bgp_four_hosts_two_route_reflectors() {
         probe::wait_ping(&cs[2].ns, IpAddr::V6(b6), CONVERGE).expect("IPv6 c3 -> c4");
     }
 
+    borrowed_address_is_announced(&mut cluster, &cs);
+
     // One RR crashes under traffic between two clients: nothing lost.
     let ping = ContinuousPing::start(&cs[2].ns, cs[3].ip4(), 150, PING_INTERVAL);
     std::thread::sleep(Duration::from_millis(500));
@@ -192,6 +194,60 @@ fn bgp_four_hosts_two_route_reflectors() {
     cluster.reconnect_host(3);
     assert_direct_route(&cluster, 2, &cs[3]);
     probe::wait_ping(&cs[2].ns, cs[3].ip4(), CONVERGE).expect("c3 -> c4 after h4 is back");
+}
+
+/// A container on h3 holding an address of h2's block (static; a dynamic borrow at
+/// `max_blocks_per_node` leaves the same record): h3 announces it as a /32, which
+/// every host installs, the lender h2 too (above its blackhole for the block). Every
+/// other container reaches it. Released, the /32 is withdrawn everywhere.
+fn borrowed_address_is_announced(cluster: &mut Cluster, cs: &[Arc<Container>]) {
+    let IpAddr::V4(lent) = cs[1].ip4() else {
+        unreachable!("ip4 is IPv4")
+    };
+    let borrowed = IpAddr::V4((u32::from(lent) + 1).into());
+    let holder = cluster
+        .try_add_container_with(2, "holder", |config| {
+            config["runtimeConfig"] = serde_json::json!({"ips": [borrowed.to_string()]});
+        })
+        .unwrap_or_else(|out| panic!("ADD with {borrowed} of h2's block: {out:?}"));
+    let via_h3 = IpAddr::V4(cluster.host(2).underlay_v4);
+    let host_routes = |cluster: &Cluster, i: usize| {
+        cluster
+            .host(i)
+            .routes_to(borrowed)
+            .into_iter()
+            .filter(|r| r.dst.is_some_and(|d| d.prefix_len() == 32))
+            .collect::<Vec<_>>()
+    };
+    for i in [0, 1, 3] {
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            &format!("h{}'s /32 to {borrowed}", i + 1),
+            || match host_routes(cluster, i).as_slice() {
+                [r] if r.gateway == Some(via_h3) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    for from in [&cs[0], &cs[1], &cs[3]] {
+        probe::wait_ping(&from.ns, borrowed, CONVERGE)
+            .unwrap_or_else(|e| panic!("{} -> holder {borrowed}: {e}", from.name));
+    }
+    probe::tcp_echo(&cs[1].ns, &holder.ns, borrowed).expect("TCP lender's c2 -> holder");
+
+    assert!(cluster.remove_container("holder").ok());
+    for i in [0, 1, 3] {
+        probe::wait_until(
+            CONVERGE,
+            POLL,
+            &format!("h{} withdraws the /32", i + 1),
+            || match host_routes(cluster, i).as_slice() {
+                [] => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
 }
 
 /// Cut host `i` off and time until host 2 (a client) has no route to `c` any more.

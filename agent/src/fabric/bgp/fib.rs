@@ -25,6 +25,15 @@ use tracing::{debug, warn};
 
 use crate::netlink::{GatewayRoute, Netlink, NetlinkError, RTPROT_STRAIT, ignore_not_found};
 
+/// This node's prefixes, as FIB sync must treat them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalPrefixes {
+    /// What it originates: its blocks and the host routes of addresses it borrowed.
+    pub own: Vec<IpNet>,
+    /// Host routes of addresses in its blocks that other nodes borrowed.
+    pub lent: Vec<IpNet>,
+}
+
 /// Next hops per ECMP route (docs/bgp.md: up to 8, as the speaker's multipath).
 pub const MAX_NEXT_HOPS: usize = 8;
 
@@ -82,6 +91,13 @@ pub struct FibTable {
     /// This node's own blocks: blackholed by the reconcile, never replaced by a route
     /// learned back from a peer.
     local: HashSet<IpNet>,
+    /// Host routes inside `local` that are not this node's: addresses of its blocks
+    /// that other nodes borrowed. Their holders' routes are installed.
+    lent: HashSet<IpNet>,
+    /// What the RIB wants for prefixes that are local now: not installed, but kept so
+    /// that one that stops being local (an address lent out after its route arrived)
+    /// is installed without waiting for the RIB to say it again.
+    held_back: HashMap<IpNet, Vec<IpAddr>>,
     converged: bool,
 }
 
@@ -98,19 +114,55 @@ impl FibTable {
             .collect();
     }
 
-    /// Sets this node's own prefixes; returns deletions of gateway routes found on
-    /// them (a route to an own block would shadow its blackhole).
-    pub fn set_local(&mut self, local: impl IntoIterator<Item = IpNet>) -> Vec<FibOp> {
+    /// Sets this node's own prefixes and the host routes inside them that other nodes
+    /// hold (`lent`); returns deletions of gateway routes found on own prefixes (a
+    /// route to an own block would shadow its blackhole) and the installs of held-back
+    /// routes that are no longer local.
+    pub fn set_local(
+        &mut self,
+        local: impl IntoIterator<Item = IpNet>,
+        lent: impl IntoIterator<Item = IpNet>,
+    ) -> Vec<FibOp> {
         self.local = local.into_iter().collect();
+        self.lent = lent.into_iter().collect();
         // A block that became this node's is not wanted from the RIB any more, also
-        // not by a later repair.
-        self.wanted.retain(|p, _| !within(&self.local, p));
-        let mut ops: Vec<FibOp> = self
-            .installed
+        // not by a later repair; held back in case it is lent out.
+        let now_local: Vec<IpNet> = self
+            .wanted
             .keys()
             .filter(|p| self.is_local(p))
-            .map(|p| FibOp::Delete(*p))
+            .copied()
             .collect();
+        for p in now_local {
+            if let Some(g) = self.wanted.remove(&p) {
+                self.held_back.insert(p, g);
+            }
+        }
+        let released: Vec<IpNet> = self
+            .held_back
+            .keys()
+            .filter(|p| !self.is_local(p))
+            .copied()
+            .collect();
+        let mut ops = Vec::new();
+        for p in released {
+            if let Some(g) = self.held_back.remove(&p) {
+                if self.installed.get(&p) != Some(&g) {
+                    ops.push(FibOp::Replace(GatewayRoute::new(
+                        p,
+                        g.clone(),
+                        RTPROT_STRAIT,
+                    )));
+                }
+                self.wanted.insert(p, g);
+            }
+        }
+        ops.extend(
+            self.installed
+                .keys()
+                .filter(|p| self.is_local(p))
+                .map(|p| FibOp::Delete(*p)),
+        );
         ops.sort_by_key(op_prefix);
         ops
     }
@@ -143,8 +195,14 @@ impl FibTable {
                 if self.installed.contains_key(&prefix) && !local {
                     ops.push(FibOp::Delete(prefix));
                 }
+                if local && !gateways.is_empty() {
+                    self.held_back.insert(prefix, gateways);
+                } else {
+                    self.held_back.remove(&prefix);
+                }
                 continue;
             }
+            self.held_back.remove(&prefix);
             if self.installed.get(&prefix) != Some(&gateways) {
                 ops.push(FibOp::Replace(GatewayRoute::new(
                     prefix,
@@ -159,11 +217,12 @@ impl FibTable {
 
     /// Whether `prefix` is one of this node's blocks or inside one. A peer's route
     /// there (a /32 equal to a local container's address, say) would take traffic for
-    /// this node's containers away from their veths: never installed. A shorter prefix
+    /// this node's containers away from their veths: never installed, unless it is
+    /// the host route of an address another node borrowed (`lent`). A shorter prefix
     /// covering a block (an aggregate from a ToR) is fine: longest match keeps the
     /// block's own routes first.
     fn is_local(&self, prefix: &IpNet) -> bool {
-        within(&self.local, prefix)
+        within(&self.local, prefix) && !self.lent.contains(prefix)
     }
 
     /// Marks the initial exchange over; returns the deletions of every installed route
@@ -276,9 +335,12 @@ impl FibSync {
         &self.table
     }
 
-    /// This node's own blocks (never installed; a gateway route on one is deleted).
-    pub async fn set_local(&mut self, local: impl IntoIterator<Item = IpNet>) -> Applied {
-        let ops = self.table.set_local(local);
+    /// This node's own prefixes (never installed; a gateway route on one is deleted)
+    /// and the addresses of its blocks other nodes borrowed (their routes are).
+    pub async fn set_local(&mut self, local: &LocalPrefixes) -> Applied {
+        let ops = self
+            .table
+            .set_local(local.own.iter().copied(), local.lent.iter().copied());
         self.apply(ops).await
     }
 
@@ -495,7 +557,7 @@ mod tests {
     fn own_blocks_are_never_installed() {
         let mut t = FibTable::default();
         t.adopt(vec![route("10.244.9.0/26", &["10.0.0.2"])]);
-        let ops = t.set_local([net("10.244.9.0/26")]);
+        let ops = t.set_local([net("10.244.9.0/26")], []);
         assert_eq!(ops, [FibOp::Delete(net("10.244.9.0/26"))]);
         apply_all(&mut t, &ops);
         let (ops, _) = t.update(vec![change("10.244.9.0/26", vec![v4("10.0.0.2")])]);
@@ -505,7 +567,7 @@ mod tests {
         // it back.
         let (ops, _) = t.update(vec![change("10.244.8.0/26", vec![v4("10.0.0.3")])]);
         apply_all(&mut t, &ops);
-        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")]);
+        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")], []);
         assert_eq!(ops, [FibOp::Delete(net("10.244.8.0/26"))]);
         apply_all(&mut t, &ops);
         assert!(t.resync(vec![]).is_empty());
@@ -514,7 +576,7 @@ mod tests {
     #[test]
     fn routes_inside_own_blocks_are_never_installed_aggregates_are() {
         let mut t = FibTable::default();
-        assert!(t.set_local([net("10.244.9.0/26")]).is_empty());
+        assert!(t.set_local([net("10.244.9.0/26")], []).is_empty());
         let (ops, _) = t.update(vec![
             change("10.244.9.5/32", vec![v4("10.0.0.2")]),
             change("10.244.0.0/16", vec![v4("10.0.0.254")]),
@@ -527,8 +589,46 @@ mod tests {
         // A more specific route learned before the block became this node's goes.
         let (ops, _) = t.update(vec![change("10.244.8.7/32", vec![v4("10.0.0.3")])]);
         apply_all(&mut t, &ops);
-        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")]);
+        let ops = t.set_local([net("10.244.8.0/26"), net("10.244.9.0/26")], []);
         assert_eq!(ops, [FibOp::Delete(net("10.244.8.7/32"))]);
+    }
+
+    #[test]
+    fn host_routes_of_lent_addresses_are_installed_in_either_order() {
+        let block = net("10.244.9.0/26");
+        // The holder's route arrives before the block record says the address is lent.
+        let mut t = FibTable::default();
+        assert!(t.set_local([block], []).is_empty());
+        let (ops, _) = t.update(vec![change("10.244.9.5/32", vec![v4("10.0.0.2")])]);
+        assert!(ops.is_empty(), "inside an own block, not lent yet: {ops:?}");
+        let ops = t.set_local([block], [net("10.244.9.5/32")]);
+        assert!(
+            matches!(ops.as_slice(), [FibOp::Replace(r)] if r.destination == net("10.244.9.5/32")),
+            "{ops:?}"
+        );
+        apply_all(&mut t, &ops);
+        // A repair keeps it; the converge purge does not take it.
+        assert!(
+            t.resync(vec![route("10.244.9.5/32", &["10.0.0.2"])])
+                .is_empty()
+        );
+        assert!(t.converge().is_empty());
+        // Released (no longer lent): gone again.
+        let ops = t.set_local([block], []);
+        assert_eq!(ops, [FibOp::Delete(net("10.244.9.5/32"))]);
+        apply_all(&mut t, &ops);
+
+        // The other order: lent first, then the route.
+        let mut t = FibTable::default();
+        assert!(t.set_local([block], [net("10.244.9.6/32")]).is_empty());
+        let (ops, _) = t.update(vec![
+            change("10.244.9.6/32", vec![v4("10.0.0.3")]),
+            change("10.244.9.7/32", vec![v4("10.0.0.3")]),
+        ]);
+        assert!(
+            matches!(ops.as_slice(), [FibOp::Replace(r)] if r.destination == net("10.244.9.6/32")),
+            "only the lent address: {ops:?}"
+        );
     }
 
     #[test]

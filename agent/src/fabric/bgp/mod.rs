@@ -48,7 +48,7 @@ use crate::ipam::keys;
 use crate::netlink::Netlink;
 use crate::node::{Underlay, nodes_prefix};
 use crate::store::{EventKind, KeyValue, PREFIX, Store};
-use fib::FibSync;
+use fib::{FibSync, LocalPrefixes};
 use peering::{Peer, PeeringInput};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -128,13 +128,28 @@ fn peer_spec(peer: &Peer) -> PeerSpec {
     spec
 }
 
-/// The prefixes this node originates: its blocks.
-fn own_blocks(node: &str, view: &ClusterView) -> Vec<IpNet> {
-    view.blocks
-        .iter()
-        .filter(|(_, affinity)| affinity.as_deref() == Some(node))
-        .map(|(cidr, _)| *cidr)
-        .collect()
+/// This node's prefixes: what it originates (its blocks, and a host route for each
+/// address it borrowed from another node's block, more specific than that block) and
+/// the host routes of its blocks' addresses other nodes borrowed (installed from
+/// their holders' announcements, above the block's blackhole).
+fn local_prefixes(node: &str, view: &ClusterView) -> LocalPrefixes {
+    let mut local = LocalPrefixes::default();
+    for (cidr, affinity) in &view.blocks {
+        if affinity.as_deref() == Some(node) {
+            local.own.push(*cidr);
+        }
+    }
+    for (cidr, lent) in &view.lent {
+        let lender = view.blocks.get(cidr).and_then(Option::as_deref);
+        for (ip, holder) in lent {
+            if holder == node {
+                local.own.push(IpNet::from(*ip));
+            } else if lender == Some(node) {
+                local.lent.push(IpNet::from(*ip));
+            }
+        }
+    }
+    local
 }
 
 /// Reads `bgp/peers/<name>`; an unreadable one is logged and treated as absent.
@@ -275,7 +290,7 @@ impl BgpFabric {
         };
         let mut run = Running {
             fib: Some(fib),
-            local: watch::channel(Vec::new()).0,
+            local: watch::channel(LocalPrefixes::default()).0,
             fib_task: None,
         };
         let mut backoff = MIN_BACKOFF;
@@ -402,8 +417,9 @@ impl BgpFabric {
     /// Hands the current peering and prefixes to the speaker, starting it (and the FIB
     /// loop) the first time.
     async fn configure(&self, inputs: &Inputs, run: &mut Running) -> Result<(), BgpError> {
-        let originated = own_blocks(&self.cfg.node, &inputs.view);
-        run.local.send_replace(originated.clone());
+        let local = local_prefixes(&self.cfg.node, &inputs.view);
+        let originated = local.own.clone();
+        run.local.send_replace(local);
         let (peers, warnings) = peering::peers(&PeeringInput {
             node: &self.cfg.node,
             own: &self.cfg.own,
@@ -463,8 +479,9 @@ impl BgpFabric {
 struct Running {
     /// FIB sync until the FIB loop takes it.
     fib: Option<FibSync>,
-    /// This node's blocks, for FIB sync (never installed as learned routes).
-    local: watch::Sender<Vec<IpNet>>,
+    /// This node's prefixes, for FIB sync (never installed as learned routes, but
+    /// for the addresses other nodes borrowed).
+    local: watch::Sender<LocalPrefixes>,
     fib_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -473,11 +490,11 @@ struct Running {
 async fn fib_loop(
     mut fib: FibSync,
     mut events: mpsc::Receiver<FibEvent>,
-    mut local: watch::Receiver<Vec<IpNet>>,
+    mut local: watch::Receiver<LocalPrefixes>,
     resync: Duration,
 ) {
     let initial = local.borrow_and_update().clone();
-    fib.set_local(initial).await;
+    fib.set_local(&initial).await;
     let mut next_resync = Instant::now() + resync;
     loop {
         tokio::select! {
@@ -503,8 +520,8 @@ async fn fib_loop(
                 if changed.is_err() {
                     return;
                 }
-                let blocks = local.borrow_and_update().clone();
-                fib.set_local(blocks).await;
+                let prefixes = local.borrow_and_update().clone();
+                fib.set_local(&prefixes).await;
             }
             _ = sleep_until(next_resync) => {
                 match fib.resync().await {
@@ -586,17 +603,28 @@ mod tests {
     }
 
     #[test]
-    fn own_blocks_are_those_with_this_nodes_affinity() {
+    fn local_prefixes_are_own_blocks_own_borrowed_and_lent_out() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
         let mut view = ClusterView::default();
-        view.blocks
-            .insert("10.244.1.0/26".parse().expect("net"), Some("n1".into()));
-        view.blocks
-            .insert("10.244.2.0/26".parse().expect("net"), Some("n2".into()));
-        view.blocks
-            .insert("10.244.3.0/26".parse().expect("net"), None);
-        assert_eq!(
-            own_blocks("n1", &view),
-            ["10.244.1.0/26".parse::<IpNet>().expect("net")]
+        view.blocks.insert(net("10.244.1.0/26"), Some("n1".into()));
+        view.blocks.insert(net("10.244.2.0/26"), Some("n2".into()));
+        view.blocks.insert(net("10.244.3.0/26"), None);
+        // n1 borrowed .2.5; n2 borrowed .1.6; n3 borrowed .2.7 (nothing of n1's).
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        view.lent.insert(
+            net("10.244.2.0/26"),
+            [
+                (ip("10.244.2.5"), "n1".into()),
+                (ip("10.244.2.7"), "n3".into()),
+            ]
+            .into(),
         );
+        view.lent.insert(
+            net("10.244.1.0/26"),
+            [(ip("10.244.1.6"), "n2".into())].into(),
+        );
+        let local = local_prefixes("n1", &view);
+        assert_eq!(local.own, [net("10.244.1.0/26"), net("10.244.2.5/32")]);
+        assert_eq!(local.lent, [net("10.244.1.6/32")]);
     }
 }
