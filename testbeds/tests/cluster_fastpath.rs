@@ -169,10 +169,14 @@ fn vxlan_fast_path() {
     );
 
     // IPv6 and full-size packets take it too.
-    let before = h2.fast_path().to_endpoint;
+    let before = (h1.fast_path().to_fabric, h2.fast_path().to_endpoint);
     ping_n(&c1, c2.ip6(), 20);
     assert!(
-        h2.fast_path().to_endpoint - before >= 20,
+        h1.fast_path().to_fabric - before.0 >= 20,
+        "IPv6 echo requests from c1 into the fabric (h2's IPv6 block in the tunnel map)"
+    );
+    assert!(
+        h2.fast_path().to_endpoint - before.1 >= 20,
         "IPv6 echo requests into c2"
     );
     for ip in c2.ips() {
