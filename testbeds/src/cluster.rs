@@ -174,6 +174,15 @@ impl ClusterHost {
             .collect()
     }
 
+    /// The fabric's host routes (/32, /128) to `ip`: how other hosts reach an address
+    /// borrowed from a block.
+    pub fn host_routes_to(&self, ip: IpAddr) -> Vec<KernelRoute> {
+        self.routes_to(ip)
+            .into_iter()
+            .filter(|r| r.dst.is_some_and(|d| d.prefix_len() == d.max_prefix_len()))
+            .collect()
+    }
+
     /// FDB entries of `strait.vxlan`: (MAC, remote VTEP).
     pub fn vxlan_fdb(&self) -> Vec<(String, Option<IpAddr>)> {
         let out = self
@@ -477,6 +486,15 @@ impl Cluster {
         name: &str,
     ) -> Result<Arc<Container>, CniOutcome> {
         self.try_add_container_with(host, name, |_| {})
+    }
+
+    /// [`Cluster::add_container`] asking for address `ip` (runtimeConfig `ips`), an
+    /// address of another host's block, say. Panics when the ADD fails.
+    pub fn add_container_with_ip(&mut self, host: usize, name: &str, ip: IpAddr) -> Arc<Container> {
+        self.try_add_container_with(host, name, |config| {
+            config["runtimeConfig"] = json!({"ips": [ip.to_string()]});
+        })
+        .unwrap_or_else(|out| panic!("ADD of {name} on host {host} with {ip}: {out:?}"))
     }
 
     /// [`Cluster::try_add_container`] with the host's CNI config changed by `edit`

@@ -204,25 +204,15 @@ fn borrowed_address_reaches_everyone(
         unreachable!("ip4 is IPv4")
     };
     let borrowed = IpAddr::V4((u32::from(lent) + 1).into());
-    let holder = cluster
-        .try_add_container_with(0, "holder", |config| {
-            config["runtimeConfig"] = serde_json::json!({"ips": [borrowed.to_string()]});
-        })
-        .unwrap_or_else(|out| panic!("ADD with {borrowed} of h2's block: {out:?}"));
+    let holder = cluster.add_container_with_ip(0, "holder", borrowed);
     assert_eq!(holder.ip4(), borrowed);
-    let host_route = |h: &ClusterHost| {
-        h.routes_to(borrowed)
-            .into_iter()
-            .filter(|r| r.dst.is_some_and(|d| d.prefix_len() == 32))
-            .collect::<Vec<_>>()
-    };
     for i in [1, 2] {
         let h = cluster.host(i);
         probe::wait_until(
             CONVERGE,
             POLL,
             &format!("{}'s route to {borrowed}", h.name),
-            || match host_route(h).as_slice() {
+            || match h.host_routes_to(borrowed).as_slice() {
                 [one] if one.gateway.is_some() || one.dev.as_deref() == Some("strait.vxlan") => {
                     Ok(())
                 }
@@ -239,7 +229,7 @@ fn borrowed_address_reaches_everyone(
             CONVERGE,
             POLL,
             &format!("{} drops the host route", h.name),
-            || match host_route(h).as_slice() {
+            || match h.host_routes_to(borrowed).as_slice() {
                 [] => Ok(()),
                 other => Err(format!("{other:?}")),
             },

@@ -205,26 +205,14 @@ fn borrowed_address_is_announced(cluster: &mut Cluster, cs: &[Arc<Container>]) {
         unreachable!("ip4 is IPv4")
     };
     let borrowed = IpAddr::V4((u32::from(lent) + 1).into());
-    let holder = cluster
-        .try_add_container_with(2, "holder", |config| {
-            config["runtimeConfig"] = serde_json::json!({"ips": [borrowed.to_string()]});
-        })
-        .unwrap_or_else(|out| panic!("ADD with {borrowed} of h2's block: {out:?}"));
+    let holder = cluster.add_container_with_ip(2, "holder", borrowed);
     let via_h3 = IpAddr::V4(cluster.host(2).underlay_v4);
-    let host_routes = |cluster: &Cluster, i: usize| {
-        cluster
-            .host(i)
-            .routes_to(borrowed)
-            .into_iter()
-            .filter(|r| r.dst.is_some_and(|d| d.prefix_len() == 32))
-            .collect::<Vec<_>>()
-    };
     for i in [0, 1, 3] {
         probe::wait_until(
             CONVERGE,
             POLL,
             &format!("h{}'s /32 to {borrowed}", i + 1),
-            || match host_routes(cluster, i).as_slice() {
+            || match cluster.host(i).host_routes_to(borrowed).as_slice() {
                 [r] if r.gateway == Some(via_h3) => Ok(()),
                 other => Err(format!("{other:?}")),
             },
@@ -242,7 +230,7 @@ fn borrowed_address_is_announced(cluster: &mut Cluster, cs: &[Arc<Container>]) {
             CONVERGE,
             POLL,
             &format!("h{} withdraws the /32", i + 1),
-            || match host_routes(cluster, i).as_slice() {
+            || match cluster.host(i).host_routes_to(borrowed).as_slice() {
                 [] => Ok(()),
                 other => Err(format!("{other:?}")),
             },
