@@ -5,17 +5,16 @@
 //! Needs root and `bird`; skips visibly without them unless STRAIT_REQUIRE_PRIVILEGED=1.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use strait_bgp::codec::{AfiSafi, Capability, Update};
 use strait_bgp::fsm;
 use strait_bgp::session::{SessionConfig, SessionEvent, SessionHandle, announce_v4, announce_v6};
+use strait_testbeds::peers::{BgpDaemon, Bird, Family, Neighbor, PeerConfig, require, wait_until};
 mod common;
 
 use common::{NsRuntime, VethPair};
-use strait_testbeds::netns::Netns;
 
 const A4: &str = "10.233.0.1";
 const B4: &str = "10.233.0.2";
@@ -23,98 +22,29 @@ const A6: &str = "fd00:b9d::1";
 const B6: &str = "fd00:b9d::2";
 const AS_STRAIT: u32 = 4_200_000_001;
 const AS_BIRD: u32 = 4_200_000_002;
+/// What BIRD originates (blackhole statics).
+const FROM_BIRD: [&str; 2] = ["203.0.113.0/24", "2001:db8:bd::/48"];
 
-/// BIRD in the foreground, stopped by its PID when dropped.
-struct Bird {
-    child: Option<Child>,
-    socket: String,
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
-impl Bird {
-    fn start(ns: &Netns, dir: &std::path::Path, passive: bool, md5: Option<&str>) -> Bird {
-        let conf = dir.join("bird.conf");
-        let socket = dir.join("bird.ctl").display().to_string();
-        std::fs::write(
-            &conf,
-            format!(
-                r#"
-router id {B4};
-log stderr all;
-protocol device {{ }}
-protocol static s4 {{ ipv4; route 203.0.113.0/24 blackhole; }}
-protocol static s6 {{ ipv6; route 2001:db8:bd::/48 blackhole; }}
-protocol bgp strait {{
-  local {B4} as {AS_BIRD};
-  neighbor {A4} as {AS_STRAIT};
-  passive {passive};
-  {password}
-  hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5;
-  ipv4 {{ import all; export where source = RTS_STATIC; }};
-  ipv6 {{ import all; export where source = RTS_STATIC; next hop address {B6}; }};
-}}
-"#,
-                passive = if passive { "on" } else { "off" },
-                password = md5
-                    .map(|k| format!("password \"{k}\";"))
-                    .unwrap_or_default(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "bird", "-f", "-c"])
-            .arg(&conf)
-            .args(["-s", &socket, "-P"])
-            .arg(dir.join("bird.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bird");
-        Bird {
-            child: Some(child),
-            socket,
-        }
+/// BIRD in namespace b with strait's speaker as its one neighbour, `passive` or
+/// connecting itself, with MD5 key `md5`.
+fn bird(ns: &strait_testbeds::netns::Netns, passive: bool, md5: Option<&str>) -> Bird {
+    let mut strait = Neighbor::new(ip(A4), AS_STRAIT).local(ip(B4));
+    if passive {
+        strait = strait.passive();
     }
-
-    fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("birdc")
-            .args(["-s", &self.socket])
-            .args(args)
-            .output()
-            .expect("run birdc");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    if let Some(key) = md5 {
+        strait = strait.md5(key);
     }
-
-    /// Poll `birdc` until `pred` holds for its output, or panic after `limit`.
-    fn wait_for(&self, args: &[&str], limit: Duration, pred: impl Fn(&str) -> bool) {
-        let start = Instant::now();
-        loop {
-            let out = self.birdc(args);
-            if pred(&out) {
-                return;
-            }
-            if start.elapsed() > limit {
-                panic!("birdc {args:?} never satisfied the test within {limit:?}:\n{out}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.take() {
-            strait_testbeds::process::terminate(c, Duration::from_secs(3));
-        }
-    }
-}
-
-fn bird_installed() -> bool {
-    Command::new("bird")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    let config = PeerConfig::new(B4.parse().unwrap(), AS_BIRD)
+        .neighbor(strait)
+        .originate(&FROM_BIRD)
+        .next_hop_v6(B6.parse().unwrap())
+        .kernel_fib(false);
+    Bird::start(ns, config).expect("start bird")
 }
 
 fn config(passive: bool) -> SessionConfig {
@@ -170,13 +100,10 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
     let net = VethPair::new(A4, B4, A6, B6);
     net.up();
     let (a, b) = (&net.a, &net.b);
-    let prefix = &net.prefix;
     for ns in [a, b] {
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
     }
 
-    let dir = std::env::temp_dir().join(format!("{prefix}bird"));
-    std::fs::create_dir_all(&dir).unwrap();
     let node = NsRuntime::start(a);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,7 +113,7 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
     cfg.md5_key = md5.map(|(ours, _)| ours.as_bytes().to_vec());
     let (_listener, mut session) =
         node.speaker(SocketAddr::new(A4.parse::<IpAddr>().unwrap(), 179), cfg);
-    let bird = Bird::start(b, &dir, !strait_passive, md5.map(|(_, theirs)| theirs));
+    let bird = bird(b, !strait_passive, md5.map(|(_, theirs)| theirs));
 
     if let Some((ours, theirs)) = md5
         && ours != theirs
@@ -197,12 +124,10 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
         });
         assert!(up.is_err(), "an event despite mismatched MD5 keys: {up:?}");
         assert!(
-            !bird
-                .birdc(&["show", "protocols", "strait"])
-                .contains("Established")
+            !bird.established(ip(A4)),
+            "{:?}",
+            bird.session_state(ip(A4))
         );
-        drop(bird);
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let negotiated = rt.block_on(async {
@@ -216,17 +141,17 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
     });
     assert!(negotiated.codec.four_octet_as, "4-octet AS with BIRD");
     assert_eq!(negotiated.peer.asn(), AS_BIRD);
-    bird.wait_for(
-        &["show", "protocols", "strait"],
+    wait_until(
+        "BIRD's session Established",
         Duration::from_secs(10),
-        |o| o.contains("Established"),
-    );
+        Duration::from_millis(100),
+        &[&bird],
+        || bird.established(ip(A4)),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // BIRD to us: its static routes, IPv4 as NLRI, IPv6 in MP_REACH_NLRI.
-    let from_bird: [IpNet; 2] = [
-        "203.0.113.0/24".parse().unwrap(),
-        "2001:db8:bd::/48".parse().unwrap(),
-    ];
+    let from_bird: [IpNet; 2] = FROM_BIRD.map(|p| p.parse().unwrap());
     let updates = wait_for_prefixes(&rt, &mut session, &from_bird);
     assert!(
         updates
@@ -241,37 +166,34 @@ fn scenario(strait_passive: bool, md5: Option<(&str, &str)>) {
         .expect("announce IPv4");
     rt.block_on(session.send_update(announce_v6(AS_STRAIT, true, A6.parse().unwrap(), &[p6])))
         .expect("announce IPv6");
-    let limit = Duration::from_secs(10);
-    bird.wait_for(
-        &["show", "route", "protocol", "strait", "all"],
-        limit,
-        |o| {
-            o.contains("198.51.100.0/24")
-                && o.contains("2001:db8:5a::/48")
-                && o.contains(&AS_STRAIT.to_string())
+    let ours = [IpNet::V4(p4), IpNet::V6(p6)];
+    wait_until(
+        "our prefixes in BIRD's table, AS_PATH ours",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        &[&bird],
+        || {
+            ours.iter().all(|p| {
+                bird.routes(Family::of(p)).is_ok_and(|rs| {
+                    rs.iter()
+                        .any(|r| r.prefix == *p && r.as_path == [AS_STRAIT])
+                })
+            })
         },
-    );
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     drop(session);
     drop(bird);
     drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn require_bird(test: &str) -> bool {
-    if !strait_testbeds::require_root(test) {
-        return false;
-    }
-    if bird_installed() {
-        return true;
-    }
-    if std::env::var("STRAIT_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!(
-            "{test}: needs bird (Debian package bird2), and STRAIT_REQUIRE_PRIVILEGED=1 forbids skipping"
-        );
-    }
-    eprintln!("SKIP: {test}: needs bird (Debian package bird2)");
-    false
+    require(
+        test,
+        &[("bird", "--version"), ("birdc", "--version")],
+        "bird2",
+    )
 }
 
 #[test]
