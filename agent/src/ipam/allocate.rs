@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::allocator::{self, Picked, Scope, Shortfall, Source};
 use super::block::Block;
 use super::combine::{MAX_TXN_OPS, Written, check_extra};
+use super::error::batch_answers;
 use super::handle::{AllocRequest, Allocation, Handle, validate_handle};
 use super::{
     AllBlocks, Cached, Committed, Ipam, IpamError, MAX_ATTEMPTS, NodeBlocks, backoff,
@@ -97,24 +98,8 @@ impl Ipam {
                 outcome: None,
             })
             .collect();
-        if let Err(e) = self.allocate_rounds(cache, &mut slots).await {
-            // The store failed under the batch: every request still open gets the error.
-            for s in &mut slots {
-                if s.outcome.is_none() {
-                    s.outcome = Some(Err(e.replicate()));
-                }
-            }
-        }
-        slots
-            .into_iter()
-            .map(|s| {
-                s.outcome.unwrap_or_else(|| {
-                    Err(IpamError::Interrupted(
-                        "its batch ended without deciding it".into(),
-                    ))
-                })
-            })
-            .collect()
+        let ended = self.allocate_rounds(cache, &mut slots).await.err();
+        batch_answers(slots.into_iter().map(|s| s.outcome), ended)
     }
 
     /// Commits the batch in as many transactions as it needs (usually one).

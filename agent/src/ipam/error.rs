@@ -89,6 +89,26 @@ impl IpamError {
     }
 }
 
+/// A batch's answers, one per request in order: each request's outcome; the store
+/// error that ended the batch (`ended`) for every request still open; and for one
+/// left open without such an error, [`IpamError::Interrupted`].
+pub(super) fn batch_answers<T>(
+    outcomes: impl IntoIterator<Item = Option<Result<T, IpamError>>>,
+    ended: Option<IpamError>,
+) -> Vec<Result<T, IpamError>> {
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                Err(match &ended {
+                    Some(e) => e.replicate(),
+                    None => IpamError::Interrupted("its batch ended without deciding it".into()),
+                })
+            })
+        })
+        .collect()
+}
+
 fn replicate_store(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
@@ -103,5 +123,33 @@ fn replicate_store(e: &StoreError) -> StoreError {
         StoreError::LeaseNotFound(l) => StoreError::LeaseNotFound(*l),
         StoreError::InvalidKey(k) => StoreError::InvalidKey(k.clone()),
         StoreError::Backend(m) => StoreError::Backend(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_answers_fill_open_requests_with_the_error_that_ended_the_batch() {
+        let outcomes = || {
+            vec![
+                Some(Ok(1)),
+                None,
+                Some(Err(IpamError::InvalidRequest("x".into()))),
+            ]
+        };
+        let ended = IpamError::Store(StoreError::Unavailable("etcd down".into()));
+        let got = batch_answers(outcomes(), Some(ended));
+        assert!(matches!(got[0], Ok(1)));
+        assert!(
+            matches!(&got[1], Err(IpamError::Store(StoreError::Unavailable(m))) if m == "etcd down")
+        );
+        assert!(
+            matches!(&got[2], Err(IpamError::InvalidRequest(_))),
+            "decided ones keep theirs"
+        );
+        let got = batch_answers(outcomes(), None);
+        assert!(matches!(&got[1], Err(IpamError::Interrupted(_))));
     }
 }

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::block::Block;
 use super::combine::{MAX_TXN_OPS, Written, check_extra};
+use super::error::batch_answers;
 use super::handle::{Handle, validate_handle};
 use super::{
     Cached, Committed, Ipam, IpamError, MAX_ATTEMPTS, NodeBlocks, backoff, block_compare,
@@ -152,23 +153,8 @@ impl Ipam {
                 outcome: None,
             })
             .collect();
-        if let Err(e) = self.release_rounds(cache, &mut slots).await {
-            for s in &mut slots {
-                if s.outcome.is_none() {
-                    s.outcome = Some(Err(e.replicate()));
-                }
-            }
-        }
-        slots
-            .into_iter()
-            .map(|s| {
-                s.outcome.unwrap_or_else(|| {
-                    Err(IpamError::Interrupted(
-                        "its batch ended without deciding it".into(),
-                    ))
-                })
-            })
-            .collect()
+        let ended = self.release_rounds(cache, &mut slots).await.err();
+        batch_answers(slots.into_iter().map(|s| s.outcome), ended)
     }
 
     async fn release_rounds(
