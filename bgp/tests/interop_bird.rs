@@ -1,7 +1,8 @@
-//! strait's speaker with BIRD 2 (Debian package `bird2`) in the two roles a fabric
-//! gives it: BIRD as the route reflector of strait hosts, and BIRD as an eBGP
-//! top-of-rack router with one AS per host. (Session-level interop with BIRD: MD5,
-//! either side opening: session_bird.rs.)
+//! strait's speaker with BIRD 2 (Debian package `bird2`): the session scenario the
+//! FRR and GoBGP tests run too (either side opening, TCP MD5 with the right and a
+//! wrong key, routes of both families both ways and into BIRD's kernel FIB), and the
+//! two roles a fabric gives BIRD: route reflector of strait hosts, and eBGP
+//! top-of-rack router with one AS per host.
 //! Needs root and bird; skips visibly without them unless STRAIT_REQUIRE_PRIVILEGED=1.
 
 mod common;
@@ -9,7 +10,7 @@ mod interop;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use interop::{POLL, SECS, StraitNode, next_hop_addr};
+use interop::{POLL, SECS, SessionCase, StraitNode, next_hop_addr, session_scenario};
 use ipnet::IpNet;
 use strait_bgp::speaker::{PeerSpec, SpeakerConfig};
 use strait_testbeds::peers::{
@@ -22,6 +23,56 @@ fn require_bird(test: &str) -> bool {
         &[("bird", "--version"), ("birdc", "--version")],
         "bird2",
     )
+}
+
+fn bird(ns: &strait_testbeds::netns::Netns, c: PeerConfig) -> Bird {
+    Bird::start(ns, c).expect("start BIRD")
+}
+
+#[test]
+fn bird_and_strait_exchange_ipv4_and_ipv6_routes() {
+    if require_bird("bird_and_strait_exchange_ipv4_and_ipv6_routes") {
+        let case = SessionCase {
+            strait_passive: false,
+            md5: None,
+        };
+        session_scenario(case, Some("bird"), bird);
+    }
+}
+
+#[test]
+fn bird_opens_the_session_to_a_passive_strait() {
+    if require_bird("bird_opens_the_session_to_a_passive_strait") {
+        let case = SessionCase {
+            strait_passive: true,
+            md5: None,
+        };
+        session_scenario(case, Some("bird"), bird);
+    }
+}
+
+#[test]
+fn md5_session_with_bird() {
+    if require_bird("md5_session_with_bird") {
+        // BIRD connects: the key is checked on our listening socket.
+        let case = SessionCase {
+            strait_passive: true,
+            md5: Some(("strait-bird", "strait-bird")),
+        };
+        session_scenario(case, Some("bird"), bird);
+    }
+}
+
+#[test]
+fn md5_mismatch_with_bird_gives_no_session() {
+    if require_bird("md5_mismatch_with_bird_gives_no_session") {
+        // We connect, signing with a key BIRD does not accept.
+        let case = SessionCase {
+            strait_passive: false,
+            md5: Some(("strait-key", "bird-key")),
+        };
+        session_scenario(case, None, bird);
+    }
 }
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
