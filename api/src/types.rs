@@ -347,6 +347,9 @@ pub struct BlockView {
     pub affinity: Option<String>,
     pub used: u32,
     pub size: u32,
+    /// Its addresses held by nodes other than its affinity (borrowed), and by which.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lent: Vec<(IpAddr, String)>,
 }
 
 /// One finding of `netctl ipam check`.

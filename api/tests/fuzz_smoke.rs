@@ -211,6 +211,7 @@ fn answers() -> Vec<Vec<u8>> {
                 affinity: Some("n1".into()),
                 used: 3,
                 size: 64,
+                lent: vec![("fd00::5".parse().unwrap(), "n2".into())],
             }],
         }),
         bytes(&report()),

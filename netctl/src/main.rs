@@ -468,16 +468,34 @@ fn render_ipam(v: &IpamView) -> String {
             &format!("{}/{}", p.blocks_claimed, count(p.blocks_total)),
         ]);
     }
-    let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE"]);
+    let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE", "LENT TO"]);
     for blk in &v.blocks {
         b.row([
             &blk.cidr.to_string(),
             blk.affinity.as_deref().unwrap_or("-"),
             &blk.used.to_string(),
             &blk.size.to_string(),
+            &render_lent(&blk.lent),
         ]);
     }
     format!("{}\n{}", t.render(), b.render())
+}
+
+/// A block's borrowed addresses: `10.244.0.5 h1, 10.244.0.9 h3`, the first three and
+/// how many more.
+fn render_lent(lent: &[(std::net::IpAddr, String)]) -> String {
+    if lent.is_empty() {
+        return "-".into();
+    }
+    let mut shown: Vec<String> = lent
+        .iter()
+        .take(3)
+        .map(|(ip, node)| format!("{ip} {node}"))
+        .collect();
+    if lent.len() > 3 {
+        shown.push(format!("+{} more", lent.len() - 3));
+    }
+    shown.join(", ")
 }
 
 fn render_report(r: &IpamReport) -> String {
@@ -553,6 +571,21 @@ fn short_id(id: &str) -> &str {
 mod tests {
     use super::{EntryKind, EntryState, RouteReport, count, render_nodes, render_routes};
     use strait_api::{FabricMode, NodeRecord, NodeView};
+
+    #[test]
+    fn lent_addresses_show_with_their_holders_the_first_three() {
+        let lent = |n: u8| -> Vec<(std::net::IpAddr, String)> {
+            (1..=n)
+                .map(|i| (format!("10.244.0.{i}").parse().unwrap(), format!("h{i}")))
+                .collect()
+        };
+        assert_eq!(super::render_lent(&[]), "-");
+        assert_eq!(super::render_lent(&lent(1)), "10.244.0.1 h1");
+        assert_eq!(
+            super::render_lent(&lent(5)),
+            "10.244.0.1 h1, 10.244.0.2 h2, 10.244.0.3 h3, +2 more"
+        );
+    }
 
     #[test]
     fn routes_table_flags_differences_and_warnings() {

@@ -221,6 +221,13 @@ fn borrowed_address_reaches_everyone(
         );
     }
     assert_full_mesh(&[a, b, c, &holder]);
+    // `netctl ipam show` names the holder beside h2's block.
+    let (ok, text) = cluster.host(1).netctl(&["ipam", "show"]);
+    let holder_node = &cluster.host(0).name;
+    assert!(
+        ok && text.contains(&format!("{borrowed} {holder_node}")),
+        "{text}"
+    );
 
     assert!(cluster.remove_container("holder").ok());
     for i in [1, 2] {

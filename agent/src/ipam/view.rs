@@ -40,6 +40,7 @@ impl Ipam {
                 affinity: b.affinity.clone(),
                 used: b.used(),
                 size: b.size(),
+                lent: b.lent().map(|(ip, n)| (ip, n.to_string())).collect(),
             })
             .collect();
         Ok(IpamView { pools, blocks })

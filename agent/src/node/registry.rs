@@ -335,6 +335,7 @@ mod tests {
             affinity: node.map(str::to_string),
             used: 0,
             size: 64,
+            lent: vec![],
         }
     }
 
