@@ -43,6 +43,7 @@ pub mod paths {
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const NODES: &str = "/v1/nodes";
     pub const ROUTES: &str = "/v1/routes";
+    pub const FAST_PATH: &str = "/v1/fastpath";
     pub const BGP_PEERS: &str = "/v1/bgp/peers";
     /// The external peers in the store (`bgp/peers/`): GET lists them, and
     /// `PUT`/`DELETE` [`bgp_external_peer`]`(name)` adds or replaces and removes one.

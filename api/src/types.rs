@@ -292,6 +292,37 @@ pub struct FastPathStatus {
     pub to_stack: u64,
 }
 
+/// `netctl fastpath`: the fast path's maps as the kernel holds them, each entry beside
+/// what the agent wants there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathMaps {
+    /// `strait_fp_endpoints`: local addresses → veth and MACs.
+    pub endpoints: Vec<FastPathEntry>,
+    /// `strait_fp_tunnels`: other nodes' blocks (and borrowed addresses) → VTEP MAC.
+    pub tunnels: Vec<FastPathEntry>,
+}
+
+impl FastPathMaps {
+    /// Whether every entry is as wanted.
+    pub fn in_sync(&self) -> bool {
+        self.endpoints
+            .iter()
+            .chain(&self.tunnels)
+            .all(|e| e.state == crate::routes::EntryState::Ok)
+    }
+}
+
+/// One map entry: `ok` (in the kernel as wanted), `missing` (wanted, absent or
+/// different: `value` is what is wanted) or `stale` (in the kernel, not wanted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathEntry {
+    /// An address (endpoints) or a block (tunnels).
+    pub key: IpNet,
+    /// `ifindex 7 mac 02:.. gateway ee:..` or `vtep 0e:..`.
+    pub value: String,
+    pub state: crate::routes::EntryState,
+}
+
 /// An attachment as the agent records it (`endpoints/<node>/<id>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_api::{
-    AgentStatus, Client, Endpoint, FastPathStatus, IpamIssue, IpamReport, IpamView, NodeView,
-    ReleaseRequest, ReleaseResponse, paths,
+    AgentStatus, Client, Endpoint, FastPathMaps, FastPathStatus, IpamIssue, IpamReport, IpamView,
+    NodeView, ReleaseRequest, ReleaseResponse, paths,
     routes::{EntryKind, EntryState, RouteReport},
 };
 
@@ -50,6 +50,10 @@ enum Cmd {
     /// each `ok`, `missing` or `stale`, and the fabric's warnings. Exit 1 when
     /// anything differs or a warning stands.
     Routes,
+    /// The eBPF fast path's maps as the kernel holds them: local endpoints by address,
+    /// other nodes' blocks by VTEP; each `ok`, `missing` or `stale` against what the
+    /// agent wants. Exit 1 when anything differs.
+    Fastpath,
     /// Address management.
     Ipam {
         #[command(subcommand)]
@@ -165,6 +169,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let r: RouteReport = client.get(paths::ROUTES)?;
             emit(out, &r, || render_routes(&r))?;
             Ok(if r.converged() && r.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Fastpath => {
+            let m: FastPathMaps = client.get(paths::FAST_PATH)?;
+            emit(out, &m, || render_fast_path_maps(&m))?;
+            Ok(if m.in_sync() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -406,6 +419,32 @@ fn render_nodes(nodes: &[NodeView]) -> String {
     t.render()
 }
 
+fn render_fast_path_maps(m: &FastPathMaps) -> String {
+    let mut t = Table::new(["STATE", "MAP", "KEY", "VALUE"]);
+    for (map, entries) in [("endpoints", &m.endpoints), ("tunnels", &m.tunnels)] {
+        for e in entries {
+            t.row([state_word(e.state), map, &e.key.to_string(), &e.value]);
+        }
+    }
+    let all = m.endpoints.iter().chain(&m.tunnels);
+    let n = |state| all.clone().filter(|e| e.state == state).count();
+    format!(
+        "{}{} ok, {} missing, {} stale\n",
+        t.render(),
+        n(EntryState::Ok),
+        n(EntryState::Missing),
+        n(EntryState::Stale)
+    )
+}
+
+fn state_word(state: EntryState) -> &'static str {
+    match state {
+        EntryState::Ok => "ok",
+        EntryState::Missing => "MISSING",
+        EntryState::Stale => "STALE",
+    }
+}
+
 fn render_routes(r: &RouteReport) -> String {
     let mut s = format!("node {}  fabric {}", r.node, r.mode);
     match &r.device {
@@ -425,11 +464,7 @@ fn render_routes(r: &RouteReport) -> String {
     }
     let mut t = Table::new(["STATE", "KIND", "NODE", "ENTRY"]);
     for e in &r.entries {
-        let state = match e.state {
-            EntryState::Ok => "ok",
-            EntryState::Missing => "MISSING",
-            EntryState::Stale => "STALE",
-        };
+        let state = state_word(e.state);
         let kind = match e.kind {
             EntryKind::Route => "route",
             EntryKind::Fdb => "fdb",

@@ -131,6 +131,24 @@ fn vxlan_fast_path() {
     assert_eq!(s1.fabric_device.as_deref(), Some("strait.vxlan"), "{s1:?}");
     // h2's blocks (one per family of c2) are in h1's tunnel map.
     assert_eq!(s1.tunnels, c2.ips().len(), "{s1:?}");
+    // `netctl fastpath` reads the maps back from the kernel: in sync with what the
+    // agent wants, c1's and c3's addresses to their veths, h2's blocks to its VTEP.
+    let (ok, text) = cluster.host(0).netctl(&["-o", "json", "fastpath"]);
+    assert!(ok, "netctl fastpath on h1: {text}");
+    let maps: strait_api::FastPathMaps = serde_json::from_str(&text).expect("json");
+    assert!(maps.in_sync(), "{maps:?}");
+    for ip in c1.ips().into_iter().chain(c3.ips()) {
+        assert!(
+            maps.endpoints.iter().any(|e| e.key.addr() == ip),
+            "{ip} not in h1's endpoint map: {maps:?}"
+        );
+    }
+    for ip in c2.ips() {
+        assert!(
+            maps.tunnels.iter().any(|e| e.key.contains(&ip)),
+            "no tunnel entry for c2's {ip}: {maps:?}"
+        );
+    }
     let (ok, text) = cluster.host(0).netctl(&["status"]);
     assert!(
         ok && text.contains("fast path") && text.contains("on (mode auto)"),

@@ -139,6 +139,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::IPAM_RELEASE, post(ipam_release))
         .route(paths::NODES, get(nodes))
         .route(paths::ROUTES, get(routes))
+        .route(paths::FAST_PATH, get(fast_path_maps))
         .route(paths::BGP_PEERS, get(bgp_peers))
         .route(paths::BGP_RIB, get(bgp_rib))
         .route(paths::BGP_EXTERNAL_PEERS, get(bgp_external_peers))
@@ -318,6 +319,21 @@ async fn status(State(s): State<Shared>) -> Response {
         readiness,
         fast_path: s.fast_path.get().map(|fp| fp.status()),
     })
+}
+
+/// `netctl fastpath`: the fast path's maps beside what this agent wants in them.
+async fn fast_path_maps(State(s): State<Shared>) -> Response {
+    let Some(fp) = s.fast_path.get() else {
+        return error_response(ApiError::new(
+            code::NOT_CONFIGURED,
+            "the fast path is not loaded (--fast-path off, still starting, or it failed \
+             to load: the agent's log says which)",
+        ));
+    };
+    match fp.maps() {
+        Ok(maps) => json(&maps),
+        Err(e) => error_response(ApiError::new(code::NOT_AVAILABLE, e.to_string())),
+    }
 }
 
 async fn endpoints(State(s): State<Shared>) -> Response {

@@ -31,6 +31,9 @@ pub struct Stats {
 /// `struct addr`: an address as the programs key it.
 type AddrKey = [u8; 16];
 
+/// `struct endpoint`, decoded: (ifindex, container MAC, gateway MAC).
+pub(super) type EndpointValue = (u32, [u8; 6], [u8; 6]);
+
 pub(super) struct Maps {
     /// `struct fastpath_config { u32 enabled; u32 fabric_ifindex; u8 fabric_mac[6];
     /// u8 pad[2]; }`.
@@ -126,6 +129,35 @@ impl Maps {
             .map_err(map_err(TUNNELS))
     }
 
+    /// The endpoint map as the kernel holds it: address → (ifindex, mac, host_mac).
+    pub(super) fn endpoint_entries(&self) -> Result<Vec<(IpAddr, EndpointValue)>, FastPathError> {
+        let mut out = Vec::new();
+        for entry in self.endpoints.iter() {
+            let (key, v) = entry.map_err(map_err(ENDPOINTS))?;
+            let ifindex = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+            let mut mac = [0u8; 6];
+            let mut host_mac = [0u8; 6];
+            mac.copy_from_slice(&v[4..10]);
+            host_mac.copy_from_slice(&v[10..16]);
+            out.push((key_addr(key), (ifindex, mac, host_mac)));
+        }
+        Ok(out)
+    }
+
+    /// The tunnel map as the kernel holds it: block → VTEP MAC.
+    pub(super) fn tunnel_entries(&self) -> Result<Vec<(IpNet, [u8; 6])>, FastPathError> {
+        let mut out = Vec::new();
+        for entry in self.tunnels.iter() {
+            let (key, v) = entry.map_err(map_err(TUNNELS))?;
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&v[..6]);
+            if let Some(block) = key_block(key.prefix_len(), key.data()) {
+                out.push((block, mac));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn stats(&self) -> Result<Stats, FastPathError> {
         let sum = |i: u32| -> Result<u64, FastPathError> {
             Ok(self.stats.get(&i, 0).map_err(map_err(STATS))?.iter().sum())
@@ -143,6 +175,25 @@ fn addr_key(ip: IpAddr) -> AddrKey {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// [`addr_key`] back: an IPv4-mapped key is the IPv4 address.
+fn key_addr(key: AddrKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// [`tunnel_key`] back; `None` for a prefix length no block has.
+fn key_block(prefix_len: u32, key: AddrKey) -> Option<IpNet> {
+    let len = u8::try_from(prefix_len).ok()?;
+    match key_addr(key) {
+        IpAddr::V4(v4) if len >= 96 => IpNet::new(IpAddr::V4(v4), len - 96).ok(),
+        IpAddr::V4(_) => None,
+        ip @ IpAddr::V6(_) => IpNet::new(ip, len).ok(),
     }
 }
 
@@ -214,5 +265,12 @@ mod tests {
             k.data(),
             "fd00:244::".parse::<std::net::Ipv6Addr>().unwrap().octets()
         );
+        // And back, as `netctl fastpath` reads the maps.
+        for block in ["10.244.1.64/26", "10.244.1.7/32", "fd00:244::/122"] {
+            let block: IpNet = block.parse().unwrap();
+            let k = tunnel_key(block);
+            assert_eq!(key_block(k.prefix_len(), k.data()), Some(block));
+        }
+        assert_eq!(key_addr(key), "10.244.1.7".parse::<IpAddr>().unwrap());
     }
 }

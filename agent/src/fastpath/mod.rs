@@ -34,10 +34,13 @@ use aya::Ebpf;
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{SchedClassifier, TcAttachType};
 use ipnet::IpNet;
-use strait_api::{FastPathMode, FastPathStatus};
+use strait_api::routes::EntryState;
+use strait_api::{FastPathEntry, FastPathMaps, FastPathMode, FastPathStatus};
 use tracing::{debug, info, warn};
 
 pub use maps::Stats;
+
+use crate::netlink::format_mac;
 
 /// The programs' names in the object (also the names `tc filter show` prints).
 const FROM_ENDPOINT: &str = "strait_from_ep";
@@ -270,6 +273,54 @@ impl FastPath {
         l.maps.write_config(enabled, fabric)
     }
 
+    /// The maps as the kernel holds them beside what this agent wants there
+    /// (`netctl fastpath`).
+    pub fn maps(&self) -> Result<FastPathMaps, FastPathError> {
+        let l = self.lock();
+        let names: HashMap<u32, &str> = l
+            .endpoints
+            .iter()
+            .map(|(name, (ifindex, _))| (*ifindex, name.as_str()))
+            .collect();
+        let endpoint = |(ifindex, mac, host_mac): maps::EndpointValue| {
+            let name = names.get(&ifindex).copied().unwrap_or("?");
+            format!(
+                "ifindex {ifindex} ({name}) mac {} gateway {}",
+                format_mac(&mac),
+                format_mac(&host_mac)
+            )
+        };
+        let wanted_endpoints: BTreeMap<IpNet, String> = l
+            .endpoints
+            .values()
+            .flat_map(|(ifindex, ep)| {
+                ep.ips
+                    .iter()
+                    .map(move |ip| (IpNet::from(*ip), (*ifindex, ep.mac, ep.host_mac)))
+            })
+            .map(|(k, v)| (k, endpoint(v)))
+            .collect();
+        let held_endpoints: BTreeMap<IpNet, String> = l
+            .maps
+            .endpoint_entries()?
+            .into_iter()
+            .map(|(ip, v)| (IpNet::from(ip), endpoint(v)))
+            .collect();
+        let vtep = |mac: &[u8; 6]| format!("vtep {}", format_mac(mac));
+        let wanted_tunnels: BTreeMap<IpNet, String> =
+            l.tunnels.iter().map(|(b, m)| (*b, vtep(m))).collect();
+        let held_tunnels: BTreeMap<IpNet, String> = l
+            .maps
+            .tunnel_entries()?
+            .into_iter()
+            .map(|(b, m)| (b, vtep(&m)))
+            .collect();
+        Ok(FastPathMaps {
+            endpoints: compare(&wanted_endpoints, &held_endpoints),
+            tunnels: compare(&wanted_tunnels, &held_tunnels),
+        })
+    }
+
     pub fn status(&self) -> FastPathStatus {
         let l = self.lock();
         let stats = l.maps.stats().unwrap_or_else(|e| {
@@ -288,6 +339,35 @@ impl FastPath {
             to_stack: stats.to_stack,
         }
     }
+}
+
+/// Each key of either side: `ok` when both hold the same value; `missing` with the
+/// wanted value where the kernel's differs or is absent; `stale` with the kernel's
+/// where it is not wanted as such.
+fn compare(wanted: &BTreeMap<IpNet, String>, held: &BTreeMap<IpNet, String>) -> Vec<FastPathEntry> {
+    let entry = |key: &IpNet, value: &String, state| FastPathEntry {
+        key: *key,
+        value: value.clone(),
+        state,
+    };
+    let mut out = Vec::new();
+    for (key, want) in wanted {
+        match held.get(key) {
+            Some(have) if have == want => out.push(entry(key, want, EntryState::Ok)),
+            have => {
+                out.push(entry(key, want, EntryState::Missing));
+                if let Some(have) = have {
+                    out.push(entry(key, have, EntryState::Stale));
+                }
+            }
+        }
+    }
+    for (key, have) in held {
+        if !wanted.contains_key(key) {
+            out.push(entry(key, have, EntryState::Stale));
+        }
+    }
+    out
 }
 
 impl Loaded {
@@ -361,4 +441,40 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, ifname: &str) -> Result<(), Fa
     // device's lifetime and the next agent.
     std::mem::forget(link);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_compare_entry_by_entry() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let map = |rows: &[(&str, &str)]| -> BTreeMap<IpNet, String> {
+            rows.iter().map(|(k, v)| (net(k), v.to_string())).collect()
+        };
+        let wanted = map(&[
+            ("10.0.0.0/26", "a"),
+            ("10.0.1.0/26", "b"),
+            ("10.0.2.0/26", "c"),
+        ]);
+        let held = map(&[
+            ("10.0.0.0/26", "a"),
+            ("10.0.1.0/26", "x"),
+            ("10.0.3.0/26", "d"),
+        ]);
+        let entries = compare(&wanted, &held);
+        let got: Vec<(String, &str, EntryState)> = entries
+            .iter()
+            .map(|e| (e.key.to_string(), e.value.as_str(), e.state))
+            .collect();
+        let want = [
+            ("10.0.0.0/26", "a", EntryState::Ok),
+            ("10.0.1.0/26", "b", EntryState::Missing),
+            ("10.0.1.0/26", "x", EntryState::Stale),
+            ("10.0.2.0/26", "c", EntryState::Missing),
+            ("10.0.3.0/26", "d", EntryState::Stale),
+        ];
+        assert_eq!(got, want.map(|(k, v, s)| (k.to_string(), v, s)).to_vec());
+    }
 }
