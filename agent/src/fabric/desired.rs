@@ -92,10 +92,17 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
             blocks_of.entry(node.as_str()).or_default().push(*cidr);
         }
     }
-    let own_blocks: Vec<IpNet> = blocks_of
-        .get(cfg.node.as_str())
-        .cloned()
-        .unwrap_or_default();
+    for cidr in blocks_of.get(cfg.node.as_str()).into_iter().flatten() {
+        desired.routes.push(Owned {
+            node: cfg.node.clone(),
+            entry: Route::blackhole(*cidr),
+        });
+    }
+    // In bgp mode the routes to other nodes' blocks are FIB sync's (learned from the
+    // speaker, super::bgp::fib); the reconcile keeps only the own blackholes.
+    if cfg.mode == FabricMode::Bgp {
+        return desired;
+    }
     // A borrowed address is routed as a host route to the node holding it, like a
     // block of its own: more specific than the lender's block route (and blackhole).
     // The holder itself has its endpoint's route.
@@ -106,17 +113,6 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
                 .or_default()
                 .push(IpNet::from(*ip));
         }
-    }
-    for cidr in &own_blocks {
-        desired.routes.push(Owned {
-            node: cfg.node.clone(),
-            entry: Route::blackhole(*cidr),
-        });
-    }
-    // In bgp mode the routes to other nodes' blocks are FIB sync's (learned from the
-    // speaker, super::bgp::fib); the reconcile keeps only the own blackholes.
-    if cfg.mode == FabricMode::Bgp {
-        return desired;
     }
     if cfg.mode == FabricMode::Vxlan {
         own_tunnel(cfg, cluster, &mut desired);
