@@ -266,7 +266,6 @@ fn main() {
         .map(|p| IperfServer::start(p.server, p.ip))
         .collect();
     let n = paths.len();
-    let mut results: Vec<Vec<f64>> = vec![vec![]; n];
     let mut costs: Vec<Vec<f64>> = vec![vec![]; n];
     // Per round, each path's throughput (None: the run failed).
     let mut rounds: Vec<Vec<Option<f64>>> = vec![];
@@ -278,7 +277,6 @@ fn main() {
             let r = iperf(path.client, path.ip, args.seconds, args.pin);
             print_run(path.label, run, &r);
             if let Ok(r) = r {
-                results[i].push(r.gbits);
                 costs[i].extend(r.cpu_ms_per_gb);
                 round[i] = Some(r.gbits);
             }
@@ -296,7 +294,9 @@ fn main() {
     );
 
     println!();
-    let medians: Vec<Option<f64>> = results.into_iter().map(median).collect();
+    let medians: Vec<Option<f64>> = (0..n)
+        .map(|i| median(rounds.iter().filter_map(|r| r[i]).collect()))
+        .collect();
     let cost_medians: Vec<Option<f64>> = costs.into_iter().map(median).collect();
     for ((path, m), c) in paths.iter().zip(&medians).zip(&cost_medians) {
         let cost = c.map_or("-".to_string(), |c| format!("{c:.0} ms CPU per GB"));
