@@ -155,19 +155,12 @@ impl FastPath {
     /// (devices with an `ingress` qdisc), which are dropped from the queue and left
     /// to the kernel. Returns how many were attached.
     pub fn attach_settled(&self, settle: Duration, shaped: &HashSet<String>) -> usize {
-        let ready: Vec<(String, u32, Endpoint)> = {
-            let mut l = self.lock();
-            let names: Vec<String> = l
-                .pending
-                .iter()
-                .filter(|(_, (_, _, since))| since.elapsed() >= settle)
-                .map(|(n, _)| n.clone())
-                .collect();
-            names
-                .into_iter()
-                .filter_map(|n| l.pending.remove(&n).map(|(i, ep, _)| (n, i, ep)))
-                .collect()
-        };
+        let ready: Vec<(String, u32, Endpoint)> = self
+            .lock()
+            .pending
+            .extract_if(|_, (_, _, since)| since.elapsed() >= settle)
+            .map(|(name, (ifindex, ep, _))| (name, ifindex, ep))
+            .collect();
         let mut attached = 0;
         for (name, ifindex, ep) in ready {
             if shaped.contains(&name) {
