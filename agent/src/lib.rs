@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod endpoint;
 pub mod fabric;
 pub mod fastpath;
+pub mod hostnet;
 pub mod ipam;
 pub mod metrics;
 pub mod netlink;
