@@ -5,7 +5,8 @@
 //! `<stateDir>/pending-release/`. Repeated DELs of one attachment overwrite one file.
 //! Files appear whole or not at all: the request is written to a dot-file ending in
 //! `.tmp`, synced, then renamed to its `.json` name, and the directory is synced so the
-//! entry survives a crash. The agent should only consume `*.json` names.
+//! entry survives a crash. The plugin writes with [`enqueue`]; the agent reads with
+//! [`pending`], which only ever looks at `*.json` names, and removes what it applied.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -102,6 +103,76 @@ pub fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
+/// One queued DEL, as [`pending`] read it.
+#[derive(Debug)]
+pub struct Queued {
+    pub path: PathBuf,
+    pub request: DelRequest,
+    /// When it was queued (the file's modification time, seconds since the epoch);
+    /// `None` when the file system cannot say.
+    pub queued_at: Option<u64>,
+}
+
+impl Queued {
+    /// The request was applied (or is moot): it leaves the queue.
+    pub fn done(&self) {
+        let _ = remove(&self.path);
+    }
+}
+
+/// A queued file that is not a DEL request; [`pending`] renamed it to `.bad` so it is
+/// kept for an operator and not read again.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// What the queue under `state_dir` holds now.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub requests: Vec<Queued>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads every queued DEL under `state_dir`. No queue directory is an empty queue.
+pub fn pending(state_dir: &Path) -> io::Result<Pending> {
+    let entries = match fs::read_dir(dir(state_dir)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Pending::default()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Pending::default();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let read = fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<DelRequest>(&b).map_err(|e| e.to_string()));
+        match read {
+            Ok(request) => {
+                let queued_at = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs());
+                out.requests.push(Queued {
+                    path,
+                    request,
+                    queued_at,
+                });
+            }
+            Err(error) => {
+                let _ = fs::rename(&path, path.with_extension("bad"));
+                out.unreadable.push(Unreadable { path, error });
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +254,32 @@ mod tests {
         assert_eq!(back.netns, None);
         remove(&path).unwrap();
         remove(&path).unwrap();
+    }
+    #[test]
+    fn pending_reads_what_enqueue_wrote_and_sets_bad_files_aside() {
+        let state = tempfile::tempdir().unwrap();
+        assert!(
+            pending(state.path()).unwrap().requests.is_empty(),
+            "no dir, no queue"
+        );
+        let r = req("n", "c1", "eth0");
+        enqueue(state.path(), &r).unwrap();
+        fs::write(dir(state.path()).join("junk.json"), b"{not json").unwrap();
+        fs::write(dir(state.path()).join(".x.tmp"), b"half").unwrap();
+        let q = pending(state.path()).unwrap();
+        assert_eq!(q.requests.len(), 1, "{q:?}");
+        assert_eq!(q.requests[0].request, r);
+        assert!(q.requests[0].queued_at.is_some());
+        assert_eq!(q.unreadable.len(), 1, "{q:?}");
+        assert!(
+            dir(state.path()).join("junk.bad").exists(),
+            "kept for an operator"
+        );
+        q.requests[0].done();
+        let again = pending(state.path()).unwrap();
+        assert!(
+            again.requests.is_empty() && again.unreadable.is_empty(),
+            "{again:?}"
+        );
     }
 }
