@@ -23,6 +23,7 @@
 //! The fabric's ordinary reconcile ([`super::Fabric`]) still runs in this mode: it
 //! keeps the blackholes of the own blocks and removes an old `strait.vxlan`.
 
+pub mod external;
 pub mod fib;
 pub mod peering;
 pub mod status;
