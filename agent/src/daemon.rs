@@ -15,8 +15,9 @@
 //! when etcd is back (the client reconnects; the registry re-registers if its lease
 //! expired).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{info, warn};
@@ -24,9 +25,10 @@ use tracing::{info, warn};
 use strait_api::bgp::{BgpRole, NodeBgp};
 use strait_api::{FabricMode, FastPathMode, NodeRecord};
 
-use crate::api::{self, AppState};
+use crate::api::{self, AgentFacts, AppState, Owners};
 use crate::attach::{Attacher, AttacherConfig};
 use crate::config::AgentConfig;
+use crate::fabric::bgp::external::ExternalPeers;
 use crate::fabric::bgp::{BgpFabric, BgpFabricConfig};
 use crate::fabric::{Fabric, FabricConfig, vxlan_mtu};
 use crate::fastpath::FastPath;
@@ -59,21 +61,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     // ----- serve first: CNI calls get "try again later" while we start -----
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(AppState {
-        attacher: tokio::sync::OnceCell::new(),
-        registry: tokio::sync::OnceCell::new(),
-        fabric: tokio::sync::OnceCell::new(),
-        fabric_mode: cfg.fabric,
-        bgp: tokio::sync::OnceCell::new(),
-        fast_path: std::sync::OnceLock::new(),
-        phase: std::sync::Mutex::new("opening the store".into()),
-        metrics: metrics.clone(),
-        started: Instant::now(),
-        node: cfg.node_name.clone(),
-        store_description: cfg.store_description(),
-        state_dir: cfg.state_dir.clone(),
-        pools: cfg.pools.clone(),
-    });
+    let state = Arc::new(AppState::new(
+        AgentFacts {
+            fabric_mode: cfg.fabric,
+            node: cfg.node_name.clone(),
+            store_description: cfg.store_description(),
+            state_dir: cfg.state_dir.clone(),
+            pools: cfg.pools.clone(),
+        },
+        metrics.clone(),
+    ));
+    state.set_phase("opening the store");
     let listener = api::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), node = %cfg.node_name, "serving the local API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -105,7 +103,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(
             running.attacher.clone(),
             metrics.clone(),
-            cfg.pending_release_dir(),
+            cfg.state_dir.clone(),
             stop_rx.clone(),
         ));
         wait_for_signal().await;
@@ -137,7 +135,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // NOTIFICATION and BFD ends with AdminDown, so peers keep the routes for the
     // graceful-restart time (RFC 4724) until the next agent is back. Once stopped,
     // dropping the speaker with the state sends nothing.
-    if let Some(bgp) = state.bgp.get() {
+    if let Some(bgp) = state.owners().and_then(|o| o.bgp.as_ref()) {
         bgp.shutdown_for_restart().await;
     }
     drop(state);
@@ -219,7 +217,6 @@ async fn start(
         )
         .run(stop.clone()),
     );
-    let _ = state.registry.set(registry);
 
     let mtu = container_mtu(cfg, &host, &underlay).await;
 
@@ -230,7 +227,7 @@ async fn start(
     let fast_path = load_fast_path(cfg.fast_path);
     let fabric =
         Fabric::new(store.clone(), host.clone(), fabric_cfg).with_fast_path(fast_path.clone());
-    let _ = state.fabric.set(fabric.handle());
+    let fabric_handle = fabric.handle();
     let fabric = tokio::spawn(fabric.run(stop.clone()));
     let bgp = bgp.map(|own| {
         let mut bgp_cfg = BgpFabricConfig::new(&cfg.node_name, own, bgp_underlay);
@@ -239,8 +236,7 @@ async fn start(
         bgp_cfg.graceful_restart = (cfg.bgp.graceful_restart_secs > 0)
             .then(|| Duration::from_secs(cfg.bgp.graceful_restart_secs));
         let bgp = BgpFabric::new(store.clone(), host.clone(), bgp_cfg);
-        let _ = state.bgp.set(bgp.handle());
-        tokio::spawn(bgp.run(stop.clone()))
+        (bgp.handle(), tokio::spawn(bgp.run(stop.clone())))
     });
     let attacher = Attacher::new(
         AttacherConfig {
@@ -248,12 +244,19 @@ async fn start(
             mtu,
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
         },
-        store,
+        store.clone(),
         ipam,
-        host,
+        host.clone(),
     );
     // From here DEL goes to the attacher; ADD still gets "try again later" until ready.
-    let _ = state.attacher.set(attacher.clone());
+    let (bgp_handle, bgp) = bgp.unzip();
+    state.set_owners(Owners {
+        attacher: attacher.clone(),
+        registry,
+        fabric: fabric_handle,
+        bgp: bgp_handle,
+        peers: ExternalPeers::new(store.clone()),
+    });
 
     state.set_phase("adopting existing endpoints");
     crate::netlink::enable_forwarding()
@@ -262,15 +265,20 @@ async fn start(
     if let Err(e) = attacher.sweep_stale_links().await {
         warn!(error = %e, "sweeping stale links at start");
     }
-    let applied = attacher
-        .apply_pending_releases(&cfg.pending_release_dir())
-        .await;
+    let applied = attacher.apply_pending_releases(&cfg.state_dir).await;
     if applied > 0 {
         info!(applied, "applied DELs queued while the agent was down");
     }
     state.set_phase("attaching the fast path");
-    let fast_path_task =
-        start_fast_path(cfg.fast_path, fast_path, &attacher, state, stop.clone()).await;
+    let fast_path_task = start_fast_path(
+        cfg.fast_path,
+        fast_path,
+        &attacher,
+        &host,
+        state,
+        stop.clone(),
+    )
+    .await;
     attacher.set_ready();
     state.set_phase("ready");
     info!(mtu, "ready");
@@ -306,6 +314,7 @@ async fn start_fast_path(
     mode: FastPathMode,
     fast_path: Option<FastPath>,
     attacher: &Arc<Attacher>,
+    host: &Netlink,
     state: &AppState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -319,15 +328,24 @@ async fn start_fast_path(
         }
         return None;
     };
-    attacher.set_fast_path(fp.clone());
+    // Subscribed before adopting: an endpoint attached meanwhile is queued by the
+    // event, and one adopted twice is replaced in place.
+    attacher.subscribe(Arc::new(fp.clone()));
     let shaped = tokio::task::spawn_blocking(crate::fastpath::qdisc::devices_with_ingress_qdisc)
         .await
         .unwrap_or_default();
-    match attacher.adopt_fast_path(&shaped).await {
-        Ok(n) => info!(endpoints = n, "fast path attached"),
-        Err(e) => warn!(error = %e, "fast path: listing endpoints"),
+    // One dump of strait's links rather than a lookup per endpoint.
+    match (attacher.endpoints().await, host.strait_links().await) {
+        (Ok(endpoints), Ok(links)) => {
+            let links: HashMap<String, u32> =
+                links.into_iter().map(|l| (l.name, l.index)).collect();
+            let n = fp.adopt(&endpoints, &links, &shaped);
+            info!(endpoints = n, "fast path attached");
+        }
+        (Err(e), _) => warn!(error = %e, "fast path: listing endpoints"),
+        (_, Err(e)) => warn!(error = %e, "fast path: listing links"),
     }
-    let _ = state.fast_path.set(fp.clone());
+    state.set_fast_path(fp.clone());
     Some(crate::fastpath::watch::spawn(fp, mode, stop))
 }
 
@@ -484,7 +502,7 @@ fn node_record(cfg: &AgentConfig, underlay: &Underlay, bgp: Option<NodeBgp>) -> 
 async fn housekeeping(
     attacher: Arc<Attacher>,
     metrics: Arc<Metrics>,
-    pending_dir: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
@@ -494,7 +512,7 @@ async fn housekeeping(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        attacher.apply_pending_releases(&pending_dir).await;
+        attacher.apply_pending_releases(&state_dir).await;
         if let Err(e) = attacher.sweep_stale_links().await {
             warn!(error = %e, "sweeping stale links");
         }

@@ -20,6 +20,7 @@
 //! strait's ADD, and clsact would take that slot. A veth with an `ingress` qdisc is
 //! left to the kernel; the fast path would also skip the shaping there.
 
+mod endpoints;
 mod maps;
 pub mod nat;
 pub mod qdisc;

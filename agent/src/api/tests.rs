@@ -1,0 +1,274 @@
+//! The API as a client sees it: status codes and bodies, before start-up has built
+//! the owners and after, on an embedded store.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use strait_api::{FabricMode, code};
+
+use super::bgp::{bgp_handle, delete_external_peer, external_peers, put_external_peer};
+use super::{AgentFacts, AppState, Owners, Shared};
+use crate::attach::{Attacher, AttacherConfig};
+use crate::fabric::bgp::external::ExternalPeers;
+use crate::fabric::bgp::peers_prefix;
+use crate::metrics::Metrics;
+use crate::node::{Registry, RegistryConfig, Underlay};
+use crate::store::Store;
+
+fn state(fabric_mode: FabricMode) -> AppState {
+    let s = AppState::new(
+        AgentFacts {
+            fabric_mode,
+            node: "n1".into(),
+            store_description: "embedded:/tmp/x".into(),
+            state_dir: "/tmp".into(),
+            pools: vec![],
+        },
+        Arc::new(Metrics::new()),
+    );
+    s.set_phase("registering the node");
+    s
+}
+
+#[test]
+fn bgp_paths_say_why_there_is_no_speaker() {
+    let e = bgp_handle(&state(FabricMode::Vxlan))
+        .err()
+        .expect("not bgp");
+    assert_eq!(e.0.code, code::NOT_CONFIGURED);
+    assert!(e.0.message.contains("fabric vxlan, not bgp"), "{e:?}");
+    assert_eq!(e.into_response().status(), StatusCode::NOT_FOUND);
+    let e = bgp_handle(&state(FabricMode::Bgp))
+        .err()
+        .expect("not started");
+    assert_eq!(e.0.code, code::TRY_AGAIN_LATER);
+    assert!(e.0.message.contains("registering the node"), "{e:?}");
+    assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A state whose owners work on an embedded store in `dir` (the attacher on the real
+/// netlink handle, which these tests never use).
+async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
+    let store: Arc<dyn Store> =
+        crate::store::embedded::EmbeddedStore::open(&dir.join("store.redb"))
+            .await
+            .expect("store");
+    let record = strait_api::NodeRecord {
+        name: "n1".into(),
+        underlay_v4: None,
+        underlay_v6: None,
+        fabric: FabricMode::Vxlan,
+        vtep_mac: None,
+        vxlan_vni: None,
+        vxlan_port: None,
+        tunnel_v4: None,
+        tunnel_v6: None,
+        agent_version: "test".into(),
+        started: 0,
+        bgp: None,
+    };
+    let registry = Registry::new(
+        store.clone(),
+        RegistryConfig {
+            lease_ttl: Duration::from_secs(15),
+        },
+        record,
+    );
+    let ipam = Arc::new(
+        crate::ipam::Ipam::new(
+            store.clone(),
+            "n1".into(),
+            crate::ipam::IpamConfig {
+                pools: vec!["10.9.0.0/24".parse().expect("pool")],
+                block_prefix_v4: 26,
+                block_prefix_v6: 122,
+                max_blocks_per_node: None,
+                strict_affinity: false,
+            },
+        )
+        .await
+        .expect("ipam"),
+    );
+    let host = crate::netlink::Netlink::connect().expect("netlink socket");
+    let fabric = crate::fabric::Fabric::new(
+        store.clone(),
+        host.clone(),
+        crate::fabric::FabricConfig::new("n1", FabricMode::None, Underlay::default()),
+    );
+    let attacher = Attacher::new(
+        AttacherConfig {
+            node: "n1".into(),
+            mtu: 1500,
+            gc_grace: Duration::from_secs(900),
+        },
+        store.clone(),
+        ipam,
+        host,
+    );
+    let s = Arc::new(state(FabricMode::Vxlan));
+    s.set_owners(Owners {
+        attacher,
+        registry,
+        fabric: fabric.handle(),
+        bgp: None,
+        peers: ExternalPeers::new(store.clone()),
+    });
+    (s, store)
+}
+
+async fn body(r: Response) -> (StatusCode, serde_json::Value) {
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, serde_json::from_slice(&bytes).expect("json body"))
+}
+
+async fn stored(store: &Arc<dyn Store>) -> Vec<String> {
+    let range = store.range(&peers_prefix()).await.expect("range");
+    range.kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+#[tokio::test]
+async fn external_peers_are_checked_written_listed_and_removed() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Before the store is open: try again later, whatever the fabric.
+    let starting = Arc::new(state(FabricMode::Vxlan));
+    let r = external_peers(State(starting)).await.into_response();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let (s, store) = with_store(dir.path()).await;
+    let put = |name: &str, json: &str| {
+        let s = s.clone();
+        let (name, json) = (name.to_string(), json.to_string());
+        async move {
+            put_external_peer(State(s), UrlPath(name), Bytes::from(json))
+                .await
+                .into_response()
+        }
+    };
+    // Bad input: 400 with the reason, nothing written.
+    for (name, json, reason) in [
+        ("tor-a", r#"{"address":"10.0.0.253","asn":0}"#, "reserved"),
+        (
+            "tor a",
+            r#"{"address":"10.0.0.253","asn":65000}"#,
+            "not allowed",
+        ),
+        (
+            "tor-a",
+            r#"{"address":"10.0.0.253","asn":65000,"port":0}"#,
+            "port 0",
+        ),
+        (
+            "tor-a",
+            r#"{"address":"10.0.0.253"}"#,
+            "malformed request body",
+        ),
+    ] {
+        let (status, v) = body(put(name, json).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name} {json}: {v}");
+        let msg = v["msg"]
+            .as_str()
+            .or(v["message"].as_str())
+            .unwrap_or_default();
+        assert!(msg.contains(reason), "{name} {json}: {v}");
+    }
+    let long_key = format!(
+        r#"{{"address":"10.0.0.253","asn":65000,"md5_key":"{}"}}"#,
+        "k".repeat(81)
+    );
+    let (status, v) = body(put("tor-a", &long_key).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(stored(&store).await.is_empty(), "nothing written");
+
+    // A good one is stored as ExternalPeer JSON and listed without its key.
+    let (status, v) = body(
+        put(
+            "tor-a",
+            r#"{"address":"10.0.0.253","asn":65000,"node":"h1","md5_key":"s3cret"}"#,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let kv = store
+        .get(&format!("{}tor-a", peers_prefix()))
+        .await
+        .expect("get")
+        .expect("stored");
+    let peer: strait_api::bgp::ExternalPeer =
+        serde_json::from_slice(&kv.value).expect("ExternalPeer");
+    assert_eq!(peer.md5_key.as_deref(), Some("s3cret"));
+    assert_eq!(peer.node.as_deref(), Some("h1"));
+    let (status, v) = body(external_peers(State(s.clone())).await.into_response()).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<strait_api::bgp::ExternalPeerEntry> =
+        serde_json::from_value(v.clone()).expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].asn, rows[0].md5),
+        ("tor-a", 65000, true)
+    );
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+
+    // Removed once; the second time there is none.
+    let del = |name: &str| {
+        let s = s.clone();
+        let name = name.to_string();
+        async move {
+            delete_external_peer(State(s), UrlPath(name))
+                .await
+                .into_response()
+        }
+    };
+    assert_eq!(del("tor-a").await.status(), StatusCode::OK);
+    assert!(stored(&store).await.is_empty());
+    let (status, v) = body(del("tor-a").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert!(v.to_string().contains("no external BGP peer"), "{v}");
+}
+
+#[tokio::test]
+async fn cni_calls_before_start_up_say_try_again_and_del_is_queued() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut s = state(FabricMode::None);
+    s.state_dir = dir.path().to_path_buf();
+    let s = Arc::new(s);
+    let add = super::cni::add(
+        State(s.clone()),
+        Bytes::from(r#"{"network":"n","container_id":"c","ifname":"eth0","netns":"/x"}"#),
+    )
+    .await
+    .into_response();
+    let (status, v) = body(add).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["code"], code::TRY_AGAIN_LATER, "{v}");
+    assert!(
+        v.to_string()
+            .contains("agent is starting: registering the node"),
+        "{v}"
+    );
+
+    let del = super::cni::del(
+        State(s.clone()),
+        Bytes::from(r#"{"network":"n","container_id":"c","ifname":"eth0"}"#),
+    )
+    .await
+    .into_response();
+    assert_eq!(del.status(), StatusCode::OK);
+    let q = strait_api::queue::pending(dir.path()).expect("queue");
+    assert_eq!(q.requests.len(), 1, "DEL queued for start-up to apply");
+
+    let bad = super::cni::add(State(s), Bytes::from("{"))
+        .await
+        .into_response();
+    let (status, v) = body(bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], code::DECODE_FAILURE, "{v}");
+}

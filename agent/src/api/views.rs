@@ -1,0 +1,156 @@
+//! What `netctl` reads: the agent's status, endpoints, IPAM (and the operator's
+//! check and release), nodes, the fabric's routes, the fast path's maps, and the
+//! Prometheus metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use strait_api::{
+    AgentStatus, Endpoint, IpamReport, IpamView, ReleaseRequest, ReleaseResponse, code,
+};
+
+use super::Shared;
+use super::error::{Failure, decode};
+
+pub(super) async fn readyz(State(s): State<Shared>) -> Response {
+    let r = s.readiness().await;
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r)).into_response()
+}
+
+pub(super) async fn status(State(s): State<Shared>) -> Result<Json<AgentStatus>, Failure> {
+    let readiness = s.readiness().await;
+    let (endpoints, mtu) = match s.owners() {
+        Some(o) => (o.attacher.endpoints().await?.len(), o.attacher.config().mtu),
+        None => (0, 0),
+    };
+    Ok(Json(AgentStatus {
+        node: s.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        store: s.store_description.clone(),
+        state_dir: s.state_dir.display().to_string(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        mtu,
+        endpoints,
+        pools: s.pools.clone(),
+        readiness,
+        fast_path: s.fast_path.get().map(|fp| fp.status()),
+    }))
+}
+
+/// `netctl fastpath`: the fast path's maps beside what this agent wants in them.
+pub(super) async fn fast_path_maps(
+    State(s): State<Shared>,
+) -> Result<Json<strait_api::FastPathMaps>, Failure> {
+    let fp = s.fast_path.get().ok_or_else(|| {
+        Failure::new(
+            code::NOT_CONFIGURED,
+            "the fast path is not loaded (--fast-path off, still starting, or it failed \
+             to load: the agent's log says which)",
+        )
+    })?;
+    let maps = fp
+        .maps()
+        .map_err(|e| Failure::new(code::NOT_AVAILABLE, e.to_string()))?;
+    Ok(Json(maps))
+}
+
+pub(super) async fn endpoints(State(s): State<Shared>) -> Result<Json<Vec<Endpoint>>, Failure> {
+    Ok(Json(s.ready_owners()?.attacher.endpoints().await?))
+}
+
+pub(super) async fn ipam(State(s): State<Shared>) -> Result<Json<IpamView>, Failure> {
+    Ok(Json(s.ready_owners()?.attacher.ipam().view().await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CheckQuery {
+    /// Grace period in seconds; default the agent's GC grace.
+    grace_secs: Option<u64>,
+}
+
+pub(super) async fn ipam_check(
+    State(s): State<Shared>,
+    Query(q): Query<CheckQuery>,
+) -> Result<Json<IpamReport>, Failure> {
+    let a = &s.ready_owners()?.attacher;
+    let grace = q
+        .grace_secs
+        .map(Duration::from_secs)
+        .unwrap_or(a.config().gc_grace);
+    Ok(Json(a.ipam_check(grace).await?))
+}
+
+pub(super) async fn ipam_release(
+    State(s): State<Shared>,
+    body: Bytes,
+) -> Result<Json<ReleaseResponse>, Failure> {
+    let req: ReleaseRequest = decode(&body)?;
+    let a = &s.ready_owners()?.attacher;
+    Ok(Json(a.ipam_release(&req.report).await?))
+}
+
+/// Every node with a record, and every node that still has blocks (`netctl nodes`).
+pub(super) async fn nodes(
+    State(s): State<Shared>,
+) -> Result<Json<Vec<strait_api::nodes::NodeView>>, Failure> {
+    let o = s.ready_owners()?;
+    let records = o.registry.nodes().await?;
+    let view = o.attacher.ipam().view().await?;
+    Ok(Json(crate::node::node_views(records, &view.blocks)))
+}
+
+/// The fabric's entries beside the kernel's (`netctl routes`). Reads the kernel now and
+/// changes nothing.
+pub(super) async fn routes(
+    State(s): State<Shared>,
+) -> Result<Json<strait_api::routes::RouteReport>, Failure> {
+    let o = s.ready_owners()?;
+    let mut report = o.fabric.report().await;
+    // In bgp mode the routes to other nodes come from the speaker; what keeps a node
+    // from having a session is a warning of the same kind.
+    if let Some(bgp) = &o.bgp {
+        report.warnings.extend(bgp.warnings());
+    }
+    Ok(Json(report))
+}
+
+pub(super) async fn metrics(State(s): State<Shared>) -> Response {
+    if let Some(o) = s.owners() {
+        if let Ok(eps) = o.attacher.endpoints().await {
+            s.metrics.endpoints.set(eps.len() as i64);
+        }
+        if let Ok(view) = o.attacher.ipam().view().await {
+            for p in view.pools {
+                let labels = crate::metrics::PoolLabels {
+                    pool: p.cidr.to_string(),
+                };
+                s.metrics
+                    .pool_used
+                    .get_or_create(&labels)
+                    .set(p.used as f64);
+                s.metrics
+                    .pool_size
+                    .get_or_create(&labels)
+                    .set(p.size as f64);
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}

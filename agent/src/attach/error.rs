@@ -1,0 +1,32 @@
+//! What can fail in an attachment operation. Which CNI code and HTTP status each
+//! failure gets is decided at the API boundary (`crate::api::error`), not here.
+
+use crate::endpoint::EndpointError;
+use crate::ipam::IpamError;
+use crate::store::StoreError;
+
+use super::records::RecordError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("agent is starting; try again")]
+    Starting,
+    #[error("attachment {0} already exists (a second ADD for the same containerID and ifname)")]
+    Duplicate(String),
+    #[error("network namespace {path}: {reason}")]
+    BadNetns { path: String, reason: String },
+    #[error("no such attachment {0}")]
+    Unknown(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("check failed for {id}: {reason}")]
+    Check { id: String, reason: String },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error("setting up the interface: {0}")]
+    Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,95 @@
+//! The fast path follows the attach lifecycle's endpoints: a new veth is queued to be
+//! attached once settled, a deleted one's addresses leave the endpoint map, and at
+//! start the endpoints a previous agent left are adopted.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::warn;
+
+use super::{Endpoint, FastPath};
+use crate::attach::events::{EndpointEvent, EndpointSubscriber};
+
+impl EndpointSubscriber for FastPath {
+    fn endpoint_event(&self, event: &EndpointEvent<'_>) {
+        match event {
+            EndpointEvent::Attached {
+                endpoint,
+                host_ifindex,
+            } => {
+                if endpoint.host_ports {
+                    // portmap DNATs to it: its replies need the host's conntrack.
+                    return;
+                }
+                // The new veth gets the fast path once it has settled, off the ADD path
+                // (see [`super::SETTLE`]); until then the kernel forwards for it.
+                match destination(endpoint) {
+                    Ok(dest) => self.queue_endpoint(&endpoint.host_ifname, *host_ifindex, dest),
+                    Err(e) => {
+                        warn!(error = %e, "fast path: the endpoint uses the kernel's forwarding")
+                    }
+                }
+            }
+            EndpointEvent::Detached { host_ifname } => self.forget_endpoint(host_ifname),
+        }
+    }
+}
+
+impl FastPath {
+    /// Attaches to every recorded endpoint's veth present in `links` (name → ifindex;
+    /// at start, a previous agent's filters are replaced in place), but for those with
+    /// host ports or in `shaped` (an `ingress` qdisc). Returns how many.
+    pub fn adopt(
+        &self,
+        endpoints: &[strait_api::Endpoint],
+        links: &HashMap<String, u32>,
+        shaped: &HashSet<String>,
+    ) -> usize {
+        let mut attached = 0;
+        for ep in endpoints {
+            if ep.host_ports || shaped.contains(&ep.host_ifname) {
+                // portmap DNATs to it (its replies need the host's conntrack), or
+                // bandwidth shapes it.
+                continue;
+            }
+            let Some(&index) = links.get(&ep.host_ifname) else {
+                continue;
+            };
+            let dest = match destination(ep) {
+                Ok(dest) => dest,
+                Err(e) => {
+                    warn!(id = %ep.id, error = %e, "fast path: record left to the kernel");
+                    continue;
+                }
+            };
+            match self.attach_endpoint(&ep.host_ifname, index, dest) {
+                Ok(()) => attached += 1,
+                Err(e) => warn!(error = %e, "fast path"),
+            }
+        }
+        attached
+    }
+}
+
+/// The record as the endpoint map lists it.
+fn destination(ep: &strait_api::Endpoint) -> Result<Endpoint, String> {
+    Ok(Endpoint {
+        ips: ep.ips.iter().map(|n| n.addr()).collect(),
+        mac: parse_mac(&ep.mac)?,
+        host_mac: parse_mac(&ep.host_mac)?,
+    })
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("MAC {s:?} is not six hex pairs"));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?} is not hex"))?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!("MAC {s:?} is multicast"));
+    }
+    Ok(mac)
+}
