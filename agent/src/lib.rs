@@ -1,11 +1,24 @@
 //! straitd: the per-host agent of strait.
 //!
-//! One module per capability, each owning its state: [`store`] (cluster state, etcd v3
-//! semantics), [`ipam`] (pools, blocks with node affinity, handles), [`netns`] and
-//! [`netlink`] (the only code that touches the kernel's network configuration),
-//! [`endpoint`] (a container's veth, addresses and routes), [`attach`] (the CNI
-//! lifecycle tying those together), [`api`] (the local HTTP API on a unix socket),
-//! [`daemon`] (wiring, start-up, shutdown).
+//! One module per capability, each owning its state (docs/architecture.md draws them
+//! and the direction of calls):
+//!
+//! * [`store`]: cluster state with etcd v3 semantics, embedded (redb) or etcd.
+//! * [`ipam`]: pools, blocks with node affinity, handles, release, check, reclaim.
+//! * [`node`]: this node's record bound to its lease, the registry of all nodes,
+//!   underlay detection, tunnel addresses.
+//! * [`netns`] and [`netlink`]: the only code that touches the kernel's network
+//!   configuration.
+//! * [`endpoint`]: a container's veth, addresses, routes and neighbours.
+//! * [`hostnet`]: the kernel as the attach lifecycle uses it, behind a trait, with an
+//!   in-memory fake for unit tests.
+//! * [`attach`]: the CNI lifecycle tying IPAM, the host and the endpoint records
+//!   together; publishes endpoint events.
+//! * [`fabric`]: VXLAN, host-gw and the BGP fabric, reconciled against the kernel.
+//! * [`fastpath`]: the eBPF forwarding fast path; follows endpoint events.
+//! * [`api`]: the local HTTP API on a unix socket, decode → owner → encode.
+//! * [`config`]: flags and the config file; [`metrics`]: Prometheus.
+//! * [`daemon`]: wiring, start-up, shutdown.
 
 pub mod api;
 pub mod attach;
