@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 
 use super::desired::Connected;
-use crate::netlink::{LINK_PREFIX, Netlink, NetlinkError};
+use crate::hostnet::HostNet;
+use crate::netlink::{LINK_PREFIX, NetlinkError};
 
 /// The connected subnets of this host's links, except loopback, strait's own links
 /// (container veths and `strait.vxlan`), host-length prefixes and IPv6 link-local
 /// subnets: none of them can hold a peer's underlay address.
 pub(crate) async fn connected_subnets(
-    nl: &Netlink,
+    nl: &impl HostNet,
     names: &HashMap<u32, String>,
 ) -> Result<Vec<Connected>, NetlinkError> {
     let link_local_v6: IpNet = "fe80::/10".parse().expect("constant prefix");

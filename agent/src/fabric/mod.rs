@@ -37,6 +37,8 @@ pub mod desired;
 pub mod reconcile;
 
 mod hostgw;
+#[cfg(test)]
+mod kernel_tests;
 mod runner;
 mod vxlan;
 

@@ -19,9 +19,10 @@ use strait_api::FabricMode;
 
 use super::desired::{self, ClusterView, Desired, LocalLinks, NeighbourEntry};
 use super::{FabricConfig, FabricError, VXLAN_DEVICE, hostgw, owns_route, vxlan};
+use crate::hostnet::HostNet;
 use crate::netlink::{
-    FdbEntry, FdbWrite, Neighbour, Netlink, NetlinkError, RTPROT_STRAIT, Route, RouteKind,
-    format_mac, ignore_exists, ignore_not_found,
+    FdbEntry, Neighbour, NetlinkError, RTPROT_STRAIT, Route, RouteKind, format_mac, ignore_exists,
+    ignore_not_found,
 };
 use strait_api::routes::{DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport};
 
@@ -297,12 +298,12 @@ fn route_text(r: &Route, names: &LinkNames) -> String {
 /// addresses, FDB and unicast neighbours; in the main table the routes it owns in
 /// `mode`.
 pub async fn read_actual(
-    nl: &Netlink,
+    nl: &impl HostNet,
     vxlan: Option<u32>,
     mode: FabricMode,
 ) -> Result<Actual, NetlinkError> {
     let routes = async {
-        let mut routes = nl.routes_with_blackholes(RTPROT_STRAIT).await?;
+        let mut routes = nl.routes_of(RTPROT_STRAIT).await?;
         routes.retain(|r| owns_route(r, vxlan, mode));
         Ok::<_, NetlinkError>(routes)
     };
@@ -337,7 +338,7 @@ pub async fn read_actual(
 /// Runs every sequence of `steps` against the kernel (`vxlan`: the device's index),
 /// up to [`IN_FLIGHT`] requests at a time. Returns the failures as one error.
 pub async fn apply(
-    nl: &Netlink,
+    nl: &impl HostNet,
     vxlan: Option<u32>,
     steps: Vec<Vec<Op>>,
 ) -> Result<(), FabricError> {
@@ -366,7 +367,7 @@ pub async fn apply(
     }
 }
 
-async fn run(nl: &Netlink, vxlan: Option<u32>, op: &Op) -> Result<(), NetlinkError> {
+async fn run(nl: &impl HostNet, vxlan: Option<u32>, op: &Op) -> Result<(), NetlinkError> {
     let device = || {
         vxlan.ok_or_else(|| NetlinkError::Incomplete {
             op: "program strait.vxlan",
@@ -377,7 +378,7 @@ async fn run(nl: &Netlink, vxlan: Option<u32>, op: &Op) -> Result<(), NetlinkErr
     match op {
         Op::SetRoute(r) => nl.replace_route(r).await,
         Op::DelRoute(r) => ignore_not_found(nl.del_route(r).await),
-        Op::SetFdb(f) => nl.set_fdb(device()?, f, FdbWrite::Replace).await,
+        Op::SetFdb(f) => nl.replace_fdb(device()?, f).await,
         Op::DelFdb(f) => ignore_not_found(nl.del_fdb(device()?, f).await),
         Op::SetNeighbour(n) => nl.set_permanent_neighbour(device()?, n.ip, n.mac).await,
         Op::DelNeighbour(ip) => ignore_not_found(nl.del_neighbour(device()?, *ip).await),
@@ -400,7 +401,7 @@ pub struct Reconciled {
 /// mode), compute the desired state against the links as they are, read the kernel,
 /// and apply the difference; without, only compare (what `netctl routes` shows).
 pub async fn reconcile(
-    nl: &Netlink,
+    nl: &impl HostNet,
     cfg: &FabricConfig,
     cluster: &ClusterView,
     apply_changes: bool,
@@ -414,7 +415,7 @@ pub async fn reconcile(
         (_, false) => nl.vxlan_by_name(VXLAN_DEVICE).await?,
     };
     let names: LinkNames = nl
-        .links_with_prefix("")
+        .links()
         .await?
         .into_iter()
         .map(|l| (l.index, l.name))

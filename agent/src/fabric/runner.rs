@@ -19,6 +19,7 @@ use super::desired::ClusterView;
 use super::reconcile::reconcile;
 use super::{FabricConfig, FabricError, parse_mac};
 use crate::fastpath::FabricDevice;
+use crate::hostnet::HostNet;
 use crate::ipam::{Block, keys};
 use crate::netlink::Netlink;
 use crate::node::{node_of_key, nodes_prefix};
@@ -31,9 +32,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The fabric of one node: call [`Fabric::run`] on a task; keep a [`FabricHandle`]
 /// (from [`Fabric::handle`]) for reports.
-pub struct Fabric {
+/// `K` is the host's kernel: the real one, or the fake in unit tests.
+pub struct Fabric<K: HostNet = Netlink> {
     store: Arc<dyn Store>,
-    handle: FabricHandle,
+    handle: FabricHandle<K>,
     /// Told the fabric device after every reconciliation (it attaches there).
     fast_path: Option<crate::fastpath::FastPath>,
 }
@@ -41,8 +43,8 @@ pub struct Fabric {
 /// A cheap, cloneable handle on a running [`Fabric`]: what the API serves
 /// `netctl routes` from.
 #[derive(Clone)]
-pub struct FabricHandle {
-    netlink: Netlink,
+pub struct FabricHandle<K: HostNet = Netlink> {
+    netlink: K,
     cfg: Arc<FabricConfig>,
     shared: Arc<Shared>,
 }
@@ -60,10 +62,10 @@ struct Status {
     last_error: Option<String>,
 }
 
-impl Fabric {
+impl<K: HostNet> Fabric<K> {
     /// A fabric for `cfg.node`, reading the store and programming the namespace of
     /// `netlink`.
-    pub fn new(store: Arc<dyn Store>, netlink: Netlink, cfg: FabricConfig) -> Self {
+    pub fn new(store: Arc<dyn Store>, netlink: K, cfg: FabricConfig) -> Self {
         Self {
             store,
             handle: FabricHandle {
@@ -81,7 +83,7 @@ impl Fabric {
         self
     }
 
-    pub fn handle(&self) -> FabricHandle {
+    pub fn handle(&self) -> FabricHandle<K> {
         self.handle.clone()
     }
 
@@ -241,7 +243,7 @@ impl Fabric {
     }
 }
 
-impl FabricHandle {
+impl<K: HostNet> FabricHandle<K> {
     /// Reads the kernel now and compares it with what the fabric wants from the
     /// cluster as last seen; changes nothing. A kernel read that fails is reported in
     /// `last_error`.

@@ -4,13 +4,17 @@
 use tracing::{info, warn};
 
 use super::{FabricConfig, FabricError, VXLAN_DEVICE, vtep_mac, vxlan_mtu};
-use crate::netlink::{Netlink, Vxlan, VxlanSpec, ignore_not_found};
+use crate::hostnet::HostNet;
+use crate::netlink::{Vxlan, VxlanSpec, ignore_not_found};
 
 /// Ensures `strait.vxlan` exists with the configured VNI, port and local address, no
 /// learning, the VTEP MAC of this node, the MTU the underlay leaves room for, and up.
 /// A device with other tunnel parameters (or a non-VXLAN link by that name) is
 /// recreated; a wrong MTU, MAC or state is fixed in place.
-pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vxlan, FabricError> {
+pub(crate) async fn ensure_device(
+    nl: &impl HostNet,
+    cfg: &FabricConfig,
+) -> Result<Vxlan, FabricError> {
     let local = cfg
         .underlay
         .v4
@@ -47,7 +51,7 @@ pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vx
             spec.port,
             spec.local
         );
-        ignore_not_found(nl.del_link(existing.link.index).await)?;
+        ignore_not_found(nl.delete_link_index(existing.link.index).await)?;
     }
     info!(device = VXLAN_DEVICE, vni = spec.vni, port = spec.port, local = %spec.local, mtu = spec.mtu, "creating the VXLAN device");
     crate::netlink::ignore_exists(nl.create_vxlan(&spec).await)?;
@@ -65,7 +69,7 @@ pub(crate) async fn ensure_device(nl: &Netlink, cfg: &FabricConfig) -> Result<Vx
 
 /// The underlay interface: the named one, else the one holding the `local` address.
 async fn underlay_link(
-    nl: &Netlink,
+    nl: &impl HostNet,
     cfg: &FabricConfig,
     local: std::net::IpAddr,
 ) -> Result<crate::netlink::Link, FabricError> {
@@ -87,7 +91,7 @@ async fn underlay_link(
 }
 
 async fn fix_in_place(
-    nl: &Netlink,
+    nl: &impl HostNet,
     mut device: Vxlan,
     spec: &VxlanSpec,
 ) -> Result<Vxlan, FabricError> {
@@ -115,13 +119,13 @@ async fn fix_in_place(
 }
 
 /// Deletes `strait.vxlan` if it exists: in any mode but vxlan it is a leftover.
-pub(crate) async fn remove_device(nl: &Netlink) -> Result<(), FabricError> {
+pub(crate) async fn remove_device(nl: &impl HostNet) -> Result<(), FabricError> {
     if let Some(link) = nl.link_by_name(VXLAN_DEVICE).await? {
         info!(
             device = VXLAN_DEVICE,
             "removing the VXLAN device: the fabric is not vxlan"
         );
-        ignore_not_found(nl.del_link(link.index).await)?;
+        ignore_not_found(nl.delete_link_index(link.index).await)?;
     }
     Ok(())
 }

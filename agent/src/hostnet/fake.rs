@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::{HostNet, NetnsState};
+use super::{Answer, HostNet, NetnsState};
 use crate::endpoint::{
     CheckError, EndpointError, Problem, Side, VethCreated, VethSpec, default_container_mac,
     host_mac,
 };
-use crate::netlink::format_mac;
+use crate::netlink::{
+    Address, FdbEntry, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec, format_mac,
+};
 
 /// The path the fake treats as the agent's own network namespace.
 pub const HOST_NETNS: &str = "/proc/1/ns/net";
@@ -37,9 +39,25 @@ pub struct FakeLink {
     pub container_mac: [u8; 6],
 }
 
+/// A link that is not an endpoint's: the underlay, the VXLAN device.
+#[derive(Debug, Clone)]
+struct Device {
+    link: Link,
+    /// VNI, port, local address and learning, for a VXLAN device.
+    vxlan: Option<(u32, u16, IpAddr, bool)>,
+}
+
 #[derive(Default)]
 struct Kernel {
+    /// Endpoint host ends, by name.
     links: BTreeMap<String, FakeLink>,
+    /// Other links, by index.
+    devices: BTreeMap<u32, Device>,
+    addresses: BTreeSet<(u32, IpAddr, u8)>,
+    /// The main table.
+    routes: Vec<Route>,
+    fdb: BTreeMap<u32, Vec<FdbEntry>>,
+    neighbours: BTreeMap<u32, Vec<Neighbour>>,
     namespaces: BTreeSet<PathBuf>,
     next_index: u32,
     fail_creates: usize,
@@ -127,7 +145,7 @@ impl FakeHost {
     pub fn add_stray_link(&self, name: &str) -> u32 {
         let mut k = self.kernel();
         k.next_index += 1;
-        let index = k.next_index + 100;
+        let index = k.next_index;
         k.links.insert(
             name.to_string(),
             FakeLink {
@@ -140,6 +158,54 @@ impl FakeHost {
             },
         );
         index
+    }
+
+    /// A plain link (an underlay interface), up, with `addresses`; returns its index.
+    pub fn add_device(&self, name: &str, mtu: u32, addresses: &[(IpAddr, u8)]) -> u32 {
+        let mut k = self.kernel();
+        k.next_index += 1;
+        let index = k.next_index;
+        k.devices.insert(
+            index,
+            Device {
+                link: Link {
+                    index,
+                    name: name.to_string(),
+                    mac: Some([2, 0, 0, 0, 0, index as u8]),
+                    mtu,
+                    up: true,
+                    link: None,
+                    kind: None,
+                },
+                vxlan: None,
+            },
+        );
+        for (ip, len) in addresses {
+            k.addresses.insert((index, *ip, *len));
+        }
+        index
+    }
+
+    /// Routes of the main table, as `ip route` would list them.
+    pub fn routes(&self) -> Vec<Route> {
+        self.kernel().routes.clone()
+    }
+
+    /// Adds a route as another program would.
+    pub fn add_route(&self, route: Route) {
+        self.kernel().routes.push(route);
+    }
+
+    pub fn fdb_of(&self, index: u32) -> Vec<FdbEntry> {
+        self.kernel().fdb.get(&index).cloned().unwrap_or_default()
+    }
+
+    pub fn neighbours_of(&self, index: u32) -> Vec<Neighbour> {
+        self.kernel()
+            .neighbours
+            .get(&index)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn link(&self, name: &str) -> Option<FakeLink> {
@@ -165,6 +231,34 @@ impl FakeHost {
     pub fn counts(&self) -> (usize, usize) {
         let k = self.kernel();
         (k.created, k.deleted)
+    }
+
+    fn all_links(&self) -> Vec<Link> {
+        let k = self.kernel();
+        let mut out: Vec<Link> = k.devices.values().map(|d| d.link.clone()).collect();
+        out.extend(k.links.iter().map(|(name, l)| Link {
+            index: l.index,
+            name: name.clone(),
+            mac: Some(host_mac(name)),
+            mtu: l.mtu,
+            up: true,
+            link: Some(2),
+            kind: Some("veth".into()),
+        }));
+        out
+    }
+
+    /// Runs `f` on device `index`, or answers ENODEV as the kernel does.
+    fn on_device<T>(
+        &self,
+        op: &'static str,
+        index: u32,
+        f: impl FnOnce(&mut Device) -> T,
+    ) -> Answer<T> {
+        match self.kernel().devices.get_mut(&index) {
+            Some(d) => Ok(f(d)),
+            None => Err(refused(op, index, libc::ENODEV)),
+        }
     }
 
     fn insert(&self, spec: &VethSpec) -> Result<u32, EndpointError> {
@@ -197,7 +291,7 @@ impl FakeHost {
             });
         }
         k.next_index += 1;
-        let index = k.next_index + 100;
+        let index = k.next_index;
         k.links.insert(
             spec.host_ifname.clone(),
             FakeLink {
@@ -337,5 +431,228 @@ impl HostNet for FakeHost {
         } else {
             Vec::new()
         }
+    }
+
+    async fn link_by_name(&self, name: &str) -> Answer<Option<Link>> {
+        Ok(self.all_links().into_iter().find(|l| l.name == name))
+    }
+
+    async fn link_by_index(&self, index: u32) -> Answer<Option<Link>> {
+        Ok(self.all_links().into_iter().find(|l| l.index == index))
+    }
+
+    async fn links(&self) -> Answer<Vec<Link>> {
+        Ok(self.all_links())
+    }
+
+    async fn delete_link_index(&self, index: u32) -> Answer<()> {
+        let mut k = self.kernel();
+        if k.devices.remove(&index).is_none() {
+            return Err(refused("delete link", index, libc::ENODEV));
+        }
+        // Everything through the link goes with it.
+        k.addresses.retain(|(i, _, _)| *i != index);
+        k.routes.retain(|r| r.oif != Some(index));
+        k.fdb.remove(&index);
+        k.neighbours.remove(&index);
+        k.deleted += 1;
+        Ok(())
+    }
+
+    async fn set_mtu(&self, index: u32, mtu: u32) -> Answer<()> {
+        self.on_device("set mtu", index, |d| d.link.mtu = mtu)
+    }
+
+    async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Answer<()> {
+        self.on_device("set mac", index, |d| d.link.mac = Some(mac))
+    }
+
+    async fn set_up(&self, index: u32) -> Answer<()> {
+        self.on_device("set up", index, |d| d.link.up = true)
+    }
+
+    async fn vxlan_by_name(&self, name: &str) -> Answer<Option<Vxlan>> {
+        let k = self.kernel();
+        Ok(k.devices
+            .values()
+            .find(|d| d.link.name == name)
+            .map(|d| Vxlan {
+                link: d.link.clone(),
+                vni: d.vxlan.map(|v| v.0),
+                port: d.vxlan.map(|v| v.1),
+                local: d.vxlan.map(|v| v.2),
+                learning: d.vxlan.is_some_and(|v| v.3),
+            }))
+    }
+
+    async fn create_vxlan(&self, spec: &VxlanSpec) -> Answer<()> {
+        let mut k = self.kernel();
+        let taken = k.devices.values().any(|d| d.link.name == spec.name)
+            || k.links.contains_key(&spec.name);
+        if taken {
+            return Err(refused("create vxlan", &spec.name, libc::EEXIST));
+        }
+        k.next_index += 1;
+        let index = k.next_index;
+        k.devices.insert(
+            index,
+            Device {
+                link: Link {
+                    index,
+                    name: spec.name.clone(),
+                    // The kernel gives a new device a random MAC; the agent sets its own.
+                    mac: Some([0x0a, 0xbb, 0, 0, 0, index as u8]),
+                    mtu: 1500,
+                    up: false,
+                    link: None,
+                    kind: Some("vxlan".into()),
+                },
+                vxlan: Some((spec.vni, spec.port, spec.local, false)),
+            },
+        );
+        Ok(())
+    }
+
+    async fn disable_ipv6_addrgen(&self, index: u32) -> Answer<()> {
+        self.on_device("set addrgenmode", index, |_| ())
+    }
+
+    async fn addresses(&self, index: u32) -> Answer<Vec<Address>> {
+        Ok(self
+            .kernel()
+            .addresses
+            .iter()
+            .filter(|(i, _, _)| *i == index)
+            .map(|&(index, ip, prefix_len)| Address {
+                index,
+                ip,
+                prefix_len,
+            })
+            .collect())
+    }
+
+    async fn all_addresses(&self) -> Answer<Vec<Address>> {
+        Ok(self
+            .kernel()
+            .addresses
+            .iter()
+            .map(|&(index, ip, prefix_len)| Address {
+                index,
+                ip,
+                prefix_len,
+            })
+            .collect())
+    }
+
+    async fn add_address(&self, index: u32, ip: IpAddr, prefix_len: u8) -> Answer<()> {
+        if !self.kernel().addresses.insert((index, ip, prefix_len)) {
+            return Err(refused("add address", ip, libc::EEXIST));
+        }
+        Ok(())
+    }
+
+    async fn del_address(&self, index: u32, ip: IpAddr, prefix_len: u8) -> Answer<()> {
+        if !self.kernel().addresses.remove(&(index, ip, prefix_len)) {
+            return Err(refused("delete address", ip, libc::EADDRNOTAVAIL));
+        }
+        Ok(())
+    }
+
+    async fn routes_of(&self, protocol: u8) -> Answer<Vec<Route>> {
+        Ok(self
+            .kernel()
+            .routes
+            .iter()
+            .filter(|r| r.protocol == protocol)
+            .cloned()
+            .collect())
+    }
+
+    async fn replace_route(&self, route: &Route) -> Answer<()> {
+        let mut k = self.kernel();
+        // A route's identity in a table: its destination and metric.
+        k.routes
+            .retain(|r| !(r.destination == route.destination && r.metric == route.metric));
+        k.routes.push(route.clone());
+        Ok(())
+    }
+
+    async fn del_route(&self, route: &Route) -> Answer<()> {
+        let mut k = self.kernel();
+        let Some(at) = k
+            .routes
+            .iter()
+            .position(|r| r.destination == route.destination && r.metric == route.metric)
+        else {
+            return Err(refused("delete route", route.destination, libc::ESRCH));
+        };
+        k.routes.remove(at);
+        Ok(())
+    }
+
+    async fn fdb(&self, index: u32) -> Answer<Vec<FdbEntry>> {
+        Ok(self.fdb_of(index))
+    }
+
+    async fn replace_fdb(&self, index: u32, entry: &FdbEntry) -> Answer<()> {
+        let mut k = self.kernel();
+        if !k.devices.contains_key(&index) {
+            return Err(refused("replace fdb", index, libc::ENODEV));
+        }
+        let table = k.fdb.entry(index).or_default();
+        table.retain(|e| e.mac != entry.mac);
+        table.push(*entry);
+        Ok(())
+    }
+
+    async fn del_fdb(&self, index: u32, entry: &FdbEntry) -> Answer<()> {
+        let mut k = self.kernel();
+        let table = k.fdb.entry(index).or_default();
+        let before = table.len();
+        table.retain(|e| e != entry);
+        if table.len() == before {
+            return Err(refused("delete fdb", entry, libc::ENOENT));
+        }
+        Ok(())
+    }
+
+    async fn neighbours(&self, index: u32) -> Answer<Vec<Neighbour>> {
+        Ok(self.neighbours_of(index))
+    }
+
+    async fn set_permanent_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Answer<()> {
+        let mut k = self.kernel();
+        if !k.devices.contains_key(&index) {
+            return Err(refused("set neighbour", ip, libc::ENODEV));
+        }
+        let table = k.neighbours.entry(index).or_default();
+        table.retain(|n| n.ip != ip);
+        table.push(Neighbour {
+            index,
+            ip,
+            mac: Some(mac),
+            permanent: true,
+        });
+        Ok(())
+    }
+
+    async fn del_neighbour(&self, index: u32, ip: IpAddr) -> Answer<()> {
+        let mut k = self.kernel();
+        let table = k.neighbours.entry(index).or_default();
+        let before = table.len();
+        table.retain(|n| n.ip != ip);
+        if table.len() == before {
+            return Err(refused("delete neighbour", ip, libc::ENOENT));
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's refusal of `op` on `object`.
+fn refused(op: &'static str, object: impl std::fmt::Display, errno: i32) -> NetlinkError {
+    NetlinkError::Kernel {
+        op,
+        object: object.to_string(),
+        errno,
     }
 }
