@@ -1,21 +1,28 @@
 //! Agent configuration: command-line flags and an optional TOML file with the same keys.
 //! Flags win over the file; the file wins over defaults.
+//!
+//! Each key is defined once, in [`Keys`] (a flag and a file key alike). The
+//! command line and the file each give a `Keys`, layered flag over file, and
+//! [`AgentConfig`] is resolved from the result: defaults (the constants here and in
+//! `bgp`) and validation, each in one place.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 mod bgp;
+mod keys;
 
 pub use bgp::{BgpSettings, DEFAULT_GRACEFUL_RESTART_SECS, MAX_GRACEFUL_RESTART_SECS};
+pub use keys::{Flags, Keys};
 
-use clap::Parser;
 use ipnet::IpNet;
-use serde::Deserialize;
 use strait_api::FabricMode;
 
-/// Defaults when neither a flag nor the file sets a value.
-pub const DEFAULT_BLOCK_PREFIX_V4: u8 = 26;
-pub const DEFAULT_BLOCK_PREFIX_V6: u8 = 122;
+use crate::ipam::config::{DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6};
+
+// Defaults when neither a flag nor the file sets a value (the block sizes are IPAM's,
+// imported above; BGP's are `BgpSettings::default`).
+
 /// Leaked reservations are released only after this long (Calico's leakGracePeriod).
 pub const DEFAULT_GC_GRACE_SECS: u64 = 15 * 60;
 /// Calico's default VNI for its VXLAN pools.
@@ -31,142 +38,6 @@ pub const MIN_NODE_LEASE_TTL_SECS: u64 = 3;
 pub const DEFAULT_BLOCK_RECLAIM_GRACE_SECS: u64 = 15 * 60;
 /// VNIs are 24 bits on the wire.
 const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
-
-/// Command-line flags of `straitd`.
-#[derive(Debug, Clone, Default, Parser)]
-#[command(name = "straitd", version, about = "strait's per-host agent")]
-pub struct Flags {
-    /// This node's name in the cluster (default: the host name).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// Directory for the embedded store and the pending-release queue.
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
-    /// Unix socket of the local API (CNI plugin, netctl); created with mode 0600.
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// An address pool (IPv4 or IPv6 CIDR); repeat for several pools / dual stack.
-    #[arg(long = "pool")]
-    pub pools: Vec<IpNet>,
-    /// Block size of IPv4 pools, as a prefix length.
-    #[arg(long)]
-    pub block_prefix_v4: Option<u8>,
-    /// Block size of IPv6 pools, as a prefix length.
-    #[arg(long)]
-    pub block_prefix_v6: Option<u8>,
-    /// Container interface MTU (default: the MTU of the interface with the default
-    /// route, or 1500).
-    #[arg(long)]
-    pub mtu: Option<u32>,
-    /// Serve Prometheus metrics on this TCP address (`/metrics`).
-    #[arg(long)]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Grace period before a leaked reservation is released by the agent's GC, seconds.
-    #[arg(long)]
-    pub gc_grace_secs: Option<u64>,
-    /// etcd v3 endpoints (`http://host:port`), comma-separated or repeated; without
-    /// them the agent uses its embedded store (one host only).
-    #[arg(long = "etcd-endpoints", value_delimiter = ',')]
-    pub etcd_endpoints: Vec<String>,
-    /// How this host reaches other hosts' containers: none, vxlan, host-gw or bgp.
-    #[arg(long)]
-    pub fabric: Option<FabricMode>,
-    /// Interface the node's underlay addresses come from (default: the interface of
-    /// the default route).
-    #[arg(long)]
-    pub underlay_iface: Option<String>,
-    /// The node's underlay address, explicitly; repeat for IPv4 and IPv6.
-    #[arg(long = "underlay-addr")]
-    pub underlay_addrs: Vec<IpAddr>,
-    /// VXLAN network identifier.
-    #[arg(long)]
-    pub vxlan_vni: Option<u32>,
-    /// VXLAN UDP port.
-    #[arg(long)]
-    pub vxlan_port: Option<u16>,
-    /// The eBPF forwarding fast path: auto (default: on unless this host DNATs:
-    /// kube-proxy, portmap), on or off. See docs/datapath.md.
-    #[arg(long)]
-    pub fast_path: Option<strait_api::FastPathMode>,
-    /// TTL of the lease the node record is bound to, seconds.
-    #[arg(long)]
-    pub node_lease_ttl_secs: Option<u64>,
-    /// How long a dead node keeps its address blocks before they are reclaimed, seconds.
-    #[arg(long)]
-    pub block_reclaim_grace_secs: Option<u64>,
-    /// This node's AS (bgp fabric; 4-octet allowed). Default 64512.
-    #[arg(long)]
-    pub bgp_asn: Option<u32>,
-    /// `client` (default) or `rr`: a route reflector for every client node.
-    #[arg(long)]
-    pub bgp_role: Option<strait_api::bgp::BgpRole>,
-    /// RFC 4456 cluster ID of a route reflector (IPv4); default: its router ID.
-    #[arg(long)]
-    pub bgp_cluster_id: Option<IpAddr>,
-    /// BGP identifier (IPv4); default: the node's underlay IPv4 address.
-    #[arg(long)]
-    pub bgp_router_id: Option<IpAddr>,
-    /// TCP port the speaker listens on and connects to. Default 179.
-    #[arg(long)]
-    pub bgp_port: Option<u16>,
-    /// BFD on node-to-node sessions (the default).
-    #[arg(long, overrides_with = "no_bgp_bfd")]
-    pub bgp_bfd: bool,
-    /// No BFD on node-to-node sessions.
-    #[arg(long, overrides_with = "bgp_bfd")]
-    pub no_bgp_bfd: bool,
-    /// Sessions between all nodes when no node is a route reflector (the default).
-    #[arg(long, overrides_with = "no_bgp_node_mesh")]
-    pub bgp_node_mesh: bool,
-    /// No node-to-node mesh: nodes peer only with external peers (a ToR) and, where
-    /// there are any, with route reflectors.
-    #[arg(long, overrides_with = "bgp_node_mesh")]
-    pub no_bgp_node_mesh: bool,
-    /// Graceful-restart time announced (RFC 4724), seconds; 0 turns it off. Default 120.
-    #[arg(long)]
-    pub bgp_graceful_restart_secs: Option<u64>,
-    /// TOML file with the same keys as the flags (snake_case, `pools = [...]`).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-}
-
-/// The TOML file. Every key is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub node_name: Option<String>,
-    pub state_dir: Option<PathBuf>,
-    pub socket: Option<PathBuf>,
-    #[serde(default)]
-    pub pools: Vec<IpNet>,
-    pub block_prefix_v4: Option<u8>,
-    pub block_prefix_v6: Option<u8>,
-    pub max_blocks_per_node: Option<u32>,
-    #[serde(default)]
-    pub strict_affinity: bool,
-    pub mtu: Option<u32>,
-    pub metrics_addr: Option<SocketAddr>,
-    pub gc_grace_secs: Option<u64>,
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    pub fabric: Option<FabricMode>,
-    pub underlay_iface: Option<String>,
-    #[serde(default)]
-    pub underlay_addrs: Vec<IpAddr>,
-    pub vxlan_vni: Option<u32>,
-    pub vxlan_port: Option<u16>,
-    pub fast_path: Option<strait_api::FastPathMode>,
-    pub node_lease_ttl_secs: Option<u64>,
-    pub block_reclaim_grace_secs: Option<u64>,
-    pub bgp_asn: Option<u32>,
-    pub bgp_role: Option<strait_api::bgp::BgpRole>,
-    pub bgp_cluster_id: Option<IpAddr>,
-    pub bgp_router_id: Option<IpAddr>,
-    pub bgp_port: Option<u16>,
-    pub bgp_bfd: Option<bool>,
-    pub bgp_node_mesh: Option<bool>,
-    pub bgp_graceful_restart_secs: Option<u64>,
-}
 
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,32 +93,31 @@ impl AgentConfig {
     pub fn resolve(flags: Flags) -> Result<Self, ConfigError> {
         let file = match &flags.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => Keys::default(),
         };
         Self::merge(flags, file)
     }
 
-    fn merge(flags: Flags, file: FileConfig) -> Result<Self, ConfigError> {
-        let cluster = ClusterSettings::merge(&flags, &file)?;
-        let bgp = BgpSettings::merge(&flags, &file)?;
-        let node_name = match flags.node_name.or(file.node_name) {
+    fn merge(flags: Flags, file: Keys) -> Result<Self, ConfigError> {
+        Self::from_keys(flags.into_keys().over(file))
+    }
+
+    /// Defaults for the keys not given, and validation.
+    fn from_keys(keys: Keys) -> Result<Self, ConfigError> {
+        let cluster = ClusterSettings::from_keys(&keys)?;
+        let bgp = BgpSettings::from_keys(&keys)?;
+        let node_name = match keys.node_name {
             Some(n) => n,
             None => hostname()?,
         };
         validate_node_name(&node_name)?;
-        let pools = if flags.pools.is_empty() {
-            file.pools
-        } else {
-            flags.pools
-        };
-        if pools.is_empty() {
+        if keys.pools.is_empty() {
             return Err(ConfigError::Invalid(
                 "no address pool: give --pool CIDR (repeatable) or `pools` in the config file"
                     .into(),
             ));
         }
-        let mtu = flags.mtu.or(file.mtu);
-        if let Some(m) = mtu
+        if let Some(m) = keys.mtu
             && !(576..=65535).contains(&m)
         {
             return Err(ConfigError::Invalid(format!(
@@ -256,38 +126,27 @@ impl AgentConfig {
         }
         Ok(Self {
             node_name,
-            state_dir: flags
+            state_dir: keys
                 .state_dir
-                .or(file.state_dir)
                 .unwrap_or_else(|| strait_api::DEFAULT_STATE_DIR.into()),
-            socket: flags
+            socket: keys
                 .socket
-                .or(file.socket)
                 .unwrap_or_else(|| strait_api::DEFAULT_SOCKET.into()),
-            pools,
-            block_prefix_v4: flags
-                .block_prefix_v4
-                .or(file.block_prefix_v4)
-                .unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
-            block_prefix_v6: flags
-                .block_prefix_v6
-                .or(file.block_prefix_v6)
-                .unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
-            max_blocks_per_node: file.max_blocks_per_node,
-            strict_affinity: file.strict_affinity,
-            mtu,
-            metrics_addr: flags.metrics_addr.or(file.metrics_addr),
-            gc_grace_secs: flags
-                .gc_grace_secs
-                .or(file.gc_grace_secs)
-                .unwrap_or(DEFAULT_GC_GRACE_SECS),
+            pools: keys.pools,
+            block_prefix_v4: keys.block_prefix_v4.unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
+            block_prefix_v6: keys.block_prefix_v6.unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
+            max_blocks_per_node: keys.max_blocks_per_node,
+            strict_affinity: keys.strict_affinity.unwrap_or(false),
+            mtu: keys.mtu,
+            metrics_addr: keys.metrics_addr,
+            gc_grace_secs: keys.gc_grace_secs.unwrap_or(DEFAULT_GC_GRACE_SECS),
             etcd_endpoints: cluster.etcd_endpoints,
             fabric: cluster.fabric,
             underlay_iface: cluster.underlay_iface,
             underlay_addrs: cluster.underlay_addrs,
             vxlan_vni: cluster.vxlan_vni,
             vxlan_port: cluster.vxlan_port,
-            fast_path: flags.fast_path.or(file.fast_path).unwrap_or_default(),
+            fast_path: keys.fast_path.unwrap_or_default(),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
@@ -340,7 +199,7 @@ impl AgentConfig {
     }
 }
 
-/// The cluster settings (docs/cluster.md), merged and validated apart from the rest.
+/// The cluster settings (docs/cluster.md), resolved and validated apart from the rest.
 struct ClusterSettings {
     etcd_endpoints: Vec<String>,
     fabric: FabricMode,
@@ -353,10 +212,9 @@ struct ClusterSettings {
 }
 
 impl ClusterSettings {
-    fn merge(flags: &Flags, file: &FileConfig) -> Result<Self, ConfigError> {
-        let pick =
-            |f: &Vec<String>, c: &Vec<String>| if f.is_empty() { c.clone() } else { f.clone() };
-        let etcd_endpoints: Vec<String> = pick(&flags.etcd_endpoints, &file.etcd_endpoints)
+    fn from_keys(keys: &Keys) -> Result<Self, ConfigError> {
+        let etcd_endpoints: Vec<String> = keys
+            .etcd_endpoints
             .iter()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
@@ -364,40 +222,26 @@ impl ClusterSettings {
         for e in &etcd_endpoints {
             validate_endpoint(e)?;
         }
-        let underlay_addrs = if flags.underlay_addrs.is_empty() {
-            file.underlay_addrs.clone()
-        } else {
-            flags.underlay_addrs.clone()
-        };
+        let underlay_addrs = keys.underlay_addrs.clone();
         validate_underlay_addrs(&underlay_addrs)?;
-        let underlay_iface = flags
-            .underlay_iface
-            .clone()
-            .or_else(|| file.underlay_iface.clone());
+        let underlay_iface = keys.underlay_iface.clone();
         if let Some(name) = &underlay_iface {
             validate_ifname(name)?;
         }
-        let vxlan_vni = flags
-            .vxlan_vni
-            .or(file.vxlan_vni)
-            .unwrap_or(DEFAULT_VXLAN_VNI);
+        let vxlan_vni = keys.vxlan_vni.unwrap_or(DEFAULT_VXLAN_VNI);
         if vxlan_vni > MAX_VXLAN_VNI {
             return Err(ConfigError::Invalid(format!(
                 "vxlan_vni {vxlan_vni} does not fit in 24 bits (at most {MAX_VXLAN_VNI})"
             )));
         }
-        let vxlan_port = flags
-            .vxlan_port
-            .or(file.vxlan_port)
-            .unwrap_or(DEFAULT_VXLAN_PORT);
+        let vxlan_port = keys.vxlan_port.unwrap_or(DEFAULT_VXLAN_PORT);
         if vxlan_port == 0 {
             return Err(ConfigError::Invalid(
                 "vxlan_port 0: give the UDP port VXLAN uses (4789 by default)".into(),
             ));
         }
-        let node_lease_ttl_secs = flags
+        let node_lease_ttl_secs = keys
             .node_lease_ttl_secs
-            .or(file.node_lease_ttl_secs)
             .unwrap_or(DEFAULT_NODE_LEASE_TTL_SECS);
         if node_lease_ttl_secs < MIN_NODE_LEASE_TTL_SECS {
             return Err(ConfigError::Invalid(format!(
@@ -407,15 +251,14 @@ impl ClusterSettings {
         }
         Ok(Self {
             etcd_endpoints,
-            fabric: flags.fabric.or(file.fabric).unwrap_or_default(),
+            fabric: keys.fabric.unwrap_or_default(),
             underlay_iface,
             underlay_addrs,
             vxlan_vni,
             vxlan_port,
             node_lease_ttl_secs,
-            block_reclaim_grace_secs: flags
+            block_reclaim_grace_secs: keys
                 .block_reclaim_grace_secs
-                .or(file.block_reclaim_grace_secs)
                 .unwrap_or(DEFAULT_BLOCK_RECLAIM_GRACE_SECS),
         })
     }
@@ -481,7 +324,7 @@ fn validate_ifname(name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn load_file(path: &Path) -> Result<Keys, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
@@ -516,6 +359,8 @@ fn validate_node_name(name: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn flags(args: &[&str]) -> Flags {
@@ -526,7 +371,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_file() {
-        let file: FileConfig = toml::from_str(
+        let file: Keys = toml::from_str(
             r#"node_name = "from-file"
                pools = ["10.1.0.0/16"]
                mtu = 1400
@@ -555,7 +400,7 @@ mod tests {
 
     #[test]
     fn missing_pool_is_a_clear_error() {
-        let err = AgentConfig::merge(flags(&["--node-name", "n1"]), FileConfig::default())
+        let err = AgentConfig::merge(flags(&["--node-name", "n1"]), Keys::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--pool"), "{err}");
@@ -563,7 +408,7 @@ mod tests {
 
     #[test]
     fn unknown_file_key_is_rejected() {
-        assert!(toml::from_str::<FileConfig>("poolz = []").is_err());
+        assert!(toml::from_str::<Keys>("poolz = []").is_err());
     }
 
     fn base() -> Vec<&'static str> {
@@ -573,7 +418,309 @@ mod tests {
     fn with(extra: &[&'static str]) -> Result<AgentConfig, ConfigError> {
         let mut args = base();
         args.extend_from_slice(extra);
-        AgentConfig::merge(flags(&args), FileConfig::default())
+        AgentConfig::merge(flags(&args), Keys::default())
+    }
+
+    /// One key's precedence: its value with neither a flag nor the file, with the file
+    /// alone, and with the flag over the file.
+    struct Precedence {
+        flag: &'static [&'static str],
+        file: &'static str,
+        get: fn(&AgentConfig) -> String,
+        default: &'static str,
+        from_file: &'static str,
+        from_flag: &'static str,
+    }
+
+    /// Every key that is both a flag and a file key (`node_name` and `pools`, which
+    /// `base` gives, have tests of their own).
+    const PRECEDENCE: &[Precedence] = &[
+        Precedence {
+            flag: &["--state-dir", "/flag"],
+            file: r#"state_dir = "/file""#,
+            get: |c| c.state_dir.display().to_string(),
+            default: strait_api::DEFAULT_STATE_DIR,
+            from_file: "/file",
+            from_flag: "/flag",
+        },
+        Precedence {
+            flag: &["--socket", "/flag.sock"],
+            file: r#"socket = "/file.sock""#,
+            get: |c| c.socket.display().to_string(),
+            default: strait_api::DEFAULT_SOCKET,
+            from_file: "/file.sock",
+            from_flag: "/flag.sock",
+        },
+        Precedence {
+            flag: &["--block-prefix-v4", "24"],
+            file: "block_prefix_v4 = 25",
+            get: |c| c.block_prefix_v4.to_string(),
+            default: "26",
+            from_file: "25",
+            from_flag: "24",
+        },
+        Precedence {
+            flag: &["--block-prefix-v6", "120"],
+            file: "block_prefix_v6 = 121",
+            get: |c| c.block_prefix_v6.to_string(),
+            default: "122",
+            from_file: "121",
+            from_flag: "120",
+        },
+        Precedence {
+            flag: &["--mtu", "1450"],
+            file: "mtu = 1400",
+            get: |c| format!("{:?}", c.mtu),
+            default: "None",
+            from_file: "Some(1400)",
+            from_flag: "Some(1450)",
+        },
+        Precedence {
+            flag: &["--metrics-addr", "127.0.0.1:9200"],
+            file: r#"metrics_addr = "127.0.0.1:9100""#,
+            get: |c| format!("{:?}", c.metrics_addr),
+            default: "None",
+            from_file: "Some(127.0.0.1:9100)",
+            from_flag: "Some(127.0.0.1:9200)",
+        },
+        Precedence {
+            flag: &["--gc-grace-secs", "30"],
+            file: "gc_grace_secs = 60",
+            get: |c| c.gc_grace_secs.to_string(),
+            default: "900",
+            from_file: "60",
+            from_flag: "30",
+        },
+        Precedence {
+            flag: &["--etcd-endpoints", "http://flag:2379"],
+            file: r#"etcd_endpoints = ["http://file:2379"]"#,
+            get: |c| c.etcd_endpoints.join(","),
+            default: "",
+            from_file: "http://file:2379",
+            from_flag: "http://flag:2379",
+        },
+        Precedence {
+            flag: &["--fabric", "host-gw"],
+            file: r#"fabric = "vxlan""#,
+            get: |c| c.fabric.to_string(),
+            default: "none",
+            from_file: "vxlan",
+            from_flag: "host-gw",
+        },
+        Precedence {
+            flag: &["--underlay-iface", "eth1"],
+            file: r#"underlay_iface = "eth0""#,
+            get: |c| format!("{:?}", c.underlay_iface),
+            default: "None",
+            from_file: r#"Some("eth0")"#,
+            from_flag: r#"Some("eth1")"#,
+        },
+        Precedence {
+            flag: &["--underlay-addr", "10.0.0.1"],
+            file: r#"underlay_addrs = ["10.0.0.2"]"#,
+            get: |c| format!("{:?}", c.underlay_addrs),
+            default: "[]",
+            from_file: "[10.0.0.2]",
+            from_flag: "[10.0.0.1]",
+        },
+        Precedence {
+            flag: &["--vxlan-vni", "2"],
+            file: "vxlan_vni = 1",
+            get: |c| c.vxlan_vni.to_string(),
+            default: "4096",
+            from_file: "1",
+            from_flag: "2",
+        },
+        Precedence {
+            flag: &["--vxlan-port", "4791"],
+            file: "vxlan_port = 4790",
+            get: |c| c.vxlan_port.to_string(),
+            default: "4789",
+            from_file: "4790",
+            from_flag: "4791",
+        },
+        Precedence {
+            flag: &["--fast-path", "off"],
+            file: r#"fast_path = "on""#,
+            get: |c| format!("{:?}", c.fast_path),
+            default: "Auto",
+            from_file: "On",
+            from_flag: "Off",
+        },
+        Precedence {
+            flag: &["--node-lease-ttl-secs", "5"],
+            file: "node_lease_ttl_secs = 30",
+            get: |c| c.node_lease_ttl_secs.to_string(),
+            default: "15",
+            from_file: "30",
+            from_flag: "5",
+        },
+        Precedence {
+            flag: &["--block-reclaim-grace-secs", "5"],
+            file: "block_reclaim_grace_secs = 60",
+            get: |c| c.block_reclaim_grace_secs.to_string(),
+            default: "900",
+            from_file: "60",
+            from_flag: "5",
+        },
+        Precedence {
+            flag: &["--bgp-asn", "65002"],
+            file: "bgp_asn = 65001",
+            get: |c| c.bgp.asn.to_string(),
+            default: "64512",
+            from_file: "65001",
+            from_flag: "65002",
+        },
+        Precedence {
+            flag: &["--bgp-role", "client"],
+            file: r#"bgp_role = "rr""#,
+            get: |c| format!("{:?}", c.bgp.role),
+            default: "Client",
+            from_file: "Rr",
+            from_flag: "Client",
+        },
+        Precedence {
+            flag: &["--bgp-cluster-id", "10.0.0.101"],
+            file: "bgp_role = \"rr\"\nbgp_cluster_id = \"10.0.0.100\"",
+            get: |c| format!("{:?}", c.bgp.cluster_id),
+            default: "None",
+            from_file: "Some(10.0.0.100)",
+            from_flag: "Some(10.0.0.101)",
+        },
+        Precedence {
+            flag: &["--bgp-router-id", "10.0.0.2"],
+            file: r#"bgp_router_id = "10.0.0.1""#,
+            get: |c| format!("{:?}", c.bgp.router_id),
+            default: "None",
+            from_file: "Some(10.0.0.1)",
+            from_flag: "Some(10.0.0.2)",
+        },
+        Precedence {
+            flag: &["--bgp-port", "2179"],
+            file: "bgp_port = 1179",
+            get: |c| c.bgp.port.to_string(),
+            default: "179",
+            from_file: "1179",
+            from_flag: "2179",
+        },
+        Precedence {
+            flag: &["--bgp-bfd"],
+            file: "bgp_bfd = false",
+            get: |c| c.bgp.bfd.to_string(),
+            default: "true",
+            from_file: "false",
+            from_flag: "true",
+        },
+        Precedence {
+            flag: &["--no-bgp-bfd"],
+            file: "bgp_bfd = true",
+            get: |c| c.bgp.bfd.to_string(),
+            default: "true",
+            from_file: "true",
+            from_flag: "false",
+        },
+        Precedence {
+            flag: &["--bgp-node-mesh"],
+            file: "bgp_node_mesh = false",
+            get: |c| c.bgp.node_mesh.to_string(),
+            default: "true",
+            from_file: "false",
+            from_flag: "true",
+        },
+        Precedence {
+            flag: &["--no-bgp-node-mesh"],
+            file: "bgp_node_mesh = true",
+            get: |c| c.bgp.node_mesh.to_string(),
+            default: "true",
+            from_file: "true",
+            from_flag: "false",
+        },
+        Precedence {
+            flag: &["--bgp-graceful-restart-secs", "60"],
+            file: "bgp_graceful_restart_secs = 30",
+            get: |c| c.bgp.graceful_restart_secs.to_string(),
+            default: "120",
+            from_file: "30",
+            from_flag: "60",
+        },
+    ];
+
+    #[test]
+    fn every_key_flag_over_file_over_default() {
+        for case in PRECEDENCE {
+            let key = case.file;
+            let file: Keys = toml::from_str(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let neither = with(&[]).unwrap();
+            assert_eq!((case.get)(&neither), case.default, "{key}: the default");
+            let file_only = AgentConfig::merge(flags(&base()), file.clone())
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!((case.get)(&file_only), case.from_file, "{key}: the file");
+            let args = [base(), case.flag.to_vec()].concat();
+            let both = AgentConfig::merge(flags(&args), file)
+                .unwrap_or_else(|e| panic!("{key} with {:?}: {e}", case.flag));
+            assert_eq!(
+                (case.get)(&both),
+                case.from_flag,
+                "{key}: {:?} wins over the file",
+                case.flag
+            );
+        }
+    }
+
+    #[test]
+    fn node_name_and_pools_from_the_file_alone() {
+        let file: Keys = toml::from_str(
+            r#"node_name = "from-file"
+               pools = ["10.1.0.0/16", "fd00:1::/48"]"#,
+        )
+        .unwrap();
+        let cfg = AgentConfig::merge(flags(&[]), file).unwrap();
+        assert_eq!(cfg.node_name, "from-file");
+        assert_eq!(
+            cfg.pools,
+            vec![
+                "10.1.0.0/16".parse::<IpNet>().unwrap(),
+                "fd00:1::/48".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn file_only_keys_come_from_the_file_and_have_no_flag() {
+        let cfg = with(&[]).unwrap();
+        assert_eq!(
+            (cfg.max_blocks_per_node, cfg.strict_affinity),
+            (None, false)
+        );
+        let file: Keys = toml::from_str(
+            r#"max_blocks_per_node = 8
+               strict_affinity = true"#,
+        )
+        .unwrap();
+        let cfg = AgentConfig::merge(flags(&base()), file).unwrap();
+        assert_eq!(
+            (cfg.max_blocks_per_node, cfg.strict_affinity),
+            (Some(8), true)
+        );
+        for flag in ["--max-blocks-per-node", "--strict-affinity"] {
+            assert!(
+                Flags::try_parse_from(["straitd", flag, "1"]).is_err(),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn command_line_only_spellings_are_not_file_keys() {
+        for text in [
+            r#"config = "/etc/strait.toml""#,
+            "no_bgp_bfd = true",
+            "no_bgp_node_mesh = true",
+            r#"pool = ["10.0.0.0/16"]"#,
+            r#"underlay_addr = ["10.0.0.1"]"#,
+        ] {
+            assert!(toml::from_str::<Keys>(text).is_err(), "{text}");
+        }
     }
 
     #[test]
@@ -650,7 +797,7 @@ mod tests {
 
     #[test]
     fn cluster_keys_from_the_file() {
-        let file: FileConfig = toml::from_str(
+        let file: Keys = toml::from_str(
             r#"pools = ["10.1.0.0/16"]
                etcd_endpoints = ["http://127.0.0.1:2379"]
                fabric = "host-gw"
@@ -693,7 +840,7 @@ mod tests {
             with(&["--fast-path", "off"]).unwrap().fast_path,
             FastPathMode::Off
         );
-        let file: FileConfig = toml::from_str(r#"fast_path = "on""#).unwrap();
+        let file: Keys = toml::from_str(r#"fast_path = "on""#).unwrap();
         let cfg = AgentConfig::merge(flags(&base()), file.clone()).unwrap();
         assert_eq!(cfg.fast_path, FastPathMode::On);
         let mut args = base();
@@ -702,7 +849,7 @@ mod tests {
         assert_eq!(cfg.fast_path, FastPathMode::Off, "the flag wins");
         let bad = Flags::try_parse_from(["straitd", "--fast-path", "fast"]).unwrap_err();
         assert!(bad.to_string().contains("use auto, on or off"), "{bad}");
-        assert!(toml::from_str::<FileConfig>(r#"fast_path = "yes""#).is_err());
+        assert!(toml::from_str::<Keys>(r#"fast_path = "yes""#).is_err());
     }
 
     #[test]
@@ -726,7 +873,7 @@ mod tests {
         args.extend(base());
         args.extend(["--fabric", "gre"]);
         assert!(Flags::try_parse_from(args).is_err());
-        assert!(toml::from_str::<FileConfig>(r#"fabric = "gre""#).is_err());
+        assert!(toml::from_str::<Keys>(r#"fabric = "gre""#).is_err());
     }
 
     #[test]
@@ -742,14 +889,14 @@ mod tests {
         assert!(
             AgentConfig::merge(
                 flags(&["--node-name", "a/b", "--pool", "10.0.0.0/8"]),
-                FileConfig::default()
+                Keys::default()
             )
             .is_err()
         );
         assert!(
             AgentConfig::merge(
                 flags(&["--node-name", "a", "--pool", "10.0.0.0/8", "--mtu", "100"]),
-                FileConfig::default()
+                Keys::default()
             )
             .is_err()
         );
@@ -770,7 +917,7 @@ mod tests {
 
     #[test]
     fn bgp_flags_win_over_the_file() {
-        let file: FileConfig = toml::from_str(
+        let file: Keys = toml::from_str(
             r#"pools = ["10.1.0.0/16"]
                fabric = "bgp"
                bgp_asn = 65001
@@ -809,7 +956,7 @@ mod tests {
     fn the_node_mesh_is_on_unless_turned_off() {
         assert!(with(&["--fabric", "bgp"]).unwrap().bgp.node_mesh);
         assert!(!with(&["--no-bgp-node-mesh"]).unwrap().bgp.node_mesh);
-        let file: FileConfig = toml::from_str("bgp_node_mesh = false").unwrap();
+        let file: Keys = toml::from_str("bgp_node_mesh = false").unwrap();
         let cfg = AgentConfig::merge(flags(&base()), file.clone()).unwrap();
         assert!(!cfg.bgp.node_mesh);
         let cfg =
@@ -833,7 +980,7 @@ mod tests {
         assert!(err(&["--bgp-port", "0"]).contains("bgp_port"));
         assert!(err(&["--bgp-graceful-restart-secs", "5000"]).contains("4095"));
         assert!(Flags::try_parse_from(["straitd", "--bgp-role", "boss"]).is_err());
-        assert!(toml::from_str::<FileConfig>("bgp_role = \"boss\"").is_err());
+        assert!(toml::from_str::<Keys>("bgp_role = \"boss\"").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Privileged tests of a container's interface (`straitd::endpoint`) against the real
-//! kernel. They need root: without it each test prints a SKIP line and returns.
+//! kernel. They need root: without it each test prints a SKIP line and returns, and
+//! under `STRAIT_REQUIRE_PRIVILEGED=1` it fails instead (`strait_testbeds::require_root`).
 //!
 //! Each test makes its own "host" and container namespaces named `stt-ep-<pid>-<n>-…`,
 //! runs the agent code on a thread inside its host namespace (with a current-thread
@@ -25,22 +26,11 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// calls can trip over each other, so namespace creation is serialised.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    // The effective uid is the second field of the Uid line.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
+/// The shared privilege guard: without root a test prints SKIP and returns, and under
+/// `STRAIT_REQUIRE_PRIVILEGED=1` (CI) it fails instead.
 macro_rules! require_root {
     ($name:literal) => {
-        if !is_root() {
-            eprintln!("SKIP: {}: needs root", $name);
+        if !strait_testbeds::require_root($name) {
             return;
         }
     };

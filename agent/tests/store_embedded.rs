@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use strait_store_conformance as conformance;
 use straitd::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use straitd::store::{
-    Compare, EventKind, PREFIX, Store, StoreError, Txn, TxnOp, Watch, WatchMessage, conformance,
+    Compare, EventKind, PREFIX, Store, StoreError, Txn, TxnOp, Watch, WatchMessage,
 };
 
 const WAIT: Duration = conformance::WAIT;

@@ -10,11 +10,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strait_store_conformance as conformance;
 use strait_testbeds::etcd::{Etcd, require_etcd};
 use straitd::store::etcd::{EtcdOptions, EtcdStore, LeaseLoss, LeaseState};
 use straitd::store::{
     Compare, EventKind, PREFIX, Revision, Store, StoreError, Txn, TxnOp, Watch, WatchMessage,
-    conformance,
 };
 
 const WAIT: Duration = conformance::WAIT;

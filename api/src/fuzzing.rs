@@ -6,10 +6,8 @@
 //! into an answer (a decode error, a [`ClientError`] that is about the response), and
 //! it formats.
 //!
-//! [`smoke`] is the mutation engine those smoke tests (this crate's and strait-cni's)
-//! drive the bodies with.
-
-pub mod smoke;
+//! The mutation engine the smoke test drives the bodies with is the dev-only crate
+//! `strait-fuzz-smoke` (testbeds/fuzz-smoke).
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;

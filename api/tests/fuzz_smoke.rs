@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 use strait_api::fuzzing;
-use strait_api::fuzzing::smoke::{self, Members, Mutations, wrong_type_at_every_key};
 use strait_api::*;
+use strait_fuzz_smoke::{self as smoke, Members, Mutations, wrong_type_at_every_key};
 
 /// Mutations per target; with the seeds, a second or two in a debug build.
 const MUTATIONS: usize = 3000;

@@ -33,8 +33,9 @@ use ipnet::{IpNet, Ipv4Net};
 use strait_bgp::rib::AcceptAll;
 use strait_bgp::speaker::{FibEvent, PeerSpec, Speaker, SpeakerConfig};
 use strait_testbeds::peers::{
-    BgpDaemon, Bird, Family, Frr, Lan, Neighbor, PeerConfig, fib_count, rss_kib, wait_until,
+    self, BgpDaemon, Bird, Family, Frr, Lan, Neighbor, PeerConfig, fib_count, rss_kib,
 };
+use strait_testbeds::wait_until;
 
 const AS: u32 = 64512;
 const NET: u8 = 250;
@@ -187,10 +188,10 @@ fn one_run(lan: &Lan, rr_kind: &str, n: usize, timeout: Duration) -> Result<Figu
         "every session Established",
         Duration::from_secs(60),
         Duration::from_millis(100),
-        &daemons,
         || origin.established(rr_addr.into()) && frr.iter().all(|f| f.established(rr_addr.into())),
     )
-    .map_err(|e| e.to_string())?;
+    // The daemons are dropped on the way out, not panicking: their logs go in the error.
+    .map_err(|e| format!("{e}\n{}", peers::logs(&daemons)))?;
     eprintln!("sessions up after {:.2} s", t.as_secs_f64());
     // Let the initial exchange (End-of-RIB, keepalives) settle.
     std::thread::sleep(Duration::from_millis(500));

@@ -4,8 +4,8 @@
 //! seeded pseudo-random mutations of them. The bodies panic on a finding (a decoder
 //! panic, or a decoded message whose encoding decodes to something else).
 
-use strait_api::fuzzing::smoke::{self, Mutations};
 use strait_bgp::fuzzing;
+use strait_fuzz_smoke::{self as smoke, Mutations};
 
 const MUTATIONS: usize = 3000;
 

@@ -13,9 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use interop::{POLL, SECS, SessionCase, StraitNode, next_hop_addr, session_scenario};
 use ipnet::IpNet;
 use strait_bgp::speaker::{PeerSpec, SpeakerConfig};
-use strait_testbeds::peers::{
-    BgpDaemon, Bird, Lan, Neighbor, PeerConfig, fib_routes, require, wait_until,
-};
+use strait_testbeds::peers::{BgpDaemon, Bird, Lan, Neighbor, PeerConfig, fib_routes, require};
+use strait_testbeds::wait_until;
 
 fn require_bird(test: &str) -> bool {
     require(
@@ -115,7 +114,7 @@ fn bird_reflects_routes_between_strait_hosts() {
     let hosts: Vec<StraitNode> = (1..3)
         .map(|i| host(&lan, i, AS, rr, AS, &[&block4(i), &block6(i)]))
         .collect();
-    let t = wait_until("both hosts Established", SECS(30), POLL, &[&bird], || {
+    let t = wait_until("both hosts Established", SECS(30), POLL, || {
         hosts.iter().all(|h| h.established(rr)) && (1..3).all(|i| bird.established(lan.ip4(i)))
     })
     .unwrap();
@@ -127,7 +126,6 @@ fn bird_reflects_routes_between_strait_hosts() {
             "the other host's blocks in the FIB stream",
             SECS(20),
             POLL,
-            &[&bird],
             || h.fib(&block4(j)).is_some() && h.fib(&block6(j)).is_some(),
         )
         .unwrap();
@@ -189,7 +187,7 @@ fn bird_as_ebgp_tor_for_strait_hosts() {
     let hosts: Vec<StraitNode> = (1..3)
         .map(|i| host(&lan, i, host_as(i), tor, TOR_AS, &[&block4(i), &block6(i)]))
         .collect();
-    let t = wait_until("both hosts Established", SECS(30), POLL, &[&bird], || {
+    let t = wait_until("both hosts Established", SECS(30), POLL, || {
         hosts.iter().all(|h| h.established(tor)) && (1..3).all(|i| bird.established(lan.ip4(i)))
     })
     .unwrap();
@@ -197,7 +195,7 @@ fn bird_as_ebgp_tor_for_strait_hosts() {
 
     // The ToR's own prefixes reach every host with its AS and its next hop.
     for h in &hosts {
-        wait_until("the ToR's prefixes", SECS(20), POLL, &[&bird], || {
+        wait_until("the ToR's prefixes", SECS(20), POLL, || {
             h.fib("10.190.0.0/16").is_some() && h.fib("fd00:190::/48").is_some()
         })
         .unwrap();
@@ -217,7 +215,7 @@ fn bird_as_ebgp_tor_for_strait_hosts() {
     // Host to host through the ToR: AS_PATH ToR then the other host.
     for (i, j) in [(1usize, 2usize), (2, 1)] {
         let h = &hosts[i - 1];
-        wait_until("the other host's blocks", SECS(20), POLL, &[&bird], || {
+        wait_until("the other host's blocks", SECS(20), POLL, || {
             h.fib(&block4(j)).is_some() && h.fib(&block6(j)).is_some()
         })
         .unwrap();
@@ -242,23 +240,16 @@ fn bird_as_ebgp_tor_for_strait_hosts() {
         assert_eq!(fib, vec![lan.ip4(j)]);
     }
     // The ToR forwards to the hosts: their blocks in its kernel FIB via each host.
-    let t = wait_until(
-        "hosts' blocks in BIRD's kernel FIB",
-        SECS(10),
-        POLL,
-        &[&bird],
-        || {
-            let fib = fib_routes(lan.ns(0), "bird");
-            (1..3).all(|i| {
-                fib.iter()
-                    .any(|r| r.prefix.to_string() == block4(i) && r.gateways == vec![lan.ip4(i)])
-                    && fib.iter().any(|r| {
-                        r.prefix.to_string() == block6(i)
-                            && r.gateways == vec![IpAddr::V6(lan.v6(i))]
-                    })
-            })
-        },
-    )
+    let t = wait_until("hosts' blocks in BIRD's kernel FIB", SECS(10), POLL, || {
+        let fib = fib_routes(lan.ns(0), "bird");
+        (1..3).all(|i| {
+            fib.iter()
+                .any(|r| r.prefix.to_string() == block4(i) && r.gateways == vec![lan.ip4(i)])
+                && fib.iter().any(|r| {
+                    r.prefix.to_string() == block6(i) && r.gateways == vec![IpAddr::V6(lan.v6(i))]
+                })
+        })
+    })
     .unwrap();
     eprintln!("ToR kernel FIB complete after {t:?}");
     let r = &bird.paths(&block4(1)).unwrap()[0];

@@ -7,8 +7,8 @@
 mod common;
 
 use serde_json::{Value, json};
-use strait_api::fuzzing::smoke::{self, Members, Mutations};
 use strait_cni::fuzzing;
+use strait_fuzz_smoke::{self as smoke, Members, Mutations};
 
 /// Mutations per target. With the seeds, this keeps the whole file to a few seconds in
 /// a debug build.

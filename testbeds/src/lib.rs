@@ -10,6 +10,7 @@
 //!   own `straitd`, one etcd, containers attached through `strait`; probes (ping,
 //!   full-MTU ping, TCP echo, continuous ping). The `strait-testbed` CLI runs one for
 //!   exploring by hand.
+//! * [`wait`]: [`wait_until`], polling for a condition with a timeout, for every test.
 //!
 //! Privileged tests call [`require_root`] first: without root they print a visible
 //! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).
@@ -24,6 +25,9 @@ pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod runtimes;
+pub mod wait;
+
+pub use wait::{WaitError, wait_until};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

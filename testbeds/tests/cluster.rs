@@ -14,6 +14,7 @@ use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{
     Cluster, ClusterHost, ClusterOpts, ClusterStore, Container, Fabric,
 };
+use strait_testbeds::wait_until;
 
 /// How long the fabric may take to program a change it saw in the store.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -208,17 +209,18 @@ fn borrowed_address_reaches_everyone(
     assert_eq!(holder.ip4(), borrowed);
     for i in [1, 2] {
         let h = cluster.host(i);
-        probe::wait_until(
+        wait_until(
+            &format!("{}'s route to {borrowed}", h.name),
             CONVERGE,
             POLL,
-            &format!("{}'s route to {borrowed}", h.name),
             || match h.host_routes_to(borrowed).as_slice() {
                 [one] if one.gateway.is_some() || one.dev.as_deref() == Some("strait.vxlan") => {
                     Ok(())
                 }
                 other => Err(format!("{other:?}")),
             },
-        );
+        )
+        .unwrap();
     }
     assert_full_mesh(&[a, b, c, &holder]);
     // `netctl ipam show` names the holder beside h2's block.
@@ -232,15 +234,16 @@ fn borrowed_address_reaches_everyone(
     assert!(cluster.remove_container("holder").ok());
     for i in [1, 2] {
         let h = cluster.host(i);
-        probe::wait_until(
+        wait_until(
+            &format!("{} drops the host route", h.name),
             CONVERGE,
             POLL,
-            &format!("{} drops the host route", h.name),
             || match h.host_routes_to(borrowed).as_slice() {
                 [] => Ok(()),
                 other => Err(format!("{other:?}")),
             },
-        );
+        )
+        .unwrap();
     }
 }
 
@@ -305,10 +308,10 @@ fn survives_restarts_and_a_leaving_host(
     let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
     for i in [0, 1] {
         let h = cluster.host(i);
-        probe::wait_until(
+        wait_until(
+            &format!("{} forgets h3", h.name),
             ttl + CONVERGE,
             POLL,
-            &format!("{} forgets h3", h.name),
             || {
                 let routes: Vec<String> = [c.ip4(), c.ip6()]
                     .into_iter()
@@ -331,7 +334,8 @@ fn survives_restarts_and_a_leaving_host(
                     ))
                 }
             },
-        );
+        )
+        .unwrap();
     }
     // The remaining hosts still reach each other.
     assert_full_mesh(&[a, b, &d]);
@@ -397,13 +401,14 @@ fn host_gw_peer_on_another_segment_gets_no_route() {
         })
     };
     let h1 = cluster.host(0);
-    probe::wait_until(CONVERGE, POLL, "h1 logs an error about h3", || {
+    wait_until("h1 logs an error about h3", CONVERGE, POLL, || {
         let log = strip_ansi(&h1.agent.log());
         log.lines()
             .any(|l| (l.contains("ERROR") || l.contains("WARN")) && mentions_h3(l))
             .then_some(())
             .ok_or_else(|| "no such line in h1's log".to_string())
-    });
+    })
+    .unwrap();
     // netctl exits 1 when a warning stands, as here; the report is what matters.
     let (ok, routes) = h1.netctl(&["routes"]);
     let routes = strip_ansi(&routes);

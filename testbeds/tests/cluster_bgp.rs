@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
+use strait_testbeds::wait_until;
 
 /// How long sessions and routes may take to come up after a change.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -66,7 +67,7 @@ fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
         .map(|&h| cluster.host(h).underlay_v4.to_string())
         .collect();
     want.sort();
-    probe::wait_until(CONVERGE, POLL, &format!("h{} sessions", i + 1), || {
+    wait_until(&format!("h{} sessions", i + 1), CONVERGE, POLL, || {
         let peers = cluster.host(i).bgp_peers();
         let mut got: Vec<String> = peers.iter().map(|p| p.address.to_string()).collect();
         got.sort();
@@ -76,16 +77,17 @@ fn assert_sessions(cluster: &Cluster, i: usize, with: &[usize]) {
         } else {
             Err(format!("want {want:?} established, have {peers:?}"))
         }
-    });
+    })
+    .unwrap();
 }
 
 /// Host `i`'s BFD session with host `peer` is Up.
 fn assert_bfd_up(cluster: &Cluster, i: usize, peer: usize) {
     let addr = cluster.host(peer).underlay_v4.to_string();
-    probe::wait_until(
+    wait_until(
+        &format!("h{} BFD with h{}", i + 1, peer + 1),
         CONVERGE,
         POLL,
-        &format!("h{} BFD with h{}", i + 1, peer + 1),
         || {
             let peers = cluster.host(i).bgp_peers();
             if peers
@@ -97,16 +99,17 @@ fn assert_bfd_up(cluster: &Cluster, i: usize, peer: usize) {
                 Err(format!("{peers:?}"))
             }
         },
-    );
+    )
+    .unwrap();
 }
 
 /// Host `from` routes container `to`'s address straight to `to`'s host.
 fn assert_direct_route(cluster: &Cluster, from: usize, to: &Container) {
     let gw = IpAddr::V4(cluster.host(to.host).underlay_v4);
-    probe::wait_until(
+    wait_until(
+        &format!("h{} route to {}", from + 1, to.name),
         CONVERGE,
         POLL,
-        &format!("h{} route to {}", from + 1, to.name),
         || {
             let routes = cluster.host(from).routes_to(to.ip4());
             if routes.iter().any(|r| r.gateway == Some(gw)) {
@@ -115,7 +118,8 @@ fn assert_direct_route(cluster: &Cluster, from: usize, to: &Container) {
                 Err(format!("routes: {routes:?}"))
             }
         },
-    );
+    )
+    .unwrap();
 }
 
 #[test]
@@ -208,15 +212,16 @@ fn borrowed_address_is_announced(cluster: &mut Cluster, cs: &[Arc<Container>]) {
     let holder = cluster.add_container_with_ip(2, "holder", borrowed);
     let via_h3 = IpAddr::V4(cluster.host(2).underlay_v4);
     for i in [0, 1, 3] {
-        probe::wait_until(
+        wait_until(
+            &format!("h{}'s /32 to {borrowed}", i + 1),
             CONVERGE,
             POLL,
-            &format!("h{}'s /32 to {borrowed}", i + 1),
             || match cluster.host(i).host_routes_to(borrowed).as_slice() {
                 [r] if r.gateway == Some(via_h3) => Ok(()),
                 other => Err(format!("{other:?}")),
             },
-        );
+        )
+        .unwrap();
     }
     for from in [&cs[0], &cs[1], &cs[3]] {
         probe::wait_ping(&from.ns, borrowed, CONVERGE)
@@ -226,15 +231,16 @@ fn borrowed_address_is_announced(cluster: &mut Cluster, cs: &[Arc<Container>]) {
 
     assert!(cluster.remove_container("holder").ok());
     for i in [0, 1, 3] {
-        probe::wait_until(
+        wait_until(
+            &format!("h{} withdraws the /32", i + 1),
             CONVERGE,
             POLL,
-            &format!("h{} withdraws the /32", i + 1),
             || match cluster.host(i).host_routes_to(borrowed).as_slice() {
                 [] => Ok(()),
                 other => Err(format!("{other:?}")),
             },
-        );
+        )
+        .unwrap();
     }
 }
 
@@ -246,10 +252,10 @@ fn cut_and_time_withdrawal(cluster: &mut Cluster, i: usize, c: &Container) -> (D
     let node = cluster.host(i).name.clone();
     let start = Instant::now();
     cluster.cut_host(i);
-    probe::wait_until(
+    wait_until(
+        &format!("routes to {} gone from h{}", c.name, observer + 1),
         Duration::from_secs(LEASE_TTL_SECS * 4),
         POLL,
-        &format!("routes to {} gone from h{}", c.name, observer + 1),
         || {
             let routes = cluster.host(observer).routes_to(c.ip4());
             if routes.is_empty() {
@@ -258,7 +264,8 @@ fn cut_and_time_withdrawal(cluster: &mut Cluster, i: usize, c: &Container) -> (D
                 Err(format!("{routes:?}"))
             }
         },
-    );
+    )
+    .unwrap();
     let elapsed = start.elapsed();
     let (_, nodes) = cluster.host(observer).netctl(&["-o", "json", "nodes"]);
     let alive = nodes.contains(&format!("\"{node}\""));

@@ -30,6 +30,7 @@ use strait_testbeds::cluster::underlay::{ROUTER, Segment};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::peers::{Bird, Neighbor, PeerConfig, fib_routes, require};
+use strait_testbeds::wait_until;
 
 /// How long sessions and routes may take to come up or go after a change.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -127,10 +128,10 @@ fn external_peers(cluster: &Cluster, i: usize) -> Vec<(String, bool)> {
 /// Host `i` has exactly one session, with its ToR, Established.
 fn assert_tor_session(cluster: &Cluster, i: usize) {
     let tor = tor_ip(cluster.host(i).segment).to_string();
-    probe::wait_until(
+    wait_until(
+        &format!("h{} session with the ToR", i + 1),
         CONVERGE,
         POLL,
-        &format!("h{} session with the ToR", i + 1),
         || {
             let peers = cluster.host(i).bgp_peers();
             match peers.as_slice() {
@@ -141,7 +142,8 @@ fn assert_tor_session(cluster: &Cluster, i: usize) {
                 _ => Err(format!("want only {tor} Established, have {peers:?}")),
             }
         },
-    );
+    )
+    .unwrap();
 }
 
 /// Host `from` routes container `to`'s addresses (both families) via its own ToR.
@@ -152,10 +154,10 @@ fn assert_route_via_tor(cluster: &Cluster, from: usize, to: &Container) {
         want.push((IpAddr::V6(ip6), IpAddr::V6(seg.v6(ROUTER))));
     }
     for (ip, gw) in want {
-        probe::wait_until(
+        wait_until(
+            &format!("h{} route to {} ({ip}) via {gw}", from + 1, to.name),
             CONVERGE,
             POLL,
-            &format!("h{} route to {} ({ip}) via {gw}", from + 1, to.name),
             || {
                 let routes = cluster.host(from).routes_to(ip);
                 if routes.iter().any(|r| r.gateway == Some(gw)) {
@@ -164,7 +166,8 @@ fn assert_route_via_tor(cluster: &Cluster, from: usize, to: &Container) {
                     Err(format!("routes: {routes:?}"))
                 }
             },
-        );
+        )
+        .unwrap();
     }
 }
 
@@ -210,10 +213,10 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     // speaker answers.
     for i in 0..4 {
         let mut peers = None;
-        probe::wait_until(
+        wait_until(
+            &format!("h{} speaker answering", i + 1),
             CONVERGE,
             POLL,
-            &format!("h{} speaker answering", i + 1),
             || {
                 let (ok, out) = cluster.host(i).netctl(&["-o", "json", "bgp", "peers"]);
                 match serde_json::from_str::<Value>(&out) {
@@ -224,7 +227,8 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
                     _ => Err(out),
                 }
             },
-        );
+        )
+        .unwrap();
         let (ok, list) = peers.expect("answered");
         assert!(ok && list.is_empty(), "h{}: mesh is off: {list:?}", i + 1);
     }
@@ -311,10 +315,10 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     for (from, to) in [(0, 2), (0, 3), (1, 2), (2, 0), (3, 1)] {
         assert_route_via_tor(&cluster, from, &cs[to]);
     }
-    probe::wait_until(
+    wait_until(
+        "every host's blocks in the ToR's FIB",
         CONVERGE,
         POLL,
-        "every host's blocks in the ToR's FIB",
         || {
             let ips = cs.iter().flat_map(|c| c.ips());
             match ips.into_iter().find(|ip| !tor_fib_has(&cluster, *ip)) {
@@ -325,7 +329,8 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
                 )),
             }
         },
-    );
+    )
+    .unwrap();
     for (a, b) in [(0, 2), (2, 0), (1, 3), (3, 1), (0, 3)] {
         probe::wait_ping(&cs[a].ns, cs[b].ip4(), CONVERGE)
             .unwrap_or_else(|e| panic!("{} -> {}: {e}", cs[a].name, cs[b].name));
@@ -349,18 +354,19 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     let (ok, out) = cluster.host(2).netctl(&["bgp", "peer", "remove", "tor-h1"]);
     assert!(ok, "netctl bgp peer remove: {out}");
     let t0 = Instant::now();
-    probe::wait_until(CONVERGE, POLL, "h1 without sessions", || {
+    wait_until("h1 without sessions", CONVERGE, POLL, || {
         let peers = &cluster.host(0).bgp_peers();
         if peers.is_empty() {
             Ok(())
         } else {
             Err(format!("{peers:?}"))
         }
-    });
-    probe::wait_until(
+    })
+    .unwrap();
+    wait_until(
+        "the routes learned over tor-h1 gone",
         CONVERGE,
         POLL,
-        "the routes learned over tor-h1 gone",
         || {
             no_route(&cluster, 0, &cs[2])?;
             no_route(&cluster, 0, &cs[3])?;
@@ -375,7 +381,8 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
                 None => Ok(()),
             }
         },
-    );
+    )
+    .unwrap();
     eprintln!("tor-h1 removed: its routes gone after {:?}", t0.elapsed());
     // The others are untouched.
     assert_tor_session(&cluster, 1);

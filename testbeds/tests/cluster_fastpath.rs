@@ -16,6 +16,7 @@ use std::time::Duration;
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
+use strait_testbeds::wait_until;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
@@ -116,15 +117,16 @@ fn vxlan_fast_path() {
     // to strait.vxlan.
     // New veths are attached once settled (2 s), off the ADD path.
     for (i, n) in [(0, 2), (1, 1)] {
-        probe::wait_until(
+        wait_until(
+            "the fast path on every veth",
             CONVERGE,
             POLL,
-            "the fast path on every veth",
             || match cluster.host(i).fast_path() {
                 s if s.endpoints == n => Ok(()),
                 s => Err(format!("{s:?}")),
             },
-        );
+        )
+        .unwrap();
     }
     let s1 = cluster.host(0).fast_path();
     assert!(s1.active, "h1: {s1:?}");
@@ -261,15 +263,16 @@ fn vxlan_fast_path() {
 
     // A removed container is no longer a destination.
     cluster.remove_container("c3");
-    probe::wait_until(
+    wait_until(
+        "c3's veth to leave h1's fast path",
         CONVERGE,
         POLL,
-        "c3's veth to leave h1's fast path",
         || match cluster.host(0).fast_path().endpoints {
             1 => Ok(()),
             n => Err(format!("{n} endpoints")),
         },
-    );
+    )
+    .unwrap();
 
     // A DNAT on h1 (as portmap makes for a host port): the fast path turns off while
     // the agent runs, says why, and the kernel forwards again; kube-proxy's chain
@@ -303,10 +306,10 @@ fn vxlan_fast_path() {
                 cluster.host(0).ns.exec_ok(&argv);
             };
             rule("-A");
-            probe::wait_until(
+            wait_until(
+                "a DNAT rule to turn the fast path off",
                 CONVERGE,
                 POLL,
-                "a DNAT rule to turn the fast path off",
                 || {
                     let s = cluster.host(0).fast_path();
                     match (s.active, s.reason.as_deref()) {
@@ -314,7 +317,8 @@ fn vxlan_fast_path() {
                         _ => Err(format!("{s:?}")),
                     }
                 },
-            );
+            )
+            .unwrap();
             let before = cluster.host(0).fast_path().to_endpoint;
             let fwd = forwarded(cluster.host(0));
             ping_n(&c2, c1.ip4(), 20);
@@ -336,14 +340,15 @@ fn vxlan_fast_path() {
                 .host(0)
                 .ns
                 .exec_ok(&[ipt, "-t", "nat", "-X", "KUBE-SERVICES"]);
-            probe::wait_until(CONVERGE, POLL, "the fast path to come back on", || {
+            wait_until("the fast path to come back on", CONVERGE, POLL, || {
                 let s = cluster.host(0).fast_path();
                 if s.active {
                     Ok(())
                 } else {
                     Err(format!("{s:?}"))
                 }
-            });
+            })
+            .unwrap();
         }
     }
 

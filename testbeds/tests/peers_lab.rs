@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use strait_testbeds::peers::{
     BgpDaemon, Bird, Family, Frr, Gobgp, Lan, Neighbor, PeerConfig, fib_count, fib_routes,
-    wait_until,
 };
+use strait_testbeds::wait_until;
 
 const AS: u32 = 64512;
 
@@ -55,12 +55,10 @@ fn bird_reflects_between_frr_and_gobgp() {
             .neighbor(Neighbor::new(rr.into(), AS)),
     )
     .expect("gobgp");
-    let all: [&dyn BgpDaemon; 3] = [&bird, &frr, &gobgp];
     let t = wait_until(
         "all sessions Established",
         Duration::from_secs(30),
         Duration::from_millis(100),
-        &all,
         || {
             bird.established(frr_a.into())
                 && bird.established(gob_a.into())
@@ -76,7 +74,6 @@ fn bird_reflects_between_frr_and_gobgp() {
         "reflected prefixes at both clients",
         Duration::from_secs(20),
         Duration::from_millis(100),
-        &all,
         || {
             frr.paths("10.161.2.0/26").is_ok_and(|p| !p.is_empty())
                 && frr.paths("fd00:161:2::/64").is_ok_and(|p| !p.is_empty())
@@ -114,7 +111,6 @@ fn bird_reflects_between_frr_and_gobgp() {
         "gobgp's prefixes in FRR's kernel FIB",
         Duration::from_secs(10),
         Duration::from_millis(100),
-        &all,
         || fib_count(lan.ns(1).name(), Family::V4, "bgp").unwrap_or(0) == 1,
     )
     .unwrap();
@@ -128,7 +124,6 @@ fn bird_reflects_between_frr_and_gobgp() {
         "gobgp's IPv6 prefix in FRR's kernel FIB",
         Duration::from_secs(10),
         Duration::from_millis(100),
-        &all,
         || {
             fib_routes(lan.ns(1), "bgp")
                 .iter()
@@ -142,8 +137,7 @@ fn bird_reflects_between_frr_and_gobgp() {
             "BIRD's kernel FIB",
             Duration::from_secs(10),
             Duration::from_millis(100),
-            &all,
-            || fib_count(lan.ns(0).name(), Family::V4, "bird").unwrap_or(0) == 2,
+            || fib_count(lan.ns(0).name(), Family::V4, "bird").unwrap_or(0) == 2
         )
         .is_ok()
     );

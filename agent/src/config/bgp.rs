@@ -1,11 +1,12 @@
-//! The BGP fabric's settings (docs/bgp.md "Running it"): flags and TOML keys `bgp_*`,
-//! merged (flag over file over default) and validated apart from the rest.
+//! The BGP fabric's settings (docs/bgp.md "Running it"): the keys `bgp_*` (flags and
+//! TOML alike, defined in [`super::Keys`]), resolved (defaults: [`BgpSettings::default`])
+//! and validated apart from the rest.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use strait_api::bgp::{BgpRole, DEFAULT_ASN, DEFAULT_PORT};
 
-use super::{ConfigError, FileConfig, Flags};
+use super::{ConfigError, Keys};
 
 /// RFC 4724's restart time is 12 bits.
 pub const MAX_GRACEFUL_RESTART_SECS: u64 = 4095;
@@ -49,17 +50,18 @@ impl Default for BgpSettings {
 impl BgpSettings {
     /// Validated in every fabric mode, so a typo is caught before the fabric is
     /// switched to bgp.
-    pub(super) fn merge(flags: &Flags, file: &FileConfig) -> Result<Self, ConfigError> {
+    pub(super) fn from_keys(keys: &Keys) -> Result<Self, ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        let asn = flags.bgp_asn.or(file.bgp_asn).unwrap_or(DEFAULT_ASN);
+        let default = Self::default();
+        let asn = keys.bgp_asn.unwrap_or(default.asn);
         if asn == 0 || asn == AS_TRANS {
             return invalid(format!(
                 "bgp_asn {asn} is reserved (RFC 7607, RFC 6793): use a private AS such as \
                  {DEFAULT_ASN}"
             ));
         }
-        let role = flags.bgp_role.or(file.bgp_role).unwrap_or_default();
-        let cluster_id = match flags.bgp_cluster_id.or(file.bgp_cluster_id) {
+        let role = keys.bgp_role.unwrap_or(default.role);
+        let cluster_id = match keys.bgp_cluster_id {
             None => None,
             Some(IpAddr::V4(id)) if !id.is_unspecified() => Some(id),
             Some(other) => {
@@ -73,7 +75,7 @@ impl BgpSettings {
                 "bgp_cluster_id is a route reflector's: give it with --bgp-role rr".into(),
             );
         }
-        let router_id = match flags.bgp_router_id.or(file.bgp_router_id) {
+        let router_id = match keys.bgp_router_id {
             None => None,
             Some(IpAddr::V4(id)) if !id.is_unspecified() => Some(id),
             Some(other) => {
@@ -82,28 +84,15 @@ impl BgpSettings {
                 ));
             }
         };
-        let port = flags.bgp_port.or(file.bgp_port).unwrap_or(DEFAULT_PORT);
+        let port = keys.bgp_port.unwrap_or(default.port);
         if port == 0 {
             return invalid("bgp_port 0: give the TCP port BGP uses (179 by default)".into());
         }
-        let bfd = if flags.no_bgp_bfd {
-            false
-        } else if flags.bgp_bfd {
-            true
-        } else {
-            file.bgp_bfd.unwrap_or(true)
-        };
-        let node_mesh = if flags.no_bgp_node_mesh {
-            false
-        } else if flags.bgp_node_mesh {
-            true
-        } else {
-            file.bgp_node_mesh.unwrap_or(true)
-        };
-        let graceful_restart_secs = flags
+        let bfd = keys.bgp_bfd.unwrap_or(default.bfd);
+        let node_mesh = keys.bgp_node_mesh.unwrap_or(default.node_mesh);
+        let graceful_restart_secs = keys
             .bgp_graceful_restart_secs
-            .or(file.bgp_graceful_restart_secs)
-            .unwrap_or(DEFAULT_GRACEFUL_RESTART_SECS);
+            .unwrap_or(default.graceful_restart_secs);
         if graceful_restart_secs > MAX_GRACEFUL_RESTART_SECS {
             return invalid(format!(
                 "bgp_graceful_restart_secs {graceful_restart_secs} does not fit RFC 4724's \

@@ -7,8 +7,9 @@
 //! the keys attached to them; watches that resume from any revision not yet compacted.
 //!
 //! Two backends implement [`Store`]: [`embedded::EmbeddedStore`] (one redb file, single
-//! host, the default) and, for clusters, an etcd backend. The conformance suite in
-//! [`conformance`] is written against the trait only and runs against both.
+//! host, the default) and, for clusters, an etcd backend. The conformance suite (the
+//! dev-only crate `strait-store-conformance`, agent/store-conformance) is written against
+//! the trait only and runs against both.
 //!
 //! Rules for users of the store (see DESIGN.md): leases carry liveness only, never
 //! ownership of an allocation; hot paths touch few, coarse keys; every watch resumes from
@@ -19,7 +20,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-pub mod conformance;
 pub mod embedded;
 pub mod etcd;
 mod validate;

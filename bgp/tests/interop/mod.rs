@@ -22,7 +22,8 @@ use strait_bgp::speaker::{
     FibEvent, PeerSpec, PeerStatus, RibEntry, RibPath, Speaker, SpeakerConfig,
 };
 use strait_testbeds::netns::Netns;
-use strait_testbeds::peers::{BgpDaemon, Lan, Neighbor, PeerConfig, fib_routes, wait_until};
+use strait_testbeds::peers::{BgpDaemon, Lan, Neighbor, PeerConfig, fib_routes};
+use strait_testbeds::wait_until;
 
 use crate::common::{NsRuntime, VethPair};
 
@@ -161,7 +162,6 @@ pub fn session_scenario<D: BgpDaemon>(
         &net.b,
         peer_config(!case.strait_passive, case.md5.map(|(_, theirs)| theirs)),
     );
-    let all: [&dyn BgpDaemon; 1] = [&daemon];
     let a4: IpAddr = A4.parse().unwrap();
 
     if let Some((ours, theirs)) = case.md5
@@ -216,7 +216,6 @@ pub fn session_scenario<D: BgpDaemon>(
         "the daemon sees the session Established",
         SECS(10),
         POLL,
-        &all,
         || daemon.established(a4),
     )
     .unwrap();
@@ -263,7 +262,7 @@ pub fn session_scenario<D: BgpDaemon>(
             .expect("announce IPv6");
         session
     });
-    let t = wait_until("our prefixes at the daemon", SECS(10), POLL, &all, || {
+    let t = wait_until("our prefixes at the daemon", SECS(10), POLL, || {
         daemon.paths(OUR_V4).is_ok_and(|p| !p.is_empty())
             && daemon.paths(OUR_V6).is_ok_and(|p| !p.is_empty())
     })
@@ -281,7 +280,6 @@ pub fn session_scenario<D: BgpDaemon>(
             "our prefixes in the daemon's kernel FIB",
             SECS(10),
             POLL,
-            &all,
             || {
                 let fib = fib_routes(&net.b, proto);
                 fib.iter()
@@ -308,7 +306,6 @@ pub fn session_scenario<D: BgpDaemon>(
         "our prefixes withdrawn at the daemon",
         SECS(10),
         POLL,
-        &all,
         || {
             daemon.paths(OUR_V4).is_ok_and(|p| p.is_empty())
                 && daemon.paths(OUR_V6).is_ok_and(|p| p.is_empty())
@@ -316,17 +313,11 @@ pub fn session_scenario<D: BgpDaemon>(
     )
     .unwrap();
     if let Some(proto) = fib_proto {
-        wait_until(
-            "our prefixes out of the kernel FIB",
-            SECS(10),
-            POLL,
-            &all,
-            || {
-                !fib_routes(&net.b, proto)
-                    .iter()
-                    .any(|r| [OUR_V4, OUR_V6].contains(&r.prefix.to_string().as_str()))
-            },
-        )
+        wait_until("our prefixes out of the kernel FIB", SECS(10), POLL, || {
+            !fib_routes(&net.b, proto)
+                .iter()
+                .any(|r| [OUR_V4, OUR_V6].contains(&r.prefix.to_string().as_str()))
+        })
         .unwrap();
     }
     drop(session);
@@ -455,15 +446,14 @@ pub fn rr_scenario<D: BgpDaemon>(
             )
         })
         .collect();
-    let all: Vec<&dyn BgpDaemon> = clients.iter().map(|c| c as &dyn BgpDaemon).collect();
-    let t = wait_until("both clients Established", SECS(30), POLL, &all, || {
+    let t = wait_until("both clients Established", SECS(30), POLL, || {
         clients.iter().all(|c| c.established(rr.into()))
             && (1..3).all(|i| strait.established(lan.ip4(i)))
     })
     .unwrap();
     eprintln!(
         "RR with two {} clients: Established after {t:?}",
-        all[0].kind()
+        clients[0].kind()
     );
 
     // Client i gets client j's prefixes, reflected.
@@ -473,7 +463,6 @@ pub fn rr_scenario<D: BgpDaemon>(
             "the other client's prefixes, reflected",
             SECS(20),
             POLL,
-            &all,
             || {
                 c.paths(&block4(j)).is_ok_and(|p| !p.is_empty())
                     && c.paths(&block6(j)).is_ok_and(|p| !p.is_empty())
@@ -500,7 +489,6 @@ pub fn rr_scenario<D: BgpDaemon>(
                 "reflected prefixes in the client's kernel FIB",
                 SECS(10),
                 POLL,
-                &all,
                 || {
                     let fib = fib_routes(ns, proto);
                     fib.iter().any(|r| {
@@ -519,7 +507,6 @@ pub fn rr_scenario<D: BgpDaemon>(
     let best = strait.best(&block4(1)).expect("client 1's route at the RR");
     assert_eq!(next_hop_addr(&best.next_hop), lan.ip4(1));
     assert_eq!(best.from_peer, Some(lan.ip4(1)));
-    drop(all);
     drop(clients);
     drop(strait);
 }
@@ -548,13 +535,11 @@ pub fn speaker_md5_scenario<D: BgpDaemon>(
             .originate(&[&prefix])
             .neighbor(Neighbor::new(lan.ip4(0), AS).md5(their_key)),
     );
-    let all: [&dyn BgpDaemon; 1] = [&daemon];
     if our_key != their_key {
         let r = wait_until(
             "a session despite different MD5 keys",
             SECS(8),
             POLL,
-            &all,
             || strait.established(lan.ip4(1)) || daemon.established(lan.ip4(0)),
         );
         assert!(r.is_err(), "Established with different MD5 keys");
@@ -571,7 +556,6 @@ pub fn speaker_md5_scenario<D: BgpDaemon>(
         "an MD5 session, and the daemon's prefix",
         SECS(30),
         POLL,
-        &all,
         || {
             strait.established(lan.ip4(1))
                 && daemon.established(lan.ip4(0))

@@ -220,26 +220,6 @@ fn parse_count(text: &str, label: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Wait until `cond` holds, trying every `poll`; panic with `what` and the last state
-/// `cond` reported otherwise.
-pub fn wait_until(
-    timeout: Duration,
-    poll: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> Result<(), String>,
-) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match cond() {
-            Ok(()) => return,
-            Err(state) if Instant::now() > deadline => {
-                panic!("{what}: not so after {timeout:?}: {state}")
-            }
-            Err(_) => std::thread::sleep(poll),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,14 +48,13 @@ impl Bird {
             socket,
         };
         // Ready when the control socket answers.
-        super::wait_until(
+        crate::wait_until(
             "bird control socket",
             Duration::from_secs(10),
             Duration::from_millis(20),
-            &[&bird],
             || bird.birdc(&["show", "status"]).is_ok(),
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| super::not_up(&bird, e))?;
         Ok(bird)
     }
 

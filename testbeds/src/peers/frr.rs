@@ -67,26 +67,24 @@ impl Frr {
             dir,
             config,
         };
-        super::wait_until(
+        crate::wait_until(
             "zebra's zserv socket",
             Duration::from_secs(10),
             Duration::from_millis(20),
-            &[&frr],
             || zserv.exists(),
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| super::not_up(&frr, e))?;
         let port = frr.config.listen_port.to_string();
         let bgpd = daemon("bgpd", &["-p", &port])?;
         frr.bgpd_pid = bgpd.id();
         frr.bgpd = Some(bgpd);
-        super::wait_until(
+        crate::wait_until(
             "bgpd's vty",
             Duration::from_secs(10),
             Duration::from_millis(50),
-            &[&frr],
             || frr.vtysh("show bgp summary json").is_ok(),
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| super::not_up(&frr, e))?;
         Ok(frr)
     }
 

@@ -52,14 +52,13 @@ impl Gobgp {
             netns: ns.name().to_string(),
             config,
         };
-        super::wait_until(
+        crate::wait_until(
             "gobgpd's API",
             Duration::from_secs(10),
             Duration::from_millis(50),
-            &[&g],
             || g.gobgp(&["global"]).is_ok(),
         )
-        .map_err(io::Error::other)?;
+        .map_err(|e| super::not_up(&g, e))?;
         for p in g.config.originate.clone() {
             g.add(&p)?;
         }

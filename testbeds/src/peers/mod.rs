@@ -17,12 +17,10 @@ pub mod frr;
 pub mod gobgp;
 pub mod lan;
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -32,6 +30,7 @@ pub use gobgp::Gobgp;
 pub use lan::Lan;
 
 use crate::netns::Netns;
+use crate::wait::WaitError;
 
 /// One BGP router: identity, neighbours and what it originates.
 #[derive(Debug, Clone)]
@@ -233,54 +232,20 @@ pub trait BgpDaemon {
     }
 }
 
-/// A condition that did not come true in time, with the logs of the daemons involved.
-#[derive(Debug)]
-pub struct WaitError {
-    pub what: String,
-    pub waited: Duration,
-    pub logs: String,
+/// The logs of `daemons`, each under a line naming it: for a failure a test reports
+/// after the daemons are gone (their drop prints the logs only while panicking).
+pub fn logs(daemons: &[&dyn BgpDaemon]) -> String {
+    daemons
+        .iter()
+        .map(|d| format!("----- {} (pid {}) -----\n{}", d.kind(), d.pid(), d.logs()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-impl fmt::Display for WaitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} did not happen within {:?}\n{}",
-            self.what, self.waited, self.logs
-        )
-    }
-}
-
-impl std::error::Error for WaitError {}
-
-/// Poll `cond` every `poll` until it holds (returns the time it took) or `timeout`
-/// passes (returns an error carrying `what` and the logs of `daemons`).
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    poll: Duration,
-    daemons: &[&dyn BgpDaemon],
-    mut cond: impl FnMut() -> bool,
-) -> Result<Duration, WaitError> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            let logs = daemons
-                .iter()
-                .map(|d| format!("----- {} (pid {}) -----\n{}", d.kind(), d.pid(), d.logs()))
-                .collect::<Vec<_>>()
-                .join("\n");
-            return Err(WaitError {
-                what: what.into(),
-                waited: start.elapsed(),
-                logs,
-            });
-        }
-        std::thread::sleep(poll);
-    }
+/// A daemon that did not come up in time, with its log: the caller's `?` drops (and
+/// stops) the daemon before any test sees the error.
+fn not_up(daemon: &dyn BgpDaemon, e: WaitError) -> io::Error {
+    io::Error::other(format!("{e}\n{}", logs(&[daemon])))
 }
 
 /// A route in a namespace's kernel FIB.

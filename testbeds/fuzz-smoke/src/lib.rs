@@ -1,13 +1,15 @@
-//! The mutation engine behind `api/tests/fuzz_smoke.rs` and `cni/tests/fuzz_smoke.rs`.
+//! The mutation engine behind the fuzz smoke tests: `api/tests/fuzz_smoke.rs`,
+//! `cni/tests/fuzz_smoke.rs` and `bgp/tests/fuzz_smoke.rs`.
 //!
 //! The libFuzzer targets in `fuzz/` need cargo-fuzz and are not run by CI; the smoke
-//! tests run the same bodies (`strait_api::fuzzing`, `strait_cni::fuzzing`) on every
-//! `cargo test`, on the stable toolchain, over each test's seeds and a fixed number of
-//! seeded pseudo-random mutations of them. The engine lives here rather than in each
-//! test because the two crates share no test code, and strait-cni already depends on
-//! strait-api. It uses nothing but std and serde_json, so it adds no dependency to the
-//! crate, and it is deterministic: the same seeds and `rng_seed` give the same inputs on
-//! every machine, so a finding reproduces.
+//! tests run the same bodies (`strait_api::fuzzing`, `strait_cni::fuzzing`,
+//! `strait_bgp::fuzzing`) on every `cargo test`, on the stable toolchain, over each
+//! test's seeds and a fixed number of seeded pseudo-random mutations of them. The engine
+//! is one crate rather than a copy in each test because the crates share no test code;
+//! it is a dev-only crate (their dev-dependency, built by every `cargo test`) so that no
+//! shipped library carries it. It uses nothing but std and serde_json, and it is
+//! deterministic: the same seeds and `rng_seed` give the same inputs on every machine,
+//! so a finding reproduces.
 //!
 //! What differs between the crates is a parameter: the bytes a mutation inserts (JSON
 //! and HTTP syntax for the API, JSON and `KEY=VALUE` syntax for the plugin), the wrong

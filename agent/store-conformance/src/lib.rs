@@ -1,9 +1,11 @@
 //! The store conformance suite: etcd v3 semantics, checked through the [`Store`] trait only.
 //!
-//! Every backend runs the same cases, from its own test file:
+//! Test code, so a crate of its own rather than a module of straitd: straitd's integration
+//! tests dev-depend on it (`agent/tests/store_embedded.rs`, `agent/tests/store_etcd.rs`),
+//! and every backend runs the same cases from its own test file:
 //!
 //! ```ignore
-//! straitd::store::conformance::run_all(|| async { my_fresh_store().await }).await;
+//! strait_store_conformance::run_all(|| async { my_fresh_store().await }).await;
 //! ```
 //!
 //! or one case at a time from [`CASES`]. Each case takes a store from the factory and
@@ -26,8 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-
-use super::{
+use straitd::store::{
     CmpOp, CmpTarget, Compare, EventKind, KeyValue, LeaseId, PREFIX, Revision, Store, StoreError,
     Txn, TxnOp, TxnOpResult, Watch, WatchEvent, WatchMessage,
 };

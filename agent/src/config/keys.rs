@@ -1,0 +1,202 @@
+//! The configuration keys, each defined once: a field of [`Keys`] is a `--flag`
+//! (clap, kebab-case) and a key of the TOML file (serde, the field's snake_case name),
+//! optional in both. [`Flags`] is the command line: the keys plus what only a command
+//! line has (`--config`, the `--no-…` switches). [`Keys::over`] layers one source over
+//! another; defaults and validation come after, in [`super::AgentConfig`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+use ipnet::IpNet;
+use serde::Deserialize;
+use strait_api::bgp::BgpRole;
+use strait_api::{FabricMode, FastPathMode};
+
+/// Command-line flags of `straitd`.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "straitd", version, about = "strait's per-host agent")]
+pub struct Flags {
+    #[command(flatten)]
+    pub keys: Keys,
+    /// No BFD on node-to-node sessions.
+    #[arg(long, overrides_with = "bgp_bfd")]
+    pub no_bgp_bfd: bool,
+    /// No node-to-node mesh: nodes peer only with external peers (a ToR) and, where
+    /// there are any, with route reflectors.
+    #[arg(long, overrides_with = "bgp_node_mesh")]
+    pub no_bgp_node_mesh: bool,
+    /// TOML file with the same keys as the flags (snake_case, `pools = [...]`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl Flags {
+    /// The keys the command line gives, its `--no-…` switches folded in (clap keeps
+    /// only the last of `--x` and `--no-x`).
+    pub fn into_keys(self) -> Keys {
+        let mut keys = self.keys;
+        if self.no_bgp_bfd {
+            keys.bgp_bfd = Some(false);
+        }
+        if self.no_bgp_node_mesh {
+            keys.bgp_node_mesh = Some(false);
+        }
+        keys
+    }
+}
+
+/// Every key of the agent's configuration, as one source (the flags, the file) gives
+/// it: `None` or an empty list is "not given here". The doc comments are `--help`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Directory for the embedded store and the pending-release queue.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Unix socket of the local API (CNI plugin, netctl); created with mode 0600.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// An address pool (IPv4 or IPv6 CIDR); repeat for several pools / dual stack.
+    #[arg(long = "pool")]
+    #[serde(default)]
+    pub pools: Vec<IpNet>,
+    /// Block size of IPv4 pools, as a prefix length.
+    #[arg(long)]
+    pub block_prefix_v4: Option<u8>,
+    /// Block size of IPv6 pools, as a prefix length.
+    #[arg(long)]
+    pub block_prefix_v6: Option<u8>,
+    /// Most blocks one node may hold with affinity, per family (file only).
+    #[arg(skip)]
+    pub max_blocks_per_node: Option<u32>,
+    /// Never take addresses from another node's block (file only).
+    #[arg(skip)]
+    pub strict_affinity: Option<bool>,
+    /// Container interface MTU (default: the MTU of the interface with the default
+    /// route, or 1500).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Serve Prometheus metrics on this TCP address (`/metrics`).
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Grace period before a leaked reservation is released by the agent's GC, seconds.
+    #[arg(long)]
+    pub gc_grace_secs: Option<u64>,
+    /// etcd v3 endpoints (`http://host:port`), comma-separated or repeated; without
+    /// them the agent uses its embedded store (one host only).
+    #[arg(long = "etcd-endpoints", value_delimiter = ',')]
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// How this host reaches other hosts' containers: none, vxlan, host-gw or bgp.
+    #[arg(long)]
+    pub fabric: Option<FabricMode>,
+    /// Interface the node's underlay addresses come from (default: the interface of
+    /// the default route).
+    #[arg(long)]
+    pub underlay_iface: Option<String>,
+    /// The node's underlay address, explicitly; repeat for IPv4 and IPv6.
+    #[arg(long = "underlay-addr")]
+    #[serde(default)]
+    pub underlay_addrs: Vec<IpAddr>,
+    /// VXLAN network identifier.
+    #[arg(long)]
+    pub vxlan_vni: Option<u32>,
+    /// VXLAN UDP port.
+    #[arg(long)]
+    pub vxlan_port: Option<u16>,
+    /// The eBPF forwarding fast path: auto (default: on unless this host DNATs:
+    /// kube-proxy, portmap), on or off. See docs/datapath.md.
+    #[arg(long)]
+    pub fast_path: Option<FastPathMode>,
+    /// TTL of the lease the node record is bound to, seconds.
+    #[arg(long)]
+    pub node_lease_ttl_secs: Option<u64>,
+    /// How long a dead node keeps its address blocks before they are reclaimed, seconds.
+    #[arg(long)]
+    pub block_reclaim_grace_secs: Option<u64>,
+    /// This node's AS (bgp fabric; 4-octet allowed). Default 64512.
+    #[arg(long)]
+    pub bgp_asn: Option<u32>,
+    /// `client` (default) or `rr`: a route reflector for every client node.
+    #[arg(long)]
+    pub bgp_role: Option<BgpRole>,
+    /// RFC 4456 cluster ID of a route reflector (IPv4); default: its router ID.
+    #[arg(long)]
+    pub bgp_cluster_id: Option<IpAddr>,
+    /// BGP identifier (IPv4); default: the node's underlay IPv4 address.
+    #[arg(long)]
+    pub bgp_router_id: Option<IpAddr>,
+    /// TCP port the speaker listens on and connects to. Default 179.
+    #[arg(long)]
+    pub bgp_port: Option<u16>,
+    /// BFD on node-to-node sessions (the default).
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        overrides_with = "no_bgp_bfd"
+    )]
+    pub bgp_bfd: Option<bool>,
+    /// Sessions between all nodes when no node is a route reflector (the default).
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        overrides_with = "no_bgp_node_mesh"
+    )]
+    pub bgp_node_mesh: Option<bool>,
+    /// Graceful-restart time announced (RFC 4724), seconds; 0 turns it off. Default 120.
+    #[arg(long)]
+    pub bgp_graceful_restart_secs: Option<u64>,
+}
+
+impl Keys {
+    /// These keys over `lower`'s, key by key: a key given here wins, one not given here
+    /// comes from `lower`. Every field is listed (no `..`), so a new key does not
+    /// compile until it is layered too.
+    pub fn over(self, lower: Keys) -> Keys {
+        Keys {
+            node_name: self.node_name.or(lower.node_name),
+            state_dir: self.state_dir.or(lower.state_dir),
+            socket: self.socket.or(lower.socket),
+            pools: list_over(self.pools, lower.pools),
+            block_prefix_v4: self.block_prefix_v4.or(lower.block_prefix_v4),
+            block_prefix_v6: self.block_prefix_v6.or(lower.block_prefix_v6),
+            max_blocks_per_node: self.max_blocks_per_node.or(lower.max_blocks_per_node),
+            strict_affinity: self.strict_affinity.or(lower.strict_affinity),
+            mtu: self.mtu.or(lower.mtu),
+            metrics_addr: self.metrics_addr.or(lower.metrics_addr),
+            gc_grace_secs: self.gc_grace_secs.or(lower.gc_grace_secs),
+            etcd_endpoints: list_over(self.etcd_endpoints, lower.etcd_endpoints),
+            fabric: self.fabric.or(lower.fabric),
+            underlay_iface: self.underlay_iface.or(lower.underlay_iface),
+            underlay_addrs: list_over(self.underlay_addrs, lower.underlay_addrs),
+            vxlan_vni: self.vxlan_vni.or(lower.vxlan_vni),
+            vxlan_port: self.vxlan_port.or(lower.vxlan_port),
+            fast_path: self.fast_path.or(lower.fast_path),
+            node_lease_ttl_secs: self.node_lease_ttl_secs.or(lower.node_lease_ttl_secs),
+            block_reclaim_grace_secs: self
+                .block_reclaim_grace_secs
+                .or(lower.block_reclaim_grace_secs),
+            bgp_asn: self.bgp_asn.or(lower.bgp_asn),
+            bgp_role: self.bgp_role.or(lower.bgp_role),
+            bgp_cluster_id: self.bgp_cluster_id.or(lower.bgp_cluster_id),
+            bgp_router_id: self.bgp_router_id.or(lower.bgp_router_id),
+            bgp_port: self.bgp_port.or(lower.bgp_port),
+            bgp_bfd: self.bgp_bfd.or(lower.bgp_bfd),
+            bgp_node_mesh: self.bgp_node_mesh.or(lower.bgp_node_mesh),
+            bgp_graceful_restart_secs: self
+                .bgp_graceful_restart_secs
+                .or(lower.bgp_graceful_restart_secs),
+        }
+    }
+}
+
+/// A list key is given whole or not at all: a non-empty list replaces `lower`'s.
+fn list_over<T>(upper: Vec<T>, lower: Vec<T>) -> Vec<T> {
+    if upper.is_empty() { lower } else { upper }
+}
