@@ -15,10 +15,10 @@ use ipnet::IpNet;
 use strait_api::{FabricMode, NodeRecord};
 use strait_testbeds::etcd::{Etcd, require_etcd};
 use straitd::ipam::reclaim::{ReclaimConfig, Reclaimer, RoundReport, leader_key};
+use straitd::ipam::tunnel::ensure_tunnel_addresses;
 use straitd::ipam::{
     AllocRequest, Block, Handle, Ipam, IpamConfig, IpamError, keys, tunnel_handle,
 };
-use straitd::node::tunnel::ensure_tunnel_addresses;
 use straitd::node::{Keepalive, Registry, RegistryConfig};
 use straitd::store::Store;
 use straitd::store::etcd::{EtcdOptions, EtcdStore};

@@ -5,20 +5,29 @@
 //! paths, the request/response types and a small blocking client. The client is
 //! deliberately synchronous and dependency-light: the CNI plugin is exec'd once per call
 //! and must start in well under a millisecond, so it carries no async runtime.
+//!
+//! It also holds the vocabulary those programs and the agent's own modules share:
+//! [`MacAddr`] (the one MAC parser) and [`Family`]. What the agent stores for an
+//! endpoint is its own versioned record, apart from [`Endpoint`]: changing a type here
+//! changes the API, not the store.
 
 pub mod bgp;
 pub mod client;
+pub mod family;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API. They stay
 /// here because they reach the client's private response parser; the mutation engine
 /// that drives them in tests is the dev-only crate strait-fuzz-smoke.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mac;
 pub mod nodes;
 pub mod queue;
 pub mod routes;
 pub mod types;
 
 pub use client::{Client, ClientError};
+pub use family::Family;
+pub use mac::{MacAddr, ParseMacError};
 pub use nodes::NodeView;
 pub use types::*;
 

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use strait_api::Attachment;
 
 use crate::env::CniArgs;
 use crate::error::CniError;
+use crate::requested::{parse_mac, parse_static_ip};
 use crate::version::CniVersion;
 
 /// The configuration exactly as decoded, before validation. Kept separate from
@@ -395,43 +395,6 @@ fn port_mappings(v: Option<&Value>) -> Result<Vec<PortMapping>, CniError> {
         .collect()
 }
 
-/// A statically requested address: `10.1.2.3`, or `10.1.2.3/24` whose prefix is the
-/// runtime's idea of the subnet (the agent decides that; we keep the address).
-pub fn parse_static_ip(s: &str) -> Option<IpAddr> {
-    if s.contains('/') {
-        s.parse::<IpNet>().ok().map(|n| n.addr())
-    } else {
-        s.parse().ok()
-    }
-}
-
-/// A unicast MAC in `aa:bb:cc:dd:ee:ff` or `aa-bb-…` form, returned lower-case with
-/// colons. Multicast and all-zero addresses are refused: the kernel would reject them
-/// on the container interface halfway through ADD.
-pub fn parse_mac(s: &str) -> Option<String> {
-    let sep = if s.contains('-') { '-' } else { ':' };
-    let octets: Vec<u8> = s
-        .split(sep)
-        .map(|p| {
-            if p.len() == 2 {
-                u8::from_str_radix(p, 16).ok()
-            } else {
-                None
-            }
-        })
-        .collect::<Option<_>>()?;
-    if octets.len() != 6 || octets[0] & 1 == 1 || octets.iter().all(|o| *o == 0) {
-        return None;
-    }
-    Some(
-        octets
-            .iter()
-            .map(|o| format!("{o:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -684,38 +647,5 @@ mod tests {
             7
         );
         assert_eq!(code(gc(json!({"cni.dev/valid-attachments": {}}))), 7);
-    }
-
-    #[test]
-    fn static_ip_and_mac_syntax() {
-        assert_eq!(
-            parse_static_ip("10.1.2.3"),
-            Some("10.1.2.3".parse().unwrap())
-        );
-        assert_eq!(
-            parse_static_ip("10.1.2.3/24"),
-            Some("10.1.2.3".parse().unwrap())
-        );
-        assert_eq!(
-            parse_static_ip("fd00::1/64"),
-            Some("fd00::1".parse().unwrap())
-        );
-        assert_eq!(parse_static_ip("10.1.2.3/33"), None);
-        assert_eq!(parse_static_ip("10.1.2"), None);
-        assert_eq!(
-            parse_mac("02-42-AC-11-00-02").as_deref(),
-            Some("02:42:ac:11:00:02")
-        );
-        for bad in [
-            "",
-            "02:42:ac:11:00",
-            "02:42:ac:11:00:02:03",
-            "0:42:ac:11:00:02",
-            "ff:ff:ff:ff:ff:ff",
-            "00:00:00:00:00:00",
-            "02:42:ac:11:00:0g",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad:?}");
-        }
     }
 }

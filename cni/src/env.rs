@@ -8,44 +8,18 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::config::{parse_mac, parse_static_ip};
 use crate::error::CniError;
+use crate::requested::{parse_mac, parse_static_ip};
+pub use crate::verb::Verb;
 
-/// A CNI operation (`CNI_COMMAND`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verb {
-    Add,
-    Del,
-    Check,
-    Status,
-    Version,
-    Gc,
-}
-
+// The verb as the environment carries it. `Verb` itself is in `crate::verb`, so that
+// `crate::error` can name it without importing this module, which reports its own
+// failures as `CniError`.
 impl Verb {
     /// Commands are upper case in the spec and every runtime sends them so; anything
-    /// else is refused rather than guessed at.
+    /// else is refused (code 4) rather than guessed at.
     pub fn parse(s: &str) -> Result<Self, CniError> {
-        Ok(match s {
-            "ADD" => Verb::Add,
-            "DEL" => Verb::Del,
-            "CHECK" => Verb::Check,
-            "STATUS" => Verb::Status,
-            "VERSION" => Verb::Version,
-            "GC" => Verb::Gc,
-            other => return Err(CniError::UnknownCommand(other.to_string())),
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Add => "ADD",
-            Verb::Del => "DEL",
-            Verb::Check => "CHECK",
-            Verb::Status => "STATUS",
-            Verb::Version => "VERSION",
-            Verb::Gc => "GC",
-        }
+        Verb::from_command(s).ok_or_else(|| CniError::UnknownCommand(s.to_string()))
     }
 
     /// The variables the spec lists as required for this verb, besides CNI_COMMAND.

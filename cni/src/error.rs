@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use strait_api::{ClientError, Readiness, code};
 
-use crate::env::Verb;
+use crate::verb::Verb;
 
 /// A failed CNI invocation.
 #[derive(Debug, thiserror::Error)]

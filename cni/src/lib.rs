@@ -6,8 +6,11 @@
 //! (strait-api's blocking client: no async runtime, no netlink, no IPAM here) and
 //! prints the versioned result or the spec's error JSON on stdout.
 //!
+//! - [`verb`]: the CNI operations;
 //! - [`env`]: CNI_* variables, per-verb requirements, `CNI_ARGS`;
 //! - [`config`]: the network configuration, runtimeConfig, `args`, GC attachments;
+//! - [`requested`]: the syntax of a requested static address or MAC, wherever the
+//!   runtime puts it (MACs are [`strait_api::MacAddr`]);
 //! - [`version`]: supported versions and the VERSION answer;
 //! - [`result`]: ADD results per version, `prevResult` chaining;
 //! - [`error`]: failures and their CNI codes, in one place;
@@ -20,7 +23,9 @@ pub mod error;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the plugin's API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod requested;
 pub mod result;
+pub mod verb;
 pub mod verbs;
 pub mod version;
 

@@ -55,20 +55,15 @@ pub(super) fn check_netns(host: &impl HostNet, path: &str) -> Result<(), AttachE
     }
 }
 
-/// A container MAC: six hex pairs, unicast.
+/// A container MAC: six hex pairs (`strait_api::MacAddr`'s text form), unicast.
 pub(super) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(format!("MAC {s:?} is not six hex pairs"));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?} is not hex"))?;
-    }
-    if mac[0] & 1 == 1 {
+    let mac: strait_api::MacAddr = s
+        .parse()
+        .map_err(|e: strait_api::ParseMacError| e.to_string())?;
+    if mac.is_multicast() {
         return Err(format!("MAC {s:?} is multicast"));
     }
-    Ok(mac)
+    Ok(mac.octets())
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ mod vxlan;
 
 use std::time::Duration;
 
-use strait_api::FabricMode;
+use strait_api::{FabricMode, MacAddr};
 
 pub use runner::{Fabric, FabricHandle};
 pub use strait_api::routes::{
@@ -141,18 +141,11 @@ pub fn vtep_mac(node: &str) -> [u8; 6] {
     [0x0e, h[0] ^ h[5], h[1] ^ h[6], h[2] ^ h[7], h[3], h[4]]
 }
 
-/// `aa:bb:cc:dd:ee:ff` → bytes.
+/// A node record's VTEP MAC (`aa:bb:cc:dd:ee:ff`, as the registry writes it; any
+/// form [`MacAddr`] reads) → bytes. Multicast is not refused: a peer's VTEP MAC only
+/// fills this host's FDB and neighbour entries, it is never assigned to a link here.
 pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    text.parse::<MacAddr>().ok().map(MacAddr::octets)
 }
 
 /// The VXLAN device's MTU on an underlay link of MTU `underlay_mtu`.

@@ -79,17 +79,9 @@ fn destination(ep: &strait_api::Endpoint) -> Result<Endpoint, String> {
     })
 }
 
+/// A recorded MAC (attach checked it was a unicast one when it made the endpoint).
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(format!("MAC {s:?} is not six hex pairs"));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?} is not hex"))?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(format!("MAC {s:?} is multicast"));
-    }
-    Ok(mac)
+    s.parse::<strait_api::MacAddr>()
+        .map(strait_api::MacAddr::octets)
+        .map_err(|e| e.to_string())
 }

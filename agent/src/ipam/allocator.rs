@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use strait_api::Family;
 
 use super::block::Block;
-use super::config::Family;
 use super::pool::{Pool, pool_of, pool_of_block};
 
 /// The rules one node allocates under.

@@ -10,8 +10,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use strait_api::Family;
 
-use super::config::{Family, MAX_BLOCK_HOST_BITS};
+use super::config::MAX_BLOCK_HOST_BITS;
 use super::pool::{from_u128, to_u128};
 
 /// The stored form of `ipam/blocks/<cidr>`.

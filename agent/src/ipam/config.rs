@@ -1,11 +1,9 @@
 //! IPAM configuration: the pools, the block size per family, and the affinity rules.
 //! Validation is pure and turns a config into the [`Pool`]s the allocator works with.
 
-use std::fmt;
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use strait_api::Family;
 
 use super::error::IpamError;
 use super::pool::Pool;
@@ -18,43 +16,6 @@ pub const DEFAULT_BLOCK_PREFIX_V6: u8 = 122;
 /// on every allocation in it, so it must stay small; Calico bounds blocks the same way
 /// (IPv4 /20–/32, IPv6 /116–/128).
 pub const MAX_BLOCK_HOST_BITS: u8 = 12;
-
-/// An address family. Dual stack means one address per configured family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: &IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    pub fn of_net(net: &IpNet) -> Self {
-        Self::of(&net.addr())
-    }
-
-    /// Bits in an address of this family.
-    pub fn bits(self) -> u8 {
-        match self {
-            Family::V4 => 32,
-            Family::V6 => 128,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
-    }
-}
 
 fn default_block_prefix_v4() -> u8 {
     DEFAULT_BLOCK_PREFIX_V4

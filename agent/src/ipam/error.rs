@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use crate::store::StoreError;
+use strait_api::Family;
 
-use super::config::Family;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {

@@ -47,7 +47,8 @@
 //! stored block), [`handle`] (the stored handle, requests), [`keys`] (store keys),
 //! [`allocator`] (pure decisions), `combine` (queues and batch election), and the
 //! store-backed operations in `allocate`, `release`, `view` and [`check`] (consistency
-//! report and GC).
+//! report and GC); [`reclaim`] frees departed nodes' blocks and [`tunnel`] holds this
+//! node's VXLAN device addresses under its tunnel handle. [`Family`] is strait-api's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -70,6 +71,7 @@ pub mod handle;
 pub mod keys;
 pub mod pool;
 pub mod reclaim;
+pub mod tunnel;
 
 mod allocate;
 mod combine;
@@ -77,10 +79,12 @@ mod release;
 mod view;
 
 pub use block::Block;
-pub use config::{Family, IpamConfig};
+pub use config::IpamConfig;
 pub use error::IpamError;
 pub use handle::{AllocRequest, Allocation, ExtraOps, Handle};
 pub use pool::Pool;
+/// strait-api's address family, re-exported: IPAM's callers ask per family.
+pub use strait_api::Family;
 
 use allocator::Rules;
 use combine::Queue;

@@ -10,8 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-
-use super::config::Family;
+use strait_api::Family;
 
 /// One configured pool with the block size of its family. Built by
 /// [`super::IpamConfig::validate`], so its invariants hold: `cidr` is truncated, its

@@ -10,6 +10,8 @@ use netlink_packet_route::link::{
     LinkInfo, LinkMessage,
 };
 
+use strait_api::MacAddr;
+
 use super::{LINK_PREFIX, Netlink, NetlinkError};
 use crate::netns::NetNs;
 
@@ -64,10 +66,9 @@ impl VethEnd {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
+/// `aa:bb:cc:dd:ee:ff`: the text form of [`MacAddr`], for the bytes netlink speaks.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    let [a, b, c, d, e, f] = *mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    MacAddr::new(*mac).to_string()
 }
 
 impl Netlink {

@@ -3,16 +3,17 @@
 //! its underlay and tunnel addresses, and from whose absence they learn it is gone.
 //!
 //! - [`underlay`]: which interface and addresses carry this node's tunnel traffic;
-//! - [`tunnel`]: the VXLAN device's own addresses, held in IPAM under
-//!   [`crate::ipam::tunnel_handle`];
 //! - [`registry`]: the lease, the record, the keep-alive loop, and the list of live
 //!   nodes (the `/v1/nodes` view).
 //!
 //! Leases carry liveness only: a node's blocks and addresses outlive its record, and
 //! only the IPAM reclaimer (after a grace period) frees what a dead node left.
+//!
+//! The VXLAN device's own addresses (the tunnel addresses a record carries) are IPAM's:
+//! [`crate::ipam::tunnel`]. This module imports nothing from IPAM, so IPAM's reclaimer
+//! can read the record keys here without an import circle.
 
 pub mod registry;
-pub mod tunnel;
 pub mod underlay;
 
 pub use registry::{FabricInfo, Keepalive, Registry, RegistryConfig, node_views};

@@ -38,7 +38,7 @@ pub struct RegistryConfig {
 
 /// What the fabric contributes to the record: the VTEP MAC (a function of the node
 /// name, owned by the fabric) and the tunnel addresses (from IPAM, see
-/// [`super::tunnel`]).
+/// [`crate::ipam::tunnel`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FabricInfo {
     pub vtep_mac: Option<[u8; 6]>,

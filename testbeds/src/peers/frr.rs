@@ -226,7 +226,7 @@ impl BgpDaemon for Frr {
             .config
             .originate
             .iter()
-            .filter(|p| Family::of(p) == family)
+            .filter(|p| Family::of_net(p) == family)
             .count();
         Ok(received as usize + own)
     }
@@ -300,7 +300,7 @@ fn render(c: &PeerConfig, dir: &Path) -> String {
     }
     for family in [Family::V4, Family::V6] {
         let _ = writeln!(s, " address-family {} unicast", afi(family));
-        for p in c.originate.iter().filter(|p| Family::of(p) == family) {
+        for p in c.originate.iter().filter(|p| Family::of_net(p) == family) {
             let _ = writeln!(s, "  network {p}");
         }
         for n in &c.neighbors {

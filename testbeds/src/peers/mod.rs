@@ -184,21 +184,8 @@ pub struct Route {
     pub best: bool,
 }
 
-/// IPv4 or IPv6 unicast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(prefix: &IpNet) -> Family {
-        match prefix {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-}
+/// IPv4 or IPv6 unicast: the daemons' address families are strait's own.
+pub use strait_api::Family;
 
 /// What the three daemons answer alike.
 pub trait BgpDaemon {
@@ -225,7 +212,7 @@ pub trait BgpDaemon {
     fn paths(&self, prefix: &str) -> io::Result<Vec<Route>> {
         let p: IpNet = prefix.parse().map_err(io::Error::other)?;
         Ok(self
-            .routes(Family::of(&p))?
+            .routes(Family::of_net(&p))?
             .into_iter()
             .filter(|r| r.prefix == p)
             .collect())

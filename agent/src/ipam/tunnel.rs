@@ -5,9 +5,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use strait_api::Family;
 use tracing::{info, warn};
 
-use crate::ipam::{AllocRequest, Family, Ipam, IpamError, tunnel_handle};
+use super::{AllocRequest, Ipam, IpamError, tunnel_handle};
 
 /// The interface name recorded in the tunnel handle (for `netctl ipam check` readers).
 const TUNNEL_IFNAME: &str = "strait.vxlan";

@@ -1,0 +1,288 @@
+//! The stored form of an endpoint record (`endpoints/<node>/<id>`): the agent's own
+//! type, [`EndpointRecord`], apart from the API's [`strait_api::Endpoint`], so that
+//! changing what `/v1/endpoints` shows does not change what is on disk, and the other
+//! way round. Fields are typed ([`MacAddr`], [`PathBuf`], [`IpNet`]), so a record is
+//! checked once, when it is read.
+//!
+//! # Versions
+//!
+//! Every record written carries `"version": N`. What each version is:
+//!
+//! - no `version` key (legacy): exactly the JSON of [`strait_api::Endpoint`], which
+//!   agents wrote before the store had a type of its own. Read, never written: an agent
+//!   upgraded in place finds its attachments as they were. Its MACs must parse as
+//!   [`MacAddr`] (they were written in its text form).
+//! - 1 ([`EndpointRecord`]): the legacy fields under the same names, plus the marker.
+//!   Labels and `host_ports` are left out when empty or false.
+//!
+//! A new version gets its own struct here and [`CURRENT_VERSION`] moves to it; older
+//! versions keep decoding into the newest. A record of a version newer than this agent
+//! knows (after a downgrade) is refused with its key named
+//! ([`RecordError::UnknownVersion`]): guessing at fields a newer agent added could
+//! release or rebuild the wrong thing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use strait_api::{Endpoint, MacAddr};
+
+use super::RecordError;
+
+/// The version [`encode`] writes.
+pub const CURRENT_VERSION: u64 = 1;
+
+/// One attachment as this node's store keeps it (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// Stable id: derived from (network, containerID, ifname); also the key's last
+    /// segment.
+    pub id: String,
+    pub node: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// The container's network namespace (CNI_NETNS at ADD).
+    pub netns: PathBuf,
+    /// Host-side veth name (`strait` + hash).
+    pub host_ifname: String,
+    /// Container-side MAC.
+    pub mac: MacAddr,
+    /// Host-side veth MAC (the gateway the container ARPs for).
+    pub host_mac: MacAddr,
+    /// The addresses IPAM gave, as full-length prefixes.
+    pub ips: Vec<IpNet>,
+    pub mtu: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The IPAM handle holding the addresses.
+    pub handle: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// ADD asked for host ports: the fast path leaves this veth alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ports: bool,
+}
+
+/// The record with its version marker first, as [`encode`] writes it.
+#[derive(Serialize)]
+struct Versioned<'a> {
+    version: u64,
+    #[serde(flatten)]
+    record: &'a EndpointRecord,
+}
+
+/// Only the marker, read before the rest so the rest is read as its version says.
+#[derive(Deserialize)]
+struct Marker {
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+/// The stored bytes of `record`, in the current version.
+pub fn encode(record: &EndpointRecord) -> Vec<u8> {
+    let versioned = Versioned {
+        version: CURRENT_VERSION,
+        record,
+    };
+    // A struct of strings, numbers and maps with string keys always serialises.
+    serde_json::to_vec(&versioned).unwrap_or_default()
+}
+
+/// The record stored under `key`, in whichever version it was written.
+pub fn decode(key: &str, value: &[u8]) -> Result<EndpointRecord, RecordError> {
+    let corrupt = |reason: String| RecordError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let marker: Marker = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+    match marker.version {
+        None => {
+            let legacy: Endpoint =
+                serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+            EndpointRecord::try_from(legacy).map_err(corrupt)
+        }
+        Some(1) => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
+        Some(version) => Err(RecordError::UnknownVersion {
+            key: key.to_string(),
+            version,
+        }),
+    }
+}
+
+/// The API's endpoint as a record; fails (with the reason) on a MAC that is not one.
+impl TryFrom<Endpoint> for EndpointRecord {
+    type Error = String;
+
+    fn try_from(ep: Endpoint) -> Result<Self, String> {
+        let mac =
+            |what: &str, text: &str| text.parse::<MacAddr>().map_err(|e| format!("{what}: {e}"));
+        Ok(Self {
+            mac: mac("mac", &ep.mac)?,
+            host_mac: mac("host_mac", &ep.host_mac)?,
+            id: ep.id,
+            node: ep.node,
+            network: ep.network,
+            container_id: ep.container_id,
+            ifname: ep.ifname,
+            netns: PathBuf::from(ep.netns),
+            host_ifname: ep.host_ifname,
+            ips: ep.ips,
+            mtu: ep.mtu,
+            labels: ep.labels,
+            handle: ep.handle,
+            created: ep.created,
+            host_ports: ep.host_ports,
+        })
+    }
+}
+
+/// The record as the API shows it.
+impl From<EndpointRecord> for Endpoint {
+    fn from(r: EndpointRecord) -> Self {
+        Self {
+            id: r.id,
+            node: r.node,
+            network: r.network,
+            container_id: r.container_id,
+            ifname: r.ifname,
+            // Read from JSON text or built from a String: always UTF-8.
+            netns: r.netns.to_string_lossy().into_owned(),
+            host_ifname: r.host_ifname,
+            mac: r.mac.to_string(),
+            host_mac: r.host_mac.to_string(),
+            ips: r.ips,
+            mtu: r.mtu,
+            labels: r.labels,
+            handle: r.handle,
+            created: r.created,
+            host_ports: r.host_ports,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "/strait/v1/endpoints/node-a/strait-net.4f9d2c1a7b3e.eth0";
+
+    /// Records as agents wrote them before this module existed: the output of
+    /// `serde_json::to_vec(&strait_api::Endpoint)` (the old `EndpointRecords::put_op`),
+    /// generated once from that code and pasted here. Do not regenerate: they stand for
+    /// what is on disk at upgraded nodes.
+    const LEGACY_WITH_LABELS_AND_HOST_PORTS: &str = r#"{"id":"strait-net.4f9d2c1a7b3e.eth0","node":"node-a","network":"strait-net","container_id":"4f9d2c1a7b3e","ifname":"eth0","netns":"/var/run/netns/cni-1c2d3e4f","host_ifname":"strait3a9f01c2","mac":"02:42:0a:01:00:05","host_mac":"ee:3a:9f:01:c2:7d","ips":["10.1.0.5/32","fd00:10::5/128"],"mtu":1450,"labels":{"K8S_POD_NAME":"web-0","K8S_POD_NAMESPACE":"default"},"handle":"strait-net.4f9d2c1a7b3e.eth0","created":1767225600,"host_ports":true}"#;
+    const LEGACY_PLAIN: &str = r#"{"id":"strait-net.4f9d2c1a7b3e.eth0","node":"node-a","network":"strait-net","container_id":"4f9d2c1a7b3e","ifname":"eth0","netns":"/var/run/netns/cni-1c2d3e4f","host_ifname":"strait3a9f01c2","mac":"02:42:0a:01:00:05","host_mac":"ee:3a:9f:01:c2:7d","ips":["10.1.0.6/32"],"mtu":1450,"labels":{},"handle":"strait-net.4f9d2c1a7b3e.eth0","created":1767225600}"#;
+
+    /// The endpoint the first legacy fixture was made from, as the API types it.
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            id: "strait-net.4f9d2c1a7b3e.eth0".into(),
+            node: "node-a".into(),
+            network: "strait-net".into(),
+            container_id: "4f9d2c1a7b3e".into(),
+            ifname: "eth0".into(),
+            netns: "/var/run/netns/cni-1c2d3e4f".into(),
+            host_ifname: "strait3a9f01c2".into(),
+            mac: "02:42:0a:01:00:05".into(),
+            host_mac: "ee:3a:9f:01:c2:7d".into(),
+            ips: vec![
+                "10.1.0.5/32".parse().unwrap(),
+                "fd00:10::5/128".parse().unwrap(),
+            ],
+            mtu: 1450,
+            labels: [
+                ("K8S_POD_NAME".to_string(), "web-0".to_string()),
+                ("K8S_POD_NAMESPACE".to_string(), "default".to_string()),
+            ]
+            .into(),
+            handle: "strait-net.4f9d2c1a7b3e.eth0".into(),
+            created: 1_767_225_600,
+            host_ports: true,
+        }
+    }
+
+    #[test]
+    fn legacy_records_read_back_equal() {
+        let ep = endpoint();
+        let read = decode(KEY, LEGACY_WITH_LABELS_AND_HOST_PORTS.as_bytes()).unwrap();
+        assert_eq!(read.mac, MacAddr::new([0x02, 0x42, 0x0a, 0x01, 0x00, 0x05]));
+        assert_eq!(read.netns, PathBuf::from("/var/run/netns/cni-1c2d3e4f"));
+        assert_eq!(Endpoint::from(read), ep);
+
+        let plain = Endpoint {
+            ips: vec!["10.1.0.6/32".parse().unwrap()],
+            labels: BTreeMap::new(),
+            host_ports: false,
+            ..ep
+        };
+        let read = decode(KEY, LEGACY_PLAIN.as_bytes()).unwrap();
+        assert_eq!(Endpoint::from(read), plain);
+    }
+
+    #[test]
+    fn records_are_written_with_the_version_and_read_back_equal() {
+        let record = EndpointRecord::try_from(endpoint()).unwrap();
+        let bytes = encode(&record);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["mac"], "02:42:0a:01:00:05");
+        assert_eq!(json["netns"], "/var/run/netns/cni-1c2d3e4f");
+        assert!(
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .starts_with(r#"{"version":1,"id":"#),
+            "the marker comes first"
+        );
+        assert_eq!(decode(KEY, &bytes).unwrap(), record);
+        assert_eq!(Endpoint::from(decode(KEY, &bytes).unwrap()), endpoint());
+
+        // Empty labels and no host ports are left out, and read back as such.
+        let plain = EndpointRecord {
+            labels: BTreeMap::new(),
+            host_ports: false,
+            ..record
+        };
+        let json: serde_json::Value = serde_json::from_slice(&encode(&plain)).unwrap();
+        assert!(json.get("labels").is_none() && json.get("host_ports").is_none());
+        assert_eq!(decode(KEY, &encode(&plain)).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_naming_the_key() {
+        let newer = LEGACY_PLAIN.replacen('{', r#"{"version":2,"#, 1);
+        let err = decode(KEY, newer.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::UnknownVersion { key, version: 2 } if key == KEY),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(KEY) && text.contains("version 2"), "{text}");
+    }
+
+    #[test]
+    fn corrupt_records_name_the_key_and_the_reason() {
+        let cases = [
+            ("not json".to_string(), "expected"),
+            (r#"{"version":"1"}"#.to_string(), "invalid type"),
+            (r#"{"version":1,"id":"x"}"#.to_string(), "missing field"),
+            (
+                LEGACY_PLAIN.replace("02:42:0a:01:00:05", "02:42:0a:01:00"),
+                "mac: MAC \"02:42:0a:01:00\" is not six hex pairs",
+            ),
+            (
+                LEGACY_PLAIN.replace("ee:3a:9f:01:c2:7d", "host"),
+                "host_mac: MAC \"host\" is not six hex pairs",
+            ),
+        ];
+        for (value, reason) in cases {
+            let err = decode(KEY, value.as_bytes()).unwrap_err();
+            let RecordError::Corrupt { key, reason: got } = &err else {
+                panic!("{value}: {err:?}");
+            };
+            assert_eq!(key, KEY);
+            assert!(got.contains(reason), "{value}: {got}");
+        }
+    }
+}
