@@ -445,6 +445,9 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, ifname: &str) -> Result<(), Fa
 }
 
 #[cfg(test)]
+mod prog_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
