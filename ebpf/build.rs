@@ -1,6 +1,10 @@
-//! Compiles the eBPF programs in `src/*.c` with clang (`-target bpf`, BTF kept for
-//! aya's map definitions). Stable Rust cannot build eBPF, so the programs are C; the
-//! agent embeds the objects. clang comes from `scripts/install-deps.sh`.
+//! Compiles the eBPF programs in `src/*.c` with clang (`-target bpf`). Stable Rust
+//! cannot build eBPF, so the programs are C; the agent embeds the objects. clang comes
+//! from `scripts/install-deps.sh`.
+//!
+//! `-g` stays: the BTF it emits carries aya's map definitions, and the agent's ABI
+//! test reads the layouts of `include/strait/abi.h` back from it. Warnings are errors,
+//! `-Wextra` included.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,12 +22,15 @@ fn main() {
         other => panic!("strait-ebpf: no multiarch include path known for {other}"),
     };
     println!("cargo:rerun-if-env-changed=STRAIT_BPF_CLANG");
+    // The headers every program shares (a directory: any file in it counts).
+    println!("cargo:rerun-if-changed=include");
     for name in PROGRAMS {
         let src = format!("src/{name}.c");
         println!("cargo:rerun-if-changed={src}");
         let obj = out.join(format!("{name}.o"));
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
+            .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-target", "bpf"])
+            .arg("-Iinclude")
             .arg(format!("-I/usr/include/{multiarch}"))
             .arg("-c")
             .arg(&src)

@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential pkg-config protobuf-compiler libprotobuf-dev clang llvm libbpf-dev
+  # the eBPF C's format check (ebpf/.clang-format)
+  clang-format
   # kernel tooling used by tests and the demo
   iproute2 iputils-ping netcat-openbsd procps jq python3 curl iptables
   # real runtimes and the reference CNI plugins (baseline and chaining)

@@ -19,6 +19,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "format"
 cargo fmt --all --check
+# The eBPF C, in the style of ebpf/.clang-format.
+find ebpf -name '*.[ch]' -print0 | xargs -0 clang-format --dry-run --Werror
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -22,6 +22,8 @@
 
 pub mod api;
 pub mod attach;
+#[cfg(test)]
+mod bpf_test;
 pub mod config;
 pub mod daemon;
 pub mod endpoint;

@@ -290,6 +290,10 @@ pub struct FastPathStatus {
     pub to_fabric: u64,
     pub to_endpoint: u64,
     pub to_stack: u64,
+    /// Every counter of the programs by reason (`fwd_fabric`, `pass_ttl`, ...;
+    /// docs/datapath.md), including the packets `to_stack` leaves out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_reason: BTreeMap<String, u64>,
 }
 
 /// `netctl fastpath`: the fast path's maps as the kernel holds them, each entry beside

@@ -178,6 +178,7 @@ fn answers() -> Vec<Vec<u8>> {
                 to_fabric: 10,
                 to_endpoint: 9,
                 to_stack: 1,
+                by_reason: [("pass_no_entry".to_string(), 1)].into(),
             }),
         }),
         bytes(&vec![Endpoint {

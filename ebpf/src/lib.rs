@@ -3,7 +3,13 @@
 //! aya.
 //!
 //! - [`FASTPATH`]: the forwarding fast path (tc ingress on container veths and on the
-//!   fabric device); its maps' layouts are mirrored in the agent's `fastpath` module.
+//!   fabric device).
+//!
+//! The programs share `include/strait/abi.h` (every map key and value layout, the
+//! reasons packets are counted under) and `include/strait/maps.h` (the maps). The
+//! agent mirrors them in its `fastpath::abi` module and checks the mirror against
+//! the BTF of the object embedded here; its `bpf_test` module runs the programs
+//! with `BPF_PROG_TEST_RUN` (docs/datapath.md).
 
 /// ELF bytes with the 8-byte alignment the object parser wants for its headers
 /// (`include_bytes!` alone guarantees 1).

@@ -1,5 +1,6 @@
-//! The fast path's maps, typed: their layouts mirror `ebpf/src/fastpath.c`.
-//! Addresses are keyed as 16 bytes, IPv4 as IPv4-mapped IPv6, as the programs do.
+//! The fast path's maps, typed by the layouts in [`super::abi`] (which mirrors
+//! `ebpf/include/strait/abi.h`). Addresses are keyed as 16 bytes, IPv4 as
+//! IPv4-mapped IPv6, as the programs do.
 
 use std::net::IpAddr;
 
@@ -9,39 +10,53 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use ipnet::IpNet;
 
 use super::FastPathError;
-
-const CONFIG: &str = "strait_fp_config";
-const ENDPOINTS: &str = "strait_fp_endpoints";
-const TUNNELS: &str = "strait_fp_tunnels";
-const STATS: &str = "strait_fp_stats";
-
-/// Indexes of `enum fastpath_stat`.
-const STAT_TO_FABRIC: u32 = 0;
-const STAT_TO_ENDPOINT: u32 = 1;
-const STAT_TO_STACK: u32 = 2;
+use super::abi::{
+    AddrKey, CONFIG, Config, ENDPOINTS, EndpointValue, REASON_MAX, Reason, STATS, TUNNELS,
+    TunnelKey, TunnelValue,
+};
 
 /// The counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Redirected into the fabric device ([`Reason::FwdFabric`]).
     pub to_fabric: u64,
+    /// Redirected to a local endpoint ([`Reason::FwdEndpoint`]).
     pub to_endpoint: u64,
+    /// IP packets looked up and then handed to the stack (the reasons
+    /// [`Reason::after_lookup`] names).
     pub to_stack: u64,
+    /// Every counter, indexed by [`Reason::index`].
+    pub by_reason: [u64; REASON_MAX],
 }
 
-/// `struct addr`: an address as the programs key it.
-type AddrKey = [u8; 16];
+impl Stats {
+    /// The totals from the per-reason counters.
+    fn from_reasons(by_reason: [u64; REASON_MAX]) -> Self {
+        let count = |r: Reason| by_reason[r.index() as usize];
+        Self {
+            to_fabric: count(Reason::FwdFabric),
+            to_endpoint: count(Reason::FwdEndpoint),
+            to_stack: Reason::ALL
+                .iter()
+                .filter(|r| r.after_lookup())
+                .map(|r| count(*r))
+                .sum(),
+            by_reason,
+        }
+    }
 
-/// `struct endpoint`, decoded: (ifindex, container MAC, gateway MAC).
-pub(super) type EndpointValue = (u32, [u8; 6], [u8; 6]);
+    pub fn get(&self, reason: Reason) -> u64 {
+        self.by_reason[reason.index() as usize]
+    }
+}
 
 pub(super) struct Maps {
-    /// `struct fastpath_config { u32 enabled; u32 fabric_ifindex; u8 fabric_mac[6];
-    /// u8 pad[2]; }`.
-    config: Array<MapData, [u8; 16]>,
-    /// address → `struct endpoint { u32 ifindex; u8 mac[6]; u8 host_mac[6]; }`.
-    endpoints: HashMap<MapData, AddrKey, [u8; 16]>,
-    /// block → `struct tunnel { u8 vtep_mac[6]; u8 pad[2]; }`.
-    tunnels: LpmTrie<MapData, AddrKey, [u8; 8]>,
+    config: Array<MapData, Config>,
+    /// address → endpoint.
+    endpoints: HashMap<MapData, AddrKey, EndpointValue>,
+    /// block → VTEP.
+    tunnels: LpmTrie<MapData, AddrKey, TunnelValue>,
+    /// One counter per [`Reason`].
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -88,7 +103,11 @@ impl Maps {
         mac: [u8; 6],
         host_mac: [u8; 6],
     ) -> Result<(), FastPathError> {
-        let value = endpoint_value(ifindex, mac, host_mac);
+        let value = EndpointValue {
+            ifindex,
+            mac,
+            host_mac,
+        };
         for ip in ips {
             self.endpoints
                 .insert(addr_key(*ip), value, 0)
@@ -103,7 +122,7 @@ impl Maps {
         for ip in ips {
             let key = addr_key(*ip);
             if let Ok(value) = self.endpoints.get(&key, 0)
-                && value[..4] == ifindex.to_ne_bytes()
+                && value.ifindex == ifindex
             {
                 // Gone already is what was wanted.
                 let _ = self.endpoints.remove(&key);
@@ -116,8 +135,10 @@ impl Maps {
         block: IpNet,
         vtep_mac: [u8; 6],
     ) -> Result<(), FastPathError> {
-        let mut value = [0u8; 8];
-        value[..6].copy_from_slice(&vtep_mac);
+        let value = TunnelValue {
+            vtep_mac,
+            pad: [0; 2],
+        };
         self.tunnels
             .insert(&tunnel_key(block), value, 0)
             .map_err(map_err(TUNNELS))
@@ -129,17 +150,12 @@ impl Maps {
             .map_err(map_err(TUNNELS))
     }
 
-    /// The endpoint map as the kernel holds it: address → (ifindex, mac, host_mac).
+    /// The endpoint map as the kernel holds it.
     pub(super) fn endpoint_entries(&self) -> Result<Vec<(IpAddr, EndpointValue)>, FastPathError> {
         let mut out = Vec::new();
         for entry in self.endpoints.iter() {
-            let (key, v) = entry.map_err(map_err(ENDPOINTS))?;
-            let ifindex = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
-            let mut mac = [0u8; 6];
-            let mut host_mac = [0u8; 6];
-            mac.copy_from_slice(&v[4..10]);
-            host_mac.copy_from_slice(&v[10..16]);
-            out.push((key_addr(key), (ifindex, mac, host_mac)));
+            let (key, value) = entry.map_err(map_err(ENDPOINTS))?;
+            out.push((key_addr(key), value));
         }
         Ok(out)
     }
@@ -148,25 +164,21 @@ impl Maps {
     pub(super) fn tunnel_entries(&self) -> Result<Vec<(IpNet, [u8; 6])>, FastPathError> {
         let mut out = Vec::new();
         for entry in self.tunnels.iter() {
-            let (key, v) = entry.map_err(map_err(TUNNELS))?;
-            let mut mac = [0u8; 6];
-            mac.copy_from_slice(&v[..6]);
+            let (key, value) = entry.map_err(map_err(TUNNELS))?;
             if let Some(block) = key_block(key.prefix_len(), key.data()) {
-                out.push((block, mac));
+                out.push((block, value.vtep_mac));
             }
         }
         Ok(out)
     }
 
     pub(super) fn stats(&self) -> Result<Stats, FastPathError> {
-        let sum = |i: u32| -> Result<u64, FastPathError> {
-            Ok(self.stats.get(&i, 0).map_err(map_err(STATS))?.iter().sum())
-        };
-        Ok(Stats {
-            to_fabric: sum(STAT_TO_FABRIC)?,
-            to_endpoint: sum(STAT_TO_ENDPOINT)?,
-            to_stack: sum(STAT_TO_STACK)?,
-        })
+        let mut by_reason = [0u64; REASON_MAX];
+        for reason in Reason::ALL {
+            let per_cpu = self.stats.get(&reason.index(), 0).map_err(map_err(STATS))?;
+            by_reason[reason.index() as usize] = per_cpu.iter().sum();
+        }
+        Ok(Stats::from_reasons(by_reason))
     }
 }
 
@@ -198,7 +210,7 @@ fn key_block(prefix_len: u32, key: AddrKey) -> Option<IpNet> {
 }
 
 /// An IPv4 block's prefix counts the 96 bits of the mapping in front of it.
-fn tunnel_key(block: IpNet) -> Key<AddrKey> {
+fn tunnel_key(block: IpNet) -> TunnelKey {
     let block = block.trunc();
     let len = match block {
         IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
@@ -207,46 +219,62 @@ fn tunnel_key(block: IpNet) -> Key<AddrKey> {
     Key::new(len, addr_key(block.addr()))
 }
 
-/// The C structs' bytes in the kernel's (native) byte order.
-fn config_value(enabled: bool, fabric: Option<(u32, [u8; 6])>) -> [u8; 16] {
-    let (ifindex, mac) = fabric.unwrap_or((0, [0; 6]));
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&u32::from(enabled).to_ne_bytes());
-    bytes[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-    bytes[8..14].copy_from_slice(&mac);
-    bytes
-}
-
-fn endpoint_value(ifindex: u32, mac: [u8; 6], host_mac: [u8; 6]) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&ifindex.to_ne_bytes());
-    bytes[4..10].copy_from_slice(&mac);
-    bytes[10..].copy_from_slice(&host_mac);
-    bytes
+fn config_value(enabled: bool, fabric: Option<(u32, [u8; 6])>) -> Config {
+    let (fabric_ifindex, fabric_mac) = fabric.unwrap_or((0, [0; 6]));
+    Config {
+        enabled: u32::from(enabled),
+        fabric_ifindex,
+        fabric_mac,
+        pad: [0; 2],
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // The byte positions these tests checked in the hand-made buffers are now the
+    // structs' field offsets; abi.rs checks the same numbers against the object.
     #[test]
     fn config_value_lays_out_the_c_struct() {
+        use std::mem::offset_of;
         let mac = [2, 0, 0, 0, 0, 9];
         let v = config_value(true, Some((7, mac)));
-        assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), 1);
-        assert_eq!(u32::from_ne_bytes(v[4..8].try_into().unwrap()), 7);
-        assert_eq!(v[8..14], mac);
-        assert_eq!(v[14..], [0, 0]);
+        assert_eq!((offset_of!(Config, enabled), v.enabled), (0, 1));
+        assert_eq!(
+            (offset_of!(Config, fabric_ifindex), v.fabric_ifindex),
+            (4, 7)
+        );
+        assert_eq!((offset_of!(Config, fabric_mac), v.fabric_mac), (8, mac));
+        assert_eq!((offset_of!(Config, pad), v.pad), (14, [0, 0]));
+        assert_eq!(size_of::<Config>(), 16);
         let v = config_value(false, None);
-        assert_eq!(v, [0; 16]);
+        assert_eq!(v, Config::default());
     }
 
     #[test]
     fn endpoint_value_lays_out_the_c_struct() {
-        let v = endpoint_value(0x0102_0304, [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]);
-        assert_eq!(u32::from_ne_bytes(v[..4].try_into().unwrap()), 0x0102_0304);
-        assert_eq!(v[4..10], [1, 2, 3, 4, 5, 6]);
-        assert_eq!(v[10..], [7, 8, 9, 10, 11, 12]);
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(EndpointValue, ifindex), 0);
+        assert_eq!(offset_of!(EndpointValue, mac), 4);
+        assert_eq!(offset_of!(EndpointValue, host_mac), 10);
+        assert_eq!(size_of::<EndpointValue>(), 16);
+    }
+
+    #[test]
+    fn the_totals_keep_their_meaning() {
+        let mut by_reason = [0u64; REASON_MAX];
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            by_reason[r.index() as usize] = 1 << i;
+        }
+        let s = Stats::from_reasons(by_reason);
+        assert_eq!(s.to_fabric, s.get(Reason::FwdFabric));
+        assert_eq!(s.to_endpoint, s.get(Reason::FwdEndpoint));
+        // Looked up, then handed over; not what was handed over before the lookup.
+        assert_eq!(
+            s.to_stack,
+            s.get(Reason::PassNoEntry) + s.get(Reason::PassSameDevice) + s.get(Reason::PassMtu)
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! strait's ADD, and clsact would take that slot. A veth with an `ingress` qdisc is
 //! left to the kernel; the fast path would also skip the shaping there.
 
+mod abi;
 mod endpoints;
 mod maps;
 pub mod nat;
@@ -39,13 +40,12 @@ use strait_api::routes::EntryState;
 use strait_api::{FastPathEntry, FastPathMaps, FastPathMode, FastPathStatus};
 use tracing::{debug, info, warn};
 
+pub use abi::Reason;
 pub use maps::Stats;
 
 use crate::netlink::format_mac;
 
-/// The programs' names in the object (also the names `tc filter show` prints).
-const FROM_ENDPOINT: &str = "strait_from_ep";
-const FROM_FABRIC: &str = "strait_from_fab";
+use abi::{FROM_ENDPOINT, FROM_FABRIC};
 
 /// Where strait's filter sits on every device it attaches to. A fixed priority and
 /// handle let the next agent find and replace it.
@@ -276,21 +276,25 @@ impl FastPath {
             .iter()
             .map(|(name, (ifindex, _))| (*ifindex, name.as_str()))
             .collect();
-        let endpoint = |(ifindex, mac, host_mac): maps::EndpointValue| {
-            let name = names.get(&ifindex).copied().unwrap_or("?");
+        let endpoint = |v: abi::EndpointValue| {
+            let name = names.get(&v.ifindex).copied().unwrap_or("?");
             format!(
-                "ifindex {ifindex} ({name}) mac {} gateway {}",
-                format_mac(&mac),
-                format_mac(&host_mac)
+                "ifindex {} ({name}) mac {} gateway {}",
+                v.ifindex,
+                format_mac(&v.mac),
+                format_mac(&v.host_mac)
             )
         };
         let wanted_endpoints: BTreeMap<IpNet, String> = l
             .endpoints
             .values()
             .flat_map(|(ifindex, ep)| {
-                ep.ips
-                    .iter()
-                    .map(move |ip| (IpNet::from(*ip), (*ifindex, ep.mac, ep.host_mac)))
+                let value = abi::EndpointValue {
+                    ifindex: *ifindex,
+                    mac: ep.mac,
+                    host_mac: ep.host_mac,
+                };
+                ep.ips.iter().map(move |ip| (IpNet::from(*ip), value))
             })
             .map(|(k, v)| (k, endpoint(v)))
             .collect();
@@ -331,6 +335,10 @@ impl FastPath {
             to_fabric: stats.to_fabric,
             to_endpoint: stats.to_endpoint,
             to_stack: stats.to_stack,
+            by_reason: Reason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), stats.get(*r)))
+                .collect(),
         }
     }
 }
@@ -436,6 +444,9 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, ifname: &str) -> Result<(), Fa
     std::mem::forget(link);
     Ok(())
 }
+
+#[cfg(test)]
+mod prog_tests;
 
 #[cfg(test)]
 mod tests {
