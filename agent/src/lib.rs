@@ -19,6 +19,9 @@
 //! * [`api`]: the local HTTP API on a unix socket, decode → owner → encode.
 //! * [`config`]: flags and the config file; [`metrics`]: Prometheus.
 //! * [`daemon`]: wiring, start-up, shutdown.
+//!
+//! Test builds add `bpf_test`: the BPF_PROG_TEST_RUN harness (a BTF reader, the
+//! test-run syscall, packet builders) that the fast path's program tests use.
 
 pub mod api;
 pub mod attach;
