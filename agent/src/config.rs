@@ -1,6 +1,9 @@
 //! Agent configuration: command-line flags and an optional TOML file with the same keys.
 //! Flags win over the file; the file wins over defaults.
 //!
+//! Over 600 lines with its unit tests (every key's precedence is tested); the
+//! resolution itself is about 360 lines.
+//!
 //! Each key is defined once, in [`Keys`] (a flag and a file key alike). The
 //! command line and the file each give a `Keys`, layered flag over file, and
 //! [`AgentConfig`] is resolved from the result: defaults (the constants here and in

@@ -1,6 +1,9 @@
 //! The desired kernel state of this node, computed from the cluster's node records and
 //! IPAM blocks. Pure: no kernel, no store, so it is tested (and sized) without root.
 //!
+//! Over 600 lines with its unit tests; the computation itself is about 340 lines,
+//! kept in one file because each mode's rules read against the others.
+//!
 //! Per remote node with a record, vxlan wants an FDB entry (its VTEP MAC → its
 //! underlay address), a permanent neighbour per tunnel address (→ its VTEP MAC) and a
 //! route per block affine to it (onlink via its tunnel address of the block's family on

@@ -2,6 +2,9 @@
 //! desired state, and apply the difference — add what is missing, replace what is
 //! wrong, delete what is strait's and no longer wanted.
 //!
+//! Over 600 lines with its unit tests; the pass itself is about 470 lines (plan,
+//! read, apply, report), each step used only by the next.
+//!
 //! The comparison ([`plan`]) is pure. Applying pipelines the requests over the one
 //! netlink socket (up to [`IN_FLIGHT`] at a time): 1 000 peers are 3 000 requests, and
 //! one round trip each in sequence would cost seconds. Requests that must happen in

@@ -1,5 +1,8 @@
 //! An in-memory kernel for unit tests of what is built on [`HostNet`].
 //!
+//! Over 600 lines because it fakes every operation of [`HostNet`], the endpoints' and
+//! the fabric's, against one kernel state; split, the halves would share that state.
+//!
 //! It keeps the host's endpoint links and the "existing" network namespaces in maps,
 //! and follows the real kernel's rules that the agent relies on: a host link name is
 //! unique, a container interface name is unique within its namespace, deleting what

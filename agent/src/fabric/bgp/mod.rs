@@ -1,6 +1,10 @@
 //! The BGP fabric (`--fabric bgp`, docs/bgp.md): this node runs strait-bgp's speaker,
 //! announces its own IPAM blocks, and installs what it learns into the kernel.
 //!
+//! Over 600 lines: most of it is the fabric's one event loop (store watch, speaker
+//! reconfiguration, FIB sync), which reads best in one place; its helpers live in
+//! `peering`, `fib`, `status` and `external`.
+//!
 //! Two loops, so a slow store never holds up the kernel and the other way round:
 //!
 //! * the **peering loop** ([`BgpFabric::run`]) lists and watches `nodes/`,
