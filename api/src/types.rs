@@ -484,7 +484,7 @@ impl std::str::FromStr for FabricMode {
 
 /// A node of the cluster as it registers itself (`nodes/<node>`, bound to its lease).
 /// See docs/cluster.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub name: String,
     pub underlay_v4: Option<std::net::Ipv4Addr>,

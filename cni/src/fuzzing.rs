@@ -22,14 +22,7 @@ use crate::error::CniError;
 use crate::result::CniResult;
 use crate::version::{CniVersion, SUPPORTED, VersionInfo};
 
-const VERBS: [Verb; 6] = [
-    Verb::Add,
-    Verb::Del,
-    Verb::Check,
-    Verb::Status,
-    Verb::Version,
-    Verb::Gc,
-];
+const VERBS: [Verb; 6] = Verb::ALL;
 
 /// Where the bodies pretend the container's namespace is, for CHECK's address match.
 const NETNS: &str = "/var/run/netns/fuzz";

@@ -18,6 +18,16 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// Every verb, in the spec's order.
+    pub const ALL: [Verb; 6] = [
+        Verb::Add,
+        Verb::Del,
+        Verb::Check,
+        Verb::Status,
+        Verb::Version,
+        Verb::Gc,
+    ];
+
     /// The verb the spec spells `command`; commands are upper case in the spec and
     /// every runtime sends them so: anything else is no verb rather than a guess.
     pub fn from_command(command: &str) -> Option<Self> {
@@ -50,14 +60,7 @@ mod tests {
 
     #[test]
     fn command_text_round_trips() {
-        for verb in [
-            Verb::Add,
-            Verb::Del,
-            Verb::Check,
-            Verb::Status,
-            Verb::Version,
-            Verb::Gc,
-        ] {
+        for verb in Verb::ALL {
             assert_eq!(Verb::from_command(verb.as_str()), Some(verb));
         }
         assert_eq!(Verb::from_command("add"), None);

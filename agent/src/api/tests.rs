@@ -60,17 +60,9 @@ async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
             .expect("store");
     let record = strait_api::NodeRecord {
         name: "n1".into(),
-        underlay_v4: None,
-        underlay_v6: None,
         fabric: FabricMode::Vxlan,
-        vtep_mac: None,
-        vxlan_vni: None,
-        vxlan_port: None,
-        tunnel_v4: None,
-        tunnel_v6: None,
         agent_version: "test".into(),
-        started: 0,
-        bgp: None,
+        ..Default::default()
     };
     let registry = Registry::new(
         store.clone(),
@@ -83,13 +75,7 @@ async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
         crate::ipam::Ipam::new(
             store.clone(),
             "n1".into(),
-            crate::ipam::IpamConfig {
-                pools: vec!["10.9.0.0/24".parse().expect("pool")],
-                block_prefix_v4: 26,
-                block_prefix_v6: 122,
-                max_blocks_per_node: None,
-                strict_affinity: false,
-            },
+            crate::ipam::IpamConfig::with_pools(vec!["10.9.0.0/24".parse().expect("pool")]),
         )
         .await
         .expect("ipam"),

@@ -57,16 +57,10 @@ async fn bed_with_grace(gc_grace: Duration) -> Bed {
         Ipam::new(
             store.clone(),
             "n1".into(),
-            IpamConfig {
-                pools: vec![
-                    "10.9.0.0/24".parse().expect("pool"),
-                    "fd00:9::/120".parse().expect("pool"),
-                ],
-                block_prefix_v4: 26,
-                block_prefix_v6: 122,
-                max_blocks_per_node: None,
-                strict_affinity: false,
-            },
+            IpamConfig::with_pools(vec![
+                "10.9.0.0/24".parse().expect("pool"),
+                "fd00:9::/120".parse().expect("pool"),
+            ]),
         )
         .await
         .expect("ipam"),

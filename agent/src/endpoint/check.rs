@@ -281,7 +281,8 @@ fn neighbour(
     }
 }
 
-fn verdict(spec: &VethSpec, problems: Vec<Problem>) -> Result<(), CheckError> {
+/// No problems is a pass; any is a [`CheckError::Mismatch`] listing them all.
+pub fn verdict(spec: &VethSpec, problems: Vec<Problem>) -> Result<(), CheckError> {
     if problems.is_empty() {
         Ok(())
     } else {

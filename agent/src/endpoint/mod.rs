@@ -38,7 +38,7 @@ use futures::future::{join_all, try_join_all};
 use crate::netlink::{Netlink, NetlinkError, Route, VethEnd, format_mac, ignore_not_found};
 use crate::netns::{NetNs, NetnsError};
 
-pub use check::{CheckError, Problem, Side, check};
+pub use check::{CheckError, Problem, Side, check, verdict};
 pub use names::{default_container_mac, host_ifname, host_mac, is_host_ifname};
 
 /// The container's IPv4 gateway: link-local, never assigned to any interface.

@@ -293,14 +293,8 @@ async fn leaving_vxlan_mode_removes_the_device_and_report_only_changes_nothing()
 
 #[tokio::test]
 async fn host_gw_gives_no_route_to_a_peer_off_the_segment_and_says_so() {
-    let host = FakeHost::new();
-    host.add_device("eth0", 1500, &[(ip("10.0.0.1"), 24)]);
-    let underlay = Underlay {
-        iface: None,
-        v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
-        v6: None,
-    };
-    let cfg = FabricConfig::new("n1", FabricMode::HostGw, underlay);
+    let (host, mut cfg) = host();
+    cfg.mode = FabricMode::HostGw;
     let mut view = cluster(2, FabricMode::HostGw);
     if let Some(n2) = view.nodes.get_mut("n2") {
         n2.underlay_v4 = Some(Ipv4Addr::new(172, 16, 0, 2));

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::{Answer, HostNet, NetnsState};
 use crate::endpoint::{
     CheckError, EndpointError, Problem, Side, VethCreated, VethSpec, default_container_mac,
-    host_mac,
+    host_mac, verdict,
 };
 use crate::netlink::{
     Address, FdbEntry, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec, format_mac,
@@ -48,6 +48,26 @@ struct Device {
     link: Link,
     /// VNI, port, local address and learning, for a VXLAN device.
     vxlan: Option<(u32, u16, IpAddr, bool)>,
+}
+
+impl Kernel {
+    /// A new link other than an endpoint's, down, MTU 1500, with a MAC of its own (the
+    /// kernel's would be random; the agent sets the one it wants).
+    fn new_device(&mut self, name: &str, vxlan: Option<(u32, u16, IpAddr, bool)>) -> u32 {
+        self.next_index += 1;
+        let index = self.next_index;
+        let link = Link {
+            index,
+            name: name.to_string(),
+            mac: Some([0x0a, 0xbb, 0, 0, 0, index as u8]),
+            mtu: 1500,
+            up: false,
+            link: None,
+            kind: vxlan.map(|_| "vxlan".to_string()),
+        };
+        self.devices.insert(index, Device { link, vxlan });
+        index
+    }
 }
 
 #[derive(Default)]
@@ -166,23 +186,10 @@ impl FakeHost {
     /// A plain link (an underlay interface), up, with `addresses`; returns its index.
     pub fn add_device(&self, name: &str, mtu: u32, addresses: &[(IpAddr, u8)]) -> u32 {
         let mut k = self.kernel();
-        k.next_index += 1;
-        let index = k.next_index;
-        k.devices.insert(
-            index,
-            Device {
-                link: Link {
-                    index,
-                    name: name.to_string(),
-                    mac: Some([2, 0, 0, 0, 0, index as u8]),
-                    mtu,
-                    up: true,
-                    link: None,
-                    kind: None,
-                },
-                vxlan: None,
-            },
-        );
+        let index = k.new_device(name, None);
+        if let Some(d) = k.devices.get_mut(&index) {
+            (d.link.mtu, d.link.up) = (mtu, true);
+        }
         for (ip, len) in addresses {
             k.addresses.insert((index, *ip, *len));
         }
@@ -382,14 +389,7 @@ impl HostNet for FakeHost {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(CheckError::Mismatch {
-                host_ifname: spec.host_ifname.clone(),
-                problems,
-            })
-        }
+        verdict(spec, problems)
     }
 
     async fn delete_link(&self, name: &str) -> Result<(), EndpointError> {
@@ -495,24 +495,7 @@ impl HostNet for FakeHost {
         if taken {
             return Err(refused("create vxlan", &spec.name, libc::EEXIST));
         }
-        k.next_index += 1;
-        let index = k.next_index;
-        k.devices.insert(
-            index,
-            Device {
-                link: Link {
-                    index,
-                    name: spec.name.clone(),
-                    // The kernel gives a new device a random MAC; the agent sets its own.
-                    mac: Some([0x0a, 0xbb, 0, 0, 0, index as u8]),
-                    mtu: 1500,
-                    up: false,
-                    link: None,
-                    kind: Some("vxlan".into()),
-                },
-                vxlan: Some((spec.vni, spec.port, spec.local, false)),
-            },
-        );
+        k.new_device(&spec.name, Some((spec.vni, spec.port, spec.local, false)));
         Ok(())
     }
 

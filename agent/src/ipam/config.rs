@@ -57,6 +57,18 @@ impl Default for IpamConfig {
 }
 
 impl IpamConfig {
+    /// `pools` with the default block sizes (/26, /122), no block limit and no strict
+    /// affinity.
+    pub fn with_pools(pools: Vec<IpNet>) -> Self {
+        Self {
+            pools,
+            block_prefix_v4: default_block_prefix_v4(),
+            block_prefix_v6: default_block_prefix_v6(),
+            max_blocks_per_node: None,
+            strict_affinity: false,
+        }
+    }
+
     /// Block prefix length of `family`.
     pub fn block_prefix(&self, family: Family) -> u8 {
         match family {
