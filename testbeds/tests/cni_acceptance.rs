@@ -1,4 +1,5 @@
-//! The CNI acceptance list (../shared/recipes/CNI-ACCEPTANCE.md) against the real
+//! strait's CNI acceptance list (what the CNI spec and real runtimes require of a
+//! plugin) against the real
 //! `strait` binary and a real `straitd`, in network namespaces of the test's own.
 //! Each test names the list's line it covers.
 

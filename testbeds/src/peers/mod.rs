@@ -10,7 +10,8 @@
 //! [`fib_routes`] (details) or [`fib_count`] (a count, for 100 000 routes).
 //! [`Lan`] puts several namespaces on one L2 segment (a bridge in a hub namespace).
 //!
-//! Set-up details and pitfalls of each daemon on Debian 12: shared/recipes/PEERS.md.
+//! Set-up details and pitfalls of each daemon on Debian 12 are in its own module
+//! ([`bird`], [`frr`], [`gobgp`]) and in docs/testing.md.
 
 pub mod bird;
 pub mod frr;
