@@ -18,13 +18,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::{Answer, HostNet, NetnsState};
+use super::{Answer, GatewayChange, HostNet, NetnsState};
 use crate::endpoint::{
     CheckError, EndpointError, Problem, Side, VethCreated, VethSpec, default_container_mac,
     host_mac, verdict,
 };
 use crate::netlink::{
-    Address, FdbEntry, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec, format_mac,
+    Address, FdbEntry, GatewayRoute, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec,
+    format_mac,
 };
 
 /// The path the fake treats as the agent's own network namespace.
@@ -81,6 +82,11 @@ struct Kernel {
     routes: Vec<Route>,
     fdb: BTreeMap<u32, Vec<FdbEntry>>,
     neighbours: BTreeMap<u32, Vec<Neighbour>>,
+    /// Multipath gateway routes, by destination.
+    gateway_routes: BTreeMap<ipnet::IpNet, GatewayRoute>,
+    /// Gateway route changes still to refuse (EHOSTUNREACH, as for an unreachable
+    /// next hop).
+    refuse_gateway_changes: usize,
     namespaces: BTreeSet<PathBuf>,
     next_index: u32,
     fail_creates: usize,
@@ -204,6 +210,28 @@ impl FakeHost {
     /// Adds a route as another program would.
     pub fn add_route(&self, route: Route) {
         self.kernel().routes.push(route);
+    }
+
+    /// The gateway routes, as `ip route` would list them.
+    pub fn gateway_route_table(&self) -> Vec<GatewayRoute> {
+        self.kernel().gateway_routes.values().cloned().collect()
+    }
+
+    /// Someone else changes the table: `route` is added, or replaces its destination's.
+    pub fn put_gateway_route(&self, route: GatewayRoute) {
+        self.kernel()
+            .gateway_routes
+            .insert(route.destination, route);
+    }
+
+    /// Someone else deletes the gateway route to `destination`.
+    pub fn remove_gateway_route(&self, destination: ipnet::IpNet) {
+        self.kernel().gateway_routes.remove(&destination);
+    }
+
+    /// The next `n` gateway route changes are refused.
+    pub fn refuse_gateway_changes(&self, n: usize) {
+        self.kernel().refuse_gateway_changes = n;
     }
 
     pub fn fdb_of(&self, index: u32) -> Vec<FdbEntry> {
@@ -631,6 +659,45 @@ impl HostNet for FakeHost {
             return Err(refused("delete neighbour", ip, libc::ENOENT));
         }
         Ok(())
+    }
+
+    async fn gateway_routes(&self, protocol: u8) -> Answer<Vec<GatewayRoute>> {
+        Ok(self
+            .kernel()
+            .gateway_routes
+            .values()
+            .filter(|r| r.protocol == protocol)
+            .cloned()
+            .collect())
+    }
+
+    async fn change_gateway_routes(&self, changes: Vec<GatewayChange>) -> Answer<Vec<Answer<()>>> {
+        let mut k = self.kernel();
+        Ok(changes
+            .into_iter()
+            .map(|change| {
+                if k.refuse_gateway_changes > 0 {
+                    k.refuse_gateway_changes -= 1;
+                    let r = match &change {
+                        GatewayChange::Replace(r) | GatewayChange::Delete(r) => r.destination,
+                    };
+                    return Err(refused("change route", r, libc::EHOSTUNREACH));
+                }
+                match change {
+                    GatewayChange::Replace(r) => {
+                        k.gateway_routes.insert(r.destination, r);
+                        Ok(())
+                    }
+                    GatewayChange::Delete(r) => match k.gateway_routes.get(&r.destination) {
+                        Some(installed) if *installed == r => {
+                            k.gateway_routes.remove(&r.destination);
+                            Ok(())
+                        }
+                        _ => Err(refused("delete route", r.destination, libc::ESRCH)),
+                    },
+                }
+            })
+            .collect())
     }
 }
 

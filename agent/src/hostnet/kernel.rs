@@ -5,10 +5,10 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::{Answer, HostNet, NetnsState};
+use super::{Answer, GatewayChange, HostNet, NetnsState};
 use crate::endpoint::{self, CheckError, EndpointError, VethCreated, VethSpec};
 use crate::netlink::{
-    Address, FdbEntry, FdbWrite, Link, Neighbour, Netlink, Route, Vxlan, VxlanSpec,
+    Address, FdbEntry, FdbWrite, GatewayRoute, Link, Neighbour, Netlink, Route, Vxlan, VxlanSpec,
 };
 use crate::netns;
 
@@ -153,5 +153,20 @@ impl HostNet for Netlink {
 
     async fn del_neighbour(&self, index: u32, ip: IpAddr) -> Answer<()> {
         Netlink::del_neighbour(self, index, ip).await
+    }
+
+    async fn gateway_routes(&self, protocol: u8) -> Answer<Vec<GatewayRoute>> {
+        Netlink::gateway_routes(self, protocol).await
+    }
+
+    async fn change_gateway_routes(&self, changes: Vec<GatewayChange>) -> Answer<Vec<Answer<()>>> {
+        let batch = changes
+            .iter()
+            .map(|c| match c {
+                GatewayChange::Replace(r) => r.replace_request(),
+                GatewayChange::Delete(r) => r.delete_request(),
+            })
+            .collect();
+        self.batch(batch).await
     }
 }

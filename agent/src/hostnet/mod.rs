@@ -6,7 +6,11 @@
 //!   routes and neighbours in both namespaces, check it, delete host links, list the
 //!   links strait owns, look at a network namespace file, read the forwarding sysctls;
 //! * the fabric ([`crate::fabric`]): links (the VXLAN device and the underlay),
-//!   addresses, strait's routes, the FDB and neighbour entries of the VXLAN device.
+//!   addresses, strait's routes, the FDB and neighbour entries of the VXLAN device;
+//!   the BGP fabric's FIB sync: multipath gateway routes, changed many at once.
+//!
+//! Not here: attaching the fast path's tc programs, which is aya's (it owns the
+//! programs' file descriptors; a fake could load no program anyway).
 //!
 //! Two implementations: the real kernel ([`crate::netlink::Netlink`], through
 //! [`crate::endpoint`] and [`crate::netns`]) and, for unit tests, an in-memory fake
@@ -28,7 +32,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::endpoint::{CheckError, EndpointError, VethCreated, VethSpec};
-use crate::netlink::{Address, FdbEntry, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec};
+use crate::netlink::{
+    Address, FdbEntry, GatewayRoute, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec,
+};
 
 /// A kernel answer: the value or the operation's error.
 pub type Answer<T> = Result<T, NetlinkError>;
@@ -142,4 +148,27 @@ pub trait HostNet: Clone + Send + Sync + 'static {
         mac: [u8; 6],
     ) -> impl Future<Output = Answer<()>> + Send;
     fn del_neighbour(&self, index: u32, ip: IpAddr) -> impl Future<Output = Answer<()>> + Send;
+
+    // ----- gateway routes (the BGP fabric's FIB) -----
+
+    /// Every gateway route (one or several next hops) of `protocol`.
+    fn gateway_routes(
+        &self,
+        protocol: u8,
+    ) -> impl Future<Output = Answer<Vec<GatewayRoute>>> + Send;
+    /// Applies every change, many per system call where the kernel allows; returns each
+    /// one's outcome in order. `Err` only when nothing could be sent at all.
+    fn change_gateway_routes(
+        &self,
+        changes: Vec<GatewayChange>,
+    ) -> impl Future<Output = Answer<Vec<Answer<()>>>> + Send;
+}
+
+/// One change of a gateway route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayChange {
+    /// Add the route, or replace the one with its destination.
+    Replace(GatewayRoute),
+    /// Delete the route (named with its gateways, as installed).
+    Delete(GatewayRoute),
 }

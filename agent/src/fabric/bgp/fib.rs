@@ -10,9 +10,10 @@
 //! another protocol's routes.
 //!
 //! [`FibTable`] is the pure core: what the RIB wants, what is installed, and the
-//! kernel operations that close the gap. [`FibSync`] drives it against the kernel with
-//! [`Netlink::batch`]: requests packed back to back, up to a thousand per system call,
-//! so 100 000 routes cost the kernel's work, not 100 000 round trips.
+//! kernel operations that close the gap. [`FibSync`] drives it against the kernel
+//! through [`HostNet::change_gateway_routes`] — on the real kernel [`Netlink::batch`]:
+//! requests packed back to back, up to a thousand per system call, so 100 000 routes
+//! cost the kernel's work, not 100 000 round trips; in unit tests, the fake kernel.
 //!
 //! Restart: the table starts from the kernel's proto-83 gateway routes (adopted, never
 //! flushed); the RIB's changes replace them in place; what the RIB has not asked for by
@@ -26,6 +27,7 @@ use strait_bgp::codec::NextHop;
 use strait_bgp::rib::FibChange;
 use tracing::{debug, warn};
 
+use crate::hostnet::{GatewayChange, HostNet};
 use crate::netlink::{GatewayRoute, Netlink, NetlinkError, RTPROT_STRAIT, ignore_not_found};
 
 /// This node's prefixes, as FIB sync must treat them.
@@ -316,15 +318,16 @@ pub struct Applied {
     pub failed: Vec<String>,
 }
 
-/// FIB sync bound to one namespace's main table.
-pub struct FibSync {
-    netlink: Netlink,
+/// FIB sync bound to one namespace's main table (of the host kernel `K`: the real one,
+/// or the fake in unit tests).
+pub struct FibSync<K: HostNet = Netlink> {
+    netlink: K,
     table: FibTable,
 }
 
-impl FibSync {
+impl<K: HostNet> FibSync<K> {
     /// Adopts the kernel's proto-83 gateway routes; changes nothing in the kernel.
-    pub async fn start(netlink: Netlink) -> Result<Self, NetlinkError> {
+    pub async fn start(netlink: K) -> Result<Self, NetlinkError> {
         let mut table = FibTable::default();
         table.adopt(netlink.gateway_routes(RTPROT_STRAIT).await?);
         debug!(
@@ -394,14 +397,14 @@ impl FibSync {
                 Some((op, route))
             })
             .collect();
-        let batch = requests
+        let changes = requests
             .iter()
             .map(|(op, route)| match op {
-                FibOp::Replace(_) => route.replace_request(),
-                FibOp::Delete(_) => route.delete_request(),
+                FibOp::Replace(_) => GatewayChange::Replace(route.clone()),
+                FibOp::Delete(_) => GatewayChange::Delete(route.clone()),
             })
             .collect();
-        let outcomes = match nl.batch(batch).await {
+        let outcomes = match nl.change_gateway_routes(changes).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 let first = e.to_string();
@@ -682,5 +685,101 @@ mod tests {
         eprintln!("100 000 FIB changes planned in {:?}", started.elapsed());
         assert!(refused.is_empty());
         assert_eq!(ops.len(), 100_000);
+    }
+
+    // ----- FibSync against the fake kernel -----
+
+    use crate::hostnet::fake::FakeHost;
+
+    fn local(own: &[&str]) -> LocalPrefixes {
+        LocalPrefixes {
+            own: own.iter().map(|p| net(p)).collect(),
+            lent: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fib_sync_installs_replaces_and_withdraws_on_the_kernel() {
+        let host = FakeHost::new();
+        let mut fib = FibSync::start(host.clone()).await.expect("start");
+        let applied = fib
+            .changes(vec![
+                change("10.244.2.0/26", vec![v4("10.0.0.2")]),
+                change("10.244.3.0/26", vec![v4("10.0.0.3"), v4("10.0.0.4")]),
+            ])
+            .await;
+        assert_eq!(
+            (applied.replaced, applied.failed.len()),
+            (2, 0),
+            "{applied:?}"
+        );
+        assert_eq!(
+            host.gateway_route_table(),
+            vec![
+                route("10.244.2.0/26", &["10.0.0.2"]),
+                route("10.244.3.0/26", &["10.0.0.3", "10.0.0.4"]),
+            ]
+        );
+        // One next hop of the ECMP route goes; then the other prefix is withdrawn.
+        fib.changes(vec![change("10.244.3.0/26", vec![v4("10.0.0.4")])])
+            .await;
+        let applied = fib.changes(vec![change("10.244.2.0/26", vec![])]).await;
+        assert_eq!(applied.deleted, 1, "{applied:?}");
+        assert_eq!(
+            host.gateway_route_table(),
+            vec![route("10.244.3.0/26", &["10.0.0.4"])]
+        );
+    }
+
+    #[tokio::test]
+    async fn fib_sync_adopts_at_start_and_deletes_the_unconfirmed_at_convergence() {
+        let host = FakeHost::new();
+        // A previous agent's routes, and another protocol's route to leave alone.
+        host.put_gateway_route(route("10.244.2.0/26", &["10.0.0.2"]));
+        host.put_gateway_route(route("10.244.9.0/26", &["10.0.0.9"]));
+        let mut foreign = route("192.168.0.0/24", &["10.0.0.254"]);
+        foreign.protocol = 4;
+        host.put_gateway_route(foreign.clone());
+
+        let mut fib = FibSync::start(host.clone()).await.expect("start");
+        assert_eq!(fib.table().installed_len(), 2, "adopted, not flushed");
+        assert_eq!(host.gateway_route_table().len(), 3, "start changes nothing");
+        // The speaker confirms one; the other is stale once it has converged.
+        fib.changes(vec![change("10.244.2.0/26", vec![v4("10.0.0.2")])])
+            .await;
+        let applied = fib.converged().await;
+        assert_eq!(applied.deleted, 1, "{applied:?}");
+        assert_eq!(
+            host.gateway_route_table(),
+            vec![route("10.244.2.0/26", &["10.0.0.2"]), foreign]
+        );
+    }
+
+    #[tokio::test]
+    async fn fib_sync_resync_repairs_what_was_changed_behind_its_back_and_retries_refusals() {
+        let host = FakeHost::new();
+        let mut fib = FibSync::start(host.clone()).await.expect("start");
+        fib.set_local(&local(&["10.244.1.0/26"])).await;
+        host.refuse_gateway_changes(1);
+        let applied = fib
+            .changes(vec![
+                change("10.244.2.0/26", vec![v4("10.0.0.2")]),
+                change("10.244.3.0/26", vec![v4("10.0.0.3")]),
+            ])
+            .await;
+        assert_eq!(applied.failed.len(), 1, "{applied:?}");
+        // Someone deletes one route and points the own block somewhere.
+        host.remove_gateway_route(net("10.244.3.0/26"));
+        host.put_gateway_route(route("10.244.1.0/26", &["10.0.0.66"]));
+        let applied = fib.resync().await.expect("resync");
+        assert!(applied.failed.is_empty(), "{applied:?}");
+        assert_eq!(
+            host.gateway_route_table(),
+            vec![
+                route("10.244.2.0/26", &["10.0.0.2"]),
+                route("10.244.3.0/26", &["10.0.0.3"]),
+            ],
+            "the refused one installed, the deleted one back, none on an own block"
+        );
     }
 }
