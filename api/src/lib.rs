@@ -10,6 +10,16 @@
 //! [`MacAddr`] (the one MAC parser) and [`Family`]. What the agent stores for an
 //! endpoint is its own versioned record, apart from [`Endpoint`]: changing a type here
 //! changes the API, not the store.
+//!
+//! - [`paths`]: the API's paths; [`types`]: request and response bodies (CNI verbs,
+//!   status, endpoints, IPAM, the fast path); [`routes`]: `netctl routes`;
+//!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views.
+//! - [`client`]: the blocking client of the agent's socket.
+//! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
+//!   the plugin, read by the agent).
+//! - [`mac`] and [`family`]: shared vocabulary.
+//! - `fuzzing` (hidden): the fuzz targets' bodies, which reach the client's private
+//!   parsers.
 
 pub mod bgp;
 pub mod client;

@@ -11,6 +11,11 @@
 //!   full-MTU ping, TCP echo, continuous ping). The `strait-testbed` CLI runs one for
 //!   exploring by hand.
 //! * [`wait`]: [`wait_until`], polling for a condition with a timeout, for every test.
+//! * [`host`]: a one-host bed (a namespace as the host, its agent, containers).
+//! * [`etcd`]: a private etcd per test; [`peers`]: BIRD, FRR and gobgpd as BGP peers;
+//!   [`runtimes`]: a private Podman and containerd driving `strait`.
+//! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
+//!   binaries under test are.
 //!
 //! Privileged tests call [`require_root`] first: without root they print a visible
 //! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).

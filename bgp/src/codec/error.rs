@@ -3,8 +3,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::header::{HEADER_LEN, MAX_MESSAGE_LEN};
 use super::notification::{Notification, codes};
+use super::{HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// Why a message cannot be accepted. [`DecodeError::notification`] is what to send the
 /// peer when the error ends the session.

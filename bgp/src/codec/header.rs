@@ -1,10 +1,6 @@
 //! The 19-octet message header (RFC 4271 §4.1): marker, length, type.
 
-use super::{DecodeError, EncodeError};
-
-pub const HEADER_LEN: usize = 19;
-/// RFC 4271 §4.1; strait does not negotiate RFC 8654 extended messages.
-pub const MAX_MESSAGE_LEN: usize = 4096;
+use super::{DecodeError, EncodeError, HEADER_LEN, MAX_MESSAGE_LEN};
 
 const MARKER: [u8; 16] = [0xff; 16];
 

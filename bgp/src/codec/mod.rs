@@ -26,12 +26,19 @@ pub use attributes::{
     SegmentKind,
 };
 pub use error::{DecodeError, EncodeError};
-pub use header::{HEADER_LEN, MAX_MESSAGE_LEN, MessageType, frame_length};
+pub use header::{MessageType, frame_length};
 pub use notification::{Notification, codes};
 pub use open::{Capability, GracefulRestart, GracefulRestartFamily, Open};
 pub use update::Update;
 
 use reader::Reader;
+
+/// The message header's length (RFC 4271 §4.1). Here rather than in `header`, so
+/// that `error` (which truncates NOTIFICATION data to fit) and `header` (which uses
+/// the error types) do not import each other.
+pub const HEADER_LEN: usize = 19;
+/// RFC 4271 §4.1; strait does not negotiate RFC 8654 extended messages.
+pub const MAX_MESSAGE_LEN: usize = 4096;
 
 /// The 2-octet stand-in for a 4-octet AS number (RFC 6793 §9).
 pub const AS_TRANS: u16 = 23456;
