@@ -46,14 +46,7 @@ use crate::store::etcd::{EtcdOptions, EtcdStore};
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
-    std::fs::create_dir_all(cfg.pending_release_dir()).with_context(|| {
-        format!(
-            "creating pending-release dir {}",
-            cfg.pending_release_dir().display()
-        )
-    })?;
+    make_state_private(&cfg)?;
 
     for w in cfg.warnings() {
         warn!("{w}");
@@ -154,6 +147,25 @@ struct Running {
     bgp: Option<tokio::task::JoinHandle<()>>,
     /// The fast path's watch on the host (DNAT rules, shaped veths).
     fast_path: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The state dir and the pending-release queue 0700, the embedded store 0600: created
+/// so, or tightened (and logged) when an earlier agent or an operator left them looser.
+fn make_state_private(cfg: &AgentConfig) -> anyhow::Result<()> {
+    for dir in [cfg.state_dir.clone(), cfg.pending_release_dir()] {
+        let had = crate::private::dir(&dir)
+            .with_context(|| format!("making the state dir {} private", dir.display()))?;
+        if let Some(mode) = had {
+            warn!(dir = %dir.display(), from = format!("{mode:o}"), to = "700", "tightened the mode of a state directory");
+        }
+    }
+    let store = cfg.store_path();
+    let had = crate::private::file(&store)
+        .with_context(|| format!("making the store {} private", store.display()))?;
+    if let Some(mode) = had {
+        warn!(file = %store.display(), from = format!("{mode:o}"), to = "600", "tightened the mode of the store");
+    }
+    Ok(())
 }
 
 /// Everything between "socket bound" and "ready": open the store (waiting for it if
@@ -367,6 +379,13 @@ async fn open_store(cfg: &AgentConfig, state: &AppState) -> Arc<dyn Store> {
     })
     .await;
     info!(store = %what, "store open");
+    if !cfg.uses_etcd() {
+        // A store created just now has the process's umask; the state dir around it is
+        // already 0700.
+        if let Err(e) = crate::private::file(&cfg.store_path()) {
+            warn!(error = %e, "making the store file 0600");
+        }
+    }
     store
 }
 

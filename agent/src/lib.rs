@@ -17,7 +17,8 @@
 //! * [`fabric`]: VXLAN, host-gw and the BGP fabric, reconciled against the kernel.
 //! * [`fastpath`]: the eBPF forwarding fast path; follows endpoint events.
 //! * [`api`]: the local HTTP API on a unix socket, decode → owner → encode.
-//! * [`config`]: flags and the config file; [`metrics`]: Prometheus.
+//! * [`config`]: flags and the config file; [`metrics`]: Prometheus; [`private`]: the
+//!   state dir and store modes (root's alone).
 //! * [`daemon`]: wiring, start-up, shutdown.
 //!
 //! Test builds add `bpf_test`: the BPF_PROG_TEST_RUN harness (a BTF reader, the
@@ -38,4 +39,5 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod node;
+pub mod private;
 pub mod store;

@@ -774,3 +774,45 @@ fn two_hundred_parallel_adds_then_dels() {
     let left = h.wait_no_strait_links();
     assert!(left.is_empty(), "leftover interfaces: {left:?}");
 }
+
+// ----- the agent's state is root's alone -----
+
+#[test]
+fn state_dir_and_store_are_root_only_also_when_found_loose() {
+    root_or_skip!("state_dir_and_store_are_root_only_also_when_found_loose");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let mut h = Host::new(POOLS);
+    let state = h.agent.state_dir.clone();
+    let store = state.join("store.redb");
+    let queue = state.join("pending-release");
+    assert_eq!(mode(&state), 0o700, "a new state dir");
+    assert_eq!(mode(&queue), 0o700, "a new DEL queue dir");
+    assert_eq!(mode(&store), 0o600, "a new store");
+
+    // An older agent (or an operator) left them readable by everyone.
+    h.agent.stop();
+    for (p, m) in [(&state, 0o755), (&queue, 0o755), (&store, 0o644)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    }
+    h.agent.restart();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&queue), 0o700);
+    assert_eq!(mode(&store), 0o600);
+    let log = h.agent.log();
+    assert!(
+        log.contains("tightened the mode of a state directory")
+            && log.contains("tightened the mode of the store"),
+        "the agent says what it changed: {log}"
+    );
+    // And it still serves.
+    let ns = h.container_ns();
+    let r = h.add("private1", &ns);
+    assert_eq!(r["ips"].as_array().map(Vec::len), Some(2), "{r}");
+}
