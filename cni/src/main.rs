@@ -7,6 +7,15 @@ use strait_cni::version::CniVersion;
 use strait_cni::{CniError, RawEnv, verbs};
 
 fn main() -> ExitCode {
+    // A person asking, not a runtime (runtimes say CNI_COMMAND=VERSION, and pass no
+    // arguments): answer in words rather than with a CNI error.
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| a == "--version" || a == "-V")
+    {
+        println!("{}", verbs::about());
+        return ExitCode::SUCCESS;
+    }
     let env = RawEnv::from_process();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().lock().read_to_end(&mut stdin) {

@@ -35,6 +35,19 @@ pub struct Outcome {
 ///
 /// Failures become the spec's error JSON here, in the version the config declared
 /// (the newest when the config was never read or names a version we lack).
+/// What `strait --version` prints: the plugin's version and the CNI versions it speaks.
+pub fn about() -> String {
+    let versions: Vec<&str> = crate::version::SUPPORTED
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
+    format!(
+        "strait CNI plugin {}\nCNI protocol versions supported: {}",
+        env!("CARGO_PKG_VERSION"),
+        versions.join(", ")
+    )
+}
+
 pub fn run(env: &RawEnv, stdin: &[u8]) -> Outcome {
     let mut reply_version = CniVersion::LATEST;
     match dispatch(env, stdin, &mut reply_version) {

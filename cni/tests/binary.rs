@@ -25,6 +25,31 @@ fn version_echoes_input_and_lists_supported() {
 }
 
 #[test]
+fn a_person_asking_for_the_version_gets_it_in_words() {
+    for flag in ["--version", "-V"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+            .arg(flag)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run strait");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        assert!(
+            text.starts_with(&format!("strait CNI plugin {}", env!("CARGO_PKG_VERSION"))),
+            "{flag}: {text}"
+        );
+        assert!(text.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{text}");
+        assert!(!text.contains("\"code\""), "not a CNI error: {text}");
+    }
+    // A runtime never passes arguments; with CNI_COMMAND unset it still gets the
+    // spec's error, not the text.
+    let r = run(&[], "");
+    assert_ne!(r.exit, 0, "{r:#?}");
+    assert!(r.stdout.contains("\"code\""), "{r:#?}");
+}
+
+#[test]
 fn version_probe_like_podman() {
     // podman: empty container ID, "dummy" for the rest.
     let r = run(
