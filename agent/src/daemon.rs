@@ -89,7 +89,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
 
     let started = tokio::select! {
-        r = start(&cfg, &state, stop_rx.clone()) => Some(r?),
+        r = start(&cfg, &state, stop_rx.clone()) => match r {
+            Ok(running) => Some(running),
+            Err(e) => {
+                // Nobody will serve the socket: a plugin that found the file would take
+                // the agent for alive (and not queue its DEL) until a new one binds.
+                let _ = stop_tx.send(true);
+                let _ = std::fs::remove_file(&cfg.socket);
+                return Err(e);
+            }
+        },
         _ = wait_for_signal() => None,
     };
     if let Some(running) = started {

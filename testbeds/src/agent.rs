@@ -96,6 +96,14 @@ impl Agent {
         self.child = Some(cmd.spawn().expect("spawn straitd"));
     }
 
+    /// The agent's exit status once it has exited (it is reaped then); `None` while it
+    /// runs, or when it was never started or already reaped.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

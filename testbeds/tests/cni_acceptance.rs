@@ -816,3 +816,30 @@ fn state_dir_and_store_are_root_only_also_when_found_loose() {
     let r = h.add("private1", &ns);
     assert_eq!(r["ips"].as_array().map(Vec::len), Some(2), "{r}");
 }
+
+#[test]
+fn an_agent_that_fails_to_start_removes_its_socket() {
+    root_or_skip!("an_agent_that_fails_to_start_removes_its_socket");
+    use strait_testbeds::agent::{Agent, AgentOpts};
+    // --fabric vxlan in a namespace with no address: no underlay, start-up fails after
+    // the socket is bound.
+    let ns = strait_testbeds::netns::Netns::new(format!("{}nu", strait_testbeds::unique_prefix()));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut opts = AgentOpts::new("nounderlay", POOLS);
+    opts.extra = vec!["--fabric".into(), "vxlan".into()];
+    let mut agent = Agent::spawn(&ns, dir.path(), opts);
+    let status = strait_testbeds::wait_until(
+        "the agent to give up",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(50),
+        || agent.exit_status().is_some(),
+    )
+    .map(|_| agent.exit_status());
+    let log = agent.log();
+    assert!(status.is_ok(), "still running: {log}");
+    assert!(log.contains("underlay"), "says why: {log}");
+    assert!(
+        !agent.socket.exists(),
+        "no socket left behind for plugins to mistake for a live agent: {log}"
+    );
+}
