@@ -161,6 +161,15 @@ async fn dual_stack_allocation_records_handle_and_blocks() {
         assert_eq!((p.used, p.blocks_claimed), (2, 1), "{p:?}");
     }
     assert_eq!(view.pools[0].size, 256);
+    assert_eq!(
+        view.pools[0].usable, 254,
+        "the IPv4 pool's two edges are reserved"
+    );
+    assert_eq!(
+        view.pools[1].usable,
+        view.pools[1].size - 1,
+        "IPv6: the first"
+    );
     assert_eq!(view.pools[0].blocks_total, 4);
     assert_eq!(view.pools[1].blocks_total, 4);
     assert_eq!(view.blocks.len(), 2);

@@ -369,6 +369,10 @@ pub struct PoolView {
     pub block_prefix: u8,
     /// Addresses in the pool.
     pub size: u128,
+    /// Addresses IPAM can hand out: `size` less the pool's reserved edge addresses.
+    /// 0 from an agent older than this field (use `size` then).
+    #[serde(default)]
+    pub usable: u128,
     /// Addresses allocated.
     pub used: u128,
     /// Blocks claimed / blocks the pool can hold.

@@ -203,6 +203,7 @@ fn answers() -> Vec<Vec<u8>> {
                 cidr: "fd00::/48".parse().unwrap(),
                 block_prefix: 122,
                 size: 1 << 80,
+                usable: (1 << 80) - 1,
                 used: 3,
                 blocks_claimed: 1,
                 blocks_total: 1 << 74,

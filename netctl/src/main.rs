@@ -489,10 +489,12 @@ fn render_routes(r: &RouteReport) -> String {
 fn render_ipam(v: &IpamView) -> String {
     let mut t = Table::new(["POOL", "BLOCK SIZE", "USED", "SIZE", "USE %", "BLOCKS"]);
     for p in &v.pools {
-        let pct = if p.size == 0 {
+        // Of what can be handed out: a full pool is 100 %, whatever its reserved edges.
+        let of = if p.usable > 0 { p.usable } else { p.size };
+        let pct = if of == 0 {
             0.0
         } else {
-            p.used as f64 * 100.0 / p.size as f64
+            p.used as f64 * 100.0 / of as f64
         };
         t.row([
             &p.cidr.to_string(),
@@ -606,6 +608,31 @@ fn short_id(id: &str) -> &str {
 mod tests {
     use super::{EntryKind, EntryState, RouteReport, count, render_nodes, render_routes};
     use strait_api::{FabricMode, NodeRecord, NodeView};
+
+    #[test]
+    fn use_percent_is_of_what_can_be_handed_out() {
+        let pool = |cidr: &str, size: u128, usable: u128, used: u128| strait_api::PoolView {
+            cidr: cidr.parse().unwrap(),
+            block_prefix: 30,
+            size,
+            usable,
+            used,
+            blocks_claimed: 1,
+            blocks_total: 1,
+        };
+        let view = |p| strait_api::IpamView {
+            pools: vec![p],
+            blocks: vec![],
+        };
+        // A /30: four addresses, two of them the pool's edges; both others taken.
+        let full = super::render_ipam(&view(pool("10.9.0.0/30", 4, 2, 2)));
+        assert!(full.contains("100.00"), "{full}");
+        let half = super::render_ipam(&view(pool("10.9.0.0/30", 4, 2, 1)));
+        assert!(half.contains("50.00"), "{half}");
+        // An older agent sends no usable count: the size stands in.
+        let old = super::render_ipam(&view(pool("10.9.0.0/30", 4, 0, 2)));
+        assert!(old.contains("50.00"), "{old}");
+    }
 
     #[test]
     fn lent_addresses_show_with_their_holders_the_first_three() {

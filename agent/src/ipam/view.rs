@@ -26,6 +26,7 @@ impl Ipam {
                     cidr: pool.cidr,
                     block_prefix: pool.block_prefix,
                     size: pool.size(),
+                    usable: pool.usable(),
                     used,
                     blocks_claimed: claimed,
                     blocks_total: pool.block_count(),
