@@ -167,10 +167,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Host-side links in flight, by name: those of [`Attacher::creating`] and of
-/// [`reaper::Deleting`].
-fn in_flight<K: HostNet>(a: &Attacher<K>) -> HashSet<String> {
-    let mut busy: HashSet<String> = lock(&a.creating).clone();
-    busy.extend(a.deleting.names());
-    busy
+/// Whether host link `name` is being created or deleted right now.
+fn in_flight<K: HostNet>(a: &Attacher<K>, name: &str) -> bool {
+    lock(&a.creating).contains(name) || a.deleting.contains(name)
 }

@@ -37,8 +37,8 @@ impl Deleting {
         lock(&self.0).get(name).map(|tx| tx.subscribe())
     }
 
-    pub(super) fn names(&self) -> Vec<String> {
-        lock(&self.0).keys().cloned().collect()
+    pub(super) fn contains(&self, name: &str) -> bool {
+        lock(&self.0).contains_key(name)
     }
 }
 

@@ -24,7 +24,7 @@ impl<K: HostNet> Attacher<K> {
             // Read per link, after the listing: an ADD inserts into `creating` before
             // it creates the link, so a link seen here without a record and outside
             // `creating` was not made by a live operation.
-            if known.contains(&name) || in_flight(self).contains(&name) {
+            if known.contains(&name) || in_flight(self, &name) {
                 continue;
             }
             match self.host.delete_link(&name).await {
