@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::codec::{
-    AfiSafi, Capability, Context, DecodeError, Family, Message, Notification, Open, RouteRefresh,
-    Update, codes,
+    AfiSafi, Capability, Context, DecodeError, ExtendedNextHop, Family, Message, Notification,
+    Open, RouteRefresh, Update, codes,
 };
 
 /// RFC 4271 §8.2.2: the hold time while waiting for the peer's OPEN.
@@ -128,6 +128,8 @@ pub fn negotiate(local: &Open, peer: &Open) -> Negotiated {
         codec: Context {
             four_octet_as: four(local) && four(peer),
             families,
+            ipv4_via_ipv6: local.extended_next_hop(ExtendedNextHop::IPV4_UNICAST_VIA_IPV6)
+                && peer.extended_next_hop(ExtendedNextHop::IPV4_UNICAST_VIA_IPV6),
         },
         route_refresh: both(&Capability::RouteRefresh),
     }

@@ -5,8 +5,9 @@
 
 use crate::codec::{self, Context, Decoded, HEADER_LEN, MAX_MESSAGE_LEN, MessageType};
 
-/// The sessions a message is read in: before/without and with the 4-octet AS and
-/// IPv6 capabilities, since AS_PATH and MP attributes decode differently.
+/// The sessions a message is read in: before/without and with the 4-octet AS, IPv6
+/// and extended next hop (RFC 8950) capabilities, since AS_PATH and MP attributes
+/// decode differently.
 fn contexts() -> [Context; 2] {
     [Context::default(), Context::modern()]
 }

@@ -2,7 +2,8 @@
 //! these bytes) encoded.
 //!
 //! Source of every vector: built by hand, field by field, from the message formats of
-//! RFC 4271 §4, RFC 5492 §4, RFC 4760 §3–4, RFC 6793, RFC 4724 §3 and RFC 2918 §3; each
+//! RFC 4271 §4, RFC 5492 §4, RFC 4760 §3–4, RFC 6793, RFC 4724 §3, RFC 2918 §3 and
+//! RFC 8950 §3–4; each
 //! field is written on its own line with its meaning, so a reviewer checks them against
 //! the RFC figures rather than against our encoder. The OPEN vectors mirror what FRR
 //! sends (one capability per optional parameter) and how BIRD packs them (one
@@ -12,9 +13,10 @@ use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
 use strait_bgp::codec::{
-    AfiSafi, AsPath, AsSegment, Capability, Context, DecodeError, Decoded, Family, GracefulRestart,
-    GracefulRestartFamily, Message, MpReach, MpUnreach, NextHop, Notification, Open, Origin,
-    PathAttribute, RawAttribute, RouteRefresh, SegmentKind, Update, decode, encode, frame_length,
+    AfiSafi, AsPath, AsSegment, Capability, Context, DecodeError, Decoded, ExtendedNextHop, Family,
+    GracefulRestart, GracefulRestartFamily, Message, MpReach, MpUnreach, NextHop, Notification,
+    Open, Origin, PathAttribute, RawAttribute, RouteRefresh, SegmentKind, Update, decode, encode,
+    frame_length,
 };
 
 /// Hex digits with any whitespace; `#` starts a comment to the end of the line.
@@ -238,11 +240,122 @@ fn ipv6_update_with_link_local_next_hop_on_a_4_octet_session() {
     let no_v6 = Context {
         four_octet_as: true,
         families: vec![Family::Ipv4Unicast],
+        ipv4_via_ipv6: false,
     };
     let Message::Update(u) = decoded(&bytes, &no_v6) else {
         panic!()
     };
     assert!(u.mp_reach().is_none());
+}
+
+#[test]
+fn extended_next_hop_capability() {
+    let bytes = hex(&format!(
+        "{MARKER} 0035 01 04 fde9 00b4 c0000201
+         18                          # optional parameters length 24
+         02 06 01 04 0001 00 01      # multiprotocol IPv4 unicast
+         02 0e 05 0c                 # extended next hop, 12 octets:
+                0001 0001 0002       #   IPv4 unicast via IPv6
+                0001 0080 0002       #   IPv4 SAFI 128 via IPv6"
+    ));
+    let open = Open {
+        my_as: 65001,
+        hold_time: 180,
+        bgp_id: Ipv4Addr::new(192, 0, 2, 1),
+        capabilities: vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::ExtendedNextHop(vec![
+                ExtendedNextHop::IPV4_UNICAST_VIA_IPV6,
+                ExtendedNextHop {
+                    afi: 1,
+                    safi: 128,
+                    next_hop_afi: 2,
+                },
+            ]),
+        ],
+    };
+    assert_eq!(
+        decoded(&bytes, &Context::default()),
+        Message::Open(open.clone())
+    );
+    assert!(open.extended_next_hop(ExtendedNextHop::IPV4_UNICAST_VIA_IPV6));
+    // Re-encoded, the two capabilities share one parameter.
+    let packed = encode(&Message::Open(open.clone()), &Context::default()).unwrap();
+    assert_eq!(decoded(&packed, &Context::default()), Message::Open(open));
+    // Not a whole number of 6-octet entries.
+    let short = hex(&format!(
+        "{MARKER} 0023 01 04 fde9 00b4 c0000201 06 02 04 05 02 0001"
+    ));
+    assert!(matches!(
+        decode(&short, &Context::default()),
+        Err(DecodeError::MalformedOpen { .. })
+    ));
+}
+
+fn ipv4_via_ipv6() -> Context {
+    Context {
+        four_octet_as: true,
+        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        ipv4_via_ipv6: true,
+    }
+}
+
+#[test]
+fn ipv4_routes_with_an_ipv6_next_hop() {
+    let body = |nh: &str, nh_len: &str, attr_len: &str, total: &str| {
+        let mp_len = format!("{:02x}", 3 + 1 + nh.len() / 2 + 1 + 4);
+        hex(&format!(
+            "{MARKER} {total} 02
+             0000                    # no withdrawn routes
+             {attr_len}              # path attributes length
+             40 01 01 00             # ORIGIN IGP
+             40 02 00                # AS_PATH empty
+             80 0e {mp_len}          # MP_REACH_NLRI
+               0001 01               #   AFI 1 (IPv4), SAFI 1 (unicast)
+               {nh_len} {nh}         #   next hop: IPv6 (RFC 8950 §4)
+               00                    #   reserved
+               18 0a0001             #   10.0.1.0/24"
+        ))
+    };
+    let global = "20010db8000000000000000000000001";
+    let ll = "fe800000000000000000000000000001";
+    // 16-octet next hop: MP_REACH of 3+25 octets, attributes 4+3+28 = 35, message
+    // 19+4+35 = 58.
+    let short = body(global, "10", "0023", "003a");
+    let want = |link_local: Option<&str>| {
+        Message::Update(Update {
+            withdrawn: vec![],
+            attributes: vec![
+                PathAttribute::Origin(Origin::Igp),
+                PathAttribute::AsPath(AsPath::default()),
+                PathAttribute::MpReach(MpReach {
+                    family: Family::Ipv4Unicast,
+                    next_hop: NextHop::V6 {
+                        global: "2001:db8::1".parse().unwrap(),
+                        link_local: link_local.map(|l| l.parse().unwrap()),
+                    },
+                    nlri: vec!["10.0.1.0/24".parse().unwrap()],
+                }),
+            ],
+            nlri: vec![],
+        })
+    };
+    both_ways(&short, &want(None), &ipv4_via_ipv6());
+    // 32 octets: global and link-local, as over IPv6 link-local sessions.
+    let long = body(&format!("{global}{ll}"), "20", "0033", "004a");
+    both_ways(&long, &want(Some("fe80::1")), &ipv4_via_ipv6());
+
+    // Without the capability negotiated the same bytes are a malformed MP_REACH_NLRI
+    // (RFC 7606 §7.11: the session is reset), and nothing encodes an IPv4 route with
+    // an IPv6 next hop.
+    let plain = Context {
+        ipv4_via_ipv6: false,
+        ..Context::modern()
+    };
+    let attr = format!("80 0e 19 0001 01 10 {global} 00 18 0a0001");
+    let e = fails(&short, &plain, 3, 9, &hex(&attr));
+    assert!(matches!(e, DecodeError::OptionalAttribute { .. }), "{e:?}");
+    assert!(encode(&want(None), &plain).is_err());
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use strait_bgp::codec::{
-    AfiSafi, Capability, Context, DecodeError, Family, Message, Notification, Open, Update,
+    AfiSafi, Capability, Context, DecodeError, ExtendedNextHop, Family, Message, Notification,
+    Open, Update,
 };
 use strait_bgp::fsm::{
     Action, Config, DownReason, Event, Fsm, Keep, State, Timer, collision_keeps, negotiate,
@@ -78,6 +79,7 @@ fn active_open_reaches_established_with_negotiated_hold_and_families() {
         Context {
             four_octet_as: true,
             families: vec![Family::Ipv4Unicast],
+            ipv4_via_ipv6: false,
         }
     );
     assert!(n.route_refresh);
@@ -90,6 +92,34 @@ fn active_open_reaches_established_with_negotiated_hold_and_families() {
         Some(t0 + Duration::from_secs(10))
     );
     assert_eq!(fsm.deadline(Timer::ConnectRetry), None);
+}
+
+#[test]
+fn ipv4_via_ipv6_next_hops_only_when_both_offer_it() {
+    let with = |mut o: Open| {
+        o.capabilities.push(Capability::ExtendedNextHop(vec![
+            ExtendedNextHop::IPV4_UNICAST_VIA_IPV6,
+        ]));
+        o
+    };
+    let (a, b) = (peer_open(65001, 30), peer_open(65002, 30));
+    assert!(
+        negotiate(&with(a.clone()), &with(b.clone()))
+            .codec
+            .ipv4_via_ipv6
+    );
+    assert!(!negotiate(&with(a.clone()), &b).codec.ipv4_via_ipv6);
+    assert!(!negotiate(&a, &with(b.clone())).codec.ipv4_via_ipv6);
+    // Another triple (IPv4 SAFI 128 via IPv6) is not IPv4 unicast.
+    let mut other = b;
+    other
+        .capabilities
+        .push(Capability::ExtendedNextHop(vec![ExtendedNextHop {
+            afi: 1,
+            safi: 128,
+            next_hop_afi: 2,
+        }]));
+    assert!(!negotiate(&with(a), &other).codec.ipv4_via_ipv6);
 }
 
 #[test]

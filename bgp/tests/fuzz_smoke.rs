@@ -35,7 +35,8 @@ fn hex(s: &str) -> Vec<u8> {
 
 const MARKER: &str = "ffffffffffffffffffffffffffffffff";
 
-/// OPEN bodies: FRR-like capabilities, 4-octet AS, unknown capabilities, GR.
+/// OPEN bodies: FRR-like capabilities, 4-octet AS, unknown capabilities, GR, extended
+/// next hop (RFC 8950).
 fn open_bodies() -> Vec<Vec<u8>> {
     [
         "04 fde9 00b4 c0000201 1e 02 1c 01040001 0001 01040002 0001 0200 41040000fde9 4006007800010180",
@@ -43,6 +44,7 @@ fn open_bodies() -> Vec<Vec<u8>> {
         "04 5ba0 005a 0a000001 08 02 06 41 04 fa56ea01",
         "04 fde9 0000 c0000201 07 02 05 46 00 c8 01 aa",
         "04 fde9 0003 c0000201 00",
+        "04 fde9 00b4 c0000201 18 0206 010400010001 020e 050c 000100010002 000100800002",
     ]
     .iter()
     .map(|s| hex(s))
@@ -50,7 +52,8 @@ fn open_bodies() -> Vec<Vec<u8>> {
 }
 
 /// UPDATE bodies: IPv4 with withdrawals, IPv6 MP_REACH with a link-local next hop,
-/// End-of-RIB, AS4_PATH, unknown transitive attributes, extended lengths.
+/// End-of-RIB, AS4_PATH, unknown transitive attributes, extended lengths, IPv4 routes
+/// with a 16- and a 32-octet IPv6 next hop (RFC 8950).
 fn update_bodies() -> Vec<Vec<u8>> {
     [
         "0003 100a09 001b 40010100 40020602 02fde9fdea 4003 04c0000201 800404 00000000 100a01 18c00002",
@@ -62,6 +65,8 @@ fn update_bodies() -> Vec<Vec<u8>> {
         "0000 0013 40010100 4002040201 fde9 5003 0004 c0000201 100a01",
         "0000 002b 40010100 4002040201 fde9 4003 04c0000201 c00808 fde90001fde90002 800904 0a000001 800a04 0a000002 100a01",
         "0000 001e 40010100 40020402 01fde9 4003 04c0000201 c0070600 01c0000201 4006 00 100a01",
+        "0000 0023 40010100 400200 800e19 000101 10 20010db8000000000000000000000001 00 180a0001",
+        "0000 0033 40010100 400200 800e29 000101 20 20010db8000000000000000000000001 fe800000000000000000000000000001 00 180a0001",
     ]
     .iter()
     .map(|s| hex(s))

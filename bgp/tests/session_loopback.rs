@@ -152,6 +152,7 @@ async fn updates_are_delivered_and_a_bad_header_gets_its_notification() {
     let ctx = Context {
         four_octet_as: true,
         families: vec![codec::Family::Ipv4Unicast],
+        ipv4_via_ipv6: false,
     };
     let bytes = codec::encode(&Message::Update(update.clone()), &ctx).unwrap();
     wire.stream.write_all(&bytes).await.unwrap();

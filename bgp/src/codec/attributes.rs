@@ -411,9 +411,14 @@ fn decode_mp_reach(value: &[u8], ctx: &Context) -> Result<Option<MpReach>, ()> {
     };
     let nh_len = r.u8().ok_or(())?;
     let nh = r.take(usize::from(nh_len)).ok_or(())?;
+    let v6_allowed = match family {
+        Family::Ipv4Unicast => ctx.ipv4_via_ipv6,
+        Family::Ipv6Unicast => true,
+    };
     let next_hop = match (family, nh.len()) {
         (Family::Ipv4Unicast, 4) => NextHop::V4(Ipv4Addr::new(nh[0], nh[1], nh[2], nh[3])),
-        (Family::Ipv6Unicast, 16 | 32) => {
+        // RFC 8950 §4 for IPv4 NLRI, RFC 2545 §3 for IPv6: global, then link-local.
+        (_, 16 | 32) if v6_allowed => {
             let global = <[u8; 16]>::try_from(&nh[..16]).map_err(|_| ())?;
             let link_local = nh.get(16..32).and_then(|b| <[u8; 16]>::try_from(b).ok());
             NextHop::V6 {
@@ -511,7 +516,10 @@ pub(crate) fn encode(
                     v.push(4);
                     v.extend_from_slice(&a.octets());
                 }
-                (Family::Ipv6Unicast, NextHop::V6 { global, link_local }) => {
+                // IPv4 NLRI with an IPv6 next hop only where RFC 8950 was negotiated.
+                (family, NextHop::V6 { global, link_local })
+                    if family == Family::Ipv6Unicast || ctx.ipv4_via_ipv6 =>
+                {
                     v.push(if link_local.is_some() { 32 } else { 16 });
                     v.extend_from_slice(&global.octets());
                     if let Some(ll) = link_local {

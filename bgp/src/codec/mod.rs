@@ -28,7 +28,7 @@ pub use attributes::{
 pub use error::{DecodeError, EncodeError};
 pub use header::{MessageType, frame_length};
 pub use notification::{Notification, codes};
-pub use open::{Capability, GracefulRestart, GracefulRestartFamily, Open};
+pub use open::{Capability, ExtendedNextHop, GracefulRestart, GracefulRestartFamily, Open};
 pub use update::Update;
 
 use reader::Reader;
@@ -89,6 +89,10 @@ pub struct Context {
     /// Families both sides announced (IPv4 unicast is implied without MP-BGP). MP
     /// attributes of other families are ignored, as FRR and BIRD do.
     pub families: Vec<Family>,
+    /// Both sides sent the Extended Next Hop Encoding capability for IPv4 unicast
+    /// with IPv6 next hops (RFC 8950): IPv4 routes may then come and go in
+    /// MP_REACH_NLRI with a 16- or 32-octet IPv6 next hop.
+    pub ipv4_via_ipv6: bool,
 }
 
 impl Default for Context {
@@ -97,6 +101,7 @@ impl Default for Context {
         Context {
             four_octet_as: false,
             families: vec![Family::Ipv4Unicast],
+            ipv4_via_ipv6: false,
         }
     }
 }
@@ -107,6 +112,7 @@ impl Context {
         Context {
             four_octet_as: true,
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+            ipv4_via_ipv6: true,
         }
     }
 

@@ -10,6 +10,7 @@ const PARAM_CAPABILITIES: u8 = 2;
 
 const CAP_MULTIPROTOCOL: u8 = 1;
 const CAP_ROUTE_REFRESH: u8 = 2;
+const CAP_EXTENDED_NEXT_HOP: u8 = 5;
 const CAP_GRACEFUL_RESTART: u8 = 64;
 const CAP_FOUR_OCTET_AS: u8 = 65;
 
@@ -64,6 +65,14 @@ impl Open {
         self.capabilities.contains(wanted)
     }
 
+    /// Whether the OPEN offers `wanted` in its Extended Next Hop Encoding capability.
+    pub fn extended_next_hop(&self, wanted: ExtendedNextHop) -> bool {
+        self.capabilities.iter().any(|c| match c {
+            Capability::ExtendedNextHop(list) => list.contains(&wanted),
+            _ => false,
+        })
+    }
+
     pub fn graceful_restart(&self) -> Option<&GracefulRestart> {
         self.capabilities.iter().find_map(|c| match c {
             Capability::GracefulRestart(g) => Some(g),
@@ -80,10 +89,32 @@ pub enum Capability {
     RouteRefresh,
     /// RFC 6793 §3 (code 65).
     FourOctetAs(u32),
+    /// RFC 8950 §3 (code 5): the NLRI families the sender accepts with a next hop of
+    /// another address family.
+    ExtendedNextHop(Vec<ExtendedNextHop>),
     /// RFC 4724 §3 (code 64).
     GracefulRestart(GracefulRestart),
     /// Any other capability, kept so it can be logged or reported as unsupported.
     Unknown { code: u8, value: Vec<u8> },
+}
+
+/// One triple of the Extended Next Hop Encoding capability (RFC 8950 §3): NLRI of
+/// `afi`/`safi` may carry a next hop of `next_hop_afi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedNextHop {
+    pub afi: u16,
+    /// Two octets here, unlike everywhere else a SAFI appears.
+    pub safi: u16,
+    pub next_hop_afi: u16,
+}
+
+impl ExtendedNextHop {
+    /// IPv4 unicast routes with an IPv6 next hop: IPv4 over an IPv6-only session.
+    pub const IPV4_UNICAST_VIA_IPV6: ExtendedNextHop = ExtendedNextHop {
+        afi: 1,
+        safi: 1,
+        next_hop_afi: 2,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +237,23 @@ fn decode_capabilities(buf: &[u8], out: &mut Vec<Capability>) -> Result<(), Deco
                     families,
                 })
             }
+            CAP_EXTENDED_NEXT_HOP => {
+                if value.is_empty() || !value.len().is_multiple_of(6) {
+                    return Err(malformed(
+                        "extended next hop capability is not 6 octets per entry",
+                    ));
+                }
+                let mut entries = Vec::new();
+                while let (Some(afi), Some(safi), Some(next_hop_afi)) = (v.u16(), v.u16(), v.u16())
+                {
+                    entries.push(ExtendedNextHop {
+                        afi,
+                        safi,
+                        next_hop_afi,
+                    });
+                }
+                Capability::ExtendedNextHop(entries)
+            }
             _ => Capability::Unknown {
                 code,
                 value: value.to_vec(),
@@ -261,6 +309,20 @@ fn encode_capability(cap: &Capability) -> Result<Vec<u8>, EncodeError> {
         }
         Capability::RouteRefresh => (CAP_ROUTE_REFRESH, vec![]),
         Capability::FourOctetAs(asn) => (CAP_FOUR_OCTET_AS, asn.to_be_bytes().to_vec()),
+        Capability::ExtendedNextHop(entries) => {
+            if entries.is_empty() || entries.len() > 42 {
+                return Err(EncodeError::Unrepresentable {
+                    what: "extended next hop capability of no or over 42 entries",
+                });
+            }
+            let mut v = Vec::with_capacity(entries.len() * 6);
+            for e in entries {
+                v.extend_from_slice(&e.afi.to_be_bytes());
+                v.extend_from_slice(&e.safi.to_be_bytes());
+                v.extend_from_slice(&e.next_hop_afi.to_be_bytes());
+            }
+            (CAP_EXTENDED_NEXT_HOP, v)
+        }
         Capability::GracefulRestart(g) => {
             if g.restart_time > 0x0fff {
                 return Err(EncodeError::Unrepresentable {

@@ -101,6 +101,7 @@ enum Command {
     Reset(Option<Notification>),
     RouteRefresh(AfiSafi, oneshot::Sender<Result<(), SendError>>),
     Stop,
+    StopForRestart,
 }
 
 /// The caller's side of a running session. Dropping it stops the session (Cease,
@@ -208,6 +209,22 @@ impl SessionHandle {
     pub fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
     }
+
+    /// End the session for a restart of this speaker: the connection closes without a
+    /// NOTIFICATION, so a peer that negotiated graceful restart keeps our routes (RFC
+    /// 4724 §4.2), and the task ends only once the peer has closed its side too (or
+    /// after [`CLOSE_WAIT`]). The peer's close means it has taken the session down
+    /// as a restart, so what the caller does next (BFD's AdminDown) cannot be taken
+    /// for a failure of a session that is still up. Wait with [`SessionHandle::ended`].
+    pub fn stop_for_restart(&self) {
+        let _ = self.commands.send(Command::StopForRestart);
+    }
+
+    /// Resolves once the session task has ended (its connections closed).
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut state = self.state.clone();
+        async move { while state.changed().await.is_ok() {} }
+    }
 }
 
 impl Drop for SessionHandle {
@@ -305,6 +322,10 @@ enum Direction {
     Inbound,
 }
 
+/// [`SessionHandle::stop_for_restart`] waits this long at most for the peer to close
+/// its side after ours.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// A write that makes no progress for this long gives the connection up: the peer
 /// stopped reading (its hold timer, or ours, ends the session meanwhile).
 const WRITE_STALL: Duration = Duration::from_secs(60);
@@ -352,6 +373,25 @@ impl Conn {
         if let Ok(bytes) = codec::encode(&n, &Context::default()) {
             self.send(bytes);
         }
+    }
+
+    /// Close our side (after what is queued) and wait for the peer to close its side,
+    /// reading and dropping whatever it still sends, for `wait` at most.
+    async fn close_and_wait(self, wait: Duration) {
+        let Conn {
+            mut reader, writer, ..
+        } = self;
+        // The writer task drains its queue, then shuts our side down with a FIN.
+        drop(writer);
+        let _ = tokio::time::timeout(wait, async {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Queue `bytes`; false when the writer gave up on the connection.
@@ -457,6 +497,10 @@ impl Driver {
                     self.execute(out).await;
                     return;
                 }
+                Wake::Command(Some(Command::StopForRestart)) => {
+                    self.stop_for_restart().await;
+                    return;
+                }
                 Wake::Incoming(stream) => self.new_connection(stream, Direction::Inbound).await,
                 Wake::Connected(r) => {
                     self.connecting = None;
@@ -548,6 +592,27 @@ impl Driver {
         self.reset = Some(notification);
         self.event(Event::TcpConnectionFails).await;
         self.reset = None;
+    }
+
+    /// As a lost connection (the Down says so, no NOTIFICATION goes out), then
+    /// ManualStop from Idle, which sends nothing; then wait for the peer's close.
+    async fn stop_for_restart(&mut self) {
+        let current = self.current.take();
+        let pending = self.pending.take();
+        self.connecting = None;
+        if current.is_some() {
+            self.reset = Some(None);
+            self.event(Event::TcpConnectionFails).await;
+            self.reset = None;
+        }
+        let out = self.fsm.handle(Self::now(), Event::ManualStop);
+        self.execute(out).await;
+        let wait = |c: Option<Conn>| async move {
+            if let Some(c) = c {
+                c.close_and_wait(CLOSE_WAIT).await;
+            }
+        };
+        tokio::join!(wait(current), wait(pending));
     }
 
     async fn send_route_refresh(&mut self, afi_safi: AfiSafi) -> Result<(), SendError> {

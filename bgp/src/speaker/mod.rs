@@ -155,11 +155,13 @@ impl Speaker {
         self.stop(false).await
     }
 
-    /// End for a restart: every connection is closed without a NOTIFICATION (BFD
-    /// sessions end with AdminDown), so peers that negotiated graceful restart keep our
-    /// routes for our restart time (RFC 4724 §4.2) and traffic keeps flowing until the
-    /// next speaker sends End-of-RIB. Peers without it drop our routes as on
-    /// [`Speaker::shutdown`].
+    /// End for a restart: every connection is closed without a NOTIFICATION, so peers
+    /// that negotiated graceful restart keep our routes for our restart time (RFC 4724
+    /// §4.2) and traffic keeps flowing until the next speaker sends End-of-RIB. BFD
+    /// ends with AdminDown only once the peers have closed their side of the sessions
+    /// (or after a few seconds): a peer whose BFD went down while the BGP session was
+    /// still up would reset it and drop our routes (RFC 5882 §4.3). Peers without
+    /// graceful restart drop our routes as on [`Speaker::shutdown`].
     pub async fn shutdown_for_restart(&self) {
         self.stop(true).await
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::codec::{
     AfiSafi, Capability, Context, Family, GracefulRestart, GracefulRestartFamily, MpUnreach,
     NextHop, Notification, PathAttribute, Update, codes,
 };
-use crate::fsm::{self, DownReason, Negotiated, State};
+use crate::fsm::{self, DownReason, Negotiated};
 use crate::rib::{Attrs, Changes, FibChange, PeerConfig, Rib, RibError, RouteUpdate};
 use crate::session::{Listener, MD5_MAX_KEY_LEN, SessionConfig, SessionEvent, SessionHandle};
 
@@ -51,8 +51,10 @@ pub const MAX_PREFIX_RESTART: Duration = Duration::from_secs(60);
 /// configuration changed (its session restarts).
 const CEASE_DECONFIGURED: u8 = 3;
 const CEASE_CONFIG_CHANGE: u8 = 6;
-/// How long shutdown waits for the sessions to send their Cease.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+/// How long shutdown waits for the sessions to end: to send their Cease or, for a
+/// restart, for the peers to close their side (at most `session::CLOSE_WAIT` each, in
+/// parallel).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 pub(super) enum Request {
     SetPeers(Vec<PeerSpec>, oneshot::Sender<Result<(), SpeakerError>>),
@@ -935,31 +937,39 @@ impl Owner {
 
     async fn shutdown(&mut self, graceful: bool) {
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
-        let mut states: Vec<watch::Receiver<State>> = Vec::new();
+        let mut closing = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            if let Some(mut p) = self.peers.remove(&addr) {
-                states.push(p.session.watch_state());
+            if let Some(p) = self.peers.remove(&addr) {
                 if graceful {
-                    // Dropped as if lost: no NOTIFICATION, so a peer that negotiated
-                    // graceful restart keeps our routes (RFC 4724 §4.2). The reset
-                    // leaves the session Idle, where the stop sends nothing.
-                    p.session.reset(None);
+                    // No NOTIFICATION, so a peer that negotiated graceful restart keeps
+                    // our routes (RFC 4724 §4.2); the session ends once the peer has
+                    // closed its side, i.e. has taken the session down as a restart.
+                    p.session.stop_for_restart();
+                } else {
+                    p.session.stop();
                 }
-                p.session.stop();
                 self.unregister(addr);
-                self.stop_bfd(addr, &mut p).await;
+                closing.push((addr, p));
             }
         }
-        // BFD was removed with AdminDown, which peers do not take as a failure (RFC 5882
-        // §3.2), so it does not undo a graceful shutdown.
-        // The sessions send their Cease on their own tasks; wait for them to get there
-        // so a runtime shut down right after does not swallow it.
+        // Sessions first, BFD after: a BFD Down (AdminDown included: FRR 8.4 takes it
+        // as a failure) reaching a peer whose session is still Established makes it
+        // reset that session with a Cease, which cancels graceful restart and drops
+        // our routes (RFC 5882 §4.3: BFD must not undo a graceful restart). The wait
+        // also lets a Cease go out before a runtime shut down right after swallows it.
+        let ended: Vec<_> = closing.iter().map(|(_, p)| p.session.ended()).collect();
         let _ = tokio::time::timeout(SHUTDOWN_WAIT, async {
-            for mut s in states {
-                let _ = s.wait_for(|s| *s == State::Idle).await;
+            for e in ended {
+                e.await;
             }
         })
         .await;
+        // AdminDown now reaches peers whose sessions are closed; it puts their BFD
+        // session Down, so the next speaker's BFD comes Up from scratch instead of
+        // being taken for this one failing.
+        for (addr, mut p) in closing {
+            self.stop_bfd(addr, &mut p).await;
+        }
         tracing::info!("bgp: speaker stopped");
     }
 }

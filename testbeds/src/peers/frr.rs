@@ -2,6 +2,8 @@
 //! (root is not in `frrvty`), with explicit pid, zserv and vty socket paths in the
 //! instance's own dir and the TCP vty off (`-P 0`), so several instances run side by
 //! side. `vtysh --vty_socket DIR` needs no `ip netns exec`; everything has `json`.
+//! A neighbour with [`super::Neighbor::bfd`] adds bfdd (its control socket in the same
+//! dir, `--bfdctl`), started between zebra and bgpd, and `neighbor X bfd`.
 
 use std::fmt::Write as _;
 use std::io;
@@ -19,6 +21,7 @@ use crate::netns::Netns;
 
 pub struct Frr {
     bgpd: Option<Child>,
+    bfdd: Option<Child>,
     zebra: Option<Child>,
     bgpd_pid: u32,
     dir: tempfile::TempDir,
@@ -62,6 +65,7 @@ impl Frr {
         let zebra = daemon("zebra", &["--log", &zlog])?;
         let mut frr = Frr {
             bgpd: None,
+            bfdd: None,
             zebra: Some(zebra),
             bgpd_pid: 0,
             dir,
@@ -74,6 +78,23 @@ impl Frr {
             || zserv.exists(),
         )
         .map_err(|e| super::not_up(&frr, e))?;
+        if frr.config.neighbors.iter().any(|n| n.bfd) {
+            std::fs::write(d.join("bfdd.conf"), "hostname bfdd\n")?;
+            let blog = format!("file:{}", d.join("bfdd.log").display());
+            let ctl = d.join("bfdd.sock");
+            let bfdd = daemon(
+                "bfdd",
+                &["--log", &blog, "--bfdctl", &ctl.to_string_lossy()],
+            )?;
+            frr.bfdd = Some(bfdd);
+            crate::wait_until(
+                "bfdd's control socket",
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || ctl.exists(),
+            )
+            .map_err(|e| super::not_up(&frr, e))?;
+        }
         let port = frr.config.listen_port.to_string();
         let bgpd = daemon("bgpd", &["-p", &port])?;
         frr.bgpd_pid = bgpd.id();
@@ -124,6 +145,34 @@ impl Frr {
         Ok(v[afi_key(family)]["peers"][neighbor.to_string()]["pfxRcd"]
             .as_u64()
             .unwrap_or(0))
+    }
+
+    /// bfdd's state of the session with `peer` (`up`, `down`, `init`, `adm-down`;
+    /// `show bfd peers json`), `None` when bfdd has no such session.
+    pub fn bfd_status(&self, peer: IpAddr) -> io::Result<Option<String>> {
+        let v = self.vtysh_json("show bfd peers json")?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["peer"].as_str() == Some(&peer.to_string()))
+            .and_then(|s| s["status"].as_str())
+            .map(str::to_string))
+    }
+
+    /// The paths of one prefix that are marked stale (RFC 4724: kept for a
+    /// restarting peer until its End-of-RIB), and the number of paths in all.
+    pub fn stale_paths(&self, prefix: &str) -> io::Result<(usize, usize)> {
+        let p: IpNet = prefix.parse().map_err(io::Error::other)?;
+        let v = self.vtysh_json(&format!(
+            "show bgp {} unicast {prefix} json",
+            afi(Family::of_net(&p))
+        ))?;
+        let paths = v["paths"].as_array().cloned().unwrap_or_default();
+        let stale = paths
+            .iter()
+            .filter(|p| p["stale"].as_bool().unwrap_or(false))
+            .count();
+        Ok((stale, paths.len()))
     }
 
     /// The paths for one prefix with every attribute (`show bgp … PREFIX json`).
@@ -237,6 +286,8 @@ impl BgpDaemon for Frr {
         for f in [
             "zebra.stderr",
             "zebra.log",
+            "bfdd.stderr",
+            "bfdd.log",
             "bgpd.stderr",
             "bgpd.stdout",
             "bgpd.log",
@@ -251,6 +302,9 @@ impl Drop for Frr {
     fn drop(&mut self) {
         super::print_logs_if_panicking(self);
         if let Some(c) = self.bgpd.take() {
+            crate::process::terminate(c, Duration::from_secs(3));
+        }
+        if let Some(c) = self.bfdd.take() {
             crate::process::terminate(c, Duration::from_secs(3));
         }
         if let Some(c) = self.zebra.take() {
@@ -296,6 +350,9 @@ fn render(c: &PeerConfig, dir: &Path) -> String {
         }
         if let Some(l) = n.local {
             let _ = writeln!(s, " neighbor {a} update-source {l}");
+        }
+        if n.bfd {
+            let _ = writeln!(s, " neighbor {a} bfd");
         }
     }
     for family in [Family::V4, Family::V6] {

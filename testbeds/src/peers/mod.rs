@@ -129,6 +129,9 @@ pub struct Neighbor {
     pub passive: bool,
     /// Source address of our connections.
     pub local: Option<IpAddr>,
+    /// BFD (RFC 5880) on the session: FRR runs bfdd and ties the session to it
+    /// (`neighbor X bfd`); the other daemons ignore it.
+    pub bfd: bool,
 }
 
 impl Neighbor {
@@ -141,6 +144,7 @@ impl Neighbor {
             port: 179,
             passive: false,
             local: None,
+            bfd: false,
         }
     }
 
@@ -166,6 +170,11 @@ impl Neighbor {
 
     pub fn local(mut self, addr: IpAddr) -> Self {
         self.local = Some(addr);
+        self
+    }
+
+    pub fn bfd(mut self) -> Self {
+        self.bfd = true;
         self
     }
 }

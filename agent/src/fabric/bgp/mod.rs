@@ -227,9 +227,10 @@ impl BgpHandle {
     }
 
     /// The agent is stopping to be restarted: close every session without a
-    /// NOTIFICATION and end BFD with AdminDown, so peers keep this node's routes for
-    /// the graceful-restart time (RFC 4724) until the next agent is back. A no-op when
-    /// the speaker never started.
+    /// NOTIFICATION and, once the peers have closed their side, end BFD with
+    /// AdminDown, so peers keep this node's routes for the graceful-restart time (RFC
+    /// 4724) until the next agent is back (BFD first would make FRR reset the session
+    /// and drop them). A no-op when the speaker never started.
     pub async fn shutdown_for_restart(&self) {
         if let Ok(speaker) = self.speaker() {
             speaker.shutdown_for_restart().await;
