@@ -202,6 +202,7 @@ async fn main() -> std::process::ExitCode {
         for (a, store) in stores.iter().enumerate() {
             let cfg = IpamConfig {
                 pools: vec![format!("10.{}.0.0/16", 64 + round).parse().unwrap()],
+                disabled_pools: Vec::new(),
                 block_prefix_v4: 26,
                 block_prefix_v6: 122,
                 max_blocks_per_node: None,

@@ -21,6 +21,7 @@ pub use keys::{Flags, Keys};
 use ipnet::IpNet;
 use strait_api::FabricMode;
 
+use crate::ipam::IpamConfig;
 use crate::ipam::config::{DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6};
 
 // Defaults when neither a flag nor the file sets a value (the block sizes are IPAM's,
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub pools: Vec<IpNet>,
+    /// Pools kept for their allocations but handing out no new address.
+    pub disabled_pools: Vec<IpNet>,
     pub block_prefix_v4: u8,
     pub block_prefix_v6: u8,
     pub max_blocks_per_node: Option<u32>,
@@ -127,7 +130,7 @@ impl AgentConfig {
                 "mtu {m} out of range 576..=65535"
             )));
         }
-        Ok(Self {
+        let cfg = Self {
             node_name,
             state_dir: keys
                 .state_dir
@@ -136,6 +139,7 @@ impl AgentConfig {
                 .socket
                 .unwrap_or_else(|| strait_api::DEFAULT_SOCKET.into()),
             pools: keys.pools,
+            disabled_pools: keys.disabled_pools,
             block_prefix_v4: keys.block_prefix_v4.unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
             block_prefix_v6: keys.block_prefix_v6.unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
             max_blocks_per_node: keys.max_blocks_per_node,
@@ -153,7 +157,25 @@ impl AgentConfig {
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
-        })
+        };
+        // The pools are checked here too, so a pool no container can use is refused
+        // before the agent binds its socket or opens its store.
+        cfg.ipam_config()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// IPAM's part of the configuration.
+    pub fn ipam_config(&self) -> IpamConfig {
+        IpamConfig {
+            pools: self.pools.clone(),
+            disabled_pools: self.disabled_pools.clone(),
+            block_prefix_v4: self.block_prefix_v4,
+            block_prefix_v6: self.block_prefix_v6,
+            max_blocks_per_node: self.max_blocks_per_node,
+            strict_affinity: self.strict_affinity,
+        }
     }
 
     /// Whether the agent runs on etcd (a cluster) rather than its embedded store.
@@ -407,6 +429,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--pool"), "{err}");
+    }
+
+    #[test]
+    fn pools_no_container_can_use_are_refused_at_once() {
+        for pool in [
+            "169.254.1.0/30",
+            "fe80::/64",
+            "127.0.0.0/24",
+            "224.0.0.0/24",
+        ] {
+            let err = AgentConfig::merge(
+                flags(&["--node-name", "n1", "--pool", pool]),
+                Keys::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("pool {pool} overlaps")), "{err}");
+        }
+    }
+
+    #[test]
+    fn disabled_pools_from_flags_or_the_file_as_one_set_with_the_pools() {
+        let cfg = with(&[
+            "--disabled-pool",
+            "10.1.0.0/16",
+            "--disabled-pool",
+            "fd00:1::/64",
+        ])
+        .unwrap();
+        assert_eq!(cfg.pools, vec!["10.0.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            cfg.disabled_pools,
+            vec![
+                "10.1.0.0/16".parse::<IpNet>().unwrap(),
+                "fd00:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.ipam_config().disabled_pools, cfg.disabled_pools);
+        let file: Keys = toml::from_str(
+            r#"pools = ["10.2.0.0/16"]
+               disabled_pools = ["10.1.0.0/16"]"#,
+        )
+        .unwrap();
+        let from_file = AgentConfig::merge(flags(&["--node-name", "n1"]), file.clone()).unwrap();
+        assert_eq!(
+            from_file.pools,
+            vec!["10.2.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            from_file.disabled_pools,
+            vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        // Flags that give pools give the whole set: the file's disabled pool is not
+        // added to them behind the operator's back.
+        let over = AgentConfig::merge(flags(&base()), file).unwrap();
+        assert_eq!(over.pools, vec!["10.0.0.0/16".parse::<IpNet>().unwrap()]);
+        assert!(over.disabled_pools.is_empty());
+        // Disabled alone is not enough: something must hand out addresses.
+        let err = AgentConfig::merge(
+            flags(&["--node-name", "n1", "--disabled-pool", "10.1.0.0/16"]),
+            Keys::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--pool"), "{err}");
+        assert!(
+            with(&["--disabled-pool", "10.0.0.0/24"])
+                .unwrap_err()
+                .to_string()
+                .contains("overlap")
+        );
     }
 
     #[test]
@@ -720,6 +813,7 @@ mod tests {
             "no_bgp_bfd = true",
             "no_bgp_node_mesh = true",
             r#"pool = ["10.0.0.0/16"]"#,
+            r#"disabled_pool = ["10.0.0.0/16"]"#,
             r#"underlay_addr = ["10.0.0.1"]"#,
         ] {
             assert!(toml::from_str::<Keys>(text).is_err(), "{text}");

@@ -32,9 +32,9 @@ use crate::fabric::bgp::external::ExternalPeers;
 use crate::fabric::bgp::{BgpFabric, BgpFabricConfig};
 use crate::fabric::{Fabric, FabricConfig, vxlan_mtu};
 use crate::fastpath::FastPath;
+use crate::ipam::Ipam;
 use crate::ipam::reclaim::{ReclaimConfig, Reclaimer};
 use crate::ipam::tunnel::{TunnelAddrs, ensure_tunnel_addresses};
-use crate::ipam::{Ipam, IpamConfig};
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, format_mac};
 use crate::node::{FabricInfo, Keepalive, Registry, RegistryConfig, Underlay};
@@ -189,19 +189,9 @@ async fn start(
     let store: Arc<dyn Store> = open_store(cfg, state).await;
     state.set_phase("starting IPAM");
     let ipam = Arc::new(
-        Ipam::new(
-            store.clone(),
-            cfg.node_name.clone(),
-            IpamConfig {
-                pools: cfg.pools.clone(),
-                block_prefix_v4: cfg.block_prefix_v4,
-                block_prefix_v6: cfg.block_prefix_v6,
-                max_blocks_per_node: cfg.max_blocks_per_node,
-                strict_affinity: cfg.strict_affinity,
-            },
-        )
-        .await
-        .context("starting IPAM")?,
+        Ipam::new(store.clone(), cfg.node_name.clone(), cfg.ipam_config())
+            .await
+            .context("starting IPAM")?,
     );
     let host = Netlink::connect().context("opening netlink")?;
 

@@ -41,6 +41,7 @@ async fn connect(etcd: &Etcd) -> Arc<dyn Store> {
 fn config(pool: &str, v4_block: u8) -> IpamConfig {
     IpamConfig {
         pools: vec![pool.parse().unwrap()],
+        disabled_pools: Vec::new(),
         block_prefix_v4: v4_block,
         block_prefix_v6: 122,
         max_blocks_per_node: None,

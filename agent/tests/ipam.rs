@@ -28,6 +28,7 @@ async fn open(dir: &Path) -> Arc<EmbeddedStore> {
 fn config(pools: &[&str], v4: u8, v6: u8) -> IpamConfig {
     IpamConfig {
         pools: pools.iter().map(|p| p.parse().unwrap()).collect(),
+        disabled_pools: Vec::new(),
         block_prefix_v4: v4,
         block_prefix_v6: v6,
         max_blocks_per_node: None,
@@ -1431,4 +1432,268 @@ async fn a_duplicate_takes_nothing_from_its_neighbours() {
     for n in ["s", "d"] {
         assert!(counting.get(&record_key(n)).await.unwrap().is_some(), "{n}");
     }
+}
+
+/// Issue 19, item 9: a static address of one family no longer drops the other family's
+/// pool address.
+#[tokio::test]
+async fn a_static_address_of_one_family_comes_with_a_pool_address_of_the_other() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let dual = ipam(
+        &store,
+        "node-a",
+        config(&["10.21.0.0/24", "fd00:21::/120"], 26, 122),
+    )
+    .await;
+    let v4 = dual
+        .allocate(static_req("s4", &["10.21.0.77"]))
+        .await
+        .unwrap();
+    assert_eq!(v4.ips, vec![ip("10.21.0.77"), ip("fd00:21::1")]);
+    let v6 = dual
+        .allocate(static_req("s6", &["fd00:21::99"]))
+        .await
+        .unwrap();
+    // The block's search start moved past the static address.
+    assert_eq!(v6.ips, vec![ip("fd00:21::99"), ip("10.21.0.78")]);
+    assert_eq!(dual.get_handle("s6").await.unwrap().unwrap().ips, v6.ips);
+    assert_eq!(dual.release("s4").await.unwrap(), v4.ips);
+
+    // The pool side failing fails the whole request, static address included.
+    let small = TempDir::new().unwrap();
+    let store = open(small.path()).await;
+    let ipam = ipam(
+        &store,
+        "node-a",
+        config(&["10.22.0.0/24", "fd00:22::/126"], 26, 126),
+    )
+    .await;
+    for i in 0..3 {
+        ipam.allocate(req(&format!("d{i}"))).await.unwrap();
+    }
+    match ipam.allocate(static_req("s", &["10.22.0.200"])).await {
+        Err(IpamError::Exhausted { family, .. }) => assert_eq!(family, Family::V6),
+        other => panic!("{other:?}"),
+    }
+    assert!(ipam.get_handle("s").await.unwrap().is_none());
+    let again = ipam
+        .allocate(static_req("s2", &["10.22.0.200", "fd00:22::3"]))
+        .await;
+    assert!(
+        matches!(again, Err(IpamError::StaticUnavailable { .. })),
+        "fd00:22::3 is taken: {again:?}"
+    );
+    let freed = ipam.allocate(static_req("s3", &["10.22.0.200"])).await;
+    assert!(freed.is_err(), "still no IPv6 address");
+    ipam.release("d0").await.unwrap();
+    let ok = ipam
+        .allocate(static_req("s4", &["10.22.0.200"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.ips[0],
+        ip("10.22.0.200"),
+        "not held by the failed requests"
+    );
+}
+
+/// Issue 19, item 3: a static address no container can hold is a configuration error,
+/// whatever the pools, and takes nothing.
+#[tokio::test]
+async fn static_addresses_in_special_space_are_refused_as_such() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(
+        &store,
+        "node-a",
+        config(&["10.23.0.0/24", "fd00:23::/120"], 26, 122),
+    )
+    .await;
+    for (addr, what) in [
+        ("127.0.0.1", "loopback"),
+        ("169.254.1.1", "gateway"),
+        ("fe80::1", "gateway"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::1", "loopback"),
+    ] {
+        match ipam.allocate(static_req("bad", &[addr])).await {
+            Err(e @ IpamError::UnusableStatic { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains(addr) && m.contains(what), "{addr}: {m}");
+            }
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    assert!(ipam.get_handle("bad").await.unwrap().is_none());
+    assert_eq!(used(&ipam).await, 0);
+    assert!(ipam.view().await.unwrap().blocks.is_empty());
+}
+
+/// Issue 19, item 3: a pool no container can use is refused at start.
+#[tokio::test]
+async fn pools_in_special_space_are_refused_at_start() {
+    let dir = TempDir::new().unwrap();
+    let store: Arc<dyn Store> = open(dir.path()).await;
+    for pool in ["169.254.1.0/30", "fe80::/64", "127.0.0.0/24"] {
+        match Ipam::new(store.clone(), "n".into(), config(&[pool], 30, 122)).await {
+            Err(IpamError::InvalidConfig(m)) => assert!(m.contains(pool), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{pool} accepted"),
+        }
+    }
+}
+
+fn with_disabled(mut cfg: IpamConfig, disabled: &[&str]) -> IpamConfig {
+    cfg.disabled_pools = disabled.iter().map(|p| p.parse().unwrap()).collect();
+    cfg
+}
+
+async fn refusal(store: &Arc<EmbeddedStore>, node: &str, cfg: IpamConfig) -> String {
+    let s: Arc<dyn Store> = store.clone();
+    match Ipam::new(s, node.into(), cfg).await {
+        Err(IpamError::InvalidConfig(m)) => m,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started"),
+    }
+}
+
+/// Issue 19, item 4: removing or shrinking a pool under this node's allocations is
+/// refused at start with a way out; disabled, the pool keeps its allocations, serves
+/// their release and hands out nothing new; drained and removed, its empty blocks go.
+#[tokio::test]
+async fn a_pool_is_drained_before_it_is_removed() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let old = config(&["10.30.0.0/16"], 26, 122);
+    let a = ipam(&store, "node-a", old.clone()).await;
+    let held: Vec<_> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(a.allocate(req(&format!("c{i}"))).await.unwrap());
+        }
+        v
+    };
+    // Another node's allocation in the same pool is its own business at its start.
+    let b = ipam(&store, "node-b", old.clone()).await;
+    b.allocate(req("b0")).await.unwrap();
+    drop((a, b));
+
+    // Removed: refused, naming the pool, the allocations and how to drain it.
+    let m = refusal(&store, "node-a", config(&["10.31.0.0/16"], 26, 122)).await;
+    assert!(
+        m.contains("pool 10.30.0.0/16, which this node served before")
+            && m.contains("3 of this node's allocations")
+            && m.contains(&format!("{} (c0)", held[0].ips[0]))
+            && m.contains("--disabled-pool 10.30.0.0/16"),
+        "{m}"
+    );
+    // Shrunk past the allocations: refused too.
+    let m = refusal(&store, "node-a", config(&["10.30.128.0/17"], 26, 122)).await;
+    assert!(m.contains("pool 10.30.0.0/16"), "{m}");
+    // Nothing was written by the refusals: the record still names the old pool.
+    let m = refusal(&store, "node-a", config(&["10.31.0.0/16"], 26, 122)).await;
+    assert!(m.contains("10.30.0.0/16"), "{m}");
+
+    // Disabled: starts, keeps and releases what it holds, hands out nothing new.
+    let drain = with_disabled(config(&["10.31.0.0/16"], 26, 122), &["10.30.0.0/16"]);
+    let a = ipam(&store, "node-a", drain.clone()).await;
+    let view = a.view().await.unwrap();
+    let old_view = view
+        .pools
+        .iter()
+        .find(|p| p.cidr == net("10.30.0.0/16"))
+        .unwrap();
+    assert!(old_view.disabled);
+    assert_eq!(old_view.used, 4, "node-b's included");
+    let fresh = a.allocate(req("new")).await.unwrap();
+    assert!(net("10.31.0.0/16").contains(&fresh.ips[0]), "{fresh:?}");
+    let free_in_old_block = IpAddr::from([10, 30, 0, 40]);
+    match a.allocate(static_req("st", &["10.30.0.40"])).await {
+        Err(IpamError::StaticUnavailable { ip: got, reason }) => {
+            assert_eq!(got, free_in_old_block);
+            assert!(reason.contains("disabled"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = a.check(Duration::ZERO, &|_| Ok(())).await.unwrap();
+    assert!(
+        !report
+            .issues
+            .iter()
+            .any(|i| matches!(i, IpamIssue::BlockOutsidePools { .. })),
+        "a disabled pool's blocks are inside a pool: {report:?}"
+    );
+    for h in &held {
+        assert_eq!(a.release(&h.handle).await.unwrap(), h.ips);
+    }
+    drop(a);
+
+    // Drained on this node: it may drop the pool. Its empty block goes; node-b's block
+    // (still in use) is reported by check, and by nothing else.
+    let ours = config(&["10.31.0.0/16"], 26, 122);
+    let a = ipam(&store, "node-a", ours).await;
+    let blocks = a.view().await.unwrap().blocks;
+    let old_blocks: Vec<_> = blocks
+        .iter()
+        .filter(|b| net("10.30.0.0/16").contains(&b.cidr))
+        .collect();
+    assert_eq!(old_blocks.len(), 1, "{blocks:?}");
+    assert_eq!(old_blocks[0].affinity.as_deref(), Some("node-b"));
+    let report = a.check(Duration::ZERO, &|_| Ok(())).await.unwrap();
+    let outside: Vec<_> = report
+        .issues
+        .iter()
+        .filter_map(|i| match i {
+            IpamIssue::BlockOutsidePools { block, used, .. } => Some((*block, *used)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outside, [(old_blocks[0].cidr, 1)], "{report:?}");
+    // node-b still holds an address there: its own start without the pool refuses.
+    let m = refusal(&store, "node-b", config(&["10.31.0.0/16"], 26, 122)).await;
+    assert!(
+        m.contains("1 of this node's allocations") && m.contains("(b0)"),
+        "{m}"
+    );
+}
+
+/// Issue 19, item 4: without a record of the pools served (data of an older agent),
+/// the refusal names the blocks.
+#[tokio::test]
+async fn a_removed_pool_without_a_record_is_named_by_its_blocks() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(&store, "node-a", config(&["10.32.0.0/24"], 26, 122)).await;
+    a.allocate(req("c0")).await.unwrap();
+    drop(a);
+    store.delete(&keys::served("node-a")).await.unwrap();
+    let m = refusal(&store, "node-a", config(&["10.33.0.0/24"], 26, 122)).await;
+    assert!(
+        m.contains("block 10.32.0.0/26 lies outside every configured pool")
+            && m.contains("10.32.0.1 (c0)"),
+        "{m}"
+    );
+}
+
+/// Issue 19, item 4: the tunnel address leaves a disabled pool at start, so it never
+/// keeps the pool from draining.
+#[tokio::test]
+async fn the_tunnel_address_moves_out_of_a_disabled_pool() {
+    use straitd::ipam::tunnel::ensure_tunnel_addresses;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(&store, "node-a", config(&["10.34.0.0/24"], 26, 122)).await;
+    let before = ensure_tunnel_addresses(&a).await.unwrap();
+    assert_eq!(before.v4, Some("10.34.0.1".parse().unwrap()));
+    assert_eq!(ensure_tunnel_addresses(&a).await.unwrap(), before, "kept");
+    drop(a);
+    let drain = with_disabled(config(&["10.35.0.0/24"], 26, 122), &["10.34.0.0/24"]);
+    let a = ipam(&store, "node-a", drain).await;
+    let after = ensure_tunnel_addresses(&a).await.unwrap();
+    assert_eq!(after.v4, Some("10.35.0.1".parse().unwrap()));
+    let view = a.view().await.unwrap();
+    let old = view.pools.iter().find(|p| p.disabled).unwrap();
+    assert_eq!(old.used, 0, "the old pool is drained");
 }

@@ -363,21 +363,86 @@ pub struct IpamView {
     pub blocks: Vec<BlockView>,
 }
 
+/// One pool of `netctl ipam show`. The `u128` counts go on the wire as decimal
+/// strings (`"1208925819614629174706176"`): an IPv6 pool holds more than 2^64
+/// addresses, and JSON tools read numbers as doubles and round them. A number is read
+/// too, as older agents sent them (rounded where a double cannot hold it exactly).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolView {
     pub cidr: IpNet,
     pub block_prefix: u8,
     /// Addresses in the pool.
+    #[serde(with = "count")]
     pub size: u128,
     /// Addresses IPAM can hand out: `size` less the pool's reserved edge addresses.
     /// 0 from an agent older than this field (use `size` then).
-    #[serde(default)]
+    #[serde(default, with = "count")]
     pub usable: u128,
     /// Addresses allocated.
+    #[serde(with = "count")]
     pub used: u128,
     /// Blocks claimed / blocks the pool can hold.
     pub blocks_claimed: u64,
+    #[serde(with = "count")]
     pub blocks_total: u128,
+    /// Hands out no new address; its allocations stay (`--disabled-pool`). `false`
+    /// from an agent older than this field.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `u128` counts as decimal strings, read from a string or a number (see [`PoolView`]).
+mod count {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        d.deserialize_any(Count)
+    }
+
+    struct Count;
+
+    impl Visitor<'_> for Count {
+        type Value = u128;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a count as a decimal string or a number")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u128, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u128, E> {
+            Ok(u128::from(v))
+        }
+
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u128, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u128, E> {
+            u128::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+
+        // An older agent's count above 2^64: JSON parsers hand it over as a double.
+        // Powers of two (sizes, block totals) are exact there.
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u128, E> {
+            if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(128) {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(v as u128)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Float(v), &self))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,6 +480,13 @@ pub enum IpamIssue {
     EndpointWithoutHandle { endpoint: String, handle: String },
     /// The same address is allocated to two handles.
     DuplicateIp { ip: IpAddr, handles: Vec<String> },
+    /// A block no configured pool covers: its pool was removed or shrunk. DEL still
+    /// releases its addresses; to drain it, give its pool back as a disabled pool.
+    BlockOutsidePools {
+        block: IpNet,
+        affinity: Option<String>,
+        used: u32,
+    },
 }
 
 /// `netctl ipam check -o json` writes this; `netctl ipam release --from-report` reads it.
@@ -512,4 +584,49 @@ pub struct NodeRecord {
     /// The node's BGP attributes (`--fabric bgp` only).
     #[serde(default)]
     pub bgp: Option<crate::bgp::NodeBgp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6_pool() -> PoolView {
+        PoolView {
+            cidr: "fd00::/48".parse().unwrap(),
+            block_prefix: 122,
+            size: 1 << 80,
+            usable: (1 << 80) - 1,
+            used: 3,
+            blocks_claimed: 1,
+            blocks_total: 1 << 74,
+            disabled: true,
+        }
+    }
+
+    #[test]
+    fn pool_counts_are_strings_no_json_tool_rounds() {
+        let v = serde_json::to_value(v6_pool()).unwrap();
+        assert_eq!(v["size"], "1208925819614629174706176");
+        assert_eq!(v["usable"], "1208925819614629174706175");
+        assert_eq!(v["used"], "3");
+        assert_eq!(v["blocks_total"], "18889465931478580854784");
+        assert_eq!(v["blocks_claimed"], 1);
+        assert_eq!(v["disabled"], true);
+        assert_eq!(serde_json::from_value::<PoolView>(v).unwrap(), v6_pool());
+    }
+
+    #[test]
+    fn pool_counts_of_an_older_agent_are_numbers_and_still_read() {
+        let old = r#"{"cidr":"fd00::/48","block_prefix":122,"size":1208925819614629174706176,
+            "used":3,"blocks_claimed":1,"blocks_total":18889465931478580854784}"#;
+        let p: PoolView = serde_json::from_str(old).unwrap();
+        assert_eq!((p.size, p.used, p.blocks_total), (1 << 80, 3, 1 << 74));
+        assert_eq!((p.usable, p.disabled), (0, false), "fields it did not send");
+        assert!(
+            serde_json::from_str::<PoolView>(&old.replace("\"used\":3", "\"used\":-3")).is_err()
+        );
+        assert!(
+            serde_json::from_str::<PoolView>(&old.replace("\"used\":3", "\"used\":\"x\"")).is_err()
+        );
+    }
 }

@@ -207,6 +207,7 @@ fn answers() -> Vec<Vec<u8>> {
                 used: 3,
                 blocks_claimed: 1,
                 blocks_total: 1 << 74,
+                disabled: false,
             }],
             blocks: vec![BlockView {
                 cidr: "fd00::/122".parse().unwrap(),

@@ -487,7 +487,15 @@ fn render_routes(r: &RouteReport) -> String {
 }
 
 fn render_ipam(v: &IpamView) -> String {
-    let mut t = Table::new(["POOL", "BLOCK SIZE", "USED", "SIZE", "USE %", "BLOCKS"]);
+    let mut t = Table::new([
+        "POOL",
+        "BLOCK SIZE",
+        "USED",
+        "SIZE",
+        "USE %",
+        "BLOCKS",
+        "STATE",
+    ]);
     for p in &v.pools {
         // Of what can be handed out: a full pool is 100 %, whatever its reserved edges.
         let of = if p.usable > 0 { p.usable } else { p.size };
@@ -503,16 +511,42 @@ fn render_ipam(v: &IpamView) -> String {
             &count(p.size),
             &format!("{pct:.2}"),
             &format!("{}/{}", p.blocks_claimed, count(p.blocks_total)),
+            if p.disabled { "disabled" } else { "enabled" },
         ]);
     }
-    let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE", "LENT TO"]);
+    // Blocks no pool covers: their pool was removed or shrunk (`ipam check` says so too).
+    let pool_of = |b: &ipnet::IpNet| v.pools.iter().find(|p| p.cidr.contains(b));
+    let outside: Vec<_> = v
+        .blocks
+        .iter()
+        .filter(|b| pool_of(&b.cidr).is_none())
+        .collect();
+    if !outside.is_empty() {
+        let used: u128 = outside.iter().map(|b| u128::from(b.used)).sum();
+        t.row([
+            "outside any pool",
+            "-",
+            &count(used),
+            "-",
+            "-",
+            &outside.len().to_string(),
+            "-",
+        ]);
+    }
+    let mut b = Table::new(["BLOCK", "AFFINITY", "USED", "SIZE", "LENT TO", "POOL"]);
     for blk in &v.blocks {
+        let pool = match pool_of(&blk.cidr) {
+            Some(p) if p.disabled => format!("{} (disabled)", p.cidr),
+            Some(p) => p.cidr.to_string(),
+            None => "outside any pool".to_string(),
+        };
         b.row([
             &blk.cidr.to_string(),
             blk.affinity.as_deref().unwrap_or("-"),
             &blk.used.to_string(),
             &blk.size.to_string(),
             &render_lent(&blk.lent),
+            &pool,
         ]);
     }
     format!("{}\n{}", t.render(), b.render())
@@ -582,6 +616,21 @@ fn render_report(r: &IpamReport) -> String {
             IpamIssue::DuplicateIp { ip, handles } => {
                 t.row(["duplicate-ip", &ip.to_string(), &handles.join(",")]);
             }
+            IpamIssue::BlockOutsidePools {
+                block,
+                affinity,
+                used,
+            } => {
+                t.row([
+                    "outside-pools",
+                    &block.to_string(),
+                    &format!(
+                        "outside any pool: {used} in use, node {}; drain it with \
+                         --disabled-pool <its pool>",
+                        affinity.as_deref().unwrap_or("-")
+                    ),
+                ]);
+            }
         }
     }
     format!(
@@ -606,7 +655,10 @@ fn short_id(id: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{EntryKind, EntryState, RouteReport, count, render_nodes, render_routes};
+    use super::{
+        EntryKind, EntryState, IpamIssue, IpamReport, RouteReport, count, render_nodes,
+        render_routes,
+    };
     use strait_api::{FabricMode, NodeRecord, NodeView};
 
     #[test]
@@ -619,6 +671,7 @@ mod tests {
             used,
             blocks_claimed: 1,
             blocks_total: 1,
+            disabled: false,
         };
         let view = |p| strait_api::IpamView {
             pools: vec![p],
@@ -632,6 +685,86 @@ mod tests {
         // An older agent sends no usable count: the size stands in.
         let old = super::render_ipam(&view(pool("10.9.0.0/30", 4, 0, 2)));
         assert!(old.contains("50.00"), "{old}");
+    }
+
+    #[test]
+    fn ipam_show_marks_disabled_pools_and_blocks_outside_every_pool() {
+        let pool = |cidr: &str, disabled| strait_api::PoolView {
+            cidr: cidr.parse().unwrap(),
+            block_prefix: 26,
+            size: 256,
+            usable: 254,
+            used: 1,
+            blocks_claimed: 1,
+            blocks_total: 4,
+            disabled,
+        };
+        let block = |cidr: &str, used| strait_api::BlockView {
+            cidr: cidr.parse().unwrap(),
+            affinity: Some("h1".into()),
+            used,
+            size: 64,
+            lent: vec![],
+        };
+        let v = strait_api::IpamView {
+            pools: vec![pool("10.2.0.0/24", false), pool("10.1.0.0/24", true)],
+            blocks: vec![
+                block("10.2.0.0/26", 1),
+                block("10.1.0.0/26", 1),
+                block("10.9.0.0/26", 3),
+                block("10.9.0.64/26", 2),
+            ],
+        };
+        let out = super::render_ipam(&v);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0].last(), Some(&"STATE"), "{out}");
+        assert_eq!(rows[1].first(), Some(&"10.2.0.0/24"));
+        assert_eq!(rows[1].last(), Some(&"enabled"));
+        assert_eq!(rows[2].last(), Some(&"disabled"));
+        assert_eq!(
+            rows[3],
+            ["outside", "any", "pool", "-", "5", "-", "-", "2", "-"],
+            "{out}"
+        );
+        assert!(out.contains("10.1.0.0/24 (disabled)"), "{out}");
+        let outside = out.lines().filter(|l| l.starts_with("10.9.0.")).count();
+        assert_eq!(outside, 2, "{out}");
+        assert!(
+            out.lines()
+                .filter(|l| l.starts_with("10.9.0."))
+                .all(|l| l.ends_with("outside any pool")),
+            "{out}"
+        );
+
+        // Nothing outside: no such row.
+        let v = strait_api::IpamView {
+            pools: vec![pool("10.2.0.0/24", false)],
+            blocks: vec![block("10.2.0.0/26", 1)],
+        };
+        assert!(!super::render_ipam(&v).contains("outside"));
+    }
+
+    #[test]
+    fn ipam_check_reports_blocks_outside_every_pool() {
+        let r = IpamReport {
+            revision: 7,
+            grace_secs: 0,
+            issues: vec![IpamIssue::BlockOutsidePools {
+                block: "10.9.0.0/26".parse().unwrap(),
+                affinity: Some("h1".into()),
+                used: 3,
+            }],
+        };
+        let out = super::render_report(&r);
+        assert!(!out.contains("no issues"), "{out}");
+        assert!(
+            out.contains("outside-pools  10.9.0.0/26")
+                && out.contains("outside any pool: 3 in use, node h1"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -163,6 +163,11 @@ impl Agent {
         self.opts.extra = saved;
     }
 
+    /// Use `pools` instead of the pools given so far, from the next start on.
+    pub fn set_pools(&mut self, pools: &[&str]) {
+        self.opts.pools = pools.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Start again without waiting for readiness.
     pub fn relaunch(&mut self) {
         self.stop();

@@ -70,6 +70,7 @@ fn ipam_code(e: &IpamError) -> u32 {
     match e {
         IpamError::Exhausted { .. } => code::POOL_EXHAUSTED,
         IpamError::StaticUnavailable { .. } => code::STATIC_IP_UNAVAILABLE,
+        IpamError::UnusableStatic { .. } => code::INVALID_CONFIG,
         IpamError::DuplicateHandle(_) => code::DUPLICATE_ATTACHMENT,
         IpamError::Store(e) => store_code(e),
         _ => code::INTERNAL,
@@ -195,6 +196,14 @@ mod tests {
                 }),
                 code::STATIC_IP_UNAVAILABLE,
                 StatusCode::CONFLICT,
+            ),
+            (
+                AttachError::Ipam(IpamError::UnusableStatic {
+                    ip: "169.254.1.1".parse().expect("ip"),
+                    reason: "link-local space".into(),
+                }),
+                code::INVALID_CONFIG,
+                StatusCode::BAD_REQUEST,
             ),
             (
                 AttachError::Ipam(IpamError::InvalidRequest("x".into())),

@@ -64,6 +64,11 @@ pub struct Keys {
     #[arg(long = "pool")]
     #[serde(default)]
     pub pools: Vec<IpNet>,
+    /// A pool that hands out no new address but keeps its allocations (Calico's
+    /// `disabled: true`); repeatable. Drain a pool this way before removing it.
+    #[arg(long = "disabled-pool")]
+    #[serde(default)]
+    pub disabled_pools: Vec<IpNet>,
     /// Block size of IPv4 pools, as a prefix length.
     #[arg(long)]
     pub block_prefix_v4: Option<u8>,
@@ -159,11 +164,19 @@ impl Keys {
     /// comes from `lower`. Every field is listed (no `..`), so a new key does not
     /// compile until it is layered too.
     pub fn over(self, lower: Keys) -> Keys {
+        let pools_given = !self.pools.is_empty() || !self.disabled_pools.is_empty();
         Keys {
             node_name: self.node_name.or(lower.node_name),
             state_dir: self.state_dir.or(lower.state_dir),
             socket: self.socket.or(lower.socket),
-            pools: list_over(self.pools, lower.pools),
+            // The pools are one list, enabled and disabled: a source that gives either
+            // gives the whole set.
+            pools: if pools_given { self.pools } else { lower.pools },
+            disabled_pools: if pools_given {
+                self.disabled_pools
+            } else {
+                lower.disabled_pools
+            },
             block_prefix_v4: self.block_prefix_v4.or(lower.block_prefix_v4),
             block_prefix_v6: self.block_prefix_v6.or(lower.block_prefix_v6),
             max_blocks_per_node: self.max_blocks_per_node.or(lower.max_blocks_per_node),

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tracing::{debug, info};
 
+use super::Family;
 use super::allocator::{self, Picked, Scope, Shortfall, Source};
 use super::block::Block;
 use super::combine::{MAX_TXN_OPS, Written, check_extra};
@@ -64,8 +65,8 @@ struct Fresh {
 }
 
 impl Ipam {
-    /// Allocates addresses for `req.handle`: one per configured family, or exactly
-    /// `req.static_ips` when given. The blocks, the handle and `req.extra`'s operations
+    /// Allocates addresses for `req.handle`: `req.static_ips`, and one address from the
+    /// enabled pools for each configured family they leave out. The blocks, the handle and `req.extra`'s operations
     /// are written in one transaction; a handle that already exists is
     /// [`IpamError::DuplicateHandle`].
     ///
@@ -387,28 +388,10 @@ impl Ipam {
                 plan.deferred.push(i);
                 continue;
             }
-            let picked = if req.static_ips.is_empty() {
-                match allocator::pick_dynamic_all(
-                    &self.families,
-                    &self.pools,
-                    &mut working,
-                    rules,
-                    scope,
-                    &req.handle,
-                ) {
-                    Ok(p) => p,
-                    Err((_, Shortfall::NeedFullView)) if full.is_none() => return None,
-                    Err((family, Shortfall::NeedFullView)) => {
-                        let reason = "the allocator asked for a full view it already had";
-                        plan.failed.push((i, self.exhausted(family, reason.into())));
-                        continue;
-                    }
-                    Err((family, Shortfall::Exhausted(reason))) => {
-                        plan.failed.push((i, self.exhausted(family, reason)));
-                        continue;
-                    }
-                }
-            } else {
+            // The static addresses first, then one from the pools for each family
+            // they leave out; all of them or none.
+            let mut picked = Picked::default();
+            if !req.static_ips.is_empty() {
                 if let Some(e) = req
                     .static_ips
                     .iter()
@@ -425,14 +408,45 @@ impl Ipam {
                     &req.static_ips,
                     &req.handle,
                 ) {
-                    Ok(p) => p,
+                    Ok(p) => picked = p,
                     Err((ip, reason)) => {
                         plan.failed
                             .push((i, IpamError::StaticUnavailable { ip, reason }));
                         continue;
                     }
                 }
-            };
+            }
+            let left_out: Vec<Family> = self
+                .families
+                .iter()
+                .copied()
+                .filter(|f| !req.static_ips.iter().any(|ip| Family::of(ip) == *f))
+                .collect();
+            if !left_out.is_empty() {
+                match allocator::pick_dynamic_all(
+                    &left_out,
+                    &self.pools,
+                    &mut working,
+                    rules,
+                    scope,
+                    &req.handle,
+                ) {
+                    Ok(p) => picked.append(p),
+                    // The working copy is dropped whole: nothing to take back.
+                    Err((_, Shortfall::NeedFullView)) if full.is_none() => return None,
+                    Err((family, shortfall)) => {
+                        picked.take_back(&mut working);
+                        let reason = match shortfall {
+                            Shortfall::NeedFullView => {
+                                "the allocator asked for a full view it already had".into()
+                            }
+                            Shortfall::Exhausted(reason) => reason,
+                        };
+                        plan.failed.push((i, self.exhausted(family, reason)));
+                        continue;
+                    }
+                }
+            }
 
             let extra = req
                 .extra
@@ -496,7 +510,8 @@ impl Ipam {
         }
     }
 
-    /// Static addresses must be distinct, inside a pool, and not a reserved address.
+    /// Static addresses must be distinct, outside special space, inside an enabled
+    /// pool, and not a reserved address.
     fn check_static(&self, ips: &[IpAddr]) -> Result<(), IpamError> {
         let mut distinct = BTreeSet::new();
         for &ip in ips {
@@ -504,6 +519,11 @@ impl Ipam {
                 return Err(IpamError::InvalidRequest(format!(
                     "static address {ip} requested twice"
                 )));
+            }
+            // Checked before the pools: no pool may hold it, and "outside every pool"
+            // would hide that the request itself is wrong.
+            if let Some(reason) = super::pool::special_space_of(ip) {
+                return Err(IpamError::UnusableStatic { ip, reason });
             }
             allocator::locate_static(&self.pools, ip)
                 .map_err(|reason| IpamError::StaticUnavailable { ip, reason })?;

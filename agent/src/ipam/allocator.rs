@@ -86,6 +86,13 @@ impl Picked {
         self.undo.push(undo);
     }
 
+    /// Adds `later`, picked on the same blocks after these: taking the whole back
+    /// undoes `later` first.
+    pub fn append(&mut self, later: Picked) {
+        self.picks.extend(later.picks);
+        self.undo.extend(later.undo);
+    }
+
     /// Removes these picks from `blocks`, leaving every block exactly as it was before
     /// them. Valid only while they are the latest picks recorded in `blocks`.
     pub fn take_back(self, blocks: &mut BTreeMap<IpNet, Block>) {
@@ -216,7 +223,11 @@ fn dynamic(
     scope: Scope<'_>,
     handle: &str,
 ) -> Result<(Pick, Undo), Shortfall> {
-    let pools: Vec<&Pool> = pools.iter().filter(|p| p.family() == family).collect();
+    // A disabled pool hands out nothing new, not even from this node's own blocks.
+    let pools: Vec<&Pool> = pools
+        .iter()
+        .filter(|p| p.family() == family && !p.disabled)
+        .collect();
     let pool_list = pools
         .iter()
         .map(|p| p.cidr.to_string())
@@ -224,7 +235,7 @@ fn dynamic(
         .join(", ");
     if pools.is_empty() {
         return Err(Shortfall::Exhausted(format!(
-            "no {family} pool is configured"
+            "no enabled {family} pool is configured"
         )));
     }
 
@@ -385,6 +396,12 @@ pub fn locate_static(pools: &[Pool], ip: IpAddr) -> Result<&Pool, String> {
     if pool.is_reserved(ip) {
         return Err(format!("reserved: an edge address of pool {}", pool.cidr));
     }
+    if pool.disabled {
+        return Err(format!(
+            "pool {} is disabled: it hands out no new address",
+            pool.cidr
+        ));
+    }
     Ok(pool)
 }
 
@@ -541,6 +558,7 @@ mod tests {
             .map(|(c, p)| Pool {
                 cidr: net(c),
                 block_prefix: *p,
+                disabled: false,
             })
             .collect()
     }
@@ -784,6 +802,28 @@ mod tests {
         let mut blocks = BTreeMap::new();
         let got = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
         assert_eq!(got.block, net("10.1.0.0/26"));
+    }
+
+    #[test]
+    fn a_disabled_pool_hands_out_nothing_new_not_even_from_own_blocks() {
+        let mut p = pools(&[("10.0.0.0/24", 26), ("10.1.0.0/24", 26)]);
+        p[0].disabled = true;
+        let mut blocks = BTreeMap::new();
+        let mut mine = Block::new(net("10.0.0.0/26"), Some(NODE.into()), 0);
+        mine.assign(1, "old");
+        blocks.insert(mine.cidr, mine);
+        let got = full(Family::V4, &p, &mut blocks, rules(None, false)).unwrap();
+        assert_eq!(
+            (got.block, got.source),
+            (net("10.1.0.0/26"), Source::Claimed)
+        );
+        let e = pick_static(&p, &mut blocks, rules(None, false), ip("10.0.0.9"), "h");
+        assert!(e.unwrap_err().contains("pool 10.0.0.0/24 is disabled"));
+        p[1].disabled = true;
+        match full(Family::V4, &p, &mut blocks, rules(None, false)) {
+            Err(Shortfall::Exhausted(m)) => assert!(m.contains("no enabled IPv4 pool"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

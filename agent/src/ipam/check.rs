@@ -6,7 +6,8 @@
 //! - a handle whose attachment is gone for longer than the grace period (leaked);
 //! - a block allocation naming a handle that does not exist (orphan);
 //! - a handle naming an address its block does not give it (missing allocation);
-//! - an address named by two handles (duplicate).
+//! - an address named by two handles (duplicate);
+//! - a block no configured pool covers (its pool removed or shrunk), with its use.
 //!
 //! Release acts only on leaked handles and orphans, and re-verifies each against the
 //! store first; what changed since the report is skipped, so nothing valid is freed.
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use super::block::Block;
 use super::handle::Handle;
+use super::pool::{Pool, pool_covering};
 use super::release::ReleaseOutcome;
 use super::{Ipam, IpamError, decode_block, decode_handle, keys, unix_now};
 
@@ -29,7 +31,8 @@ use super::{Ipam, IpamError, decode_block, decode_handle, keys, unix_now};
 pub type Alive<'a> = &'a (dyn Fn(&Handle) -> Result<(), String> + Sync);
 
 /// The findings over one consistent snapshot of blocks and handles, pure.
-/// `block_of` names the block an address should live in.
+/// `block_of` names the block an address should live in; `pools` are the configured
+/// ones, enabled and disabled.
 pub fn find_issues(
     blocks: &BTreeMap<IpNet, Block>,
     handles: &BTreeMap<String, Handle>,
@@ -37,6 +40,7 @@ pub fn find_issues(
     grace: Duration,
     alive: Alive<'_>,
     block_of: impl Fn(IpAddr) -> Option<IpNet>,
+    pools: &[Pool],
 ) -> Vec<IpamIssue> {
     let mut issues = Vec::new();
 
@@ -92,7 +96,24 @@ pub fn find_issues(
             });
         }
     }
+    for b in blocks.values() {
+        if pool_covering(pools, &b.cidr).is_none() {
+            issues.push(IpamIssue::BlockOutsidePools {
+                block: b.cidr,
+                affinity: b.affinity.clone(),
+                used: b.used(),
+            });
+        }
+    }
     issues
+}
+
+/// Whether `release_from_report` can act on `issue`: the others need an operator.
+fn releasable(issue: &IpamIssue) -> bool {
+    matches!(
+        issue,
+        IpamIssue::LeakedHandle { .. } | IpamIssue::OrphanAllocation { .. }
+    )
 }
 
 impl Ipam {
@@ -114,9 +135,15 @@ impl Ipam {
                 handles.insert(h.handle.clone(), h);
             }
         }
-        let issues = find_issues(&blocks, &handles, unix_now(), grace, alive, |ip| {
-            self.block_cidr_of(ip)
-        });
+        let issues = find_issues(
+            &blocks,
+            &handles,
+            unix_now(),
+            grace,
+            alive,
+            |ip| self.block_cidr_of(ip),
+            &self.pools,
+        );
         Ok(IpamReport {
             revision: resp.revision,
             grace_secs: grace.as_secs(),
@@ -169,6 +196,11 @@ impl Ipam {
                 IpamIssue::DuplicateIp { ip, handles } => resp
                     .skipped
                     .push(format!("{ip}: held by {}; fix by hand", handles.join(", "))),
+                IpamIssue::BlockOutsidePools { block, used, .. } => resp.skipped.push(format!(
+                    "{block}: outside every configured pool with {used} address(es) in use; \
+                     give its pool back with --disabled-pool to drain it (its node deletes \
+                     the block at start once it is empty and its pool is gone)"
+                )),
                 IpamIssue::EndpointWithoutHandle { .. } => {}
             }
         }
@@ -186,8 +218,18 @@ impl Ipam {
         dry_run: bool,
     ) -> Result<IpamReport, IpamError> {
         let report = self.check(grace, alive).await?;
-        if !dry_run && !report.issues.is_empty() {
-            let resp = self.release_from_report(&report).await?;
+        if !dry_run && report.issues.iter().any(releasable) {
+            // Only what it can release: the rest would be warned about every round.
+            let ours = IpamReport {
+                issues: report
+                    .issues
+                    .iter()
+                    .filter(|i| releasable(i))
+                    .cloned()
+                    .collect(),
+                ..report.clone()
+            };
+            let resp = self.release_from_report(&ours).await?;
             for s in &resp.skipped {
                 warn!(item = %s, "IPAM GC skipped");
             }
@@ -235,6 +277,14 @@ mod tests {
         }
     }
 
+    fn pools(cidr: &str) -> Vec<Pool> {
+        vec![Pool {
+            cidr: net(cidr),
+            block_prefix: 26,
+            disabled: false,
+        }]
+    }
+
     fn block_of(i: IpAddr) -> Option<IpNet> {
         IpNet::new(i, 26).ok().map(|n| n.trunc())
     }
@@ -271,6 +321,7 @@ mod tests {
             Duration::from_secs(60),
             &alive,
             block_of,
+            &pools("10.0.0.0/24"),
         );
         assert_eq!(
             issues,
@@ -308,9 +359,66 @@ mod tests {
         b.assign(7, "a");
         let blocks = BTreeMap::from([(b.cidr, b)]);
         let handles = BTreeMap::from([("a".to_string(), handle("a", &["fd00::7"], 0))]);
-        let issues = find_issues(&blocks, &handles, 10, Duration::ZERO, &|_| Ok(()), |i| {
-            IpNet::new(i, 122).ok().map(|n| n.trunc())
-        });
+        let issues = find_issues(
+            &blocks,
+            &handles,
+            10,
+            Duration::ZERO,
+            &|_| Ok(()),
+            |i| IpNet::new(i, 122).ok().map(|n| n.trunc()),
+            &pools("fd00::/120"),
+        );
         assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn blocks_outside_every_pool_are_reported_with_their_use() {
+        let mut gone = Block::new(net("10.1.0.0/26"), Some("n1".into()), 0);
+        gone.assign(1, "a");
+        let empty = Block::new(net("10.1.0.64/26"), Some("n2".into()), 0);
+        let kept = Block::new(net("10.0.0.0/26"), Some("n1".into()), 0);
+        let mut drained = Block::new(net("10.2.0.0/26"), Some("n1".into()), 0);
+        drained.assign(1, "b");
+        let blocks: BTreeMap<IpNet, Block> = [gone, empty, kept, drained]
+            .into_iter()
+            .map(|b| (b.cidr, b))
+            .collect();
+        let handles: BTreeMap<String, Handle> =
+            [handle("a", &["10.1.0.1"], 0), handle("b", &["10.2.0.1"], 0)]
+                .into_iter()
+                .map(|h| (h.handle.clone(), h))
+                .collect();
+        let mut configured = pools("10.0.0.0/24");
+        configured.push(Pool {
+            cidr: net("10.2.0.0/16"),
+            block_prefix: 26,
+            disabled: true,
+        });
+        let issues = find_issues(
+            &blocks,
+            &handles,
+            10,
+            Duration::ZERO,
+            &|_| Ok(()),
+            block_of,
+            &configured,
+        );
+        assert_eq!(
+            issues,
+            vec![
+                IpamIssue::BlockOutsidePools {
+                    block: net("10.1.0.0/26"),
+                    affinity: Some("n1".into()),
+                    used: 1
+                },
+                IpamIssue::BlockOutsidePools {
+                    block: net("10.1.0.64/26"),
+                    affinity: Some("n2".into()),
+                    used: 0
+                },
+            ],
+            "a disabled pool's block is inside a pool"
+        );
+        assert!(!issues.iter().any(releasable));
     }
 }

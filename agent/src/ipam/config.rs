@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use strait_api::Family;
 
 use super::error::IpamError;
-use super::pool::Pool;
+use super::pool::{Pool, special_net_overlapping};
 
 /// Calico's default block sizes: 64 addresses per block in both families.
 pub const DEFAULT_BLOCK_PREFIX_V4: u8 = 26;
@@ -30,6 +30,11 @@ fn default_block_prefix_v6() -> u8 {
 pub struct IpamConfig {
     /// The pools, IPv4 and IPv6, in order of preference within a family.
     pub pools: Vec<IpNet>,
+    /// Pools that hand out no new address (Calico's `disabled: true`): their
+    /// allocations are kept and released as usual, so a pool is drained here before it
+    /// is removed.
+    #[serde(default)]
+    pub disabled_pools: Vec<IpNet>,
     /// Prefix length of an IPv4 block (default /26: 64 addresses).
     #[serde(default = "default_block_prefix_v4")]
     pub block_prefix_v4: u8,
@@ -48,6 +53,7 @@ impl Default for IpamConfig {
     fn default() -> Self {
         Self {
             pools: Vec::new(),
+            disabled_pools: Vec::new(),
             block_prefix_v4: DEFAULT_BLOCK_PREFIX_V4,
             block_prefix_v6: DEFAULT_BLOCK_PREFIX_V6,
             max_blocks_per_node: None,
@@ -62,6 +68,7 @@ impl IpamConfig {
     pub fn with_pools(pools: Vec<IpNet>) -> Self {
         Self {
             pools,
+            disabled_pools: Vec::new(),
             block_prefix_v4: default_block_prefix_v4(),
             block_prefix_v6: default_block_prefix_v6(),
             max_blocks_per_node: None,
@@ -77,12 +84,20 @@ impl IpamConfig {
         }
     }
 
-    /// Checks the config and returns its pools. Every rule names the offending value,
-    /// because an operator reads this at agent start-up.
+    /// Checks the config and returns its pools, the enabled ones first. Every rule
+    /// names the offending value, because an operator reads this at agent start-up.
+    ///
+    /// An enabled pool may not touch special space (loopback, link-local with the
+    /// containers' gateways, multicast, unspecified): an address from there cannot
+    /// work. A disabled pool may, so that a pool an older agent accepted can be drained.
     pub fn validate(&self) -> Result<Vec<Pool>, IpamError> {
         let bad = |msg: String| Err(IpamError::InvalidConfig(msg));
         if self.pools.is_empty() {
-            return bad("no pools configured".into());
+            return bad(if self.disabled_pools.is_empty() {
+                "no pools configured".into()
+            } else {
+                "every pool is disabled: give at least one enabled pool".into()
+            });
         }
         if self.max_blocks_per_node == Some(0) {
             return bad("max_blocks_per_node is 0: no node could hold a block".into());
@@ -100,8 +115,9 @@ impl IpamConfig {
             }
         }
 
-        let mut pools: Vec<Pool> = Vec::with_capacity(self.pools.len());
-        for &cidr in &self.pools {
+        let mut pools: Vec<Pool> = Vec::with_capacity(self.pools.len() + self.disabled_pools.len());
+        let all = self.pools.iter().map(|c| (*c, false));
+        for (cidr, disabled) in all.chain(self.disabled_pools.iter().map(|c| (*c, true))) {
             let family = Family::of_net(&cidr);
             if cidr != cidr.trunc() {
                 return bad(format!(
@@ -112,10 +128,9 @@ impl IpamConfig {
             if cidr.prefix_len() == 0 {
                 return bad(format!("pool {cidr} covers the whole {family} space"));
             }
-            let net = cidr.network();
-            if net.is_loopback() || net.is_multicast() || net.is_unspecified() {
+            if !disabled && let Some(special) = special_net_overlapping(&cidr) {
                 return bad(format!(
-                    "pool {cidr} is in loopback, multicast or unspecified space"
+                    "pool {cidr} overlaps {special}: no container can use those addresses"
                 ));
             }
             let block_prefix = self.block_prefix(family);
@@ -128,7 +143,11 @@ impl IpamConfig {
             if let Some(other) = pools.iter().find(|p| overlaps(&p.cidr, &cidr)) {
                 return bad(format!("pools {} and {cidr} overlap", other.cidr));
             }
-            let pool = Pool { cidr, block_prefix };
+            let pool = Pool {
+                cidr,
+                block_prefix,
+                disabled,
+            };
             if pool.usable() == 0 {
                 return bad(format!(
                     "pool {cidr} has no usable address (its network{} address is reserved)",
@@ -234,6 +253,55 @@ mod tests {
         let mut c = cfg(&["10.0.0.0/16"]);
         c.max_blocks_per_node = Some(0);
         assert!(err(&c).contains("max_blocks_per_node"));
+    }
+
+    #[test]
+    fn rejects_pools_the_containers_cannot_use() {
+        for (pool, what) in [
+            ("169.254.1.0/30", "169.254.1.1, the containers' gateway"),
+            ("169.254.0.0/16", "link-local"),
+            ("fe80::/64", "fe80::1, the containers' gateway"),
+            ("127.0.0.0/16", "loopback"),
+            ("::1/128", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("ff02::/64", "multicast"),
+            ("0.0.0.0/16", "unspecified"),
+            ("::/120", "unspecified"),
+            ("128.0.0.0/1", "link-local"),
+        ] {
+            let mut c = cfg(&[pool]);
+            c.block_prefix_v4 = 30;
+            c.block_prefix_v6 = 122;
+            let m = err(&c);
+            assert!(m.contains(pool) && m.contains(what), "{pool}: {m}");
+        }
+    }
+
+    #[test]
+    fn disabled_pools_come_after_the_enabled_ones_and_may_be_drained_from_bad_space() {
+        let mut c = cfg(&["10.1.0.0/16"]);
+        c.disabled_pools = vec![
+            "10.0.0.0/16".parse().unwrap(),
+            "169.254.1.0/24".parse().unwrap(),
+        ];
+        let pools = c.validate().unwrap();
+        let got: Vec<(String, bool)> = pools
+            .iter()
+            .map(|p| (p.cidr.to_string(), p.disabled))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.1.0.0/16".into(), false),
+                ("10.0.0.0/16".into(), true),
+                ("169.254.1.0/24".into(), true)
+            ]
+        );
+        c.disabled_pools = vec!["10.1.0.0/16".parse().unwrap()];
+        assert!(err(&c).contains("overlap"), "enabled and disabled at once");
+        let mut c = cfg(&[]);
+        c.disabled_pools = vec!["10.0.0.0/16".parse().unwrap()];
+        assert!(err(&c).contains("every pool is disabled"));
     }
 
     #[test]

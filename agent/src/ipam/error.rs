@@ -31,6 +31,12 @@ pub enum IpamError {
     #[error("static address {ip} unavailable: {reason}")]
     StaticUnavailable { ip: IpAddr, reason: String },
 
+    /// A statically requested address no container can hold (loopback, link-local
+    /// such as the containers' gateway, multicast, unspecified): the request's
+    /// network configuration is wrong, whatever the pools.
+    #[error("static address {ip} cannot be a container's: it is in {reason}")]
+    UnusableStatic { ip: IpAddr, reason: String },
+
     /// A handle with this id already holds addresses.
     #[error("IPAM handle {0:?} already exists")]
     DuplicateHandle(String),
@@ -71,6 +77,10 @@ impl IpamError {
                 reason: reason.clone(),
             },
             IpamError::StaticUnavailable { ip, reason } => IpamError::StaticUnavailable {
+                ip: *ip,
+                reason: reason.clone(),
+            },
+            IpamError::UnusableStatic { ip, reason } => IpamError::UnusableStatic {
                 ip: *ip,
                 reason: reason.clone(),
             },

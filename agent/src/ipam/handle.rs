@@ -53,8 +53,9 @@ pub struct AllocRequest {
     pub container_id: String,
     pub ifname: String,
     pub netns: String,
-    /// Exact addresses to allocate. When non-empty, these and only these are allocated
-    /// (no dynamic address is added for families they leave out).
+    /// Exact addresses to allocate. A family they leave out still gets an address
+    /// from the pools (a static IPv4 address on a dual-stack node comes with a pool
+    /// IPv6 address, and the other way round).
     pub static_ips: Vec<IpAddr>,
     /// The caller's writes to commit atomically with the allocation (its endpoint
     /// record), so that the record exists if and only if the addresses do.
@@ -78,8 +79,8 @@ impl fmt::Debug for AllocRequest {
     }
 }
 
-/// The addresses given to one handle: IPv4 before IPv6 for dynamic allocations, the
-/// request's order for static ones.
+/// The addresses given to one handle: the static ones in the request's order, then one
+/// from the pools for each family they leave out, IPv4 before IPv6.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     pub handle: String,

@@ -1,5 +1,6 @@
 //! Every store key IPAM reads or writes, in one place. All sit under
-//! `/strait/v1/ipam/`, so one range read sees blocks and handles at one revision.
+//! `/strait/v1/ipam/`, so one range read sees blocks and handles at one revision
+//! (readers of that range pick their own sub-prefix: `blocks/`, `handles/`, `served/`).
 
 use ipnet::IpNet;
 
@@ -18,6 +19,11 @@ pub fn blocks_prefix() -> String {
 /// Prefix of the handle keys.
 pub fn handles_prefix() -> String {
     format!("{PREFIX}ipam/handles/")
+}
+
+/// `ipam/served/<node>`: the pools `node` last started with (see `served`).
+pub fn served(node: &str) -> String {
+    format!("{PREFIX}ipam/served/{node}")
 }
 
 /// `ipam/blocks/10.0.0.0-26`: the cidr with `/` as `-`, so the key has no extra level.

@@ -48,7 +48,8 @@
 //! [`allocator`] (pure decisions), `combine` (queues and batch election), and the
 //! store-backed operations in `allocate`, `release`, `view` and [`check`] (consistency
 //! report and GC); [`reclaim`] frees departed nodes' blocks and [`tunnel`] holds this
-//! node's VXLAN device addresses under its tunnel handle. [`Family`] is strait-api's.
+//! node's VXLAN device addresses under its tunnel handle; `served` refuses to start
+//! while a removed or shrunk pool still holds this node's allocations. [`Family`] is strait-api's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -76,6 +77,7 @@ pub mod tunnel;
 mod allocate;
 mod combine;
 mod release;
+mod served;
 mod view;
 
 pub use block::Block;
@@ -111,7 +113,7 @@ pub struct Ipam {
     node: String,
     cfg: IpamConfig,
     pools: Vec<Pool>,
-    /// Families with a configured pool, IPv4 first: one dynamic address each.
+    /// Families with an enabled pool, IPv4 first: one address each.
     families: Vec<Family>,
     /// This node's affine blocks. The lock also serializes this node's allocations and
     /// releases, so they never race each other for the same block. Shared (`Arc`) so a
@@ -202,7 +204,11 @@ impl Ipam {
         if node.is_empty() {
             return Err(IpamError::InvalidConfig("node name is empty".into()));
         }
-        let mut families: Vec<Family> = pools.iter().map(Pool::family).collect();
+        let mut families: Vec<Family> = pools
+            .iter()
+            .filter(|p| !p.disabled)
+            .map(Pool::family)
+            .collect();
         families.sort();
         families.dedup();
         let ipam = Ipam {
@@ -216,7 +222,22 @@ impl Ipam {
             releases: Arc::default(),
         };
         match ipam.read_blocks().await {
-            Ok(all) => ipam.cache.lock().await.reload(&ipam.node, &all),
+            Ok(all) => {
+                // Refuses a pool removed under this node's allocations (see `served`).
+                let deleted = match ipam.check_served(&all).await {
+                    Err(e @ IpamError::InvalidConfig(_)) => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e, "IPAM: cannot check the pools served before");
+                        false
+                    }
+                    Ok(deleted) => deleted,
+                };
+                let all = match deleted {
+                    true => ipam.read_blocks().await.unwrap_or(all),
+                    false => all,
+                };
+                ipam.cache.lock().await.reload(&ipam.node, &all)
+            }
             Err(e) => warn!(error = %e, "IPAM: cannot read blocks yet; will on first use"),
         }
         Ok(ipam)

@@ -6,6 +6,12 @@
 //! address). Only the pool's edges are reserved, not every block's: blocks are routed
 //! as a whole (Calico does the same), so a block's own first and last addresses are
 //! ordinary host addresses.
+//!
+//! Special space ([`special_space_of`], [`special_net_overlapping`]): address ranges no
+//! container can hold. Besides loopback, multicast and unspecified space this is
+//! link-local space, which holds the containers' own gateways `169.254.1.1` and
+//! `fe80::1` (`endpoint::GATEWAY_V4`/`GATEWAY_V6`): a container given one of those
+//! would route its default route via itself.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -19,6 +25,9 @@ use strait_api::Family;
 pub struct Pool {
     pub cidr: IpNet,
     pub block_prefix: u8,
+    /// No new allocations (Calico's `disabled: true`): its existing allocations stay
+    /// and are released as usual, so the pool can be drained before it is removed.
+    pub disabled: bool,
 }
 
 impl Pool {
@@ -91,9 +100,82 @@ pub fn from_u128(family: Family, v: u128) -> Option<IpAddr> {
     }
 }
 
+/// A range of special space, named for messages.
+struct SpecialNet {
+    net: &'static str,
+    what: &'static str,
+}
+
+/// Space no container address may come from. Link-local space holds the containers'
+/// gateways, so it is named after them.
+const SPECIAL_NETS: &[SpecialNet] = &[
+    SpecialNet {
+        net: "0.0.0.0/8",
+        what: "unspecified (\"this network\")",
+    },
+    SpecialNet {
+        net: "127.0.0.0/8",
+        what: "loopback",
+    },
+    SpecialNet {
+        net: "169.254.0.0/16",
+        what: "link-local (it holds 169.254.1.1, the containers' gateway)",
+    },
+    SpecialNet {
+        net: "224.0.0.0/4",
+        what: "multicast",
+    },
+    SpecialNet {
+        net: "255.255.255.255/32",
+        what: "broadcast",
+    },
+    SpecialNet {
+        net: "::/128",
+        what: "unspecified",
+    },
+    SpecialNet {
+        net: "::1/128",
+        what: "loopback",
+    },
+    SpecialNet {
+        net: "fe80::/10",
+        what: "link-local (it holds fe80::1, the containers' gateway)",
+    },
+    SpecialNet {
+        net: "ff00::/8",
+        what: "multicast",
+    },
+];
+
+fn special_nets() -> impl Iterator<Item = (IpNet, &'static str)> {
+    SPECIAL_NETS
+        .iter()
+        .filter_map(|s| s.net.parse().ok().map(|n| (n, s.what)))
+}
+
+/// The special space `net` overlaps, as `"<range> (<what>)"`, if any.
+pub fn special_net_overlapping(net: &IpNet) -> Option<String> {
+    special_nets()
+        .find(|(s, _)| s.contains(&net.network()) || net.contains(&s.network()))
+        .map(|(s, what)| format!("{s} ({what})"))
+}
+
+/// The special space `ip` is in, as `"<what> space <range>"`, if any.
+pub fn special_space_of(ip: IpAddr) -> Option<String> {
+    special_nets()
+        .find(|(s, _)| s.contains(&ip))
+        .map(|(s, what)| format!("{what} space {s}"))
+}
+
 /// The pool holding `ip`, if any.
 pub fn pool_of(pools: &[Pool], ip: IpAddr) -> Option<&Pool> {
     pools.iter().find(|p| p.cidr.contains(&ip))
+}
+
+/// The pool whose addresses `block` lies in, whatever its block size: a block no
+/// pool covers is outside every pool (its pool was removed or shrunk).
+pub fn pool_covering<'a>(pools: &'a [Pool], block: &IpNet) -> Option<&'a Pool> {
+    pools.iter().find(|p| p.cidr.contains(block))
 }
 
 /// The pool holding `block`, if any.
@@ -109,6 +191,7 @@ mod tests {
         Pool {
             cidr: cidr.parse().unwrap(),
             block_prefix,
+            disabled: false,
         }
     }
 
@@ -160,5 +243,51 @@ mod tests {
         let p = pool("fd00::/120", 122);
         assert!(p.is_reserved(ip("fd00::")));
         assert!(!p.is_reserved(ip("fd00::ff")));
+    }
+
+    #[test]
+    fn special_space_covers_the_containers_gateways() {
+        for gw in [
+            IpAddr::V4(crate::endpoint::GATEWAY_V4),
+            IpAddr::V6(crate::endpoint::GATEWAY_V6),
+        ] {
+            let why = special_space_of(gw).unwrap_or_default();
+            assert!(
+                why.contains("link-local") && why.contains("gateway"),
+                "{gw}: {why}"
+            );
+        }
+        for (a, what) in [
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.5", "multicast"),
+            ("ff02::1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+        ] {
+            let why = special_space_of(ip(a)).unwrap_or_default();
+            assert!(why.contains(what), "{a}: {why}");
+        }
+        for a in ["10.0.0.1", "fd00::1", "100.64.0.1", "2001:db8::1"] {
+            assert_eq!(special_space_of(ip(a)), None, "{a}");
+        }
+    }
+
+    #[test]
+    fn a_net_overlaps_special_space_inside_or_around_it() {
+        let over = |n: &str| special_net_overlapping(&n.parse().unwrap());
+        assert!(
+            over("169.254.1.0/30")
+                .unwrap()
+                .starts_with("169.254.0.0/16")
+        );
+        assert!(over("fe80::/64").unwrap().starts_with("fe80::/10"));
+        // A pool around special space would hand it out too.
+        assert!(over("128.0.0.0/1").unwrap().starts_with("169.254.0.0/16"));
+        assert!(over("::/64").unwrap().starts_with("::/128"));
+        assert_eq!(over("10.0.0.0/8"), None);
+        assert_eq!(over("fd00::/48"), None);
+        assert_eq!(over("::a00:0/112"), None);
     }
 }

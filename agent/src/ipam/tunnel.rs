@@ -1,13 +1,16 @@
 //! Tunnel addresses: the VXLAN device's own addresses, one per configured family, taken
 //! from this node's blocks by IPAM under the handle `strait-tunnel.<node>`. They are the
 //! onlink gateway other hosts route this node's blocks through, so they must survive an
-//! agent restart: the handle is read first and allocated only when absent.
+//! agent restart: the handle is read first and allocated only when absent, or when an
+//! address of it is no longer in an enabled pool (its pool was disabled or removed): the
+//! tunnel then moves, so it never holds a pool back from being drained.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use strait_api::Family;
 use tracing::{info, warn};
 
+use super::pool::pool_of;
 use super::{AllocRequest, Ipam, IpamError, tunnel_handle};
 
 /// The interface name recorded in the tunnel handle (for `netctl ipam check` readers).
@@ -43,9 +46,23 @@ impl TunnelAddrs {
 pub async fn ensure_tunnel_addresses(ipam: &Ipam) -> Result<TunnelAddrs, IpamError> {
     let handle = tunnel_handle(ipam.node());
     if let Some(h) = ipam.get_handle(&handle).await? {
-        let t = TunnelAddrs::of(&h.ips);
-        warn_if_short(ipam, &t);
-        return Ok(t);
+        let stale: Vec<IpAddr> = h
+            .ips
+            .iter()
+            .copied()
+            .filter(|ip| pool_of(ipam.pools(), *ip).is_none_or(|p| p.disabled))
+            .collect();
+        if stale.is_empty() {
+            let t = TunnelAddrs::of(&h.ips);
+            warn_if_short(ipam, &t);
+            return Ok(t);
+        }
+        info!(
+            handle = %handle,
+            ips = ?stale,
+            "tunnel addresses outside the enabled pools (pool disabled or removed): moving them"
+        );
+        ipam.release(&handle).await?;
     }
     let req = AllocRequest {
         handle: handle.clone(),
@@ -74,7 +91,7 @@ pub async fn ensure_tunnel_addresses(ipam: &Ipam) -> Result<TunnelAddrs, IpamErr
 /// A pool of a new family added after the handle was made gets no tunnel address (a
 /// handle's addresses are allocated together); say so rather than leave a silent gap.
 fn warn_if_short(ipam: &Ipam, t: &TunnelAddrs) {
-    for pool in ipam.pools() {
+    for pool in ipam.pools().iter().filter(|p| !p.disabled) {
         let missing = match pool.family() {
             Family::V4 => t.v4.is_none(),
             Family::V6 => t.v6.is_none(),

@@ -30,6 +30,7 @@ impl Ipam {
                     used,
                     blocks_claimed: claimed,
                     blocks_total: pool.block_count(),
+                    disabled: pool.disabled,
                 }
             })
             .collect();
