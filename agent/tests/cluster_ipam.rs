@@ -19,7 +19,7 @@ use straitd::ipam::tunnel::ensure_tunnel_addresses;
 use straitd::ipam::{
     AllocRequest, Block, Handle, Ipam, IpamConfig, IpamError, keys, tunnel_handle,
 };
-use straitd::node::{Keepalive, Registry, RegistryConfig};
+use straitd::node::{Keepalive, Registry, RegistryConfig, last_record_key};
 use straitd::store::Store;
 use straitd::store::etcd::{EtcdOptions, EtcdStore};
 
@@ -467,9 +467,11 @@ async fn reclaim_after_grace_only_empty_blocks_by_one_leader() {
     );
     let report = new.reclaimer.round().await.unwrap();
     assert!(report.leader);
+    // The dead leader waits too: its last record (what other hosts route it by) is
+    // forgotten once its grace is over (issue 19, item 10).
     assert_eq!(
         report.waiting,
-        ["dead"],
+        ["dead", old.registry.node()],
         "a new leader starts its own clock"
     );
     assert!(report.reclaimed.is_empty());
@@ -480,6 +482,14 @@ async fn reclaim_after_grace_only_empty_blocks_by_one_leader() {
     tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
     let report = new.reclaimer.round().await.unwrap();
     assert_eq!(report.reclaimed, [(b2, "dead".to_string())]);
+    assert_eq!(report.forgotten, [old.registry.node()]);
+    assert!(
+        store
+            .get(&last_record_key(old.registry.node()))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(blocks(&store).await.is_empty());
     // A later round has nothing left to do.
     let report = new.reclaimer.round().await.unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use strait_api::{FabricMode, NodeRecord};
 use strait_testbeds::etcd::{Etcd, require_etcd};
-use straitd::node::{FabricInfo, Registry, RegistryConfig, node_key};
+use straitd::node::{FabricInfo, Registry, RegistryConfig, last_record_key, node_key};
 use straitd::store::etcd::{EtcdOptions, EtcdStore};
 use straitd::store::{KeyValue, Store};
 
@@ -119,7 +119,7 @@ async fn record_is_bound_to_the_lease_and_follows_changes() {
     assert_eq!(r.tunnel_v4, Some("10.244.0.1".parse().unwrap()));
     assert_eq!(r.tunnel_v6, Some("fd00:244::1".parse().unwrap()));
     assert_eq!(kv.lease, Some(lease));
-    assert_eq!(reg.nodes().await.unwrap(), vec![r]);
+    assert_eq!(reg.nodes().await.unwrap(), vec![r.clone()]);
 
     // Kept alive, the record outlives its TTL several times over.
     tokio::time::sleep(TTL * 3).await;
@@ -136,6 +136,13 @@ async fn record_is_bound_to_the_lease_and_follows_changes() {
     })
     .await;
     assert!(reg.nodes().await.unwrap().is_empty());
+    // The last record stays, without a lease, as last written: other hosts keep
+    // routing to the node by it (issue 19, item 10).
+    let last = store.get(&last_record_key("h1")).await.unwrap();
+    let last = last.expect("the last record outlives the lease");
+    assert_eq!(last.lease, None);
+    assert_eq!(decode(&last), r);
+    assert_eq!(reg.last_records().await.unwrap(), vec![r]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

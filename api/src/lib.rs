@@ -38,7 +38,7 @@ pub mod types;
 pub use client::{Client, ClientError};
 pub use family::Family;
 pub use mac::{MacAddr, ParseMacError};
-pub use nodes::NodeView;
+pub use nodes::{NodeState, NodeView};
 pub use types::*;
 
 /// Default path of the agent's unix socket.

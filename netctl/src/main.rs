@@ -43,8 +43,9 @@ enum Cmd {
     Status,
     /// Attachments on this node.
     Endpoints,
-    /// Nodes of the cluster: live ones (with a record) and dead ones that still have
-    /// blocks.
+    /// Nodes of the cluster and their STATE: `ready` (lease alive), `lease expired`
+    /// (agent down or cut off from the store; other hosts keep routing to it until its
+    /// blocks are reclaimed), `gone` (only blocks left).
     Nodes,
     /// The routes, FDB and neighbour entries the fabric wants beside the kernel's:
     /// each `ok`, `missing` or `stale`, and the fabric's warnings. Exit 1 when
@@ -392,7 +393,7 @@ fn render_nodes(nodes: &[NodeView]) -> String {
         "TUNNEL",
         "VERSION",
         "BLOCKS",
-        "ALIVE",
+        "STATE",
     ]);
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for n in nodes {
@@ -413,10 +414,21 @@ fn render_nodes(nodes: &[NodeView]) -> String {
             &or_dash((!tunnel.is_empty()).then(|| tunnel.join(","))),
             &or_dash(r.map(|r| r.agent_version.clone())),
             &n.blocks.len().to_string(),
-            if n.alive { "yes" } else { "no" },
+            node_state(n),
         ]);
     }
     t.render()
+}
+
+/// `ready`, `lease expired` (the agent is down or cut off from the store; other hosts
+/// keep their routes to it) or `gone`; from an agent that does not say, `alive` or
+/// `dead`.
+fn node_state(n: &NodeView) -> &'static str {
+    match n.state {
+        Some(state) => state.as_str(),
+        None if n.alive => "alive",
+        None => "dead",
+    }
 }
 
 fn render_fast_path_maps(m: &FastPathMaps) -> String {
@@ -659,7 +671,7 @@ mod tests {
         EntryKind, EntryState, IpamIssue, IpamReport, RouteReport, count, render_nodes,
         render_routes,
     };
-    use strait_api::{FabricMode, NodeRecord, NodeView};
+    use strait_api::{FabricMode, NodeRecord, NodeState, NodeView};
 
     #[test]
     fn use_percent_is_of_what_can_be_handed_out() {
@@ -830,7 +842,7 @@ mod tests {
 
     #[test]
     fn nodes_table_shows_live_and_dead_nodes() {
-        let live = NodeView {
+        let mut live = NodeView {
             name: "h1".into(),
             alive: true,
             record: Some(NodeRecord {
@@ -848,6 +860,7 @@ mod tests {
                 bgp: None,
             }),
             blocks: vec!["10.244.0.0/26".parse().unwrap()],
+            state: Some(NodeState::Ready),
         };
         let dead = NodeView {
             name: "h2".into(),
@@ -857,8 +870,14 @@ mod tests {
                 "10.244.0.64/26".parse().unwrap(),
                 "10.244.0.128/26".parse().unwrap(),
             ],
+            state: Some(NodeState::Gone),
         };
-        let out = render_nodes(&[live, dead]);
+        // A node whose agent is down: its last record, and the routes others keep.
+        let mut expired = live.clone();
+        expired.name = "h3".into();
+        expired.alive = false;
+        expired.state = Some(NodeState::LeaseExpired);
+        let out = render_nodes(&[live.clone(), dead.clone(), expired]);
         let lines: Vec<Vec<&str>> = out
             .lines()
             .map(|l| l.split_whitespace().collect())
@@ -875,10 +894,24 @@ mod tests {
                 "10.244.0.1,fd00:244::1",
                 "0.1.0",
                 "1",
-                "yes"
+                "ready"
             ]
         );
-        assert_eq!(lines[2], ["h2", "-", "-", "-", "-", "-", "-", "2", "no"]);
+        assert_eq!(lines[2], ["h2", "-", "-", "-", "-", "-", "-", "2", "gone"]);
+        assert_eq!(lines[3][0], "h3");
+        assert_eq!(lines[3][1], "10.0.0.1", "shown by its last record");
+        assert_eq!(lines[3][8..], ["lease", "expired"]);
+        // An agent that does not send a state: alive or not.
+        live.state = None;
+        let mut old_dead = dead;
+        old_dead.state = None;
+        let out = render_nodes(&[live, old_dead]);
+        let states: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        assert_eq!(states, ["alive", "dead"]);
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! c.restart_agent(1);
 //! ```
 
+pub mod control;
 pub mod probe;
 pub mod underlay;
 
@@ -82,6 +83,11 @@ pub struct ClusterOpts {
     pub container_mtu: Option<u32>,
     /// `--node-lease-ttl-secs` (None: the agent's default).
     pub node_lease_ttl_secs: Option<u64>,
+    /// `--block-reclaim-grace-secs` (None: the agent's default).
+    pub block_reclaim_grace_secs: Option<u64>,
+    /// The prefix of every namespace and process name (None: a fresh
+    /// [`crate::unique_prefix`]). `[A-Za-z0-9_-]`, at most 32 characters.
+    pub name: Option<String>,
     /// More flags for every agent.
     pub agent_extra: Vec<String>,
     /// More flags for single agents, by host index (e.g. `--bgp-role rr` on two hosts).
@@ -100,6 +106,8 @@ impl ClusterOpts {
             underlay_mtu: 1500,
             container_mtu: None,
             node_lease_ttl_secs: None,
+            block_reclaim_grace_secs: None,
+            name: None,
             agent_extra: vec![],
             host_extra: vec![],
         }
@@ -385,7 +393,13 @@ impl Cluster {
             opts.hosts
         );
         crate::netns::reap_leftovers();
-        let prefix = crate::unique_prefix();
+        let prefix = match &opts.name {
+            Some(name) => {
+                check_name(name).unwrap_or_else(|e| panic!("{e}"));
+                name.clone()
+            }
+            None => crate::unique_prefix(),
+        };
         let dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
             .tempdir()
@@ -676,20 +690,51 @@ impl Cluster {
                 h.agent.log_path.display(),
             ));
         }
+        if !self.containers.is_empty() {
+            s.push_str(&format!(
+                "  containers: CNI network {NETWORK}, ifname eth0, container ID <prefix>-<name>\n"
+            ));
+        }
         for c in &self.containers {
             let ips: Vec<String> = c.ips().iter().map(IpAddr::to_string).collect();
             s.push_str(&format!(
-                "  {:<4} netns {:<16} on {}  {}  mtu {}\n",
+                "  {:<4} netns {:<16} on {}  {}  mtu {}  container ID {}\n",
                 c.name,
                 c.ns.name(),
                 self.hosts[c.host].name,
                 ips.join(" "),
-                c.mtu
+                c.mtu,
+                c.id
             ));
         }
         s.push_str(&format!("  etcd log {}\n", self.etcd.log_path().display()));
         s
     }
+}
+
+/// Whether `name` can prefix a cluster's namespaces: `[A-Za-z0-9_-]`, 1 to 32
+/// characters, and no namespace of that prefix exists (another cluster's).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "test bed name {name:?}: 1 to 32 of A-Z a-z 0-9 - _"
+        ));
+    }
+    // The underlay namespace exists in every cluster.
+    if std::path::Path::new("/run/netns")
+        .join(format!("{name}u"))
+        .exists()
+    {
+        return Err(format!(
+            "test bed name {name:?} is taken: namespace {name}u exists"
+        ));
+    }
+    Ok(())
 }
 
 /// The agent's flags for host `name` (docs/cluster.md).
@@ -709,6 +754,10 @@ fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpt
         if let Some(ttl) = opts.node_lease_ttl_secs {
             a.extra
                 .extend(["--node-lease-ttl-secs".to_string(), ttl.to_string()]);
+        }
+        if let Some(grace) = opts.block_reclaim_grace_secs {
+            a.extra
+                .extend(["--block-reclaim-grace-secs".to_string(), grace.to_string()]);
         }
     }
     a.extra.extend(opts.agent_extra.iter().cloned());

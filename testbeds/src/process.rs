@@ -14,6 +14,10 @@ pub fn signal(child: &Child, signal: Signal) {
 /// SIGTERM, then wait up to `grace` for the child to exit; SIGKILL after that. Always
 /// reaps it, so no zombie is left.
 pub fn terminate(mut child: Child, grace: Duration) {
+    // Reaped already: its PID may belong to another process by now.
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     signal(&child, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {

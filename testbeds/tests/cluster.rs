@@ -162,8 +162,11 @@ fn vxlan_three_hosts() {
         return;
     }
     let mut opts = ClusterOpts::new(3, Fabric::Vxlan);
-    // Short, so the leaving host's record is gone within seconds of its agent stopping.
+    // Short, so the leaving host's record is gone within seconds of its agent stopping,
+    // and its blocks soon after. The grace is longer than the agent outage of
+    // `survives_restarts_and_a_leaving_host` lasts after the lease expired.
     opts.node_lease_ttl_secs = Some(5);
+    opts.block_reclaim_grace_secs = Some(10);
     let mut cluster = Cluster::start(opts);
     let a = cluster.add_container(0, "a");
     let b = cluster.add_container(1, "b");
@@ -247,9 +250,42 @@ fn borrowed_address_reaches_everyone(
     }
 }
 
+/// The STATE `netctl nodes` on `on` shows for node `node` (`None`: not listed).
+fn node_state(on: &ClusterHost, node: &str) -> Option<String> {
+    let (_, out) = on.netctl(&["nodes"]);
+    out.lines().skip(1).find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        (words.first() == Some(&node)).then(|| words[8..].join(" "))
+    })
+}
+
+/// Whether `h` still routes to `ip` (and, on vxlan, has an FDB entry for `vtep`).
+fn routes_kept(h: &ClusterHost, ips: &[IpAddr], vtep: IpAddr, vxlan: bool) -> Result<(), String> {
+    let routes: Vec<String> = ips
+        .iter()
+        .flat_map(|ip| h.routes_to(*ip))
+        .map(|r| r.to_string())
+        .collect();
+    let fdb = h.vxlan_fdb();
+    let missing_route = ips.iter().any(|ip| h.routes_to(*ip).is_empty());
+    let missing_fdb = vxlan && !fdb.iter().any(|(_, dst)| *dst == Some(vtep));
+    if missing_route || missing_fdb {
+        Err(format!(
+            "{}: routes {routes:?} (all: {:?}), FDB {fdb:?}",
+            h.name,
+            h.fabric_routes()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// With containers `a`, `b`, `c` on h1, h2, h3: an agent restart and an etcd restart
-/// under continuous ping lose nothing, the agents resync after etcd is back, and h3
-/// leaving (its lease expiring) takes its routes (and FDB entry on vxlan) off the others.
+/// under continuous ping lose nothing, the agents resync after etcd is back, an agent
+/// down for longer than its lease loses nothing either (the others keep its routes),
+/// and h3 leaving (its container gone, its agent stopped for good) takes its routes
+/// (and FDB entry on vxlan) off the others once its blocks are reclaimed: its lease
+/// expires first, its blocks come back one grace later.
 fn survives_restarts_and_a_leaving_host(
     cluster: &mut Cluster,
     a: &Container,
@@ -280,10 +316,63 @@ fn survives_restarts_and_a_leaving_host(
     let d = cluster.add_container(1, "d");
     assert_full_mesh(&[a, &d, c]);
 
-    // A host leaving: h3's agent stops, its record expires with its lease, and the
-    // others drop its routes and FDB entry. Present first, so the check can fail.
-    let h3_vtep = IpAddr::V4(cluster.host(2).underlay_v4);
+    // An agent down for longer than its lease (issue 19, item 10): h2's lease
+    // expires, yet the others keep its routes and FDB entry, and its container, fine
+    // all along, loses nothing.
+    let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
     let vxlan = cluster.opts.fabric == Fabric::Vxlan;
+    let h2_vtep = IpAddr::V4(cluster.host(1).underlay_v4);
+    // 30 s of pings: longer than the outage below (about one TTL and a restart).
+    let ping = ContinuousPing::start(&a.ns, b.ip4(), 600, Duration::from_millis(50));
+    let ping6 = ContinuousPing::start(&c.ns, b.ip6(), 600, Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.stop_agent(1);
+    wait_until(
+        "h1 and h3 show h2's lease expired",
+        ttl + CONVERGE,
+        POLL,
+        || {
+            let states = [
+                node_state(cluster.host(0), "h2"),
+                node_state(cluster.host(2), "h2"),
+            ];
+            if states.iter().all(|s| s.as_deref() == Some("lease expired")) {
+                Ok(())
+            } else {
+                Err(format!("h2's state on h1, h3: {states:?}"))
+            }
+        },
+    )
+    .unwrap();
+    // Past the expiry: the fabric has seen the record go (its debounce is 75 ms) and
+    // must not have dropped a thing.
+    std::thread::sleep(Duration::from_secs(2));
+    for i in [0, 2] {
+        routes_kept(cluster.host(i), &[b.ip4(), b.ip6()], h2_vtep, vxlan)
+            .map_err(|e| format!("with h2's lease expired: {e}"))
+            .unwrap();
+    }
+    cluster.start_agent(1);
+    wait_until("h1 shows h2 ready again", CONVERGE, POLL, || {
+        node_state(cluster.host(0), "h2").as_deref() == Some("ready")
+    })
+    .unwrap();
+    for (what, ping) in [("a -> b", ping), ("c -> b (v6)", ping6)] {
+        let stats = ping.finish().unwrap();
+        assert_eq!(
+            stats.lost(),
+            0,
+            "{what} lost packets while h2's agent was down past its lease: {stats:?}"
+        );
+    }
+
+    // A host leaving: its container goes, h3's agent stops for good, its record
+    // expires with its lease (the routes stay: the node is only `lease expired`),
+    // and once its grace is over its blocks are reclaimed and the others drop its
+    // routes and FDB entry. Present first, so the check can fail.
+    let h3_vtep = IpAddr::V4(cluster.host(2).underlay_v4);
+    let out = cluster.remove_container("c");
+    assert!(out.ok(), "CNI DEL of c: {out:?}");
     for i in [0, 1] {
         let h = cluster.host(i);
         for ip in [c.ip4(), c.ip6()] {
@@ -305,36 +394,54 @@ fn survives_restarts_and_a_leaving_host(
     let tunnels = |h: &ClusterHost| vxlan.then(|| h.fast_path().tunnels);
     let tunnels_before = [tunnels(cluster.host(0)), tunnels(cluster.host(1))];
     cluster.stop_agent(2);
-    let ttl = Duration::from_secs(cluster.opts.node_lease_ttl_secs.unwrap_or(15));
+    // First the lease expires, with the routes still there...
+    wait_until("h1 shows h3's lease expired", ttl + CONVERGE, POLL, || {
+        node_state(cluster.host(0), "h3").as_deref() == Some("lease expired")
+    })
+    .unwrap();
+    for i in [0, 1] {
+        routes_kept(cluster.host(i), &[c.ip4(), c.ip6()], h3_vtep, vxlan)
+            .map_err(|e| format!("h3's routes went with its lease, before its blocks: {e}"))
+            .unwrap();
+    }
+    // ...then, one grace later (issue 19, item 13: not up to two minute-long rounds
+    // after it), its blocks are reclaimed, the cluster forgets it, and the routes go.
+    // The bound is far above the expected grace plus a round, and below a minute.
+    let grace = Duration::from_secs(cluster.opts.block_reclaim_grace_secs.unwrap_or(900));
+    wait_until(
+        "the reclaimer frees h3's blocks",
+        grace + CONVERGE,
+        POLL,
+        || match node_state(cluster.host(0), "h3") {
+            None => Ok(()),
+            Some(state) => Err(format!("h3 still listed on h1: {state}")),
+        },
+    )
+    .unwrap();
     for i in [0, 1] {
         let h = cluster.host(i);
-        wait_until(
-            &format!("{} forgets h3", h.name),
-            ttl + CONVERGE,
-            POLL,
-            || {
-                let routes: Vec<String> = [c.ip4(), c.ip6()]
-                    .into_iter()
-                    .flat_map(|ip| h.routes_to(ip))
-                    .map(|r| r.to_string())
-                    .collect();
-                let fdb: Vec<_> = h
-                    .vxlan_fdb()
-                    .into_iter()
-                    .filter(|(_, dst)| *dst == Some(h3_vtep))
-                    .collect();
-                let map = tunnels(h);
-                let map_ok = map == tunnels_before[i].map(|n| n - 2);
-                if routes.is_empty() && fdb.is_empty() && map_ok {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "routes {routes:?}, FDB {fdb:?}, tunnel map {map:?} (was {:?})",
-                        tunnels_before[i]
-                    ))
-                }
-            },
-        )
+        wait_until(&format!("{} forgets h3", h.name), CONVERGE, POLL, || {
+            let routes: Vec<String> = [c.ip4(), c.ip6()]
+                .into_iter()
+                .flat_map(|ip| h.routes_to(ip))
+                .map(|r| r.to_string())
+                .collect();
+            let fdb: Vec<_> = h
+                .vxlan_fdb()
+                .into_iter()
+                .filter(|(_, dst)| *dst == Some(h3_vtep))
+                .collect();
+            let map = tunnels(h);
+            let map_ok = map == tunnels_before[i].map(|n| n - 2);
+            if routes.is_empty() && fdb.is_empty() && map_ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "routes {routes:?}, FDB {fdb:?}, tunnel map {map:?} (was {:?})",
+                    tunnels_before[i]
+                ))
+            }
+        })
         .unwrap();
     }
     // The remaining hosts still reach each other.
@@ -352,6 +459,7 @@ fn host_gw_three_hosts() {
     }
     let mut opts = ClusterOpts::new(3, Fabric::HostGw);
     opts.node_lease_ttl_secs = Some(5);
+    opts.block_reclaim_grace_secs = Some(10);
     let mut cluster = Cluster::start(opts);
     let a = cluster.add_container(0, "a");
     let b = cluster.add_container(1, "b");

@@ -99,14 +99,16 @@ pub(super) async fn ipam_release(
     Ok(Json(a.ipam_release(&req.report).await?))
 }
 
-/// Every node with a record, and every node that still has blocks (`netctl nodes`).
+/// Every node with a record (live or last), and every node that still has blocks
+/// (`netctl nodes`).
 pub(super) async fn nodes(
     State(s): State<Shared>,
 ) -> Result<Json<Vec<strait_api::nodes::NodeView>>, Failure> {
     let o = s.ready_owners()?;
     let records = o.registry.nodes().await?;
+    let last = o.registry.last_records().await?;
     let view = o.attacher.ipam().view().await?;
-    Ok(Json(crate::node::node_views(records, &view.blocks)))
+    Ok(Json(crate::node::node_views(records, last, &view.blocks)))
 }
 
 /// The fabric's entries beside the kernel's (`netctl routes`). Reads the kernel now and

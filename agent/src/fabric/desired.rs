@@ -9,7 +9,12 @@
 //! route per block affine to it (onlink via its tunnel address of the block's family on
 //! `strait.vxlan`); host-gw wants a route per block via its underlay address of the
 //! block's family on the interface whose connected subnet holds that address. Both want
-//! a blackhole route per block affine to this node. Whatever stops a peer from being
+//! a blackhole route per block affine to this node.
+//!
+//! A node whose lease has expired (no live record) is programmed by its last record
+//! for as long as it owns blocks or holds borrowed addresses: its agent being down says
+//! nothing about its containers, so the data plane keeps its routes, FDB and neighbour
+//! entries until the reclaimer frees its blocks. Whatever stops a peer from being
 //! programmed is a [`Warning`], never an error: one broken record must not cost the
 //! other nodes their routes.
 
@@ -75,7 +80,11 @@ pub struct Desired {
 /// affinity (`None`: claimed by no node).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterView {
+    /// Live records (`nodes/`, bound to their leases).
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// Last records (`node-records/`, no lease), of live nodes and of nodes whose lease
+    /// has expired alike; only the latter are read, and only while they own blocks.
+    pub last_records: BTreeMap<String, NodeRecord>,
     pub blocks: BTreeMap<IpNet, Option<String>>,
     /// Per block, its addresses held by a node other than its affinity (borrowed)
     /// and by which: each gets a host route to that node.
@@ -124,7 +133,7 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
     // Remote blocks of each family, and how many of them got a route, for the
     // family-wide warning at the end.
     let mut remote_blocks: BTreeMap<Family, (usize, usize)> = BTreeMap::new();
-    for (name, record) in &cluster.nodes {
+    for (name, record) in peers(cluster, &blocks_of) {
         if *name == cfg.node {
             continue;
         }
@@ -159,8 +168,30 @@ pub fn compute(cfg: &FabricConfig, cluster: &ClusterView, links: &LocalLinks) ->
     desired
 }
 
+/// The nodes to program, by name: every live record, and the last record of each node
+/// whose lease has expired but which still owns blocks or holds borrowed addresses
+/// (`blocks_of`).
+fn peers<'a>(
+    cluster: &'a ClusterView,
+    blocks_of: &HashMap<&str, Vec<IpNet>>,
+) -> BTreeMap<&'a String, &'a NodeRecord> {
+    let mut peers: BTreeMap<&String, &NodeRecord> = cluster
+        .last_records
+        .iter()
+        .filter(|(name, _)| blocks_of.contains_key(name.as_str()))
+        .collect();
+    peers.extend(cluster.nodes.iter());
+    peers
+}
+
 fn own_tunnel(cfg: &FabricConfig, cluster: &ClusterView, desired: &mut Desired) {
-    let Some(own) = cluster.nodes.get(&cfg.node) else {
+    // Without a live record (this node's lease lapsed in a store outage, or it is not
+    // registered yet), its last record: the device keeps its addresses.
+    let own = cluster
+        .nodes
+        .get(&cfg.node)
+        .or_else(|| cluster.last_records.get(&cfg.node));
+    let Some(own) = own else {
         desired.warnings.push(Warning::node(
             &cfg.node,
             "this node has no record yet: strait.vxlan gets no tunnel address".into(),
@@ -582,6 +613,67 @@ mod tests {
         assert_eq!(d.routes.len(), 1);
         assert_eq!(d.routes[0].entry.kind, RouteKind::Blackhole);
         assert!(d.fdb.is_empty());
+    }
+
+    #[test]
+    fn a_node_whose_lease_expired_keeps_its_routes_while_it_owns_blocks() {
+        for mode in [FabricMode::Vxlan, FabricMode::HostGw] {
+            let live = cluster(3, mode);
+            let want = compute(&cfg("n1", mode), &live, &links());
+            // n2's lease expires: only its last record is left. n3's too, and n3 owns
+            // nothing any more (its blocks were reclaimed).
+            let mut view = live.clone();
+            view.last_records = view.nodes.clone();
+            view.nodes.remove("n2");
+            view.nodes.remove("n3");
+            view.blocks.remove(&v4_block(3));
+            let d = compute(&cfg("n1", mode), &view, &links());
+            let to = |d: &Desired, node: &str| -> Vec<Route> {
+                d.routes
+                    .iter()
+                    .filter(|r| r.node == node)
+                    .map(|r| r.entry.clone())
+                    .collect()
+            };
+            assert_eq!(to(&d, "n2"), to(&want, "n2"), "{mode:?}: n2's routes stay");
+            assert!(!to(&d, "n2").is_empty());
+            assert!(to(&d, "n3").is_empty(), "{mode:?}: n3 owns no block");
+            let fdb: Vec<&str> = d.fdb.iter().map(|f| f.node.as_str()).collect();
+            if mode == FabricMode::Vxlan {
+                assert_eq!(fdb, ["n2"], "n2's FDB entry stays, n3's goes");
+                assert!(d.neighbours.iter().all(|n| n.node == "n2"));
+                assert_eq!(d.tunnels.get(&v4_block(2)), Some(&vtep_mac("n2")));
+            }
+            assert!(d.warnings.is_empty(), "{mode:?}: {:?}", d.warnings);
+
+            // Its blocks reclaimed, n2 is forgotten too.
+            view.blocks.remove(&v4_block(2));
+            let d = compute(&cfg("n1", mode), &view, &links());
+            assert!(to(&d, "n2").is_empty() && d.fdb.is_empty() && d.neighbours.is_empty());
+
+            // A node that only holds a borrowed address is kept for it.
+            view.lent.insert(
+                v4_block(1),
+                [("10.244.1.9".parse().expect("ip"), "n3".to_string())].into(),
+            );
+            let d = compute(&cfg("n1", mode), &view, &links());
+            let host: IpNet = "10.244.1.9/32".parse().expect("net");
+            assert!(
+                to(&d, "n3").iter().any(|r| r.destination == host),
+                "{mode:?}: {:?}",
+                d.routes
+            );
+        }
+    }
+
+    #[test]
+    fn own_tunnel_addresses_stay_by_the_last_record() {
+        let mut view = cluster(2, FabricMode::Vxlan);
+        view.last_records = view.nodes.clone();
+        view.nodes.remove("n1");
+        let d = compute(&cfg("n1", FabricMode::Vxlan), &view, &links());
+        assert_eq!(d.addresses, vec![IpAddr::V4(Ipv4Addr::new(10, 244, 1, 1))]);
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The fabric's loop: list `nodes/` and `ipam/blocks/`, watch both from the listed
-//! revision, keep the cluster view current, and reconcile at start, after a burst of
+//! The fabric's loop: list `nodes/`, `node-records/` (the last records, which keep a
+//! node whose lease expired programmed while it owns blocks) and `ipam/blocks/`, watch
+//! them from the listed revision, keep the cluster view current, and reconcile at start, after a burst of
 //! relevant changes (debounced), every `resync`, and again with backoff after a failure.
 //! A watch that ends or reports compaction makes it list again; nothing is ever
 //! flushed, on errors or on stop.
@@ -22,7 +23,7 @@ use crate::fastpath::FabricDevice;
 use crate::hostnet::HostNet;
 use crate::ipam::{Block, keys};
 use crate::netlink::Netlink;
-use crate::node::{node_of_key, nodes_prefix};
+use crate::node::{last_records_prefix, node_of_key, node_of_last_record_key, nodes_prefix};
 use crate::store::{EventKind, KeyValue, Store, WatchMessage};
 use strait_api::routes::{RouteReport, Warning};
 
@@ -128,17 +129,23 @@ impl<K: HostNet> Fabric<K> {
     ) -> Result<(), FabricError> {
         state.reconciled_in_session = false;
         let nodes_prefix = nodes_prefix();
+        let last_prefix = last_records_prefix();
         let blocks_prefix = keys::blocks_prefix();
         let nodes = self.store.range(&nodes_prefix).await?;
+        let last = self.store.range(&last_prefix).await?;
         let blocks = self.store.range(&blocks_prefix).await?;
         let mut view = ClusterView::default();
         for kv in &nodes.kvs {
             put_node(&mut view, kv);
         }
+        for kv in &last.kvs {
+            put_last_record(&mut view, kv);
+        }
         for kv in &blocks.kvs {
             put_block(&mut view, kv);
         }
         let mut node_watch = self.store.watch(&nodes_prefix, nodes.revision + 1).await?;
+        let mut last_watch = self.store.watch(&last_prefix, last.revision + 1).await?;
         let mut block_watch = self
             .store
             .watch(&blocks_prefix, blocks.revision + 1)
@@ -159,6 +166,15 @@ impl<K: HostNet> Fabric<K> {
                     let changed = watch_message(message, &nodes_prefix, |kind, kv| match kind {
                         EventKind::Put => put_node(&mut view, kv),
                         EventKind::Delete => delete_node(&mut view, &kv.key),
+                    })?;
+                    if changed {
+                        due.get_or_insert_with(|| Instant::now() + cfg.debounce);
+                    }
+                }
+                message = last_watch.rx.recv() => {
+                    let changed = watch_message(message, &last_prefix, |kind, kv| match kind {
+                        EventKind::Put => put_last_record(&mut view, kv),
+                        EventKind::Delete => delete_last_record(&mut view, &kv.key),
                     })?;
                     if changed {
                         due.get_or_insert_with(|| Instant::now() + cfg.debounce);
@@ -327,29 +343,46 @@ pub(super) fn watch_message(
 /// Records a node; returns whether the view changed. An unreadable record is logged
 /// and dropped (the node is then treated as absent).
 pub(super) fn put_node(view: &mut ClusterView, kv: &KeyValue) -> bool {
-    let Some(name) = node_of_key(&kv.key) else {
+    put_record(&mut view.nodes, node_of_key(&kv.key), kv)
+}
+
+pub(super) fn delete_node(view: &mut ClusterView, key: &str) -> bool {
+    node_of_key(key).is_some_and(|name| view.nodes.remove(name).is_some())
+}
+
+/// Records a node's last record (`node-records/`); as [`put_node`].
+pub(super) fn put_last_record(view: &mut ClusterView, kv: &KeyValue) -> bool {
+    put_record(&mut view.last_records, node_of_last_record_key(&kv.key), kv)
+}
+
+pub(super) fn delete_last_record(view: &mut ClusterView, key: &str) -> bool {
+    node_of_last_record_key(key).is_some_and(|name| view.last_records.remove(name).is_some())
+}
+
+fn put_record(
+    records: &mut BTreeMap<String, NodeRecord>,
+    name: Option<&str>,
+    kv: &KeyValue,
+) -> bool {
+    let Some(name) = name else {
         return false;
     };
     match serde_json::from_slice::<NodeRecord>(&kv.value) {
         Ok(record) if record.name == name => {
-            view.nodes.get(name) != Some(&record) && {
-                view.nodes.insert(name.to_string(), record);
+            records.get(name) != Some(&record) && {
+                records.insert(name.to_string(), record);
                 true
             }
         }
         Ok(record) => {
             warn!(key = %kv.key, name = %record.name, "node record names another node; ignored");
-            view.nodes.remove(name).is_some()
+            records.remove(name).is_some()
         }
         Err(e) => {
             warn!(key = %kv.key, error = %e, "unreadable node record; ignored");
-            view.nodes.remove(name).is_some()
+            records.remove(name).is_some()
         }
     }
-}
-
-pub(super) fn delete_node(view: &mut ClusterView, key: &str) -> bool {
-    node_of_key(key).is_some_and(|name| view.nodes.remove(name).is_some())
 }
 
 /// Records a block's affinity; returns whether it changed (allocations inside a block
@@ -502,5 +535,13 @@ mod tests {
             &kv("/strait/v1/nodes/n4", record("n4"))
         ));
         assert!(delete_node(&mut view, "/strait/v1/nodes/n4"));
+        // Last records are kept apart from the live ones, by the same rules.
+        let last = "/strait/v1/node-records/n5";
+        assert!(put_last_record(&mut view, &kv(last, record("n5"))));
+        assert!(view.nodes.is_empty() && view.last_records.contains_key("n5"));
+        assert!(!put_node(&mut view, &kv(last, record("n5"))));
+        assert!(!delete_node(&mut view, last));
+        assert!(delete_last_record(&mut view, last));
+        assert!(view.last_records.is_empty());
     }
 }

@@ -10,21 +10,27 @@
 //!
 //! The record is rewritten whenever what it says changes ([`Registry::set_fabric_info`],
 //! [`Registry::set_underlay`]); a write that fails is retried by the keep-alive loop.
+//! Every write puts the same record at `node-records/<node>` without a lease, in the
+//! same transaction: the last record, by which other hosts keep routing to this node
+//! while its lease is expired (module docs of [`crate::node`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use strait_api::{BlockView, NodeRecord, NodeView};
+use strait_api::{BlockView, NodeRecord, NodeState, NodeView};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::underlay::Underlay;
-use super::{node_key, node_of_key, nodes_prefix};
+use super::{
+    last_record_key, last_records_prefix, node_key, node_of_key, node_of_last_record_key,
+    nodes_prefix,
+};
 use crate::netlink::format_mac;
-use crate::store::{LeaseId, Store, StoreError};
+use crate::store::{KeyValue, LeaseId, Store, StoreError, Txn, TxnOp};
 
 /// Shortest wait between attempts of the keep-alive loop after a failure.
 const MIN_RETRY: Duration = Duration::from_millis(200);
@@ -163,11 +169,20 @@ impl Registry {
     async fn write(&self, state: &mut State, lease: LeaseId) -> Result<(), StoreError> {
         let value = serde_json::to_vec(&state.record)
             .map_err(|e| StoreError::Backend(format!("encoding the node record: {e}")))?;
-        match self
-            .store
-            .put(&node_key(&self.node), value, Some(lease))
-            .await
-        {
+        // The live record (with the lease) and the last record (without), together.
+        let txn = Txn::new().and_then([
+            TxnOp::Put {
+                key: node_key(&self.node),
+                value: value.clone(),
+                lease: Some(lease),
+            },
+            TxnOp::Put {
+                key: last_record_key(&self.node),
+                value,
+                lease: None,
+            },
+        ]);
+        match self.store.txn(txn).await {
             Ok(_) => {
                 state.written = true;
                 // Published only once the record is under it: holding this lease is
@@ -240,22 +255,33 @@ impl Registry {
         Keepalive { task }
     }
 
-    /// Every node record in the store, by name. Records that do not parse are logged
-    /// and left out.
+    /// Every live node record in the store, by name. Records that do not parse are
+    /// logged and left out.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let resp = self.store.range(&nodes_prefix()).await?;
-        let mut out = Vec::with_capacity(resp.kvs.len());
-        for kv in &resp.kvs {
-            match serde_json::from_slice::<NodeRecord>(&kv.value) {
-                Ok(r) if node_of_key(&kv.key) == Some(r.name.as_str()) => out.push(r),
-                Ok(r) => {
-                    warn!(key = %kv.key, name = %r.name, "node record under another node's key")
-                }
-                Err(e) => warn!(key = %kv.key, error = %e, "unreadable node record"),
-            }
-        }
-        Ok(out)
+        Ok(parse_records(&resp.kvs, node_of_key))
     }
+
+    /// Every node's last record (live or not), by name.
+    pub async fn last_records(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let resp = self.store.range(&last_records_prefix()).await?;
+        Ok(parse_records(&resp.kvs, node_of_last_record_key))
+    }
+}
+
+/// The records of `kvs` that parse and name the node their key names.
+fn parse_records(kvs: &[KeyValue], node_of: impl Fn(&str) -> Option<&str>) -> Vec<NodeRecord> {
+    let mut out = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        match serde_json::from_slice::<NodeRecord>(&kv.value) {
+            Ok(r) if node_of(&kv.key) == Some(r.name.as_str()) => out.push(r),
+            Ok(r) => {
+                warn!(key = %kv.key, name = %r.name, "node record under another node's key")
+            }
+            Err(e) => warn!(key = %kv.key, error = %e, "unreadable node record"),
+        }
+    }
+    out
 }
 
 /// The running keep-alive loop ([`Registry::spawn`]). Dropping it stops refreshing
@@ -271,22 +297,28 @@ impl Drop for Keepalive {
     }
 }
 
-/// The node list: every node with a record, and every node some block is affine to.
-pub fn node_views(records: Vec<NodeRecord>, blocks: &[BlockView]) -> Vec<NodeView> {
-    let mut views: std::collections::BTreeMap<String, NodeView> = records
+/// The node list: every node with a live record (`ready`), every other node with a
+/// last record (`lease expired`: other hosts still route to it), and every node some
+/// block is affine to (`gone` when neither record exists).
+pub fn node_views(
+    live: Vec<NodeRecord>,
+    last: Vec<NodeRecord>,
+    blocks: &[BlockView],
+) -> Vec<NodeView> {
+    let view = |r: NodeRecord, state: NodeState| NodeView {
+        name: r.name.clone(),
+        alive: state == NodeState::Ready,
+        record: Some(r),
+        blocks: Vec::new(),
+        state: Some(state),
+    };
+    let mut views: std::collections::BTreeMap<String, NodeView> = last
         .into_iter()
-        .map(|r| {
-            (
-                r.name.clone(),
-                NodeView {
-                    name: r.name.clone(),
-                    alive: true,
-                    record: Some(r),
-                    blocks: Vec::new(),
-                },
-            )
-        })
+        .map(|r| (r.name.clone(), view(r, NodeState::LeaseExpired)))
         .collect();
+    for r in live {
+        views.insert(r.name.clone(), view(r, NodeState::Ready));
+    }
     let mut affine: Vec<(&str, IpNet)> = blocks
         .iter()
         .filter_map(|b| Some((b.affinity.as_deref()?, b.cidr)))
@@ -300,6 +332,7 @@ pub fn node_views(records: Vec<NodeRecord>, blocks: &[BlockView]) -> Vec<NodeVie
                 alive: false,
                 record: None,
                 blocks: Vec::new(),
+                state: Some(NodeState::Gone),
             })
             .blocks
             .push(cidr);
@@ -343,6 +376,7 @@ mod tests {
     fn views_join_records_and_affine_blocks() {
         let views = node_views(
             vec![record("h2"), record("h1")],
+            vec![],
             &[
                 block("10.0.0.64/26", Some("h1")),
                 block("10.0.0.0/26", Some("h1")),
@@ -366,5 +400,38 @@ mod tests {
             ]
         );
         assert!(views[0].record.is_none());
+    }
+
+    #[test]
+    fn a_node_with_an_expired_lease_is_shown_by_its_last_record() {
+        let mut old_h1 = record("h1");
+        old_h1.started = 0;
+        let views = node_views(
+            vec![record("h1")],
+            vec![old_h1, record("h2"), record("h3")],
+            &[
+                block("10.0.0.0/26", Some("h2")),
+                block("10.0.0.64/26", Some("gone")),
+            ],
+        );
+        let states: Vec<(&str, bool, Option<NodeState>, usize)> = views
+            .iter()
+            .map(|v| (v.name.as_str(), v.alive, v.state, v.blocks.len()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("gone", false, Some(NodeState::Gone), 1),
+                ("h1", true, Some(NodeState::Ready), 0),
+                ("h2", false, Some(NodeState::LeaseExpired), 1),
+                ("h3", false, Some(NodeState::LeaseExpired), 0),
+            ]
+        );
+        // The live record wins over the last one; an expired node shows its last.
+        assert_eq!(views[1].record.as_ref().map(|r| r.started), Some(1));
+        assert_eq!(
+            views[2].record.as_ref().map(|r| r.name.as_str()),
+            Some("h2")
+        );
     }
 }

@@ -3,21 +3,28 @@
 //!
 //! `up` runs in the foreground: it builds the cluster, prints what exists, writes a
 //! state file under `/run/strait-testbed/`, and waits; Ctrl-C (or SIGTERM, SIGHUP)
-//! tears everything down. From another shell, `status`, `exec` and `down` read the
-//! state file. `down` asks a live `up` to tear down; if `up` died (SIGKILL, a crash) it
-//! removes what the state file records itself: daemons by PID (checked to still be
-//! straitd or etcd), namespaces by name, the temp dir.
+//! tears everything down. While it waits it reaps its agents and etcd when they exit
+//! (no zombies) and serves fault drills on a control socket beside the state file:
+//! `stop`, `start` and `restart` of a host's agent or of etcd
+//! ([`strait_testbeds::cluster::control`]), rewriting the state file after each. From
+//! another shell, `status`, `exec`, the drills and `down` read the state file. `down`
+//! asks a live `up` to tear down; if `up` died (SIGKILL, a crash) it removes what the
+//! state file records itself: daemons by PID (checked to still be straitd or etcd),
+//! namespaces by name, the temp dir.
 
 use std::net::IpAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use strait_testbeds::cluster::control::{self, Drill, Part, Verb};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Fabric};
 
 const STATE_DIR: &str = "/run/strait-testbed";
@@ -61,7 +68,20 @@ enum Cmd {
         /// `--node-lease-ttl-secs` for the agents.
         #[arg(long)]
         node_lease_ttl_secs: Option<u64>,
+        /// The test bed's name: the prefix of its namespaces and state file (default:
+        /// a fresh one). 1 to 32 of A-Z a-z 0-9 - _.
+        #[arg(long)]
+        name: Option<String>,
+        /// More flags for every agent, after `--` (`-- --block-reclaim-grace-secs 10`).
+        #[arg(last = true)]
+        agent_args: Vec<String>,
     },
+    /// Stop a host's agent (SIGTERM; nothing is flushed) or etcd, and leave it stopped.
+    Stop(PartArgs),
+    /// Start a stopped agent or etcd again (same flags and state); waits until ready.
+    Start(PartArgs),
+    /// Stop and start a host's agent or etcd; waits until ready.
+    Restart(PartArgs),
     /// Show the test beds that exist and whether their parts are alive.
     Status,
     /// Run a command in a host's or a container's namespace (`h1`, `c1`, `underlay`,
@@ -83,6 +103,16 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// Which part of which test bed a drill acts on.
+#[derive(Debug, Args)]
+struct PartArgs {
+    /// Which test bed (its name), when there are several.
+    #[arg(long)]
+    name: Option<String>,
+    /// `h1`..`hN` (that host's agent) or `etcd`.
+    part: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +158,9 @@ struct State {
     router_netns: Option<String>,
     /// Every namespace, for teardown.
     namespaces: Vec<String>,
+    /// Where `up` takes drills (`stop h1`, ...).
+    #[serde(default)]
+    control: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,8 +195,18 @@ fn main() -> ExitCode {
             embedded_store,
             mtu,
             node_lease_ttl_secs,
+            name,
+            agent_args,
         } => {
+            if let Some(name) = &name
+                && let Err(e) = strait_testbeds::cluster::check_name(name)
+            {
+                eprintln!("strait-testbed: {e}");
+                return ExitCode::from(1);
+            }
             let mut opts = ClusterOpts::new(hosts, fabric.into());
+            opts.name = name;
+            opts.agent_extra = agent_args;
             opts.pools = vec!["10.244.0.0/16".into()];
             if v6 {
                 opts.pools.push("fd00:244::/56".into());
@@ -184,6 +227,9 @@ fn main() -> ExitCode {
             command,
         } => exec(name.as_deref(), &target, &command),
         Cmd::Down { name, all } => down(name.as_deref(), all),
+        Cmd::Stop(p) => drill(Verb::Stop, p),
+        Cmd::Start(p) => drill(Verb::Start, p),
+        Cmd::Restart(p) => drill(Verb::Restart, p),
     };
     match result {
         Ok(code) => code,
@@ -213,14 +259,15 @@ fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
             cluster.add_container(i, &format!("c{}", i + 1));
         }
     }
-    let state = record(&cluster);
     std::fs::create_dir_all(STATE_DIR).map_err(|e| format!("{STATE_DIR}: {e}"))?;
     let path = state_path(&cluster.prefix);
-    let text = serde_json::to_string_pretty(&state).expect("state JSON");
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let socket = Path::new(STATE_DIR).join(format!("{}.sock", cluster.prefix));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    write_state(&cluster, &path, &socket)?;
 
     print!("{}", cluster.describe());
-    let first = &state.hosts[0].name;
+    let first = cluster.hosts()[0].name.clone();
     println!(
         "\nExplore from another shell:\n  \
          strait-testbed status\n  \
@@ -228,15 +275,109 @@ fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
          strait-testbed exec {first} -- ip route            # its routes\n  \
          strait-testbed exec {first} -- bridge fdb show dev strait.vxlan\n  \
          strait-testbed exec c1 -- ping -c3 <address of c2>\n  \
+         strait-testbed stop {first}                        # and start, restart; also etcd\n  \
          strait-testbed down                            # or Ctrl-C here\n\
          State file: {}\nRunning until Ctrl-C.",
         path.display()
     );
-    let sig = signals.forever().next().unwrap_or(SIGTERM);
+    let sig = serve(&mut cluster, &mut signals, listener, &path, &socket);
     println!("signal {sig}: tearing down {}", cluster.prefix);
     drop(cluster);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&socket);
     println!("removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `up` waits for.
+enum Event {
+    Signal(i32),
+    Drill(Drill, UnixStream),
+}
+
+/// Until a signal comes: answer drills, and reap agents and etcd that exit. Returns
+/// the signal.
+fn serve(
+    cluster: &mut Cluster,
+    signals: &mut Signals,
+    listener: UnixListener,
+    path: &Path,
+    socket: &Path,
+) -> i32 {
+    let (tx, rx) = mpsc::channel();
+    let handle = signals.handle();
+    let mut forever = signals.forever();
+    std::thread::scope(|scope| {
+        let signal_tx = tx.clone();
+        scope.spawn(move || {
+            let sig = forever.next().unwrap_or(SIGTERM);
+            let _ = signal_tx.send(Event::Signal(sig));
+        });
+        // Detached: it blocks in accept() until the process exits.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                match control::read_request(&stream) {
+                    Ok(d) => {
+                        if tx.send(Event::Drill(d, stream)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => control::answer(stream, &Err(e)),
+                }
+            }
+        });
+        let sig = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Event::Signal(sig)) => break sig,
+                Ok(Event::Drill(d, stream)) => {
+                    println!("drill: {d}");
+                    let result = cluster.drill(&d);
+                    if let Err(e) = write_state(cluster, path, socket) {
+                        eprintln!("strait-testbed: {e}");
+                    }
+                    println!("  {}", result.as_ref().unwrap_or_else(|e| e));
+                    control::answer(stream, &result);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if cluster.reap_exited() {
+                        // The PID stays recorded; `status` sees it is gone.
+                        println!("an agent or etcd exited (see `strait-testbed status`)");
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break SIGTERM,
+            }
+        };
+        handle.close();
+        sig
+    })
+}
+
+/// Writes the state file the other subcommands read (again after each drill: PIDs
+/// change).
+fn write_state(cluster: &Cluster, path: &Path, socket: &Path) -> Result<(), String> {
+    let mut state = record(cluster);
+    state.control = Some(socket.to_path_buf());
+    let text = serde_json::to_string_pretty(&state).expect("state JSON");
+    // Whole or not at all: `status` may read it meanwhile.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `stop|start|restart PART`: sent to the `up` that owns the test bed.
+fn drill(verb: Verb, p: PartArgs) -> Result<ExitCode, String> {
+    let s = load_one(p.name.as_deref())?;
+    let socket = s
+        .control
+        .as_ref()
+        .filter(|_| running(s.up_pid))
+        .ok_or_else(|| format!("{}: its `up` is gone; only `down` works", s.prefix))?;
+    let d = Drill {
+        verb,
+        part: Part::parse(&p.part),
+    };
+    let answer = control::send(socket, &d)?;
+    println!("{answer}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,6 +418,7 @@ fn record(cluster: &Cluster) -> State {
             .as_ref()
             .map(|r| r.name().to_string()),
         namespaces: cluster.namespaces(),
+        control: None,
     }
 }
 
@@ -321,8 +463,19 @@ fn load_one(name: Option<&str>) -> Result<State, String> {
     }
 }
 
+/// Whether `pid` runs: it exists and is no zombie (an exited child nobody reaped yet).
 fn alive(pid: Option<u32>) -> bool {
-    pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    pid.is_some_and(running)
+}
+
+/// A daemon's state as `status` prints it: `running`, `down (stopped)` (by `stop`, no
+/// PID recorded), `down (exited)` (its PID is gone or a zombie).
+fn state_word(pid: Option<u32>) -> &'static str {
+    match pid {
+        None => "down (stopped)",
+        Some(p) if running(p) => "running",
+        Some(_) => "down (exited)",
+    }
 }
 
 fn status() -> Result<ExitCode, String> {
@@ -340,18 +493,10 @@ fn status() -> Result<ExitCode, String> {
             } else {
                 "GONE (use `down` to clean up)"
             },
-            if alive(s.etcd_pid) { "running" } else { "down" },
+            state_word(s.etcd_pid),
             s.hosts
                 .iter()
-                .map(|h| format!(
-                    "{} {}",
-                    h.name,
-                    if alive(h.agent_pid) {
-                        "running"
-                    } else {
-                        "down"
-                    }
-                ))
+                .map(|h| format!("{} {}", h.name, state_word(h.agent_pid)))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -511,4 +656,44 @@ fn is_ours(pid: u32, what: &str) -> bool {
 
 fn signal(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        // `true` exits at once; unreaped, it stays a zombie with a /proc entry.
+        let mut zombie = Command::new("true").spawn().expect("spawn true");
+        let pid = zombie.id();
+        strait_testbeds::wait_until(
+            "true to exit",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                    st.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+            },
+        )
+        .unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!alive(Some(pid)), "a zombie is dead");
+        assert_eq!(state_word(Some(pid)), "down (exited)");
+        zombie.wait().expect("reap");
+        assert!(!alive(Some(pid)));
+
+        let mut sleeper = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        assert!(alive(Some(sleeper.id())));
+        assert_eq!(state_word(Some(sleeper.id())), "running");
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(!alive(None));
+        assert_eq!(state_word(None), "down (stopped)");
+    }
 }

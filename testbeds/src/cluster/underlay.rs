@@ -44,6 +44,11 @@ impl Segment {
         }
     }
 
+    /// The fixed MAC of the segment's bridge (locally administered unicast).
+    pub fn bridge_mac(self) -> String {
+        format!("02:5b:00:00:00:{:02x}", self.index() + 0xa)
+    }
+
     /// The `n`th IPv4 address of the segment.
     pub fn v4(self, n: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, self.index(), n)
@@ -100,7 +105,20 @@ impl Underlay {
         };
         for seg in segments {
             let br = seg.bridge();
-            ns.exec_ok(&["ip", "link", "add", br, "mtu", &mtu_s, "type", "bridge"]);
+            // A fixed MAC: a bridge without one takes the lowest of its ports' and
+            // changes as ports join, leaving hosts with a stale ARP entry for etcd.
+            ns.exec_ok(&[
+                "ip",
+                "link",
+                "add",
+                br,
+                "address",
+                &seg.bridge_mac(),
+                "mtu",
+                &mtu_s,
+                "type",
+                "bridge",
+            ]);
             ns.exec_ok(&["ip", "link", "set", br, "up"]);
         }
         // The underlay's own foot on segment A: etcd's address.
