@@ -42,11 +42,15 @@ use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdOptions, EtcdStore};
 
+mod lock;
+
 /// How often the agent sweeps stale links and runs its leak GC.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     make_state_private(&cfg)?;
+    // Before anything is bound or swept: a second agent stops here (docs: one per host).
+    let _locks = lock::acquire(&cfg.state_dir)?;
 
     for w in cfg.warnings() {
         warn!("{w}");
@@ -254,6 +258,11 @@ async fn start(
             node: cfg.node_name.clone(),
             mtu,
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
+            owner: until_ok(state, "reading the store's id", || {
+                crate::attach::owner::owner_mark_of(store.as_ref(), &cfg.node_name)
+            })
+            .await,
+            state_dir: Some(cfg.state_dir.clone()),
         },
         store.clone(),
         ipam,
@@ -275,6 +284,9 @@ async fn start(
         .context("enabling IP forwarding")?;
     if let Err(e) = attacher.sweep_stale_links().await {
         warn!(error = %e, "sweeping stale links at start");
+    }
+    if let Err(e) = attacher.release_records_without_interface().await {
+        warn!(error = %e, "releasing records whose interface is gone");
     }
     let applied = attacher.apply_pending_releases(&cfg.state_dir).await;
     if applied > 0 {

@@ -127,6 +127,7 @@ fn spec(container_ns: &str, id: &str, ips: &[&str]) -> VethSpec {
         ips: ips.iter().map(|s| s.parse().expect("ip")).collect(),
         mtu: 0,
         container_mac: None,
+        owner: None,
     }
 }
 
@@ -331,7 +332,7 @@ fn two_containers_ping_each_other_and_timings() {
         owned.sort();
         let mut want = vec![a.host_ifname.clone(), b.host_ifname.clone()];
         want.sort();
-        assert_eq!(owned.into_iter().map(|(n, _)| n).collect::<Vec<_>>(), want);
+        assert_eq!(owned.into_iter().map(|l| l.name).collect::<Vec<_>>(), want);
     });
     for key in ["ipv4/ip_forward", "ipv6/conf/all/forwarding"] {
         let value = run(&[
@@ -755,7 +756,10 @@ fn list_owned_links_lists_endpoints_only() {
         "name",
         "fabpeer",
     ]);
-    let s = spec(&ctr, "l", &["10.85.0.1"]);
+    let s = VethSpec {
+        owner: Some("strait:0123456789abcdef".into()),
+        ..spec(&ctr, "l", &["10.85.0.1"])
+    };
     in_host(&host, move || async move {
         let nl = Netlink::connect().expect("netlink");
         assert!(
@@ -767,7 +771,12 @@ fn list_owned_links_lists_endpoints_only() {
         let created = endpoint::setup(&nl, &s).await.expect("setup");
         assert_eq!(
             endpoint::list_owned_links(&nl).await.expect("list"),
-            vec![(s.host_ifname.clone(), created.host_ifindex)]
+            vec![endpoint::HostEnd::new(
+                s.host_ifname.clone(),
+                created.host_ifindex,
+                Some("strait:0123456789abcdef")
+            )],
+            "listed with the owner mark set in its alias"
         );
         let all: Vec<String> = nl
             .strait_links()

@@ -91,6 +91,8 @@ async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
             node: "n1".into(),
             mtu: 1500,
             gc_grace: Duration::from_secs(900),
+            owner: "strait:test".into(),
+            state_dir: None,
         },
         store.clone(),
         ipam,

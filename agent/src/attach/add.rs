@@ -29,9 +29,22 @@ impl<K: HostNet> Attacher<K> {
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
 
-        if self.records.get(&id).await?.is_some() {
-            return Err(AttachError::Duplicate(id));
+        if let Some(old) = self.records.get(&id).await? {
+            if self.host_end_present(&old.host_ifname).await? {
+                return Err(AttachError::Duplicate(id));
+            }
+            // A record without its interface: the ADD that wrote it never answered
+            // (the agent died before or while plumbing, or the interface was taken
+            // away since). The runtime knows of no attachment, so this ADD is its
+            // retry: the old reservation goes, and the ADD starts afresh.
+            warn!(%id, link = %old.host_ifname, "the attachment's interface is gone; releasing its record and adding it again");
+            self.ipam
+                .release_with(&id, vec![self.records.delete_op(&id)])
+                .await?;
         }
+        // Whatever DEL of this attachment waits in the queue came before this ADD, and
+        // what it had to release is released now.
+        self.forget_queued_del(&req.network, &req.container_id, &req.ifname);
         check_netns(&self.host, &req.netns)?;
 
         let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
@@ -85,6 +98,7 @@ impl<K: HostNet> Attacher<K> {
             ips: alloc.ips.clone(),
             mtu,
             container_mac: Some(container_mac),
+            owner: Some(self.cfg.owner.clone()),
         };
         let t_plumb = std::time::Instant::now();
         match self.plumb(&spec).await {
@@ -134,6 +148,19 @@ impl<K: HostNet> Attacher<K> {
         };
         lock(&self.creating).remove(name);
         Ok(result?)
+    }
+
+    /// Whether the host end `name` is on the host and not on its way out.
+    pub(super) async fn host_end_present(&self, name: &str) -> Result<bool, AttachError> {
+        if self.deleting.contains(name) {
+            return Ok(false);
+        }
+        let link = self
+            .host
+            .link_by_name(name)
+            .await
+            .map_err(endpoint::EndpointError::from)?;
+        Ok(link.is_some())
     }
 
     async fn wait_for_deletion(&self, host_ifname: &str) {

@@ -56,6 +56,8 @@ impl<K: HostNet> Attacher<K> {
             ips: recorded.iter().copied().collect(),
             mtu: ep.mtu,
             container_mac: None,
+            // Not checked: an older strait's links carry no mark.
+            owner: None,
         };
         self.host
             .check_endpoint(&spec)

@@ -21,7 +21,7 @@ impl<K: HostNet> Attacher<K> {
             .endpoint_links()
             .await?
             .into_iter()
-            .map(|(name, _)| name)
+            .map(|l| l.name)
             .collect();
         let by_id: HashMap<&str, &Endpoint> =
             endpoints.iter().map(|e| (e.id.as_str(), e)).collect();

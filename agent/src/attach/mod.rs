@@ -12,13 +12,18 @@
 //!   the record before answering, and deletes the veth in the background: deleting a
 //!   veth costs 20–35 ms of kernel time (RCU) that the runtime need not wait for. A
 //!   later ADD of the same attachment waits for that deletion ([`del`], [`reaper`]).
+//!   With the store unreachable, DEL deletes the veth, queues the release on disk and
+//!   succeeds; the queue is retried until the store is back.
 //! * A DEL the plugin queued on disk while the agent was down is applied at start,
 //!   unless it is older than the attachment it names ([`pending`]).
+//! * A record whose interface is gone while its container's namespace is still there
+//!   (a crash between the record and the answer) is released at start, and a retried
+//!   ADD of it starts afresh instead of answering "already exists" ([`reconcile`]).
 //! * Operations on one attachment are serialised; different attachments run in
 //!   parallel ([`locks`]).
 //! * Links named `strait*` with no endpoint record and no operation in flight are
 //!   stale (a crash mid-ADD, a killed agent) and are swept at start and periodically
-//!   ([`sweep`]).
+//!   ([`sweep`]) — unless their alias carries another agent's owner mark ([`owner`]).
 //!
 //! One file per verb (`add`, `del`, `check`, `status`, `gc`) and per housekeeping job
 //! (`leaks`: the operator's IPAM check and release and the agent's leak GC; `sweep`;
@@ -33,8 +38,10 @@ pub mod events;
 mod gc;
 mod leaks;
 mod locks;
+pub mod owner;
 mod pending;
 mod reaper;
+mod reconcile;
 pub mod records;
 mod status;
 mod sweep;
@@ -43,8 +50,9 @@ mod tests;
 mod validate;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strait_api::Endpoint;
@@ -65,11 +73,19 @@ pub struct AttacherConfig {
     pub node: String,
     pub mtu: u32,
     pub gc_grace: Duration,
+    /// This agent's owner mark ([`owner::owner_mark_of`]), written on every host end
+    /// it makes; its sweep removes no link marked by another.
+    pub owner: String,
+    /// The state dir whose pending-release queue takes the DELs made while the store
+    /// is unreachable; `None` (tests of other owners) fails such a DEL instead.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs ADD/DEL/CHECK/STATUS/GC for this node, on the host kernel `K` (the real one
 /// in the agent, [`crate::hostnet::fake::FakeHost`] in unit tests).
 pub struct Attacher<K: HostNet = Netlink> {
+    /// Itself, for the tasks it starts (the queue's retry).
+    me: Weak<Self>,
     cfg: AttacherConfig,
     store: Arc<dyn Store>,
     ipam: Arc<Ipam>,
@@ -88,6 +104,8 @@ pub struct Attacher<K: HostNet = Netlink> {
     plumbing: tokio::sync::Semaphore,
     /// Who follows endpoints as they come and go.
     subscribers: RwLock<Vec<Arc<dyn EndpointSubscriber>>>,
+    /// A task retries the pending-release queue (see [`pending`]).
+    draining: AtomicBool,
 }
 
 impl<K: HostNet> Attacher<K> {
@@ -97,7 +115,8 @@ impl<K: HostNet> Attacher<K> {
         let deleting = reaper::Deleting::default();
         let (reaper, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(reaper::reap_links(host.clone(), queue, deleting.clone()));
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             cfg,
             store,
             ipam,
@@ -110,6 +129,7 @@ impl<K: HostNet> Attacher<K> {
             reaper,
             plumbing: tokio::sync::Semaphore::new(add::plumbing_slots()),
             subscribers: RwLock::default(),
+            draining: AtomicBool::new(false),
         })
     }
 

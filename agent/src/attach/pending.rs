@@ -1,8 +1,11 @@
-//! DELs the CNI plugin queued on disk while the agent was down
-//! ([`strait_api::queue`] writes and reads the queue), applied at start and
-//! periodically.
+//! DELs the CNI plugin queued on disk while the agent was down, and those the agent
+//! queued itself while the store was unreachable ([`strait_api::queue`] writes and
+//! reads the queue), applied at start and periodically; after the agent queued one,
+//! retried every few seconds until the queue is empty.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -37,7 +40,8 @@ impl<K: HostNet> Attacher<K> {
                 queued.done();
                 continue;
             }
-            match self.del(req.clone()).await {
+            // Not `del`, which would queue the request again.
+            match self.release(req).await {
                 Ok(()) => {
                     queued.done();
                     applied += 1;
@@ -48,5 +52,37 @@ impl<K: HostNet> Attacher<K> {
             }
         }
         applied
+    }
+}
+
+impl<K: HostNet> Attacher<K> {
+    /// Starts a task (unless one runs) that applies the queue with a backoff of 1 to
+    /// 5 s until it is empty: a DEL queued while the store is away is released soon
+    /// after it returns, not at the next housekeeping round.
+    pub(super) fn retry_queue_until_empty(&self) {
+        let (Some(dir), Some(me)) = (self.cfg.state_dir.clone(), self.me.upgrade()) else {
+            return;
+        };
+        if self.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(delay).await;
+                me.apply_pending_releases(&dir).await;
+                // Cleared before looking, so a DEL queued after the look starts a
+                // task of its own.
+                me.draining.store(false, Ordering::Release);
+                let empty = strait_api::queue::pending(&dir)
+                    .map(|q| q.requests.is_empty())
+                    // Unreadable: the housekeeping's rounds go on trying.
+                    .unwrap_or(true);
+                if empty || me.draining.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 }

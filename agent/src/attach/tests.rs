@@ -1,8 +1,11 @@
 //! The attach rules of the module doc, as unit tests: the attacher on an embedded
 //! store in a temporary directory and the in-memory fake kernel. No root needed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
 
 use strait_api::{AddRequest, Attachment, CheckRequest, DelRequest, GcRequest, IpamIssue, code};
 
@@ -12,10 +15,14 @@ use crate::endpoint::host_ifname;
 use crate::hostnet::HostNet;
 use crate::hostnet::fake::{FakeHost, HOST_NETNS};
 use crate::ipam::{Ipam, IpamConfig};
-use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::{
+    KeyValue, LeaseId, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, Watch,
+};
 
 const NET: &str = "net";
+/// The owner mark of the attacher under test.
+const OWNER: &str = "strait:00000000000000aa";
 
 /// What a subscriber heard, as text.
 #[derive(Default)]
@@ -40,8 +47,81 @@ impl Heard {
     }
 }
 
+/// The embedded store, unreachable while `down` (as etcd is in an outage).
+struct Outage {
+    inner: Arc<dyn Store>,
+    down: AtomicBool,
+}
+
+impl Outage {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::Acquire) {
+            Err(StoreError::Unavailable("test: the store is down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Outage {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
+        self.check()?;
+        self.inner.range(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.check()?;
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.check()?;
+        self.inner.txn(txn).await
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        self.check()?;
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.lease_revoke(lease).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {
+        self.check()?;
+        self.inner.watch(prefix, from).await
+    }
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.compact(revision).await
+    }
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.check()?;
+        self.inner.revision().await
+    }
+}
+
 struct Bed {
     dir: tempfile::TempDir,
+    store: Arc<Outage>,
     host: FakeHost,
     attacher: Arc<Attacher<FakeHost>>,
     ipam: Arc<Ipam>,
@@ -50,9 +130,12 @@ struct Bed {
 
 async fn bed_with_grace(gc_grace: Duration) -> Bed {
     let dir = tempfile::tempdir().expect("dir");
-    let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("store.redb"))
-        .await
-        .expect("store");
+    let store = Arc::new(Outage {
+        inner: EmbeddedStore::open(&dir.path().join("store.redb"))
+            .await
+            .expect("store"),
+        down: AtomicBool::new(false),
+    });
     let ipam = Arc::new(
         Ipam::new(
             store.clone(),
@@ -71,8 +154,10 @@ async fn bed_with_grace(gc_grace: Duration) -> Bed {
             node: "n1".into(),
             mtu: 1450,
             gc_grace,
+            owner: OWNER.into(),
+            state_dir: Some(dir.path().to_path_buf()),
         },
-        store,
+        store.clone(),
         ipam.clone(),
         host.clone(),
     );
@@ -81,6 +166,7 @@ async fn bed_with_grace(gc_grace: Duration) -> Bed {
     attacher.set_ready();
     Bed {
         dir,
+        store,
         host,
         attacher,
         ipam,
@@ -313,7 +399,7 @@ async fn the_sweep_removes_stale_links_but_skips_operations_in_flight() {
     b.host.add_stray_link(&stray);
     b.attacher.add(b.container("kept")).await.expect("ADD");
 
-    // The sweep reads the records, then stops before it lists the links ...
+    // The sweep stops before it lists the links ...
     b.host.list_gate.close();
     let listing = b.host.list_gate.reached();
     let a = b.attacher.clone();
@@ -481,4 +567,193 @@ async fn readiness_reports_forwarding_off_as_limited_connectivity() {
         r.reasons.iter().any(|m| m.contains("forwarding is off")),
         "{r:?}"
     );
+}
+
+// ----- issue 19, item 1: one agent's sweep leaves another's links alone -----
+
+#[tokio::test]
+async fn the_sweep_removes_only_links_marked_as_its_own_or_unmarked() {
+    let b = bed().await;
+    b.attacher.add(b.container("kept")).await.expect("ADD");
+    let kept = host_ifname(NET, "kept", "eth0");
+    assert_eq!(
+        b.host.link(&kept).and_then(|l| l.alias).as_deref(),
+        Some(OWNER),
+        "ADD marks the host end with the agent's owner"
+    );
+    // Another agent's container in the same namespace (another store), this agent's
+    // own leftover of a crash, and an unmarked one made by an older strait.
+    let theirs = host_ifname(NET, "theirs", "eth0");
+    b.host
+        .add_marked_stray_link(&theirs, Some("strait:00000000000000bb"));
+    let ours = host_ifname(NET, "ours", "eth0");
+    b.host.add_marked_stray_link(&ours, Some(OWNER));
+    let legacy = host_ifname(NET, "legacy", "eth0");
+    b.host.add_stray_link(&legacy);
+
+    let mut removed = b.attacher.sweep_stale_links().await.expect("sweep");
+    removed.sort();
+    let mut want = vec![ours, legacy];
+    want.sort();
+    assert_eq!(removed, want);
+    assert!(
+        b.host.link(&theirs).is_some(),
+        "another agent's link survives: {:?}",
+        b.host.link_names()
+    );
+    assert!(b.host.link(&kept).is_some());
+}
+
+#[tokio::test]
+async fn the_sweep_keeps_a_link_whose_add_completed_while_it_listed() {
+    let b = bed().await;
+    // The sweep stops where it lists the links ...
+    b.host.list_gate.close();
+    let listing = b.host.list_gate.reached();
+    let a = b.attacher.clone();
+    let sweep = tokio::spawn(async move { a.sweep_stale_links().await });
+    listing.await;
+    // ... and an ADD records its endpoint, makes its link and answers meanwhile: no
+    // longer in flight. Records read before the listing would not know it.
+    b.attacher.add(b.container("quick")).await.expect("ADD");
+    b.host.list_gate.open();
+    let removed = sweep.await.expect("task").expect("sweep");
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(b.host.link(&host_ifname(NET, "quick", "eth0")).is_some());
+}
+
+// ----- issue 19, item 8: a record whose interface is gone -----
+
+#[tokio::test]
+async fn a_retried_add_whose_interface_never_came_succeeds_and_leaks_nothing() {
+    let b = bed().await;
+    let before = b.ipam.view().await.expect("view").pools[0].used;
+    let first = b.attacher.add(b.container("c1")).await.expect("ADD");
+    // The agent died before answering, and the interface went (or was never built):
+    // the record and its reservation are all that is left.
+    let link = host_ifname(NET, "c1", "eth0");
+    b.host.delete_link(&link).await.expect("delete");
+    assert_eq!(b.records().await, 1);
+
+    let again = b
+        .attacher
+        .add(b.container("c1"))
+        .await
+        .expect("retried ADD");
+    assert!(b.host.link(&link).is_some(), "interface built");
+    assert_eq!(b.records().await, 1);
+    assert_eq!(b.handles().await.len(), 1, "one reservation, not two");
+    assert_eq!(
+        b.ipam.view().await.expect("view").pools[0].used,
+        before + 1,
+        "the first ADD's address was released: {first:?} then {again:?}"
+    );
+    // With the interface there, a second ADD is still a duplicate.
+    let dup = b.attacher.add(b.container("c1")).await.expect_err("twice");
+    assert!(matches!(dup, AttachError::Duplicate(_)), "{dup}");
+
+    b.attacher.del(del("c1")).await.expect("DEL");
+    assert_eq!(b.ipam.view().await.expect("view").pools[0].used, before);
+}
+
+#[tokio::test]
+async fn at_start_records_without_an_interface_in_a_live_namespace_are_released() {
+    let b = bed().await;
+    for c in ["lost", "gone", "fine"] {
+        b.attacher.add(b.container(c)).await.expect("ADD");
+    }
+    // "lost": its ADD never answered and its interface is gone; "gone": the container
+    // exited (its namespace went with the interface), the leak GC's to judge.
+    b.host
+        .delete_link(&host_ifname(NET, "lost", "eth0"))
+        .await
+        .expect("delete");
+    b.host.remove_netns(std::path::Path::new("/run/netns/gone"));
+
+    let released = b
+        .attacher
+        .release_records_without_interface()
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        released,
+        vec![super::records::attachment_id(NET, "lost", "eth0")]
+    );
+    assert_eq!(
+        b.handles().await,
+        vec![
+            super::records::attachment_id(NET, "fine", "eth0"),
+            super::records::attachment_id(NET, "gone", "eth0"),
+        ]
+    );
+    b.attacher
+        .add(b.container("lost"))
+        .await
+        .expect("retried ADD");
+}
+
+// ----- issue 19, item 11: DEL while the store is unreachable -----
+
+#[tokio::test]
+async fn del_while_the_store_is_down_deletes_the_veth_queues_the_release_and_applies_it_later() {
+    let b = bed().await;
+    b.attacher.add(b.container("c1")).await.expect("ADD");
+    let link = host_ifname(NET, "c1", "eth0");
+
+    b.store.down.store(true, Ordering::Release);
+    b.attacher.del(del("c1")).await.expect("DEL succeeds");
+    b.link_gone(&link).await;
+    let queued = strait_api::queue::pending(b.dir.path()).expect("queue");
+    assert_eq!(queued.requests.len(), 1, "{queued:?}");
+    assert_eq!(queued.requests[0].request.container_id, "c1");
+    // Still down: the queue is kept through the retries.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        strait_api::queue::pending(b.dir.path())
+            .expect("queue")
+            .requests
+            .len(),
+        1
+    );
+
+    b.store.down.store(false, Ordering::Release);
+    for _ in 0..200 {
+        if b.handles().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        b.handles().await.is_empty(),
+        "released once the store is back"
+    );
+    assert_eq!(b.records().await, 0);
+    let left = strait_api::queue::pending(b.dir.path()).expect("queue");
+    assert!(left.requests.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn an_add_after_a_del_queued_in_an_outage_releases_the_old_reservation_first() {
+    let b = bed().await;
+    b.attacher.add(b.container("c1")).await.expect("ADD");
+    b.store.down.store(true, Ordering::Release);
+    b.attacher.del(del("c1")).await.expect("DEL succeeds");
+    let refused = b.attacher.add(b.container("c1")).await.expect_err("down");
+    assert!(
+        matches!(refused, AttachError::Record(_) | AttachError::Store(_)),
+        "{refused}"
+    );
+    b.store.down.store(false, Ordering::Release);
+    // The runtime's retry comes before the queue's: it gets a fresh attachment, and
+    // the queued DEL goes without touching it.
+    b.link_gone(&host_ifname(NET, "c1", "eth0")).await;
+    b.attacher.add(b.container("c1")).await.expect("ADD again");
+    assert!(
+        strait_api::queue::pending(b.dir.path())
+            .expect("queue")
+            .requests
+            .is_empty()
+    );
+    assert_eq!(b.handles().await.len(), 1);
+    assert!(b.host.link(&host_ifname(NET, "c1", "eth0")).is_some());
 }

@@ -39,7 +39,9 @@ use crate::netlink::{Netlink, NetlinkError, Route, VethEnd, format_mac, ignore_n
 use crate::netns::{NetNs, NetnsError};
 
 pub use check::{CheckError, Problem, Side, check, verdict};
-pub use names::{default_container_mac, host_ifname, host_mac, is_host_ifname};
+pub use names::{
+    default_container_mac, fnv1a64, host_ifname, host_mac, is_host_ifname, owner_mark,
+};
 
 /// The container's IPv4 gateway: link-local, never assigned to any interface.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -65,6 +67,10 @@ pub struct VethSpec {
     pub mtu: u32,
     /// MAC of the container end; `None` derives a stable one from `host_ifname`.
     pub container_mac: Option<[u8; 6]>,
+    /// The owner mark ([`owner_mark`]) written into the host end's alias, so that the
+    /// stale-link sweep of another agent's store leaves the link alone; `None` writes
+    /// none.
+    pub owner: Option<String>,
 }
 
 /// What [`setup`] built. MACs are `aa:bb:cc:dd:ee:ff`.
@@ -340,8 +346,15 @@ async fn configure(
         // Replace, not add: the address may have belonged to a container whose veth
         // is still being deleted in the background, and its route must give way.
         let routes = try_join_all(host_routes.iter().map(|r| host.replace_route(r)));
+        // The alias cannot ride in the creation request; it is pipelined with the rest.
+        let owner = async {
+            match &spec.owner {
+                Some(mark) => host.set_alias(host_index, mark).await,
+                None => Ok(()),
+            }
+        };
         enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
-        tokio::try_join!(neighbours, routes).map_err(|e| host_side(spec, e))
+        tokio::try_join!(neighbours, routes, owner).map_err(|e| host_side(spec, e))
     };
 
     let has_v4 = spec.ips.iter().any(IpAddr::is_ipv4);
@@ -502,16 +515,36 @@ pub async fn delete_link(host: &Netlink, host_ifname: &str) -> Result<(), Endpoi
     Ok(ignore_not_found(host.del_link_by_name(host_ifname).await)?)
 }
 
-/// The host ends of endpoints present in the agent's namespace, as `(name, ifindex)`:
-/// veths whose name has the shape [`host_ifname`] produces. Other `strait*` links
-/// (fabric devices) are not endpoints and are not listed.
-pub async fn list_owned_links(host: &Netlink) -> Result<Vec<(String, u32)>, EndpointError> {
+/// The host end of an endpoint as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostEnd {
+    pub name: String,
+    pub index: u32,
+    /// Its owner mark ([`owner_mark`]), if the alias carries one: `None` for a link
+    /// made by a strait that marked none, or by one that crashed before marking it.
+    pub owner: Option<String>,
+}
+
+impl HostEnd {
+    /// The host end `name`, with the owner read from its alias.
+    pub fn new(name: String, index: u32, alias: Option<&str>) -> Self {
+        let owner = alias
+            .filter(|a| a.starts_with(names::OWNER_MARK_PREFIX))
+            .map(str::to_string);
+        Self { name, index, owner }
+    }
+}
+
+/// The host ends of endpoints present in the agent's namespace: veths whose name has
+/// the shape [`host_ifname`] produces. Other `strait*` links (fabric devices) are not
+/// endpoints and are not listed.
+pub async fn list_owned_links(host: &Netlink) -> Result<Vec<HostEnd>, EndpointError> {
     Ok(host
         .strait_links()
         .await?
         .into_iter()
         .filter(|l| is_host_ifname(&l.name) && l.kind.as_deref() == Some("veth"))
-        .map(|l| (l.name, l.index))
+        .map(|l| HostEnd::new(l.name, l.index, l.alias.as_deref()))
         .collect())
 }
 
@@ -530,6 +563,7 @@ mod tests {
             ],
             mtu: 1450,
             container_mac: None,
+            owner: None,
         }
     }
 

@@ -11,7 +11,7 @@ const HASH_HEX_DIGITS: usize = 8;
 
 /// FNV-1a, 64 bit: a stable hash that needs no dependency and never changes between
 /// releases (std's `DefaultHasher` may).
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
@@ -37,6 +37,17 @@ pub fn is_host_ifname(name: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// What starts the alias of an endpoint's host end: the rest names the agent's store
+/// and node that own the link ([`owner_mark`]).
+pub(super) const OWNER_MARK_PREFIX: &str = "strait:";
+
+/// The owner mark for `identity` (an agent's store and node, see
+/// `crate::attach::owner`): `strait:<identity>`, kept in the host end's alias
+/// (`ip link show` prints it). A stale-link sweep removes only links marked with its own.
+pub fn owner_mark(identity: &str) -> String {
+    format!("{OWNER_MARK_PREFIX}{identity}")
 }
 
 /// The MAC of the host end of a veth: `ee:` + 5 bytes of a hash of its name. Locally

@@ -20,8 +20,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::{Answer, GatewayChange, HostNet, NetnsState};
 use crate::endpoint::{
-    CheckError, EndpointError, Problem, Side, VethCreated, VethSpec, default_container_mac,
-    host_mac, verdict,
+    CheckError, EndpointError, HostEnd, Problem, Side, VethCreated, VethSpec,
+    default_container_mac, host_mac, verdict,
 };
 use crate::netlink::{
     Address, FdbEntry, GatewayRoute, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec,
@@ -41,6 +41,8 @@ pub struct FakeLink {
     pub ips: Vec<IpAddr>,
     pub mtu: u32,
     pub container_mac: [u8; 6],
+    /// The alias: the owner mark of [`VethSpec::owner`].
+    pub alias: Option<String>,
 }
 
 /// A link that is not an endpoint's: the underlay, the VXLAN device.
@@ -65,6 +67,7 @@ impl Kernel {
             up: false,
             link: None,
             kind: vxlan.map(|_| "vxlan".to_string()),
+            alias: None,
         };
         self.devices.insert(index, Device { link, vxlan });
         index
@@ -170,8 +173,14 @@ impl FakeHost {
         k.links.retain(|_, l| l.netns.as_deref() != Some(path));
     }
 
-    /// A host link nobody recorded (a leftover of a crash mid-ADD).
+    /// A host link nobody recorded (a leftover of a crash mid-ADD), with no owner mark.
     pub fn add_stray_link(&self, name: &str) -> u32 {
+        self.add_marked_stray_link(name, None)
+    }
+
+    /// A host link nobody recorded whose alias is `alias` (an owner mark: another
+    /// agent's, or this one's left by a crash).
+    pub fn add_marked_stray_link(&self, name: &str, alias: Option<&str>) -> u32 {
         let mut k = self.kernel();
         k.next_index += 1;
         let index = k.next_index;
@@ -184,6 +193,7 @@ impl FakeHost {
                 ips: Vec::new(),
                 mtu: 1500,
                 container_mac: [2, 0, 0, 0, 0, 1],
+                alias: alias.map(str::to_string),
             },
         );
         index
@@ -282,6 +292,7 @@ impl FakeHost {
             up: true,
             link: Some(2),
             kind: Some("veth".into()),
+            alias: l.alias.clone(),
         }));
         out
     }
@@ -341,6 +352,7 @@ impl FakeHost {
                 container_mac: spec
                     .container_mac
                     .unwrap_or_else(|| default_container_mac(&spec.host_ifname)),
+                alias: spec.owner.clone(),
             },
         );
         Ok(index)
@@ -435,14 +447,14 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
-    async fn endpoint_links(&self) -> Result<Vec<(String, u32)>, EndpointError> {
+    async fn endpoint_links(&self) -> Result<Vec<HostEnd>, EndpointError> {
         self.list_gate.pass().await;
         Ok(self
             .kernel()
             .links
             .iter()
             .filter(|(name, _)| crate::endpoint::is_host_ifname(name))
-            .map(|(name, l)| (name.clone(), l.index))
+            .map(|(name, l)| HostEnd::new(name.clone(), l.index, l.alias.as_deref()))
             .collect())
     }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{Answer, GatewayChange, HostNet, NetnsState};
-use crate::endpoint::{self, CheckError, EndpointError, VethCreated, VethSpec};
+use crate::endpoint::{self, CheckError, EndpointError, HostEnd, VethCreated, VethSpec};
 use crate::netlink::{
     Address, FdbEntry, FdbWrite, GatewayRoute, Link, Neighbour, Netlink, Route, Vxlan, VxlanSpec,
 };
@@ -29,7 +29,7 @@ impl HostNet for Netlink {
         endpoint::delete_links(self, names).await
     }
 
-    async fn endpoint_links(&self) -> Result<Vec<(String, u32)>, EndpointError> {
+    async fn endpoint_links(&self) -> Result<Vec<HostEnd>, EndpointError> {
         endpoint::list_owned_links(self).await
     }
 

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::endpoint::{CheckError, EndpointError, VethCreated, VethSpec};
+use crate::endpoint::{CheckError, EndpointError, HostEnd, VethCreated, VethSpec};
 use crate::netlink::{
     Address, FdbEntry, GatewayRoute, Link, Neighbour, NetlinkError, Route, Vxlan, VxlanSpec,
 };
@@ -80,10 +80,8 @@ pub trait HostNet: Clone + Send + Sync + 'static {
         names: &[String],
     ) -> impl Future<Output = Result<(), EndpointError>> + Send;
 
-    /// The host ends of endpoints present on the host, as `(name, ifindex)`.
-    fn endpoint_links(
-        &self,
-    ) -> impl Future<Output = Result<Vec<(String, u32)>, EndpointError>> + Send;
+    /// The host ends of endpoints present on the host, with their owner marks.
+    fn endpoint_links(&self) -> impl Future<Output = Result<Vec<HostEnd>, EndpointError>> + Send;
 
     /// What `path` is, as a container's network namespace.
     fn netns_state(&self, path: &Path) -> NetnsState;

@@ -30,6 +30,9 @@ pub struct Link {
     pub link: Option<u32>,
     /// `IFLA_INFO_KIND`, e.g. "veth", "vxlan".
     pub kind: Option<String>,
+    /// `IFLA_IFALIAS` (`ip link set NAME alias TEXT`): strait marks the host ends of
+    /// its endpoints with their owner there (`crate::endpoint::owner_mark`).
+    pub alias: Option<String>,
 }
 
 /// One end of a veth pair to create.
@@ -243,6 +246,18 @@ impl Netlink {
         self.set_link("enable proxy_arp", index, message).await
     }
 
+    /// Sets the link's alias (`IFLA_IFALIAS`, at most 255 bytes; `ip link set dev
+    /// <index> alias <alias>`). The kernel takes no alias in the creation request, so
+    /// this is a request of its own.
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link("set link alias", index, message).await
+    }
+
     async fn set_link(
         &self,
         op: &'static str,
@@ -353,12 +368,14 @@ pub(super) fn parse_link(
     let mut mtu = 0;
     let mut link = None;
     let mut kind = None;
+    let mut alias = None;
     for attribute in message.attributes {
         match attribute {
             LinkAttribute::IfName(n) => name = Some(n),
             LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             LinkAttribute::Mtu(m) => mtu = m,
             LinkAttribute::Link(l) => link = Some(l),
+            LinkAttribute::IfAlias(a) => alias = Some(a),
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.into_iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -381,6 +398,7 @@ pub(super) fn parse_link(
         up: message.header.flags.contains(LinkFlags::Up),
         link,
         kind,
+        alias,
     })
 }
 
