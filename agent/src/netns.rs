@@ -210,6 +210,77 @@ where
     NetNs::open(path)?.run(f)
 }
 
+/// What a path offered as a container's network namespace (`CNI_NETNS`) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A network namespace; `current` when it is the calling thread's own.
+    Network { current: bool },
+    /// Nothing at that path.
+    Missing,
+    /// Something that is not a usable network namespace, and why (a phrase that
+    /// follows the path: "is a mnt namespace, not a network namespace").
+    Unusable(String),
+}
+
+/// Looks at `path` as a container's network namespace: there at all, readable by the
+/// agent, a namespace file, of the network type, the agent's own or not. Stats before
+/// it opens, so a device or a FIFO named by mistake (or malice) is never opened.
+pub fn probe(path: impl AsRef<Path>) -> Probe {
+    let path = path.as_ref();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return unreadable(&e),
+    };
+    let nsfs = match std::fs::metadata(THREAD_SELF_NETNS) {
+        Ok(m) => m,
+        Err(e) => return Probe::Unusable(format!("cannot read the agent's own namespace: {e}")),
+    };
+    if meta.dev() != nsfs.dev() {
+        return Probe::Unusable(
+            "is not a namespace file (expected an nsfs file such as /proc/<pid>/ns/net or \
+             a bind mount of one)"
+                .into(),
+        );
+    }
+    // Opening is what setns(2) will need: for /proc/<pid>/ns/* the kernel checks
+    // ptrace access here, and says EACCES when denied.
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return unreadable(&e),
+    };
+    // The fd's link reads "<type>:[<inode>]" for a namespace: "net", "mnt", "uts"...
+    let link = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
+    match std::fs::read_link(&link) {
+        Ok(target) => {
+            let target = target.to_string_lossy();
+            let kind = target.split(':').next().unwrap_or_default();
+            if kind != "net" {
+                return Probe::Unusable(format!("is a {kind} namespace, not a network namespace"));
+            }
+        }
+        Err(e) => return Probe::Unusable(format!("cannot tell its namespace type: {e}")),
+    }
+    match current_id() {
+        Ok(id) => Probe::Network {
+            current: (meta.dev(), meta.ino()) == id,
+        },
+        Err(e) => Probe::Unusable(e.to_string()),
+    }
+}
+
+/// A path the agent could not stat or open: gone, or there but not the agent's to read
+/// (which must not read as "does not exist": the container is alive).
+fn unreadable(e: &io::Error) -> Probe {
+    match e.kind() {
+        io::ErrorKind::NotFound => Probe::Missing,
+        io::ErrorKind::PermissionDenied => Probe::Unusable(format!(
+            "exists but the agent may not open it (permission denied: {e}); a \
+             /proc/<pid>/ns/net needs the agent to be allowed to ptrace that process"
+        )),
+        _ => Probe::Unusable(format!("cannot be opened: {e}")),
+    }
+}
+
 /// Whether `path` names the calling thread's own network namespace. The agent uses it to
 /// refuse a `CNI_NETNS` that points at the host: configuring "the container" there would
 /// rewrite the host's addresses and default route.
@@ -325,6 +396,35 @@ mod tests {
     fn ordinary_file_is_not_a_namespace() {
         let err = NetNs::open("/proc/self/status").expect_err("not a netns");
         assert!(matches!(err, NetnsError::NotANamespace { .. }), "{err}");
+    }
+
+    #[test]
+    fn probe_tells_a_network_namespace_from_everything_else() {
+        assert_eq!(probe(THREAD_SELF_NETNS), Probe::Network { current: true });
+        assert_eq!(probe("/nonexistent/strait/ns"), Probe::Missing);
+        let dir = tempfile::tempdir().expect("dir");
+        let plain = dir.path().join("netns");
+        std::fs::write(&plain, b"").expect("file");
+        for not_ns in [plain.as_path(), dir.path(), Path::new("/dev/null")] {
+            let Probe::Unusable(why) = probe(not_ns) else {
+                panic!("{} taken for a namespace", not_ns.display());
+            };
+            assert!(why.contains("not a namespace file"), "{why}");
+        }
+        let Probe::Unusable(why) = probe("/proc/self/ns/mnt") else {
+            panic!("a mount namespace taken for a network namespace");
+        };
+        assert_eq!(why, "is a mnt namespace, not a network namespace");
+    }
+
+    #[test]
+    fn a_namespace_the_agent_may_not_open_is_not_reported_missing() {
+        let denied = io::Error::from_raw_os_error(13);
+        let Probe::Unusable(why) = unreadable(&denied) else {
+            panic!("EACCES read as missing");
+        };
+        assert!(why.contains("permission denied"), "{why}");
+        assert_eq!(unreadable(&io::Error::from_raw_os_error(2)), Probe::Missing);
     }
 
     #[tokio::test]
