@@ -71,6 +71,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     state.set_phase("opening the store");
     let listener = api::bind(&cfg.socket)?;
     info!(socket = %cfg.socket.display(), node = %cfg.node_name, "serving the local API");
+    // Beside the socket, and left there when we stop: a DEL made while no agent runs
+    // finds the queue we drain whatever stateDir the network config names.
+    if let Err(e) = strait_api::queue::write_locator(&cfg.socket, &cfg.state_dir) {
+        warn!(error = %e, "writing the DEL queue's locator beside the socket");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, state.clone(), async move {

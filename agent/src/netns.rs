@@ -210,6 +210,75 @@ where
     NetNs::open(path)?.run(f)
 }
 
+/// What a path offered as a container's network namespace (`CNI_NETNS`) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A network namespace; `current` when it is the calling thread's own.
+    Network { current: bool },
+    /// Nothing at that path.
+    Missing,
+    /// Something that is not a usable network namespace, and why (a phrase that
+    /// follows the path: "is a mnt namespace, not a network namespace").
+    Unusable(String),
+}
+
+/// Looks at `path` as a container's network namespace: there at all, readable by the
+/// agent, a namespace file, of the network type, the agent's own or not. Stats before
+/// it opens, so a device or a FIFO named by mistake (or malice) is never opened.
+pub fn probe(path: impl AsRef<Path>) -> Probe {
+    let path = path.as_ref();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return unreadable(&e),
+    };
+    let nsfs = match std::fs::metadata(THREAD_SELF_NETNS) {
+        Ok(m) => m,
+        Err(e) => return Probe::Unusable(format!("cannot read the agent's own namespace: {e}")),
+    };
+    if meta.dev() != nsfs.dev() {
+        return Probe::Unusable(
+            "is not a namespace file (expected an nsfs file such as /proc/<pid>/ns/net or \
+             a bind mount of one)"
+                .into(),
+        );
+    }
+    // Opening is what setns(2) will need: for /proc/<pid>/ns/* the kernel checks
+    // ptrace access here, and says EACCES when denied.
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return unreadable(&e),
+    };
+    match namespace_type(file.as_fd()) {
+        Ok(libc::CLONE_NEWNET) => {}
+        Ok(other) => {
+            return Probe::Unusable(format!(
+                "is a {} namespace, not a network namespace",
+                type_name(other)
+            ));
+        }
+        Err(e) => return Probe::Unusable(format!("cannot tell its namespace type: {e}")),
+    }
+    match current_id() {
+        Ok(id) => Probe::Network {
+            current: (meta.dev(), meta.ino()) == id,
+        },
+        Err(e) => Probe::Unusable(e.to_string()),
+    }
+}
+
+/// A path the agent could not stat or open: gone, or there but not the agent's to read
+/// (which must not read as "does not exist": the container is alive).
+fn unreadable(e: &io::Error) -> Probe {
+    match e.kind() {
+        io::ErrorKind::NotFound => Probe::Missing,
+        io::ErrorKind::PermissionDenied => Probe::Unusable(format!(
+            "exists but the agent may not open it (permission denied: {e}); a \
+             /proc/<pid>/ns/net needs the agent to be allowed to ptrace that process"
+        )),
+        _ => Probe::Unusable(format!("cannot be opened: {e}")),
+    }
+}
+
 /// Whether `path` names the calling thread's own network namespace. The agent uses it to
 /// refuse a `CNI_NETNS` that points at the host: configuring "the container" there would
 /// rewrite the host's addresses and default route.
@@ -295,6 +364,34 @@ where
         })
 }
 
+/// The `CLONE_NEW*` type of the namespace `fd` refers to (ioctl NS_GET_NSTYPE, Linux
+/// 4.11). Asked of the fd: a bind mount's path says nothing of its type.
+#[allow(unsafe_code)]
+fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as the result;
+    // `BorrowedFd` keeps the fd open for the call, and no memory of ours is touched.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The name `/proc/<pid>/ns/` gives a namespace type.
+fn type_name(kind: libc::c_int) -> String {
+    match kind {
+        libc::CLONE_NEWNS => "mnt".into(),
+        libc::CLONE_NEWUTS => "uts".into(),
+        libc::CLONE_NEWIPC => "ipc".into(),
+        libc::CLONE_NEWUSER => "user".into(),
+        libc::CLONE_NEWPID => "pid".into(),
+        libc::CLONE_NEWCGROUP => "cgroup".into(),
+        0x80 => "time".into(),
+        other => format!("type {other:#x}"),
+    }
+}
+
 /// `setns(fd, CLONE_NEWNET)` for the calling thread.
 #[allow(unsafe_code)]
 fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -325,6 +422,35 @@ mod tests {
     fn ordinary_file_is_not_a_namespace() {
         let err = NetNs::open("/proc/self/status").expect_err("not a netns");
         assert!(matches!(err, NetnsError::NotANamespace { .. }), "{err}");
+    }
+
+    #[test]
+    fn probe_tells_a_network_namespace_from_everything_else() {
+        assert_eq!(probe(THREAD_SELF_NETNS), Probe::Network { current: true });
+        assert_eq!(probe("/nonexistent/strait/ns"), Probe::Missing);
+        let dir = tempfile::tempdir().expect("dir");
+        let plain = dir.path().join("netns");
+        std::fs::write(&plain, b"").expect("file");
+        for not_ns in [plain.as_path(), dir.path(), Path::new("/dev/null")] {
+            let Probe::Unusable(why) = probe(not_ns) else {
+                panic!("{} taken for a namespace", not_ns.display());
+            };
+            assert!(why.contains("not a namespace file"), "{why}");
+        }
+        let Probe::Unusable(why) = probe("/proc/self/ns/mnt") else {
+            panic!("a mount namespace taken for a network namespace");
+        };
+        assert_eq!(why, "is a mnt namespace, not a network namespace");
+    }
+
+    #[test]
+    fn a_namespace_the_agent_may_not_open_is_not_reported_missing() {
+        let denied = io::Error::from_raw_os_error(13);
+        let Probe::Unusable(why) = unreadable(&denied) else {
+            panic!("EACCES read as missing");
+        };
+        assert!(why.contains("permission denied"), "{why}");
+        assert_eq!(unreadable(&io::Error::from_raw_os_error(2)), Probe::Missing);
     }
 
     #[tokio::test]

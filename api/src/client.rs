@@ -3,16 +3,25 @@
 //! One request per connection (`Connection: close`), so the whole exchange is a write
 //! and a read to EOF. Hand-rolled on purpose: the CNI plugin is exec'd per call and a
 //! full HTTP stack would cost more in start-up than the request itself.
+//!
+//! Every call is bounded by one deadline, connect included: a hung agent (accepting
+//! nothing, or answering nothing) costs a caller at most its timeout, and the error
+//! says which of "not running", "not answering" and "went away mid-answer" it was, so
+//! the plugin can tell a runtime to retry or queue a DEL.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::ApiError;
+
+/// The default bound on one call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What can go wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +33,18 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The connection broke or timed out mid-request.
+    /// The caller may not connect to the socket: the agent may well be running, so
+    /// this is no reason to retry or to queue anything.
+    #[error("permission denied connecting to the agent's socket {path} ({access})")]
+    PermissionDenied { path: PathBuf, access: String },
+    /// The agent did not answer within the call's deadline (a hung agent).
+    #[error("the agent at {path} did not answer within {}s", .after.as_secs_f64())]
+    TimedOut { path: PathBuf, after: Duration },
+    /// The agent closed the connection before a whole answer (it crashed or
+    /// restarted mid-request): the request may or may not have been applied.
+    #[error("the agent at {path} closed the connection before answering ({detail})")]
+    Closed { path: PathBuf, detail: String },
+    /// The connection broke mid-request.
     #[error("talking to the agent at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -44,6 +64,17 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
+
+    /// True when no agent served the call: not running, not answering, or gone
+    /// mid-answer. A caller may retry later; nothing the agent said is known.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. }
+                | ClientError::TimedOut { .. }
+                | ClientError::Closed { .. }
+        )
+    }
 }
 
 /// Client for one agent socket.
@@ -54,14 +85,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with a 120 s timeout (an ADD may wait for a store CAS retry loop).
+    /// A client whose calls are bounded by [`DEFAULT_TIMEOUT`].
     pub fn new(socket: impl AsRef<Path>) -> Self {
         Self {
             socket: socket.as_ref().to_path_buf(),
-            timeout: Duration::from_secs(120),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
+    /// Bound each call, from connect to the last byte of the answer, by `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -141,17 +173,9 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| ClientError::Unreachable {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let io = |source| ClientError::Io {
-            path: self.socket.clone(),
-            source,
-        };
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut stream = self.connect(deadline)?;
+        let io = |source: std::io::Error| self.io_error(source);
 
         let body = body.unwrap_or_default();
         let mut msg = format!(
@@ -161,18 +185,142 @@ impl Client {
         )
         .into_bytes();
         msg.extend_from_slice(body);
+        stream
+            .set_write_timeout(Some(self.remaining(deadline)?))
+            .map_err(io)?;
         stream.write_all(&msg).map_err(io)?;
 
+        // Read to EOF under the one deadline: a per-read timeout alone would let an
+        // agent that trickles bytes hold the caller for ever.
         let mut raw = Vec::with_capacity(4096);
-        stream.read_to_end(&mut raw).map_err(io)?;
-        answer(&raw)
+        let mut buf = [0u8; 8192];
+        loop {
+            stream
+                .set_read_timeout(Some(self.remaining(deadline)?))
+                .map_err(io)?;
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        match parse_response(&raw) {
+            Ok((status, payload)) => answer_of(status, payload),
+            Err(Parse::Truncated(what)) => Err(ClientError::Closed {
+                path: self.socket.clone(),
+                detail: format!("{what} after {} bytes", raw.len()),
+            }),
+            Err(Parse::Bad(m)) => Err(ClientError::BadResponse(m)),
+        }
+    }
+
+    /// Connects within the deadline. A listener that accepts nothing (a hung agent
+    /// whose backlog is full) makes `connect(2)` block, and std has no connect timeout
+    /// for unix sockets, so the connect runs on a helper thread that is left behind if
+    /// it never returns: the plugin is a short-lived process, and netctl exits too.
+    fn connect(&self, deadline: Instant) -> Result<UnixStream, ClientError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let socket = self.socket.clone();
+        let spawned = std::thread::Builder::new()
+            .name("strait-connect".into())
+            .spawn(move || {
+                let _ = tx.send(UnixStream::connect(&socket));
+            });
+        let result = match spawned {
+            Ok(_) => match rx.recv_timeout(self.remaining(deadline)?) {
+                Ok(r) => r,
+                Err(_) => return Err(self.timed_out()),
+            },
+            // No thread to be had: connect unbounded rather than not at all.
+            Err(_) => UnixStream::connect(&self.socket),
+        };
+        result.map_err(|source| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                path: self.socket.clone(),
+                access: describe_access(&self.socket),
+            },
+            _ => ClientError::Unreachable {
+                path: self.socket.clone(),
+                source,
+            },
+        })
+    }
+
+    fn remaining(&self, deadline: Instant) -> Result<Duration, ClientError> {
+        // A zero timeout means "none" to the socket calls: at the deadline, stop.
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> ClientError {
+        ClientError::TimedOut {
+            path: self.socket.clone(),
+            after: self.timeout,
+        }
+    }
+
+    /// A socket error after connecting: a timeout, the agent going away, or else.
+    fn io_error(&self, source: std::io::Error) -> ClientError {
+        use std::io::ErrorKind as K;
+        match source.kind() {
+            K::WouldBlock | K::TimedOut => self.timed_out(),
+            K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof => {
+                ClientError::Closed {
+                    path: self.socket.clone(),
+                    detail: source.to_string(),
+                }
+            }
+            _ => ClientError::Io {
+                path: self.socket.clone(),
+                source,
+            },
+        }
     }
 }
 
+/// Who may use the socket at `path`, and who is asking: what a person needs to fix a
+/// permission error (the socket is root's, mode 0600, unless the operator changed it).
+fn describe_access(path: &Path) -> String {
+    let me = format!("caller uid {}", effective_uid());
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "socket mode {:04o}, owner uid {} gid {}; {me}",
+            m.permissions().mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        ),
+        Err(e) => format!("cannot inspect the socket: {e}; {me}"),
+    }
+}
+
+/// The caller's effective uid, as the kernel checks it: the owner of a file the
+/// process creates in /proc/self is not it, so read it from /proc/self/status.
+fn effective_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// What a raw response means: the body of a 2xx answer, or the agent's [`ApiError`].
-/// Apart from the socket so the fuzz targets (crate::fuzzing) reach it with bytes.
+/// Apart from the socket so the fuzz targets (crate::fuzzing) reach it with bytes; here
+/// a cut-off answer is a bad response, the socket path makes it [`ClientError::Closed`].
 pub(crate) fn answer(raw: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let (status, payload) = parse_response(raw)?;
+    match parse_response(raw) {
+        Ok((status, payload)) => answer_of(status, payload),
+        Err(Parse::Truncated(m)) => Err(ClientError::BadResponse(m.to_string())),
+        Err(Parse::Bad(m)) => Err(ClientError::BadResponse(m)),
+    }
+}
+
+fn answer_of(status: u16, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
     if (200..300).contains(&status) {
         return Ok(payload);
     }
@@ -194,10 +342,21 @@ pub(crate) fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, ClientError>
     serde_json::from_slice(body).map_err(|e| ClientError::BadResponse(e.to_string()))
 }
 
+/// Why a response did not parse: it ended early (the connection closed mid-answer) or
+/// it is not HTTP.
+#[derive(Debug, PartialEq, Eq)]
+enum Parse {
+    Truncated(&'static str),
+    Bad(String),
+}
+
 /// Split a raw HTTP/1.1 response into status and (de-chunked) body.
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
-    let bad = |m: &str| ClientError::BadResponse(m.to_string());
-    let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no header terminator"))?;
+fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), Parse> {
+    let bad = |m: &str| Parse::Bad(m.to_string());
+    if raw.is_empty() {
+        return Err(Parse::Truncated("no answer"));
+    }
+    let head_end = find(raw, b"\r\n\r\n").ok_or(Parse::Truncated("no header terminator"))?;
     let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| bad("non-UTF-8 headers"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
@@ -224,7 +383,7 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
         dechunk(rest).ok_or_else(|| bad("bad chunked encoding"))?
     } else if let Some(n) = length {
         rest.get(..n)
-            .ok_or_else(|| bad("body shorter than Content-Length"))?
+            .ok_or(Parse::Truncated("body shorter than Content-Length"))?
             .to_vec()
     } else {
         rest.to_vec()
@@ -271,6 +430,60 @@ mod tests {
     fn rejects_truncated_response() {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}").is_err());
+    }
+
+    /// A listener that takes `serve`'s bytes as its one answer (after reading the
+    /// request), or never answers when `serve` is None.
+    fn fake_agent(dir: &Path, serve: Option<&'static [u8]>) -> PathBuf {
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            match serve {
+                Some(bytes) => {
+                    let _ = s.write_all(bytes);
+                }
+                // Hung: hold the connection open, say nothing.
+                None => std::thread::sleep(Duration::from_secs(3600)),
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn a_hung_agent_times_out_within_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fake_agent(dir.path(), None);
+        let c = Client::new(&path).with_timeout(Duration::from_millis(300));
+        let err = c.get::<serde_json::Value>("/healthz").unwrap_err();
+        assert!(
+            matches!(err, ClientError::TimedOut { .. }) && err.is_unavailable(),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("did not answer"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_that_goes_away_mid_answer_is_closed_not_a_bad_response() {
+        let dir = tempfile::tempdir().unwrap();
+        for cut in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\ncontent-le",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}",
+        ] {
+            let sub = tempfile::tempdir_in(dir.path()).unwrap();
+            let path = fake_agent(sub.path(), Some(cut));
+            let err = Client::new(&path)
+                .get::<serde_json::Value>("/healthz")
+                .unwrap_err();
+            assert!(
+                matches!(err, ClientError::Closed { .. }) && err.is_unavailable(),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(cut)
+            );
+        }
     }
 
     #[test]

@@ -7,12 +7,74 @@
 //! `.tmp`, synced, then renamed to its `.json` name, and the directory is synced so the
 //! entry survives a crash. The plugin writes with [`enqueue`]; the agent reads with
 //! [`pending`], which only ever looks at `*.json` names, and removes what it applied.
+//!
+//! The plugin finds the queue without the network config repeating the agent's
+//! `--state-dir`: the agent writes the *locator*, `<socket>.state`, beside its socket at
+//! start ([`write_locator`]), naming its state dir, and leaves it when it stops, so a
+//! DEL made while it is down still finds the queue the next agent will drain
+//! ([`read_locator`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::types::DelRequest;
+
+/// The locator beside an agent's socket: `<socket>.state`.
+pub fn locator_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".state");
+    PathBuf::from(name)
+}
+
+/// What the locator says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locator {
+    /// The agent's state dir: its queue is [`dir`] of it.
+    pub state_dir: PathBuf,
+}
+
+/// Writes the locator beside `socket`, whole or not at all (temp file, rename).
+pub fn write_locator(socket: &Path, state_dir: &Path) -> io::Result<PathBuf> {
+    let path = locator_path(socket);
+    let tmp = {
+        let mut t = path.as_os_str().to_owned();
+        t.push(format!(".{}.tmp", std::process::id()));
+        PathBuf::from(t)
+    };
+    let body = serde_json::to_vec(&Locator {
+        state_dir: state_dir.to_path_buf(),
+    })
+    .map_err(io::Error::other)?;
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    Ok(path)
+}
+
+/// The state dir the agent serving `socket` drains, when it left a locator there.
+/// No file is `Ok(None)`; a file that does not parse is an error naming it.
+pub fn read_locator(socket: &Path) -> io::Result<Option<Locator>> {
+    let path = locator_path(socket);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 /// The queue directory under a state dir.
 pub fn dir(state_dir: &Path) -> PathBuf {
@@ -255,6 +317,24 @@ mod tests {
         remove(&path).unwrap();
         remove(&path).unwrap();
     }
+    #[test]
+    fn the_locator_names_the_state_dir_beside_the_socket() {
+        let run = tempfile::tempdir().unwrap();
+        let socket = run.path().join("strait.sock");
+        assert_eq!(read_locator(&socket).unwrap(), None, "no agent yet");
+        let path = write_locator(&socket, Path::new("/srv/strait-state")).unwrap();
+        assert_eq!(path, run.path().join("strait.sock.state"));
+        assert_eq!(
+            read_locator(&socket).unwrap(),
+            Some(Locator {
+                state_dir: "/srv/strait-state".into()
+            })
+        );
+        fs::write(&path, b"{").unwrap();
+        let e = read_locator(&socket).unwrap_err();
+        assert!(e.to_string().contains("strait.sock.state"), "{e}");
+    }
+
     #[test]
     fn pending_reads_what_enqueue_wrote_and_sets_bad_files_aside() {
         let state = tempfile::tempdir().unwrap();

@@ -217,7 +217,9 @@ pub struct AgentStatus {
     pub state_dir: String,
     pub uptime_secs: u64,
     pub mtu: u32,
-    pub endpoints: usize,
+    /// This node's endpoints; `None` while the agent cannot count them (starting, or
+    /// its store unreachable: `readiness` says which).
+    pub endpoints: Option<usize>,
     pub pools: Vec<IpNet>,
     pub readiness: Readiness,
     /// The eBPF forwarding fast path (docs/datapath.md); absent from older agents.

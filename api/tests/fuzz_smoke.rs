@@ -165,7 +165,7 @@ fn answers() -> Vec<Vec<u8>> {
             state_dir: "/var/lib/strait".into(),
             uptime_secs: 5,
             mtu: 1450,
-            endpoints: 1,
+            endpoints: Some(1),
             pools: vec!["10.1.0.0/16".parse().unwrap()],
             readiness: readiness(),
             fast_path: Some(FastPathStatus {

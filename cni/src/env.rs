@@ -41,6 +41,7 @@ const NETNS: &str = "CNI_NETNS";
 const IFNAME: &str = "CNI_IFNAME";
 const ARGS: &str = "CNI_ARGS";
 const PATH: &str = "CNI_PATH";
+pub(crate) const TIMEOUT_MS: &str = "STRAIT_CNI_TIMEOUT_MS";
 
 /// The CNI_* variables as the runtime set them. Empty values count as unset: runtimes
 /// export every variable and leave the unused ones empty (podman's VERSION probe has
@@ -53,6 +54,9 @@ pub struct RawEnv {
     pub ifname: Option<String>,
     pub args: Option<String>,
     pub path: Option<String>,
+    /// `STRAIT_CNI_TIMEOUT_MS`: one bound for every call to the agent instead of the
+    /// per-verb defaults. For tests of a hung agent; runtimes do not set it.
+    pub timeout_ms: Option<String>,
 }
 
 impl RawEnv {
@@ -66,6 +70,7 @@ impl RawEnv {
             ifname: var(IFNAME),
             args: var(ARGS),
             path: var(PATH),
+            timeout_ms: var(TIMEOUT_MS),
         }
     }
 

@@ -58,6 +58,14 @@ pub enum CniError {
     #[error("strait is not ready: {}", readiness_reasons(.0))]
     NotReady(Readiness),
 
+    /// DEL with the agent down found no queue an agent drains: queueing there would
+    /// report a release that nobody applies.
+    #[error(
+        "the strait agent is not available and no agent would apply a queued release: \
+         {0}; try again when the agent runs"
+    )]
+    NoQueue(String),
+
     /// DEL with the agent down could not queue the release on disk.
     #[error("queueing the release at {path}: {source}")]
     Queue {
@@ -74,6 +82,22 @@ fn agent_message(err: &ClientError) -> String {
     match err {
         ClientError::Unreachable { path, .. } => format!(
             "the strait agent is not running (no listener on {}); try again later",
+            path.display()
+        ),
+        ClientError::TimedOut { path, after } => format!(
+            "the strait agent at {} did not answer within {}s (hung or overloaded); \
+             try again later",
+            path.display(),
+            after.as_secs_f64()
+        ),
+        ClientError::Closed { path, .. } => format!(
+            "the strait agent at {} closed the connection before answering (it stopped \
+             or restarted); try again later",
+            path.display()
+        ),
+        ClientError::PermissionDenied { path, access } => format!(
+            "permission denied on the strait agent's socket {} ({access}): the plugin \
+             must run as a user that may connect to it (root, by default)",
             path.display()
         ),
         ClientError::Api(api) => api.message.clone(),
@@ -102,11 +126,18 @@ impl CniError {
             CniError::Decode { .. } => code::DECODE_FAILURE,
             CniError::InvalidConfig(_) => code::INVALID_CONFIG,
             CniError::IncompatibleVersion { .. } => code::INCOMPATIBLE_VERSION,
+            // An agent that starts (or comes back) later makes a retried DEL work.
+            CniError::NoQueue(_) => code::TRY_AGAIN_LATER,
             CniError::Agent { verb, source } => match source {
                 // A STATUS probe is asking exactly "can you serve ADD?": no agent, no.
-                ClientError::Unreachable { .. } if *verb == Verb::Status => code::NOT_AVAILABLE,
-                // The agent restarts or starts later than the runtime: retrying is right.
-                ClientError::Unreachable { .. } => code::TRY_AGAIN_LATER,
+                e if e.is_unavailable() && *verb == Verb::Status => code::NOT_AVAILABLE,
+                // The agent restarts, starts later than the runtime, hangs for a while
+                // or went away mid-answer: retrying is right.
+                ClientError::Unreachable { .. }
+                | ClientError::TimedOut { .. }
+                | ClientError::Closed { .. } => code::TRY_AGAIN_LATER,
+                // Retrying changes nothing: someone must fix the socket's access.
+                ClientError::PermissionDenied { .. } => code::IO_FAILURE,
                 // The agent already speaks CNI codes (11 while starting, 101 exhausted…).
                 ClientError::Api(api) => api.code,
                 ClientError::Io { .. } => code::IO_FAILURE,
@@ -132,6 +163,10 @@ impl CniError {
                 source: ClientError::Unreachable { source, .. },
                 ..
             } => source.to_string(),
+            CniError::Agent {
+                source: ClientError::Closed { detail, .. },
+                ..
+            } => detail.clone(),
             CniError::NotReady(r) => r.reasons.join("\n"),
             _ => String::new(),
         }
@@ -195,6 +230,41 @@ mod tests {
             source: unreachable(),
         };
         assert_eq!(status.code(), 50);
+    }
+
+    #[test]
+    fn a_hung_or_vanished_agent_is_11_and_a_refused_socket_says_permission_denied() {
+        let path = Path::new("/run/strait/strait.sock").to_path_buf();
+        let hung = || ClientError::TimedOut {
+            path: path.clone(),
+            after: std::time::Duration::from_secs(60),
+        };
+        let gone = || ClientError::Closed {
+            path: path.clone(),
+            detail: "no header terminator after 0 bytes".into(),
+        };
+        for (source, status) in [(hung(), false), (gone(), false), (hung(), true)] {
+            let verb = if status { Verb::Status } else { Verb::Add };
+            let e = CniError::Agent { verb, source };
+            assert_eq!(e.code(), if status { 50 } else { 11 }, "{e}");
+            assert!(e.to_string().contains("try again later"), "{e}");
+        }
+        let e = CniError::Agent {
+            verb: Verb::Add,
+            source: ClientError::PermissionDenied {
+                path: path.clone(),
+                access: "socket mode 0600, owner uid 0 gid 0; caller uid 65534".into(),
+            },
+        };
+        assert_eq!(e.code(), 5);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("permission denied")
+                && msg.contains("/run/strait/strait.sock")
+                && msg.contains("0600")
+                && !msg.contains("not running"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - [`version`]: supported versions and the VERSION answer;
 //! - [`result`]: ADD results per version, `prevResult` chaining;
 //! - [`error`]: failures and their CNI codes, in one place;
-//! - DELs queued on disk while the agent is down use [`strait_api::queue`];
+//! - DELs queued on disk while the agent is down use [`strait_api::queue`], in the
+//!   queue [`queue`] finds;
 //! - [`verbs`]: the operations themselves.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the plugin's API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod queue;
 pub mod requested;
 pub mod result;
 pub mod verb;

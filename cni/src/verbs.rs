@@ -21,8 +21,37 @@ use crate::result::CniResult;
 use crate::version::{CniVersion, VersionInfo};
 use strait_api::queue;
 
-/// A STATUS probe should answer quickly; runtimes poll it.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long each verb waits for the agent, connect to answer (docs/cni.md "Timeouts").
+/// ADD leaves room for a burst's queue and a store retry; DEL is quick on the agent
+/// (the veth goes in the background), and on timeout it queues the release instead;
+/// a STATUS probe should answer quickly, runtimes poll it.
+pub fn timeout(verb: Verb) -> Duration {
+    Duration::from_secs(match verb {
+        Verb::Add => 60,
+        Verb::Check => 30,
+        Verb::Del => 30,
+        Verb::Gc => 120,
+        Verb::Status | Verb::Version => 10,
+    })
+}
+
+/// The agent's client for `verb`: [`timeout`], unless `STRAIT_CNI_TIMEOUT_MS` (for
+/// tests of a hung agent) says otherwise.
+fn client(env: &RawEnv, conf: &NetConf, verb: Verb) -> Result<Client, CniError> {
+    let timeout = match env.timeout_ms.as_deref() {
+        None => timeout(verb),
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => {
+                return Err(CniError::InvalidEnv {
+                    var: crate::env::TIMEOUT_MS,
+                    reason: format!("{ms:?} is not a positive number of milliseconds"),
+                });
+            }
+        },
+    };
+    Ok(Client::new(&conf.socket).with_timeout(timeout))
+}
 
 /// What the process prints on stdout, and whether it exits 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +136,8 @@ fn dispatch(
         Verb::Add => add(env, &conf),
         Verb::Del => del(env, &conf).map(|()| Vec::new()),
         Verb::Check => check(env, &conf).map(|()| Vec::new()),
-        Verb::Status => status(&conf).map(|()| Vec::new()),
-        Verb::Gc => gc(&conf).map(|()| Vec::new()),
+        Verb::Status => status(env, &conf).map(|()| Vec::new()),
+        Verb::Gc => gc(env, &conf).map(|()| Vec::new()),
         // Answered above, before any config is needed.
         Verb::Version => Ok(Vec::new()),
     }
@@ -138,7 +167,7 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         labels: options.labels,
         host_ports: !options.port_mappings.is_empty(),
     };
-    let resp: AddResponse = Client::new(&conf.socket)
+    let resp: AddResponse = client(env, conf, Verb::Add)?
         .post(paths::CNI_ADD, &req)
         .map_err(|source| CniError::Agent {
             verb: Verb::Add,
@@ -159,14 +188,17 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
 }
 
 /// DEL always succeeds when the attachment is already gone (the agent says so) and
-/// also when the agent is down: the request is queued on disk for the agent to apply
-/// when it starts.
+/// also when no agent serves it (not running, not answering within [`timeout`], or
+/// gone mid-answer): the request is queued on disk, in the queue the agent drains
+/// ([`crate::queue`]), for the agent to apply when it starts (and every minute while
+/// it runs). When no agent would ever drain a queue, DEL fails with code 11.
 ///
-/// After queueing, DEL asks the agent once more. The agent listens before it drains
-/// the queue, so if it is still unreachable now, its drain is still to come and will
-/// see the file. If it answers, the queued copy is withdrawn: left behind, it would be
-/// applied at the next agent start, possibly after the runtime reused this container
-/// ID and interface name for a new attachment.
+/// After queueing, DEL asks the agent once more, unless it timed out (a hung agent
+/// would only hang again). The agent listens before it drains the queue, so if it is
+/// still unreachable now, its drain is still to come and will see the file. If it
+/// answers, the queued copy is withdrawn: left behind, it would be applied at the next
+/// agent start, possibly after the runtime reused this container ID and interface name
+/// for a new attachment.
 fn del(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
     let attachment = env.attachment(Verb::Del)?;
     let req = DelRequest {
@@ -175,31 +207,41 @@ fn del(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
         ifname: attachment.ifname,
         netns: attachment.netns,
     };
-    let client = Client::new(&conf.socket);
+    let client = client(env, conf, Verb::Del)?;
     let agent_err = |source| CniError::Agent {
         verb: Verb::Del,
         source,
     };
-    match client.post::<_, IgnoredAny>(paths::CNI_DEL, &req) {
+    let first = match client.post::<_, IgnoredAny>(paths::CNI_DEL, &req) {
         Ok(_) => return Ok(()),
-        Err(e) if e.is_unreachable() => {}
+        Err(e) if e.is_unavailable() => e,
         Err(e) => return Err(agent_err(e)),
-    }
+    };
 
-    let queued = queue::enqueue(&conf.state_dir, &req).map_err(|source| CniError::Queue {
-        path: queue::dir(&conf.state_dir).join(queue::file_name(&req)),
+    let state_dir = crate::queue::state_dir_for(&conf.socket, &conf.state_dir)?;
+    let queued = queue::enqueue(&state_dir, &req).map_err(|source| CniError::Queue {
+        path: queue::dir(&state_dir).join(queue::file_name(&req)),
         source,
     })?;
-    let retry = client.post::<_, IgnoredAny>(paths::CNI_DEL, &req);
-    if let Err(e) = &retry
-        && e.is_unreachable()
-    {
+    let queued_msg = |why: &dyn std::fmt::Display| {
         log(format_args!(
-            "agent not reachable at {}; DEL of {}/{} queued at {}",
-            conf.socket.display(),
+            "{why}; DEL of {}/{} queued at {}",
             req.container_id,
             req.ifname,
             queued.display()
+        ))
+    };
+    if matches!(first, ClientError::TimedOut { .. }) {
+        queued_msg(&first);
+        return Ok(());
+    }
+    let retry = client.post::<_, IgnoredAny>(paths::CNI_DEL, &req);
+    if let Err(e) = &retry
+        && e.is_unavailable()
+    {
+        queued_msg(&format_args!(
+            "agent not reachable at {}",
+            conf.socket.display()
         ));
         return Ok(());
     }
@@ -229,7 +271,7 @@ fn check(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
         netns,
         expected_ips,
     };
-    Client::new(&conf.socket)
+    client(env, conf, Verb::Check)?
         .post::<_, IgnoredAny>(paths::CNI_CHECK, &req)
         .map(|_| ())
         .map_err(|source| CniError::Agent {
@@ -238,10 +280,9 @@ fn check(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
         })
 }
 
-fn status(conf: &NetConf) -> Result<(), CniError> {
+fn status(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
     require_version(conf, CniVersion::V1_1_0, Verb::Status)?;
-    let readiness: Readiness = Client::new(&conf.socket)
-        .with_timeout(STATUS_TIMEOUT)
+    let readiness: Readiness = client(env, conf, Verb::Status)?
         .post(
             paths::CNI_STATUS,
             &StatusRequest {
@@ -262,13 +303,13 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
 /// GC succeeds when the agent went through the list, even if it could not release
 /// everything: the spec has plugins carry on past failures, and the leftovers are
 /// logged here and found again by the next GC.
-fn gc(conf: &NetConf) -> Result<(), CniError> {
+fn gc(env: &RawEnv, conf: &NetConf) -> Result<(), CniError> {
     require_version(conf, CniVersion::V1_1_0, Verb::Gc)?;
     let req = GcRequest {
         network: conf.name.clone(),
         valid_attachments: conf.gc_attachments()?,
     };
-    let resp: GcResponse = Client::new(&conf.socket)
+    let resp: GcResponse = client(env, conf, Verb::Gc)?
         .post(paths::CNI_GC, &req)
         .map_err(|source| CniError::Agent {
             verb: Verb::Gc,

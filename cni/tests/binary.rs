@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Canned, attachment_env, config, queued, run, socket_path};
+use common::{
+    Canned, agent_made_queue, attachment_env, config, dying_agent, hung_agent, queued, run,
+    socket_path,
+};
 use serde_json::{Value, json};
 
 fn tmp() -> tempfile::TempDir {
@@ -241,6 +244,7 @@ fn gc_without_attachment_list_is_code_7() {
 #[test]
 fn del_without_agent_queues_the_release() {
     let d = tmp();
+    agent_made_queue(d.path());
     let conf = config(d.path(), "1.0.0").to_string();
     let r = run(&attachment_env("DEL"), &conf);
     r.expect_silent_success();
@@ -274,6 +278,7 @@ fn del_without_agent_queues_the_release() {
 #[test]
 fn del_with_no_netns_and_no_prev_result_succeeds() {
     let d = tmp();
+    agent_made_queue(d.path());
     run(
         &[
             ("CNI_COMMAND", "DEL"),
@@ -289,13 +294,95 @@ fn del_with_no_netns_and_no_prev_result_succeeds() {
 #[test]
 fn del_that_cannot_queue_is_code_5() {
     let d = tmp();
-    // The state dir is a file: the queue directory cannot be created under it.
+    // The agent's state dir, as its locator names it, is a file: the queue directory
+    // cannot be created under it.
     std::fs::write(common::state_dir(d.path()), b"").unwrap();
+    strait_api::queue::write_locator(&socket_path(d.path()), &common::state_dir(d.path())).unwrap();
     run(
         &attachment_env("DEL"),
         &config(d.path(), "1.1.0").to_string(),
     )
     .expect_error(5);
+}
+
+#[test]
+fn del_queues_where_the_agents_locator_says_not_where_the_config_says() {
+    let d = tmp();
+    // The agent ran with --state-dir elsewhere and left its locator by its socket;
+    // the config still names the default-like state dir of its own.
+    let agent_state = d.path().join("agent-state");
+    strait_api::queue::write_locator(&socket_path(d.path()), &agent_state).unwrap();
+    let r = run(
+        &attachment_env("DEL"),
+        &config(d.path(), "1.1.0").to_string(),
+    );
+    r.expect_silent_success();
+    let in_agents: Vec<_> = std::fs::read_dir(agent_state.join("pending-release"))
+        .expect("the agent's queue")
+        .collect();
+    assert_eq!(in_agents.len(), 1, "{r:#?}");
+    assert!(
+        queued(d.path()).is_empty(),
+        "nothing in the config's stateDir"
+    );
+}
+
+#[test]
+fn del_with_no_queue_any_agent_drains_fails_instead_of_reporting_success() {
+    let d = tmp();
+    // No locator by the socket, and no agent ever made the configured queue.
+    let err = run(
+        &attachment_env("DEL"),
+        &config(d.path(), "1.1.0").to_string(),
+    )
+    .expect_error(11);
+    let msg = err["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("no agent would apply") && msg.contains("pending-release"),
+        "{msg}"
+    );
+    assert!(!common::state_dir(d.path()).exists(), "nothing written");
+}
+
+#[test]
+fn a_hung_agent_costs_the_timeout_then_add_and_check_say_try_again_and_del_queues() {
+    let d = tmp();
+    agent_made_queue(d.path());
+    hung_agent(&socket_path(d.path()));
+    let conf = config(d.path(), "1.1.0").to_string();
+    let with_timeout = |verb| {
+        let mut env = attachment_env(verb);
+        env.push(("STRAIT_CNI_TIMEOUT_MS", "300"));
+        env
+    };
+    for verb in ["ADD", "CHECK"] {
+        let err = run(&with_timeout(verb), &conf).expect_error(11);
+        let msg = err["msg"].as_str().unwrap();
+        assert!(msg.contains("did not answer"), "{verb}: {msg}");
+    }
+    let r = run(&with_timeout("DEL"), &conf);
+    r.expect_silent_success();
+    assert!(r.stderr.contains("queued"), "{r:#?}");
+    assert_eq!(queued(d.path()).len(), 1, "{r:#?}");
+    let mut status = vec![("CNI_COMMAND", "STATUS"), ("STRAIT_CNI_TIMEOUT_MS", "300")];
+    run(&status, &conf).expect_error(50);
+    status[1].1 = "soon";
+    run(&status, &conf).expect_error(4);
+}
+
+#[test]
+fn an_agent_that_dies_mid_answer_is_try_again_not_internal() {
+    for partial in [&b""[..], b"HTTP/1.1 200 OK\r\nContent-Le"] {
+        let d = tmp();
+        dying_agent(&socket_path(d.path()), partial);
+        let err = run(
+            &attachment_env("ADD"),
+            &config(d.path(), "1.1.0").to_string(),
+        )
+        .expect_error(11);
+        let msg = err["msg"].as_str().unwrap();
+        assert!(msg.contains("closed the connection"), "{msg}");
+    }
 }
 
 #[test]

@@ -195,6 +195,7 @@ fn binary_answers_every_version_probe() {
 fn binary_queues_every_captured_del_without_agent() {
     for c in captures().iter().filter(|c| c.command() == "DEL") {
         let dir = tempfile::tempdir().unwrap();
+        common::agent_made_queue(dir.path());
         let r = run(&c.env_pairs(), &c.stdin_for_strait(dir.path()));
         r.expect_silent_success();
         let files = queued(dir.path());

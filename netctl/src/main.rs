@@ -34,6 +34,8 @@ struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Table,
+    /// A table with nothing shortened (full container IDs).
+    Wide,
     Json,
 }
 
@@ -137,10 +139,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netctl: {e:#}");
+            eprintln!("netctl: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: strait's errors already put
+/// their cause in their own message (the OS error of "agent not reachable at …"),
+/// and anyhow's `{:#}` would print it again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -158,7 +178,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Endpoints => {
             let eps: Vec<Endpoint> = client.get(paths::ENDPOINTS)?;
-            emit(out, &eps, || render_endpoints(&eps))?;
+            emit(out, &eps, || render_endpoints(&eps, out == Output::Wide))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Nodes => {
@@ -286,7 +306,7 @@ fn peer_cmd(client: &Client, out: Output, cmd: PeerCmd) -> Result<ExitCode> {
         PeerCmd::Remove { name } => {
             strait_api::bgp::validate_name("peer name", &name).map_err(anyhow::Error::msg)?;
             client.bgp_delete_external_peer(&name)?;
-            if out == Output::Table {
+            if out != Output::Json {
                 println!("external peer {name} removed");
             } else {
                 println!("{{}}");
@@ -303,7 +323,7 @@ fn peer_cmd(client: &Client, out: Output, cmd: PeerCmd) -> Result<ExitCode> {
 fn emit<T: serde::Serialize>(out: Output, v: &T, table: impl FnOnce() -> String) -> Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
-        Output::Table => print!("{}", table()),
+        Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
 }
@@ -316,7 +336,11 @@ fn render_status(s: &AgentStatus) -> String {
     t.row(["state dir", &s.state_dir]);
     t.row(["uptime", &format!("{}s", s.uptime_secs)]);
     t.row(["mtu", &s.mtu.to_string()]);
-    t.row(["endpoints", &s.endpoints.to_string()]);
+    let endpoints = match s.endpoints {
+        Some(n) => n.to_string(),
+        None => "unknown (see ready)".into(),
+    };
+    t.row(["endpoints", &endpoints]);
     let pools: Vec<String> = s.pools.iter().map(|p| p.to_string()).collect();
     t.row(["pools", &pools.join(", ")]);
     let ready = if s.readiness.ready {
@@ -358,7 +382,15 @@ fn render_fast_path(fp: Option<&FastPathStatus>) -> String {
     line
 }
 
-fn render_endpoints(eps: &[Endpoint]) -> String {
+/// `wide`: full container IDs; otherwise each shortened to 12 characters, or more
+/// where two IDs share a longer prefix, so no two rows look alike.
+fn render_endpoints(eps: &[Endpoint], wide: bool) -> String {
+    let ids: Vec<&str> = eps.iter().map(|e| e.container_id.as_str()).collect();
+    let shown = if wide {
+        ids.iter().map(|id| id.to_string()).collect()
+    } else {
+        unique_prefixes(&ids, 12)
+    };
     let mut t = Table::new([
         "CONTAINER",
         "IFNAME",
@@ -368,10 +400,10 @@ fn render_endpoints(eps: &[Endpoint]) -> String {
         "MAC",
         "NETNS",
     ]);
-    for e in eps {
+    for (e, id) in eps.iter().zip(&shown) {
         let ips: Vec<String> = e.ips.iter().map(|i| i.to_string()).collect();
         t.row([
-            short_id(&e.container_id),
+            id.as_str(),
             &e.ifname,
             &e.network,
             &ips.join(","),
@@ -661,8 +693,21 @@ fn count(n: u128) -> String {
     }
 }
 
-fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+/// Each ID cut to `min` characters, or to one past the longest prefix it shares with
+/// another ID (as git shortens hashes), never beyond the whole ID.
+fn unique_prefixes(ids: &[&str], min: usize) -> Vec<String> {
+    let common = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    ids.iter()
+        .map(|id| {
+            let shared = ids
+                .iter()
+                .filter(|other| *other != id)
+                .map(|other| common(id, other))
+                .max()
+                .unwrap_or(0);
+            id.chars().take(min.max(shared + 1)).collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -672,6 +717,61 @@ mod tests {
         render_routes,
     };
     use strait_api::{FabricMode, NodeRecord, NodeState, NodeView};
+
+    #[test]
+    fn endpoint_ids_are_shortened_only_as_far_as_they_stay_unique() {
+        let ids = [
+            "0123456789abcdef0000",
+            "0123456789abcdef1111",
+            "fedcba9876543210ffff",
+            "short",
+        ];
+        assert_eq!(
+            super::unique_prefixes(&ids, 12),
+            [
+                "0123456789abcdef0",
+                "0123456789abcdef1",
+                "fedcba987654",
+                "short"
+            ]
+        );
+        let ep = |id: &str| {
+            strait_api::Endpoint {
+            container_id: id.into(),
+            ..serde_json::from_value(serde_json::json!({
+                "id": "x", "node": "n", "network": "net", "container_id": "c",
+                "ifname": "eth0", "netns": "/run/netns/x", "host_ifname": "strait0",
+                "mac": "02:00:00:00:00:01", "host_mac": "02:00:00:00:00:02", "ips": [], "mtu": 1500, "handle": "x",
+                "created": 0
+            }))
+            .expect("an endpoint")
+        }
+        };
+        let eps = [ep(ids[0]), ep(ids[1])];
+        let table = super::render_endpoints(&eps, false);
+        assert!(
+            table.contains("0123456789abcdef0 ") && table.contains("0123456789abcdef1 "),
+            "{table}"
+        );
+        let wide = super::render_endpoints(&eps, true);
+        assert!(wide.contains(ids[0]) && wide.contains(ids[1]), "{wide}");
+    }
+
+    #[test]
+    fn an_os_error_is_printed_once() {
+        let e = anyhow::Error::from(strait_api::ClientError::Unreachable {
+            path: "/run/strait/strait.sock".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        });
+        let text = super::error_text(&e);
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(text.contains("/run/strait/strait.sock"), "{text}");
+        let wrapped = anyhow::anyhow!("disk on fire").context("reading report.json");
+        assert_eq!(
+            super::error_text(&wrapped),
+            "reading report.json: disk on fire"
+        );
+    }
 
     #[test]
     fn use_percent_is_of_what_can_be_handed_out() {

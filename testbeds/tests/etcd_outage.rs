@@ -162,6 +162,31 @@ fn agent_rides_out_an_etcd_outage() {
         "STATUS names the store as the reason: {}",
         status.stdout
     );
+    // The operator's view answers from what the agent knows without etcd: not ready,
+    // and why (issue 19, item 12), and `netctl status` says so once, exiting 1.
+    let status: Value = bed.agent.client().get(paths::STATUS).expect("GET status");
+    assert_eq!(status["readiness"]["ready"], false, "{status}");
+    assert!(
+        status["readiness"]["reasons"].to_string().contains("store"),
+        "{status}"
+    );
+    let netctl = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+        .arg("--socket")
+        .arg(&bed.agent.socket)
+        .arg("status")
+        .output()
+        .expect("exec netctl");
+    let shown = String::from_utf8_lossy(&netctl.stdout);
+    assert_eq!(
+        netctl.status.code(),
+        Some(1),
+        "netctl status during the outage: {shown}{}",
+        String::from_utf8_lossy(&netctl.stderr)
+    );
+    assert!(
+        shown.contains("node1") && shown.contains("no (code 50)") && shown.contains("store"),
+        "{shown}"
+    );
     // Nothing was torn down: the attached containers still talk, and the refused ADD
     // left no interface behind.
     assert!(bed.ping(1, &ip0), "c1 -> c0 during the outage");

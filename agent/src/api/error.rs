@@ -84,6 +84,7 @@ fn attach_code(e: &AttachError) -> u32 {
         AttachError::BadNetns { .. } => code::BAD_NETNS,
         AttachError::Unknown(_) => code::UNKNOWN_CONTAINER,
         AttachError::Invalid(_) => code::INVALID_ENV,
+        AttachError::InvalidConfig(_) => code::INVALID_CONFIG,
         AttachError::Check { .. } => code::CHECK_FAILED,
         AttachError::Ipam(e) => ipam_code(e),
         AttachError::Store(e) | AttachError::Record(RecordError::Store(e)) => store_code(e),
@@ -170,6 +171,11 @@ mod tests {
             (
                 AttachError::Invalid("ifname".into()),
                 code::INVALID_ENV,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                AttachError::InvalidConfig("mtu".into()),
+                code::INVALID_CONFIG,
                 StatusCode::BAD_REQUEST,
             ),
             (

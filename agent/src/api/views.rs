@@ -27,13 +27,36 @@ pub(super) async fn readyz(State(s): State<Shared>) -> Response {
     (status, Json(r)).into_response()
 }
 
-pub(super) async fn status(State(s): State<Shared>) -> Result<Json<AgentStatus>, Failure> {
-    let readiness = s.readiness().await;
+/// `netctl status` answers from what the agent knows without its store, so an
+/// outage shows as "not ready" with the reason rather than as no answer at all.
+pub(super) async fn status(State(s): State<Shared>) -> Json<AgentStatus> {
+    let mut readiness = s.readiness().await;
     let (endpoints, mtu) = match s.owners() {
-        Some(o) => (o.attacher.endpoints().await?.len(), o.attacher.config().mtu),
-        None => (0, 0),
+        Some(o) => {
+            let count = match o.attacher.endpoints().await {
+                Ok(eps) => Some(eps.len()),
+                Err(e) => {
+                    // Readiness saw the store a moment ago; the count says otherwise.
+                    if readiness.ready {
+                        readiness.ready = false;
+                        readiness.code = code::NOT_AVAILABLE;
+                    }
+                    let reason = format!("listing endpoints: {e}");
+                    if !readiness
+                        .reasons
+                        .iter()
+                        .any(|r| r.contains("store unreachable"))
+                    {
+                        readiness.reasons.push(reason);
+                    }
+                    None
+                }
+            };
+            (count, o.attacher.config().mtu)
+        }
+        None => (None, 0),
     };
-    Ok(Json(AgentStatus {
+    Json(AgentStatus {
         node: s.node.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         store: s.store_description.clone(),
@@ -44,7 +67,7 @@ pub(super) async fn status(State(s): State<Shared>) -> Result<Json<AgentStatus>,
         pools: s.pools.clone(),
         readiness,
         fast_path: s.fast_path.get().map(|fp| fp.status()),
-    }))
+    })
 }
 
 /// `netctl fastpath`: the fast path's maps beside what this agent wants in them.

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::events::EndpointEvent;
 use super::records::attachment_id;
-use super::validate::{check_netns, parse_mac, validate};
+use super::validate::{check_mtu, check_netns, parse_mac, validate};
 use super::{AttachError, Attacher, lock, unix_now};
 use crate::endpoint::{self, VethCreated, VethSpec};
 use crate::hostnet::HostNet;
@@ -51,6 +51,7 @@ impl<K: HostNet> Attacher<K> {
         let container_mac =
             requested_mac.unwrap_or_else(|| endpoint::default_container_mac(&host_ifname));
         let mtu = req.mtu.unwrap_or(self.cfg.mtu);
+        check_mtu(mtu, self.ipam.pools())?;
         // The record is complete but for the addresses, which IPAM picks: it is written
         // in the allocation's own transaction, so it exists exactly when they do.
         let ep = Endpoint {

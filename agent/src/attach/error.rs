@@ -19,6 +19,9 @@ pub enum AttachError {
     Unknown(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The network configuration cannot work here (an MTU too small for IPv6).
+    #[error("invalid network configuration: {0}")]
+    InvalidConfig(String),
     #[error("check failed for {id}: {reason}")]
     Check { id: String, reason: String },
     #[error(transparent)]

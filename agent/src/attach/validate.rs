@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::AttachError;
 use crate::hostnet::{HostNet, NetnsState};
+use crate::ipam::Family;
+use crate::ipam::pool::Pool;
 
 /// Network name, container ID and interface name of one attachment.
 pub(super) fn validate(network: &str, container_id: &str, ifname: &str) -> Result<(), AttachError> {
@@ -55,6 +57,37 @@ pub(super) fn check_netns(host: &impl HostNet, path: &str) -> Result<(), AttachE
     }
 }
 
+/// IPv6's minimum link MTU (RFC 8200 §5): below it the kernel takes IPv6 off the
+/// interface, and adding the container's address fails with "No such device".
+pub(super) const IPV6_MIN_MTU: u32 = 1280;
+/// IPv4's minimum (RFC 791).
+const IPV4_MIN_MTU: u32 = 68;
+
+/// The container interface's MTU can carry every family the agent hands out: ADD gets
+/// one address per pool family, so one IPv6 pool makes 1280 the floor.
+pub(super) fn check_mtu(mtu: u32, pools: &[Pool]) -> Result<(), AttachError> {
+    let v6 = pools.iter().any(|p| p.family() == Family::V6);
+    let (min, why) = if v6 {
+        (
+            IPV6_MIN_MTU,
+            "IPv6's minimum (the agent serves an IPv6 pool)",
+        )
+    } else {
+        (IPV4_MIN_MTU, "IPv4's minimum")
+    };
+    if mtu < min {
+        return Err(AttachError::InvalidConfig(format!(
+            "mtu {mtu} is below {min}, {why}"
+        )));
+    }
+    if mtu > 65535 {
+        return Err(AttachError::InvalidConfig(format!(
+            "mtu {mtu} is above 65535"
+        )));
+    }
+    Ok(())
+}
+
 /// A container MAC: six hex pairs (`strait_api::MacAddr`'s text form), unicast.
 pub(super) fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let mac: strait_api::MacAddr = s
@@ -87,6 +120,24 @@ mod tests {
         ] {
             assert!(validate(n, c, i).is_err(), "{n:?} {c:?} {i:?} accepted");
         }
+    }
+
+    #[test]
+    fn mtu_floor_is_ipv6s_when_an_ipv6_pool_is_served() {
+        let pool = |cidr: &str| Pool {
+            cidr: cidr.parse().expect("cidr"),
+            block_prefix: 26,
+        };
+        let v4 = [pool("10.0.0.0/16")];
+        let dual = [pool("10.0.0.0/16"), pool("fd00::/48")];
+        assert!(check_mtu(68, &v4).is_ok());
+        assert!(check_mtu(67, &v4).is_err());
+        assert!(check_mtu(1280, &dual).is_ok());
+        let e = check_mtu(68, &dual).expect_err("68 with IPv6");
+        let msg = e.to_string();
+        assert!(msg.contains("1280") && msg.contains("IPv6"), "{msg}");
+        assert!(matches!(e, AttachError::InvalidConfig(_)), "{e:?}");
+        assert!(check_mtu(65536, &v4).is_err());
     }
 
     #[test]

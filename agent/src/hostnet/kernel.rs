@@ -34,13 +34,11 @@ impl HostNet for Netlink {
     }
 
     fn netns_state(&self, path: &Path) -> NetnsState {
-        if !path.exists() {
-            return NetnsState::Missing;
-        }
-        match netns::is_same_as_current(path) {
-            Ok(true) => NetnsState::Host,
-            Ok(false) => NetnsState::Usable,
-            Err(e) => NetnsState::Unusable(e.to_string()),
+        match netns::probe(path) {
+            netns::Probe::Network { current: true } => NetnsState::Host,
+            netns::Probe::Network { current: false } => NetnsState::Usable,
+            netns::Probe::Missing => NetnsState::Missing,
+            netns::Probe::Unusable(why) => NetnsState::Unusable(why),
         }
     }
 

@@ -105,6 +105,12 @@ pub fn state_dir(dir: &Path) -> PathBuf {
     dir.join("state")
 }
 
+/// Make the pending-release queue under `dir`'s state dir, as an agent run with that
+/// state dir does at start: the plugin queues a DEL only where an agent drains.
+pub fn agent_made_queue(dir: &Path) {
+    std::fs::create_dir_all(state_dir(dir).join("pending-release")).expect("queue dir");
+}
+
 /// Files in the pending-release queue under `dir`'s state dir.
 pub fn queued(dir: &Path) -> Vec<PathBuf> {
     let q = state_dir(dir).join("pending-release");
@@ -279,4 +285,29 @@ impl Canned {
     pub fn request(self) -> (String, Value) {
         self.handle.join().expect("canned agent thread")
     }
+}
+
+/// A socket at `path` that accepts connections and never answers: a hung agent.
+/// Its thread holds each connection until the test process exits.
+pub fn hung_agent(path: &Path) {
+    let listener = UnixListener::bind(path).expect("bind hung socket");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+}
+
+/// A socket at `path` that reads one request and closes the connection after sending
+/// `partial` (a crash mid-answer).
+pub fn dying_agent(path: &Path, partial: &'static [u8]) {
+    let listener = UnixListener::bind(path).expect("bind dying socket");
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(partial);
+        }
+    });
 }
