@@ -66,7 +66,10 @@ const IPV4_MIN_MTU: u32 = 68;
 /// The container interface's MTU can carry every family the agent hands out: ADD gets
 /// one address per pool family, so one IPv6 pool makes 1280 the floor.
 pub(super) fn check_mtu(mtu: u32, pools: &[Pool]) -> Result<(), AttachError> {
-    let v6 = pools.iter().any(|p| p.family() == Family::V6);
+    // A disabled pool gives no new container an address, so only enabled ones count.
+    let v6 = pools
+        .iter()
+        .any(|p| !p.disabled && p.family() == Family::V6);
     let (min, why) = if v6 {
         (
             IPV6_MIN_MTU,
@@ -127,6 +130,7 @@ mod tests {
         let pool = |cidr: &str| Pool {
             cidr: cidr.parse().expect("cidr"),
             block_prefix: 26,
+            disabled: false,
         };
         let v4 = [pool("10.0.0.0/16")];
         let dual = [pool("10.0.0.0/16"), pool("fd00::/48")];
@@ -138,6 +142,17 @@ mod tests {
         assert!(msg.contains("1280") && msg.contains("IPv6"), "{msg}");
         assert!(matches!(e, AttachError::InvalidConfig(_)), "{e:?}");
         assert!(check_mtu(65536, &v4).is_err());
+        let v6_disabled = [
+            pool("10.0.0.0/16"),
+            Pool {
+                disabled: true,
+                ..pool("fd00::/48")
+            },
+        ];
+        assert!(
+            check_mtu(68, &v6_disabled).is_ok(),
+            "a disabled pool gives no address"
+        );
     }
 
     #[test]
