@@ -32,6 +32,7 @@
 
 pub mod control;
 pub mod probe;
+pub mod routers;
 pub mod underlay;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -374,10 +375,12 @@ pub struct Cluster {
     pub prefix: String,
     pub opts: ClusterOpts,
     // Drop order matters: containers, then hosts (agents killed first), then etcd,
-    // extra peers, the underlay, and last the directory holding the logs.
+    // the routers' daemons, extra peers, the underlay, and last the directory holding
+    // the logs.
     containers: Vec<Arc<Container>>,
     hosts: Vec<ClusterHost>,
     etcd: Etcd,
+    routers: Vec<routers::Router>,
     peers: Vec<Netns>,
     underlay: Underlay,
     dir: tempfile::TempDir,
@@ -439,6 +442,7 @@ impl Cluster {
             containers: vec![],
             hosts,
             etcd,
+            routers: vec![],
             peers: vec![],
             underlay,
             dir,
@@ -677,6 +681,9 @@ impl Cluster {
         if let Some(r) = &self.underlay.router {
             s.push_str(&format!("  router   netns {}\n", r.name()));
         }
+        if self.opts.fabric == Fabric::Bgp {
+            s.push_str(&format!("  bgp: {}\n", self.bgp_topology()));
+        }
         for h in &self.hosts {
             s.push_str(&format!(
                 "  {:<4} netns {:<16} underlay {} {} ({:?})  straitd pid {}  socket {}  log {}\n",
@@ -707,8 +714,44 @@ impl Cluster {
                 c.id
             ));
         }
+        for r in &self.routers {
+            s.push_str(&r.describe());
+        }
         s.push_str(&format!("  etcd log {}\n", self.etcd.log_path().display()));
         s
+    }
+
+    /// Who peers with whom among the nodes, from their flags (docs/bgp.md).
+    fn bgp_topology(&self) -> String {
+        let flags = |i: usize| -> Vec<&str> {
+            let own = self.opts.host_extra.iter().filter(move |(h, _)| *h == i);
+            self.opts
+                .agent_extra
+                .iter()
+                .chain(own.flat_map(|(_, f)| f))
+                .map(String::as_str)
+                .collect()
+        };
+        let rrs: Vec<&str> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let f = flags(*i);
+                f.windows(2).any(|w| w == ["--bgp-role", "rr"]) || f.contains(&"--bgp-role=rr")
+            })
+            .map(|(_, h)| h.name.as_str())
+            .collect();
+        if !rrs.is_empty() {
+            format!(
+                "route reflectors {}, the other nodes their clients",
+                rrs.join(" ")
+            )
+        } else if flags(0).contains(&"--no-bgp-node-mesh") {
+            "no node-to-node mesh: external peers only".into()
+        } else {
+            "full mesh among the nodes".into()
+        }
     }
 }
 

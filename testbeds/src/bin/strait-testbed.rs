@@ -3,14 +3,15 @@
 //!
 //! `up` runs in the foreground: it builds the cluster, prints what exists, writes a
 //! state file under `/run/strait-testbed/`, and waits; Ctrl-C (or SIGTERM, SIGHUP)
-//! tears everything down. While it waits it reaps its agents and etcd when they exit
-//! (no zombies) and serves fault drills on a control socket beside the state file:
+//! tears everything down. While it waits it reaps its agents, etcd and external BGP
+//! routers (`--peer bird`) when they exit (no zombies) and serves fault drills on a
+//! control socket beside the state file:
 //! `stop`, `start` and `restart` of a host's agent or of etcd
 //! ([`strait_testbeds::cluster::control`]), rewriting the state file after each. From
 //! another shell, `status`, `exec`, the drills and `down` read the state file. `down`
 //! asks a live `up` to tear down; if `up` died (SIGKILL, a crash) it removes what the
-//! state file records itself: daemons by PID (checked to still be straitd or etcd),
-//! namespaces by name, the temp dir.
+//! state file records itself: daemons by PID (checked to still be straitd, etcd, bird,
+//! bgpd or zebra), namespaces by name, the temp dirs.
 
 use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,9 +26,13 @@ use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use strait_testbeds::cluster::control::{self, Drill, Part, Verb};
+use strait_testbeds::cluster::routers::RouterKind;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, ClusterStore, Fabric};
 
 const STATE_DIR: &str = "/run/strait-testbed";
+/// The cluster ID of the route reflectors when there are several: one cluster, as
+/// docs/bgp.md advises (an identifier only, no host has it).
+const RR_CLUSTER_ID: &str = "10.0.0.250";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +70,14 @@ enum Cmd {
         /// MTU of the underlay links.
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
+        /// With `--fabric bgp`: these hosts are route reflectors (`--bgp-role rr`), the
+        /// others their clients (`--rr h1,h2` or `--rr h1 --rr h2`). Without: a full mesh.
+        #[arg(long, value_name = "HOST", value_delimiter = ',')]
+        rr: Vec<String>,
+        /// With `--fabric bgp`: an external BGP router (BIRD or FRR) in its own namespace
+        /// on the underlay, an eBGP peer of every node (repeatable: `--peer bird,frr`).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        peer: Vec<PeerArg>,
         /// `--node-lease-ttl-secs` for the agents.
         #[arg(long)]
         node_lease_ttl_secs: Option<u64>,
@@ -85,12 +98,14 @@ enum Cmd {
     /// Show the test beds that exist and whether their parts are alive.
     Status,
     /// Run a command in a host's or a container's namespace (`h1`, `c1`, `underlay`,
-    /// `router`). In a host, `STRAIT_SOCKET` is set, so `netctl` talks to its agent.
+    /// `router`, `bird`, `frr`). In a host, `STRAIT_SOCKET` is set, so `netctl` talks to
+    /// its agent; in a BGP router, `birdc` and `vtysh` talk to its daemon.
     Exec {
         /// Which test bed (its prefix), when there are several.
         #[arg(long)]
         name: Option<String>,
-        /// `h1`..`hN`, a container name, `underlay` or `router`.
+        /// `h1`..`hN`, a container name, `underlay`, `router`, or an external BGP router
+        /// (`bird`, `frr`: `birdc`/`vtysh` as the command reach its CLI).
         target: String,
         /// The command, after `--`.
         #[arg(last = true, required = true)]
@@ -128,6 +143,7 @@ enum FabricArg {
     None,
     Vxlan,
     HostGw,
+    Bgp,
 }
 
 impl From<FabricArg> for Fabric {
@@ -136,8 +152,71 @@ impl From<FabricArg> for Fabric {
             FabricArg::None => Fabric::None,
             FabricArg::Vxlan => Fabric::Vxlan,
             FabricArg::HostGw => Fabric::HostGw,
+            FabricArg::Bgp => Fabric::Bgp,
         }
     }
+}
+
+/// An external BGP router for `--peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PeerArg {
+    /// BIRD 2.
+    Bird,
+    /// FRR (bgpd and zebra).
+    Frr,
+}
+
+impl From<PeerArg> for RouterKind {
+    fn from(p: PeerArg) -> Self {
+        match p {
+            PeerArg::Bird => RouterKind::Bird,
+            PeerArg::Frr => RouterKind::Frr,
+        }
+    }
+}
+
+/// Checks `--rr` and `--peer` against the rest of `opts` before anything is built, and
+/// gives the route reflectors their flags.
+fn bgp_options(opts: &mut ClusterOpts, rr: &[String], peers: &[PeerArg]) -> Result<(), String> {
+    if (!rr.is_empty() || !peers.is_empty()) && opts.fabric != Fabric::Bgp {
+        return Err("--rr and --peer need --fabric bgp".into());
+    }
+    if !peers.is_empty() && opts.two_segments {
+        return Err(
+            "--peer needs one segment: hosts on segment B would be multihop eBGP neighbours of the router"
+                .into(),
+        );
+    }
+    let mut rr_hosts = vec![];
+    for name in rr {
+        let i = name
+            .strip_prefix('h')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=opts.hosts).contains(n))
+            .ok_or_else(|| format!("--rr {name}: no such host (hosts are h1..h{})", opts.hosts))?;
+        if !rr_hosts.contains(&(i - 1)) {
+            rr_hosts.push(i - 1);
+        }
+    }
+    for &i in &rr_hosts {
+        let mut flags = vec!["--bgp-role".to_string(), "rr".to_string()];
+        if rr_hosts.len() > 1 {
+            flags.extend(["--bgp-cluster-id".to_string(), RR_CLUSTER_ID.to_string()]);
+        }
+        opts.host_extra.push((i, flags));
+    }
+    for &p in peers {
+        let kind = RouterKind::from(p);
+        let missing = kind.missing();
+        if !missing.is_empty() {
+            return Err(format!(
+                "--peer {}: {missing:?} not installed (Debian package {})",
+                kind.as_str(),
+                kind.binaries().1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What `up` records for the other subcommands.
@@ -161,6 +240,21 @@ struct State {
     /// Where `up` takes drills (`stop h1`, ...).
     #[serde(default)]
     control: Option<PathBuf>,
+    /// External BGP routers (`--peer`).
+    #[serde(default)]
+    routers: Vec<RouterState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RouterState {
+    name: String,
+    netns: String,
+    /// Its processes: (PID, program name).
+    pids: Vec<(u32, String)>,
+    /// Its CLI with the socket option (`birdc -s SOCKET`).
+    cli: Vec<String>,
+    /// Its config, sockets and logs (a temp dir).
+    dir: PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -194,6 +288,8 @@ fn main() -> ExitCode {
             two_segments,
             embedded_store,
             mtu,
+            rr,
+            peer,
             node_lease_ttl_secs,
             name,
             agent_args,
@@ -218,7 +314,11 @@ fn main() -> ExitCode {
                 opts.store = ClusterStore::Embedded;
                 opts.fabric = Fabric::None;
             }
-            up(opts, scenario)
+            if let Err(e) = bgp_options(&mut opts, &rr, &peer) {
+                eprintln!("strait-testbed: {e}");
+                return ExitCode::from(1);
+            }
+            up(opts, scenario, &peer)
         }
         Cmd::Status => status(),
         Cmd::Exec {
@@ -240,7 +340,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
+fn up(opts: ClusterOpts, scenario: Scenario, peers: &[PeerArg]) -> Result<ExitCode, String> {
     if !(1..=99).contains(&opts.hosts) {
         return Err(format!("--hosts must be 1 to 99, not {}", opts.hosts));
     }
@@ -254,6 +354,10 @@ fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signal handlers: {e}"))?;
     let mut cluster = Cluster::start(opts);
+    for &p in peers {
+        // An error drops the cluster: everything built so far goes.
+        cluster.add_router(p.into())?;
+    }
     if scenario == Scenario::Mesh {
         for i in 0..cluster.hosts().len() {
             cluster.add_container(i, &format!("c{}", i + 1));
@@ -268,12 +372,31 @@ fn up(opts: ClusterOpts, scenario: Scenario) -> Result<ExitCode, String> {
 
     print!("{}", cluster.describe());
     let first = cluster.hosts()[0].name.clone();
+    let mut fabric_hints = if cluster.opts.fabric == Fabric::Bgp {
+        format!(
+            "strait-testbed exec {first} -- netctl bgp peers   # its BGP sessions\n  \
+             strait-testbed exec {first} -- netctl bgp rib      # and its Loc-RIB\n  "
+        )
+    } else {
+        format!("strait-testbed exec {first} -- bridge fdb show dev strait.vxlan\n  ")
+    };
+    for r in cluster.routers() {
+        let show = match r.kind {
+            RouterKind::Bird => "birdc show protocols",
+            RouterKind::Frr => "vtysh -c 'show bgp summary'",
+        };
+        fabric_hints.push_str(&format!(
+            "strait-testbed exec {} -- {show}   # or: {} ...\n  ",
+            r.name,
+            r.cli().join(" ")
+        ));
+    }
     println!(
         "\nExplore from another shell:\n  \
          strait-testbed status\n  \
          strait-testbed exec {first} -- netctl status      # the agent of {first}\n  \
          strait-testbed exec {first} -- ip route            # its routes\n  \
-         strait-testbed exec {first} -- bridge fdb show dev strait.vxlan\n  \
+         {fabric_hints}\
          strait-testbed exec c1 -- ping -c3 <address of c2>\n  \
          strait-testbed stop {first}                        # and start, restart; also etcd\n  \
          strait-testbed down                            # or Ctrl-C here\n\
@@ -326,6 +449,7 @@ fn serve(
                 }
             }
         });
+        let mut exited = vec![];
         let sig = loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(Event::Signal(sig)) => break sig,
@@ -339,9 +463,13 @@ fn serve(
                     control::answer(stream, &result);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if cluster.reap_exited() {
+                    let now = cluster.reap_exited();
+                    if now != exited {
                         // The PID stays recorded; `status` sees it is gone.
-                        println!("an agent or etcd exited (see `strait-testbed status`)");
+                        if !now.is_empty() {
+                            println!("exited: {} (see `strait-testbed status`)", now.join(" "));
+                        }
+                        exited = now;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break SIGTERM,
@@ -419,6 +547,21 @@ fn record(cluster: &Cluster) -> State {
             .map(|r| r.name().to_string()),
         namespaces: cluster.namespaces(),
         control: None,
+        routers: cluster
+            .routers()
+            .iter()
+            .map(|r| RouterState {
+                name: r.name.clone(),
+                netns: r.netns.clone(),
+                pids: r
+                    .pids()
+                    .into_iter()
+                    .map(|(pid, what)| (pid, what.to_string()))
+                    .collect(),
+                cli: r.cli(),
+                dir: r.runtime_dir(),
+            })
+            .collect(),
     }
 }
 
@@ -485,8 +628,22 @@ fn status() -> Result<ExitCode, String> {
     }
     for s in &all {
         print!("{}", s.summary);
+        let routers: String = s
+            .routers
+            .iter()
+            .map(|r| {
+                // One word for all its processes: FRR is down when zebra or bgpd is.
+                let word = r
+                    .pids
+                    .iter()
+                    .map(|(pid, _)| state_word(Some(*pid)))
+                    .find(|w| *w != "running")
+                    .unwrap_or("running");
+                format!("; {} {word}", r.name)
+            })
+            .collect();
         println!(
-            "  up pid {} {}; etcd {}; agents: {}",
+            "  up pid {} {}; etcd {}; agents: {}{routers}",
             s.up_pid,
             if alive(Some(s.up_pid)) {
                 "running"
@@ -507,6 +664,7 @@ fn status() -> Result<ExitCode, String> {
 fn exec(name: Option<&str>, target: &str, command: &[String]) -> Result<ExitCode, String> {
     let s = load_one(name)?;
     let mut socket = None;
+    let mut command = command.to_vec();
     let netns = if let Some(h) = s.hosts.iter().find(|h| h.name == target) {
         socket = Some(h.socket.clone());
         h.netns.clone()
@@ -518,9 +676,17 @@ fn exec(name: Option<&str>, target: &str, command: &[String]) -> Result<ExitCode
         s.router_netns
             .clone()
             .ok_or("this test bed has one segment and no router")?
+    } else if let Some(r) = s.routers.iter().find(|r| r.name == target) {
+        // Its CLI reaches this router's daemon, not a default socket.
+        if let Some((program, options)) = r.cli.split_first()
+            && command.first() == Some(program)
+        {
+            command.splice(1..1, options.iter().cloned());
+        }
+        r.netns.clone()
     } else {
         return Err(format!(
-            "no host or container {target} in {} (hosts: {}; containers: {})",
+            "no host or container {target} in {} (hosts: {}; containers: {}{})",
             s.prefix,
             s.hosts
                 .iter()
@@ -531,11 +697,15 @@ fn exec(name: Option<&str>, target: &str, command: &[String]) -> Result<ExitCode
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            s.routers
+                .iter()
+                .map(|r| format!("; router {}", r.name))
+                .collect::<String>()
         ));
     };
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &netns]).args(command);
+    cmd.args(["netns", "exec", &netns]).args(&command);
     if let Some(sock) = socket {
         cmd.env("STRAIT_SOCKET", sock);
     }
@@ -594,7 +764,12 @@ fn down_one(s: &State) -> Result<(), String> {
         .hosts
         .iter()
         .map(|h| (h.agent_pid, "straitd"))
-        .chain(std::iter::once((s.etcd_pid, "etcd")));
+        .chain(std::iter::once((s.etcd_pid, "etcd")))
+        .chain(
+            s.routers
+                .iter()
+                .flat_map(|r| r.pids.iter().map(|(pid, what)| (Some(*pid), what.as_str()))),
+        );
     for (pid, what) in pids {
         if let Some(pid) = pid
             && alive(Some(pid))
@@ -618,7 +793,10 @@ fn down_one(s: &State) -> Result<(), String> {
         }
     }
     // Only ever a temp dir: a corrupt state file must not make us delete elsewhere.
-    for dir in std::iter::once(&s.dir).chain(s.etcd_dir.as_ref()) {
+    let dirs = std::iter::once(&s.dir)
+        .chain(s.etcd_dir.as_ref())
+        .chain(s.routers.iter().map(|r| &r.dir));
+    for dir in dirs {
         if dir.starts_with(std::env::temp_dir())
             && dir.exists()
             && let Err(e) = std::fs::remove_dir_all(dir)
@@ -627,6 +805,9 @@ fn down_one(s: &State) -> Result<(), String> {
         }
     }
     let _ = std::fs::remove_file(&path);
+    if let Some(socket) = s.control.as_ref().filter(|p| p.starts_with(STATE_DIR)) {
+        let _ = std::fs::remove_file(socket);
+    }
     if problems.is_empty() {
         println!("{}: removed", s.prefix);
         Ok(())
@@ -661,6 +842,39 @@ fn signal(pid: u32, sig: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rr_and_peer_are_checked_before_anything_is_built() {
+        let rr = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+        let mut opts = ClusterOpts::new(3, Fabric::Bgp);
+        bgp_options(&mut opts, &rr(&["h2"]), &[]).unwrap();
+        assert_eq!(opts.host_extra, [(1, rr(&["--bgp-role", "rr"]))]);
+
+        // Several RRs share a cluster ID; a host named twice is one RR.
+        let mut opts = ClusterOpts::new(3, Fabric::Bgp);
+        bgp_options(&mut opts, &rr(&["h1", "h3", "h1"]), &[]).unwrap();
+        let flags = rr(&["--bgp-role", "rr", "--bgp-cluster-id", RR_CLUSTER_ID]);
+        assert_eq!(opts.host_extra, [(0, flags.clone()), (2, flags)]);
+
+        for bad in ["h4", "h0", "1", "rr"] {
+            let mut opts = ClusterOpts::new(3, Fabric::Bgp);
+            let err = bgp_options(&mut opts, &rr(&[bad]), &[]).unwrap_err();
+            assert!(
+                err.contains("no such host") && err.contains("h1..h3"),
+                "{err}"
+            );
+            assert!(opts.host_extra.is_empty());
+        }
+        let mut opts = ClusterOpts::new(2, Fabric::Vxlan);
+        let err = bgp_options(&mut opts, &[], &[PeerArg::Bird]).unwrap_err();
+        assert!(err.contains("--fabric bgp"), "{err}");
+        let err = bgp_options(&mut opts, &rr(&["h1"]), &[]).unwrap_err();
+        assert!(err.contains("--fabric bgp"), "{err}");
+        let mut opts = ClusterOpts::new(2, Fabric::Bgp);
+        opts.two_segments = true;
+        let err = bgp_options(&mut opts, &[], &[PeerArg::Frr]).unwrap_err();
+        assert!(err.contains("one segment"), "{err}");
+    }
 
     #[test]
     fn a_zombie_is_not_alive() {

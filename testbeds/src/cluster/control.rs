@@ -1,5 +1,6 @@
 //! Fault drills on a running cluster by the names a user sees: stop, start or restart
-//! one host's agent (`h1`) or etcd (`etcd`), and the state of each ([`PartState`]).
+//! one host's agent (`h1`) or etcd (`etcd`), and the state of each ([`PartState`]);
+//! reaping whatever exits, external routers included ([`Cluster::reap_exited`]).
 //!
 //! `strait-testbed up` owns the processes (only the parent can reap its children), so
 //! the `stop`/`start`/`restart` commands of other `strait-testbed` processes reach it
@@ -164,19 +165,27 @@ impl Cluster {
         })
     }
 
-    /// Reaps every agent and etcd that exited; `true` if any did (the state changed).
-    pub fn reap_exited(&mut self) -> bool {
+    /// Reaps every agent, etcd and external router that exited; the names of those
+    /// that are down by an exit (`h2`, `etcd`, `bird`), to print when it changes.
+    pub fn reap_exited(&mut self) -> Vec<String> {
         let mut parts: Vec<Part> = self
             .hosts
             .iter()
             .map(|h| Part::Host(h.name.clone()))
             .collect();
         parts.push(Part::Etcd);
-        let mut any = false;
+        let mut exited = vec![];
         for p in parts {
-            any |= self.part_state(&p) == Ok(PartState::Exited);
+            if self.part_state(&p) == Ok(PartState::Exited) {
+                exited.push(p.to_string());
+            }
         }
-        any
+        for r in &mut self.routers {
+            if r.exited() {
+                exited.push(r.name.clone());
+            }
+        }
+        exited
     }
 
     fn host_mut_checked(&mut self, part: &Part) -> Result<&mut super::ClusterHost, String> {

@@ -62,6 +62,14 @@ impl Bird {
         &self.config
     }
 
+    /// Whether `bird` exited (reaped then, so it leaves no zombie; for an owner that
+    /// watches it, like `strait-testbed up`).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Replace what BIRD originates and reconfigure it in place (`birdc configure`):
     /// BIRD's static protocol is the fastest bulk originator we have.
     pub fn set_originated(&mut self, prefixes: Vec<IpNet>) -> io::Result<()> {

@@ -118,6 +118,24 @@ impl Frr {
         self.zebra.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// The dir of the vty sockets: `vtysh --vty_socket DIR` reaches this instance.
+    pub fn vty_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether zebra, bgpd or bfdd exited (each reaped then, so none is left a zombie;
+    /// for an owner that watches them, like `strait-testbed up`).
+    pub fn exited(&mut self) -> bool {
+        let mut any = false;
+        for c in [&mut self.zebra, &mut self.bgpd, &mut self.bfdd]
+            .into_iter()
+            .flatten()
+        {
+            any |= !matches!(c.try_wait(), Ok(None));
+        }
+        any
+    }
+
     /// `vtysh --vty_socket DIR -c CMD`, its output.
     pub fn vtysh(&self, cmd: &str) -> io::Result<String> {
         let out = Command::new("vtysh")
