@@ -443,12 +443,25 @@ fn render_routes(r: &RouteReport) -> String {
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));
     }
+    for o in &r.overrides {
+        s.push_str(&format!(
+            "OVERRIDDEN: block {} ({}): kernel route {}: {}\n",
+            o.block,
+            o.node.as_deref().unwrap_or("no node"),
+            o.route,
+            o.reason
+        ));
+    }
     s.push_str(&format!(
-        "{} ok, {} missing, {} stale\n",
+        "{} ok, {} missing, {} stale",
         r.count(EntryState::Ok),
         r.count(EntryState::Missing),
         r.count(EntryState::Stale)
     ));
+    if !r.overrides.is_empty() {
+        s.push_str(&format!(", {} overridden", r.overrides.len()));
+    }
+    s.push('\n');
     s
 }
 
@@ -658,6 +671,19 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("1 ok, 1 missing, 1 stale"), "{out}");
+        let mut overridden = r.clone();
+        overridden.overrides = vec![strait_api::routes::RouteOverride {
+            route: "10.244.2.0/29 via 10.0.0.253 dev eth0 proto 12".into(),
+            block: "10.244.2.0/26".parse().expect("net"),
+            node: Some("h2".into()),
+            reason: "more specific than the block".into(),
+        }];
+        let out = render_routes(&overridden);
+        assert!(
+            out.contains("OVERRIDDEN: block 10.244.2.0/26 (h2): kernel route 10.244.2.0/29 via"),
+            "{out}"
+        );
+        assert!(out.contains("1 stale, 1 overridden"), "{out}");
         assert!(!r.converged());
     }
 
