@@ -132,7 +132,16 @@ impl RefusedRoutes {
     /// policy changed it (`None`: take it as it is): a refused announcement becomes a
     /// withdrawal, so a route taken earlier and refused now leaves the RIB. Records
     /// what was refused and forgets what was withdrawn or taken.
-    pub fn filter(&mut self, policy: &ImportPolicy, update: &RouteUpdate) -> Option<RouteUpdate> {
+    ///
+    /// `loop_asn`: an eBGP peer's routes whose AS_PATH holds our AS are left as they
+    /// are, for the RIB to drop as loops (RFC 4271 §9.1.2) without counting them here:
+    /// a ToR sends a rack's blocks to every host of that rack, and those are no hijack.
+    pub fn filter(
+        &mut self,
+        policy: &ImportPolicy,
+        update: &RouteUpdate,
+        loop_asn: Option<u32>,
+    ) -> Option<RouteUpdate> {
         for p in &update.withdrawn {
             self.routes.remove(&p.trunc());
         }
@@ -145,6 +154,10 @@ impl RefusedRoutes {
         };
         let mut changed = false;
         for (prefixes, attrs) in &update.announced {
+            if loop_asn.is_some_and(|asn| attrs.as_path.contains(asn)) {
+                out.announced.push((prefixes.clone(), Arc::clone(attrs)));
+                continue;
+            }
             let mut taken = Vec::with_capacity(prefixes.len());
             for p in prefixes {
                 let p = p.trunc();
@@ -304,7 +317,11 @@ mod tests {
         };
         let mut refused = RefusedRoutes::default();
         let out = refused
-            .filter(&policy, &update(&["10.244.2.0/29", "192.0.2.0/24"], &[]))
+            .filter(
+                &policy,
+                &update(&["10.244.2.0/29", "192.0.2.0/24"], &[]),
+                None,
+            )
             .expect("changed");
         assert_eq!(out.announced.len(), 1);
         assert_eq!(out.announced[0].0, [net("192.0.2.0/24")]);
@@ -321,24 +338,53 @@ mod tests {
         // Nothing refused: the UPDATE goes as it is.
         assert!(
             refused
-                .filter(&policy, &update(&["198.51.100.0/24"], &[]))
+                .filter(&policy, &update(&["198.51.100.0/24"], &[]), None)
                 .is_none()
         );
         assert_eq!(refused.len(), 1);
         // Withdrawn by the peer: no longer counted.
         assert!(
             refused
-                .filter(&policy, &update(&[], &["10.244.2.0/29"]))
+                .filter(&policy, &update(&[], &["10.244.2.0/29"]), None)
                 .is_none()
         );
         assert!(refused.is_empty());
         // No policy: nothing changes, nothing is counted.
         assert!(
             refused
-                .filter(&ImportPolicy::default(), &update(&["10.244.2.0/29"], &[]))
+                .filter(
+                    &ImportPolicy::default(),
+                    &update(&["10.244.2.0/29"], &[]),
+                    None
+                )
                 .is_none()
         );
         assert!(refused.is_empty());
+    }
+
+    #[test]
+    fn an_ebgp_loop_is_left_to_the_rib_and_not_counted() {
+        let policy = ImportPolicy {
+            protected: vec![net("10.244.0.0/16")],
+            ..ImportPolicy::default()
+        };
+        let mut looped = update(&["10.244.1.0/26"], &[]);
+        let attrs = Arc::make_mut(&mut looped.announced[0].1);
+        attrs.as_path = crate::codec::AsPath {
+            segments: vec![crate::codec::AsSegment {
+                kind: crate::codec::SegmentKind::Sequence,
+                asns: vec![65000, 65001],
+            }],
+        };
+        let mut refused = RefusedRoutes::default();
+        assert!(refused.filter(&policy, &looped, Some(65001)).is_none());
+        assert!(refused.is_empty(), "a loop is no hijack");
+        // Not our AS in the path (or an iBGP peer): the policy applies.
+        assert!(refused.filter(&policy, &looped, Some(64512)).is_some());
+        assert_eq!(refused.len(), 1);
+        refused.clear();
+        assert!(refused.filter(&policy, &looped, None).is_some());
+        assert_eq!(refused.len(), 1);
     }
 
     #[test]

@@ -920,7 +920,10 @@ impl Owner {
         if let Some(p) = self.peers.get_mut(&addr)
             && p.up.is_some()
         {
-            filtered = p.refused.filter(&p.spec.import, update);
+            let ebgp = p.spec.asn != self.cfg.asn;
+            filtered = p
+                .refused
+                .filter(&p.spec.import, update, ebgp.then_some(self.cfg.asn));
             if let Some(limit) = p.spec.max_prefixes
                 && p.refused.len() > limit
             {
