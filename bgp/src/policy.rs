@@ -1,16 +1,21 @@
-//! Per-peer route filters (docs/bgp.md "Import and export policy"): prefix lists for
-//! both directions and the protected prefixes a peer may not announce. Pure data and
-//! pure decisions; the speaker applies them ([`crate::speaker::PeerSpec::import`] before
-//! the RIB sees an UPDATE, [`crate::speaker::PeerSpec::export`] through the RIB's export
-//! hook).
+//! Per-peer route filters (docs/bgp.md "Import policy"): prefix lists for both
+//! directions, and the fabric's protected address space external peers may not
+//! announce into. Pure data and pure decisions; the speaker applies them
+//! ([`crate::speaker::PeerSpec::import`] before the RIB sees an UPDATE,
+//! [`crate::speaker::PeerSpec::export`] through the RIB's export hook).
 //!
-//! Why protected prefixes: a peer announcing a prefix inside one of a fabric's own
-//! blocks (a /29 of another node's block, say) wins by longest match and takes that
-//! traffic away. Such a prefix is refused, counted and listed, unless the peer's allow
-//! list covers it. A shorter prefix that covers a protected one (a default route, an
-//! aggregate) is not refused: longest match keeps the protected routes first.
+//! Why protected prefixes: a peer announcing a prefix inside one of a fabric's blocks
+//! (a /29 of another node's block, say) wins by longest match and takes that traffic
+//! away. Inside the protected prefixes (the pools) a peer that protects may announce
+//! only what the fabric expects from outside ([`Protected::expected`]: another node's
+//! block, the host route of an address another node borrowed, as a ToR relays them);
+//! anything else there is refused, counted and listed, unless the peer's allow list
+//! covers it. A shorter prefix that covers a protected one (a default route, an
+//! aggregate) is not refused: longest match keeps the fabric's routes first.
+//! Refused routes are kept with their attributes, so a prefix that becomes expected
+//! later (a block allocated after its route arrived) is taken then.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -73,8 +78,8 @@ impl PrefixFilter {
 /// Why a route a peer announced was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
-    /// Equal to or inside a protected prefix (a pool or block of the fabric), and not
-    /// on the peer's allow list.
+    /// Equal to or inside this protected prefix, not expected from outside and not on
+    /// the peer's allow list.
     Protected(IpNet),
     /// Denied by the peer's import prefix list.
     Filtered,
@@ -83,18 +88,39 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Protected(p) => write!(f, "inside {p}, which the cluster owns"),
+            Refusal::Protected(p) => write!(
+                f,
+                "inside {p}, which the cluster owns, and not a block of another node"
+            ),
             Refusal::Filtered => f.write_str("denied by the import filter"),
         }
+    }
+}
+
+/// The fabric's address space as external peers may touch it: speaker-wide, changed
+/// without restarting sessions ([`crate::speaker::Speaker::set_protected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// Nothing equal to or inside these (the pools) comes from a protecting peer…
+    pub prefixes: Vec<IpNet>,
+    /// …but exactly these prefixes (other nodes' blocks and borrowed addresses).
+    pub expected: HashSet<IpNet>,
+}
+
+impl Protected {
+    /// The protected prefix `p` is in, when `p` is not expected.
+    fn refuses(&self, p: &IpNet) -> Option<IpNet> {
+        let owner = self.prefixes.iter().find(|q| q.contains(p))?;
+        (!self.expected.contains(p)).then_some(*owner)
     }
 }
 
 /// What one peer's announcements must pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ImportPolicy {
-    /// Prefixes the peer may not announce, nor anything inside them.
-    pub protected: Vec<IpNet>,
-    /// Exceptions to `protected`: announcements inside these are not refused for it.
+    /// Refuse what [`Protected`] refuses (external peers; not the fabric's own nodes).
+    pub protect: bool,
+    /// Exceptions to the protection: announcements inside these are not refused for it.
     pub allow: Vec<IpNet>,
     pub filter: PrefixFilter,
 }
@@ -102,15 +128,16 @@ pub struct ImportPolicy {
 impl ImportPolicy {
     /// Whether the policy refuses nothing (the speaker skips it then).
     pub fn is_empty(&self) -> bool {
-        self.protected.is_empty() && self.filter.rules.is_empty()
+        !self.protect && self.filter.rules.is_empty()
     }
 
     /// Takes or refuses one announced prefix.
-    pub fn check(&self, p: &IpNet) -> Result<(), Refusal> {
-        if let Some(owner) = self.protected.iter().find(|q| q.contains(p))
+    pub fn check(&self, protected: &Protected, p: &IpNet) -> Result<(), Refusal> {
+        if self.protect
+            && let Some(owner) = protected.refuses(p)
             && !self.allow.iter().any(|a| a.contains(p))
         {
-            return Err(Refusal::Protected(*owner));
+            return Err(Refusal::Protected(owner));
         }
         if !self.filter.permits(p) {
             return Err(Refusal::Filtered);
@@ -119,12 +146,12 @@ impl ImportPolicy {
     }
 }
 
-/// The routes one peer announced and its [`ImportPolicy`] refused, by prefix: what
-/// `refused` counts and lists. A withdrawal takes a prefix off; the session going
-/// down clears it (the next session announces again).
+/// The routes one peer announced and its [`ImportPolicy`] refused, by prefix, with
+/// their attributes: what `refused` counts and lists. A withdrawal takes a prefix off;
+/// the session going down clears it (the next session announces again).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefusedRoutes {
-    routes: BTreeMap<IpNet, Refusal>,
+    routes: BTreeMap<IpNet, (Refusal, Arc<Attrs>)>,
 }
 
 impl RefusedRoutes {
@@ -139,6 +166,7 @@ impl RefusedRoutes {
     pub fn filter(
         &mut self,
         policy: &ImportPolicy,
+        protected: &Protected,
         update: &RouteUpdate,
         loop_asn: Option<u32>,
     ) -> Option<RouteUpdate> {
@@ -161,14 +189,14 @@ impl RefusedRoutes {
             let mut taken = Vec::with_capacity(prefixes.len());
             for p in prefixes {
                 let p = p.trunc();
-                match policy.check(&p) {
+                match policy.check(protected, &p) {
                     Ok(()) => {
                         self.routes.remove(&p);
                         taken.push(p);
                     }
                     Err(why) => {
                         changed = true;
-                        self.routes.insert(p, why);
+                        self.routes.insert(p, (why, Arc::clone(attrs)));
                         out.withdrawn.push(p);
                     }
                 }
@@ -178,6 +206,30 @@ impl RefusedRoutes {
             }
         }
         changed.then_some(out)
+    }
+
+    /// After [`Protected`] changed: the refused routes `policy` takes now leave the
+    /// list and come back as announcements for the RIB.
+    pub fn release(&mut self, policy: &ImportPolicy, protected: &Protected) -> RouteUpdate {
+        let now_ok: Vec<IpNet> = self
+            .routes
+            .keys()
+            .filter(|p| policy.check(protected, p).is_ok())
+            .copied()
+            .collect();
+        let mut out = RouteUpdate::default();
+        for p in now_ok {
+            if let Some((_, attrs)) = self.routes.remove(&p) {
+                out.announced.push((vec![p], attrs));
+            }
+        }
+        out
+    }
+
+    /// Records a route taken earlier that `why` refuses now (its withdrawal from the
+    /// RIB is the caller's).
+    pub fn refuse(&mut self, prefix: IpNet, why: Refusal, attrs: Arc<Attrs>) {
+        self.routes.insert(prefix, (why, attrs));
     }
 
     pub fn len(&self) -> usize {
@@ -194,7 +246,7 @@ impl RefusedRoutes {
 
     /// By prefix.
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Refusal)> {
-        self.routes.iter()
+        self.routes.iter().map(|(p, (why, _))| (p, why))
     }
 }
 
@@ -274,29 +326,49 @@ mod tests {
         assert!(PrefixFilter::default().permits(&net("0.0.0.0/0")));
     }
 
-    #[test]
-    fn a_prefix_inside_a_protected_one_is_refused_unless_allowed() {
-        let mut policy = ImportPolicy {
-            protected: vec![net("10.244.0.0/16"), net("fd00:244::/48")],
+    fn protected(expected: &[&str]) -> Protected {
+        Protected {
+            prefixes: vec![net("10.244.0.0/16"), net("fd00:244::/48")],
+            expected: expected.iter().map(|p| net(p)).collect(),
+        }
+    }
+
+    fn protecting() -> ImportPolicy {
+        ImportPolicy {
+            protect: true,
             ..ImportPolicy::default()
-        };
-        let block = net("10.244.0.0/16");
-        assert_eq!(
-            policy.check(&net("10.244.2.0/29")),
-            Err(Refusal::Protected(block))
-        );
-        assert_eq!(
-            policy.check(&net("10.244.0.0/16")),
-            Err(Refusal::Protected(block))
-        );
-        assert!(policy.check(&net("fd00:244:0:1::/64")).is_err());
+        }
+    }
+
+    #[test]
+    fn inside_the_pools_only_other_nodes_prefixes_pass_unless_allowed() {
+        let prot = protected(&["10.244.2.0/26", "10.244.1.7/32"]);
+        let mut policy = protecting();
+        let pool = net("10.244.0.0/16");
+        // Another node's block and a borrowed address, as a ToR relays them: taken.
+        assert_eq!(policy.check(&prot, &net("10.244.2.0/26")), Ok(()));
+        assert_eq!(policy.check(&prot, &net("10.244.1.7/32")), Ok(()));
+        // A /29 of that block, a pool's unallocated part, the whole pool: refused.
+        for p in ["10.244.2.0/29", "10.244.9.0/26", "10.244.0.0/16"] {
+            assert_eq!(
+                policy.check(&prot, &net(p)),
+                Err(Refusal::Protected(pool)),
+                "{p}"
+            );
+        }
+        assert!(policy.check(&prot, &net("fd00:244:0:1::/64")).is_err());
         // Outside, or covering (a default route, an aggregate): taken.
-        assert_eq!(policy.check(&net("192.0.2.0/24")), Ok(()));
-        assert_eq!(policy.check(&net("0.0.0.0/0")), Ok(()));
-        assert_eq!(policy.check(&net("10.0.0.0/8")), Ok(()));
+        for p in ["192.0.2.0/24", "0.0.0.0/0", "10.0.0.0/8"] {
+            assert_eq!(policy.check(&prot, &net(p)), Ok(()), "{p}");
+        }
         policy.allow = vec![net("10.244.200.0/24")];
-        assert_eq!(policy.check(&net("10.244.200.0/26")), Ok(()));
-        assert!(policy.check(&net("10.244.201.0/26")).is_err());
+        assert_eq!(policy.check(&prot, &net("10.244.200.0/26")), Ok(()));
+        assert!(policy.check(&prot, &net("10.244.201.0/26")).is_err());
+        // A node's peer does not protect.
+        assert_eq!(
+            ImportPolicy::default().check(&prot, &net("10.244.2.0/29")),
+            Ok(())
+        );
     }
 
     fn update(announced: &[&str], withdrawn: &[&str]) -> RouteUpdate {
@@ -311,14 +383,13 @@ mod tests {
 
     #[test]
     fn refused_announcements_become_withdrawals_and_are_listed_until_withdrawn() {
-        let policy = ImportPolicy {
-            protected: vec![net("10.244.0.0/16")],
-            ..ImportPolicy::default()
-        };
+        let prot = protected(&[]);
+        let policy = protecting();
         let mut refused = RefusedRoutes::default();
         let out = refused
             .filter(
                 &policy,
+                &prot,
                 &update(&["10.244.2.0/29", "192.0.2.0/24"], &[]),
                 None,
             )
@@ -326,48 +397,56 @@ mod tests {
         assert_eq!(out.announced.len(), 1);
         assert_eq!(out.announced[0].0, [net("192.0.2.0/24")]);
         assert_eq!(out.withdrawn, [net("10.244.2.0/29")]);
-        assert_eq!(refused.len(), 1);
-        let (p, why) = refused.iter().next().expect("one");
+        let listed: Vec<_> = refused.iter().map(|(p, w)| (*p, *w)).collect();
         assert_eq!(
-            (*p, *why),
-            (
+            listed,
+            [(
                 net("10.244.2.0/29"),
                 Refusal::Protected(net("10.244.0.0/16"))
-            )
+            )]
         );
         // Nothing refused: the UPDATE goes as it is.
-        assert!(
-            refused
-                .filter(&policy, &update(&["198.51.100.0/24"], &[]), None)
-                .is_none()
-        );
+        let plain = update(&["198.51.100.0/24"], &[]);
+        assert!(refused.filter(&policy, &prot, &plain, None).is_none());
         assert_eq!(refused.len(), 1);
-        // Withdrawn by the peer: no longer counted.
-        assert!(
-            refused
-                .filter(&policy, &update(&[], &["10.244.2.0/29"]), None)
-                .is_none()
-        );
+        // Withdrawn by the peer: no longer listed.
+        let gone = update(&[], &["10.244.2.0/29"]);
+        assert!(refused.filter(&policy, &prot, &gone, None).is_none());
         assert!(refused.is_empty());
         // No policy: nothing changes, nothing is counted.
-        assert!(
-            refused
-                .filter(
-                    &ImportPolicy::default(),
-                    &update(&["10.244.2.0/29"], &[]),
-                    None
-                )
-                .is_none()
-        );
+        let hijack = update(&["10.244.2.0/29"], &[]);
+        let none = ImportPolicy::default();
+        assert!(refused.filter(&none, &prot, &hijack, None).is_none());
         assert!(refused.is_empty());
     }
 
     #[test]
+    fn a_refused_route_that_becomes_expected_is_released_with_its_attributes() {
+        let policy = protecting();
+        let mut refused = RefusedRoutes::default();
+        let block = update(&["10.244.3.0/26"], &[]);
+        refused.filter(&policy, &protected(&[]), &block, None);
+        assert_eq!(refused.len(), 1);
+        let out = refused.release(&policy, &protected(&["10.244.3.0/26"]));
+        assert!(refused.is_empty());
+        assert_eq!(out.announced.len(), 1);
+        assert_eq!(out.announced[0].0, [net("10.244.3.0/26")]);
+        assert!(Arc::ptr_eq(&out.announced[0].1, &block.announced[0].1));
+        // Still refused: stays listed, nothing announced.
+        refused.filter(&policy, &protected(&[]), &block, None);
+        assert!(
+            refused
+                .release(&policy, &protected(&[]))
+                .announced
+                .is_empty()
+        );
+        assert_eq!(refused.len(), 1);
+    }
+
+    #[test]
     fn an_ebgp_loop_is_left_to_the_rib_and_not_counted() {
-        let policy = ImportPolicy {
-            protected: vec![net("10.244.0.0/16")],
-            ..ImportPolicy::default()
-        };
+        let prot = protected(&[]);
+        let policy = protecting();
         let mut looped = update(&["10.244.1.0/26"], &[]);
         let attrs = Arc::make_mut(&mut looped.announced[0].1);
         attrs.as_path = crate::codec::AsPath {
@@ -377,26 +456,35 @@ mod tests {
             }],
         };
         let mut refused = RefusedRoutes::default();
-        assert!(refused.filter(&policy, &looped, Some(65001)).is_none());
+        assert!(
+            refused
+                .filter(&policy, &prot, &looped, Some(65001))
+                .is_none()
+        );
         assert!(refused.is_empty(), "a loop is no hijack");
         // Not our AS in the path (or an iBGP peer): the policy applies.
-        assert!(refused.filter(&policy, &looped, Some(64512)).is_some());
+        assert!(
+            refused
+                .filter(&policy, &prot, &looped, Some(64512))
+                .is_some()
+        );
         assert_eq!(refused.len(), 1);
         refused.clear();
-        assert!(refused.filter(&policy, &looped, None).is_some());
+        assert!(refused.filter(&policy, &prot, &looped, None).is_some());
         assert_eq!(refused.len(), 1);
     }
 
     #[test]
-    fn the_import_filter_applies_after_the_protected_prefixes() {
+    fn the_import_filter_applies_after_the_protection() {
         let policy = ImportPolicy {
-            protected: vec![net("10.244.0.0/16")],
+            protect: true,
             allow: vec![net("10.244.0.0/16")],
             filter: PrefixFilter::new(vec![rule(true, "192.0.2.0/24", None, None)]),
         };
-        assert_eq!(policy.check(&net("192.0.2.0/24")), Ok(()));
+        let prot = protected(&[]);
+        assert_eq!(policy.check(&prot, &net("192.0.2.0/24")), Ok(()));
         assert_eq!(
-            policy.check(&net("10.244.1.0/26")),
+            policy.check(&prot, &net("10.244.1.0/26")),
             Err(Refusal::Filtered),
             "allowed past the protection, still filtered"
         );

@@ -1,15 +1,18 @@
 //! A peer's own settings against a plain session on loopback (no root): its import
-//! policy (protected prefixes refused, counted and listed; the rest taken), its export
+//! policy (inside the protected address space only what is expected is taken; the
+//! rest there refused, counted and listed, judged again when the address space
+//! changes; outside it everything taken), its export
 //! prefix list, its prefix limit over refused routes, and its session options (hold
 //! time and graceful restart in our OPEN, passive: no connection of ours).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use strait_bgp::codec::{AfiSafi, Capability, GracefulRestart, GracefulRestartFamily, Update};
 use strait_bgp::fsm::{self, DownReason};
-use strait_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule, Refusal};
+use strait_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule, Protected, Refusal};
 use strait_bgp::rib::{AcceptAll, RouteUpdate};
 use strait_bgp::session::{
     Listener, SessionConfig, SessionEvent, SessionHandle, announce_v4, withdrawal,
@@ -114,18 +117,54 @@ fn permit(prefix: &str) -> PrefixRule {
     }
 }
 
+/// Applies FIB events to `fib` until `done` holds of it.
+async fn fib_until(
+    events: &mut tokio::sync::mpsc::Receiver<FibEvent>,
+    fib: &mut BTreeSet<IpNet>,
+    what: &str,
+    done: impl Fn(&BTreeSet<IpNet>) -> bool,
+) {
+    while !done(fib) {
+        let ev = tokio::time::timeout(LIMIT, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: FIB {fib:?}"))
+            .expect("speaker running");
+        if let FibEvent::Changes(changes) = ev {
+            for c in changes {
+                if c.next_hops.is_empty() {
+                    fib.remove(&c.prefix);
+                } else {
+                    fib.insert(c.prefix);
+                }
+            }
+        }
+    }
+}
+
+fn protected(expected: &[&str]) -> Protected {
+    Protected {
+        prefixes: vec![net("10.244.0.0/16")],
+        expected: expected.iter().map(|p| net(p)).collect(),
+    }
+}
+
 #[tokio::test]
 async fn a_peers_routes_inside_the_protected_prefixes_are_refused_and_counted() {
     let (listener, mut peer) = passive_peer();
-    let (speaker, mut fib) = speaker().await;
+    let (speaker, mut events) = speaker().await;
     speaker
         .set_originated(vec![net("10.244.1.0/26"), net("10.244.2.0/26")])
+        .await
+        .unwrap();
+    // 10.244.3.0/26 is another node's block, which a ToR relays.
+    speaker
+        .set_protected(protected(&["10.244.3.0/26"]))
         .await
         .unwrap();
     let mut spec = PeerSpec::new(IpAddr::V4(PEER), PEER_ASN);
     spec.port = listener.local_addr().port();
     spec.import = ImportPolicy {
-        protected: vec![net("10.244.0.0/16")],
+        protect: true,
         ..ImportPolicy::default()
     };
     spec.export = PrefixFilter::new(vec![permit("10.244.1.0/26")]);
@@ -153,41 +192,59 @@ async fn a_peers_routes_inside_the_protected_prefixes_are_refused_and_counted() 
         .collect();
     assert_eq!(sent, [net("10.244.1.0/26")]);
 
-    // A /29 of a block (a hijack) and a prefix outside: the first refused.
-    let nh = PEER;
+    // A /29 of a block (a hijack), a block nobody has, another node's block and a
+    // prefix outside the pools.
     let hijack = net("10.244.2.0/29");
-    let outside = net("192.0.2.0/24");
-    let u = announce_v4(
-        PEER_ASN,
-        true,
-        nh,
-        &[
-            "10.244.2.0/29".parse().unwrap(),
-            "192.0.2.0/24".parse().unwrap(),
-        ],
-    );
-    peer.send_update(u).await.unwrap();
-    let ev = tokio::time::timeout(LIMIT, fib.recv())
+    let announced: Vec<_> = [
+        "10.244.2.0/29",
+        "10.244.4.0/26",
+        "10.244.3.0/26",
+        "192.0.2.0/24",
+    ]
+    .iter()
+    .map(|p| p.parse().unwrap())
+    .collect();
+    peer.send_update(announce_v4(PEER_ASN, true, PEER, &announced))
         .await
-        .expect("a FIB change within the bound")
         .unwrap();
-    let FibEvent::Changes(changes) = ev else {
-        panic!("expected changes, got {ev:?}");
-    };
-    let prefixes: Vec<IpNet> = changes.iter().map(|c| c.prefix).collect();
-    assert_eq!(prefixes, [outside], "only the prefix outside the pools");
-    let s = status_until(&speaker, PEER, "one refused", |s| s.refused == 1).await;
-    assert_eq!(s.received, 1, "the refused route is not received: {s:?}");
+    let mut fib = BTreeSet::new();
+    fib_until(&mut events, &mut fib, "taken", |f| f.len() == 2).await;
+    assert_eq!(
+        fib.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["10.244.3.0/26", "192.0.2.0/24"]
+    );
+    let s = status_until(&speaker, PEER, "two refused", |s| s.refused == 2).await;
+    assert_eq!(s.received, 2, "refused routes are not received: {s:?}");
     let refused = speaker.refused(None).await;
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(refused[0].prefix, hijack);
-    assert_eq!(refused[0].reason, Refusal::Protected(net("10.244.0.0/16")));
+    let listed: Vec<(IpNet, Refusal)> = refused.iter().map(|r| (r.prefix, r.reason)).collect();
+    let pool = Refusal::Protected(net("10.244.0.0/16"));
+    assert_eq!(listed, [(hijack, pool), (net("10.244.4.0/26"), pool)]);
     assert!(speaker.rib(Some(hijack)).await.is_empty());
+
+    // 10.244.4.0/26 allocated to a node, 10.244.3.0/26 released: judged again at once,
+    // the session stays up.
+    speaker
+        .set_protected(protected(&["10.244.4.0/26"]))
+        .await
+        .unwrap();
+    fib_until(&mut events, &mut fib, "judged again", |f| {
+        f.contains(&net("10.244.4.0/26")) && !f.contains(&net("10.244.3.0/26"))
+    })
+    .await;
+    let refused: Vec<IpNet> = speaker
+        .refused(None)
+        .await
+        .iter()
+        .map(|r| r.prefix)
+        .collect();
+    assert_eq!(refused, [hijack, net("10.244.3.0/26")]);
+    let s = status_until(&speaker, PEER, "still up", |s| s.refused == 2).await;
+    assert_eq!(s.state, fsm::State::Established);
 
     // Withdrawn by the peer: no longer listed.
     peer.send_update(withdrawal(&[hijack])).await.unwrap();
-    status_until(&speaker, PEER, "refused withdrawn", |s| s.refused == 0).await;
-    assert!(speaker.refused(Some(IpAddr::V4(PEER))).await.is_empty());
+    status_until(&speaker, PEER, "refused withdrawn", |s| s.refused == 1).await;
+    assert_eq!(speaker.refused(Some(IpAddr::V4(PEER))).await.len(), 1);
     speaker.shutdown().await;
     drop(listener);
 }
@@ -200,9 +257,10 @@ async fn more_refused_routes_than_the_prefix_limit_end_the_session() {
     spec.port = listener.local_addr().port();
     spec.max_prefixes = Some(2);
     spec.import = ImportPolicy {
-        protected: vec![net("10.244.0.0/16")],
+        protect: true,
         ..ImportPolicy::default()
     };
+    speaker.set_protected(protected(&[])).await.unwrap();
     speaker.set_peers(vec![spec]).await.unwrap();
     up(&mut peer).await;
     let within: Vec<_> = ["10.244.1.0/29", "10.244.1.8/29"]

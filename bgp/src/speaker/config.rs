@@ -105,8 +105,9 @@ pub struct PeerSpec {
     /// Announce graceful restart (RFC 4724) to it and keep its routes while it
     /// restarts, when the speaker has it on ([`SpeakerConfig::graceful_restart`]).
     pub graceful_restart: bool,
-    /// What its announcements must pass; refused ones are counted and listed
-    /// ([`super::Speaker::refused`]), never reach the RIB.
+    /// What its announcements must pass (with the speaker's protected address space,
+    /// [`super::Speaker::set_protected`], when it protects); refused ones are counted
+    /// and listed ([`super::Speaker::refused`]), never reach the RIB.
     pub import: ImportPolicy,
     /// What it is sent: best paths this list denies are kept from it.
     pub export: PrefixFilter,

@@ -30,8 +30,10 @@
 //! - Import and export policy ([`crate::policy`]): a peer's announcements pass its
 //!   [`PeerSpec::import`] before the RIB sees them (refused ones become withdrawals,
 //!   are counted in [`PeerStatus::refused`] and listed by [`Speaker::refused`]); the
-//!   best paths sent to it pass its [`PeerSpec::export`]. A changed policy is a changed
-//!   spec: the session restarts and the peer's table is taken again.
+//!   best paths sent to it pass its [`PeerSpec::export`]. A changed peer policy is a
+//!   changed spec: the session restarts and the peer's table is taken again. The
+//!   protected address space ([`Speaker::set_protected`]) changes without restarts:
+//!   refused routes are kept with their attributes and judged again.
 //! - Max-prefix: the UPDATE past the limit (accepted routes, or refused ones) is refused, Cease/1 (RFC 4486) is sent and
 //!   the routes are withdrawn; the session stays down for [`MAX_PREFIX_RESTART`], then
 //!   starts again.
@@ -158,6 +160,17 @@ impl Speaker {
         self.ask(|tx| Request::Rib(prefix, tx))
             .await
             .unwrap_or_default()
+    }
+
+    /// The address space peers whose [`PeerSpec::import`] protects may not announce
+    /// into (see [`crate::policy::Protected`]). Applied at once to what they announced,
+    /// no session restarts; set it before the peers so their first routes are judged
+    /// by it.
+    pub async fn set_protected(
+        &self,
+        protected: crate::policy::Protected,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Request::SetProtected(protected, tx)).await
     }
 
     /// The routes the peers' import policies refused (of `peer`, or every peer), by

@@ -23,7 +23,7 @@ use crate::codec::{
     NextHop, Notification, PathAttribute, Update, codes,
 };
 use crate::fsm::{self, DownReason, Negotiated, State};
-use crate::policy::{ExportFilters, RefusedRoutes};
+use crate::policy::{ExportFilters, Protected, RefusedRoutes};
 use crate::rib::{
     Attrs, Changes, FibChange, MaxPrefixesExceeded, PeerConfig, Rib, RibError, RouteUpdate,
 };
@@ -63,6 +63,7 @@ pub(super) enum Request {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Rib(Option<IpNet>, oneshot::Sender<Vec<RibEntry>>),
     Refused(Option<IpAddr>, oneshot::Sender<Vec<RefusedRoute>>),
+    SetProtected(Protected, oneshot::Sender<()>),
     /// `graceful`: close the connections without a NOTIFICATION.
     Shutdown {
         graceful: bool,
@@ -149,6 +150,8 @@ pub(super) struct Owner {
     originated: HashSet<IpNet>,
     /// Each peer's export prefix list, read by the RIB's export hook.
     export_filters: ExportFilters,
+    /// The address space protecting peers may not announce into.
+    protected: Protected,
 }
 
 /// An address as a peer's: IPv4 peers reaching a dual-stack socket show up mapped.
@@ -227,6 +230,7 @@ impl Owner {
             converge_at,
             originated: HashSet::new(),
             export_filters,
+            protected: Protected::default(),
         };
         tokio::spawn(owner.run(requests, inputs_rx))
     }
@@ -310,6 +314,10 @@ impl Owner {
             }
             Request::Refused(peer, reply) => {
                 let _ = reply.send(self.refused(peer));
+            }
+            Request::SetProtected(protected, reply) => {
+                self.set_protected(protected);
+                let _ = reply.send(());
             }
             Request::Shutdown { .. } => unreachable!("handled by run"),
         }
@@ -921,9 +929,12 @@ impl Owner {
             && p.up.is_some()
         {
             let ebgp = p.spec.asn != self.cfg.asn;
-            filtered = p
-                .refused
-                .filter(&p.spec.import, update, ebgp.then_some(self.cfg.asn));
+            filtered = p.refused.filter(
+                &p.spec.import,
+                &self.protected,
+                update,
+                ebgp.then_some(self.cfg.asn),
+            );
             if let Some(limit) = p.spec.max_prefixes
                 && p.refused.len() > limit
             {
@@ -945,35 +956,81 @@ impl Owner {
                 });
             }
         }
-        let result = match refused_past {
-            Some(e) => Err(RibError::MaxPrefixes(e)),
-            None => self.rib.update(addr, filtered.as_ref().unwrap_or(update)),
-        };
-        match result {
-            Ok(c) => self.apply(c),
-            Err(RibError::MaxPrefixes(e)) => {
-                if let Some(p) = self.peers.get_mut(&addr)
-                    && p.our_reset.is_none()
-                {
-                    tracing::warn!(peer = %addr, limit = e.limit, refused = p.refused.len(), "bgp: maximum prefixes exceeded");
-                    p.our_reset = Some(format!(
-                        "maximum prefixes exceeded (limit {}), sent NOTIFICATION 6/1",
-                        e.limit
-                    ));
-                    p.session.reset(Some(e.notification()));
-                    // Stopped after the reset's Down, so it stays down for a while.
-                    p.session.stop();
-                    p.restart_at = Some(Instant::now() + MAX_PREFIX_RESTART);
-                    // Its table will not come: convergence does not wait for it.
-                    p.initial_done = true;
-                }
-            }
-            Err(e) => tracing::debug!(peer = %addr, error = %e, "bgp: UPDATE ignored"),
+        match refused_past {
+            Some(e) => self.max_prefixes_exceeded(addr, &e),
+            None => self.rib_update(addr, filtered.as_ref().unwrap_or(update)),
         }
         if let Some(p) = self.peers.get_mut(&addr)
             && p.quiet_until.is_some()
         {
             p.quiet_until = Some(Instant::now() + INITIAL_QUIET);
+        }
+    }
+
+    /// One UPDATE (after the import policy) into the RIB.
+    fn rib_update(&mut self, addr: IpAddr, update: &RouteUpdate) {
+        match self.rib.update(addr, update) {
+            Ok(c) => self.apply(c),
+            Err(RibError::MaxPrefixes(e)) => self.max_prefixes_exceeded(addr, &e),
+            Err(e) => tracing::debug!(peer = %addr, error = %e, "bgp: UPDATE ignored"),
+        }
+    }
+
+    /// Cease/1 to the peer; its session stays down for [`MAX_PREFIX_RESTART`].
+    fn max_prefixes_exceeded(&mut self, addr: IpAddr, e: &MaxPrefixesExceeded) {
+        if let Some(p) = self.peers.get_mut(&addr)
+            && p.our_reset.is_none()
+        {
+            tracing::warn!(peer = %addr, limit = e.limit, refused = p.refused.len(), "bgp: maximum prefixes exceeded");
+            p.our_reset = Some(format!(
+                "maximum prefixes exceeded (limit {}), sent NOTIFICATION 6/1",
+                e.limit
+            ));
+            p.session.reset(Some(e.notification()));
+            // Stopped after the reset's Down, so it stays down for a while.
+            p.session.stop();
+            p.restart_at = Some(Instant::now() + MAX_PREFIX_RESTART);
+            // Its table will not come: convergence does not wait for it.
+            p.initial_done = true;
+        }
+    }
+
+    /// A new protected address space, without restarting any session: each
+    /// protecting peer's refused routes that pass now go into the RIB, and its routes
+    /// of prefixes no longer expected that fail now leave it (and are listed).
+    fn set_protected(&mut self, protected: Protected) {
+        if protected == self.protected {
+            return;
+        }
+        let old = mem::replace(&mut self.protected, protected);
+        let gone: Vec<IpNet> = old
+            .expected
+            .difference(&self.protected.expected)
+            .copied()
+            .collect();
+        let addrs: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up.is_some() && p.spec.import.protect)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in addrs {
+            let Some(p) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            let mut update = p.refused.release(&p.spec.import, &self.protected);
+            for prefix in &gone {
+                let Some((attrs, _)) = self.rib.adj_rib_in(addr, prefix) else {
+                    continue;
+                };
+                if let Err(why) = p.spec.import.check(&self.protected, prefix) {
+                    p.refused.refuse(*prefix, why, Arc::clone(attrs));
+                    update.withdrawn.push(*prefix);
+                }
+            }
+            if !update.announced.is_empty() || !update.withdrawn.is_empty() {
+                self.rib_update(addr, &update);
+            }
         }
     }
 

@@ -42,7 +42,7 @@ use strait_api::bgp::{
     BgpPeerStatus, BgpRefusedRoute, BgpRibEntry, ExternalPeer, NodeBgp, PeerKind,
 };
 use strait_api::routes::Warning;
-use strait_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule};
+use strait_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule, Protected};
 use strait_bgp::rib::AcceptAll;
 use strait_bgp::speaker::{BfdParams, FibEvent, PeerSpec, Speaker, SpeakerConfig, SpeakerError};
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
@@ -143,10 +143,9 @@ fn prefix_filter(rules: &[strait_api::bgp::PrefixRule]) -> PrefixFilter {
     )
 }
 
-/// The speaker's peer specification for a derived peer. An external peer may not
-/// announce into `protected` (the cluster's pools and blocks) but where its allow list
-/// says so.
-fn peer_spec(peer: &Peer, protected: &[IpNet]) -> PeerSpec {
+/// The speaker's peer specification for a derived peer. An external peer protects
+/// the cluster's address space ([`protected`]) but where its allow list says so.
+fn peer_spec(peer: &Peer) -> PeerSpec {
     let o = &peer.options;
     let mut spec = PeerSpec::new(peer.address, peer.asn);
     spec.rr_client = peer.rr_client;
@@ -171,31 +170,44 @@ fn peer_spec(peer: &Peer, protected: &[IpNet]) -> PeerSpec {
     spec.connect_retry = o.connect_retry.map(|s| Duration::from_secs(s.into()));
     spec.graceful_restart = o.graceful_restart;
     spec.export = prefix_filter(&o.export);
-    if peer.kind == PeerKind::External {
-        spec.import = ImportPolicy {
-            protected: protected.to_vec(),
-            allow: o.allow.clone(),
-            filter: prefix_filter(&o.import),
-        };
-    }
+    spec.import = ImportPolicy {
+        protect: peer.kind == PeerKind::External,
+        allow: o.allow.clone(),
+        filter: prefix_filter(&o.import),
+    };
     spec
 }
 
-/// What external peers may not announce into: this node's pools, and every block of
-/// the cluster outside them (a node with other pools). Blocks inside the pools are not
-/// listed one by one, so allocating one does not change every external peer's
-/// specification (which restarts its session).
-fn protected_prefixes(pools: &[IpNet], view: &ClusterView) -> Vec<IpNet> {
-    let mut out: Vec<IpNet> = pools.iter().map(IpNet::trunc).collect();
-    out.extend(
+/// What external peers may not announce into (docs/bgp.md "Import policy"): this
+/// node's pools and every block of the cluster outside them (a node with other pools),
+/// where only other nodes' prefixes are expected from outside: their blocks and the
+/// host routes of addresses they borrowed, as a ToR relays them. Anything else there
+/// (a /29 of a block, a block of this node, an unallocated part of a pool) would take
+/// traffic from the fabric.
+fn protected(node: &str, pools: &[IpNet], view: &ClusterView) -> Protected {
+    let mut prefixes: Vec<IpNet> = pools.iter().map(IpNet::trunc).collect();
+    prefixes.extend(
         view.blocks
             .keys()
             .filter(|b| !pools.iter().any(|p| p.contains(*b)))
             .copied(),
     );
-    out.sort();
-    out.dedup();
-    out
+    prefixes.sort();
+    prefixes.dedup();
+    let mut expected: std::collections::HashSet<IpNet> = view
+        .blocks
+        .iter()
+        .filter(|(_, affinity)| affinity.as_deref().is_some_and(|a| a != node))
+        .map(|(b, _)| *b)
+        .collect();
+    for lent in view.lent.values() {
+        expected.extend(
+            lent.iter()
+                .filter(|(_, holder)| holder.as_str() != node)
+                .map(|(ip, _)| IpNet::from(*ip)),
+        );
+    }
+    Protected { prefixes, expected }
 }
 
 /// This node's prefixes: what it originates (its blocks, and a host route for each
@@ -554,9 +566,13 @@ impl BgpFabric {
         };
         // Prefixes before peers: a restarted speaker's End-of-RIB follows its table.
         speaker.set_originated(originated.clone()).await?;
-        let protected = protected_prefixes(&self.cfg.pools, &inputs.view);
+        // The protected address space before the peers: their first routes are judged
+        // by it. It changes with every block, without restarting a session.
         speaker
-            .set_peers(peers.iter().map(|p| peer_spec(p, &protected)).collect())
+            .set_protected(protected(&self.cfg.node, &self.cfg.pools, &inputs.view))
+            .await?;
+        speaker
+            .set_peers(peers.iter().map(peer_spec).collect())
             .await?;
         debug!(
             peers = peers.len(),
@@ -727,8 +743,11 @@ mod tests {
             import: vec!["permit 192.0.2.0/24 le 28".parse().expect("rule")],
             export: vec!["deny 10.244.1.0/26".parse().expect("rule")],
         };
-        let protected = [net("10.244.0.0/16")];
-        let spec = peer_spec(&external(options), &protected);
+        let spec = peer_spec(&external(options));
+        let prot = Protected {
+            prefixes: vec![net("10.244.0.0/16")],
+            expected: [net("10.244.2.0/26")].into(),
+        };
         assert!(spec.passive);
         assert_eq!(spec.max_prefixes, Some(50));
         assert_eq!(spec.hold_time, Some(30));
@@ -738,41 +757,65 @@ mod tests {
         assert_eq!(bfd.desired_min_tx, Duration::from_millis(100));
         assert_eq!(bfd.required_min_rx, Duration::from_millis(100));
         assert_eq!(bfd.detect_mult, 5);
-        assert_eq!(spec.import.protected, protected);
+        assert!(spec.import.protect);
         assert_eq!(spec.import.allow, [net("10.244.200.0/24")]);
-        assert!(spec.import.check(&net("192.0.2.16/28")).is_ok());
-        assert!(spec.import.check(&net("198.51.100.0/24")).is_err());
+        assert!(spec.import.check(&prot, &net("192.0.2.16/28")).is_ok());
+        assert!(spec.import.check(&prot, &net("198.51.100.0/24")).is_err());
         assert!(
-            spec.import.check(&net("10.244.200.0/26")).is_err(),
+            spec.import.check(&prot, &net("10.244.200.0/26")).is_err(),
             "allowed, then filtered"
         );
         assert!(!spec.export.permits(&net("10.244.1.0/26")));
-        // Defaults: as before, but the cluster's pools protected.
-        let spec = peer_spec(&external(Default::default()), &protected);
+        // Defaults: as before, but the cluster's address space protected.
+        let spec = peer_spec(&external(Default::default()));
         assert!(!spec.passive && spec.graceful_restart && spec.max_prefixes.is_none());
         assert_eq!(spec.bfd, Some(BfdParams::default()));
-        assert!(spec.import.check(&net("10.244.2.0/29")).is_err());
-        assert!(spec.import.check(&net("192.0.2.0/24")).is_ok());
+        assert!(spec.import.check(&prot, &net("10.244.2.0/29")).is_err());
+        assert!(spec.import.check(&prot, &net("10.244.2.0/26")).is_ok());
+        assert!(spec.import.check(&prot, &net("192.0.2.0/24")).is_ok());
         // A node is never refused its blocks.
         let mut node = external(Default::default());
         node.kind = PeerKind::Node;
-        assert!(peer_spec(&node, &protected).import.is_empty());
+        assert!(peer_spec(&node).import.is_empty());
     }
 
     #[test]
-    fn protected_prefixes_are_the_pools_and_blocks_outside_them() {
+    fn protected_is_the_pools_where_only_other_nodes_prefixes_are_expected() {
         let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let mut view = ClusterView::default();
         view.blocks.insert(net("10.244.1.0/26"), Some("n1".into()));
+        view.blocks.insert(net("10.244.2.0/26"), Some("n2".into()));
+        view.blocks.insert(net("10.244.3.0/26"), None);
         view.blocks.insert(net("10.99.0.0/26"), Some("n9".into()));
-        let got = protected_prefixes(&[net("10.244.0.0/16"), net("fd00:244::/48")], &view);
+        // n2 borrowed 10.244.1.6 of n1's block; n1 borrowed 10.244.2.5 of n2's.
+        view.lent.insert(
+            net("10.244.1.0/26"),
+            [(ip("10.244.1.6"), "n2".to_string())].into(),
+        );
+        view.lent.insert(
+            net("10.244.2.0/26"),
+            [(ip("10.244.2.5"), "n1".to_string())].into(),
+        );
+        let got = protected("n1", &[net("10.244.0.0/16"), net("fd00:244::/48")], &view);
         assert_eq!(
-            got,
+            got.prefixes,
             [
                 net("10.99.0.0/26"),
                 net("10.244.0.0/16"),
                 net("fd00:244::/48")
             ]
+        );
+        let mut expected: Vec<IpNet> = got.expected.into_iter().collect();
+        expected.sort();
+        assert_eq!(
+            expected,
+            [
+                net("10.99.0.0/26"),
+                net("10.244.1.6/32"),
+                net("10.244.2.0/26")
+            ],
+            "other nodes' blocks and borrowed addresses; not n1's own, not unaffined"
         );
     }
 
