@@ -83,7 +83,8 @@ pub fn render_peers(peers: &[BgpPeerStatus]) -> String {
     let refused: u64 = peers.iter().map(|p| p.prefixes_refused).sum();
     if refused > 0 {
         out.push_str(&format!(
-            "\n{refused} routes refused by import policy (netctl bgp rib --refused)\n"
+            "\n{refused} route{} refused by import policy (netctl bgp rib --refused)\n",
+            if refused == 1 { "" } else { "s" }
         ));
     }
     out

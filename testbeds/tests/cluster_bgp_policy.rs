@@ -84,14 +84,34 @@ fn add_tor_peer(cluster: &Cluster, i: usize, extra: &[&str]) {
     assert!(ok, "netctl bgp peer add {name} {extra:?}: {out}");
 }
 
-/// Host `i`'s one peer (its ToR), as `netctl bgp peers` shows it.
-fn tor_status(cluster: &Cluster, i: usize) -> strait_api::bgp::BgpPeerStatus {
-    let peers = cluster.host(i).bgp_peers();
+/// Host `i`'s session with its ToR, as `netctl bgp peers` shows it (`None` until
+/// the speaker has the peer).
+fn tor_status(cluster: &Cluster, i: usize) -> Option<strait_api::bgp::BgpPeerStatus> {
     let tor = tor_ip(cluster.host(i).segment);
-    peers
+    cluster
+        .host(i)
+        .bgp_peers()
         .into_iter()
         .find(|p| p.address == tor)
-        .unwrap_or_else(|| panic!("h{}: no session with {tor}", i + 1))
+}
+
+/// Waits until host `i`'s session with its ToR satisfies `ok`; returns its status.
+fn wait_tor(
+    cluster: &Cluster,
+    i: usize,
+    what: &str,
+    ok: impl Fn(&strait_api::bgp::BgpPeerStatus) -> bool,
+) -> strait_api::bgp::BgpPeerStatus {
+    let mut last = None;
+    wait_until(&format!("h{}: {what}", i + 1), CONVERGE, POLL, || {
+        last = tor_status(cluster, i);
+        match &last {
+            Some(s) if ok(s) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap();
+    last.expect("seen")
 }
 
 /// `netctl -o json bgp rib --refused` on host `i`: (prefix, reason).
@@ -164,20 +184,7 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
     add_tor_peer(&cluster, 0, &["--hold-time", &H1_HOLD.to_string()]);
     add_tor_peer(&cluster, 1, &[]);
     for i in 0..2 {
-        wait_until(
-            &format!("h{} session with the ToR", i + 1),
-            CONVERGE,
-            POLL,
-            || {
-                let s = tor_status(&cluster, i);
-                if s.established() {
-                    Ok(())
-                } else {
-                    Err(format!("{s:?}"))
-                }
-            },
-        )
-        .unwrap();
+        wait_tor(&cluster, i, "session with the ToR", |s| s.established());
     }
     // The hold time given to netctl is in h1's OPEN: BIRD offered 90, 30 was agreed.
     let shown = tor
@@ -191,6 +198,7 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
         hold.trim_end().ends_with(&format!("/{H1_HOLD}")),
         "h1's hold time {H1_HOLD} negotiated: {hold}"
     );
+    eprintln!("h1's session as BIRD shows it: {}", hold.trim());
     probe::wait_ping(&c1.ns, c2.ip4(), CONVERGE).expect("c1 -> c2 through the ToR");
 
     // The ToR announces a /29 of h2's block (holding c2's address) and a prefix
@@ -214,9 +222,10 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
             POLL,
             || {
                 let s = tor_status(&cluster, i);
+                let counted = s.as_ref().is_some_and(|s| s.prefixes_refused >= 1);
                 let list = refused(&cluster, i);
                 match list.iter().find(|(p, _)| *p == hijack) {
-                    Some((_, why)) if s.prefixes_refused >= 1 => {
+                    Some((_, why)) if counted => {
                         assert!(why.contains("cluster owns"), "{why}");
                         Ok(())
                     }
@@ -233,6 +242,7 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
         );
     }
     let (_, table) = cluster.host(0).netctl(&["bgp", "peers"]);
+    eprintln!("netctl bgp peers on h1:\n{table}");
     assert!(
         table.contains("REFUSED") && table.contains("refused by import policy"),
         "{table}"
@@ -286,7 +296,8 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
         let filtered = list
             .iter()
             .any(|(p, why)| *p == outside && why.contains("import filter"));
-        if filtered && !has_route(&cluster, 0, outside) && tor_status(&cluster, 0).established() {
+        let up = tor_status(&cluster, 0).is_some_and(|s| s.established());
+        if filtered && !has_route(&cluster, 0, outside) && up {
             Ok(())
         } else {
             Err(format!("{list:?} {:?}", cluster.host(0).fabric_routes()))
@@ -310,22 +321,14 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
     // A prefix limit of 1: the ToR sends more (h2's blocks, the two statics): h1 ends
     // the session.
     add_tor_peer(&cluster, 0, &["--max-prefix", "1"]);
-    wait_until(
-        "h1's session ended by its prefix limit",
-        CONVERGE,
-        POLL,
-        || {
-            let s = tor_status(&cluster, 0);
-            match &s.last_error {
-                Some(e) if e.contains("maximum prefixes") && !s.established() => Ok(()),
-                _ => Err(format!("{s:?}")),
-            }
-        },
-    )
-    .unwrap();
-    assert!(
-        tor_status(&cluster, 1).established(),
-        "h2's session untouched"
-    );
+    wait_tor(&cluster, 0, "session ended by its prefix limit", |s| {
+        !s.established()
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("maximum prefixes"))
+    });
+    let (_, table) = cluster.host(0).netctl(&["bgp", "peers"]);
+    eprintln!("netctl bgp peers on h1 after --max-prefix 1:\n{table}");
+    wait_tor(&cluster, 1, "session untouched", |s| s.established());
     drop(tor);
 }
