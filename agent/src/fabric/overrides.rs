@@ -2,9 +2,11 @@
 //! origin that take a block's traffic away from the fabric (issue 19, item 16). By
 //! longest match, a route more specific than a block wins over the block's route (a
 //! /29 a router installed, a static route left behind), and a route of another protocol
-//! for the block itself competes with the fabric's. Strait's own routes (protocol 83:
-//! container host routes, borrowed addresses, FIB sync) are the fabric's and never
-//! flagged. Pure: the kernel's routes and the cluster's blocks in, the findings out.
+//! for the block itself competes with the fabric's. Strait's own routes are the
+//! fabric's and never flagged: protocol 83 (container host routes, borrowed addresses,
+//! FIB sync) and whatever goes out of strait's own links (`strait.vxlan`, whose IPv6
+//! tunnel address the kernel routes as a /128 inside the node's block; container
+//! veths). Pure: the kernel's routes and the cluster's blocks in, the findings out.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,9 @@ use strait_api::routes::RouteOverride;
 use super::reconcile::{LinkNames, route_text};
 use crate::netlink::{RTPROT_STRAIT, Route};
 
+/// strait's links are named so: `strait.vxlan`, container veths `strait<8 hex>`.
+const STRAIT_LINK_PREFIX: &str = "strait";
+
 /// Every kernel route (not strait's) equal to or inside a block of the cluster, with
 /// the block it overrides; `blocks` maps each block to its node.
 pub fn find(
@@ -22,7 +27,15 @@ pub fn find(
     names: &LinkNames,
 ) -> Vec<RouteOverride> {
     let mut out = Vec::new();
-    for route in kernel.iter().filter(|r| r.protocol != RTPROT_STRAIT) {
+    let straits_link = |r: &Route| {
+        r.oif
+            .and_then(|i| names.get(&i))
+            .is_some_and(|n| n.starts_with(STRAIT_LINK_PREFIX))
+    };
+    for route in kernel
+        .iter()
+        .filter(|r| r.protocol != RTPROT_STRAIT && !straits_link(r))
+    {
         let dst = route.destination;
         // The block containing it (blocks do not overlap: at most one).
         let Some((block, node)) = blocks.iter().find(|(b, _)| b.contains(&dst)) else {
@@ -83,7 +96,7 @@ mod tests {
 
     #[test]
     fn a_more_specific_or_same_prefix_route_of_another_origin_is_flagged() {
-        let names: LinkNames = [(2, "eth0".to_string())].into();
+        let names: LinkNames = [(2, "eth0".to_string()), (9, "strait.vxlan".to_string())].into();
         let kernel = [
             // BIRD's /29 inside n2's block: the hijack of issue 19.
             route("10.244.2.0/29", Some("10.0.0.253"), 12),
@@ -96,6 +109,11 @@ mod tests {
             route("192.0.2.0/24", Some("10.0.0.253"), 12),
             route("10.0.0.0/8", Some("10.0.0.1"), 4),
             route("0.0.0.0/0", Some("10.0.0.1"), 3),
+            // The kernel's route to this node's own tunnel address on strait.vxlan.
+            Route {
+                oif: Some(9),
+                ..route("10.244.1.0/32", None, 2)
+            },
         ];
         let found = find(&blocks(), &kernel, &names);
         let summary: Vec<(String, String, Option<String>)> = found
