@@ -251,7 +251,10 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
 
     // A kernel route of another origin inside h2's block: netctl routes on h1 says so.
     let (ok, out) = cluster.host(0).netctl(&["routes"]);
-    assert!(!out.contains("OVERRIDDEN"), "nothing overrides yet: {out}");
+    assert!(
+        ok && !out.contains("OVERRIDDEN"),
+        "all well before, the refused /29 installed nowhere: {out}"
+    );
     let tor1 = tor_ip(Segment::A).to_string();
     let hijack_s = hijack.to_string();
     let add = cluster.host(0).exec(&[
@@ -272,7 +275,7 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
     ]);
     assert!(del.status.success(), "{del:?}");
     let (ok_again, out) = cluster.host(0).netctl(&["routes"]);
-    assert_eq!(ok_again, ok, "back as before: {out}");
+    assert!(ok_again, "all well again once the route is gone: {out}");
 
     // Prefix lists: h1 takes nothing of 192.0.2.0/24 and sends the ToR no IPv4.
     add_tor_peer(
