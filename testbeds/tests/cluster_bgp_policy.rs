@@ -7,6 +7,9 @@
 //! - the /29 is refused on every host, counted (`netctl bgp peers`) and listed with
 //!   the reason (`netctl bgp rib --refused`); traffic to that block still flows; the
 //!   prefix outside the pools is installed;
+//! - let in with `--allow` on the node that owns the block, it is best in the RIB but
+//!   not installed (FIB sync keeps the block's traffic), and `netctl bgp rib` does not
+//!   flag it `F`;
 //! - the options given to netctl reach the session: the hold time is in our OPEN (BIRD
 //!   shows it negotiated), import and export prefix lists apply, a prefix limit ends
 //!   the session;
@@ -145,6 +148,15 @@ fn router(cluster: &Cluster) -> &Netns {
         .expect("two segments have a router")
 }
 
+/// `netctl -o json bgp rib PREFIX` on host `i`.
+fn rib(cluster: &Cluster, i: usize, prefix: &str) -> Vec<strait_api::bgp::BgpRibEntry> {
+    let (ok, out) = cluster
+        .host(i)
+        .netctl(&["-o", "json", "bgp", "rib", prefix]);
+    assert!(ok, "netctl bgp rib {prefix}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// Host `i`'s kernel has a fabric route with exactly this destination.
 fn has_route(cluster: &Cluster, i: usize, dst: IpNet) -> bool {
     cluster
@@ -249,6 +261,42 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
     );
     probe::wait_ping(&c1.ns, c2.ip4(), CONVERGE).expect("c1 -> c2 with the /29 announced");
 
+    // Item 17: h2 lets the /29 in (--allow); its RIB takes it as best, but FIB sync
+    // never installs a route inside the node's own block, so it is not flagged F.
+    let hijack_s = hijack.to_string();
+    add_tor_peer(&cluster, 1, &["--allow", &hijack_s]);
+    wait_until(
+        "h2: the allowed /29 best, not in the FIB",
+        CONVERGE,
+        POLL,
+        || {
+            let rows = rib(&cluster, 1, &hijack_s);
+            match rows.as_slice() {
+                [r] if r.best && !r.fib => Ok(()),
+                _ => Err(format!("{rows:?}")),
+            }
+        },
+    )
+    .unwrap();
+    assert!(
+        !has_route(&cluster, 1, hijack),
+        "h2 keeps its block's traffic"
+    );
+    wait_until(
+        "h2: 192.0.2.0/24 best and in the FIB",
+        CONVERGE,
+        POLL,
+        || {
+            let rows = rib(&cluster, 1, "192.0.2.0/24");
+            match rows.as_slice() {
+                [r] if r.best && r.fib => Ok(()),
+                _ => Err(format!("{rows:?}")),
+            }
+        },
+    )
+    .unwrap();
+    probe::wait_ping(&c1.ns, c2.ip4(), CONVERGE).expect("c1 -> c2 with the /29 allowed on h2");
+
     // A kernel route of another origin inside h2's block: netctl routes on h1 says so.
     let (ok, out) = cluster.host(0).netctl(&["routes"]);
     assert!(
@@ -256,7 +304,6 @@ fn an_external_peer_cannot_hijack_a_block_and_its_options_reach_the_session() {
         "all well before, the refused /29 installed nowhere: {out}"
     );
     let tor1 = tor_ip(Segment::A).to_string();
-    let hijack_s = hijack.to_string();
     let add = cluster.host(0).exec(&[
         "ip", "route", "add", &hijack_s, "via", &tor1, "proto", "static",
     ]);
