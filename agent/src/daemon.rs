@@ -253,6 +253,7 @@ async fn start(
         let mut bgp_cfg = BgpFabricConfig::new(&cfg.node_name, own, bgp_underlay);
         bgp_cfg.bfd = cfg.bgp.bfd;
         bgp_cfg.node_mesh = cfg.bgp.node_mesh;
+        bgp_cfg.pools = cfg.pools.clone();
         bgp_cfg.graceful_restart = (cfg.bgp.graceful_restart_secs > 0)
             .then(|| Duration::from_secs(cfg.bgp.graceful_restart_secs));
         let bgp = BgpFabric::new(store.clone(), host.clone(), bgp_cfg);

@@ -142,6 +142,11 @@ impl Client {
         }
     }
 
+    /// Routes the peers' import policies refused ([`crate::paths::BGP_REFUSED`]).
+    pub fn bgp_refused(&self) -> Result<Vec<crate::bgp::BgpRefusedRoute>, ClientError> {
+        self.get(crate::paths::BGP_REFUSED)
+    }
+
     /// The external peers in the store ([`crate::paths::BGP_EXTERNAL_PEERS`]).
     pub fn bgp_external_peers(&self) -> Result<Vec<crate::bgp::ExternalPeerEntry>, ClientError> {
         self.get(crate::paths::BGP_EXTERNAL_PEERS)

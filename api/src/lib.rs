@@ -66,6 +66,8 @@ pub mod paths {
     pub const ROUTES: &str = "/v1/routes";
     pub const FAST_PATH: &str = "/v1/fastpath";
     pub const BGP_PEERS: &str = "/v1/bgp/peers";
+    /// Routes the peers' import policies refused (`netctl bgp rib --refused`).
+    pub const BGP_REFUSED: &str = "/v1/bgp/refused";
     /// The external peers in the store (`bgp/peers/`): GET lists them, and
     /// `PUT`/`DELETE` [`bgp_external_peer`]`(name)` adds or replaces and removes one.
     pub const BGP_EXTERNAL_PEERS: &str = "/v1/bgp/peers/external";

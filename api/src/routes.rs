@@ -22,6 +22,23 @@ pub struct RouteReport {
     pub reconciles: u64,
     /// The last reconciliation's failure, if the last one failed.
     pub last_error: Option<String>,
+    /// Kernel routes of another origin that take traffic from a block of the fabric:
+    /// the same prefix, or a more specific one inside it (issue 19, item 16).
+    #[serde(default)]
+    pub overrides: Vec<RouteOverride>,
+}
+
+/// A kernel route that overrides the fabric's route to a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteOverride {
+    /// The kernel's route as `ip route` prints it.
+    pub route: String,
+    /// The block whose traffic it takes (part of, or all of it).
+    pub block: ipnet::IpNet,
+    /// The node the block belongs to (`None`: no affinity).
+    pub node: Option<String>,
+    /// What it does, in words.
+    pub reason: String,
 }
 
 impl RouteReport {
@@ -30,9 +47,10 @@ impl RouteReport {
         self.entries.iter().filter(|e| e.state == state).count()
     }
 
-    /// Everything wanted is there and nothing stale is left.
+    /// Everything wanted is there, nothing stale is left and no other route takes a
+    /// block's traffic.
     pub fn converged(&self) -> bool {
-        self.entries.iter().all(|e| e.state == EntryState::Ok)
+        self.entries.iter().all(|e| e.state == EntryState::Ok) && self.overrides.is_empty()
     }
 }
 
@@ -138,5 +156,24 @@ mod tests {
         let back: RouteReport = serde_json::from_value(v).expect("parse");
         assert_eq!(back, report);
         assert!(!report.converged());
+        let overridden = RouteReport {
+            overrides: vec![RouteOverride {
+                route: "10.244.2.0/29 via 10.0.0.253 dev eth0 proto 186".into(),
+                block: "10.244.2.0/26".parse().expect("net"),
+                node: Some("h2".into()),
+                reason: "more specific".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(
+            !overridden.converged(),
+            "an overridden block is not all well"
+        );
+        let old: RouteReport = serde_json::from_str(
+            r#"{"node":"h1","mode":"bgp","device":null,"entries":[],"warnings":[],
+                "checked_at":0,"reconciles":0,"last_error":null}"#,
+        )
+        .expect("a report without overrides reads");
+        assert!(old.converged());
     }
 }

@@ -18,8 +18,11 @@
 //!   packed UPDATEs, graceful-restart helper, BFD tearing sessions down (RFC 5882), a
 //!   FIB event stream with a one-time "converged", peer and RIB status.
 //!
+//! - [`policy`]: per-peer prefix lists (import and export) and protected prefixes a
+//!   peer may not announce, refused routes counted per peer.
+//!
 //! Not here: installing routes in the kernel (the agent's FIB sync consumes
-//! [`speaker::FibEvent`]s), a policy language (only the [`rib::Policy`] hooks), BGP
+//! [`speaker::FibEvent`]s), a policy language (only prefix lists and the [`rib::Policy`] hooks), BGP
 //! confederations, add-path, multihop BFD.
 
 pub mod bfd;
@@ -28,6 +31,7 @@ pub mod fsm;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod policy;
 pub mod rib;
 pub mod session;
 pub mod speaker;

@@ -78,6 +78,9 @@ enum BgpCmd {
     Rib {
         /// Only this prefix (e.g. 10.244.1.0/26).
         prefix: Option<ipnet::IpNet>,
+        /// Instead, the routes peers announced that their import policy refused.
+        #[arg(long, conflicts_with = "prefix")]
+        refused: bool,
     },
     /// External peers (a ToR, a BIRD/FRR router) in the cluster store.
     Peer {
@@ -89,28 +92,7 @@ enum BgpCmd {
 #[derive(Debug, Subcommand)]
 enum PeerCmd {
     /// Add an external peer, or replace the one of that name.
-    Add {
-        /// The peer's name (letters, digits, '-', '_', '.').
-        name: String,
-        /// The peer's address.
-        #[arg(long)]
-        address: std::net::IpAddr,
-        /// The peer's AS.
-        #[arg(long)]
-        asn: u32,
-        /// Only this node peers with it (a ToR per rack); default every node.
-        #[arg(long)]
-        node: Option<String>,
-        /// The peer's TCP port.
-        #[arg(long, default_value_t = strait_api::bgp::DEFAULT_PORT)]
-        port: u16,
-        /// File holding the TCP MD5 key (RFC 2385); one trailing newline is dropped.
-        #[arg(long)]
-        md5_key_file: Option<PathBuf>,
-        /// BFD on the session.
-        #[arg(long)]
-        bfd: bool,
-    },
+    Add(bgp::PeerAddArgs),
     /// Remove an external peer: its sessions go down and its routes leave.
     Remove { name: String },
     /// The external peers (MD5 keys are not shown).
@@ -214,7 +196,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ExitCode::from(1)
                 })
             }
-            BgpCmd::Rib { prefix } => {
+            BgpCmd::Rib { refused: true, .. } => {
+                let rows = client.bgp_refused()?;
+                emit(out, &rows, || bgp::render_refused(&rows))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            BgpCmd::Rib { prefix, .. } => {
                 let rib = client.bgp_rib(prefix)?;
                 emit(out, &rib, || bgp::render_rib(&rib))?;
                 Ok(ExitCode::SUCCESS)
@@ -275,30 +262,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn peer_cmd(client: &Client, out: Output, cmd: PeerCmd) -> Result<ExitCode> {
     match cmd {
-        PeerCmd::Add {
-            name,
-            address,
-            asn,
-            node,
-            port,
-            md5_key_file,
-            bfd,
-        } => {
-            let md5_key = match md5_key_file {
-                None => None,
-                Some(f) => Some(bgp::read_md5_key(&f)?),
-            };
-            let peer = strait_api::bgp::ExternalPeer {
-                address,
-                asn,
-                node,
-                md5_key,
-                bfd,
-                port,
-            };
-            // Checked here too, so a bad name never reaches the request line.
-            peer.validate(&name).map_err(anyhow::Error::msg)?;
-            let entry = client.bgp_put_external_peer(&name, &peer)?;
+        PeerCmd::Add(args) => {
+            let peer = args.peer()?;
+            let entry = client.bgp_put_external_peer(&args.name, &peer)?;
             emit(out, &entry, || {
                 bgp::render_external_peers(std::slice::from_ref(&entry))
             })?;
@@ -521,12 +487,25 @@ fn render_routes(r: &RouteReport) -> String {
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));
     }
+    for o in &r.overrides {
+        s.push_str(&format!(
+            "OVERRIDDEN: block {} ({}): kernel route {}: {}\n",
+            o.block,
+            o.node.as_deref().unwrap_or("no node"),
+            o.route,
+            o.reason
+        ));
+    }
     s.push_str(&format!(
-        "{} ok, {} missing, {} stale\n",
+        "{} ok, {} missing, {} stale",
         r.count(EntryState::Ok),
         r.count(EntryState::Missing),
         r.count(EntryState::Stale)
     ));
+    if !r.overrides.is_empty() {
+        s.push_str(&format!(", {} overridden", r.overrides.len()));
+    }
+    s.push('\n');
     s
 }
 
@@ -937,6 +916,19 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("1 ok, 1 missing, 1 stale"), "{out}");
+        let mut overridden = r.clone();
+        overridden.overrides = vec![strait_api::routes::RouteOverride {
+            route: "10.244.2.0/29 via 10.0.0.253 dev eth0 proto 12".into(),
+            block: "10.244.2.0/26".parse().expect("net"),
+            node: Some("h2".into()),
+            reason: "more specific than the block".into(),
+        }];
+        let out = render_routes(&overridden);
+        assert!(
+            out.contains("OVERRIDDEN: block 10.244.2.0/26 (h2): kernel route 10.244.2.0/29 via"),
+            "{out}"
+        );
+        assert!(out.contains("1 stale, 1 overridden"), "{out}");
         assert!(!r.converged());
     }
 

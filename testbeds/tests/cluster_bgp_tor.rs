@@ -246,14 +246,9 @@ fn bgp_routed_underlay_with_a_tor_per_rack_and_no_node_mesh() {
     ]);
     assert!(!ok && out.contains("reserved"), "AS 0: {out}");
     let api = strait_api::Client::new(&cluster.host(0).agent.socket);
-    let mut bad = strait_api::bgp::ExternalPeer {
-        address: tor_ip(Segment::A),
-        asn: TOR_AS,
-        node: Some("h1".into()),
-        md5_key: Some("k".repeat(81)),
-        bfd: false,
-        port: 179,
-    };
+    let mut bad = strait_api::bgp::ExternalPeer::new(tor_ip(Segment::A), TOR_AS);
+    bad.node = Some("h1".into());
+    bad.md5_key = Some("k".repeat(81));
     let err = api
         .bgp_put_external_peer("tor-h1", &bad)
         .expect_err("an 81-byte MD5 key is refused by the agent");

@@ -5,7 +5,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use serde::Deserialize;
-use strait_api::bgp::{BgpPeerStatus, BgpRibEntry, ExternalPeer, ExternalPeerEntry};
+use strait_api::bgp::{
+    BgpPeerStatus, BgpRefusedRoute, BgpRibEntry, ExternalPeer, ExternalPeerEntry,
+};
 use strait_api::code;
 
 use super::error::{Failure, decode};
@@ -60,6 +62,17 @@ pub(super) async fn rib(
     };
     let rows = handle
         .rib(prefix)
+        .await
+        .map_err(|e| Failure::new(code::TRY_AGAIN_LATER, e))?;
+    Ok(Json(rows))
+}
+
+/// The routes the peers' import policies refused (`netctl bgp rib --refused`).
+pub(super) async fn refused(
+    State(s): State<Shared>,
+) -> Result<Json<Vec<BgpRefusedRoute>>, Failure> {
+    let rows = bgp_handle(&s)?
+        .refused()
         .await
         .map_err(|e| Failure::new(code::TRY_AGAIN_LATER, e))?;
     Ok(Json(rows))

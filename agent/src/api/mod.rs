@@ -201,6 +201,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::FAST_PATH, get(views::fast_path_maps))
         .route(paths::BGP_PEERS, get(bgp::peers))
         .route(paths::BGP_RIB, get(bgp::rib))
+        .route(paths::BGP_REFUSED, get(bgp::refused))
         .route(paths::BGP_EXTERNAL_PEERS, get(bgp::external_peers))
         .route(
             &paths::bgp_external_peer("{name}"),

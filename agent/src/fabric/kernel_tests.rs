@@ -315,3 +315,55 @@ async fn host_gw_gives_no_route_to_a_peer_off_the_segment_and_says_so() {
         "the unreachable peer is reported"
     );
 }
+
+/// Issue 19, item 16: `netctl routes` no longer says all is well when a route of
+/// another origin takes part of a block's traffic (a /29 a router installed); the
+/// fabric's own entries stay ok, and the route is not touched.
+#[tokio::test]
+async fn the_report_flags_a_kernel_route_that_overrides_a_block() {
+    let (host, cfg) = host();
+    let view = cluster(2, FabricMode::Vxlan);
+    reconcile(&host, &cfg, &view, true)
+        .await
+        .expect("reconcile");
+    let clean = reconcile(&host, &cfg, &view, false).await.expect("report");
+    assert!(clean.report.converged(), "{:?}", clean.report);
+    let eth0 = host
+        .links()
+        .await
+        .expect("links")
+        .into_iter()
+        .find(|l| l.name == "eth0")
+        .expect("eth0")
+        .index;
+    let mut hijack = Route::host(ip("10.244.2.0"), eth0);
+    hijack.destination = net("10.244.2.0/29");
+    hijack.gateway = Some(ip("10.0.0.253"));
+    hijack.protocol = 12;
+    host.replace_route(&hijack).await.expect("route");
+    let report = reconcile(&host, &cfg, &view, false)
+        .await
+        .expect("report")
+        .report;
+    assert!(!report.converged(), "an overridden block is not all well");
+    assert_eq!(report.overrides.len(), 1, "{:?}", report.overrides);
+    let o = &report.overrides[0];
+    assert_eq!(
+        (o.block, o.node.as_deref()),
+        (net("10.244.2.0/26"), Some("n2"))
+    );
+    assert!(o.route.starts_with("10.244.2.0/29 via 10.0.0.253"), "{o:?}");
+    assert!(
+        report
+            .entries
+            .iter()
+            .all(|e| e.state == strait_api::routes::EntryState::Ok),
+        "{:?}",
+        report.entries
+    );
+    // A reconcile that applies leaves another protocol's route alone.
+    reconcile(&host, &cfg, &view, true)
+        .await
+        .expect("reconcile");
+    assert!(host.main_routes().await.expect("routes").contains(&hijack));
+}

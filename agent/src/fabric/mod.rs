@@ -39,6 +39,7 @@ pub mod reconcile;
 mod hostgw;
 #[cfg(test)]
 mod kernel_tests;
+mod overrides;
 mod runner;
 mod vxlan;
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use strait_api::FabricMode;
 
 use super::desired::{self, ClusterView, Desired, LocalLinks, NeighbourEntry};
-use super::{FabricConfig, FabricError, VXLAN_DEVICE, hostgw, owns_route, vxlan};
+use super::{FabricConfig, FabricError, VXLAN_DEVICE, hostgw, overrides, owns_route, vxlan};
 use crate::hostnet::HostNet;
 use crate::netlink::{
     FdbEntry, Neighbour, NetlinkError, RTPROT_STRAIT, Route, RouteKind, format_mac, ignore_exists,
@@ -271,7 +271,7 @@ fn plan_routes(desired: &Desired, actual: &Actual, names: &LinkNames, plan: &mut
 }
 
 /// A route as `ip route` prints it, with link names.
-fn route_text(r: &Route, names: &LinkNames) -> String {
+pub(super) fn route_text(r: &Route, names: &LinkNames) -> String {
     let mut text = match r.kind {
         RouteKind::Blackhole => format!("blackhole {}", r.destination),
         RouteKind::Unicast => r.destination.to_string(),
@@ -434,6 +434,12 @@ pub async fn reconcile(
     };
     let desired = desired::compute(cfg, cluster, &links);
     let actual = read_actual(nl, vxlan_index, cfg.mode).await?;
+    // Only for the report: the whole table is read, every protocol's.
+    let overrides = if apply_changes || cfg.mode == FabricMode::None {
+        Vec::new()
+    } else {
+        overrides::find(&cluster.blocks, &nl.main_routes().await?, &names)
+    };
     let plan = plan(&desired, &actual, &names);
     let changes = plan.changes();
     let report = RouteReport {
@@ -457,6 +463,7 @@ pub async fn reconcile(
             .unwrap_or(0),
         reconciles: 0,
         last_error: None,
+        overrides,
     };
     if apply_changes && changes > 0 {
         apply(nl, vxlan_index, plan.steps).await?;

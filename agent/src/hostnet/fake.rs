@@ -584,6 +584,10 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
+    async fn main_routes(&self) -> Answer<Vec<Route>> {
+        Ok(self.kernel().routes.clone())
+    }
+
     async fn routes_of(&self, protocol: u8) -> Answer<Vec<Route>> {
         Ok(self
             .kernel()

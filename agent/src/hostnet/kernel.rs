@@ -117,6 +117,10 @@ impl HostNet for Netlink {
         Netlink::del_address(self, index, ip, prefix_len).await
     }
 
+    async fn main_routes(&self) -> Answer<Vec<Route>> {
+        Netlink::main_routes(self).await
+    }
+
     async fn routes_of(&self, protocol: u8) -> Answer<Vec<Route>> {
         self.routes_with_blackholes(protocol).await
     }

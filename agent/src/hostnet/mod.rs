@@ -128,6 +128,8 @@ pub trait HostNet: Clone + Send + Sync + 'static {
 
     /// Every route of `protocol`, blackholes included.
     fn routes_of(&self, protocol: u8) -> impl Future<Output = Answer<Vec<Route>>> + Send;
+    /// Every unicast and blackhole route, of any protocol.
+    fn main_routes(&self) -> impl Future<Output = Answer<Vec<Route>>> + Send;
     /// Adds `route`, or replaces the one with the same destination and metric.
     fn replace_route(&self, route: &Route) -> impl Future<Output = Answer<()>> + Send;
     fn del_route(&self, route: &Route) -> impl Future<Output = Answer<()>> + Send;

@@ -269,6 +269,12 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Every unicast and blackhole route of the main table, of any protocol (what
+    /// `netctl routes` compares the fabric's with).
+    pub async fn main_routes(&self) -> Result<Vec<Route>, NetlinkError> {
+        self.all_routes(None).await
+    }
+
     /// The routes strait installed in this namespace ([`RTPROT_STRAIT`]).
     pub async fn strait_routes(&self) -> Result<Vec<Route>, NetlinkError> {
         self.routes(Some(RTPROT_STRAIT)).await

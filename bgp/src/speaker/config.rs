@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::bfd::SessionParams;
+use crate::policy::{ImportPolicy, PrefixFilter};
 use crate::rib::FibChange;
 use crate::session::BGP_PORT;
 
@@ -88,7 +89,8 @@ pub struct PeerSpec {
     pub local: Option<IpAddr>,
     /// RFC 2385 TCP MD5 key.
     pub md5_key: Option<Vec<u8>>,
-    /// More accepted routes than this ends the session (Cease, RFC 4486 subcode 1).
+    /// More accepted routes than this, or more refused ones ([`PeerSpec::import`]),
+    /// ends the session (Cease, RFC 4486 subcode 1).
     pub max_prefixes: Option<usize>,
     /// Run BFD (RFC 5881) with it while the session is Established.
     pub bfd: Option<BfdParams>,
@@ -96,6 +98,19 @@ pub struct PeerSpec {
     pub description: String,
     /// Only accept its connections, never open one.
     pub passive: bool,
+    /// Hold time proposed to it; [`SpeakerConfig::hold_time`] when `None`.
+    pub hold_time: Option<u16>,
+    /// Wait between connection attempts; [`SpeakerConfig::connect_retry`] when `None`.
+    pub connect_retry: Option<Duration>,
+    /// Announce graceful restart (RFC 4724) to it and keep its routes while it
+    /// restarts, when the speaker has it on ([`SpeakerConfig::graceful_restart`]).
+    pub graceful_restart: bool,
+    /// What its announcements must pass (with the speaker's protected address space,
+    /// [`super::Speaker::set_protected`], when it protects); refused ones are counted
+    /// and listed ([`super::Speaker::refused`]), never reach the RIB.
+    pub import: ImportPolicy,
+    /// What it is sent: best paths this list denies are kept from it.
+    pub export: PrefixFilter,
 }
 
 impl PeerSpec {
@@ -111,6 +126,11 @@ impl PeerSpec {
             bfd: None,
             description: String::new(),
             passive: false,
+            hold_time: None,
+            connect_retry: None,
+            graceful_restart: true,
+            import: ImportPolicy::default(),
+            export: PrefixFilter::default(),
         }
     }
 }

@@ -27,7 +27,14 @@
 //!   §4.3 leaves the choice, and a dead link is not a restarting peer); a BFD that never
 //!   comes up does not hold the session back. AdminDown from the peer is ignored
 //!   (§3.2).
-//! - Max-prefix: the UPDATE past the limit is refused, Cease/1 (RFC 4486) is sent and
+//! - Import and export policy ([`crate::policy`]): a peer's announcements pass its
+//!   [`PeerSpec::import`] before the RIB sees them (refused ones become withdrawals,
+//!   are counted in [`PeerStatus::refused`] and listed by [`Speaker::refused`]); the
+//!   best paths sent to it pass its [`PeerSpec::export`]. A changed peer policy is a
+//!   changed spec: the session restarts and the peer's table is taken again. The
+//!   protected address space ([`Speaker::set_protected`]) changes without restarts:
+//!   refused routes are kept with their attributes and judged again.
+//! - Max-prefix: the UPDATE past the limit (accepted routes, or refused ones) is refused, Cease/1 (RFC 4486) is sent and
 //!   the routes are withdrawn; the session stays down for [`MAX_PREFIX_RESTART`], then
 //!   starts again.
 //!
@@ -47,6 +54,9 @@ mod owner;
 mod pack;
 mod status;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -57,8 +67,9 @@ pub use config::{
 };
 pub use owner::{INITIAL_QUIET, MAX_PREFIX_RESTART};
 pub use pack::pack;
-pub use status::{PeerStatus, RibEntry, RibPath, state_name};
+pub use status::{PeerStatus, RefusedRoute, RibEntry, RibPath, state_name};
 
+use crate::policy::WithExportFilters;
 use crate::rib::{Policy, Rib, RibConfig};
 use crate::session::Listener;
 use owner::{Owner, Request};
@@ -91,6 +102,7 @@ impl Speaker {
             let l = Listener::bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?;
             listeners.push(l);
         }
+        let export_filters = Arc::default();
         let rib = Rib::new(
             RibConfig {
                 local_asn: config.asn,
@@ -98,11 +110,14 @@ impl Speaker {
                 cluster_id: config.cluster_id,
                 multipath: config.multipath.max(1),
             },
-            policy,
+            Box::new(WithExportFilters {
+                inner: policy,
+                filters: Arc::clone(&export_filters),
+            }),
         );
         let (fib_tx, fib_rx) = mpsc::channel(FIB_QUEUE);
         let (requests, requests_rx) = mpsc::unbounded_channel();
-        let task = Owner::start(config, rib, listeners, fib_tx, requests_rx);
+        let task = Owner::start(config, rib, listeners, fib_tx, requests_rx, export_filters);
         Ok((
             Speaker {
                 requests,
@@ -143,6 +158,25 @@ impl Speaker {
     /// The Loc-RIB (or the entry for one prefix), by prefix; empty once stopped.
     pub async fn rib(&self, prefix: Option<IpNet>) -> Vec<RibEntry> {
         self.ask(|tx| Request::Rib(prefix, tx))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The address space peers whose [`PeerSpec::import`] protects may not announce
+    /// into (see [`crate::policy::Protected`]). Applied at once to what they announced,
+    /// no session restarts; set it before the peers so their first routes are judged
+    /// by it.
+    pub async fn set_protected(
+        &self,
+        protected: crate::policy::Protected,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Request::SetProtected(protected, tx)).await
+    }
+
+    /// The routes the peers' import policies refused (of `peer`, or every peer), by
+    /// peer and prefix; empty once stopped.
+    pub async fn refused(&self, peer: Option<IpAddr>) -> Vec<RefusedRoute> {
+        self.ask(|tx| Request::Refused(peer, tx))
             .await
             .unwrap_or_default()
     }

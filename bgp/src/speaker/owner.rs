@@ -16,14 +16,17 @@ use tokio::time::Instant;
 
 use super::config::{FibEvent, PeerSpec, SpeakerConfig, SpeakerError};
 use super::pack::pack;
-use super::status::{PeerStatus, RibEntry, down_reason, rib_entries};
+use super::status::{PeerStatus, RefusedRoute, RibEntry, down_reason, rib_entries};
 use crate::bfd::{self, Bfd, BfdState, Diagnostic};
 use crate::codec::{
     AfiSafi, Capability, Context, Family, GracefulRestart, GracefulRestartFamily, MpUnreach,
     NextHop, Notification, PathAttribute, Update, codes,
 };
 use crate::fsm::{self, DownReason, Negotiated};
-use crate::rib::{Attrs, Changes, FibChange, PeerConfig, Rib, RibError, RouteUpdate};
+use crate::policy::{ExportFilters, Protected, RefusedRoutes};
+use crate::rib::{
+    Attrs, Changes, FibChange, MaxPrefixesExceeded, PeerConfig, Rib, RibError, RouteUpdate,
+};
 use crate::session::{Listener, MD5_MAX_KEY_LEN, SessionConfig, SessionEvent, SessionHandle};
 
 /// A peer without graceful restart sends no End-of-RIB: its initial table counts as
@@ -61,6 +64,8 @@ pub(super) enum Request {
     SetOriginated(Vec<IpNet>, oneshot::Sender<()>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Rib(Option<IpNet>, oneshot::Sender<Vec<RibEntry>>),
+    Refused(Option<IpAddr>, oneshot::Sender<Vec<RefusedRoute>>),
+    SetProtected(Protected, oneshot::Sender<()>),
     /// `graceful`: close the connections without a NOTIFICATION.
     Shutdown {
         graceful: bool,
@@ -115,6 +120,8 @@ struct Peer {
     stale_until: Option<Instant>,
     /// Its session was stopped (max-prefix); a new one starts at this time.
     restart_at: Option<Instant>,
+    /// What its import policy refused from the current session.
+    refused: RefusedRoutes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +150,10 @@ pub(super) struct Owner {
     converge: Converge,
     converge_at: Instant,
     originated: HashSet<IpNet>,
+    /// Each peer's export prefix list, read by the RIB's export hook.
+    export_filters: ExportFilters,
+    /// The address space protecting peers may not announce into.
+    protected: Protected,
 }
 
 /// An address as a peer's: IPv4 peers reaching a dual-stack socket show up mapped.
@@ -201,6 +212,7 @@ impl Owner {
         listeners: Vec<Listener>,
         fib: mpsc::Sender<FibEvent>,
         requests: mpsc::UnboundedReceiver<Request>,
+        export_filters: ExportFilters,
     ) -> JoinHandle<()> {
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let converge_at = Instant::now() + cfg.graceful_restart.unwrap_or(cfg.converge_deadline);
@@ -219,6 +231,8 @@ impl Owner {
             converge: Converge::Waiting,
             converge_at,
             originated: HashSet::new(),
+            export_filters,
+            protected: Protected::default(),
         };
         tokio::spawn(owner.run(requests, inputs_rx))
     }
@@ -299,6 +313,13 @@ impl Owner {
             }
             Request::Rib(prefix, reply) => {
                 let _ = reply.send(rib_entries(&self.rib, prefix));
+            }
+            Request::Refused(peer, reply) => {
+                let _ = reply.send(self.refused(peer));
+            }
+            Request::SetProtected(protected, reply) => {
+                self.set_protected(protected);
+                let _ = reply.send(());
             }
             Request::Shutdown { .. } => unreachable!("handled by run"),
         }
@@ -443,6 +464,12 @@ impl Owner {
             if s.address.is_unspecified() {
                 return Err(bad("unspecified address"));
             }
+            if matches!(s.hold_time, Some(1 | 2)) {
+                return Err(bad("hold time must be 0 or at least 3 s"));
+            }
+            if s.connect_retry.is_some_and(|d| d.is_zero()) {
+                return Err(bad("connect retry time of 0"));
+            }
         }
         Ok(())
     }
@@ -490,11 +517,15 @@ impl Owner {
             local_asn: self.cfg.asn,
             peer_asn: spec.asn,
             bgp_id: self.cfg.router_id,
-            hold_time: self.cfg.hold_time,
-            connect_retry: self.cfg.connect_retry,
+            hold_time: spec.hold_time.unwrap_or(self.cfg.hold_time),
+            connect_retry: spec.connect_retry.unwrap_or(self.cfg.connect_retry),
             idle_hold: IDLE_HOLD,
             passive: spec.passive,
-            capabilities: self.capabilities(),
+            capabilities: self
+                .capabilities()
+                .into_iter()
+                .filter(|c| spec.graceful_restart || !matches!(c, Capability::GracefulRestart(_)))
+                .collect(),
         };
         let mut sc = SessionConfig::new(fsm, addr);
         sc.port = spec.port;
@@ -528,6 +559,10 @@ impl Owner {
             }
         });
         tracing::info!(peer = %addr, asn = spec.asn, "bgp: peer added");
+        self.export_filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(addr, spec.export.clone());
         self.peers.insert(
             addr,
             Peer {
@@ -545,6 +580,7 @@ impl Owner {
                 quiet_until: None,
                 stale_until: None,
                 restart_at: None,
+                refused: RefusedRoutes::default(),
             },
         );
         Ok(())
@@ -603,6 +639,10 @@ impl Owner {
         p.session.stop();
         p.forwarder.abort();
         self.unregister(addr);
+        self.export_filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&addr);
         self.stop_bfd(addr, &mut p).await;
         self.out.remove(&addr);
         if self.rib.has_peer(addr)
@@ -839,6 +879,7 @@ impl Owner {
         p.last_error = Some(ours.clone().unwrap_or_else(|| down_reason(&reason)));
         self.stop_bfd(addr, &mut p).await;
         self.out.remove(&addr);
+        p.refused.clear();
         // RFC 4724 §4.2: only a lost connection is a restart, not a NOTIFICATION, not
         // a reset of ours; and only if both sides negotiated it.
         let restart_time = up
@@ -846,6 +887,7 @@ impl Owner {
             .filter(|g| !g.families.is_empty() && g.restart_time > 0)
             .map(|g| Duration::from_secs(g.restart_time.into()));
         let restarting = self.cfg.graceful_restart.is_some()
+            && p.spec.graceful_restart
             && ours.is_none()
             && reason == DownReason::ConnectionLost
             && restart_time.is_some();
@@ -881,31 +923,116 @@ impl Owner {
     }
 
     fn routes(&mut self, addr: IpAddr, update: &RouteUpdate) {
-        match self.rib.update(addr, update) {
-            Ok(c) => self.apply(c),
-            Err(RibError::MaxPrefixes(e)) => {
-                if let Some(p) = self.peers.get_mut(&addr)
-                    && p.our_reset.is_none()
-                {
-                    tracing::warn!(peer = %addr, limit = e.limit, "bgp: maximum prefixes exceeded");
-                    p.our_reset = Some(format!(
-                        "maximum prefixes exceeded (limit {}), sent NOTIFICATION 6/1",
-                        e.limit
-                    ));
-                    p.session.reset(Some(e.notification()));
-                    // Stopped after the reset's Down, so it stays down for a while.
-                    p.session.stop();
-                    p.restart_at = Some(Instant::now() + MAX_PREFIX_RESTART);
-                    // Its table will not come: convergence does not wait for it.
-                    p.initial_done = true;
-                }
+        // The import policy first: refused routes never reach the RIB, and more of
+        // them than the prefix limit ends the session as accepted ones would.
+        let mut filtered = None;
+        let mut refused_past = None;
+        if let Some(p) = self.peers.get_mut(&addr)
+            && p.up.is_some()
+        {
+            let ebgp = p.spec.asn != self.cfg.asn;
+            filtered = p.refused.filter(
+                &p.spec.import,
+                &self.protected,
+                update,
+                ebgp.then_some(self.cfg.asn),
+            );
+            if let Some(limit) = p.spec.max_prefixes
+                && p.refused.len() > limit
+            {
+                let family = p
+                    .refused
+                    .iter()
+                    .next()
+                    .map_or(Family::Ipv4Unicast, |(n, _)| {
+                        if n.addr().is_ipv4() {
+                            Family::Ipv4Unicast
+                        } else {
+                            Family::Ipv6Unicast
+                        }
+                    });
+                refused_past = Some(MaxPrefixesExceeded {
+                    peer: addr,
+                    limit,
+                    family,
+                });
             }
-            Err(e) => tracing::debug!(peer = %addr, error = %e, "bgp: UPDATE ignored"),
+        }
+        match refused_past {
+            Some(e) => self.max_prefixes_exceeded(addr, &e),
+            None => self.rib_update(addr, filtered.as_ref().unwrap_or(update)),
         }
         if let Some(p) = self.peers.get_mut(&addr)
             && p.quiet_until.is_some()
         {
             p.quiet_until = Some(Instant::now() + INITIAL_QUIET);
+        }
+    }
+
+    /// One UPDATE (after the import policy) into the RIB.
+    fn rib_update(&mut self, addr: IpAddr, update: &RouteUpdate) {
+        match self.rib.update(addr, update) {
+            Ok(c) => self.apply(c),
+            Err(RibError::MaxPrefixes(e)) => self.max_prefixes_exceeded(addr, &e),
+            Err(e) => tracing::debug!(peer = %addr, error = %e, "bgp: UPDATE ignored"),
+        }
+    }
+
+    /// Cease/1 to the peer; its session stays down for [`MAX_PREFIX_RESTART`].
+    fn max_prefixes_exceeded(&mut self, addr: IpAddr, e: &MaxPrefixesExceeded) {
+        if let Some(p) = self.peers.get_mut(&addr)
+            && p.our_reset.is_none()
+        {
+            tracing::warn!(peer = %addr, limit = e.limit, refused = p.refused.len(), "bgp: maximum prefixes exceeded");
+            p.our_reset = Some(format!(
+                "maximum prefixes exceeded (limit {}), sent NOTIFICATION 6/1",
+                e.limit
+            ));
+            p.session.reset(Some(e.notification()));
+            // Stopped after the reset's Down, so it stays down for a while.
+            p.session.stop();
+            p.restart_at = Some(Instant::now() + MAX_PREFIX_RESTART);
+            // Its table will not come: convergence does not wait for it.
+            p.initial_done = true;
+        }
+    }
+
+    /// A new protected address space, without restarting any session: each
+    /// protecting peer's refused routes that pass now go into the RIB, and its routes
+    /// of prefixes no longer expected that fail now leave it (and are listed).
+    fn set_protected(&mut self, protected: Protected) {
+        if protected == self.protected {
+            return;
+        }
+        let old = mem::replace(&mut self.protected, protected);
+        let gone: Vec<IpNet> = old
+            .expected
+            .difference(&self.protected.expected)
+            .copied()
+            .collect();
+        let addrs: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up.is_some() && p.spec.import.protect)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in addrs {
+            let Some(p) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            let mut update = p.refused.release(&p.spec.import, &self.protected);
+            for prefix in &gone {
+                let Some((attrs, _)) = self.rib.adj_rib_in(addr, prefix) else {
+                    continue;
+                };
+                if let Err(why) = p.spec.import.check(&self.protected, prefix) {
+                    p.refused.refuse(*prefix, why, Arc::clone(attrs));
+                    update.withdrawn.push(*prefix);
+                }
+            }
+            if !update.announced.is_empty() || !update.withdrawn.is_empty() {
+                self.rib_update(addr, &update);
+            }
         }
     }
 
@@ -926,12 +1053,31 @@ impl Owner {
                     received: self.rib.adj_rib_in_len(*addr),
                     accepted: self.rib.best_len(*addr),
                     sent: self.rib.adj_rib_out_len(*addr),
+                    refused: p.refused.len(),
                     bfd: p.bfd_state,
                     last_error: p.last_error.clone(),
                 }
             })
             .collect();
         out.sort_by_key(|s| s.address);
+        out
+    }
+
+    /// What the import policies refused, of one peer or all, by peer and prefix.
+    fn refused(&self, only: Option<IpAddr>) -> Vec<RefusedRoute> {
+        let mut out: Vec<RefusedRoute> = self
+            .peers
+            .iter()
+            .filter(|(addr, _)| only.is_none_or(|o| o == **addr))
+            .flat_map(|(addr, p)| {
+                p.refused.iter().map(|(prefix, why)| RefusedRoute {
+                    peer: *addr,
+                    prefix: *prefix,
+                    reason: *why,
+                })
+            })
+            .collect();
+        out.sort_by_key(|r| (r.peer, r.prefix));
         out
     }
 

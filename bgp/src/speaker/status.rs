@@ -28,6 +28,8 @@ pub struct PeerStatus {
     pub accepted: usize,
     /// Routes in its Adj-RIB-Out.
     pub sent: usize,
+    /// Routes its import policy refused (not in `received`).
+    pub refused: usize,
     /// `None` without BFD or before the session first came up.
     pub bfd: Option<bfd::State>,
     /// Why the session last went down, human readable.
@@ -75,6 +77,14 @@ pub struct RibPath {
     pub in_fib: bool,
     /// Kept from a restarting peer (graceful restart).
     pub stale: bool,
+}
+
+/// A route a peer announced that its import policy refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRoute {
+    pub peer: IpAddr,
+    pub prefix: IpNet,
+    pub reason: crate::policy::Refusal,
 }
 
 /// Why a session went down, in words.

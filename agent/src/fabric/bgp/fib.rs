@@ -300,6 +300,15 @@ impl FibTable {
     pub fn installed_len(&self) -> usize {
         self.installed.len()
     }
+
+    /// Whether the kernel holds `prefix` via `gateway`, as far as FIB sync knows: what
+    /// `netctl bgp rib` flags `F`. A route FIB sync refused (an own block learned from
+    /// a peer, a link-local next hop) is not.
+    pub fn installed_via(&self, prefix: &IpNet, gateway: IpAddr) -> bool {
+        self.installed
+            .get(prefix)
+            .is_some_and(|g| g.contains(&gateway))
+    }
 }
 
 fn op_prefix(op: &FibOp) -> IpNet {

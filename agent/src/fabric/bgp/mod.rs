@@ -38,11 +38,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use strait_api::bgp::{BgpPeerStatus, BgpRibEntry, ExternalPeer, NodeBgp};
+use strait_api::bgp::{
+    BgpPeerStatus, BgpRefusedRoute, BgpRibEntry, ExternalPeer, NodeBgp, PeerKind,
+};
 use strait_api::routes::Warning;
+use strait_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule, Protected};
 use strait_bgp::rib::AcceptAll;
 use strait_bgp::speaker::{BfdParams, FibEvent, PeerSpec, Speaker, SpeakerConfig, SpeakerError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
@@ -81,6 +84,9 @@ pub struct BgpFabricConfig {
     pub resync: Duration,
     /// How long store changes are collected before the speaker is reconfigured.
     pub debounce: Duration,
+    /// This node's IPAM pools: external peers may not announce into them (docs/bgp.md
+    /// "Import policy").
+    pub pools: Vec<IpNet>,
 }
 
 impl BgpFabricConfig {
@@ -94,6 +100,7 @@ impl BgpFabricConfig {
             graceful_restart: Some(Duration::from_secs(120)),
             resync: Duration::from_secs(30),
             debounce: Duration::from_millis(75),
+            pools: Vec::new(),
         }
     }
 
@@ -121,16 +128,86 @@ impl BgpFabricConfig {
     }
 }
 
-/// The speaker's peer specification for a derived peer.
+/// A stored prefix list in the speaker's terms.
+fn prefix_filter(rules: &[strait_api::bgp::PrefixRule]) -> PrefixFilter {
+    PrefixFilter::new(
+        rules
+            .iter()
+            .map(|r| PrefixRule {
+                permit: r.permit,
+                prefix: r.prefix,
+                ge: r.ge,
+                le: r.le,
+            })
+            .collect(),
+    )
+}
+
+/// The speaker's peer specification for a derived peer. An external peer protects
+/// the cluster's address space ([`protected`]) but where its allow list says so.
 fn peer_spec(peer: &Peer) -> PeerSpec {
+    let o = &peer.options;
     let mut spec = PeerSpec::new(peer.address, peer.asn);
     spec.rr_client = peer.rr_client;
     spec.port = peer.port;
     spec.local = peer.local;
     spec.md5_key = peer.md5_key.as_ref().map(|k| k.as_bytes().to_vec());
-    spec.bfd = peer.bfd.then(BfdParams::default);
+    spec.bfd = peer.bfd.then(|| {
+        let mut b = BfdParams::default();
+        if let Some(ms) = o.bfd_interval_ms {
+            b.desired_min_tx = Duration::from_millis(ms.into());
+            b.required_min_rx = b.desired_min_tx;
+        }
+        if let Some(m) = o.bfd_multiplier {
+            b.detect_mult = m;
+        }
+        b
+    });
     spec.description = format!("{} {}", peer.kind, peer.name);
+    spec.passive = o.passive;
+    spec.max_prefixes = o.max_prefixes.map(|n| n as usize);
+    spec.hold_time = o.hold_time;
+    spec.connect_retry = o.connect_retry.map(|s| Duration::from_secs(s.into()));
+    spec.graceful_restart = o.graceful_restart;
+    spec.export = prefix_filter(&o.export);
+    spec.import = ImportPolicy {
+        protect: peer.kind == PeerKind::External,
+        allow: o.allow.clone(),
+        filter: prefix_filter(&o.import),
+    };
     spec
+}
+
+/// What external peers may not announce into (docs/bgp.md "Import policy"): this
+/// node's pools and every block of the cluster outside them (a node with other pools),
+/// where only other nodes' prefixes are expected from outside: their blocks and the
+/// host routes of addresses they borrowed, as a ToR relays them. Anything else there
+/// (a /29 of a block, a block of this node, an unallocated part of a pool) would take
+/// traffic from the fabric.
+fn protected(node: &str, pools: &[IpNet], view: &ClusterView) -> Protected {
+    let mut prefixes: Vec<IpNet> = pools.iter().map(IpNet::trunc).collect();
+    prefixes.extend(
+        view.blocks
+            .keys()
+            .filter(|b| !pools.iter().any(|p| p.contains(*b)))
+            .copied(),
+    );
+    prefixes.sort();
+    prefixes.dedup();
+    let mut expected: std::collections::HashSet<IpNet> = view
+        .blocks
+        .iter()
+        .filter(|(_, affinity)| affinity.as_deref().is_some_and(|a| a != node))
+        .map(|(b, _)| *b)
+        .collect();
+    for lent in view.lent.values() {
+        expected.extend(
+            lent.iter()
+                .filter(|(_, holder)| holder.as_str() != node)
+                .map(|(ip, _)| IpNet::from(*ip)),
+        );
+    }
+    Protected { prefixes, expected }
 }
 
 /// This node's prefixes: what it originates (its blocks, and a host route for each
@@ -198,6 +275,9 @@ pub struct BgpHandle {
 #[derive(Default)]
 struct Shared {
     speaker: OnceLock<Arc<Speaker>>,
+    /// FIB sync, once the fabric has adopted the kernel's routes: what it installed is
+    /// what `netctl bgp rib` flags `F`.
+    fib: OnceLock<Arc<AsyncMutex<FibSync>>>,
     peers: Mutex<Vec<Peer>>,
     warnings: Mutex<Vec<Warning>>,
 }
@@ -220,10 +300,27 @@ impl BgpHandle {
         Ok(status::peer_rows(status, &peers))
     }
 
-    /// The Loc-RIB, every path (or those of `prefix`).
+    /// The Loc-RIB, every path (or those of `prefix`); `fib` says whether FIB sync
+    /// installed the path's next hop, not only whether the RIB chose it.
     pub async fn rib(&self, prefix: Option<IpNet>) -> Result<Vec<BgpRibEntry>, String> {
         let speaker = self.speaker()?;
-        Ok(status::rib_rows(speaker.rib(prefix).await))
+        let entries = speaker.rib(prefix).await;
+        let fib = match self.shared.fib.get() {
+            Some(f) => Some(f.lock().await),
+            None => None,
+        };
+        Ok(status::rib_rows(entries, |prefix, gateway| {
+            fib.as_ref()
+                .is_some_and(|f| f.table().installed_via(prefix, gateway))
+        }))
+    }
+
+    /// The routes the peers' import policies refused, by prefix.
+    pub async fn refused(&self) -> Result<Vec<BgpRefusedRoute>, String> {
+        let speaker = self.speaker()?;
+        let refused = speaker.refused(None).await;
+        let peers = lock(&self.shared.peers).clone();
+        Ok(status::refused_rows(refused, &peers))
     }
 
     /// The agent is stopping to be restarted: close every session without a
@@ -294,6 +391,8 @@ impl BgpFabric {
                 }
             }
         };
+        let fib = Arc::new(AsyncMutex::new(fib));
+        let _ = self.shared.fib.set(fib.clone());
         let mut run = Running {
             fib: Some(fib),
             local: watch::channel(LocalPrefixes::default()).0,
@@ -447,10 +546,10 @@ impl BgpFabric {
                 let mut speaker_cfg = self.cfg.speaker();
                 // Routes a previous agent left in the kernel (FIB sync adopted them):
                 // this speaker restarted (RFC 4724 R bit until it converged).
-                speaker_cfg.restarted = run
-                    .fib
-                    .as_ref()
-                    .is_some_and(|f| f.table().installed_len() > 0);
+                speaker_cfg.restarted = match &run.fib {
+                    Some(f) => f.lock().await.table().installed_len() > 0,
+                    None => false,
+                };
                 let (speaker, events) = Speaker::start(speaker_cfg, Box::new(AcceptAll)).await?;
                 let speaker = Arc::new(speaker);
                 let _ = self.shared.speaker.set(speaker.clone());
@@ -468,6 +567,11 @@ impl BgpFabric {
         };
         // Prefixes before peers: a restarted speaker's End-of-RIB follows its table.
         speaker.set_originated(originated.clone()).await?;
+        // The protected address space before the peers: their first routes are judged
+        // by it. It changes with every block, without restarting a session.
+        speaker
+            .set_protected(protected(&self.cfg.node, &self.cfg.pools, &inputs.view))
+            .await?;
         speaker
             .set_peers(peers.iter().map(peer_spec).collect())
             .await?;
@@ -484,7 +588,7 @@ impl BgpFabric {
 /// What the peering loop keeps across store sessions.
 struct Running {
     /// FIB sync until the FIB loop takes it.
-    fib: Option<FibSync>,
+    fib: Option<Arc<AsyncMutex<FibSync>>>,
     /// This node's prefixes, for FIB sync (never installed as learned routes, but
     /// for the addresses other nodes borrowed).
     local: watch::Sender<LocalPrefixes>,
@@ -494,13 +598,13 @@ struct Running {
 /// The FIB loop: the speaker's changes into the kernel, convergence purges, and a
 /// periodic repair.
 async fn fib_loop(
-    mut fib: FibSync,
+    fib: Arc<AsyncMutex<FibSync>>,
     mut events: mpsc::Receiver<FibEvent>,
     mut local: watch::Receiver<LocalPrefixes>,
     resync: Duration,
 ) {
     let initial = local.borrow_and_update().clone();
-    fib.set_local(&initial).await;
+    fib.lock().await.set_local(&initial).await;
     let mut next_resync = Instant::now() + resync;
     loop {
         tokio::select! {
@@ -508,11 +612,12 @@ async fn fib_loop(
                 Some(FibEvent::Changes(changes)) => {
                     let n = changes.len();
                     let started = Instant::now();
-                    let done = fib.changes(changes).await;
+                    let done = fib.lock().await.changes(changes).await;
                     debug!(changes = n, replaced = done.replaced, deleted = done.deleted,
                            failed = done.failed.len(), took = ?started.elapsed(), "FIB sync");
                 }
                 Some(FibEvent::Converged) => {
+                    let mut fib = fib.lock().await;
                     let done = fib.converged().await;
                     info!(stale_deleted = done.deleted, installed = fib.table().installed_len(),
                           "BGP converged; stale routes purged");
@@ -527,10 +632,11 @@ async fn fib_loop(
                     return;
                 }
                 let prefixes = local.borrow_and_update().clone();
-                fib.set_local(&prefixes).await;
+                fib.lock().await.set_local(&prefixes).await;
             }
             _ = sleep_until(next_resync) => {
-                match fib.resync().await {
+                let repaired = fib.lock().await.resync().await;
+                match repaired {
                     Ok(done) if done.replaced + done.deleted > 0 => {
                         info!(replaced = done.replaced, deleted = done.deleted, "FIB sync repaired the kernel");
                     }
@@ -606,6 +712,112 @@ mod tests {
         );
         assert_eq!(cfg.cluster_id, Some(Ipv4Addr::new(10, 0, 0, 100)));
         assert_eq!(cfg.local_v6, Some("fd99::1".parse().expect("ip")));
+    }
+
+    fn external(options: strait_api::bgp::PeerOptions) -> Peer {
+        Peer {
+            name: "tor-a".into(),
+            kind: PeerKind::External,
+            address: "10.0.0.253".parse().expect("ip"),
+            port: 179,
+            asn: 65000,
+            rr_client: false,
+            local: None,
+            md5_key: None,
+            bfd: true,
+            options,
+        }
+    }
+
+    #[test]
+    fn an_external_peers_options_reach_its_speaker_spec() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let options = strait_api::bgp::PeerOptions {
+            passive: true,
+            max_prefixes: Some(50),
+            hold_time: Some(30),
+            connect_retry: Some(7),
+            graceful_restart: false,
+            bfd_interval_ms: Some(100),
+            bfd_multiplier: Some(5),
+            allow: vec![net("10.244.200.0/24")],
+            import: vec!["permit 192.0.2.0/24 le 28".parse().expect("rule")],
+            export: vec!["deny 10.244.1.0/26".parse().expect("rule")],
+        };
+        let spec = peer_spec(&external(options));
+        let prot = Protected {
+            prefixes: vec![net("10.244.0.0/16")],
+            expected: [net("10.244.2.0/26")].into(),
+        };
+        assert!(spec.passive);
+        assert_eq!(spec.max_prefixes, Some(50));
+        assert_eq!(spec.hold_time, Some(30));
+        assert_eq!(spec.connect_retry, Some(Duration::from_secs(7)));
+        assert!(!spec.graceful_restart);
+        let bfd = spec.bfd.expect("bfd");
+        assert_eq!(bfd.desired_min_tx, Duration::from_millis(100));
+        assert_eq!(bfd.required_min_rx, Duration::from_millis(100));
+        assert_eq!(bfd.detect_mult, 5);
+        assert!(spec.import.protect);
+        assert_eq!(spec.import.allow, [net("10.244.200.0/24")]);
+        assert!(spec.import.check(&prot, &net("192.0.2.16/28")).is_ok());
+        assert!(spec.import.check(&prot, &net("198.51.100.0/24")).is_err());
+        assert!(
+            spec.import.check(&prot, &net("10.244.200.0/26")).is_err(),
+            "allowed, then filtered"
+        );
+        assert!(!spec.export.permits(&net("10.244.1.0/26")));
+        // Defaults: as before, but the cluster's address space protected.
+        let spec = peer_spec(&external(Default::default()));
+        assert!(!spec.passive && spec.graceful_restart && spec.max_prefixes.is_none());
+        assert_eq!(spec.bfd, Some(BfdParams::default()));
+        assert!(spec.import.check(&prot, &net("10.244.2.0/29")).is_err());
+        assert!(spec.import.check(&prot, &net("10.244.2.0/26")).is_ok());
+        assert!(spec.import.check(&prot, &net("192.0.2.0/24")).is_ok());
+        // A node is never refused its blocks.
+        let mut node = external(Default::default());
+        node.kind = PeerKind::Node;
+        assert!(peer_spec(&node).import.is_empty());
+    }
+
+    #[test]
+    fn protected_is_the_pools_where_only_other_nodes_prefixes_are_expected() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut view = ClusterView::default();
+        view.blocks.insert(net("10.244.1.0/26"), Some("n1".into()));
+        view.blocks.insert(net("10.244.2.0/26"), Some("n2".into()));
+        view.blocks.insert(net("10.244.3.0/26"), None);
+        view.blocks.insert(net("10.99.0.0/26"), Some("n9".into()));
+        // n2 borrowed 10.244.1.6 of n1's block; n1 borrowed 10.244.2.5 of n2's.
+        view.lent.insert(
+            net("10.244.1.0/26"),
+            [(ip("10.244.1.6"), "n2".to_string())].into(),
+        );
+        view.lent.insert(
+            net("10.244.2.0/26"),
+            [(ip("10.244.2.5"), "n1".to_string())].into(),
+        );
+        let got = protected("n1", &[net("10.244.0.0/16"), net("fd00:244::/48")], &view);
+        assert_eq!(
+            got.prefixes,
+            [
+                net("10.99.0.0/26"),
+                net("10.244.0.0/16"),
+                net("fd00:244::/48")
+            ]
+        );
+        let mut expected: Vec<IpNet> = got.expected.into_iter().collect();
+        expected.sort();
+        assert_eq!(
+            expected,
+            [
+                net("10.99.0.0/26"),
+                net("10.244.1.6/32"),
+                net("10.244.2.0/26")
+            ],
+            "other nodes' blocks and borrowed addresses; not n1's own, not unaffined"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-use strait_api::bgp::{BgpRole, ExternalPeer, NodeBgp, PeerKind};
+use strait_api::bgp::{BgpRole, ExternalPeer, NodeBgp, PeerKind, PeerOptions};
 use strait_api::routes::Warning;
 use strait_api::{FabricMode, NodeRecord};
 
@@ -39,6 +39,8 @@ pub struct Peer {
     pub local: Option<IpAddr>,
     pub md5_key: Option<String>,
     pub bfd: bool,
+    /// An external peer's session and policy settings (defaults for nodes).
+    pub options: PeerOptions,
 }
 
 /// Everything the derivation looks at.
@@ -119,6 +121,7 @@ pub fn peers(input: &PeeringInput<'_>) -> (Vec<Peer>, Vec<Warning>) {
             local: Some(local),
             md5_key: None,
             bfd: input.bfd,
+            options: PeerOptions::default(),
         });
     }
     for (name, peer) in input.external {
@@ -139,6 +142,7 @@ pub fn peers(input: &PeeringInput<'_>) -> (Vec<Peer>, Vec<Warning>) {
             local,
             md5_key: peer.md5_key.clone(),
             bfd: peer.bfd,
+            options: peer.options.clone(),
         });
     }
     // One session per address: the first (nodes before external peers) wins.
@@ -299,13 +303,12 @@ mod tests {
     #[test]
     fn external_peers_for_every_node_or_one() {
         let nodes = cluster(&[BgpRole::Client; 2]);
-        let tor = |node: Option<&str>, address: &str| ExternalPeer {
-            address: address.parse().expect("ip"),
-            asn: 65001,
-            node: node.map(String::from),
-            md5_key: Some("secret".into()),
-            bfd: false,
-            port: 179,
+        let tor = |node: Option<&str>, address: &str| {
+            let mut p = ExternalPeer::new(address.parse().expect("ip"), 65001);
+            p.node = node.map(String::from);
+            p.md5_key = Some("secret".into());
+            p.options.passive = node == Some("n1");
+            p
         };
         let external: BTreeMap<String, ExternalPeer> = [
             ("core".to_string(), tor(None, "10.1.0.254")),
@@ -320,6 +323,7 @@ mod tests {
         assert_eq!(tor_a.kind, PeerKind::External);
         assert_eq!(tor_a.md5_key.as_deref(), Some("secret"));
         assert!(!tor_a.bfd);
+        assert!(tor_a.options.passive, "the stored options come along");
         let (peers, _) = derive(2, &nodes, &external);
         let tor_b = peers.iter().find(|p| p.name == "tor-b").expect("tor-b");
         assert_eq!(
@@ -347,14 +351,8 @@ mod tests {
     #[test]
     fn without_the_node_mesh_only_external_peers_and_route_reflectors() {
         let nodes = cluster(&[BgpRole::Client; 3]);
-        let tor = ExternalPeer {
-            address: "10.0.0.253".parse().expect("ip"),
-            asn: 65000,
-            node: Some("n1".into()),
-            md5_key: None,
-            bfd: false,
-            port: 179,
-        };
+        let mut tor = ExternalPeer::new("10.0.0.253".parse().expect("ip"), 65000);
+        tor.node = Some("n1".into());
         let external: BTreeMap<String, ExternalPeer> = [("tor-a".to_string(), tor)].into();
         let no_mesh = |i: u8, nodes: &BTreeMap<String, NodeRecord>| {
             let name = format!("n{i}");
