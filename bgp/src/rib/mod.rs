@@ -56,6 +56,10 @@ pub struct PeerConfig {
     /// without one is not advertised to an eBGP peer.
     pub local_v4: Option<Ipv4Addr>,
     pub local_v6: Option<Ipv6Addr>,
+    /// The session negotiated RFC 8950 (IPv4 unicast with IPv6 next hops): IPv4
+    /// routes may go to it with an IPv6 next hop, and our own with `local_v6` when
+    /// there is no `local_v4`. Without it, no IPv4 route with an IPv6 next hop is sent.
+    pub ipv4_via_ipv6: bool,
 }
 
 /// A Loc-RIB best-path change for the FIB: the next hops (ECMP, best first) now used for
@@ -751,13 +755,7 @@ fn export_rules(
         if best.attrs.as_path.contains(dst.cfg.asn) {
             return None;
         }
-        let next_hop = match family {
-            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
-            Family::Ipv6Unicast => NextHop::V6 {
-                global: dst.cfg.local_v6?,
-                link_local: None,
-            },
-        };
+        let next_hop = next_hop_self(&dst.cfg, family)?;
         let mut a = Attrs::clone(&best.attrs);
         a.prepend_as(cfg.local_asn);
         a.next_hop = next_hop;
@@ -770,18 +768,15 @@ fn export_rules(
         Some(a)
     } else if best.is_local() {
         // Next hop self towards internal peers: our address on that session.
-        let next_hop = match family {
-            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
-            Family::Ipv6Unicast => NextHop::V6 {
-                global: dst.cfg.local_v6?,
-                link_local: None,
-            },
-        };
+        let next_hop = next_hop_self(&dst.cfg, family)?;
         let mut a = Attrs::clone(&best.attrs);
         a.next_hop = next_hop;
         a.local_pref = Some(best.attrs.effective_local_pref());
         Some(a)
     } else if best.ebgp {
+        if !next_hop_fits(&best.attrs.next_hop, &dst.cfg, family) {
+            return None;
+        }
         let mut a = Attrs::clone(&best.attrs);
         a.local_pref = Some(best.attrs.effective_local_pref());
         Some(a)
@@ -791,12 +786,41 @@ fn export_rules(
         if !src_client && !dst.cfg.rr_client {
             return None;
         }
+        // Reflected unchanged (RFC 4456 §10): a next hop the client cannot be sent
+        // (IPv4 via IPv6 without RFC 8950) means no route for it, not a rewritten one.
+        if !next_hop_fits(&best.attrs.next_hop, &dst.cfg, family) {
+            return None;
+        }
         let mut a = Attrs::clone(&best.attrs);
         a.originator_id.get_or_insert(best.peer_router_id);
         a.cluster_list
             .insert(0, cfg.cluster_id.unwrap_or(cfg.router_id));
         Some(a)
     }
+}
+
+/// Our next hop towards `dst` for `family`: our address of that family on the
+/// session; for IPv4 without one, our IPv6 address where the session negotiated RFC
+/// 8950. `None`: the family cannot be sent to it with us as next hop.
+fn next_hop_self(dst: &PeerConfig, family: Family) -> Option<NextHop> {
+    let v6 = |global| NextHop::V6 {
+        global,
+        link_local: None,
+    };
+    match family {
+        Family::Ipv4Unicast => match (dst.local_v4, dst.local_v6) {
+            (Some(a), _) => Some(NextHop::V4(a)),
+            (None, Some(global)) if dst.ipv4_via_ipv6 => Some(v6(global)),
+            _ => None,
+        },
+        Family::Ipv6Unicast => dst.local_v6.map(v6),
+    }
+}
+
+/// Whether a route of `family` with `next_hop` may be sent to `dst` as it is: an IPv4
+/// route with an IPv6 next hop only over a session that negotiated RFC 8950.
+fn next_hop_fits(next_hop: &NextHop, dst: &PeerConfig, family: Family) -> bool {
+    !(family == Family::Ipv4Unicast && matches!(next_hop, NextHop::V6 { .. })) || dst.ipv4_via_ipv6
 }
 
 #[cfg(test)]

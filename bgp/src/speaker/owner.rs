@@ -19,8 +19,8 @@ use super::pack::pack;
 use super::status::{PeerStatus, RibEntry, down_reason, rib_entries};
 use crate::bfd::{self, Bfd, BfdState, Diagnostic};
 use crate::codec::{
-    AfiSafi, Capability, Context, Family, GracefulRestart, GracefulRestartFamily, MpUnreach,
-    NextHop, Notification, PathAttribute, Update, codes,
+    AfiSafi, Capability, Context, ExtendedNextHop, Family, GracefulRestart, GracefulRestartFamily,
+    MpUnreach, NextHop, Notification, PathAttribute, Update, codes,
 };
 use crate::fsm::{self, DownReason, Negotiated};
 use crate::rib::{Attrs, Changes, FibChange, PeerConfig, Rib, RibError, RouteUpdate};
@@ -402,6 +402,11 @@ impl Owner {
             Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
             Capability::RouteRefresh,
         ];
+        if self.cfg.extended_next_hop {
+            caps.push(Capability::ExtendedNextHop(vec![
+                ExtendedNextHop::IPV4_UNICAST_VIA_IPV6,
+            ]));
+        }
         if let Some(t) = self.cfg.graceful_restart {
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: self.cfg.restarted && self.converge == Converge::Waiting,
@@ -729,9 +734,10 @@ impl Owner {
                 Some(IpAddr::V6(a)) => Some(a),
                 _ => self.cfg.local_v6,
             },
+            ipv4_via_ipv6: n.codec.ipv4_via_ipv6,
         };
         let graceful_restart = n.peer.graceful_restart().cloned();
-        tracing::info!(peer = %addr, ?local, families = ?cfg.families, gr = graceful_restart.is_some(), "bgp: peer up");
+        tracing::info!(peer = %addr, ?local, families = ?cfg.families, gr = graceful_restart.is_some(), ipv4_via_ipv6 = cfg.ipv4_via_ipv6, "bgp: peer up");
         p.up = Some(Established {
             ctx: n.codec.clone(),
             graceful_restart: graceful_restart.clone(),
