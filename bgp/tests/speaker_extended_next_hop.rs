@@ -103,10 +103,18 @@ async fn table(s: &mut SessionHandle) -> (HashMap<IpNet, Arc<Attrs>>, bool) {
 /// A speaker with no IPv4 address of its own: the session's IPv6 address is its only
 /// next hop.
 async fn ipv6_only_speaker(peer_port: u16) -> (Speaker, tokio::sync::mpsc::Receiver<FibEvent>) {
+    speaker(peer_port, None).await
+}
+
+async fn speaker(
+    peer_port: u16,
+    local_v4: Option<Ipv4Addr>,
+) -> (Speaker, tokio::sync::mpsc::Receiver<FibEvent>) {
     let mut cfg = SpeakerConfig::new(ASN, Ipv4Addr::new(10, 0, 0, 1));
     cfg.listen = vec![SocketAddr::new(LOOPBACK.into(), 0)];
     assert!(cfg.extended_next_hop, "offered by default");
     assert_eq!((cfg.local_v4, cfg.local_v6), (None, None));
+    cfg.local_v4 = local_v4;
     let (speaker, fib) = Speaker::start(cfg, Box::new(AcceptAll)).await.unwrap();
     speaker
         .set_originated(vec![net("10.244.1.0/26"), net("fd00:244:1::/64")])
@@ -198,4 +206,30 @@ async fn a_peer_without_rfc_8950_gets_no_ipv4_routes_from_an_ipv6_only_speaker()
     assert_eq!(status[0].sent, 1);
     speaker.shutdown().await;
     drop(listener);
+}
+
+/// A speaker that has an IPv4 address too: over an IPv6 session that negotiated RFC
+/// 8950 its IPv4 routes go via the session's IPv6 address (as FRR and BIRD send them;
+/// the peer may have no route to our IPv4 address), and with IPv4 next hop self where
+/// the peer did not offer it.
+#[tokio::test]
+async fn over_ipv6_ipv4_goes_via_the_session_address_where_negotiated_else_via_ipv4() {
+    let ours = Ipv4Addr::new(192, 0, 2, 1);
+    for rfc8950 in [true, false] {
+        let (listener, mut peer) = peer(rfc8950);
+        let (speaker, _fib) = speaker(listener.local_addr().port(), Some(ours)).await;
+        let (routes, negotiated) = table(&mut peer).await;
+        assert_eq!(negotiated, rfc8950);
+        let want = if rfc8950 {
+            NextHop::V6 {
+                global: LOOPBACK,
+                link_local: None,
+            }
+        } else {
+            NextHop::V4(ours)
+        };
+        assert_eq!(routes[&net("10.244.1.0/26")].next_hop, want, "{rfc8950}");
+        speaker.shutdown().await;
+        drop(listener);
+    }
 }

@@ -726,8 +726,12 @@ impl Owner {
             rr_client: p.spec.rr_client,
             max_prefixes: p.spec.max_prefixes,
             families: n.codec.families.clone(),
+            // Over IPv6 with RFC 8950, IPv4 goes via the session's own address, as FRR
+            // and BIRD do: the peer reaches it for sure, an IPv4 address of ours
+            // perhaps not (a node with an IPv6-only underlay).
             local_v4: match local {
                 Some(IpAddr::V4(a)) => Some(a),
+                Some(IpAddr::V6(_)) if n.codec.ipv4_via_ipv6 => None,
                 _ => self.cfg.local_v4,
             },
             local_v6: match local {
