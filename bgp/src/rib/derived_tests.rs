@@ -205,3 +205,16 @@ fn the_export_cache_forgets_attributes_no_route_holds() {
         Some(9_999)
     );
 }
+
+#[test]
+fn equal_attributes_from_different_updates_are_one_set_and_one_rewrite() {
+    let mut r = rib(Box::new(AcceptAll));
+    let a = ip("10.0.0.2");
+    let c1 = r.update(a, &announce(&["192.0.2.0/24"], 1)).unwrap();
+    let c2 = r.update(a, &announce(&["198.51.100.0/24"], 1)).unwrap();
+    let held = |p: &str| Arc::clone(r.adj_rib_in(a, &net(p)).unwrap().0);
+    assert!(Arc::ptr_eq(&held("192.0.2.0/24"), &held("198.51.100.0/24")));
+    // So both go to the other client with one attribute set: one UPDATE.
+    let (o1, o2) = (c1.out[0].attrs.as_ref(), c2.out[0].attrs.as_ref());
+    assert!(Arc::ptr_eq(o1.unwrap(), o2.unwrap()));
+}

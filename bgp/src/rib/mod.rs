@@ -10,6 +10,7 @@
 mod attrs;
 mod decision;
 mod export;
+mod intern;
 mod policy;
 mod prefix_map;
 mod route;
@@ -28,6 +29,7 @@ pub use decision::{LOCAL_PEER, Path};
 pub use policy::{AcceptAll, Policy};
 
 use export::ExportCache;
+use intern::Interner;
 use prefix_map::PrefixMap;
 use route::{Route, Source};
 use short::Short;
@@ -162,6 +164,7 @@ pub struct Rib {
     peers: HashMap<IpAddr, PeerState>,
     loc: PrefixMap<Dest>,
     exports: ExportCache,
+    attrs: Interner,
     /// The source of the routes we originate.
     local: Arc<Source>,
 }
@@ -289,6 +292,7 @@ impl Rib {
             peers: HashMap::new(),
             loc: PrefixMap::default(),
             exports: ExportCache::default(),
+            attrs: Interner::default(),
             local,
         }
     }
@@ -386,12 +390,19 @@ impl Rib {
         let mut decided: Vec<(IpNet, Option<Arc<Attrs>>)> = Vec::new();
         decided.extend(update.withdrawn.iter().map(|p| (p.trunc(), None)));
         for (prefixes, attrs) in &update.announced {
-            let checked = self.import_checks(state, attrs);
+            let checked = self
+                .import_checks(state, attrs)
+                .map(|a| self.attrs.intern(a));
             for p in prefixes {
                 let p = p.trunc();
-                let a = checked
-                    .as_ref()
-                    .and_then(|a| self.policy.import(&state.cfg, &p, a));
+                let a = checked.as_ref().and_then(|c| {
+                    let a = self.policy.import(&state.cfg, &p, c)?;
+                    Some(if Arc::ptr_eq(&a, c) {
+                        a
+                    } else {
+                        self.attrs.intern(a)
+                    })
+                });
                 decided.push((p, a));
             }
         }
@@ -635,10 +646,11 @@ impl Rib {
     /// one rewritten copy for all of them, so they go out in shared UPDATEs.
     pub fn originate_all(&mut self, prefixes: &[IpNet], attrs: &Arc<Attrs>) -> Changes {
         let mut changes = Changes::default();
+        let attrs = self.attrs.intern(Arc::clone(attrs));
         for prefix in prefixes {
             let prefix = prefix.trunc();
             let route = Route {
-                attrs: Arc::clone(attrs),
+                attrs: Arc::clone(&attrs),
                 source: Arc::clone(&self.local),
             };
             let before = self.before(&prefix);
