@@ -34,12 +34,12 @@ const IDLE_HOLD: Duration = Duration::from_secs(1);
 /// How many queued inputs are handled before the UPDATEs they caused are sent: a
 /// burst of UPDATEs from one peer becomes full UPDATEs to the others.
 const BATCH: usize = 4096;
-/// A batch also ends once a peer has this many prefixes waiting to be sent: a full
-/// table arriving in one burst would otherwise be held whole, per peer, in the pending
-/// map (and its FIB changes in `fib_pending`) before the first UPDATE goes out — that
-/// peak was a fifth of a route reflector's memory at 100 000 prefixes. At 16 384 the
-/// packed UPDATEs stay full but for one per flush.
-const OUT_FLUSH_AT: usize = 16_384;
+/// A batch also ends once a peer has this many prefixes waiting to be sent, or the FIB
+/// this many changes: a full table arriving in one burst would otherwise be held whole,
+/// per peer, in the pending map (and its FIB changes in `fib_pending`, about 100 octets
+/// each) before the first UPDATE goes out. At 4096 the packed UPDATEs stay full but for
+/// one per flush and attribute set.
+const OUT_FLUSH_AT: usize = 4096;
 /// A slow FIB consumer makes the owner hold changes back (and coalesce them) rather
 /// than wait: beyond this many held changes, only the latest per prefix is kept.
 const FIB_COALESCE_AT: usize = 4096;
@@ -248,7 +248,9 @@ impl Owner {
                 Some(input) = inputs.recv() => {
                     self.input(input).await;
                     for _ in 1..BATCH {
-                        if self.out.values().any(|o| o.len() >= OUT_FLUSH_AT) {
+                        if self.fib_pending.len() >= OUT_FLUSH_AT
+                            || self.out.values().any(|o| o.len() >= OUT_FLUSH_AT)
+                        {
                             break;
                         }
                         match inputs.try_recv() {
