@@ -90,16 +90,20 @@ fn routes(ns: &Netns) -> BTreeMap<String, String> {
             } else {
                 format!("{dst}/128")
             };
+            // A gateway of the other family is `"via": {"family": "inet6", "host": …}`.
+            let gateway = |h: &serde_json::Value| {
+                h["gateway"].as_str().map(String::from).or_else(|| {
+                    let via = &h["via"];
+                    Some(format!(
+                        "{} {}",
+                        via["family"].as_str()?,
+                        via["host"].as_str()?
+                    ))
+                })
+            };
             let mut gateways: Vec<String> = match r["nexthops"].as_array() {
-                Some(hops) => hops
-                    .iter()
-                    .filter_map(|h| h["gateway"].as_str().map(String::from))
-                    .collect(),
-                None => r["gateway"]
-                    .as_str()
-                    .map(String::from)
-                    .into_iter()
-                    .collect(),
+                Some(hops) => hops.iter().filter_map(gateway).collect(),
+                None => gateway(r).into_iter().collect(),
             };
             gateways.sort();
             let what = if r["type"].as_str() == Some("blackhole") {
@@ -188,6 +192,57 @@ fn single_and_multipath_routes_are_installed_replaced_and_removed() {
             "{:?}",
             done.failed
         );
+        expect(&ns, &[]);
+    });
+}
+
+/// RFC 8950: an IPv4 route via an IPv6 next hop is installed `via inet6` (alone, and
+/// beside an IPv4 gateway in one ECMP route), read back as it was installed (the repair
+/// loop then has nothing to do, a restart adopts it), and deleted.
+#[test]
+fn ipv4_routes_via_ipv6_gateways_are_installed_read_back_and_removed() {
+    if !strait_testbeds::require_root(
+        "ipv4_routes_via_ipv6_gateways_are_installed_read_back_and_removed",
+    ) {
+        return;
+    }
+    let ns = host();
+    runtime().block_on(async {
+        let mut fib = FibSync::start(netlink(&ns).await).await.expect("start");
+        let done = fib
+            .changes(vec![
+                change("10.244.1.0/26", &["fd99::2"]),
+                change("10.244.2.0/26", &["fd99::3", "10.0.0.2"]),
+                change("10.244.3.0/26", &["fd99::3", "fd99::4"]),
+            ])
+            .await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
+        let installed = [
+            ("10.244.1.0/26", "via inet6 fd99::2 proto 83"),
+            ("10.244.2.0/26", "via 10.0.0.2,inet6 fd99::3 proto 83"),
+            ("10.244.3.0/26", "via inet6 fd99::3,inet6 fd99::4 proto 83"),
+        ];
+        expect(&ns, &installed);
+        let repaired = fib.resync().await.expect("resync");
+        assert_eq!(
+            (repaired.replaced, repaired.deleted),
+            (0, 0),
+            "the kernel read back matches what was installed: {repaired:?}"
+        );
+
+        // A restarted agent adopts them and replaces them in place.
+        let mut fib = FibSync::start(netlink(&ns).await).await.expect("start");
+        assert_eq!(fib.table().installed_len(), 3);
+        let done = fib
+            .changes(vec![change("10.244.1.0/26", &["fd99::5"])])
+            .await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
+        let done = fib.converged().await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
+        assert_eq!(done.deleted, 2);
+        expect(&ns, &[("10.244.1.0/26", "via inet6 fd99::5 proto 83")]);
+        let done = fib.changes(vec![change("10.244.1.0/26", &[])]).await;
+        assert!(done.failed.is_empty(), "{:?}", done.failed);
         expect(&ns, &[]);
     });
 }

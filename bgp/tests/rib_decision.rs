@@ -44,6 +44,7 @@ fn peer(addr: &str, asn: u32, router_id: &str) -> PeerConfig {
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_v4: Some(v4("10.0.0.1")),
         local_v6: Some("fd00::1".parse().unwrap()),
+        ipv4_via_ipv6: false,
     }
 }
 

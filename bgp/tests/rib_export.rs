@@ -43,6 +43,7 @@ fn peer(addr: &str, asn: u32, rr_client: bool) -> PeerConfig {
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_v4: Some(v4(ROUTER_ID)),
         local_v6: Some("fd00::1".parse().unwrap()),
+        ipv4_via_ipv6: false,
     }
 }
 
@@ -319,4 +320,119 @@ fn one_announcement_of_both_families_gets_each_familys_next_hop_self() {
         }
     );
     assert_eq!(hop("198.51.100.0/24"), NextHop::V4(v4(ROUTER_ID)));
+}
+
+/// RFC 8950: an IPv4 route with an IPv6 next hop (from an IPv6-only node) is reflected
+/// unchanged to clients whose session negotiated extended next hops; a peer without it
+/// cannot be sent that next hop, so it gets no route, and one it had is withdrawn.
+#[test]
+fn ipv4_routes_via_ipv6_are_reflected_only_to_peers_that_negotiated_rfc_8950() {
+    let mut r = reflector();
+    let with_8950 = |addr: &str, asn: u32, rr_client: bool| PeerConfig {
+        ipv4_via_ipv6: true,
+        ..peer(addr, asn, rr_client)
+    };
+    // C3 is a client that negotiated it, E2 an eBGP peer that did.
+    r.peer_up(with_8950("10.1.0.3", LOCAL_AS, true)).unwrap();
+    r.peer_up(with_8950("10.3.0.2", 200, false)).unwrap();
+    // First a route with an IPv4 next hop from a non-client: reflected to clients.
+    let c = r.update(ip(N1), &announce(P, attrs(N1, &[]))).unwrap();
+    assert_eq!(
+        sent_to(&c),
+        vec![ip(C1), ip(C2), ip("10.1.0.3"), ip(E1), ip("10.3.0.2")]
+    );
+    // A better one via IPv6 from client C2.
+    let via6 = NextHop::V6 {
+        global: "fd99::2".parse().unwrap(),
+        link_local: Some("fe80::2".parse().unwrap()),
+    };
+    let mut a = attrs(C2, &[]);
+    a.next_hop = via6;
+    a.local_pref = Some(200);
+    let c = r.update(ip(C2), &announce(P, a)).unwrap();
+    assert_eq!(r.best(&net(P)).unwrap().peer, ip(C2));
+    assert_eq!(
+        r.fib_next_hops(&net(P)),
+        [via6],
+        "the FIB gets the IPv6 next hop"
+    );
+    let reflected = out(&c, "10.1.0.3").attrs.as_ref().expect("to C3");
+    assert_eq!(reflected.next_hop, via6, "reflected unchanged");
+    assert_eq!(reflected.originator_id, Some(v4(C2)));
+    // C1 and N1 did not negotiate it: withdrawn (N1 held none, a non-client's own).
+    assert_eq!(out(&c, C1).attrs, None, "withdrawn from C1");
+    assert_eq!(r.adj_rib_out(ip(C1), &net(P)), None);
+    assert_eq!(r.adj_rib_out(ip(N1), &net(P)), None);
+    assert_eq!(r.adj_rib_out(ip(N2), &net(P)), None);
+    // eBGP peers get next hop self: our IPv4 address, whatever they negotiated.
+    for e in [E1, "10.3.0.2"] {
+        assert_eq!(
+            r.adj_rib_out(ip(e), &net(P)).unwrap().next_hop,
+            NextHop::V4(v4(ROUTER_ID)),
+            "{e}"
+        );
+    }
+    // A peer coming up later without RFC 8950 is not sent it either.
+    r.peer_up(peer("10.1.0.4", LOCAL_AS, true)).unwrap();
+    assert_eq!(r.adj_rib_out(ip("10.1.0.4"), &net(P)), None);
+    // The IPv6 path goes: the IPv4 one is the best again and C1 gets it back.
+    let c = r
+        .update(
+            ip(C2),
+            &RouteUpdate {
+                announced: vec![],
+                withdrawn: vec![net(P)],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        out(&c, C1).attrs.as_ref().unwrap().next_hop,
+        NextHop::V4(v4(N1))
+    );
+}
+
+/// Next hop self for IPv4 on a session without an IPv4 address of ours (an IPv6-only
+/// node): our IPv6 address where RFC 8950 was negotiated, else no IPv4 route at all.
+/// With an IPv4 address, that one, as before.
+#[test]
+fn an_ipv6_only_speaker_announces_ipv4_with_its_ipv6_next_hop_only_where_negotiated() {
+    let mut r = Rib::new(
+        RibConfig {
+            local_asn: LOCAL_AS,
+            router_id: v4(ROUTER_ID),
+            cluster_id: None,
+            multipath: 1,
+        },
+        Box::new(AcceptAll),
+    );
+    let ours: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+    let v6_only = |addr: &str, asn: u32, negotiated: bool| PeerConfig {
+        local_v4: None,
+        ipv4_via_ipv6: negotiated,
+        ..peer(addr, asn, false)
+    };
+    r.peer_up(v6_only(N1, LOCAL_AS, true)).unwrap();
+    r.peer_up(v6_only(N2, LOCAL_AS, false)).unwrap();
+    r.peer_up(v6_only(E1, 100, true)).unwrap();
+    r.peer_up(PeerConfig {
+        ipv4_via_ipv6: true,
+        ..peer(C1, LOCAL_AS, false)
+    })
+    .unwrap();
+    let block = "10.244.0.0/26";
+    let c = r.originate(net(block), Attrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED)));
+    let self6 = NextHop::V6 {
+        global: ours,
+        link_local: None,
+    };
+    assert_eq!(sent_to(&c), vec![ip(C1), ip(N1), ip(E1)], "not to N2");
+    assert_eq!(out(&c, N1).attrs.as_ref().unwrap().next_hop, self6);
+    let e = out(&c, E1).attrs.as_ref().unwrap();
+    assert_eq!(e.next_hop, self6);
+    assert_eq!(e.as_path.segments[0].asns, [LOCAL_AS]);
+    assert_eq!(
+        out(&c, C1).attrs.as_ref().unwrap().next_hop,
+        NextHop::V4(v4(ROUTER_ID)),
+        "an IPv4 address of ours is preferred"
+    );
 }

@@ -37,6 +37,7 @@ fn client(n: u8) -> PeerConfig {
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_v4: Some(Ipv4Addr::new(10, 250, 0, 1)),
         local_v6: None,
+        ipv4_via_ipv6: false,
     }
 }
 

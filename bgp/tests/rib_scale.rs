@@ -26,6 +26,7 @@ fn peer(n: u8, asn: u32, rr_client: bool) -> PeerConfig {
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
         local_v6: Some("fd00::1".parse().unwrap()),
+        ipv4_via_ipv6: false,
     }
 }
 

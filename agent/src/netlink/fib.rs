@@ -2,7 +2,9 @@
 //! one gateway, or via several as one ECMP route (`RTA_MULTIPATH`, `ip route add …
 //! nexthop via A nexthop via B`), in the main table. No output interface is given: the
 //! kernel resolves each gateway through the routes it already has (a connected subnet),
-//! so nothing is ever guessed `onlink`.
+//! so nothing is ever guessed `onlink`. An IPv4 route may have IPv6 gateways (RFC 8950:
+//! `ip route add … via inet6 fd00::1`, `RTA_VIA`, also per next hop of a multipath
+//! route); they are read back from there, so the repair loop sees what it installed.
 
 use std::net::IpAddr;
 
@@ -10,10 +12,12 @@ use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteScope, RouteType,
+    RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteScope, RouteType,
 };
 
-use super::route::{destination_of, ip_of, main_table_message};
+use super::route::{
+    destination_of, fmt_via, gateway_attribute, ip_of, ip_of_via, main_table_message,
+};
 use super::{BatchRequest, Netlink, NetlinkError};
 
 /// A unicast route to `destination` via `gateways` (one: a plain route; several: one
@@ -45,14 +49,14 @@ impl GatewayRoute {
         match self.gateways.as_slice() {
             [one] => m
                 .attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(*one))),
+                .push(gateway_attribute(&self.destination, *one)),
             several => {
                 let hops = several
                     .iter()
                     .map(|gateway| {
                         let mut hop = RouteNextHop::default();
                         hop.attributes
-                            .push(RouteAttribute::Gateway(RouteAddress::from(*gateway)));
+                            .push(gateway_attribute(&self.destination, *gateway));
                         hop
                     })
                     .collect();
@@ -67,10 +71,11 @@ impl std::fmt::Display for GatewayRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.destination)?;
         match self.gateways.as_slice() {
-            [one] => write!(f, " via {one}")?,
+            [one] => fmt_via(f, &self.destination, *one)?,
             several => {
                 for gateway in several {
-                    write!(f, " nexthop via {gateway}")?;
+                    write!(f, " nexthop")?;
+                    fmt_via(f, &self.destination, *gateway)?;
                 }
             }
         }
@@ -169,11 +174,14 @@ fn parse_gateway_route(m: RouteMessage) -> Option<GatewayRoute> {
             RouteAttribute::Table(t) => table = t,
             RouteAttribute::Destination(a) => destination = ip_of(a),
             RouteAttribute::Gateway(a) => gateways.extend(ip_of(a)),
+            RouteAttribute::Via(v) => gateways.extend(ip_of_via(v)),
             RouteAttribute::MultiPath(hops) => {
                 for hop in hops {
                     for a in hop.attributes {
-                        if let RouteAttribute::Gateway(a) = a {
-                            gateways.extend(ip_of(a));
+                        match a {
+                            RouteAttribute::Gateway(a) => gateways.extend(ip_of(a)),
+                            RouteAttribute::Via(v) => gateways.extend(ip_of_via(v)),
+                            _ => {}
                         }
                     }
                 }
@@ -225,6 +233,44 @@ mod tests {
         assert_eq!(
             two.to_string(),
             "10.244.2.0/26 nexthop via 10.0.0.2 nexthop via 10.0.0.3 proto 83"
+        );
+    }
+
+    #[test]
+    fn ipv4_routes_via_ipv6_gateways_use_rta_via_and_parse_back() {
+        use netlink_packet_route::route::RouteVia;
+        let net: IpNet = "10.244.2.0/26".parse().expect("net");
+        let one = GatewayRoute::new(net, vec![ip("fd00::2")], RTPROT_STRAIT);
+        let m = one.to_message();
+        assert!(
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Via(RouteVia::Inet6(_))))
+        );
+        assert_eq!(parse_gateway_route(m), Some(one.clone()));
+        assert_eq!(one.to_string(), "10.244.2.0/26 via inet6 fd00::2 proto 83");
+        // ECMP over an IPv4 and an IPv6 gateway: each hop in its own attribute.
+        let two = GatewayRoute::new(net, vec![ip("fd00::3"), ip("10.0.0.2")], RTPROT_STRAIT);
+        let m = two.to_message();
+        let Some(RouteAttribute::MultiPath(hops)) = m
+            .attributes
+            .iter()
+            .find(|a| matches!(a, RouteAttribute::MultiPath(_)))
+        else {
+            panic!("multipath: {m:?}");
+        };
+        assert!(matches!(
+            hops[0].attributes[..],
+            [RouteAttribute::Gateway(_)]
+        ));
+        assert!(matches!(
+            hops[1].attributes[..],
+            [RouteAttribute::Via(RouteVia::Inet6(_))]
+        ));
+        assert_eq!(parse_gateway_route(m), Some(two.clone()));
+        assert_eq!(
+            two.to_string(),
+            "10.244.2.0/26 nexthop via 10.0.0.2 nexthop via inet6 fd00::3 proto 83"
         );
     }
 

@@ -1,5 +1,7 @@
 //! Routes in the main table: unicast routes (via a gateway, or straight out of a link)
-//! and blackhole routes.
+//! and blackhole routes. A gateway of the other family (an IPv4 route via an IPv6
+//! gateway, RFC 8950's BGP routes) goes in `RTA_VIA` instead of `RTA_GATEWAY`, as
+//! `ip route add 10.0.0.0/24 via inet6 fd00::1` does, and is read back from there.
 
 use std::net::IpAddr;
 
@@ -7,7 +9,7 @@ use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteType, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -131,7 +133,7 @@ impl Route {
         }
         if let Some(gateway) = self.gateway {
             m.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+                .push(gateway_attribute(&self.destination, gateway));
         }
         if let Some(oif) = self.oif {
             m.attributes.push(RouteAttribute::Oif(oif));
@@ -168,6 +170,31 @@ pub(super) fn main_table_message(
     m
 }
 
+/// The attribute naming `gateway` for a route to `destination`: `RTA_GATEWAY` in the
+/// route's own family, `RTA_VIA` with the gateway's family otherwise (the kernel takes
+/// IPv4 routes via IPv6 gateways since Linux 5.2).
+pub(super) fn gateway_attribute(destination: &IpNet, gateway: IpAddr) -> RouteAttribute {
+    match (destination, gateway) {
+        (IpNet::V4(_), IpAddr::V6(v6)) => RouteAttribute::Via(RouteVia::Inet6(v6)),
+        (IpNet::V6(_), IpAddr::V4(v4)) => RouteAttribute::Via(RouteVia::Inet(v4)),
+        _ => RouteAttribute::Gateway(RouteAddress::from(gateway)),
+    }
+}
+
+/// `via 10.0.0.1`, or `via inet6 fd00::1` for a gateway of the other family (as `ip
+/// route` prints it).
+pub(super) fn fmt_via(
+    f: &mut std::fmt::Formatter<'_>,
+    destination: &IpNet,
+    gateway: IpAddr,
+) -> std::fmt::Result {
+    match (destination, gateway) {
+        (IpNet::V4(_), IpAddr::V6(_)) => write!(f, " via inet6 {gateway}"),
+        (IpNet::V6(_), IpAddr::V4(_)) => write!(f, " via inet {gateway}"),
+        _ => write!(f, " via {gateway}"),
+    }
+}
+
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.kind == RouteKind::Blackhole {
@@ -175,7 +202,7 @@ impl std::fmt::Display for Route {
         }
         write!(f, "{}", self.destination)?;
         if let Some(gateway) = self.gateway {
-            write!(f, " via {gateway}")?;
+            fmt_via(f, &self.destination, gateway)?;
         }
         if let Some(oif) = self.oif {
             write!(f, " dev index {oif}")?;
@@ -294,6 +321,7 @@ fn parse_route(m: RouteMessage) -> Option<Route> {
             RouteAttribute::Table(t) => table = t,
             RouteAttribute::Destination(a) => destination = ip_of(a),
             RouteAttribute::Gateway(a) => gateway = ip_of(a),
+            RouteAttribute::Via(v) => gateway = ip_of_via(v),
             RouteAttribute::Oif(i) => oif = Some(i),
             RouteAttribute::Priority(p) => metric = Some(p),
             _ => {}
@@ -327,6 +355,15 @@ pub(super) fn destination_of(header: &RouteHeader, destination: Option<IpAddr>) 
         (None, AddressFamily::Inet) => Some(IpNet::V4(Default::default())),
         (None, AddressFamily::Inet6) => Some(IpNet::V6(Default::default())),
         (None, _) => None,
+    }
+}
+
+/// The gateway of an `RTA_VIA` (an IP one; MPLS and other families are not ours).
+pub(super) fn ip_of_via(v: RouteVia) -> Option<IpAddr> {
+    match v {
+        RouteVia::Inet(v4) => Some(IpAddr::V4(v4)),
+        RouteVia::Inet6(v6) => Some(IpAddr::V6(v6)),
+        _ => None,
     }
 }
 
@@ -377,6 +414,29 @@ mod tests {
         assert_eq!(
             via.to_string(),
             "10.244.1.0/26 via 10.244.1.1 dev index 9 onlink proto 83"
+        );
+    }
+
+    #[test]
+    fn a_gateway_of_the_other_family_goes_in_rta_via_and_parses_back() {
+        let block: IpNet = "10.244.1.0/26".parse().expect("net");
+        let via = Route::via(block, "fd00::2".parse().expect("ip"), 3, false);
+        let m = via.to_message();
+        assert!(
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Via(RouteVia::Inet6(_))))
+        );
+        assert!(
+            !m.attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Gateway(_))),
+            "no IPv6 RTA_GATEWAY in an IPv4 route"
+        );
+        assert_eq!(parse_route(m), Some(via.clone()));
+        assert_eq!(
+            via.to_string(),
+            "10.244.1.0/26 via inet6 fd00::2 dev index 3 proto 83"
         );
     }
 

@@ -89,7 +89,10 @@ impl Attrs {
     }
 
     /// The attributes to put in an UPDATE announcing `prefixes` with these attributes:
-    /// NEXT_HOP for IPv4 (the prefixes go in the NLRI field), MP_REACH_NLRI for IPv6.
+    /// NEXT_HOP for IPv4 (the prefixes go in the NLRI field), MP_REACH_NLRI for IPv6,
+    /// and for IPv4 with an IPv6 next hop too (RFC 8950 §4). An UPDATE has one
+    /// MP_REACH_NLRI, so such IPv4 prefixes and IPv6 ones go in separate calls (as
+    /// [`crate::speaker::pack`] groups them, by family).
     pub fn to_update(&self, prefixes: &[IpNet]) -> Update {
         let mut attributes = vec![
             PathAttribute::Origin(self.origin),
@@ -103,10 +106,17 @@ impl Attrs {
                 IpNet::V6(_) => v6.push(*p),
             }
         }
-        if !nlri.is_empty()
-            && let NextHop::V4(a) = self.next_hop
-        {
-            attributes.push(PathAttribute::NextHop(a));
+        let mut v4_via_v6 = Vec::new();
+        match self.next_hop {
+            NextHop::V4(a) if !nlri.is_empty() => attributes.push(PathAttribute::NextHop(a)),
+            NextHop::V4(_) => {}
+            NextHop::V6 { .. } => {
+                debug_assert!(
+                    nlri.is_empty() || v6.is_empty(),
+                    "IPv4 via IPv6 and IPv6 prefixes in one UPDATE"
+                );
+                v4_via_v6 = nlri.drain(..).map(IpNet::V4).collect();
+            }
         }
         if let Some(m) = self.med {
             attributes.push(PathAttribute::MultiExitDisc(m));
@@ -129,12 +139,17 @@ impl Attrs {
         if !self.cluster_list.is_empty() {
             attributes.push(PathAttribute::ClusterList(self.cluster_list.clone()));
         }
-        if !v6.is_empty() {
-            attributes.push(PathAttribute::MpReach(crate::codec::MpReach {
-                family: crate::codec::Family::Ipv6Unicast,
-                next_hop: self.next_hop,
-                nlri: v6,
-            }));
+        for (family, nlri) in [
+            (crate::codec::Family::Ipv4Unicast, v4_via_v6),
+            (crate::codec::Family::Ipv6Unicast, v6),
+        ] {
+            if !nlri.is_empty() {
+                attributes.push(PathAttribute::MpReach(crate::codec::MpReach {
+                    family,
+                    next_hop: self.next_hop,
+                    nlri,
+                }));
+            }
         }
         attributes.extend(self.unknown.iter().cloned().map(PathAttribute::Unknown));
         Update {

@@ -10,8 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::attrs::Attrs;
+use super::route::Route;
 
-/// One candidate for a destination: a peer's route after import policy.
+/// One candidate for a destination: a peer's route after import policy. (The RIB
+/// stores it more compactly, as a [`Route`].)
 #[derive(Debug, Clone)]
 pub struct Path {
     pub peer: IpAddr,
@@ -31,22 +33,17 @@ impl Path {
     pub fn is_local(&self) -> bool {
         self.peer == LOCAL_PEER
     }
-
-    /// RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier where present.
-    fn identifier(&self) -> Ipv4Addr {
-        self.attrs.originator_id.unwrap_or(self.peer_router_id)
-    }
 }
 
 /// The cost to reach a next hop; strait has no IGP, so every next hop costs the same
 /// until the FIB sync can tell reachability (§9.1.2.2 e).
-fn igp_cost(_p: &Path) -> u32 {
+fn igp_cost(_p: &Route) -> u32 {
     0
 }
 
 /// Indexes of the paths that survive steps a–e (the ECMP candidates), then ordered by
 /// the remaining tie-breaks (f, g and the peer address), best first.
-pub fn rank(paths: &[Path]) -> Vec<usize> {
+pub(super) fn rank(paths: &[Route]) -> Vec<usize> {
     let mut c: Vec<usize> = (0..paths.len()).collect();
     // Our own route first, as BIRD and FRR (weight 32768) do: a prefix we originate is
     // ours whatever a peer says about it.
@@ -67,7 +64,7 @@ pub fn rank(paths: &[Path]) -> Vec<usize> {
             .any(|&j| paths[j].attrs.neighbour_as() == asn && med(j) < med(i))
     });
     // d: eBGP over iBGP.
-    keep_best(&mut c, |i| !paths[i].ebgp);
+    keep_best(&mut c, |i| !paths[i].source.ebgp);
     keep_best(&mut c, |i| igp_cost(&paths[i]));
     c.sort_by(|&a, &b| tie_break(&paths[a], &paths[b]));
     c
@@ -75,11 +72,11 @@ pub fn rank(paths: &[Path]) -> Vec<usize> {
 
 /// §9.1.2.2 f with RFC 4456 §9, then the shortest CLUSTER_LIST, then the lowest peer
 /// address (g).
-fn tie_break(a: &Path, b: &Path) -> Ordering {
+fn tie_break(a: &Route, b: &Route) -> Ordering {
     a.identifier()
         .cmp(&b.identifier())
         .then(a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()))
-        .then(a.peer.cmp(&b.peer))
+        .then(a.peer().cmp(&b.peer()))
 }
 
 fn keep_best<K: Ord>(c: &mut Vec<usize>, key: impl Fn(usize) -> K) {

@@ -29,6 +29,7 @@ fn peer(addr: &str, asn: u32, rr_client: bool, local: &str) -> PeerConfig {
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_v4: Some(local.parse().unwrap()),
         local_v6: Some("fd00::1".parse().unwrap()),
+        ipv4_via_ipv6: false,
     }
 }
 

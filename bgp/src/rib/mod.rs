@@ -7,10 +7,13 @@
 //! Every mutating call returns [`Changes`]: the Loc-RIB best paths that changed (for the
 //! FIB) and the routes to announce or withdraw per peer. Nothing else has to be diffed.
 
-mod adj_out;
 mod attrs;
 mod decision;
+mod export;
+mod intern;
 mod policy;
+mod prefix_map;
+mod route;
 mod short;
 
 use std::collections::HashMap;
@@ -25,7 +28,10 @@ pub use attrs::{Attrs, DEFAULT_LOCAL_PREF, RouteUpdate};
 pub use decision::{LOCAL_PEER, Path};
 pub use policy::{AcceptAll, Policy};
 
-use adj_out::AdjOut;
+use export::ExportCache;
+use intern::Interner;
+use prefix_map::PrefixMap;
+use route::{Route, Source};
 use short::Short;
 
 /// The speaker's own identity and the knobs of the decision process.
@@ -56,6 +62,10 @@ pub struct PeerConfig {
     /// without one is not advertised to an eBGP peer.
     pub local_v4: Option<Ipv4Addr>,
     pub local_v6: Option<Ipv6Addr>,
+    /// The session negotiated RFC 8950 (IPv4 unicast with IPv6 next hops): IPv4
+    /// routes may go to it with an IPv6 next hop, and our own with `local_v6` when
+    /// there is no `local_v4`. Without it, no IPv4 route with an IPv6 next hop is sent.
+    pub ipv4_via_ipv6: bool,
 }
 
 /// A Loc-RIB best-path change for the FIB: the next hops (ECMP, best first) now used for
@@ -125,109 +135,42 @@ pub enum RibError {
 
 struct PeerState {
     cfg: PeerConfig,
-    /// Dense and never reused: indexes the export memo.
+    /// Small and dense, reused once the peer is gone: indexes the export cache.
     slot: usize,
     ebgp: bool,
     /// False while a restarting peer's routes are kept (graceful restart helper).
     up: bool,
+    /// The current session, as its routes carry it; routes with an earlier one are
+    /// stale.
+    source: Arc<Source>,
     /// How many routes its Adj-RIB-In holds. The routes themselves are its paths in the
-    /// Loc-RIB's `Dest`s (after import policy, stale flag included): a map per peer
-    /// repeated every prefix and pointer once more.
+    /// Loc-RIB's destinations (after import policy): a map per peer repeated every
+    /// prefix and pointer once more.
     adj_in_len: usize,
-    /// How many routes its Adj-RIB-Out holds (the routes live in the Loc-RIB's `Dest`).
+    /// How many prefixes it was sent (the Adj-RIB-Out itself is derived, see
+    /// [`export`]).
     adj_out_len: usize,
 }
 
-struct Dest {
-    paths: Short<Path>,
-    /// What the FIB was last given. `None`, the common case, stands for the best
-    /// path's one next hop, without a copy: 16 octets here instead of 40. Anything
-    /// that changes `paths` goes through [`Dest::paths_mut`], which writes it out first.
-    fib: Option<Box<[NextHop]>>,
-    /// The Adj-RIB-Outs' entries for this prefix, by peer slot. Kept beside the
-    /// Loc-RIB entry rather than in a map per peer: updating every peer's Adj-RIB-Out
-    /// then costs no further lookups, which is where the time went at 100 000 prefixes.
-    out: AdjOut,
-}
+/// A destination's candidate paths, the best first (after every call).
+type Dest = Short<Route>;
 
-impl Default for Dest {
-    fn default() -> Dest {
-        Dest {
-            paths: Short::Empty,
-            // Empty: no allocation.
-            fib: Some(Box::new([])),
-            out: AdjOut::default(),
-        }
-    }
-}
-
-impl Dest {
-    fn fib_hops(&self) -> &[NextHop] {
-        match &self.fib {
-            Some(hops) => hops,
-            None => std::slice::from_ref(&self.paths[0].attrs.next_hop),
-        }
-    }
-
-    /// The paths to change: the FIB entry stops depending on them first.
-    fn paths_mut(&mut self) -> &mut Short<Path> {
-        if self.fib.is_none() {
-            self.fib = Some(Box::new([self.paths[0].attrs.next_hop]));
-        }
-        &mut self.paths
-    }
-
-    fn path_of(&self, peer: IpAddr) -> Option<&Path> {
-        self.paths.iter().find(|p| p.peer == peer)
-    }
-}
-
-/// Export results for one call, per (source attributes, source peer) and target peer
-/// slot: one UPDATE's prefixes share their attributes, so each is rewritten once per
-/// peer. The row in use sits outside the map so consecutive prefixes of one UPDATE
-/// hit it without hashing. Each row keeps its source `Arc`, so that address cannot be
-/// reused for other attributes while the memo lives.
-#[derive(Default)]
-struct ExportMemo {
-    current: Option<(MemoKey, MemoRow)>,
-    rows: HashMap<MemoKey, MemoRow>,
-}
-
-/// Source attributes (by address), source peer, and the family, which decides the
-/// next hop towards eBGP peers.
-type MemoKey = (usize, IpAddr, Family);
-
-struct MemoRow {
-    _source: Arc<Attrs>,
-    /// By peer slot: `None` not computed yet, `Some(None)` not exported.
-    per_peer: Vec<Option<Option<Arc<Attrs>>>>,
-}
-
-impl ExportMemo {
-    fn row(&mut self, source: &Arc<Attrs>, peer: IpAddr, family: Family) -> &mut MemoRow {
-        let key = (Arc::as_ptr(source) as usize, peer, family);
-        if self.current.as_ref().is_none_or(|(k, _)| *k != key) {
-            let row = self.rows.remove(&key).unwrap_or_else(|| MemoRow {
-                _source: Arc::clone(source),
-                per_peer: Vec::new(),
-            });
-            if let Some((k, old)) = self.current.replace((key, row)) {
-                self.rows.insert(k, old);
-            }
-        }
-        match &mut self.current {
-            Some((_, row)) => row,
-            None => unreachable!("just set"),
-        }
-    }
+/// What a destination had given the FIB and the peers before a change, to send only
+/// the difference.
+struct Before {
+    best: Option<Route>,
+    fib: Vec<NextHop>,
 }
 
 pub struct Rib {
     cfg: RibConfig,
     policy: Box<dyn Policy>,
     peers: HashMap<IpAddr, PeerState>,
-    next_slot: usize,
-    loc: HashMap<IpNet, Dest>,
+    loc: PrefixMap<Dest>,
+    exports: ExportCache,
+    attrs: Interner,
+    /// The source of the routes we originate.
+    local: Arc<Source>,
 }
 
 fn family_of(p: &IpNet) -> Family {
@@ -237,14 +180,124 @@ fn family_of(p: &IpNet) -> Family {
     }
 }
 
+fn path_of(dest: &Dest, peer: IpAddr) -> Option<&Route> {
+    dest.iter().find(|r| r.peer() == peer)
+}
+
+/// The FIB next hops of settled `paths` (the best first): the best path's next hop, or
+/// with ECMP the distinct next hops of the best `multipath` candidates; none when the
+/// best is ours.
+fn fib_of(paths: &[Route], multipath: usize) -> Vec<NextHop> {
+    let Some(first) = paths.first() else {
+        return Vec::new();
+    };
+    if first.is_local() {
+        return Vec::new();
+    }
+    if multipath <= 1 || paths.len() == 1 {
+        return vec![first.attrs.next_hop];
+    }
+    let mut fib = Vec::with_capacity(paths.len().min(multipath));
+    for i in decision::rank(paths).into_iter().take(multipath) {
+        let nh = paths[i].attrs.next_hop;
+        if !fib.contains(&nh) {
+            fib.push(nh);
+        }
+    }
+    fib
+}
+
+/// The parts of the RIB that bring Adj-RIB-Outs in line with a best path, borrowed
+/// apart from the Loc-RIB.
+struct Exporter<'a> {
+    cfg: &'a RibConfig,
+    policy: &'a dyn Policy,
+    peers: &'a mut HashMap<IpAddr, PeerState>,
+    exports: &'a mut ExportCache,
+}
+
+impl Exporter<'_> {
+    /// Tell every up peer (or only `only`, which was sent nothing yet) what changed
+    /// for `prefix` now that its best path went from `old` to `new`.
+    fn sync(
+        &mut self,
+        prefix: &IpNet,
+        old: Option<&Route>,
+        new: Option<&Route>,
+        only: Option<IpAddr>,
+        changes: &mut Changes,
+    ) {
+        let family = family_of(prefix);
+        for (&dst, dst_state) in self.peers.iter_mut() {
+            if !dst_state.up || only.is_some_and(|o| o != dst) {
+                continue;
+            }
+            let slot = dst_state.slot;
+            let sent = match only {
+                Some(_) => None,
+                None => self.exports.sent(prefix, old, family, slot).cloned(),
+            };
+            let wanted = match new {
+                Some(b) => {
+                    let rewritten = self.exports.rewritten(b, family, slot, || {
+                        export_rules(
+                            self.cfg,
+                            &b.to_path(false),
+                            b.source.rr_client,
+                            dst_state,
+                            family,
+                        )
+                    });
+                    let wanted = rewritten
+                        .as_ref()
+                        .and_then(|a| self.policy.export(&dst_state.cfg, prefix, a));
+                    self.exports
+                        .record(prefix, slot, rewritten.as_ref(), wanted.as_ref());
+                    wanted
+                }
+                None => {
+                    self.exports.record(prefix, slot, None, None);
+                    None
+                }
+            };
+            let same = match (&sent, &wanted) {
+                (None, None) => true,
+                (Some(c), Some(w)) => Arc::ptr_eq(c, w) || c == w,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            match (&sent, &wanted) {
+                (None, Some(_)) => dst_state.adj_out_len += 1,
+                (Some(_), None) => dst_state.adj_out_len -= 1,
+                _ => {}
+            }
+            changes.out.push(OutChange {
+                peer: dst,
+                prefix: *prefix,
+                attrs: wanted,
+            });
+        }
+    }
+}
+
 impl Rib {
     pub fn new(cfg: RibConfig, policy: Box<dyn Policy>) -> Rib {
+        let local = Arc::new(Source {
+            addr: LOCAL_PEER,
+            ebgp: false,
+            router_id: cfg.router_id,
+            rr_client: false,
+        });
         Rib {
             cfg,
             policy,
             peers: HashMap::new(),
-            next_slot: 0,
-            loc: HashMap::new(),
+            loc: PrefixMap::default(),
+            exports: ExportCache::default(),
+            attrs: Interner::default(),
+            local,
         }
     }
 
@@ -252,38 +305,80 @@ impl Rib {
         self.cfg.cluster_id.unwrap_or(self.cfg.router_id)
     }
 
+    fn exporter(&mut self) -> (Exporter<'_>, &mut PrefixMap<Dest>) {
+        (
+            Exporter {
+                cfg: &self.cfg,
+                policy: self.policy.as_ref(),
+                peers: &mut self.peers,
+                exports: &mut self.exports,
+            },
+            &mut self.loc,
+        )
+    }
+
+    /// Whether `r` is kept only for a restarting peer: its session is not the peer's
+    /// current one, or the peer is not up.
+    fn is_stale(&self, r: &Route) -> bool {
+        self.peers
+            .get(&r.peer())
+            .is_some_and(|p| !p.up || !Arc::ptr_eq(&p.source, &r.source))
+    }
+
+    fn path(&self, r: &Route) -> Path {
+        r.to_path(self.is_stale(r))
+    }
+
     /// A session reached Established: the peer gets the whole Loc-RIB its export rules
     /// allow. A peer that was restarting keeps its stale routes until End-of-RIB.
     pub fn peer_up(&mut self, cfg: PeerConfig) -> Result<Changes, RibError> {
         let addr = cfg.address;
         let ebgp = cfg.asn != self.cfg.local_asn;
-        match self.peers.get_mut(&addr) {
+        let source = Arc::new(Source {
+            addr,
+            ebgp,
+            router_id: cfg.router_id,
+            rr_client: cfg.rr_client,
+        });
+        let slot = match self.peers.get_mut(&addr) {
             Some(p) if p.up => return Err(RibError::AlreadyUp(addr)),
             Some(p) => {
                 p.cfg = cfg;
                 p.ebgp = ebgp;
                 p.up = true;
+                p.source = source;
+                p.adj_out_len = 0;
+                p.slot
             }
             None => {
-                self.next_slot += 1;
+                // The smallest slot no peer holds.
+                let mut used: Vec<usize> = self.peers.values().map(|p| p.slot).collect();
+                used.sort_unstable();
+                let slot = used
+                    .iter()
+                    .enumerate()
+                    .find(|(i, s)| **s != i + 1)
+                    .map_or(used.len() + 1, |(i, _)| i + 1);
                 self.peers.insert(
                     addr,
                     PeerState {
                         cfg,
-                        slot: self.next_slot,
+                        slot,
                         ebgp,
                         up: true,
+                        source,
                         adj_in_len: 0,
                         adj_out_len: 0,
                     },
                 );
+                slot
             }
-        }
+        };
+        self.exports.forget_slot(slot);
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::default();
-        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
-        for prefix in prefixes {
-            self.sync_out(&prefix, Some(addr), &mut memo, &mut changes);
+        let (mut exporter, loc) = self.exporter();
+        for (prefix, dest) in loc.iter() {
+            exporter.sync(&prefix, None, dest.first(), Some(addr), &mut changes);
         }
         Ok(changes)
     }
@@ -299,12 +394,19 @@ impl Rib {
         let mut decided: Vec<(IpNet, Option<Arc<Attrs>>)> = Vec::new();
         decided.extend(update.withdrawn.iter().map(|p| (p.trunc(), None)));
         for (prefixes, attrs) in &update.announced {
-            let checked = self.import_checks(state, attrs);
+            let checked = self
+                .import_checks(state, attrs)
+                .map(|a| self.attrs.intern(a));
             for p in prefixes {
                 let p = p.trunc();
-                let a = checked
-                    .as_ref()
-                    .and_then(|a| self.policy.import(&state.cfg, &p, a));
+                let a = checked.as_ref().and_then(|c| {
+                    let a = self.policy.import(&state.cfg, &p, c)?;
+                    Some(if Arc::ptr_eq(&a, c) {
+                        a
+                    } else {
+                        self.attrs.intern(a)
+                    })
+                });
                 decided.push((p, a));
             }
         }
@@ -314,7 +416,7 @@ impl Rib {
             // The limit holds for the UPDATE's outcome, not the steps on the way.
             let mut first_past: Option<Family> = None;
             for (p, a) in &decided {
-                let held = || self.loc.get(p).is_some_and(|d| d.path_of(peer).is_some());
+                let held = || self.loc.get(p).is_some_and(|d| path_of(d, peer).is_some());
                 let before = seen.get(p).copied().unwrap_or_else(held);
                 let after = a.is_some();
                 seen.insert(*p, after);
@@ -336,9 +438,8 @@ impl Rib {
             }
         }
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::default();
         for (prefix, attrs) in decided {
-            self.set_route(peer, prefix, attrs, &mut memo, &mut changes);
+            self.set_route(peer, prefix, attrs, &mut changes);
         }
         Ok(changes)
     }
@@ -363,6 +464,15 @@ impl Rib {
         Some(Arc::clone(attrs))
     }
 
+    /// What `prefix` gives the FIB and the peers now.
+    fn before(&self, prefix: &IpNet) -> Before {
+        let paths = self.loc.get(prefix).map_or(&[][..], |d| d.as_slice());
+        Before {
+            best: paths.first().cloned(),
+            fib: fib_of(paths, self.cfg.multipath),
+        }
+    }
+
     /// Put (or remove, `None`) `peer`'s route for `prefix` into its Adj-RIB-In and the
     /// Loc-RIB candidates, and recompute the destination.
     fn set_route(
@@ -370,149 +480,80 @@ impl Rib {
         peer: IpAddr,
         prefix: IpNet,
         attrs: Option<Arc<Attrs>>,
-        memo: &mut ExportMemo,
         changes: &mut Changes,
     ) {
-        let Some(state) = self.peers.get_mut(&peer) else {
+        let Some(source) = self.peers.get(&peer).map(|p| Arc::clone(&p.source)) else {
             return;
         };
-        let (ebgp, router_id) = (state.ebgp, state.cfg.router_id);
-        match attrs {
-            Some(a) => {
-                let dest = self.loc.entry(prefix).or_default();
-                let path = Path {
-                    peer,
-                    ebgp,
-                    peer_router_id: router_id,
-                    attrs: a,
-                    stale: false,
-                };
-                match dest.paths_mut().iter_mut().find(|p| p.peer == peer) {
-                    Some(p) => *p = path,
-                    None => {
-                        dest.paths_mut().push(path);
-                        state.adj_in_len += 1;
+        let before = self.before(&prefix);
+        let (added, removed) = match attrs {
+            Some(attrs) => {
+                let route = Route { attrs, source };
+                let mut added = false;
+                let dest = self.loc.get_or_insert_with(&prefix, || {
+                    added = true;
+                    Short::One(route.clone())
+                });
+                if !added {
+                    match dest.iter_mut().find(|r| r.peer() == peer) {
+                        Some(r) => *r = route,
+                        None => {
+                            dest.push(route);
+                            added = true;
+                        }
                     }
                 }
+                (added, false)
             }
             None => {
                 let Some(dest) = self
                     .loc
                     .get_mut(&prefix)
-                    .filter(|d| d.path_of(peer).is_some())
+                    .filter(|d| path_of(d, peer).is_some())
                 else {
                     return;
                 };
-                dest.paths_mut().retain(|p| p.peer != peer);
+                dest.retain(|r| r.peer() != peer);
+                (false, true)
+            }
+        };
+        if let Some(state) = self.peers.get_mut(&peer) {
+            if added {
+                state.adj_in_len += 1;
+            }
+            if removed {
                 state.adj_in_len -= 1;
             }
         }
-        self.recompute(&prefix, memo, changes);
+        self.settle(&prefix, before, changes);
     }
 
-    /// Run the decision process for `prefix` and push what changed.
-    fn recompute(&mut self, prefix: &IpNet, memo: &mut ExportMemo, changes: &mut Changes) {
-        let Some(dest) = self.loc.get_mut(prefix) else {
+    /// Run the decision process for `prefix` after its paths changed, and push what
+    /// changed since `before`.
+    fn settle(&mut self, prefix: &IpNet, before: Before, changes: &mut Changes) {
+        let multipath = self.cfg.multipath;
+        let (mut exporter, loc) = self.exporter();
+        let Some(dest) = loc.get_mut(prefix) else {
             return;
         };
-        let ranked = decision::rank(&dest.paths);
-        let mut fib: Vec<NextHop> = Vec::with_capacity(ranked.len().min(self.cfg.multipath));
-        // A prefix we originate is ours: the FIB gets nothing from BGP for it (the
-        // agent routes its own blocks), so a peer's route for it is removed too.
-        let local_best = ranked.first().is_some_and(|&i| dest.paths[i].is_local());
-        let candidates = if local_best { &[][..] } else { &ranked[..] };
-        for &i in candidates.iter().take(self.cfg.multipath.max(1)) {
-            let nh = dest.paths[i].attrs.next_hop;
-            if !fib.contains(&nh) {
-                fib.push(nh);
-            }
+        // The best path first, so readers need not rank again.
+        if dest.len() > 1
+            && let Some(&best) = decision::rank(dest).first()
+        {
+            dest.swap(0, best);
         }
-        let changed = fib[..] != *dest.fib_hops();
-        // The best path first in `paths`, so readers need not rank again.
-        if let Some(&best) = ranked.first() {
-            // `fib` is set again below: nothing to write out first.
-            dest.paths.swap(0, best);
-        }
-        // One next hop is the best path's: kept as `None`.
-        if changed || fib.len() == 1 {
-            dest.fib = (fib.len() != 1).then(|| fib.clone().into_boxed_slice());
-        }
-        if changed {
+        let fib = fib_of(dest, multipath);
+        if fib != before.fib {
             changes.fib.push(FibChange {
                 prefix: *prefix,
                 next_hops: fib,
             });
         }
-        self.sync_out(prefix, None, memo, changes);
-        if self.loc.get(prefix).is_some_and(|d| d.paths.is_empty()) {
-            self.loc.remove(prefix);
+        let best = dest.first();
+        if !Route::same(before.best.as_ref(), best) {
+            exporter.sync(prefix, before.best.as_ref(), best, None, changes);
         }
-    }
-
-    /// Bring every up peer's (or only `only`'s) Adj-RIB-Out for `prefix` in line with
-    /// the Loc-RIB's best path.
-    fn sync_out(
-        &mut self,
-        prefix: &IpNet,
-        only: Option<IpAddr>,
-        memo: &mut ExportMemo,
-        changes: &mut Changes,
-    ) {
-        let best = self.loc.get(prefix).and_then(|d| d.paths.first()).cloned();
-        let src_client = best
-            .as_ref()
-            .and_then(|b| self.peers.get(&b.peer))
-            .is_some_and(|p| p.cfg.rr_client);
-        let family = family_of(prefix);
-        let mut row = best.as_ref().map(|b| memo.row(&b.attrs, b.peer, family));
-        let Some(dest) = self.loc.get_mut(prefix) else {
-            return;
-        };
-        for (&dst, dst_state) in self.peers.iter_mut() {
-            if !dst_state.up || only.is_some_and(|o| o != dst) {
-                continue;
-            }
-            let wanted = match (&best, &mut row) {
-                (Some(b), Some(row)) => {
-                    if row.per_peer.len() <= dst_state.slot {
-                        row.per_peer.resize(dst_state.slot + 1, None);
-                    }
-                    let rewritten = row.per_peer[dst_state.slot]
-                        .get_or_insert_with(|| {
-                            export_rules(&self.cfg, b, src_client, dst_state, family).map(Arc::new)
-                        })
-                        .clone();
-                    rewritten.and_then(|a| self.policy.export(&dst_state.cfg, prefix, &a))
-                }
-                _ => None,
-            };
-            let current = dest.out.get(dst_state.slot);
-            let same = match (current, &wanted) {
-                (None, None) => true,
-                (Some(c), Some(w)) => Arc::ptr_eq(c, w) || c == w,
-                _ => false,
-            };
-            if same {
-                continue;
-            }
-            match &wanted {
-                Some(w) => {
-                    if dest.out.set(dst_state.slot, Arc::clone(w)) {
-                        dst_state.adj_out_len += 1;
-                    }
-                }
-                None => {
-                    if dest.out.remove(dst_state.slot) {
-                        dst_state.adj_out_len -= 1;
-                    }
-                }
-            }
-            changes.out.push(OutChange {
-                peer: dst,
-                prefix: *prefix,
-                attrs: wanted,
-            });
-        }
+        loc.remove_if(prefix, |d| d.is_empty());
     }
 
     /// The session went down for good (or a limit was breached): its routes leave the
@@ -520,23 +561,28 @@ impl Rib {
     pub fn peer_down(&mut self, peer: IpAddr) -> Result<Changes, RibError> {
         let state = self
             .peers
-            .remove(&peer)
+            .get_mut(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
-        self.forget_adj_rib_out(state.slot);
+        // Nothing more is sent to it; its routes still export as they did until they
+        // are withdrawn from the others.
+        state.up = false;
+        let slot = state.slot;
+        self.exports.forget_slot(slot);
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::default();
         let held: Vec<IpNet> = self
             .loc
             .iter()
-            .filter(|(_, d)| d.path_of(peer).is_some())
-            .map(|(p, _)| *p)
+            .filter(|(_, d)| path_of(d, peer).is_some())
+            .map(|(p, _)| p)
             .collect();
         for prefix in &held {
+            let before = self.before(prefix);
             if let Some(dest) = self.loc.get_mut(prefix) {
-                dest.paths_mut().retain(|p| p.peer != peer);
+                dest.retain(|r| r.peer() != peer);
             }
-            self.recompute(prefix, &mut memo, &mut changes);
+            self.settle(prefix, before, &mut changes);
         }
+        self.peers.remove(&peer);
         Ok(changes)
     }
 
@@ -548,24 +594,13 @@ impl Rib {
             .peers
             .get_mut(&peer)
             .ok_or(RibError::UnknownPeer(peer))?;
+        // Not up: its routes read as stale, and its next session starts from nothing
+        // sent.
         state.up = false;
-        let slot = state.slot;
         state.adj_out_len = 0;
-        for d in self.loc.values_mut() {
-            if let Some(p) = d.paths.iter_mut().find(|p| p.peer == peer) {
-                p.stale = true;
-            }
-        }
-        self.forget_adj_rib_out(slot);
+        let slot = state.slot;
+        self.exports.forget_slot(slot);
         Ok(())
-    }
-
-    /// Drop a peer's Adj-RIB-Out when its session ends: a new session starts from
-    /// nothing sent.
-    fn forget_adj_rib_out(&mut self, slot: usize) {
-        for d in self.loc.values_mut() {
-            d.out.remove(slot);
-        }
     }
 
     /// End-of-RIB for `family` from `peer`: routes it did not re-announce are removed.
@@ -591,14 +626,14 @@ impl Rib {
             .loc
             .iter()
             .filter(|(p, d)| {
-                family.is_none_or(|f| family_of(p) == f) && d.path_of(peer).is_some_and(|r| r.stale)
+                family.is_none_or(|f| family_of(p) == f)
+                    && path_of(d, peer).is_some_and(|r| self.is_stale(r))
             })
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p)
             .collect();
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::default();
         for prefix in stale {
-            self.set_route(peer, prefix, None, &mut memo, &mut changes);
+            self.set_route(peer, prefix, None, &mut changes);
         }
         Ok(changes)
     }
@@ -615,22 +650,20 @@ impl Rib {
     /// one rewritten copy for all of them, so they go out in shared UPDATEs.
     pub fn originate_all(&mut self, prefixes: &[IpNet], attrs: &Arc<Attrs>) -> Changes {
         let mut changes = Changes::default();
-        let mut memo = ExportMemo::default();
+        let attrs = self.attrs.intern(Arc::clone(attrs));
         for prefix in prefixes {
             let prefix = prefix.trunc();
-            let path = Path {
-                peer: LOCAL_PEER,
-                ebgp: false,
-                peer_router_id: self.cfg.router_id,
-                attrs: Arc::clone(attrs),
-                stale: false,
+            let route = Route {
+                attrs: Arc::clone(&attrs),
+                source: Arc::clone(&self.local),
             };
-            let dest = self.loc.entry(prefix).or_default();
-            match dest.paths_mut().iter_mut().find(|p| p.is_local()) {
-                Some(p) => *p = path,
-                None => dest.paths_mut().push(path),
+            let before = self.before(&prefix);
+            let dest = self.loc.get_or_insert_with(&prefix, Short::default);
+            match dest.iter_mut().find(|r| r.is_local()) {
+                Some(r) => *r = route,
+                None => dest.push(route),
             }
-            self.recompute(&prefix, &mut memo, &mut changes);
+            self.settle(&prefix, before, &mut changes);
         }
         changes
     }
@@ -639,14 +672,18 @@ impl Rib {
     pub fn withdraw_local(&mut self, prefix: IpNet) -> Changes {
         let prefix = prefix.trunc();
         let mut changes = Changes::default();
-        let Some(dest) = self.loc.get_mut(&prefix) else {
+        if !self
+            .loc
+            .get(&prefix)
+            .is_some_and(|d| d.iter().any(Route::is_local))
+        {
             return changes;
-        };
-        let before = dest.paths.len();
-        dest.paths_mut().retain(|p| !p.is_local());
-        if dest.paths.len() != before {
-            self.recompute(&prefix, &mut ExportMemo::default(), &mut changes);
         }
+        let before = self.before(&prefix);
+        if let Some(dest) = self.loc.get_mut(&prefix) {
+            dest.retain(|r| !r.is_local());
+        }
+        self.settle(&prefix, before, &mut changes);
         changes
     }
 
@@ -654,40 +691,39 @@ impl Rib {
     pub fn originated(&self) -> Vec<IpNet> {
         self.loc
             .iter()
-            .filter(|(_, d)| d.paths.iter().any(Path::is_local))
-            .map(|(p, _)| *p)
+            .filter(|(_, d)| d.iter().any(Route::is_local))
+            .map(|(p, _)| p)
             .collect()
     }
 
     /// Every destination: its candidate paths (the best first) and its FIB next hops.
-    pub fn destinations(&self) -> impl Iterator<Item = (&IpNet, &[Path], &[NextHop])> {
-        self.loc
-            .iter()
-            .map(|(p, d)| (p, d.paths.as_slice(), d.fib_hops()))
+    pub fn destinations(&self) -> impl Iterator<Item = (IpNet, Vec<Path>, Vec<NextHop>)> + '_ {
+        self.loc.iter().map(|(p, d)| {
+            let paths = d.iter().map(|r| self.path(r)).collect();
+            (p, paths, fib_of(d, self.cfg.multipath))
+        })
     }
 
     /// The candidate paths for `prefix`, the best first.
-    pub fn paths(&self, prefix: &IpNet) -> &[Path] {
-        self.loc.get(prefix).map_or(&[], |d| d.paths.as_slice())
+    pub fn paths(&self, prefix: &IpNet) -> Vec<Path> {
+        self.loc
+            .get(prefix)
+            .map_or_else(Vec::new, |d| d.iter().map(|r| self.path(r)).collect())
     }
 
     /// How many of `peer`'s routes are the Loc-RIB's best path (BIRD's "preferred").
     pub fn best_len(&self, peer: IpAddr) -> usize {
         self.loc
             .values()
-            .filter(|d| d.paths.first().is_some_and(|p| p.peer == peer))
+            .filter(|d| d.first().is_some_and(|r| r.peer() == peer))
             .count()
     }
 
     /// `peer`'s Adj-RIB-Out for `family`: what to send again on a ROUTE-REFRESH.
     pub fn adj_rib_out_routes(&self, peer: IpAddr, family: Family) -> Vec<(IpNet, Arc<Attrs>)> {
-        let Some(slot) = self.peers.get(&peer).map(|p| p.slot) else {
-            return Vec::new();
-        };
         self.loc
-            .iter()
-            .filter(|(p, _)| family_of(p) == family)
-            .filter_map(|(p, d)| d.out.get(slot).map(|a| (*p, Arc::clone(a))))
+            .iter_family(family)
+            .filter_map(|(p, _)| self.adj_rib_out(peer, &p).map(|a| (p, Arc::clone(a))))
             .collect()
     }
 
@@ -697,13 +733,18 @@ impl Rib {
     }
 
     /// The Loc-RIB best path for `prefix`.
-    pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
-        self.loc.get(prefix).and_then(|d| d.paths.first())
+    pub fn best(&self, prefix: &IpNet) -> Option<Path> {
+        self.loc
+            .get(prefix)
+            .and_then(|d| d.first())
+            .map(|r| self.path(r))
     }
 
     /// The next hops the FIB has for `prefix` (ECMP, best first).
-    pub fn fib_next_hops(&self, prefix: &IpNet) -> &[NextHop] {
-        self.loc.get(prefix).map_or(&[], Dest::fib_hops)
+    pub fn fib_next_hops(&self, prefix: &IpNet) -> Vec<NextHop> {
+        self.loc
+            .get(prefix)
+            .map_or_else(Vec::new, |d| fib_of(d, self.cfg.multipath))
     }
 
     /// How many destinations the Loc-RIB holds.
@@ -714,8 +755,8 @@ impl Rib {
     /// `peer`'s route for `prefix` after import policy, and whether it is stale.
     pub fn adj_rib_in(&self, peer: IpAddr, prefix: &IpNet) -> Option<(&Arc<Attrs>, bool)> {
         self.peers.get(&peer)?;
-        let r = self.loc.get(prefix)?.path_of(peer)?;
-        Some((&r.attrs, r.stale))
+        let r = path_of(self.loc.get(prefix)?, peer)?;
+        Some((&r.attrs, self.is_stale(r)))
     }
 
     pub fn adj_rib_in_len(&self, peer: IpAddr) -> usize {
@@ -724,9 +765,10 @@ impl Rib {
 
     /// What was last sent to `peer` for `prefix`.
     pub fn adj_rib_out(&self, peer: IpAddr, prefix: &IpNet) -> Option<&Arc<Attrs>> {
-        let slot = self.peers.get(&peer)?.slot;
-        let dest = self.loc.get(prefix)?;
-        dest.out.get(slot)
+        let state = self.peers.get(&peer).filter(|p| p.up)?;
+        let best = self.loc.get(prefix).and_then(|d| d.first());
+        self.exports
+            .sent(prefix, best, family_of(prefix), state.slot)
     }
 
     pub fn adj_rib_out_len(&self, peer: IpAddr) -> usize {
@@ -751,13 +793,7 @@ fn export_rules(
         if best.attrs.as_path.contains(dst.cfg.asn) {
             return None;
         }
-        let next_hop = match family {
-            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
-            Family::Ipv6Unicast => NextHop::V6 {
-                global: dst.cfg.local_v6?,
-                link_local: None,
-            },
-        };
+        let next_hop = next_hop_self(&dst.cfg, family)?;
         let mut a = Attrs::clone(&best.attrs);
         a.prepend_as(cfg.local_asn);
         a.next_hop = next_hop;
@@ -770,18 +806,15 @@ fn export_rules(
         Some(a)
     } else if best.is_local() {
         // Next hop self towards internal peers: our address on that session.
-        let next_hop = match family {
-            Family::Ipv4Unicast => NextHop::V4(dst.cfg.local_v4?),
-            Family::Ipv6Unicast => NextHop::V6 {
-                global: dst.cfg.local_v6?,
-                link_local: None,
-            },
-        };
+        let next_hop = next_hop_self(&dst.cfg, family)?;
         let mut a = Attrs::clone(&best.attrs);
         a.next_hop = next_hop;
         a.local_pref = Some(best.attrs.effective_local_pref());
         Some(a)
     } else if best.ebgp {
+        if !next_hop_fits(&best.attrs.next_hop, &dst.cfg, family) {
+            return None;
+        }
         let mut a = Attrs::clone(&best.attrs);
         a.local_pref = Some(best.attrs.effective_local_pref());
         Some(a)
@@ -789,6 +822,11 @@ fn export_rules(
         // iBGP to iBGP: only a reflector passes it on, from a client to everyone, from
         // a non-client to clients only.
         if !src_client && !dst.cfg.rr_client {
+            return None;
+        }
+        // Reflected unchanged (RFC 4456 §10): a next hop the client cannot be sent
+        // (IPv4 via IPv6 without RFC 8950) means no route for it, not a rewritten one.
+        if !next_hop_fits(&best.attrs.next_hop, &dst.cfg, family) {
             return None;
         }
         let mut a = Attrs::clone(&best.attrs);
@@ -799,5 +837,32 @@ fn export_rules(
     }
 }
 
+/// Our next hop towards `dst` for `family`: our address of that family on the
+/// session; for IPv4 without one, our IPv6 address where the session negotiated RFC
+/// 8950. `None`: the family cannot be sent to it with us as next hop.
+fn next_hop_self(dst: &PeerConfig, family: Family) -> Option<NextHop> {
+    let v6 = |global| NextHop::V6 {
+        global,
+        link_local: None,
+    };
+    match family {
+        Family::Ipv4Unicast => match (dst.local_v4, dst.local_v6) {
+            (Some(a), _) => Some(NextHop::V4(a)),
+            (None, Some(global)) if dst.ipv4_via_ipv6 => Some(v6(global)),
+            _ => None,
+        },
+        Family::Ipv6Unicast => dst.local_v6.map(v6),
+    }
+}
+
+/// Whether a route of `family` with `next_hop` may be sent to `dst` as it is: an IPv4
+/// route with an IPv6 next hop only over a session that negotiated RFC 8950.
+fn next_hop_fits(next_hop: &NextHop, dst: &PeerConfig, family: Family) -> bool {
+    !(family == Family::Ipv4Unicast && matches!(next_hop, NextHop::V6 { .. })) || dst.ipv4_via_ipv6
+}
+
 #[cfg(test)]
 mod local_tests;
+
+#[cfg(test)]
+mod derived_tests;

@@ -1,64 +1,64 @@
 //! A list that is mostly one element long: a destination's candidate paths. One element
-//! lives inline, beside the Loc-RIB key; only a longer list goes to the heap. At 100 000
-//! prefixes a `Vec` per list (24 octets, plus an allocation of at least 32 for a single
-//! element) was most of the RIB.
+//! lives inline, as the Loc-RIB's value; any other length (none, or two and more) goes
+//! to the heap behind one thin pointer. That pointer fits beside the inline element's
+//! non-null niche, so a list of two-pointer elements is two pointers wide: at 100 000
+//! prefixes the table's buckets are most of the RIB.
 
 use std::ops::{Deref, DerefMut};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Short<T> {
-    #[default]
-    Empty,
     One(T),
-    /// Two or more.
-    Many(Vec<T>),
+    /// None, or two and more. Boxed on purpose: a thin pointer, where a `Vec` would
+    /// make every destination 24 octets wider.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<T>>),
+}
+
+impl<T> Default for Short<T> {
+    fn default() -> Self {
+        Short::Many(Box::default())
+    }
 }
 
 impl<T> Short<T> {
     pub(super) fn as_slice(&self) -> &[T] {
         match self {
-            Short::Empty => &[],
             Short::One(t) => std::slice::from_ref(t),
             Short::Many(v) => v,
         }
     }
 
     pub(super) fn push(&mut self, item: T) {
-        match std::mem::take(self) {
-            Short::Empty => *self = Short::One(item),
-            Short::One(first) => {
-                // Exactly two: an RR's Adj-RIB-Outs are often just that; longer ones
-                // grow as usual, so pushes stay amortised O(1).
-                *self = Short::Many(vec![first, item]);
-            }
-            Short::Many(mut v) => {
-                v.push(item);
-                *self = Short::Many(v);
-            }
-        }
-    }
-
-    pub(super) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
-        if let Short::Many(v) = self {
-            v.retain(keep);
-            self.settle();
-        } else if let Short::One(t) = self {
-            let mut keep = keep;
-            if !keep(t) {
-                *self = Short::Empty;
+        match self {
+            Short::Many(v) if v.is_empty() => *self = Short::One(item),
+            Short::Many(v) => v.push(item),
+            Short::One(_) => {
+                let Short::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One")
+                };
+                // Exactly two: most lists stop there; longer ones grow as usual, so
+                // pushes stay amortised O(1).
+                *self = Short::Many(Box::new(vec![first, item]));
             }
         }
     }
 
-    /// A `Many` that shrank to one element or none goes back inline.
-    fn settle(&mut self) {
-        if let Short::Many(v) = self
-            && v.len() < 2
-        {
-            *self = match v.pop() {
-                Some(t) => Short::One(t),
-                None => Short::Empty,
-            };
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        match self {
+            Short::Many(v) => {
+                v.retain(keep);
+                if v.len() == 1
+                    && let Some(t) = v.pop()
+                {
+                    *self = Short::One(t);
+                }
+            }
+            Short::One(t) => {
+                if !keep(t) {
+                    *self = Short::default();
+                }
+            }
         }
     }
 }
@@ -74,7 +74,6 @@ impl<T> Deref for Short<T> {
 impl<T> DerefMut for Short<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         match self {
-            Short::Empty => &mut [],
             Short::One(t) => std::slice::from_mut(t),
             Short::Many(v) => v,
         }
@@ -101,6 +100,8 @@ mod tests {
         s[0] = 5;
         assert_eq!(s.first(), Some(&5));
         s.retain(|&x| x != 5);
-        assert!(matches!(s, Short::Empty));
+        assert!(s.is_empty());
+        s.push(6);
+        assert!(matches!(s, Short::One(6)));
     }
 }

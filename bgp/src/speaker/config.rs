@@ -46,6 +46,15 @@ pub struct SpeakerConfig {
     /// own local address is used for its family.
     pub local_v4: Option<Ipv4Addr>,
     pub local_v6: Option<Ipv6Addr>,
+    /// Offer the Extended Next Hop Encoding capability for IPv4 unicast via IPv6 (RFC
+    /// 8950) to every peer (default on). It takes effect on a session only when the
+    /// peer offers it too (BIRD: `extended next hop on` in the ipv4 channel; FRR:
+    /// `neighbor X capability extended-nexthop`, automatic on link-local peering);
+    /// then IPv4 routes may carry IPv6 next hops, and ours go with our IPv6 address
+    /// when we have no IPv4 one (an IPv6-only node). Offering it changes nothing for a
+    /// peer that does not, so it is offered over IPv4 sessions too: a route reflector
+    /// there can pass on IPv4 routes of IPv6-only nodes.
+    pub extended_next_hop: bool,
     /// Longest wait for [`FibEvent::Converged`] without graceful restart.
     pub converge_deadline: Duration,
     /// This speaker replaces one that stopped for a restart and left its routes in
@@ -56,7 +65,7 @@ pub struct SpeakerConfig {
 
 impl SpeakerConfig {
     /// Defaults for a fabric node: listen on `[::]:179`, ECMP over 8 paths, graceful
-    /// restart 120 s, hold time 9 s, connect retry 2 s.
+    /// restart 120 s, hold time 9 s, connect retry 2 s, RFC 8950 offered.
     pub fn new(asn: u32, router_id: Ipv4Addr) -> Self {
         SpeakerConfig {
             asn,
@@ -69,6 +78,7 @@ impl SpeakerConfig {
             connect_retry: DEFAULT_CONNECT_RETRY,
             local_v4: None,
             local_v6: None,
+            extended_next_hop: true,
             converge_deadline: DEFAULT_CONVERGE_DEADLINE,
             restarted: false,
         }

@@ -7,7 +7,10 @@
 //! - [`Speaker::set_originated`]: our prefixes, announced to every peer with next hop
 //!   self — the session's local address for its family, [`SpeakerConfig::local_v4`] /
 //!   [`SpeakerConfig::local_v6`] for the other family (a family without an address is
-//!   not announced to internal peers).
+//!   not announced to internal peers). RFC 8950: the Extended Next Hop capability for
+//!   IPv4 via IPv6 is offered ([`SpeakerConfig::extended_next_hop`]); where both sides
+//!   offered it, IPv4 routes may carry IPv6 next hops (ours when we have no IPv4
+//!   address), and where not, no such route is sent.
 //! - UPDATEs to peers are grouped by shared attributes and packed up to 4096 bytes
 //!   ([`pack`]); a burst of incoming UPDATEs is applied before anything is sent.
 //! - Graceful restart (RFC 4724): announced with [`SpeakerConfig::graceful_restart`]

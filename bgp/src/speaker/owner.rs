@@ -19,8 +19,8 @@ use super::pack::pack;
 use super::status::{PeerStatus, RefusedRoute, RibEntry, down_reason, rib_entries};
 use crate::bfd::{self, Bfd, BfdState, Diagnostic};
 use crate::codec::{
-    AfiSafi, Capability, Context, Family, GracefulRestart, GracefulRestartFamily, MpUnreach,
-    NextHop, Notification, PathAttribute, Update, codes,
+    AfiSafi, Capability, Context, ExtendedNextHop, Family, GracefulRestart, GracefulRestartFamily,
+    MpUnreach, NextHop, Notification, PathAttribute, Update, codes,
 };
 use crate::fsm::{self, DownReason, Negotiated};
 use crate::policy::{ExportFilters, Protected, RefusedRoutes};
@@ -37,12 +37,12 @@ const IDLE_HOLD: Duration = Duration::from_secs(1);
 /// How many queued inputs are handled before the UPDATEs they caused are sent: a
 /// burst of UPDATEs from one peer becomes full UPDATEs to the others.
 const BATCH: usize = 4096;
-/// A batch also ends once a peer has this many prefixes waiting to be sent: a full
-/// table arriving in one burst would otherwise be held whole, per peer, in the pending
-/// map (and its FIB changes in `fib_pending`) before the first UPDATE goes out — that
-/// peak was a fifth of a route reflector's memory at 100 000 prefixes. At 16 384 the
-/// packed UPDATEs stay full but for one per flush.
-const OUT_FLUSH_AT: usize = 16_384;
+/// A batch also ends once a peer has this many prefixes waiting to be sent, or the FIB
+/// this many changes: a full table arriving in one burst would otherwise be held whole,
+/// per peer, in the pending map (and its FIB changes in `fib_pending`, about 100 octets
+/// each) before the first UPDATE goes out. At 4096 the packed UPDATEs stay full but for
+/// one per flush and attribute set.
+const OUT_FLUSH_AT: usize = 4096;
 /// A slow FIB consumer makes the owner hold changes back (and coalesce them) rather
 /// than wait: beyond this many held changes, only the latest per prefix is kept.
 const FIB_COALESCE_AT: usize = 4096;
@@ -262,7 +262,9 @@ impl Owner {
                 Some(input) = inputs.recv() => {
                     self.input(input).await;
                     for _ in 1..BATCH {
-                        if self.out.values().any(|o| o.len() >= OUT_FLUSH_AT) {
+                        if self.fib_pending.len() >= OUT_FLUSH_AT
+                            || self.out.values().any(|o| o.len() >= OUT_FLUSH_AT)
+                        {
                             break;
                         }
                         match inputs.try_recv() {
@@ -423,6 +425,11 @@ impl Owner {
             Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
             Capability::RouteRefresh,
         ];
+        if self.cfg.extended_next_hop {
+            caps.push(Capability::ExtendedNextHop(vec![
+                ExtendedNextHop::IPV4_UNICAST_VIA_IPV6,
+            ]));
+        }
         if let Some(t) = self.cfg.graceful_restart {
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: self.cfg.restarted && self.converge == Converge::Waiting,
@@ -761,17 +768,22 @@ impl Owner {
             rr_client: p.spec.rr_client,
             max_prefixes: p.spec.max_prefixes,
             families: n.codec.families.clone(),
+            // Over IPv6 with RFC 8950, IPv4 goes via the session's own address, as FRR
+            // and BIRD do: the peer reaches it for sure, an IPv4 address of ours
+            // perhaps not (a node with an IPv6-only underlay).
             local_v4: match local {
                 Some(IpAddr::V4(a)) => Some(a),
+                Some(IpAddr::V6(_)) if n.codec.ipv4_via_ipv6 => None,
                 _ => self.cfg.local_v4,
             },
             local_v6: match local {
                 Some(IpAddr::V6(a)) => Some(a),
                 _ => self.cfg.local_v6,
             },
+            ipv4_via_ipv6: n.codec.ipv4_via_ipv6,
         };
         let graceful_restart = n.peer.graceful_restart().cloned();
-        tracing::info!(peer = %addr, ?local, families = ?cfg.families, gr = graceful_restart.is_some(), "bgp: peer up");
+        tracing::info!(peer = %addr, ?local, families = ?cfg.families, gr = graceful_restart.is_some(), ipv4_via_ipv6 = cfg.ipv4_via_ipv6, "bgp: peer up");
         p.up = Some(Established {
             ctx: n.codec.clone(),
             graceful_restart: graceful_restart.clone(),

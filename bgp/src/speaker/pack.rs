@@ -205,6 +205,52 @@ mod tests {
         }
     }
 
+    /// RFC 8950: IPv4 prefixes with an IPv6 next hop travel in MP_REACH_NLRI of AFI
+    /// 1, never beside IPv6 prefixes (one MP_REACH_NLRI per UPDATE), and come back
+    /// with their next hop.
+    #[test]
+    fn ipv4_routes_via_ipv6_go_in_mp_reach_and_round_trip() {
+        let ctx = Context::modern();
+        assert!(ctx.ipv4_via_ipv6);
+        let v4 = v4_prefixes(3000, 24);
+        let v6 = v6_prefixes(10);
+        let a6 = attrs(true);
+        let routes = v4.iter().chain(v6.iter()).map(|p| (*p, Some(a6.clone())));
+        let updates = pack(routes, &ctx);
+        for u in &updates {
+            assert!(
+                u.nlri.is_empty(),
+                "no IPv4 NLRI field with an IPv6 next hop"
+            );
+            let reach: Vec<_> = u
+                .attributes
+                .iter()
+                .filter(|a| matches!(a, codec::PathAttribute::MpReach(_)))
+                .collect();
+            assert_eq!(reach.len(), 1, "{u:?}");
+        }
+        let mut want: Vec<IpNet> = v4.iter().chain(v6.iter()).copied().collect();
+        want.sort();
+        let (announced, _) = roundtrip(&updates, &ctx);
+        assert_eq!(announced, want);
+        for u in &updates {
+            let bytes = codec::encode(&Message::Update(u.clone()), &ctx).unwrap();
+            let Ok(Decoded::Message(Message::Update(d))) = codec::decode(&bytes, &ctx) else {
+                panic!("does not decode");
+            };
+            for (_, a) in RouteUpdate::from_update(&d).announced {
+                assert_eq!(a.next_hop, a6.next_hop);
+            }
+        }
+        // Without RFC 8950 such an UPDATE does not encode at all.
+        let plain = Context {
+            ipv4_via_ipv6: false,
+            ..Context::modern()
+        };
+        let u = a6.to_update(&v4[..1]);
+        assert!(codec::encode(&Message::Update(u), &plain).is_err());
+    }
+
     #[test]
     fn different_attributes_are_different_updates() {
         let ctx = Context::modern();

@@ -128,12 +128,12 @@ pub fn rib_entries(rib: &Rib, only: Option<IpNet>) -> Vec<RibEntry> {
             if paths.is_empty() {
                 Vec::new()
             } else {
-                vec![entry(&p, paths, rib.fib_next_hops(&p))]
+                vec![entry(&p, &paths, &rib.fib_next_hops(&p))]
             }
         }
         None => rib
             .destinations()
-            .map(|(p, paths, fib)| entry(p, paths, fib))
+            .map(|(p, paths, fib)| entry(&p, &paths, &fib))
             .collect(),
     };
     out.sort_by_key(|e| e.prefix);

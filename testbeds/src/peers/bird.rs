@@ -225,9 +225,14 @@ fn render(c: &PeerConfig, log: &std::path::Path) -> String {
             "  hold time {}; keepalive time {keepalive}; connect retry time 1; error wait time 1, 5;",
             c.hold_time
         );
+        let enh = if n.extended_next_hop {
+            " extended next hop on;"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "  ipv4 {{ import all; export where source ~ [ RTS_STATIC, RTS_BGP ]; }};"
+            "  ipv4 {{ import all; export where source ~ [ RTS_STATIC, RTS_BGP ];{enh} }};"
         );
         let nh6 = c
             .next_hop_v6

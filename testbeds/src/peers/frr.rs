@@ -372,6 +372,9 @@ fn render(c: &PeerConfig, dir: &Path) -> String {
         if n.bfd {
             let _ = writeln!(s, " neighbor {a} bfd");
         }
+        if n.extended_next_hop {
+            let _ = writeln!(s, " neighbor {a} capability extended-nexthop");
+        }
     }
     for family in [Family::V4, Family::V6] {
         let _ = writeln!(s, " address-family {} unicast", afi(family));

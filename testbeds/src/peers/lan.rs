@@ -1,6 +1,7 @@
 //! Several namespaces on one L2 segment: a bridge in a hub namespace, and per member a
 //! veth whose `eth0` end sits in the member's namespace with an IPv4 /24 and an IPv6
-//! /64 address (no DAD). The root namespace is not touched.
+//! /64 address (no DAD), or the IPv6 one only ([`Lan::ipv6_only`]). The root namespace
+//! is not touched.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -19,6 +20,16 @@ impl Lan {
     /// `net` picks the subnets (10.<net>.0.0/24, fd00:<net>::/64); leftovers of dead
     /// test processes are reaped first.
     pub fn new(members: usize, net: u8) -> Self {
+        Self::build(members, net, true)
+    }
+
+    /// A segment with IPv6 addresses only (an IPv6-only underlay): [`Lan::v4`] is then
+    /// on no interface.
+    pub fn ipv6_only(members: usize, net: u8) -> Self {
+        Self::build(members, net, false)
+    }
+
+    fn build(members: usize, net: u8, with_v4: bool) -> Self {
         crate::netns::reap_leftovers();
         let prefix = crate::unique_prefix();
         let hub = Netns::new(format!("{prefix}h"));
@@ -49,7 +60,9 @@ impl Lan {
             lan.hub
                 .exec_ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
             let (v4, v6) = (lan.v4(i), lan.v6(i));
-            ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+            if with_v4 {
+                ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+            }
             ns.exec_ok(&[
                 "ip",
                 "addr",

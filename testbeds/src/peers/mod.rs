@@ -132,6 +132,10 @@ pub struct Neighbor {
     /// BFD (RFC 5880) on the session: FRR runs bfdd and ties the session to it
     /// (`neighbor X bfd`); the other daemons ignore it.
     pub bfd: bool,
+    /// Offer RFC 8950 (IPv4 unicast with IPv6 next hops): BIRD's `extended next hop
+    /// on` in the ipv4 channel, FRR's `neighbor X capability extended-nexthop`; gobgpd
+    /// ignores it.
+    pub extended_next_hop: bool,
 }
 
 impl Neighbor {
@@ -145,6 +149,7 @@ impl Neighbor {
             passive: false,
             local: None,
             bfd: false,
+            extended_next_hop: false,
         }
     }
 
@@ -175,6 +180,11 @@ impl Neighbor {
 
     pub fn bfd(mut self) -> Self {
         self.bfd = true;
+        self
+    }
+
+    pub fn extended_next_hop(mut self) -> Self {
+        self.extended_next_hop = true;
         self
     }
 }
@@ -272,15 +282,17 @@ pub fn fib_routes(ns: &Netns, proto: &str) -> Vec<FibRoute> {
                     Err(_) => continue,
                 },
             };
-            let mut gateways: Vec<IpAddr> = r["gateway"]
-                .as_str()
-                .and_then(|g| g.parse().ok())
-                .into_iter()
-                .collect();
+            // `gateway`, or `via` {family, host} for one of the other family (an IPv4
+            // route via an IPv6 next hop, `ip route … via inet6 X`).
+            let gateway = |h: &serde_json::Value| -> Option<IpAddr> {
+                h["gateway"]
+                    .as_str()
+                    .or_else(|| h["via"]["host"].as_str())
+                    .and_then(|g| g.parse().ok())
+            };
+            let mut gateways: Vec<IpAddr> = gateway(r).into_iter().collect();
             for nh in r["nexthops"].as_array().into_iter().flatten() {
-                if let Some(g) = nh["gateway"].as_str().and_then(|g| g.parse().ok()) {
-                    gateways.push(g);
-                }
+                gateways.extend(gateway(nh));
             }
             out.push(FibRoute {
                 prefix,

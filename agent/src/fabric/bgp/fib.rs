@@ -62,7 +62,9 @@ pub enum Refused {
 }
 
 /// The kernel gateway of a BGP next hop for `prefix`: the IPv4 address, or the global
-/// IPv6 address (RFC 2545; a link-local one would need its interface).
+/// IPv6 address (RFC 2545; a link-local one would need its interface). An IPv4 prefix
+/// may have an IPv6 gateway (RFC 8950, installed `via inet6`); an IPv6 prefix via an
+/// IPv4 gateway is refused.
 pub fn gateway_of(prefix: IpNet, next_hop: &NextHop) -> Result<IpAddr, Refused> {
     let ip = match next_hop {
         NextHop::V4(v4) => IpAddr::V4(*v4),
@@ -76,7 +78,7 @@ pub fn gateway_of(prefix: IpNet, next_hop: &NextHop) -> Result<IpAddr, Refused> 
             IpAddr::V6(*global)
         }
     };
-    if ip.is_ipv4() != prefix.addr().is_ipv4() {
+    if ip.is_ipv4() && prefix.addr().is_ipv6() {
         return Err(Refused::OtherFamily {
             prefix,
             next_hop: ip,
@@ -541,6 +543,34 @@ mod tests {
             refused[0]
         );
         assert!(matches!(refused[1], Refused::OtherFamily { .. }));
+    }
+
+    #[test]
+    fn ipv4_routes_via_ipv6_next_hops_are_installed() {
+        let mut t = FibTable::default();
+        let v6 = |g: &str, ll: Option<&str>| NextHop::V6 {
+            global: g.parse().expect("ip"),
+            link_local: ll.map(|l| l.parse().expect("ip")),
+        };
+        let (ops, refused) = t.update(vec![
+            change("10.244.1.0/26", vec![v6("fd99::2", Some("fe80::2"))]),
+            change(
+                "10.244.2.0/26",
+                vec![v6("fd99::3", None), v4("10.0.0.3"), v6("fe80::4", None)],
+            ),
+        ]);
+        assert_eq!(
+            ops,
+            [
+                FibOp::Replace(route("10.244.1.0/26", &["fd99::2"])),
+                FibOp::Replace(route("10.244.2.0/26", &["10.0.0.3", "fd99::3"])),
+            ]
+        );
+        assert_eq!(
+            refused.len(),
+            1,
+            "only the link-local-only one: {refused:?}"
+        );
     }
 
     #[test]
