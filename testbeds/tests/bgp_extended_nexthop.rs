@@ -104,14 +104,7 @@ fn start_strait_with(
 
 /// `bgp/peers/<name>` on that agent (what `netctl bgp peer add` writes).
 fn add_peer(agent: &Agent, name: &str, address: Ipv6Addr, asn: u32) {
-    let peer = ExternalPeer {
-        address: IpAddr::V6(address),
-        asn,
-        node: None,
-        md5_key: None,
-        bfd: false,
-        port: 179,
-    };
+    let peer = ExternalPeer::new(IpAddr::V6(address), asn);
     agent
         .client()
         .bgp_put_external_peer(name, &peer)
