@@ -34,6 +34,11 @@ pub enum NodeState {
     /// last record is kept: other hosts keep their routes and FDB entries to it until
     /// the reclaimer frees its blocks. The host and its containers may be fine.
     LeaseExpired,
+    /// Its lease has expired and none of its underlay addresses answers an ICMP echo
+    /// (1 s): the host is down or cut off, not just its agent. Its routes are still
+    /// kept until its blocks are reclaimed (a probe lost to a firewall must not cut
+    /// containers off).
+    Unreachable,
     /// No record at all, only blocks still affine to it: nothing routes to it.
     Gone,
 }
@@ -44,6 +49,7 @@ impl NodeState {
         match self {
             NodeState::Ready => "ready",
             NodeState::LeaseExpired => "lease expired",
+            NodeState::Unreachable => "unreachable",
             NodeState::Gone => "gone",
         }
     }

@@ -47,7 +47,8 @@ enum Cmd {
     Endpoints,
     /// Nodes of the cluster and their STATE: `ready` (lease alive), `lease expired`
     /// (agent down or cut off from the store; other hosts keep routing to it until its
-    /// blocks are reclaimed), `gone` (only blocks left).
+    /// blocks are reclaimed), `unreachable` (lease expired and its underlay does not
+    /// answer ICMP echo), `gone` (only blocks left).
     Nodes,
     /// The routes, FDB and neighbour entries the fabric wants beside the kernel's:
     /// each `ok`, `missing` or `stale`, and the fabric's warnings. Exit 1 when
@@ -419,8 +420,8 @@ fn render_nodes(nodes: &[NodeView]) -> String {
 }
 
 /// `ready`, `lease expired` (the agent is down or cut off from the store; other hosts
-/// keep their routes to it) or `gone`; from an agent that does not say, `alive` or
-/// `dead`.
+/// keep their routes to it), `unreachable` (the same, and its underlay does not answer)
+/// or `gone`; from an agent that does not say, `alive` or `dead`.
 fn node_state(n: &NodeView) -> &'static str {
     match n.state {
         Some(state) => state.as_str(),
@@ -969,7 +970,10 @@ mod tests {
         expired.name = "h3".into();
         expired.alive = false;
         expired.state = Some(NodeState::LeaseExpired);
-        let out = render_nodes(&[live.clone(), dead.clone(), expired]);
+        let mut silent = expired.clone();
+        silent.name = "h4".into();
+        silent.state = Some(NodeState::Unreachable);
+        let out = render_nodes(&[live.clone(), dead.clone(), expired, silent]);
         let lines: Vec<Vec<&str>> = out
             .lines()
             .map(|l| l.split_whitespace().collect())
@@ -993,6 +997,7 @@ mod tests {
         assert_eq!(lines[3][0], "h3");
         assert_eq!(lines[3][1], "10.0.0.1", "shown by its last record");
         assert_eq!(lines[3][8..], ["lease", "expired"]);
+        assert_eq!(lines[4][8..], ["unreachable"]);
         // An agent that does not send a state: alive or not.
         live.state = None;
         let mut old_dead = dead;

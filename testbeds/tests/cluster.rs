@@ -366,8 +366,9 @@ fn survives_restarts_and_a_leaving_host(
         );
     }
 
-    // A host leaving: its container goes, h3's agent stops for good, its record
-    // expires with its lease (the routes stay: the node is only `lease expired`),
+    // A host leaving: its container goes, h3 leaves the underlay and its agent stops
+    // for good, its record expires with its lease (the routes stay: the node is only
+    // `unreachable`, which informs and removes nothing),
     // and once its grace is over its blocks are reclaimed and the others drop its
     // routes and FDB entry. Present first, so the check can fail.
     let h3_vtep = IpAddr::V4(cluster.host(2).underlay_v4);
@@ -393,10 +394,16 @@ fn survives_restarts_and_a_leaving_host(
     // The fast path's tunnel map (vxlan) holds h3's two blocks (c's IPv4 and IPv6).
     let tunnels = |h: &ClusterHost| vxlan.then(|| h.fast_path().tunnels);
     let tunnels_before = [tunnels(cluster.host(0)), tunnels(cluster.host(1))];
+    // h3 drops off the underlay before its agent stops: unlike h2 above (agent down,
+    // host fine: `lease expired`), the others find its underlay silent.
+    cluster
+        .host(2)
+        .ns
+        .exec_ok(&["ip", "link", "set", "eth0", "down"]);
     cluster.stop_agent(2);
     // First the lease expires, with the routes still there...
-    wait_until("h1 shows h3's lease expired", ttl + CONVERGE, POLL, || {
-        node_state(cluster.host(0), "h3").as_deref() == Some("lease expired")
+    wait_until("h1 shows h3 unreachable", ttl + CONVERGE, POLL, || {
+        node_state(cluster.host(0), "h3").as_deref() == Some("unreachable")
     })
     .unwrap();
     for i in [0, 1] {

@@ -131,7 +131,9 @@ pub(super) async fn nodes(
     let records = o.registry.nodes().await?;
     let last = o.registry.last_records().await?;
     let view = o.attacher.ipam().view().await?;
-    Ok(Json(crate::node::node_views(records, last, &view.blocks)))
+    let mut nodes = crate::node::node_views(records, last, &view.blocks);
+    crate::node::mark_unreachable(&mut nodes).await;
+    Ok(Json(nodes))
 }
 
 /// The fabric's entries beside the kernel's (`netctl routes`). Reads the kernel now and

@@ -20,10 +20,11 @@
 //! [`crate::ipam::tunnel`]. This module imports nothing from IPAM, so IPAM's reclaimer
 //! can read the record keys here without an import circle.
 
+pub mod probe;
 pub mod registry;
 pub mod underlay;
 
-pub use registry::{FabricInfo, Keepalive, Registry, RegistryConfig, node_views};
+pub use registry::{FabricInfo, Keepalive, Registry, RegistryConfig, mark_unreachable, node_views};
 pub use underlay::{Underlay, UnderlayError};
 
 use crate::store::PREFIX;

@@ -340,6 +340,39 @@ pub fn node_views(
     views.into_values().collect()
 }
 
+/// Asks the underlay of every node whose lease expired whether the host is there
+/// ([`super::probe`]), all at once, and marks those that do not answer within
+/// [`super::probe::PROBE_TIMEOUT`] `unreachable`. Routes are not touched: they follow
+/// the blocks. When the agent cannot probe at all (no CAP_NET_RAW), the nodes stay
+/// `lease expired`, and the log says why.
+pub async fn mark_unreachable(nodes: &mut [NodeView]) {
+    use super::probe::{PROBE_TIMEOUT, any_answers};
+    let asks: Vec<(usize, tokio::task::JoinHandle<std::io::Result<bool>>)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.state == Some(NodeState::LeaseExpired))
+        .filter_map(|(i, n)| {
+            let r = n.record.as_ref()?;
+            let addrs: Vec<std::net::IpAddr> =
+                [r.underlay_v4.map(Into::into), r.underlay_v6.map(Into::into)]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            (!addrs.is_empty()).then(|| (i, tokio::spawn(any_answers(addrs, PROBE_TIMEOUT))))
+        })
+        .collect();
+    for (i, ask) in asks {
+        match ask.await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => nodes[i].state = Some(NodeState::Unreachable),
+            Ok(Err(e)) => {
+                tracing::warn!(node = %nodes[i].name, error = %e, "cannot probe the node's underlay");
+            }
+            Err(e) => tracing::warn!(node = %nodes[i].name, error = %e, "underlay probe failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
