@@ -285,12 +285,28 @@ impl SpeakerNode {
     pub fn start(ns: &Netns, config: strait_bgp::speaker::SpeakerConfig) -> Self {
         init_logs();
         let rt = NsRuntime::start(ns);
-        let (speaker, fib) = rt
-            .run(async move {
+        // A speaker started where a `crash()`ed one listened: once in a CI run under
+        // load the port was still taken at the first try, though the crashed runtime's
+        // thread had been joined (cause not found; a process that dies frees it for
+        // sure). Wait for it, bounded, and say so, rather than fail on the harness.
+        let mut tries = 0;
+        let (speaker, fib) = loop {
+            let config = config.clone();
+            let started = rt.run(async move {
                 strait_bgp::speaker::Speaker::start(config, Box::new(strait_bgp::rib::AcceptAll))
                     .await
-            })
-            .expect("speaker starts");
+            });
+            match started {
+                Err(strait_bgp::speaker::SpeakerError::Listen { addr, source })
+                    if source.kind() == std::io::ErrorKind::AddrInUse && tries < 50 =>
+                {
+                    tries += 1;
+                    eprintln!("speaker start: {addr} still in use, retry {tries}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other.expect("speaker starts"),
+            }
+        };
         Self {
             speaker: Some(speaker),
             fib,
