@@ -147,6 +147,22 @@ impl Agent {
         }
     }
 
+    /// A killed agent leaves its namespace's lock file in `/run/strait` (the next agent
+    /// on the host would remove it); the test that made the namespace removes it now,
+    /// once no agent holds it, so a test run leaves nothing there.
+    fn remove_netns_lock(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(ns) = std::fs::metadata(format!("/run/netns/{}", self.netns)) else {
+            return;
+        };
+        let path = PathBuf::from(format!("/run/strait/netns-{}.lock", ns.ino()));
+        if let Ok(file) = std::fs::File::open(&path)
+            && file.try_lock().is_ok()
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     /// Start again with the same options, socket and state; wait until ready.
     pub fn restart(&mut self) {
         self.stop();
@@ -182,6 +198,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        self.remove_netns_lock();
         if std::thread::panicking() {
             eprintln!(
                 "----- straitd log ({}) -----\n{}\n----- end of log -----",

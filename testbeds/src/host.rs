@@ -13,8 +13,10 @@ use crate::netns::Netns;
 /// One host with its agent. Dropping it kills the agent and deletes every namespace.
 pub struct Host {
     pub prefix: String,
-    pub ns: Netns,
+    // Drop order: the agent is killed (and its namespace lock removed) before its
+    // namespace goes.
     pub agent: Agent,
+    pub ns: Netns,
     /// Network name used in CNI configs.
     pub network: String,
     pub cni_version: String,
