@@ -32,6 +32,9 @@ cleanup() {
   podman rm -f -t0 strait-demo-a strait-demo-b >/dev/null 2>&1 || true
   "$BIN/netctl" ipam show 2>/dev/null || true
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null || true
+  # The agent leaves `<socket>.state` for DELs queued while it is down; the demo's
+  # containers are gone, so nothing needs it.
+  rm -f "$SOCK.state"
   echo "agent stopped; its log is $DEMO/straitd.log"
 }
 trap cleanup EXIT
