@@ -16,13 +16,7 @@ impl<K: HostNet> Attacher<K> {
     /// The IPAM consistency report, plus endpoint records whose reservation is gone.
     pub async fn ipam_check(&self, grace: Duration) -> Result<IpamReport, AttachError> {
         let endpoints = self.records.list().await?;
-        let links: HashSet<String> = self
-            .host
-            .endpoint_links()
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let links = self.endpoint_link_names().await?;
         let by_id: HashMap<&str, &Endpoint> =
             endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
         let node = self.cfg.node.clone();

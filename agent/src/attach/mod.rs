@@ -109,6 +109,18 @@ pub struct Attacher<K: HostNet = Netlink> {
 }
 
 impl<K: HostNet> Attacher<K> {
+    /// The names of strait's endpoint links in the kernel now (leak check, start-up
+    /// reconcile).
+    async fn endpoint_link_names(&self) -> Result<HashSet<String>, AttachError> {
+        Ok(self
+            .host
+            .endpoint_links()
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect())
+    }
+
     /// Must be called inside a tokio runtime: it starts the link reaper.
     pub fn new(cfg: AttacherConfig, store: Arc<dyn Store>, ipam: Arc<Ipam>, host: K) -> Arc<Self> {
         let records = EndpointRecords::new(store.clone(), cfg.node.clone());

@@ -10,7 +10,6 @@
 //! addresses nobody was told about. A record whose namespace is gone is the leak GC's
 //! (after its grace period), as before.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use tracing::{info, warn};
@@ -21,13 +20,7 @@ use crate::hostnet::{HostNet, NetnsState};
 impl<K: HostNet> Attacher<K> {
     /// Releases the records of interfaces gone from live namespaces; returns their ids.
     pub async fn release_records_without_interface(&self) -> Result<Vec<String>, AttachError> {
-        let links: HashSet<String> = self
-            .host
-            .endpoint_links()
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let links = self.endpoint_link_names().await?;
         let mut released = Vec::new();
         for ep in self.records.list().await? {
             if links.contains(&ep.host_ifname)
