@@ -39,5 +39,6 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod node;
+pub mod policy;
 pub mod private;
 pub mod store;

@@ -1,0 +1,15 @@
+//! strait-policy: network policy as data, without I/O (like `strait-bgp`'s core).
+//!
+//! - [`selector`]: Kubernetes label selectors (`matchLabels`, `matchExpressions`).
+//! - [`ir`]: the one normalized form both document kinds become: who a policy
+//!   applies to, and per direction an ordered list of rules (peers, ports, action).
+//! - [`tables`]: what the compiler produces per local endpoint and direction, the
+//!   shape of the eBPF policy maps (`ebpf/include/strait/abi.h`): verdicts by
+//!   (peer identity or CIDR class, protocol, port range).
+//!
+//! The agent owns the store, the identities' allocation and the maps; this crate
+//! only decides.
+
+pub mod ir;
+pub mod selector;
+pub mod tables;
