@@ -13,3 +13,4 @@
 pub mod ir;
 pub mod selector;
 pub mod tables;
+pub mod view;
