@@ -6,11 +6,18 @@
 //! - [`tables`]: what the compiler produces per local endpoint and direction, the
 //!   shape of the eBPF policy maps (`ebpf/include/strait/abi.h`): verdicts by
 //!   (peer identity or CIDR class, protocol, port range).
+//! - [`compile`]: policies and the cluster view → one endpoint's tables;
+//!   [`ports`]: port ranges as the maps' LPM prefixes, and what tables cost.
+//! - [`eval`]: the reference evaluator, the semantics read literally (the
+//!   compiler's oracle and `netctl policy trace`'s).
 //!
 //! The agent owns the store, the identities' allocation and the maps; this crate
 //! only decides.
 
+pub mod compile;
+pub mod eval;
 pub mod ir;
+pub mod ports;
 pub mod selector;
 pub mod tables;
 pub mod view;
