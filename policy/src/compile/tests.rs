@@ -911,3 +911,16 @@ fn rules_are_numbered_in_evaluation_order_per_policy_and_direction() {
             .all(|(i, r)| r.id as usize == i)
     );
 }
+
+#[test]
+fn policy_mode_reads_and_prints_as_the_flag_takes_it() {
+    assert_eq!("enforce".parse::<Mode>(), Ok(Mode::Enforce));
+    assert_eq!("audit".parse::<Mode>(), Ok(Mode::Audit));
+    assert!(
+        "Audit"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("enforce or audit")
+    );
+    assert_eq!(Mode::Audit.to_string(), "audit");
+}
