@@ -566,6 +566,8 @@ fn end_port_ranges_are_inclusive_and_one_segment() {
         "overlapping ranges of one rule merge: {segments:?}"
     );
     assert_eq!((segments[0].first, segments[0].last), (80, 90));
+    // 80-87, 88-89 and 90 in the LPM trie, and nothing else in any map.
+    assert_eq!(t.entry_count(), 3);
 }
 
 #[test]
