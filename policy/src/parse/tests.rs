@@ -1208,3 +1208,39 @@ fn list_refusals() {
     v["extra"] = json!(1);
     refused_at(v, "extra");
 }
+
+/// The examples of docs/policy.md are valid and mean what the text says.
+#[test]
+fn documentation_examples() {
+    let doc = include_str!("../../../docs/policy.md");
+    let examples: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|s| s.split("```").next().unwrap())
+        .collect();
+    assert_eq!(examples.len(), 2);
+    let web = policy_of(examples[0]);
+    assert_eq!(
+        web.ingress.unwrap()[0].peers[0],
+        pods(
+            NamespaceScope::Selector(sel(&[("team", "front")])),
+            sel(&[("role", "proxy")])
+        )
+    );
+    let guard = policy_of(examples[1]);
+    assert_eq!(guard.tier, Tier::Cluster { order: 100.0 });
+    let egress = guard.egress.unwrap();
+    assert_eq!(
+        egress.iter().map(|r| r.action).collect::<Vec<_>>(),
+        [Action::Deny, Action::Allow, Action::Pass]
+    );
+    assert_eq!(guard.ingress, None);
+    // The error shown is the one the parser gives.
+    let shown = doc.lines().find(|l| l.starts_with("document 2 (")).unwrap();
+    let bad = examples[0].replace(
+        "{protocol: TCP, port: 8080, endPort: 8090}",
+        "{protocol: TCP, port: 8080, endPort: 8090}\n    - {port: 8080, endPort: 80}",
+    );
+    let e = refused_text(&format!("{}---\n{bad}", examples[1]));
+    assert_eq!(e.to_string(), shown);
+}
