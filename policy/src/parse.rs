@@ -84,8 +84,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Parsed>, ParseError> {
             object,
         };
         let root = Node::root(&value);
-        let (api_version, kind) = type_of(&root).map_err(|e| fail(None, e))?;
-        if kind == "List" {
+        let kind = kind_of(&root).map_err(|e| fail(None, e))?;
+        if kind == Kind::List {
             let obj = root.obj().map_err(|e| fail(None, e))?;
             obj.only(&["apiVersion", "kind", "metadata", "items"])
                 .map_err(|e| fail(None, e))?;
@@ -93,31 +93,34 @@ pub fn parse_documents(text: &str) -> Result<Vec<Parsed>, ParseError> {
                 continue;
             };
             for item in items.list().map_err(|e| fail(None, e))? {
-                let item_type = type_of(&item).map_err(|e| fail(None, e))?;
-                if item_type.1 == "List" {
-                    return Err(fail(
-                        None,
-                        Invalid::new(&item.path, "a List may not hold another List"),
-                    ));
-                }
-                parsed.push(one(&item, item_type, number)?);
+                let item_kind = kind_of(&item).map_err(|e| fail(None, e))?;
+                parsed.push(one(&item, item_kind, number)?);
             }
         } else {
-            parsed.push(one(&root, (api_version, kind), number)?);
+            parsed.push(one(&root, kind, number)?);
         }
     }
     Ok(parsed)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    NetworkPolicy,
+    ClusterPolicy,
+    Namespace,
+    List,
+}
+
 /// What `kind` and `apiVersion` this object claims, checked against what strait reads.
-fn type_of<'a>(node: &Node<'a>) -> Result<(&'a str, &'a str), Invalid> {
+fn kind_of(node: &Node<'_>) -> Result<Kind, Invalid> {
     let obj = node.obj()?;
     let kind = obj.required("kind")?.str()?;
     let api_version = obj.required("apiVersion")?;
-    let want = match kind {
-        network_policy::KIND => network_policy::API_VERSION,
-        cluster_policy::KIND => cluster_policy::API_VERSION,
-        namespace::KIND | "List" => "v1",
+    let (found, want) = match kind {
+        network_policy::KIND => (Kind::NetworkPolicy, network_policy::API_VERSION),
+        cluster_policy::KIND => (Kind::ClusterPolicy, cluster_policy::API_VERSION),
+        namespace::KIND => (Kind::Namespace, "v1"),
+        "List" => (Kind::List, "v1"),
         other => {
             return Err(Invalid::new(
                 &obj.child_path("kind"),
@@ -136,15 +139,19 @@ fn type_of<'a>(node: &Node<'a>) -> Result<(&'a str, &'a str), Invalid> {
             format!("{kind} is in apiVersion {want:?}, not {given:?}"),
         ));
     }
-    Ok((given, kind))
+    Ok(found)
 }
 
-/// One object of a known kind.
-fn one(node: &Node<'_>, (_, kind): (&str, &str), number: usize) -> Result<Parsed, ParseError> {
+/// One object of a known kind; a List's item.
+fn one(node: &Node<'_>, kind: Kind, number: usize) -> Result<Parsed, ParseError> {
     let document = match kind {
-        network_policy::KIND => network_policy::parse(node),
-        cluster_policy::KIND => cluster_policy::parse(node),
-        _ => namespace::parse(node),
+        Kind::NetworkPolicy => network_policy::parse(node),
+        Kind::ClusterPolicy => cluster_policy::parse(node),
+        Kind::Namespace => namespace::parse(node),
+        Kind::List => Err((
+            None,
+            Invalid::new(&node.path, "a List may not hold another List"),
+        )),
     };
     let document = document.map_err(|(object, e)| ParseError {
         document: number,
