@@ -8,11 +8,12 @@
 //! its expected table beside the observed one and the suite goes on, failing at the
 //! end with the list. `STRAIT_NETPOL_CASES=name,name` runs some cases only.
 //!
-//! strait's `ClusterPolicy` as these cases write it (the spec's shape is in one
-//! place per case, easy to adapt): `spec.order`, `spec.audit`, the subject as
-//! `spec.namespaceSelector` / `spec.podSelector` (absent: every one), and
-//! `ingress`/`egress` lists of rules `{action, from|to, ports}` whose peers and ports
-//! are the Kubernetes ones, plus `{protocol: ICMP|ICMPv6, icmp: {type, code}}`.
+//! strait's `ClusterPolicy` (docs/policy.md): `spec.order`, `spec.audit`, the subject
+//! as `spec.namespaceSelector` / `spec.podSelector` (absent: every one), and ordered
+//! `ingress`/`egress` rules `{action: Allow|Deny|Pass|Log, from|to, protocol, ports |
+//! icmp}`. A cluster policy that selects a pod for a direction isolates it there, so
+//! the cases end their rules with `Allow` or `Pass` to a namespaced policy when they
+//! mean "everything else as before".
 //!
 //! Root and etcd needed. One cluster at a time (a lock).
 
@@ -981,11 +982,11 @@ fn cluster_deny_beats_namespaced_allow(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: x}
             ingress:
-              - action: deny
+              - action: Deny
                 from:
                   - namespaceSelector:
                       matchLabels: {ns: y}
-              - action: pass
+              - action: Pass
             ",
         ),
         network_policy(
@@ -1012,11 +1013,11 @@ fn cluster_allow_overrides_namespaced_deny(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: x}
             ingress:
-              - action: allow
+              - action: Allow
                 from:
                   - namespaceSelector:
                       matchLabels: {ns: z}
-              - action: pass
+              - action: Pass
             ",
         ),
         network_policy(
@@ -1049,7 +1050,7 @@ fn cluster_pass_hands_to_namespaced(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: x}
             ingress:
-              - action: pass
+              - action: Pass
                 from:
                   - namespaceSelector:
                       matchExpressions:
@@ -1063,7 +1064,7 @@ fn cluster_pass_hands_to_namespaced(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: x}
             ingress:
-              - action: deny
+              - action: Deny
             ",
         ),
         network_policy(
@@ -1100,7 +1101,7 @@ fn cluster_audit_deny_passes(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: x}
             ingress:
-              - action: deny
+              - action: Deny
             ",
         ),
         cluster_policy(
@@ -1110,11 +1111,11 @@ fn cluster_audit_deny_passes(t: &mut CaseCtx) -> Outcome {
             namespaceSelector:
               matchLabels: {ns: y}
             ingress:
-              - action: deny
+              - action: Deny
                 from:
                   - namespaceSelector:
                       matchLabels: {ns: z}
-              - action: allow
+              - action: Allow
             ",
         ),
     ])?;
@@ -1132,11 +1133,13 @@ fn cluster_icmp_echo_only(t: &mut CaseCtx) -> Outcome {
         namespaceSelector:
           matchLabels: {ns: x}
         ingress:
-          - action: allow
-            ports:
-              - {protocol: ICMP, icmp: {type: 8}}
-              - {protocol: ICMPv6, icmp: {type: 128}}
-          - action: deny
+          - action: Allow
+            protocol: ICMP
+            icmp: {type: 8}
+          - action: Allow
+            protocol: ICMPv6
+            icmp: {type: 128}
+          - action: Deny
         ",
     )])?;
     let mut r = t.reach_with_icmp(true);
@@ -1158,13 +1161,13 @@ fn cluster_deny_egress_one_port(t: &mut CaseCtx) -> Outcome {
         namespaceSelector:
           matchLabels: {ns: z}
         egress:
-          - action: deny
+          - action: Deny
             to:
               - namespaceSelector:
                   matchLabels: {ns: y}
-            ports:
-              - {protocol: TCP, port: 81}
-          - action: allow
+            protocol: TCP
+            ports: [{port: 81}]
+          - action: Allow
         ",
     )])?;
     let mut r = t.reach(true);
