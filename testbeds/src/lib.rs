@@ -10,6 +10,8 @@
 //!   own `straitd`, one etcd, containers attached through `strait`; probes (ping,
 //!   full-MTU ping, TCP echo, continuous ping). The `strait-testbed` CLI runs one for
 //!   exploring by hand.
+//! * [`netpol`]: the network-policy truth-table harness (model, prober, expected
+//!   tables, runner).
 //! * [`wait`]: [`wait_until`], polling for a condition with a timeout, for every test.
 //! * [`host`]: a one-host bed (a namespace as the host, its agent, containers).
 //! * [`etcd`]: a private etcd per test; [`peers`]: BIRD, FRR and gobgpd as BGP peers;
@@ -27,6 +29,7 @@ pub mod cni;
 pub mod etcd;
 pub mod host;
 pub mod netns;
+pub mod netpol;
 pub mod peers;
 pub mod process;
 pub mod runtimes;
