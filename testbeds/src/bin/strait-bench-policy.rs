@@ -318,11 +318,17 @@ fn strait_apply(host: &ClusterHost, yaml: &str) -> Result<Duration, String> {
     if out.status.success() && written.is_ok() {
         return Ok(took);
     }
+    // One line: what it printed, its lines joined.
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .lines()
+    .map(str::trim)
+    .filter(|l| !l.is_empty())
+    .collect::<Vec<_>>()
+    .join("; ");
     Err(format!(
         "{} ({}): {}",
         out.status,
@@ -430,7 +436,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stage::NoPolicy => write!(f, "no policy"),
-            Stage::Rules(n) => write!(f, "{n}"),
+            Stage::Rules(n) => write!(f, "{n} rules"),
         }
     }
 }
@@ -513,7 +519,7 @@ fn two_host_stages(args: &Args, work: PathBuf) {
     let mut results: Vec<(Stage, StageFigures)> = vec![];
     for (s, stage) in stages.iter().enumerate() {
         println!();
-        println!("== stage: {stage} rules ==");
+        println!("== stage: {stage} ==");
         let mut fig = StageFigures::default();
         if let Stage::Rules(n) = *stage {
             let rules = bench_rules(n);
@@ -699,7 +705,7 @@ fn print_rate_table(
 ) {
     println!("{title}");
     println!(
-        "{:<10} | {:>10} | {:>10} | {:>26} | {:>16}",
+        "{:<12} | {:>10} | {:>10} | {:>26} | {:>16}",
         "rules", "strait", "iptables", "strait/iptables (rounds)", "strait/no policy"
     );
     let no_policy = results
@@ -722,7 +728,7 @@ fn print_rate_table(
         let of_medians = m[0].zip(m[1]).map(|(s, i)| 100.0 * s / i);
         let vs_none = m[0].zip(no_policy).map(|(s, n)| 100.0 * s / n);
         println!(
-            "{:<10} | {:>10} | {:>10} | {:>26} | {:>16}",
+            "{:<12} | {:>10} | {:>10} | {:>26} | {:>16}",
             stage.to_string(),
             fmt(m[0]),
             fmt(m[1]),
@@ -735,7 +741,7 @@ fn print_rate_table(
 fn print_update_table(results: &[(Stage, StageFigures)]) {
     println!("Policy update and memory on the server's node (h2)");
     println!(
-        "{:<10} | {:>12} | {:>14} | {:>16} | {:>12} | {:>18} | {:>14}",
+        "{:<12} | {:>12} | {:>15} | {:>16} | {:>14} | {:>19} | {:>12}",
         "rules",
         "strait apply",
         "strait enforced",
@@ -753,7 +759,7 @@ fn print_update_table(results: &[(Stage, StageFigures)]) {
             (format!("{c} B"), kib(s))
         });
         println!(
-            "{:<10} | {:>12} | {:>14} | {:>16} | {:>12} | {:>18} | {:>14}",
+            "{:<12} | {:>12} | {:>15} | {:>16} | {:>14} | {:>19} | {:>12}",
             stage.to_string(),
             ms(fig.apply[0]),
             ms(fig.enforced[0]),
@@ -765,10 +771,7 @@ fn print_update_table(results: &[(Stage, StageFigures)]) {
     }
     for (stage, fig) in results {
         if let Some(m) = &fig.strait_maps {
-            println!(
-                "  strait maps of h2's agent at {stage} rules: {}",
-                m.detail()
-            );
+            println!("  strait maps of h2's agent , {stage}: {}", m.detail());
         }
     }
     println!(
