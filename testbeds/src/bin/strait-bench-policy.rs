@@ -771,7 +771,7 @@ fn print_update_table(results: &[(Stage, StageFigures)]) {
     }
     for (stage, fig) in results {
         if let Some(m) = &fig.strait_maps {
-            println!("  strait maps of h2's agent , {stage}: {}", m.detail());
+            println!("  strait maps of h2's agent, {stage}: {}", m.detail());
         }
     }
     println!(
