@@ -18,11 +18,14 @@
 //!   [`runtimes`]: a private Podman and containerd driving `strait`.
 //! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
 //!   binaries under test are.
+//! * [`bench`]: what the benchmark programs share (iperf3 runs and servers, medians,
+//!   busy CPU time).
 //!
 //! Privileged tests call [`require_root`] first: without root they print a visible
 //! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).
 
 pub mod agent;
+pub mod bench;
 pub mod bins;
 pub mod cluster;
 pub mod cni;
