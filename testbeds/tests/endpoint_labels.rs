@@ -78,7 +78,10 @@ fn namespace_pod_labels_and_named_ports_from_cni_and_netctl_label() {
     // The table shows namespace and labels; wide adds the pod; get shows the ports.
     let (ok, table, err) = netctl(&h, &["endpoints"]);
     assert!(ok, "{err}");
-    assert!(table.contains("NAMESPACE") && table.contains("ns1"), "{table}");
+    assert!(
+        table.contains("NAMESPACE") && table.contains("ns1"),
+        "{table}"
+    );
     assert!(table.contains("app=web"), "{table}");
     let (ok, wide, err) = netctl(&h, &["-o", "wide", "endpoints"]);
     assert!(ok && wide.contains("p1"), "{wide}{err}");
