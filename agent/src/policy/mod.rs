@@ -5,4 +5,5 @@
 //! [`dataplane::Dataplane`] is the boundary between the two: the control plane
 //! decides what the kernel should hold, the datapath module makes it so.
 
+pub mod datapath;
 pub mod dataplane;
