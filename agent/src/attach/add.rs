@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::events::EndpointEvent;
 use super::records::attachment_id;
-use super::validate::{check_mtu, check_netns, parse_mac, validate};
+use super::validate::{check_mtu, check_netns, check_policy_facts, parse_mac, validate};
 use super::{AttachError, Attacher, lock, unix_now};
 use crate::endpoint::{self, VethCreated, VethSpec};
 use crate::hostnet::HostNet;
@@ -26,6 +26,7 @@ impl<K: HostNet> Attacher<K> {
             Some(m) => Some(parse_mac(m).map_err(AttachError::Invalid)?),
             None => None,
         };
+        let (namespace, named_ports) = check_policy_facts(&req)?;
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
 
@@ -66,7 +67,12 @@ impl<K: HostNet> Attacher<K> {
             host_mac: format_mac(&endpoint::host_mac(&host_ifname)),
             ips: Vec::new(),
             mtu,
+            namespace,
+            pod: req.pod.clone(),
             labels: req.labels.clone(),
+            named_ports,
+            // The policy control plane allocates it from the record.
+            identity: None,
             handle: id.clone(),
             created: unix_now(),
             host_ports: req.host_ports,

@@ -25,6 +25,8 @@
 //!   stale (a crash mid-ADD, a killed agent) and are swept at start and periodically
 //!   ([`sweep`]) — unless their alias carries another agent's owner mark ([`owner`]).
 //!
+//! An endpoint's labels change after ADD through [`labels`] (`netctl endpoint label`).
+//!
 //! One file per verb (`add`, `del`, `check`, `status`, `gc`) and per housekeeping job
 //! (`leaks`: the operator's IPAM check and release and the agent's leak GC; `sweep`;
 //! `pending`; `reaper`). Whoever else must follow endpoints (the fast path, later
@@ -36,6 +38,7 @@ mod del;
 mod error;
 pub mod events;
 mod gc;
+mod labels;
 mod leaks;
 mod locks;
 pub mod owner;
