@@ -14,7 +14,8 @@
 //! - [`reconcile`]: the loop that owns enforcement on this node;
 //! - [`show`], [`trace`], [`flows`]: what `netctl policy show|trace` and `netctl
 //!   monitor` see;
-//! - [`host`]: what it reads of the host's kernel.
+//! - [`host`]: what it reads of the host's kernel;
+//! - [`fake`]: an in-memory dataplane and host, for tests.
 //!
 //! [`PolicyAgent`] ties them together for the daemon, the attacher (CNI ADD and DEL)
 //! and the API.
@@ -22,7 +23,6 @@
 pub mod cluster;
 pub mod dataplane;
 pub mod endpoints;
-#[cfg(test)]
 pub mod fake;
 pub mod flows;
 pub mod host;
