@@ -502,7 +502,7 @@ impl Reconciler {
                     Ok(found) => gone.extend(
                         found
                             .into_iter()
-                            .filter(|i| !enforced_before.get(i).is_some_and(|en| !en.seen)),
+                            .filter(|i| enforced_before.get(i).is_none_or(|en| en.seen)),
                     ),
                     Err(err) => errors.push(format!("listing installed endpoints: {err}")),
                 }
