@@ -638,7 +638,37 @@ async fn show_compares_the_compiled_tables_with_the_kernel() {
         b.agent.show("nope"),
         Err(super::PolicyError::NoEndpoint(_))
     ));
-    let _ = Direction::Ingress;
+
+    // A denial the datapath reports reaches `events()` subscribers, named.
+    let mut events = b.agent.events();
+    let id = v.identity.unwrap();
+    b.agent.publish(&super::dataplane::RawFlowEvent {
+        monotonic_ns: 1,
+        ifindex: 7,
+        direction: Direction::Ingress,
+        src: "10.9.9.9".parse().unwrap(),
+        dst: "10.0.0.5".parse().unwrap(),
+        src_port: 40000,
+        dst_port: 80,
+        protocol: 6,
+        src_identity: strait_policy::tables::IDENTITY_WORLD,
+        dst_identity: id,
+        allowed: false,
+        audit: false,
+        rule: None,
+        log_rule: None,
+    });
+    let e = events.try_recv().expect("an event");
+    assert_eq!(e.endpoint.as_deref(), Some("web"));
+    assert_eq!(e.node, "a");
+    assert_eq!(
+        (e.direction.as_str(), e.protocol.as_str()),
+        ("ingress", "tcp")
+    );
+    assert_eq!(e.dst.endpoint.as_deref(), Some("web"));
+    assert_eq!(e.dst.namespace.as_deref(), Some("prod"));
+    assert_eq!(e.dst.labels.get("app").map(String::as_str), Some("web"));
+    assert!(e.src.endpoint.is_none() && !e.allowed);
 }
 
 #[tokio::test]
