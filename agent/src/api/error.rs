@@ -92,7 +92,9 @@ fn attach_code(e: &AttachError) -> u32 {
         AttachError::Ipam(e) => ipam_code(e),
         AttachError::Store(e) | AttachError::Record(RecordError::Store(e)) => store_code(e),
         AttachError::Record(RecordError::Contended { .. }) => code::TRY_AGAIN_LATER,
-        AttachError::Endpoint(_) | AttachError::Record(_) => code::INTERNAL,
+        AttachError::Endpoint(_) | AttachError::Record(_) | AttachError::Policy(_) => {
+            code::INTERNAL
+        }
     }
 }
 

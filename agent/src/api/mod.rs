@@ -62,6 +62,9 @@ pub struct AppState {
     /// The eBPF fast path, once attached (`netctl status`, `netctl fastpath`). Apart
     /// from the owners: it is attached after them, and may never be.
     fast_path: OnceLock<FastPath>,
+    /// Network policy's control plane (`netctl policy`, `netctl monitor`), once
+    /// started.
+    policy: OnceLock<crate::policy::PolicyAgent>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -88,6 +91,7 @@ impl AppState {
         Self {
             owners: OnceLock::new(),
             fast_path: OnceLock::new(),
+            policy: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -106,6 +110,15 @@ impl AppState {
 
     pub fn set_fast_path(&self, fast_path: FastPath) {
         let _ = self.fast_path.set(fast_path);
+    }
+
+    pub fn set_policy(&self, policy: crate::policy::PolicyAgent) {
+        let _ = self.policy.set(policy);
+    }
+
+    /// Network policy's control plane, once started.
+    pub fn policy(&self) -> Option<&crate::policy::PolicyAgent> {
+        self.policy.get()
     }
 
     pub fn owners(&self) -> Option<&Owners> {

@@ -55,7 +55,7 @@ impl<K: HostNet> Attacher<K> {
         check_mtu(mtu, self.ipam.pools())?;
         // The record is complete but for the addresses, which IPAM picks: it is written
         // in the allocation's own transaction, so it exists exactly when they do.
-        let ep = Endpoint {
+        let mut ep = Endpoint {
             id: id.clone(),
             node: self.cfg.node.clone(),
             network: req.network.clone(),
@@ -77,6 +77,15 @@ impl<K: HostNet> Attacher<K> {
             created: unix_now(),
             host_ports: req.host_ports,
         };
+        // Policy: the record names the endpoint's identity from the start.
+        if let Some(enforcement) = self.enforcement.get() {
+            ep.identity = Some(
+                enforcement
+                    .identity(&ep)
+                    .await
+                    .map_err(AttachError::Policy)?,
+            );
+        }
         let record_op = self.records.put_op(ep.clone());
 
         let t_start = std::time::Instant::now();
@@ -108,7 +117,11 @@ impl<K: HostNet> Attacher<K> {
             owner: Some(self.cfg.owner.clone()),
         };
         let t_plumb = std::time::Instant::now();
-        match self.plumb(&spec).await {
+        let plumbed = match self.plumb(&spec).await {
+            Ok(created) => self.enforce(&ep, &created).await.map(|()| created),
+            Err(e) => Err(e),
+        };
+        match plumbed {
             Ok(created) => {
                 self.publish(&EndpointEvent::Attached {
                     endpoint: &ep,
@@ -122,8 +135,8 @@ impl<K: HostNet> Attacher<K> {
                 Ok(add_response(&ep, &created))
             }
             Err(e) => {
-                // Undo the reservation and the record together; plumb already undid
-                // the interface.
+                // Undo the reservation and the record together; plumb (or enforce)
+                // already undid the interface.
                 let drop_record = vec![self.records.delete_op(&id)];
                 if let Err(re) = self.ipam.release_with(&id, drop_record).await {
                     warn!(%id, error = %re, "releasing addresses after a failed ADD");
@@ -131,6 +144,20 @@ impl<K: HostNet> Attacher<K> {
                 Err(e)
             }
         }
+    }
+
+    /// Puts policy in place on the new veth before ADD answers; on failure the veth
+    /// goes (the caller releases the rest).
+    async fn enforce(&self, ep: &Endpoint, created: &VethCreated) -> Result<(), AttachError> {
+        let Some(enforcement) = self.enforcement.get() else {
+            return Ok(());
+        };
+        let key = super::records::endpoint_key(&self.cfg.node, &ep.id);
+        if let Err(e) = enforcement.enforce(&key, ep, created.host_ifindex).await {
+            self.delete_link_in_background(created.host_ifname.clone());
+            return Err(AttachError::Policy(e));
+        }
+        Ok(())
     }
 
     /// Builds the veth. A link of the same name with no record (the caller checked,

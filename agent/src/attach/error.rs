@@ -29,6 +29,9 @@ pub enum AttachError {
     /// The endpoint is another node's: only that node's agent writes its record.
     #[error("endpoint {id} is on node {node}; change it through the agent on {node}")]
     OtherNode { id: String, node: String },
+    /// Policy could not be put in place for the endpoint (the ADD is undone).
+    #[error("network policy: {0}")]
+    Policy(String),
     #[error("check failed for {id}: {reason}")]
     Check { id: String, reason: String },
     #[error(transparent)]

@@ -35,6 +35,7 @@
 mod add;
 mod check;
 mod del;
+pub mod enforcement;
 mod error;
 pub mod events;
 mod gc;
@@ -109,6 +110,8 @@ pub struct Attacher<K: HostNet = Netlink> {
     subscribers: RwLock<Vec<Arc<dyn EndpointSubscriber>>>,
     /// A task retries the pending-release queue (see [`pending`]).
     draining: AtomicBool,
+    /// Policy, which ADD puts in place before it answers ([`enforcement`]).
+    enforcement: std::sync::OnceLock<Arc<dyn enforcement::Enforcement>>,
 }
 
 impl<K: HostNet> Attacher<K> {
@@ -145,6 +148,7 @@ impl<K: HostNet> Attacher<K> {
             plumbing: tokio::sync::Semaphore::new(add::plumbing_slots()),
             subscribers: RwLock::default(),
             draining: AtomicBool::new(false),
+            enforcement: std::sync::OnceLock::new(),
         })
     }
 
@@ -166,6 +170,12 @@ impl<K: HostNet> Attacher<K> {
         {
             s.endpoint_event(event);
         }
+    }
+
+    /// From now on every ADD puts policy in place before it answers. Set once, at
+    /// start, before the attacher is ready.
+    pub fn set_enforcement(&self, enforcement: Arc<dyn enforcement::Enforcement>) {
+        let _ = self.enforcement.set(enforcement);
     }
 
     pub fn config(&self) -> &AttacherConfig {

@@ -802,3 +802,68 @@ async fn an_add_after_a_del_queued_in_an_outage_releases_the_old_reservation_fir
     assert_eq!(b.handles().await.len(), 1);
     assert!(b.host.link(&host_ifname(NET, "c1", "eth0")).is_some());
 }
+
+/// Policy on the ADD path ([`super::enforcement`]): the policy control plane on the
+/// in-memory dataplane.
+mod enforcement {
+    use super::*;
+    use crate::policy::fake::FakeDataplane;
+    use crate::policy::host::OnHost;
+    use crate::policy::{PolicyAgent, PolicyConfig};
+
+    /// The policy control plane, its loop running (ADD waits for its first pass).
+    fn policy(
+        b: &Bed,
+    ) -> (
+        PolicyAgent,
+        Arc<FakeDataplane>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let dp = Arc::new(FakeDataplane::default());
+        let agent = PolicyAgent::new(
+            PolicyConfig::new("n1", strait_api::policy::PolicyMode::Enforce),
+            b.store.clone(),
+            dp.clone(),
+            Arc::new(OnHost(b.host.clone())),
+        );
+        b.attacher.set_enforcement(Arc::new(agent.clone()));
+        b.attacher.subscribe(Arc::new(agent.clone()));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        agent.spawn(rx);
+        (agent, dp, stop)
+    }
+
+    #[tokio::test]
+    async fn add_answers_once_the_endpoints_policy_is_installed_and_del_removes_it() {
+        let b = bed().await;
+        let (_agent, dp, _stop) = policy(&b);
+        let mut req = b.container("c1");
+        req.labels = [("app".to_string(), "web".to_string())].into();
+        b.attacher.add(req).await.expect("ADD");
+        let link = host_ifname(NET, "c1", "eth0");
+        let ifindex = b.host.link(&link).expect("veth").index;
+        let record = b.attacher.endpoints().await.expect("records").remove(0);
+        let identity = record.identity.expect("the record names its identity");
+        let held = dp.lock().entries.get(&ifindex).cloned().expect("installed");
+        assert_eq!(held.identity, identity);
+        assert_eq!(dp.lock().attached.get(&ifindex), Some(&link));
+
+        b.attacher.del(del("c1")).await.expect("DEL");
+        assert!(dp.lock().entries.is_empty(), "DEL removed the entries");
+    }
+
+    #[tokio::test]
+    async fn an_add_whose_policy_cannot_be_installed_fails_and_leaves_nothing() {
+        let b = bed().await;
+        let (_agent, dp, _stop) = policy(&b);
+        dp.lock().fail_install = true;
+        let err = b.attacher.add(b.container("c1")).await.expect_err("ADD");
+        assert!(matches!(err, AttachError::Policy(_)), "{err:?}");
+        assert!(err.to_string().contains("full"), "{err}");
+        assert_eq!(b.records().await, 0);
+        assert!(b.handles().await.is_empty());
+        b.link_gone(&host_ifname(NET, "c1", "eth0")).await;
+        // The next ADD of it works.
+        b.attacher.add(b.container("c1")).await.expect("ADD again");
+    }
+}
