@@ -13,7 +13,8 @@
 //!
 //! - [`paths`]: the API's paths; [`types`]: request and response bodies (CNI verbs,
 //!   status, endpoints, IPAM, the fast path); [`routes`]: `netctl routes`;
-//!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views.
+//!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views;
+//!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`).
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
@@ -31,6 +32,7 @@ pub mod family;
 pub mod fuzzing;
 pub mod mac;
 pub mod nodes;
+pub mod policy;
 pub mod queue;
 pub mod routes;
 pub mod types;
