@@ -11,11 +11,13 @@
 //!
 //! Handlers by subject: [`cni`] (the plugin's verbs), [`views`] (`netctl status`,
 //! endpoints, IPAM, nodes, routes, the fast path's maps, metrics), [`bgp`] (sessions,
-//! RIB, external peers).
+//! RIB, external peers), [`policy`] (network policy objects, show, trace, status and
+//! the monitor's stream).
 
 mod bgp;
 mod cni;
 pub mod error;
+mod policy;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -38,6 +40,7 @@ use crate::fastpath::FastPath;
 use crate::metrics::Metrics;
 use crate::node::Registry;
 use error::Failure;
+pub use policy::PolicyApi;
 
 /// The owners the handlers call, all there once start-up has built them.
 pub struct Owners {
@@ -61,6 +64,9 @@ pub struct AppState {
     /// The eBPF fast path, once attached (`netctl status`, `netctl fastpath`). Apart
     /// from the owners: it is attached after them, and may never be.
     fast_path: OnceLock<FastPath>,
+    /// Network policy's control plane (`netctl policy`, `netctl monitor`), once
+    /// started; apart from the owners for the same reason as the fast path.
+    policy: OnceLock<PolicyApi>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -87,6 +93,7 @@ impl AppState {
         Self {
             owners: OnceLock::new(),
             fast_path: OnceLock::new(),
+            policy: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -105,6 +112,19 @@ impl AppState {
 
     pub fn set_fast_path(&self, fast_path: FastPath) {
         let _ = self.fast_path.set(fast_path);
+    }
+
+    /// Start-up started the policy control plane: its routes answer from now on and
+    /// its verdicts are counted (call within the runtime).
+    pub fn set_policy(&self, policy: PolicyApi) {
+        let agent = policy.agent.clone();
+        if self.policy.set(policy).is_ok() {
+            policy::spawn_verdict_counter(&agent, self.metrics.clone());
+        }
+    }
+
+    pub fn policy(&self) -> Option<&PolicyApi> {
+        self.policy.get()
     }
 
     pub fn owners(&self) -> Option<&Owners> {
@@ -207,6 +227,15 @@ pub fn router(state: Shared) -> Router {
             &paths::bgp_external_peer("{name}"),
             put(bgp::put_external_peer).delete(bgp::delete_external_peer),
         )
+        .route(paths::POLICIES, get(policy::list).post(policy::apply))
+        .route(
+            &paths::policy_object("{*key}"),
+            get(policy::get).delete(policy::delete),
+        )
+        .route(&paths::policy_endpoint("{id}"), get(policy::show))
+        .route(paths::POLICY_TRACE, post(policy::trace))
+        .route(paths::POLICY_STATUS, get(policy::status))
+        .route(paths::POLICY_MONITOR, get(policy::monitor))
         .route("/metrics", get(views::metrics))
         .with_state(state)
 }
