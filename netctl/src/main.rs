@@ -3,6 +3,7 @@
 //! problem (e.g. `ipam check` found issues), 2 on usage or connection errors.
 
 mod bgp;
+mod policy;
 mod table;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ enum Output {
     /// A table with nothing shortened (full container IDs).
     Wide,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +70,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BgpCmd,
     },
+    /// Network policy: apply, get, list and delete policies; an endpoint's rules
+    /// beside its kernel maps; trace a flow; the node's applied revision.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Live policy verdicts on this node, one line per flow (denials all, allowed
+    /// flows once per connection); `-o json` for JSON lines. Runs until interrupted.
+    Monitor(policy::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +220,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             BgpCmd::Peer { cmd } => peer_cmd(&client, out, cmd),
         },
+        Cmd::Policy { cmd } => policy::run(&client, out, cmd),
+        Cmd::Monitor(args) => policy::monitor(&client, out, args),
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
                 let v: IpamView = client.get(paths::IPAM)?;
@@ -287,9 +300,14 @@ fn peer_cmd(client: &Client, out: Output, cmd: PeerCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit<T: serde::Serialize>(out: Output, v: &T, table: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn emit<T: serde::Serialize>(
+    out: Output,
+    v: &T,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),
         Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
@@ -448,7 +466,7 @@ fn render_fast_path_maps(m: &FastPathMaps) -> String {
     )
 }
 
-fn state_word(state: EntryState) -> &'static str {
+pub(crate) fn state_word(state: EntryState) -> &'static str {
     match state {
         EntryState::Ok => "ok",
         EntryState::Missing => "MISSING",
