@@ -37,10 +37,9 @@ use crate::fabric::FabricHandle;
 use crate::fabric::bgp::BgpHandle;
 use crate::fabric::bgp::external::ExternalPeers;
 use crate::fastpath::FastPath;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyCounters};
 use crate::node::Registry;
 use error::Failure;
-pub use policy::PolicyApi;
 
 /// The owners the handlers call, all there once start-up has built them.
 pub struct Owners {
@@ -65,8 +64,8 @@ pub struct AppState {
     /// from the owners: it is attached after them, and may never be.
     fast_path: OnceLock<FastPath>,
     /// Network policy's control plane (`netctl policy`, `netctl monitor`), once
-    /// started; apart from the owners for the same reason as the fast path.
-    policy: OnceLock<PolicyApi>,
+    /// started.
+    policy: OnceLock<crate::policy::PolicyAgent>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -77,6 +76,9 @@ pub struct AppState {
     pub store_description: String,
     pub state_dir: std::path::PathBuf,
     pub pools: Vec<ipnet::IpNet>,
+    /// The policy datapath's counters (metrics; the monitor's ring buffer losses),
+    /// set with [`AppState::set_policy_counters`].
+    policy_counters: OnceLock<Arc<dyn PolicyCounters>>,
 }
 
 /// The facts about the agent that [`AppState`] shows from the start.
@@ -102,6 +104,7 @@ impl AppState {
             store_description: facts.store_description,
             state_dir: facts.state_dir,
             pools: facts.pools,
+            policy_counters: OnceLock::new(),
         }
     }
 
@@ -114,16 +117,12 @@ impl AppState {
         let _ = self.fast_path.set(fast_path);
     }
 
-    /// Start-up started the policy control plane: its routes answer from now on and
-    /// its verdicts are counted (call within the runtime).
-    pub fn set_policy(&self, policy: PolicyApi) {
-        let agent = policy.agent.clone();
-        if self.policy.set(policy).is_ok() {
-            policy::spawn_verdict_counter(&agent, self.metrics.clone());
-        }
+    pub fn set_policy(&self, policy: crate::policy::PolicyAgent) {
+        let _ = self.policy.set(policy);
     }
 
-    pub fn policy(&self) -> Option<&PolicyApi> {
+    /// Network policy's control plane, once started.
+    pub fn policy(&self) -> Option<&crate::policy::PolicyAgent> {
         self.policy.get()
     }
 
@@ -142,6 +141,21 @@ impl AppState {
             code::TRY_AGAIN_LATER,
             format!("agent is starting: {}", self.phase()),
         )
+    }
+
+    /// The policy datapath's counters, once it is loaded; and, with the control
+    /// plane set ([`AppState::set_policy`] first), its verdicts are counted from
+    /// here on (call within the runtime).
+    pub fn set_policy_counters(&self, counters: Arc<dyn PolicyCounters>) {
+        if self.policy_counters.set(counters).is_ok()
+            && let Some(agent) = self.policy()
+        {
+            policy::spawn_verdict_counter(agent, self.metrics.clone());
+        }
+    }
+
+    pub fn policy_counters(&self) -> Option<&Arc<dyn PolicyCounters>> {
+        self.policy_counters.get()
     }
 
     pub fn set_phase(&self, phase: impl Into<String>) {

@@ -27,15 +27,6 @@ use crate::policy::PolicyAgent;
 #[cfg(test)]
 mod tests;
 
-/// What the policy routes reach, set by start-up once the control plane runs.
-#[derive(Clone)]
-pub struct PolicyApi {
-    pub agent: PolicyAgent,
-    /// The datapath's counters (metrics, and the ring buffer's losses for the
-    /// monitor); None where the datapath has none (tests on the fake).
-    pub counters: Option<Arc<dyn PolicyCounters>>,
-}
-
 /// With no event for this long the monitor sends a blank line: writing is how a
 /// client that went away is noticed, so its subscription ends within this.
 const KEEPALIVE: Duration = Duration::from_secs(5);
@@ -60,7 +51,7 @@ pub(super) fn spawn_verdict_counter(agent: &PolicyAgent, metrics: Arc<Metrics>) 
 
 /// At scrape time: the datapath's drop and loss counters into the metrics.
 pub(super) fn refresh_metrics(s: &AppState) {
-    let Some(counters) = s.policy().and_then(|p| p.counters.as_ref()) else {
+    let Some(counters) = s.policy_counters() else {
         return;
     };
     if let (Ok(reasons), Ok(lost)) = (counters.by_reason(), counters.events_lost()) {
@@ -70,7 +61,7 @@ pub(super) fn refresh_metrics(s: &AppState) {
 
 /// The control plane, or why there is none: not started yet (try again later), or
 /// not running on this agent.
-pub(super) fn policy(s: &AppState) -> Result<&PolicyApi, Failure> {
+pub(super) fn policy(s: &AppState) -> Result<&PolicyAgent, Failure> {
     s.ready_owners()?;
     s.policy().ok_or_else(|| {
         Failure::new(
@@ -87,7 +78,7 @@ pub(super) async fn apply(
     State(s): State<Shared>,
     body: Bytes,
 ) -> Result<Json<ApplyReport>, Failure> {
-    let agent = &policy(&s)?.agent;
+    let agent = policy(&s)?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         Failure::new(
             code::DECODE_FAILURE,
@@ -122,7 +113,7 @@ pub(super) async fn apply(
 
 /// `netctl policy list`: every policy and namespace object, by key.
 pub(super) async fn list(State(s): State<Shared>) -> Result<Json<Vec<PolicyObject>>, Failure> {
-    Ok(Json(policy(&s)?.agent.list().await?))
+    Ok(Json(policy(&s)?.list().await?))
 }
 
 fn no_object(key: &str) -> Failure {
@@ -137,7 +128,7 @@ pub(super) async fn get(
     State(s): State<Shared>,
     UrlPath(key): UrlPath<String>,
 ) -> Result<Json<PolicyObject>, Failure> {
-    match policy(&s)?.agent.get(&key).await? {
+    match policy(&s)?.get(&key).await? {
         Some(o) => Ok(Json(o)),
         None => Err(no_object(&key)),
     }
@@ -148,7 +139,7 @@ pub(super) async fn delete(
     State(s): State<Shared>,
     UrlPath(key): UrlPath<String>,
 ) -> Result<Json<DeleteOutcome>, Failure> {
-    match policy(&s)?.agent.delete(&key).await? {
+    match policy(&s)?.delete(&key).await? {
         (true, revision) => Ok(Json(DeleteOutcome { key, revision })),
         (false, _) => Err(no_object(&key)),
     }
@@ -159,7 +150,7 @@ pub(super) async fn show(
     State(s): State<Shared>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<EndpointPolicyView>, Failure> {
-    Ok(Json(policy(&s)?.agent.show(&id)?))
+    Ok(Json(policy(&s)?.show(&id)?))
 }
 
 /// `netctl policy trace`.
@@ -167,7 +158,7 @@ pub(super) async fn trace(
     State(s): State<Shared>,
     body: Bytes,
 ) -> Result<Json<TraceView>, Failure> {
-    let agent = &policy(&s)?.agent;
+    let agent = policy(&s)?;
     let req: TraceRequest = decode(&body)?;
     Ok(Json(agent.trace(
         &req.from,
@@ -179,7 +170,7 @@ pub(super) async fn trace(
 
 /// `netctl policy status`: the store revision this node's maps reflect.
 pub(super) async fn status(State(s): State<Shared>) -> Result<Json<PolicyStatus>, Failure> {
-    Ok(Json(policy(&s)?.agent.status()))
+    Ok(Json(policy(&s)?.status()))
 }
 
 /// The monitor's query, checked: an unknown parameter or a bad value is refused
@@ -276,13 +267,13 @@ pub(super) async fn monitor(
     State(s): State<Shared>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let api = policy(&s)?;
+    let agent = policy(&s)?;
     let filter = monitor_filter(&q)?;
-    let counters = api.counters.clone();
+    let counters = s.policy_counters().cloned();
     let mut tick = tokio::time::interval(LOSS_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watch = Watch {
-        events: api.agent.events(),
+        events: agent.events(),
         lost_seen: events_lost(counters.as_ref()),
         filter,
         counters,

@@ -19,7 +19,6 @@ use strait_policy::ir::Direction;
 
 use super::super::tests::{body, with_store};
 use super::super::{AgentFacts, AppState, Shared};
-use super::PolicyApi;
 use crate::metrics::{Metrics, PolicyCounters, ReasonCount};
 use crate::policy::dataplane::RawFlowEvent;
 use crate::policy::fake::{FakeDataplane, FakeHost};
@@ -101,10 +100,8 @@ async fn bed() -> Bed {
     let (stop, rx) = tokio::sync::watch::channel(false);
     agent.spawn(rx);
     let counters = Arc::new(FakeCounters::default());
-    s.set_policy(PolicyApi {
-        agent: agent.clone(),
-        counters: Some(counters.clone()),
-    });
+    s.set_policy(agent.clone());
+    s.set_policy_counters(counters.clone());
     Bed {
         _dir: dir,
         s,
