@@ -40,6 +40,8 @@ pub const DEFAULT_NODE_LEASE_TTL_SECS: u64 = 15;
 pub const MIN_NODE_LEASE_TTL_SECS: u64 = 3;
 /// How long a dead node keeps its blocks before the reclaimer frees the empty ones.
 pub const DEFAULT_BLOCK_RECLAIM_GRACE_SECS: u64 = 15 * 60;
+/// Where policy pins its eBPF maps and programs (a bpffs directory).
+pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/strait";
 /// VNIs are 24 bits on the wire.
 const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
 
@@ -70,6 +72,9 @@ pub struct AgentConfig {
     pub vxlan_vni: u32,
     pub vxlan_port: u16,
     pub fast_path: strait_api::FastPathMode,
+    pub policy_mode: strait_api::policy::PolicyMode,
+    /// bpffs directory of policy's pinned maps and programs.
+    pub bpf_dir: PathBuf,
     pub node_lease_ttl_secs: u64,
     pub block_reclaim_grace_secs: u64,
     /// The bgp fabric's settings (defaults unless given; used with `--fabric bgp`).
@@ -154,6 +159,8 @@ impl AgentConfig {
             vxlan_vni: cluster.vxlan_vni,
             vxlan_port: cluster.vxlan_port,
             fast_path: keys.fast_path.unwrap_or_default(),
+            policy_mode: keys.policy_mode.unwrap_or_default(),
+            bpf_dir: keys.bpf_dir.unwrap_or_else(|| DEFAULT_BPF_DIR.into()),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
@@ -642,6 +649,22 @@ mod tests {
             default: "Auto",
             from_file: "On",
             from_flag: "Off",
+        },
+        Precedence {
+            flag: &["--policy-mode", "enforce"],
+            file: r#"policy_mode = "audit""#,
+            get: |c| c.policy_mode.to_string(),
+            default: "enforce",
+            from_file: "audit",
+            from_flag: "enforce",
+        },
+        Precedence {
+            flag: &["--bpf-dir", "/sys/fs/bpf/flag"],
+            file: r#"bpf_dir = "/sys/fs/bpf/file""#,
+            get: |c| c.bpf_dir.display().to_string(),
+            default: "/sys/fs/bpf/strait",
+            from_file: "/sys/fs/bpf/file",
+            from_flag: "/sys/fs/bpf/flag",
         },
         Precedence {
             flag: &["--node-lease-ttl-secs", "5"],

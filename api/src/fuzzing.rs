@@ -26,6 +26,7 @@ pub fn requests(body: &[u8]) {
     request::<StatusRequest>(body);
     request::<GcRequest>(body);
     request::<ReleaseRequest>(body);
+    request::<crate::labels::LabelUpdate>(body);
 }
 
 /// The agent's `decode` (agent/src/api/mod.rs), which this crate cannot call: the

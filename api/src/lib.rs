@@ -19,18 +19,22 @@
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
-//! - [`mac`] and [`family`]: shared vocabulary.
+//! - [`mac`] and [`family`]: shared vocabulary; [`labels`]: Kubernetes' syntax of labels,
+//!   namespaces and named ports, and label updates; [`endpoint_ref`]: which endpoint an
+//!   operator's ID names.
 //! - `fuzzing` (hidden): the fuzz targets' bodies, which reach the client's private
 //!   parsers.
 
 pub mod bgp;
 pub mod client;
+pub mod endpoint_ref;
 pub mod family;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API. They stay
 /// here because they reach the client's private response parser; the mutation engine
 /// that drives them in tests is the dev-only crate strait-fuzz-smoke.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod labels;
 pub mod mac;
 pub mod nodes;
 pub mod policy;
@@ -63,6 +67,12 @@ pub mod paths {
     pub const CNI_GC: &str = "/v1/cni/gc";
     pub const STATUS: &str = "/v1/status";
     pub const ENDPOINTS: &str = "/v1/endpoints";
+
+    /// `POST` a [`LabelUpdate`](crate::labels::LabelUpdate) here to change the labels of
+    /// the endpoint `id` names (an endpoint id, a container ID or a unique prefix).
+    pub fn endpoint_labels(id: &str) -> String {
+        format!("{ENDPOINTS}/{id}/labels")
+    }
     pub const IPAM: &str = "/v1/ipam";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";

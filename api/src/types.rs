@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+pub use strait_policy::view::NamedPort;
 
 /// CNI error codes the agent and the plugin use. 1–99 are the spec's own; 100+ are
 /// strait's.
@@ -50,6 +51,9 @@ pub mod code {
     /// The request is for a part this agent does not run (e.g. `netctl bgp` on an
     /// agent whose fabric is not bgp).
     pub const NOT_CONFIGURED: u32 = 107;
+    /// The object is another node's, and only that node's agent changes it (`netctl
+    /// endpoint label` of an endpoint elsewhere): the message names the node.
+    pub const OTHER_NODE: u32 = 108;
 }
 
 /// Error body returned by the agent with a non-2xx status.
@@ -105,9 +109,20 @@ pub struct AddRequest {
     /// MTU from the CNI config; the agent's own MTU applies when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// Runtime metadata kept with the endpoint (K8S_POD_NAME, K8S_POD_NAMESPACE, labels…).
+    /// The endpoint's namespace (`CNI_ARGS` `K8S_POD_NAMESPACE`, else `args.cni.namespace`);
+    /// absent means [`DEFAULT_NAMESPACE`](strait_policy::ir::DEFAULT_NAMESPACE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's name (`CNI_ARGS` `K8S_POD_NAME`): shown, never matched by policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The endpoint's labels (`args.cni.labels`), what policy selectors match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Ports the endpoint declares by name (runtimeConfig `portMappings` with a `name`,
+    /// `args.cni.ports`), for policies that name a port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<NamedPort>,
     /// The runtime asked for host ports (runtimeConfig `portMappings`): a chained
     /// `portmap` DNATs to this container, so its replies must pass the host's
     /// conntrack and the fast path leaves its veth alone (docs/datapath.md).
@@ -347,8 +362,22 @@ pub struct Endpoint {
     pub host_mac: String,
     pub ips: Vec<IpNet>,
     pub mtu: u32,
+    /// Policy's namespace of the endpoint; `default` when the runtime named none.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The pod's name, as the runtime gave it (`K8S_POD_NAME`).
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The endpoint's labels: from the runtime at ADD, changed by `netctl endpoint label`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Ports the endpoint declares by name.
+    #[serde(default)]
+    pub named_ports: Vec<NamedPort>,
+    /// The policy identity of (namespace, labels), once the policy control plane has
+    /// allocated it.
+    #[serde(default)]
+    pub identity: Option<u32>,
     /// The IPAM handle holding the addresses.
     pub handle: String,
     /// Seconds since the Unix epoch.
@@ -356,6 +385,11 @@ pub struct Endpoint {
     /// ADD asked for host ports: the fast path leaves this veth alone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ports: bool,
+}
+
+/// [`DEFAULT_NAMESPACE`](strait_policy::ir::DEFAULT_NAMESPACE), for serde.
+pub fn default_namespace() -> String {
+    strait_policy::ir::DEFAULT_NAMESPACE.to_string()
 }
 
 /// `netctl ipam show`.

@@ -84,7 +84,14 @@ fn requests() -> Vec<Value> {
             ips: vec!["10.1.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
             mac: Some("02:42:0a:01:00:05".into()),
             mtu: Some(1450),
-            labels: BTreeMap::from([("K8S_POD_NAME".into(), "p".into())]),
+            namespace: Some("ns1".into()),
+            pod: Some("p".into()),
+            labels: BTreeMap::from([("app".into(), "web".into())]),
+            named_ports: vec![strait_api::NamedPort {
+                name: "http".into(),
+                protocol: strait_policy::ir::Protocol::TCP,
+                port: 8080,
+            }],
             host_ports: true,
         }),
         json(&DelRequest {
@@ -108,6 +115,11 @@ fn requests() -> Vec<Value> {
             valid_attachments: vec![attachment()],
         }),
         json(&ReleaseRequest { report: report() }),
+        json(&strait_api::labels::LabelUpdate {
+            set: BTreeMap::from([("tier".into(), "db".into())]),
+            remove: vec!["old".into()],
+            overwrite: true,
+        }),
     ]
 }
 
@@ -193,7 +205,15 @@ fn answers() -> Vec<Vec<u8>> {
             host_mac: "ee:ee:ee:ee:ee:ee".into(),
             ips: vec!["10.1.0.5/32".parse().unwrap()],
             mtu: 1450,
+            namespace: "ns1".into(),
+            pod: Some("p".into()),
             labels: BTreeMap::from([("app".into(), "web".into())]),
+            named_ports: vec![strait_api::NamedPort {
+                name: "http".into(),
+                protocol: strait_policy::ir::Protocol::TCP,
+                port: 8080,
+            }],
+            identity: Some(7),
             handle: "h1".into(),
             created: 1_700_000_000,
             host_ports: true,

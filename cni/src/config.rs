@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use strait_api::Attachment;
+use strait_api::{Attachment, NamedPort};
 
 use crate::env::CniArgs;
 use crate::error::CniError;
@@ -183,8 +183,15 @@ pub struct AddOptions {
     pub ips: Vec<IpAddr>,
     /// runtimeConfig `mac`, else `CNI_ARGS` `MAC=`.
     pub mac: Option<String>,
-    /// `args.cni.labels`, then `CNI_ARGS` `K8S_*`.
+    /// `CNI_ARGS` `K8S_POD_NAMESPACE`, else `args.cni.namespace`; the agent puts an
+    /// endpoint without one in `default`.
+    pub namespace: Option<String>,
+    /// `CNI_ARGS` `K8S_POD_NAME`.
+    pub pod: Option<String>,
+    /// `args.cni.labels`, checked with Kubernetes' label syntax.
     pub labels: BTreeMap<String, String>,
+    /// Named `portMappings` entries, then `args.cni.ports`, without duplicates.
+    pub named_ports: Vec<NamedPort>,
     /// Accepted and validated; port mapping is the `portmap` plugin's job in a chain.
     /// The agent is told whether there are any (the fast path then skips the veth).
     pub port_mappings: Vec<PortMapping>,
@@ -197,6 +204,8 @@ pub struct PortMapping {
     pub container_port: u16,
     pub protocol: String,
     pub host_ip: Option<IpAddr>,
+    /// The container port's name, where the runtime gives one: a named port.
+    pub name: Option<String>,
 }
 
 impl NetConf {
@@ -217,6 +226,7 @@ impl NetConf {
             }
             out.port_mappings = port_mappings(field(rc, "portMappings"))?;
         }
+        let mut named_ports = mapped_named_ports(&out.port_mappings)?;
 
         let cni = object(self.args.as_ref(), "args")?
             .and_then(|args| field(args, "cni"))
@@ -226,6 +236,14 @@ impl NetConf {
                 push_ip(ip, &mut out.ips);
             }
             out.labels = labels(field(cni, "labels"))?;
+            if let Some(ns) =
+                string(field(cni, "namespace"), "args.cni.namespace")?.filter(|ns| !ns.is_empty())
+            {
+                strait_api::labels::validate_namespace(ns)
+                    .map_err(|e| CniError::InvalidConfig(format!("args.cni.namespace: {e}")))?;
+                out.namespace = Some(ns.to_string());
+            }
+            named_ports.extend(declared_ports(field(cni, "ports"))?);
         }
 
         for ip in &cni_args.ips {
@@ -234,8 +252,13 @@ impl NetConf {
         if out.mac.is_none() {
             out.mac.clone_from(&cni_args.mac);
         }
-        out.labels
-            .extend(cni_args.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The runtime's own word on the pod's namespace wins over the network config's.
+        if cni_args.namespace.is_some() {
+            out.namespace.clone_from(&cni_args.namespace);
+        }
+        out.pod.clone_from(&cni_args.pod);
+        out.named_ports = strait_api::labels::normalize_named_ports(named_ports)
+            .map_err(CniError::InvalidConfig)?;
         Ok(out)
     }
 
@@ -340,7 +363,8 @@ fn ip_list(v: Option<&Value>, what: &str) -> Result<Vec<IpAddr>, CniError> {
         .collect()
 }
 
-/// `args.cni.labels` is a list of `{"key": k, "value": v}` (CNI conventions).
+/// `args.cni.labels` is a list of `{"key": k, "value": v}` (CNI conventions); each
+/// must be a valid Kubernetes label, since policy selects by them.
 fn labels(v: Option<&Value>) -> Result<BTreeMap<String, String>, CniError> {
     let what = "args.cni.labels";
     array(v, what)?
@@ -353,9 +377,72 @@ fn labels(v: Option<&Value>) -> Result<BTreeMap<String, String>, CniError> {
                 .filter(|k| !k.is_empty())
                 .ok_or_else(|| CniError::InvalidConfig(format!("{what} entry without key")))?;
             let value = string(field(obj, "value"), what)?.unwrap_or_default();
+            let bad = |e: String| CniError::InvalidConfig(format!("{what}: {e}"));
+            strait_api::labels::validate_key(key).map_err(bad)?;
+            strait_api::labels::validate_value(key, value).map_err(bad)?;
             Ok((key.to_string(), value.to_string()))
         })
         .collect()
+}
+
+/// The `portMappings` entries that name their container port.
+fn mapped_named_ports(mappings: &[PortMapping]) -> Result<Vec<NamedPort>, CniError> {
+    mappings
+        .iter()
+        .filter_map(|m| Some((m.name.as_deref()?, m)))
+        .map(|(name, m)| {
+            named_port(
+                "runtimeConfig.portMappings",
+                name,
+                m.container_port,
+                &m.protocol,
+            )
+        })
+        .collect()
+}
+
+/// `args.cni.ports`: a list of `{"name": "http", "port": 8080, "protocol": "TCP"}`
+/// (protocol TCP when absent).
+fn declared_ports(v: Option<&Value>) -> Result<Vec<NamedPort>, CniError> {
+    let what = "args.cni.ports";
+    array(v, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let what = format!("{what}[{i}]");
+            let obj = object(Some(item), &what)?
+                .ok_or_else(|| CniError::InvalidConfig(format!("{what} is null")))?;
+            let name = string(field(obj, "name"), &what)?
+                .ok_or_else(|| CniError::InvalidConfig(format!("{what} has no name")))?;
+            let port = field(obj, "port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    CniError::InvalidConfig(format!("{what}.port must be a port 1..=65535"))
+                })?;
+            let protocol = string(field(obj, "protocol"), &what)?
+                .filter(|p| !p.is_empty())
+                .unwrap_or("tcp");
+            named_port(&what, name, port, protocol)
+        })
+        .collect()
+}
+
+fn named_port(what: &str, name: &str, port: u16, protocol: &str) -> Result<NamedPort, CniError> {
+    let protocol = strait_api::labels::parse_port_protocol(protocol).ok_or_else(|| {
+        CniError::InvalidConfig(format!(
+            "{what}: port {name}: protocol {protocol:?} is not TCP, UDP or SCTP"
+        ))
+    })?;
+    let p = NamedPort {
+        name: name.to_string(),
+        protocol,
+        port,
+    };
+    strait_api::labels::validate_named_port(&p)
+        .map_err(|e| CniError::InvalidConfig(format!("{what}: {e}")))?;
+    Ok(p)
 }
 
 fn port_mappings(v: Option<&Value>) -> Result<Vec<PortMapping>, CniError> {
@@ -390,6 +477,9 @@ fn port_mappings(v: Option<&Value>) -> Result<Vec<PortMapping>, CniError> {
                     .unwrap_or("tcp")
                     .to_ascii_lowercase(),
                 host_ip,
+                name: string(field(obj, "name"), &what)?
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string),
             })
         })
         .collect()
@@ -520,7 +610,139 @@ mod tests {
         // runtimeConfig wins over CNI_ARGS for the MAC.
         assert_eq!(o.mac.as_deref(), Some("02:42:ac:11:00:02"));
         assert_eq!(o.labels["app"], "web");
-        assert_eq!(o.labels["K8S_POD_NAME"], "p");
+        // K8S_POD_NAME is the pod's name, not a label.
+        assert_eq!(o.pod.as_deref(), Some("p"));
+        assert_eq!(o.labels.len(), 1, "{:?}", o.labels);
+    }
+
+    fn add_options(cni: Value, cni_args: &str) -> Result<AddOptions, CniError> {
+        conf(json!({"cniVersion": "1.0.0", "name": "n", "args": {"cni": cni}}))
+            .unwrap()
+            .add_options(&CniArgs::parse(cni_args).unwrap())
+    }
+
+    #[test]
+    fn namespace_from_cni_args_else_args_cni_else_none() {
+        let o = add_options(json!({}), "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1").unwrap();
+        assert_eq!(o.namespace.as_deref(), Some("ns1"));
+        assert_eq!(o.pod.as_deref(), Some("p1"));
+        assert!(
+            o.labels.is_empty(),
+            "CNI_ARGS are no labels: {:?}",
+            o.labels
+        );
+
+        let o = add_options(json!({"namespace": "ns2"}), "").unwrap();
+        assert_eq!(o.namespace.as_deref(), Some("ns2"));
+        // The runtime's K8S_POD_NAMESPACE wins over the network config.
+        let o = add_options(json!({"namespace": "ns2"}), "K8S_POD_NAMESPACE=ns1").unwrap();
+        assert_eq!(o.namespace.as_deref(), Some("ns1"));
+        // None given: the agent puts the endpoint in `default`.
+        let o = add_options(json!({}), "").unwrap();
+        assert_eq!((o.namespace, o.pod), (None, None));
+
+        let e = add_options(json!({"namespace": "Not_A_Namespace"}), "").unwrap_err();
+        assert_eq!(e.code(), 7);
+        assert!(e.to_string().contains("args.cni.namespace"), "{e}");
+        assert_eq!(code(add_options(json!({"namespace": 5}), "")), 7);
+    }
+
+    #[test]
+    fn labels_must_be_kubernetes_labels() {
+        let o = add_options(
+            json!({"labels": [{"key": "app", "value": "web"},
+                              {"key": "app.kubernetes.io/part-of", "value": ""}]}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(o.labels["app"], "web");
+        assert_eq!(o.labels["app.kubernetes.io/part-of"], "");
+        for (labels, named) in [
+            (json!([{"key": "bad key", "value": "x"}]), "\"bad key\""),
+            (json!([{"key": "app", "value": "-web"}]), "app=\"-web\""),
+            (
+                json!([{"key": "Ex.com/app", "value": "x"}]),
+                "\"Ex.com/app\"",
+            ),
+            (json!([{"key": "k".repeat(64), "value": "x"}]), "kkkk"),
+        ] {
+            let e = add_options(json!({"labels": labels}), "").unwrap_err();
+            assert_eq!(e.code(), 7, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("args.cni.labels") && text.contains(named),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn named_ports_from_port_mappings_and_args_cni() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp", "name": "http"},
+                {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp", "name": "http",
+                 "hostIP": "::1"},
+                {"hostPort": 15353, "containerPort": 53}
+            ]},
+            "args": {"cni": {"ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "metrics", "port": 9090},
+                {"name": "sig", "port": 2905, "protocol": "sctp"}
+            ]}}
+        }))
+        .unwrap();
+        let o = c.add_options(&CniArgs::default()).unwrap();
+        let p = |name: &str, port, protocol: &str| NamedPort {
+            name: name.into(),
+            port,
+            protocol: strait_api::labels::parse_port_protocol(protocol).unwrap(),
+        };
+        assert_eq!(
+            o.named_ports,
+            vec![
+                p("http", 8080, "tcp"),
+                p("dns", 53, "udp"),
+                p("metrics", 9090, "tcp"),
+                p("sig", 2905, "sctp")
+            ]
+        );
+        assert_eq!(o.port_mappings.len(), 3, "the mappings stay as they were");
+    }
+
+    #[test]
+    fn bad_named_ports_are_refused() {
+        for (ports, named) in [
+            (
+                json!([{"name": "http", "port": 80, "protocol": "icmp"}]),
+                "\"icmp\"",
+            ),
+            (
+                json!([{"name": "http", "port": 0}]),
+                "args.cni.ports[0].port",
+            ),
+            (json!([{"port": 80}]), "has no name"),
+            (json!([{"name": "HTTP", "port": 80}]), "\"HTTP\""),
+            (
+                json!([{"name": "http", "port": 80}, {"name": "http", "port": 81}]),
+                "http",
+            ),
+            (json!({"name": "http"}), "must be a list"),
+        ] {
+            let e = add_options(json!({"ports": ports}), "").unwrap_err();
+            assert_eq!(e.code(), 7, "{e}");
+            assert!(e.to_string().contains(named), "{e}");
+        }
+        let e = conf(
+            json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {
+            "portMappings": [{"hostPort": 1, "containerPort": 80, "protocol": "icmp",
+                              "name": "web"}]}}),
+        )
+        .unwrap()
+        .add_options(&CniArgs::default())
+        .unwrap_err();
+        assert!(e.to_string().contains("portMappings"), "{e}");
     }
 
     #[test]
@@ -574,19 +796,22 @@ mod tests {
                     host_port: 18081,
                     container_port: 80,
                     protocol: "tcp".into(),
-                    host_ip: localhost
+                    host_ip: localhost,
+                    name: None
                 },
                 PortMapping {
                     host_port: 18095,
                     container_port: 80,
                     protocol: "udp".into(),
-                    host_ip: localhost
+                    host_ip: localhost,
+                    name: None
                 },
                 PortMapping {
                     host_port: 53,
                     container_port: 53,
                     protocol: "tcp".into(),
-                    host_ip: None
+                    host_ip: None,
+                    name: None
                 },
             ]
         );

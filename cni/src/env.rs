@@ -5,7 +5,6 @@
 //! Reading the process environment is kept to [`RawEnv::from_process`] so everything
 //! else is tested with plain maps.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::error::CniError;
@@ -198,8 +197,11 @@ pub struct CniArgs {
     pub ips: Vec<IpAddr>,
     /// `MAC=` (podman's `--mac-address`), normalised to lower-case colon form.
     pub mac: Option<String>,
-    /// `K8S_*` keys (pod name, namespace, UID, infra container ID), kept verbatim.
-    pub labels: BTreeMap<String, String>,
+    /// `K8S_POD_NAMESPACE` (containerd, CRI-O): the endpoint's namespace, checked as
+    /// Kubernetes checks a namespace's name.
+    pub namespace: Option<String>,
+    /// `K8S_POD_NAME` (containerd, CRI-O, Podman): shown by `netctl`, never a label.
+    pub pod: Option<String>,
 }
 
 impl CniArgs {
@@ -246,9 +248,15 @@ impl CniArgs {
                         .ok_or_else(|| invalid(format!("MAC={value:?} is not a MAC address")))?;
                     out.mac = Some(mac);
                 }
-                k if k.starts_with("K8S_") => {
-                    out.labels.insert(k.to_string(), value.to_string());
+                "K8S_POD_NAMESPACE" if !value.is_empty() => {
+                    strait_api::labels::validate_namespace(value)
+                        .map_err(|e| invalid(format!("K8S_POD_NAMESPACE: {e}")))?;
+                    out.namespace = Some(value.to_string());
                 }
+                "K8S_POD_NAME" if !value.is_empty() => out.pod = Some(value.to_string()),
+                // The rest (pod UID, infra container ID) are the runtime's business; they
+                // are not pod labels either, so strait takes nothing from them.
+                k if k.starts_with("K8S_") => {}
                 k => unknown.push(k),
             }
         }
@@ -386,7 +394,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.ips, vec!["10.213.10.99".parse::<IpAddr>().unwrap()]);
         assert_eq!(a.mac.as_deref(), Some("02:42:0a:d5:0a:63"));
-        assert_eq!(a.labels["K8S_POD_NAME"], "ra-spy2");
+        assert_eq!(a.pod.as_deref(), Some("ra-spy2"));
+        assert_eq!(a.namespace, None);
     }
 
     #[test]
@@ -410,7 +419,7 @@ mod tests {
         assert!(e.to_string().contains("FOO"), "{e}");
         // Order does not matter: containerd puts IgnoreUnknown anywhere in the list.
         let a = CniArgs::parse("FOO=1;K8S_POD_NAME=p;IgnoreUnknown=true").unwrap();
-        assert_eq!(a.labels.len(), 1);
+        assert_eq!(a.pod.as_deref(), Some("p"));
         assert_eq!(code(CniArgs::parse("FOO=1;IgnoreUnknown=0")), 4);
         assert_eq!(code(CniArgs::parse("IgnoreUnknown=maybe")), 4);
     }
@@ -422,18 +431,29 @@ mod tests {
         assert_eq!(code(CniArgs::parse("K8S_POD_NAME")), 4);
         // Values may contain '=' (only the first one splits).
         let a = CniArgs::parse("K8S_POD_NAME=a=b").unwrap();
-        assert_eq!(a.labels["K8S_POD_NAME"], "a=b");
+        assert_eq!(a.pod.as_deref(), Some("a=b"));
     }
 
+    /// containerd and CRI-O send the pod's namespace and name: they become the
+    /// endpoint's namespace and pod, not labels (a pod's labels are not in CNI_ARGS).
     #[test]
-    fn containerd_cri_args_become_labels() {
+    fn containerd_cri_args_give_namespace_and_pod() {
         let a = CniArgs::parse(
             "K8S_POD_UID=uid-ra-pod1;IgnoreUnknown=1;K8S_POD_NAMESPACE=ra-ns;K8S_POD_NAME=ra-pod1;\
              K8S_POD_INFRA_CONTAINER_ID=aff24f7f",
         )
         .unwrap();
-        assert_eq!(a.labels.len(), 4);
-        assert_eq!(a.labels["K8S_POD_NAMESPACE"], "ra-ns");
+        assert_eq!(a.namespace.as_deref(), Some("ra-ns"));
+        assert_eq!(a.pod.as_deref(), Some("ra-pod1"));
         assert!(a.ips.is_empty() && a.mac.is_none());
+        // The other K8S_* keys are known (no IgnoreUnknown needed) and carry nothing.
+        assert_eq!(
+            CniArgs::parse("K8S_POD_UID=u;K8S_POD_INFRA_CONTAINER_ID=i").unwrap(),
+            CniArgs::default()
+        );
+        // A namespace Kubernetes would not accept is refused, naming the key.
+        let e = CniArgs::parse("K8S_POD_NAMESPACE=Bad_NS").unwrap_err();
+        assert_eq!(e.code(), 4);
+        assert!(e.to_string().contains("K8S_POD_NAMESPACE"), "{e}");
     }
 }

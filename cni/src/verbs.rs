@@ -164,7 +164,10 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         ips: options.ips,
         mac: options.mac,
         mtu: conf.mtu,
+        namespace: options.namespace,
+        pod: options.pod,
         labels: options.labels,
+        named_ports: options.named_ports,
         host_ports: !options.port_mappings.is_empty(),
     };
     let resp: AddResponse = client(env, conf, Verb::Add)?

@@ -422,7 +422,10 @@ fn add_sends_the_request_and_passes_agent_codes_through() {
             "ips": ["10.1.2.3", "10.1.2.4"],
             "mac": "02:42:0a:00:00:07",
             "mtu": 1400,
-            "labels": {"K8S_POD_NAME": "p1", "K8S_POD_NAMESPACE": "ns", "app": "web"},
+            // K8S_POD_NAMESPACE and K8S_POD_NAME are the namespace and pod, not labels.
+            "namespace": "ns",
+            "pod": "p1",
+            "labels": {"app": "web"},
             // runtimeConfig.portMappings: the fast path leaves this container alone.
             "host_ports": true
         })

@@ -89,7 +89,10 @@ fn podman_static_ip_and_mac_arrive_in_cni_args() {
     let opts = conf.add_options(&args).unwrap();
     assert_eq!(opts.ips, vec!["10.213.10.99".parse::<IpAddr>().unwrap()]);
     assert_eq!(opts.mac.as_deref(), Some("02:42:0a:d5:0a:63"));
-    assert_eq!(opts.labels["K8S_POD_NAME"], "ra-spy2");
+    // Podman's K8S_POD_NAME is the container's name: shown, not a label.
+    assert_eq!(opts.pod.as_deref(), Some("ra-spy2"));
+    assert!(opts.labels.is_empty(), "{:?}", opts.labels);
+    assert_eq!(opts.namespace, None);
     assert_eq!(conf.cni_version, CniVersion::V1_0_0);
 }
 
@@ -114,6 +117,7 @@ fn podman_and_containerd_port_mappings_both_parse() {
             container_port: 80,
             protocol: "tcp".into(),
             host_ip: Some("127.0.0.1".parse().unwrap()),
+            name: None,
         }]
     );
     // containerd capitalises the keys.
@@ -122,24 +126,31 @@ fn podman_and_containerd_port_mappings_both_parse() {
     assert_eq!(mappings(cri[0])[0].host_port, 18095);
 }
 
+/// containerd's CRI sends the pod's namespace and name in CNI_ARGS: they become the
+/// endpoint's namespace and pod. They are no labels (the pod's labels are not in
+/// CNI_ARGS), and neither are the pod UID and infra container ID.
 #[test]
-fn containerd_cri_metadata_becomes_labels() {
+fn containerd_cri_metadata_gives_namespace_and_pod() {
     let all = captures();
     let add = by_name(&all, "cni-containerd-cri", "bridge-ADD");
     assert_eq!(add.len(), 2);
+    let mut pods = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
     for c in add {
         let args = CniArgs::parse(&c.env["CNI_ARGS"]).unwrap();
-        let keys: Vec<&str> = args.labels.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "K8S_POD_INFRA_CONTAINER_ID",
-                "K8S_POD_NAME",
-                "K8S_POD_NAMESPACE",
-                "K8S_POD_UID"
-            ]
-        );
+        assert_eq!(args.namespace.as_deref(), Some("ra-ns"));
+        let opts = config::decode(c.stdin_for_strait(dir.path()).as_bytes())
+            .unwrap()
+            .validate()
+            .unwrap()
+            .add_options(&args)
+            .unwrap();
+        assert_eq!(opts.namespace.as_deref(), Some("ra-ns"));
+        assert!(opts.labels.is_empty(), "{:?}", opts.labels);
+        pods.push(opts.pod.expect("K8S_POD_NAME"));
     }
+    pods.sort();
+    assert_eq!(pods, ["ra-pod1", "ra-pod2"]);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! problem (e.g. `ipam check` found issues), 2 on usage or connection errors.
 
 mod bgp;
+mod endpoints;
 mod policy;
 mod table;
 
@@ -33,7 +34,7 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     /// A table with nothing shortened (full container IDs).
     Wide,
@@ -45,8 +46,13 @@ enum Output {
 enum Cmd {
     /// The agent: node, store, readiness, pools.
     Status,
-    /// Attachments on this node.
+    /// Attachments on this node: namespace and labels (the pod with `-o wide`).
     Endpoints,
+    /// One endpoint: show it in full, or change its labels.
+    Endpoint {
+        #[command(subcommand)]
+        cmd: endpoints::EndpointCmd,
+    },
     /// Nodes of the cluster and their STATE: `ready` (lease alive), `lease expired`
     /// (agent down or cut off from the store; other hosts keep routing to it until its
     /// blocks are reclaimed), `unreachable` (lease expired and its underlay does not
@@ -172,7 +178,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Endpoints => {
             let eps: Vec<Endpoint> = client.get(paths::ENDPOINTS)?;
-            emit(out, &eps, || render_endpoints(&eps, out == Output::Wide))?;
+            emit(out, &eps, || {
+                endpoints::render_endpoints(&eps, out == Output::Wide)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Endpoint { cmd } => {
+            endpoints::run(&client, out, cmd)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Nodes => {
@@ -365,39 +377,6 @@ fn render_fast_path(fp: Option<&FastPathStatus>) -> String {
         fp.to_fabric, fp.to_endpoint, fp.to_stack
     ));
     line
-}
-
-/// `wide`: full container IDs; otherwise each shortened to 12 characters, or more
-/// where two IDs share a longer prefix, so no two rows look alike.
-fn render_endpoints(eps: &[Endpoint], wide: bool) -> String {
-    let ids: Vec<&str> = eps.iter().map(|e| e.container_id.as_str()).collect();
-    let shown = if wide {
-        ids.iter().map(|id| id.to_string()).collect()
-    } else {
-        unique_prefixes(&ids, 12)
-    };
-    let mut t = Table::new([
-        "CONTAINER",
-        "IFNAME",
-        "NETWORK",
-        "IPS",
-        "HOST IFACE",
-        "MAC",
-        "NETNS",
-    ]);
-    for (e, id) in eps.iter().zip(&shown) {
-        let ips: Vec<String> = e.ips.iter().map(|i| i.to_string()).collect();
-        t.row([
-            id.as_str(),
-            &e.ifname,
-            &e.network,
-            &ips.join(","),
-            &e.host_ifname,
-            &e.mac,
-            &e.netns,
-        ]);
-    }
-    t.render()
 }
 
 fn render_nodes(nodes: &[NodeView]) -> String {
@@ -693,7 +672,7 @@ fn count(n: u128) -> String {
 
 /// Each ID cut to `min` characters, or to one past the longest prefix it shares with
 /// another ID (as git shortens hashes), never beyond the whole ID.
-fn unique_prefixes(ids: &[&str], min: usize) -> Vec<String> {
+pub(crate) fn unique_prefixes(ids: &[&str], min: usize) -> Vec<String> {
     let common = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
     ids.iter()
         .map(|id| {
@@ -746,12 +725,12 @@ mod tests {
         }
         };
         let eps = [ep(ids[0]), ep(ids[1])];
-        let table = super::render_endpoints(&eps, false);
+        let table = super::endpoints::render_endpoints(&eps, false);
         assert!(
             table.contains("0123456789abcdef0 ") && table.contains("0123456789abcdef1 "),
             "{table}"
         );
-        let wide = super::render_endpoints(&eps, true);
+        let wide = super::endpoints::render_endpoints(&eps, true);
         assert!(wide.contains(ids[0]) && wide.contains(ids[1]), "{wide}");
     }
 

@@ -13,8 +13,8 @@
 //! * Podman: `--ip` (sent as `CNI_ARGS IP=`) is honoured.
 //! * Podman: `podman network connect` / `disconnect` add and remove a second
 //!   interface (`CNI_IFNAME=eth1`). Ignored for now: straitd fails the second ADD.
-//! * containerd CRI: two pod sandboxes get addresses and ping each other; the labels
-//!   carry `K8S_POD_NAME`/`K8S_POD_NAMESPACE`; StopPodSandbox then RemovePodSandbox
+//! * containerd CRI: two pod sandboxes get addresses and ping each other; their endpoints'
+//!   pod and namespace are `K8S_POD_NAME`/`K8S_POD_NAMESPACE`; StopPodSandbox then RemovePodSandbox
 //!   (the second DEL without a netns) both succeed and leave nothing behind.
 
 use std::time::{Duration, Instant};
@@ -247,7 +247,7 @@ fn podman_two_containers_dual_stack_ping_tcp_and_cleanup() {
         assert!(same_path(&ep.netns, &c.netns), "netns Podman made: {ep:#?}");
         assert_eq!(ep.network, net);
         assert_eq!(
-            ep.labels.get("K8S_POD_NAME"),
+            ep.pod.as_ref(),
             Some(name),
             "Podman's CNI_ARGS K8S_POD_NAME: {ep:#?}"
         );
@@ -425,9 +425,11 @@ fn containerd_cri_two_pods_ping_labels_and_double_del() {
             same_path(&ep.netns, &path),
             "netns containerd made: {ep:#?}"
         );
-        // containerd's CNI_ARGS K8S_* end up as the endpoint's labels.
-        assert_eq!(ep.labels.get("K8S_POD_NAME"), Some(name), "{ep:#?}");
-        assert_eq!(ep.labels.get("K8S_POD_NAMESPACE"), Some(&ns), "{ep:#?}");
+        // containerd's CNI_ARGS K8S_POD_NAME and K8S_POD_NAMESPACE are the endpoint's
+        // pod and namespace (not labels: the pod's labels are not in CNI_ARGS).
+        assert_eq!(ep.pod.as_ref(), Some(name), "{ep:#?}");
+        assert_eq!(&ep.namespace, &ns, "{ep:#?}");
+        assert!(ep.labels.is_empty(), "{ep:#?}");
         v4s.push(ips.iter().find(|i| !i.contains(':')).cloned().unwrap());
         netns.push((path, ips));
     }

@@ -45,6 +45,8 @@ fn status_of(c: u32) -> StatusCode {
             StatusCode::CONFLICT
         }
         code::POOL_EXHAUSTED => StatusCode::INSUFFICIENT_STORAGE,
+        // Asked of the wrong agent: the message names the right node.
+        code::OTHER_NODE => StatusCode::MISDIRECTED_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -86,11 +88,15 @@ fn attach_code(e: &AttachError) -> u32 {
         AttachError::BadNetns { .. } => code::BAD_NETNS,
         AttachError::Unknown(_) => code::UNKNOWN_CONTAINER,
         AttachError::Invalid(_) => code::INVALID_ENV,
-        AttachError::InvalidConfig(_) => code::INVALID_CONFIG,
+        AttachError::InvalidConfig(_) | AttachError::InvalidLabels(_) => code::INVALID_CONFIG,
+        AttachError::OtherNode { .. } => code::OTHER_NODE,
         AttachError::Check { .. } => code::CHECK_FAILED,
         AttachError::Ipam(e) => ipam_code(e),
         AttachError::Store(e) | AttachError::Record(RecordError::Store(e)) => store_code(e),
-        AttachError::Endpoint(_) | AttachError::Record(_) => code::INTERNAL,
+        AttachError::Record(RecordError::Contended { .. }) => code::TRY_AGAIN_LATER,
+        AttachError::Endpoint(_) | AttachError::Record(_) | AttachError::Policy(_) => {
+            code::INTERNAL
+        }
     }
 }
 
@@ -219,6 +225,27 @@ mod tests {
                 AttachError::InvalidConfig("mtu".into()),
                 code::INVALID_CONFIG,
                 StatusCode::BAD_REQUEST,
+            ),
+            (
+                AttachError::InvalidLabels("label key \"a b\"".into()),
+                code::INVALID_CONFIG,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                AttachError::OtherNode {
+                    id: "net.c1.eth0".into(),
+                    node: "n2".into(),
+                },
+                code::OTHER_NODE,
+                StatusCode::MISDIRECTED_REQUEST,
+            ),
+            (
+                AttachError::Record(RecordError::Contended {
+                    key: "k".into(),
+                    attempts: 16,
+                }),
+                code::TRY_AGAIN_LATER,
+                StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
                 AttachError::Check {

@@ -10,12 +10,13 @@
 //! so a missing Content-Type is no error and a malformed body gets the CNI decode code.
 //!
 //! Handlers by subject: [`cni`] (the plugin's verbs), [`views`] (`netctl status`,
-//! endpoints, IPAM, nodes, routes, the fast path's maps, metrics), [`bgp`] (sessions,
-//! RIB, external peers), [`policy`] (network policy objects, show, trace, status and
-//! the monitor's stream).
+//! endpoints, IPAM, nodes, routes, the fast path's maps, metrics), [`endpoints`]
+//! (`netctl endpoint label`), [`bgp`] (sessions, RIB, external peers), [`policy`]
+//! (network policy objects, show, trace, status and the monitor's stream).
 
 mod bgp;
 mod cni;
+mod endpoints;
 pub mod error;
 mod policy;
 #[cfg(test)]
@@ -227,6 +228,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::CNI_GC, post(cni::gc))
         .route(paths::STATUS, get(views::status))
         .route(paths::ENDPOINTS, get(views::endpoints))
+        .route(&paths::endpoint_labels("{id}"), post(endpoints::label))
         .route(paths::IPAM, get(views::ipam))
         .route(paths::IPAM_CHECK, get(views::ipam_check))
         .route(paths::IPAM_RELEASE, post(views::ipam_release))

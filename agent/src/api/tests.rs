@@ -260,3 +260,129 @@ async fn cni_calls_before_start_up_say_try_again_and_del_is_queued() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["code"], code::DECODE_FAILURE, "{v}");
 }
+
+/// An endpoint record of `node` as attach writes it, straight into the store.
+async fn put_endpoint(store: &Arc<dyn Store>, node: &str, cid: &str, labels: &[(&str, &str)]) {
+    use crate::attach::records::{EndpointRecord, endpoint_key, schema};
+    let id = format!("stnet.{cid}.eth0");
+    let ep: strait_api::Endpoint = serde_json::from_value(serde_json::json!({
+        "id": id, "node": node, "network": "stnet", "container_id": cid,
+        "ifname": "eth0", "netns": "/run/netns/x", "host_ifname": "strait0",
+        "mac": "02:00:00:00:00:01", "host_mac": "02:00:00:00:00:02",
+        "ips": ["10.9.0.5/32"], "mtu": 1500, "handle": id, "created": 0,
+        "namespace": "ns1", "pod": "p1",
+        "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .expect("an endpoint");
+    let record = EndpointRecord::try_from(ep).expect("a record");
+    store
+        .put(&endpoint_key(node, &id), schema::encode(&record), None)
+        .await
+        .expect("put");
+}
+
+/// The labels of `node`'s endpoint `cid` as the store has them.
+async fn stored_labels(store: &Arc<dyn Store>, node: &str, cid: &str) -> serde_json::Value {
+    let key = crate::attach::records::endpoint_key(node, &format!("stnet.{cid}.eth0"));
+    let kv = store.get(&key).await.expect("get").expect("stored");
+    let json: serde_json::Value = serde_json::from_slice(&kv.value).expect("json");
+    json.get("labels").cloned().unwrap_or(serde_json::json!({}))
+}
+
+#[tokio::test]
+async fn endpoint_labels_are_set_removed_overwritten_and_refused_whole() {
+    use super::endpoints::label;
+    let dir = tempfile::tempdir().expect("dir");
+    let starting = Arc::new(state(FabricMode::Vxlan));
+    let r = label(State(starting), UrlPath("x".into()), Bytes::from("{}"))
+        .await
+        .into_response();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let (s, store) = with_store(dir.path()).await;
+    put_endpoint(&store, "n1", "c0ffee01", &[("app", "web")]).await;
+    put_endpoint(&store, "n2", "beef02", &[("app", "db")]).await;
+    let post = |id: &str, body: serde_json::Value| {
+        let s = s.clone();
+        let id = id.to_string();
+        async move {
+            let r = label(State(s), UrlPath(id), Bytes::from(body.to_string())).await;
+            self::body(r.into_response()).await
+        }
+    };
+    use serde_json::json;
+
+    // Set, by a prefix of the container ID (as `netctl endpoints` shows it).
+    let (status, v) = post("c0ff", json!({"set": {"tier": "db"}})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["labels"], json!({"app": "web", "tier": "db"}), "{v}");
+    assert_eq!(v["namespace"], "ns1", "the rest of the endpoint stays: {v}");
+    assert_eq!(
+        stored_labels(&store, "n1", "c0ffee01").await,
+        json!({"app": "web", "tier": "db"})
+    );
+
+    // A changed value needs overwrite; refused, nothing changes.
+    let (status, v) = post("stnet.c0ffee01.eth0", json!({"set": {"app": "api"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], code::INVALID_CONFIG, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("--overwrite"),
+        "{v}"
+    );
+    let (status, v) = post(
+        "c0ffee01",
+        json!({"set": {"app": "api"}, "remove": ["tier"], "overwrite": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["labels"], json!({"app": "api"}), "{v}");
+
+    // Bad labels: refused whole, naming the label, nothing changed.
+    for (body, named) in [
+        (json!({"set": {"ok": "1", "bad key": "x"}}), "bad key"),
+        (json!({"set": {"app": "-x"}, "overwrite": true}), "app="),
+        (
+            json!({"set": {"a": "1"}, "remove": ["a"]}),
+            "both set and removed",
+        ),
+        (json!({}), "no labels"),
+    ] {
+        let (status, v) = post("c0ffee01", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(named),
+            "{body}: {v}"
+        );
+    }
+    let (status, v) = post("c0ffee01", json!({"set": 5})).await;
+    assert_eq!(
+        (status, v["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(code::DECODE_FAILURE))
+    );
+    assert_eq!(
+        stored_labels(&store, "n1", "c0ffee01").await,
+        json!({"app": "api"})
+    );
+
+    // Another node's endpoint: refused naming that node; its record is untouched.
+    let (status, v) = post("beef", json!({"set": {"tier": "x"}})).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{v}");
+    assert_eq!(v["code"], code::OTHER_NODE, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("on node n2"), "{v}");
+    assert_eq!(
+        stored_labels(&store, "n2", "beef02").await,
+        json!({"app": "db"})
+    );
+
+    // No such endpoint; an ID two endpoints share.
+    let (status, v) = post("zzz", json!({"set": {"a": "b"}})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, v) = post("stnet", json!({"set": {"a": "b"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("names 2 endpoints"),
+        "{v}"
+    );
+}

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::events::EndpointEvent;
 use super::records::attachment_id;
-use super::validate::{check_mtu, check_netns, parse_mac, validate};
+use super::validate::{check_mtu, check_netns, check_policy_facts, parse_mac, validate};
 use super::{AttachError, Attacher, lock, unix_now};
 use crate::endpoint::{self, VethCreated, VethSpec};
 use crate::hostnet::HostNet;
@@ -26,6 +26,7 @@ impl<K: HostNet> Attacher<K> {
             Some(m) => Some(parse_mac(m).map_err(AttachError::Invalid)?),
             None => None,
         };
+        let (namespace, named_ports) = check_policy_facts(&req)?;
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
 
@@ -54,7 +55,7 @@ impl<K: HostNet> Attacher<K> {
         check_mtu(mtu, self.ipam.pools())?;
         // The record is complete but for the addresses, which IPAM picks: it is written
         // in the allocation's own transaction, so it exists exactly when they do.
-        let ep = Endpoint {
+        let mut ep = Endpoint {
             id: id.clone(),
             node: self.cfg.node.clone(),
             network: req.network.clone(),
@@ -66,11 +67,25 @@ impl<K: HostNet> Attacher<K> {
             host_mac: format_mac(&endpoint::host_mac(&host_ifname)),
             ips: Vec::new(),
             mtu,
+            namespace,
+            pod: req.pod.clone(),
             labels: req.labels.clone(),
+            named_ports,
+            // The policy control plane allocates it from the record.
+            identity: None,
             handle: id.clone(),
             created: unix_now(),
             host_ports: req.host_ports,
         };
+        // Policy: the record names the endpoint's identity from the start.
+        if let Some(enforcement) = self.enforcement.get() {
+            ep.identity = Some(
+                enforcement
+                    .identity(&ep)
+                    .await
+                    .map_err(AttachError::Policy)?,
+            );
+        }
         let record_op = self.records.put_op(ep.clone());
 
         let t_start = std::time::Instant::now();
@@ -102,7 +117,11 @@ impl<K: HostNet> Attacher<K> {
             owner: Some(self.cfg.owner.clone()),
         };
         let t_plumb = std::time::Instant::now();
-        match self.plumb(&spec).await {
+        let plumbed = match self.plumb(&spec).await {
+            Ok(created) => self.enforce(&ep, &created).await.map(|()| created),
+            Err(e) => Err(e),
+        };
+        match plumbed {
             Ok(created) => {
                 self.publish(&EndpointEvent::Attached {
                     endpoint: &ep,
@@ -116,8 +135,8 @@ impl<K: HostNet> Attacher<K> {
                 Ok(add_response(&ep, &created))
             }
             Err(e) => {
-                // Undo the reservation and the record together; plumb already undid
-                // the interface.
+                // Undo the reservation and the record together; plumb (or enforce)
+                // already undid the interface.
                 let drop_record = vec![self.records.delete_op(&id)];
                 if let Err(re) = self.ipam.release_with(&id, drop_record).await {
                     warn!(%id, error = %re, "releasing addresses after a failed ADD");
@@ -125,6 +144,20 @@ impl<K: HostNet> Attacher<K> {
                 Err(e)
             }
         }
+    }
+
+    /// Puts policy in place on the new veth before ADD answers; on failure the veth
+    /// goes (the caller releases the rest).
+    async fn enforce(&self, ep: &Endpoint, created: &VethCreated) -> Result<(), AttachError> {
+        let Some(enforcement) = self.enforcement.get() else {
+            return Ok(());
+        };
+        let key = super::records::endpoint_key(&self.cfg.node, &ep.id);
+        if let Err(e) = enforcement.enforce(&key, ep, created.host_ifindex).await {
+            self.delete_link_in_background(created.host_ifname.clone());
+            return Err(AttachError::Policy(e));
+        }
+        Ok(())
     }
 
     /// Builds the veth. A link of the same name with no record (the caller checked,

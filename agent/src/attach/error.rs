@@ -22,6 +22,16 @@ pub enum AttachError {
     /// The network configuration cannot work here (an MTU too small for IPv6).
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
+    /// Labels, a namespace or named ports Kubernetes would refuse, or a label update
+    /// refused (a changed value without `--overwrite`).
+    #[error("invalid labels: {0}")]
+    InvalidLabels(String),
+    /// The endpoint is another node's: only that node's agent writes its record.
+    #[error("endpoint {id} is on node {node}; change it through the agent on {node}")]
+    OtherNode { id: String, node: String },
+    /// Policy could not be put in place for the endpoint (the ADD is undone).
+    #[error("network policy: {0}")]
+    Policy(String),
     #[error("check failed for {id}: {reason}")]
     Check { id: String, reason: String },
     #[error(transparent)]

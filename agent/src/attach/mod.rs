@@ -25,6 +25,8 @@
 //!   stale (a crash mid-ADD, a killed agent) and are swept at start and periodically
 //!   ([`sweep`]) — unless their alias carries another agent's owner mark ([`owner`]).
 //!
+//! An endpoint's labels change after ADD through [`labels`] (`netctl endpoint label`).
+//!
 //! One file per verb (`add`, `del`, `check`, `status`, `gc`) and per housekeeping job
 //! (`leaks`: the operator's IPAM check and release and the agent's leak GC; `sweep`;
 //! `pending`; `reaper`). Whoever else must follow endpoints (the fast path, later
@@ -33,9 +35,11 @@
 mod add;
 mod check;
 mod del;
+pub mod enforcement;
 mod error;
 pub mod events;
 mod gc;
+mod labels;
 mod leaks;
 mod locks;
 pub mod owner;
@@ -106,6 +110,8 @@ pub struct Attacher<K: HostNet = Netlink> {
     subscribers: RwLock<Vec<Arc<dyn EndpointSubscriber>>>,
     /// A task retries the pending-release queue (see [`pending`]).
     draining: AtomicBool,
+    /// Policy, which ADD puts in place before it answers ([`enforcement`]).
+    enforcement: std::sync::OnceLock<Arc<dyn enforcement::Enforcement>>,
 }
 
 impl<K: HostNet> Attacher<K> {
@@ -142,6 +148,7 @@ impl<K: HostNet> Attacher<K> {
             plumbing: tokio::sync::Semaphore::new(add::plumbing_slots()),
             subscribers: RwLock::default(),
             draining: AtomicBool::new(false),
+            enforcement: std::sync::OnceLock::new(),
         })
     }
 
@@ -163,6 +170,12 @@ impl<K: HostNet> Attacher<K> {
         {
             s.endpoint_event(event);
         }
+    }
+
+    /// From now on every ADD puts policy in place before it answers. Set once, at
+    /// start, before the attacher is ready.
+    pub fn set_enforcement(&self, enforcement: Arc<dyn enforcement::Enforcement>) {
+        let _ = self.enforcement.set(enforcement);
     }
 
     pub fn config(&self) -> &AttacherConfig {

@@ -12,10 +12,10 @@
 use std::sync::Arc;
 
 use strait_api::Endpoint;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::ipam::ExtraOps;
-use crate::store::{PREFIX, Store, StoreError, TxnOp};
+use crate::store::{Compare, PREFIX, Store, StoreError, Txn, TxnOp};
 
 pub mod schema;
 
@@ -35,12 +35,28 @@ pub fn endpoint_key(node: &str, id: &str) -> String {
     format!("{}{id}", endpoints_prefix(node))
 }
 
+/// What [`EndpointRecords::update`] did.
+#[derive(Debug)]
+pub enum Updated {
+    /// Written; the endpoint as it is now.
+    Done(Endpoint),
+    /// There is no such record (any more).
+    Gone,
+    /// The change refused, saying why; nothing was written.
+    Refused(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("endpoint record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Others kept writing the record between each read and write of an update.
+    #[error(
+        "endpoint record {key} kept changing under {attempts} attempts to update it; try again"
+    )]
+    Contended { key: String, attempts: u32 },
     /// Written by a newer agent (this one was downgraded): not guessed at.
     #[error(
         "endpoint record {key} has version {version}, newer than this agent reads \
@@ -113,6 +129,60 @@ impl EndpointRecords {
         Ok(self.store.delete(&endpoint_key(&self.node, id)).await?)
     }
 
+    /// Change the record of `id` with `change` in a compare-and-swap on the revision
+    /// it was read at, read again and retried while someone else (an ADD retrying over
+    /// it, the policy control plane writing its identity) writes it in between.
+    /// `change` refusing leaves the record as it is.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: impl Fn(&mut EndpointRecord) -> Result<(), String>,
+    ) -> Result<Updated, RecordError> {
+        const ATTEMPTS: u32 = 16;
+        let key = endpoint_key(&self.node, id);
+        for _ in 0..ATTEMPTS {
+            let Some(kv) = self.store.get(&key).await? else {
+                return Ok(Updated::Gone);
+            };
+            let mut record = schema::decode(&key, &kv.value)?;
+            if let Err(reason) = change(&mut record) {
+                return Ok(Updated::Refused(reason));
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), kv.mod_revision)])
+                .and_then([TxnOp::Put {
+                    key: key.clone(),
+                    value: schema::encode(&record),
+                    lease: kv.lease,
+                }]);
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(Updated::Done(Endpoint::from(record)));
+            }
+        }
+        Err(RecordError::Contended {
+            key,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// The endpoints of every node (to tell an operator which node owns one). A
+    /// record that does not read is left out with a warning: one bad record of
+    /// another node must not stop this node's operations.
+    pub async fn list_cluster(&self) -> Result<Vec<Endpoint>, RecordError> {
+        let resp = self.store.range(&format!("{PREFIX}endpoints/")).await?;
+        Ok(resp
+            .kvs
+            .iter()
+            .filter_map(|kv| match decode(&kv.key, &kv.value) {
+                Ok(ep) => Some(ep),
+                Err(e) => {
+                    warn!(error = %e, "skipping an endpoint record that does not read");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// Every endpoint of this node, sorted by id.
     pub async fn list(&self) -> Result<Vec<Endpoint>, RecordError> {
         let resp = self.store.range(&endpoints_prefix(&self.node)).await?;
@@ -132,7 +202,6 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::store::Txn;
     use crate::store::embedded::EmbeddedStore;
 
     fn endpoint(id: &str) -> Endpoint {
@@ -148,7 +217,11 @@ mod tests {
             host_mac: "ee:01:23:ab:cd:ef".into(),
             ips: Vec::new(),
             mtu: 1500,
-            labels: [("K8S_POD_NAME".to_string(), "web-0".to_string())].into(),
+            namespace: "shop".into(),
+            pod: Some("web-0".into()),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            named_ports: Vec::new(),
+            identity: None,
             handle: id.into(),
             created: 1_767_225_600,
             host_ports: false,
@@ -201,6 +274,9 @@ mod tests {
         // What the agent stored before records had their own type: the API's JSON.
         let old = Endpoint {
             ips: vec!["10.1.0.4/32".parse().unwrap()],
+            // What the API's JSON had then: no namespace or pod of its own.
+            namespace: "default".into(),
+            pod: None,
             ..endpoint("net.c0.eth0")
         };
         store
@@ -240,5 +316,59 @@ mod tests {
             );
             assert!(err.to_string().contains(&key), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn update_is_a_compare_and_swap_that_retries_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, store) = records(&dir).await;
+        let ips: Vec<IpAddr> = vec!["10.1.0.5".parse().unwrap()];
+        let ops = (records.put_op(endpoint("net.c1.eth0")))(&ips);
+        store.txn(Txn::new().and_then(ops)).await.unwrap();
+        let key = endpoint_key("node-a", "net.c1.eth0");
+
+        // A writer that gets in between the first read and its write: the update
+        // reads again and applies to what that writer wrote.
+        let interfered = std::sync::atomic::AtomicBool::new(false);
+        let store2 = store.clone();
+        let key2 = key.clone();
+        let change = |r: &mut EndpointRecord| {
+            if !interfered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let mut other = r.clone();
+                other.identity = Some(99);
+                let value = schema::encode(&other);
+                let (s, k) = (store2.clone(), key2.clone());
+                // The closure is sync; the interfering write runs on its own thread.
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap()
+                        .block_on(s.put(&k, value, None))
+                        .unwrap();
+                })
+                .join()
+                .unwrap();
+            }
+            r.labels.insert("tier".into(), "db".into());
+            Ok(())
+        };
+        let Updated::Done(ep) = records.update("net.c1.eth0", change).await.unwrap() else {
+            panic!("not updated");
+        };
+        assert_eq!(ep.labels["tier"], "db");
+        assert_eq!(ep.identity, Some(99), "the other writer's change is kept");
+        assert_eq!(ep.ips, vec!["10.1.0.5/32".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(records.get("net.c1.eth0").await.unwrap(), Some(ep.clone()));
+
+        // A refused change writes nothing.
+        let before = store.get(&key).await.unwrap().unwrap().mod_revision;
+        let r = records
+            .update("net.c1.eth0", |_| Err("no".into()))
+            .await
+            .unwrap();
+        assert!(matches!(r, Updated::Refused(ref m) if m == "no"), "{r:?}");
+        assert_eq!(store.get(&key).await.unwrap().unwrap().mod_revision, before);
+        let r = records.update("net.nope.eth0", |_| Ok(())).await.unwrap();
+        assert!(matches!(r, Updated::Gone), "{r:?}");
     }
 }

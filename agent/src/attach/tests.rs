@@ -191,7 +191,10 @@ impl Bed {
             ips: vec![],
             mac: None,
             mtu: None,
+            namespace: None,
+            pod: None,
             labels: Default::default(),
+            named_ports: Vec::new(),
             host_ports: false,
         }
     }
@@ -266,6 +269,35 @@ async fn add_reserves_records_and_plumbs_and_del_releases_all_of_it() {
 }
 
 #[tokio::test]
+async fn add_records_namespace_pod_labels_and_named_ports() {
+    let b = bed().await;
+    let mut req = b.container("c1");
+    req.namespace = Some("ns1".into());
+    req.pod = Some("p1".into());
+    req.labels.insert("app".into(), "web".into());
+    let http = strait_api::NamedPort {
+        name: "http".into(),
+        protocol: strait_policy::ir::Protocol::TCP,
+        port: 8080,
+    };
+    // A repeat (one mapping per host address) is recorded once.
+    req.named_ports = vec![http.clone(), http.clone()];
+    b.attacher.add(req).await.expect("ADD");
+    b.attacher.add(b.container("c2")).await.expect("ADD");
+
+    let eps = b.attacher.endpoints().await.expect("endpoints");
+    let ep = eps.iter().find(|e| e.container_id == "c1").expect("c1");
+    assert_eq!(ep.namespace, "ns1");
+    assert_eq!(ep.pod.as_deref(), Some("p1"));
+    assert_eq!(ep.labels["app"], "web");
+    assert_eq!(ep.named_ports, vec![http]);
+    assert_eq!(ep.identity, None, "the policy control plane's to fill");
+    let plain = eps.iter().find(|e| e.container_id == "c2").expect("c2");
+    assert_eq!(plain.namespace, strait_policy::ir::DEFAULT_NAMESPACE);
+    assert!(plain.pod.is_none() && plain.labels.is_empty() && plain.named_ports.is_empty());
+}
+
+#[tokio::test]
 async fn a_failed_add_leaves_no_address_record_or_link() {
     let b = bed().await;
     b.host.fail_next_creates(1);
@@ -298,11 +330,24 @@ async fn add_refuses_bad_requests_before_reserving_anything() {
     multicast.mac = Some("01:00:5e:00:00:01".into());
     let mut bad_name = b.container("c4");
     bad_name.ifname = "eth/0".into();
+    let mut bad_label = b.container("c6");
+    bad_label.labels.insert("bad key".into(), "x".into());
+    let mut bad_namespace = b.container("c7");
+    bad_namespace.namespace = Some("Not_A_Namespace".into());
+    let mut bad_port = b.container("c8");
+    bad_port.named_ports.push(strait_api::NamedPort {
+        name: "http".into(),
+        protocol: strait_policy::ir::Protocol::ICMP,
+        port: 80,
+    });
     for (req, want) in [
         (missing, "does not exist"),
         (host_ns, "host's own network namespace"),
         (multicast, "multicast"),
         (bad_name, "interface name"),
+        (bad_label, "\"bad key\""),
+        (bad_namespace, "\"Not_A_Namespace\""),
+        (bad_port, "not TCP, UDP or SCTP"),
     ] {
         let err = b.attacher.add(req).await.expect_err("refused");
         assert!(err.to_string().contains(want), "{err}");
@@ -756,4 +801,60 @@ async fn an_add_after_a_del_queued_in_an_outage_releases_the_old_reservation_fir
     );
     assert_eq!(b.handles().await.len(), 1);
     assert!(b.host.link(&host_ifname(NET, "c1", "eth0")).is_some());
+}
+
+/// Policy on the ADD path ([`super::enforcement`]): the policy control plane on the
+/// in-memory dataplane.
+mod enforcement {
+    use super::*;
+    use crate::policy::fake::FakeDataplane;
+    use crate::policy::host::OnHost;
+    use crate::policy::{PolicyAgent, PolicyConfig};
+
+    fn policy(b: &Bed) -> (PolicyAgent, Arc<FakeDataplane>) {
+        let dp = Arc::new(FakeDataplane::default());
+        let agent = PolicyAgent::new(
+            PolicyConfig::new("n1", strait_api::policy::PolicyMode::Enforce),
+            b.store.clone(),
+            dp.clone(),
+            Arc::new(OnHost(b.host.clone())),
+        );
+        b.attacher.set_enforcement(Arc::new(agent.clone()));
+        b.attacher.subscribe(Arc::new(agent.clone()));
+        (agent, dp)
+    }
+
+    #[tokio::test]
+    async fn add_answers_once_the_endpoints_policy_is_installed_and_del_removes_it() {
+        let b = bed().await;
+        let (_agent, dp) = policy(&b);
+        let mut req = b.container("c1");
+        req.labels = [("app".to_string(), "web".to_string())].into();
+        b.attacher.add(req).await.expect("ADD");
+        let link = host_ifname(NET, "c1", "eth0");
+        let ifindex = b.host.link(&link).expect("veth").index;
+        let record = b.attacher.endpoints().await.expect("records").remove(0);
+        let identity = record.identity.expect("the record names its identity");
+        let held = dp.lock().entries.get(&ifindex).cloned().expect("installed");
+        assert_eq!(held.identity, identity);
+        assert_eq!(dp.lock().attached.get(&ifindex), Some(&link));
+
+        b.attacher.del(del("c1")).await.expect("DEL");
+        assert!(dp.lock().entries.is_empty(), "DEL removed the entries");
+    }
+
+    #[tokio::test]
+    async fn an_add_whose_policy_cannot_be_installed_fails_and_leaves_nothing() {
+        let b = bed().await;
+        let (_agent, dp) = policy(&b);
+        dp.lock().fail_install = true;
+        let err = b.attacher.add(b.container("c1")).await.expect_err("ADD");
+        assert!(matches!(err, AttachError::Policy(_)), "{err:?}");
+        assert!(err.to_string().contains("full"), "{err}");
+        assert_eq!(b.records().await, 0);
+        assert!(b.handles().await.is_empty());
+        b.link_gone(&host_ifname(NET, "c1", "eth0")).await;
+        // The next ADD of it works.
+        b.attacher.add(b.container("c1")).await.expect("ADD again");
+    }
 }

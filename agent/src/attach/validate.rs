@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use strait_api::{AddRequest, NamedPort};
+
 use super::AttachError;
 use crate::hostnet::{HostNet, NetnsState};
 use crate::ipam::Family;
@@ -25,6 +27,27 @@ pub(super) fn validate(network: &str, container_id: &str, ifname: &str) -> Resul
         )));
     }
     Ok(())
+}
+
+/// What policy will match the endpoint by: its namespace, labels and named ports, with
+/// Kubernetes' syntax (the plugin checks them too; the API has other clients). What
+/// to record: the request's namespace, else `default`, and its named ports without
+/// repeats.
+pub(super) fn check_policy_facts(
+    req: &AddRequest,
+) -> Result<(String, Vec<NamedPort>), AttachError> {
+    use strait_api::labels::{normalize_named_ports, validate_labels, validate_namespace};
+    let namespace = match req.namespace.as_deref() {
+        Some(ns) => {
+            validate_namespace(ns).map_err(AttachError::InvalidLabels)?;
+            ns.to_string()
+        }
+        None => strait_policy::ir::DEFAULT_NAMESPACE.to_string(),
+    };
+    validate_labels(&req.labels).map_err(AttachError::InvalidLabels)?;
+    let named_ports =
+        normalize_named_ports(req.named_ports.clone()).map_err(AttachError::InvalidLabels)?;
+    Ok((namespace, named_ports))
 }
 
 /// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`, as the CNI spec requires of network names and

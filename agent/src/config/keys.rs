@@ -11,6 +11,7 @@ use clap::{Args, Parser};
 use ipnet::IpNet;
 use serde::Deserialize;
 use strait_api::bgp::BgpRole;
+use strait_api::policy::PolicyMode;
 use strait_api::{FabricMode, FastPathMode};
 
 /// Command-line flags of `straitd`.
@@ -117,6 +118,14 @@ pub struct Keys {
     /// kube-proxy, portmap), on or off. See docs/datapath.md.
     #[arg(long)]
     pub fast_path: Option<FastPathMode>,
+    /// Network policy: enforce (default) or audit (denies are recorded and counted,
+    /// the packets pass). See docs/policy.md.
+    #[arg(long)]
+    pub policy_mode: Option<PolicyMode>,
+    /// bpffs directory where policy's eBPF maps and programs are pinned, so they
+    /// outlive the agent (default /sys/fs/bpf/strait).
+    #[arg(long)]
+    pub bpf_dir: Option<PathBuf>,
     /// TTL of the lease the node record is bound to, seconds.
     #[arg(long)]
     pub node_lease_ttl_secs: Option<u64>,
@@ -191,6 +200,8 @@ impl Keys {
             vxlan_vni: self.vxlan_vni.or(lower.vxlan_vni),
             vxlan_port: self.vxlan_port.or(lower.vxlan_port),
             fast_path: self.fast_path.or(lower.fast_path),
+            policy_mode: self.policy_mode.or(lower.policy_mode),
+            bpf_dir: self.bpf_dir.or(lower.bpf_dir),
             node_lease_ttl_secs: self.node_lease_ttl_secs.or(lower.node_lease_ttl_secs),
             block_reclaim_grace_secs: self
                 .block_reclaim_grace_secs

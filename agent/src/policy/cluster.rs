@@ -110,7 +110,7 @@ impl Cluster {
             changed.view = set(&mut self.identities, id, new);
         } else if endpoints::node_and_id(key).is_some() {
             let new = put
-                .then(|| endpoints::decode(&kv.value))
+                .then(|| endpoints::decode(key, &kv.value))
                 .and_then(|r| {
                     r.map_err(|e| warn!(key, error = %e, "ignoring an endpoint record"))
                         .ok()

@@ -12,23 +12,33 @@
 //!
 //! Allocation is one compare-and-swap transaction (counter unchanged, index slot
 //! absent) retried on conflict, so two agents allocating the same labels at once
-//! end with one identity. Whoever writes an endpoint record that names an identity
-//! puts [`Identities::touch_ops`] in the same transaction: the identity and its index
-//! are written again with the record. That is what makes the GC safe against a
-//! concurrent ADD: the GC deletes an identity only by CAS on the `mod_revision` it
-//! saw unreferenced for a whole grace period; a record written meanwhile moved that
-//! revision (the GC's delete fails), and a record written after the delete brings
-//! the identity back with the same number (the counter never hands it out again).
+//! end with one identity.
+//!
+//! # Garbage collection, and why a concurrent ADD never loses its identity
+//! The GC works in two steps, each a CAS on the identity's `mod_revision`: an
+//! identity no endpoint record (of any node) names is first *marked* unused (its
+//! value gains `unused_since`, a Unix time); one still marked and unreferenced a
+//! grace later is deleted with its index. The records are read *after* the
+//! identities, so a record written before the read counts.
+//!
+//! [`Identities::resolve`] — which ADD and the label-change path call before they
+//! write a record naming the identity — *unmarks* a marked identity it returns
+//! (CAS). So between resolve and the record's write (milliseconds) the identity is
+//! unmarked, and the GC cannot delete it before marking it again and waiting a whole
+//! grace, by when the record exists and counts. If the GC's delete comes first,
+//! resolve's unmark fails, and resolve finds the labels unallocated and allocates
+//! anew. Unmarked identities cost the allocation path no write at all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use strait_policy::tables::{CIDR_CLASS_FLAG, FIRST_ALLOCATED_IDENTITY};
 use strait_policy::view::IdentityLabels;
 use tracing::{debug, info};
 
-use crate::store::{Compare, PREFIX, Revision, Store, StoreError, Txn, TxnOp};
+use crate::store::{Compare, PREFIX, Store, StoreError, Txn, TxnOp};
 
 /// How long an identity stays unreferenced before the GC deletes it.
 pub const DEFAULT_IDENTITY_GC_GRACE: Duration = Duration::from_secs(5 * 60);
@@ -77,6 +87,31 @@ pub fn canonical(labels: &IdentityLabels) -> Vec<u8> {
     serde_json::to_vec(labels).unwrap_or_default()
 }
 
+/// The stored value: the labels, and the GC's mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    labels: IdentityLabels,
+    /// Unix seconds since which the GC has seen no record name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unused_since: Option<u64>,
+}
+
+fn encode(labels: &IdentityLabels, unused_since: Option<u64>) -> Vec<u8> {
+    serde_json::to_vec(&Stored {
+        labels: labels.clone(),
+        unused_since,
+    })
+    .unwrap_or_default()
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<Stored, IdentityError> {
+    serde_json::from_slice(value).map_err(|e| IdentityError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// FNV-1a, 128 bits (the reference offset basis and prime), as 32 hex digits.
 pub fn fnv1a128_hex(bytes: &[u8]) -> String {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
@@ -107,11 +142,9 @@ fn parse_id(key: &str, value: &[u8]) -> Result<u32, IdentityError> {
         })
 }
 
+/// The label set an `identities/<id>` value stands for.
 pub fn decode_labels(key: &str, value: &[u8]) -> Result<IdentityLabels, IdentityError> {
-    serde_json::from_slice(value).map_err(|e| IdentityError::Corrupt {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
+    decode(key, value).map(|s| s.labels)
 }
 
 /// Allocation and GC of identities on one store. Cheap to clone.
@@ -119,25 +152,17 @@ pub fn decode_labels(key: &str, value: &[u8]) -> Result<IdentityLabels, Identity
 pub struct Identities {
     store: Arc<dyn Store>,
     grace: Duration,
-    /// Per unreferenced identity: the `mod_revision` seen and since when it has been
-    /// seen unreferenced at that revision (this agent's clock).
-    unused: Arc<Mutex<BTreeMap<u32, (Revision, Instant)>>>,
 }
 
 impl Identities {
     pub fn new(store: Arc<dyn Store>, grace: Duration) -> Self {
-        Self {
-            store,
-            grace,
-            unused: Arc::default(),
-        }
+        Self { store, grace }
     }
 
     /// The identity of `labels`, allocated if none exists yet. Idempotent; safe with
     /// any number of agents allocating at once.
     pub async fn resolve(&self, labels: &IdentityLabels) -> Result<u32, IdentityError> {
-        let value = canonical(labels);
-        let digest = fnv1a128_hex(&value);
+        let digest = fnv1a128_hex(&canonical(labels));
         for _ in 0..MAX_ATTEMPTS {
             // The first slot that is free or holds these labels.
             let mut free = None;
@@ -149,17 +174,42 @@ impl Identities {
                 };
                 let id = parse_id(&key, &kv.value)?;
                 match self.store.get(&identity_key(id)).await? {
-                    Some(ident) if decode_labels(&ident.key, &ident.value)? == *labels => {
-                        return Ok(id);
-                    }
-                    Some(_) => continue, // a collision: the next slot
-                    None => {
-                        // An index whose identity is gone (written back by a record's
-                        // touch after the GC deleted the identity, then the GC again):
-                        // restore the identity it names.
+                    Some(ident) => {
+                        let stored = decode(&ident.key, &ident.value)?;
+                        if stored.labels != *labels {
+                            continue; // a collision: the next slot
+                        }
+                        if stored.unused_since.is_none() {
+                            return Ok(id);
+                        }
+                        // Marked by the GC: unmark it before a record names it.
                         let txn = Txn::new()
-                            .when([Compare::mod_revision(&key, kv.mod_revision)])
-                            .and_then(self.touch_ops(id, labels));
+                            .when([Compare::mod_revision(&ident.key, ident.mod_revision)])
+                            .and_then([TxnOp::Put {
+                                key: ident.key.clone(),
+                                value: encode(labels, None),
+                                lease: None,
+                            }]);
+                        if self.store.txn(txn).await?.succeeded {
+                            return Ok(id);
+                        }
+                        // Deleted or changed meanwhile: look again.
+                        free = None;
+                        break;
+                    }
+                    None => {
+                        // An index whose identity is gone (never left so by the GC,
+                        // which deletes both at once): restore the identity it names.
+                        let txn = Txn::new()
+                            .when([
+                                Compare::mod_revision(&key, kv.mod_revision),
+                                Compare::absent(identity_key(id)),
+                            ])
+                            .and_then([TxnOp::Put {
+                                key: identity_key(id),
+                                value: encode(labels, None),
+                                lease: None,
+                            }]);
                         if self.store.txn(txn).await?.succeeded {
                             return Ok(id);
                         }
@@ -190,7 +240,7 @@ impl Identities {
                     },
                     TxnOp::Put {
                         key: identity_key(next),
-                        value: value.clone(),
+                        value: encode(labels, None),
                         lease: None,
                     },
                     TxnOp::Put {
@@ -211,27 +261,6 @@ impl Identities {
         )))
     }
 
-    /// The writes that re-assert identity `id` of `labels`, to ride in the
-    /// transaction that writes a record naming it (see the module doc). The index
-    /// goes to its first slot; a collided label set (never seen) keeps its slot by
-    /// allocation and is not re-asserted.
-    pub fn touch_ops(&self, id: u32, labels: &IdentityLabels) -> Vec<TxnOp> {
-        let value = canonical(labels);
-        let digest = fnv1a128_hex(&value);
-        vec![
-            TxnOp::Put {
-                key: identity_key(id),
-                value,
-                lease: None,
-            },
-            TxnOp::Put {
-                key: index_key(&digest, 0),
-                value: id.to_string().into_bytes(),
-                lease: None,
-            },
-        ]
-    }
-
     /// Every identity in the store.
     pub async fn list(&self) -> Result<BTreeMap<u32, IdentityLabels>, IdentityError> {
         let resp = self.store.range(&identities_prefix()).await?;
@@ -244,76 +273,68 @@ impl Identities {
         Ok(out)
     }
 
-    /// One GC pass at `now`: deletes the identities no record references that were
-    /// seen unreferenced, unchanged, for the whole grace; `referenced` are the ids the
-    /// endpoint records of every node name, read *after* the identities (a record
-    /// written in between carries its identity's touch, which fails the delete).
-    /// Returns the ids deleted.
-    pub async fn collect<F, Fut>(
-        &self,
-        referenced: F,
-        now: Instant,
-    ) -> Result<Vec<u32>, IdentityError>
+    /// One GC pass at `now` (Unix seconds): marks the identities no record names,
+    /// unmarks those named again, and deletes those marked at least a grace ago and
+    /// still unnamed. `referenced` reads the ids the endpoint records of every node
+    /// name; it is called after the identities are read. Returns the ids deleted.
+    pub async fn collect<F, Fut>(&self, referenced: F, now: u64) -> Result<Vec<u32>, IdentityError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<BTreeSet<u32>, IdentityError>>,
     {
         let idents = self.store.range(&identities_prefix()).await?;
         let referenced = referenced().await?;
-        let mut due = Vec::new();
-        {
-            let mut unused = self.unused.lock().unwrap_or_else(|p| p.into_inner());
-            let mut seen = BTreeMap::new();
-            for kv in &idents.kvs {
-                let Some(id) = id_of_key(&kv.key) else {
-                    continue;
-                };
-                if referenced.contains(&id) {
-                    continue;
-                }
-                let since = match unused.get(&id) {
-                    Some((rev, since)) if *rev == kv.mod_revision => *since,
-                    _ => now,
-                };
-                seen.insert(id, (kv.mod_revision, since));
-                if now.saturating_duration_since(since) >= self.grace {
-                    due.push((id, kv.mod_revision, kv.value.clone()));
-                }
-            }
-            *unused = seen;
-        }
         let mut deleted = Vec::new();
-        for (id, rev, value) in due {
-            let key = identity_key(id);
-            let labels = decode_labels(&key, &value)?;
-            let index = index_key(&fnv1a128_hex(&canonical(&labels)), 0);
-            // Its index goes with it, unless the index names another identity now.
-            let both = Txn::new()
-                .when([
-                    Compare::mod_revision(&key, rev),
-                    Compare::value(&index, id.to_string().into_bytes()),
-                ])
-                .and_then([
-                    TxnOp::Delete { key: key.clone() },
-                    TxnOp::Delete { key: index },
-                ]);
-            let mut done = self.store.txn(both).await?.succeeded;
-            if !done {
-                let alone = Txn::new()
-                    .when([Compare::mod_revision(&key, rev)])
-                    .and_then([TxnOp::Delete { key: key.clone() }]);
-                done = self.store.txn(alone).await?.succeeded;
-            }
-            if done {
-                info!(identity = id, "deleted unused identity");
-                deleted.push(id);
-            } else {
-                debug!(identity = id, "identity changed while collecting; kept");
-            }
-            self.unused
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+        for kv in &idents.kvs {
+            let Some(id) = id_of_key(&kv.key) else {
+                continue;
+            };
+            let stored = decode(&kv.key, &kv.value)?;
+            let cas = Compare::mod_revision(&kv.key, kv.mod_revision);
+            let put = |unused_since| TxnOp::Put {
+                key: kv.key.clone(),
+                value: encode(&stored.labels, unused_since),
+                lease: None,
+            };
+            let txn = match (referenced.contains(&id), stored.unused_since) {
+                (true, None) => continue,
+                (true, Some(_)) => Txn::new().when([cas]).and_then([put(None)]),
+                (false, None) => Txn::new().when([cas]).and_then([put(Some(now))]),
+                (false, Some(since)) if now.saturating_sub(since) < self.grace.as_secs() => {
+                    continue;
+                }
+                (false, Some(_)) => {
+                    let index = index_key(&fnv1a128_hex(&canonical(&stored.labels)), 0);
+                    // Its index goes with it, unless the index names another identity.
+                    let both = Txn::new()
+                        .when([
+                            cas.clone(),
+                            Compare::value(&index, id.to_string().into_bytes()),
+                        ])
+                        .and_then([
+                            TxnOp::Delete {
+                                key: kv.key.clone(),
+                            },
+                            TxnOp::Delete { key: index },
+                        ]);
+                    let mut done = self.store.txn(both).await?.succeeded;
+                    if !done {
+                        let alone = Txn::new().when([cas]).and_then([TxnOp::Delete {
+                            key: kv.key.clone(),
+                        }]);
+                        done = self.store.txn(alone).await?.succeeded;
+                    }
+                    if done {
+                        info!(identity = id, "deleted an unused identity");
+                        deleted.push(id);
+                    } else {
+                        debug!(identity = id, "identity changed while collecting; kept");
+                    }
+                    continue;
+                }
+            };
+            // A lost race only means the next pass decides again.
+            self.store.txn(txn).await?;
         }
         Ok(deleted)
     }
@@ -411,42 +432,54 @@ pub(crate) mod tests {
         racing_allocators_agree(store(&dir).await).await;
     }
 
-    /// Unused identities go after the grace, referenced ones stay, and a touch (a
-    /// record written naming the identity) restarts the clock.
+    /// Unused identities are marked, then deleted a grace later; referenced ones
+    /// stay; resolving a marked one (an ADD naming it) unmarks it, so it is not
+    /// deleted under the record being written; numbers are never reused.
     pub(crate) async fn gc_deletes_only_identities_unused_for_the_grace(store: Arc<dyn Store>) {
         let grace = Duration::from_secs(60);
         let ids = Identities::new(store.clone(), grace);
-        let used_labels = il("gc", &[("app", "used")]);
-        let used = ids.resolve(&used_labels).await.unwrap();
+        let used = ids.resolve(&il("gc", &[("app", "used")])).await.unwrap();
         let idle_labels = il("gc", &[("app", "idle")]);
         let idle = ids.resolve(&idle_labels).await.unwrap();
-        let touched_labels = il("gc", &[("app", "touched")]);
-        let touched = ids.resolve(&touched_labels).await.unwrap();
+        let revived_labels = il("gc", &[("app", "revived")]);
+        let revived = ids.resolve(&revived_labels).await.unwrap();
         let referenced = move || async move { Ok([used].into_iter().collect::<BTreeSet<u32>>()) };
-        let t0 = Instant::now();
-        assert!(ids.collect(referenced, t0).await.unwrap().is_empty());
-        // An ADD writes a record naming `touched`, with its touch.
-        store
-            .txn(Txn::new().and_then(ids.touch_ops(touched, &touched_labels)))
-            .await
-            .unwrap();
-        let deleted = ids.collect(referenced, t0 + grace).await.unwrap();
-        assert_eq!(deleted, vec![idle], "only the one idle for the grace");
+        let t0 = 1_000_000;
+        let g = grace.as_secs();
+        assert!(
+            ids.collect(referenced, t0).await.unwrap().is_empty(),
+            "first marked"
+        );
+        assert!(
+            ids.collect(referenced, t0 + g - 1)
+                .await
+                .unwrap()
+                .is_empty(),
+            "within the grace"
+        );
+        // An ADD resolves `revived` (and is about to write its record).
+        assert_eq!(ids.resolve(&revived_labels).await.unwrap(), revived);
+        let deleted = ids.collect(referenced, t0 + g).await.unwrap();
+        assert_eq!(deleted, vec![idle], "only the one marked a grace ago");
         let left = ids.list().await.unwrap();
-        assert!(left.contains_key(&used) && left.contains_key(&touched));
+        assert!(left.contains_key(&used) && left.contains_key(&revived));
         assert!(!left.contains_key(&idle));
         // Allocating the collected labels again gives a new number, never the old one.
         let again = ids.resolve(&idle_labels).await.unwrap();
-        assert!(again > touched, "{again} reuses a number");
-        // The touched one goes a grace after its touch.
-        let deleted = ids.collect(referenced, t0 + grace * 2).await.unwrap();
-        assert_eq!(deleted, vec![touched]);
-        // A record written after the delete brings it back with the same number.
-        store
-            .txn(Txn::new().and_then(ids.touch_ops(touched, &touched_labels)))
-            .await
-            .unwrap();
-        assert_eq!(ids.resolve(&touched_labels).await.unwrap(), touched);
+        assert!(again > revived, "{again} reuses a number");
+        // `revived` was marked again at t0 + g (its record never came): it goes a grace
+        // after that; the new one is only marked.
+        assert!(
+            ids.collect(referenced, t0 + 2 * g - 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids.collect(referenced, t0 + 2 * g).await.unwrap(),
+            vec![revived]
+        );
+        assert_ne!(ids.resolve(&revived_labels).await.unwrap(), revived);
     }
 
     #[tokio::test]

@@ -14,7 +14,8 @@
 //! - [`reconcile`]: the loop that owns enforcement on this node;
 //! - [`show`], [`trace`], [`flows`]: what `netctl policy show|trace` and `netctl
 //!   monitor` see;
-//! - [`host`]: what it reads of the host's kernel.
+//! - [`host`]: what it reads of the host's kernel;
+//! - [`fake`]: an in-memory dataplane and host, for tests.
 //!
 //! [`PolicyAgent`] ties them together for the daemon, the attacher (CNI ADD and DEL)
 //! and the API.
@@ -22,7 +23,6 @@
 pub mod cluster;
 pub mod dataplane;
 pub mod endpoints;
-#[cfg(test)]
 pub mod fake;
 pub mod flows;
 pub mod host;
@@ -49,8 +49,9 @@ use strait_policy::selector::Labels;
 use strait_policy::view::{IdentityLabels, NamedPort};
 use tokio::sync::broadcast;
 
+use crate::attach::enforcement::Enforcement;
 use crate::attach::events::{EndpointEvent, EndpointSubscriber};
-use crate::store::{Store, TxnOp};
+use crate::store::Store;
 use dataplane::{Dataplane, DataplaneError, RawFlowEvent};
 use host::PolicyHost;
 use identity::{DEFAULT_IDENTITY_GC_GRACE, Identities, IdentityError};
@@ -305,20 +306,18 @@ impl PolicyAgent {
         }
     }
 
-    /// CNI ADD, before the record is written: the endpoint's identity, and the writes
-    /// that must ride in the record's transaction (see [`identity`]).
+    /// CNI ADD, before the record is written: the endpoint's identity (resolving
+    /// keeps it from the GC until the record names it; see [`identity`]).
     pub async fn endpoint_identity(
         &self,
         namespace: &str,
         labels: &Labels,
-    ) -> Result<(u32, Vec<TxnOp>), PolicyError> {
+    ) -> Result<u32, PolicyError> {
         let il = IdentityLabels {
             namespace: namespace.to_string(),
             labels: labels.clone(),
         };
-        let ids = self.inner.reconciler.identities();
-        let id = ids.resolve(&il).await?;
-        Ok((id, ids.touch_ops(id, &il)))
+        Ok(self.inner.reconciler.identities().resolve(&il).await?)
     }
 
     /// CNI ADD, once the veth exists and before ADD answers: enforcement is live on
@@ -353,6 +352,39 @@ impl EndpointSubscriber for PolicyAgent {
         if let EndpointEvent::Detached { host_ifname } = event {
             self.inner.reconciler.forget(host_ifname);
         }
+    }
+}
+
+/// CNI ADD's hook: the identity before the record is written, enforcement once the
+/// veth exists.
+#[async_trait::async_trait]
+impl Enforcement for PolicyAgent {
+    async fn identity(&self, ep: &Endpoint) -> Result<u32, String> {
+        self.endpoint_identity(&ep.namespace, &ep.labels)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn enforce(
+        &self,
+        record_key: &str,
+        ep: &Endpoint,
+        host_ifindex: u32,
+    ) -> Result<(), String> {
+        let identity = match ep.identity {
+            Some(id) => id,
+            None => self.identity(ep).await?,
+        };
+        self.enforce_new(
+            record_key,
+            ep,
+            &ep.namespace,
+            ep.named_ports.clone(),
+            identity,
+            host_ifindex,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 

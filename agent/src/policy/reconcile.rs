@@ -8,8 +8,8 @@
 //!
 //! 1. every local endpoint whose record names no identity, or one that no longer
 //!    stands for its (namespace, labels) (`netctl endpoint label`), gets its identity
-//!    resolved and its record rewritten by CAS, with the identity's touch
-//!    ([`super::identity`]): that is how label changes take effect;
+//!    resolved ([`super::identity`]) and its record rewritten by CAS: that is how
+//!    label changes take effect;
 //! 2. the compiler is rebuilt when the policies changed;
 //! 3. every local endpoint whose veth exists is compiled, and installed only if its
 //!    identity or tables differ from what it has;
@@ -540,13 +540,12 @@ impl Reconciler {
         want: &IdentityLabels,
     ) -> Result<u32, ReconcileError> {
         let id = self.identities.resolve(want).await?;
-        let value = identity_patch(&e.raw, id).map_err(ReconcileError::Host)?;
-        let mut ops = vec![TxnOp::Put {
+        let value = identity_patch(key, &e.raw, id).map_err(ReconcileError::Host)?;
+        let ops = [TxnOp::Put {
             key: key.to_string(),
             value,
             lease: None,
         }];
-        ops.extend(self.identities.touch_ops(id, want));
         let resp = self
             .store
             .txn(
@@ -634,11 +633,14 @@ impl Reconciler {
             Ok(resp
                 .kvs
                 .iter()
-                .filter_map(|kv| super::endpoints::decode(&kv.value).ok())
+                .filter_map(|kv| super::endpoints::decode(&kv.key, &kv.value).ok())
                 .filter_map(|f| f.identity)
                 .collect())
         };
-        if let Err(e) = self.identities.collect(referenced, Instant::now()).await {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = self.identities.collect(referenced, now).await {
             warn!(error = %e, "identity GC");
         }
     }

@@ -81,7 +81,7 @@ fn record_key(node: &str, id: &str) -> String {
     format!("{PREFIX}endpoints/{node}/{id}")
 }
 
-/// A record as attach writes it (version 1), with `labels` in namespace `ns`.
+/// A record as attach writes it (version 2), with `labels` in namespace `ns`.
 fn record(
     node: &str,
     id: &str,
@@ -92,7 +92,7 @@ fn record(
 ) -> Vec<u8> {
     let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
     serde_json::to_vec(&serde_json::json!({
-        "version": 1, "id": id, "node": node, "network": "n", "container_id": id,
+        "version": 2, "id": id, "node": node, "network": "n", "container_id": id,
         "ifname": "eth0", "netns": "/run/netns/x", "host_ifname": link,
         "mac": "02:00:00:00:00:01", "host_mac": "02:00:00:00:00:02",
         "ips": [ip], "mtu": 1500, "labels": labels, "handle": id, "created": 1,
@@ -158,7 +158,7 @@ fn local(identity: u32, ns: &str, labels: &[(&str, &str)]) -> LocalEndpoint {
 
 async fn identity_in_record(store: &Arc<dyn Store>, key: &str) -> Option<u32> {
     let kv = store.get(key).await.unwrap()?;
-    super::endpoints::decode(&kv.value).unwrap().identity
+    super::endpoints::decode(key, &kv.value).unwrap().identity
 }
 
 #[tokio::test]
@@ -534,8 +534,12 @@ async fn add_installs_before_the_loop_sees_the_record_and_del_removes() {
         handle: "web".into(),
         created: 1,
         host_ports: false,
+        namespace: "default".into(),
+        pod: None,
+        named_ports: vec![],
+        identity: None,
     };
-    let (id, _) = b
+    let id = b
         .agent
         .endpoint_identity("default", &ep.labels)
         .await

@@ -12,8 +12,16 @@
 //!   agents wrote before the store had a type of its own. Read, never written: an agent
 //!   upgraded in place finds its attachments as they were. Its MACs must parse as
 //!   [`MacAddr`] (they were written in its text form).
-//! - 1 ([`EndpointRecord`]): the legacy fields under the same names, plus the marker.
-//!   Labels and `host_ports` are left out when empty or false.
+//! - 1: the legacy fields under the same names, plus the marker. Labels and
+//!   `host_ports` are left out when empty or false.
+//! - 2 ([`EndpointRecord`]): version 1 plus the endpoint's policy facts: `namespace`
+//!   (always written), `pod`, `named_ports` and `identity` (left out when absent or
+//!   empty). A field-wise superset of 1, so both decode with the same struct: a
+//!   version-1 or legacy record reads with namespace `default`, or with what its
+//!   labels carried — agents before version 2 kept `CNI_ARGS`' `K8S_POD_NAMESPACE`
+//!   and `K8S_POD_NAME` (and the other `K8S_*` keys) as labels, which they are not:
+//!   they move to `namespace` and `pod`, and the rest of `K8S_*` is dropped
+//!   ([`from_k8s_labels`]).
 //!
 //! A new version gets its own struct here and [`CURRENT_VERSION`] moves to it; older
 //! versions keep decoding into the newest. A record of a version newer than this agent
@@ -26,14 +34,14 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strait_api::{Endpoint, MacAddr};
+use strait_api::{Endpoint, MacAddr, NamedPort};
 
 use super::RecordError;
 
 /// The version [`encode`] writes.
-pub const CURRENT_VERSION: u64 = 1;
+pub const CURRENT_VERSION: u64 = 2;
 
-/// One attachment as this node's store keeps it (version 1).
+/// One attachment as this node's store keeps it (version 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     /// Stable id: derived from (network, containerID, ifname); also the key's last
@@ -54,8 +62,22 @@ pub struct EndpointRecord {
     /// The addresses IPAM gave, as full-length prefixes.
     pub ips: Vec<IpNet>,
     pub mtu: u32,
+    /// Policy's namespace of the endpoint (`default` when the runtime gave none).
+    #[serde(default = "strait_api::default_namespace")]
+    pub namespace: String,
+    /// The pod's name (`K8S_POD_NAME`), shown by `netctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// What policy selectors match: from ADD, changed by `netctl endpoint label`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Ports the endpoint declares by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<NamedPort>,
+    /// The identity of (namespace, labels), written by the policy control plane; kept
+    /// as it is by everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<u32>,
     /// The IPAM handle holding the addresses.
     pub handle: String,
     /// Seconds since the Unix epoch.
@@ -101,14 +123,35 @@ pub fn decode(key: &str, value: &[u8]) -> Result<EndpointRecord, RecordError> {
         None => {
             let legacy: Endpoint =
                 serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
-            EndpointRecord::try_from(legacy).map_err(corrupt)
+            EndpointRecord::try_from(legacy)
+                .map(from_k8s_labels)
+                .map_err(corrupt)
         }
-        Some(1) => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
+        Some(1) => serde_json::from_slice(value)
+            .map(from_k8s_labels)
+            .map_err(|e| corrupt(e.to_string())),
+        Some(2) => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
         Some(version) => Err(RecordError::UnknownVersion {
             key: key.to_string(),
             version,
         }),
     }
+}
+
+/// A record of before version 2, whose labels held `CNI_ARGS`' `K8S_*` keys: the
+/// namespace and pod move to their fields (a namespace Kubernetes would refuse stays
+/// `default`), and no `K8S_*` key stays a label.
+fn from_k8s_labels(mut r: EndpointRecord) -> EndpointRecord {
+    if let Some(ns) = r.labels.get("K8S_POD_NAMESPACE")
+        && strait_api::labels::validate_namespace(ns).is_ok()
+    {
+        r.namespace = ns.clone();
+    }
+    if let Some(pod) = r.labels.get("K8S_POD_NAME").filter(|p| !p.is_empty()) {
+        r.pod = Some(pod.clone());
+    }
+    r.labels.retain(|k, _| !k.starts_with("K8S_"));
+    r
 }
 
 /// The API's endpoint as a record; fails (with the reason) on a MAC that is not one.
@@ -130,7 +173,11 @@ impl TryFrom<Endpoint> for EndpointRecord {
             host_ifname: ep.host_ifname,
             ips: ep.ips,
             mtu: ep.mtu,
+            namespace: ep.namespace,
+            pod: ep.pod,
             labels: ep.labels,
+            named_ports: ep.named_ports,
+            identity: ep.identity,
             handle: ep.handle,
             created: ep.created,
             host_ports: ep.host_ports,
@@ -154,7 +201,11 @@ impl From<EndpointRecord> for Endpoint {
             host_mac: r.host_mac.to_string(),
             ips: r.ips,
             mtu: r.mtu,
+            namespace: r.namespace,
+            pod: r.pod,
             labels: r.labels,
+            named_ports: r.named_ports,
+            identity: r.identity,
             handle: r.handle,
             created: r.created,
             host_ports: r.host_ports,
@@ -174,6 +225,11 @@ mod tests {
     /// what is on disk at upgraded nodes.
     const LEGACY_WITH_LABELS_AND_HOST_PORTS: &str = r#"{"id":"strait-net.4f9d2c1a7b3e.eth0","node":"node-a","network":"strait-net","container_id":"4f9d2c1a7b3e","ifname":"eth0","netns":"/var/run/netns/cni-1c2d3e4f","host_ifname":"strait3a9f01c2","mac":"02:42:0a:01:00:05","host_mac":"ee:3a:9f:01:c2:7d","ips":["10.1.0.5/32","fd00:10::5/128"],"mtu":1450,"labels":{"K8S_POD_NAME":"web-0","K8S_POD_NAMESPACE":"default"},"handle":"strait-net.4f9d2c1a7b3e.eth0","created":1767225600,"host_ports":true}"#;
     const LEGACY_PLAIN: &str = r#"{"id":"strait-net.4f9d2c1a7b3e.eth0","node":"node-a","network":"strait-net","container_id":"4f9d2c1a7b3e","ifname":"eth0","netns":"/var/run/netns/cni-1c2d3e4f","host_ifname":"strait3a9f01c2","mac":"02:42:0a:01:00:05","host_mac":"ee:3a:9f:01:c2:7d","ips":["10.1.0.6/32"],"mtu":1450,"labels":{},"handle":"strait-net.4f9d2c1a7b3e.eth0","created":1767225600}"#;
+
+    /// A record as version 1 wrote it (the legacy fields, the marker first, empty
+    /// labels and false `host_ports` left out), with a label of its own beside the
+    /// `K8S_*` ones agents then kept as labels.
+    const V1_WITH_K8S_LABELS: &str = r#"{"version":1,"id":"strait-net.4f9d2c1a7b3e.eth0","node":"node-a","network":"strait-net","container_id":"4f9d2c1a7b3e","ifname":"eth0","netns":"/var/run/netns/cni-1c2d3e4f","host_ifname":"strait3a9f01c2","mac":"02:42:0a:01:00:05","host_mac":"ee:3a:9f:01:c2:7d","ips":["10.1.0.5/32"],"mtu":1450,"labels":{"K8S_POD_INFRA_CONTAINER_ID":"4f9d","K8S_POD_NAME":"web-0","K8S_POD_NAMESPACE":"shop","K8S_POD_UID":"u1","app":"web"},"handle":"strait-net.4f9d2c1a7b3e.eth0","created":1767225600}"#;
 
     /// The endpoint the first legacy fixture was made from, as the API types it.
     fn endpoint() -> Endpoint {
@@ -200,12 +256,39 @@ mod tests {
             handle: "strait-net.4f9d2c1a7b3e.eth0".into(),
             created: 1_767_225_600,
             host_ports: true,
+            namespace: "default".into(),
+            pod: None,
+            named_ports: Vec::new(),
+            identity: None,
+        }
+    }
+
+    /// An endpoint with every field of version 2 set.
+    fn endpoint_v2() -> Endpoint {
+        Endpoint {
+            namespace: "shop".into(),
+            pod: Some("web-0".into()),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            named_ports: vec![NamedPort {
+                name: "http".into(),
+                protocol: strait_policy::ir::Protocol::TCP,
+                port: 8080,
+            }],
+            identity: Some(4242),
+            ..endpoint()
         }
     }
 
     #[test]
     fn legacy_records_read_back_equal() {
-        let ep = endpoint();
+        // What the legacy record held, but its K8S_* labels are the pod's namespace and
+        // name now, not labels.
+        let ep = Endpoint {
+            namespace: "default".into(),
+            pod: Some("web-0".into()),
+            labels: BTreeMap::new(),
+            ..endpoint()
+        };
         let read = decode(KEY, LEGACY_WITH_LABELS_AND_HOST_PORTS.as_bytes()).unwrap();
         assert_eq!(read.mac, MacAddr::new([0x02, 0x42, 0x0a, 0x01, 0x00, 0x05]));
         assert_eq!(read.netns, PathBuf::from("/var/run/netns/cni-1c2d3e4f"));
@@ -213,7 +296,7 @@ mod tests {
 
         let plain = Endpoint {
             ips: vec!["10.1.0.6/32".parse().unwrap()],
-            labels: BTreeMap::new(),
+            pod: None,
             host_ports: false,
             ..ep
         };
@@ -222,43 +305,75 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_read_with_their_k8s_labels_as_namespace_and_pod() {
+        let read = decode(KEY, V1_WITH_K8S_LABELS.as_bytes()).unwrap();
+        assert_eq!(read.namespace, "shop");
+        assert_eq!(read.pod.as_deref(), Some("web-0"));
+        assert_eq!(
+            read.labels,
+            BTreeMap::from([("app".to_string(), "web".to_string())]),
+            "no K8S_* key stays a label"
+        );
+        assert!(read.named_ports.is_empty() && read.identity.is_none());
+
+        // Without K8S_* labels: namespace default, the labels as they were.
+        let plain = V1_WITH_K8S_LABELS.replace(
+            r#""K8S_POD_INFRA_CONTAINER_ID":"4f9d","K8S_POD_NAME":"web-0","K8S_POD_NAMESPACE":"shop","K8S_POD_UID":"u1","#,
+            "",
+        );
+        let read = decode(KEY, plain.as_bytes()).unwrap();
+        assert_eq!(read.namespace, strait_policy::ir::DEFAULT_NAMESPACE);
+        assert_eq!(read.pod, None);
+        assert_eq!(read.labels.len(), 1);
+    }
+
+    #[test]
     fn records_are_written_with_the_version_and_read_back_equal() {
-        let record = EndpointRecord::try_from(endpoint()).unwrap();
+        let record = EndpointRecord::try_from(endpoint_v2()).unwrap();
         let bytes = encode(&record);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
         assert_eq!(json["mac"], "02:42:0a:01:00:05");
         assert_eq!(json["netns"], "/var/run/netns/cni-1c2d3e4f");
+        assert_eq!(json["namespace"], "shop");
+        assert_eq!(json["identity"], 4242);
+        assert_eq!(json["named_ports"][0]["name"], "http");
         assert!(
             String::from_utf8(bytes.clone())
                 .unwrap()
-                .starts_with(r#"{"version":1,"id":"#),
+                .starts_with(r#"{"version":2,"id":"#),
             "the marker comes first"
         );
         assert_eq!(decode(KEY, &bytes).unwrap(), record);
-        assert_eq!(Endpoint::from(decode(KEY, &bytes).unwrap()), endpoint());
+        assert_eq!(Endpoint::from(decode(KEY, &bytes).unwrap()), endpoint_v2());
 
-        // Empty labels and no host ports are left out, and read back as such.
+        // What is empty or absent is left out (bar the namespace), and reads back so.
         let plain = EndpointRecord {
             labels: BTreeMap::new(),
             host_ports: false,
+            pod: None,
+            named_ports: Vec::new(),
+            identity: None,
             ..record
         };
         let json: serde_json::Value = serde_json::from_slice(&encode(&plain)).unwrap();
-        assert!(json.get("labels").is_none() && json.get("host_ports").is_none());
+        for absent in ["labels", "host_ports", "pod", "named_ports", "identity"] {
+            assert!(json.get(absent).is_none(), "{absent}: {json}");
+        }
+        assert_eq!(json["namespace"], "shop");
         assert_eq!(decode(KEY, &encode(&plain)).unwrap(), plain);
     }
 
     #[test]
     fn a_newer_version_is_refused_naming_the_key() {
-        let newer = LEGACY_PLAIN.replacen('{', r#"{"version":2,"#, 1);
+        let newer = LEGACY_PLAIN.replacen('{', r#"{"version":3,"#, 1);
         let err = decode(KEY, newer.as_bytes()).unwrap_err();
         assert!(
-            matches!(&err, RecordError::UnknownVersion { key, version: 2 } if key == KEY),
+            matches!(&err, RecordError::UnknownVersion { key, version: 3 } if key == KEY),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains(KEY) && text.contains("version 2"), "{text}");
+        assert!(text.contains(KEY) && text.contains("version 3"), "{text}");
     }
 
     #[test]
