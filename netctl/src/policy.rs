@@ -3,7 +3,7 @@
 //! `cluster/NAME` for ClusterPolicies, `namespace/NAME`) and turned into the agent's
 //! keys here; everything else is rendering the agent's views.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -484,7 +484,7 @@ fn step_text(s: &TraceStep) -> String {
                 verdict_word(k.allowed, k.audit)
             ));
         }
-        None => out.push_str("  kernel maps: not on this node (not read)\n"),
+        None => out.push_str("  kernel maps: this node holds none for it\n"),
     }
     out
 }
@@ -548,15 +548,26 @@ pub fn monitor(client: &Client, out: Output, args: MonitorArgs) -> Result<ExitCo
     };
     let path = format!("{}{}", paths::POLICY_MONITOR, filter.to_query());
     let lines = client.stream_lines(&path)?;
+    let mut stdout = std::io::stdout().lock();
     for line in lines {
         let line = line.context("reading the agent's stream")?;
-        if out == Output::Json {
-            println!("{line}");
-            continue;
-        }
-        match serde_json::from_str::<MonitorLine>(&line) {
-            Ok(l) => println!("{}", render_line(&l)),
-            Err(e) => eprintln!("netctl: unreadable line from the agent ({e}): {line}"),
+        let shown = if out == Output::Json {
+            line
+        } else {
+            match serde_json::from_str::<MonitorLine>(&line) {
+                Ok(l) => render_line(&l),
+                Err(e) => {
+                    eprintln!("netctl: unreadable line from the agent ({e}): {line}");
+                    continue;
+                }
+            }
+        };
+        // Each line as it comes (`| grep` sees it at once); a reader that went
+        // away (`| head`) ends the monitor quietly.
+        match writeln!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e.into()),
         }
     }
     eprintln!("netctl: the agent ended the stream");
