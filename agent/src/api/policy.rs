@@ -59,16 +59,12 @@ pub(super) fn refresh_metrics(s: &AppState) {
     }
 }
 
-/// The control plane, or why there is none: not started yet (try again later), or
-/// not running on this agent.
+/// The control plane, or "try again later" with the start-up phase: every agent
+/// runs one (it does not start without its datapath), set once it has adopted
+/// what the kernel holds.
 pub(super) fn policy(s: &AppState) -> Result<&PolicyAgent, Failure> {
     s.ready_owners()?;
-    s.policy().ok_or_else(|| {
-        Failure::new(
-            code::NOT_CONFIGURED,
-            "network policy is not running on this agent",
-        )
-    })
+    s.policy().ok_or_else(|| s.starting())
 }
 
 /// `netctl policy apply`: the raw body is the documents' text (YAML or JSON, one or

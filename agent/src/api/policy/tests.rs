@@ -148,7 +148,7 @@ fn namespace(name: &str, team: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn policy_routes_say_starting_or_not_running() {
+async fn policy_routes_say_starting_until_the_control_plane_is_set() {
     let starting = Arc::new(AppState::new(
         AgentFacts {
             fabric_mode: strait_api::FabricMode::None,
@@ -165,9 +165,12 @@ async fn policy_routes_say_starting_or_not_running() {
 
     let dir = tempfile::tempdir().expect("dir");
     let (s, _) = with_store(dir.path()).await;
+    // The owners are there, the policy control plane not yet (start-up adopts
+    // the kernel's maps first).
+    s.set_phase("reconciling network policy");
     let (status, v) = body(super::list(State(s)).await.into_response()).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
-    assert!(message(&v).contains("not running"), "{v}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(message(&v).contains("reconciling network policy"), "{v}");
 }
 
 #[tokio::test]
