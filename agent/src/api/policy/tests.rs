@@ -467,3 +467,93 @@ async fn monitor_refuses_a_bad_filter() {
         assert!(message(&v).contains(why), "{q:?}: {v}");
     }
 }
+
+/// The routes as `netctl` reaches them: the real router on a unix socket and
+/// strait-api's blocking client, the monitor read line by line as chunks arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_the_policy_paths_and_streams_the_monitor() {
+    let b = bed().await;
+    let s = b.s.clone();
+    wait_for("the endpoint enforced", async || {
+        let (_, v) = body(super::status(State(s.clone())).await.into_response()).await;
+        v["endpoints_enforced"].as_u64() == Some(1)
+    })
+    .await;
+    let sock = b._dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(super::super::serve(listener, b.s.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let client = strait_api::Client::new(&sock).with_timeout(WAIT);
+
+    let c = client.clone();
+    let (applied, got, show, missing) = tokio::task::spawn_blocking(move || {
+        let body = serde_json::json!([namespace("team-a", "a")]).to_string();
+        let applied: ApplyReport = serde_json::from_slice(
+            &c.request("POST", strait_api::paths::POLICIES, Some(body.as_bytes()))
+                .expect("apply"),
+        )
+        .expect("report");
+        // The key's slashes reach the handler whole.
+        let got: PolicyObject = c
+            .get(&strait_api::paths::policy_object("namespaces/team-a"))
+            .expect("get");
+        let show = c.get::<EndpointPolicyView>(&strait_api::paths::policy_endpoint("web"));
+        let missing = c.request(
+            "DELETE",
+            &strait_api::paths::policy_object("namespaces/nope"),
+            None,
+        );
+        (applied, got, show, missing)
+    })
+    .await
+    .expect("client");
+    assert_eq!(applied.objects[0].change, Change::Created);
+    assert_eq!(got.source, namespace("team-a", "a"));
+    assert_eq!(show.expect("show").endpoint, "web");
+    match missing {
+        Err(strait_api::ClientError::Api(e)) => assert_eq!(e.code, code::NOT_CONFIGURED),
+        other => panic!("a 404, not {other:?}"),
+    }
+
+    // The monitor: subscribed once the answer's head is back; two events published
+    // after that arrive as two lines.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = client.clone();
+    let reader = std::thread::spawn(move || {
+        let path = format!("{}?verdict=denied", strait_api::paths::POLICY_MONITOR);
+        let lines = c.stream_lines(&path).expect("monitor");
+        tx.send(None).expect("subscribed");
+        for line in lines.take(2) {
+            tx.send(Some(line.expect("line"))).expect("send");
+        }
+    });
+    let first = tokio::task::spawn_blocking(move || {
+        let subscribed = rx.recv_timeout(WAIT).expect("the head in time");
+        (subscribed, rx)
+    })
+    .await
+    .expect("wait");
+    assert_eq!(first.0, None);
+    let rx = first.1;
+    b.agent.publish(&denied_flow(false, 80));
+    b.agent.publish(&denied_flow(true, 80));
+    b.agent.publish(&denied_flow(false, 81));
+    let lines = tokio::task::spawn_blocking(move || {
+        [(); 2].map(|()| rx.recv_timeout(WAIT).expect("a line").expect("an event"))
+    })
+    .await
+    .expect("lines");
+    let ports: Vec<u16> = lines
+        .iter()
+        .map(|l| match serde_json::from_str::<MonitorLine>(l).expect(l) {
+            MonitorLine::Event(e) if !e.allowed => e.dst.port,
+            other => panic!("a denied event, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(ports, [80, 81]);
+    reader.join().expect("reader");
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}
