@@ -40,8 +40,6 @@ pub const DEFAULT_NODE_LEASE_TTL_SECS: u64 = 15;
 pub const MIN_NODE_LEASE_TTL_SECS: u64 = 3;
 /// How long a dead node keeps its blocks before the reclaimer frees the empty ones.
 pub const DEFAULT_BLOCK_RECLAIM_GRACE_SECS: u64 = 15 * 60;
-/// Where policy pins its eBPF maps and programs (a bpffs directory).
-pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/strait";
 /// VNIs are 24 bits on the wire.
 const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
 
@@ -160,7 +158,9 @@ impl AgentConfig {
             vxlan_port: cluster.vxlan_port,
             fast_path: keys.fast_path.unwrap_or_default(),
             policy_mode: keys.policy_mode.unwrap_or_default(),
-            bpf_dir: keys.bpf_dir.unwrap_or_else(|| DEFAULT_BPF_DIR.into()),
+            bpf_dir: keys
+                .bpf_dir
+                .unwrap_or_else(|| crate::policy::datapath::DEFAULT_BPF_DIR.into()),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,

@@ -38,6 +38,9 @@ use crate::ipam::tunnel::{TunnelAddrs, ensure_tunnel_addresses};
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, format_mac};
 use crate::node::{FabricInfo, Keepalive, Registry, RegistryConfig, Underlay};
+use crate::policy::datapath::PolicyDatapath;
+use crate::policy::host::OnHost;
+use crate::policy::{PolicyAgent, PolicyConfig};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdOptions, EtcdStore};
@@ -124,6 +127,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         if let Some(t) = running.fast_path {
             t.abort();
         }
+        // The programs and pinned maps stay: the next agent adopts them.
+        for t in running.policy {
+            t.abort();
+        }
         if let Some(bgp) = running.bgp {
             // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
@@ -165,6 +172,8 @@ struct Running {
     bgp: Option<tokio::task::JoinHandle<()>>,
     /// The fast path's watch on the host (DNAT rules, shaped veths).
     fast_path: Option<tokio::task::JoinHandle<()>>,
+    /// Policy's reconcile loop, its conntrack GC and its event forwarder.
+    policy: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The state dir and the pending-release queue 0700, the embedded store 0600: created
@@ -244,7 +253,9 @@ async fn start(
     fabric_cfg.vni = cfg.vxlan_vni;
     fabric_cfg.port = cfg.vxlan_port;
     let bgp_underlay = fabric_cfg.underlay.clone();
-    let fast_path = load_fast_path(cfg.fast_path);
+    state.set_phase("loading the network policy datapath");
+    let policy_datapath = load_policy_datapath(&cfg.bpf_dir)?;
+    let fast_path = load_fast_path(cfg.fast_path, &cfg.bpf_dir);
     let fabric =
         Fabric::new(store.clone(), host.clone(), fabric_cfg).with_fast_path(fast_path.clone());
     let fabric_handle = fabric.handle();
@@ -274,6 +285,15 @@ async fn start(
         ipam,
         host.clone(),
     );
+    let policy = PolicyAgent::new(
+        PolicyConfig::new(&cfg.node_name, cfg.policy_mode),
+        store.clone(),
+        policy_datapath.clone(),
+        Arc::new(OnHost(host.clone())),
+    );
+    // ADD puts an endpoint's policy in place before it answers; DEL removes it.
+    attacher.set_enforcement(Arc::new(policy.clone()));
+    attacher.subscribe(Arc::new(policy.clone()));
     // From here DEL goes to the attacher; ADD still gets "try again later" until ready.
     let (bgp_handle, bgp) = bgp.unzip();
     state.set_owners(Owners {
@@ -298,6 +318,12 @@ async fn start(
     if applied > 0 {
         info!(applied, "applied DELs queued while the agent was down");
     }
+    // Adopts what the previous agent left in the kernel (installing before it
+    // removes anything), then follows the store.
+    state.set_phase("reconciling network policy");
+    let policy_tasks = start_policy(&policy, &policy_datapath, stop.clone());
+    policy.ready().await;
+    state.set_policy(policy);
     state.set_phase("attaching the fast path");
     let fast_path_task = start_fast_path(
         cfg.fast_path,
@@ -313,6 +339,7 @@ async fn start(
     info!(mtu, "ready");
     Ok(Running {
         fast_path: fast_path_task,
+        policy: policy_tasks,
         attacher,
         keepalive,
         reclaimer,
@@ -321,13 +348,76 @@ async fn start(
     })
 }
 
-/// Loads the fast path's programs unless `--fast-path off`. A kernel that refuses
-/// them leaves the agent on the kernel's forwarding, with a warning.
-fn load_fast_path(mode: FastPathMode) -> Option<FastPath> {
+/// Loads network policy's programs and maps (pinned under `--bpf-dir`, adopting
+/// what a previous agent pinned there). Without them the agent does not start: it
+/// would attach containers no policy can reach.
+fn load_policy_datapath(bpf_dir: &std::path::Path) -> anyhow::Result<Arc<PolicyDatapath>> {
+    let datapath = PolicyDatapath::load(bpf_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "network policy's eBPF datapath does not load ({e}); straitd enforces policy \
+             on every container and does not start without it: it needs a kernel with \
+             tcx (6.6 or later), root (CAP_BPF, CAP_NET_ADMIN) and --bpf-dir {} on a \
+             bpf filesystem (mount -t bpf bpf /sys/fs/bpf)",
+            bpf_dir.display()
+        )
+    })?;
+    info!(dir = %bpf_dir.display(), "network policy datapath loaded");
+    Ok(Arc::new(datapath))
+}
+
+/// Starts policy's reconcile loop, the conntrack GC (every
+/// [`crate::policy::datapath::GC_INTERVAL`]) and the forwarding of the datapath's
+/// flow events to `netctl monitor`'s subscribers.
+fn start_policy(
+    policy: &PolicyAgent,
+    datapath: &Arc<PolicyDatapath>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let reconcile = policy.spawn(stop);
+    let gc = {
+        let datapath = datapath.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::policy::datapath::GC_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let dp = datapath.clone();
+                match tokio::task::spawn_blocking(move || dp.conntrack_gc()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(expired = n, "conntrack GC"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "conntrack GC"),
+                    Err(e) => warn!(error = %e, "conntrack GC task"),
+                }
+            }
+        })
+    };
+    let events = {
+        let mut raw = datapath.subscribe();
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            loop {
+                match raw.recv().await {
+                    Ok(event) => policy.publish(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(lost = n, "policy flow events: the forwarder fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    };
+    vec![reconcile, gc, events]
+}
+
+/// Loads the fast path's programs unless `--fast-path off`, sharing policy's maps
+/// under `bpf_dir` (it runs an endpoint's ingress check before it delivers to it).
+/// A kernel that refuses them leaves the agent on the kernel's forwarding, with a
+/// warning.
+fn load_fast_path(mode: FastPathMode, bpf_dir: &std::path::Path) -> Option<FastPath> {
     if mode == FastPathMode::Off {
         return None;
     }
-    match FastPath::load(mode) {
+    match FastPath::load_with_bpf_dir(mode, bpf_dir) {
         Ok(fp) => Some(fp),
         Err(e) => {
             warn!(error = %e, "the fast path is unavailable; using the kernel's forwarding");

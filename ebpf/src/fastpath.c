@@ -30,6 +30,10 @@
  * Cilium's BPF host routing does. The agent therefore turns it off (config.enabled = 0)
  * where the host rewrites destinations (kube-proxy, portmap): replies need conntrack.
  *
+ * A packet redirected to a local endpoint has passed that endpoint's ingress
+ * policy first (strait/policy.h; the redirect skips the hook where policy.c checks
+ * it), and is dropped (STRAIT_DROP_POLICY) when it does not.
+ *
  * Both programs live in one object because they share the maps (strait/maps.h).
  * Their layouts are in strait/abi.h, which the agent mirrors and checks against this
  * object's BTF. Addresses are keyed as 16 bytes, IPv4 as IPv4-mapped IPv6
@@ -45,6 +49,7 @@
 
 #include "strait/abi.h"
 #include "strait/maps.h"
+#include "strait/policy.h"
 
 /* RFC 1624 incremental update of the IPv4 header checksum for a TTL decrement, as
  * the kernel's ip_decrease_ttl does. */
@@ -163,9 +168,14 @@ static __always_inline enum strait_reason forward(struct __sk_buff *skb, int may
 	return to;
 }
 
-/* Counts the packet under `reason` and turns it into the tc verdict. */
-static __always_inline int verdict(enum strait_reason reason, __u32 ifindex)
+/* Counts the packet under `reason` and turns it into the tc verdict. A packet for a
+ * local endpoint first passes that endpoint's ingress policy (strait/policy.h):
+ * bpf_redirect_peer skips the hook on its veth where policy.c would check it. */
+static __always_inline int verdict(struct __sk_buff *skb, enum strait_reason reason,
+				   __u32 ifindex)
 {
+	if (reason == STRAIT_FWD_ENDPOINT && !strait_pol_check(skb, ifindex, STRAIT_POL_INGRESS))
+		reason = STRAIT_DROP_POLICY;
 	strait_count(reason);
 	switch (reason) {
 	case STRAIT_FWD_FABRIC:
@@ -173,6 +183,8 @@ static __always_inline int verdict(enum strait_reason reason, __u32 ifindex)
 	case STRAIT_FWD_ENDPOINT:
 		/* Into the container's namespace, at the ingress of its end of the veth. */
 		return bpf_redirect_peer(ifindex, 0);
+	case STRAIT_DROP_POLICY:
+		return TC_ACT_SHOT;
 	default:
 		return TC_ACT_OK;
 	}
@@ -185,7 +197,7 @@ int strait_from_ep(struct __sk_buff *skb)
 	__u32 ifindex = 0;
 	enum strait_reason reason = forward(skb, 1, &ifindex);
 
-	return verdict(reason, ifindex);
+	return verdict(skb, reason, ifindex);
 }
 
 /* Ingress of strait.vxlan: what other hosts' containers send to this host's. Only
@@ -197,7 +209,7 @@ int strait_from_fab(struct __sk_buff *skb)
 	__u32 ifindex = 0;
 	enum strait_reason reason = forward(skb, 0, &ifindex);
 
-	return verdict(reason, ifindex);
+	return verdict(skb, reason, ifindex);
 }
 
 char _license[] SEC("license") = "GPL";

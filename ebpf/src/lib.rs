@@ -4,9 +4,11 @@
 //!
 //! - [`FASTPATH`]: the forwarding fast path (tc ingress on container veths and on the
 //!   fabric device).
+//! - [`POLICY`]: network policy (tcx ingress and egress on container veths).
 //!
 //! The programs share `include/strait/abi.h` (every map key and value layout, the
-//! reasons packets are counted under) and `include/strait/maps.h` (the maps). The
+//! reasons packets are counted under), `include/strait/maps.h` (the fast path's maps)
+//! and `include/strait/policy.h` (the policy maps and check). The
 //! agent mirrors them in its `fastpath::abi` module and checks the mirror against
 //! the BTF of the object embedded here; its `bpf_test` module runs the programs
 //! with `BPF_PROG_TEST_RUN` (docs/datapath.md).
@@ -22,3 +24,12 @@ static FASTPATH_OBJECT: &Aligned<[u8]> =
 /// The fast path object: programs `strait_from_ep` and `strait_from_fab`, maps
 /// `strait_fp_config`, `strait_fp_endpoints`, `strait_fp_tunnels` and `strait_fp_stats`.
 pub static FASTPATH: &[u8] = &FASTPATH_OBJECT.0;
+
+static POLICY_OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/policy.o")));
+
+/// The policy object: programs `strait_pol_from_ep` and `strait_pol_to_ep`, the
+/// policy maps of `include/strait/policy.h` (pinned by name, shared with
+/// [`FASTPATH`], which runs the same ingress check before it delivers to an
+/// endpoint).
+pub static POLICY: &[u8] = &POLICY_OBJECT.0;

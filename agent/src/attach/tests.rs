@@ -811,7 +811,14 @@ mod enforcement {
     use crate::policy::host::OnHost;
     use crate::policy::{PolicyAgent, PolicyConfig};
 
-    fn policy(b: &Bed) -> (PolicyAgent, Arc<FakeDataplane>) {
+    /// The policy control plane, its loop running (ADD waits for its first pass).
+    fn policy(
+        b: &Bed,
+    ) -> (
+        PolicyAgent,
+        Arc<FakeDataplane>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
         let dp = Arc::new(FakeDataplane::default());
         let agent = PolicyAgent::new(
             PolicyConfig::new("n1", strait_api::policy::PolicyMode::Enforce),
@@ -821,13 +828,15 @@ mod enforcement {
         );
         b.attacher.set_enforcement(Arc::new(agent.clone()));
         b.attacher.subscribe(Arc::new(agent.clone()));
-        (agent, dp)
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        agent.spawn(rx);
+        (agent, dp, stop)
     }
 
     #[tokio::test]
     async fn add_answers_once_the_endpoints_policy_is_installed_and_del_removes_it() {
         let b = bed().await;
-        let (_agent, dp) = policy(&b);
+        let (_agent, dp, _stop) = policy(&b);
         let mut req = b.container("c1");
         req.labels = [("app".to_string(), "web".to_string())].into();
         b.attacher.add(req).await.expect("ADD");
@@ -846,7 +855,7 @@ mod enforcement {
     #[tokio::test]
     async fn an_add_whose_policy_cannot_be_installed_fails_and_leaves_nothing() {
         let b = bed().await;
-        let (_agent, dp) = policy(&b);
+        let (_agent, dp, _stop) = policy(&b);
         dp.lock().fail_install = true;
         let err = b.attacher.add(b.container("c1")).await.expect_err("ADD");
         assert!(matches!(err, AttachError::Policy(_)), "{err:?}");

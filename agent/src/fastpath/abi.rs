@@ -76,7 +76,7 @@ unsafe impl aya::Pod for TunnelValue {}
 
 /// `enum strait_reason`: why a packet went where it went, the index of its counter
 /// in `strait_fp_stats`. `Fwd*` are redirects; `Pass*` hand the packet to the
-/// kernel's stack unchanged.
+/// kernel's stack unchanged; `Drop*` drop it.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
@@ -89,10 +89,11 @@ pub enum Reason {
     PassTtl = 6,
     PassShort = 7,
     PassDisabled = 8,
+    DropPolicy = 9,
 }
 
 /// `STRAIT_REASON_MAX`: how many counters `strait_fp_stats` holds.
-pub(super) const REASON_MAX: usize = 9;
+pub(super) const REASON_MAX: usize = 10;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -106,6 +107,7 @@ impl Reason {
         Reason::PassTtl,
         Reason::PassShort,
         Reason::PassDisabled,
+        Reason::DropPolicy,
     ];
 
     /// The reason as status shows it: the C name without `STRAIT_`, lower case.
@@ -120,6 +122,7 @@ impl Reason {
             Reason::PassTtl => "pass_ttl",
             Reason::PassShort => "pass_short",
             Reason::PassDisabled => "pass_disabled",
+            Reason::DropPolicy => "drop_policy",
         }
     }
 
@@ -239,7 +242,9 @@ mod tests {
         let btf = btf();
         let mut maps = btf.datasec_vars(".maps").expect("the .maps section");
         maps.sort();
+        // The fast path's own, and the policy maps it shares (its ingress check).
         let mut want = vec![CONFIG, ENDPOINTS, TUNNELS, STATS];
+        want.extend(crate::policy::datapath::POLICY_MAPS);
         want.sort();
         assert_eq!(maps, want);
         for program in [FROM_ENDPOINT, FROM_FABRIC] {

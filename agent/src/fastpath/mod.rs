@@ -15,6 +15,11 @@
 //! and detach waits for an RCU grace period under RTNL: 15 ms per container here,
 //! seconds for a burst.)
 //!
+//! A packet the programs deliver to a local endpoint passes that endpoint's
+//! ingress policy first (the check of `ebpf/include/strait/policy.h`, with the
+//! policy maps shared through the bpf dir, see [`FastPath::load_with_bpf_dir`]):
+//! `bpf_redirect_peer` skips the veth's tcx egress, where the policy programs check.
+//!
 //! A new veth is attached off the ADD path, once it has settled ([`SETTLE`]): a
 //! chained `bandwidth` plugin adds its own `ingress` qdisc to the veth right after
 //! strait's ADD, and clsact would take that slot. A veth with an `ingress` qdisc is
@@ -29,12 +34,13 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aya::Ebpf;
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use strait_api::routes::EntryState;
 use strait_api::{FastPathEntry, FastPathMaps, FastPathMode, FastPathStatus};
@@ -115,9 +121,28 @@ struct Loaded {
 impl FastPath {
     /// Loads the programs into the kernel (not yet attached anywhere) with the fast
     /// path switched off until [`FastPath::set_enabled`]. `mode` is what status shows.
+    ///
+    /// The programs run each local endpoint's ingress policy check before they
+    /// deliver to it; loaded this way their policy maps are their own (pinned in a
+    /// private bpffs instance that is gone again once loaded), empty, so every
+    /// endpoint is open. [`FastPath::load_with_bpf_dir`] shares the policy
+    /// datapath's maps instead.
     pub fn load(mode: FastPathMode) -> Result<Self, FastPathError> {
-        let mut ebpf =
-            Ebpf::load(strait_ebpf::FASTPATH).map_err(|e| FastPathError::Load(e.to_string()))?;
+        let private =
+            crate::policy::datapath::PrivateBpffs::new(&std::env::temp_dir(), "strait-fp")
+                .map_err(FastPathError::Load)?;
+        Self::load_with_bpf_dir(mode, private.path())
+    }
+
+    /// [`FastPath::load`], with the policy maps (`strait_pol_*`, `strait_ct`) those
+    /// pinned under `bpf_dir` by the policy datapath (`--bpf-dir`), or pinned there
+    /// for it: the fast path then enforces the same policy on what it delivers.
+    pub fn load_with_bpf_dir(mode: FastPathMode, bpf_dir: &Path) -> Result<Self, FastPathError> {
+        crate::policy::datapath::ensure_bpffs(bpf_dir).map_err(FastPathError::Load)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(bpf_dir)
+            .load(strait_ebpf::FASTPATH)
+            .map_err(|e| FastPathError::Load(e.to_string()))?;
         for name in [FROM_ENDPOINT, FROM_FABRIC] {
             classifier(&mut ebpf, name)?
                 .load()

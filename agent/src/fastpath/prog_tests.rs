@@ -367,3 +367,99 @@ fn switched_off_every_packet_goes_to_the_stack() {
     f.assert_counted(Reason::PassDisabled, 4);
     assert_eq!(f.fp.status().to_stack, 0);
 }
+
+#[test]
+fn a_local_endpoints_ingress_policy_decides_before_the_fast_path_delivers() {
+    use crate::policy::datapath::{PolicyDatapath, PrivateBpffs};
+    use crate::policy::dataplane::Dataplane;
+    use strait_policy::ir::Protocol;
+    use strait_policy::tables::{Cell, EndpointTables, Segment};
+
+    privileged!("a_local_endpoints_ingress_policy_decides_before_the_fast_path_delivers");
+    let bpffs = PrivateBpffs::new(&std::env::temp_dir(), "strait-fpt").unwrap();
+    let policy = PolicyDatapath::load(bpffs.path()).unwrap();
+    let fp = FastPath::load_with_bpf_dir(FastPathMode::On, bpffs.path()).unwrap();
+    {
+        let mut l = fp.lock();
+        l.maps
+            .write_config(true, Some((FABRIC.ifindex, FABRIC_MAC)))
+            .unwrap();
+        let ips: Vec<IpAddr> = [LOCAL_V4, LOCAL_V6]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        l.maps
+            .add_endpoint(EP.ifindex, &ips, EP_MAC, EP_HOST_MAC)
+            .unwrap();
+    }
+    let f = Fixture {
+        fp,
+        net: TestNet::new(&[IN, EP, FABRIC]),
+    };
+    // The local endpoint takes UDP on port 0x0203 (what the frames carry) from the
+    // sender's identity, nothing else.
+    let sender = 300;
+    let ipcache = [
+        (format!("{SENDER_V4}/32"), sender),
+        (format!("{SENDER_V6}/128"), sender),
+    ]
+    .into_iter()
+    .map(|(n, i)| (n.parse().unwrap(), i))
+    .collect();
+    policy.sync_ipcache(&ipcache).unwrap();
+    let mut t = EndpointTables::default();
+    t.ingress.isolated = true;
+    let allow = Cell {
+        decision: None,
+        log: None,
+        allow: Some(1),
+    };
+    t.ingress.identities.insert(
+        (sender, Protocol::UDP),
+        vec![Segment {
+            first: 0x0203,
+            last: 0x0203,
+            cell: allow,
+        }],
+    );
+    policy.install(EP.ifindex, 400, &t).unwrap();
+    let frame = v4_frame(LOCAL_V4, 64, 84);
+    assert_eq!(f.run(FROM_ENDPOINT, &frame).verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        f.run(FROM_FABRIC, &v6_frame(LOCAL_V6, 64, 64)).verdict,
+        TC_ACT_REDIRECT
+    );
+    // Denied: dropped rather than redirected past the veth's policy hook.
+    t.ingress.identities.clear();
+    policy.install(EP.ifindex, 400, &t).unwrap();
+    let shot = 2;
+    assert_eq!(
+        f.run(FROM_ENDPOINT, &v4_frame(LOCAL_V4, 64, 84)).verdict,
+        shot
+    );
+    assert_eq!(
+        f.run(FROM_FABRIC, &v6_frame(LOCAL_V6, 64, 64)).verdict,
+        shot
+    );
+    let stats = f.fp.lock().maps.stats().unwrap();
+    assert_eq!(
+        (
+            stats.get(Reason::FwdEndpoint),
+            stats.get(Reason::DropPolicy)
+        ),
+        (2, 2)
+    );
+    assert_eq!(f.fp.status().by_reason["drop_policy"], 2);
+    let events = policy.drain_events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events[2..]
+            .iter()
+            .all(|e| !e.allowed && e.ifindex == EP.ifindex)
+    );
+    // Traffic to elsewhere is not the local endpoint's to judge.
+    assert_eq!(
+        f.run(FROM_FABRIC, &v4_frame(REMOTE_V4, 64, 84)).verdict,
+        TC_ACT_OK
+    );
+}

@@ -84,7 +84,8 @@ impl Dataplane for FakeDataplane {
             Installed {
                 identity,
                 generation,
-                tables: tables.clone(),
+                // As the kernel's maps give them back.
+                tables: super::datapath::canonical(tables),
             },
         );
         Ok(())

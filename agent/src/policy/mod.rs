@@ -21,6 +21,7 @@
 //! and the API.
 
 pub mod cluster;
+pub mod datapath;
 pub mod dataplane;
 pub mod endpoints;
 pub mod fake;
@@ -173,6 +174,11 @@ impl PolicyAgent {
     /// Starts the reconcile loop (it adopts what the kernel holds first).
     pub fn spawn(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.inner.reconciler.clone().run(stop))
+    }
+
+    /// Waits until the loop's first pass has run (the daemon, before it takes ADDs).
+    pub async fn ready(&self) {
+        self.inner.reconciler.ready().await;
     }
 
     pub fn mode(&self) -> PolicyMode {

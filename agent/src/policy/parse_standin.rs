@@ -13,6 +13,8 @@ pub struct NamespaceDoc {
 
 #[derive(Debug, Clone)]
 pub enum Document {
+    /// Never made by the stand-in (it reads no policy documents).
+    #[allow(dead_code)]
     Policy(Policy),
     Namespace(NamespaceDoc),
 }

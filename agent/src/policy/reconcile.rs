@@ -15,7 +15,9 @@
 //!    identity or tables differ from what it has;
 //! 4. entries of endpoints that are gone are removed — after the installs, and at
 //!    start after adopting what `Dataplane::installed` lists: an endpoint that
-//!    survives an agent restart is never without enforcement;
+//!    survives an agent restart is never without enforcement (the first pass also
+//!    attaches this agent's programs to every endpoint, replacing the previous
+//!    agent's in place);
 //! 5. the ipcache is synced when it changed.
 //!
 //! [`Snapshot::applied_revision`] is the store revision the kernel's maps reflect
@@ -147,6 +149,8 @@ pub struct Reconciler {
     /// Held while installing or removing (a pass, an ADD), so the two never
     /// interleave on one endpoint.
     install: tokio::sync::Mutex<()>,
+    /// True once a pass has run: the compiler knows the stored policies.
+    ready: watch::Sender<bool>,
 }
 
 /// The loop's own state between passes.
@@ -191,7 +195,15 @@ impl Reconciler {
             identities,
             shared,
             install: tokio::sync::Mutex::new(()),
+            ready: watch::channel(false).0,
         }
+    }
+
+    /// Waits for the first pass: until then the compiler does not know the stored
+    /// policies, and an endpoint compiled with it would be open.
+    pub async fn ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     pub fn config(&self) -> &ReconcileConfig {
@@ -446,6 +458,13 @@ impl Reconciler {
                     continue;
                 };
                 wanted.insert(ifindex);
+                if st.first
+                    && !enforced_before.contains_key(&ifindex)
+                    && let Err(err) = self.dp.attach(&e.facts.host_ifname, ifindex)
+                {
+                    // The previous agent's programs still enforce the same maps.
+                    errors.push(format!("attaching to {}: {err}", e.facts.host_ifname));
+                }
                 let local = LocalEndpoint {
                     identity,
                     namespace: e.facts.namespace.clone(),
@@ -483,7 +502,7 @@ impl Reconciler {
                     Ok(found) => gone.extend(
                         found
                             .into_iter()
-                            .filter(|i| !enforced_before.get(i).is_some_and(|en| !en.seen)),
+                            .filter(|i| enforced_before.get(i).is_none_or(|en| en.seen)),
                     ),
                     Err(err) => errors.push(format!("listing installed endpoints: {err}")),
                 }
@@ -500,6 +519,7 @@ impl Reconciler {
         if errors.is_empty() {
             st.first = false;
         }
+        self.ready.send_replace(true);
 
         // 5. The ipcache.
         if let Some(addrs) = addrs {
@@ -563,6 +583,7 @@ impl Reconciler {
     /// ADD: makes policy live on a new endpoint's veth and installs its tables,
     /// before ADD answers.
     pub async fn enforce_new(&self, ep: &NewEndpoint) -> Result<(), ReconcileError> {
+        self.ready().await;
         self.dp.attach(&ep.host_ifname, ep.ifindex)?;
         let _guard = self.install.lock().await;
         let (compiler, view) = {

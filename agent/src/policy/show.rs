@@ -149,7 +149,9 @@ pub fn endpoint_view(
         labels: e.facts.labels.clone(),
         named_ports: e.facts.named_ports.clone(),
     };
-    let wanted: EndpointTables = snap.compiler.compile(&snap.view, &local);
+    // In the form the kernel's maps read back in (adjacent equal segments merged).
+    let wanted: EndpointTables =
+        super::datapath::canonical(&snap.compiler.compile(&snap.view, &local));
     let direction = |d: Direction| {
         let selecting = snap.compiler.selecting(&snap.view, &local, d);
         let rules = snap

@@ -217,7 +217,7 @@ async fn an_applied_policy_is_installed_as_compiled_and_the_revision_reported() 
     );
     assert!(want.ingress.isolated, "the policy isolates the endpoint");
     wait_for("the policy's tables", || {
-        entry(&b.dp, 7).filter(|i| i.tables == want)
+        entry(&b.dp, 7).filter(|i| i.tables == super::datapath::canonical(&want))
     })
     .await;
     wait_for("applied revision", || {

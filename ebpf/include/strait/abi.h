@@ -76,8 +76,8 @@ STRAIT_ASSERT_LAYOUT(struct strait_fp_tunnel, pad, 6);
  * Why a packet went where it went: the index of its counter in strait_fp_stats (one
  * per reason, as cilium counts its drop reasons). STRAIT_FWD_* are redirects;
  * STRAIT_PASS_* hand the packet to the kernel's stack unchanged (TC_ACT_OK), each
- * for one reason. No program drops a packet today; a STRAIT_DROP_* reason comes
- * with the first that does. Values are the map's indices: append, never renumber
+ * for one reason; STRAIT_DROP_* drop it (TC_ACT_SHOT). Values are the map's
+ * indices: append, never renumber
  * (the agent's names for them are tied to these values by its BTF test).
  */
 enum strait_reason {
@@ -90,7 +90,262 @@ enum strait_reason {
 	STRAIT_PASS_TTL = 6, /* TTL or hop limit <= 1: the stack sends the ICMP */
 	STRAIT_PASS_SHORT = 7, /* shorter than its Ethernet or IP header */
 	STRAIT_PASS_DISABLED = 8, /* the agent switched the fast path off */
-	STRAIT_REASON_MAX = 9,
+	STRAIT_DROP_POLICY = 9, /* the destination endpoint's ingress policy denied it */
+	STRAIT_REASON_MAX = 10,
+};
+
+/*
+ * Network policy (policy.h, policy.c; docs/policy.md "Datapath"). The agent mirrors
+ * this section in agent/src/policy/datapath/abi.rs and checks it against the
+ * policy object's BTF like the fast path's.
+ */
+
+/* A rule, log rule or allow rule that is not there (RuleId is a u32). */
+#define STRAIT_POL_NONE 0xffffffffu
+/* Set in the peer slot of a rule key that holds a CIDR class, not an identity
+ * (strait_policy::tables::CIDR_CLASS_FLAG). */
+#define STRAIT_POL_CIDR_CLASS_FLAG 0x80000000u
+/* Reserved identities (strait_policy::tables). */
+#define STRAIT_POL_IDENTITY_HOST 1
+#define STRAIT_POL_IDENTITY_WORLD 2
+
+/* Which of an endpoint's checks: what it receives (ingress) or sends (egress). */
+enum strait_pol_dir {
+	STRAIT_POL_INGRESS = 0,
+	STRAIT_POL_EGRESS = 1,
+};
+
+/* A cell's decision_action: the first cluster-tier rule's. */
+enum strait_pol_action {
+	STRAIT_POL_ALLOW = 0,
+	STRAIT_POL_DENY = 1,
+	STRAIT_POL_PASS = 2, /* the namespaced tier decides */
+};
+
+/* strait_pol_endpoint.flags */
+#define STRAIT_POL_F_ISOLATED_INGRESS 0x1
+#define STRAIT_POL_F_ISOLATED_EGRESS 0x2
+#define STRAIT_POL_F_AUDIT_INGRESS 0x4 /* default deny of ingress is audit */
+#define STRAIT_POL_F_AUDIT_EGRESS 0x8
+
+/* strait_pol_endpoints value, by the ifindex of the endpoint's veth (host end). */
+struct strait_pol_endpoint {
+	__u32 identity;
+	__u32 generation; /* conntrack entries of an older one are evaluated again */
+	__u8 version; /* 0 or 1: which half of the tables is live */
+	__u8 flags; /* STRAIT_POL_F_* */
+	__u8 pad[2];
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_endpoint, 12);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_endpoint, identity, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_endpoint, generation, 4);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_endpoint, version, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_endpoint, flags, 9);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_endpoint, pad, 10);
+
+/* strait_pol_rules key (LPM): everything up to the port is matched whole (96
+ * bits), the port by a prefix of a range's decomposition. */
+struct strait_pol_rule_key {
+	__u32 prefixlen; /* 96 + the port prefix's length */
+	__u32 ifindex;
+	__u8 version;
+	__u8 dir; /* enum strait_pol_dir */
+	__u8 proto; /* Protocol::key_for: 1, 6, 17, 58, 132 or 255 */
+	__u8 pad;
+	__u32 peer; /* identity, or CIDR class | STRAIT_POL_CIDR_CLASS_FLAG */
+	__be16 port; /* destination port; ICMP: type << 8 | code */
+	__u8 pad2[2];
+};
+#define STRAIT_POL_RULE_KEY_FIXED_BITS 96
+STRAIT_ASSERT_SIZE(struct strait_pol_rule_key, 20);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, prefixlen, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, ifindex, 4);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, version, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, dir, 9);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, proto, 10);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, pad, 11);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, peer, 12);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, port, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_key, pad2, 18);
+
+/* strait_pol_rules value: strait_policy::tables::Cell. */
+struct strait_pol_cell {
+	__u32 decision_rule; /* STRAIT_POL_NONE: no cluster-tier decision */
+	__u32 log_rule;
+	__u32 allow_rule; /* a namespaced rule that allows */
+	__u8 decision_action; /* enum strait_pol_action */
+	__u8 decision_audit;
+	__u8 pad[2];
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_cell, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, decision_rule, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, log_rule, 4);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, allow_rule, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, decision_action, 12);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, decision_audit, 13);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cell, pad, 14);
+
+/* strait_pol_cidrs key (LPM): an endpoint's CIDR classes, per version and
+ * direction. `family` (4 or 6) keeps an IPv6 prefix such as ::/0 from matching
+ * IPv4 peers, which are keyed IPv4-mapped. */
+struct strait_pol_cidr_key {
+	__u32 prefixlen; /* 64 + the prefix length (IPv4: 64 + 96 + length) */
+	__u32 ifindex;
+	__u8 version;
+	__u8 dir;
+	__u8 family;
+	__u8 pad;
+	struct strait_addr addr;
+};
+#define STRAIT_POL_CIDR_KEY_FIXED_BITS 64
+STRAIT_ASSERT_SIZE(struct strait_pol_cidr_key, 28);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, prefixlen, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, ifindex, 4);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, version, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, dir, 9);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, family, 10);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, pad, 11);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_cidr_key, addr, 12);
+
+/* strait_pol_ipcache: address or prefix -> identity, for every endpoint and node
+ * of the cluster. A miss is STRAIT_POL_IDENTITY_WORLD. */
+struct strait_pol_ipcache_key {
+	__u32 prefixlen; /* IPv4: 96 + length */
+	struct strait_addr addr;
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_ipcache_key, 20);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_ipcache_key, prefixlen, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_ipcache_key, addr, 4);
+
+struct strait_pol_ipcache_value {
+	__u32 identity;
+	__u32 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_ipcache_value, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_ipcache_value, identity, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_ipcache_value, pad, 4);
+
+/* strait_ct key: a flow as one endpoint's check saw it first. `dir` is that check,
+ * so two endpoints of one host each keep their own entry for the same packets. A
+ * reply is found by the reversed tuple and the other direction. ICMP echo: the
+ * request keys (sport = id, dport = 0), the reply (0, id). */
+struct strait_ct_key {
+	struct strait_addr src;
+	struct strait_addr dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto; /* as on the wire */
+	__u8 dir;
+	__u8 pad[2];
+};
+STRAIT_ASSERT_SIZE(struct strait_ct_key, 40);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, src, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, dst, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, sport, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, dport, 34);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, proto, 36);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, dir, 37);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_key, pad, 38);
+
+struct strait_ct_entry {
+	__u64 expires; /* bpf_ktime_get_ns() after which the entry is dead */
+	__u64 packets; /* both ways */
+	__u64 bytes;
+	__u32 generation; /* the endpoint's when the flow was last evaluated */
+	__u32 rule; /* the rule that allowed it; STRAIT_POL_NONE: the default */
+	__u8 tcp_flags_fwd; /* TCP flags seen from the side that opened it */
+	__u8 tcp_flags_rev; /* and from the other side */
+	__u8 audit; /* allowed only because of audit */
+	__u8 pad[5];
+};
+STRAIT_ASSERT_SIZE(struct strait_ct_entry, 40);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, expires, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, packets, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, bytes, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, generation, 24);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, rule, 28);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, tcp_flags_fwd, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, tcp_flags_rev, 33);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, audit, 34);
+STRAIT_ASSERT_LAYOUT(struct strait_ct_entry, pad, 35);
+
+/* Conntrack timeouts, in seconds (docs/policy.md). */
+#define STRAIT_CT_TCP_SYN 60
+#define STRAIT_CT_TCP_ESTABLISHED 21600
+#define STRAIT_CT_TCP_CLOSING 10
+#define STRAIT_CT_OTHER 60
+#define STRAIT_CT_ICMP 30
+
+/* A verdict for `netctl monitor`, in strait_pol_events. Ports in host order. */
+struct strait_pol_event {
+	__u64 time_ns; /* bpf_ktime_get_ns() */
+	__u32 ifindex; /* the endpoint whose check decided */
+	__u8 dir;
+	__u8 proto;
+	__u8 allowed;
+	__u8 audit;
+	struct strait_addr src;
+	struct strait_addr dst;
+	__u16 sport; /* ICMP: 0 */
+	__u16 dport; /* ICMP: type << 8 | code */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule; /* STRAIT_POL_NONE: the default */
+	__u32 log_rule;
+	__u32 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_event, 72);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, time_ns, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, ifindex, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, dir, 12);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, proto, 13);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, allowed, 14);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, audit, 15);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, src, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, dst, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, sport, 48);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, dport, 50);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, src_identity, 52);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, dst_identity, 56);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, rule, 60);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, log_rule, 64);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_event, pad, 68);
+
+/* strait_pol_rule_stats key: new flows (and re-evaluations) per deciding rule. */
+enum strait_pol_verdict {
+	STRAIT_POL_VERDICT_ALLOWED = 0,
+	STRAIT_POL_VERDICT_DENIED = 1,
+	STRAIT_POL_VERDICT_AUDIT = 2, /* denied, passed in audit */
+};
+
+struct strait_pol_rule_stat_key {
+	__u32 rule; /* STRAIT_POL_NONE: the default */
+	__u32 verdict; /* enum strait_pol_verdict */
+};
+STRAIT_ASSERT_SIZE(struct strait_pol_rule_stat_key, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_stat_key, rule, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_pol_rule_stat_key, verdict, 4);
+
+/*
+ * Why the policy check let a packet pass or dropped it: the index of its counter in
+ * strait_pol_stats. Append, never renumber.
+ */
+enum strait_pol_reason {
+	STRAIT_POL_ALLOWED_NEW = 0, /* a new flow allowed, conntrack entry made */
+	STRAIT_POL_ALLOWED_ESTABLISHED = 1, /* its flow's entry, current generation */
+	STRAIT_POL_ALLOWED_REPLY = 2, /* the reply of a tracked flow */
+	STRAIT_POL_ALLOWED_RELATED = 3, /* an ICMP error about a tracked flow */
+	STRAIT_POL_ALLOWED_FROM_HOST = 4, /* into an endpoint from its own host */
+	STRAIT_POL_ALLOWED_UNTRACKED = 5, /* allowed, no entry: TCP without SYN, ICMP error */
+	STRAIT_POL_REEVALUATED_ALLOWED = 6, /* older generation, still allowed */
+	STRAIT_POL_DENIED_RULE = 7, /* a deny rule decided */
+	STRAIT_POL_DENIED_DEFAULT = 8, /* isolated, and no rule allows it */
+	STRAIT_POL_AUDIT_DENIED = 9, /* denied by policy in audit: passed */
+	STRAIT_POL_REEVALUATED_DENIED = 10, /* older generation, now denied: entry deleted */
+	STRAIT_POL_EVENTS_LOST = 11, /* the event ring buffer was full */
+	STRAIT_POL_PASS_NOT_IP = 12, /* neither IPv4 nor IPv6 (ARP) */
+	STRAIT_POL_PASS_LINK_CONTROL = 13, /* IPv6 neighbour discovery and MLD */
+	STRAIT_POL_REASON_MAX = 14,
 };
 
 #endif /* STRAIT_ABI_H */
