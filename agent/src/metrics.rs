@@ -177,6 +177,30 @@ pub trait PolicyCounters: Send + Sync {
     fn events_lost(&self) -> Result<u64, String>;
 }
 
+/// The eBPF datapath's per-CPU counters, summed.
+impl PolicyCounters for crate::policy::datapath::PolicyDatapath {
+    fn by_reason(&self) -> Result<Vec<ReasonCount>, String> {
+        Ok(self
+            .stats()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(reason, count)| ReasonCount {
+                reason: reason.name().to_string(),
+                dropped: reason.dropped(),
+                count,
+            })
+            .collect())
+    }
+
+    fn events_lost(&self) -> Result<u64, String> {
+        let stats = self.stats().map_err(|e| e.to_string())?;
+        Ok(stats
+            .get(&crate::policy::datapath::PolicyReason::EventsLost)
+            .copied()
+            .unwrap_or(0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReasonCount {
     pub reason: String,
