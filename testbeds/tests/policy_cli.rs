@@ -319,6 +319,33 @@ fn policy_cli_on_a_real_agent() {
     assert_eq!(event.dst.namespace.as_deref(), Some("x"), "{event:?}");
     drop(monitor);
 
+    // The metrics count the denials: per policy and verdict from the events, by
+    // reason from the datapath's counters.
+    let metrics = cluster
+        .host(0)
+        .agent
+        .client()
+        .request("GET", "/metrics", None)
+        .expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let count = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(
+            r#"strait_policy_verdicts_total{policy="default",direction="ingress",verdict="denied"} "#
+        ) > 0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"strait_policy_drops_total{reason="denied_default"} "#) > 0,
+        "{metrics}"
+    );
+
     // Delete both; a second delete is an error naming the object.
     let out = ok(
         &cluster,
