@@ -386,7 +386,7 @@ impl PolicyDatapath {
     }
 
     /// Whether both programs are attached to `ifname` (any agent's copy).
-    pub fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+    pub fn programs_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
         let mut all = true;
         for (name, hook) in [(FROM_ENDPOINT, Hook::Ingress), (TO_ENDPOINT, Hook::Egress)] {
             let ids = attach::attached_ids(name, ifname, hook).map_err(|reason| {
@@ -402,6 +402,10 @@ impl PolicyDatapath {
 }
 
 impl Dataplane for PolicyDatapath {
+    fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+        self.programs_attached(ifname)
+    }
+
     fn attach(&self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
         let mut s = self.lock();
         for (name, hook) in [(FROM_ENDPOINT, Hook::Ingress), (TO_ENDPOINT, Hook::Egress)] {
