@@ -871,7 +871,7 @@ mod enforcement {
             "spec":{"podSelector":{},"policyTypes":["Ingress"]}}"#;
         agent.apply(deny).await.expect("apply");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while dp.lock().attached.get(&c1).is_none() {
+        while !dp.lock().attached.contains_key(&c1) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "c1 never got the programs"
