@@ -10,6 +10,34 @@ use std::time::{Duration, Instant};
 use strait_api::{Client, Readiness, paths};
 
 use crate::bins::bin;
+
+/// The bpf filesystem test agents pin their maps in. Not `/sys/fs/bpf`: `ip netns
+/// exec` mounts a fresh sysfs over `/sys` for the agent, which hides a bpffs there
+/// (the agent would mount a private one, gone with it, and a restarted agent would
+/// find nothing to adopt). Mounted once, on first use; each agent removes its own
+/// directory in it.
+pub fn test_bpffs() -> PathBuf {
+    static MOUNTED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MOUNTED
+        .get_or_init(|| {
+            let dir = PathBuf::from("/run/strait-test-bpffs");
+            let mounted = || {
+                std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+                    m.lines()
+                        .any(|l| l.split_whitespace().nth(1) == Some("/run/strait-test-bpffs"))
+                })
+            };
+            if !mounted() {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = Command::new("mount")
+                    .args(["-t", "bpf", "strait-test-bpf"])
+                    .arg(&dir)
+                    .status();
+            }
+            dir
+        })
+        .clone()
+}
 use crate::netns::Netns;
 
 /// How to start an agent.
@@ -84,6 +112,9 @@ impl Agent {
         for p in &self.opts.pools {
             cmd.arg("--pool").arg(p);
         }
+        if !self.opts.extra.iter().any(|a| a == "--bpf-dir") {
+            cmd.arg("--bpf-dir").arg(self.bpf_dir());
+        }
         if let Some(m) = self.opts.mtu {
             cmd.arg("--mtu").arg(m.to_string());
         }
@@ -147,6 +178,12 @@ impl Agent {
         }
     }
 
+    /// Where this agent pins its policy maps: its own directory on the tests' bpffs
+    /// ([`test_bpffs`]), kept across restarts as `/sys/fs/bpf/strait` is on a host.
+    pub fn bpf_dir(&self) -> PathBuf {
+        test_bpffs().join(&self.netns)
+    }
+
     /// A killed agent leaves its namespace's lock file in `/run/strait` (the next agent
     /// on the host would remove it); the test that made the namespace removes it now,
     /// once no agent holds it, so a test run leaves nothing there.
@@ -199,6 +236,8 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
         self.remove_netns_lock();
+        // Its pinned maps (the programs went with the namespace's veths).
+        let _ = std::fs::remove_dir_all(self.bpf_dir());
         if std::thread::panicking() {
             eprintln!(
                 "----- straitd log ({}) -----\n{}\n----- end of log -----",
