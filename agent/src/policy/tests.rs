@@ -683,7 +683,7 @@ async fn a_refused_apply_writes_nothing() {
     assert_eq!(b.store.revision().await.unwrap(), before);
     let out = b
         .agent
-        .apply(r#"{"kind":"Namespace","metadata":{"name":"ok","labels":{"team":"x"}}}"#)
+        .apply(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ok","labels":{"team":"x"}}}"#)
         .await
         .unwrap();
     assert_eq!(out.keys, vec!["namespaces/ok".to_string()]);
