@@ -675,8 +675,7 @@ async fn show_compares_the_compiled_tables_with_the_kernel() {
 async fn a_refused_apply_writes_nothing() {
     let b = bed(async |_, _| {}).await;
     let before = b.store.revision().await.unwrap();
-    let text =
-        r#"[{"kind":"Namespace","metadata":{"name":"ok"}},{"kind":"Namespace","metadata":{}}]"#;
+    let text = r#"[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ok"}},{"apiVersion":"v1","kind":"Namespace","metadata":{}}]"#;
     let err = b.agent.apply(text).await.unwrap_err();
     assert!(err.to_string().contains("metadata.name"), "{err}");
     assert!(b.agent.list().await.unwrap().is_empty());
