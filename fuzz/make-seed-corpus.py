@@ -106,3 +106,96 @@ for i, a in enumerate(answers):
 write("api_http_response", http(503, '{"code":11,"message":"agent is starting"}'))
 write("api_http_response", http(500, "not json"))
 write("api_http_response", "HTTP/1.1 200 OK\r\n\r\n")
+
+# policy_documents: what `netctl policy apply -f` reads. One of each kind with every
+# field, the input forms (YAML stream with empty documents, JSON stream, JSON list,
+# kind: List), and a `kubectl get -o yaml` copy with server-set fields.
+NETWORK_POLICY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web
+  namespace: prod
+  annotations:
+    strait.io/audit: "true"
+spec:
+  podSelector:
+    matchLabels: {app: web}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchExpressions:
+        - {key: team, operator: In, values: [a, b]}
+        - {key: legacy, operator: DoesNotExist}
+      podSelector: {matchLabels: {role: client}}
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
+    ports:
+    - {protocol: TCP, port: 80, endPort: 90}
+    - {protocol: UDP, port: dns}
+    - protocol: SCTP
+  - {}
+  egress:
+  - to:
+    - ipBlock: {cidr: "fd00::/48"}
+  - ports: [{port: 443}]
+"""
+CLUSTER_POLICY = """apiVersion: strait.io/v1
+kind: ClusterPolicy
+metadata:
+  name: guard
+spec:
+  order: 10
+  audit: false
+  namespaceSelector: {matchLabels: {env: prod}}
+  podSelector: {}
+  types: [Ingress, Egress]
+  ingress:
+  - action: Log
+  - action: Allow
+    protocol: TCP
+    from: [{podSelector: {matchLabels: {app: monitor}}}]
+    ports: [{port: 9090}, {port: metrics}, {port: 10000, endPort: 10100}]
+  - action: Pass
+    from: [{namespaceSelector: {}}]
+  egress:
+  - action: Allow
+    protocol: ICMP
+    icmp: {type: 8, code: 0}
+  - action: Deny
+    protocol: 47
+    to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}]
+"""
+NAMESPACE = """apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+  labels: {env: prod}
+spec: {finalizers: [kubernetes]}
+status: {phase: Active}
+"""
+KUBECTL_COPY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  creationTimestamp: "2024-05-01T10:00:00Z"
+  generation: 1
+  managedFields:
+  - {apiVersion: networking.k8s.io/v1, fieldsType: FieldsV1, manager: kubectl, operation: Update}
+  name: deny-all
+  resourceVersion: "1234"
+  uid: 4a1b6f0e-0000-4000-8000-000000000000
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+status: {}
+"""
+for doc in (NETWORK_POLICY, CLUSTER_POLICY, NAMESPACE, KUBECTL_COPY):
+    write("policy_documents", doc)
+write("policy_documents", "---\n# empty\n---\n" + NAMESPACE + "---\n" + NETWORK_POLICY + "...\n")
+ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "labels": {"x": "1"}}}
+deny_egress = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "deny-egress"},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+write("policy_documents", json.dumps(ns) + "\n" + json.dumps(deny_egress))
+write("policy_documents", json.dumps([ns, deny_egress], indent="\t"))
+write("policy_documents", json.dumps({"apiVersion": "v1", "kind": "List",
+                                      "items": [ns, deny_egress]}, separators=(",", ":")))

@@ -15,6 +15,8 @@ PKGS=(
   # the cluster store (etcd backend, cluster tests)
   etcd-server
   iperf3
+  # the policy benchmark's iptables baseline (scripts/bench-policy.sh)
+  ipset
   # BGP interop peers (frr: bgpd+zebra; gobgpd: gobgpd and the gobgp CLI). Their
   # services never start here: tests run every daemon themselves, inside a netns.
   bird2 frr gobgpd

@@ -324,6 +324,7 @@ async fn start(
     let policy_tasks = start_policy(&policy, &policy_datapath, stop.clone());
     policy.ready().await;
     state.set_policy(policy);
+    state.set_policy_counters(policy_datapath.clone());
     state.set_phase("attaching the fast path");
     let fast_path_task = start_fast_path(
         cfg.fast_path,

@@ -1,7 +1,14 @@
 //! Prometheus metrics of the agent. Request metrics are recorded where requests are
 //! served; state gauges (endpoints, pool usage) are refreshed at scrape time from the
 //! owners of that state, so they can never drift from it.
+//!
+//! Network policy's metrics (the end of this file): verdicts per policy, direction
+//! and verdict, counted from the flow events (every denial; allowed flows once, on
+//! their first packet), and the datapath's drops by reason, read from its per-CPU
+//! counters at scrape time.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -28,8 +35,28 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyVerdictLabels {
+    /// `NS/NAME`, `cluster/NAME`, or `default` (no rule decided: the endpoint is not
+    /// selected, or isolated and nothing allows).
+    pub policy: String,
+    pub direction: String,
+    /// allowed, denied, audit (denied, passed in audit).
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub policy_verdicts: Family<PolicyVerdictLabels, Counter>,
+    pub policy_drops: Family<ReasonLabels, Counter>,
+    pub policy_events_lost: Counter,
+    /// The datapath's totals at the last scrape, to add what they grew by.
+    policy_seen: Mutex<BTreeMap<String, u64>>,
     pub requests: Family<VerbLabels, Counter>,
     pub duration: Family<VerbOnly, Histogram>,
     pub endpoints: Gauge,
@@ -82,8 +109,31 @@ impl Metrics {
             "Leaked reservations released by the agent's GC",
             gc_released.clone(),
         );
+        let policy_verdicts = Family::<PolicyVerdictLabels, Counter>::default();
+        let policy_drops = Family::<ReasonLabels, Counter>::default();
+        let policy_events_lost = Counter::default();
+        registry.register(
+            "policy_verdicts",
+            "Policy verdicts by deciding policy, direction and verdict (denials per packet, \
+             allowed flows per connection)",
+            policy_verdicts.clone(),
+        );
+        registry.register(
+            "policy_drops",
+            "Packets the policy datapath dropped, by reason",
+            policy_drops.clone(),
+        );
+        registry.register(
+            "policy_events_lost",
+            "Flow events the datapath's ring buffer could not hold",
+            policy_events_lost.clone(),
+        );
         Self {
             registry,
+            policy_verdicts,
+            policy_drops,
+            policy_events_lost,
+            policy_seen: Mutex::new(BTreeMap::new()),
             requests,
             duration,
             endpoints,
@@ -114,5 +164,174 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The policy datapath's counters, totals since its maps were made (they survive an
+/// agent restart). A trait so the API and its tests need no kernel.
+pub trait PolicyCounters: Send + Sync {
+    /// Packets per reason (`denied_rule`, `allowed_reply`, …) and whether that reason
+    /// drops the packet.
+    fn by_reason(&self) -> Result<Vec<ReasonCount>, String>;
+    /// Events the ring buffer could not hold.
+    fn events_lost(&self) -> Result<u64, String>;
+}
+
+/// The eBPF datapath's per-CPU counters, summed.
+impl PolicyCounters for crate::policy::datapath::PolicyDatapath {
+    fn by_reason(&self) -> Result<Vec<ReasonCount>, String> {
+        Ok(self
+            .stats()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(reason, count)| ReasonCount {
+                reason: reason.name().to_string(),
+                dropped: reason.dropped(),
+                count,
+            })
+            .collect())
+    }
+
+    fn events_lost(&self) -> Result<u64, String> {
+        let stats = self.stats().map_err(|e| e.to_string())?;
+        Ok(stats
+            .get(&crate::policy::datapath::PolicyReason::EventsLost)
+            .copied()
+            .unwrap_or(0))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub dropped: bool,
+    pub count: u64,
+}
+
+impl Metrics {
+    /// One flow event, counted under the policy of its deciding rule.
+    pub fn count_policy_verdict(&self, e: &strait_api::policy::FlowEvent) {
+        let verdict = strait_api::policy_wire::verdict_of(e);
+        self.policy_verdicts
+            .get_or_create(&PolicyVerdictLabels {
+                policy: e
+                    .rule
+                    .as_ref()
+                    .map_or_else(|| "default".to_string(), |r| r.policy.clone()),
+                direction: e.direction.clone(),
+                verdict: verdict.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// The datapath's totals read now: each counter grows by what its total grew by
+    /// since the last read. A total that went down (the maps were made anew) counts
+    /// from zero again.
+    pub fn record_policy_counters(&self, reasons: &[ReasonCount], events_lost: u64) {
+        let mut seen = self.policy_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut grew = |key: String, total: u64| {
+            let last = seen.insert(key, total).unwrap_or(0);
+            if total >= last { total - last } else { total }
+        };
+        for r in reasons.iter().filter(|r| r.dropped) {
+            let n = grew(format!("drop/{}", r.reason), r.count);
+            self.policy_drops
+                .get_or_create(&ReasonLabels {
+                    reason: r.reason.clone(),
+                })
+                .inc_by(n);
+        }
+        let n = grew("events_lost".into(), events_lost);
+        self.policy_events_lost.inc_by(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_api::policy::{FlowEvent, FlowPeer, RuleView};
+
+    fn event(rule: Option<&str>, allowed: bool, audit: bool) -> FlowEvent {
+        let peer = |a: &str| FlowPeer {
+            address: a.parse().expect("ip"),
+            port: 80,
+            identity: 256,
+            endpoint: None,
+            namespace: None,
+            labels: Default::default(),
+        };
+        FlowEvent {
+            time_ns: 0,
+            node: "n1".into(),
+            direction: "ingress".into(),
+            endpoint: None,
+            src: peer("10.0.0.1"),
+            dst: peer("10.0.0.2"),
+            protocol: "tcp".into(),
+            allowed,
+            audit,
+            rule: rule.map(|p| RuleView {
+                id: 1,
+                policy: p.into(),
+                index: 0,
+                action: "deny".into(),
+                audit,
+            }),
+            log_rule: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_are_counted_per_policy_direction_and_verdict() {
+        let m = Metrics::new();
+        m.count_policy_verdict(&event(Some("cluster/deny-db"), false, false));
+        m.count_policy_verdict(&event(Some("cluster/deny-db"), false, false));
+        m.count_policy_verdict(&event(Some("team-a/audit"), true, true));
+        m.count_policy_verdict(&event(None, false, false));
+        let text = m.encode();
+        for line in [
+            r#"strait_policy_verdicts_total{policy="cluster/deny-db",direction="ingress",verdict="denied"} 2"#,
+            r#"strait_policy_verdicts_total{policy="team-a/audit",direction="ingress",verdict="audit"} 1"#,
+            r#"strait_policy_verdicts_total{policy="default",direction="ingress",verdict="denied"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn drops_follow_the_datapaths_totals() {
+        let m = Metrics::new();
+        let reasons = |denied: u64, default: u64| {
+            vec![
+                ReasonCount {
+                    reason: "denied_rule".into(),
+                    dropped: true,
+                    count: denied,
+                },
+                ReasonCount {
+                    reason: "denied_default".into(),
+                    dropped: true,
+                    count: default,
+                },
+                ReasonCount {
+                    reason: "allowed_reply".into(),
+                    dropped: false,
+                    count: 1000,
+                },
+            ]
+        };
+        m.record_policy_counters(&reasons(5, 2), 1);
+        m.record_policy_counters(&reasons(8, 2), 4);
+        // The maps were made anew: their counters start from zero.
+        m.record_policy_counters(&reasons(1, 2), 4);
+        let text = m.encode();
+        for line in [
+            r#"strait_policy_drops_total{reason="denied_rule"} 9"#,
+            r#"strait_policy_drops_total{reason="denied_default"} 2"#,
+            "strait_policy_events_lost_total 4",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("allowed_reply"), "{text}");
     }
 }

@@ -284,8 +284,10 @@ fn policy_is_enforced_on_real_traffic_and_survives_a_new_datapath() {
     assert!(connect(&bed.a, addr(B_V4, 8081)).is_ok());
 
     // b isolated for ingress: nothing reaches it; a still reaches the host.
-    let mut tb = EndpointTables::default();
-    tb.ingress = allowing(A_ID, &[]);
+    let mut tb = EndpointTables {
+        ingress: allowing(A_ID, &[]),
+        ..EndpointTables::default()
+    };
     dp.install(ib, B_ID, &tb).unwrap();
     assert!(!bed.ping(&bed.a, B_V4));
     assert!(!bed.ping(&bed.a, B_V6));

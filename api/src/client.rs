@@ -9,7 +9,7 @@
 //! says which of "not running", "not answering" and "went away mid-answer" it was, so
 //! the plugin can tell a runtime to retry or queue a DEL.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -169,6 +169,73 @@ impl Client {
     pub fn bgp_delete_external_peer(&self, name: &str) -> Result<(), ClientError> {
         self.request("DELETE", &crate::paths::bgp_external_peer(name), None)?;
         Ok(())
+    }
+
+    /// GET `path` and read its answer line by line as it comes (the monitor's
+    /// NDJSON). The call's timeout bounds the connect and the answer's head only: the
+    /// stream itself lasts until the agent ends it or the caller drops it. An error
+    /// status is read whole and returned as the agent's [`ApiError`].
+    pub fn stream_lines(&self, path: &str) -> Result<LineStream, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut stream = self.connect(deadline)?;
+        let io = |source: std::io::Error| self.io_error(source);
+        let msg = format!(
+            "GET {path} HTTP/1.1\r\nHost: straitd\r\nAccept: application/x-ndjson\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream
+            .set_write_timeout(Some(self.remaining(deadline)?))
+            .map_err(io)?;
+        stream.write_all(msg.as_bytes()).map_err(io)?;
+        stream
+            .set_read_timeout(Some(self.remaining(deadline)?))
+            .map_err(io)?;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 {
+                return Err(ClientError::Closed {
+                    path: self.socket.clone(),
+                    detail: format!("no header terminator after {} bytes", head.len()),
+                });
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let (status, chunked) = match parse_head(&head) {
+            Ok(h) => h,
+            Err(Parse::Truncated(m)) => {
+                return Err(ClientError::Closed {
+                    path: self.socket.clone(),
+                    detail: m.to_string(),
+                });
+            }
+            Err(Parse::Bad(m)) => return Err(ClientError::BadResponse(m)),
+        };
+        if !(200..300).contains(&status) {
+            // Errors are small JSON bodies: read them whole, within the deadline.
+            let mut rest = Vec::new();
+            let _ = reader.read_to_end(&mut rest);
+            let body = if chunked {
+                dechunk(&rest).unwrap_or(rest)
+            } else {
+                rest
+            };
+            return answer_of(status, body).map(|_| unreachable!("status is not 2xx"));
+        }
+        // From here on, wait for lines as long as it takes.
+        reader.get_ref().set_read_timeout(None).map_err(io)?;
+        Ok(LineStream {
+            reader,
+            chunked,
+            chunk_left: 0,
+            pending: Vec::new(),
+            done: false,
+        })
     }
 
     /// Send one request; return the body of a 2xx answer, or the agent's [`ApiError`].
@@ -396,6 +463,122 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), Parse> {
     Ok((status, body))
 }
 
+/// The status and whether the body is chunked, from a response's head (up to and
+/// including its blank line).
+fn parse_head(head: &[u8]) -> Result<(u16, bool), Parse> {
+    let bad = |m: &str| Parse::Bad(m.to_string());
+    let text = std::str::from_utf8(head).map_err(|_| bad("non-UTF-8 headers"))?;
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let chunked = lines.any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    Ok((status, chunked))
+}
+
+/// The lines of a streamed answer ([`Client::stream_lines`]), de-chunked as they
+/// arrive: each `next()` blocks until a whole line is there. Blank lines (the
+/// agent's keep-alives) are skipped; the last line needs no newline.
+pub struct LineStream {
+    reader: std::io::BufReader<UnixStream>,
+    chunked: bool,
+    /// Bytes of the current chunk not read yet.
+    chunk_left: usize,
+    /// Bytes of a line not complete yet.
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl LineStream {
+    /// At most `max` more body bytes into `pending`; 0 at the end of the body.
+    fn fill(&mut self, max: usize) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        if !self.chunked {
+            let buf = self.reader.fill_buf()?;
+            let n = buf.len().min(max);
+            self.pending.extend_from_slice(&buf[..n]);
+            self.reader.consume(n);
+            return Ok(n);
+        }
+        if self.chunk_left == 0 {
+            let mut size_line = String::new();
+            if self.reader.read_line(&mut size_line)? == 0 {
+                return Ok(0);
+            }
+            let size = size_line.trim_end();
+            // The CRLF that ends the previous chunk's data comes first.
+            let size = if size.is_empty() {
+                size_line.clear();
+                if self.reader.read_line(&mut size_line)? == 0 {
+                    return Ok(0);
+                }
+                size_line.trim_end()
+            } else {
+                size
+            };
+            let hex = size.split(';').next().unwrap_or_default().trim();
+            self.chunk_left = usize::from_str_radix(hex, 16).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad chunk size {hex:?}"),
+                )
+            })?;
+            if self.chunk_left == 0 {
+                return Ok(0);
+            }
+        }
+        let buf = self.reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.chunk_left).min(max);
+        self.pending.extend_from_slice(&buf[..n]);
+        self.reader.consume(n);
+        self.chunk_left -= n;
+        Ok(n)
+    }
+}
+
+impl Iterator for LineStream {
+    type Item = Result<String, std::io::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let rest = self.pending.split_off(end + 1);
+                let line = std::mem::replace(&mut self.pending, rest);
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                return Some(Ok(line));
+            }
+            if self.done {
+                let last = std::mem::take(&mut self.pending);
+                let line = String::from_utf8_lossy(&last).trim_end().to_string();
+                return (!line.is_empty()).then_some(Ok(line));
+            }
+            match self.fill(64 * 1024) {
+                Ok(0) => self.done = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.done = true;
+                    self.pending.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
@@ -489,6 +672,73 @@ mod tests {
                 String::from_utf8_lossy(cut)
             );
         }
+    }
+
+    /// A listener that answers with `parts`, written one at a time with a pause
+    /// between them (so the reader sees a chunk split across reads).
+    fn streaming_agent(dir: &Path, parts: Vec<&'static [u8]>) -> PathBuf {
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            for p in parts {
+                let _ = s.write_all(p);
+                let _ = s.flush();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn streamed_lines_are_dechunked_as_they_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = streaming_agent(
+            dir.path(),
+            vec![
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+                  transfer-encoding: chunked\r\n\r\n",
+                // One line in one chunk; then a line split over two chunks and two
+                // writes; a keep-alive blank line; a chunk holding two lines.
+                b"8\r\n{\"a\":1}\n\r\n",
+                b"4\r\n{\"b\"",
+                b"\r\n",
+                b"3\r\n:2}\r\n1\r\n\n\r\n1\r\n\n\r\n",
+                b"f\r\n{\"c\":3}\n{\"d\":4}\r\n0\r\n\r\n",
+            ],
+        );
+        let lines: Vec<String> = Client::new(&path)
+            .stream_lines("/v1/policy/monitor")
+            .unwrap()
+            .map(|l| l.unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#, r#"{"d":4}"#]
+        );
+    }
+
+    #[test]
+    fn a_streamed_error_is_the_agents_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = streaming_agent(
+            dir.path(),
+            vec![
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 49\r\n\r\n",
+                b"{\"code\":11,\"message\":\"policy is not running yet\"}",
+            ],
+        );
+        let err = match Client::new(&path).stream_lines("/v1/policy/monitor") {
+            Err(e) => e,
+            Ok(_) => panic!("an error status"),
+        };
+        assert!(
+            matches!(&err, ClientError::Api(e) if e.code == 11),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not running yet"), "{err}");
     }
 
     #[test]

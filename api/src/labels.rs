@@ -26,13 +26,13 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() || prefix.len() > MAX_PREFIX || !is_dns_subdomain(prefix) {
-            return Err(format!(
-                "label key {key:?}: the prefix before '/' must be a DNS subdomain (lower-case \
-                 letters, digits, '-' and '.', at most {MAX_PREFIX} characters)"
-            ));
-        }
+    if let Some(prefix) = prefix
+        && (prefix.is_empty() || prefix.len() > MAX_PREFIX || !is_dns_subdomain(prefix))
+    {
+        return Err(format!(
+            "label key {key:?}: the prefix before '/' must be a DNS subdomain (lower-case \
+             letters, digits, '-' and '.', at most {MAX_PREFIX} characters)"
+        ));
     }
     if name.is_empty() {
         return Err(format!("label key {key:?}: the name must not be empty"));

@@ -14,7 +14,8 @@
 //! - [`paths`]: the API's paths; [`types`]: request and response bodies (CNI verbs,
 //!   status, endpoints, IPAM, the fast path); [`routes`]: `netctl routes`;
 //!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views;
-//!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`).
+//!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
+//!   [`policy_wire`]: the policy API's requests and the monitor's lines.
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
@@ -37,6 +38,7 @@ pub mod labels;
 pub mod mac;
 pub mod nodes;
 pub mod policy;
+pub mod policy_wire;
 pub mod queue;
 pub mod routes;
 pub mod types;
@@ -90,4 +92,25 @@ pub mod paths {
     }
     /// `?prefix=<cidr>` narrows it to one prefix.
     pub const BGP_RIB: &str = "/v1/bgp/rib";
+
+    /// Policy objects: `POST` the documents' text (YAML or JSON) to apply them all or
+    /// none, `GET` to list them; one object under [`policy_object`].
+    pub const POLICIES: &str = "/v1/policies";
+    /// `GET` or `DELETE` one policy object by its key as `list` names it
+    /// (`policy/k8s/NS/NAME`, `policy/cluster/NAME`, `namespaces/NAME`).
+    pub fn policy_object(key: &str) -> String {
+        format!("{POLICIES}/{key}")
+    }
+    /// One endpoint's effective rules beside its kernel maps: [`policy_endpoint`].
+    pub const POLICY_ENDPOINTS: &str = "/v1/policy/endpoints";
+    pub fn policy_endpoint(id: &str) -> String {
+        format!("{POLICY_ENDPOINTS}/{id}")
+    }
+    /// `POST` a [`crate::policy_wire::TraceRequest`].
+    pub const POLICY_TRACE: &str = "/v1/policy/trace";
+    /// The node's policy control plane (applied store revision).
+    pub const POLICY_STATUS: &str = "/v1/policy/status";
+    /// Flow events as NDJSON, one per line, until the client goes
+    /// ([`crate::policy_wire::MonitorFilter`] as the query).
+    pub const POLICY_MONITOR: &str = "/v1/policy/monitor";
 }

@@ -171,8 +171,7 @@ static __always_inline enum strait_reason forward(struct __sk_buff *skb, int may
 /* Counts the packet under `reason` and turns it into the tc verdict. A packet for a
  * local endpoint first passes that endpoint's ingress policy (strait/policy.h):
  * bpf_redirect_peer skips the hook on its veth where policy.c would check it. */
-static __always_inline int verdict(struct __sk_buff *skb, enum strait_reason reason,
-				   __u32 ifindex)
+static __always_inline int verdict(struct __sk_buff *skb, enum strait_reason reason, __u32 ifindex)
 {
 	if (reason == STRAIT_FWD_ENDPOINT && !strait_pol_check(skb, ifindex, STRAIT_POL_INGRESS))
 		reason = STRAIT_DROP_POLICY;

@@ -34,7 +34,7 @@ SEC("classifier")
 int strait_pol_to_ep(struct __sk_buff *skb)
 {
 	return strait_pol_check(skb, skb->ifindex, STRAIT_POL_INGRESS) ? TC_ACT_UNSPEC :
-									   TC_ACT_SHOT;
+									 TC_ACT_SHOT;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -4,6 +4,7 @@
 
 mod bgp;
 mod endpoints;
+mod policy;
 mod table;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub(crate) enum Output {
     /// A table with nothing shortened (full container IDs).
     Wide,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +76,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BgpCmd,
     },
+    /// Network policy: apply, get, list and delete policies; an endpoint's rules
+    /// beside its kernel maps; trace a flow; the node's applied revision.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Live policy verdicts on this node, one line per flow (denials all, allowed
+    /// flows once per connection); `-o json` for JSON lines. Runs until interrupted.
+    Monitor(policy::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +232,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             BgpCmd::Peer { cmd } => peer_cmd(&client, out, cmd),
         },
+        Cmd::Policy { cmd } => policy::run(&client, out, cmd),
+        Cmd::Monitor(args) => policy::monitor(&client, out, args),
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
                 let v: IpamView = client.get(paths::IPAM)?;
@@ -306,6 +319,7 @@ pub(crate) fn emit<T: serde::Serialize>(
 ) -> Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),
         Output::Table | Output::Wide => print!("{}", table()),
     }
     Ok(())
@@ -431,7 +445,7 @@ fn render_fast_path_maps(m: &FastPathMaps) -> String {
     )
 }
 
-fn state_word(state: EntryState) -> &'static str {
+pub(crate) fn state_word(state: EntryState) -> &'static str {
     match state {
         EntryState::Ok => "ok",
         EntryState::Missing => "MISSING",

@@ -18,10 +18,13 @@
 //! falls in the class of its longest matching prefix, and the rules matching it are
 //! the ones whose net contains that prefix and none of whose excepts does.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use crate::ir::{
     Action, Direction, EndpointSelector, NamespaceScope, Peer, Policy, PolicyKey, Ports, Protocol,
@@ -33,13 +36,35 @@ use crate::tables::{
 };
 use crate::view::{ClusterView, LocalEndpoint, NamedPort};
 
-/// The agent's `--policy-mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// The agent's `--policy-mode` (`enforce` or `audit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
     Enforce,
     /// Every deny (by a rule or by default) is recorded and not enforced.
     Audit,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "audit" => Ok(Mode::Audit),
+            other => Err(format!("policy mode {other:?}: expected enforce or audit")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        })
+    }
 }
 
 /// The policies in evaluation order with their rules numbered; compiles any local
@@ -93,6 +118,9 @@ pub(crate) fn takes_part(policy: &Policy, rule: &Rule) -> bool {
 
 /// The ports of one protocol a rule's port list resolves to for one peer.
 type Ranges = Vec<(Protocol, u16, u16)>;
+
+/// Port intervals, each tagged with the rule that matches on it.
+type Tagged = Vec<(u16, u16, RuleId)>;
 
 /// A rule's CIDR peer, with the ports it allows for it.
 struct CidrEntry {
@@ -198,40 +226,21 @@ impl Compiler {
     }
 
     pub fn compile(&self, view: &ClusterView, ep: &LocalEndpoint) -> EndpointTables {
-        // The identities selectors can match (reserved ones never do), with their
-        // namespace's labels looked up once.
-        let mut namespace_labels: HashMap<&str, Labels> = HashMap::new();
-        let identities: Vec<(u32, &str, &Labels)> = view
-            .identities
-            .iter()
-            .filter(|(id, _)| **id >= FIRST_ALLOCATED_IDENTITY)
-            .map(|(id, il)| {
-                namespace_labels
-                    .entry(il.namespace.as_str())
-                    .or_insert_with(|| view.namespace_labels(&il.namespace));
-                (*id, il.namespace.as_str(), &il.labels)
-            })
-            .collect();
-        let world = World {
-            view,
-            ep,
-            identities,
-            namespace_labels,
-        };
+        let world = World::new(view, ep);
         EndpointTables {
             ingress: self.compile_direction(&world, Direction::Ingress),
             egress: self.compile_direction(&world, Direction::Egress),
         }
     }
 
-    fn compile_direction(&self, world: &World<'_>, d: Direction) -> DirectionTables {
+    fn compile_direction<'p>(&'p self, world: &World<'_, 'p>, d: Direction) -> DirectionTables {
         let selecting = self.selecting_indices(world.view, world.ep, d);
         let mut tables = DirectionTables {
             isolated: !selecting.is_empty(),
             default_audit: self.default_audit(&selecting),
             ..DirectionTables::default()
         };
-        let mut by_identity: HashMap<(u32, Protocol), Vec<(u16, u16, RuleId)>> = HashMap::new();
+        let mut by_identity: HashMap<(u32, Protocol), Tagged> = HashMap::new();
         let mut cidrs: Vec<CidrEntry> = Vec::new();
         for &pi in &selecting {
             let policy = &self.policies[pi];
@@ -266,7 +275,7 @@ impl Compiler {
                         });
                     }
                     if !named.is_empty() {
-                        for &(identity, _, _) in &world.identities {
+                        for identity in world.all_identities() {
                             add_identity(identity, &named_for(identity));
                         }
                     }
@@ -274,7 +283,7 @@ impl Compiler {
                 for peer in &rule.peers {
                     match peer {
                         Peer::Endpoints(sel) => {
-                            for identity in world.matching(sel) {
+                            for &identity in world.matching(sel).iter() {
                                 add_identity(identity, &fixed);
                                 if !named.is_empty() {
                                     add_identity(identity, &named_for(identity));
@@ -319,7 +328,7 @@ impl Compiler {
             let class = n as u32 + 1;
             tables.cidrs.insert(prefix, class);
             // The rules' nets containing this prefix are among its ancestors.
-            let mut per_proto: BTreeMap<Protocol, Vec<(u16, u16, RuleId)>> = BTreeMap::new();
+            let mut per_proto: BTreeMap<Protocol, Tagged> = BTreeMap::new();
             for len in 0..=prefix.prefix_len() {
                 let ancestor = IpNet::new(prefix.addr(), len)
                     .expect("a length up to the prefix's own")
@@ -345,7 +354,7 @@ impl Compiler {
 
     /// Sweeps port intervals (each tagged with its rule) into non-overlapping
     /// segments, adjacent equal cells merged, empty cells left out.
-    fn segments(&self, ranges: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
+    fn segments(&self, ranges: Tagged) -> Vec<Segment> {
         // (position, rule, starts): an interval ends at last + 1, hence u32.
         let mut events: Vec<(u32, RuleId, bool)> = Vec::with_capacity(ranges.len() * 2);
         for (a, b, id) in ranges {
@@ -411,30 +420,79 @@ impl Compiler {
     }
 }
 
-/// What one endpoint's compilation looks things up in.
-struct World<'a> {
-    view: &'a ClusterView,
-    ep: &'a LocalEndpoint,
-    /// Allocated identities: id, namespace, labels.
-    identities: Vec<(u32, &'a str, &'a Labels)>,
-    namespace_labels: HashMap<&'a str, Labels>,
+/// One namespace's identities.
+struct Members<'a> {
+    name: &'a str,
+    /// As selectors see them.
+    labels: Labels,
+    identities: Vec<(u32, &'a Labels)>,
 }
 
-impl World<'_> {
-    /// The identities a selector matches.
-    fn matching(&self, sel: &EndpointSelector) -> Vec<u32> {
-        self.identities
-            .iter()
-            .filter(|(_, ns, labels)| {
-                let reached = match &sel.namespaces {
-                    NamespaceScope::Only(only) => only == ns,
-                    NamespaceScope::Selector(s) => s.matches(&self.namespace_labels[ns]),
-                    NamespaceScope::All => true,
-                };
-                reached && sel.pods.matches(labels)
+/// What one endpoint's compilation looks things up in.
+struct World<'a, 'p> {
+    view: &'a ClusterView,
+    ep: &'a LocalEndpoint,
+    /// Allocated identities (reserved ones never match a selector) by namespace.
+    namespaces: Vec<Members<'a>>,
+    /// Selectors resolved so far: policies repeat them a lot.
+    resolved: RefCell<HashMap<&'p EndpointSelector, Rc<[u32]>>>,
+}
+
+impl<'a, 'p> World<'a, 'p> {
+    fn new(view: &'a ClusterView, ep: &'a LocalEndpoint) -> Self {
+        let mut by_namespace: BTreeMap<&str, Vec<(u32, &Labels)>> = BTreeMap::new();
+        for (&id, il) in view.identities.range(FIRST_ALLOCATED_IDENTITY..) {
+            by_namespace
+                .entry(il.namespace.as_str())
+                .or_default()
+                .push((id, &il.labels));
+        }
+        let namespaces = by_namespace
+            .into_iter()
+            .map(|(name, identities)| Members {
+                name,
+                labels: view.namespace_labels(name),
+                identities,
             })
-            .map(|(id, _, _)| *id)
-            .collect()
+            .collect();
+        World {
+            view,
+            ep,
+            namespaces,
+            resolved: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn all_identities(&self) -> impl Iterator<Item = u32> + '_ {
+        self.namespaces
+            .iter()
+            .flat_map(|m| m.identities.iter().map(|(id, _)| *id))
+    }
+
+    /// The identities a selector matches.
+    fn matching(&self, sel: &'p EndpointSelector) -> Rc<[u32]> {
+        if let Some(ids) = self.resolved.borrow().get(sel) {
+            return ids.clone();
+        }
+        let mut ids = Vec::new();
+        for ns in &self.namespaces {
+            let reached = match &sel.namespaces {
+                NamespaceScope::Only(only) => only == ns.name,
+                NamespaceScope::Selector(s) => s.matches(&ns.labels),
+                NamespaceScope::All => true,
+            };
+            if reached {
+                ids.extend(
+                    ns.identities
+                        .iter()
+                        .filter(|(_, labels)| sel.pods.matches(labels))
+                        .map(|(id, _)| *id),
+                );
+            }
+        }
+        let ids: Rc<[u32]> = ids.into();
+        self.resolved.borrow_mut().insert(sel, ids.clone());
+        ids
     }
 
     /// A rule's ports: those that hold for every peer (numeric, and named ones of

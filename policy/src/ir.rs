@@ -96,7 +96,7 @@ pub enum Tier {
 }
 
 /// Which namespaces a selector reaches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NamespaceScope {
     /// One namespace by name (a Kubernetes policy's own).
@@ -109,7 +109,7 @@ pub enum NamespaceScope {
 
 /// A set of endpoints: those in a namespace the scope reaches whose labels the
 /// selector matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EndpointSelector {
     pub namespaces: NamespaceScope,
     pub pods: LabelSelector,

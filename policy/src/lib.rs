@@ -10,14 +10,24 @@
 //!   [`ports`]: port ranges as the maps' LPM prefixes, and what tables cost.
 //! - [`eval`]: the reference evaluator, the semantics read literally (the
 //!   compiler's oracle and `netctl policy trace`'s).
+//! - [`parse`]: the documents users send (Kubernetes NetworkPolicy, strait's
+//!   ClusterPolicy, Namespace) checked and turned into [`ir`]; [`parse_documents`].
 //!
 //! The agent owns the store, the identities' allocation and the maps; this crate
 //! only decides.
 
 pub mod compile;
+mod documents;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ir;
+pub mod parse;
 pub mod ports;
 pub mod selector;
 pub mod tables;
 pub mod view;
+
+pub use documents::AUDIT_ANNOTATION;
+pub use documents::cluster_policy::DEFAULT_ORDER;
+pub use parse::{Document, NamespaceDoc, ParseError, Parsed, parse_documents};

@@ -10,23 +10,29 @@
 //!   own `straitd`, one etcd, containers attached through `strait`; probes (ping,
 //!   full-MTU ping, TCP echo, continuous ping). The `strait-testbed` CLI runs one for
 //!   exploring by hand.
+//! * [`netpol`]: the network-policy truth-table harness (model, prober, expected
+//!   tables, runner).
 //! * [`wait`]: [`wait_until`], polling for a condition with a timeout, for every test.
 //! * [`host`]: a one-host bed (a namespace as the host, its agent, containers).
 //! * [`etcd`]: a private etcd per test; [`peers`]: BIRD, FRR and gobgpd as BGP peers;
 //!   [`runtimes`]: a private Podman and containerd driving `strait`.
 //! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
 //!   binaries under test are.
+//! * [`bench`]: what the benchmark programs share (iperf3 runs and servers, medians,
+//!   busy CPU time).
 //!
 //! Privileged tests call [`require_root`] first: without root they print a visible
 //! `SKIP` line (and `STRAIT_REQUIRE_PRIVILEGED=1`, set by CI, turns that into a failure).
 
 pub mod agent;
+pub mod bench;
 pub mod bins;
 pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod host;
 pub mod netns;
+pub mod netpol;
 pub mod peers;
 pub mod process;
 pub mod runtimes;

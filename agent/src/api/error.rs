@@ -13,6 +13,8 @@ use crate::attach::AttachError;
 use crate::attach::records::RecordError;
 use crate::fabric::bgp::external::ExternalPeerError;
 use crate::ipam::IpamError;
+use crate::policy::store::PolicyStoreError;
+use crate::policy::{ApplyError, PolicyError};
 use crate::store::StoreError;
 
 /// A failed request, as the client will see it.
@@ -122,6 +124,46 @@ impl From<ExternalPeerError> for Failure {
             ExternalPeerError::Invalid(_) => code::INVALID_CONFIG,
             ExternalPeerError::NotFound(_) => code::NOT_CONFIGURED,
             ExternalPeerError::Store(e) => store_code(e),
+        };
+        Self::new(c, e.to_string())
+    }
+}
+
+fn policy_store_code(e: &PolicyStoreError) -> u32 {
+    match e {
+        PolicyStoreError::BadKey(_) | PolicyStoreError::Duplicate(_) => code::INVALID_CONFIG,
+        PolicyStoreError::Store(e) => store_code(e),
+        PolicyStoreError::Corrupt { .. } => code::INTERNAL,
+    }
+}
+
+/// A refused apply is the caller's to fix (400, the message names the document and
+/// field); nothing of it was written.
+impl From<ApplyError> for Failure {
+    fn from(e: ApplyError) -> Self {
+        let c = match &e {
+            ApplyError::Invalid(_) => code::INVALID_CONFIG,
+            ApplyError::Store(e) => policy_store_code(e),
+        };
+        Self::new(c, e.to_string())
+    }
+}
+
+impl From<PolicyError> for Failure {
+    fn from(e: PolicyError) -> Self {
+        let c = match &e {
+            PolicyError::Store(e) => policy_store_code(e),
+            PolicyError::NoEndpoint(_) => code::UNKNOWN_CONTAINER,
+            PolicyError::Trace(_) => code::INVALID_CONFIG,
+            PolicyError::Identity(crate::policy::identity::IdentityError::Store(e)) => {
+                store_code(e)
+            }
+            PolicyError::Identity(crate::policy::identity::IdentityError::Contention(_)) => {
+                code::TRY_AGAIN_LATER
+            }
+            PolicyError::Identity(_) | PolicyError::Dataplane(_) | PolicyError::Reconcile(_) => {
+                code::INTERNAL
+            }
         };
         Self::new(c, e.to_string())
     }

@@ -11,12 +11,14 @@
 //!
 //! Handlers by subject: [`cni`] (the plugin's verbs), [`views`] (`netctl status`,
 //! endpoints, IPAM, nodes, routes, the fast path's maps, metrics), [`endpoints`]
-//! (`netctl endpoint label`), [`bgp`] (sessions, RIB, external peers).
+//! (`netctl endpoint label`), [`bgp`] (sessions, RIB, external peers), [`policy`]
+//! (network policy objects, show, trace, status and the monitor's stream).
 
 mod bgp;
 mod cni;
 mod endpoints;
 pub mod error;
+mod policy;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -36,7 +38,7 @@ use crate::fabric::FabricHandle;
 use crate::fabric::bgp::BgpHandle;
 use crate::fabric::bgp::external::ExternalPeers;
 use crate::fastpath::FastPath;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyCounters};
 use crate::node::Registry;
 use error::Failure;
 
@@ -75,6 +77,9 @@ pub struct AppState {
     pub store_description: String,
     pub state_dir: std::path::PathBuf,
     pub pools: Vec<ipnet::IpNet>,
+    /// The policy datapath's counters (metrics; the monitor's ring buffer losses),
+    /// set with [`AppState::set_policy_counters`].
+    policy_counters: OnceLock<Arc<dyn PolicyCounters>>,
 }
 
 /// The facts about the agent that [`AppState`] shows from the start.
@@ -100,6 +105,7 @@ impl AppState {
             store_description: facts.store_description,
             state_dir: facts.state_dir,
             pools: facts.pools,
+            policy_counters: OnceLock::new(),
         }
     }
 
@@ -136,6 +142,21 @@ impl AppState {
             code::TRY_AGAIN_LATER,
             format!("agent is starting: {}", self.phase()),
         )
+    }
+
+    /// The policy datapath's counters, once it is loaded; and, with the control
+    /// plane set ([`AppState::set_policy`] first), its verdicts are counted from
+    /// here on (call within the runtime).
+    pub fn set_policy_counters(&self, counters: Arc<dyn PolicyCounters>) {
+        if self.policy_counters.set(counters).is_ok()
+            && let Some(agent) = self.policy()
+        {
+            policy::spawn_verdict_counter(agent, self.metrics.clone());
+        }
+    }
+
+    pub fn policy_counters(&self) -> Option<&Arc<dyn PolicyCounters>> {
+        self.policy_counters.get()
     }
 
     pub fn set_phase(&self, phase: impl Into<String>) {
@@ -222,6 +243,15 @@ pub fn router(state: Shared) -> Router {
             &paths::bgp_external_peer("{name}"),
             put(bgp::put_external_peer).delete(bgp::delete_external_peer),
         )
+        .route(paths::POLICIES, get(policy::list).post(policy::apply))
+        .route(
+            &paths::policy_object("{*key}"),
+            get(policy::get).delete(policy::delete),
+        )
+        .route(&paths::policy_endpoint("{id}"), get(policy::show))
+        .route(paths::POLICY_TRACE, post(policy::trace))
+        .route(paths::POLICY_STATUS, get(policy::status))
+        .route(paths::POLICY_MONITOR, get(policy::monitor))
         .route("/metrics", get(views::metrics))
         .with_state(state)
 }

@@ -53,7 +53,7 @@ fn bgp_paths_say_why_there_is_no_speaker() {
 
 /// A state whose owners work on an embedded store in `dir` (the attacher on the real
 /// netlink handle, which these tests never use).
-async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
+pub(super) async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
     let store: Arc<dyn Store> =
         crate::store::embedded::EmbeddedStore::open(&dir.join("store.redb"))
             .await
@@ -109,7 +109,7 @@ async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
     (s, store)
 }
 
-async fn body(r: Response) -> (StatusCode, serde_json::Value) {
+pub(super) async fn body(r: Response) -> (StatusCode, serde_json::Value) {
     let status = r.status();
     let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
         .await

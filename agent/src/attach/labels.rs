@@ -32,7 +32,7 @@ impl<K: HostNet> Attacher<K> {
         match result {
             Updated::Done(ep) => {
                 tracing::info!(%id, labels = %strait_api::labels::format_labels(&ep.labels), "labels changed");
-                Ok(ep)
+                Ok(*ep)
             }
             Updated::Gone => Err(AttachError::Unknown(id)),
             Updated::Refused(reason) => Err(AttachError::InvalidLabels(reason)),

@@ -39,7 +39,7 @@ pub fn endpoint_key(node: &str, id: &str) -> String {
 #[derive(Debug)]
 pub enum Updated {
     /// Written; the endpoint as it is now.
-    Done(Endpoint),
+    Done(Box<Endpoint>),
     /// There is no such record (any more).
     Gone,
     /// The change refused, saying why; nothing was written.
@@ -156,7 +156,7 @@ impl EndpointRecords {
                     lease: kv.lease,
                 }]);
             if self.store.txn(txn).await?.succeeded {
-                return Ok(Updated::Done(Endpoint::from(record)));
+                return Ok(Updated::Done(Box::new(Endpoint::from(record))));
             }
         }
         Err(RecordError::Contended {
@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(ep.labels["tier"], "db");
         assert_eq!(ep.identity, Some(99), "the other writer's change is kept");
         assert_eq!(ep.ips, vec!["10.1.0.5/32".parse::<ipnet::IpNet>().unwrap()]);
-        assert_eq!(records.get("net.c1.eth0").await.unwrap(), Some(ep.clone()));
+        assert_eq!(records.get("net.c1.eth0").await.unwrap(), Some(*ep));
 
         // A refused change writes nothing.
         let before = store.get(&key).await.unwrap().unwrap().mod_revision;

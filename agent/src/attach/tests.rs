@@ -846,10 +846,51 @@ mod enforcement {
         let identity = record.identity.expect("the record names its identity");
         let held = dp.lock().entries.get(&ifindex).cloned().expect("installed");
         assert_eq!(held.identity, identity);
-        assert_eq!(dp.lock().attached.get(&ifindex), Some(&link));
+        // No policy in the cluster: nothing to enforce, no programs (and no RCU
+        // grace period on the ADD path).
+        assert_eq!(dp.lock().attached.get(&ifindex), None);
 
         b.attacher.del(del("c1")).await.expect("DEL");
         assert!(dp.lock().entries.is_empty(), "DEL removed the entries");
+    }
+
+    #[tokio::test]
+    async fn the_first_policy_puts_programs_on_every_endpoint_and_later_adds_attach_at_once() {
+        let b = bed().await;
+        let (agent, dp, _stop) = policy(&b);
+        b.attacher.add(b.container("c1")).await.expect("ADD c1");
+        let c1 = b
+            .host
+            .link(&host_ifname(NET, "c1", "eth0"))
+            .expect("veth")
+            .index;
+        assert_eq!(dp.lock().attached.get(&c1), None);
+
+        let deny = r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+            "metadata":{"name":"deny","namespace":"default"},
+            "spec":{"podSelector":{},"policyTypes":["Ingress"]}}"#;
+        agent.apply(deny).await.expect("apply");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !dp.lock().attached.contains_key(&c1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "c1 never got the programs"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(agent.status().policies == 1);
+
+        b.attacher.add(b.container("c2")).await.expect("ADD c2");
+        let c2 = b
+            .host
+            .link(&host_ifname(NET, "c2", "eth0"))
+            .expect("veth")
+            .index;
+        assert!(
+            dp.lock().attached.contains_key(&c2),
+            "attached before ADD answered"
+        );
+        assert!(dp.lock().entries[&c2].tables.ingress.isolated);
     }
 
     #[tokio::test]

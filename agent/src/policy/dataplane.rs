@@ -61,6 +61,8 @@ pub trait Dataplane: Send + Sync {
     /// answers. Until [`Dataplane::install`] the endpoint has no entry and is
     /// treated as not isolated.
     fn attach(&self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError>;
+    /// Whether strait's programs are on `ifname` (this agent's or a previous one's).
+    fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError>;
     /// Installs an endpoint's identity and tables, replacing what it had in one
     /// step: no packet sees a mix of old and new.
     fn install(

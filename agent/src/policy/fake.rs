@@ -64,6 +64,10 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
+    fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+        Ok(self.lock().attached.values().any(|n| n == ifname))
+    }
+
     fn install(
         &self,
         ifindex: u32,

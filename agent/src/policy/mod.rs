@@ -29,7 +29,6 @@ pub mod flows;
 pub mod host;
 pub mod identity;
 pub mod ipcache;
-mod parse_standin;
 pub mod reconcile;
 pub mod show;
 pub mod store;
@@ -189,15 +188,15 @@ impl PolicyAgent {
     /// many) and writes them all in one transaction, or nothing.
     pub async fn apply(&self, text: &str) -> Result<ApplyOutcome, ApplyError> {
         let parsed =
-            parse_standin::parse_documents(text).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            strait_policy::parse_documents(text).map_err(|e| ApplyError::Invalid(e.to_string()))?;
         let docs: Vec<StoredDoc> = parsed
             .into_iter()
             .map(|p| match p.document {
-                parse_standin::Document::Policy(policy) => StoredDoc::Policy {
+                strait_policy::Document::Policy(policy) => StoredDoc::Policy {
                     source: p.source,
                     policy,
                 },
-                parse_standin::Document::Namespace(ns) => StoredDoc::Namespace {
+                strait_policy::Document::Namespace(ns) => StoredDoc::Namespace {
                     source: p.source,
                     name: ns.name,
                     labels: ns.labels,

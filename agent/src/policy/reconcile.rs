@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::cluster::{Changed, Cluster, prefixes};
-use super::dataplane::Dataplane;
+use super::dataplane::{Dataplane, DataplaneError};
 use super::endpoints::{all_endpoints_prefix, identity_patch};
 use super::host::PolicyHost;
 use super::identity::{Identities, IdentityError};
@@ -84,6 +84,29 @@ pub struct Enforced {
     pub tables: EndpointTables,
     /// The loop has seen its record (until then, only DEL removes the entry).
     pub seen: bool,
+    /// strait's programs are on its veth. They go on every endpoint once the
+    /// cluster has a policy, and stay: a cluster without policies pays nothing per
+    /// ADD (a tcx attach waits for an RCU grace period under RTNL, ~12 ms a hook).
+    pub attached: bool,
+}
+
+/// Attaches the programs off the async workers: the syscall sleeps through an RCU
+/// grace period.
+async fn attach_blocking(
+    dp: &Arc<dyn Dataplane>,
+    ifname: &str,
+    ifindex: u32,
+) -> Result<(), DataplaneError> {
+    let dp = dp.clone();
+    let name = ifname.to_string();
+    tokio::task::spawn_blocking(move || dp.attach(&name, ifindex))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DataplaneError::Attach {
+                ifname: ifname.to_string(),
+                reason: format!("attach task: {e}"),
+            })
+        })
 }
 
 /// What the loop last made of the cluster, for `show`, `trace`, `status`, events.
@@ -414,6 +437,7 @@ impl Reconciler {
         } else {
             read(&self.shared).compiler.clone()
         };
+        let policies_exist = !compiler.policies().is_empty();
         let mut view = cluster.view();
         for (id, labels) in fresh {
             view.identities.entry(id).or_insert(labels);
@@ -458,13 +482,14 @@ impl Reconciler {
                     continue;
                 };
                 wanted.insert(ifindex);
-                if st.first
-                    && !enforced_before.contains_key(&ifindex)
-                    && let Err(err) = self.dp.attach(&e.facts.host_ifname, ifindex)
-                {
-                    // The previous agent's programs still enforce the same maps.
-                    errors.push(format!("attaching to {}: {err}", e.facts.host_ifname));
-                }
+                let before = enforced_before.get(&ifindex);
+                // Programs go on once the cluster has a policy; at start also where a
+                // previous agent put them (replaced in place by this agent's).
+                let adopt = st.first
+                    && before.is_none()
+                    && self.dp.is_attached(&e.facts.host_ifname).unwrap_or(false);
+                let want_attached = before.is_some_and(|b| b.attached) || policies_exist || adopt;
+                let attach_now = want_attached && (adopt || !before.is_some_and(|b| b.attached));
                 let local = LocalEndpoint {
                     identity,
                     namespace: e.facts.namespace.clone(),
@@ -472,23 +497,31 @@ impl Reconciler {
                     named_ports: e.facts.named_ports.clone(),
                 };
                 let tables = compiler.compile(&view, &local);
-                let entry = Enforced {
+                let mut entry = Enforced {
                     endpoint: key.clone(),
                     host_ifname: e.facts.host_ifname.clone(),
                     identity,
                     tables,
                     seen: true,
+                    attached: want_attached,
                 };
-                if enforced_before.get(&ifindex) == Some(&entry) {
+                if before == Some(&entry) && !attach_now {
                     continue;
                 }
-                let same_tables = enforced_before.get(&ifindex).is_some_and(|old| {
+                let same_tables = before.is_some_and(|old| {
                     old.identity == entry.identity && old.tables == entry.tables
                 });
                 if !same_tables && let Err(err) = self.dp.install(ifindex, identity, &entry.tables)
                 {
                     errors.push(format!("installing {}: {err}", e.facts.id));
                     continue;
+                }
+                // Tables first, then the programs that read them.
+                if attach_now
+                    && let Err(err) = attach_blocking(&self.dp, &e.facts.host_ifname, ifindex).await
+                {
+                    errors.push(format!("attaching to {}: {err}", e.facts.host_ifname));
+                    entry.attached = before.is_some_and(|b| b.attached);
                 }
                 write(&self.shared).enforced.insert(ifindex, entry);
             }
@@ -584,7 +617,6 @@ impl Reconciler {
     /// before ADD answers.
     pub async fn enforce_new(&self, ep: &NewEndpoint) -> Result<(), ReconcileError> {
         self.ready().await;
-        self.dp.attach(&ep.host_ifname, ep.ifindex)?;
         let _guard = self.install.lock().await;
         let (compiler, view) = {
             let s = read(&self.shared);
@@ -613,6 +645,12 @@ impl Reconciler {
         };
         let tables = compiler.compile(&view, &local);
         self.dp.install(ep.ifindex, ep.identity, &tables)?;
+        // With no policy in the cluster, nothing to enforce yet: the programs go on
+        // with the first policy (see `Enforced::attached`).
+        let attached = !compiler.policies().is_empty();
+        if attached {
+            attach_blocking(&self.dp, &ep.host_ifname, ep.ifindex).await?;
+        }
         write(&self.shared).enforced.insert(
             ep.ifindex,
             Enforced {
@@ -621,6 +659,7 @@ impl Reconciler {
                 identity: ep.identity,
                 tables,
                 seen: false,
+                attached,
             },
         );
         Ok(())

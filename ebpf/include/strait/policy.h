@@ -345,9 +345,8 @@ static __always_inline int strait_pol_parse(struct __sk_buff *skb, struct strait
 	return 0;
 }
 
-static __always_inline void strait_pol_ct_key(struct strait_ct_key *k,
-					      const struct strait_pol_tuple *t, __u8 dir,
-					      int reversed)
+static __always_inline void
+strait_pol_ct_key(struct strait_ct_key *k, const struct strait_pol_tuple *t, __u8 dir, int reversed)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	if (reversed) {
@@ -377,7 +376,7 @@ static __always_inline struct strait_ct_entry *strait_ct_lookup(const struct str
 
 static __always_inline __u32 strait_pol_identity(const struct strait_addr *addr)
 {
-	struct strait_pol_ipcache_key k = { .prefixlen = 128 };
+	struct strait_pol_ipcache_key k = {.prefixlen = 128};
 
 	k.addr = *addr;
 	struct strait_pol_ipcache_value *v = bpf_map_lookup_elem(&strait_pol_ipcache, &k);
@@ -399,9 +398,10 @@ static __always_inline __u8 strait_pol_proto_key(__u8 proto)
 	}
 }
 
-static __always_inline struct strait_pol_cell *
-strait_pol_cell(__u32 ifindex, const struct strait_pol_endpoint *ep, __u8 dir, __u8 proto,
-		__u32 peer, __u16 port)
+static __always_inline struct strait_pol_cell *strait_pol_cell(__u32 ifindex,
+							       const struct strait_pol_endpoint *ep,
+							       __u8 dir, __u8 proto, __u32 peer,
+							       __u16 port)
 {
 	struct strait_pol_rule_key k = {
 		.prefixlen = STRAIT_POL_RULE_KEY_FIXED_BITS + 16,
@@ -508,7 +508,7 @@ strait_pol_evaluate(__u32 ifindex, const struct strait_pol_endpoint *ep, __u8 di
  * strait_pol_verdict is in the object's BTF. */
 static __noinline void strait_pol_rule_count(__u32 rule, enum strait_pol_verdict verdict)
 {
-	struct strait_pol_rule_stat_key k = { .rule = rule, .verdict = verdict };
+	struct strait_pol_rule_stat_key k = {.rule = rule, .verdict = verdict};
 	__u64 *c = bpf_map_lookup_elem(&strait_pol_rule_stats, &k);
 
 	if (c) {
@@ -703,9 +703,8 @@ static __always_inline int strait_pol_check(struct __sk_buff *skb, __u32 ifindex
 
 	/* A new flow. */
 	if (dir == STRAIT_POL_INGRESS && peer_id == STRAIT_POL_IDENTITY_HOST) {
-		v = (struct strait_pol_outcome){ .rule = STRAIT_POL_NONE,
-						 .log = STRAIT_POL_NONE,
-						 .allowed = 1 };
+		v = (struct strait_pol_outcome){
+			.rule = STRAIT_POL_NONE, .log = STRAIT_POL_NONE, .allowed = 1};
 	} else {
 		v = strait_pol_evaluate(ifindex, ep, dir, f.family, peer, peer_id, f.t.proto,
 					f.port);

@@ -566,6 +566,8 @@ fn end_port_ranges_are_inclusive_and_one_segment() {
         "overlapping ranges of one rule merge: {segments:?}"
     );
     assert_eq!((segments[0].first, segments[0].last), (80, 90));
+    // 80-87, 88-89 and 90 in the LPM trie, and nothing else in any map.
+    assert_eq!(t.entry_count(), 3);
 }
 
 #[test]
@@ -910,4 +912,17 @@ fn rules_are_numbered_in_evaluation_order_per_policy_and_direction() {
             .enumerate()
             .all(|(i, r)| r.id as usize == i)
     );
+}
+
+#[test]
+fn policy_mode_reads_and_prints_as_the_flag_takes_it() {
+    assert_eq!("enforce".parse::<Mode>(), Ok(Mode::Enforce));
+    assert_eq!("audit".parse::<Mode>(), Ok(Mode::Audit));
+    assert!(
+        "Audit"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("enforce or audit")
+    );
+    assert_eq!(Mode::Audit.to_string(), "audit");
 }

@@ -1,10 +1,11 @@
 //! The mutation engine behind the fuzz smoke tests: `api/tests/fuzz_smoke.rs`,
-//! `cni/tests/fuzz_smoke.rs` and `bgp/tests/fuzz_smoke.rs`.
+//! `cni/tests/fuzz_smoke.rs`, `bgp/tests/fuzz_smoke.rs` and `policy/tests/fuzz_smoke.rs`.
 //!
 //! The libFuzzer targets in `fuzz/` need cargo-fuzz and are not run by CI; the smoke
 //! tests run the same bodies (`strait_api::fuzzing`, `strait_cni::fuzzing`,
-//! `strait_bgp::fuzzing`) on every `cargo test`, on the stable toolchain, over each
-//! test's seeds and a fixed number of seeded pseudo-random mutations of them. The engine
+//! `strait_bgp::fuzzing`, `strait_policy::fuzzing`) on every `cargo test`, on the
+//! stable toolchain, over each test's seeds and a fixed number of seeded pseudo-random
+//! mutations of them. The engine
 //! is one crate rather than a copy in each test because the crates share no test code;
 //! it is a dev-only crate (their dev-dependency, built by every `cargo test`) so that no
 //! shipped library carries it. It uses nothing but std and serde_json, and it is

@@ -210,6 +210,57 @@ impl State {
     }
 }
 
+/// The (key, value) sizes each policy map has in this build: a map pinned by an
+/// agent whose layouts differ must not be taken over (aya reuses a pinned map
+/// without comparing).
+fn expected_sizes() -> [(&'static str, usize, usize); 8] {
+    use std::mem::size_of;
+    [
+        (ENDPOINTS, size_of::<u32>(), size_of::<EndpointValue>()),
+        (RULES, 4 + size_of::<RuleKey>(), size_of::<abi::CellValue>()),
+        (CIDRS, 4 + size_of::<CidrKey>(), size_of::<u32>()),
+        (
+            IPCACHE,
+            4 + size_of::<abi::AddrKey>(),
+            size_of::<IpcacheValue>(),
+        ),
+        (
+            abi::CONNTRACK,
+            size_of::<abi::CtKey>(),
+            size_of::<abi::CtEntry>(),
+        ),
+        (EVENTS, 0, 0),
+        (abi::STATS, size_of::<u32>(), size_of::<u64>()),
+        (
+            abi::RULE_STATS,
+            size_of::<abi::RuleStatKey>(),
+            size_of::<u64>(),
+        ),
+    ]
+}
+
+/// Refuses pins under `bpf_dir` whose key or value size is not this build's.
+fn check_pins(bpf_dir: &Path) -> Result<(), DataplaneError> {
+    for (name, key, value) in expected_sizes() {
+        let path = bpf_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|e| load_err(format!("pinned map {}: {e}", path.display())))?;
+        let (k, v) = (info.key_size() as usize, info.value_size() as usize);
+        if (k, v) != (key, value) {
+            return Err(load_err(format!(
+                "pinned map {} has {k}-byte keys and {v}-byte values, this agent's has {key} and \
+                 {value}: it was made by an incompatible version; remove it to start afresh",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl PolicyDatapath {
     /// Loads the programs (not attached anywhere yet) with their maps pinned under
     /// `bpf_dir` (made a bpffs directory if needed, see [`ensure_bpffs`]), and
@@ -222,6 +273,7 @@ impl PolicyDatapath {
     /// when it is not pinned yet (tests of a full map).
     fn load_sized(bpf_dir: &Path, rules_max: Option<u32>) -> Result<Self, DataplaneError> {
         ensure_bpffs(bpf_dir).map_err(load_err)?;
+        check_pins(bpf_dir)?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(bpf_dir);
         if let Some(n) = rules_max {
@@ -334,7 +386,7 @@ impl PolicyDatapath {
     }
 
     /// Whether both programs are attached to `ifname` (any agent's copy).
-    pub fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+    pub fn programs_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
         let mut all = true;
         for (name, hook) in [(FROM_ENDPOINT, Hook::Ingress), (TO_ENDPOINT, Hook::Egress)] {
             let ids = attach::attached_ids(name, ifname, hook).map_err(|reason| {
@@ -350,6 +402,10 @@ impl PolicyDatapath {
 }
 
 impl Dataplane for PolicyDatapath {
+    fn is_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+        self.programs_attached(ifname)
+    }
+
     fn attach(&self, ifname: &str, ifindex: u32) -> Result<(), DataplaneError> {
         let mut s = self.lock();
         for (name, hook) in [(FROM_ENDPOINT, Hook::Ingress), (TO_ENDPOINT, Hook::Egress)] {

@@ -735,3 +735,16 @@ fn expired_conntrack_entries_are_collected() {
     );
     assert!(f.dp.conntrack().unwrap().is_empty());
 }
+
+#[test]
+fn a_pinned_map_of_another_layout_is_refused() {
+    privileged!("a_pinned_map_of_another_layout_is_refused");
+    let f = Fixture::new();
+    let other = PrivateBpffs::new(&std::env::temp_dir(), "strait-pt").unwrap();
+    // Another build's conntrack: here, a map of the wrong sizes under its name.
+    let wrong = MapData::from_pin(f.dp.bpf_dir().join(abi::CIDRS)).unwrap();
+    wrong.pin(other.path().join(abi::CONNTRACK)).unwrap();
+    let err = PolicyDatapath::load(other.path()).err().expect("refused");
+    assert!(err.to_string().contains("strait_ct"), "{err}");
+    assert!(err.to_string().contains("incompatible"), "{err}");
+}
