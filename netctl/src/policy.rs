@@ -574,8 +574,10 @@ pub fn monitor(client: &Client, out: Output, args: MonitorArgs) -> Result<ExitCo
     Ok(ExitCode::from(1))
 }
 
-fn flow_peer(p: &FlowPeer) -> String {
+/// A flow's side; `with_port` is false for ICMP, whose "port" is its type and code.
+fn flow_peer(p: &FlowPeer, with_port: bool) -> String {
     let addr = match p.address {
+        a if !with_port => a.to_string(),
         std::net::IpAddr::V6(a) => format!("[{a}]:{}", p.port),
         a => format!("{a}:{}", p.port),
     };
@@ -610,14 +612,24 @@ pub fn render_event(e: &FlowEvent) -> String {
         Some(r) => rule_text(r),
         None => "default".into(),
     };
+    let icmp = e.protocol.starts_with("icmp");
+    let protocol = if icmp {
+        format!(
+            "{} type {} code {}",
+            e.protocol,
+            e.dst.port >> 8,
+            e.dst.port & 0xff
+        )
+    } else {
+        e.protocol.clone()
+    };
     let mut s = format!(
-        "{} {} {} {} -> {} {} {verdict} by {by}",
+        "{} {} {} {} -> {} {protocol} {verdict} by {by}",
         utc_time(e.time_ns),
         e.node,
         e.direction,
-        flow_peer(&e.src),
-        flow_peer(&e.dst),
-        e.protocol
+        flow_peer(&e.src, !icmp),
+        flow_peer(&e.dst, !icmp),
     );
     if let Some(l) = &e.log_rule {
         s.push_str(&format!(" log {}", rule_text(l)));
@@ -927,6 +939,20 @@ mod tests {
             render_event(&audit).ends_with("tcp AUDIT by cluster/deny-db#0 (deny, rule 3)"),
             "{}",
             render_event(&audit)
+        );
+        // ICMP's "port" is type << 8 | code: shown as such, not as a port.
+        let ping = FlowEvent {
+            src: p("10.9.9.9", 0, None),
+            dst: p("10.0.0.5", 8 << 8, Some("web")),
+            protocol: "icmp".into(),
+            ..audit.clone()
+        };
+        assert!(
+            render_event(&ping).contains(
+                "10.9.9.9 (id 2) -> 10.0.0.5 (web id 300 prod app=web) icmp type 8 code 0 AUDIT"
+            ),
+            "{}",
+            render_event(&ping)
         );
         assert_eq!(
             render_line(&MonitorLine::Lost { lost: 7 }),

@@ -234,11 +234,7 @@ impl PolicyAgent {
     /// `netctl policy show --endpoint ID`.
     pub fn show(&self, endpoint_id: &str) -> Result<EndpointPolicyView, PolicyError> {
         let snap = self.inner.reconciler.snapshot();
-        let key = snap
-            .cluster
-            .endpoints
-            .iter()
-            .find(|(_, e)| e.facts.id == endpoint_id)
+        let key = trace::find_endpoint(&snap, endpoint_id)
             .map(|(k, _)| k.clone())
             .ok_or_else(|| PolicyError::NoEndpoint(endpoint_id.to_string()))?;
         let ifindex = snap
