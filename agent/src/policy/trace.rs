@@ -83,7 +83,7 @@ pub fn find_endpoint<'a>(
     if let Some(hit) = eps.iter().find(|(_, e)| e.facts.id == query) {
         return Some(hit);
     }
-    let container = |id: &str| id.rsplitn(3, '.').nth(1).unwrap_or_default().to_string();
+    let container = |id: &str| id.rsplit('.').nth(1).unwrap_or_default().to_string();
     let exact: Vec<_> = eps
         .iter()
         .filter(|(_, e)| container(&e.facts.id) == query)
