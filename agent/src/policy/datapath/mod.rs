@@ -239,6 +239,13 @@ fn expected_sizes() -> [(&'static str, usize, usize); 8] {
     ]
 }
 
+/// Entries to create maps with instead of the object's sizes; `None`: the object's.
+#[derive(Debug, Clone, Copy, Default)]
+struct MapSizes {
+    rules: Option<u32>,
+    conntrack: Option<u32>,
+}
+
 /// Refuses pins under `bpf_dir` whose key or value size is not this build's.
 fn check_pins(bpf_dir: &Path) -> Result<(), DataplaneError> {
     for (name, key, value) in expected_sizes() {
@@ -266,18 +273,21 @@ impl PolicyDatapath {
     /// `bpf_dir` (made a bpffs directory if needed, see [`ensure_bpffs`]), and
     /// adopts what the maps already hold.
     pub fn load(bpf_dir: &Path) -> Result<Self, DataplaneError> {
-        Self::load_sized(bpf_dir, None)
+        Self::load_sized(bpf_dir, MapSizes::default())
     }
 
-    /// [`PolicyDatapath::load`] with the rules map created at `rules_max` entries
-    /// when it is not pinned yet (tests of a full map).
-    fn load_sized(bpf_dir: &Path, rules_max: Option<u32>) -> Result<Self, DataplaneError> {
+    /// [`PolicyDatapath::load`] with maps created at `sizes` when they are not
+    /// pinned yet (tests of a full map).
+    fn load_sized(bpf_dir: &Path, sizes: MapSizes) -> Result<Self, DataplaneError> {
         ensure_bpffs(bpf_dir).map_err(load_err)?;
         check_pins(bpf_dir)?;
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(bpf_dir);
-        if let Some(n) = rules_max {
+        if let Some(n) = sizes.rules {
             loader.map_max_entries(RULES, n);
+        }
+        if let Some(n) = sizes.conntrack {
+            loader.map_max_entries(abi::CONNTRACK, n);
         }
         let mut ebpf = loader.load(strait_ebpf::POLICY).map_err(load_err)?;
         for name in [FROM_ENDPOINT, TO_ENDPOINT] {

@@ -6,6 +6,7 @@
 //! conntrack. Needs root: without it each test prints a SKIP line.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use strait_policy::ir::{Action, Direction, Protocol};
 use strait_policy::tables::{Cell, EndpointTables, IDENTITY_HOST, Segment};
@@ -57,13 +58,13 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Self::sized(None)
+        Self::sized(MapSizes::default())
     }
 
-    fn sized(rules_max: Option<u32>) -> Self {
+    fn sized(sizes: MapSizes) -> Self {
         let bpffs = PrivateBpffs::new(&std::env::temp_dir(), "strait-pt").unwrap();
         let dp =
-            PolicyDatapath::load_sized(bpffs.path(), rules_max).expect("loading the policy object");
+            PolicyDatapath::load_sized(bpffs.path(), sizes).expect("loading the policy object");
         let wanted = [
             (format!("{PEER_V4}/32"), PEER_ID),
             (format!("{PEER_V6}/128"), PEER_ID),
@@ -109,6 +110,28 @@ impl Fixture {
 
     fn count(&self, r: PolicyReason) -> u64 {
         self.dp.stats().unwrap()[&r]
+    }
+
+    /// The conntrack entry of the `protocol` flow from `src_port`, if any.
+    fn flow(&self, protocol: u8, src_port: u16) -> Option<Flow> {
+        let ct = self.dp.conntrack().unwrap();
+        ct.into_iter()
+            .find(|c| c.protocol == protocol && c.src_port == src_port)
+    }
+
+    /// Moves the expiry of the `protocol` flow from `src_port` into the past, through
+    /// the map: what the programs' clock sees once its timeout is over.
+    fn expire(&self, protocol: u8, src_port: u16) {
+        let mut s = self.dp.lock();
+        let (k, mut e) = s
+            .maps
+            .conntrack
+            .iter()
+            .map(Result::unwrap)
+            .find(|(k, _)| k.proto == protocol && k.sport == src_port.to_be_bytes())
+            .expect("the flow is tracked");
+        e.expires = 1;
+        s.maps.conntrack.insert(k, e, 0).unwrap();
     }
 }
 
@@ -482,10 +505,7 @@ fn replies_of_an_allowed_flow_pass_and_nothing_else_does() {
         (conn.tcp_flags_fwd, conn.tcp_flags_rev),
         (TCP_SYN | TCP_ACK, TCP_SYN | TCP_ACK)
     );
-    assert!(
-        conn.expires_in > std::time::Duration::from_secs(3600),
-        "established"
-    );
+    assert!(conn.expires_in > Duration::from_secs(3600), "established");
     assert_eq!((conn.packets, conn.rule), (4, Some(2)));
 }
 
@@ -647,7 +667,10 @@ fn ipv6_is_enforced_like_ipv4_and_neighbour_discovery_always_passes() {
 fn a_full_map_leaves_the_installed_tables_in_force() {
     privileged!("a_full_map_leaves_the_installed_tables_in_force");
     // Room for 64 rule entries; installs need room for the old and the new.
-    let f = Fixture::sized(Some(64));
+    let f = Fixture::sized(MapSizes {
+        rules: Some(64),
+        ..MapSizes::default()
+    });
     let mut small = isolated();
     small
         .ingress
@@ -747,4 +770,209 @@ fn a_pinned_map_of_another_layout_is_refused() {
     let err = PolicyDatapath::load(other.path()).err().expect("refused");
     assert!(err.to_string().contains("strait_ct"), "{err}");
     assert!(err.to_string().contains("incompatible"), "{err}");
+}
+
+#[test]
+fn an_expired_entry_is_absent_to_the_programs_and_collected() {
+    privileged!("an_expired_entry_is_absent_to_the_programs_and_collected");
+    let f = Fixture::new();
+    let mut t = isolated();
+    t.egress
+        .identities
+        .insert((PEER_ID, Protocol::UDP), vec![seg(53, 53, allow(1))]);
+    f.install(&t);
+    for sport in [5000, 5001, 5002] {
+        assert_eq!(f.send(&udp_to(ME_V4, PEER_V4, sport, 53)), PASS);
+    }
+    f.expire(17, 5000);
+    f.expire(17, 5002);
+    assert_eq!(f.flow(17, 5000).unwrap().expires_in, Duration::ZERO);
+    // The reply of an expired flow is not a reply: the isolated ingress drops it.
+    assert_eq!(f.receive(&udp_to(PEER_V4, ME_V4, 53, 5000)), DROP);
+    assert_eq!(f.count(PolicyReason::DeniedDefault), 1);
+    assert_eq!(f.receive(&udp_to(PEER_V4, ME_V4, 53, 5001)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 1);
+    // The flow's own next packet is a new flow, allowed again, with a fresh entry.
+    assert_eq!(f.send(&udp_to(ME_V4, PEER_V4, 5002, 53)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedNew), 4);
+    assert_eq!(f.count(PolicyReason::AllowedEstablished), 0);
+    let renewed = f.flow(17, 5002).unwrap();
+    assert_eq!(renewed.packets, 1, "a new entry, not the old one's count");
+    assert!(renewed.expires_in > Duration::from_secs(30));
+    // The agent's collection deletes the expired entry and keeps the live ones.
+    assert_eq!(f.dp.conntrack_gc().unwrap(), 1);
+    let mut left: Vec<u16> =
+        f.dp.conntrack()
+            .unwrap()
+            .iter()
+            .map(|c| c.src_port)
+            .collect();
+    left.sort_unstable();
+    assert_eq!(left, vec![5001, 5002]);
+    assert_eq!(f.dp.conntrack_gc().unwrap(), 0);
+}
+
+#[test]
+fn a_long_lived_connection_survives_unrelated_policy_changes() {
+    privileged!("a_long_lived_connection_survives_unrelated_policy_changes");
+    let f = Fixture::new();
+    let mut t = isolated();
+    t.ingress
+        .identities
+        .insert((PEER_ID, Protocol::TCP), vec![seg(80, 80, allow(5))]);
+    f.install(&t);
+    let generation = || f.dp.read_back(EP.ifindex).unwrap().unwrap().generation;
+    let first = generation();
+    let from_peer = |flags| tcp_v4(PEER_V4, ME_V4, 40000, 80, flags);
+    let to_peer = |flags| tcp_v4(ME_V4, PEER_V4, 80, 40000, flags);
+    assert_eq!(f.receive(&from_peer(TCP_SYN)), PASS);
+    assert_eq!(f.send(&to_peer(TCP_SYN | TCP_ACK)), PASS);
+    assert_eq!(f.receive(&from_peer(TCP_ACK)), PASS);
+    assert_eq!(f.send(&to_peer(TCP_ACK)), PASS);
+    let conn = f.flow(6, 40000).unwrap();
+    assert_eq!((conn.generation, conn.rule), (first, Some(5)));
+    assert!(conn.expires_in > Duration::from_secs(3600), "established");
+    // A rule for another protocol and direction: a new generation.
+    let mut t2 = t.clone();
+    t2.egress
+        .identities
+        .insert((PEER_ID, Protocol::UDP), vec![seg(53, 53, allow(6))]);
+    f.install(&t2);
+    let second = generation();
+    assert!(second > first);
+    // The endpoint's next packet (a reply) re-evaluates the connection as it was
+    // opened: still allowed, its entry brought up to date.
+    assert_eq!(f.send(&to_peer(TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::ReevaluatedAllowed), 1);
+    let conn = f.flow(6, 40000).unwrap();
+    assert_eq!((conn.generation, conn.rule), (second, Some(5)));
+    assert!(
+        conn.expires_in > Duration::from_secs(3600),
+        "still established"
+    );
+    // Current again: no second evaluation.
+    assert_eq!(f.receive(&from_peer(TCP_ACK)), PASS);
+    assert_eq!(f.send(&to_peer(TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedEstablished), 2);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 3);
+    assert_eq!(f.count(PolicyReason::ReevaluatedAllowed), 1);
+    // The rule taken away again: this time the peer's packet comes first.
+    f.install(&t);
+    let third = generation();
+    assert!(third > second);
+    assert_eq!(f.receive(&from_peer(TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::ReevaluatedAllowed), 2);
+    assert_eq!(f.flow(6, 40000).unwrap().generation, third);
+    assert_eq!(f.send(&to_peer(TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 4);
+    assert_eq!(
+        f.count(PolicyReason::ReevaluatedDenied)
+            + f.count(PolicyReason::DeniedDefault)
+            + f.count(PolicyReason::DeniedRule),
+        0
+    );
+    // Allowed flows are reported by their first packet only.
+    assert_eq!(f.dp.drain_events().len(), 1);
+}
+
+#[test]
+fn a_full_conntrack_evicts_but_never_allows_what_policy_denies() {
+    privileged!("a_full_conntrack_evicts_but_never_allows_what_policy_denies");
+    const CT_MAX: usize = 64;
+    let f = Fixture::sized(MapSizes {
+        conntrack: Some(CT_MAX as u32),
+        ..MapSizes::default()
+    });
+    let mut t = isolated();
+    t.egress
+        .identities
+        .insert((PEER_ID, Protocol::UDP), vec![seg(53, 53, allow(1))]);
+    t.egress
+        .identities
+        .insert((PEER_ID, Protocol::TCP), vec![seg(443, 443, allow(2))]);
+    f.install(&t);
+    let udp_out = |sport| udp_to(ME_V4, PEER_V4, sport, 53);
+    let udp_back = |dport| udp_to(PEER_V4, ME_V4, 53, dport);
+    let tcp_out = |sport, flags| tcp_v4(ME_V4, PEER_V4, sport, 443, flags);
+    let tcp_back = |dport, flags| tcp_v4(PEER_V4, ME_V4, 443, dport, flags);
+    // Three tables' worth of allowed flows, UDP and TCP in turn.
+    let fills = 3 * CT_MAX as u16;
+    for sport in 10000..10000 + fills {
+        let sent = if sport % 2 == 0 {
+            f.send(&udp_out(sport))
+        } else {
+            f.send(&tcp_out(sport, TCP_SYN))
+        };
+        assert_eq!(sent, PASS);
+    }
+    assert_eq!(f.count(PolicyReason::AllowedNew), u64::from(fills));
+    let ct = f.dp.conntrack().unwrap();
+    assert!(ct.len() <= CT_MAX, "{} entries", ct.len());
+    // Which entries the kernel's LRU evicted is its choice: take them from the map.
+    let evicted = |protocol: u8| -> Vec<u16> {
+        (10000..10000 + fills)
+            .filter(|p| (p % 2 == 0) == (protocol == 17) && f.flow(protocol, *p).is_none())
+            .collect()
+    };
+    let (udp_gone, tcp_gone) = (evicted(17), evicted(6));
+    // Each protocol had 96 flows, the table room for 64.
+    assert!(udp_gone.len() >= 32 && tcp_gone.len() >= 32);
+    let tracked = |ct: &[Flow]| -> Vec<(u8, u16)> {
+        let mut v: Vec<(u8, u16)> = ct.iter().map(|c| (c.protocol, c.src_port)).collect();
+        v.sort_unstable();
+        v
+    };
+    let before = tracked(&ct);
+
+    // (a) Denied flows are denied, full table or not, and neither make an entry
+    // nor evict one.
+    assert_eq!(f.send(&udp_to(ME_V4, PEER_V4, 6000, 54)), DROP);
+    assert_eq!(f.send(&tcp_v4(ME_V4, PEER_V4, 6001, 444, TCP_SYN)), DROP);
+    assert_eq!(f.receive(&tcp_v4(PEER_V4, ME_V4, 6002, 22, TCP_SYN)), DROP);
+    assert_eq!(f.count(PolicyReason::DeniedDefault), 3);
+    assert_eq!(tracked(&f.dp.conntrack().unwrap()), before);
+
+    // (c) A reply whose flow's entry was evicted is judged as a flow of its own, in
+    // its own direction: the isolated ingress allows no UDP from port 53 and no TCP
+    // from 443, so both are dropped (and the TCP connection is broken).
+    assert_eq!(f.receive(&udp_back(udp_gone[0])), DROP);
+    assert_eq!(f.receive(&tcp_back(tcp_gone[0], TCP_SYN | TCP_ACK)), DROP);
+    assert_eq!(f.count(PolicyReason::DeniedDefault), 5);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 0);
+    // The replies of flows still tracked pass.
+    let (udp_kept, tcp_kept) = (before[before.len() - 1].1, before[0].1);
+    assert_eq!((before[0].0, before[before.len() - 1].0), (6, 17));
+    assert_eq!(f.receive(&udp_back(udp_kept)), PASS);
+    assert_eq!(f.receive(&tcp_back(tcp_kept, TCP_SYN | TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 2);
+    assert_eq!(tracked(&f.dp.conntrack().unwrap()), before);
+
+    // (b) An evicted flow's next packet is a new flow: UDP is allowed and tracked
+    // again, and its replies pass again.
+    assert_eq!(f.send(&udp_out(udp_gone[1])), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedNew), u64::from(fills) + 1);
+    assert_eq!(
+        f.flow(17, udp_gone[1]).map(|c| c.direction),
+        Some(Direction::Egress)
+    );
+    assert_eq!(f.receive(&udp_back(udp_gone[1])), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedReply), 3);
+    // TCP in the middle of its connection is allowed packet by packet but not
+    // tracked again, so the peer's answers are not replies.
+    assert_eq!(f.send(&tcp_out(tcp_gone[1], TCP_ACK)), PASS);
+    assert_eq!(f.count(PolicyReason::AllowedUntracked), 1);
+    assert!(f.flow(6, tcp_gone[1]).is_none());
+    assert_eq!(f.receive(&tcp_back(tcp_gone[1], TCP_ACK)), DROP);
+    assert_eq!(f.count(PolicyReason::DeniedDefault), 6);
+
+    // The rules removed meanwhile: an evicted flow's next packet is denied as any
+    // new flow, a tracked one's by re-evaluation.
+    f.install(&isolated());
+    assert_eq!(f.send(&udp_out(udp_gone[2])), DROP);
+    assert_eq!(f.send(&tcp_out(tcp_gone[2], TCP_ACK)), DROP);
+    assert_eq!(f.count(PolicyReason::DeniedDefault), 8);
+    assert_eq!(f.send(&udp_out(udp_gone[1])), DROP);
+    assert_eq!(f.count(PolicyReason::ReevaluatedDenied), 1);
+    assert!(f.flow(17, udp_gone[1]).is_none());
+    assert!(f.flow(17, udp_gone[2]).is_none() && f.flow(6, tcp_gone[2]).is_none());
 }
