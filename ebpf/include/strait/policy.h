@@ -88,8 +88,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } strait_pol_ipcache SEC(".maps");
 
-/* Conntrack. LRU: a full table evicts the least recently used entry, whose flow's
- * next packet is then evaluated as new. */
+/* Conntrack. LRU: a full table evicts an entry not recently used (the kernel's LRU
+ * is approximate, per CPU), whose flow's next packet is then evaluated as new. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
