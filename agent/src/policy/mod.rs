@@ -203,7 +203,18 @@ impl PolicyAgent {
                 },
             })
             .collect();
-        let revision = self.inner.objects.apply(&docs).await?;
+        let revision = self.inner.objects.apply(&docs).await.map_err(|e| {
+            // etcd refuses a transaction over its --max-request-bytes (1.5 MiB by
+            // default), as Kubernetes refuses an object over 1.5 MiB: say so plainly.
+            if e.to_string().contains("request is too large") {
+                ApplyError::Invalid(format!(
+                    "the documents are too large to apply in one transaction ({e}); \
+                     nothing was applied: apply them in several files"
+                ))
+            } else {
+                ApplyError::Store(e)
+            }
+        })?;
         Ok(ApplyOutcome {
             revision,
             keys: docs.iter().map(StoredDoc::key).collect(),
@@ -286,11 +297,13 @@ impl PolicyAgent {
         if self.inner.events.receiver_count() == 0 {
             return;
         }
-        let snap = self.inner.reconciler.snapshot();
-        let _ = self
+        // Named under the read lock: a copy of the snapshot per event would cost
+        // what the endpoints' tables weigh, on every new connection.
+        let event = self
             .inner
-            .events
-            .send(flows::enrich(&snap, &self.inner.cfg.node, raw));
+            .reconciler
+            .with_snapshot(|snap| flows::enrich(snap, &self.inner.cfg.node, raw));
+        let _ = self.inner.events.send(event);
     }
 
     pub fn status(&self) -> PolicyStatus {

@@ -246,6 +246,12 @@ impl Reconciler {
         read(&self.shared).clone()
     }
 
+    /// `f` on the current snapshot, without copying it (its tables grow with the
+    /// rules): for what runs per packet event.
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&read(&self.shared))
+    }
+
     /// Follows the store and reconciles until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut backoff = self.cfg.retry;

@@ -294,6 +294,29 @@ fn policy_head(name: &str, app: &str) -> String {
 
 /// `netctl policy apply -f -` on `host` with `yaml` on stdin: how long it took to
 /// return, or what it said when it failed. The one place that knows the CLI.
+/// Applies the documents in as few `netctl policy apply` calls as keep each under
+/// 512 KiB: one store transaction may not exceed etcd's request limit (1.5 MiB by
+/// default, as a Kubernetes object may not), and 10 000 rules stored with their
+/// source do. Returns the time of all calls together.
+fn strait_apply_in_parts(host: &ClusterHost, yaml: &str) -> Result<Duration, String> {
+    const PART: usize = 512 * 1024;
+    let mut parts: Vec<String> = Vec::new();
+    for doc in yaml.split("\n---\n") {
+        match parts.last_mut() {
+            Some(last) if last.len() + doc.len() < PART => {
+                last.push_str("\n---\n");
+                last.push_str(doc);
+            }
+            _ => parts.push(doc.to_string()),
+        }
+    }
+    let mut took = Duration::ZERO;
+    for part in &parts {
+        took += strait_apply(host, part)?;
+    }
+    Ok(took)
+}
+
 fn strait_apply(host: &ClusterHost, yaml: &str) -> Result<Duration, String> {
     let netctl = strait_testbeds::bins::bin("netctl");
     let t0 = Instant::now();
@@ -530,7 +553,7 @@ fn two_host_stages(args: &Args, work: PathBuf) {
                 fig.skipped[0] = Some(why.clone());
             } else {
                 let yaml = policy_yaml(&rules, &ports);
-                match strait_apply(strait.cluster.host(0), &yaml) {
+                match strait_apply_in_parts(strait.cluster.host(0), &yaml) {
                     Ok(took) => {
                         fig.apply[0] = Some(took);
                         let t0 = Instant::now();
