@@ -792,6 +792,14 @@ fn down_one(s: &State) -> Result<(), String> {
             }
         }
     }
+    // The agents' pinned policy maps, one directory per host namespace on the test
+    // beds' bpffs (`testbeds::agent::test_bpffs`).
+    for ns in &s.namespaces {
+        let pins = Path::new("/run/strait-test-bpffs").join(ns);
+        if pins.exists() && std::fs::remove_dir_all(&pins).is_err() {
+            problems.push(format!("pinned maps {} not removed", pins.display()));
+        }
+    }
     // Only ever a temp dir: a corrupt state file must not make us delete elsewhere.
     let dirs = std::iter::once(&s.dir)
         .chain(s.etcd_dir.as_ref())
