@@ -14,19 +14,49 @@ pub enum ResolveError {
     Ambiguous { query: String, matches: Vec<String> },
 }
 
+/// What an ID is matched against, for every form an endpoint is held in (the wire
+/// type here, the agent's own records elsewhere).
+pub trait EndpointIds {
+    /// `network.containerID.ifname`.
+    fn endpoint_id(&self) -> &str;
+    fn container_id(&self) -> &str;
+    fn node(&self) -> &str;
+}
+
+impl EndpointIds for Endpoint {
+    fn endpoint_id(&self) -> &str {
+        &self.id
+    }
+    fn container_id(&self) -> &str {
+        &self.container_id
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
 /// The one endpoint of `eps` that `query` names. An exact endpoint id wins, then an
 /// exact container ID, then a unique prefix of either.
-pub fn resolve<'a>(query: &str, eps: &'a [Endpoint]) -> Result<&'a Endpoint, ResolveError> {
+pub fn resolve<'a, E: EndpointIds + 'a>(
+    query: &str,
+    eps: impl IntoIterator<Item = &'a E>,
+) -> Result<&'a E, ResolveError> {
     if query.is_empty() {
         return Err(ResolveError::NotFound(String::from("\"\"")));
     }
-    if let Some(ep) = eps.iter().find(|e| e.id == query) {
+    let eps: Vec<&E> = eps.into_iter().collect();
+    if let Some(ep) = eps.iter().find(|e| e.endpoint_id() == query) {
         return Ok(ep);
     }
-    let exact: Vec<&Endpoint> = eps.iter().filter(|e| e.container_id == query).collect();
+    let exact: Vec<&E> = eps
+        .iter()
+        .copied()
+        .filter(|e| e.container_id() == query)
+        .collect();
     let matches = if exact.is_empty() {
         eps.iter()
-            .filter(|e| e.container_id.starts_with(query) || e.id.starts_with(query))
+            .copied()
+            .filter(|e| e.container_id().starts_with(query) || e.endpoint_id().starts_with(query))
             .collect()
     } else {
         exact
@@ -38,7 +68,7 @@ pub fn resolve<'a>(query: &str, eps: &'a [Endpoint]) -> Result<&'a Endpoint, Res
             query: query.to_string(),
             matches: many
                 .iter()
-                .map(|e| format!("{} (node {})", e.id, e.node))
+                .map(|e| format!("{} (node {})", e.endpoint_id(), e.node()))
                 .collect(),
         }),
     }

@@ -30,6 +30,19 @@ pub struct EndpointEntry {
     pub raw: Vec<u8>,
 }
 
+impl strait_api::endpoint_ref::EndpointIds for EndpointEntry {
+    fn endpoint_id(&self) -> &str {
+        &self.facts.id
+    }
+    /// The middle of `network.containerID.ifname`.
+    fn container_id(&self) -> &str {
+        self.facts.id.rsplit('.').nth(1).unwrap_or_default()
+    }
+    fn node(&self) -> &str {
+        &self.facts.node
+    }
+}
+
 /// What a change touched, so the loop does only the work it needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Changed {

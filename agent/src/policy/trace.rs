@@ -73,32 +73,15 @@ impl Side {
 
 /// Resolves one side against the snapshot.
 /// The endpoint (of any node) an operator's ID names, as `netctl endpoints` and
-/// `netctl endpoint label` take it: its id (`network.containerID.ifname`), its
+/// `netctl endpoint label` take it (`strait_api::endpoint_ref`): its id, its
 /// container ID, or a prefix of either that only one endpoint has.
 pub fn find_endpoint<'a>(
     snap: &'a Snapshot,
     query: &str,
 ) -> Option<(&'a String, &'a super::cluster::EndpointEntry)> {
     let eps = &snap.cluster.endpoints;
-    if let Some(hit) = eps.iter().find(|(_, e)| e.facts.id == query) {
-        return Some(hit);
-    }
-    let container = |id: &str| id.rsplit('.').nth(1).unwrap_or_default().to_string();
-    let exact: Vec<_> = eps
-        .iter()
-        .filter(|(_, e)| container(&e.facts.id) == query)
-        .collect();
-    if exact.len() == 1 {
-        return exact.into_iter().next();
-    }
-    let prefixed: Vec<_> = eps
-        .iter()
-        .filter(|(_, e)| {
-            !query.is_empty()
-                && (container(&e.facts.id).starts_with(query) || e.facts.id.starts_with(query))
-        })
-        .collect();
-    (prefixed.len() == 1).then(|| prefixed[0])
+    let found = strait_api::endpoint_ref::resolve(query, eps.values()).ok()?;
+    eps.iter().find(|(_, e)| std::ptr::eq(*e, found))
 }
 
 pub fn resolve(snap: &Snapshot, spec: &str) -> Result<Side, TraceError> {
