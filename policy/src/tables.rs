@@ -97,6 +97,13 @@ impl EndpointTables {
             Direction::Egress => &self.egress,
         }
     }
+
+    pub fn direction_mut(&mut self, d: Direction) -> &mut DirectionTables {
+        match d {
+            Direction::Ingress => &mut self.ingress,
+            Direction::Egress => &mut self.egress,
+        }
+    }
 }
 
 /// The outcome for one new flow.

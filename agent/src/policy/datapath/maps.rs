@@ -376,11 +376,7 @@ pub(super) fn read_back(
         if k.ifindex != ifindex || k.version != version {
             continue;
         }
-        let t = if k.dir == abi::DIR_INGRESS {
-            &mut tables.ingress
-        } else {
-            &mut tables.egress
-        };
+        let t = tables.direction_mut(direction_of(k.dir));
         let len = key.prefix_len().saturating_sub(abi::RULE_KEY_FIXED_BITS) as u8;
         let (first, last) = prefix_range(u16::from_be_bytes(k.port), len);
         let seg = Segment {
@@ -403,11 +399,7 @@ pub(super) fn read_back(
         if k.ifindex != ifindex || k.version != version {
             continue;
         }
-        let t = if k.dir == abi::DIR_INGRESS {
-            &mut tables.ingress
-        } else {
-            &mut tables.egress
-        };
+        let t = tables.direction_mut(direction_of(k.dir));
         let len = key.prefix_len().saturating_sub(abi::CIDR_KEY_FIXED_BITS);
         if let Some(net) = key_net(len, k.addr, k.family == 4) {
             t.cidrs.insert(net, *class);
@@ -419,6 +411,15 @@ pub(super) fn read_back(
         }
     }
     tables
+}
+
+/// The direction a key's `dir` byte names.
+fn direction_of(dir: u8) -> Direction {
+    if dir == abi::DIR_INGRESS {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    }
 }
 
 #[cfg(test)]
