@@ -12,6 +12,8 @@ PKGS=(
   iproute2 iputils-ping netcat-openbsd procps jq python3 curl iptables
   # real runtimes and the reference CNI plugins (baseline and chaining)
   containernetworking-plugins busybox-static podman runc containerd
+  # the Docker plugin tests and benchmark (each runs its own dockerd in a netns)
+  docker.io
   # the cluster store (etcd backend, cluster tests)
   etcd-server
   iperf3
@@ -31,11 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # On a systemd host the BGP daemons' packages start them in the root namespace on
+  # On a systemd host the BGP daemons' and Docker's packages start them in the root namespace on
   # install; the tests run their own inside namespaces. Stop and disable only the
   # services of packages installed just now, never ones the machine already ran.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    for unit in bird:bird2 frr:frr gobgpd:gobgpd; do
+    for unit in bird:bird2 frr:frr gobgpd:gobgpd docker.socket:docker.io docker:docker.io; do
       case " ${missing[*]} " in
         *" ${unit#*:} "*) systemctl disable --now "${unit%%:*}" >/dev/null 2>&1 || true ;;
       esac

@@ -15,7 +15,9 @@
 //! * [`wait`]: [`wait_until`], polling for a condition with a timeout, for every test.
 //! * [`host`]: a one-host bed (a namespace as the host, its agent, containers).
 //! * [`etcd`]: a private etcd per test; [`peers`]: BIRD, FRR and gobgpd as BGP peers;
-//!   [`runtimes`]: a private Podman and containerd driving `strait`.
+//!   [`runtimes`]: a private Podman and containerd driving `strait`; [`docker`]: a
+//!   private dockerd in a host's namespace with that host's agent as its `strait`
+//!   network driver.
 //! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
 //!   binaries under test are.
 //! * [`bench`]: what the benchmark programs share (iperf3 runs and servers, medians,
@@ -29,6 +31,7 @@ pub mod bench;
 pub mod bins;
 pub mod cluster;
 pub mod cni;
+pub mod docker;
 pub mod etcd;
 pub mod host;
 pub mod netns;

@@ -114,7 +114,7 @@ pub fn run_ok(cmd: Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn kill_pid(pid: u32, sig: nix::sys::signal::Signal) {
+pub(crate) fn kill_pid(pid: u32, sig: nix::sys::signal::Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
@@ -307,7 +307,7 @@ impl Drop for RuntimeDir {
 
 /// PIDs (other than this process) whose command line names something under `dir`:
 /// the runtime's helpers (conmon, shims, cleanup commands) carry their paths there.
-fn processes_naming(dir: &Path) -> Vec<u32> {
+pub(crate) fn processes_naming(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -795,7 +795,7 @@ pub fn pod_ips(inspect: &Value) -> Vec<String> {
     ips
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -876,7 +876,7 @@ impl Drop for Containerd {
 }
 
 /// PIDs whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return vec![];
     };
