@@ -236,6 +236,11 @@ impl DockerHost {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The last `n` lines of dockerd's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(&self.log(), n)
+    }
+
     /// A `docker` command against this dockerd only.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(DOCKER);

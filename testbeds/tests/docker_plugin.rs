@@ -45,7 +45,9 @@ fn web(name: &str) -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
-        format!("mkdir -p /www && echo hello-{name} > /www/index.html && exec httpd -f -p 80 -h /www"),
+        format!(
+            "mkdir -p /www && echo hello-{name} > /www/index.html && exec httpd -f -p 80 -h /www"
+        ),
     ]
 }
 
@@ -224,18 +226,23 @@ fn assert_no_leak(socket: &std::path::Path, host_ns: &Netns, what: &str) {
         Some(0),
         "{what}: {report:#}"
     );
-    wait_until(&format!("{what}: no strait* link left"), WAIT * 3, POLL, || {
-        let links: Vec<String> = host_ns
-            .links()
-            .into_iter()
-            .filter(|l| l.starts_with("strait") && l != "strait.vxlan")
-            .collect();
-        if links.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{links:?}"))
-        }
-    })
+    wait_until(
+        &format!("{what}: no strait* link left"),
+        WAIT * 3,
+        POLL,
+        || {
+            let links: Vec<String> = host_ns
+                .links()
+                .into_iter()
+                .filter(|l| l.starts_with("strait") && l != "strait.vxlan")
+                .collect();
+            if links.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{links:?}"))
+            }
+        },
+    )
     .unwrap();
 }
 
@@ -285,10 +292,17 @@ fn docker_harness_runs_the_bridge_driver() {
         &format!("com.docker.network.bridge.name={bridge}"),
         "hbr",
     ]);
-    assert!(ns.links().contains(&bridge), "bridge {bridge} not in the namespace");
+    assert!(
+        ns.links().contains(&bridge),
+        "bridge {bridge} not in the namespace"
+    );
     let cmd = web("ha");
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    d.run_ok("ha", &["--network", "hbr", "-p", "127.0.0.1:18084:80"], &cmd);
+    d.run_ok(
+        "ha",
+        &["--network", "hbr", "-p", "127.0.0.1:18084:80"],
+        &cmd,
+    );
     let cmd = web("hb");
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     d.run_ok("hb", &["--network", "hbr", "--network-alias", "bee"], &cmd);
@@ -299,7 +313,17 @@ fn docker_harness_runs_the_bridge_driver() {
     assert!(body.contains("hello-ha"), "{body}");
     d.restart();
     let out = d.docker_ok(&[
-        "run", "--rm", "--pull", "never", "--network", "hbr", IMAGE, "ip", "-o", "-4", "addr",
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "hbr",
+        IMAGE,
+        "ip",
+        "-o",
+        "-4",
+        "addr",
     ]);
     assert!(out.contains("10.84.1."), "{out}");
     drop(d);
@@ -358,8 +382,19 @@ fn docker_run_rm() {
 
     // A short-lived container, as `docker run --rm` users have them.
     let out = d.docker_ok(&[
-        "run", "--rm", "--pull", "never", "--network", "runrm", IMAGE, "ip", "-o", "-4", "addr",
-        "show", "eth0",
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "runrm",
+        IMAGE,
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
     ]);
     assert!(out.contains("/32"), "{out}");
 
@@ -691,8 +726,19 @@ fn docker_dockerd_restarted() {
     bed.docker.restart();
     let d = &bed.docker;
     let out = d.docker_ok(&[
-        "run", "--rm", "--pull", "never", "--network", "dr", IMAGE, "ip", "-o", "-4", "addr",
-        "show", "eth0",
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "dr",
+        IMAGE,
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
     ]);
     assert!(out.contains("/32"), "{out}");
     run_web(&bed, "d2", "dr", &[]);
