@@ -333,6 +333,44 @@ fn docker_harness_runs_the_bridge_driver() {
     );
 }
 
+/// dockerd with `--iptables=true`: a published port of the bridge driver works, and
+/// the chains dockerd leaves on exit are gone after the harness's cleanup.
+#[test]
+fn docker_harness_removes_dockers_iptables_chains() {
+    privileged!("docker_harness_removes_dockers_iptables_chains");
+    let prefix = strait_testbeds::unique_prefix();
+    let ns = Netns::new(format!("{prefix}h"));
+    let mut d = DockerHost::prepare(DockerOpts { iptables: true });
+    d.start(ns.name());
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "bridge",
+        "--subnet",
+        "10.84.2.0/24",
+        "-o",
+        &format!("com.docker.network.bridge.name={prefix}br"),
+        "hipt",
+    ]);
+    let cmd = web("hi");
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    d.run_ok(
+        "hi",
+        &["--network", "hipt", "-p", "127.0.0.1:18085:80"],
+        &cmd,
+    );
+    let body = get_from(&ns, 18085);
+    assert!(body.contains("hello-hi"), "{body}");
+    let rules = ns.exec_ok(&["iptables", "-w", "-t", "nat", "-S"]);
+    assert!(rules.contains("DOCKER"), "dockerd made no chains: {rules}");
+    drop(d);
+    for table in ["filter", "nat"] {
+        let rules = ns.exec_ok(&["iptables", "-w", "-t", table, "-S"]);
+        assert!(!rules.contains("DOCKER"), "{table} after cleanup: {rules}");
+    }
+}
+
 /// HTTP GET `/` from the namespace `ns` to 127.0.0.1:`port`; the whole answer.
 fn get_from(ns: &Netns, port: u16) -> String {
     let mut last = String::new();
@@ -630,26 +668,50 @@ fn docker_several_strait_networks_on_one_container() {
     assert_clean(&bed, "after rm");
 }
 
+/// `-p 127.0.0.1:P:80` and `-p P:80` on a strait network, reached from the host's
+/// namespace while busybox httpd serves in the container; the two containers still
+/// reach each other; the ports close again after rm.
+fn port_publishing(iptables: bool, ports: [u16; 2]) {
+    let bed = DockerBed::with(POOLS, DockerOpts { iptables }, |_| {});
+    let d = &bed.docker;
+    create_network(d, "pub", &["--ipam-driver", "strait"]);
+    run_web(
+        &bed,
+        "w1",
+        "pub",
+        &["-p", &format!("127.0.0.1:{}:80", ports[0])],
+    );
+    run_web(&bed, "w2", "pub", &["-p", &format!("{}:80", ports[1])]);
+    let body = get_from(&bed.host.ns, ports[0]);
+    assert!(body.contains("hello-w1"), "{body}");
+    let body = get_from(&bed.host.ns, ports[1]);
+    assert!(body.contains("hello-w2"), "{body}");
+    // With `--iptables=true` dockerd sets the FORWARD policy to DROP in the host's
+    // namespace: containers must still reach each other.
+    ping(d, "w1", &d.ip("w2", "pub"));
+    http_get(d, "w2", &d.ip("w1", "pub"), "w1");
+    rm(d, &["w1", "w2"]);
+    let port = ports[0];
+    wait_until(&format!("port {port} closed after rm"), WAIT, POLL, || {
+        bed.host
+            .ns
+            .run_in(move || TcpStream::connect(("127.0.0.1", port)).map(|_| ()))
+            .is_err()
+    })
+    .unwrap();
+    assert_clean(&bed, "after rm");
+}
+
 #[test]
 fn docker_port_publishing_reached_from_the_host() {
     privileged!("docker_port_publishing_reached_from_the_host");
-    let bed = DockerBed::new(POOLS);
-    let d = &bed.docker;
-    create_network(d, "pub", &["--ipam-driver", "strait"]);
-    run_web(&bed, "w1", "pub", &["-p", "127.0.0.1:18281:80"]);
-    run_web(&bed, "w2", "pub", &["-p", "18282:80"]);
-    let body = get_from(&bed.host.ns, 18281);
-    assert!(body.contains("hello-w1"), "{body}");
-    let body = get_from(&bed.host.ns, 18282);
-    assert!(body.contains("hello-w2"), "{body}");
-    rm(d, &["w1", "w2"]);
-    // The ports are closed again.
-    let r = bed
-        .host
-        .ns
-        .run_in(|| TcpStream::connect(("127.0.0.1", 18281u16)).map(|_| ()));
-    assert!(r.is_err(), "port 18281 still open after rm");
-    assert_clean(&bed, "after rm");
+    port_publishing(false, [18281, 18282]);
+}
+
+#[test]
+fn docker_port_publishing_with_dockers_iptables() {
+    privileged!("docker_port_publishing_with_dockers_iptables");
+    port_publishing(true, [18283, 18284]);
 }
 
 #[test]
