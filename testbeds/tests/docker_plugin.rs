@@ -196,14 +196,41 @@ fn endpoint_ips(ep: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Docker networks the agent keeps (`netctl -o json docker networks`), by name.
-fn stored_networks(socket: &std::path::Path) -> Vec<String> {
-    let v = netctl_json(socket, &["docker", "networks"]);
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["name"].as_str().map(String::from))
-        .collect()
+/// Docker networks the agent keeps (`netctl -o json docker networks`).
+fn stored_networks(socket: &std::path::Path) -> Vec<Value> {
+    netctl_json(socket, &["docker", "networks"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Docker's ID of network `name`.
+fn network_id(d: &DockerHost, name: &str) -> String {
+    d.docker_ok(&["network", "inspect", "-f", "{{.Id}}", name])
+}
+
+/// Whether the agent keeps network `id`.
+fn is_stored(socket: &std::path::Path, id: &str) -> bool {
+    stored_networks(socket).iter().any(|n| n["id"] == id)
+}
+
+/// Wait until the agent keeps network `name` under Docker's ID, with its name (the
+/// agent asks dockerd for names); that entry.
+fn wait_stored(socket: &std::path::Path, d: &DockerHost, name: &str) -> Value {
+    let id = network_id(d, name);
+    let mut found = Value::Null;
+    wait_until(&format!("network {name} ({id}) stored"), WAIT, POLL, || {
+        let nets = stored_networks(socket);
+        match nets.iter().find(|n| n["id"] == id.as_str()) {
+            Some(n) if n["name"] == name => {
+                found = n.clone();
+                Ok(())
+            }
+            _ => Err(format!("{nets:#?}")),
+        }
+    })
+    .unwrap();
+    found
 }
 
 /// Once every container is gone: no endpoint, `netctl ipam check` clean, no `strait*`
@@ -402,7 +429,9 @@ fn docker_run_rm() {
     let d = &bed.docker;
     let sock = bed.host.agent.socket.clone();
     create_network(d, "runrm", &["--ipam-driver", "strait"]);
-    assert!(stored_networks(&sock).contains(&"runrm".to_string()));
+    let net = wait_stored(&sock, d, "runrm");
+    assert_eq!(net["ipam"], "strait", "{net:#}");
+    let net_id = network_id(d, "runrm");
 
     run_web(&bed, "rr1", "runrm", &[]);
     let ip = d.ip("rr1", "runrm");
@@ -439,7 +468,7 @@ fn docker_run_rm() {
     rm(d, &["rr1"]);
     assert_no_leak(&sock, &bed.host.ns, "after rm");
     d.docker_ok(&["network", "rm", "runrm"]);
-    assert!(!stored_networks(&sock).contains(&"runrm".to_string()));
+    assert!(!is_stored(&sock, &net_id), "network rm left it stored");
     assert_clean(&bed, "after network rm");
 }
 
@@ -514,7 +543,8 @@ fn docker_subnet_inside_a_pool_is_served_outside_refused() {
         let ls = d.docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
         assert!(!ls.lines().any(|l| l == "outside"), "{ls}");
     }
-    assert!(!stored_networks(&bed.host.agent.socket).contains(&"outside".to_string()));
+    let stored = stored_networks(&bed.host.agent.socket);
+    assert_eq!(stored.len(), 2, "{stored:#?}");
     rm(d, &["s1", "s2"]);
     assert_clean(&bed, "after rm");
 }
@@ -725,16 +755,20 @@ fn docker_network_rm_with_and_without_endpoints() {
     run_web(&bed, "nb", "busy", &[]);
     let out = d.docker(&["network", "rm", "busy"]);
     assert!(!out.status.success(), "docker removed a network in use");
-    assert!(stored_networks(&sock).contains(&"busy".to_string()));
+    let busy = wait_stored(&sock, d, "busy")["id"].clone();
+    let idle = wait_stored(&sock, d, "idle")["id"].clone();
     ping(d, "nb", &d.ip("nb", "busy"));
 
     d.docker_ok(&["network", "rm", "idle"]);
-    let stored = stored_networks(&sock);
-    assert!(!stored.contains(&"idle".to_string()), "{stored:?}");
+    assert!(
+        !is_stored(&sock, idle.as_str().unwrap()),
+        "idle still stored"
+    );
+    assert!(is_stored(&sock, busy.as_str().unwrap()), "busy gone");
     rm(d, &["nb"]);
     d.docker_ok(&["network", "rm", "busy"]);
     let stored = stored_networks(&sock);
-    assert!(stored.is_empty(), "{stored:?}");
+    assert!(stored.is_empty(), "{stored:#?}");
     assert_clean(&bed, "after network rm");
 }
 
@@ -757,7 +791,7 @@ fn straitd_restart_while_containers_run(test: &str, kill: bool) {
     http_get(d, "k2", &a, "k1");
     let sock = bed.host.agent.socket.clone();
     assert!(
-        stored_networks(&sock).contains(&"keep".to_string()),
+        is_stored(&sock, &network_id(d, "keep")),
         "{test}: the network is gone after the restart"
     );
     wait_endpoint(&sock, &d.endpoint_id("k1", "keep"), "keep", "k1");
