@@ -7,9 +7,10 @@
 //! `<dir>/plugins` is bound over `/run/docker/plugins` (a directory dockerd hard-codes
 //! for plugin discovery): every test's driver is called `strait`, the agent listens at
 //! `<dir>/plugins/strait.sock`, and no test touches the real `/run/docker/plugins`.
-//! The mount namespace is a slave of the host's (`unshare --propagation slave`), so
-//! nothing dockerd mounts (overlays, container netns files) shows outside it, and it
-//! all goes when dockerd and its children are gone.
+//! Every mount in that namespace is made a slave of the host's, so nothing dockerd
+//! mounts (overlays, the plugin dir) shows outside it and it all goes with dockerd and
+//! its children; except the exec root, a shared mount of its own, so the containers'
+//! netns files dockerd mounts there are seen by the agent, as on a real host.
 //!
 //! dockerd is entered into the namespace with `nsenter --net`, not `ip netns exec`:
 //! the latter mounts a fresh sysfs over `/sys`, which hides `/sys/fs/cgroup` and leaves
@@ -101,6 +102,7 @@ impl DockerHost {
             }
         }
         fs::create_dir_all(PLUGIN_DIR).expect("mkdir /run/docker/plugins");
+        share_exec_root(&d.join("exec"));
         Self {
             socket: d.join("docker.sock"),
             plugin_dir: d.join("plugins"),
@@ -174,14 +176,21 @@ impl DockerHost {
             "--log-level debug".into(),
         ]
         .join(" ");
+        // Every mount but the exec root becomes a slave: what dockerd mounts stays in
+        // its namespace, except the containers' netns files (see share_exec_root).
+        let exec_root = d.join("exec");
         let script = format!(
-            "mount --bind {} {PLUGIN_DIR} && exec {dockerd}",
-            self.plugin_dir.display()
+            "for m in $(cut -d' ' -f5 /proc/self/mountinfo); do \
+               [ \"$m\" = {exec} ] || mount --make-slave \"$m\" 2>/dev/null; \
+             done; \
+             mount --bind {plugins} {PLUGIN_DIR} && exec {dockerd}",
+            exec = exec_root.display(),
+            plugins = self.plugin_dir.display(),
         );
         // nsenter, unshare and sh all exec: the child's PID is dockerd's.
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{netns}"))
-            .args(["--", "unshare", "-m", "--propagation", "slave", "--"])
+            .args(["--", "unshare", "-m", "--propagation", "unchanged", "--"])
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -392,6 +401,30 @@ impl DockerHost {
                 }
             }
         }
+    }
+}
+
+/// Make `exec_root` a mount point of its own with shared propagation (a new peer
+/// group), before the agent and dockerd start: the netns files dockerd bind-mounts
+/// under `<exec_root>/netns` then show in the test's mount namespace and in the
+/// agent's (a slave copy made by `ip netns exec`), as they would on a real host where
+/// dockerd and straitd share one. Unmounted with the temp dir.
+fn share_exec_root(exec_root: &Path) {
+    let dir = exec_root.to_string_lossy();
+    for args in [
+        &["--bind", &*dir, &*dir][..],
+        &["--make-private", &*dir][..],
+        &["--make-shared", &*dir][..],
+    ] {
+        let out = Command::new("mount")
+            .args(args)
+            .output()
+            .expect("exec mount");
+        assert!(
+            out.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -334,6 +334,19 @@ fn docker_harness_runs_the_bridge_driver() {
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     d.run_ok("hb", &["--network", "hbr", "--network-alias", "bee"], &cmd);
     let a = d.ip("ha", "hbr");
+    // The containers' netns files dockerd mounts show outside its mount namespace
+    // (the agent needs them, as on a real host).
+    let sandbox = d.inspect("ha")["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .expect("SandboxKey")
+        .to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(sandbox.as_str())),
+        "{sandbox} is not mounted here"
+    );
     ping(&d, "hb", &a);
     http_get(&d, "ha", "bee", "hb");
     let body = get_from(&ns, 18084);
