@@ -539,7 +539,11 @@ fn docker_subnet_inside_a_pool_is_served_outside_refused() {
     let ip2 = d.ip("s2", "defipam");
     assert!(ip2.starts_with("10.83.101."), "{ip2}");
     assert_eq!(addrs_in(d, "s2", "eth0", false), vec![format!("{ip2}/24")]);
-    ping(d, "s1", &ip2);
+    // Two containers of one /24 reach each other (on-link for them) and the host.
+    run_web(&bed, "s3", "defipam", &[]);
+    ping(d, "s3", &ip2);
+    http_get(d, "s2", &d.ip("s3", "defipam"), "s3");
+    assert!(bed.host.ns.ping(&ip2), "host cannot ping {ip2}");
 
     // Outside every pool: refused with words a user understands, nothing created.
     for ipam in [&["--ipam-driver", "strait"][..], &[][..]] {
@@ -558,7 +562,7 @@ fn docker_subnet_inside_a_pool_is_served_outside_refused() {
     }
     let stored = stored_networks(&bed.host.agent.socket);
     assert_eq!(stored.len(), 2, "{stored:#?}");
-    rm(d, &["s1", "s2"]);
+    rm(d, &["s1", "s2", "s3"]);
     assert_clean(&bed, "after rm");
 }
 
