@@ -99,6 +99,7 @@ impl<K: HostNet> Attacher<K> {
                 netns: req.netns.clone(),
                 static_ips: req.ips.clone(),
                 extra: Some(record_op),
+                ..Default::default()
             })
             .await?;
         let ipam_ms = t_start.elapsed().as_secs_f64() * 1e3;

@@ -78,6 +78,7 @@ impl Ipam {
         let unreadable: &BTreeSet<_> = &all.unreadable;
         allocator::pick_dynamic_all(
             &self.families,
+            &[],
             &self.pools,
             &mut working,
             self.rules(&BTreeSet::new()),
