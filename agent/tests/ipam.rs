@@ -1809,3 +1809,93 @@ async fn one_family_at_a_time_inside_a_networks_range() {
 async fn ipam_on_v4_only(store: &Arc<EmbeddedStore>) -> Ipam {
     ipam(store, "node-a", config(&["10.41.0.0/24"], 26, 122)).await
 }
+
+/// Issue 13: who holds an address, read from the store (Docker's ReleaseAddress names
+/// only the address).
+#[tokio::test]
+async fn holder_of_an_address() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(
+        &store,
+        "node-a",
+        config(&["10.42.0.0/24", "fd00:42::/120"], 26, 122),
+    )
+    .await;
+    let b = ipam(
+        &store,
+        "node-b",
+        config(&["10.42.0.0/24", "fd00:42::/120"], 26, 122),
+    )
+    .await;
+    let h1 = a.allocate(req("h1")).await.unwrap();
+    let h2 = b.allocate(req("h2")).await.unwrap();
+    for (ips, h) in [(&h1.ips, "h1"), (&h2.ips, "h2")] {
+        for &x in ips {
+            assert_eq!(a.holder_of(x).await.unwrap().as_deref(), Some(h), "{x}");
+        }
+    }
+    assert_eq!(
+        b.holder_of(h1.ips[0]).await.unwrap().as_deref(),
+        Some("h1"),
+        "any node's"
+    );
+    assert_eq!(
+        a.holder_of(ip("10.42.0.9")).await.unwrap(),
+        None,
+        "free ordinal"
+    );
+    assert_eq!(
+        a.holder_of(ip("10.42.0.200")).await.unwrap(),
+        None,
+        "no block"
+    );
+    assert_eq!(
+        a.holder_of(ip("192.168.0.1")).await.unwrap(),
+        None,
+        "no pool"
+    );
+    a.release("h1").await.unwrap();
+    assert_eq!(a.holder_of(h1.ips[0]).await.unwrap(), None, "released");
+}
+
+/// Issue 13: every handle under a prefix, of any node (Docker's reservations live
+/// under `DOCKER_HANDLE_PREFIX`).
+#[tokio::test]
+async fn handles_with_a_prefix() {
+    use straitd::ipam::DOCKER_HANDLE_PREFIX;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(&store, "node-a", config(&["10.43.0.0/24"], 26, 122)).await;
+    let b = ipam(&store, "node-b", config(&["10.43.0.0/24"], 26, 122)).await;
+    let d = |rest: &str| format!("{DOCKER_HANDLE_PREFIX}{rest}");
+    a.allocate(req(&d("net1.a"))).await.unwrap();
+    a.allocate(req("net1.c1.eth0")).await.unwrap();
+    b.allocate(req(&d("net1.b"))).await.unwrap();
+    b.allocate(req(&d("net2.c"))).await.unwrap();
+
+    let names = |hs: Vec<Handle>| -> Vec<(String, String)> {
+        hs.into_iter().map(|h| (h.handle, h.node)).collect()
+    };
+    assert_eq!(
+        names(a.handles_with_prefix(&d("net1.")).await.unwrap()),
+        [
+            (d("net1.a"), "node-a".to_string()),
+            (d("net1.b"), "node-b".to_string())
+        ]
+    );
+    assert_eq!(
+        a.handles_with_prefix(DOCKER_HANDLE_PREFIX)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(a.handles_with_prefix("").await.unwrap().len(), 4);
+    assert!(a.handles_with_prefix("nothing").await.unwrap().is_empty());
+    let h = &b.handles_with_prefix(&d("net2.")).await.unwrap()[0];
+    assert_eq!(
+        (h.ips.len(), h.container_id.as_str()),
+        (1, "ctr-docker-ipam.net2.c")
+    );
+}
