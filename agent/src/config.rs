@@ -73,6 +73,8 @@ pub struct AgentConfig {
     pub policy_mode: strait_api::policy::PolicyMode,
     /// bpffs directory of policy's pinned maps and programs.
     pub bpf_dir: PathBuf,
+    /// The Docker plugin, when enabled (`--docker-plugin`).
+    pub docker: Option<crate::docker::DockerConfig>,
     pub node_lease_ttl_secs: u64,
     pub block_reclaim_grace_secs: u64,
     /// The bgp fabric's settings (defaults unless given; used with `--fabric bgp`).
@@ -161,6 +163,18 @@ impl AgentConfig {
             bpf_dir: keys
                 .bpf_dir
                 .unwrap_or_else(|| crate::policy::datapath::DEFAULT_BPF_DIR.into()),
+            docker: keys
+                .docker_plugin
+                .unwrap_or(false)
+                .then(|| crate::docker::DockerConfig {
+                    socket: keys
+                        .docker_plugin_socket
+                        .unwrap_or_else(|| crate::docker::DEFAULT_PLUGIN_SOCKET.into()),
+                    spec_file: keys.docker_spec_file,
+                    docker_host: keys
+                        .docker_host
+                        .unwrap_or_else(|| crate::docker::DEFAULT_DOCKER_HOST.into()),
+                }),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,

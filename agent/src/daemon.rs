@@ -128,6 +128,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             t.abort();
         }
         // The programs and pinned maps stay: the next agent adopts them.
+        if let Some(t) = running.docker {
+            t.abort();
+        }
         for t in running.policy {
             t.abort();
         }
@@ -149,6 +152,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     // The socket file goes with the agent; a CNI DEL now queues on disk.
     let _ = std::fs::remove_file(&cfg.socket);
+    // dockerd finds no plugin until the next agent binds it again (and retries).
+    if let Some(d) = &cfg.docker {
+        let _ = std::fs::remove_file(&d.socket);
+        if let Some(spec) = &d.spec_file {
+            let _ = std::fs::remove_file(spec);
+        }
+    }
     // Shutdown never withdraws this node's routes: the sessions close without a
     // NOTIFICATION and BFD ends with AdminDown, so peers keep the routes for the
     // graceful-restart time (RFC 4724) until the next agent is back. Once stopped,
@@ -174,6 +184,8 @@ struct Running {
     fast_path: Option<tokio::task::JoinHandle<()>>,
     /// Policy's reconcile loop, its conntrack GC and its event forwarder.
     policy: Vec<tokio::task::JoinHandle<()>>,
+    /// The Docker plugin's server (`--docker-plugin`); it stops with the stop signal.
+    docker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The state dir and the pending-release queue 0700, the embedded store 0600: created
@@ -336,6 +348,10 @@ async fn start(
     )
     .await;
     attacher.set_ready();
+    let docker = match &cfg.docker {
+        Some(d) => Some(start_docker(d, &attacher, &store, state, stop.clone()).await?),
+        None => None,
+    };
     state.set_phase("ready");
     info!(mtu, "ready");
     Ok(Running {
@@ -346,7 +362,35 @@ async fn start(
         reclaimer,
         fabric,
         bgp,
+        docker,
     })
+}
+
+/// Binds the Docker plugin's socket and serves it; the port proxies of running
+/// containers come back first.
+async fn start_docker(
+    cfg: &crate::docker::DockerConfig,
+    attacher: &Arc<Attacher>,
+    store: &Arc<dyn crate::store::Store>,
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let plugin = crate::docker::DockerPlugin::new(cfg, attacher.clone(), store.clone());
+    plugin.restore().await;
+    let listener = crate::docker::server::bind(&cfg.socket, cfg.spec_file.as_deref())
+        .with_context(|| format!("binding the Docker plugin socket {}", cfg.socket.display()))?;
+    info!(socket = %cfg.socket.display(), "serving the Docker network and IPAM driver");
+    state.set_docker(plugin.clone());
+    let mut stop = stop;
+    Ok(tokio::spawn(async move {
+        let served = crate::docker::server::serve(listener, plugin, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+        if let Err(e) = served {
+            warn!(error = %e, "Docker plugin server");
+        }
+    }))
 }
 
 /// Loads network policy's programs and maps (pinned under `--bpf-dir`, adopting

@@ -30,6 +30,7 @@ pub mod attach;
 mod bpf_test;
 pub mod config;
 pub mod daemon;
+pub mod docker;
 pub mod endpoint;
 pub mod fabric;
 pub mod fastpath;

@@ -128,6 +128,7 @@ fn spec(container_ns: &str, id: &str, ips: &[&str]) -> VethSpec {
         mtu: 0,
         container_mac: None,
         owner: None,
+        handover: false,
     }
 }
 
@@ -833,4 +834,95 @@ fn abandoned_setup_leaves_no_link_behind() {
     });
     assert!(strait_links(&host2).is_empty());
     assert!(!succeeds(&["ip", "-n", &ctr, "link", "show", "eth0"]));
+}
+
+/// Docker's hand-over: both ends stay on the host, the host side is configured as for
+/// any endpoint (routes, neighbours, proxy ARP, `fe80::1` for the container's IPv6
+/// gateway), the container end waits down with its MAC for the runtime to move it, and
+/// deleting the host end takes both.
+#[test]
+fn handover_leaves_the_container_end_on_the_host_for_the_runtime() {
+    require_root!("handover_leaves_the_container_end_on_the_host_for_the_runtime");
+    let mut ns = Namespaces::new();
+    let host = ns.add("h");
+    let s = VethSpec {
+        container_ifname: "stpho0".into(),
+        netns: PathBuf::new(),
+        container_mac: Some([0x02, 0x42, 0x0a, 0x57, 0x00, 0x05]),
+        handover: true,
+        ..spec("unused", "ho", &["10.87.0.5", "fd87::5"])
+    };
+    let s2 = s.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    in_host(&host, move || async move {
+        let nl = Netlink::connect().expect("netlink");
+        tx.send(endpoint::setup(&nl, &s2).await.expect("setup"))
+            .expect("send");
+    });
+    let created = rx.recv().expect("created");
+    let peer = json(&["ip", "-n", &host, "-j", "link", "show", "stpho0"]);
+    assert_eq!(peer[0]["address"].as_str(), Some("02:42:0a:57:00:05"));
+    assert_eq!(
+        peer[0]["ifindex"].as_u64(),
+        Some(u64::from(created.container_ifindex))
+    );
+    assert!(
+        !peer[0]["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .any(|f| f == "UP"),
+        "the runtime brings it up inside the container"
+    );
+    let routes = run(&["ip", "-n", &host, "route", "show", "dev", &s.host_ifname]);
+    assert!(routes.contains("10.87.0.5 proto 83 scope link"), "{routes}");
+    let routes6 = run(&[
+        "ip",
+        "-n",
+        &host,
+        "-6",
+        "route",
+        "show",
+        "dev",
+        &s.host_ifname,
+    ]);
+    assert!(routes6.contains("fd87::5 proto 83"), "{routes6}");
+    let neigh = run(&["ip", "-n", &host, "neigh", "show", "dev", &s.host_ifname]);
+    assert!(
+        neigh.contains("10.87.0.5 lladdr 02:42:0a:57:00:05 PERMANENT"),
+        "{neigh}"
+    );
+    let addrs = run(&[
+        "ip",
+        "-n",
+        &host,
+        "-6",
+        "addr",
+        "show",
+        "dev",
+        &s.host_ifname,
+    ]);
+    assert!(addrs.contains("inet6 fe80::1/64"), "{addrs}");
+    assert_eq!(
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &host,
+            "cat",
+            &format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", s.host_ifname)
+        ])
+        .trim(),
+        "1"
+    );
+    let name = s.host_ifname.clone();
+    in_host(&host, move || async move {
+        let nl = Netlink::connect().expect("netlink");
+        endpoint::delete_link(&nl, &name).await.expect("delete");
+    });
+    assert!(strait_links(&host).is_empty());
+    assert!(
+        !succeeds(&["ip", "-n", &host, "link", "show", "stpho0"]),
+        "the peer went with it"
+    );
 }

@@ -50,8 +50,7 @@ fn req(handle: &str) -> AllocRequest {
         container_id: format!("ctr-{handle}"),
         ifname: "eth0".into(),
         netns: format!("/run/netns/{handle}"),
-        static_ips: Vec::new(),
-        extra: None,
+        ..Default::default()
     }
 }
 
@@ -1696,4 +1695,207 @@ async fn the_tunnel_address_moves_out_of_a_disabled_pool() {
     let view = a.view().await.unwrap();
     let old = view.pools.iter().find(|p| p.disabled).unwrap();
     assert_eq!(old.used, 0, "the old pool is drained");
+}
+
+/// `req(handle)` as Docker's IPAM driver asks: pool addresses of `families` only,
+/// inside `within` if it names ranges.
+fn docker_req(handle: &str, families: &[Family], within: &[&str]) -> AllocRequest {
+    AllocRequest {
+        families: families.to_vec(),
+        within: within.iter().map(|s| net(s)).collect(),
+        ..req(handle)
+    }
+}
+
+/// Issue 13: Docker's IPAM asks per family, for a network's subnet or IP range inside a
+/// pool; what does not fit fails with the range or family named and writes nothing.
+#[tokio::test]
+async fn one_family_at_a_time_inside_a_networks_range() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let ipam = ipam(
+        &store,
+        "node-a",
+        config(&["10.40.0.0/24", "fd00:40::/120"], 26, 122),
+    )
+    .await;
+
+    let v6 = ipam.allocate(docker_req("v6", &[Family::V6], &[])).await;
+    assert_eq!(v6.unwrap().ips, [ip("fd00:40::1")], "IPv6 only");
+    let both = ipam
+        .allocate(docker_req("both", &[Family::V6, Family::V4], &[]))
+        .await
+        .unwrap();
+    assert_eq!(both.ips, [ip("10.40.0.1"), ip("fd00:40::2")], "IPv4 first");
+
+    let mut got = BTreeSet::new();
+    for i in 0..8 {
+        let a = ipam
+            .allocate(docker_req(
+                &format!("r{i}"),
+                &[Family::V4],
+                &["10.40.0.128/29"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(a.ips.len(), 1, "{a:?}");
+        assert!(net("10.40.0.128/29").contains(&a.ips[0]), "{a:?}");
+        assert!(got.insert(a.ips[0]));
+        assert_eq!(
+            ipam.get_handle(&a.handle).await.unwrap().unwrap().ips,
+            a.ips
+        );
+    }
+    let full = ipam
+        .allocate(docker_req("r8", &[Family::V4], &["10.40.0.128/29"]))
+        .await;
+    match full {
+        Err(IpamError::Exhausted { family, reason, .. }) => {
+            assert_eq!(family, Family::V4);
+            assert_eq!(reason, "no free address in 10.40.0.128/29");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ipam.get_handle("r8").await.unwrap().is_none());
+    // The range's block is this node's now; outside the range it serves as before.
+    let plain = ipam.allocate(req("plain")).await.unwrap();
+    assert_eq!(plain.ips.len(), 2);
+    assert!(!net("10.40.0.128/29").contains(&plain.ips[0]), "{plain:?}");
+
+    // A static address is not bound by the range, and covers its family.
+    let s = AllocRequest {
+        static_ips: vec![ip("10.40.0.5")],
+        ..docker_req("s", &[Family::V4], &["10.40.0.128/29"])
+    };
+    assert_eq!(ipam.allocate(s).await.unwrap().ips, [ip("10.40.0.5")]);
+
+    let before = used(&ipam).await;
+    let outside = ipam
+        .allocate(docker_req("o", &[Family::V4], &["192.168.7.0/24"]))
+        .await;
+    match outside {
+        Err(IpamError::Exhausted { reason, .. }) => {
+            assert!(reason.contains("192.168.7.0/24"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let v4_only = ipam
+        .allocate(docker_req(
+            "w",
+            &[Family::V4, Family::V6],
+            &["10.40.0.192/30"],
+        ))
+        .await;
+    match v4_only {
+        Err(IpamError::Exhausted { family, .. }) => assert_eq!(family, Family::V6),
+        other => panic!("no IPv6 range given: {other:?}"),
+    }
+    assert_eq!(used(&ipam).await, before, "the failures took nothing");
+    assert!(ipam.get_handle("w").await.unwrap().is_none());
+
+    // A family without an enabled pool is named.
+    let v4_dir = TempDir::new().unwrap();
+    let v4_store = open(v4_dir.path()).await;
+    let v4 = ipam_on_v4_only(&v4_store).await;
+    match v4.allocate(docker_req("x", &[Family::V6], &[])).await {
+        Err(IpamError::Exhausted { family, reason, .. }) => {
+            assert_eq!(family, Family::V6);
+            assert!(reason.contains("no enabled IPv6 pool"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn ipam_on_v4_only(store: &Arc<EmbeddedStore>) -> Ipam {
+    ipam(store, "node-a", config(&["10.41.0.0/24"], 26, 122)).await
+}
+
+/// Issue 13: who holds an address, read from the store (Docker's ReleaseAddress names
+/// only the address).
+#[tokio::test]
+async fn holder_of_an_address() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(
+        &store,
+        "node-a",
+        config(&["10.42.0.0/24", "fd00:42::/120"], 26, 122),
+    )
+    .await;
+    let b = ipam(
+        &store,
+        "node-b",
+        config(&["10.42.0.0/24", "fd00:42::/120"], 26, 122),
+    )
+    .await;
+    let h1 = a.allocate(req("h1")).await.unwrap();
+    let h2 = b.allocate(req("h2")).await.unwrap();
+    for (ips, h) in [(&h1.ips, "h1"), (&h2.ips, "h2")] {
+        for &x in ips {
+            assert_eq!(a.holder_of(x).await.unwrap().as_deref(), Some(h), "{x}");
+        }
+    }
+    assert_eq!(
+        b.holder_of(h1.ips[0]).await.unwrap().as_deref(),
+        Some("h1"),
+        "any node's"
+    );
+    assert_eq!(
+        a.holder_of(ip("10.42.0.9")).await.unwrap(),
+        None,
+        "free ordinal"
+    );
+    assert_eq!(
+        a.holder_of(ip("10.42.0.200")).await.unwrap(),
+        None,
+        "no block"
+    );
+    assert_eq!(
+        a.holder_of(ip("192.168.0.1")).await.unwrap(),
+        None,
+        "no pool"
+    );
+    a.release("h1").await.unwrap();
+    assert_eq!(a.holder_of(h1.ips[0]).await.unwrap(), None, "released");
+}
+
+/// Issue 13: every handle under a prefix, of any node (Docker's reservations live
+/// under `DOCKER_HANDLE_PREFIX`).
+#[tokio::test]
+async fn handles_with_a_prefix() {
+    use straitd::ipam::DOCKER_HANDLE_PREFIX;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let a = ipam(&store, "node-a", config(&["10.43.0.0/24"], 26, 122)).await;
+    let b = ipam(&store, "node-b", config(&["10.43.0.0/24"], 26, 122)).await;
+    let d = |rest: &str| format!("{DOCKER_HANDLE_PREFIX}{rest}");
+    a.allocate(req(&d("net1.a"))).await.unwrap();
+    a.allocate(req("net1.c1.eth0")).await.unwrap();
+    b.allocate(req(&d("net1.b"))).await.unwrap();
+    b.allocate(req(&d("net2.c"))).await.unwrap();
+
+    let names = |hs: Vec<Handle>| -> Vec<(String, String)> {
+        hs.into_iter().map(|h| (h.handle, h.node)).collect()
+    };
+    assert_eq!(
+        names(a.handles_with_prefix(&d("net1.")).await.unwrap()),
+        [
+            (d("net1.a"), "node-a".to_string()),
+            (d("net1.b"), "node-b".to_string())
+        ]
+    );
+    assert_eq!(
+        a.handles_with_prefix(DOCKER_HANDLE_PREFIX)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(a.handles_with_prefix("").await.unwrap().len(), 4);
+    assert!(a.handles_with_prefix("nothing").await.unwrap().is_empty());
+    let h = &b.handles_with_prefix(&d("net2.")).await.unwrap()[0];
+    assert_eq!(
+        (h.ips.len(), h.container_id.as_str()),
+        (1, "ctr-docker-ipam.net2.c")
+    );
 }

@@ -76,3 +76,44 @@ fn response_error(e: &ClientError) {
     );
     let _ = e.to_string();
 }
+
+/// `docker_requests`: a body on the Docker plugin socket, decoded as every request
+/// type of the remote driver protocol, as the agent decodes them (an empty body is
+/// `{}`); the option accessors the driver uses run on what decodes.
+pub fn docker_requests(body: &[u8]) {
+    use crate::docker::*;
+    fn each<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+        match decode::<T>(body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let _ = format!("malformed request: {e}");
+                None
+            }
+        }
+    }
+    if let Some(r) = each::<CreateNetworkRequest>(body) {
+        let _ = bool_option(&r.options, option::INTERNAL);
+        let _ = generic_options(&r.options).map(|g| string_option(&g, option::STRAIT_POOL));
+    }
+    each::<NetworkRequest>(body);
+    if let Some(r) = each::<CreateEndpointRequest>(body) {
+        let _ = port_bindings(&r.options);
+    }
+    each::<EndpointRequest>(body);
+    if let Some(r) = each::<JoinRequest>(body) {
+        let _ = port_bindings(&r.options);
+    }
+    if let Some(r) = each::<ExternalConnectivityRequest>(body) {
+        let _ = port_bindings(&r.options);
+    }
+    each::<DiscoveryRequest>(body);
+    if let Some(r) = each::<RequestPoolRequest>(body) {
+        let _ = string_option(&r.options, option::STRAIT_POOL);
+    }
+    each::<ReleasePoolRequest>(body);
+    if let Some(r) = each::<RequestAddressRequest>(body) {
+        let _ = string_option(&r.options, option::REQUEST_ADDRESS_TYPE);
+    }
+    each::<ReleaseAddressRequest>(body);
+    each::<IgnoredAny>(body);
+}

@@ -16,6 +16,7 @@
 //!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views;
 //!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
 //!   [`policy_wire`]: the policy API's requests and the monitor's lines.
+//! - [`docker`]: Docker's remote network and IPAM driver protocol, and `netctl docker`.
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
@@ -27,6 +28,7 @@
 
 pub mod bgp;
 pub mod client;
+pub mod docker;
 pub mod endpoint_ref;
 pub mod family;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API. They stay
@@ -74,6 +76,8 @@ pub mod paths {
         format!("{ENDPOINTS}/{id}/labels")
     }
     pub const IPAM: &str = "/v1/ipam";
+    /// `netctl docker networks`.
+    pub const DOCKER_NETWORKS: &str = "/v1/docker/networks";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const NODES: &str = "/v1/nodes";

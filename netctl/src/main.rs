@@ -3,6 +3,7 @@
 //! problem (e.g. `ipam check` found issues), 2 on usage or connection errors.
 
 mod bgp;
+mod docker;
 mod endpoints;
 mod policy;
 mod table;
@@ -81,6 +82,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
+    },
+    /// The Docker plugin (`straitd --docker-plugin`): its networks.
+    Docker {
+        #[command(subcommand)]
+        cmd: docker::DockerCmd,
     },
     /// Live policy verdicts on this node, one line per flow (denials all, allowed
     /// flows once per connection); `-o json` for JSON lines. Runs until interrupted.
@@ -233,6 +239,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             BgpCmd::Peer { cmd } => peer_cmd(&client, out, cmd),
         },
         Cmd::Policy { cmd } => policy::run(&client, out, cmd),
+        Cmd::Docker { cmd } => {
+            docker::run(&client, out, cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Monitor(args) => policy::monitor(&client, out, args),
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {

@@ -67,6 +67,7 @@ pub struct AppState {
     /// Network policy's control plane (`netctl policy`, `netctl monitor`), once
     /// started.
     policy: OnceLock<crate::policy::PolicyAgent>,
+    docker: OnceLock<Arc<crate::docker::DockerPlugin>>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -97,6 +98,7 @@ impl AppState {
             owners: OnceLock::new(),
             fast_path: OnceLock::new(),
             policy: OnceLock::new(),
+            docker: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -123,6 +125,14 @@ impl AppState {
     }
 
     /// Network policy's control plane, once started.
+    pub fn set_docker(&self, plugin: Arc<crate::docker::DockerPlugin>) {
+        let _ = self.docker.set(plugin);
+    }
+
+    pub fn docker(&self) -> Option<&Arc<crate::docker::DockerPlugin>> {
+        self.docker.get()
+    }
+
     pub fn policy(&self) -> Option<&crate::policy::PolicyAgent> {
         self.policy.get()
     }
@@ -230,6 +240,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::ENDPOINTS, get(views::endpoints))
         .route(&paths::endpoint_labels("{id}"), post(endpoints::label))
         .route(paths::IPAM, get(views::ipam))
+        .route(paths::DOCKER_NETWORKS, get(views::docker_networks))
         .route(paths::IPAM_CHECK, get(views::ipam_check))
         .route(paths::IPAM_RELEASE, post(views::ipam_release))
         .route(paths::NODES, get(views::nodes))

@@ -95,6 +95,40 @@ pub(super) async fn ipam(State(s): State<Shared>) -> Result<Json<IpamView>, Fail
     Ok(Json(s.ready_owners()?.attacher.ipam().view().await?))
 }
 
+/// `netctl docker networks`: the Docker networks of the whole cluster.
+pub(super) async fn docker_networks(
+    State(s): State<Shared>,
+) -> Result<Json<Vec<strait_api::docker::NetworkView>>, Failure> {
+    let plugin = s.docker().ok_or_else(|| {
+        Failure::new(
+            strait_api::code::NOT_CONFIGURED,
+            "the Docker plugin is not enabled on this agent (start it with --docker-plugin)",
+        )
+    })?;
+    let networks = plugin
+        .networks
+        .list()
+        .await
+        .map_err(|e| Failure::new(strait_api::code::INTERNAL, e.0))?;
+    Ok(Json(
+        networks
+            .into_iter()
+            .map(|n| strait_api::docker::NetworkView {
+                id: n.id,
+                name: n.name,
+                node: n.node,
+                subnets: n.subnets.iter().map(ToString::to_string).collect(),
+                ipam: match n.ipam {
+                    crate::docker::networks::IpamKind::Strait => "strait".into(),
+                    crate::docker::networks::IpamKind::Docker => "docker".into(),
+                },
+                internal: n.internal,
+                created: n.created,
+            })
+            .collect(),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct CheckQuery {
     /// Grace period in seconds; default the agent's GC grace.

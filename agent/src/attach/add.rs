@@ -99,6 +99,7 @@ impl<K: HostNet> Attacher<K> {
                 netns: req.netns.clone(),
                 static_ips: req.ips.clone(),
                 extra: Some(record_op),
+                ..Default::default()
             })
             .await?;
         let ipam_ms = t_start.elapsed().as_secs_f64() * 1e3;
@@ -115,6 +116,7 @@ impl<K: HostNet> Attacher<K> {
             mtu,
             container_mac: Some(container_mac),
             owner: Some(self.cfg.owner.clone()),
+            handover: false,
         };
         let t_plumb = std::time::Instant::now();
         let plumbed = match self.plumb(&spec).await {
@@ -148,7 +150,11 @@ impl<K: HostNet> Attacher<K> {
 
     /// Puts policy in place on the new veth before ADD answers; on failure the veth
     /// goes (the caller releases the rest).
-    async fn enforce(&self, ep: &Endpoint, created: &VethCreated) -> Result<(), AttachError> {
+    pub(super) async fn enforce(
+        &self,
+        ep: &Endpoint,
+        created: &VethCreated,
+    ) -> Result<(), AttachError> {
         let Some(enforcement) = self.enforcement.get() else {
             return Ok(());
         };
@@ -163,7 +169,7 @@ impl<K: HostNet> Attacher<K> {
     /// Builds the veth. A link of the same name with no record (the caller checked,
     /// under the attachment's lock) is a leftover of a crash mid-ADD: it is ours to
     /// remove, and the creation is tried once more.
-    async fn plumb(&self, spec: &VethSpec) -> Result<VethCreated, AttachError> {
+    pub(super) async fn plumb(&self, spec: &VethSpec) -> Result<VethCreated, AttachError> {
         let name = &spec.host_ifname;
         self.wait_for_deletion(name).await;
         // Taken after the wait: an ADD that waits for its old veth holds no slot. (The

@@ -58,6 +58,7 @@ impl<K: HostNet> Attacher<K> {
             container_mac: None,
             // Not checked: an older strait's links carry no mark.
             owner: None,
+            handover: false,
         };
         self.host
             .check_endpoint(&spec)

@@ -30,6 +30,11 @@ impl<K: HostNet> Attacher<K> {
                 // (a dead node's go with its blocks, through the reclaimer).
                 return Ok(());
             }
+            if h.handle.starts_with(crate::ipam::DOCKER_HANDLE_PREFIX) {
+                // Reserved through Docker's IPAM driver API: held until Docker
+                // releases them, with no endpoint record of their own.
+                return Ok(());
+            }
             let Some(ep) = by_id.get(h.handle.as_str()) else {
                 return Err("no endpoint record".into());
             };

@@ -39,6 +39,7 @@ pub mod enforcement;
 mod error;
 pub mod events;
 mod gc;
+pub mod handover;
 mod labels;
 mod leaks;
 mod locks;

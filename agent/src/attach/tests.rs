@@ -597,6 +597,36 @@ async fn the_leak_gc_releases_attachments_whose_container_is_gone() {
     assert_eq!(b.records().await, 1);
 }
 
+/// Issue 13: addresses Docker reserved through the IPAM driver API have no endpoint
+/// record, and are held until Docker releases them: never a leak.
+#[tokio::test]
+async fn the_leak_gc_leaves_dockers_reservations_alone() {
+    use crate::ipam::{AllocRequest, DOCKER_HANDLE_PREFIX};
+    let b = bed_with_grace(Duration::ZERO).await;
+    let docker = format!("{DOCKER_HANDLE_PREFIX}net1.10.9.0.1");
+    for handle in [docker.clone(), "orphan".to_string()] {
+        b.ipam
+            .allocate(AllocRequest {
+                handle,
+                ..Default::default()
+            })
+            .await
+            .expect("allocate");
+    }
+    let report = b.attacher.ipam_check(Duration::ZERO).await.expect("check");
+    let leaked: Vec<_> = report
+        .issues
+        .iter()
+        .filter_map(|i| match i {
+            IpamIssue::LeakedHandle { handle, .. } => Some(handle.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leaked, ["orphan"]);
+    assert_eq!(b.attacher.gc_leaks().await.expect("GC"), 1);
+    assert_eq!(b.handles().await, [docker]);
+}
+
 #[tokio::test]
 async fn readiness_reports_forwarding_off_as_limited_connectivity() {
     let b = bed().await;

@@ -126,6 +126,22 @@ pub struct Keys {
     /// outlive the agent (default /sys/fs/bpf/strait).
     #[arg(long)]
     pub bpf_dir: Option<PathBuf>,
+    /// Serve Docker's remote network and IPAM driver protocol (`docker network create
+    /// -d strait`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub docker_plugin: Option<bool>,
+    /// The Docker plugin's socket; dockerd finds plugins by name in
+    /// /run/docker/plugins (default /run/docker/plugins/strait.sock).
+    #[arg(long)]
+    pub docker_plugin_socket: Option<PathBuf>,
+    /// Also write a Docker plugin spec file here pointing at the socket (for a socket
+    /// outside /run/docker/plugins, e.g. /etc/docker/plugins/strait.spec).
+    #[arg(long)]
+    pub docker_spec_file: Option<PathBuf>,
+    /// dockerd's API socket, asked for the names of containers and networks
+    /// (default /var/run/docker.sock).
+    #[arg(long)]
+    pub docker_host: Option<PathBuf>,
     /// TTL of the lease the node record is bound to, seconds.
     #[arg(long)]
     pub node_lease_ttl_secs: Option<u64>,
@@ -202,6 +218,10 @@ impl Keys {
             fast_path: self.fast_path.or(lower.fast_path),
             policy_mode: self.policy_mode.or(lower.policy_mode),
             bpf_dir: self.bpf_dir.or(lower.bpf_dir),
+            docker_plugin: self.docker_plugin.or(lower.docker_plugin),
+            docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
+            docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),
+            docker_host: self.docker_host.or(lower.docker_host),
             node_lease_ttl_secs: self.node_lease_ttl_secs.or(lower.node_lease_ttl_secs),
             block_reclaim_grace_secs: self
                 .block_reclaim_grace_secs

@@ -71,6 +71,14 @@ pub struct VethSpec {
     /// stale-link sweep of another agent's store leaves the link alone; `None` writes
     /// none.
     pub owner: Option<String>,
+    /// The container end is left in the agent's namespace, down and unconfigured,
+    /// named `container_ifname`, for the runtime to move into the container and
+    /// configure itself (Docker: libnetwork moves the interface Join names and sets its
+    /// addresses, routes and gateway). `netns` is then unused. Only the host side is
+    /// configured here, plus `fe80::1` on the host end when the container has IPv6:
+    /// the runtime's default route via `fe80::1` must find a neighbour, and no
+    /// permanent entry can be put into a namespace the interface is not in yet.
+    pub handover: bool,
 }
 
 /// What [`setup`] built. MACs are `aa:bb:cc:dd:ee:ff`.
@@ -225,6 +233,9 @@ pub async fn setup(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, Endpo
 }
 
 async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+    if spec.handover {
+        return build_handover(host, spec).await;
+    }
     let netns = NetNs::open(&spec.netns)?;
     if netns.same_as(host.netns()) {
         return Err(EndpointError::HostNamespace {
@@ -270,6 +281,79 @@ async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointE
     let configured = async {
         let container = container.map_err(|e| container_side(spec, e))?;
         configure(host, &container, spec, host_mac, container_mac).await
+    };
+    match configured.await {
+        Ok(created) => Ok(created),
+        Err(error) => Err(undo(host, &spec.host_ifname, error).await),
+    }
+}
+
+/// [`VethSpec::handover`]: both ends on the host; only the host side configured.
+async fn build_handover(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+    let host_mac = names::host_mac(&spec.host_ifname);
+    let container_mac = spec
+        .container_mac
+        .unwrap_or_else(|| names::default_container_mac(&spec.host_ifname));
+    let mtu = (spec.mtu != 0).then_some(spec.mtu);
+    let host_end = VethEnd {
+        name: spec.host_ifname.clone(),
+        mac: Some(host_mac),
+        mtu,
+        up: true,
+    };
+    let container_end = VethEnd {
+        name: spec.container_ifname.clone(),
+        mac: Some(container_mac),
+        mtu,
+        up: false,
+    };
+    if let Err(e) = host.create_veth(&host_end, &container_end, None).await {
+        return Err(if e.is_exists() {
+            name_taken(host, spec, e).await
+        } else {
+            e.into()
+        });
+    }
+    let configured = async {
+        let link = host.link_by_name(&spec.host_ifname).await?.ok_or_else(|| {
+            NetlinkError::Incomplete {
+                op: "get link",
+                object: spec.host_ifname.clone(),
+                what: "the link just created",
+            }
+        })?;
+        let container_index = link.link.ok_or_else(|| NetlinkError::Incomplete {
+            op: "get link",
+            object: spec.host_ifname.clone(),
+            what: "IFLA_LINK (the veth peer's ifindex)",
+        })?;
+        let host_index = link.index;
+        enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
+        for ip in &spec.ips {
+            host.set_permanent_neighbour(host_index, *ip, container_mac)
+                .await
+                .map_err(|e| host_side(spec, e))?;
+            host.replace_route(&Route::host(*ip, host_index))
+                .await
+                .map_err(|e| host_side(spec, e))?;
+        }
+        if spec.ips.iter().any(IpAddr::is_ipv6) {
+            host.add_address(host_index, IpAddr::V6(GATEWAY_V6), 64)
+                .await
+                .map_err(|e| host_side(spec, e))?;
+        }
+        if let Some(mark) = &spec.owner {
+            host.set_alias(host_index, mark)
+                .await
+                .map_err(|e| host_side(spec, e))?;
+        }
+        Ok::<_, EndpointError>(VethCreated {
+            host_ifname: spec.host_ifname.clone(),
+            host_ifindex: host_index,
+            host_mac: format_mac(&host_mac),
+            container_ifindex: container_index,
+            container_mac: format_mac(&container_mac),
+        })
     };
     match configured.await {
         Ok(created) => Ok(created),
@@ -564,6 +648,7 @@ mod tests {
             mtu: 1450,
             container_mac: None,
             owner: None,
+            handover: false,
         }
     }
 

@@ -66,17 +66,21 @@ struct Fresh {
 
 impl Ipam {
     /// Allocates addresses for `req.handle`: `req.static_ips`, and one address from the
-    /// enabled pools for each configured family they leave out. The blocks, the handle and `req.extra`'s operations
-    /// are written in one transaction; a handle that already exists is
-    /// [`IpamError::DuplicateHandle`].
+    /// enabled pools for each family they leave out (of `req.families`, or of every
+    /// configured one), inside `req.within` if it is given. The blocks, the handle and
+    /// `req.extra`'s operations are written in one transaction; a handle that already
+    /// exists is [`IpamError::DuplicateHandle`].
     ///
     /// Concurrent calls are combined into shared transactions; each call's answer is
     /// what it would have been alone (see [`super`]). If this future is dropped after
     /// its batch took the request, the allocation may still be made (with its extra
     /// operations): whoever gave up on the answer releases the handle, as a runtime
     /// does with DEL after an ADD that did not answer.
-    pub async fn allocate(&self, req: AllocRequest) -> Result<Allocation, IpamError> {
+    pub async fn allocate(&self, mut req: AllocRequest) -> Result<Allocation, IpamError> {
         validate_handle(&req.handle)?;
+        // Pool addresses come IPv4 first, whatever order the families were asked in.
+        req.families.sort();
+        req.families.dedup();
         self.check_static(&req.static_ips)?;
         self.combined(&self.allocations, req, |ipam, mut cache, reqs| async move {
             let answers = ipam.allocate_batch(&mut cache, reqs).await;
@@ -416,8 +420,11 @@ impl Ipam {
                     }
                 }
             }
-            let left_out: Vec<Family> = self
-                .families
+            let families = match req.families.is_empty() {
+                true => &self.families,
+                false => &req.families,
+            };
+            let left_out: Vec<Family> = families
                 .iter()
                 .copied()
                 .filter(|f| !req.static_ips.iter().any(|ip| Family::of(ip) == *f))
@@ -425,6 +432,7 @@ impl Ipam {
             if !left_out.is_empty() {
                 match allocator::pick_dynamic_all(
                     &left_out,
+                    &req.within,
                     &self.pools,
                     &mut working,
                     rules,

@@ -3,15 +3,19 @@
 //! [`super::Ipam`] feeds these functions the blocks it read and writes back what they
 //! changed in one transaction.
 //!
-//! Over 600 lines with its unit tests; the allocator itself is about 520 lines: the
+//! Over 600 lines with its unit tests; the allocator itself is about 630 lines: the
 //! planner of one batch, whose rules (affinity, borrowing, strict affinity, static
-//! addresses) depend on each other.
+//! addresses, ranges) depend on each other.
 //!
 //! Order of preference for a dynamic address of one family, as in Calico:
 //! 1. a block affine to this node (pools in configured order, blocks in address order);
 //! 2. claim the first unclaimed block of a pool, unless the node already holds
 //!    `max_blocks_per_node` blocks of that family;
 //! 3. borrow from any other block with space, unless `strict_affinity`.
+//!
+//! A request may confine its dynamic addresses to ranges inside the pools (`within`: a
+//! Docker network's subnet or IP range). The order stays the same, over only the
+//! blocks overlapping a range and, in them, only the ordinals inside one.
 //!
 //! A request's picks are all or nothing ([`Picked`]): a batch plans many requests on one
 //! copy of the blocks, and a request that falls short, or is left for a later
@@ -171,24 +175,41 @@ pub fn held_blocks(blocks: &BTreeMap<IpNet, Block>, node: &str, family: Family) 
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// Whether `ip` may be handed out under `ranges` (none: anywhere).
+fn in_ranges(ranges: &[IpNet], ip: IpAddr) -> bool {
+    ranges.is_empty() || ranges.iter().any(|r| r.contains(&ip))
+}
+
+/// Whether two networks share an address: one holds the other's first address.
+fn overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// The first free, unreserved ordinal of `block` at or after its search start, wrapping
-/// around.
-pub fn free_ordinal(block: &Block, pool: &Pool) -> Option<u32> {
+/// around, whose address lies inside `ranges` (none: anywhere).
+pub fn free_ordinal(block: &Block, pool: &Pool, ranges: &[IpNet]) -> Option<u32> {
     let size = block.size();
     if block.used() >= size {
         return None;
     }
+    if !ranges.is_empty() && !ranges.iter().any(|r| overlap(r, &block.cidr)) {
+        return None;
+    }
     let start = block.next_ordinal % size;
     (0..size).map(|i| (start + i) % size).find(|o| {
-        !block.allocations.contains_key(o) && block.ip(*o).is_some_and(|ip| !pool.is_reserved(ip))
+        !block.allocations.contains_key(o)
+            && block
+                .ip(*o)
+                .is_some_and(|ip| !pool.is_reserved(ip) && in_ranges(ranges, ip))
     })
 }
 
-/// The first block of `pool` passing `wanted` with a free ordinal, in address order,
-/// contended blocks last.
+/// The first block of `pool` passing `wanted` with a free ordinal inside `ranges`, in
+/// address order, contended blocks last.
 fn first_free(
     blocks: &BTreeMap<IpNet, Block>,
     pool: &Pool,
+    ranges: &[IpNet],
     contended: &BTreeSet<IpNet>,
     wanted: impl Fn(&Block) -> bool,
 ) -> Option<(IpNet, u32)> {
@@ -197,26 +218,52 @@ fn first_free(
             .values()
             .filter(|b| pool.holds_block(&b.cidr) && wanted(b))
             .filter(|b| contended.contains(&b.cidr) == hot)
-            .find_map(|b| free_ordinal(b, pool).map(|o| (b.cidr, o)))
+            .find_map(|b| free_ordinal(b, pool, ranges).map(|o| (b.cidr, o)))
     };
     pass(false).or_else(|| pass(true))
 }
 
+/// The blocks of `pool` that may hold an address inside `ranges` (none: every block),
+/// in address order within each range, without reading any: a pool may hold far more
+/// blocks than the store does.
+fn candidate_blocks<'a>(pool: &'a Pool, ranges: &[IpNet]) -> impl Iterator<Item = IpNet> + 'a {
+    let spans: Vec<(u128, u128)> = if ranges.is_empty() {
+        vec![(0, pool.block_count().saturating_sub(1))]
+    } else {
+        ranges
+            .iter()
+            .filter_map(|r| pool.blocks_overlapping(r))
+            .collect()
+    };
+    spans
+        .into_iter()
+        .flat_map(|(first, last)| first..=last)
+        .map_while(|n| pool.nth_block(n))
+}
+
 /// Chooses a dynamic address of `family` for `handle` and records it in `blocks`
-/// (claiming a block by adding it or setting its affinity).
+/// (claiming a block by adding it or setting its affinity). When `within` is not
+/// empty, the address lies inside one of its ranges of `family` (see [`dynamic`]).
 pub fn pick_dynamic(
     family: Family,
+    within: &[IpNet],
     pools: &[Pool],
     blocks: &mut BTreeMap<IpNet, Block>,
     rules: Rules<'_>,
     scope: Scope<'_>,
     handle: &str,
 ) -> Result<Pick, Shortfall> {
-    dynamic(family, pools, blocks, rules, scope, handle).map(|(pick, _)| pick)
+    dynamic(family, within, pools, blocks, rules, scope, handle).map(|(pick, _)| pick)
 }
 
+/// One dynamic address, in the order of preference of the module doc. With `within`
+/// (a Docker network's subnet or IP range inside a pool), every step only considers
+/// the blocks overlapping its ranges of `family`, and in them only the ordinals inside
+/// a range; a range of `family` overlapping no enabled pool, or no range of `family`
+/// at all, is a shortfall naming the ranges.
 fn dynamic(
     family: Family,
+    within: &[IpNet],
     pools: &[Pool],
     blocks: &mut BTreeMap<IpNet, Block>,
     rules: Rules<'_>,
@@ -238,10 +285,38 @@ fn dynamic(
             "no enabled {family} pool is configured"
         )));
     }
+    let ranges: Vec<IpNet> = within
+        .iter()
+        .filter(|r| Family::of_net(r) == family)
+        .copied()
+        .collect();
+    let range_list = ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !within.is_empty() && ranges.is_empty() {
+        let asked = within
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Shortfall::Exhausted(format!(
+            "the address must lie inside {asked}, none of which is {family}"
+        )));
+    }
+    if let Some(r) = ranges
+        .iter()
+        .find(|r| !pools.iter().any(|p| overlap(&p.cidr, r)))
+    {
+        return Err(Shortfall::Exhausted(format!(
+            "{r} overlaps no enabled {family} pool (pools: {pool_list})"
+        )));
+    }
 
     // 1. This node's own blocks.
     for pool in &pools {
-        let found = first_free(blocks, pool, rules.contended, |b| {
+        let found = first_free(blocks, pool, &ranges, rules.contended, |b| {
             b.is_affine_to(rules.node)
         });
         if let Some((cidr, ordinal)) = found {
@@ -267,9 +342,7 @@ fn dynamic(
     let may_claim = rules.may_claim(blocks, family);
     if may_claim {
         for pool in &pools {
-            let mut n = 0u128;
-            while let Some(cidr) = pool.nth_block(n) {
-                n += 1;
+            for cidr in candidate_blocks(pool, &ranges) {
                 if unreadable.contains(&cidr) {
                     continue;
                 }
@@ -278,7 +351,7 @@ fn dynamic(
                     Some(b) if b.affinity.is_none() => b.clone(),
                     Some(_) => continue,
                 };
-                let Some(ordinal) = free_ordinal(&candidate, pool) else {
+                let Some(ordinal) = free_ordinal(&candidate, pool, &ranges) else {
                     continue;
                 };
                 let prior = blocks.get(&cidr).map(Prior::of);
@@ -303,7 +376,7 @@ fn dynamic(
     // not allowed).
     if !rules.strict_affinity {
         for pool in &pools {
-            let found = first_free(blocks, pool, rules.contended, |b| {
+            let found = first_free(blocks, pool, &ranges, rules.contended, |b| {
                 !b.is_affine_to(rules.node)
             });
             if let Some((cidr, ordinal)) = found {
@@ -325,6 +398,29 @@ fn dynamic(
     let max = rules
         .max_blocks_per_node
         .map_or_else(String::new, |m| m.to_string());
+    if !ranges.is_empty() {
+        let why = match (may_claim, rules.strict_affinity) {
+            (true, false) => {
+                return Err(Shortfall::Exhausted(format!(
+                    "no free address in {range_list}"
+                )));
+            }
+            (false, true) => format!(
+                "the node's blocks there are full, it may hold no more \
+             (max_blocks_per_node={max}), and strict_affinity forbids borrowing"
+            ),
+            (false, false) => format!(
+                "the node's blocks there are full, it may hold no more \
+             (max_blocks_per_node={max}), and no other block there has a free address"
+            ),
+            (true, true) => "the node's blocks there are full, every other block there \
+             is claimed, and strict_affinity forbids borrowing"
+                .to_string(),
+        };
+        return Err(Shortfall::Exhausted(format!(
+            "no free address in {range_list} this node may use: {why}"
+        )));
+    }
     Err(Shortfall::Exhausted(
         match (may_claim, rules.strict_affinity) {
             (false, true) => format!(
@@ -345,10 +441,12 @@ fn dynamic(
     ))
 }
 
-/// One dynamic address per family in `families`, all recorded in `blocks`, or none: on
-/// a shortfall `blocks` is as before, and the error says which family fell short.
+/// One dynamic address per family in `families` (inside `within`, see [`dynamic`]), all
+/// recorded in `blocks`, or none: on a shortfall `blocks` is as before, and the error
+/// says which family fell short.
 pub fn pick_dynamic_all(
     families: &[Family],
+    within: &[IpNet],
     pools: &[Pool],
     blocks: &mut BTreeMap<IpNet, Block>,
     rules: Rules<'_>,
@@ -357,7 +455,7 @@ pub fn pick_dynamic_all(
 ) -> Result<Picked, (Family, Shortfall)> {
     let mut picked = Picked::default();
     for &family in families {
-        match dynamic(family, pools, blocks, rules, scope, handle) {
+        match dynamic(family, within, pools, blocks, rules, scope, handle) {
             Ok(p) => picked.push(p),
             Err(s) => {
                 picked.take_back(blocks);
@@ -584,6 +682,7 @@ mod tests {
         let none = BTreeSet::new();
         pick_dynamic(
             family,
+            &[],
             pools,
             blocks,
             r,
@@ -596,11 +695,15 @@ mod tests {
     fn free_ordinal_skips_pool_edges_and_taken() {
         let pool = pools(&[("10.0.0.0/30", 30)])[0];
         let mut b = Block::new(net("10.0.0.0/30"), None, 0);
-        assert_eq!(free_ordinal(&b, &pool), Some(1), "network address skipped");
+        assert_eq!(
+            free_ordinal(&b, &pool, &[]),
+            Some(1),
+            "network address skipped"
+        );
         b.assign(1, "a");
-        assert_eq!(free_ordinal(&b, &pool), Some(2));
+        assert_eq!(free_ordinal(&b, &pool, &[]), Some(2));
         b.assign(2, "b");
-        assert_eq!(free_ordinal(&b, &pool), None, "broadcast skipped");
+        assert_eq!(free_ordinal(&b, &pool, &[]), None, "broadcast skipped");
     }
 
     #[test]
@@ -611,13 +714,13 @@ mod tests {
         b.assign(1, "b");
         b.allocations.remove(&0);
         assert_eq!(
-            free_ordinal(&b, &pool),
+            free_ordinal(&b, &pool, &[]),
             Some(2),
             "released ordinal 0 not reused yet"
         );
         b.next_ordinal = 63;
         b.assign(63, "c");
-        assert_eq!(free_ordinal(&b, &pool), Some(0), "wraps around");
+        assert_eq!(free_ordinal(&b, &pool, &[]), Some(0), "wraps around");
     }
 
     #[test]
@@ -626,6 +729,7 @@ mod tests {
         let mut blocks = BTreeMap::new();
         let got = pick_dynamic(
             Family::V4,
+            &[],
             &p,
             &mut blocks,
             rules(None, false),
@@ -646,6 +750,7 @@ mod tests {
         assert_eq!(blocks[&net("10.0.0.0/26")].claimed, 100);
         let second = pick_dynamic(
             Family::V4,
+            &[],
             &p,
             &mut blocks,
             rules(None, false),
@@ -690,6 +795,7 @@ mod tests {
         let bad = BTreeSet::from([net("10.0.0.0/26")]);
         let got = pick_dynamic(
             Family::V4,
+            &[],
             &p,
             &mut blocks,
             rules(None, false),
@@ -944,6 +1050,7 @@ mod tests {
         // The IPv4 pick claims the unaffine block, then IPv6 falls short.
         let got = pick_dynamic_all(
             &[Family::V4, Family::V6],
+            &[],
             &p,
             &mut blocks,
             rules(None, false),
@@ -977,6 +1084,212 @@ mod tests {
         assert_ne!(blocks, before);
         picked.take_back(&mut blocks);
         assert_eq!(blocks, before);
+    }
+
+    /// A dynamic address of `family` inside `within`, on every block.
+    fn within(
+        family: Family,
+        within: &[&str],
+        pools: &[Pool],
+        blocks: &mut BTreeMap<IpNet, Block>,
+        r: Rules<'_>,
+    ) -> Result<Pick, Shortfall> {
+        let none = BTreeSet::new();
+        let ranges: Vec<IpNet> = within.iter().map(|s| net(s)).collect();
+        pick_dynamic(
+            family,
+            &ranges,
+            pools,
+            blocks,
+            r,
+            Scope::Full { unreadable: &none },
+            "h",
+        )
+    }
+
+    fn exhausted(got: Result<Pick, Shortfall>) -> String {
+        match got {
+            Err(Shortfall::Exhausted(m)) => m,
+            other => panic!("not exhausted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn within_a_range_smaller_than_a_block() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        // This node's first block has room, but lies outside the range.
+        let mut mine = Block::new(net("10.0.0.0/26"), Some(NODE.into()), 0);
+        mine.assign(1, "old");
+        blocks.insert(mine.cidr, mine);
+        let r = rules(None, false);
+        let first = within(Family::V4, &["10.0.0.70/31"], &p, &mut blocks, r).unwrap();
+        assert_eq!(
+            (first.ip, first.block, first.source),
+            (ip("10.0.0.70"), net("10.0.0.64/26"), Source::Claimed)
+        );
+        // Now affine, and its search start is past .70: still only the range.
+        let second = within(Family::V4, &["10.0.0.70/31"], &p, &mut blocks, r).unwrap();
+        assert_eq!(
+            (second.ip, second.source),
+            (ip("10.0.0.71"), Source::Affine)
+        );
+        let m = exhausted(within(Family::V4, &["10.0.0.70/31"], &p, &mut blocks, r));
+        assert_eq!(m, "no free address in 10.0.0.70/31");
+        // The block's other ordinals and the node's other block are untouched.
+        assert_eq!(blocks[&net("10.0.0.64/26")].used(), 2);
+        assert_eq!(blocks[&net("10.0.0.0/26")].used(), 1);
+        // Without a range the rest of the block is there as before.
+        assert_eq!(
+            full(Family::V4, &p, &mut blocks, r).unwrap().ip,
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn within_a_range_keeps_the_pool_edges_reserved() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        let r = rules(None, false);
+        let mut got = Vec::new();
+        while let Ok(pick) = within(Family::V4, &["10.0.0.0/30"], &p, &mut blocks, r) {
+            got.push(pick.ip);
+        }
+        assert_eq!(got, [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]);
+        let mut got = Vec::new();
+        while let Ok(pick) = within(Family::V4, &["10.0.0.252/30"], &p, &mut blocks, r) {
+            got.push(pick.ip);
+        }
+        assert_eq!(got, [ip("10.0.0.252"), ip("10.0.0.253"), ip("10.0.0.254")]);
+    }
+
+    #[test]
+    fn within_a_range_spanning_blocks_fills_exactly_those() {
+        // /28 blocks; the range covers two blocks whole and half of a third.
+        let p = pools(&[("10.0.0.0/24", 28)]);
+        let mut blocks = BTreeMap::new();
+        let ranges = ["10.0.0.32/27", "10.0.0.72/29"];
+        let r = rules(None, false);
+        let mut got = BTreeSet::new();
+        while let Ok(pick) = within(Family::V4, &ranges, &p, &mut blocks, r) {
+            assert!(
+                ranges.iter().any(|x| net(x).contains(&pick.ip)),
+                "{} outside the ranges",
+                pick.ip
+            );
+            assert!(got.insert(pick.ip), "duplicate {}", pick.ip);
+        }
+        assert_eq!(got.len(), 32 + 8);
+        let claimed: Vec<IpNet> = blocks.keys().copied().collect();
+        assert_eq!(
+            claimed,
+            [
+                net("10.0.0.32/28"),
+                net("10.0.0.48/28"),
+                net("10.0.0.64/28")
+            ]
+        );
+        assert_eq!(blocks[&net("10.0.0.64/28")].used(), 8);
+        let m = exhausted(within(Family::V4, &ranges, &p, &mut blocks, r));
+        assert_eq!(m, "no free address in 10.0.0.32/27, 10.0.0.72/29");
+    }
+
+    #[test]
+    fn within_borrows_in_the_range_as_the_rules_allow() {
+        let p = pools(&[("10.0.0.0/24", 26)]);
+        let mut blocks = BTreeMap::new();
+        // The node holds its one block (outside the range); another node holds the
+        // range's block.
+        blocks.insert(
+            net("10.0.0.0/26"),
+            Block::new(net("10.0.0.0/26"), Some(NODE.into()), 0),
+        );
+        blocks.insert(
+            net("10.0.0.64/26"),
+            Block::new(net("10.0.0.64/26"), Some("other".into()), 0),
+        );
+        let got = within(
+            Family::V4,
+            &["10.0.0.96/30"],
+            &p,
+            &mut blocks.clone(),
+            rules(Some(1), false),
+        )
+        .unwrap();
+        assert_eq!((got.ip, got.source), (ip("10.0.0.96"), Source::Borrowed));
+
+        let m = exhausted(within(
+            Family::V4,
+            &["10.0.0.96/30"],
+            &p,
+            &mut blocks.clone(),
+            rules(None, true),
+        ));
+        assert!(
+            m.starts_with("no free address in 10.0.0.96/30 this node may use")
+                && m.contains("strict_affinity"),
+            "{m}"
+        );
+        // At max_blocks_per_node, a range in unclaimed space has nothing to borrow.
+        let m = exhausted(within(
+            Family::V4,
+            &["10.0.0.128/30"],
+            &p,
+            &mut blocks,
+            rules(Some(1), false),
+        ));
+        assert!(
+            m.starts_with("no free address in 10.0.0.128/30 this node may use")
+                && m.contains("max_blocks_per_node=1"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn within_a_range_outside_every_enabled_pool_is_refused() {
+        let mut p = pools(&[("10.0.0.0/24", 26), ("10.1.0.0/24", 26)]);
+        p[1].disabled = true;
+        let r = rules(None, false);
+        let mut blocks = BTreeMap::new();
+        for range in ["192.168.0.0/24", "10.1.0.0/25"] {
+            let m = exhausted(within(Family::V4, &[range], &p, &mut blocks, r));
+            assert!(
+                m.contains(range) && m.contains("overlaps no enabled"),
+                "{m}"
+            );
+        }
+        // A range of the other family only: nothing to allocate IPv4 from.
+        let m = exhausted(within(Family::V4, &["fd00::/120"], &p, &mut blocks, r));
+        assert!(m.contains("fd00::/120") && m.contains("IPv4"), "{m}");
+        assert!(blocks.is_empty());
+    }
+
+    #[test]
+    fn only_the_families_asked_for_on_dual_stack() {
+        let p = pools(&[("10.0.0.0/24", 26), ("fd00::/120", 122)]);
+        let none = BTreeSet::new();
+        let scope = Scope::Full { unreadable: &none };
+        let mut blocks = BTreeMap::new();
+        let r = rules(None, false);
+        let got = pick_dynamic_all(&[Family::V6], &[], &p, &mut blocks, r, scope, "h").unwrap();
+        assert_eq!(got.ips(), [ip("fd00::1")]);
+        assert_eq!(
+            blocks.keys().copied().collect::<Vec<_>>(),
+            [net("fd00::/122")]
+        );
+        // A range of each family: each family's address from its own range.
+        let ranges = [net("10.0.0.200/29"), net("fd00::80/125")];
+        let got = pick_dynamic_all(
+            &[Family::V4, Family::V6],
+            &ranges,
+            &p,
+            &mut blocks,
+            r,
+            scope,
+            "h2",
+        )
+        .unwrap();
+        assert_eq!(got.ips(), [ip("10.0.0.200"), ip("fd00::80")]);
     }
 
     #[test]

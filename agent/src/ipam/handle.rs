@@ -10,7 +10,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use strait_api::Family;
 
 use super::error::IpamError;
 use crate::store::TxnOp;
@@ -57,6 +59,20 @@ pub struct AllocRequest {
     /// from the pools (a static IPv4 address on a dual-stack node comes with a pool
     /// IPv6 address, and the other way round).
     pub static_ips: Vec<IpAddr>,
+    /// The families to allocate a pool address of; empty: every family with an
+    /// enabled pool. A family `static_ips` covers gets no pool address either way, and
+    /// a family listed without an enabled pool fails the request
+    /// ([`IpamError::Exhausted`] naming it). Docker's IPAM driver asks per family.
+    pub families: Vec<Family>,
+    /// When not empty, every pool address allocated lies inside one of these ranges (a
+    /// Docker network's `--subnet` or `--ip-range` inside a pool): this node's blocks
+    /// overlapping a range first, then claiming a free block overlapping one, then
+    /// borrowing there as the rules allow; only the ordinals inside a range, never a
+    /// pool's reserved edge addresses. A family to allocate with no range of its own
+    /// here, or a range overlapping no enabled pool of its family, fails the request;
+    /// so does a full range, with [`IpamError::Exhausted`] naming it. `static_ips` are
+    /// not restricted by it.
+    pub within: Vec<IpNet>,
     /// The caller's writes to commit atomically with the allocation (its endpoint
     /// record), so that the record exists if and only if the addresses do.
     pub extra: Option<ExtraOps>,
@@ -71,6 +87,8 @@ impl fmt::Debug for AllocRequest {
             .field("ifname", &self.ifname)
             .field("netns", &self.netns)
             .field("static_ips", &self.static_ips)
+            .field("families", &self.families)
+            .field("within", &self.within)
             .field(
                 "extra",
                 &self.extra.as_ref().map(|_| "Fn(&[IpAddr]) -> Vec<TxnOp>"),

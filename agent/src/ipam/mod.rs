@@ -97,6 +97,13 @@ use release::{ReleaseItem, ReleaseOutcome};
 /// handle: attachment handles are `<network>.<containerID>.<ifname>`.
 pub const TUNNEL_HANDLE_PREFIX: &str = "strait-tunnel.";
 
+/// Prefix of the handles of addresses Docker's IPAM driver API reserved
+/// (`IpamDriver.RequestAddress`) for a Docker network: `docker-ipam.<...>`. They live
+/// until Docker releases them (`ReleaseAddress`, `ReleasePool`), not with an endpoint
+/// record, so the agent's leak check and GC treat them like the tunnel handles: never a
+/// leak.
+pub const DOCKER_HANDLE_PREFIX: &str = "docker-ipam.";
+
 /// The handle of `node`'s tunnel addresses.
 pub fn tunnel_handle(node: &str) -> String {
     format!("{TUNNEL_HANDLE_PREFIX}{node}")

@@ -78,6 +78,22 @@ impl Pool {
         block.prefix_len() == self.block_prefix && self.cidr.contains(block)
     }
 
+    /// The indexes (for [`Pool::nth_block`]) of the first and last of the pool's blocks
+    /// that share an address with `range`; `None` if none does.
+    pub fn blocks_overlapping(&self, range: &IpNet) -> Option<(u128, u128)> {
+        if Family::of_net(range) != self.family() {
+            return None;
+        }
+        let base = to_u128(self.cidr.network());
+        let lo = base.max(to_u128(range.network()));
+        let hi = to_u128(self.cidr.broadcast()).min(to_u128(range.broadcast()));
+        if lo > hi {
+            return None;
+        }
+        let host_bits = self.cidr.max_prefix_len() - self.block_prefix;
+        Some(((lo - base) >> host_bits, (hi - base) >> host_bits))
+    }
+
     /// Whether `ip` is one of the pool's reserved edge addresses.
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
         ip == self.cidr.network() || (self.family() == Family::V4 && ip == self.cidr.broadcast())
@@ -231,6 +247,27 @@ mod tests {
         assert_eq!(p.block_of(ip("10.0.1.1")), None);
         assert!(p.holds_block(&"10.0.0.64/26".parse().unwrap()));
         assert!(!p.holds_block(&"10.0.0.64/27".parse().unwrap()));
+    }
+
+    #[test]
+    fn finds_blocks_overlapping_a_range() {
+        let p = pool("10.0.0.0/24", 26);
+        let over = |r: &str| p.blocks_overlapping(&r.parse().unwrap());
+        assert_eq!(over("10.0.0.70/31"), Some((1, 1)), "inside one block");
+        assert_eq!(over("10.0.0.128/25"), Some((2, 3)));
+        assert_eq!(
+            over("10.0.0.64/25"),
+            Some((0, 1)),
+            "as its network 10.0.0.0/25"
+        );
+        assert_eq!(over("10.0.0.0/16"), Some((0, 3)), "around the pool");
+        assert_eq!(over("10.0.1.0/24"), None);
+        assert_eq!(over("fd00::/64"), None, "other family");
+        let p = pool("fd00::/48", 122);
+        assert_eq!(
+            p.blocks_overlapping(&"fd00:0:0:1::/64".parse().unwrap()),
+            Some((1 << 58, (2 << 58) - 1))
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Read-only views: what `netctl ipam show` prints, handle lookups, and whether this
-//! node could allocate at all (CNI STATUS).
+//! Read-only views: what `netctl ipam show` prints, handle lookups (by id, by id
+//! prefix, by the address held), and whether this node could allocate at all (CNI
+//! STATUS).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use strait_api::{BlockView, IpamView, PoolView};
 use tracing::warn;
 
 use super::allocator::{self, Scope};
 use super::handle::{Handle, validate_handle};
+use super::pool::pool_of;
 use super::{Ipam, IpamError, decode_handle, keys};
 
 impl Ipam {
@@ -63,6 +66,28 @@ impl Ipam {
         resp.kvs.iter().map(decode_handle).collect()
     }
 
+    /// The handle holding `ip` now, read from the store: `None` if `ip` is in no
+    /// configured pool (disabled ones included), or its block or its ordinal is free.
+    pub async fn holder_of(&self, ip: IpAddr) -> Result<Option<String>, IpamError> {
+        let Some(cidr) = pool_of(&self.pools, ip).and_then(|p| p.block_of(ip)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .read_block(&cidr)
+            .await?
+            .and_then(|c| c.block.holder(ip).map(str::to_string)))
+    }
+
+    /// Every stored handle, of any node, whose id starts with `prefix`, sorted by id:
+    /// one read of the store's handles under that prefix.
+    pub async fn handles_with_prefix(&self, prefix: &str) -> Result<Vec<Handle>, IpamError> {
+        let resp = self
+            .store
+            .range(&format!("{}{prefix}", keys::handles_prefix()))
+            .await?;
+        resp.kvs.iter().map(decode_handle).collect()
+    }
+
     /// Whether this node could allocate one address of every configured family now
     /// (claiming or borrowing as the config allows). A store that cannot be read
     /// counts as no: CNI STATUS reports the plugin unavailable either way.
@@ -78,6 +103,7 @@ impl Ipam {
         let unreadable: &BTreeSet<_> = &all.unreadable;
         allocator::pick_dynamic_all(
             &self.families,
+            &[],
             &self.pools,
             &mut working,
             self.rules(&BTreeSet::new()),
