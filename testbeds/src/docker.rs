@@ -40,6 +40,7 @@ use serde_json::Value;
 
 use crate::agent::AgentOpts;
 use crate::host::Host;
+use crate::netns::Netns;
 use crate::runtimes::{
     CMD_TIMEOUT, RuntimeDir, busybox_rootfs_tar, children_of, kill_pid, processes_naming, tail,
     try_run,
@@ -218,6 +219,61 @@ impl DockerHost {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The network namespace dockerd runs in, once started.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// What a failing connectivity check should show: addresses, routes and
+    /// neighbours in the containers `names` and in dockerd's (the host's) namespace.
+    pub fn diagnose(&self, names: &[&str]) -> String {
+        let mut s = String::new();
+        for n in names {
+            for argv in [
+                &["ip", "addr"][..],
+                &["ip", "route"],
+                &["ip", "-6", "route"],
+                &["ip", "neigh"],
+            ] {
+                let out = self.exec(n, argv);
+                s.push_str(&format!(
+                    "--- {n}: {} ---\n{}{}",
+                    argv.join(" "),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        if let Some(ns) = &self.netns {
+            for argv in [
+                &["ip", "-br", "addr"][..],
+                &["ip", "route"],
+                &["ip", "-6", "route"],
+                &["ip", "neigh"],
+                &[
+                    "sysctl",
+                    "net.ipv4.ip_forward",
+                    "net.ipv6.conf.all.forwarding",
+                ],
+                &["iptables", "-w", "-S"],
+            ] {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", ns])
+                    .args(argv)
+                    .output();
+                if let Ok(out) = out {
+                    s.push_str(&format!(
+                        "--- host {ns}: {} ---\n{}{}",
+                        argv.join(" "),
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+        }
+        s
     }
 
     /// dockerd's PID while it runs.
@@ -529,6 +585,7 @@ impl DockerBed {
             },
             pools,
         );
+        give_default_route(&host.ns);
         docker.start(host.ns.name());
         Self { docker, host }
     }
@@ -542,6 +599,38 @@ impl DockerBed {
     pub fn netctl_json(&self, args: &[&str]) -> Value {
         netctl_json(&self.host.agent.socket, args)
     }
+}
+
+/// An uplink (192.0.2.1/24, TEST-NET-1) carrying the default route, as a real Docker
+/// host has one: a container's gateway `169.254.1.1` is answered by proxy ARP on the
+/// host end of its veth, and the kernel proxies only for an address it routes out of
+/// another interface. The uplink is a veth whose peer stays in the namespace with no
+/// address, so nothing leaves it (the gateway 192.0.2.254 never answers ARP).
+pub fn give_default_route(ns: &Netns) {
+    ns.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "uplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "uplink-peer",
+    ]);
+    ns.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "uplink"]);
+    ns.exec_ok(&["ip", "link", "set", "uplink", "up"]);
+    ns.exec_ok(&["ip", "link", "set", "uplink-peer", "up"]);
+    ns.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.254",
+        "dev",
+        "uplink",
+    ]);
 }
 
 /// `netctl --socket SOCKET ARGS`: (success, stdout, stderr).

@@ -116,7 +116,7 @@ fn in_pools(addr: &str) -> bool {
 fn ping(d: &DockerHost, from: &str, to: &str) {
     let fam = if to.contains(':') { "-6" } else { "-4" };
     let mut last = String::new();
-    wait_until(&format!("{from} pings {to}"), WAIT, POLL, || {
+    let r = wait_until(&format!("{from} pings {to}"), WAIT, POLL, || {
         let out = d.exec(from, &["ping", fam, "-c1", "-W1", to]);
         last = format!(
             "{}{}",
@@ -128,8 +128,10 @@ fn ping(d: &DockerHost, from: &str, to: &str) {
         } else {
             Err(last.clone())
         }
-    })
-    .unwrap();
+    });
+    if let Err(e) = r {
+        panic!("{e}\n{}", d.diagnose(&[from]));
+    }
 }
 
 /// HTTP GET from container `from` to `target` (an address or a name) over TCP: the
@@ -228,14 +230,19 @@ fn stored(socket: &std::path::Path, d: &DockerHost, name: &str) -> Value {
 /// dockerd once an endpoint is made on it).
 fn wait_stored_name(socket: &std::path::Path, d: &DockerHost, name: &str) -> Value {
     let mut found = Value::Null;
-    wait_until(&format!("network {name} named in the store"), WAIT, POLL, || {
-        found = stored(socket, d, name);
-        if found["name"] == name {
-            Ok(())
-        } else {
-            Err(format!("{found:#}"))
-        }
-    })
+    wait_until(
+        &format!("network {name} named in the store"),
+        WAIT,
+        POLL,
+        || {
+            found = stored(socket, d, name);
+            if found["name"] == name {
+                Ok(())
+            } else {
+                Err(format!("{found:#}"))
+            }
+        },
+    )
     .unwrap();
     found
 }

@@ -3,8 +3,9 @@
 //!
 //! Malformed JSON, unknown networks and endpoints, a pool overlapping another
 //! network's, a pool outside every strait pool, and requests for a network that is
-//! gone all answer an error (the protocol's `{"Err": "..."}`; a malformed body may get
-//! a 4xx instead), and afterwards nothing is allocated: `netctl ipam check` is clean,
+//! gone all answer an error in the form dockerd reads (`{"Err": "..."}` from the
+//! network driver, `{"Error": "..."}` from the IPAM driver, or a non-200 status), and
+//! afterwards nothing is allocated: `netctl ipam check` is clean,
 //! no address is used, no endpoint is listed. `Plugin.Activate` with an empty body
 //! names both interfaces.
 
@@ -82,9 +83,10 @@ impl Bed {
     }
 }
 
-/// One HTTP answer.
+/// One HTTP answer to `method`.
 #[derive(Debug)]
 struct Reply {
+    method: String,
     status: u16,
     body: String,
 }
@@ -95,10 +97,27 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
     }
 
-    /// The `Err` text, if the answer is a JSON object with a non-empty one.
+    /// The error dockerd reads from this answer, if any, decoded as dockerd 20.10
+    /// decodes it: a non-200 answer is an error, its text the body's `Err` (or the
+    /// whole body); a 200 answer is an error when it carries a non-empty `Err`
+    /// (NetworkDriver: libnetwork's remote driver `Response{Err}`) or `Error`
+    /// (IpamDriver: libnetwork's remote IPAM `Response{Error}`; an `Err` there is
+    /// ignored, and dockerd goes on with the empty answer).
     fn err(&self) -> Option<String> {
-        let v: Value = serde_json::from_str(&self.body).ok()?;
-        v["Err"]
+        let v: Value = serde_json::from_str(&self.body).unwrap_or(Value::Null);
+        if self.status != 200 {
+            let text = v["Err"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| self.body.clone());
+            return Some(text).filter(|t| !t.trim().is_empty());
+        }
+        let field = if self.method.starts_with("IpamDriver.") {
+            "Error"
+        } else {
+            "Err"
+        };
+        v[field]
             .as_str()
             .filter(|e| !e.is_empty())
             .map(String::from)
@@ -141,7 +160,11 @@ fn post(socket: &Path, method: &str, body: &[u8]) -> Reply {
     } else {
         rest.to_string()
     };
-    Reply { status, body }
+    Reply {
+        method: method.to_string(),
+        status,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -157,23 +180,28 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// The answer is an error: `{"Err": non-empty}` (any status), or, when `status_ok`,
-/// a 4xx status alone. Returns the error text.
-fn expect_err(r: &Reply, what: &str, status_ok: bool) -> String {
-    if let Some(e) = r.err() {
-        return e;
-    }
-    if status_ok && (400..500).contains(&r.status) {
-        return r.body.clone();
-    }
-    panic!("{what}: expected an error, got {} {}", r.status, r.body);
+/// The answer is an error dockerd shows its user (see [`Reply::err`]); its text.
+fn expect_err(r: &Reply, what: &str) -> String {
+    r.err().unwrap_or_else(|| {
+        panic!(
+            "{what}: dockerd would not see an error in {} {}",
+            r.status, r.body
+        )
+    })
 }
 
-/// The answer is a success: 200 and no `Err`.
+/// The answer is a success: 200 and neither `Err` nor `Error`.
 fn expect_ok(r: &Reply, what: &str) -> Value {
     assert_eq!(r.status, 200, "{what}: {}", r.body);
-    assert_eq!(r.err(), None, "{what}: {}", r.body);
-    r.json()
+    let v = r.json();
+    for field in ["Err", "Error"] {
+        assert!(
+            v[field].as_str().is_none_or(str::is_empty),
+            "{what}: {}",
+            r.body
+        );
+    }
+    v
 }
 
 fn hex_id(n: u8) -> String {
@@ -290,14 +318,7 @@ fn docker_plugin_activate_names_both_interfaces() {
 fn docker_plugin_malformed_json_is_refused() {
     privileged!("docker_plugin_malformed_json_is_refused");
     let bed = Bed::new();
-    let bodies: &[&[u8]] = &[
-        b"{",
-        b"not json",
-        b"[]",
-        b"{\"NetworkID\": 5}",
-        b"\xff\xfe",
-        b"",
-    ];
+    let bodies: &[&[u8]] = &[b"{", b"not json", b"{\"NetworkID\": 5}", b"\xff\xfe", b""];
     for m in [
         "NetworkDriver.CreateNetwork",
         "NetworkDriver.CreateEndpoint",
@@ -307,11 +328,7 @@ fn docker_plugin_malformed_json_is_refused() {
     ] {
         for body in bodies {
             let r = bed.post(m, body);
-            expect_err(
-                &r,
-                &format!("{m} {:?}", String::from_utf8_lossy(body)),
-                true,
-            );
+            expect_err(&r, &format!("{m} {:?}", String::from_utf8_lossy(body)));
         }
     }
     // The socket still serves.
@@ -328,13 +345,12 @@ fn docker_plugin_unknown_network_and_endpoint() {
         "NetworkDriver.CreateEndpoint",
         endpoint_body(&net, &ep, "10.86.1.5/24"),
     );
-    expect_err(&r, "CreateEndpoint on an unknown network", false);
+    expect_err(&r, "CreateEndpoint on an unknown network");
     let join = json!({"NetworkID": net, "EndpointID": ep,
                       "SandboxKey": "/var/run/docker/netns/0123456789ab", "Options": {}});
     expect_err(
         &bed.post_json("NetworkDriver.Join", join.clone()),
         "Join on an unknown network",
-        false,
     );
     // A known network, an unknown endpoint.
     let space = address_space(&bed);
@@ -345,7 +361,6 @@ fn docker_plugin_unknown_network_and_endpoint() {
     expect_err(
         &bed.post_json("NetworkDriver.Join", join_known),
         "Join of an unknown endpoint",
-        false,
     );
     // Leave and DeleteEndpoint of an unknown endpoint may succeed (idempotent), as
     // long as they leave nothing behind.
@@ -374,11 +389,7 @@ fn docker_plugin_pool_overlapping_or_outside_is_refused() {
             json!({"AddressSpace": space, "Pool": overlap, "SubPool": "", "Options": {},
                    "V6": false}),
         );
-        expect_err(
-            &r,
-            &format!("RequestPool {overlap} over 10.86.20.0/24"),
-            false,
-        );
+        expect_err(&r, &format!("RequestPool {overlap} over 10.86.20.0/24"));
     }
     for outside in ["192.168.99.0/24", "10.87.0.0/24", "fd00:99::/64"] {
         let r = bed.post_json(
@@ -386,7 +397,7 @@ fn docker_plugin_pool_overlapping_or_outside_is_refused() {
             json!({"AddressSpace": space, "Pool": outside, "SubPool": "", "Options": {},
                    "V6": outside.contains(':')}),
         );
-        let e = expect_err(&r, &format!("RequestPool {outside}"), false);
+        let e = expect_err(&r, &format!("RequestPool {outside}"));
         assert!(
             e.contains("outside every strait pool"),
             "RequestPool {outside}: unclear error: {e}"
@@ -428,7 +439,6 @@ fn docker_plugin_requests_after_the_network_is_gone() {
             endpoint_body(&net, &ep, "10.86.30.5/24"),
         ),
         "CreateEndpoint after DeleteNetwork",
-        false,
     );
     expect_err(
         &bed.post_json(
@@ -437,7 +447,6 @@ fn docker_plugin_requests_after_the_network_is_gone() {
                    "SandboxKey": "/var/run/docker/netns/0123456789ab", "Options": {}}),
         ),
         "Join after DeleteNetwork",
-        false,
     );
     expect_err(
         &bed.post_json(
@@ -445,7 +454,6 @@ fn docker_plugin_requests_after_the_network_is_gone() {
             json!({"PoolID": pool_id, "Address": "", "Options": {}}),
         ),
         "RequestAddress after ReleasePool",
-        false,
     );
     bed.assert_nothing_allocated("after requests for a gone network");
     // The pool is free again: a new network may have it.
