@@ -637,7 +637,7 @@ fn docker_ipv6() {
             "strait",
             "--ipv6",
             "--subnet",
-            "fd00:83:60::/64",
+            "fd00:83:0:60::/64",
         ],
     );
     run_web(&bed, "v1", "six", &[]);
@@ -651,7 +651,7 @@ fn docker_ipv6() {
             .to_string()
     };
     let (a, b) = (six("v1"), six("v2"));
-    assert!(a.starts_with("fd00:83:60:"), "{a}");
+    assert!(a.starts_with("fd00:83:0:60:"), "{a}");
     let addrs = addrs_in(d, "v1", "eth0", true);
     assert!(addrs.iter().any(|x| x.starts_with(&a)), "{addrs:?}");
     assert_eq!(default_via(d, "v1", true).as_deref(), Some("fe80::1"));
