@@ -776,7 +776,7 @@ fn docker_network_rm_with_and_without_endpoints() {
     let d = &bed.docker;
     let sock = bed.host.agent.socket.clone();
     create_network(d, "busy", &["--ipam-driver", "strait"]);
-    create_network(d, "idle", &[]);
+    create_network(d, "idle", &["--ipam-driver", "strait"]);
     run_web(&bed, "nb", "busy", &[]);
     let out = d.docker(&["network", "rm", "busy"]);
     assert!(!out.status.success(), "docker removed a network in use");
