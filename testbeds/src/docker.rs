@@ -77,8 +77,6 @@ pub struct DockerHost {
     netns: Option<String>,
     cgroup_parent: String,
     child: Option<Child>,
-    /// Directories of `/run/docker/plugins` this helper created, deepest first.
-    created: Vec<PathBuf>,
     // Last: removed after dockerd and everything it started are gone.
     dir: RuntimeDir,
 }
@@ -96,13 +94,7 @@ impl DockerHost {
         }
         let config = serde_json::json!({ "deprecated-key-path": d.join("key.json") });
         fs::write(d.join("daemon.json"), config.to_string()).expect("daemon.json");
-        let mut created = vec![];
-        for p in [PLUGIN_DIR, "/run/docker"] {
-            if !Path::new(p).exists() {
-                created.push(PathBuf::from(p));
-            }
-        }
-        fs::create_dir_all(PLUGIN_DIR).expect("mkdir /run/docker/plugins");
+        plugin_dir_acquire();
         share_exec_root(&d.join("exec"));
         Self {
             socket: d.join("docker.sock"),
@@ -114,7 +106,6 @@ impl DockerHost {
             opts,
             netns: None,
             child: None,
-            created,
             dir,
         }
     }
@@ -484,6 +475,38 @@ fn share_exec_root(exec_root: &Path) {
     }
 }
 
+/// Who uses `/run/docker/plugins` in this process: the number of [`DockerHost`]s, and
+/// the directories this process created for them (deepest first), removed when the
+/// last one goes.
+static PLUGIN_DIR_USERS: std::sync::Mutex<(usize, Vec<PathBuf>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+/// `mkdir -p /run/docker/plugins` (dockerd needs the mount point), noting what was
+/// created.
+fn plugin_dir_acquire() {
+    let mut users = PLUGIN_DIR_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    for p in [PLUGIN_DIR, "/run/docker"] {
+        if !Path::new(p).exists() {
+            users.1.push(PathBuf::from(p));
+        }
+    }
+    fs::create_dir_all(PLUGIN_DIR).expect("mkdir /run/docker/plugins");
+    users.0 += 1;
+}
+
+/// The last [`DockerHost`] of this process removes what this process created, if
+/// empty and no other process's dockerd has its plugin dir mounted there (removing it
+/// would take that mount away).
+fn plugin_dir_release() {
+    let mut users = PLUGIN_DIR_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    users.0 = users.0.saturating_sub(1);
+    if users.0 == 0 && !users.1.is_empty() && !plugin_dir_in_use() {
+        for d in std::mem::take(&mut users.1) {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
 /// Whether a process other than this one has something mounted on
 /// `/run/docker/plugins` (another test's dockerd): removing the directory would take
 /// that mount away from it.
@@ -543,12 +566,7 @@ impl Drop for DockerHost {
                 let _ = fs::remove_dir(&p);
             }
         }
-        if !self.created.is_empty() && !plugin_dir_in_use() {
-            for d in &self.created {
-                // Only if empty: another test may have put its socket dir there.
-                let _ = fs::remove_dir(d);
-            }
-        }
+        plugin_dir_release();
         if std::thread::panicking() {
             eprintln!(
                 "----- dockerd log ({}) -----\n{}\n----- end of log -----",
