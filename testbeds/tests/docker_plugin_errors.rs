@@ -318,17 +318,32 @@ fn docker_plugin_activate_names_both_interfaces() {
 fn docker_plugin_malformed_json_is_refused() {
     privileged!("docker_plugin_malformed_json_is_refused");
     let bed = Bed::new();
-    let bodies: &[&[u8]] = &[b"{", b"not json", b"{\"NetworkID\": 5}", b"\xff\xfe", b""];
-    for m in [
-        "NetworkDriver.CreateNetwork",
-        "NetworkDriver.CreateEndpoint",
-        "NetworkDriver.Join",
-        "IpamDriver.RequestPool",
-        "IpamDriver.RequestAddress",
-    ] {
-        for body in bodies {
-            let r = bed.post(m, body);
-            expect_err(&r, &format!("{m} {:?}", String::from_utf8_lossy(body)));
+    // Not JSON at all, for every method; then, per method, JSON whose fields have
+    // the wrong types (what a decoder must refuse, not read as an empty request).
+    let broken: &[&[u8]] = &[b"{", b"not json", b"\xff\xfe", b"{\"a\": }"];
+    let mistyped: &[(&str, &str)] = &[
+        ("NetworkDriver.CreateNetwork", r#"{"NetworkID": 5}"#),
+        (
+            "NetworkDriver.CreateEndpoint",
+            r#"{"NetworkID": "x", "EndpointID": ["y"]}"#,
+        ),
+        (
+            "NetworkDriver.Join",
+            r#"{"NetworkID": "x", "EndpointID": "y", "SandboxKey": 7}"#,
+        ),
+        (
+            "IpamDriver.RequestPool",
+            r#"{"AddressSpace": "x", "Pool": 10, "V6": "no"}"#,
+        ),
+        (
+            "IpamDriver.RequestAddress",
+            r#"{"PoolID": 5, "Address": ""}"#,
+        ),
+    ];
+    for (m, body) in mistyped {
+        for b in broken.iter().copied().chain([body.as_bytes()]) {
+            let r = bed.post(m, b);
+            expect_err(&r, &format!("{m} {:?}", String::from_utf8_lossy(b)));
         }
     }
     // The socket still serves.
