@@ -6,8 +6,9 @@
 //! `/IpamDriver.<Method>`. Field names are Go's (`NetworkID`, `IPv4Data`, …). Some
 //! requests come with no body at all (`Content-Length: 0`: Activate, GetCapabilities,
 //! GetDefaultAddressSpaces), so [`decode`] reads an empty body as `{}`. A request the
-//! driver cannot carry out is answered with status 200 and [`ErrorResponse`]; one it
-//! cannot decode with a 4xx status and the same body.
+//! driver cannot carry out is answered with status 200 and [`ErrorResponse`] (network
+//! driver) or [`IpamErrorResponse`] (IPAM driver); one it cannot decode with a 4xx
+//! status and the same body.
 //!
 //! Options are Go `map[string]interface{}` values: kept as JSON here and read by the
 //! driver through the accessors below, so an option of an unexpected type is an error
@@ -61,6 +62,14 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> 
 pub struct ErrorResponse {
     #[serde(rename = "Err")]
     pub err: String,
+}
+
+/// `{"Error": "…"}`: the IPAM driver's form of [`ErrorResponse`] (libnetwork's remote
+/// IPAM reads `Error`, not `Err`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamErrorResponse {
+    #[serde(rename = "Error")]
+    pub error: String,
 }
 
 /// `/Plugin.Activate`.

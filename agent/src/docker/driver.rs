@@ -312,40 +312,79 @@ impl DockerPlugin {
             // Without a v4 gateway dockerd would add docker_gwbridge.
             resp.disable_gateway_service = resp.gateway.is_empty();
         }
-        self.learn_names_later(req.endpoint_id.clone(), req.network_id.clone());
+        self.learn_names_later(ep, req.sandbox_key.clone(), req.network_id.clone());
         debug!(endpoint = %short(&req.endpoint_id), sandbox = %req.sandbox_key, "joined");
         Ok(resp)
     }
 
-    /// The container's name is not known while it starts (dockerd fills in its
-    /// endpoint after Join): ask until it is, for a while, and put it in the record.
-    fn learn_names_later(self: &Arc<Self>, endpoint_id: String, network_id: String) {
+    /// What follows a Join in the background: once libnetwork has moved the interface
+    /// in, the container gets permanent neighbour entries for its gateways (as CNI
+    /// containers get at setup) and the record its `ethN` name; once dockerd lists the
+    /// container, the record gets its name and the network's.
+    fn learn_names_later(
+        self: &Arc<Self>,
+        ep: strait_api::Endpoint,
+        sandbox: String,
+        network_id: String,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let id = endpoint_record_id(&endpoint_id);
+            let id = ep.id.clone();
+            let families: Vec<Family> = ep.ips.iter().map(Family::of_net).collect();
+            let macs = ep
+                .mac
+                .parse::<strait_api::MacAddr>()
+                .ok()
+                .zip(ep.host_mac.parse::<strait_api::MacAddr>().ok());
+            let mut ifname = None;
+            let mut container = None;
             for _ in 0..120 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                match me.dockerd.container_of_endpoint(&endpoint_id).await {
-                    Ok(Some(container)) => {
-                        let network = match me.networks.get(&network_id).await {
-                            Ok(Some(net)) => Some(me.network_name(&net).await),
-                            _ => None,
-                        };
-                        if let Err(e) = me
-                            .attacher
-                            .set_handover_names(&id, network, Some(container), None)
-                            .await
-                        {
-                            debug!(%id, error = %e, "recording the container's name");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if ifname.is_none()
+                    && let Some((mac, host_mac)) = macs
+                {
+                    match endpoint::finish_handover(
+                        std::path::Path::new(&sandbox),
+                        DST_PREFIX,
+                        mac.octets(),
+                        host_mac.octets(),
+                        &families,
+                    )
+                    .await
+                    {
+                        Ok(Some(name)) => ifname = Some(name),
+                        Ok(None) => {}
+                        Err(e) => {
+                            debug!(%id, error = %e, "the container's gateway neighbours");
+                            ifname = Some(String::new());
                         }
-                        return;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        debug!(%id, error = %e, "dockerd does not answer; the container's name stays unknown");
-                        return;
                     }
                 }
+                if container.is_none() {
+                    match me.dockerd.container_of_endpoint(&ep.container_id).await {
+                        Ok(Some(name)) => container = Some(Some(name)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            debug!(%id, error = %e, "dockerd does not answer; the container's name stays unknown");
+                            container = Some(None);
+                        }
+                    }
+                }
+                if ifname.is_some() && container.is_some() {
+                    break;
+                }
+            }
+            let network = match me.networks.get(&network_id).await {
+                Ok(Some(net)) => Some(me.network_name(&net).await),
+                _ => None,
+            };
+            let ifname = ifname.filter(|n| !n.is_empty());
+            if let Err(e) = me
+                .attacher
+                .set_handover_names(&id, network, container.flatten(), ifname)
+                .await
+            {
+                debug!(%id, error = %e, "recording the container's names");
             }
         });
     }

@@ -2,8 +2,10 @@
 //!
 //! dockerd sends no Content-Type and sometimes no body, so bodies are read raw and
 //! decoded here ([`strait_api::docker::decode`]). A body that does not decode is a
-//! 400 with `{"Err": …}`; a request the driver refuses is a 200 with `{"Err": …}`, the
-//! form libnetwork turns into the error the Docker user sees. An unknown method is a
+//! 400 with the error; a request the driver refuses is a 200 with it, the form
+//! libnetwork turns into the error the Docker user sees: `{"Err": …}` from the network
+//! driver, `{"Error": …}` from the IPAM driver (libnetwork reads each interface's
+//! errors from its own field). An unknown method is a
 //! 404, which tells libnetwork the driver does not implement it.
 
 use std::path::Path;
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use strait_api::docker::{ErrorResponse, decode};
+use strait_api::docker::{ErrorResponse, IpamErrorResponse, decode};
 use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
@@ -29,8 +31,14 @@ fn ok<T: Serialize>(value: &T) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
 }
 
-fn refused(status: StatusCode, err: String) -> Response {
-    (status, axum::Json(ErrorResponse { err })).into_response()
+/// An error in the field libnetwork reads for the method's interface: `Err` for the
+/// network driver, `Error` for the IPAM driver (which ignores an `Err`).
+fn refused(method: &str, status: StatusCode, err: String) -> Response {
+    if method.starts_with("/IpamDriver.") {
+        (status, axum::Json(IpamErrorResponse { error: err })).into_response()
+    } else {
+        (status, axum::Json(ErrorResponse { err })).into_response()
+    }
 }
 
 /// Decodes the body as `T`, runs `f`, answers.
@@ -46,6 +54,7 @@ where
         Err(e) => {
             warn!(method, error = %e, "malformed Docker plugin request");
             return refused(
+                method,
                 StatusCode::BAD_REQUEST,
                 format!("strait: malformed {method} request: {e}"),
             );
@@ -55,7 +64,7 @@ where
         Ok(r) => ok(&r),
         Err(e) => {
             debug!(method, error = %e, "Docker plugin request refused");
-            refused(StatusCode::OK, e.0)
+            refused(method, StatusCode::OK, e.0)
         }
     }
 }

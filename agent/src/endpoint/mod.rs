@@ -288,6 +288,45 @@ async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointE
     }
 }
 
+/// After a [`VethSpec::handover`], once the runtime has moved the container end into
+/// `netns` (found by its MAC among links named `<prefix>N`): the permanent neighbour
+/// entries for the gateways that CNI containers get at setup, so the container never
+/// depends on proxy ARP (which answers for `169.254.1.1` only while the host has a
+/// route to it). Returns the interface's name there, or `None` while it has not
+/// arrived.
+pub async fn finish_handover(
+    netns: &std::path::Path,
+    prefix: &str,
+    container_mac: [u8; 6],
+    host_mac: [u8; 6],
+    families: &[strait_api::Family],
+) -> Result<Option<String>, EndpointError> {
+    let ns = NetNs::open(netns)?;
+    let nl = Netlink::open_in(&ns).await?;
+    let Some(link) = nl
+        .links_with_prefix(prefix)
+        .await?
+        .into_iter()
+        .find(|l| l.mac == Some(container_mac))
+    else {
+        return Ok(None);
+    };
+    for family in families {
+        let gw = match family {
+            strait_api::Family::V4 => IpAddr::V4(GATEWAY_V4),
+            strait_api::Family::V6 => IpAddr::V6(GATEWAY_V6),
+        };
+        nl.set_permanent_neighbour(link.index, gw, host_mac)
+            .await
+            .map_err(|source| EndpointError::ContainerSide {
+                ifname: link.name.clone(),
+                netns: netns.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(Some(link.name))
+}
+
 /// [`VethSpec::handover`]: both ends on the host; only the host side configured.
 async fn build_handover(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
     let host_mac = names::host_mac(&spec.host_ifname);
