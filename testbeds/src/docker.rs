@@ -40,7 +40,6 @@ use serde_json::Value;
 
 use crate::agent::AgentOpts;
 use crate::host::Host;
-use crate::netns::Netns;
 use crate::runtimes::{
     CMD_TIMEOUT, RuntimeDir, busybox_rootfs_tar, children_of, kill_pid, processes_naming, tail,
     try_run,
@@ -603,7 +602,6 @@ impl DockerBed {
             },
             pools,
         );
-        give_default_route(&host.ns);
         docker.start(host.ns.name());
         Self { docker, host }
     }
@@ -617,38 +615,6 @@ impl DockerBed {
     pub fn netctl_json(&self, args: &[&str]) -> Value {
         netctl_json(&self.host.agent.socket, args)
     }
-}
-
-/// An uplink (192.0.2.1/24, TEST-NET-1) carrying the default route, as a real Docker
-/// host has one: a container's gateway `169.254.1.1` is answered by proxy ARP on the
-/// host end of its veth, and the kernel proxies only for an address it routes out of
-/// another interface. The uplink is a veth whose peer stays in the namespace with no
-/// address, so nothing leaves it (the gateway 192.0.2.254 never answers ARP).
-pub fn give_default_route(ns: &Netns) {
-    ns.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        "uplink",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "uplink-peer",
-    ]);
-    ns.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "uplink"]);
-    ns.exec_ok(&["ip", "link", "set", "uplink", "up"]);
-    ns.exec_ok(&["ip", "link", "set", "uplink-peer", "up"]);
-    ns.exec_ok(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.0.2.254",
-        "dev",
-        "uplink",
-    ]);
 }
 
 /// `netctl --socket SOCKET ARGS`: (success, stdout, stderr).
