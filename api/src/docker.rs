@@ -307,7 +307,7 @@ pub struct AddressSpacesResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RequestPoolRequest {
-    #[serde(default)]
+    /// Always sent by dockerd: a body without it is not a pool request.
     pub address_space: String,
     /// `--subnet`; empty asks the driver to choose.
     #[serde(default)]

@@ -42,7 +42,7 @@ use super::networks::{IpamKind, StoredNetwork, short};
 use super::{DockerError, DockerPlugin};
 use crate::attach::handover::{HandoverRequest, Reservation};
 use crate::attach::records::attachment_id;
-use crate::endpoint::{self, GATEWAY_V4, GATEWAY_V6};
+use crate::endpoint::{self, GATEWAY_V6};
 use crate::ipam::DOCKER_HANDLE_PREFIX;
 
 /// The network part of every Docker endpoint's record id and link names.
@@ -273,6 +273,8 @@ impl DockerPlugin {
             .set_handover_netns(&id, &req.sandbox_key)
             .await?;
         let has = |f: Family| ep.ips.iter().any(|n| Family::of_net(n) == f);
+        // A second strait interface of the container needs a gateway of its own.
+        let gw4 = endpoint::free_gateway_v4(std::path::Path::new(&req.sandbox_key)).await;
         let mut resp = JoinResponse {
             interface_name: Some(InterfaceName {
                 src_name: peer_ifname(&req.endpoint_id),
@@ -283,7 +285,7 @@ impl DockerPlugin {
         if has(Family::V4) {
             // The gateway must be on-link before libnetwork adds the default route.
             resp.static_routes.push(StaticRoute {
-                destination: format!("{GATEWAY_V4}/32"),
+                destination: format!("{gw4}/32"),
                 route_type: ROUTE_CONNECTED,
                 next_hop: String::new(),
             });
@@ -292,7 +294,7 @@ impl DockerPlugin {
             // Only the network's own subnets (or pools), through the host.
             for s in &net.subnets {
                 let via = match Family::of_net(s) {
-                    Family::V4 => IpAddr::V4(GATEWAY_V4),
+                    Family::V4 => IpAddr::V4(gw4),
                     Family::V6 => IpAddr::V6(GATEWAY_V6),
                 };
                 resp.static_routes.push(StaticRoute {
@@ -304,7 +306,7 @@ impl DockerPlugin {
             resp.disable_gateway_service = true;
         } else {
             if has(Family::V4) {
-                resp.gateway = GATEWAY_V4.to_string();
+                resp.gateway = gw4.to_string();
             }
             if has(Family::V6) {
                 resp.gateway_ipv6 = GATEWAY_V6.to_string();
@@ -312,7 +314,19 @@ impl DockerPlugin {
             // Without a v4 gateway dockerd would add docker_gwbridge.
             resp.disable_gateway_service = resp.gateway.is_empty();
         }
-        self.learn_names_later(ep, req.sandbox_key.clone(), req.network_id.clone());
+        let mut gateways = Vec::new();
+        if has(Family::V4) {
+            gateways.push(IpAddr::V4(gw4));
+        }
+        if has(Family::V6) {
+            gateways.push(IpAddr::V6(GATEWAY_V6));
+        }
+        self.learn_names_later(
+            ep,
+            gateways,
+            req.sandbox_key.clone(),
+            req.network_id.clone(),
+        );
         debug!(endpoint = %short(&req.endpoint_id), sandbox = %req.sandbox_key, "joined");
         Ok(resp)
     }
@@ -324,13 +338,13 @@ impl DockerPlugin {
     fn learn_names_later(
         self: &Arc<Self>,
         ep: strait_api::Endpoint,
+        gateways: Vec<IpAddr>,
         sandbox: String,
         network_id: String,
     ) {
         let me = self.clone();
         tokio::spawn(async move {
             let id = ep.id.clone();
-            let families: Vec<Family> = ep.ips.iter().map(Family::of_net).collect();
             let macs = ep
                 .mac
                 .parse::<strait_api::MacAddr>()
@@ -338,8 +352,11 @@ impl DockerPlugin {
                 .zip(ep.host_mac.parse::<strait_api::MacAddr>().ok());
             let mut ifname = None;
             let mut container = None;
-            for _ in 0..120 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // The runtime creates the namespace and moves the interface after Join
+            // has answered, within a second normally; a busy host gets half a minute.
+            for attempt in 0..160 {
+                let pause = if attempt < 40 { 50 } else { 250 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
                 if ifname.is_none()
                     && let Some((mac, host_mac)) = macs
                 {
@@ -348,15 +365,14 @@ impl DockerPlugin {
                         DST_PREFIX,
                         mac.octets(),
                         host_mac.octets(),
-                        &families,
+                        &gateways,
                     )
                     .await
                     {
                         Ok(Some(name)) => ifname = Some(name),
                         Ok(None) => {}
                         Err(e) => {
-                            debug!(%id, error = %e, "the container's gateway neighbours");
-                            ifname = Some(String::new());
+                            debug!(%id, error = %e, "the container's gateway neighbours; trying again")
                         }
                     }
                 }
@@ -378,7 +394,9 @@ impl DockerPlugin {
                 Ok(Some(net)) => Some(me.network_name(&net).await),
                 _ => None,
             };
-            let ifname = ifname.filter(|n| !n.is_empty());
+            if ifname.is_none() {
+                warn!(%id, sandbox, "the container's interface never arrived: no permanent gateway neighbours (proxy ARP still answers while the host has a route)");
+            }
             if let Err(e) = me
                 .attacher
                 .set_handover_names(&id, network, container.flatten(), ifname)

@@ -208,6 +208,11 @@ impl Networks {
         }
         for n in self.list().await? {
             for s in &n.subnets {
+                // A strait-IPAM network without a subnet shows its whole pool: it takes
+                // the node's blocks and claims no subnet of it.
+                if n.ipam == IpamKind::Strait && pools.iter().any(|p| p.cidr == *s) {
+                    continue;
+                }
                 let what = match &n.name {
                     Some(name) => format!("network {name}"),
                     None => format!("network {}", short(&n.id)),

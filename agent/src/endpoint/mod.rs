@@ -290,18 +290,23 @@ async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointE
 
 /// After a [`VethSpec::handover`], once the runtime has moved the container end into
 /// `netns` (found by its MAC among links named `<prefix>N`): the permanent neighbour
-/// entries for the gateways that CNI containers get at setup, so the container never
-/// depends on proxy ARP (which answers for `169.254.1.1` only while the host has a
-/// route to it). Returns the interface's name there, or `None` while it has not
-/// arrived.
+/// entries for the container's `gateways`, as CNI containers get at setup, so the
+/// container never depends on proxy ARP (which answers for `169.254.1.1` only while
+/// the host has a route to it). Returns the interface's name there; `None` while the
+/// namespace or the interface is not there yet (the runtime creates the namespace after
+/// it asked for the interface).
 pub async fn finish_handover(
     netns: &std::path::Path,
     prefix: &str,
     container_mac: [u8; 6],
     host_mac: [u8; 6],
-    families: &[strait_api::Family],
+    gateways: &[IpAddr],
 ) -> Result<Option<String>, EndpointError> {
-    let ns = NetNs::open(netns)?;
+    let ns = match NetNs::open(netns) {
+        Ok(ns) => ns,
+        Err(_) if !netns.exists() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let nl = Netlink::open_in(&ns).await?;
     let Some(link) = nl
         .links_with_prefix(prefix)
@@ -311,12 +316,8 @@ pub async fn finish_handover(
     else {
         return Ok(None);
     };
-    for family in families {
-        let gw = match family {
-            strait_api::Family::V4 => IpAddr::V4(GATEWAY_V4),
-            strait_api::Family::V6 => IpAddr::V6(GATEWAY_V6),
-        };
-        nl.set_permanent_neighbour(link.index, gw, host_mac)
+    for gw in gateways {
+        nl.set_permanent_neighbour(link.index, *gw, host_mac)
             .await
             .map_err(|source| EndpointError::ContainerSide {
                 ifname: link.name.clone(),
@@ -325,6 +326,29 @@ pub async fn finish_handover(
             })?;
     }
     Ok(Some(link.name))
+}
+
+/// The IPv4 gateway of a container interface a runtime configures itself. The
+/// runtime adds the gateway's on-link /32 route on the interface, and a second
+/// interface cannot add the same /32 again (IPv4 keeps one route per prefix and
+/// metric): so the first takes [`GATEWAY_V4`], the next `169.254.1.2`, and so on,
+/// the lowest with no route in `netns` yet. The host answers every one alike.
+pub async fn free_gateway_v4(netns: &std::path::Path) -> Ipv4Addr {
+    let taken = async {
+        let ns = NetNs::open(netns).ok()?;
+        let nl = Netlink::open_in(&ns).await.ok()?;
+        nl.main_routes().await.ok()
+    }
+    .await
+    .unwrap_or_default();
+    (1..=254)
+        .map(|k| Ipv4Addr::new(169, 254, 1, k))
+        .find(|gw| {
+            !taken
+                .iter()
+                .any(|r| r.destination == ipnet::IpNet::from(IpAddr::V4(*gw)))
+        })
+        .unwrap_or(GATEWAY_V4)
 }
 
 /// [`VethSpec::handover`]: both ends on the host; only the host side configured.
