@@ -576,6 +576,9 @@ impl Drop for DockerHost {
     }
 }
 
+/// The test host's own address (TEST-NET-1, inside the host's namespace only).
+pub const HOST_ADDRESS: &str = "192.0.2.1/24";
+
 /// A test host (a namespace with its `straitd`) and a private dockerd in it whose
 /// `strait` driver is that agent.
 pub struct DockerBed {
@@ -602,6 +605,29 @@ impl DockerBed {
             },
             pools,
         );
+        // A host has an address of its own (here on a veth whose peer stays in the
+        // namespace: this kernel has no dummy links; as a real host's NIC
+        // has one): traffic the host itself sends to a container (the `-p` proxy's
+        // connections) takes it as its source.
+        for args in [
+            &[
+                "link", "add", "host0", "type", "veth", "peer", "name", "host0p",
+            ][..],
+            &["addr", "add", HOST_ADDRESS, "dev", "host0"],
+            &["link", "set", "host0p", "up"],
+            &["link", "set", "host0", "up"],
+        ] {
+            let out = Command::new("ip")
+                .args(["-n", host.ns.name()])
+                .args(args)
+                .output()
+                .expect("exec ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         docker.start(host.ns.name());
         Self { docker, host }
     }
