@@ -19,15 +19,25 @@ const MAX_ANSWER: u64 = 16 << 20;
 /// The API version asked for: dockerd 20.10 speaks 1.41, and every later one too.
 const API_VERSION: &str = "v1.41";
 
+/// How old a container list may be and still answer: every endpoint that waits for
+/// its container's name shares one list per period, so a burst of `docker run` costs
+/// dockerd a few lists a second, not one per container per poll.
+const LIST_MAX_AGE: Duration = Duration::from_millis(250);
+
 /// dockerd's API socket.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Dockerd {
     socket: PathBuf,
+    /// The last container list and when it was read.
+    containers: tokio::sync::Mutex<Option<(tokio::time::Instant, Value)>>,
 }
 
 impl Dockerd {
     pub fn new(socket: PathBuf) -> Self {
-        Self { socket }
+        Self {
+            socket,
+            containers: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// `GET /networks/<id>` → `Name`.
@@ -42,10 +52,20 @@ impl Dockerd {
     /// The name of the container whose endpoint is `endpoint_id`, once dockerd lists
     /// it (`GET /containers/json?all=1`); `None` while it does not.
     pub async fn container_of_endpoint(&self, endpoint_id: &str) -> Result<Option<String>, String> {
-        let v = self
-            .get(&format!("/{API_VERSION}/containers/json?all=1"))
-            .await?;
-        Ok(container_with_endpoint(&v, endpoint_id))
+        // Callers wait on the lock while one of them reads a fresh list.
+        let mut last = self.containers.lock().await;
+        let fresh = last
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < LIST_MAX_AGE);
+        if !fresh {
+            let v = self
+                .get(&format!("/{API_VERSION}/containers/json?all=1"))
+                .await?;
+            *last = Some((tokio::time::Instant::now(), v));
+        }
+        Ok(last
+            .as_ref()
+            .and_then(|(_, v)| container_with_endpoint(v, endpoint_id)))
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {

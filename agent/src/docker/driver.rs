@@ -376,7 +376,8 @@ impl DockerPlugin {
                         }
                     }
                 }
-                if container.is_none() {
+                // The container's name: every fourth round (dockerd lists it late).
+                if container.is_none() && (attempt % 4 == 3 || attempt >= 40) {
                     match me.dockerd.container_of_endpoint(&ep.container_id).await {
                         Ok(Some(name)) => container = Some(Some(name)),
                         Ok(None) => {}
