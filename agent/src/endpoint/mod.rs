@@ -242,25 +242,12 @@ async fn build(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointE
             path: spec.netns.clone(),
         });
     }
-    let host_mac = names::host_mac(&spec.host_ifname);
-    let container_mac = spec
-        .container_mac
-        .unwrap_or_else(|| names::default_container_mac(&spec.host_ifname));
-    let mtu = (spec.mtu != 0).then_some(spec.mtu);
-    let host_end = VethEnd {
-        name: spec.host_ifname.clone(),
-        mac: Some(host_mac),
-        mtu,
-        up: true,
-    };
-    let container_end = VethEnd {
-        name: spec.container_ifname.clone(),
-        mac: Some(container_mac),
-        mtu,
-        // Not up yet: the kernel configures the peer before it links the two ends, and
-        // opening a veth without its peer fails (ENOTCONN). It goes up in `configure`.
-        up: false,
-    };
+    let Ends {
+        host_mac,
+        container_mac,
+        host_end,
+        container_end,
+    } = veth_ends(spec);
 
     // The container's socket is opened (a thread, a setns) while the kernel creates the
     // pair. The thread is started first so that it can run on another CPU while this one
@@ -351,26 +338,48 @@ pub async fn free_gateway_v4(netns: &std::path::Path) -> Ipv4Addr {
         .unwrap_or(GATEWAY_V4)
 }
 
-/// [`VethSpec::handover`]: both ends on the host; only the host side configured.
-async fn build_handover(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+/// The two ends of the pair as [`Netlink::create_veth`] makes them: the host end
+/// up, the container end down (the kernel configures the peer before it links the two
+/// ends, and opening a veth without its peer fails with ENOTCONN; it goes up in
+/// `configure`, or in the runtime's hands after a hand-over).
+struct Ends {
+    host_mac: [u8; 6],
+    container_mac: [u8; 6],
+    host_end: VethEnd,
+    container_end: VethEnd,
+}
+
+fn veth_ends(spec: &VethSpec) -> Ends {
     let host_mac = names::host_mac(&spec.host_ifname);
     let container_mac = spec
         .container_mac
         .unwrap_or_else(|| names::default_container_mac(&spec.host_ifname));
     let mtu = (spec.mtu != 0).then_some(spec.mtu);
-    let host_end = VethEnd {
-        name: spec.host_ifname.clone(),
-        mac: Some(host_mac),
-        mtu,
-        up: true,
-    };
-    let container_end = VethEnd {
-        name: spec.container_ifname.clone(),
-        mac: Some(container_mac),
-        mtu,
-        up: false,
-    };
-    if let Err(e) = host.create_veth(&host_end, &container_end, None).await {
+    Ends {
+        host_mac,
+        container_mac,
+        host_end: VethEnd {
+            name: spec.host_ifname.clone(),
+            mac: Some(host_mac),
+            mtu,
+            up: true,
+        },
+        container_end: VethEnd {
+            name: spec.container_ifname.clone(),
+            mac: Some(container_mac),
+            mtu,
+            up: false,
+        },
+    }
+}
+
+/// [`VethSpec::handover`]: both ends on the host; only the host side configured.
+async fn build_handover(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, EndpointError> {
+    let ends = veth_ends(spec);
+    if let Err(e) = host
+        .create_veth(&ends.host_end, &ends.container_end, None)
+        .await
+    {
         return Err(if e.is_exists() {
             name_taken(host, spec, e).await
         } else {
@@ -378,49 +387,93 @@ async fn build_handover(host: &Netlink, spec: &VethSpec) -> Result<VethCreated, 
         });
     }
     let configured = async {
-        let link = host.link_by_name(&spec.host_ifname).await?.ok_or_else(|| {
-            NetlinkError::Incomplete {
-                op: "get link",
-                object: spec.host_ifname.clone(),
-                what: "the link just created",
-            }
-        })?;
-        let container_index = link.link.ok_or_else(|| NetlinkError::Incomplete {
-            op: "get link",
-            object: spec.host_ifname.clone(),
-            what: "IFLA_LINK (the veth peer's ifindex)",
-        })?;
-        let host_index = link.index;
-        enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
-        for ip in &spec.ips {
-            host.set_permanent_neighbour(host_index, *ip, container_mac)
-                .await
-                .map_err(|e| host_side(spec, e))?;
-            host.replace_route(&Route::host(*ip, host_index))
-                .await
-                .map_err(|e| host_side(spec, e))?;
-        }
+        let (host_index, container_index) = veth_indexes(host, spec).await?;
+        configure_host_side(host, spec, host_index, ends.container_mac).await?;
         if spec.ips.iter().any(IpAddr::is_ipv6) {
             host.add_address(host_index, IpAddr::V6(GATEWAY_V6), 64)
                 .await
                 .map_err(|e| host_side(spec, e))?;
         }
-        if let Some(mark) = &spec.owner {
-            host.set_alias(host_index, mark)
-                .await
-                .map_err(|e| host_side(spec, e))?;
-        }
-        Ok::<_, EndpointError>(VethCreated {
-            host_ifname: spec.host_ifname.clone(),
-            host_ifindex: host_index,
-            host_mac: format_mac(&host_mac),
-            container_ifindex: container_index,
-            container_mac: format_mac(&container_mac),
-        })
+        Ok::<_, EndpointError>(created(
+            spec,
+            host_index,
+            container_index,
+            ends.host_mac,
+            ends.container_mac,
+        ))
     };
     match configured.await {
         Ok(created) => Ok(created),
         Err(error) => Err(undo(host, &spec.host_ifname, error).await),
+    }
+}
+
+/// The host end's ifindex and its peer's, from one lookup: a veth's IFLA_LINK is its
+/// peer's ifindex (in the peer's namespace).
+async fn veth_indexes(host: &Netlink, spec: &VethSpec) -> Result<(u32, u32), EndpointError> {
+    let link =
+        host.link_by_name(&spec.host_ifname)
+            .await?
+            .ok_or_else(|| NetlinkError::Incomplete {
+                op: "get link",
+                object: spec.host_ifname.clone(),
+                what: "the link just created",
+            })?;
+    let container_index = link.link.ok_or_else(|| NetlinkError::Incomplete {
+        op: "get link",
+        object: spec.host_ifname.clone(),
+        what: "IFLA_LINK (the veth peer's ifindex)",
+    })?;
+    Ok((link.index, container_index))
+}
+
+/// The host side of an endpoint: a permanent neighbour entry and a host route per
+/// address, the owner mark, proxy ARP. Requests on one socket are pipelined; the kernel
+/// still handles them in order.
+async fn configure_host_side(
+    host: &Netlink,
+    spec: &VethSpec,
+    host_index: u32,
+    container_mac: [u8; 6],
+) -> Result<(), EndpointError> {
+    let host_routes: Vec<Route> = spec
+        .ips
+        .iter()
+        .map(|ip| Route::host(*ip, host_index))
+        .collect();
+    let neighbours = try_join_all(
+        spec.ips
+            .iter()
+            .map(|ip| host.set_permanent_neighbour(host_index, *ip, container_mac)),
+    );
+    // Replace, not add: the address may have belonged to a container whose veth
+    // is still being deleted in the background, and its route must give way.
+    let routes = try_join_all(host_routes.iter().map(|r| host.replace_route(r)));
+    // The alias cannot ride in the creation request; it is pipelined with the rest.
+    let owner = async {
+        match &spec.owner {
+            Some(mark) => host.set_alias(host_index, mark).await,
+            None => Ok(()),
+        }
+    };
+    enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
+    tokio::try_join!(neighbours, routes, owner).map_err(|e| host_side(spec, e))?;
+    Ok(())
+}
+
+fn created(
+    spec: &VethSpec,
+    host_index: u32,
+    container_index: u32,
+    host_mac: [u8; 6],
+    container_mac: [u8; 6],
+) -> VethCreated {
+    VethCreated {
+        host_ifname: spec.host_ifname.clone(),
+        host_ifindex: host_index,
+        host_mac: format_mac(&host_mac),
+        container_ifindex: container_index,
+        container_mac: format_mac(&container_mac),
     }
 }
 
@@ -461,48 +514,8 @@ async fn configure(
     host_mac: [u8; 6],
     container_mac: [u8; 6],
 ) -> Result<VethCreated, EndpointError> {
-    // One lookup gives both ifindexes: a veth's IFLA_LINK is its peer's ifindex (in
-    // the peer's namespace).
-    let link =
-        host.link_by_name(&spec.host_ifname)
-            .await?
-            .ok_or_else(|| NetlinkError::Incomplete {
-                op: "get link",
-                object: spec.host_ifname.clone(),
-                what: "the link just created",
-            })?;
-    let container_index = link.link.ok_or_else(|| NetlinkError::Incomplete {
-        op: "get link",
-        object: spec.host_ifname.clone(),
-        what: "IFLA_LINK (the veth peer's ifindex)",
-    })?;
-    let host_index = link.index;
-
-    // Requests on one socket are pipelined; the kernel still handles them in order.
-    let host_routes: Vec<Route> = spec
-        .ips
-        .iter()
-        .map(|ip| Route::host(*ip, host_index))
-        .collect();
-    let host_side = async {
-        let neighbours = try_join_all(
-            spec.ips
-                .iter()
-                .map(|ip| host.set_permanent_neighbour(host_index, *ip, container_mac)),
-        );
-        // Replace, not add: the address may have belonged to a container whose veth
-        // is still being deleted in the background, and its route must give way.
-        let routes = try_join_all(host_routes.iter().map(|r| host.replace_route(r)));
-        // The alias cannot ride in the creation request; it is pipelined with the rest.
-        let owner = async {
-            match &spec.owner {
-                Some(mark) => host.set_alias(host_index, mark).await,
-                None => Ok(()),
-            }
-        };
-        enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
-        tokio::try_join!(neighbours, routes, owner).map_err(|e| host_side(spec, e))
-    };
+    let (host_index, container_index) = veth_indexes(host, spec).await?;
+    let host_side = configure_host_side(host, spec, host_index, container_mac);
 
     let has_v4 = spec.ips.iter().any(IpAddr::is_ipv4);
     let has_v6 = spec.ips.iter().any(IpAddr::is_ipv6);
@@ -545,13 +558,13 @@ async fn configure(
     };
 
     tokio::try_join!(host_side, container_side)?;
-    Ok(VethCreated {
-        host_ifname: spec.host_ifname.clone(),
-        host_ifindex: host_index,
-        host_mac: format_mac(&host_mac),
-        container_ifindex: container_index,
-        container_mac: format_mac(&container_mac),
-    })
+    Ok(created(
+        spec,
+        host_index,
+        container_index,
+        host_mac,
+        container_mac,
+    ))
 }
 
 /// Proxy ARP on the host end, through its sysctl file rather than rtnetlink: the
