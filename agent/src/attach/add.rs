@@ -77,15 +77,7 @@ impl<K: HostNet> Attacher<K> {
             created: unix_now(),
             host_ports: req.host_ports,
         };
-        // Policy: the record names the endpoint's identity from the start.
-        if let Some(enforcement) = self.enforcement.get() {
-            ep.identity = Some(
-                enforcement
-                    .identity(&ep)
-                    .await
-                    .map_err(AttachError::Policy)?,
-            );
-        }
+        self.name_identity(&mut ep).await?;
         let record_op = self.records.put_op(ep.clone());
 
         let t_start = std::time::Instant::now();
@@ -119,16 +111,8 @@ impl<K: HostNet> Attacher<K> {
             handover: false,
         };
         let t_plumb = std::time::Instant::now();
-        let plumbed = match self.plumb(&spec).await {
-            Ok(created) => self.enforce(&ep, &created).await.map(|()| created),
-            Err(e) => Err(e),
-        };
-        match plumbed {
+        match self.build_interface(&ep, &spec).await {
             Ok(created) => {
-                self.publish(&EndpointEvent::Attached {
-                    endpoint: &ep,
-                    host_ifindex: created.host_ifindex,
-                });
                 info!(
                     %id, host_ifname, ips = ?alloc.ips, ipam_ms,
                     plumb_ms = t_plumb.elapsed().as_secs_f64() * 1e3,
@@ -146,6 +130,36 @@ impl<K: HostNet> Attacher<K> {
                 Err(e)
             }
         }
+    }
+
+    /// Policy: the record names the endpoint's identity from the start.
+    pub(super) async fn name_identity(&self, ep: &mut Endpoint) -> Result<(), AttachError> {
+        if let Some(enforcement) = self.enforcement.get() {
+            ep.identity = Some(
+                enforcement
+                    .identity(ep)
+                    .await
+                    .map_err(AttachError::Policy)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Builds the recorded endpoint's veth, puts its policy in place and tells the
+    /// subscribers. On failure nothing of the interface is left; the caller undoes the
+    /// record and the reservation.
+    pub(super) async fn build_interface(
+        &self,
+        ep: &Endpoint,
+        spec: &VethSpec,
+    ) -> Result<VethCreated, AttachError> {
+        let created = self.plumb(spec).await?;
+        self.enforce(ep, &created).await?;
+        self.publish(&EndpointEvent::Attached {
+            endpoint: ep,
+            host_ifindex: created.host_ifindex,
+        });
+        Ok(created)
     }
 
     /// Puts policy in place on the new veth before ADD answers; on failure the veth
@@ -169,7 +183,7 @@ impl<K: HostNet> Attacher<K> {
     /// Builds the veth. A link of the same name with no record (the caller checked,
     /// under the attachment's lock) is a leftover of a crash mid-ADD: it is ours to
     /// remove, and the creation is tried once more.
-    pub(super) async fn plumb(&self, spec: &VethSpec) -> Result<VethCreated, AttachError> {
+    async fn plumb(&self, spec: &VethSpec) -> Result<VethCreated, AttachError> {
         let name = &spec.host_ifname;
         self.wait_for_deletion(name).await;
         // Taken after the wait: an ADD that waits for its old veth holds no slot. (The

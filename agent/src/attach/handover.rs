@@ -21,7 +21,6 @@ use std::net::IpAddr;
 use strait_api::Endpoint;
 use tracing::{info, warn};
 
-use super::events::EndpointEvent;
 use super::{AttachError, Attacher, unix_now};
 use crate::endpoint::{self, VethCreated, VethSpec};
 use crate::hostnet::HostNet;
@@ -100,14 +99,7 @@ impl<K: HostNet> Attacher<K> {
             created: unix_now(),
             host_ports: false,
         };
-        if let Some(enforcement) = self.enforcement.get() {
-            ep.identity = Some(
-                enforcement
-                    .identity(&ep)
-                    .await
-                    .map_err(AttachError::Policy)?,
-            );
-        }
+        self.name_identity(&mut ep).await?;
         let record_op = self.records.put_op(ep.clone());
         match &req.reservation {
             Reservation::Static => {
@@ -146,16 +138,8 @@ impl<K: HostNet> Attacher<K> {
             owner: Some(self.cfg.owner.clone()),
             handover: true,
         };
-        let plumbed = match self.plumb(&spec).await {
-            Ok(created) => self.enforce(&ep, &created).await.map(|()| created),
-            Err(e) => Err(e),
-        };
-        match plumbed {
+        match self.build_interface(&ep, &spec).await {
             Ok(created) => {
-                self.publish(&EndpointEvent::Attached {
-                    endpoint: &ep,
-                    host_ifindex: created.host_ifindex,
-                });
                 info!(%id, host_ifname = %req.host_ifname, ips = ?req.ips, "attached for hand-over");
                 Ok(created)
             }
