@@ -153,6 +153,18 @@ impl DockerPlugin {
         Ok(())
     }
 
+    /// The record of Docker endpoint `endpoint_id`, or the error a request about an
+    /// unknown endpoint gets.
+    async fn endpoint(&self, endpoint_id: &str) -> Result<strait_api::Endpoint, DockerError> {
+        let id = endpoint_record_id(endpoint_id);
+        self.attacher.handover_record(&id).await?.ok_or_else(|| {
+            DockerError::new(format!(
+                "endpoint {} is not known to strait",
+                short(endpoint_id)
+            ))
+        })
+    }
+
     pub async fn delete_network(&self, req: NetworkRequest) -> Result<(), DockerError> {
         check_id("network ID", &req.network_id)?;
         if self.networks.delete(&req.network_id).await? {
@@ -259,13 +271,8 @@ impl DockerPlugin {
     pub async fn join(self: &Arc<Self>, req: JoinRequest) -> Result<JoinResponse, DockerError> {
         check_id("endpoint ID", &req.endpoint_id)?;
         let net = self.networks.require(&req.network_id).await?;
-        let id = endpoint_record_id(&req.endpoint_id);
-        let ep = self.attacher.handover_record(&id).await?.ok_or_else(|| {
-            DockerError::new(format!(
-                "endpoint {} is not known to strait",
-                short(&req.endpoint_id)
-            ))
-        })?;
+        let ep = self.endpoint(&req.endpoint_id).await?;
+        let id = ep.id.clone();
         if req.sandbox_key.is_empty() {
             return Err(DockerError::new("Join without a sandbox key"));
         }
@@ -435,13 +442,7 @@ impl DockerPlugin {
         req: EndpointRequest,
     ) -> Result<EndpointInfoResponse, DockerError> {
         check_id("endpoint ID", &req.endpoint_id)?;
-        let id = endpoint_record_id(&req.endpoint_id);
-        let ep = self.attacher.handover_record(&id).await?.ok_or_else(|| {
-            DockerError::new(format!(
-                "endpoint {} is not known to strait",
-                short(&req.endpoint_id)
-            ))
-        })?;
+        let ep = self.endpoint(&req.endpoint_id).await?;
         let mut value = BTreeMap::new();
         value.insert("strait.node".into(), Value::String(ep.node.clone()));
         value.insert(
@@ -469,13 +470,7 @@ impl DockerPlugin {
         if bindings.is_empty() {
             return Ok(());
         }
-        let id = endpoint_record_id(&req.endpoint_id);
-        let ep = self.attacher.handover_record(&id).await?.ok_or_else(|| {
-            DockerError::new(format!(
-                "endpoint {} is not known to strait",
-                short(&req.endpoint_id)
-            ))
-        })?;
+        let ep = self.endpoint(&req.endpoint_id).await?;
         let targets: Vec<IpAddr> = ep.ips.iter().map(|n| n.addr()).collect();
         self.publish_ports(&req.endpoint_id, &targets, bindings)
             .await
