@@ -5,33 +5,12 @@
 //! as the type of the method it was sent to, and what the driver reads from it must
 //! be there.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 use strait_api::docker::*;
 
-fn captures() -> Vec<(PathBuf, String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker-plugin");
-    let mut out = Vec::new();
-    let mut scenarios: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    scenarios.sort();
-    for s in scenarios {
-        let mut files: Vec<_> = std::fs::read_dir(&s)
-            .expect("scenario")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.sort();
-        for f in files {
-            let c: Value = serde_json::from_slice(&std::fs::read(&f).expect("read")).expect("json");
-            let path = c["path"].as_str().expect("path").to_string();
-            out.push((f, path, c["request"].clone()));
-        }
-    }
-    out
-}
+mod common;
+
+use common::docker_captures as captures;
 
 fn body(v: &Value) -> Vec<u8> {
     if v.is_null() {

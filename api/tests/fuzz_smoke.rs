@@ -12,6 +12,8 @@ use strait_api::fuzzing;
 use strait_api::*;
 use strait_fuzz_smoke::{self as smoke, Members, Mutations, wrong_type_at_every_key};
 
+mod common;
+
 /// Mutations per target; with the seeds, a second or two in a debug build.
 const MUTATIONS: usize = 3000;
 
@@ -442,35 +444,10 @@ fn api_http_response() {
     run(fuzzing::http_response, seeds, 0x5eed_0005);
 }
 
-/// Every request dockerd sent in the captured scenarios (tests/fixtures/docker-plugin),
-/// each also with a wrong type at every key.
-fn docker_captures() -> Vec<Value> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker-plugin");
-    let mut out = Vec::new();
-    let mut scenarios: Vec<_> = std::fs::read_dir(&dir)
-        .expect("docker fixtures")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    scenarios.sort();
-    for s in scenarios {
-        let mut files: Vec<_> = std::fs::read_dir(&s)
-            .expect("scenario")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.sort();
-        for f in files {
-            let capture: Value =
-                serde_json::from_slice(&std::fs::read(&f).expect("read")).expect("capture");
-            out.push(capture["request"].clone());
-        }
-    }
-    out
-}
-
 #[test]
 fn docker_requests() {
     let mut seeds: Vec<Vec<u8>> = vec![Vec::new()];
-    for request in docker_captures() {
+    for (_, _, request) in common::docker_captures() {
         if request.is_null() {
             continue;
         }
