@@ -74,6 +74,19 @@ pub fn cpu_busy_ms() -> Option<u64> {
 }
 
 /// The median (the upper one of an even count); None for no values.
+/// The `p`th percentile of `v` (nearest rank); zero for no samples.
+pub fn percentile(v: &[std::time::Duration], p: usize) -> std::time::Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let idx = ((v.len() * p).div_ceil(100))
+        .saturating_sub(1)
+        .min(v.len() - 1);
+    v[idx]
+}
+
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use strait_testbeds::agent::{Agent, AgentOpts};
+use strait_testbeds::bench::percentile;
 use strait_testbeds::cni::CniCall;
 use strait_testbeds::netns::Netns;
 
@@ -195,23 +196,11 @@ fn print_row(label: &str, s: &Sample) {
     println!(
         "{:<24} {:>9} {:>9} {:>9} {:>9}",
         label,
-        ms(pct(&s.add, 50)),
-        ms(pct(&s.add, 99)),
-        ms(pct(&s.del, 50)),
-        ms(pct(&s.del, 99))
+        ms(percentile(&s.add, 50)),
+        ms(percentile(&s.add, 99)),
+        ms(percentile(&s.del, 50)),
+        ms(percentile(&s.del, 99))
     );
-}
-
-fn pct(v: &[Duration], p: usize) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((v.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(v.len() - 1);
-    v[idx]
 }
 
 fn ms(d: Duration) -> String {

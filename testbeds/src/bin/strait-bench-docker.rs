@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use strait_testbeds::bench::percentile;
 use strait_testbeds::docker::{DOCKER_TOOLS, DockerBed, DockerHost, DockerOpts, IMAGE};
 use strait_testbeds::netns::Netns;
 
@@ -136,9 +137,9 @@ fn main() {
         println!(
             "{:<10} {:>10} {:>10} {:>10}",
             label,
-            ms(pct(&times[i], 50)),
-            ms(pct(&times[i], 95)),
-            ms(pct(&times[i], 100))
+            ms(percentile(&times[i], 50)),
+            ms(percentile(&times[i], 95)),
+            ms(percentile(&times[i], 100))
         );
     }
 
@@ -228,18 +229,6 @@ fn burst(d: &DockerHost, label: &str, net: &str, n: usize) -> (Duration, Duratio
 /// does so after the commands return) before the next phase is timed.
 fn settle() {
     std::thread::sleep(Duration::from_secs(3));
-}
-
-fn pct(v: &[Duration], p: usize) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((v.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(v.len() - 1);
-    v[idx]
 }
 
 fn ms(d: Duration) -> String {
