@@ -69,6 +69,8 @@ fn record(i: u32) -> NodeRecord {
         agent_version: "bench".into(),
         started: 0,
         bgp: None,
+        site: strait_api::ipsec::DEFAULT_SITE.into(),
+        ipsec: None,
         name,
     }
 }

@@ -47,6 +47,8 @@ const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     pub node_name: String,
+    /// The node's site (`--site`, default `default`).
+    pub site: String,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub pools: Vec<IpNet>,
@@ -122,6 +124,8 @@ impl AgentConfig {
             None => hostname()?,
         };
         validate_node_name(&node_name)?;
+        let site = keys.site.unwrap_or_else(strait_api::ipsec::default_site);
+        strait_api::ipsec::validate_site(&site).map_err(ConfigError::Invalid)?;
         if keys.pools.is_empty() {
             return Err(ConfigError::Invalid(
                 "no address pool: give --pool CIDR (repeatable) or `pools` in the config file"
@@ -137,6 +141,7 @@ impl AgentConfig {
         }
         let cfg = Self {
             node_name,
+            site,
             state_dir: keys
                 .state_dir
                 .unwrap_or_else(|| strait_api::DEFAULT_STATE_DIR.into()),

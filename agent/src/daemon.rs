@@ -226,6 +226,9 @@ async fn start(
     let host = Netlink::connect().context("opening netlink")?;
 
     state.set_phase("registering the node");
+    // Made on the first start; a key file others could read stops the agent here.
+    let node_key =
+        crate::ipsec::NodeKey::load_or_create(&cfg.state_dir).context("this node's IPsec key")?;
     let underlay = detect_underlay(cfg, &host).await?;
     let bgp = node_bgp(cfg, &underlay)?;
     let tunnel = if cfg.fabric == FabricMode::Vxlan {
@@ -239,7 +242,7 @@ async fn start(
         RegistryConfig {
             lease_ttl: Duration::from_secs(cfg.node_lease_ttl_secs),
         },
-        node_record(cfg, &underlay, bgp.clone()),
+        node_record(cfg, &underlay, bgp.clone(), &node_key),
     );
     // Until registered, this only updates the record.
     let _ = registry
@@ -314,6 +317,7 @@ async fn start(
         fabric: fabric_handle,
         bgp: bgp_handle,
         peers: ExternalPeers::new(store.clone()),
+        ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
     });
 
     state.set_phase("adopting existing endpoints");
@@ -648,7 +652,12 @@ fn node_bgp(cfg: &AgentConfig, underlay: &Underlay) -> anyhow::Result<Option<Nod
 }
 
 /// The record this agent registers, before the fabric adds its part.
-fn node_record(cfg: &AgentConfig, underlay: &Underlay, bgp: Option<NodeBgp>) -> NodeRecord {
+fn node_record(
+    cfg: &AgentConfig,
+    underlay: &Underlay,
+    bgp: Option<NodeBgp>,
+    key: &crate::ipsec::NodeKey,
+) -> NodeRecord {
     let vxlan = cfg.fabric == FabricMode::Vxlan;
     NodeRecord {
         name: cfg.node_name.clone(),
@@ -665,6 +674,10 @@ fn node_record(cfg: &AgentConfig, underlay: &Underlay, bgp: Option<NodeBgp>) -> 
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         bgp,
+        site: cfg.site.clone(),
+        ipsec: Some(strait_api::ipsec::NodeIpsec::from_public_key(
+            &key.public_key(),
+        )),
     }
 }
 

@@ -16,6 +16,7 @@
 //!   together; publishes endpoint events.
 //! * [`fabric`]: VXLAN, host-gw and the BGP fabric, reconciled against the kernel.
 //! * [`fastpath`]: the eBPF forwarding fast path; follows endpoint events.
+//! * [`ipsec`]: sites, the cluster's IPsec mode, this node's IKE key.
 //! * [`api`]: the local HTTP API on a unix socket, decode → owner → encode.
 //! * [`config`]: flags and the config file; [`metrics`]: Prometheus; [`private`]: the
 //!   state dir and store modes (root's alone).
@@ -36,6 +37,7 @@ pub mod fabric;
 pub mod fastpath;
 pub mod hostnet;
 pub mod ipam;
+pub mod ipsec;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

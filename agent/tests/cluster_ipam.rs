@@ -298,6 +298,8 @@ async fn agent(etcd: &Etcd, name: &str, cfg: IpamConfig, grace: Duration) -> Age
             agent_version: "test".into(),
             started: 0,
             bgp: None,
+            site: strait_api::ipsec::DEFAULT_SITE.into(),
+            ipsec: None,
         },
     );
     registry.register().await.unwrap();

@@ -69,6 +69,8 @@ impl Host {
             agent_version: "test".into(),
             started: 0,
             bgp: None,
+            site: strait_api::ipsec::DEFAULT_SITE.into(),
+            ipsec: None,
         }
     }
 }

@@ -51,6 +51,8 @@ fn record(name: &str) -> NodeRecord {
         agent_version: "0.1.0".into(),
         started: 1,
         bgp: None,
+        site: strait_api::ipsec::DEFAULT_SITE.into(),
+        ipsec: None,
     }
 }
 

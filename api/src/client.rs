@@ -165,6 +165,22 @@ impl Client {
         decode(&body)
     }
 
+    /// The cluster's IPsec settings (`netctl ipsec mode`).
+    pub fn ipsec_settings(&self) -> Result<crate::ipsec::IpsecSettings, ClientError> {
+        self.get(crate::paths::IPSEC_SETTINGS)
+    }
+
+    /// Replaces the cluster's IPsec settings; the agent answers with what it stored.
+    pub fn put_ipsec_settings(
+        &self,
+        settings: &crate::ipsec::IpsecSettings,
+    ) -> Result<crate::ipsec::IpsecSettings, ClientError> {
+        let req = serde_json::to_vec(settings)
+            .map_err(|e| ClientError::BadResponse(format!("encoding request: {e}")))?;
+        let body = self.request("PUT", crate::paths::IPSEC_SETTINGS, Some(&req))?;
+        decode(&body)
+    }
+
     /// Removes external peer `name`; the agent answers 404 (code 107) when there is none.
     pub fn bgp_delete_external_peer(&self, name: &str) -> Result<(), ClientError> {
         self.request("DELETE", &crate::paths::bgp_external_peer(name), None)?;

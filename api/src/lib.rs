@@ -17,6 +17,7 @@
 //!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
 //!   [`policy_wire`]: the policy API's requests and the monitor's lines.
 //! - [`docker`]: Docker's remote network and IPAM driver protocol, and `netctl docker`.
+//! - [`ipsec`]: sites, the cluster's IPsec mode and the node keys records carry.
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
@@ -36,6 +37,7 @@ pub mod family;
 /// that drives them in tests is the dev-only crate strait-fuzz-smoke.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ipsec;
 pub mod labels;
 pub mod mac;
 pub mod nodes;
@@ -117,4 +119,6 @@ pub mod paths {
     /// Flow events as NDJSON, one per line, until the client goes
     /// ([`crate::policy_wire::MonitorFilter`] as the query).
     pub const POLICY_MONITOR: &str = "/v1/policy/monitor";
+    /// The cluster's [`crate::ipsec::IpsecSettings`]: `GET`, or `PUT` to change them.
+    pub const IPSEC_SETTINGS: &str = "/v1/ipsec/settings";
 }

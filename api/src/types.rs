@@ -620,6 +620,12 @@ pub struct NodeRecord {
     /// The node's BGP attributes (`--fabric bgp` only).
     #[serde(default)]
     pub bgp: Option<crate::bgp::NodeBgp>,
+    /// The node's site (`--site`): which pairs encrypt under `ipsec mode cross-site`.
+    #[serde(default = "crate::ipsec::default_site")]
+    pub site: String,
+    /// The node's IPsec identity; `None` from an agent older than IPsec.
+    #[serde(default)]
+    pub ipsec: Option<crate::ipsec::NodeIpsec>,
 }
 
 #[cfg(test)]

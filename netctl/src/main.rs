@@ -5,6 +5,7 @@
 mod bgp;
 mod docker;
 mod endpoints;
+mod ipsec;
 mod policy;
 mod table;
 
@@ -87,6 +88,11 @@ enum Cmd {
     Docker {
         #[command(subcommand)]
         cmd: docker::DockerCmd,
+    },
+    /// IPsec between sites: the cluster's mode.
+    Ipsec {
+        #[command(subcommand)]
+        cmd: ipsec::IpsecCmd,
     },
     /// Live policy verdicts on this node, one line per flow (denials all, allowed
     /// flows once per connection); `-o json` for JSON lines. Runs until interrupted.
@@ -243,6 +249,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             docker::run(&client, out, cmd)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Ipsec { cmd } => {
+            ipsec::run(&client, out, cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Monitor(args) => policy::monitor(&client, out, args),
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {
@@ -392,6 +402,7 @@ fn render_fast_path(fp: Option<&FastPathStatus>) -> String {
 fn render_nodes(nodes: &[NodeView]) -> String {
     let mut t = Table::new([
         "NAME",
+        "SITE",
         "UNDERLAY V4",
         "UNDERLAY V6",
         "FABRIC",
@@ -413,6 +424,7 @@ fn render_nodes(nodes: &[NodeView]) -> String {
             .unwrap_or_default();
         t.row([
             &n.name,
+            &or_dash(r.map(|r| r.site.clone())),
             &or_dash(r.and_then(|r| r.underlay_v4).map(|a| a.to_string())),
             &or_dash(r.and_then(|r| r.underlay_v6).map(|a| a.to_string())),
             &or_dash(r.map(|r| r.fabric.to_string())),
@@ -958,6 +970,8 @@ mod tests {
                 agent_version: "0.1.0".into(),
                 started: 1,
                 bgp: None,
+                site: strait_api::ipsec::DEFAULT_SITE.into(),
+                ipsec: None,
             }),
             blocks: vec!["10.244.0.0/26".parse().unwrap()],
             state: Some(NodeState::Ready),
@@ -990,6 +1004,7 @@ mod tests {
             lines[1],
             [
                 "h1",
+                "default",
                 "10.0.0.1",
                 "-",
                 "vxlan",
@@ -1000,11 +1015,14 @@ mod tests {
                 "ready"
             ]
         );
-        assert_eq!(lines[2], ["h2", "-", "-", "-", "-", "-", "-", "2", "gone"]);
+        assert_eq!(
+            lines[2],
+            ["h2", "-", "-", "-", "-", "-", "-", "-", "2", "gone"]
+        );
         assert_eq!(lines[3][0], "h3");
-        assert_eq!(lines[3][1], "10.0.0.1", "shown by its last record");
-        assert_eq!(lines[3][8..], ["lease", "expired"]);
-        assert_eq!(lines[4][8..], ["unreachable"]);
+        assert_eq!(lines[3][2], "10.0.0.1", "shown by its last record");
+        assert_eq!(lines[3][9..], ["lease", "expired"]);
+        assert_eq!(lines[4][9..], ["unreachable"]);
         // An agent that does not send a state: alive or not.
         live.state = None;
         let mut old_dead = dead;

@@ -18,6 +18,7 @@ mod bgp;
 mod cni;
 mod endpoints;
 pub mod error;
+mod ipsec;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,8 @@ pub struct Owners {
     pub bgp: Option<BgpHandle>,
     /// The external BGP peers in the cluster store (served whatever the fabric).
     pub peers: ExternalPeers,
+    /// The cluster's IPsec settings (`netctl ipsec mode`).
+    pub ipsec: crate::ipsec::IpsecSettingsStore,
 }
 
 /// What the handlers reach. The socket is served from the very start, before the
@@ -263,6 +266,10 @@ pub fn router(state: Shared) -> Router {
         .route(paths::POLICY_TRACE, post(policy::trace))
         .route(paths::POLICY_STATUS, get(policy::status))
         .route(paths::POLICY_MONITOR, get(policy::monitor))
+        .route(
+            paths::IPSEC_SETTINGS,
+            get(ipsec::settings).put(ipsec::put_settings),
+        )
         .route("/metrics", get(views::metrics))
         .with_state(state)
 }

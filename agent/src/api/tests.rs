@@ -105,6 +105,7 @@ pub(super) async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
         fabric: fabric.handle(),
         bgp: None,
         peers: ExternalPeers::new(store.clone()),
+        ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
     });
     (s, store)
 }

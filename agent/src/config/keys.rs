@@ -55,6 +55,11 @@ pub struct Keys {
     /// This node's name in the cluster (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// This node's site (a data centre, a cloud region): with `netctl ipsec mode
+    /// cross-site`, traffic between nodes of different sites is encrypted. Default
+    /// `default`.
+    #[arg(long)]
+    pub site: Option<String>,
     /// Directory for the embedded store and the pending-release queue.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -192,6 +197,7 @@ impl Keys {
         let pools_given = !self.pools.is_empty() || !self.disabled_pools.is_empty();
         Keys {
             node_name: self.node_name.or(lower.node_name),
+            site: self.site.or(lower.site),
             state_dir: self.state_dir.or(lower.state_dir),
             socket: self.socket.or(lower.socket),
             // The pools are one list, enabled and disabled: a source that gives either

@@ -411,6 +411,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             started: 0,
             bgp: None,
+            site: strait_api::ipsec::DEFAULT_SITE.into(),
+            ipsec: None,
             name,
         }
     }

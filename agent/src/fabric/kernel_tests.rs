@@ -38,6 +38,8 @@ fn record(i: u8, mode: FabricMode) -> NodeRecord {
         agent_version: "test".into(),
         started: 0,
         bgp: None,
+        site: strait_api::ipsec::DEFAULT_SITE.into(),
+        ipsec: None,
         name,
     }
 }

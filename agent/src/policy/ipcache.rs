@@ -69,6 +69,8 @@ mod tests {
             agent_version: "t".into(),
             started: 0,
             bgp: None,
+            site: strait_api::ipsec::DEFAULT_SITE.into(),
+            ipsec: None,
         }
     }
 

@@ -194,6 +194,8 @@ mod tests {
             agent_version: "test".into(),
             started: 0,
             bgp: Some(bgp(i, asn, role)),
+            site: strait_api::ipsec::DEFAULT_SITE.into(),
+            ipsec: None,
         }
     }
 

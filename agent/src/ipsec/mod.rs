@@ -1,0 +1,17 @@
+//! IPsec between sites: which node pairs encrypt, and this node's identity for IKE.
+//!
+//! - [`settings`]: the cluster-wide mode (`ipsec/settings`, `netctl ipsec mode`).
+//! - [`node_key`]: this node's Ed25519 key pair, made on first start in the state dir;
+//!   its public half goes into the node record, where peers look it up.
+//! - [`pairs`]: from the mode and the node records, the peers this node encrypts with.
+//!
+//! The IKEv2 speaker is the `strait-ike` crate and the ESP datapaths are `strait-esp`;
+//! this module is where the agent ties them to the node registry.
+
+pub mod node_key;
+pub mod pairs;
+pub mod settings;
+
+pub use node_key::{NodeKey, NodeKeyError};
+pub use pairs::{EncryptedPeer, encrypted_peers};
+pub use settings::{IpsecSettingsStore, settings_key};
