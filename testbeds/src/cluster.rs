@@ -78,6 +78,10 @@ pub struct ClusterOpts {
     pub pools: Vec<String>,
     /// Two L2 segments joined by a router: hosts `0..ceil(n/2)` on A, the rest on B.
     pub two_segments: bool,
+    /// Two sites instead: the segments as above, each with a router of its own and the
+    /// agents' `--site` (`site-a`, `site-b`), the routers joined by this dedicated line
+    /// (underlay::Layout::TwoSites).
+    pub sites: Option<underlay::Line>,
     /// MTU of every underlay link.
     pub underlay_mtu: u32,
     /// `--mtu` for the agents (None: the agent's own choice, which is what users get).
@@ -104,6 +108,7 @@ impl ClusterOpts {
             store: ClusterStore::Etcd,
             pools: vec!["10.244.0.0/16".into(), "fd00:244::/56".into()],
             two_segments: false,
+            sites: None,
             underlay_mtu: 1500,
             container_mtu: None,
             node_lease_ttl_secs: None,
@@ -114,9 +119,18 @@ impl ClusterOpts {
         }
     }
 
+    /// How the underlay joins the hosts.
+    pub fn layout(&self) -> underlay::Layout {
+        match (self.sites, self.two_segments) {
+            (Some(line), _) => underlay::Layout::TwoSites(line),
+            (None, true) => underlay::Layout::TwoSegments,
+            (None, false) => underlay::Layout::OneSegment,
+        }
+    }
+
     /// The segment of host `i`.
     pub fn segment_of(&self, i: usize) -> Segment {
-        if self.two_segments && i >= self.hosts.div_ceil(2) {
+        if self.layout() != underlay::Layout::OneSegment && i >= self.hosts.div_ceil(2) {
             Segment::B
         } else {
             Segment::A
@@ -407,7 +421,7 @@ impl Cluster {
             .prefix(&format!("{prefix}-"))
             .tempdir()
             .expect("cluster temp dir");
-        let underlay = Underlay::new(&prefix, opts.underlay_mtu, opts.two_segments);
+        let underlay = Underlay::new(&prefix, opts.underlay_mtu, opts.layout());
         let etcd = Etcd::start_with(EtcdOpts {
             name: format!("{prefix}-etcd"),
             ip: underlay.etcd_ip(),
@@ -667,10 +681,10 @@ impl Cluster {
             self.hosts.len(),
             self.opts.fabric,
             self.opts.underlay_mtu,
-            if self.opts.two_segments {
-                ", two segments joined by a router"
-            } else {
-                ""
+            match self.opts.layout() {
+                underlay::Layout::OneSegment => "",
+                underlay::Layout::TwoSegments => ", two segments joined by a router",
+                underlay::Layout::TwoSites(_) => ", two sites joined by a dedicated line",
             }
         ));
         s.push_str(&format!(
@@ -680,6 +694,19 @@ impl Cluster {
         ));
         if let Some(r) = &self.underlay.router {
             s.push_str(&format!("  router   netns {}\n", r.name()));
+        }
+        if let Some(r) = &self.underlay.router_b {
+            s.push_str(&format!("  router   netns {} (site B)\n", r.name()));
+        }
+        if let (Some((r, dev)), Some(line)) = (self.underlay.line(), self.opts.sites) {
+            let rate = line
+                .rate_mbit
+                .map_or("unshaped".to_string(), |r| format!("{r} Mbit/s"));
+            s.push_str(&format!(
+                "  line     {dev} in {} ({rate}): capture with `ip netns exec {} tcpdump -ni {dev}`\n",
+                r.name(),
+                r.name()
+            ));
         }
         if self.opts.fabric == Fabric::Bgp {
             s.push_str(&format!("  bgp: {}\n", self.bgp_topology()));
@@ -802,6 +829,10 @@ fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpt
             a.extra
                 .extend(["--block-reclaim-grace-secs".to_string(), grace.to_string()]);
         }
+    }
+    if opts.sites.is_some() {
+        let site = underlay::site_of(opts.segment_of(i));
+        a.extra.extend(["--site".to_string(), site.to_string()]);
     }
     a.extra.extend(opts.agent_extra.iter().cloned());
     for (_, flags) in opts.host_extra.iter().filter(|(h, _)| *h == i) {

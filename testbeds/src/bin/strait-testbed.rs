@@ -61,8 +61,16 @@ enum Cmd {
         #[arg(long)]
         v6: bool,
         /// Hosts on two L2 segments joined by a router (the second half on segment B).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sites")]
         two_segments: bool,
+        /// `--sites 2`: two sites (the second half of the hosts on site B), each with a
+        /// router, joined by a dedicated line (device `line` in site A's router); the
+        /// agents get `--site site-a|site-b`.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+        sites: Option<u8>,
+        /// With `--sites 2`: the line's rate in Mbit/s (tbf on both ends).
+        #[arg(long, requires = "sites")]
+        line_rate_mbit: Option<u32>,
         /// Each agent on its own embedded store, without cluster flags (an agent built
         /// before cluster support; implies no fabric).
         #[arg(long)]
@@ -181,7 +189,8 @@ fn bgp_options(opts: &mut ClusterOpts, rr: &[String], peers: &[PeerArg]) -> Resu
     if (!rr.is_empty() || !peers.is_empty()) && opts.fabric != Fabric::Bgp {
         return Err("--rr and --peer need --fabric bgp".into());
     }
-    if !peers.is_empty() && opts.two_segments {
+    if !peers.is_empty() && opts.layout() != strait_testbeds::cluster::underlay::Layout::OneSegment
+    {
         return Err(
             "--peer needs one segment: hosts on segment B would be multihop eBGP neighbours of the router"
                 .into(),
@@ -286,6 +295,8 @@ fn main() -> ExitCode {
             fabric,
             v6,
             two_segments,
+            sites,
+            line_rate_mbit,
             embedded_store,
             mtu,
             rr,
@@ -308,6 +319,11 @@ fn main() -> ExitCode {
                 opts.pools.push("fd00:244::/56".into());
             }
             opts.two_segments = two_segments;
+            if sites == Some(2) {
+                opts.sites = Some(strait_testbeds::cluster::underlay::Line {
+                    rate_mbit: line_rate_mbit,
+                });
+            }
             opts.underlay_mtu = mtu;
             opts.node_lease_ttl_secs = node_lease_ttl_secs;
             if embedded_store {

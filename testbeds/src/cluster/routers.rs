@@ -185,7 +185,7 @@ impl Cluster {
         if self.opts.fabric != Fabric::Bgp || self.opts.store != ClusterStore::Etcd {
             return Err("an external BGP router needs --fabric bgp on etcd".into());
         }
-        if self.opts.two_segments {
+        if self.opts.layout() != super::underlay::Layout::OneSegment {
             return Err(
                 "an external BGP router needs one segment (hosts on segment B would be multihop eBGP neighbours)"
                     .into(),

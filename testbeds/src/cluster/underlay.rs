@@ -16,6 +16,12 @@
 //! `.254`/`::fe` on A is the underlay namespace's bridge (etcd listens there), `.253`/
 //! `::fd` is the router on each segment, host `hN` is `.N`/`::N` on its segment, and
 //! extra peers (benchmark baselines) are `.100+N`.
+//!
+//! With two **sites** ([`Layout::TwoSites`]), each segment is a site with a router of
+//! its own, and the two routers are joined by a point-to-point "dedicated line"
+//! (10.0.254.0/30 and fd00:10:0:fe::/64, device `line` in both), shaped with `tbf` to
+//! the line's rate. Everything between the sites crosses that one link, so a capture on
+//! it sees all of it. (This kernel has no `netem`, so the line adds no delay.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -84,21 +90,61 @@ pub const ROUTER: u8 = 253;
 /// Host numbers of extra peers start here.
 pub const PEER_BASE: u8 = 100;
 
-/// The underlay namespaces: the bridges, and the router when there are two segments.
+/// How the underlay joins the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One L2 segment.
+    OneSegment,
+    /// Segments A and B joined by one router.
+    TwoSegments,
+    /// Two sites, A and B, each a segment with its own router; the routers are joined
+    /// by a dedicated line of the given rate.
+    TwoSites(Line),
+}
+
+impl Layout {
+    fn two_segments(self) -> bool {
+        self != Layout::OneSegment
+    }
+}
+
+/// The dedicated line between two sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    /// Rate in Mbit/s, shaped with `tbf` on both ends; `None`: as fast as a veth.
+    pub rate_mbit: Option<u32>,
+}
+
+/// Name of the line's device in both site routers.
+pub const LINE_DEV: &str = "line";
+
+/// The site a segment is, with [`Layout::TwoSites`] (the agents' `--site`).
+pub fn site_of(seg: Segment) -> &'static str {
+    match seg {
+        Segment::A => "site-a",
+        Segment::B => "site-b",
+    }
+}
+
+/// The underlay namespaces: the bridges, and the router(s) when there are two segments.
 pub struct Underlay {
     pub mtu: u32,
-    // Drop order: the router goes before the bridges it is plugged into.
+    pub layout: Layout,
+    // Drop order: the routers go before the bridges they are plugged into.
+    /// The router on segment A: the only one with two segments, site A's with two sites.
     pub router: Option<Netns>,
+    /// Site B's router, with two sites.
+    pub router_b: Option<Netns>,
     pub ns: Netns,
 }
 
 impl Underlay {
-    /// Build the bridges (and the router for `two_segments`), all links with `mtu`.
-    pub fn new(prefix: &str, mtu: u32, two_segments: bool) -> Self {
+    /// Build the bridges and the routers `layout` asks for, all links with `mtu`.
+    pub fn new(prefix: &str, mtu: u32, layout: Layout) -> Self {
         let ns = Netns::new(format!("{prefix}u"));
         quiet_dad(&ns);
         let mtu_s = mtu.to_string();
-        let segments: &[Segment] = if two_segments {
+        let segments: &[Segment] = if layout.two_segments() {
             &[Segment::A, Segment::B]
         } else {
             &[Segment::A]
@@ -124,17 +170,27 @@ impl Underlay {
         // The underlay's own foot on segment A: etcd's address.
         add_addrs(&ns, Segment::A.bridge(), Segment::A, BRIDGE);
 
-        let router = two_segments.then(|| {
-            let r = Netns::new(format!("{prefix}r"));
-            quiet_dad(&r);
-            for seg in [Segment::A, Segment::B] {
-                let inner = format!("seg-{}", seg.bridge().trim_start_matches("br-"));
-                let outer = format!("r-{}", seg.bridge().trim_start_matches("br-"));
-                plug(&ns, seg, &outer, &r, &inner, mtu);
-                add_addrs(&r, &inner, seg, ROUTER);
+        let (router, router_b) = match layout {
+            Layout::OneSegment => (None, None),
+            Layout::TwoSegments => {
+                let r = router_ns(&format!("{prefix}r"));
+                for seg in [Segment::A, Segment::B] {
+                    plug_router(&ns, seg, &r, mtu);
+                }
+                (Some(r), None)
             }
-            r.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            r.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            Layout::TwoSites(line) => {
+                let (ra, rb) = (
+                    router_ns(&format!("{prefix}ra")),
+                    router_ns(&format!("{prefix}rb")),
+                );
+                plug_router(&ns, Segment::A, &ra, mtu);
+                plug_router(&ns, Segment::B, &rb, mtu);
+                join_sites(&ra, &rb, mtu, line);
+                (Some(ra), Some(rb))
+            }
+        };
+        if router.is_some() {
             // etcd on segment A answers hosts on B through the router.
             let (gw4, gw6) = (Segment::A.v4(ROUTER), Segment::A.v6(ROUTER));
             ns.exec_ok(&["ip", "route", "add", "10.0.1.0/24", "via", &gw4.to_string()]);
@@ -147,9 +203,23 @@ impl Underlay {
                 "via",
                 &gw6.to_string(),
             ]);
-            r
-        });
-        Self { mtu, router, ns }
+        }
+        Self {
+            mtu,
+            layout,
+            router,
+            router_b,
+            ns,
+        }
+    }
+
+    /// With two sites: site A's router and the line's device in it, where a capture
+    /// sees every packet between the sites.
+    pub fn line(&self) -> Option<(&Netns, &'static str)> {
+        match self.layout {
+            Layout::TwoSites(_) => self.router.as_ref().map(|r| (r, LINE_DEV)),
+            _ => None,
+        }
     }
 
     /// Where etcd listens: the underlay namespace's address on segment A.
@@ -178,13 +248,113 @@ impl Underlay {
         (seg.v4(n), seg.v6(n))
     }
 
-    /// Names of the namespaces, router first.
+    /// Names of the namespaces, routers first.
     pub fn namespaces(&self) -> Vec<String> {
         self.router
             .iter()
+            .chain(&self.router_b)
             .chain(std::iter::once(&self.ns))
             .map(|n| n.name().to_string())
             .collect()
+    }
+}
+
+/// A namespace that forwards IPv4 and IPv6.
+fn router_ns(name: &str) -> Netns {
+    let r = Netns::new(name.to_string());
+    quiet_dad(&r);
+    r.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    r.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    r
+}
+
+/// Plugs router `r` into segment `seg` as its `.253`/`::fd`.
+fn plug_router(underlay: &Netns, seg: Segment, r: &Netns, mtu: u32) {
+    let inner = format!("seg-{}", seg.bridge().trim_start_matches("br-"));
+    let outer = format!("r-{}", seg.bridge().trim_start_matches("br-"));
+    plug(underlay, seg, &outer, r, &inner, mtu);
+    add_addrs(r, &inner, seg, ROUTER);
+}
+
+/// The dedicated line: a veth `line` from site A's router to site B's, addressed
+/// point to point, each router routing the other site's segment over it, both ends
+/// shaped to the line's rate.
+fn join_sites(ra: &Netns, rb: &Netns, mtu: u32, line: Line) {
+    let mtu_s = mtu.to_string();
+    ra.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        LINE_DEV,
+        "mtu",
+        &mtu_s,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        LINE_DEV,
+        "netns",
+        rb.name(),
+        "mtu",
+        &mtu_s,
+    ]);
+    for (r, me, other, seg) in [(ra, 1, 2, Segment::B), (rb, 2, 1, Segment::A)] {
+        r.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.0.254.{me}/30"),
+            "dev",
+            LINE_DEV,
+        ]);
+        r.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("fd00:10:0:fe::{me}/64"),
+            "dev",
+            LINE_DEV,
+            "nodad",
+        ]);
+        r.exec_ok(&["ip", "link", "set", LINE_DEV, "up"]);
+        let v4 = format!("{}/24", seg.v4(0));
+        let v6 = format!("{}/64", seg.v6(0));
+        r.exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            &v4,
+            "via",
+            &format!("10.0.254.{other}"),
+        ]);
+        r.exec_ok(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &v6,
+            "via",
+            &format!("fd00:10:0:fe::{other}"),
+        ]);
+        if let Some(rate) = line.rate_mbit {
+            // A bucket of about 2 ms at the rate, at least 64 KiB (a GSO segment).
+            let burst = (u64::from(rate) * 1_000_000 / 8 / 500).max(64 * 1024);
+            r.exec_ok(&[
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                LINE_DEV,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{rate}mbit"),
+                "burst",
+                &burst.to_string(),
+                "latency",
+                "20ms",
+            ]);
+        }
     }
 }
 
