@@ -128,6 +128,11 @@ impl OutboundSa {
         self.spi
     }
 
+    /// Whether the counter passed the soft limit: the SA should be replaced.
+    pub fn near_limit(&self) -> bool {
+        self.next.load(Ordering::Relaxed) > self.soft_limit
+    }
+
     fn max_seq(&self) -> u64 {
         if self.esn {
             u64::MAX
