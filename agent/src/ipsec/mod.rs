@@ -4,6 +4,7 @@
 //! - [`node_key`]: this node's Ed25519 key pair, made on first start in the state dir;
 //!   its public half goes into the node record, where peers look it up.
 //! - [`pairs`]: from the mode and the node records, the peers this node encrypts with.
+//! - [`steering`]: the rule and routes that send their traffic into the ESP datapath.
 //!
 //! The IKEv2 speaker is the `strait-ike` crate and the ESP datapaths are `strait-esp`;
 //! this module is where the agent ties them to the node registry.
@@ -11,6 +12,7 @@
 pub mod node_key;
 pub mod pairs;
 pub mod settings;
+pub mod steering;
 
 pub use node_key::{NodeKey, NodeKeyError};
 pub use pairs::{EncryptedPeer, encrypted_peers};

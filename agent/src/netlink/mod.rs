@@ -1,6 +1,7 @@
 //! The only code in strait that talks rtnetlink: a [`Netlink`] handle bound to one
 //! network namespace, and small typed helpers for links, addresses, routes, neighbours
-//! and the sysctls that go with them, VXLAN devices and their forwarding database.
+//! and the sysctls that go with them, VXLAN devices and their forwarding database,
+//! policy-routing rules and routes in strait's own tables.
 //!
 //! A netlink socket stays bound to the namespace it was created in. So there is one
 //! socket per namespace: [`Netlink::connect`] for the agent's own, and
@@ -23,7 +24,9 @@ mod fib;
 mod link;
 mod neigh;
 mod route;
+mod rule;
 mod sysctl;
+mod table;
 mod vxlan;
 
 pub use sysctl::enable_forwarding;
@@ -47,6 +50,8 @@ pub use link::default_route_mtu;
 pub use link::{Link, VethEnd, format_mac};
 pub use neigh::Neighbour;
 pub use route::{Route, RouteKind};
+pub use rule::Rule;
+pub use table::{TableRoute, TableRouteKind};
 pub use vxlan::{Vxlan, VxlanSpec};
 
 /// strait's route protocol number (`rtm_protocol`), the tag on every route strait
