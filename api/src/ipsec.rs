@@ -151,6 +151,82 @@ impl NodeIpsec {
     }
 }
 
+/// `netctl ipsec status` (`GET` [`crate::paths::IPSEC_STATUS`]): this node's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecStatus {
+    pub node: String,
+    pub site: String,
+    pub mode: IpsecMode,
+    /// `userspace` or `kernel`; `None` while no pair needs encryption (nothing runs).
+    pub datapath: Option<String>,
+    /// Why the datapath was chosen ("kernel has no ESP", "--ipsec-datapath userspace").
+    pub datapath_reason: Option<String>,
+    /// The MTU containers get while encryption is on (the fabric's, less ESP's).
+    pub mtu: Option<u32>,
+    pub peers: Vec<IpsecPeer>,
+    pub drops: EspDrops,
+}
+
+/// One peer this node encrypts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecPeer {
+    pub name: String,
+    pub site: String,
+    /// Its IKE and ESP address.
+    pub address: Option<std::net::SocketAddr>,
+    /// The IKE SA's state (`established`, `connecting`, `rekeying`, `deleting`), or
+    /// `none`.
+    pub ike_state: String,
+    pub initiator: bool,
+    /// `AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE25519`-like, once negotiated.
+    pub ike_algorithms: Option<String>,
+    pub established_secs: Option<u64>,
+    pub ike_rekeys: u32,
+    pub child_rekeys: u32,
+    /// Seconds since the last dead-peer-detection exchange.
+    pub last_dpd_secs: Option<u64>,
+    pub nat: bool,
+    pub child_sas: Vec<ChildSaView>,
+    /// The last failure: authentication refused, no key in its record, timed out.
+    pub last_error: Option<String>,
+}
+
+/// One Child SA: both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSaView {
+    /// SPIs as `ip xfrm` prints them.
+    pub spi_in: String,
+    pub spi_out: String,
+    pub cipher: String,
+    pub esn: bool,
+    /// Whether new packets leave on this SA (the others are being replaced).
+    pub active: bool,
+    pub inbound: Option<SaCounters>,
+    pub outbound: Option<SaCounters>,
+}
+
+/// Counters of one SA direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Outbound: the last sequence number sent; inbound: the highest authenticated.
+    pub seq: u64,
+    pub replay_failures: u64,
+    pub icv_failures: u64,
+}
+
+/// What the ESP datapath dropped rather than send in clear or deliver, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EspDrops {
+    pub no_route: u64,
+    pub no_sa: u64,
+    pub seal_failed: u64,
+    pub unknown_spi: u64,
+    pub inner_refused: u64,
+    pub other: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,4 +121,10 @@ pub mod paths {
     pub const POLICY_MONITOR: &str = "/v1/policy/monitor";
     /// The cluster's [`crate::ipsec::IpsecSettings`]: `GET`, or `PUT` to change them.
     pub const IPSEC_SETTINGS: &str = "/v1/ipsec/settings";
+    /// This node's [`crate::ipsec::IpsecStatus`].
+    pub const IPSEC_STATUS: &str = "/v1/ipsec/status";
+    /// `POST` to rekey the Child SAs with one peer: [`ipsec_rekey`].
+    pub fn ipsec_rekey(peer: &str) -> String {
+        format!("/v1/ipsec/peers/{peer}/rekey")
+    }
 }

@@ -54,6 +54,8 @@ pub struct FabricHandle<K: HostNet = Netlink> {
 struct Shared {
     /// The cluster as last read from the store.
     view: Mutex<Arc<ClusterView>>,
+    /// The same, for followers (IPsec) that act on every change.
+    views: watch::Sender<Arc<ClusterView>>,
     status: Mutex<Status>,
 }
 
@@ -209,7 +211,9 @@ impl<K: HostNet> Fabric<K> {
     }
 
     fn publish(&self, view: &ClusterView) {
-        *lock(&self.handle.shared.view) = Arc::new(view.clone());
+        let view = Arc::new(view.clone());
+        *lock(&self.handle.shared.view) = view.clone();
+        self.handle.shared.views.send_replace(view);
     }
 
     async fn reconcile_once(&self, state: &mut LoopState) -> Result<(), ()> {
@@ -283,6 +287,12 @@ impl<K: HostNet> FabricHandle<K> {
     }
 
     /// Reconciliations completed (successfully or not) since the fabric started.
+    /// The cluster as the fabric reads it (node records, blocks), now and after every
+    /// change: what IPsec derives its peers and their prefixes from.
+    pub fn watch_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.shared.views.subscribe()
+    }
+
     pub fn reconciles(&self) -> u64 {
         lock(&self.shared.status).reconciles
     }

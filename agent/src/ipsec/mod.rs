@@ -15,5 +15,5 @@ pub mod settings;
 pub mod steering;
 
 pub use node_key::{NodeKey, NodeKeyError};
-pub use pairs::{EncryptedPeer, encrypted_peers};
+pub use pairs::{EncryptedPeer, PlannedPeer, encrypted_peers, plan};
 pub use settings::{IpsecSettingsStore, settings_key};

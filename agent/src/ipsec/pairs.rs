@@ -1,8 +1,16 @@
 //! Which peers this node encrypts with: pure, from the mode and the node records, and
-//! recomputed on every change of either.
+//! recomputed on every change of either. [`plan`] adds what the datapath and the
+//! steering need of each: the address its ESP and IKE go to, and the prefixes behind
+//! it (its underlay addresses, its blocks, the addresses it borrowed from others').
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use strait_api::NodeRecord;
 use strait_api::ipsec::{ED25519_PUBLIC_KEY_LEN, IpsecMode};
+
+use crate::fabric::desired::ClusterView;
 
 /// A node this node must talk to through IPsec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +47,80 @@ pub fn encrypted_peers(
     peers
 }
 
+/// A peer as the datapath and the steering need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPeer {
+    pub peer: EncryptedPeer,
+    /// Where its IKE and ESP go: its underlay address of the family this node has
+    /// too (IPv4 first); `None` when the two share none (it cannot be reached, and its
+    /// prefixes are still steered, so they fail closed).
+    pub address: Option<IpAddr>,
+    /// Our own underlay address of that family.
+    pub local: Option<IpAddr>,
+    /// Its underlay addresses (/32, /128), its blocks and what it borrowed, sorted.
+    pub prefixes: Vec<IpNet>,
+}
+
+/// The peers of node `node` under `mode` in `view`: live records, and the last
+/// records of nodes whose lease expired (the fabric keeps routing to those, so their
+/// traffic must be steered too). Empty when this node has no record yet.
+pub fn plan(mode: IpsecMode, node: &str, view: &ClusterView) -> BTreeMap<String, PlannedPeer> {
+    let mut records: BTreeMap<&str, &NodeRecord> = view
+        .last_records
+        .iter()
+        .map(|(n, r)| (n.as_str(), r))
+        .collect();
+    records.extend(view.nodes.iter().map(|(n, r)| (n.as_str(), r)));
+    let Some(local) = records.get(node).copied() else {
+        return BTreeMap::new();
+    };
+    let all: Vec<NodeRecord> = records.values().map(|r| (*r).clone()).collect();
+    let mut out = BTreeMap::new();
+    for peer in encrypted_peers(mode, local, &all) {
+        let record = records[peer.name.as_str()];
+        let (local_ip, address) = match (local.underlay_v4, record.underlay_v4) {
+            (Some(l), Some(r)) => (Some(IpAddr::V4(l)), Some(IpAddr::V4(r))),
+            _ => match (local.underlay_v6, record.underlay_v6) {
+                (Some(l), Some(r)) => (Some(IpAddr::V6(l)), Some(IpAddr::V6(r))),
+                _ => (None, None),
+            },
+        };
+        let mut prefixes: Vec<IpNet> = [
+            record.underlay_v4.map(IpAddr::V4),
+            record.underlay_v6.map(IpAddr::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .map(IpNet::from)
+        .collect();
+        prefixes.extend(
+            view.blocks
+                .iter()
+                .filter(|(_, affinity)| affinity.as_deref() == Some(peer.name.as_str()))
+                .map(|(cidr, _)| *cidr),
+        );
+        prefixes.extend(
+            view.lent
+                .values()
+                .flatten()
+                .filter(|(_, holder)| holder.as_str() == peer.name)
+                .map(|(ip, _)| IpNet::from(*ip)),
+        );
+        prefixes.sort();
+        prefixes.dedup();
+        out.insert(
+            peer.name.clone(),
+            PlannedPeer {
+                peer,
+                address,
+                local: local_ip,
+                prefixes,
+            },
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use strait_api::FabricMode;
@@ -63,6 +145,49 @@ mod tests {
             site: site.into(),
             ipsec: key.map(|k| NodeIpsec::from_public_key(&[k; 32])),
         }
+    }
+
+    #[test]
+    fn a_plan_steers_underlay_blocks_and_borrowed_addresses_of_each_peer() {
+        let mut a1 = node("a1", "dc", Some(1));
+        a1.underlay_v4 = Some("10.0.0.1".parse().unwrap());
+        let mut b1 = node("b1", "cloud", Some(2));
+        b1.underlay_v4 = Some("10.0.1.3".parse().unwrap());
+        b1.underlay_v6 = Some("fd00:10:0:2::3".parse().unwrap());
+        let mut view = ClusterView::default();
+        view.nodes.insert("a1".into(), a1);
+        // b1's agent is down: only its last record is left, and it is still planned.
+        view.last_records.insert("b1".into(), b1);
+        let (blk_a, blk_b): (IpNet, IpNet) = (
+            "10.244.0.0/26".parse().unwrap(),
+            "10.244.1.0/26".parse().unwrap(),
+        );
+        view.blocks.insert(blk_a, Some("a1".into()));
+        view.blocks.insert(blk_b, Some("b1".into()));
+        view.lent.insert(
+            blk_a,
+            BTreeMap::from([("10.244.0.9".parse().unwrap(), "b1".to_string())]),
+        );
+        let planned = plan(IpsecMode::CrossSite, "a1", &view);
+        let b = &planned["b1"];
+        assert_eq!(
+            b.address,
+            Some("10.0.1.3".parse().unwrap()),
+            "IPv4, which both have"
+        );
+        assert_eq!(b.local, Some("10.0.0.1".parse().unwrap()));
+        let want: Vec<IpNet> = [
+            "10.0.1.3/32",
+            "10.244.0.9/32",
+            "10.244.1.0/26",
+            "fd00:10:0:2::3/128",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(b.prefixes, want);
+        assert!(plan(IpsecMode::CrossSite, "nobody", &view).is_empty());
+        assert!(plan(IpsecMode::Off, "a1", &view).is_empty());
     }
 
     fn names(peers: &[EncryptedPeer]) -> Vec<&str> {
