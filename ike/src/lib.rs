@@ -1,1 +1,10 @@
 //! strait-ike: an IKEv2 speaker (RFC 7296) as a library, sans-IO like `strait-bgp`.
+//!
+//! What exists:
+//! - [`codec`]: the wire codec of RFC 7296 §3, every payload strait reads or writes,
+//!   strict length checks, typed decode errors naming the notify to answer with.
+
+pub mod codec;
+/// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
+#[doc(hidden)]
+pub mod fuzzing;
