@@ -14,3 +14,4 @@ pub mod crypto;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the library's API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod speaker;
