@@ -336,7 +336,7 @@ fn unencodable_values_are_refused() {
     for p in bad {
         let mut out = Vec::new();
         assert!(
-            encode_chain(&[p.clone()], &mut out).is_err(),
+            encode_chain(std::slice::from_ref(&p), &mut out).is_err(),
             "{p:?} encoded"
         );
     }

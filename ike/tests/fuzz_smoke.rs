@@ -93,9 +93,12 @@ fn ike_chain() {
     run(fuzzing::chain, seeds, 0x1e2e_0002);
 }
 
+/// A payload body, its payload type and its seeds.
+type Case = (fn(&[u8]), u8, Vec<Vec<u8>>);
+
 #[test]
 fn ike_payloads() {
-    let cases: Vec<(fn(&[u8]), u8, Vec<Vec<u8>>)> = vec![
+    let cases: Vec<Case> = vec![
         (fuzzing::sa, payload_type::SA, sa_bodies()),
         (
             fuzzing::ke,

@@ -16,7 +16,7 @@ pub struct IkeKeys {
 }
 
 fn split(prf: Prf, cipher: Cipher, keymat: &Secret) -> IkeKeys {
-    let (p, e) = (prf.len(), cipher.keymat_len());
+    let (p, e) = (prf.output_len(), cipher.keymat_len());
     let k = keymat.expose();
     let take = |at: usize, n: usize| Secret::new(k[at..at + n].to_vec());
     IkeKeys {
@@ -37,7 +37,7 @@ fn expand(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
-    let len = 3 * prf.len() + 2 * cipher.keymat_len();
+    let len = 3 * prf.output_len() + 2 * cipher.keymat_len();
     let keymat = prf.prf_plus(
         skeyseed.expose(),
         &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],

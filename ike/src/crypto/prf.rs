@@ -40,7 +40,7 @@ impl Prf {
     }
 
     /// The output length, which is also the preferred key length (SK_d, SK_p*).
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
@@ -61,10 +61,10 @@ impl Prf {
     /// Tn = prf(K, Tn-1 | S | n). At most 255 blocks (§2.13).
     pub fn prf_plus(self, key: &[u8], seed: &[&[u8]], len: usize) -> Secret {
         assert!(
-            len <= 255 * self.len(),
+            len <= 255 * self.output_len(),
             "prf+ asked for more than 255 blocks"
         );
-        let mut out = Vec::with_capacity(len + self.len());
+        let mut out = Vec::with_capacity(len + self.output_len());
         let mut prev = Secret::new(Vec::new());
         let mut n = 1u8;
         while out.len() < len {

@@ -9,7 +9,7 @@ use crate::auth::signed_octets;
 use crate::codec::{ExchangeType, Identity, Notify, NotifyType, Payload, find_notify};
 
 use super::proposal;
-use super::sa::{Child, IkeSa, IkeState, InFlight, Intent, Pending};
+use super::sa::{Child, IkeSa, IkeState, InFlight, Intent, Pending, ours_is_redundant};
 use super::{Event, Speaker};
 
 fn find<'a, T>(inner: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
@@ -219,8 +219,8 @@ pub(super) fn handle_request(
         _ => None,
     });
     let mut child_up = None;
-    match (offer, tsi, tsr) {
-        (Some(offer), Some(tsi), Some(tsr)) => {
+    if let (Some(offer), Some(tsi), Some(tsr)) = (offer, tsi, tsr) {
+        {
             let ts_remote = proposal::narrow(tsi, &speaker.config.remote_ts);
             let ts_local = proposal::narrow(tsr, &speaker.config.local_ts);
             match proposal::choose_esp(&speaker.config, offer, None) {
@@ -247,7 +247,6 @@ pub(super) fn handle_request(
                 }
             }
         }
-        _ => {}
     }
     speaker.respond(sa, ExchangeType::IkeAuth, id, &out);
     match child_up {
@@ -384,9 +383,8 @@ fn resolve_duplicates(speaker: &mut Speaker, sa: &mut IkeSa, now: Instant) {
     let others: Vec<u64> = speaker.established_with(sa.peer.as_ref().expect("established"));
     for other_spi in others {
         let mut other = speaker.sas.remove(&other_spi).expect("listed");
-        let mine = IkeSa::nonces_min(&sa.ni, &sa.nr);
-        let theirs = IkeSa::nonces_min(&other.ni, &other.nr);
-        let loser = if mine < theirs { &mut *sa } else { &mut other };
+        let sa_redundant = ours_is_redundant((&sa.ni, &sa.nr), (&other.ni, &other.nr));
+        let loser = if sa_redundant { &mut *sa } else { &mut other };
         if loser.initiator {
             tracing::info!(peer = ?loser.peer, "two IKE SAs with one peer: deleting ours");
             speaker.request(loser, Intent::DeleteIke, now);

@@ -14,7 +14,7 @@ use crate::crypto::suite::Group;
 
 use super::auth_exchange::add_child;
 use super::proposal;
-use super::sa::{IkeCollision, IkeSa, IkeState, InFlight, Intent};
+use super::sa::{IkeCollision, IkeSa, IkeState, InFlight, Intent, ours_is_redundant};
 use super::{Event, Speaker};
 
 type Built = Option<(ExchangeType, Vec<Payload>, InFlight)>;
@@ -374,9 +374,7 @@ pub(super) fn rekey_child_response(
     });
     let delete = match collision {
         // §2.8.1: ours has the lowest nonce, so ours is the redundant one.
-        Some((pni, pnr, _)) if IkeSa::nonces_min(&ni, &nr) < IkeSa::nonces_min(&pni, &pnr) => {
-            new_spi_in
-        }
+        Some((pni, pnr, _)) if ours_is_redundant((&ni, &nr), (&pni, &pnr)) => new_spi_in,
         // Ours stays; the peer deletes its redundant SA, we delete the old one.
         _ => old_spi_in,
     };
@@ -584,7 +582,7 @@ pub(super) fn rekey_ike_response(
         speaker, sa, new_spi, their_spi, true, &g_ir, &ni, &nr, suite, now,
     );
     match collision {
-        Some(c) if IkeSa::nonces_min(&ni, &nr) < IkeSa::nonces_min(&c.ni, &c.nr) => {
+        Some(c) if ours_is_redundant((&ni, &nr), (&c.ni, &c.nr)) => {
             // §2.8.1: ours is redundant. The children went to the peer's new SA; the
             // peer deletes the old one.
             new.queue.push_back(Intent::DeleteIke);

@@ -55,14 +55,11 @@ pub(crate) fn esp_offer(config: &Config, spi: u32, group: Option<Group>) -> Vec<
 }
 
 /// The first of `ours` (in our order of preference) that `theirs` offers.
-fn pick<T: Copy>(
+fn pick<T: Copy + PartialEq>(
     ours: &[T],
     theirs: &[Transform],
     from: impl Fn(&Transform) -> Option<T>,
-) -> Option<T>
-where
-    T: PartialEq,
-{
+) -> Option<T> {
     let offered: Vec<T> = theirs.iter().filter_map(&from).collect();
     ours.iter().copied().find(|o| offered.contains(o))
 }

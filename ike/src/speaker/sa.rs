@@ -234,8 +234,24 @@ impl IkeSa {
     pub fn child_by_in(&mut self, spi_in: u32) -> Option<&mut Child> {
         self.children.iter_mut().find(|c| c.spi_in == spi_in)
     }
+}
 
-    pub fn nonces_min(ni: &[u8], nr: &[u8]) -> Vec<u8> {
-        ni.min(nr).to_vec()
+/// RFC 7296 §2.8.1: of two SAs made at once for the same purpose, the one whose
+/// exchange carried the lowest of the four nonces is redundant (and deleted by the side
+/// that initiated that exchange). Whether ours, made with `ours`, is that one.
+pub(crate) fn ours_is_redundant(ours: (&[u8], &[u8]), theirs: (&[u8], &[u8])) -> bool {
+    ours.0.min(ours.1) < theirs.0.min(theirs.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ours_is_redundant;
+
+    #[test]
+    fn the_exchange_with_the_lowest_nonce_is_redundant() {
+        let (n1, n2, n3, n4) = ([1u8; 16], [2u8; 16], [3u8; 16], [4u8; 16]);
+        assert!(ours_is_redundant((&n3, &n1), (&n2, &n4)));
+        assert!(!ours_is_redundant((&n2, &n4), (&n3, &n1)));
+        assert!(!ours_is_redundant((&n4, &n3), (&n2, &n4)));
     }
 }
