@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use strait_ike::codec::{NotifyType, Payload, TrafficSelector};
+use strait_ike::codec::{NotifyType, TrafficSelector};
 use strait_ike::crypto::prf::Prf;
 use strait_ike::crypto::suite::{Cipher, Group};
 use strait_ike::speaker::{Event, IkeState};
@@ -280,5 +280,27 @@ fn status_shows_no_key_material() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert!(!shown.contains(&key_hex[..8]));
-    let _ = Payload::Vendor(vec![]);
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_stale_sas_with_initial_contact() {
+    let mut net = Net::pair();
+    net.connect(0, 1);
+    assert!(net.run_until(LIMIT, Net::established));
+    let stale = net.nodes[0].installed()[0].clone();
+    net.run_for(Duration::from_secs(1));
+    net.restart(1, config(1));
+    net.connect(1, 0);
+    assert!(net.run_until(LIMIT, |n| !n.nodes[1].installed().is_empty()));
+    net.run_for(Duration::from_secs(1));
+    let a = &net.nodes[0];
+    assert_eq!(a.speaker.status().len(), 1, "the stale IKE SA is gone");
+    let (ia, ib) = (a.installed(), net.nodes[1].installed());
+    assert_eq!((ia.len(), ib.len()), (1, 1));
+    assert_ne!(ia[0].spi_in, stale.spi_in);
+    assert_mirror(&ia[0], &ib[0]);
+    assert!(a.events.iter().any(|e| matches!(e,
+        Event::ChildSaDeleted { spi_in, .. } if *spi_in == stale.spi_in)));
+    assert!(a.events.iter().any(|e| matches!(e,
+        Event::IkeSaDown { reason, .. } if reason.contains("INITIAL_CONTACT"))));
 }

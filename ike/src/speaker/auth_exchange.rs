@@ -89,6 +89,17 @@ pub(super) fn send_request(speaker: &mut Speaker, sa: &mut IkeSa, now: Instant) 
         speaker.close(sa, "could not sign our AUTH".into());
         return;
     };
+    let first_contact = sa
+        .peer
+        .as_ref()
+        .is_some_and(|p| speaker.established_with(p).is_empty());
+    if first_contact {
+        // §2.4: we hold no other SA with this peer; any it holds with us is stale.
+        inner.push(Payload::Notify(Notify::new(
+            NotifyType::InitialContact,
+            vec![],
+        )));
+    }
     let child_spi_in = speaker.new_esp_spi();
     let (ts_i, ts_r) = (
         speaker.config.local_ts.clone(),
@@ -204,6 +215,9 @@ pub(super) fn handle_request(
     let Some(mut out) = identify(speaker, sa, false) else {
         return;
     };
+    if find_notify(inner, NotifyType::InitialContact).is_some() {
+        forget_stale(speaker, sa, &peer);
+    }
     established(speaker, sa, peer.clone(), now);
     // The Child SA: its failure leaves the IKE SA up (§1.2).
     let offer = find(inner, |p| match p {
@@ -374,6 +388,23 @@ pub(super) fn handle_response(
     }
     resolve_duplicates(speaker, sa, now);
     speaker.next_request(sa, now);
+}
+
+/// The peer says (INITIAL_CONTACT, §2.4) that it holds no other SA with us: it
+/// restarted, and our SAs with it from before this exchange began are stale. They are
+/// dropped without a Delete, which the peer could not read.
+fn forget_stale(speaker: &mut Speaker, sa: &IkeSa, peer: &Identity) {
+    let stale: Vec<u64> = speaker
+        .established_with(peer)
+        .into_iter()
+        .filter(|spi| speaker.sas[spi].established.is_some_and(|t| t < sa.created))
+        .collect();
+    for spi in stale {
+        let mut old = speaker.sas.remove(&spi).expect("listed");
+        tracing::info!(%peer, "peer restarted (INITIAL_CONTACT): dropping its stale IKE SA");
+        speaker.close(&mut old, "the peer restarted (INITIAL_CONTACT)".into());
+        speaker.put_back(old);
+    }
 }
 
 /// Both sides opened an IKE SA at once: keep the one whose lower nonce is higher

@@ -24,6 +24,7 @@ pub struct Node {
     /// Every event but Transmit, in order.
     pub events: Vec<Event>,
     pub public_key: [u8; 32],
+    pub pkcs8: Vec<u8>,
     /// The keys this node believes its peers have.
     pub keys: Keys,
 }
@@ -121,7 +122,25 @@ pub fn config(i: usize) -> Config {
     c
 }
 
+fn speaker(config: Config, pkcs8: &[u8], keys: &Keys) -> Speaker {
+    let lookup = keys.clone();
+    let verifier =
+        RawKeyVerifier::new(move |id: &Identity| lookup.lock().unwrap().get(id).copied());
+    let signer = Ed25519Signer::from_pkcs8(pkcs8, true).unwrap();
+    Speaker::new(config, Box::new(signer), Box::new(verifier))
+}
+
 impl Net {
+    /// Node `i` restarts: a fresh speaker with the same key, its datagrams in flight
+    /// lost, its events forgotten.
+    pub fn restart(&mut self, i: usize, config: Config) {
+        let n = &mut self.nodes[i];
+        n.speaker = speaker(config, &n.pkcs8, &n.keys);
+        n.events.clear();
+        let ip = n.addr.ip();
+        self.in_flight.retain(|(_, d)| d.to.ip() != ip);
+    }
+
     /// Nodes with `configs`, each knowing every other's public key.
     pub fn new(configs: Vec<Config>) -> Net {
         let pairs: Vec<(Vec<u8>, [u8; 32])> = configs.iter().map(|_| keypair()).collect();
@@ -134,16 +153,13 @@ impl Net {
                     .map(|(j, (_, pk))| (node_id(j), *pk))
                     .collect(),
             ));
-            let lookup = keys.clone();
-            let verifier =
-                RawKeyVerifier::new(move |id: &Identity| lookup.lock().unwrap().get(id).copied());
-            let signer = Ed25519Signer::from_pkcs8(&pairs[i].0, true).unwrap();
             nodes.push(Node {
                 id: config.local_id.clone(),
                 addr: addr(i),
-                speaker: Speaker::new(config, Box::new(signer), Box::new(verifier)),
+                speaker: speaker(config, &pairs[i].0, &keys),
                 events: Vec::new(),
                 public_key: pairs[i].1,
+                pkcs8: pairs[i].0.clone(),
                 keys,
             });
         }
