@@ -96,3 +96,56 @@ payload_bodies! {
     /// Any bytes as a TSi payload body (TSr is decoded by the same code).
     ts = payload_type::TSI;
 }
+
+/// A speaker with a fresh key that accepts any peer key (none is known).
+fn speaker(name: &str) -> crate::speaker::Speaker {
+    use crate::auth::{Ed25519Signer, RawKeyVerifier};
+    use crate::codec::Identity;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("key generation");
+    let signer = Ed25519Signer::from_pkcs8(pkcs8.as_ref(), true).expect("fresh key");
+    let verifier = RawKeyVerifier::new(|_: &Identity| None);
+    let config = crate::speaker::Config::new(Identity::Fqdn(name.into()));
+    crate::speaker::Speaker::new(config, Box::new(signer), Box::new(verifier))
+}
+
+fn addrs() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    (
+        "192.0.2.1:500".parse().expect("address"),
+        "192.0.2.2:500".parse().expect("address"),
+    )
+}
+
+/// Any bytes as a datagram to a responder: IKE_SA_INIT handling, cookies, the
+/// unencrypted error answers; then its timers. Nothing may panic.
+pub fn responder_datagram(data: &[u8]) {
+    let mut s = speaker("responder");
+    let (local, remote) = addrs();
+    let now = std::time::Instant::now();
+    s.handle_datagram(local, remote, data, now);
+    s.handle_datagram(local, remote, data, now);
+    s.poll(now + std::time::Duration::from_secs(60));
+    while s.next_event().is_some() {}
+}
+
+/// Any bytes as the answer to an initiator's IKE_SA_INIT: the first 8 bytes are
+/// overwritten with its SPI so that the answer reaches the SA. Nothing may panic.
+pub fn initiator_response(data: &[u8]) {
+    let mut s = speaker("initiator");
+    let (local, remote) = addrs();
+    let now = std::time::Instant::now();
+    s.connect(
+        crate::codec::Identity::Fqdn("responder".into()),
+        local,
+        remote,
+        now,
+    );
+    let spi = s.status()[0].spi_i.to_be_bytes();
+    let mut data = data.to_vec();
+    if data.len() >= 8 {
+        data[..8].copy_from_slice(&spi);
+    }
+    s.handle_datagram(local, remote, &data, now);
+    s.poll(now + std::time::Duration::from_secs(60));
+    while s.next_event().is_some() {}
+}
