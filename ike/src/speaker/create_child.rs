@@ -285,7 +285,7 @@ pub(super) fn rekey_child_response(
     let Some(old) = sa.children.iter().find(|c| c.spi_in == old_spi_in).cloned() else {
         return; // deleted meanwhile: nothing left to replace
     };
-    let fail = |speaker: &mut Speaker, sa: &mut IkeSa, reason: String| {
+    let fail = |sa: &mut IkeSa, reason: String| {
         tracing::warn!(peer = ?sa.peer, reason, "Child SA rekey failed; retrying");
         if let Some(c) = sa.child_by_in(old_spi_in) {
             c.rekeying = false;
@@ -294,21 +294,20 @@ pub(super) fn rekey_child_response(
                 c.rekey_at = retry;
             }
         }
-        let _ = speaker;
     };
     if let Some(kind) = error_notify(inner) {
-        fail(speaker, sa, format!("the peer answered {kind:?}"));
+        fail(sa, format!("the peer answered {kind:?}"));
         return;
     }
     let (Some(answer), Some(nr)) = (sa_payload(inner), nonce(inner)) else {
-        fail(speaker, sa, "the response lacks SA or Nr".into());
+        fail(sa, "the response lacks SA or Nr".into());
         return;
     };
     let group = share.as_ref().map(KeyShare::group);
     let (spi_out, suite) = match proposal::check_esp_answer(&speaker.config, answer, group) {
         Ok(c) => c,
         Err(reason) => {
-            fail(speaker, sa, reason.into());
+            fail(sa, reason.into());
             return;
         }
     };
@@ -321,16 +320,12 @@ pub(super) fn rekey_child_response(
         _ => None,
     });
     let (Some(tsi), Some(tsr)) = (tsi, tsr) else {
-        fail(speaker, sa, "the response lacks traffic selectors".into());
+        fail(sa, "the response lacks traffic selectors".into());
         return;
     };
     if !proposal::within_offer(&tsi, &old.ts_local) || !proposal::within_offer(&tsr, &old.ts_remote)
     {
-        fail(
-            speaker,
-            sa,
-            "traffic selectors outside those offered".into(),
-        );
+        fail(sa, "traffic selectors outside those offered".into());
         return;
     }
     let g_ir = match (share, ke(inner)) {
@@ -338,16 +333,12 @@ pub(super) fn rekey_child_response(
         (Some(s), Some((g, data))) if g == s.group().id() => match s.agree(&data) {
             Ok(secret) => Some(secret),
             Err(e) => {
-                fail(speaker, sa, e.to_string());
+                fail(sa, e.to_string());
                 return;
             }
         },
         _ => {
-            fail(
-                speaker,
-                sa,
-                "the responder's KE does not match our PFS offer".into(),
-            );
+            fail(sa, "the responder's KE does not match our PFS offer".into());
             return;
         }
     };
