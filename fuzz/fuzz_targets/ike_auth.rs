@@ -1,0 +1,6 @@
+//! Any bytes as the body of an AUTH payload.
+//! The body is `strait_ike::fuzzing::auth`, which ike/tests/fuzz_smoke.rs also runs under `cargo test`.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| strait_ike::fuzzing::auth(data));

@@ -1,0 +1,151 @@
+//! The fuzz targets' bodies, run by `fuzz/` under libFuzzer and by
+//! `tests/fuzz_smoke.rs` on every `cargo test`. Each panics on a finding: a panic in
+//! a decoder, a decoded value that does not encode, or one whose encoding decodes to
+//! something else.
+
+use crate::codec::{self, DecodeError, Message, Payload, payload_type};
+
+/// What a failed decode answers with must be a notify that encodes.
+fn answerable(e: &DecodeError) {
+    let (kind, data) = e.notify();
+    let n = Payload::Notify(codec::Notify::new(kind, data));
+    let mut out = Vec::new();
+    codec::encode_chain(&[n], &mut out)
+        .unwrap_or_else(|e2| panic!("the notify for {e} does not encode: {e2}"));
+}
+
+/// Any bytes as one whole IKE message, header included.
+pub fn message(data: &[u8]) {
+    match Message::decode(data) {
+        Ok(m) => {
+            let bytes = m
+                .encode()
+                .unwrap_or_else(|e| panic!("decoded {m:?} does not encode: {e}"));
+            let again = Message::decode(&bytes)
+                .unwrap_or_else(|e| panic!("re-encoded {m:?} does not decode: {e}"));
+            assert_eq!(again, m, "round trip changed the message");
+        }
+        Err(e) => answerable(&e),
+    }
+}
+
+/// Any bytes as a payload chain (what an Encrypted payload holds), starting with the
+/// type in the first byte.
+pub fn chain(data: &[u8]) {
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    match codec::decode_chain(*first, rest, false) {
+        Ok(payloads) => {
+            let mut out = Vec::new();
+            let first = codec::encode_chain(&payloads, &mut out)
+                .unwrap_or_else(|e| panic!("decoded {payloads:?} does not encode: {e}"));
+            let again = codec::decode_chain(first, &out, false)
+                .unwrap_or_else(|e| panic!("re-encoded {payloads:?} does not decode: {e}"));
+            assert_eq!(again, payloads, "round trip changed the chain");
+        }
+        Err(e) => answerable(&e),
+    }
+}
+
+/// `data` as the body of one payload of type `kind`.
+fn payload(kind: u8, data: &[u8]) {
+    let Some(result) = Payload::decode_body(kind, data) else {
+        panic!("payload type {kind} has no decoder");
+    };
+    match result {
+        Ok(p) => {
+            let mut out = Vec::new();
+            let first = codec::encode_chain(std::slice::from_ref(&p), &mut out)
+                .unwrap_or_else(|e| panic!("decoded {p:?} does not encode: {e}"));
+            let again = codec::decode_chain(first, &out, false)
+                .unwrap_or_else(|e| panic!("re-encoded {p:?} does not decode: {e}"));
+            assert_eq!(again, vec![p], "round trip changed the payload");
+        }
+        Err(e) => answerable(&e),
+    }
+}
+
+macro_rules! payload_bodies {
+    ($($(#[$doc:meta])* $name:ident = $kind:expr;)*) => {
+        $($(#[$doc])* pub fn $name(data: &[u8]) { payload($kind, data) })*
+    };
+}
+
+payload_bodies! {
+    /// Any bytes as an SA payload body: proposals, transforms, attributes.
+    sa = payload_type::SA;
+    /// Any bytes as a KE payload body.
+    ke = payload_type::KE;
+    /// Any bytes as an IDi payload body (IDr is decoded by the same code).
+    id = payload_type::IDI;
+    /// Any bytes as a CERT payload body.
+    cert = payload_type::CERT;
+    /// Any bytes as a CERTREQ payload body.
+    certreq = payload_type::CERTREQ;
+    /// Any bytes as an AUTH payload body.
+    auth = payload_type::AUTH;
+    /// Any bytes as a Nonce payload body.
+    nonce = payload_type::NONCE;
+    /// Any bytes as a Notify payload body.
+    notify = payload_type::NOTIFY;
+    /// Any bytes as a Delete payload body.
+    delete = payload_type::DELETE;
+    /// Any bytes as a Vendor ID payload body.
+    vendor = payload_type::VENDOR;
+    /// Any bytes as a TSi payload body (TSr is decoded by the same code).
+    ts = payload_type::TSI;
+}
+
+/// A speaker with a fresh key that accepts any peer key (none is known).
+fn speaker(name: &str) -> crate::speaker::Speaker {
+    use crate::auth::{Ed25519Signer, RawKeyVerifier};
+    use crate::codec::Identity;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("key generation");
+    let signer = Ed25519Signer::from_pkcs8(pkcs8.as_ref(), true).expect("fresh key");
+    let verifier = RawKeyVerifier::new(|_: &Identity| None);
+    let config = crate::speaker::Config::new(Identity::Fqdn(name.into()));
+    crate::speaker::Speaker::new(config, Box::new(signer), Box::new(verifier))
+}
+
+fn addrs() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    (
+        "192.0.2.1:500".parse().expect("address"),
+        "192.0.2.2:500".parse().expect("address"),
+    )
+}
+
+/// Any bytes as a datagram to a responder: IKE_SA_INIT handling, cookies, the
+/// unencrypted error answers; then its timers. Nothing may panic.
+pub fn responder_datagram(data: &[u8]) {
+    let mut s = speaker("responder");
+    let (local, remote) = addrs();
+    let now = std::time::Instant::now();
+    s.handle_datagram(local, remote, data, now);
+    s.handle_datagram(local, remote, data, now);
+    s.poll(now + std::time::Duration::from_secs(60));
+    while s.next_event().is_some() {}
+}
+
+/// Any bytes as the answer to an initiator's IKE_SA_INIT: the first 8 bytes are
+/// overwritten with its SPI so that the answer reaches the SA. Nothing may panic.
+pub fn initiator_response(data: &[u8]) {
+    let mut s = speaker("initiator");
+    let (local, remote) = addrs();
+    let now = std::time::Instant::now();
+    s.connect(
+        crate::codec::Identity::Fqdn("responder".into()),
+        local,
+        remote,
+        now,
+    );
+    let spi = s.status()[0].spi_i.to_be_bytes();
+    let mut data = data.to_vec();
+    if data.len() >= 8 {
+        data[..8].copy_from_slice(&spi);
+    }
+    s.handle_datagram(local, remote, &data, now);
+    s.poll(now + std::time::Duration::from_secs(60));
+    while s.next_event().is_some() {}
+}
