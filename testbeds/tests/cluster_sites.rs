@@ -38,13 +38,22 @@ fn hosts_of_two_sites_talk_across_the_shaped_line() {
     let mut c = Cluster::start(opts);
 
     // Each agent's record carries its site.
-    let nodes: Vec<Value> = c.host(0).agent.client().get(strait_api::paths::NODES).unwrap();
+    let nodes: Vec<Value> = c
+        .host(0)
+        .agent
+        .client()
+        .get(strait_api::paths::NODES)
+        .unwrap();
     for (i, h) in c.hosts().iter().enumerate() {
         let rec = nodes
             .iter()
             .find(|n| n["name"] == h.name.as_str())
             .unwrap_or_else(|| panic!("no {} in {nodes:?}", h.name));
-        assert_eq!(rec["record"]["site"], site_of(c.opts.segment_of(i)), "{rec}");
+        assert_eq!(
+            rec["record"]["site"],
+            site_of(c.opts.segment_of(i)),
+            "{rec}"
+        );
     }
     assert_ne!(c.host(0).segment, c.host(1).segment, "one host per site");
 
@@ -61,10 +70,25 @@ fn hosts_of_two_sites_talk_across_the_shaped_line() {
     let b_ip = b.v4.unwrap().into();
     probe::wait_ping(&a.ns, b_ip, CONVERGE).unwrap();
     let before = line_packets(&c);
-    let out = a
-        .ns
-        .exec(&["ping", "-q", "-c", "20", "-i", "0.01", "-W", "1", &b_ip.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = a.ns.exec(&[
+        "ping",
+        "-q",
+        "-c",
+        "20",
+        "-i",
+        "0.01",
+        "-W",
+        "1",
+        &b_ip.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let crossed = line_packets(&c) - before;
-    assert!(crossed >= 40, "20 echoes and 20 replies cross the line, saw {crossed}");
+    assert!(
+        crossed >= 40,
+        "20 echoes and 20 replies cross the line, saw {crossed}"
+    );
 }
