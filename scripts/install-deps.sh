@@ -22,6 +22,11 @@ PKGS=(
   # BGP interop peers (frr: bgpd+zebra; gobgpd: gobgpd and the gobgp CLI). Their
   # services never start here: tests run every daemon themselves, inside a netns.
   bird2 frr gobgpd
+  # IPsec: the interop peer (strongSwan with its userspace ESP and AES-GCM), the wire
+  # oracles (tshark, scapy) and captures.
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  libstrongswan-extra-plugins libstrongswan-standard-plugins
+  tshark tcpdump python3-scapy python3-cryptography
 )
 
 missing=()
@@ -31,6 +36,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; they may not.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   # On a systemd host the BGP daemons' and Docker's packages start them in the root namespace on
