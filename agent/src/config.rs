@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 mod bgp;
 mod keys;
@@ -77,6 +78,8 @@ pub struct AgentConfig {
     pub bpf_dir: PathBuf,
     /// The Docker plugin, when enabled (`--docker-plugin`).
     pub docker: Option<crate::docker::DockerConfig>,
+    /// IPsec: the datapath and the SA lifetimes.
+    pub ipsec: IpsecAgentConfig,
     pub node_lease_ttl_secs: u64,
     pub block_reclaim_grace_secs: u64,
     /// The bgp fabric's settings (defaults unless given; used with `--fabric bgp`).
@@ -119,6 +122,11 @@ impl AgentConfig {
     fn from_keys(keys: Keys) -> Result<Self, ConfigError> {
         let cluster = ClusterSettings::from_keys(&keys)?;
         let bgp = BgpSettings::from_keys(&keys)?;
+        let state_dir: PathBuf = keys
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| strait_api::DEFAULT_STATE_DIR.into());
+        let ipsec = IpsecAgentConfig::from_keys(&keys, &state_dir)?;
         let node_name = match keys.node_name {
             Some(n) => n,
             None => hostname()?,
@@ -142,9 +150,7 @@ impl AgentConfig {
         let cfg = Self {
             node_name,
             site,
-            state_dir: keys
-                .state_dir
-                .unwrap_or_else(|| strait_api::DEFAULT_STATE_DIR.into()),
+            state_dir: state_dir.clone(),
             socket: keys
                 .socket
                 .unwrap_or_else(|| strait_api::DEFAULT_SOCKET.into()),
@@ -183,6 +189,7 @@ impl AgentConfig {
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
+            ipsec,
         };
         // The pools are checked here too, so a pool no container can use is refused
         // before the agent binds its socket or opens its store.
@@ -390,6 +397,58 @@ fn hostname() -> Result<String, ConfigError> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_err(|e| ConfigError::Invalid(format!("no --node-name and no host name: {e}")))?;
     Ok(name.trim().to_string())
+}
+
+/// IPsec's part of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsecAgentConfig {
+    pub datapath: crate::ipsec::datapath::DatapathChoice,
+    pub child_lifetime: Option<Duration>,
+    pub ike_lifetime: Option<Duration>,
+    pub child_bytes: Option<u64>,
+    pub dpd: Option<Duration>,
+    /// Offer ESN on Child SAs.
+    pub esn: bool,
+    /// Test-only key log, checked to be inside a non-default state dir.
+    pub key_log: Option<PathBuf>,
+}
+
+impl IpsecAgentConfig {
+    fn from_keys(keys: &Keys, state_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let datapath = match &keys.ipsec_datapath {
+            Some(s) => s.parse().map_err(ConfigError::Invalid)?,
+            None => Default::default(),
+        };
+        let secs = |what: &str, v: Option<u64>, min: u64| match v {
+            Some(s) if s < min => Err(ConfigError::Invalid(format!("{what} {s}: at least {min}"))),
+            v => Ok(v.map(Duration::from_secs)),
+        };
+        if let Some(path) = &keys.ipsec_key_log {
+            let default = std::path::Path::new(strait_api::DEFAULT_STATE_DIR);
+            if state_dir == default
+                || !path.starts_with(state_dir)
+                || path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "--ipsec-key-log {}: the SA key log is for tests only; it must be a file \
+                     inside a --state-dir other than {}",
+                    path.display(),
+                    default.display()
+                )));
+            }
+        }
+        Ok(Self {
+            datapath,
+            child_lifetime: secs("ipsec child lifetime", keys.ipsec_child_lifetime_secs, 2)?,
+            ike_lifetime: secs("ipsec IKE lifetime", keys.ipsec_ike_lifetime_secs, 2)?,
+            child_bytes: keys.ipsec_child_bytes,
+            dpd: secs("ipsec DPD interval", keys.ipsec_dpd_secs, 1)?,
+            esn: keys.ipsec_esn.unwrap_or(true),
+            key_log: keys.ipsec_key_log.clone(),
+        })
+    }
 }
 
 /// Node names become store key segments: keep them to DNS-label-like characters.

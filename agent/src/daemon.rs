@@ -134,6 +134,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         for t in running.policy {
             t.abort();
         }
+        // The SAs end with the engine; the steering stays, so until the next agent
+        // has new SAs, traffic to encrypted peers is dropped, never sent in clear.
+        for t in running.ipsec {
+            t.abort();
+        }
         if let Some(bgp) = running.bgp {
             // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
@@ -186,6 +191,8 @@ struct Running {
     policy: Vec<tokio::task::JoinHandle<()>>,
     /// The Docker plugin's server (`--docker-plugin`); it stops with the stop signal.
     docker: Option<tokio::task::JoinHandle<()>>,
+    /// IPsec's mode follower and engine.
+    ipsec: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The state dir and the pending-release queue 0700, the embedded store 0600: created
@@ -263,6 +270,19 @@ async fn start(
     );
 
     let mtu = container_mtu(cfg, &host, &underlay).await;
+    let ipsec_datapath = crate::ipsec::datapath::DatapathSettings {
+        choice: cfg.ipsec.datapath,
+        port: strait_esp::encap::NAT_T_PORT,
+        tun_mtu: 0,
+        queues: 0,
+        outer_ipv6: underlay.v4.is_none(),
+    };
+    let ipsec_datapath = crate::ipsec::datapath::DatapathSettings {
+        tun_mtu: underlay_mtu(&host, &underlay).await - ipsec_datapath.overhead(),
+        ..ipsec_datapath
+    };
+    // What new containers' MTU is reduced by while IPsec encrypts; the engine sets it.
+    let mtu_less = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
     let mut fabric_cfg = FabricConfig::new(&cfg.node_name, cfg.fabric, underlay);
     fabric_cfg.vni = cfg.vxlan_vni;
@@ -275,6 +295,17 @@ async fn start(
         Fabric::new(store.clone(), host.clone(), fabric_cfg).with_fast_path(fast_path.clone());
     let fabric_handle = fabric.handle();
     let fabric = tokio::spawn(fabric.run(stop.clone()));
+    let (ipsec_handle, ipsec) = start_ipsec(
+        cfg,
+        &store,
+        &host,
+        &fabric_handle,
+        &node_key,
+        ipsec_datapath,
+        mtu,
+        mtu_less.clone(),
+        stop.clone(),
+    )?;
     let bgp = bgp.map(|own| {
         let mut bgp_cfg = BgpFabricConfig::new(&cfg.node_name, own, bgp_underlay);
         bgp_cfg.bfd = cfg.bgp.bfd;
@@ -289,6 +320,7 @@ async fn start(
         AttacherConfig {
             node: cfg.node_name.clone(),
             mtu,
+            mtu_less: mtu_less.clone(),
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
             owner: until_ok(state, "reading the store's id", || {
                 crate::attach::owner::owner_mark_of(store.as_ref(), &cfg.node_name)
@@ -320,6 +352,7 @@ async fn start(
         ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
     });
 
+    state.set_ipsec(ipsec_handle);
     state.set_phase("adopting existing endpoints");
     crate::netlink::enable_forwarding()
         .await
@@ -367,6 +400,7 @@ async fn start(
         fabric,
         bgp,
         docker,
+        ipsec,
     })
 }
 
@@ -606,21 +640,27 @@ async fn container_mtu(cfg: &AgentConfig, host: &Netlink, underlay: &Underlay) -
     if let Some(m) = cfg.mtu {
         return m;
     }
+    let base = underlay_mtu(host, underlay).await;
+    match cfg.fabric {
+        // Encapsulated from the IPv4 address when there is one (as the fabric does).
+        FabricMode::Vxlan => vxlan_mtu(base, underlay.v4.is_none()),
+        FabricMode::HostGw | FabricMode::Bgp | FabricMode::None => base,
+    }
+}
+
+/// The underlay interface's MTU (the default route's when no interface is known,
+/// else 1500).
+async fn underlay_mtu(host: &Netlink, underlay: &Underlay) -> u32 {
     let iface_mtu = match &underlay.iface {
         Some(name) => host.link_by_name(name).await.ok().flatten().map(|l| l.mtu),
         None => None,
     };
-    let base = match iface_mtu {
+    match iface_mtu {
         Some(m) => m,
         None => crate::netlink::default_route_mtu(host)
             .await
             .unwrap_or(None)
             .unwrap_or(1500),
-    };
-    match cfg.fabric {
-        // Encapsulated from the IPv4 address when there is one (as the fabric does).
-        FabricMode::Vxlan => vxlan_mtu(base, underlay.v4.is_none()),
-        FabricMode::HostGw | FabricMode::Bgp | FabricMode::None => base,
     }
 }
 
@@ -679,6 +719,48 @@ fn node_record(
             &key.public_key(),
         )),
     }
+}
+
+/// Starts IPsec: the follower of the cluster's mode and the engine, which follows it
+/// and the fabric's view of the cluster.
+#[allow(clippy::too_many_arguments)]
+fn start_ipsec(
+    cfg: &AgentConfig,
+    store: &Arc<dyn Store>,
+    host: &Netlink,
+    fabric: &crate::fabric::FabricHandle,
+    node_key: &crate::ipsec::NodeKey,
+    datapath: crate::ipsec::datapath::DatapathSettings,
+    mtu: u32,
+    mtu_less: Arc<std::sync::atomic::AtomicU32>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(crate::ipsec::IpsecHandle, Vec<tokio::task::JoinHandle<()>>)> {
+    let encrypted_mtu = mtu.saturating_sub(datapath.overhead());
+    let engine_cfg = crate::ipsec::EngineConfig {
+        node: cfg.node_name.clone(),
+        site: cfg.site.clone(),
+        datapath,
+        child_lifetime: cfg.ipsec.child_lifetime,
+        ike_lifetime: cfg.ipsec.ike_lifetime,
+        child_bytes: cfg.ipsec.child_bytes,
+        dpd_interval: cfg.ipsec.dpd,
+        esn: cfg.ipsec.esn,
+        key_log: cfg.ipsec.key_log.clone(),
+        encrypted_mtu,
+    };
+    if let Some(log) = &engine_cfg.key_log {
+        warn!(file = %log.display(), "writing every IPsec SA's keys to a file (tests only)");
+    }
+    let (engine, handle) = crate::ipsec::Engine::new(engine_cfg, host.clone(), node_key, mtu_less)
+        .map_err(anyhow::Error::msg)?;
+    let (mode_tx, mode_rx) = tokio::sync::watch::channel(strait_api::ipsec::IpsecMode::Off);
+    let follower = tokio::spawn(crate::ipsec::settings::follow(
+        store.clone(),
+        mode_tx,
+        stop.clone(),
+    ));
+    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), stop));
+    Ok((handle, vec![follower, engine]))
 }
 
 /// Periodic work: queued DELs (a plugin may have queued one while we restarted), stale

@@ -67,7 +67,7 @@ async fn steering_sends_unmarked_traffic_into_the_device_and_fails_closed() {
             "fd00:244:1::/122".parse().unwrap(),
         ],
     );
-    let want = steering::routes(&prefixes, tun);
+    let want = steering::routes(&prefixes, Some(tun));
     let changes = steering::reconcile(&nl, &want).await.expect("reconcile");
     assert_eq!(changes.added, 6 + 2, "three prefixes twice, two rules");
     assert_eq!(

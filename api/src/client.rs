@@ -181,6 +181,17 @@ impl Client {
         decode(&body)
     }
 
+    /// This node's IPsec status (`netctl ipsec status|peers`).
+    pub fn ipsec_status(&self) -> Result<crate::ipsec::IpsecStatus, ClientError> {
+        self.get(crate::paths::IPSEC_STATUS)
+    }
+
+    /// Rekeys the Child SAs with `peer` now.
+    pub fn ipsec_rekey(&self, peer: &str) -> Result<(), ClientError> {
+        self.request("POST", &crate::paths::ipsec_rekey(peer), Some(b"{}"))?;
+        Ok(())
+    }
+
     /// Removes external peer `name`; the agent answers 404 (code 107) when there is none.
     pub fn bgp_delete_external_peer(&self, name: &str) -> Result<(), ClientError> {
         self.request("DELETE", &crate::paths::bgp_external_peer(name), None)?;

@@ -110,7 +110,8 @@ pub trait Datapath: Send + Sync {
     /// Install an outbound SA and make it the one new packets use, in one step:
     /// packets in flight finish on the old one, none is lost or sent in clear.
     fn install_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError>;
-    /// Remove one SA.
+    /// Remove one SA. Removing the outbound SA in use hands new packets to the newest
+    /// outbound SA still installed for the peer, if any.
     fn remove_sa(&self, peer: &str, direction: Direction, spi: u32) -> Result<(), DatapathError>;
     /// Status and counters of every SA.
     fn sa_status(&self) -> Vec<SaReport>;

@@ -1,10 +1,12 @@
-//! `netctl ipsec`: the cluster's IPsec mode (which node pairs encrypt).
+//! `netctl ipsec`: the cluster's IPsec mode (which node pairs encrypt), this node's
+//! peers and SAs, and rekeys on demand.
 
 use anyhow::Result;
 use clap::Subcommand;
 use strait_api::Client;
-use strait_api::ipsec::{IpsecMode, IpsecSettings};
+use strait_api::ipsec::{IpsecMode, IpsecPeer, IpsecSettings, IpsecStatus};
 
+use crate::table::Table;
 use crate::{Output, emit};
 
 #[derive(Debug, Subcommand)]
@@ -15,25 +17,164 @@ pub enum IpsecCmd {
         #[arg(value_parser = parse_mode)]
         mode: Option<IpsecMode>,
     },
+    /// This node: mode, datapath, and per peer its IKE SA and Child SAs (SPIs,
+    /// algorithms, sequence numbers, bytes, replay and ICV failures). Exit 1 when a
+    /// peer has no established IKE SA.
+    Status,
+    /// The peers this node encrypts with, one line each. Exit 1 as `status`.
+    Peers,
+    /// Rekey the Child SAs with PEER now (a node name).
+    Rekey { peer: String },
 }
 
 fn parse_mode(s: &str) -> Result<IpsecMode, String> {
     s.parse()
 }
 
-pub fn run(client: &Client, out: Output, cmd: IpsecCmd) -> Result<()> {
+/// Runs `cmd`; `Ok(false)` when the answer is "not all peers are up".
+pub fn run(client: &Client, out: Output, cmd: IpsecCmd) -> Result<bool> {
     match cmd {
+        IpsecCmd::Status => {
+            let s = client.ipsec_status()?;
+            emit(out, &s, || render_status(&s))?;
+            Ok(all_up(&s))
+        }
+        IpsecCmd::Peers => {
+            let s = client.ipsec_status()?;
+            emit(out, &s.peers, || render_peers(&s.peers))?;
+            Ok(all_up(&s))
+        }
+        IpsecCmd::Rekey { peer } => {
+            client.ipsec_rekey(&peer)?;
+            println!("rekeying the Child SAs with {peer}");
+            Ok(true)
+        }
         IpsecCmd::Mode { mode: None } => {
             let s = client.ipsec_settings()?;
-            emit(out, &s, || render_mode(&s))
+            emit(out, &s, || render_mode(&s))?;
+            Ok(true)
         }
         IpsecCmd::Mode { mode: Some(mode) } => {
             let mut s = client.ipsec_settings()?;
             s.mode = mode;
             let s = client.put_ipsec_settings(&s)?;
-            emit(out, &s, || render_mode(&s))
+            emit(out, &s, || render_mode(&s))?;
+            Ok(true)
         }
     }
+}
+
+fn all_up(s: &IpsecStatus) -> bool {
+    s.peers.iter().all(|p| p.ike_state == "established")
+}
+
+pub fn render_peers(peers: &[IpsecPeer]) -> String {
+    let mut t = Table::new([
+        "PEER",
+        "SITE",
+        "ADDRESS",
+        "IKE",
+        "UP",
+        "CHILD SAS",
+        "LAST ERROR",
+    ]);
+    for p in peers {
+        t.row([
+            p.name.as_str(),
+            &p.site,
+            &p.address.map_or("-".into(), |a| a.to_string()),
+            &p.ike_state,
+            &p.established_secs.map_or("-".into(), |s| format!("{s}s")),
+            &p.child_sas.len().to_string(),
+            p.last_error.as_deref().unwrap_or("-"),
+        ]);
+    }
+    t.render()
+}
+
+pub fn render_status(s: &IpsecStatus) -> String {
+    let mut out = format!("node {} site {}  mode {}", s.node, s.site, s.mode);
+    match (&s.datapath, &s.datapath_reason) {
+        (Some(d), Some(why)) => out.push_str(&format!("  datapath {d} ({why})")),
+        (Some(d), None) => out.push_str(&format!("  datapath {d}")),
+        (None, Some(why)) => out.push_str(&format!("  datapath none ({why})")),
+        (None, None) => out.push_str("  datapath none (nothing to encrypt)"),
+    }
+    if let Some(mtu) = s.mtu {
+        out.push_str(&format!("  container MTU {mtu}"));
+    }
+    out.push('\n');
+    for p in &s.peers {
+        out.push_str(&format!(
+            "\npeer {} (site {}, {}): IKE {}",
+            p.name,
+            p.site,
+            p.address.map_or("no address".into(), |a| a.to_string()),
+            p.ike_state
+        ));
+        if let Some(alg) = &p.ike_algorithms {
+            out.push_str(&format!(" {alg}"));
+        }
+        if let Some(up) = p.established_secs {
+            out.push_str(&format!(", up {up}s"));
+        }
+        out.push_str(&format!(
+            ", rekeys IKE {} Child {}",
+            p.ike_rekeys, p.child_rekeys
+        ));
+        if let Some(d) = p.last_dpd_secs {
+            out.push_str(&format!(", last DPD {d}s ago"));
+        }
+        if p.nat {
+            out.push_str(", behind NAT");
+        }
+        out.push('\n');
+        if let Some(e) = &p.last_error {
+            out.push_str(&format!("  last error: {e}\n"));
+        }
+        let mut t = Table::new([
+            "  SPI IN",
+            "SPI OUT",
+            "CIPHER",
+            "ESN",
+            "ACTIVE",
+            "PKTS IN",
+            "BYTES IN",
+            "PKTS OUT",
+            "BYTES OUT",
+            "SEQ OUT",
+            "REPLAY",
+            "ICV FAIL",
+        ]);
+        for c in &p.child_sas {
+            let i = c.inbound.clone().unwrap_or_default();
+            let o = c.outbound.clone().unwrap_or_default();
+            let cells = [
+                format!("  {}", c.spi_in),
+                c.spi_out.clone(),
+                c.cipher.clone(),
+                if c.esn { "yes" } else { "no" }.to_string(),
+                if c.active { "*" } else { "" }.to_string(),
+                i.packets.to_string(),
+                i.bytes.to_string(),
+                o.packets.to_string(),
+                o.bytes.to_string(),
+                o.seq.to_string(),
+                i.replay_failures.to_string(),
+                i.icv_failures.to_string(),
+            ];
+            t.row(cells.each_ref().map(String::as_str));
+        }
+        if !p.child_sas.is_empty() {
+            out.push_str(&t.render());
+        }
+    }
+    let d = &s.drops;
+    out.push_str(&format!(
+        "\ndropped, never sent in clear: no route {}, no SA {}, seal failed {}; received: unknown SPI {}, inner source refused {}, other {}\n",
+        d.no_route, d.no_sa, d.seal_failed, d.unknown_spi, d.inner_refused, d.other
+    ));
+    out
 }
 
 pub fn render_mode(s: &IpsecSettings) -> String {

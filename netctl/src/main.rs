@@ -89,7 +89,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: docker::DockerCmd,
     },
-    /// IPsec between sites: the cluster's mode.
+    /// IPsec between sites: the cluster's mode, this node's peers and SAs, rekeys.
     Ipsec {
         #[command(subcommand)]
         cmd: ipsec::IpsecCmd,
@@ -249,10 +249,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             docker::run(&client, out, cmd)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Ipsec { cmd } => {
-            ipsec::run(&client, out, cmd)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Ipsec { cmd } => Ok(if ipsec::run(&client, out, cmd)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
         Cmd::Monitor(args) => policy::monitor(&client, out, args),
         Cmd::Ipam { cmd } => match cmd {
             IpamCmd::Show => {

@@ -55,6 +55,8 @@ pub use strait_api::FabricMode as Fabric;
 pub const VXLAN_DEV: &str = "strait.vxlan";
 /// Route protocol number strait tags its routes with.
 pub const ROUTE_PROTO: &str = "83";
+/// The file, in each agent's state dir, of its SA keys with `ipsec_key_log`.
+pub const ESP_SA_LOG: &str = "esp_sa";
 /// The CNI network name the containers are attached to.
 pub const NETWORK: &str = "stnet";
 
@@ -93,6 +95,9 @@ pub struct ClusterOpts {
     /// The prefix of every namespace and process name (None: a fresh
     /// [`crate::unique_prefix`]). `[A-Za-z0-9_-]`, at most 32 characters.
     pub name: Option<String>,
+    /// Each agent writes its IPsec SA keys to `<state dir>/esp_sa` (Wireshark's
+    /// `esp_sa` lines; `--ipsec-key-log`, tests only) so captures can be decrypted.
+    pub ipsec_key_log: bool,
     /// More flags for every agent.
     pub agent_extra: Vec<String>,
     /// More flags for single agents, by host index (e.g. `--bgp-role rr` on two hosts).
@@ -114,6 +119,7 @@ impl ClusterOpts {
             node_lease_ttl_secs: None,
             block_reclaim_grace_secs: None,
             name: None,
+            ipsec_key_log: false,
             agent_extra: vec![],
             host_extra: vec![],
         }
@@ -436,7 +442,13 @@ impl Cluster {
             let (v4, v6) = underlay.attach(&ns, &name, seg, (i + 1) as u8);
             let agent_dir = dir.path().join(&name);
             std::fs::create_dir_all(&agent_dir).expect("agent dir");
-            let agent = Agent::spawn(&ns, &agent_dir, agent_opts(&opts, i, &name, &etcd));
+            let mut aopts = agent_opts(&opts, i, &name, &etcd);
+            if opts.ipsec_key_log {
+                let log = agent_dir.join("state").join(ESP_SA_LOG);
+                aopts.extra.push("--ipsec-key-log".into());
+                aopts.extra.push(log.display().to_string());
+            }
+            let agent = Agent::spawn(&ns, &agent_dir, aopts);
             hosts.push(ClusterHost {
                 name,
                 segment: seg,

@@ -40,6 +40,7 @@ pub mod peers;
 pub mod process;
 pub mod runtimes;
 pub mod wait;
+pub mod wire;
 
 pub use wait::{WaitError, wait_until};
 

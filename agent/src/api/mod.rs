@@ -71,6 +71,8 @@ pub struct AppState {
     /// started.
     policy: OnceLock<crate::policy::PolicyAgent>,
     docker: OnceLock<Arc<crate::docker::DockerPlugin>>,
+    /// The IPsec engine (`netctl ipsec status|rekey`), once started.
+    ipsec: OnceLock<crate::ipsec::IpsecHandle>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -102,6 +104,7 @@ impl AppState {
             fast_path: OnceLock::new(),
             policy: OnceLock::new(),
             docker: OnceLock::new(),
+            ipsec: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -125,6 +128,15 @@ impl AppState {
 
     pub fn set_policy(&self, policy: crate::policy::PolicyAgent) {
         let _ = self.policy.set(policy);
+    }
+
+    pub fn set_ipsec(&self, handle: crate::ipsec::IpsecHandle) {
+        let _ = self.ipsec.set(handle);
+    }
+
+    /// The IPsec engine, or "try again later" while the agent starts.
+    pub fn ipsec(&self) -> Result<&crate::ipsec::IpsecHandle, Failure> {
+        self.ipsec.get().ok_or_else(|| self.starting())
     }
 
     /// Network policy's control plane, once started.
@@ -270,6 +282,8 @@ pub fn router(state: Shared) -> Router {
             paths::IPSEC_SETTINGS,
             get(ipsec::settings).put(ipsec::put_settings),
         )
+        .route(paths::IPSEC_STATUS, get(ipsec::status))
+        .route(&paths::ipsec_rekey("{peer}"), post(ipsec::rekey))
         .route("/metrics", get(views::metrics))
         .with_state(state)
 }

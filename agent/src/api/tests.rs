@@ -89,6 +89,7 @@ pub(super) async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
     let attacher = Attacher::new(
         AttacherConfig {
             node: "n1".into(),
+            mtu_less: Default::default(),
             mtu: 1500,
             gc_grace: Duration::from_secs(900),
             owner: "strait:test".into(),

@@ -51,7 +51,7 @@ impl<K: HostNet> Attacher<K> {
         let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
         let container_mac =
             requested_mac.unwrap_or_else(|| endpoint::default_container_mac(&host_ifname));
-        let mtu = req.mtu.unwrap_or(self.cfg.mtu);
+        let mtu = req.mtu.unwrap_or_else(|| self.cfg.container_mtu());
         check_mtu(mtu, self.ipam.pools())?;
         // The record is complete but for the addresses, which IPAM picks: it is written
         // in the allocation's own transaction, so it exists exactly when they do.

@@ -76,7 +76,11 @@ pub use error::AttachError;
 #[derive(Debug, Clone)]
 pub struct AttacherConfig {
     pub node: String,
+    /// The containers' MTU (before IPsec's share, below).
     pub mtu: u32,
+    /// How much less new containers get while IPsec encrypts (ESP's overhead); set
+    /// by the IPsec engine as the cluster's mode changes.
+    pub mtu_less: Arc<std::sync::atomic::AtomicU32>,
     pub gc_grace: Duration,
     /// This agent's owner mark ([`owner::owner_mark_of`]), written on every host end
     /// it makes; its sweep removes no link marked by another.
@@ -113,6 +117,14 @@ pub struct Attacher<K: HostNet = Netlink> {
     draining: AtomicBool,
     /// Policy, which ADD puts in place before it answers ([`enforcement`]).
     enforcement: std::sync::OnceLock<Arc<dyn enforcement::Enforcement>>,
+}
+
+impl AttacherConfig {
+    /// The MTU a new container gets now: the fabric's, less what encryption costs.
+    pub fn container_mtu(&self) -> u32 {
+        let less = self.mtu_less.load(std::sync::atomic::Ordering::Relaxed);
+        self.mtu.saturating_sub(less).max(576)
+    }
 }
 
 impl<K: HostNet> Attacher<K> {

@@ -152,6 +152,7 @@ async fn bed_with_grace(gc_grace: Duration) -> Bed {
     let attacher = Attacher::new(
         AttacherConfig {
             node: "n1".into(),
+            mtu_less: Default::default(),
             mtu: 1450,
             gc_grace,
             owner: OWNER.into(),

@@ -147,6 +147,31 @@ pub struct Keys {
     /// (default /var/run/docker.sock).
     #[arg(long)]
     pub docker_host: Option<PathBuf>,
+    /// The ESP datapath: `auto` (the kernel's where it has ESP, else userspace),
+    /// `kernel` or `userspace`.
+    #[arg(long)]
+    pub ipsec_datapath: Option<String>,
+    /// Lifetime of a Child SA (ESP keys), seconds; it is rekeyed then (default 3600).
+    #[arg(long)]
+    pub ipsec_child_lifetime_secs: Option<u64>,
+    /// Lifetime of an IKE SA, seconds (default 10800).
+    #[arg(long)]
+    pub ipsec_ike_lifetime_secs: Option<u64>,
+    /// Rekey a Child SA once it carried this many bytes in one direction.
+    #[arg(long)]
+    pub ipsec_child_bytes: Option<u64>,
+    /// Offer 64-bit extended sequence numbers on Child SAs (default true); `false`
+    /// for peers or tools without ESN (strongSwan's userspace ESP, Wireshark 4.0).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ipsec_esn: Option<bool>,
+    /// Dead-peer detection after this many idle seconds (default 30).
+    #[arg(long)]
+    pub ipsec_dpd_secs: Option<u64>,
+    /// Tests only: write every SA's keys to this file as Wireshark `esp_sa` lines, so
+    /// a capture can be decrypted. Refused unless the file is inside a --state-dir
+    /// other than the default.
+    #[arg(long, hide = true)]
+    pub ipsec_key_log: Option<PathBuf>,
     /// TTL of the lease the node record is bound to, seconds.
     #[arg(long)]
     pub node_lease_ttl_secs: Option<u64>,
@@ -228,6 +253,17 @@ impl Keys {
             docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
             docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),
             docker_host: self.docker_host.or(lower.docker_host),
+            ipsec_datapath: self.ipsec_datapath.or(lower.ipsec_datapath),
+            ipsec_child_lifetime_secs: self
+                .ipsec_child_lifetime_secs
+                .or(lower.ipsec_child_lifetime_secs),
+            ipsec_ike_lifetime_secs: self
+                .ipsec_ike_lifetime_secs
+                .or(lower.ipsec_ike_lifetime_secs),
+            ipsec_child_bytes: self.ipsec_child_bytes.or(lower.ipsec_child_bytes),
+            ipsec_dpd_secs: self.ipsec_dpd_secs.or(lower.ipsec_dpd_secs),
+            ipsec_esn: self.ipsec_esn.or(lower.ipsec_esn),
+            ipsec_key_log: self.ipsec_key_log.or(lower.ipsec_key_log),
             node_lease_ttl_secs: self.node_lease_ttl_secs.or(lower.node_lease_ttl_secs),
             block_reclaim_grace_secs: self
                 .block_reclaim_grace_secs

@@ -5,15 +5,20 @@
 //!   its public half goes into the node record, where peers look it up.
 //! - [`pairs`]: from the mode and the node records, the peers this node encrypts with.
 //! - [`steering`]: the rule and routes that send their traffic into the ESP datapath.
+//! - [`datapath`]: kernel XFRM or strait's userspace ESP, by probe or `--ipsec-datapath`.
+//! - [`engine`]: the task that drives the IKE speaker and the datapath from all of that.
 //!
 //! The IKEv2 speaker is the `strait-ike` crate and the ESP datapaths are `strait-esp`;
 //! this module is where the agent ties them to the node registry.
 
+pub mod datapath;
+pub mod engine;
 pub mod node_key;
 pub mod pairs;
 pub mod settings;
 pub mod steering;
 
+pub use engine::{Engine, EngineConfig, IpsecHandle};
 pub use node_key::{NodeKey, NodeKeyError};
 pub use pairs::{EncryptedPeer, PlannedPeer, encrypted_peers, plan};
 pub use settings::{IpsecSettingsStore, settings_key};

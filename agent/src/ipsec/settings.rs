@@ -3,11 +3,17 @@
 //! wrote it. An absent key is the default (mode `off`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use strait_api::ipsec::IpsecSettings;
+use strait_api::ipsec::{IpsecMode, IpsecSettings};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::store::{PREFIX, Store, StoreError};
+use crate::store::{EventKind, PREFIX, Store, StoreError, WatchMessage};
+
+/// A broken watch is read and watched again after this long, doubling up to a minute.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The store key of the settings.
 pub fn settings_key() -> String {
@@ -42,6 +48,56 @@ impl IpsecSettingsStore {
         info!(mode = %settings.mode, "IPsec settings set");
         Ok(())
     }
+}
+
+/// Keeps `mode` equal to the stored mode until `stop`: read, then watch from the
+/// revision read; a watch that ends (compaction, a lost etcd connection) reads again.
+pub async fn follow(
+    store: Arc<dyn Store>,
+    mode: watch::Sender<IpsecMode>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let key = settings_key();
+    let mut retry = RETRY_MIN;
+    loop {
+        let session = async {
+            let read = store.range(&key).await?;
+            let current = read
+                .kvs
+                .iter()
+                .find(|kv| kv.key == key)
+                .map_or_else(IpsecSettings::default, |kv| decode(&kv.value));
+            mode.send_if_modified(|m| std::mem::replace(m, current.mode) != current.mode);
+            let mut w = store.watch(&key, read.revision + 1).await?;
+            while let Some(WatchMessage::Events(events)) = w.rx.recv().await {
+                for e in events.iter().filter(|e| e.kv.key == key) {
+                    let next = match e.kind {
+                        EventKind::Put => decode(&e.kv.value),
+                        EventKind::Delete => IpsecSettings::default(),
+                    };
+                    mode.send_if_modified(|m| std::mem::replace(m, next.mode) != next.mode);
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            result = session => {
+                if let Err(e) = result {
+                    warn!(error = %e, retry_in = ?retry, "following ipsec/settings");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The settings in a stored value, or the defaults (logged) when it does not decode.
@@ -80,5 +136,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(settings.get().await.unwrap().mode, IpsecMode::Off);
+    }
+
+    #[tokio::test]
+    async fn follow_tracks_every_change_of_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("s.redb"))
+            .await
+            .unwrap();
+        let owner = IpsecSettingsStore::new(store.clone());
+        let (tx, mut rx) = watch::channel(IpsecMode::Off);
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(follow(store.clone(), tx, stop));
+        for mode in [IpsecMode::All, IpsecMode::CrossSite] {
+            owner.put(&IpsecSettings { mode }).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|m| *m == mode))
+                .await
+                .expect("followed")
+                .unwrap();
+        }
+        store.delete(&settings_key()).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|m| *m == IpsecMode::Off),
+        )
+        .await
+        .expect("a deleted key is the default")
+        .unwrap();
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
     }
 }

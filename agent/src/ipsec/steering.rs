@@ -57,17 +57,20 @@ fn is_ours(rule: &Rule) -> bool {
     rule.priority == RULE_PRIORITY && rule.table == IPSEC_TABLE
 }
 
-/// The table's routes for peers' `prefixes` (by peer name) through TUN `tun`.
-pub fn routes(prefixes: &BTreeMap<String, Vec<IpNet>>, tun: u32) -> BTreeSet<TableRoute> {
+/// The table's routes for peers' `prefixes` (by peer name) through TUN `tun`; with
+/// no TUN (none yet, or a datapath that has none), the `prohibit` twins alone.
+pub fn routes(prefixes: &BTreeMap<String, Vec<IpNet>>, tun: Option<u32>) -> BTreeSet<TableRoute> {
     let mut out = BTreeSet::new();
     for net in prefixes.values().flatten() {
         let destination = net.trunc();
-        out.insert(TableRoute {
-            table: IPSEC_TABLE,
-            destination,
-            kind: TableRouteKind::Link(tun),
-            metric: TUN_METRIC,
-        });
+        if let Some(tun) = tun {
+            out.insert(TableRoute {
+                table: IPSEC_TABLE,
+                destination,
+                kind: TableRouteKind::Link(tun),
+                metric: TUN_METRIC,
+            });
+        }
         out.insert(TableRoute {
             table: IPSEC_TABLE,
             destination,
@@ -138,7 +141,12 @@ mod tests {
                 "10.244.1.7/26".parse().unwrap(),
             ],
         );
-        let want = routes(&prefixes, 9);
+        assert_eq!(
+            routes(&prefixes, None).len(),
+            2,
+            "prohibit alone without a TUN"
+        );
+        let want = routes(&prefixes, Some(9));
         assert_eq!(want.len(), 4);
         let block: IpNet = "10.244.1.0/26".parse().unwrap();
         assert!(want.contains(&TableRoute {

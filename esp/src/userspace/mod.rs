@@ -324,7 +324,10 @@ impl Datapath for Userspace {
                 let mut retired = p.retired.clone();
                 let mut outbound = p.outbound.clone();
                 if outbound.as_ref().is_some_and(|s| s.spi() == spi) {
-                    outbound = None;
+                    // The newest SA still installed takes over (its counter goes on,
+                    // so no sequence number is used twice): during a simultaneous
+                    // rekey the other new SA may be the one the IKE speaker keeps.
+                    outbound = retired.pop();
                 } else if let Some(i) = retired.iter().position(|s| s.spi() == spi) {
                     retired.remove(i);
                 } else {
