@@ -1,5 +1,5 @@
-//! The interface every ESP datapath implements (strait's userspace one here, the
-//! kernel's XFRM one in the agent), so the IKE engine and the agent drive either the
+//! The interface every ESP datapath implements (strait's userspace one in
+//! [`crate::userspace`], the kernel's XFRM one in [`crate::kernel`]), so the IKE engine and the agent drive either the
 //! same way: peers (their outer address and the inner prefixes routed to them),
 //! inbound and outbound SAs, status, and the IKE datagrams that share UDP 4500.
 
@@ -30,6 +30,11 @@ pub struct SaConfig {
     pub esn: bool,
     /// Anti-replay window (inbound only); at least 1024.
     pub replay_window: u32,
+    /// ESP goes in UDP (RFC 3948) between port 4500 and the peer's port. The kernel
+    /// datapath sends and expects plain ESP without it; the userspace one always
+    /// encapsulates (it has no other way to send ESP), so a peer running it needs
+    /// this set.
+    pub udp_encap: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +98,15 @@ pub enum DatapathError {
         direction: Direction,
         spi: u32,
     },
+    /// The kernel lacks what the SA needs (ESP, the algorithm); names what is missing.
+    #[error("the kernel has no {0}")]
+    Unsupported(String),
+    /// The kernel refused a request for another reason.
+    #[error("kernel XFRM, {op}: {message}")]
+    Kernel { op: &'static str, message: String },
+    /// The request itself is wrong; nothing was changed.
+    #[error("invalid: {0}")]
+    Invalid(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

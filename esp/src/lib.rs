@@ -10,12 +10,14 @@
 //! * [`mtu`]: the overhead of ESP in UDP and the inner MTU it leaves.
 //! * [`datapath`]: the interface both ESP datapaths implement.
 //! * [`userspace`]: strait's own datapath, TUN to UDP 4500.
+//! * [`kernel`]: the kernel's XFRM datapath, where the kernel has ESP.
 
 pub mod datapath;
 pub mod encap;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inner;
+pub mod kernel;
 pub mod key;
 pub mod keylog;
 pub mod mtu;
@@ -26,6 +28,7 @@ pub mod userspace;
 pub use datapath::{
     Datapath, DatapathError, Direction, Drops, IkeDatagram, PeerConfig, SaConfig, SaReport,
 };
+pub use kernel::{Xfrm, XfrmConfig};
 pub use key::{Cipher, KeyError, SaKey};
 pub use sa::{InboundSa, OpenError, Opened, OutboundSa, SaStatus, SealError, Sealed};
 pub use userspace::{Userspace, UserspaceConfig};

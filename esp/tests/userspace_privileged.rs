@@ -61,6 +61,7 @@ fn sa(spi: u32, key: &SaKey) -> SaConfig {
         key: key.clone(),
         esn: false,
         replay_window: 2048,
+        udp_encap: true,
     }
 }
 
