@@ -240,6 +240,22 @@ pub struct AgentStatus {
     /// The eBPF forwarding fast path (docs/datapath.md); absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<FastPathStatus>,
+    /// IPsec: the cluster's mode, the datapath and its peers (docs/ipsec.md); absent
+    /// from older agents and while the agent starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<IpsecSummary>,
+}
+
+/// `netctl status`'s IPsec line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecSummary {
+    pub mode: crate::ipsec::IpsecMode,
+    /// `userspace`, `kernel`, or `none` while nothing needs encryption.
+    pub datapath: String,
+    pub reason: Option<String>,
+    pub peers: usize,
+    /// Peers with an established IKE SA.
+    pub peers_up: usize,
 }
 
 /// Whether container packets bypass the host's IP forwarding (`--fast-path`).

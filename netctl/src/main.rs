@@ -372,6 +372,16 @@ fn render_status(s: &AgentStatus) -> String {
     };
     t.row(["ready", &ready]);
     t.row(["fast path", &render_fast_path(s.fast_path.as_ref())]);
+    if let Some(ip) = &s.ipsec {
+        let mut line = format!(
+            "mode {}, datapath {}, {}/{} peers up",
+            ip.mode, ip.datapath, ip.peers_up, ip.peers
+        );
+        if let Some(r) = &ip.reason {
+            line.push_str(&format!(" ({r})"));
+        }
+        t.row(["ipsec", &line]);
+    }
     t.render()
 }
 

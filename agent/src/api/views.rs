@@ -52,7 +52,7 @@ pub(super) async fn status(State(s): State<Shared>) -> Json<AgentStatus> {
                     None
                 }
             };
-            (count, o.attacher.config().mtu)
+            (count, o.attacher.config().container_mtu())
         }
         None => (None, 0),
     };
@@ -67,6 +67,20 @@ pub(super) async fn status(State(s): State<Shared>) -> Json<AgentStatus> {
         pools: s.pools.clone(),
         readiness,
         fast_path: s.fast_path.get().map(|fp| fp.status()),
+        ipsec: match s.ipsec() {
+            Ok(handle) => handle.status().await.map(|st| strait_api::IpsecSummary {
+                mode: st.mode,
+                datapath: st.datapath.clone().unwrap_or_else(|| "none".into()),
+                reason: st.datapath_reason.clone(),
+                peers: st.peers.len(),
+                peers_up: st
+                    .peers
+                    .iter()
+                    .filter(|p| p.ike_state == "established")
+                    .count(),
+            }),
+            Err(_) => None,
+        },
     })
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use strait_esp::kernel::{Xfrm, XfrmConfig};
 use strait_esp::{Datapath, Userspace, UserspaceConfig};
 
 use super::steering::ESP_MARK;
@@ -88,11 +89,18 @@ pub fn start(settings: &DatapathSettings) -> Result<Started, String> {
         (DatapathChoice::Kernel, Err(why)) => Err(format!(
             "--ipsec-datapath kernel, but the kernel cannot hold ESP SAs: {why}"
         )),
-        (_, Ok(())) => Err(
-            "the kernel has ESP, but this strait has no kernel XFRM datapath yet: \
-             use --ipsec-datapath userspace"
-                .to_string(),
-        ),
+        (_, Ok(())) => {
+            let cfg = XfrmConfig {
+                bind: std::net::SocketAddr::from(([0, 0, 0, 0], settings.port)),
+                mark: Some(ESP_MARK),
+            };
+            let datapath =
+                Xfrm::start(cfg).map_err(|e| format!("starting the kernel XFRM datapath: {e}"))?;
+            Ok(Started {
+                datapath: Arc::new(datapath),
+                reason: "the kernel has ESP".to_string(),
+            })
+        }
         (_, Err(why)) => {
             let mut cfg = UserspaceConfig::new(TUN_NAME);
             cfg.bind = std::net::SocketAddr::from(([0, 0, 0, 0], settings.port));
@@ -110,10 +118,23 @@ pub fn start(settings: &DatapathSettings) -> Result<Started, String> {
     }
 }
 
-/// Whether this kernel can hold ESP SAs with AES-GCM.
+/// Which datapath [`start`] would pick, and why, without starting it: what
+/// `netctl status` says before anything needs encryption.
+pub fn predict(settings: &DatapathSettings) -> (&'static str, String) {
+    match settings.choice {
+        DatapathChoice::Userspace => ("userspace", "--ipsec-datapath userspace".into()),
+        choice => match (kernel_esp(), choice) {
+            (Ok(()), _) => ("kernel", "the kernel has ESP".into()),
+            (Err(why), DatapathChoice::Kernel) => ("none", format!("--ipsec-datapath kernel, but {why}")),
+            (Err(why), _) => ("userspace", why),
+        },
+    }
+}
+
+/// Whether this kernel can hold ESP SAs with AES-GCM (a throwaway state added and
+/// deleted in this namespace).
 fn kernel_esp() -> Result<(), String> {
-    // The XFRM probe comes with the kernel datapath; until then, no kernel ESP is used.
-    Err("no kernel XFRM datapath in this strait".to_string())
+    strait_esp::kernel::probe()
 }
 
 #[cfg(test)]

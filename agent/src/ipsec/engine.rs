@@ -140,6 +140,8 @@ pub struct Engine {
     keys: Keys,
     running: Option<Running>,
     datapath_error: Option<String>,
+    /// The datapath the probe at start picked, and why (until one runs).
+    predicted: (&'static str, String),
     peers: BTreeMap<String, PeerState>,
     mode: IpsecMode,
     view: Arc<ClusterView>,
@@ -198,7 +200,10 @@ impl Engine {
         };
         let (cmd_tx, commands) = mpsc::channel(16);
         let (ike_tx, ike_rx) = mpsc::channel(1024);
+        let predicted = datapath::predict(&cfg.datapath);
+        info!(datapath = predicted.0, reason = %predicted.1, "IPsec datapath, once a pair needs encryption");
         let engine = Engine {
+            predicted,
             cfg,
             netlink,
             speaker,
@@ -390,11 +395,17 @@ impl Engine {
     }
 
     /// The steering for the planned peers: into the TUN device where it exists,
-    /// `prohibit` alone where it does not (no datapath yet, or a kernel one).
+    /// `prohibit` alone where it does not (no datapath yet). The kernel datapath needs
+    /// none: its XFRM policies take the packets, and drop them while no SA is there.
     async fn steer(&mut self) {
+        let kernel = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.datapath.name() == "kernel");
         let prefixes: BTreeMap<String, Vec<ipnet::IpNet>> = self
             .peers
             .iter()
+            .filter(|_| !kernel)
             .map(|(n, p)| (n.clone(), p.plan.prefixes.clone()))
             .collect();
         let tun = match self.netlink.link_by_name(datapath::TUN_NAME).await {
@@ -581,12 +592,16 @@ impl Engine {
             key: key_in,
             esn: child.esn,
             replay_window: REPLAY_WINDOW,
+            // Between strait nodes ESP is always in UDP 4500: the userspace datapath
+            // speaks nothing else, and either side may run it.
+            udp_encap: true,
         };
         let outbound = SaConfig {
             spi: child.spi_out,
             key: key_out,
             esn: child.esn,
             replay_window: REPLAY_WINDOW,
+            udp_encap: true,
         };
         let installed = r
             .datapath
@@ -749,7 +764,13 @@ impl Engine {
                 .running
                 .as_ref()
                 .map(|r| r.reason.clone())
-                .or_else(|| self.datapath_error.clone()),
+                .or_else(|| self.datapath_error.clone())
+                .or_else(|| {
+                    Some(format!(
+                        "not started; would be {}: {}",
+                        self.predicted.0, self.predicted.1
+                    ))
+                }),
             mtu: (self.mode != IpsecMode::Off).then_some(self.cfg.encrypted_mtu),
             peers,
             drops,
