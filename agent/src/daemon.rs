@@ -753,7 +753,7 @@ fn start_ipsec(
     }
     let (engine, handle) = crate::ipsec::Engine::new(engine_cfg, host.clone(), node_key, mtu_less)
         .map_err(anyhow::Error::msg)?;
-    let (mode_tx, mode_rx) = tokio::sync::watch::channel(strait_api::ipsec::IpsecMode::Off);
+    let (mode_tx, mode_rx) = tokio::sync::watch::channel(None);
     let follower = tokio::spawn(crate::ipsec::settings::follow(
         store.clone(),
         mode_tx,

@@ -194,6 +194,13 @@ fn answers() -> Vec<Vec<u8>> {
                 to_stack: 1,
                 by_reason: [("pass_no_entry".to_string(), 1)].into(),
             }),
+            ipsec: Some(strait_api::IpsecSummary {
+                mode: strait_api::ipsec::IpsecMode::CrossSite,
+                datapath: "userspace".into(),
+                reason: Some("kernel has no ESP".into()),
+                peers: 2,
+                peers_up: 1,
+            }),
         }),
         bytes(&vec![Endpoint {
             id: "e1".into(),

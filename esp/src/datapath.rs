@@ -124,6 +124,13 @@ pub trait Datapath: Send + Sync {
     /// Install an outbound SA and make it the one new packets use, in one step:
     /// packets in flight finish on the old one, none is lost or sent in clear.
     fn install_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError>;
+    /// Install an outbound SA beside the one in use, without using it yet: it takes
+    /// over when [`Datapath::activate_outbound`] names it, or when the SA in use is
+    /// removed (the newest installed one takes over then). A peer with no outbound SA
+    /// in use starts using it at once.
+    fn add_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError>;
+    /// Make the installed outbound SA `spi` the one new packets use.
+    fn activate_outbound(&self, peer: &str, spi: u32) -> Result<(), DatapathError>;
     /// Remove one SA. Removing the outbound SA in use hands new packets to the newest
     /// outbound SA still installed for the peer, if any.
     fn remove_sa(&self, peer: &str, direction: Direction, spi: u32) -> Result<(), DatapathError>;

@@ -86,9 +86,38 @@ fn child_rekey_installs_the_new_sa_before_deleting_the_old() {
         .iter()
         .find(|e| matches!(e, Event::ChildSaRekeyed { .. }))
     {
-        Some(Event::ChildSaRekeyed { old_spi_in, .. }) => assert_eq!(*old_spi_in, old.spi_in),
+        Some(Event::ChildSaRekeyed {
+            old_spi_in,
+            initiator,
+            ..
+        }) => {
+            assert_eq!(*old_spi_in, old.spi_in);
+            assert!(*initiator, "node 0 asked for the rekey");
+        }
         other => panic!("{other:?}"),
     }
+    // The side that deletes the old SA is told to stop sending on it first.
+    let deleting = net.nodes[0]
+        .events
+        .iter()
+        .position(
+            |e| matches!(e, Event::ChildSaDeleting { spi_out, .. } if *spi_out == old.spi_out),
+        )
+        .expect("ChildSaDeleting for the old SA");
+    let deleted = net.nodes[0]
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ChildSaDeleted { .. }))
+        .unwrap();
+    assert!(deleting < deleted);
+    // The responder is told it answered, so that it waits before sending on the new SA.
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaRekeyed {
+            initiator: false,
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -9,11 +9,16 @@
 //! Root, etcd, tcpdump and tshark needed (visible SKIP otherwise).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use strait_api::ipsec::{IpsecMode, IpsecSettings, IpsecStatus};
+use strait_testbeds::bench::{self, IperfServer};
+use strait_testbeds::cluster::probe::ContinuousPing;
 use strait_testbeds::cluster::underlay::Line;
-use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, ESP_SA_LOG, Fabric, probe};
+use strait_testbeds::cluster::{
+    Cluster, ClusterHost, ClusterOpts, Container, ESP_SA_LOG, Fabric, probe,
+};
 use strait_testbeds::wait_until;
 use strait_testbeds::wire::{self, Capture};
 
@@ -187,5 +192,156 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
     assert_eq!(
         before.drops, after.drops,
         "nothing of same-site traffic met the datapath"
+    );
+}
+
+/// Two sites of one host each, cross-site mode on, containers a (h1) and b (h2), and
+/// both agents encrypting; `extra` flags for the agents.
+fn two_site_pair(extra: &[&str]) -> (Cluster, Arc<Container>, Arc<Container>) {
+    let mut opts = ClusterOpts::new(2, Fabric::Vxlan);
+    opts.pools = vec!["10.244.0.0/16".into()];
+    opts.sites = Some(Line { rate_mbit: None });
+    opts.agent_extra = extra.iter().map(|s| s.to_string()).collect();
+    let mut c = Cluster::start(opts);
+    let a = c.add_container(0, "a");
+    let b = c.add_container(1, "b");
+    let settings = IpsecSettings {
+        mode: IpsecMode::CrossSite,
+    };
+    c.host(0)
+        .agent
+        .client()
+        .put_ipsec_settings(&settings)
+        .unwrap();
+    wait_encrypting(c.host(0), &["h2"]);
+    wait_encrypting(c.host(1), &["h1"]);
+    probe::wait_ping(&a.ns, b.v4.unwrap().into(), CONVERGE).unwrap();
+    (c, a, b)
+}
+
+/// The replay and ICV failures every Child SA of `h` counted.
+fn failures(h: &ClusterHost) -> (u64, u64) {
+    status(h)
+        .peers
+        .iter()
+        .flat_map(|p| &p.child_sas)
+        .filter_map(|c| c.inbound.as_ref())
+        .fold((0, 0), |(r, i), c| {
+            (r + c.replay_failures, i + c.icv_failures)
+        })
+}
+
+fn child_rekeys(h: &ClusterHost) -> u32 {
+    status(h).peers.iter().map(|p| p.child_rekeys).sum()
+}
+
+#[test]
+fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
+    if !privileged("rekeys_under_traffic_lose_no_packet_and_count_no_replay") {
+        return;
+    }
+    // Child SAs live 3 s: a dozen rekeys in the run, by time, from either end.
+    let (c, a, b) = two_site_pair(&["--ipsec-child-lifetime-secs", "3"]);
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    let server = IperfServer::start(&b.ns, b_ip);
+    let pings = ContinuousPing::start(&a.ns, b_ip, 750, Duration::from_millis(20));
+    let rekeys_before = child_rekeys(c.host(0));
+    let run = bench::iperf(&a.ns, b_ip, 8, false).expect("iperf3 across the rekeys");
+    // And a rekey asked from both ends at once (RFC 7296 §2.8.1).
+    let (h1, h2) = (c.host(0).agent.client(), c.host(1).agent.client());
+    let both = std::thread::spawn(move || h2.ipsec_rekey("h1"));
+    h1.ipsec_rekey("h2").unwrap();
+    both.join().unwrap().unwrap();
+    let stats = pings.finish().unwrap();
+    drop(server);
+    assert!(run.gbits > 0.0, "iperf3 moved data");
+    let drops: Vec<_> = c.hosts().iter().map(|h| status(h).drops).collect();
+    assert_eq!(
+        stats.lost(),
+        0,
+        "{stats:?} across the rekeys; drops {drops:?}"
+    );
+    let rekeys = child_rekeys(c.host(0)) - rekeys_before;
+    assert!(rekeys >= 3, "Child SA rekeys during the run: {rekeys}");
+    for h in c.hosts() {
+        assert_eq!(failures(h), (0, 0), "{}: replay and ICV failures", h.name);
+    }
+}
+
+#[test]
+fn an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear() {
+    if !privileged("an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear") {
+        return;
+    }
+    let (mut c, a, b) = two_site_pair(&[]);
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    let old: Vec<String> = status(c.host(1)).peers[0]
+        .child_sas
+        .iter()
+        .map(|s| s.spi_in.clone())
+        .collect();
+    let (router, dev) = c.underlay().line().expect("a line");
+    let capture = Capture::start(router, dev, &c.dir().join("restart.pcap"));
+    let pings = ContinuousPing::start(&a.ns, b_ip, 400, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(500));
+    // Killed, as a crash would: nothing is cleaned up on the way out.
+    c.kill_agent(0);
+    std::thread::sleep(Duration::from_secs(2));
+    c.start_agent(0);
+    wait_encrypting(c.host(0), &["h2"]);
+    wait_encrypting(c.host(1), &["h1"]);
+    let stats = pings.finish().unwrap();
+    let pcap = capture.stop();
+    assert!(stats.received > 0, "{stats:?}");
+    probe::wait_ping(&a.ns, b_ip, CONVERGE).unwrap();
+    // The peer holds only the new SAs: the stale ones went with INITIAL_CONTACT.
+    let now: Vec<String> = status(c.host(1)).peers[0]
+        .child_sas
+        .iter()
+        .map(|s| s.spi_in.clone())
+        .collect();
+    assert!(
+        now.iter().all(|s| !old.contains(s)),
+        "old {old:?}, now {now:?}"
+    );
+    // Throughout, nothing but UDP 4500 between the hosts and no container address.
+    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(1).underlay_v4);
+    let clear = wire::tshark_fields(
+        &pcap,
+        &[],
+        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
+        &[
+            "frame.number",
+            "ip.src",
+            "ip.dst",
+            "_ws.col.Protocol",
+            "_ws.col.Info",
+        ],
+    );
+    assert!(clear.is_empty(), "in clear during the restart: {clear:?}");
+    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
+    assert!(
+        leaked.is_empty(),
+        "a container address in clear: {leaked:?}"
+    );
+}
+
+#[test]
+fn a_line_that_flaps_for_five_seconds_comes_back_by_dead_peer_detection() {
+    if !privileged("a_line_that_flaps_for_five_seconds_comes_back_by_dead_peer_detection") {
+        return;
+    }
+    let (c, a, b) = two_site_pair(&["--ipsec-dpd-secs", "1"]);
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    c.underlay().set_line_up(false);
+    std::thread::sleep(Duration::from_secs(5));
+    c.underlay().set_line_up(true);
+    wait_encrypting(c.host(0), &["h2"]);
+    probe::wait_ping(&a.ns, b_ip, CONVERGE).unwrap();
+    ping(&a.ns, b_ip, 20);
+    let peer = &status(c.host(0)).peers[0];
+    assert!(
+        peer.last_dpd_secs.is_some(),
+        "dead-peer detection ran: {peer:?}"
     );
 }

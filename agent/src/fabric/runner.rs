@@ -54,8 +54,9 @@ pub struct FabricHandle<K: HostNet = Netlink> {
 struct Shared {
     /// The cluster as last read from the store.
     view: Mutex<Arc<ClusterView>>,
-    /// The same, for followers (IPsec) that act on every change.
-    views: watch::Sender<Arc<ClusterView>>,
+    /// The same, for followers (IPsec) that act on every change; `None` until the
+    /// first listing, so that nobody acts on an empty cluster that is merely unread.
+    views: watch::Sender<Option<Arc<ClusterView>>>,
     status: Mutex<Status>,
 }
 
@@ -213,7 +214,7 @@ impl<K: HostNet> Fabric<K> {
     fn publish(&self, view: &ClusterView) {
         let view = Arc::new(view.clone());
         *lock(&self.handle.shared.view) = view.clone();
-        self.handle.shared.views.send_replace(view);
+        self.handle.shared.views.send_replace(Some(view));
     }
 
     async fn reconcile_once(&self, state: &mut LoopState) -> Result<(), ()> {
@@ -289,7 +290,7 @@ impl<K: HostNet> FabricHandle<K> {
     /// Reconciliations completed (successfully or not) since the fabric started.
     /// The cluster as the fabric reads it (node records, blocks), now and after every
     /// change: what IPsec derives its peers and their prefixes from.
-    pub fn watch_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+    pub fn watch_view(&self) -> watch::Receiver<Option<Arc<ClusterView>>> {
         self.shared.views.subscribe()
     }
 

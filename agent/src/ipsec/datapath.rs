@@ -125,7 +125,9 @@ pub fn predict(settings: &DatapathSettings) -> (&'static str, String) {
         DatapathChoice::Userspace => ("userspace", "--ipsec-datapath userspace".into()),
         choice => match (kernel_esp(), choice) {
             (Ok(()), _) => ("kernel", "the kernel has ESP".into()),
-            (Err(why), DatapathChoice::Kernel) => ("none", format!("--ipsec-datapath kernel, but {why}")),
+            (Err(why), DatapathChoice::Kernel) => {
+                ("none", format!("--ipsec-datapath kernel, but {why}"))
+            }
             (Err(why), _) => ("userspace", why),
         },
     }

@@ -21,9 +21,12 @@
 //!
 //! Speaker events are applied as they come: a Child SA up installs the inbound SA and
 //! then switches outbound to it; a rekey installs the new pair, the old stays until its
-//! Delete, so that both are live during the overlap; a deleted Child SA leaves the
-//! datapath. Every second the engine asks the datapath for SAs near their sequence
-//! number or byte limit and has the speaker rekey them.
+//! Delete, so that both are live during the overlap. The side that answered a rekey
+//! keeps sending on the old SA until the new one carries the initiator's traffic (or
+//! the old one is deleted): its answer may not have reached the initiator yet, which
+//! could not decrypt. A deleted Child SA leaves the datapath. Ten times a second the
+//! engine asks the datapath for SAs near their sequence number or byte limit and has
+//! the speaker rekey them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -53,8 +56,11 @@ pub const RESPONDER_GRACE: Duration = Duration::from_secs(2);
 /// After a failed or lost IKE SA, the next attempt waits this long, doubling.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How often SA counters are checked against the limits.
-const LIMIT_CHECK: Duration = Duration::from_secs(1);
+/// How often SA counters are checked: against the limits, and for traffic on a new
+/// inbound SA whose outbound twin is held back.
+const LIMIT_CHECK: Duration = Duration::from_millis(100);
+/// How long a rekey's responder holds the new outbound SA back at most.
+const SWITCH_GRACE: Duration = Duration::from_secs(2);
 /// The anti-replay window of every inbound SA.
 pub const REPLAY_WINDOW: u32 = 2048;
 
@@ -121,6 +127,16 @@ struct PeerState {
     last_error: Option<String>,
     /// Outbound SPI → the inbound SPI of the same Child SA (the speaker's handle).
     children: BTreeMap<u32, u32>,
+    /// Rekeys we answered: new outbound SAs installed but held back until their
+    /// inbound twin carries traffic or the deadline passes. (When the SA in use is
+    /// deleted first, the datapath hands over to the newest installed one.)
+    pending_out: Vec<PendingOut>,
+}
+
+struct PendingOut {
+    spi_in: u32,
+    spi_out: u32,
+    deadline: Instant,
 }
 
 /// The keys peers are authenticated with, shared with the speaker's verifier.
@@ -226,12 +242,27 @@ impl Engine {
     /// adopts it), so nothing to an encrypted peer leaves in clear in between.
     pub async fn run(
         mut self,
-        mut mode: watch::Receiver<IpsecMode>,
-        mut views: watch::Receiver<Arc<ClusterView>>,
+        mut mode: watch::Receiver<Option<IpsecMode>>,
+        mut views: watch::Receiver<Option<Arc<ClusterView>>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        self.mode = *mode.borrow_and_update();
-        self.view = views.borrow_and_update().clone();
+        // Nothing is planned before both the mode and the cluster were read: an agent
+        // that starts must not take the steering it adopted for "mode off" or "no
+        // peers" and let a packet out in clear until the store answers.
+        let first = async {
+            let mode = *mode.wait_for(Option::is_some).await.ok()?;
+            let view = views.wait_for(Option::is_some).await.ok()?.clone();
+            Some((mode?, view?))
+        };
+        let (m, v) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            first = first => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        self.mode = m;
+        self.view = v;
         self.apply_plan().await;
         let mut limits = tokio::time::interval(LIMIT_CHECK);
         loop {
@@ -245,7 +276,8 @@ impl Engine {
                     if changed.is_err() {
                         break;
                     }
-                    self.mode = *mode.borrow_and_update();
+                    let Some(m) = *mode.borrow_and_update() else { continue };
+                    self.mode = m;
                     info!(mode = %self.mode, "IPsec mode");
                     self.apply_plan().await;
                 }
@@ -253,7 +285,7 @@ impl Engine {
                     if changed.is_err() {
                         break;
                     }
-                    let view = views.borrow_and_update().clone();
+                    let Some(view) = views.borrow_and_update().clone() else { continue };
                     if *view != *self.view {
                         self.view = view;
                         self.apply_plan().await;
@@ -328,6 +360,7 @@ impl Engine {
                     retry: RETRY_MIN,
                     last_error: None,
                     children: BTreeMap::new(),
+                    pending_out: Vec::new(),
                 }
             });
             if old_key.is_some() && old_key != key {
@@ -511,8 +544,20 @@ impl Engine {
                     debug!(%remote, error = %e, "sending an IKE message");
                 }
             }
-            Event::ChildSaUp(child) => self.install_child(&child),
-            Event::ChildSaRekeyed { new, .. } => self.install_child(&new),
+            Event::ChildSaUp(child) => self.install_child(&child, true),
+            Event::ChildSaRekeyed { new, initiator, .. } => self.install_child(&new, initiator),
+            Event::ChildSaDeleting { peer, spi_out, .. } => {
+                // Our Delete is on its way: the peer drops its inbound half on reading
+                // it, so nothing more may leave on this SA. The newest other outbound
+                // SA takes over; the inbound half stays until the Delete is answered.
+                let Some(name) = node_of(&peer) else { return };
+                if let Some(r) = &self.running {
+                    ignore_unknown(r.datapath.remove_sa(&name, Direction::Outbound, spi_out));
+                }
+                if let Some(p) = self.peers.get_mut(&name) {
+                    p.pending_out.retain(|q| q.spi_out != spi_out);
+                }
+            }
             Event::ChildSaDeleted {
                 peer,
                 spi_in,
@@ -525,6 +570,7 @@ impl Engine {
                 }
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.children.remove(&spi_out);
+                    p.pending_out.retain(|q| q.spi_out != spi_out);
                 }
                 debug!(peer = %name, spi_in = format!("{spi_in:08x}"), spi_out = format!("{spi_out:08x}"), "Child SA deleted");
             }
@@ -564,8 +610,10 @@ impl Engine {
     }
 
     /// Installs a Child SA: inbound first, so the peer's first packet on it is
-    /// taken, then the outbound switch.
-    fn install_child(&mut self, child: &ChildSa) {
+    /// taken, then outbound — in use at once when `switch` (a new SA, or a rekey we
+    /// asked for, whose answer the peer sent after installing), else held back (see
+    /// [`PendingOut`]).
+    fn install_child(&mut self, child: &ChildSa, switch: bool) {
         let Some(name) = node_of(&child.peer) else {
             return;
         };
@@ -603,18 +651,54 @@ impl Engine {
             replay_window: REPLAY_WINDOW,
             udp_encap: true,
         };
+        let spi_out = outbound.spi;
         let installed = r
             .datapath
             .install_inbound(&name, inbound)
-            .and_then(|()| r.datapath.install_outbound(&name, outbound));
-        match installed {
-            Ok(()) => {
-                info!(peer = %name, spi_in = format!("{:08x}", child.spi_in), spi_out = format!("{:08x}", child.spi_out), "Child SA installed");
-                if let Some(p) = self.peers.get_mut(&name) {
-                    p.children.insert(child.spi_out, child.spi_in);
+            .and_then(|()| r.datapath.add_outbound(&name, outbound))
+            .and_then(|()| match switch {
+                true => r.datapath.activate_outbound(&name, spi_out),
+                false => Ok(()),
+            });
+        if let Err(e) = installed {
+            warn!(peer = %name, error = %e, "installing a Child SA");
+            return;
+        }
+        info!(peer = %name, spi_in = format!("{:08x}", child.spi_in), spi_out = format!("{spi_out:08x}"), switch, "Child SA installed");
+        let Some(p) = self.peers.get_mut(&name) else {
+            return;
+        };
+        p.children.insert(spi_out, child.spi_in);
+        if !switch {
+            p.pending_out.push(PendingOut {
+                spi_in: child.spi_in,
+                spi_out,
+                deadline: Instant::now() + SWITCH_GRACE,
+            });
+        }
+    }
+
+    /// Puts in use the held-back outbound SAs whose inbound twin carried traffic, or
+    /// whose grace ran out.
+    fn switch_due(&mut self, esp: &[strait_esp::SaReport]) {
+        let Some(r) = &self.running else { return };
+        let now = Instant::now();
+        for (name, p) in &mut self.peers {
+            p.pending_out.retain(|q| {
+                let used = esp.iter().any(|s| {
+                    s.direction == Direction::Inbound
+                        && s.status.spi == q.spi_in
+                        && s.status.packets > 0
+                });
+                if !used && now < q.deadline {
+                    return true;
                 }
-            }
-            Err(e) => warn!(peer = %name, error = %e, "installing a Child SA"),
+                match r.datapath.activate_outbound(name, q.spi_out) {
+                    Ok(()) => debug!(peer = %name, spi_out = format!("{:08x}", q.spi_out), "outbound switched"),
+                    Err(e) => debug!(peer = %name, error = %e, "switching outbound"),
+                }
+                false
+            });
         }
     }
 
@@ -623,8 +707,9 @@ impl Engine {
     fn check_limits(&mut self) {
         let Some(r) = &self.running else { return };
         let now = Instant::now();
+        let esp = r.datapath.sa_status();
         let mut due = vec![];
-        for sa in r.datapath.sa_status() {
+        for sa in &esp {
             if sa.direction != Direction::Outbound || !sa.active {
                 continue;
             }
@@ -638,6 +723,7 @@ impl Engine {
                 due.push(*spi_in);
             }
         }
+        self.switch_due(&esp);
         for spi_in in due {
             self.speaker.child_limit_reached(spi_in, now);
         }

@@ -50,11 +50,12 @@ impl IpsecSettingsStore {
     }
 }
 
-/// Keeps `mode` equal to the stored mode until `stop`: read, then watch from the
-/// revision read; a watch that ends (compaction, a lost etcd connection) reads again.
+/// Keeps `mode` equal to the stored mode until `stop` (`None` until the first read):
+/// read, then watch from the revision read; a watch that ends (compaction, a lost
+/// etcd connection) reads again.
 pub async fn follow(
     store: Arc<dyn Store>,
-    mode: watch::Sender<IpsecMode>,
+    mode: watch::Sender<Option<IpsecMode>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let key = settings_key();
@@ -67,7 +68,8 @@ pub async fn follow(
                 .iter()
                 .find(|kv| kv.key == key)
                 .map_or_else(IpsecSettings::default, |kv| decode(&kv.value));
-            mode.send_if_modified(|m| std::mem::replace(m, current.mode) != current.mode);
+            let current = Some(current.mode);
+            mode.send_if_modified(|m| std::mem::replace(m, current) != current);
             let mut w = store.watch(&key, read.revision + 1).await?;
             while let Some(WatchMessage::Events(events)) = w.rx.recv().await {
                 for e in events.iter().filter(|e| e.kv.key == key) {
@@ -75,7 +77,8 @@ pub async fn follow(
                         EventKind::Put => decode(&e.kv.value),
                         EventKind::Delete => IpsecSettings::default(),
                     };
-                    mode.send_if_modified(|m| std::mem::replace(m, next.mode) != next.mode);
+                    let next = Some(next.mode);
+                    mode.send_if_modified(|m| std::mem::replace(m, next) != next);
                 }
             }
             Ok::<(), StoreError>(())
@@ -145,12 +148,12 @@ mod tests {
             .await
             .unwrap();
         let owner = IpsecSettingsStore::new(store.clone());
-        let (tx, mut rx) = watch::channel(IpsecMode::Off);
+        let (tx, mut rx) = watch::channel(None);
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(follow(store.clone(), tx, stop));
         for mode in [IpsecMode::All, IpsecMode::CrossSite] {
             owner.put(&IpsecSettings { mode }).await.unwrap();
-            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|m| *m == mode))
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|m| *m == Some(mode)))
                 .await
                 .expect("followed")
                 .unwrap();
@@ -158,7 +161,7 @@ mod tests {
         store.delete(&settings_key()).await.unwrap();
         tokio::time::timeout(
             Duration::from_secs(5),
-            rx.wait_for(|m| *m == IpsecMode::Off),
+            rx.wait_for(|m| *m == Some(IpsecMode::Off)),
         )
         .await
         .expect("a deleted key is the default")

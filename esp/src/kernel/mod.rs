@@ -615,6 +615,30 @@ impl Datapath for Xfrm {
         Ok(())
     }
 
+    /// The kernel has no "installed but not in use" for a state: it sends on the
+    /// newest state of the peer's reqid. So a standby SA is in use at once here, and
+    /// activating one is a check that it exists.
+    fn add_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError> {
+        self.install_outbound(peer, sa)
+    }
+
+    fn activate_outbound(&self, peer: &str, spi: u32) -> Result<(), DatapathError> {
+        let inner = self.lock();
+        let known = inner
+            .peers
+            .get(peer)
+            .is_some_and(|p| p.outbound.iter().any(|s| s.spi == spi));
+        if known {
+            Ok(())
+        } else {
+            Err(DatapathError::UnknownSa {
+                peer: peer.to_string(),
+                direction: Direction::Outbound,
+                spi,
+            })
+        }
+    }
+
     /// Removing the outbound SA in use hands new packets to the newest one left, in
     /// the kernel as in strait's list.
     fn remove_sa(&self, peer: &str, direction: Direction, spi: u32) -> Result<(), DatapathError> {

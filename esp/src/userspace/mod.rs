@@ -305,6 +305,64 @@ impl Datapath for Userspace {
         })
     }
 
+    fn add_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError> {
+        self.shared.tables.edit(|t| {
+            let p = t
+                .peers
+                .get(peer)
+                .ok_or_else(|| DatapathError::UnknownPeer(peer.to_string()))?;
+            let new = Arc::new(OutboundSa::new(sa.spi, &sa.key, sa.esn));
+            let mut retired = p.retired.clone();
+            let outbound = match &p.outbound {
+                Some(active) => {
+                    retired.push(new);
+                    Some(active.clone())
+                }
+                None => Some(new),
+            };
+            let next = Peer {
+                name: p.name.clone(),
+                config: p.config.clone(),
+                to: p.to.clone(),
+                outbound,
+                retired,
+            };
+            t.peers.insert(peer.to_string(), Arc::new(next));
+            Ok(())
+        })
+    }
+
+    fn activate_outbound(&self, peer: &str, spi: u32) -> Result<(), DatapathError> {
+        self.shared.tables.edit(|t| {
+            let p = t
+                .peers
+                .get(peer)
+                .ok_or_else(|| DatapathError::UnknownPeer(peer.to_string()))?;
+            if p.outbound.as_ref().is_some_and(|s| s.spi() == spi) {
+                return Ok(());
+            }
+            let mut retired = p.retired.clone();
+            let i = retired.iter().position(|s| s.spi() == spi).ok_or_else(|| {
+                DatapathError::UnknownSa {
+                    peer: peer.to_string(),
+                    direction: Direction::Outbound,
+                    spi,
+                }
+            })?;
+            let chosen = retired.remove(i);
+            retired.extend(p.outbound.clone());
+            let next = Peer {
+                name: p.name.clone(),
+                config: p.config.clone(),
+                to: p.to.clone(),
+                outbound: Some(chosen),
+                retired,
+            };
+            t.peers.insert(peer.to_string(), Arc::new(next));
+            Ok(())
+        })
+    }
+
     fn remove_sa(&self, peer: &str, direction: Direction, spi: u32) -> Result<(), DatapathError> {
         let unknown = || DatapathError::UnknownSa {
             peer: peer.to_string(),

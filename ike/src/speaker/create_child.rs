@@ -267,6 +267,7 @@ fn rekey_child_responder(
         old_spi_in: old.spi_in,
         old_spi_out: old.spi_out,
         new,
+        initiator: false,
     });
 }
 
@@ -362,6 +363,7 @@ pub(super) fn rekey_child_response(
         old_spi_in: old.spi_in,
         old_spi_out: old.spi_out,
         new,
+        initiator: true,
     });
     let delete = match collision {
         // §2.8.1: ours has the lowest nonce, so ours is the redundant one.

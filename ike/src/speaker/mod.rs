@@ -167,10 +167,25 @@ pub enum Event {
     ChildSaUp(ChildSa),
     /// `new` replaces the SA with SPIs `old_spi_in`/`old_spi_out`: install `new`
     /// now; the old one stays until its own [`Event::ChildSaDeleted`].
+    ///
+    /// `initiator` says whether we asked for the rekey. The responder's answer may
+    /// still be on its way when the responder has the new SA: a responder that sent
+    /// on it at once could reach the initiator before it can decrypt, so it should
+    /// keep sending on the old SA until the new one carries traffic from the
+    /// initiator, or the old one is deleted (RFC 7296 §2.8).
     ChildSaRekeyed {
         old_spi_in: u32,
         old_spi_out: u32,
         new: ChildSa,
+        initiator: bool,
+    },
+    /// We are about to ask the peer to delete this Child SA: stop sending on it now
+    /// (the peer drops its inbound half when it reads our request), but keep
+    /// receiving on it until [`Event::ChildSaDeleted`].
+    ChildSaDeleting {
+        peer: Identity,
+        spi_in: u32,
+        spi_out: u32,
     },
     ChildSaDeleted {
         peer: Identity,
@@ -541,6 +556,15 @@ impl Speaker {
             Intent::RekeyChild { spi_in } => create_child::rekey_child_request(self, sa, spi_in),
             Intent::RekeyIke => create_child::rekey_ike_request(self, sa),
             Intent::DeleteChild { spis_in } => {
+                if let Some(peer) = sa.peer.clone() {
+                    for c in sa.children.iter().filter(|c| spis_in.contains(&c.spi_in)) {
+                        self.events.push_back(Event::ChildSaDeleting {
+                            peer: peer.clone(),
+                            spi_in: c.spi_in,
+                            spi_out: c.spi_out,
+                        });
+                    }
+                }
                 Some(informational::delete_child_request(sa, spis_in))
             }
             Intent::DeleteIke => {

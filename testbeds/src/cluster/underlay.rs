@@ -213,6 +213,44 @@ impl Underlay {
         }
     }
 
+    /// With two sites: takes the dedicated line down (both ends, as a cut line) or
+    /// brings it back up with its routes.
+    pub fn set_line_up(&self, up: bool) {
+        let (Some(ra), Some(rb)) = (&self.router, &self.router_b) else {
+            panic!("set_line_up needs two sites");
+        };
+        let state = if up { "up" } else { "down" };
+        for r in [ra, rb] {
+            r.exec_ok(&["ip", "link", "set", LINE_DEV, state]);
+        }
+        if !up {
+            return;
+        }
+        // Taking a link down takes its routes along; they come back once both ends
+        // have carrier again (until then the gateway is unreachable).
+        for (r, other, seg) in [(ra, 2, Segment::B), (rb, 1, Segment::A)] {
+            let v4 = format!("{}/24", seg.v4(0));
+            let v6 = format!("{}/64", seg.v6(0));
+            let (gw4, gw6) = (
+                format!("10.0.254.{other}"),
+                format!("fd00:10:0:fe::{other}"),
+            );
+            let argvs: [&[&str]; 2] = [
+                &["ip", "route", "replace", &v4, "via", &gw4],
+                &["ip", "-6", "route", "replace", &v6, "via", &gw6],
+            ];
+            for argv in argvs {
+                crate::wait::wait_until(
+                    &format!("{argv:?} in {}", r.name()),
+                    std::time::Duration::from_secs(10),
+                    std::time::Duration::from_millis(100),
+                    || r.exec(argv).status.success(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
     /// With two sites: site A's router and the line's device in it, where a capture
     /// sees every packet between the sites.
     pub fn line(&self) -> Option<(&Netns, &'static str)> {
@@ -315,6 +353,13 @@ fn join_sites(ra: &Netns, rb: &Netns, mtu: u32, line: Line) {
             "dev",
             LINE_DEV,
             "nodad",
+        ]);
+        // A cut line keeps its addresses, as a real one would (IPv6 drops them
+        // on link down otherwise).
+        r.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{LINE_DEV}.keep_addr_on_down=1"),
         ]);
         r.exec_ok(&["ip", "link", "set", LINE_DEV, "up"]);
         let v4 = format!("{}/24", seg.v4(0));
