@@ -15,7 +15,7 @@ PKGS=(
   # the Docker plugin tests and benchmark (each runs its own dockerd in a netns)
   docker.io
   # the cluster store (etcd backend, cluster tests)
-  etcd-server
+  etcd-server etcd-client
   iperf3
   # the policy benchmark's iptables baseline (scripts/bench-policy.sh)
   ipset

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::netns::Netns;
 use crate::process;
 use crate::wait::wait_until;
 
@@ -17,15 +16,15 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts capturing whole packets on `dev` in `ns` into `file`, and returns once
-    /// tcpdump listens.
-    pub fn start(ns: &Netns, dev: &str, file: &Path) -> Self {
+    /// Starts capturing whole packets on `dev` in namespace `ns` into `file`, and
+    /// returns once tcpdump listens.
+    pub fn start(ns: &str, dev: &str, file: &Path) -> Self {
         let log = file.with_extension("log");
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                ns.name(),
+                ns,
                 "tcpdump",
                 "-n",
                 "-U",

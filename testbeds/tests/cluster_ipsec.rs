@@ -123,7 +123,7 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
 
     let (router, dev) = c.underlay().line().expect("a line");
     let pcap_path = c.dir().join("line.pcap");
-    let capture = Capture::start(router, dev, &pcap_path);
+    let capture = Capture::start(router.name(), dev, &pcap_path);
     ping(&a.ns, b_ip, 20);
     ping(&b.ns, a_ip, 20);
     probe::tcp_echo(&a.ns, &b.ns, b_ip).unwrap();
@@ -281,7 +281,7 @@ fn an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear() {
         .map(|s| s.spi_in.clone())
         .collect();
     let (router, dev) = c.underlay().line().expect("a line");
-    let capture = Capture::start(router, dev, &c.dir().join("restart.pcap"));
+    let capture = Capture::start(router.name(), dev, &c.dir().join("restart.pcap"));
     let pings = ContinuousPing::start(&a.ns, b_ip, 400, Duration::from_millis(20));
     std::thread::sleep(Duration::from_millis(500));
     // Killed, as a crash would: nothing is cleaned up on the way out.
@@ -344,4 +344,180 @@ fn a_line_that_flaps_for_five_seconds_comes_back_by_dead_peer_detection() {
         peer.last_dpd_secs.is_some(),
         "dead-peer detection ran: {peer:?}"
     );
+}
+
+/// `etcdctl` against the cluster's etcd, in the underlay namespace.
+fn etcdctl(c: &Cluster, args: &[&str]) -> String {
+    let url = c.etcd().client_url();
+    let mut argv = vec!["etcdctl", "--endpoints", url.as_str()];
+    argv.extend(args);
+    let out = c.underlay().ns.exec(&argv);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_peer_whose_record_has_another_key_is_refused_and_nothing_goes_in_clear() {
+    if !privileged("a_peer_whose_record_has_another_key_is_refused_and_nothing_goes_in_clear") {
+        return;
+    }
+    if std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: etcdctl is not installed (Debian's etcd-client; scripts/install-deps.sh)");
+        return;
+    }
+    let (c, a, b) = two_site_pair(&[]);
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    // A lying record: h2's, with a key h2 does not have, on h2's own lease.
+    let key = "/strait/v1/nodes/h2";
+    let meta: serde_json::Value =
+        serde_json::from_str(&etcdctl(&c, &["get", key, "-w", "json"])).unwrap();
+    let lease = meta["kvs"][0]["lease"]
+        .as_u64()
+        .expect("h2's record has a lease");
+    let mut record: serde_json::Value =
+        serde_json::from_str(etcdctl(&c, &["get", key, "--print-value-only"]).trim()).unwrap();
+    record["ipsec"]["ed25519"] = "11".repeat(32).into();
+    etcdctl(
+        &c,
+        &[
+            "put",
+            key,
+            &record.to_string(),
+            &format!("--lease={lease:x}"),
+        ],
+    );
+
+    // h1 drops the SAs it made with the old key and is refused with the new one.
+    wait_until("h1 refuses h2", CONVERGE, POLL, || {
+        let s = status(c.host(0));
+        let p = &s.peers[0];
+        let refused = p.ike_state != "established"
+            && p.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("authentication failed"));
+        if refused {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    })
+    .unwrap();
+    assert!(c.host(0).agent.log().contains("IKE authentication failed"));
+
+    let (router, dev) = c.underlay().line().expect("a line");
+    let capture = Capture::start(router.name(), dev, &c.dir().join("refused.pcap"));
+    let out = a.ns.exec(&[
+        "ping",
+        "-q",
+        "-c",
+        "10",
+        "-i",
+        "0.1",
+        "-W",
+        "1",
+        &b_ip.to_string(),
+    ]);
+    let pcap = capture.stop();
+    assert!(!out.status.success(), "no SA, no traffic");
+    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
+    assert!(
+        leaked.is_empty(),
+        "a container address in clear: {leaked:?}"
+    );
+    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(1).underlay_v4);
+    let clear = wire::tshark_fields(
+        &pcap,
+        &[],
+        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
+        &["frame.number", "_ws.col.Protocol", "_ws.col.Info"],
+    );
+    assert!(clear.is_empty(), "in clear between the hosts: {clear:?}");
+}
+
+/// Containers of `c`'s first and last host talk through the encrypted path, and a
+/// capture on `(ns, dev)` meanwhile holds nothing but UDP 4500 between the hosts and
+/// no container address.
+fn assert_encrypted_path(c: &mut Cluster, ns: &str, dev: &str) {
+    let last = c.hosts().len() - 1;
+    let a = c.add_container(0, "fa");
+    let b = c.add_container(last, "fb");
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    let capture = Capture::start(ns, dev, &c.dir().join("fabric.pcap"));
+    probe::wait_ping(&a.ns, b_ip, CONVERGE).unwrap();
+    ping(&a.ns, b_ip, 20);
+    probe::tcp_echo(&a.ns, &b.ns, b_ip).unwrap();
+    probe::ping_full_mtu(&a.ns, b_ip, a.mtu).unwrap();
+    let pcap = capture.stop();
+    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(last).underlay_v4);
+    let clear = wire::tshark_fields(
+        &pcap,
+        &[],
+        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
+        &["frame.number", "_ws.col.Protocol", "_ws.col.Info"],
+    );
+    assert!(clear.is_empty(), "in clear between the hosts: {clear:?}");
+    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
+    assert!(
+        leaked.is_empty(),
+        "a container address in clear: {leaked:?}"
+    );
+    let esp = wire::tshark_fields(&pcap, &[], "udp.port == 4500", &["frame.number"]);
+    assert!(esp.len() >= 40, "ESP on the wire: {}", esp.len());
+}
+
+#[test]
+fn the_bgp_fabric_and_its_sessions_cross_sites_encrypted() {
+    if !privileged("the_bgp_fabric_and_its_sessions_cross_sites_encrypted") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(2, Fabric::Bgp);
+    opts.pools = vec!["10.244.0.0/16".into()];
+    opts.sites = Some(Line { rate_mbit: None });
+    let mut c = Cluster::start(opts);
+    let settings = IpsecSettings {
+        mode: IpsecMode::CrossSite,
+    };
+    c.host(0)
+        .agent
+        .client()
+        .put_ipsec_settings(&settings)
+        .unwrap();
+    wait_encrypting(c.host(0), &["h2"]);
+    wait_encrypting(c.host(1), &["h1"]);
+    let (router, dev) = c.underlay().line().expect("a line");
+    let router = router.name().to_string();
+    assert_encrypted_path(&mut c, &router, dev);
+    // The agents' own BGP session runs inside the tunnel and stays up.
+    let peers = c.host(0).agent.client().bgp_peers().unwrap();
+    assert!(peers.iter().all(|p| p.state == "Established"), "{peers:?}");
+}
+
+#[test]
+fn host_gw_on_one_segment_encrypts_every_pair_in_mode_all() {
+    if !privileged("host_gw_on_one_segment_encrypts_every_pair_in_mode_all") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(2, Fabric::HostGw);
+    opts.pools = vec!["10.244.0.0/16".into()];
+    let mut c = Cluster::start(opts);
+    let settings = IpsecSettings {
+        mode: IpsecMode::All,
+    };
+    c.host(0)
+        .agent
+        .client()
+        .put_ipsec_settings(&settings)
+        .unwrap();
+    wait_encrypting(c.host(0), &["h2"]);
+    wait_encrypting(c.host(1), &["h1"]);
+    let ns = c.host(0).ns.name().to_string();
+    assert_encrypted_path(&mut c, &ns, "eth0");
 }
