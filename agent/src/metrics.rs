@@ -50,6 +50,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerDirectionLabels {
+    pub peer: String,
+    pub direction: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub policy_verdicts: Family<PolicyVerdictLabels, Counter>,
@@ -63,6 +74,17 @@ pub struct Metrics {
     pub pool_used: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pub pool_size: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pub gc_released: Counter,
+    pub ipsec_peers: Gauge,
+    pub ipsec_peers_up: Gauge,
+    pub ipsec_packets: Family<PeerDirectionLabels, Counter>,
+    pub ipsec_bytes: Family<PeerDirectionLabels, Counter>,
+    pub ipsec_replay_failures: Family<PeerLabels, Counter>,
+    pub ipsec_icv_failures: Family<PeerLabels, Counter>,
+    pub ipsec_child_rekeys: Family<PeerLabels, Counter>,
+    pub ipsec_auth_failures: Family<PeerLabels, Counter>,
+    pub ipsec_drops: Family<ReasonLabels, Counter>,
+    /// The engine's totals at the last scrape, to add what they grew by.
+    ipsec_seen: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -128,7 +150,71 @@ impl Metrics {
             "Flow events the datapath's ring buffer could not hold",
             policy_events_lost.clone(),
         );
+        let ipsec_peers = Gauge::default();
+        let ipsec_peers_up = Gauge::default();
+        let ipsec_packets = Family::<PeerDirectionLabels, Counter>::default();
+        let ipsec_bytes = Family::<PeerDirectionLabels, Counter>::default();
+        let ipsec_replay_failures = Family::<PeerLabels, Counter>::default();
+        let ipsec_icv_failures = Family::<PeerLabels, Counter>::default();
+        let ipsec_child_rekeys = Family::<PeerLabels, Counter>::default();
+        let ipsec_auth_failures = Family::<PeerLabels, Counter>::default();
+        let ipsec_drops = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ipsec_peers",
+            "Nodes this node encrypts with",
+            ipsec_peers.clone(),
+        );
+        registry.register(
+            "ipsec_peers_up",
+            "Of those, the ones with an established IKE SA",
+            ipsec_peers_up.clone(),
+        );
+        registry.register(
+            "ipsec_packets",
+            "ESP packets per peer and direction, over all SAs",
+            ipsec_packets.clone(),
+        );
+        registry.register(
+            "ipsec_bytes",
+            "ESP payload bytes per peer and direction, over all SAs",
+            ipsec_bytes.clone(),
+        );
+        registry.register(
+            "ipsec_replay_failures",
+            "ESP packets refused as replays, per peer",
+            ipsec_replay_failures.clone(),
+        );
+        registry.register(
+            "ipsec_icv_failures",
+            "ESP packets whose integrity check failed, per peer",
+            ipsec_icv_failures.clone(),
+        );
+        registry.register(
+            "ipsec_child_rekeys",
+            "Child SA rekeys, per peer",
+            ipsec_child_rekeys.clone(),
+        );
+        registry.register(
+            "ipsec_auth_failures",
+            "IKE authentications that failed, per peer",
+            ipsec_auth_failures.clone(),
+        );
+        registry.register(
+            "ipsec_drops",
+            "Packets the ESP datapath dropped rather than send in clear or deliver, by reason",
+            ipsec_drops.clone(),
+        );
         Self {
+            ipsec_peers,
+            ipsec_peers_up,
+            ipsec_packets,
+            ipsec_bytes,
+            ipsec_replay_failures,
+            ipsec_icv_failures,
+            ipsec_child_rekeys,
+            ipsec_auth_failures,
+            ipsec_drops,
+            ipsec_seen: Mutex::new(BTreeMap::new()),
             registry,
             policy_verdicts,
             policy_drops,
@@ -155,6 +241,88 @@ impl Metrics {
                 verb: verb.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Brings the IPsec metrics up to the engine's `status`: gauges set, counters
+    /// grown by what the totals grew since the last scrape.
+    pub fn record_ipsec(&self, status: &strait_api::ipsec::IpsecStatus) {
+        self.ipsec_peers.set(status.peers.len() as i64);
+        let up = status.peers.iter().filter(|p| p.ike_state == "established");
+        self.ipsec_peers_up.set(up.count() as i64);
+        let mut seen = self.ipsec_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut grow = |key: String, total: u64, counter: &Counter| {
+            let before = seen.insert(key, total).unwrap_or(0);
+            counter.inc_by(total.saturating_sub(before));
+        };
+        for p in &status.peers {
+            let t = &p.totals;
+            let dir = |d: &str| PeerDirectionLabels {
+                peer: p.name.clone(),
+                direction: d.into(),
+            };
+            let peer = PeerLabels {
+                peer: p.name.clone(),
+            };
+            let n = &p.name;
+            grow(
+                format!("pkts-in/{n}"),
+                t.packets_in,
+                &self.ipsec_packets.get_or_create(&dir("in")),
+            );
+            grow(
+                format!("pkts-out/{n}"),
+                t.packets_out,
+                &self.ipsec_packets.get_or_create(&dir("out")),
+            );
+            grow(
+                format!("bytes-in/{n}"),
+                t.bytes_in,
+                &self.ipsec_bytes.get_or_create(&dir("in")),
+            );
+            grow(
+                format!("bytes-out/{n}"),
+                t.bytes_out,
+                &self.ipsec_bytes.get_or_create(&dir("out")),
+            );
+            grow(
+                format!("replay/{n}"),
+                t.replay_failures,
+                &self.ipsec_replay_failures.get_or_create(&peer),
+            );
+            grow(
+                format!("icv/{n}"),
+                t.icv_failures,
+                &self.ipsec_icv_failures.get_or_create(&peer),
+            );
+            grow(
+                format!("rekeys/{n}"),
+                t.child_rekeys,
+                &self.ipsec_child_rekeys.get_or_create(&peer),
+            );
+            grow(
+                format!("auth/{n}"),
+                t.auth_failures,
+                &self.ipsec_auth_failures.get_or_create(&peer),
+            );
+        }
+        let d = &status.drops;
+        for (reason, total) in [
+            ("no_route", d.no_route),
+            ("no_sa", d.no_sa),
+            ("seal_failed", d.seal_failed),
+            ("unknown_spi", d.unknown_spi),
+            ("inner_refused", d.inner_refused),
+            ("other", d.other),
+        ] {
+            let labels = ReasonLabels {
+                reason: reason.into(),
+            };
+            grow(
+                format!("drop/{reason}"),
+                total,
+                &self.ipsec_drops.get_or_create(&labels),
+            );
+        }
     }
 
     /// Text exposition format.
@@ -333,5 +501,53 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(!text.contains("allowed_reply"), "{text}");
+    }
+
+    #[test]
+    fn ipsec_counters_grow_by_what_the_totals_grew() {
+        use strait_api::ipsec::{IpsecMode, IpsecPeer, IpsecStatus, PeerTotals};
+        let m = Metrics::new();
+        let status = |bytes_out: u64, rekeys: u64| IpsecStatus {
+            node: "h1".into(),
+            site: "dc".into(),
+            mode: IpsecMode::CrossSite,
+            datapath: Some("userspace".into()),
+            datapath_reason: None,
+            mtu: Some(1385),
+            peers: vec![IpsecPeer {
+                name: "h3".into(),
+                site: "cloud".into(),
+                address: None,
+                ike_state: "established".into(),
+                initiator: true,
+                ike_algorithms: None,
+                established_secs: Some(1),
+                ike_rekeys: 0,
+                child_rekeys: 0,
+                last_dpd_secs: None,
+                nat: false,
+                child_sas: vec![],
+                last_error: None,
+                totals: PeerTotals {
+                    bytes_out,
+                    child_rekeys: rekeys,
+                    ..Default::default()
+                },
+            }],
+            drops: Default::default(),
+        };
+        m.record_ipsec(&status(1000, 1));
+        m.record_ipsec(&status(1500, 3));
+        // Scraped again without change: nothing is counted twice.
+        m.record_ipsec(&status(1500, 3));
+        let text = m.encode();
+        for line in [
+            "strait_ipsec_peers_up 1",
+            r#"strait_ipsec_bytes_total{peer="h3",direction="out"} 1500"#,
+            r#"strait_ipsec_child_rekeys_total{peer="h3"} 3"#,
+            r#"strait_ipsec_drops_total{reason="no_sa"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

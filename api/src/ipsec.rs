@@ -189,6 +189,22 @@ pub struct IpsecPeer {
     pub child_sas: Vec<ChildSaView>,
     /// The last failure: authentication refused, no key in its record, timed out.
     pub last_error: Option<String>,
+    /// Totals since the agent started, over every SA there was (Prometheus counters).
+    #[serde(default)]
+    pub totals: PeerTotals,
+}
+
+/// What crossed the SAs with one peer since the agent started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTotals {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub replay_failures: u64,
+    pub icv_failures: u64,
+    pub child_rekeys: u64,
+    pub auth_failures: u64,
 }
 
 /// One Child SA: both directions.

@@ -184,6 +184,72 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
         inner.len()
     );
 
+    // netctl shows the SAs, and no key appears in any output or log.
+    let netctl = |args: &[&str]| {
+        let out = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+            .arg("--socket")
+            .arg(&c.host(0).agent.socket)
+            .args(args)
+            .output()
+            .expect("netctl");
+        assert!(
+            out.status.success(),
+            "netctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = netctl(&["ipsec", "status"]);
+    assert!(
+        table.contains("peer h3 (site site-b") && table.contains("IKE established"),
+        "{table}"
+    );
+    let peers = netctl(&["ipsec", "peers"]);
+    assert!(
+        peers.lines().nth(1).is_some_and(|l| l.starts_with("h3")),
+        "{peers}"
+    );
+    let json = netctl(&["-o", "json", "ipsec", "status"]);
+    let overview = netctl(&["status"]);
+    assert!(
+        overview.contains("mode cross-site, datapath userspace, 1/1 peers up"),
+        "{overview}"
+    );
+    let metrics = c
+        .host(0)
+        .agent
+        .client()
+        .request("GET", "/metrics", None)
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(
+        metrics.contains(r#"strait_ipsec_packets_total{peer="h3",direction="out"}"#),
+        "{metrics}"
+    );
+    let logs: String = c.hosts().iter().map(|h| h.agent.log()).collect();
+    for line in &keys {
+        // "IPv4","src","dst","0xSPI","AES-GCM …","0x<key and salt>","NULL",""
+        let key = line
+            .split(',')
+            .nth(5)
+            .unwrap()
+            .trim_matches('"')
+            .trim_start_matches("0x");
+        let key = key.to_ascii_lowercase();
+        assert!(key.len() >= 40, "{line}");
+        for (what, text) in [
+            ("log", &logs),
+            ("status", &json),
+            ("table", &table),
+            ("metrics", &metrics),
+        ] {
+            assert!(
+                !text.to_ascii_lowercase().contains(&key),
+                "an SA key in the {what}"
+            );
+        }
+    }
+
     // Same site: h1 ↔ h2 stays VXLAN in clear, never through ESP.
     let before = status(c.host(0));
     ping(&a.ns, a2_ip, 10);

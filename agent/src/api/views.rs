@@ -201,6 +201,11 @@ pub(super) async fn routes(
 
 pub(super) async fn metrics(State(s): State<Shared>) -> Response {
     super::policy::refresh_metrics(&s);
+    if let Ok(handle) = s.ipsec()
+        && let Some(status) = handle.status().await
+    {
+        s.metrics.record_ipsec(&status);
+    }
     if let Some(o) = s.owners() {
         if let Ok(eps) = o.attacher.endpoints().await {
             s.metrics.endpoints.set(eps.len() as i64);

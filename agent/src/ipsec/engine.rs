@@ -127,6 +127,8 @@ struct PeerState {
     last_error: Option<String>,
     /// Outbound SPI → the inbound SPI of the same Child SA (the speaker's handle).
     children: BTreeMap<u32, u32>,
+    /// Totals since start, over every SA there was.
+    totals: strait_api::ipsec::PeerTotals,
     /// Rekeys we answered: new outbound SAs installed but held back until their
     /// inbound twin carries traffic or the deadline passes. (When the SA in use is
     /// deleted first, the datapath hands over to the newest installed one.)
@@ -167,6 +169,8 @@ pub struct Engine {
     key_log: Option<strait_esp::keylog::KeyLog>,
     /// What the containers' MTU is reduced by while encryption is on (read by ADD).
     mtu_less: Arc<AtomicU32>,
+    /// Each SA's counters when last read, to add what they grew by to the totals.
+    seen: HashMap<(String, Direction, u32), strait_esp::SaStatus>,
 }
 
 impl Engine {
@@ -234,6 +238,7 @@ impl Engine {
             ike_rx,
             key_log,
             mtu_less,
+            seen: HashMap::new(),
         };
         Ok((engine, IpsecHandle { commands: cmd_tx }))
     }
@@ -361,6 +366,7 @@ impl Engine {
                     last_error: None,
                     children: BTreeMap::new(),
                     pending_out: Vec::new(),
+                    totals: Default::default(),
                 }
             });
             if old_key.is_some() && old_key != key {
@@ -545,7 +551,12 @@ impl Engine {
                 }
             }
             Event::ChildSaUp(child) => self.install_child(&child, true),
-            Event::ChildSaRekeyed { new, initiator, .. } => self.install_child(&new, initiator),
+            Event::ChildSaRekeyed { new, initiator, .. } => {
+                if let Some(p) = node_of(&new.peer).and_then(|n| self.peers.get_mut(&n)) {
+                    p.totals.child_rekeys += 1;
+                }
+                self.install_child(&new, initiator)
+            }
             Event::ChildSaDeleting { peer, spi_out, .. } => {
                 // Our Delete is on its way: the peer drops its inbound half on reading
                 // it, so nothing more may leave on this SA. The newest other outbound
@@ -594,6 +605,9 @@ impl Engine {
                 self.set_error(&peer, format!("IKE SA down: {reason}"), now);
             }
             Event::AuthFailed { peer, reason } => {
+                if let Some(p) = node_of(&peer).and_then(|n| self.peers.get_mut(&n)) {
+                    p.totals.auth_failures += 1;
+                }
                 warn!(%peer, %reason, "IKE authentication failed: nothing is sent to it in clear");
                 self.set_error(&peer, format!("authentication failed: {reason}"), now);
             }
@@ -724,10 +738,43 @@ impl Engine {
             }
         }
         self.switch_due(&esp);
+        self.count(&esp);
         for spi_in in due {
             self.speaker.child_limit_reached(spi_in, now);
         }
         self.drain();
+    }
+
+    /// Adds what every SA's counters grew by since the last read to its peer's
+    /// totals; SAs that are gone are forgotten.
+    fn count(&mut self, esp: &[strait_esp::SaReport]) {
+        let mut seen = HashMap::with_capacity(esp.len());
+        for sa in esp {
+            let key = (sa.peer.clone(), sa.direction, sa.status.spi);
+            let before = self.seen.get(&key);
+            let grew = |now: u64, then: fn(&strait_esp::SaStatus) -> u64| {
+                now.saturating_sub(before.map_or(0, then))
+            };
+            if let Some(p) = self.peers.get_mut(&sa.peer) {
+                let t = &mut p.totals;
+                let packets = grew(sa.status.packets, |s| s.packets);
+                let bytes = grew(sa.status.bytes, |s| s.bytes);
+                match sa.direction {
+                    Direction::Inbound => {
+                        t.packets_in += packets;
+                        t.bytes_in += bytes;
+                        t.replay_failures += grew(sa.status.replay_failures, |s| s.replay_failures);
+                        t.icv_failures += grew(sa.status.icv_failures, |s| s.icv_failures);
+                    }
+                    Direction::Outbound => {
+                        t.packets_out += packets;
+                        t.bytes_out += bytes;
+                    }
+                }
+            }
+            seen.insert(key, sa.status);
+        }
+        self.seen = seen;
     }
 
     fn command(&mut self, command: Command) {
@@ -823,6 +870,7 @@ impl Engine {
                     nat: ike.is_some_and(|s| s.nat.any()),
                     child_sas,
                     last_error: p.last_error.clone(),
+                    totals: p.totals.clone(),
                 }
             })
             .collect();
