@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use strait_esp::keylog::KeyLog;
-use strait_esp::{Cipher, Datapath, Direction, PeerConfig, Userspace, mtu};
+use strait_esp::{Cipher, Datapath, Direction, PeerConfig, Userspace, UserspaceConfig, mtu};
 use strait_testbeds::esp::{A_OUTER, B_OUTER, Line, StraitOpts, StraitPair};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::{bench, process, require_root, unique_prefix, wait_until};
@@ -244,6 +244,10 @@ impl Bed {
 }
 
 fn bed() -> Bed {
+    bed_with(false)
+}
+
+fn bed_with(persist: bool) -> Bed {
     let p = unique_prefix();
     let line = Line::new(&p);
     let c = Netns::new(format!("{p}c"));
@@ -277,6 +281,7 @@ fn bed() -> Bed {
             queues: 2,
             port: 4500,
             mtu: mtu::inner_mtu(1500, false),
+            persist,
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -536,4 +541,144 @@ fn inner_source_outside_the_peer_prefixes_is_dropped() {
         "{:?}",
         bed.dp_b().drops()
     );
+}
+
+/// `ip -j link show dev` in `ns`: the device's index, if it exists.
+fn ifindex(ns: &Netns, dev: &str) -> Option<u64> {
+    if !ns
+        .exec(&["ip", "link", "show", "dev", dev])
+        .status
+        .success()
+    {
+        return None;
+    }
+    ns.ip_json(&["link", "show", "dev", dev])[0]["ifindex"].as_u64()
+}
+
+fn route_dev(ns: &Netns, prefix: &str) -> Option<String> {
+    ns.ip_json(&["route", "show", prefix])[0]["dev"]
+        .as_str()
+        .map(String::from)
+}
+
+/// A persistent TUN outlives its datapath: the device and the route into it stay,
+/// what is routed there is dropped (nothing crosses the line, in clear or not, even
+/// with a default route over it), and a new datapath of the same name adopts the
+/// device (same index) and carries traffic again; that one, not persistent, takes the
+/// device with it.
+#[test]
+fn a_persistent_tun_outlives_the_datapath_and_is_adopted() {
+    if !require_root("a_persistent_tun_outlives_the_datapath_and_is_adopted") {
+        return;
+    }
+    let missing: Vec<&str> = ["tcpdump", "ping"]
+        .into_iter()
+        .filter(|t| !tool(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIP: a_persistent_tun_outlives_the_datapath_and_is_adopted: missing {missing:?}"
+        );
+        return;
+    }
+    strait_testbeds::netns::reap_leftovers();
+    let Bed {
+        pair,
+        c,
+        line,
+        keylog: _,
+        _dir,
+    } = bed_with(true);
+    let StraitPair { dp_a, dp_b, opts } = pair;
+    let tun_a = opts.tun_a.clone();
+    let old = StraitPair {
+        dp_a,
+        dp_b,
+        opts: opts.clone(),
+    };
+    old.install(Cipher::Aes128Gcm16, (SPI_AB, SPI_BA), 0x11, true, None);
+    wait_until(
+        "ping through ESP",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || c.ping("10.2.0.1"),
+    )
+    .unwrap();
+    let index = ifindex(&line.a, &tun_a).expect("the TUN exists");
+    // Were the TUN's route gone, this would carry the traffic over the line in clear.
+    line.a
+        .exec_ok(&["ip", "route", "add", "default", "via", B_OUTER]);
+
+    let StraitPair { dp_a, dp_b, .. } = old;
+    drop(dp_a);
+    assert_eq!(
+        ifindex(&line.a, &tun_a),
+        Some(index),
+        "the device outlived it"
+    );
+    assert_eq!(
+        route_dev(&line.a, "10.2.0.0/24").as_deref(),
+        Some(tun_a.as_str()),
+        "the route into it stays"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cap = Capture::start(&line.a, &line.veth_a, &work.path().join("gap.pcap"), 256);
+    assert!(!c.ping("10.2.0.1"), "ping passed with no datapath");
+    let out = line
+        .a
+        .exec(&["ping", "-c", "2", "-W", "1", "-I", "10.1.0.1", "10.2.0.1"]);
+    assert!(!out.status.success(), "ping from a passed with no datapath");
+    let gap = cap.stop();
+    assert_eq!(
+        count(&gap, "not arp"),
+        0,
+        "something crossed the line with no datapath"
+    );
+
+    // A new datapath of the same name adopts the device.
+    let mut cfg = UserspaceConfig::new(&tun_a);
+    cfg.queues = 2;
+    cfg.persist = false;
+    let dp_a = line
+        .a
+        .run_in(move || Userspace::start(cfg).map_err(std::io::Error::other))
+        .unwrap();
+    assert_eq!(
+        ifindex(&line.a, &tun_a),
+        Some(index),
+        "adopted, not made anew"
+    );
+    dp_a.add_peer(
+        "b",
+        PeerConfig {
+            local: A_OUTER.parse().unwrap(),
+            remote: SocketAddr::new(B_OUTER.parse().unwrap(), 4500),
+            prefixes: vec!["10.2.0.0/24".parse().unwrap()],
+        },
+    )
+    .unwrap();
+    let new = StraitPair { dp_a, dp_b, opts };
+    new.install(
+        Cipher::Aes128Gcm16,
+        (SPI_AB + 1, SPI_BA + 1),
+        0x44,
+        true,
+        None,
+    );
+    wait_until(
+        "ping through the adopted TUN",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || c.ping("10.2.0.1"),
+    )
+    .unwrap();
+
+    // Not persistent: it takes the device (and its route) with it.
+    let StraitPair { dp_a, dp_b, .. } = new;
+    drop(dp_a);
+    assert_eq!(ifindex(&line.a, &tun_a), None, "the device went with it");
+    assert_eq!(route_dev(&line.a, "10.2.0.0/24"), None);
+    drop(dp_b);
+    drop(c);
+    drop(line);
 }

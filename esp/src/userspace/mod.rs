@@ -56,7 +56,9 @@ pub struct UserspaceConfig {
     /// `SO_MARK` on the sockets, so policy routing can tell strait's ESP apart.
     pub mark: Option<u32>,
     /// Keep the device (and the routes pointing at it) when the datapath goes away:
-    /// with nobody reading it the kernel drops what is routed into it.
+    /// with nobody reading it the kernel drops what is routed into it. A datapath
+    /// started with the same name adopts it (and removes it on drop unless it is
+    /// persistent too).
     pub persist: bool,
     /// Set the TUN's MTU (see [`crate::mtu::inner_mtu`]).
     pub mtu: Option<u32>,

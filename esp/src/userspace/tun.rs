@@ -33,8 +33,9 @@ pub struct Offloads {
     pub uso: bool,
 }
 
-/// Open `queues` queues of the TUN device `name` (created if missing; made
-/// persistent if `persist`), with offloads enabled on each.
+/// Open `queues` queues of the TUN device `name` (created if missing, adopted if a
+/// persistent one exists; persistent afterwards exactly if `persist`), with offloads
+/// enabled on each.
 pub fn open(name: &str, queues: usize, persist: bool) -> io::Result<(Vec<OwnedFd>, Offloads)> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
@@ -52,9 +53,9 @@ pub fn open(name: &str, queues: usize, persist: bool) -> io::Result<(Vec<OwnedFd
         offloads = set_offloads(&fd)?;
         fds.push(fd);
     }
-    if persist {
-        ioctl_int(&fds[0], TUNSETPERSIST, 1)?;
-    }
+    // Either way: a device left persistent by an earlier datapath is adopted, and
+    // goes with this one unless it is to persist again.
+    ioctl_int(&fds[0], TUNSETPERSIST, libc::c_ulong::from(persist))?;
     Ok((fds, offloads))
 }
 

@@ -256,6 +256,7 @@ fn main() {
             queues: args.queues,
             port: STRAIT_PORT,
             mtu: inner_mtu,
+            persist: false,
         },
     );
     let mut keys = Keys {

@@ -141,6 +141,8 @@ pub struct StraitOpts {
     /// The UDP port both ends use (4500 unless another ESP stack needs it).
     pub port: u16,
     pub mtu: u32,
+    /// Make the TUNs persistent (they outlive the datapaths).
+    pub persist: bool,
 }
 
 /// strait's userspace datapath on both ends of a [`Line`], peers configured, routes
@@ -157,6 +159,7 @@ impl StraitPair {
             let mut cfg = UserspaceConfig::new(tun);
             cfg.queues = opts.queues;
             cfg.mtu = Some(opts.mtu);
+            cfg.persist = opts.persist;
             cfg.bind = SocketAddr::from(([0, 0, 0, 0], opts.port));
             ns.run_in(move || Userspace::start(cfg).map_err(std::io::Error::other))
                 .expect("start the userspace datapath")
