@@ -546,7 +546,6 @@ fn main() {
     let d = (pair.dp_a.drops(), pair.dp_b.drops());
     println!("strait drops: a {:?}; b {:?}", d.0, d.1);
     drop(swan);
-    drop(keys);
     drop(pair);
     drop(line);
 }
