@@ -6,7 +6,7 @@
 //! Paths (iperf3 client in `a`, server in `b`):
 //! * plain: 10.3.1.1 → 10.3.2.1 routed over the veth, MTU 1500;
 //! * strait AES-128-GCM / AES-256-GCM: 10.1.0.1 → 10.2.0.1 through strait's TUNs
-//!   (ESP in UDP, port 4501 so that charon can have 4500), MTU 1435;
+//!   (ESP in UDP, port 4501 so that charon can have 4500), MTU 1438;
 //! * strongSwan aes128gcm16: 10.97.1.1 → 10.97.2.1 through charon's `ipsec0`.
 //!
 //! Printed: iperf3 TCP, one stream and four (`-P 4`), receiver's Gbit/s, median and
