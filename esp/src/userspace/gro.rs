@@ -327,6 +327,47 @@ mod tests {
         }
     }
 
+    /// The IPv4 segment's TCP part behind an IPv6 header (2001:db8::1 → ::2).
+    fn seg6(seq: u32, flags: u8, len: usize) -> Vec<u8> {
+        let v4 = seg4(seq, flags, len, 7);
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((v4.len() - 20) as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..10].copy_from_slice(&[0x20, 0x01]);
+        p[10..12].copy_from_slice(&[0x0d, 0xb8]);
+        p[23] = 1;
+        p[24..26].copy_from_slice(&[0x20, 0x01]);
+        p[26..28].copy_from_slice(&[0x0d, 0xb8]);
+        p[39] = 2;
+        p.extend_from_slice(&v4[20..]);
+        set_tcp_checksum(&mut p, 40);
+        p
+    }
+
+    #[test]
+    fn ipv6_segments_are_joined_too() {
+        let segs = [seg6(10, TCP_ACK, 1200), seg6(1210, TCP_ACK, 1200)];
+        let (out, _) = run(&segs);
+        assert_eq!(out.len(), 1);
+        let hdr = VnetHdr::parse(&out[0]).unwrap();
+        assert_eq!(
+            (hdr.gso_type, hdr.gso_size, hdr.csum_start),
+            (GSO_TCPV6, 1200, 40)
+        );
+        let mut p = out[0][VNET_HDR_LEN..].to_vec();
+        assert_eq!(
+            usize::from(u16::from_be_bytes([p[4], p[5]])),
+            p.len() - 40,
+            "payload length"
+        );
+        let mut reference = p.clone();
+        set_tcp_checksum(&mut reference, 40);
+        complete_checksum(&mut p, 40, 16).unwrap();
+        assert_eq!(p[56..58], reference[56..58]);
+    }
+
     #[test]
     fn a_single_segment_is_written_as_it_arrived() {
         let s = seg4(1, TCP_ACK, 100, 0);
