@@ -315,8 +315,10 @@ mod tests {
         // segments carry the same data with valid checksums.
         let mut again = Vec::new();
         let mut q = out[0][VNET_HDR_LEN..].to_vec();
-        crate::userspace::gso::segments(&hdr, &mut q, &mut Vec::new(), |s| again.push(s.to_vec()))
-            .unwrap();
+        crate::userspace::gso::segments(&hdr, &mut q, &mut Vec::new(), |h, d| {
+            again.push([h, d].concat())
+        })
+        .unwrap();
         assert_eq!(again.len(), 3);
         for (a, s) in again.iter().zip(&segs) {
             assert_eq!(a[52..], s[52..]);

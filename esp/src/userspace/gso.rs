@@ -65,19 +65,21 @@ pub enum GsoError {
 }
 
 /// Cut `packet` (what followed the vnet header) into segments, calling `emit` with
-/// each finished one. `scratch` is reused for the segments.
+/// each finished one in two parts, headers and payload (the segment is their
+/// concatenation; the payload is borrowed from `packet`, never copied here, so the
+/// sealer's copy is the only one). `scratch` is reused for the headers.
 pub fn segments(
     hdr: &VnetHdr,
     packet: &mut [u8],
     scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
+    mut emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<(), GsoError> {
     match hdr.gso_type & !GSO_ECN {
         GSO_NONE => {
             if hdr.flags & F_NEEDS_CSUM != 0 {
                 complete_checksum(packet, hdr.csum_start.into(), hdr.csum_offset.into())?;
             }
-            emit(packet);
+            emit(packet, &[]);
             Ok(())
         }
         t @ (GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4) => split(t, hdr, packet, scratch, &mut emit),
@@ -102,7 +104,7 @@ fn split(
     hdr: &VnetHdr,
     packet: &[u8],
     out: &mut Vec<u8>,
-    emit: &mut impl FnMut(&[u8]),
+    emit: &mut impl FnMut(&[u8], &[u8]),
 ) -> Result<(), GsoError> {
     let version = packet.first().ok_or(GsoError::Truncated)? >> 4;
     let l4 = usize::from(hdr.csum_start);
@@ -135,9 +137,8 @@ fn split(
         let last = i + 1 == count;
         out.clear();
         out.extend_from_slice(&packet[..headers]);
-        out.extend_from_slice(chunk);
         let seg = &mut out[..];
-        let total = seg.len();
+        let total = headers + chunk.len();
         if version == 4 {
             seg[2..4].copy_from_slice(&(total as u16).to_be_bytes());
             let id = u16::from_be_bytes([seg[4], seg[5]]).wrapping_add(i as u16);
@@ -171,13 +172,15 @@ fn split(
         seg[csum_field..csum_field + 2].copy_from_slice(&[0, 0]);
         let proto = if kind == GSO_UDP_L4 { 17 } else { 6 };
         let mut sum = pseudo_header(seg, version, proto, l4_total);
+        // The headers are an even number of octets: the payload's words line up.
         sum = sum_bytes(sum, &seg[l4..]);
+        sum = sum_bytes(sum, chunk);
         let mut c = !fold(sum);
         if kind == GSO_UDP_L4 && c == 0 {
             c = 0xffff;
         }
         seg[csum_field..csum_field + 2].copy_from_slice(&c.to_be_bytes());
-        emit(seg);
+        emit(seg, chunk);
     }
     Ok(())
 }
@@ -271,7 +274,10 @@ mod tests {
             csum_offset: 16,
         };
         let mut segs = Vec::new();
-        segments(&hdr, &mut p, &mut Vec::new(), |s| segs.push(s.to_vec())).unwrap();
+        segments(&hdr, &mut p, &mut Vec::new(), |h, d| {
+            segs.push([h, d].concat())
+        })
+        .unwrap();
         assert_eq!(segs.len(), 3);
         let mut data = Vec::new();
         for (i, s) in segs.iter().enumerate() {
@@ -304,7 +310,10 @@ mod tests {
             ..Default::default()
         };
         let mut out = Vec::new();
-        segments(&hdr, &mut p, &mut Vec::new(), |s| out.push(s.to_vec())).unwrap();
+        segments(&hdr, &mut p, &mut Vec::new(), |h, d| {
+            out.push([h, d].concat())
+        })
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert!(tcp_ok(&out[0]));
     }
@@ -319,7 +328,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            segments(&hdr, &mut p, &mut Vec::new(), |_| {}),
+            segments(&hdr, &mut p, &mut Vec::new(), |_, _| {}),
             Err(GsoError::BadChecksumOffsets)
         );
         let hdr = VnetHdr {
@@ -327,7 +336,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            segments(&hdr, &mut p, &mut Vec::new(), |_| {}),
+            segments(&hdr, &mut p, &mut Vec::new(), |_, _| {}),
             Err(GsoError::Unsupported(3))
         );
         let hdr = VnetHdr {
@@ -337,7 +346,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            segments(&hdr, &mut p, &mut Vec::new(), |_| {}),
+            segments(&hdr, &mut p, &mut Vec::new(), |_, _| {}),
             Err(GsoError::Truncated)
         );
     }

@@ -494,7 +494,7 @@ impl Batch {
 
 fn send_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
     let mut buf = vec![0u8; VNET_HDR_LEN + 65_535];
-    let mut scratch = Vec::with_capacity(65_535);
+    let mut scratch = Vec::with_capacity(256);
     let mut batch = Batch::new();
     let mut view = View::new(&shared.tables);
     let d = &shared.drops;
@@ -528,9 +528,9 @@ fn send_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
         };
         let next_header = inner.next_header();
         let to = &peer.to;
-        let r = gso::segments(&hdr, packet, &mut scratch, |seg| {
+        let r = gso::segments(&hdr, packet, &mut scratch, |head, rest| {
             let start = batch.buf.len();
-            match sa.seal(next_header, seg, &mut batch.buf) {
+            match sa.seal_parts(next_header, head, rest, &mut batch.buf) {
                 Ok(_) => batch.sealed(start, shared, sock, to),
                 Err(_) => {
                     batch.buf.truncate(start);
