@@ -273,13 +273,9 @@ async fn start(
     let ipsec_datapath = crate::ipsec::datapath::DatapathSettings {
         choice: cfg.ipsec.datapath,
         port: strait_esp::encap::NAT_T_PORT,
-        tun_mtu: 0,
+        underlay_mtu: underlay_mtu(&host, &underlay).await,
         queues: 0,
         outer_ipv6: underlay.v4.is_none(),
-    };
-    let ipsec_datapath = crate::ipsec::datapath::DatapathSettings {
-        tun_mtu: underlay_mtu(&host, &underlay).await - ipsec_datapath.overhead(),
-        ..ipsec_datapath
     };
     // What new containers' MTU is reduced by while IPsec encrypts; the engine sets it.
     let mtu_less = Arc::new(std::sync::atomic::AtomicU32::new(0));

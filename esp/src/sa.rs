@@ -164,16 +164,30 @@ impl OutboundSa {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Sealed, SealError> {
+        self.seal_parts(next_header, payload, &[], out)
+    }
+
+    /// [`Self::seal`] of the payload `head` followed by `rest` (a segment's headers and
+    /// its data, copied once, straight into `out`).
+    pub fn seal_parts(
+        &self,
+        next_header: u8,
+        head: &[u8],
+        rest: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Sealed, SealError> {
+        let payload_len = head.len() + rest.len();
         let seq = self.take_seq()?;
-        let body_len = padded(payload.len());
+        let body_len = padded(payload_len);
         out.reserve(ESP_HEADER_LEN + IV_LEN + body_len + ICV_LEN);
         out.extend_from_slice(&self.spi.to_be_bytes());
         out.extend_from_slice(&(seq as u32).to_be_bytes());
         let iv = seq.to_be_bytes();
         out.extend_from_slice(&iv);
         let body = out.len();
-        out.extend_from_slice(payload);
-        let pad = body_len - payload.len() - 2;
+        out.extend_from_slice(head);
+        out.extend_from_slice(rest);
+        let pad = body_len - payload_len - 2;
         out.extend((1..=pad as u8).chain([pad as u8, next_header]));
         let mut aad_buf = [0; 12];
         let aad = Aad::from(aad(self.spi, seq, self.esn, &mut aad_buf));
@@ -186,7 +200,7 @@ impl OutboundSa {
         self.counters.packets.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            .fetch_add(payload_len as u64, Ordering::Relaxed);
         Ok(Sealed {
             seq,
             near_limit: seq >= self.soft_limit,

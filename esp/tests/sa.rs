@@ -88,6 +88,28 @@ fn round_trips_for_both_ciphers_with_and_without_esn() {
     }
 }
 
+/// Sealing a payload given in two parts is sealing their concatenation.
+#[test]
+fn sealing_in_two_parts_is_sealing_the_whole() {
+    let k = key(Cipher::Aes128Gcm16);
+    let payload: Vec<u8> = (0..1400u32).map(|i| (i * 31) as u8).collect();
+    for cut in [0, 1, 52, 1399, 1400] {
+        let (a, b) = (OutboundSa::new(5, &k, true), OutboundSa::new(5, &k, true));
+        let mut whole = Vec::new();
+        a.seal(NEXT_HEADER_IPV4, &payload, &mut whole).unwrap();
+        let mut parts = Vec::new();
+        b.seal_parts(
+            NEXT_HEADER_IPV4,
+            &payload[..cut],
+            &payload[cut..],
+            &mut parts,
+        )
+        .unwrap();
+        assert_eq!(parts, whole, "cut at {cut}");
+        assert_eq!(b.status().bytes, 1400);
+    }
+}
+
 #[test]
 fn esn_crosses_two_to_the_32() {
     let k = key(Cipher::Aes128Gcm16);

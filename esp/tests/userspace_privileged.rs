@@ -11,20 +11,17 @@
 //! at the TUN MTU and a larger one gets the kernel's "fragmentation needed"; IKE
 //! datagrams share the port.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use strait_esp::keylog::KeyLog;
-use strait_esp::{
-    Cipher, Datapath, Direction, PeerConfig, SaConfig, SaKey, Userspace, UserspaceConfig, mtu,
-};
+use strait_esp::{Cipher, Datapath, Direction, PeerConfig, Userspace, UserspaceConfig, mtu};
+use strait_testbeds::esp::{A_OUTER, B_OUTER, Line, StraitOpts, StraitPair};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::{bench, process, require_root, unique_prefix, wait_until};
 
-const A_OUTER: &str = "192.0.2.1";
-const B_OUTER: &str = "192.0.2.2";
 const SPI_AB: u32 = 0xa000_0001;
 const SPI_BA: u32 = 0xb000_0001;
 
@@ -44,25 +41,6 @@ fn scapy_python() -> Option<&'static str> {
             .output()
             .is_ok_and(|o| o.status.success())
     })
-}
-
-fn key(cipher: Cipher, seed: u8) -> SaKey {
-    let bytes: Vec<u8> = (0..cipher.keymat_len() as u8)
-        .map(|i| i.wrapping_mul(7) ^ seed)
-        .collect();
-    SaKey::new(cipher, &bytes).unwrap()
-}
-
-fn sa(spi: u32, key: &SaKey) -> SaConfig {
-    // Wireshark 4.0's esp_sa table has no ESN column, so the oracle SAs use 32-bit
-    // sequence numbers; ESN is covered by tests/sa.rs (and scapy's vectors there).
-    SaConfig {
-        spi,
-        key: key.clone(),
-        esn: false,
-        replay_window: 2048,
-        udp_encap: true,
-    }
 }
 
 /// tcpdump on `dev` in `ns`, writing `file`; stopped by PID.
@@ -244,46 +222,39 @@ fn flip_first_esp(pcap: &[u8]) -> (Vec<u8>, Vec<u8>) {
     panic!("no ESP packet from a to b in the capture");
 }
 
+/// The two gateways of `strait_testbeds::esp` and a client `c` behind `a`
+/// (10.1.0.2, default route via `a`'s 10.1.0.1).
 struct Bed {
     // Datapaths first: they stop (and their TUNs go) before the namespaces do.
-    dp_a: Userspace,
-    dp_b: Userspace,
+    pair: StraitPair,
     c: Netns,
-    a: Netns,
-    b: Netns,
-    veth_a: String,
+    line: Line,
     keylog: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn bed() -> Bed {
-    let p = unique_prefix();
-    let (c, a, b) = (
-        Netns::new(format!("{p}c")),
-        Netns::new(format!("{p}a")),
-        Netns::new(format!("{p}b")),
-    );
-    let (veth_a, veth_b) = (format!("{p}ab"), format!("{p}ba"));
-    let (veth_ac, veth_ca) = (format!("{p}ac"), format!("{p}ca"));
-    let (tun_a, tun_b) = (format!("{p}ea"), format!("{p}eb"));
-    for ns in [&a, &b, &c] {
-        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+impl Bed {
+    fn dp_a(&self) -> &Userspace {
+        &self.pair.dp_a
     }
-    a.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        &veth_a,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &veth_b,
-        "netns",
-        b.name(),
-    ]);
-    a.exec_ok(&[
+
+    fn dp_b(&self) -> &Userspace {
+        &self.pair.dp_b
+    }
+}
+
+fn bed() -> Bed {
+    bed_with(false)
+}
+
+fn bed_with(persist: bool) -> Bed {
+    let p = unique_prefix();
+    let line = Line::new(&p);
+    let c = Netns::new(format!("{p}c"));
+    let (veth_ac, veth_ca) = (format!("{p}ac"), format!("{p}ca"));
+    c.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    c.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    line.a.exec_ok(&[
         "ip",
         "link",
         "add",
@@ -296,95 +267,40 @@ fn bed() -> Bed {
         "netns",
         c.name(),
     ]);
-    a.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{A_OUTER}/24"),
-        "dev",
-        &veth_a,
-    ]);
-    a.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", &veth_ac]);
-    a.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    b.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{B_OUTER}/24"),
-        "dev",
-        &veth_b,
-    ]);
+    line.a
+        .exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", &veth_ac]);
     c.exec_ok(&["ip", "addr", "add", "10.1.0.2/24", "dev", &veth_ca]);
-    for (ns, dev) in [(&a, &veth_a), (&a, &veth_ac), (&b, &veth_b), (&c, &veth_ca)] {
-        ns.exec_ok(&["ip", "link", "set", dev, "up"]);
-    }
+    line.a.exec_ok(&["ip", "link", "set", &veth_ac, "up"]);
+    c.exec_ok(&["ip", "link", "set", &veth_ca, "up"]);
     c.exec_ok(&["ip", "route", "add", "default", "via", "10.1.0.1"]);
-
-    let inner_mtu = mtu::inner_mtu(1500, false);
-    let start = |ns: &Netns, tun: &str| {
-        let mut cfg = UserspaceConfig::new(tun);
-        cfg.queues = 2;
-        cfg.mtu = Some(inner_mtu);
-        ns.run_in(move || Userspace::start(cfg).map_err(std::io::Error::other))
-            .unwrap()
-    };
-    let dp_a = start(&a, &tun_a);
-    let dp_b = start(&b, &tun_b);
-    a.exec_ok(&[
-        "ip",
-        "route",
-        "add",
-        "10.2.0.0/24",
-        "dev",
-        &tun_a,
-        "src",
-        "10.1.0.1",
-    ]);
-    b.exec_ok(&["ip", "addr", "add", "10.2.0.1/32", "dev", &tun_b]);
-    b.exec_ok(&[
-        "ip",
-        "route",
-        "add",
-        "10.1.0.0/24",
-        "dev",
-        &tun_b,
-        "src",
-        "10.2.0.1",
-    ]);
-
-    let peer = |local: &str, remote: &str, prefix: &str| PeerConfig {
-        local: local.parse().unwrap(),
-        remote: SocketAddr::new(remote.parse().unwrap(), 4500),
-        prefixes: vec![prefix.parse().unwrap()],
-    };
-    dp_a.add_peer("b", peer(A_OUTER, B_OUTER, "10.2.0.0/24"))
-        .unwrap();
-    dp_b.add_peer("a", peer(B_OUTER, A_OUTER, "10.1.0.0/24"))
-        .unwrap();
+    let pair = StraitPair::start(
+        &line,
+        StraitOpts {
+            tun_a: format!("{p}ea"),
+            tun_b: format!("{p}eb"),
+            queues: 2,
+            port: 4500,
+            mtu: mtu::inner_mtu(1500, false),
+            persist,
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let keylog = dir.path().join("esp_sa");
     Bed {
-        dp_a,
-        dp_b,
+        pair,
         c,
-        a,
-        b,
-        veth_a,
+        line,
         keylog,
         _dir: dir,
     }
 }
 
 fn install_sas(bed: &Bed, cipher: Cipher) {
-    let (k_ab, k_ba) = (key(cipher, 0x11), key(cipher, 0x22));
+    // Wireshark 4.0's esp_sa table has no ESN column, so the oracle SAs use 32-bit
+    // sequence numbers; ESN is covered by tests/sa.rs (and scapy's vectors there).
     let log = KeyLog::open(&bed.keylog).unwrap();
-    let (a, b): (IpAddr, IpAddr) = (A_OUTER.parse().unwrap(), B_OUTER.parse().unwrap());
-    log.record(a, b, SPI_AB, &k_ab).unwrap();
-    log.record(b, a, SPI_BA, &k_ba).unwrap();
-    bed.dp_b.install_inbound("a", sa(SPI_AB, &k_ab)).unwrap();
-    bed.dp_a.install_inbound("b", sa(SPI_BA, &k_ba)).unwrap();
-    bed.dp_a.install_outbound("b", sa(SPI_AB, &k_ab)).unwrap();
-    bed.dp_b.install_outbound("a", sa(SPI_BA, &k_ba)).unwrap();
+    bed.pair
+        .install(cipher, (SPI_AB, SPI_BA), 0x11, false, Some(&log));
 }
 
 fn inbound_status(dp: &Userspace, spi: u32) -> strait_esp::SaStatus {
@@ -419,7 +335,12 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     let work = tempfile::tempdir().unwrap();
 
     // No SA yet: nothing crosses, nothing leaves in clear, the drops are counted.
-    let cap = Capture::start(&bed.a, &bed.veth_a, &work.path().join("before.pcap"), 256);
+    let cap = Capture::start(
+        &bed.line.a,
+        &bed.line.veth_a,
+        &work.path().join("before.pcap"),
+        256,
+    );
     assert!(!bed.c.ping("10.2.0.1"), "ping passed without any SA");
     let before = cap.stop();
     assert_eq!(
@@ -427,13 +348,13 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
         0,
         "something left before an SA existed"
     );
-    assert!(bed.dp_a.drops().no_sa >= 1, "{:?}", bed.dp_a.drops());
+    assert!(bed.dp_a().drops().no_sa >= 1, "{:?}", bed.dp_a().drops());
 
     install_sas(&bed, Cipher::Aes256Gcm16);
 
     // IKE shares the port: a datagram with the non-ESP marker reaches b's caller.
-    let ike = bed.dp_b.take_ike_receiver().unwrap();
-    bed.dp_a
+    let ike = bed.dp_b().take_ike_receiver().unwrap();
+    bed.dp_a()
         .send_ike(
             SocketAddr::new(B_OUTER.parse().unwrap(), 4500),
             b"IKE_SA_INIT",
@@ -446,7 +367,12 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     assert_eq!(got.from, SocketAddr::new(A_OUTER.parse().unwrap(), 4500));
 
     // Ping and full-size DF packets, captured for the oracles.
-    let cap = Capture::start(&bed.a, &bed.veth_a, &work.path().join("esp.pcap"), 2048);
+    let cap = Capture::start(
+        &bed.line.a,
+        &bed.line.veth_a,
+        &work.path().join("esp.pcap"),
+        2048,
+    );
     bed.c
         .exec_ok(&["ping", "-c", "5", "-i", "0.2", "-W", "2", "10.2.0.1"]);
     let full = (mtu::inner_mtu(1500, false) - 28).to_string();
@@ -533,10 +459,10 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
         "{text}"
     );
 
-    let before = inbound_status(&bed.dp_b, SPI_AB);
-    bed.dp_b
+    let before = inbound_status(bed.dp_b(), SPI_AB);
+    bed.dp_b()
         .inject(SocketAddr::new(A_OUTER.parse().unwrap(), 4500), &datagram);
-    let after = inbound_status(&bed.dp_b, SPI_AB);
+    let after = inbound_status(bed.dp_b(), SPI_AB);
     assert_eq!(after.icv_failures, before.icv_failures + 1, "{after:?}");
     assert_eq!(
         (after.packets, after.seq),
@@ -545,8 +471,13 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     );
 
     // TCP, while a capture of the headers shows nothing but ESP.
-    let cap = Capture::start(&bed.a, &bed.veth_a, &work.path().join("tcp.pcap"), 96);
-    let server = bench::IperfServer::start(&bed.b, "10.2.0.1".parse().unwrap());
+    let cap = Capture::start(
+        &bed.line.a,
+        &bed.line.veth_a,
+        &work.path().join("tcp.pcap"),
+        96,
+    );
+    let server = bench::IperfServer::start(&bed.line.b, "10.2.0.1".parse().unwrap());
     let run =
         bench::iperf(&bed.c, "10.2.0.1".parse().unwrap(), 2, false).expect("iperf3 through ESP");
     drop(server);
@@ -563,13 +494,12 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
         "TCP in clear on the line"
     );
 
-    let (sa, drops) = (inbound_status(&bed.dp_b, SPI_AB), bed.dp_b.drops());
+    let (sa, drops) = (inbound_status(bed.dp_b(), SPI_AB), bed.dp_b().drops());
     assert_eq!(
         (sa.replay_failures, drops.inner_refused, drops.unknown_spi),
         (0, 0, 0),
         "{sa:?} {drops:?}"
     );
-    let _ = (&bed.a, &bed.b);
 }
 
 /// A peer sending from a source outside its prefixes is refused after decryption.
@@ -595,7 +525,7 @@ fn inner_source_outside_the_peer_prefixes_is_dropped() {
         .is_ok()
     );
     // b now believes only 10.1.0.128/25 is behind a: c's 10.1.0.2 is not.
-    bed.dp_b
+    bed.dp_b()
         .add_peer(
             "a",
             PeerConfig {
@@ -607,8 +537,148 @@ fn inner_source_outside_the_peer_prefixes_is_dropped() {
         .unwrap();
     assert!(!bed.c.ping("10.2.0.1"));
     assert!(
-        bed.dp_b.drops().inner_refused >= 1,
+        bed.dp_b().drops().inner_refused >= 1,
         "{:?}",
-        bed.dp_b.drops()
+        bed.dp_b().drops()
     );
+}
+
+/// `ip -j link show dev` in `ns`: the device's index, if it exists.
+fn ifindex(ns: &Netns, dev: &str) -> Option<u64> {
+    if !ns
+        .exec(&["ip", "link", "show", "dev", dev])
+        .status
+        .success()
+    {
+        return None;
+    }
+    ns.ip_json(&["link", "show", "dev", dev])[0]["ifindex"].as_u64()
+}
+
+fn route_dev(ns: &Netns, prefix: &str) -> Option<String> {
+    ns.ip_json(&["route", "show", prefix])[0]["dev"]
+        .as_str()
+        .map(String::from)
+}
+
+/// A persistent TUN outlives its datapath: the device and the route into it stay,
+/// what is routed there is dropped (nothing crosses the line, in clear or not, even
+/// with a default route over it), and a new datapath of the same name adopts the
+/// device (same index) and carries traffic again; that one, not persistent, takes the
+/// device with it.
+#[test]
+fn a_persistent_tun_outlives_the_datapath_and_is_adopted() {
+    if !require_root("a_persistent_tun_outlives_the_datapath_and_is_adopted") {
+        return;
+    }
+    let missing: Vec<&str> = ["tcpdump", "ping"]
+        .into_iter()
+        .filter(|t| !tool(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIP: a_persistent_tun_outlives_the_datapath_and_is_adopted: missing {missing:?}"
+        );
+        return;
+    }
+    strait_testbeds::netns::reap_leftovers();
+    let Bed {
+        pair,
+        c,
+        line,
+        keylog: _,
+        _dir,
+    } = bed_with(true);
+    let StraitPair { dp_a, dp_b, opts } = pair;
+    let tun_a = opts.tun_a.clone();
+    let old = StraitPair {
+        dp_a,
+        dp_b,
+        opts: opts.clone(),
+    };
+    old.install(Cipher::Aes128Gcm16, (SPI_AB, SPI_BA), 0x11, true, None);
+    wait_until(
+        "ping through ESP",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || c.ping("10.2.0.1"),
+    )
+    .unwrap();
+    let index = ifindex(&line.a, &tun_a).expect("the TUN exists");
+    // Were the TUN's route gone, this would carry the traffic over the line in clear.
+    line.a
+        .exec_ok(&["ip", "route", "add", "default", "via", B_OUTER]);
+
+    let StraitPair { dp_a, dp_b, .. } = old;
+    drop(dp_a);
+    assert_eq!(
+        ifindex(&line.a, &tun_a),
+        Some(index),
+        "the device outlived it"
+    );
+    assert_eq!(
+        route_dev(&line.a, "10.2.0.0/24").as_deref(),
+        Some(tun_a.as_str()),
+        "the route into it stays"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cap = Capture::start(&line.a, &line.veth_a, &work.path().join("gap.pcap"), 256);
+    assert!(!c.ping("10.2.0.1"), "ping passed with no datapath");
+    let out = line
+        .a
+        .exec(&["ping", "-c", "2", "-W", "1", "-I", "10.1.0.1", "10.2.0.1"]);
+    assert!(!out.status.success(), "ping from a passed with no datapath");
+    let gap = cap.stop();
+    assert_eq!(
+        count(&gap, "not arp"),
+        0,
+        "something crossed the line with no datapath"
+    );
+
+    // A new datapath of the same name adopts the device.
+    let mut cfg = UserspaceConfig::new(&tun_a);
+    cfg.queues = 2;
+    cfg.persist = false;
+    let dp_a = line
+        .a
+        .run_in(move || Userspace::start(cfg).map_err(std::io::Error::other))
+        .unwrap();
+    assert_eq!(
+        ifindex(&line.a, &tun_a),
+        Some(index),
+        "adopted, not made anew"
+    );
+    dp_a.add_peer(
+        "b",
+        PeerConfig {
+            local: A_OUTER.parse().unwrap(),
+            remote: SocketAddr::new(B_OUTER.parse().unwrap(), 4500),
+            prefixes: vec!["10.2.0.0/24".parse().unwrap()],
+        },
+    )
+    .unwrap();
+    let new = StraitPair { dp_a, dp_b, opts };
+    new.install(
+        Cipher::Aes128Gcm16,
+        (SPI_AB + 1, SPI_BA + 1),
+        0x44,
+        true,
+        None,
+    );
+    wait_until(
+        "ping through the adopted TUN",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || c.ping("10.2.0.1"),
+    )
+    .unwrap();
+
+    // Not persistent: it takes the device (and its route) with it.
+    let StraitPair { dp_a, dp_b, .. } = new;
+    drop(dp_a);
+    assert_eq!(ifindex(&line.a, &tun_a), None, "the device went with it");
+    assert_eq!(route_dev(&line.a, "10.2.0.0/24"), None);
+    drop(dp_b);
+    drop(c);
+    drop(line);
 }

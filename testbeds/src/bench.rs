@@ -15,6 +15,8 @@ use crate::netns::Netns;
 pub struct IperfRun {
     pub gbits: f64,
     pub retransmits: u64,
+    /// Octets the receiver got.
+    pub bytes: u64,
     /// CPU time the whole machine spent busy (user, system, interrupts) per GB
     /// received: what the path costs, less noisy than the rate on a shared machine.
     pub cpu_ms_per_gb: Option<f64>,
@@ -23,10 +25,23 @@ pub struct IperfRun {
 /// `iperf3 -c` from `from` to `to` for `seconds`; the receiver's rate. `pin` puts the
 /// client on CPU 0 and the server on CPU 1 (`-A 0,1`).
 pub fn iperf(from: &Netns, to: IpAddr, seconds: u32, pin: bool) -> Result<IperfRun, String> {
+    iperf_streams(from, to, seconds, pin, 1)
+}
+
+/// [`iperf`] with `streams` parallel TCP streams (`iperf3 -P`); the receivers' sum.
+pub fn iperf_streams(
+    from: &Netns,
+    to: IpAddr,
+    seconds: u32,
+    pin: bool,
+    streams: u32,
+) -> Result<IperfRun, String> {
     let mut last = String::new();
     let to = to.to_string();
     let seconds = seconds.to_string();
+    let streams = streams.to_string();
     let mut argv = vec!["iperf3", "-c", to.as_str(), "-t", seconds.as_str(), "-J"];
+    argv.extend(["-P", streams.as_str()]);
     if pin {
         argv.extend(["-A", "0,1"]);
     }
@@ -43,6 +58,7 @@ pub fn iperf(from: &Netns, to: IpAddr, seconds: u32, pin: bool) -> Result<IperfR
             return Ok(IperfRun {
                 gbits: bps / 1e9,
                 retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+                bytes: bytes as u64,
                 cpu_ms_per_gb: busy
                     .filter(|_| bytes > 0.0)
                     .map(|ms| ms as f64 / (bytes / 1e9)),
@@ -73,7 +89,18 @@ pub fn cpu_busy_ms() -> Option<u64> {
     Some(busy * 10)
 }
 
-/// The median (the upper one of an even count); None for no values.
+/// CPU time (user + system, all threads) process `pid` has used so far, seconds,
+/// from `/proc/<pid>/stat` (USER_HZ = 100).
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces) in parentheses: state is field 3,
+    // utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// The `p`th percentile of `v` (nearest rank); zero for no samples.
 pub fn percentile(v: &[std::time::Duration], p: usize) -> std::time::Duration {
     let mut v = v.to_vec();
@@ -87,6 +114,7 @@ pub fn percentile(v: &[std::time::Duration], p: usize) -> std::time::Duration {
     v[idx]
 }
 
+/// The median (the upper one of an even count); None for no values.
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;

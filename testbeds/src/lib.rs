@@ -20,6 +20,8 @@
 //!   network driver.
 //! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
 //!   binaries under test are.
+//! * [`esp`]: two ESP gateways joined by a veth line, with strait's userspace
+//!   datapath or strongSwan's (kernel-libipsec) between them.
 //! * [`bench`]: what the benchmark programs share (iperf3 runs and servers, medians,
 //!   busy CPU time).
 //!
@@ -32,6 +34,7 @@ pub mod bins;
 pub mod cluster;
 pub mod cni;
 pub mod docker;
+pub mod esp;
 pub mod etcd;
 pub mod host;
 pub mod netns;

@@ -63,8 +63,8 @@ pub struct DatapathSettings {
     pub choice: DatapathChoice,
     /// UDP port of IKE and ESP-in-UDP (4500).
     pub port: u16,
-    /// The TUN device's MTU: the underlay's less ESP's overhead.
-    pub tun_mtu: u32,
+    /// The underlay's MTU, which ESP packets must fit.
+    pub underlay_mtu: u32,
     /// Queues of the userspace datapath (0: one per CPU).
     pub queues: usize,
     /// Whether ESP leaves over IPv6 (its overhead is 20 octets more).
@@ -72,10 +72,16 @@ pub struct DatapathSettings {
 }
 
 impl DatapathSettings {
-    /// What ESP in UDP adds to a packet (RFC 4303, RFC 4106, RFC 3948): outer IP and
-    /// UDP headers, SPI and sequence number, IV, padding and trailer, ICV.
+    /// The largest packet that enters ESP (the TUN device's MTU): the underlay's less
+    /// outer IP and UDP headers, SPI and sequence number, IV, trailer and ICV, the
+    /// padding aligned (RFC 4303, RFC 4106, RFC 3948): 1438 on a 1500 IPv4 underlay.
+    pub fn tun_mtu(&self) -> u32 {
+        strait_esp::mtu::inner_mtu(self.underlay_mtu, self.outer_ipv6)
+    }
+
+    /// What encryption takes from a packet's room: 62 octets on a 1500 IPv4 underlay.
     pub fn overhead(&self) -> u32 {
-        strait_esp::mtu::overhead(self.outer_ipv6)
+        self.underlay_mtu - self.tun_mtu()
     }
 }
 
@@ -106,7 +112,7 @@ pub fn start(settings: &DatapathSettings) -> Result<Started, String> {
             cfg.bind = std::net::SocketAddr::from(([0, 0, 0, 0], settings.port));
             cfg.mark = Some(ESP_MARK);
             cfg.persist = true;
-            cfg.mtu = Some(settings.tun_mtu);
+            cfg.mtu = Some(settings.tun_mtu());
             cfg.queues = settings.queues;
             let datapath = Userspace::start(cfg)
                 .map_err(|e| format!("starting the userspace ESP datapath: {e}"))?;

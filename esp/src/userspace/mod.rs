@@ -10,12 +10,15 @@
 //!
 //! Receiving: a worker receives (GRO-coalesced) datagrams, hands IKE to the caller's
 //! channel, opens ESP in place on the inbound SA its SPI names, checks the inner
-//! source against the peer's prefixes and writes the packet to its TUN queue, the
-//! vnet header written over the ESP header in front of it (no copy).
+//! source against the peer's prefixes and writes the packet to its TUN queue:
+//! consecutive TCP segments of a flow joined into one GSO super-packet ([`gro`]),
+//! anything else as it is, the vnet header written over the ESP header in front of
+//! it (no copy).
 //!
 //! Tables are published RCU-style ([`tables`]); per packet a worker touches only
 //! atomics of the SA it uses (and the inbound SA's replay window).
 
+pub mod gro;
 pub mod gso;
 pub mod tables;
 pub mod tun;
@@ -37,6 +40,7 @@ use crate::datapath::{
 use crate::encap::{self, Datagram};
 use crate::inner::{self, Inner};
 use crate::sa::{InboundSa, OutboundSa};
+use gro::Coalescer;
 use gso::{VNET_HDR_LEN, VnetHdr};
 use tables::{Inbound, Peer, Published, View};
 
@@ -52,7 +56,9 @@ pub struct UserspaceConfig {
     /// `SO_MARK` on the sockets, so policy routing can tell strait's ESP apart.
     pub mark: Option<u32>,
     /// Keep the device (and the routes pointing at it) when the datapath goes away:
-    /// with nobody reading it the kernel drops what is routed into it.
+    /// with nobody reading it the kernel drops what is routed into it. A datapath
+    /// started with the same name adopts it (and removes it on drop unless it is
+    /// persistent too).
     pub persist: bool,
     /// Set the TUN's MTU (see [`crate::mtu::inner_mtu`]).
     pub mtu: Option<u32>,
@@ -204,7 +210,9 @@ impl Userspace {
     pub fn inject(&self, from: SocketAddr, datagram: &[u8]) {
         let view = View::new(&self.shared.tables);
         let mut d = datagram.to_vec();
-        handle_datagram(&self.shared, &view, &self.tun0, from, &mut d);
+        let mut gro = Coalescer::new();
+        handle_datagram(&self.shared, &view, &self.tun0, &mut gro, from, &mut d);
+        gro.flush(&mut |b| write_tun(&self.shared, &self.tun0, b));
     }
 }
 
@@ -547,7 +555,7 @@ impl Batch {
 
 fn send_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
     let mut buf = vec![0u8; VNET_HDR_LEN + 65_535];
-    let mut scratch = Vec::with_capacity(65_535);
+    let mut scratch = Vec::with_capacity(256);
     let mut batch = Batch::new();
     let mut view = View::new(&shared.tables);
     let d = &shared.drops;
@@ -581,9 +589,9 @@ fn send_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
         };
         let next_header = inner.next_header();
         let to = &peer.to;
-        let r = gso::segments(&hdr, packet, &mut scratch, |seg| {
+        let r = gso::segments(&hdr, packet, &mut scratch, |head, rest| {
             let start = batch.buf.len();
-            match sa.seal(next_header, seg, &mut batch.buf) {
+            match sa.seal_parts(next_header, head, rest, &mut batch.buf) {
                 Ok(_) => batch.sealed(start, shared, sock, to),
                 Err(_) => {
                     batch.buf.truncate(start);
@@ -601,6 +609,7 @@ fn send_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
 fn receive_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
     let mut buf = vec![0u8; 65_535];
     let mut view = View::new(&shared.tables);
+    let mut gro = Coalescer::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let r = match udp::recv(sock, &mut buf) {
             Ok(r) => r,
@@ -624,12 +633,27 @@ fn receive_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
         let Some(from) = r.from else { continue };
         let segment = r.segment.unwrap_or(r.len).max(1);
         for d in buf[..r.len].chunks_mut(segment) {
-            handle_datagram(shared, &view, tun_fd, from, d);
+            handle_datagram(shared, &view, tun_fd, &mut gro, from, d);
         }
+        // Nothing waits past the end of a receive: no latency added.
+        gro.flush(&mut |b| write_tun(shared, tun_fd, b));
     }
 }
 
-fn handle_datagram(shared: &Shared, view: &View, tun_fd: &OwnedFd, from: SocketAddr, d: &mut [u8]) {
+fn write_tun(shared: &Shared, tun_fd: &OwnedFd, packet: &[u8]) {
+    if tun::write(tun_fd, packet).is_err() {
+        bump(&shared.drops.tun_errors);
+    }
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    view: &View,
+    tun_fd: &OwnedFd,
+    gro: &mut Coalescer,
+    from: SocketAddr,
+    d: &mut [u8],
+) {
     let drops = &shared.drops;
     match encap::classify(d) {
         Datagram::Esp(_) => {}
@@ -661,10 +685,12 @@ fn handle_datagram(shared: &Shared, view: &View, tun_fd: &OwnedFd, from: SocketA
         bump(&drops.inner_refused);
         return;
     }
-    // The vnet header goes over the ESP header and IV just before the payload.
+    if gro.push(payload, &mut |b| write_tun(shared, tun_fd, b)) {
+        return;
+    }
+    // Not coalescable: the vnet header goes over the ESP header and IV just before
+    // the payload.
     let start = opened.payload.start - VNET_HDR_LEN;
     VnetHdr::default().write(&mut d[start..opened.payload.start]);
-    if tun::write(tun_fd, &d[start..opened.payload.end]).is_err() {
-        bump(&drops.tun_errors);
-    }
+    write_tun(shared, tun_fd, &d[start..opened.payload.end]);
 }

@@ -33,8 +33,9 @@ pub struct Offloads {
     pub uso: bool,
 }
 
-/// Open `queues` queues of the TUN device `name` (created if missing; made
-/// persistent if `persist`), with offloads enabled on each.
+/// Open `queues` queues of the TUN device `name` (created if missing, adopted if a
+/// persistent one exists; persistent afterwards exactly if `persist`), with offloads
+/// enabled on each.
 pub fn open(name: &str, queues: usize, persist: bool) -> io::Result<(Vec<OwnedFd>, Offloads)> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
@@ -52,9 +53,9 @@ pub fn open(name: &str, queues: usize, persist: bool) -> io::Result<(Vec<OwnedFd
         offloads = set_offloads(&fd)?;
         fds.push(fd);
     }
-    if persist {
-        ioctl_int(&fds[0], TUNSETPERSIST, 1)?;
-    }
+    // Either way: a device left persistent by an earlier datapath is adopted, and
+    // goes with this one unless it is to persist again.
+    ioctl_int(&fds[0], TUNSETPERSIST, libc::c_ulong::from(persist))?;
     Ok((fds, offloads))
 }
 
@@ -76,8 +77,14 @@ fn zeroed_ifreq() -> libc::ifreq {
 #[allow(unsafe_code)]
 fn open_queue(name: &str) -> io::Result<OwnedFd> {
     let path = CString::new("/dev/net/tun").expect("no NUL");
+    // Non-blocking: a busy worker reads without polling first ([`read`]).
     // SAFETY: open(2) with a valid C string; the returned descriptor is owned here.
-    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -164,16 +171,20 @@ pub fn clear_persist(fd: &OwnedFd) -> io::Result<()> {
     ioctl_int(fd, TUNSETPERSIST, 0)
 }
 
-/// Wait up to `timeout_ms` for a packet on a queue and read it into `buf`; `None`
-/// when nothing arrived in time.
-#[allow(unsafe_code)]
+/// Read a packet from a queue into `buf`, waiting up to `timeout_ms` for one if none
+/// is there; `None` when nothing arrived in time. The descriptor is non-blocking:
+/// under load the packet is there and the read is the only system call.
 pub fn read(fd: &OwnedFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+    if let Some(n) = read_now(fd, buf)? {
+        return Ok(Some(n));
+    }
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: poll(2) on one pollfd that lives across the call.
+    #[allow(unsafe_code)]
     let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -186,6 +197,12 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<
     if r == 0 {
         return Ok(None);
     }
+    read_now(fd, buf)
+}
+
+/// One non-blocking read: `None` if no packet is waiting.
+#[allow(unsafe_code)]
+fn read_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     // SAFETY: read(2) writes at most buf.len() octets into `buf`.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
