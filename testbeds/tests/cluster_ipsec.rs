@@ -25,6 +25,13 @@ use strait_testbeds::wire::{self, Capture};
 const CONVERGE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 
+/// One cluster at a time: the loss counts of the rekey and restart tests should not
+/// compete with another cluster for the two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn privileged(test: &str) -> bool {
     strait_testbeds::require_root(test)
         && strait_testbeds::etcd::require_etcd(test)
@@ -87,6 +94,7 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
     if !privileged("cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear") {
         return;
     }
+    let _serial = serial();
     let mut opts = ClusterOpts::new(3, Fabric::Vxlan);
     opts.pools = vec!["10.244.0.0/16".into()];
     opts.sites = Some(Line { rate_mbit: None });
@@ -310,6 +318,7 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
     if !privileged("rekeys_under_traffic_lose_no_packet_and_count_no_replay") {
         return;
     }
+    let _serial = serial();
     // Child SAs live 3 s: a dozen rekeys in the run, by time, from either end.
     let (c, a, b) = two_site_pair(&["--ipsec-child-lifetime-secs", "3"]);
     let b_ip: IpAddr = b.v4.unwrap().into();
@@ -343,6 +352,7 @@ fn an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear() {
     if !privileged("an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear") {
         return;
     }
+    let _serial = serial();
     let (mut c, a, b) = two_site_pair(&[]);
     let b_ip: IpAddr = b.v4.unwrap().into();
     let old: Vec<String> = status(c.host(1)).peers[0]
@@ -401,6 +411,7 @@ fn a_line_that_flaps_for_five_seconds_comes_back_by_dead_peer_detection() {
     if !privileged("a_line_that_flaps_for_five_seconds_comes_back_by_dead_peer_detection") {
         return;
     }
+    let _serial = serial();
     let (c, a, b) = two_site_pair(&["--ipsec-dpd-secs", "1"]);
     let b_ip: IpAddr = b.v4.unwrap().into();
     c.underlay().set_line_up(false);
@@ -435,6 +446,7 @@ fn a_peer_whose_record_has_another_key_is_refused_and_nothing_goes_in_clear() {
     if !privileged("a_peer_whose_record_has_another_key_is_refused_and_nothing_goes_in_clear") {
         return;
     }
+    let _serial = serial();
     if std::process::Command::new("etcdctl")
         .arg("version")
         .output()
@@ -548,6 +560,7 @@ fn the_bgp_fabric_and_its_sessions_cross_sites_encrypted() {
     if !privileged("the_bgp_fabric_and_its_sessions_cross_sites_encrypted") {
         return;
     }
+    let _serial = serial();
     let mut opts = ClusterOpts::new(2, Fabric::Bgp);
     opts.pools = vec!["10.244.0.0/16".into()];
     opts.sites = Some(Line { rate_mbit: None });
@@ -575,6 +588,7 @@ fn host_gw_on_one_segment_encrypts_every_pair_in_mode_all() {
     if !privileged("host_gw_on_one_segment_encrypts_every_pair_in_mode_all") {
         return;
     }
+    let _serial = serial();
     let mut opts = ClusterOpts::new(2, Fabric::HostGw);
     opts.pools = vec!["10.244.0.0/16".into()];
     let mut c = Cluster::start(opts);
