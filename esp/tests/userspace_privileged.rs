@@ -13,14 +13,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use strait_esp::keylog::KeyLog;
 use strait_esp::{Cipher, Datapath, Direction, PeerConfig, Userspace, UserspaceConfig, mtu};
 use strait_testbeds::esp::{A_OUTER, B_OUTER, Line, StraitOpts, StraitPair};
 use strait_testbeds::netns::Netns;
-use strait_testbeds::{bench, process, require_root, unique_prefix, wait_until};
+use strait_testbeds::wire::Capture;
+use strait_testbeds::{bench, require_root, unique_prefix, wait_until};
 
 const SPI_AB: u32 = 0xa000_0001;
 const SPI_BA: u32 = 0xb000_0001;
@@ -41,64 +42,6 @@ fn scapy_python() -> Option<&'static str> {
             .output()
             .is_ok_and(|o| o.status.success())
     })
-}
-
-/// tcpdump on `dev` in `ns`, writing `file`; stopped by PID.
-struct Capture {
-    child: Option<Child>,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(ns: &Netns, dev: &str, file: &Path, snaplen: u32) -> Self {
-        let log = file.with_extension("log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                "tcpdump",
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-i",
-                dev,
-                "-s",
-            ])
-            .arg(snaplen.to_string())
-            .arg("-w")
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn tcpdump");
-        wait_until(
-            "tcpdump listening",
-            Duration::from_secs(10),
-            Duration::from_millis(50),
-            || std::fs::read_to_string(&log).is_ok_and(|s| s.contains("listening on")),
-        )
-        .unwrap();
-        Self {
-            child: Some(child),
-            file: file.to_path_buf(),
-        }
-    }
-
-    fn stop(mut self) -> PathBuf {
-        // Let the last packets reach the file (immediate mode, -U flushes each).
-        std::thread::sleep(Duration::from_millis(300));
-        process::terminate(self.child.take().unwrap(), Duration::from_secs(5));
-        self.file.clone()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.take() {
-            process::kill_now(c);
-        }
-    }
 }
 
 /// `tcpdump -r` with a filter: how many packets match.
@@ -335,8 +278,8 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     let work = tempfile::tempdir().unwrap();
 
     // No SA yet: nothing crosses, nothing leaves in clear, the drops are counted.
-    let cap = Capture::start(
-        &bed.line.a,
+    let cap = Capture::start_with(
+        bed.line.a.name(),
         &bed.line.veth_a,
         &work.path().join("before.pcap"),
         256,
@@ -367,8 +310,8 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     assert_eq!(got.from, SocketAddr::new(A_OUTER.parse().unwrap(), 4500));
 
     // Ping and full-size DF packets, captured for the oracles.
-    let cap = Capture::start(
-        &bed.line.a,
+    let cap = Capture::start_with(
+        bed.line.a.name(),
         &bed.line.veth_a,
         &work.path().join("esp.pcap"),
         2048,
@@ -471,8 +414,8 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
     );
 
     // TCP, while a capture of the headers shows nothing but ESP.
-    let cap = Capture::start(
-        &bed.line.a,
+    let cap = Capture::start_with(
+        bed.line.a.name(),
         &bed.line.veth_a,
         &work.path().join("tcp.pcap"),
         96,
@@ -622,7 +565,12 @@ fn a_persistent_tun_outlives_the_datapath_and_is_adopted() {
         "the route into it stays"
     );
     let work = tempfile::tempdir().unwrap();
-    let cap = Capture::start(&line.a, &line.veth_a, &work.path().join("gap.pcap"), 256);
+    let cap = Capture::start_with(
+        line.a.name(),
+        &line.veth_a,
+        &work.path().join("gap.pcap"),
+        256,
+    );
     assert!(!c.ping("10.2.0.1"), "ping passed with no datapath");
     let out = line
         .a

@@ -19,6 +19,12 @@ impl Capture {
     /// Starts capturing whole packets on `dev` in namespace `ns` into `file`, and
     /// returns once tcpdump listens.
     pub fn start(ns: &str, dev: &str, file: &Path) -> Self {
+        Self::start_with(ns, dev, file, 0)
+    }
+
+    /// The same, keeping the first `snaplen` octets of each packet (0: all of it);
+    /// a short one keeps a capture under bulk traffic small.
+    pub fn start_with(ns: &str, dev: &str, file: &Path, snaplen: u32) -> Self {
         let log = file.with_extension("log");
         let child = Command::new("ip")
             .args([
@@ -30,7 +36,7 @@ impl Capture {
                 "-U",
                 "--immediate-mode",
             ])
-            .args(["-i", dev, "-s", "0", "-w"])
+            .args(["-i", dev, "-s", &snaplen.to_string(), "-w"])
             .arg(file)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("capture log"))

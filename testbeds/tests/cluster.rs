@@ -252,11 +252,11 @@ fn borrowed_address_reaches_everyone(
 
 /// The STATE `netctl nodes` on `on` shows for node `node` (`None`: not listed).
 fn node_state(on: &ClusterHost, node: &str) -> Option<String> {
-    let (_, out) = on.netctl(&["nodes"]);
-    out.lines().skip(1).find_map(|l| {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        (words.first() == Some(&node)).then(|| words[8..].join(" "))
-    })
+    // As the table words it: `lease-expired` is shown "lease expired".
+    let (_, out) = on.netctl(&["-o", "json", "nodes"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+    let n = nodes.iter().find(|n| n["name"] == node)?;
+    Some(n["state"].as_str()?.replace('-', " "))
 }
 
 /// Whether `h` still routes to `ip` (and, on vxlan, has an FDB entry for `vtep`).

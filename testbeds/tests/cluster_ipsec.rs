@@ -62,6 +62,38 @@ fn wait_encrypting(h: &ClusterHost, peers: &[&str]) {
     .unwrap();
 }
 
+/// A capture holds, between any two of `c`'s hosts, nothing but UDP 4500 (IKE and
+/// ESP), and no container address anywhere.
+fn assert_nothing_in_clear(pcap: &std::path::Path, c: &Cluster, when: &str) {
+    let hosts: Vec<String> = c
+        .hosts()
+        .iter()
+        .map(|h| h.underlay_v4.to_string())
+        .collect();
+    let hosts = hosts.join(", ");
+    let clear = wire::tshark_fields(
+        pcap,
+        &[],
+        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
+        &[
+            "frame.number",
+            "ip.src",
+            "ip.dst",
+            "_ws.col.Protocol",
+            "_ws.col.Info",
+        ],
+    );
+    assert!(
+        clear.is_empty(),
+        "in clear between the hosts {when}: {clear:?}"
+    );
+    let leaked = wire::tshark_fields(pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
+    assert!(
+        leaked.is_empty(),
+        "a container address in clear {when}: {leaked:?}"
+    );
+}
+
 /// Every key the agents logged, as Wireshark's `esp_sa` lines.
 fn esp_sa(c: &Cluster) -> Vec<String> {
     c.hosts()
@@ -148,27 +180,7 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
 
     // On the line: between the hosts only UDP 4500 (IKE and ESP); containers' addresses
     // nowhere in clear.
-    let hosts: Vec<String> = c
-        .hosts()
-        .iter()
-        .map(|h| h.underlay_v4.to_string())
-        .collect();
-    let between_hosts = format!("ip.src in {{{0}}} and ip.dst in {{{0}}}", hosts.join(", "));
-    let clear = wire::tshark_fields(
-        &pcap,
-        &[],
-        &format!("({between_hosts}) and not udp.port == 4500"),
-        &["frame.number", "ip.src", "ip.dst", "_ws.col.Protocol"],
-    );
-    assert!(
-        clear.is_empty(),
-        "plaintext between hosts on the line: {clear:?}"
-    );
-    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
-    assert!(
-        leaked.is_empty(),
-        "a container address in clear on the line: {leaked:?}"
-    );
+    assert_nothing_in_clear(&pcap, &c, "on the line");
 
     // The oracle: every ESP packet decrypts with a good ICV, and the pings are inside.
     let keys = esp_sa(&c);
@@ -385,25 +397,7 @@ fn an_agent_restart_renegotiates_and_never_lets_a_packet_out_in_clear() {
         "old {old:?}, now {now:?}"
     );
     // Throughout, nothing but UDP 4500 between the hosts and no container address.
-    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(1).underlay_v4);
-    let clear = wire::tshark_fields(
-        &pcap,
-        &[],
-        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
-        &[
-            "frame.number",
-            "ip.src",
-            "ip.dst",
-            "_ws.col.Protocol",
-            "_ws.col.Info",
-        ],
-    );
-    assert!(clear.is_empty(), "in clear during the restart: {clear:?}");
-    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
-    assert!(
-        leaked.is_empty(),
-        "a container address in clear: {leaked:?}"
-    );
+    assert_nothing_in_clear(&pcap, &c, "during the restart");
 }
 
 #[test]
@@ -509,19 +503,7 @@ fn a_peer_whose_record_has_another_key_is_refused_and_nothing_goes_in_clear() {
     ]);
     let pcap = capture.stop();
     assert!(!out.status.success(), "no SA, no traffic");
-    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
-    assert!(
-        leaked.is_empty(),
-        "a container address in clear: {leaked:?}"
-    );
-    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(1).underlay_v4);
-    let clear = wire::tshark_fields(
-        &pcap,
-        &[],
-        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
-        &["frame.number", "_ws.col.Protocol", "_ws.col.Info"],
-    );
-    assert!(clear.is_empty(), "in clear between the hosts: {clear:?}");
+    assert_nothing_in_clear(&pcap, &c, "with the peer refused");
 }
 
 /// Containers of `c`'s first and last host talk through the encrypted path, and a
@@ -538,19 +520,7 @@ fn assert_encrypted_path(c: &mut Cluster, ns: &str, dev: &str) {
     probe::tcp_echo(&a.ns, &b.ns, b_ip).unwrap();
     probe::ping_full_mtu(&a.ns, b_ip, a.mtu).unwrap();
     let pcap = capture.stop();
-    let hosts = format!("{}, {}", c.host(0).underlay_v4, c.host(last).underlay_v4);
-    let clear = wire::tshark_fields(
-        &pcap,
-        &[],
-        &format!("ip.src in {{{hosts}}} and ip.dst in {{{hosts}}} and not udp.port == 4500"),
-        &["frame.number", "_ws.col.Protocol", "_ws.col.Info"],
-    );
-    assert!(clear.is_empty(), "in clear between the hosts: {clear:?}");
-    let leaked = wire::tshark_fields(&pcap, &[], "ip.addr == 10.244.0.0/16", &["frame.number"]);
-    assert!(
-        leaked.is_empty(),
-        "a container address in clear: {leaked:?}"
-    );
+    assert_nothing_in_clear(&pcap, c, "on the wire");
     let esp = wire::tshark_fields(&pcap, &[], "udp.port == 4500", &["frame.number"]);
     assert!(esp.len() >= 40, "ESP on the wire: {}", esp.len());
 }
@@ -604,4 +574,72 @@ fn host_gw_on_one_segment_encrypts_every_pair_in_mode_all() {
     wait_encrypting(c.host(1), &["h1"]);
     let ns = c.host(0).ns.name().to_string();
     assert_encrypted_path(&mut c, &ns, "eth0");
+}
+
+#[test]
+fn child_sas_are_rekeyed_by_bytes_and_mode_off_lets_the_pair_talk_in_clear_again() {
+    if !privileged("child_sas_are_rekeyed_by_bytes_and_mode_off_lets_the_pair_talk_in_clear_again")
+    {
+        return;
+    }
+    let _serial = serial();
+    // A Child SA carries 2 MB at most in either direction.
+    let (c, a, b) = two_site_pair(&["--ipsec-child-bytes", "2000000"]);
+    let b_ip: IpAddr = b.v4.unwrap().into();
+    let server = IperfServer::start(&b.ns, b_ip);
+    let before = child_rekeys(c.host(0)) + child_rekeys(c.host(1));
+    bench::iperf(&a.ns, b_ip, 2, false).expect("iperf3");
+    drop(server);
+    wait_until("rekeys by bytes", CONVERGE, POLL, || {
+        let rekeys = child_rekeys(c.host(0)) + child_rekeys(c.host(1)) - before;
+        if rekeys >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{rekeys} rekeys"))
+        }
+    })
+    .unwrap();
+    for h in c.hosts() {
+        assert_eq!(failures(h), (0, 0), "{}: replay and ICV failures", h.name);
+    }
+
+    // Off: the peers, their SAs and the steering go; the pair talks in clear.
+    let off = IpsecSettings {
+        mode: IpsecMode::Off,
+    };
+    c.host(0).agent.client().put_ipsec_settings(&off).unwrap();
+    for h in c.hosts() {
+        wait_until(
+            &format!("{} has no IPsec peer", h.name),
+            CONVERGE,
+            POLL,
+            || {
+                let s = status(h);
+                if s.peers.is_empty() && s.mtu.is_none() {
+                    Ok(())
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            },
+        )
+        .unwrap();
+        let rules = String::from_utf8_lossy(&h.ns.exec(&["ip", "rule"]).stdout).into_owned();
+        assert!(!rules.contains("lookup 2083"), "{}: {rules}", h.name);
+    }
+    let (router, dev) = c.underlay().line().expect("a line");
+    let capture = Capture::start(router.name(), dev, &c.dir().join("off.pcap"));
+    probe::wait_ping(&a.ns, b_ip, CONVERGE).unwrap();
+    ping(&a.ns, b_ip, 10);
+    let pcap = capture.stop();
+    let vxlan = wire::tshark_fields(
+        &pcap,
+        &[],
+        &format!("vxlan and icmp and ip.addr == {b_ip}"),
+        &["frame.number"],
+    );
+    assert!(
+        vxlan.len() >= 20,
+        "pings in clear VXLAN with mode off: {}",
+        vxlan.len()
+    );
 }

@@ -123,6 +123,17 @@ pub struct Userspace {
     offloads: tun::Offloads,
 }
 
+/// A peer's outbound SAs: the one in use, and the others still installed.
+type OutboundSas = (Option<Arc<OutboundSa>>, Vec<Arc<OutboundSa>>);
+
+fn unknown_sa(peer: &str, direction: Direction, spi: u32) -> DatapathError {
+    DatapathError::UnknownSa {
+        peer: peer.to_string(),
+        direction,
+        spi,
+    }
+}
+
 impl std::fmt::Debug for Userspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Userspace")
@@ -188,6 +199,29 @@ impl Userspace {
             ctl,
             tun_name: config.tun_name,
             offloads,
+        })
+    }
+
+    /// Replaces `peer`'s outbound SAs (the one in use, the others) with what `change`
+    /// makes of them, in one table edit; `missing` when there is no such peer.
+    fn edit_outbound(
+        &self,
+        peer: &str,
+        missing: impl FnOnce() -> DatapathError,
+        change: impl FnOnce(&Peer) -> Result<OutboundSas, DatapathError>,
+    ) -> Result<(), DatapathError> {
+        self.shared.tables.edit(|t| {
+            let p = t.peers.get(peer).ok_or_else(missing)?;
+            let (outbound, retired) = change(p)?;
+            let next = Peer {
+                name: p.name.clone(),
+                config: p.config.clone(),
+                to: p.to.clone(),
+                outbound,
+                retired,
+            };
+            t.peers.insert(peer.to_string(), Arc::new(next));
+            Ok(())
         })
     }
 
@@ -294,121 +328,78 @@ impl Datapath for Userspace {
     }
 
     fn install_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError> {
-        self.shared.tables.edit(|t| {
-            let p = t
-                .peers
-                .get(peer)
-                .ok_or_else(|| DatapathError::UnknownPeer(peer.to_string()))?;
-            let mut retired = p.retired.clone();
-            retired.extend(p.outbound.clone());
-            let next = Peer {
-                name: p.name.clone(),
-                config: p.config.clone(),
-                to: p.to.clone(),
-                outbound: Some(Arc::new(OutboundSa::new(sa.spi, &sa.key, sa.esn))),
-                retired,
-            };
-            t.peers.insert(peer.to_string(), Arc::new(next));
-            Ok(())
-        })
+        let new = Arc::new(OutboundSa::new(sa.spi, &sa.key, sa.esn));
+        self.edit_outbound(
+            peer,
+            || DatapathError::UnknownPeer(peer.to_string()),
+            |p| {
+                let mut retired = p.retired.clone();
+                retired.extend(p.outbound.clone());
+                Ok((Some(new), retired))
+            },
+        )
     }
 
     fn add_outbound(&self, peer: &str, sa: SaConfig) -> Result<(), DatapathError> {
-        self.shared.tables.edit(|t| {
-            let p = t
-                .peers
-                .get(peer)
-                .ok_or_else(|| DatapathError::UnknownPeer(peer.to_string()))?;
-            let new = Arc::new(OutboundSa::new(sa.spi, &sa.key, sa.esn));
-            let mut retired = p.retired.clone();
-            let outbound = match &p.outbound {
-                Some(active) => {
-                    retired.push(new);
-                    Some(active.clone())
-                }
-                None => Some(new),
-            };
-            let next = Peer {
-                name: p.name.clone(),
-                config: p.config.clone(),
-                to: p.to.clone(),
-                outbound,
-                retired,
-            };
-            t.peers.insert(peer.to_string(), Arc::new(next));
-            Ok(())
-        })
+        let new = Arc::new(OutboundSa::new(sa.spi, &sa.key, sa.esn));
+        self.edit_outbound(
+            peer,
+            || DatapathError::UnknownPeer(peer.to_string()),
+            |p| {
+                let mut retired = p.retired.clone();
+                Ok(match &p.outbound {
+                    Some(active) => {
+                        retired.push(new);
+                        (Some(active.clone()), retired)
+                    }
+                    None => (Some(new), retired),
+                })
+            },
+        )
     }
 
     fn activate_outbound(&self, peer: &str, spi: u32) -> Result<(), DatapathError> {
-        self.shared.tables.edit(|t| {
-            let p = t
-                .peers
-                .get(peer)
-                .ok_or_else(|| DatapathError::UnknownPeer(peer.to_string()))?;
+        let unknown = || unknown_sa(peer, Direction::Outbound, spi);
+        self.edit_outbound(peer, unknown, |p| {
             if p.outbound.as_ref().is_some_and(|s| s.spi() == spi) {
-                return Ok(());
+                return Ok((p.outbound.clone(), p.retired.clone()));
             }
             let mut retired = p.retired.clone();
-            let i = retired.iter().position(|s| s.spi() == spi).ok_or_else(|| {
-                DatapathError::UnknownSa {
-                    peer: peer.to_string(),
-                    direction: Direction::Outbound,
-                    spi,
-                }
-            })?;
+            let i = retired
+                .iter()
+                .position(|s| s.spi() == spi)
+                .ok_or_else(unknown)?;
             let chosen = retired.remove(i);
             retired.extend(p.outbound.clone());
-            let next = Peer {
-                name: p.name.clone(),
-                config: p.config.clone(),
-                to: p.to.clone(),
-                outbound: Some(chosen),
-                retired,
-            };
-            t.peers.insert(peer.to_string(), Arc::new(next));
-            Ok(())
+            Ok((Some(chosen), retired))
         })
     }
 
     fn remove_sa(&self, peer: &str, direction: Direction, spi: u32) -> Result<(), DatapathError> {
-        let unknown = || DatapathError::UnknownSa {
-            peer: peer.to_string(),
-            direction,
-            spi,
-        };
-        self.shared.tables.edit(|t| match direction {
-            Direction::Inbound => match t.inbound.get(&spi) {
+        let unknown = || unknown_sa(peer, direction, spi);
+        if direction == Direction::Inbound {
+            return self.shared.tables.edit(|t| match t.inbound.get(&spi) {
                 Some(e) if e.peer == peer => {
                     t.inbound.remove(&spi);
                     Ok(())
                 }
                 _ => Err(unknown()),
-            },
-            Direction::Outbound => {
-                let p = t.peers.get(peer).ok_or_else(unknown)?;
-                let mut retired = p.retired.clone();
-                let mut outbound = p.outbound.clone();
-                if outbound.as_ref().is_some_and(|s| s.spi() == spi) {
-                    // The newest SA still installed takes over (its counter goes on,
-                    // so no sequence number is used twice): during a simultaneous
-                    // rekey the other new SA may be the one the IKE speaker keeps.
-                    outbound = retired.pop();
-                } else if let Some(i) = retired.iter().position(|s| s.spi() == spi) {
-                    retired.remove(i);
-                } else {
-                    return Err(unknown());
-                }
-                let next = Peer {
-                    name: p.name.clone(),
-                    config: p.config.clone(),
-                    to: p.to.clone(),
-                    outbound,
-                    retired,
-                };
-                t.peers.insert(peer.to_string(), Arc::new(next));
-                Ok(())
+            });
+        }
+        self.edit_outbound(peer, unknown, |p| {
+            let mut retired = p.retired.clone();
+            let mut outbound = p.outbound.clone();
+            if outbound.as_ref().is_some_and(|s| s.spi() == spi) {
+                // The newest SA still installed takes over (its counter goes on,
+                // so no sequence number is used twice): during a simultaneous
+                // rekey the other new SA may be the one the IKE speaker keeps.
+                outbound = retired.pop();
+            } else if let Some(i) = retired.iter().position(|s| s.spi() == spi) {
+                retired.remove(i);
+            } else {
+                return Err(unknown());
             }
+            Ok((outbound, retired))
         })
     }
 
