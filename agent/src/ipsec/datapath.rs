@@ -118,7 +118,7 @@ pub fn start(settings: &DatapathSettings) -> Result<Started, String> {
                 .map_err(|e| format!("starting the userspace ESP datapath: {e}"))?;
             Ok(Started {
                 datapath: Arc::new(datapath),
-                reason: format!("userspace: {why}"),
+                reason: why,
             })
         }
     }
