@@ -285,6 +285,19 @@ fn cross_site_traffic_is_esp_on_the_line_and_same_site_traffic_stays_clear() {
     );
 }
 
+/// Sets the cluster's mode to `mode` and waits until h1 and h2 encrypt with each
+/// other.
+fn encrypt_pair(c: &Cluster, mode: IpsecMode) {
+    let settings = IpsecSettings { mode };
+    c.host(0)
+        .agent
+        .client()
+        .put_ipsec_settings(&settings)
+        .unwrap();
+    wait_encrypting(c.host(0), &["h2"]);
+    wait_encrypting(c.host(1), &["h1"]);
+}
+
 /// Two sites of one host each, cross-site mode on, containers a (h1) and b (h2), and
 /// both agents encrypting; `extra` flags for the agents.
 fn two_site_pair(extra: &[&str]) -> (Cluster, Arc<Container>, Arc<Container>) {
@@ -295,16 +308,7 @@ fn two_site_pair(extra: &[&str]) -> (Cluster, Arc<Container>, Arc<Container>) {
     let mut c = Cluster::start(opts);
     let a = c.add_container(0, "a");
     let b = c.add_container(1, "b");
-    let settings = IpsecSettings {
-        mode: IpsecMode::CrossSite,
-    };
-    c.host(0)
-        .agent
-        .client()
-        .put_ipsec_settings(&settings)
-        .unwrap();
-    wait_encrypting(c.host(0), &["h2"]);
-    wait_encrypting(c.host(1), &["h1"]);
+    encrypt_pair(&c, IpsecMode::CrossSite);
     probe::wait_ping(&a.ns, b.v4.unwrap().into(), CONVERGE).unwrap();
     (c, a, b)
 }
@@ -551,16 +555,7 @@ fn the_bgp_fabric_and_its_sessions_cross_sites_encrypted() {
     opts.pools = vec!["10.244.0.0/16".into()];
     opts.sites = Some(Line { rate_mbit: None });
     let mut c = Cluster::start(opts);
-    let settings = IpsecSettings {
-        mode: IpsecMode::CrossSite,
-    };
-    c.host(0)
-        .agent
-        .client()
-        .put_ipsec_settings(&settings)
-        .unwrap();
-    wait_encrypting(c.host(0), &["h2"]);
-    wait_encrypting(c.host(1), &["h1"]);
+    encrypt_pair(&c, IpsecMode::CrossSite);
     let (router, dev) = c.underlay().line().expect("a line");
     let router = router.name().to_string();
     assert_encrypted_path(&mut c, &router, dev);
@@ -578,16 +573,7 @@ fn host_gw_on_one_segment_encrypts_every_pair_in_mode_all() {
     let mut opts = ClusterOpts::new(2, Fabric::HostGw);
     opts.pools = vec!["10.244.0.0/16".into()];
     let mut c = Cluster::start(opts);
-    let settings = IpsecSettings {
-        mode: IpsecMode::All,
-    };
-    c.host(0)
-        .agent
-        .client()
-        .put_ipsec_settings(&settings)
-        .unwrap();
-    wait_encrypting(c.host(0), &["h2"]);
-    wait_encrypting(c.host(1), &["h1"]);
+    encrypt_pair(&c, IpsecMode::All);
     let ns = c.host(0).ns.name().to_string();
     assert_encrypted_path(&mut c, &ns, "eth0");
 }
