@@ -738,16 +738,7 @@ fn receive_ike(
     while !stop.load(Ordering::Relaxed) {
         let r = match udp::recv(sock, &mut buf) {
             Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if udp::nothing_yet(&e) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "receiving on the IKE socket failed");
                 std::thread::sleep(POLL);

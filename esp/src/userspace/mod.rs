@@ -604,16 +604,7 @@ fn receive_worker(shared: &Shared, tun_fd: &OwnedFd, sock: &OwnedFd) {
     while !shared.stop.load(Ordering::Relaxed) {
         let r = match udp::recv(sock, &mut buf) {
             Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if udp::nothing_yet(&e) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "receiving on the ESP socket failed");
                 std::thread::sleep(Duration::from_millis(POLL_MS as u64));

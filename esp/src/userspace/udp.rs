@@ -114,6 +114,15 @@ pub struct Received {
     pub segment: Option<usize>,
 }
 
+/// Whether a [`recv`] error only says that nothing came within the poll interval (or
+/// a signal broke in): the receive loops go on at once.
+pub fn nothing_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Receive into `buf`. A timeout (nothing arrived within the poll interval) is
 /// `ErrorKind::WouldBlock`.
 #[allow(unsafe_code)]
