@@ -387,6 +387,16 @@ fn rekey_ike_responder(
     inner: &[Payload],
     now: Instant,
 ) {
+    if matches!(
+        sa.pending.as_ref().map(|p| &p.what),
+        Some(InFlight::RekeyChild { .. } | InFlight::DeleteChild { .. })
+    ) {
+        // §2.25.2: our own exchange about a Child SA is in flight on this IKE SA.
+        // Its answer comes on this SA while the children would already have moved
+        // to the new one, so the peer retries the IKE rekey once ours is done.
+        refuse(speaker, sa, id, NotifyType::TemporaryFailure, vec![]);
+        return;
+    }
     let offer = sa_payload(inner).expect("checked");
     let (Some(ni), Some((ke_group, ke_data))) = (nonce(inner), ke(inner)) else {
         refuse(speaker, sa, id, NotifyType::InvalidSyntax, vec![]);
@@ -443,6 +453,13 @@ fn rekey_ike_responder(
         });
     }
     new.children = std::mem::take(&mut sa.children);
+    // Requests we had queued on the old SA continue on the new one, as they do
+    // when we initiate the rekey.
+    new.queue = sa
+        .queue
+        .drain(..)
+        .filter(|i| !matches!(i, Intent::RekeyIke | Intent::DeleteIke))
+        .collect();
     let out = vec![
         Payload::Sa(proposal::ike_answer(
             number,
@@ -460,7 +477,7 @@ fn rekey_ike_responder(
     if let Some(peer) = new.peer.clone() {
         speaker.emit(Event::IkeSaRekeyed { peer });
     }
-    speaker.sas.insert(new_spi, new);
+    speaker.request_later(new, now);
 }
 
 /// The old IKE SA after a rekey: it waits for its Delete, or ends by itself.

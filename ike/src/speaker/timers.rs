@@ -105,7 +105,9 @@ pub(super) fn next_deadline(speaker: &Speaker) -> Option<Instant> {
                     if !c.deleting {
                         times.push(c.expire_at);
                     }
-                    if !c.rekeying && !c.replaced && !c.deleting {
+                    // While a request is in flight a due rekey waits in the queue;
+                    // its past deadline would make the caller poll in a busy loop.
+                    if !c.rekeying && !c.replaced && !c.deleting && sa.pending.is_none() {
                         times.push(c.rekey_at);
                     }
                 }

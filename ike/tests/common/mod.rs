@@ -272,12 +272,16 @@ impl Net {
     /// (false).
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> bool {
         let end = self.now + limit;
+        // Polls at one instant that deliver nothing: a speaker whose deadline stays
+        // in the past would make its caller spin, and this loop hang.
+        let mut stuck = 0;
         loop {
             self.pump();
             if done(self) {
                 return true;
             }
             if self.deliver_one() {
+                stuck = 0;
                 continue;
             }
             let next = self
@@ -288,6 +292,12 @@ impl Net {
                 .min();
             match next {
                 Some(t) if t <= end => {
+                    if t <= self.now {
+                        stuck += 1;
+                        assert!(stuck < 1000, "a speaker's deadline stays in the past");
+                    } else {
+                        stuck = 0;
+                    }
                     self.now = self.now.max(t);
                     let now = self.now;
                     for n in &mut self.nodes {
