@@ -117,12 +117,19 @@ pub struct NodeIpsec {
     /// The node's Ed25519 public key (RFC 8032), 64 lowercase hex digits. Peers
     /// authenticate the node's IKE_AUTH signature (RFC 7427) with it.
     pub ed25519: String,
+    /// The node is a gateway of its site (`--ipsec-gateway`): it connects the site to
+    /// external IPsec peers ([`crate::gateway::ExternalPeer`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gateway: bool,
 }
 
 impl NodeIpsec {
     pub fn from_public_key(key: &[u8; ED25519_PUBLIC_KEY_LEN]) -> Self {
         let ed25519 = key.iter().map(|b| format!("{b:02x}")).collect();
-        NodeIpsec { ed25519 }
+        NodeIpsec {
+            ed25519,
+            gateway: false,
+        }
     }
 
     /// The key as bytes; an error names what is wrong with a record that lies.
@@ -298,7 +305,12 @@ mod tests {
             (format!("{}zz", "00".repeat(31)), "'z'"),
             (format!("{}AB", "00".repeat(31)), "'A'"),
         ] {
-            let err = NodeIpsec { ed25519: bad }.public_key().unwrap_err();
+            let err = NodeIpsec {
+                ed25519: bad,
+                gateway: false,
+            }
+            .public_key()
+            .unwrap_err();
             assert!(err.contains(why), "{err}");
         }
     }

@@ -37,6 +37,7 @@ pub mod family;
 /// that drives them in tests is the dev-only crate strait-fuzz-smoke.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 pub mod ipsec;
 pub mod labels;
 pub mod mac;

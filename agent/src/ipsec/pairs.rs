@@ -221,6 +221,7 @@ mod tests {
         let mut liar = node("b2", "cloud", None);
         liar.ipsec = Some(NodeIpsec {
             ed25519: "zz".into(),
+            gateway: false,
         });
         let nodes = [node("a1", "dc", Some(1)), node("b1", "cloud", None), liar];
         let peers = encrypted_peers(IpsecMode::CrossSite, &nodes[0], &nodes);
