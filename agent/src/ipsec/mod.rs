@@ -13,6 +13,7 @@
 
 pub mod datapath;
 pub mod engine;
+pub mod gateway;
 pub mod node_key;
 pub mod pairs;
 pub mod settings;
