@@ -1,13 +1,15 @@
 //! IPsec steering against the real kernel, in a namespace of the test's own: the rule
 //! and the table routes a reconcile makes, where the kernel then sends a packet with
 //! and without the datapath's mark, that losing the device fails closed (prohibit, not
-//! the main table), and that an empty reconcile removes everything. Needs root
+//! the main table), that an empty reconcile removes everything, and the site gateway's
+//! routes (through the gateway, or refused while there is none). Needs root
 //! (visible SKIP otherwise).
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use strait_testbeds::netns::Netns;
+use straitd::ipsec::gateway::plan::{self, GatewayRoute};
 use straitd::ipsec::steering::{self, ESP_MARK, IPSEC_TABLE};
 use straitd::netlink::Netlink;
 use straitd::netns::NetNs;
@@ -111,4 +113,51 @@ async fn steering_sends_unmarked_traffic_into_the_device_and_fails_closed() {
     let rules = String::from_utf8_lossy(&ns.exec(&["ip", "rule"]).stdout).into_owned();
     assert!(!rules.contains("2083"), "{rules}");
     assert!(route_get(&ns, "10.244.1.9", None).contains("dev eth0"));
+}
+
+/// A node of a site that is not the external peer's gateway routes the peer's
+/// networks through the gateway in strait's table; while the site has none they are
+/// refused, never sent by the default route in clear.
+#[tokio::test]
+async fn gateway_routes_go_through_the_gateway_or_fail_closed() {
+    if !strait_testbeds::require_root("gateway_routes_go_through_the_gateway_or_fail_closed") {
+        return;
+    }
+    let prefix = strait_testbeds::unique_prefix();
+    let ns = Netns::new(format!("{prefix}gw"));
+    ns.exec_ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    ns.exec_ok(&["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]);
+    ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    ns.exec_ok(&["ip", "link", "set", "eth0p", "up"]);
+    ns.exec_ok(&["ip", "route", "add", "default", "via", "10.0.0.254"]);
+    let nl = Netlink::open_in(&NetNs::open(ns.path()).expect("netns"))
+        .await
+        .expect("netlink");
+    let remote: IpNet = "192.168.50.0/24".parse().unwrap();
+    let via = plan::table_routes(&[GatewayRoute::Via {
+        dst: remote,
+        next_hop: "10.0.0.1".parse().unwrap(),
+    }]);
+    steering::reconcile(&nl, &via).await.expect("reconcile");
+    assert_eq!(
+        steering::reconcile(&nl, &via).await.expect("again"),
+        Default::default(),
+        "a via route read back compares equal"
+    );
+    let got = route_get(&ns, "192.168.50.7", None);
+    assert!(got.contains("via 10.0.0.1 dev eth0"), "{got}");
+    // The site lost its gateway: refused.
+    let none = plan::table_routes(&[GatewayRoute::Prohibit { dst: remote }]);
+    steering::reconcile(&nl, &none).await.expect("reconcile");
+    let got = route_get(&ns, "192.168.50.7", None);
+    assert!(
+        got.contains("prohibit") || got.contains("Permission denied"),
+        "{got}"
+    );
+    steering::reconcile(&nl, &Default::default())
+        .await
+        .expect("clear");
+    assert!(nl.table_routes(IPSEC_TABLE).await.unwrap().is_empty());
 }

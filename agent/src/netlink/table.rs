@@ -10,7 +10,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::route::{destination_of, ip_of, main_table_message};
+use super::route::{destination_of, gateway_attribute, ip_of, ip_of_via, main_table_message};
 use super::{Netlink, NetlinkError, RTPROT_STRAIT};
 
 /// What a table route does with a packet.
@@ -21,6 +21,8 @@ pub enum TableRouteKind {
     /// Refuse it with an ICMP "administratively prohibited" (`ip route add prohibit P`):
     /// the sender learns at once, and nothing leaves the host.
     Prohibit,
+    /// Through next hop `G` on a directly connected network (`ip route add P via G`).
+    Via(IpAddr),
 }
 
 /// A route of table `table`.
@@ -35,7 +37,7 @@ pub struct TableRoute {
 impl TableRoute {
     fn to_message(self) -> RouteMessage {
         let kind = match self.kind {
-            TableRouteKind::Link(_) => RouteType::Unicast,
+            TableRouteKind::Link(_) | TableRouteKind::Via(_) => RouteType::Unicast,
             TableRouteKind::Prohibit => RouteType::Prohibit,
         };
         let mut m = main_table_message(self.destination, RTPROT_STRAIT, kind);
@@ -53,6 +55,11 @@ impl TableRoute {
                 m.attributes.push(RouteAttribute::Oif(oif));
             }
             TableRouteKind::Prohibit => m.header.scope = RouteScope::Universe,
+            TableRouteKind::Via(gateway) => {
+                m.header.scope = RouteScope::Universe;
+                m.attributes
+                    .push(gateway_attribute(&self.destination, gateway));
+            }
         }
         m
     }
@@ -63,6 +70,7 @@ impl std::fmt::Display for TableRoute {
         match self.kind {
             TableRouteKind::Link(oif) => write!(f, "{} dev index {oif}", self.destination)?,
             TableRouteKind::Prohibit => write!(f, "prohibit {}", self.destination)?,
+            TableRouteKind::Via(g) => write!(f, "{} via {g}", self.destination)?,
         }
         write!(f, " metric {} table {}", self.metric, self.table)
     }
@@ -105,11 +113,14 @@ fn parse_table_route(m: RouteMessage, want: u32) -> Option<TableRoute> {
     }
     let mut table = u32::from(m.header.table);
     let (mut destination, mut oif, mut metric) = (None::<IpAddr>, None, 0);
+    let mut gateway = None;
     for a in m.attributes {
         match a {
             RouteAttribute::Table(t) => table = t,
             RouteAttribute::Destination(a) => destination = ip_of(a),
             RouteAttribute::Oif(i) => oif = Some(i),
+            RouteAttribute::Gateway(g) => gateway = ip_of(g),
+            RouteAttribute::Via(v) => gateway = ip_of_via(v),
             RouteAttribute::Priority(p) => metric = p,
             _ => {}
         }
@@ -122,9 +133,11 @@ fn parse_table_route(m: RouteMessage, want: u32) -> Option<TableRoute> {
     {
         return None;
     }
-    let kind = match (m.header.kind, oif) {
-        (RouteType::Unicast, Some(oif)) => TableRouteKind::Link(oif),
-        (RouteType::Prohibit, _) => TableRouteKind::Prohibit,
+    // A route via a next hop is dumped with the link the kernel chose for it too.
+    let kind = match (m.header.kind, gateway, oif) {
+        (RouteType::Unicast, Some(g), _) => TableRouteKind::Via(g),
+        (RouteType::Unicast, None, Some(oif)) => TableRouteKind::Link(oif),
+        (RouteType::Prohibit, _, _) => TableRouteKind::Prohibit,
         _ => return None,
     };
     Some(TableRoute {
@@ -153,6 +166,12 @@ mod tests {
                 destination: "fd00:244::/64".parse().unwrap(),
                 kind: TableRouteKind::Prohibit,
                 metric: 1000,
+            },
+            TableRoute {
+                table: 2083,
+                destination: "192.168.50.0/24".parse().unwrap(),
+                kind: TableRouteKind::Via("10.0.0.1".parse().unwrap()),
+                metric: 1,
             },
         ] {
             assert_eq!(parse_table_route(route.to_message(), 2083), Some(route));

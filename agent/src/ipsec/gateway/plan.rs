@@ -11,7 +11,7 @@
 //!   default route in clear.
 //! - Nodes of **other sites** do nothing for the peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -19,6 +19,8 @@ use strait_api::gateway::ExternalPeer;
 
 use super::election::{active_gateway, underlay};
 use crate::fabric::desired::ClusterView;
+use crate::ipsec::steering::{FAIL_CLOSED_METRIC, IPSEC_TABLE, TUN_METRIC};
+use crate::netlink::{TableRoute, TableRouteKind};
 
 /// This node's part for one external peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +139,34 @@ pub fn routes(plans: &BTreeMap<String, PeerPlan>) -> Vec<GatewayRoute> {
     out
 }
 
+/// The IPsec table's routes for `routes`: through the gateway with a `prohibit` twin
+/// (as the steering's TUN routes have, so that a route the kernel drops when its next
+/// hop becomes unreachable fails closed), or `prohibit` alone.
+pub fn table_routes(routes: &[GatewayRoute]) -> BTreeSet<TableRoute> {
+    let mut out = BTreeSet::new();
+    for r in routes {
+        let dst = match *r {
+            GatewayRoute::Via { dst, next_hop } => {
+                out.insert(TableRoute {
+                    table: IPSEC_TABLE,
+                    destination: dst.trunc(),
+                    kind: TableRouteKind::Via(next_hop),
+                    metric: TUN_METRIC,
+                });
+                dst
+            }
+            GatewayRoute::Prohibit { dst } => dst,
+        };
+        out.insert(TableRoute {
+            table: IPSEC_TABLE,
+            destination: dst.trunc(),
+            kind: TableRouteKind::Prohibit,
+            metric: FAIL_CLOSED_METRIC,
+        });
+    }
+    out
+}
+
 fn same_family(net: &IpNet, ip: &IpAddr) -> bool {
     matches!(
         (net, ip),
@@ -226,6 +256,16 @@ mod tests {
                 },
             ]
         );
+        let table = table_routes(&routes(&plans));
+        assert_eq!(
+            table.len(),
+            3,
+            "via + prohibit twin, and prohibit alone: {table:?}"
+        );
+        assert!(table.iter().any(
+            |r| r.kind == TableRouteKind::Via("10.0.0.1".parse().unwrap())
+                && r.metric == TUN_METRIC
+        ));
         assert!(plan("cloud-n1", &cluster(), &peers(), &[]).is_empty());
         assert!(plan("unknown", &cluster(), &peers(), &[]).is_empty());
     }
