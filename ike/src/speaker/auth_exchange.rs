@@ -12,6 +12,9 @@ use super::proposal;
 use super::sa::{Child, IkeSa, IkeState, InFlight, Intent, Pending, ours_is_redundant};
 use super::{Event, Speaker};
 
+/// What an AUTHENTICATION_FAILED from the peer means for whoever reads our log.
+pub(super) const PEER_REFUSED_OUR_AUTH: &str = "the peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key or our certificate, and the identities both sides expect";
+
 fn find<'a, T>(inner: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
     inner.iter().find_map(f)
 }
@@ -39,7 +42,7 @@ fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payloa
         (&keys.sk_pr, &sa.ni)
     };
     let octets = signed_octets(suite.prf, sk_p, &sa.init_local, peer_nonce, &body);
-    let (method, data) = speaker.local_auth.sign(&octets).ok()?;
+    let (method, data) = speaker.local_auth.sign(suite.prf, &octets).ok()?;
     let mut out = vec![if initiator {
         Payload::IdI(id)
     } else {
@@ -80,7 +83,7 @@ fn verify(
     let octets = signed_octets(suite.prf, sk_p, &sa.init_remote, our_nonce, &body);
     speaker
         .peer_auth
-        .verify(peer, &octets, method, data, &certs(inner))
+        .verify(suite.prf, peer, &octets, method, data, &certs(inner))
         .map_err(|e| e.to_string())
 }
 
@@ -284,7 +287,7 @@ pub(super) fn handle_response(
     if find_notify(inner, NotifyType::AuthenticationFailed).is_some() {
         speaker.emit(Event::AuthFailed {
             peer: expected,
-            reason: "the peer refused our authentication".into(),
+            reason: PEER_REFUSED_OUR_AUTH.into(),
         });
         sa.state = IkeState::Dead;
         return;

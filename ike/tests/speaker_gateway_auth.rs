@@ -1,0 +1,78 @@
+//! Two speakers authenticating as other vendors' gateways do, over the in-memory
+//! network: pre-shared keys (AUTH method 2), the identity the peer must prove, and
+//! the plain-words reasons a failure is reported with.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use strait_ike::auth::Psk;
+use strait_ike::speaker::{Config, Event, Speaker};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn psk_speaker(config: Config, key: &[u8]) -> Speaker {
+    Speaker::new(
+        config,
+        Box::new(Psk::new(key.to_vec())),
+        Box::new(Psk::new(key.to_vec())),
+    )
+}
+
+/// A pair whose speakers use pre-shared keys `a` and `b`, with `configs`.
+fn psk_pair(configs: [Config; 2], a: &[u8], b: &[u8]) -> Net {
+    let mut net = Net::new(configs.to_vec());
+    let [ca, cb] = configs;
+    net.nodes[0].speaker = psk_speaker(ca, a);
+    net.nodes[1].speaker = psk_speaker(cb, b);
+    net
+}
+
+fn auth_failures(n: &Node) -> Vec<String> {
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AuthFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pre_shared_keys_establish_in_both_roles() {
+    for initiator in [0, 1] {
+        let key = b"sixteen or more bytes of key";
+        let mut net = psk_pair([config(0), config(1)], key, key);
+        net.connect(initiator, 1 - initiator);
+        assert!(net.run_until(LIMIT, Net::established));
+        let (a, b) = (&net.nodes[0].installed()[0], &net.nodes[1].installed()[0]);
+        assert_mirror(a, b);
+        assert_eq!(a.peer, node_id(1));
+        assert!(auth_failures(&net.nodes[0]).is_empty());
+    }
+}
+
+#[test]
+fn a_wrong_pre_shared_key_fails_on_both_sides_with_the_reason() {
+    let mut net = psk_pair(
+        [config(0), config(1)],
+        b"the initiator's key, long",
+        b"the responder's key, long",
+    );
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| {
+        !auth_failures(&n.nodes[0]).is_empty() && !auth_failures(&n.nodes[1]).is_empty()
+    });
+    let responder = auth_failures(&net.nodes[1]);
+    assert_eq!(responder.len(), 1, "{:?}", net.nodes[1].events);
+    assert!(responder[0].contains("pre-shared key"), "{responder:?}");
+    let initiator = auth_failures(&net.nodes[0]);
+    assert_eq!(initiator.len(), 1, "{:?}", net.nodes[0].events);
+    assert!(
+        initiator[0].contains("AUTHENTICATION_FAILED")
+            && initiator[0].contains("check the pre-shared key"),
+        "{initiator:?}"
+    );
+    assert!(net.nodes.iter().all(|n| n.installed().is_empty()));
+}
