@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use strait_ike::auth::Psk;
+use strait_ike::codec::Identity;
 use strait_ike::speaker::{Config, Event, Speaker};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -75,4 +76,62 @@ fn a_wrong_pre_shared_key_fails_on_both_sides_with_the_reason() {
         "{initiator:?}"
     );
     assert!(net.nodes.iter().all(|n| n.installed().is_empty()));
+}
+
+#[test]
+fn the_responder_refuses_an_initiator_that_is_not_the_expected_peer() {
+    let key = b"sixteen or more bytes of key";
+    let mut responder = config(1);
+    responder.remote_id = Some(Identity::Fqdn("someone-else".into()));
+    let mut net = psk_pair([config(0), responder], key, key);
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| !auth_failures(&n.nodes[1]).is_empty());
+    assert_eq!(
+        auth_failures(&net.nodes[1]),
+        vec!["the peer says it is fqdn:node-a; we expect fqdn:someone-else".to_string()]
+    );
+    assert!(net.nodes.iter().all(|n| n.installed().is_empty()));
+}
+
+#[test]
+fn the_initiator_refuses_a_responder_that_is_not_the_expected_peer() {
+    let key = b"sixteen or more bytes of key";
+    let mut initiator = config(0);
+    initiator.remote_id = Some(Identity::Fqdn("gw.example".into()));
+    let mut net = psk_pair([initiator, config(1)], key, key);
+    let (local, remote, now) = (net.nodes[0].addr, net.nodes[1].addr, net.now);
+    net.nodes[0]
+        .speaker
+        .connect(Identity::Fqdn("gw.example".into()), local, remote, now);
+    // The responder, which took the initiator's AUTH, is told and drops its SAs.
+    net.run_until(LIMIT, |n| {
+        n.nodes.iter().all(|n| !auth_failures(n).is_empty())
+    });
+    assert_eq!(
+        auth_failures(&net.nodes[0]),
+        vec!["the peer says it is fqdn:node-b; we expect fqdn:gw.example".to_string()]
+    );
+    assert!(net.nodes.iter().all(|n| n.installed().is_empty()));
+}
+
+#[test]
+fn an_expected_dn_matches_the_same_dn_in_other_string_types() {
+    let key = b"sixteen or more bytes of key";
+    let dn = Identity::dn(&[("CN", "gw.example"), ("O", "Example")]).unwrap();
+    let mut initiator = config(0);
+    initiator.local_id = dn.clone();
+    let mut responder = config(1);
+    responder.remote_id = Some(Identity::dn(&[("cn", "GW.example"), ("o", "example")]).unwrap());
+    let mut net = psk_pair([initiator, responder], key, key);
+    net.nodes[0].id = dn.clone();
+    net.connect(0, 1);
+    assert!(
+        net.run_until(LIMIT, Net::established),
+        "{:?}",
+        net.nodes[1].events
+    );
+    assert_eq!(
+        net.nodes[1].installed()[0].peer.to_string(),
+        "dn:CN=gw.example,O=Example"
+    );
 }

@@ -29,6 +29,11 @@ fn certs(inner: &[Payload]) -> Vec<(u8, Vec<u8>)> {
         .collect()
 }
 
+/// The reason a peer's identity is refused, in the words of the configuration.
+fn not_expected(got: &Identity, expected: &Identity) -> String {
+    format!("the peer says it is {got}; we expect {expected}")
+}
+
 /// Our ID, CERT and AUTH payloads; `peer_nonce` and `init` are the signed octets'
 /// other parts, `sk_p` our SK_p*.
 fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payload>> {
@@ -50,6 +55,9 @@ fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payloa
     }];
     for (encoding, data) in speaker.local_auth.certificates() {
         out.push(Payload::Cert { encoding, data });
+    }
+    if initiator && let Some(remote_id) = &speaker.config.remote_id {
+        out.push(Payload::IdR(remote_id.clone()));
     }
     out.push(Payload::Auth { method, data });
     Some(out)
@@ -207,7 +215,11 @@ pub(super) fn handle_request(
         sa.state = IkeState::Dead;
         return;
     };
-    if let Err(reason) = verify(speaker, sa, &peer, inner, true) {
+    let checked = match &speaker.config.remote_id {
+        Some(expected) if !peer.matches(expected) => Err(not_expected(&peer, expected)),
+        _ => verify(speaker, sa, &peer, inner, true),
+    };
+    if let Err(reason) = checked {
         tracing::warn!(%peer, reason, "IKE_AUTH: peer refused");
         let n = Notify::new(NotifyType::AuthenticationFailed, vec![]);
         speaker.respond(sa, ExchangeType::IkeAuth, id, &[Payload::Notify(n)]);
@@ -298,7 +310,7 @@ pub(super) fn handle_response(
     });
     let result = match idr {
         None => Err("no IDr in the IKE_AUTH response".to_string()),
-        Some(id) if id != expected => Err(format!("the responder identified as {id}")),
+        Some(id) if !id.matches(&expected) => Err(not_expected(&id, &expected)),
         Some(id) => verify(speaker, sa, &id, inner, false),
     };
     if let Err(reason) = result {

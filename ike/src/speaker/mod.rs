@@ -49,6 +49,11 @@ pub struct Lifetime {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub local_id: Identity,
+    /// The identity the peer must prove (its IDi, or its IDr when we initiate), for
+    /// a speaker that talks to one peer (an external gateway). When set, an
+    /// initiator also sends it as IDr, so a responder with several identities picks
+    /// this one (RFC 7296 §1.2).
+    pub remote_id: Option<Identity>,
     /// In order of preference.
     pub ike_ciphers: Vec<Cipher>,
     pub prfs: Vec<Prf>,
@@ -89,6 +94,7 @@ impl Config {
         let any6 = TrafficSelector::prefix("::/0".parse().expect("prefix"));
         Config {
             local_id,
+            remote_id: None,
             ike_ciphers: vec![Cipher::AesGcm16_256, Cipher::AesGcm16_128],
             prfs: vec![Prf::HmacSha384, Prf::HmacSha256],
             groups: vec![Group::Curve25519, Group::Ecp256],
