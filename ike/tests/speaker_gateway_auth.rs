@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use strait_ike::auth::Psk;
-use strait_ike::codec::Identity;
+use strait_ike::codec::{Identity, TrafficSelector};
+use strait_ike::crypto::prf::Prf;
+use strait_ike::crypto::suite::{Cipher, Group};
 use strait_ike::speaker::{Config, Event, Speaker};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -134,4 +136,136 @@ fn an_expected_dn_matches_the_same_dn_in_other_string_types() {
         net.nodes[1].installed()[0].peer.to_string(),
         "dn:CN=gw.example,O=Example"
     );
+}
+
+fn failures(n: &Node) -> Vec<String> {
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child_failures(n: &Node) -> Vec<String> {
+    n.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaFailed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn mismatched_ike_proposals_are_explained_on_both_sides() {
+    let mut initiator = config(0);
+    initiator.ike_ciphers = vec![Cipher::AesGcm16_128];
+    initiator.prfs = vec![Prf::HmacSha256];
+    initiator.groups = vec![Group::Ecp256];
+    let mut responder = config(1);
+    responder.ike_ciphers = vec![Cipher::AesGcm16_256];
+    let mut net = Net::new(vec![initiator, responder]);
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| n.nodes.iter().all(|n| !failures(n).is_empty()));
+    assert_eq!(
+        failures(&net.nodes[1]),
+        vec![
+            "the peer proposed only IKE:AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256; \
+             we accept IKE:AES_GCM_16_256/PRF_HMAC_SHA2_384/PRF_HMAC_SHA2_256/CURVE_25519/ECP_256"
+                .to_string()
+        ]
+    );
+    assert!(net.nodes[1].events.iter().any(
+        |e| matches!(e, Event::Failed { remote, peer: None, .. } if *remote == net.nodes[0].addr)
+    ));
+    assert_eq!(
+        failures(&net.nodes[0]),
+        vec![
+            "the peer accepted none of our proposals (NO_PROPOSAL_CHOSEN; \
+             we offered IKE:AES_GCM_16_128/PRF_HMAC_SHA2_256/ECP_256)"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn mismatched_child_proposals_and_selectors_are_explained_on_both_sides() {
+    let mut initiator = config(0);
+    initiator.esp_ciphers = vec![Cipher::AesGcm16_128];
+    initiator.esn = vec![false];
+    let mut responder = config(1);
+    responder.esp_ciphers = vec![Cipher::AesGcm16_256];
+    let mut net = Net::new(vec![initiator, responder]);
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| {
+        n.nodes.iter().all(|n| !child_failures(n).is_empty())
+    });
+    assert_eq!(
+        child_failures(&net.nodes[1]),
+        vec![
+            "the peer proposed only ESP:AES_GCM_16_128/NO_EXT_SEQ for the Child SA; \
+             we accept ESP:AES_GCM_16_256/EXT_SEQ/NO_EXT_SEQ"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        child_failures(&net.nodes[0]),
+        vec![
+            "the peer accepted none of our Child SA proposals (NO_PROPOSAL_CHOSEN; \
+             we offered ESP:AES_GCM_16_128/NO_EXT_SEQ)"
+                .to_string()
+        ]
+    );
+
+    let ts = |s: &str| TrafficSelector::prefix(s.parse().unwrap());
+    let mut initiator = config(0);
+    initiator.local_ts = vec![ts("10.1.0.0/24")];
+    initiator.remote_ts = vec![ts("10.2.0.0/24")];
+    let mut responder = config(1);
+    responder.local_ts = vec![ts("10.9.0.0/24")];
+    let mut net = Net::new(vec![initiator, responder]);
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| {
+        n.nodes.iter().all(|n| !child_failures(n).is_empty())
+    });
+    assert_eq!(
+        child_failures(&net.nodes[1]),
+        vec![
+            "the peer proposed traffic selectors 10.1.0.0/24 === 10.2.0.0/24; \
+             we allow 0.0.0.0/0, ::/0 === 10.9.0.0/24"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        child_failures(&net.nodes[0]),
+        vec![
+            "the peer refused our traffic selectors (TS_UNACCEPTABLE; \
+             we offered 10.1.0.0/24 === 10.2.0.0/24)"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn a_failure_before_the_sa_is_up_comes_as_failed_with_the_remote() {
+    let mut net = psk_pair(
+        [config(0), config(1)],
+        b"the initiator's key, long",
+        b"the responder's key, long",
+    );
+    net.connect(0, 1);
+    net.run_until(LIMIT, |n| n.nodes.iter().all(|n| !failures(n).is_empty()));
+    let (a, b) = (net.nodes[0].addr, net.nodes[1].addr);
+    assert!(net.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::Failed { remote, peer: Some(p), reason }
+            if *remote == a && *p == node_id(0) && reason.contains("pre-shared key")
+    )));
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::Failed { remote, peer: Some(p), reason }
+            if *remote == b && *p == node_id(1) && reason.contains("AUTHENTICATION_FAILED")
+    )));
 }

@@ -8,9 +8,9 @@ use std::time::Instant;
 use crate::auth::signed_octets;
 use crate::codec::{ExchangeType, Identity, Notify, NotifyType, Payload, find_notify};
 
-use super::proposal;
 use super::sa::{Child, IkeSa, IkeState, InFlight, Intent, Pending, ours_is_redundant};
 use super::{Event, Speaker};
+use super::{explain, proposal};
 
 /// What an AUTHENTICATION_FAILED from the peer means for whoever reads our log.
 pub(super) const PEER_REFUSED_OUR_AUTH: &str = "the peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key or our certificate, and the identities both sides expect";
@@ -223,6 +223,7 @@ pub(super) fn handle_request(
         tracing::warn!(%peer, reason, "IKE_AUTH: peer refused");
         let n = Notify::new(NotifyType::AuthenticationFailed, vec![]);
         speaker.respond(sa, ExchangeType::IkeAuth, id, &[Payload::Notify(n)]);
+        speaker.failed(sa, Some(peer.clone()), &reason);
         speaker.emit(Event::AuthFailed { peer, reason });
         sa.state = IkeState::Dead;
         return;
@@ -248,15 +249,23 @@ pub(super) fn handle_request(
         _ => None,
     });
     let mut child_up = None;
+    let mut child_refused = "the peer asked for no Child SA".to_string();
     if let (Some(offer), Some(tsi), Some(tsr)) = (offer, tsi, tsr) {
         {
             let ts_remote = proposal::narrow(tsi, &speaker.config.remote_ts);
             let ts_local = proposal::narrow(tsr, &speaker.config.local_ts);
             match proposal::choose_esp(&speaker.config, offer, None) {
-                Err(n) => out.push(Payload::Notify(Notify::new(n, vec![]))),
-                Ok(_) if ts_remote.is_empty() || ts_local.is_empty() => out.push(Payload::Notify(
-                    Notify::new(NotifyType::TsUnacceptable, vec![]),
-                )),
+                Err(n) => {
+                    child_refused = explain::esp_mismatch(&speaker.config, offer);
+                    out.push(Payload::Notify(Notify::new(n, vec![])))
+                }
+                Ok(_) if ts_remote.is_empty() || ts_local.is_empty() => {
+                    child_refused = explain::ts_mismatch(&speaker.config, tsi, tsr);
+                    out.push(Payload::Notify(Notify::new(
+                        NotifyType::TsUnacceptable,
+                        vec![],
+                    )))
+                }
                 Ok((number, spi_out, suite)) => {
                     let spi_in = speaker.new_esp_spi();
                     let ike = sa.suite.expect("keys exist");
@@ -280,10 +289,13 @@ pub(super) fn handle_request(
     speaker.respond(sa, ExchangeType::IkeAuth, id, &out);
     match child_up {
         Some(c) => speaker.emit(Event::ChildSaUp(c)),
-        None => speaker.emit(Event::ChildSaFailed {
-            peer,
-            reason: "no acceptable Child SA proposal or traffic selectors".into(),
-        }),
+        None => {
+            tracing::warn!(%peer, reason = child_refused, "Child SA refused");
+            speaker.emit(Event::ChildSaFailed {
+                peer,
+                reason: child_refused,
+            })
+        }
     }
     resolve_duplicates(speaker, sa, now);
 }
@@ -297,6 +309,8 @@ pub(super) fn handle_response(
 ) {
     let expected = sa.peer.clone().expect("an initiator knows its peer");
     if find_notify(inner, NotifyType::AuthenticationFailed).is_some() {
+        tracing::warn!(peer = %expected, PEER_REFUSED_OUR_AUTH);
+        speaker.failed(sa, None, PEER_REFUSED_OUR_AUTH);
         speaker.emit(Event::AuthFailed {
             peer: expected,
             reason: PEER_REFUSED_OUR_AUTH.into(),
@@ -321,6 +335,7 @@ pub(super) fn handle_response(
         if let Ok(b) = sa.seal(&header, &[n]) {
             speaker.transmit(sa.local, sa.remote, b);
         }
+        speaker.failed(sa, None, &reason);
         speaker.emit(Event::AuthFailed {
             peer: expected,
             reason,
@@ -380,7 +395,7 @@ pub(super) fn handle_response(
                 Payload::Notify(n) if n.kind.is_error() => Some(n.kind),
                 _ => None,
             }) {
-                Some(kind) => format!("the responder refused the Child SA with {kind:?}"),
+                Some(kind) => explain::refused(&speaker.config, kind, true),
                 None => "the responder sent no Child SA".to_string(),
             },
         ),

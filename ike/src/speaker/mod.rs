@@ -12,6 +12,7 @@
 
 mod auth_exchange;
 mod create_child;
+mod explain;
 mod informational;
 mod init;
 pub mod proposal;
@@ -219,6 +220,15 @@ pub enum Event {
     },
     AuthFailed {
         peer: Identity,
+        reason: String,
+    },
+    /// An IKE SA with `remote` failed before it was up, for any reason (proposals,
+    /// authentication, identities, no answer), in plain words; `peer` is the
+    /// identity we expected or the peer claimed, if known yet. Authentication
+    /// failures also come as [`Event::AuthFailed`].
+    Failed {
+        remote: SocketAddr,
+        peer: Option<Identity>,
         reason: String,
     },
 }
@@ -753,8 +763,20 @@ impl Speaker {
         self.next_request(sa, now);
     }
 
+    /// `sa` failed before it was up: the caller hears why.
+    fn failed(&mut self, sa: &IkeSa, peer: Option<Identity>, reason: &str) {
+        self.emit(Event::Failed {
+            remote: sa.remote,
+            peer: peer.or_else(|| sa.peer.clone()),
+            reason: reason.to_string(),
+        });
+    }
+
     /// End `sa`: its Child SAs are deleted, the caller hears why.
     fn close(&mut self, sa: &mut IkeSa, reason: String) {
+        if sa.established.is_none() && !sa.superseded && sa.state != IkeState::Dead {
+            self.failed(sa, None, &reason);
+        }
         if let Some(peer) = sa.peer.clone() {
             for c in std::mem::take(&mut sa.children) {
                 self.emit(Event::ChildSaDeleted {
