@@ -149,3 +149,22 @@ pub fn initiator_response(data: &[u8]) {
     s.poll(now + std::time::Duration::from_secs(60));
     while s.next_event().is_some() {}
 }
+
+/// Any bytes as an ID_DER_ASN1_DN: printed (which parses the DER `Name`) and matched
+/// against a configured DN and against its own second half, as the gateway does
+/// with a peer's identity.
+pub fn dn(data: &[u8]) {
+    let id = crate::codec::Identity::DerAsn1Dn(data.to_vec());
+    let shown = id.to_string();
+    assert!(shown.starts_with("dn:"), "{shown}");
+    let expected =
+        crate::codec::Identity::dn(&[("CN", "gw.example"), ("O", "Example")]).expect("a valid DN");
+    let _ = id.matches(&expected);
+    let (a, b) = data.split_at(data.len() / 2);
+    let (a, b) = (
+        crate::codec::Identity::DerAsn1Dn(a.to_vec()),
+        crate::codec::Identity::DerAsn1Dn(b.to_vec()),
+    );
+    assert_eq!(a.matches(&b), b.matches(&a), "matching is symmetric");
+    assert!(id.matches(&id), "a DN matches itself");
+}

@@ -239,3 +239,19 @@ fn ike_initiator_response() {
     };
     smoke::run(fuzzing::initiator_response, seeds, &mutations);
 }
+
+#[test]
+fn ike_dn() {
+    let name = strait_ike::codec::Identity::dn(&[
+        ("CN", "gw.example"),
+        ("O", "Example"),
+        ("C", "DE"),
+        ("emailAddress", "ops@example.com"),
+    ])
+    .unwrap();
+    let strait_ike::codec::Identity::DerAsn1Dn(der) = name else {
+        unreachable!()
+    };
+    let doubled = [der.clone(), der.clone()].concat();
+    run(fuzzing::dn, vec![der, doubled, vec![0x30, 0x00]], 0xd17e);
+}

@@ -256,7 +256,11 @@ fn selectors_the_responder_does_not_allow_get_ts_unacceptable() {
         Event::ChildSaFailed { reason, .. } => Some(reason.clone()),
         _ => None,
     });
-    assert!(reason.unwrap().contains("TsUnacceptable"));
+    assert!(
+        reason
+            .unwrap()
+            .contains("the peer refused our traffic selectors (TS_UNACCEPTABLE")
+    );
     assert!(
         net.nodes[0]
             .events

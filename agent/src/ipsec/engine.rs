@@ -611,6 +611,12 @@ impl Engine {
                 warn!(%peer, %reason, "IKE authentication failed: nothing is sent to it in clear");
                 self.set_error(&peer, format!("authentication failed: {reason}"), now);
             }
+            // Node peers' failures also come as IkeSaDown or AuthFailed, handled above.
+            Event::Failed {
+                remote,
+                peer,
+                reason,
+            } => debug!(%remote, ?peer, %reason, "IKE SA failed before it was up"),
         }
     }
 

@@ -1,10 +1,12 @@
 //! The Identification payloads IDi and IDr (RFC 7296 §3.5), every ID type of the
-//! IANA registry that RFC 7296 defines.
+//! IANA registry that RFC 7296 defines; distinguished names in [`dn`].
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{DecodeError, EncodeError};
+
+mod dn;
 
 /// An IKE identity: who a peer says it is, and the key its authentication is looked
 /// up by.
@@ -31,11 +33,14 @@ impl fmt::Debug for Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Identity::Ipv4(a) => write!(f, "{a}"),
-            Identity::Ipv6(a) => write!(f, "{a}"),
+            Identity::Ipv4(a) => write!(f, "ipv4:{a}"),
+            Identity::Ipv6(a) => write!(f, "ipv6:{a}"),
             Identity::Fqdn(s) => write!(f, "fqdn:{s}"),
             Identity::Rfc822(s) => write!(f, "email:{s}"),
-            Identity::DerAsn1Dn(b) => write!(f, "dn:{}", hex(b)),
+            Identity::DerAsn1Dn(b) => match dn::to_string(b) {
+                Some(s) => write!(f, "dn:{s}"),
+                None => write!(f, "dn:(not a DER name) {}", hex(b)),
+            },
             Identity::KeyId(b) => write!(f, "keyid:{}", hex(b)),
         }
     }
@@ -46,6 +51,27 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl Identity {
+    /// An ID_DER_ASN1_DN from `(type, value)` pairs in order, as in
+    /// `dn:CN=gw.example,O=Example`: CN, SN, serialNumber, C, L, ST, street, O, OU,
+    /// title, GN, emailAddress (or E), UID, DC. Encoded as OpenSSL does: UTF8String,
+    /// but PrintableString for C and serialNumber, IA5String for emailAddress and DC.
+    pub fn dn<K: AsRef<str>, V: AsRef<str>>(rdns: &[(K, V)]) -> Result<Identity, String> {
+        dn::encode(rdns).map(Identity::DerAsn1Dn)
+    }
+
+    /// Whether the peer identity `self` is the `expected` one. Equal identities
+    /// match; distinguished names match when their attributes and values do, whatever
+    /// string types encode them (strongSwan and OpenSSL choose differently).
+    pub fn matches(&self, expected: &Identity) -> bool {
+        match (self, expected) {
+            (Identity::DerAsn1Dn(a), Identity::DerAsn1Dn(b)) => dn::same(a, b),
+            (Identity::Fqdn(a), Identity::Fqdn(b)) | (Identity::Rfc822(a), Identity::Rfc822(b)) => {
+                a.eq_ignore_ascii_case(b)
+            }
+            _ => self == expected,
+        }
+    }
+
     pub fn id_type(&self) -> u8 {
         match self {
             Identity::Ipv4(_) => 1,

@@ -8,9 +8,12 @@ use std::time::Instant;
 use crate::auth::signed_octets;
 use crate::codec::{ExchangeType, Identity, Notify, NotifyType, Payload, find_notify};
 
-use super::proposal;
 use super::sa::{Child, IkeSa, IkeState, InFlight, Intent, Pending, ours_is_redundant};
 use super::{Event, Speaker};
+use super::{explain, proposal};
+
+/// What an AUTHENTICATION_FAILED from the peer means for whoever reads our log.
+pub(super) const PEER_REFUSED_OUR_AUTH: &str = "the peer refused our authentication (AUTHENTICATION_FAILED): check the pre-shared key or our certificate, and the identities both sides expect";
 
 fn find<'a, T>(inner: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
     inner.iter().find_map(f)
@@ -26,6 +29,11 @@ fn certs(inner: &[Payload]) -> Vec<(u8, Vec<u8>)> {
         .collect()
 }
 
+/// The reason a peer's identity is refused, in the words of the configuration.
+fn not_expected(got: &Identity, expected: &Identity) -> String {
+    format!("the peer says it is {got}; we expect {expected}")
+}
+
 /// Our ID, CERT and AUTH payloads; `peer_nonce` and `init` are the signed octets'
 /// other parts, `sk_p` our SK_p*.
 fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payload>> {
@@ -39,7 +47,7 @@ fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payloa
         (&keys.sk_pr, &sa.ni)
     };
     let octets = signed_octets(suite.prf, sk_p, &sa.init_local, peer_nonce, &body);
-    let (method, data) = speaker.local_auth.sign(&octets).ok()?;
+    let (method, data) = speaker.local_auth.sign(suite.prf, &octets).ok()?;
     let mut out = vec![if initiator {
         Payload::IdI(id)
     } else {
@@ -47,6 +55,9 @@ fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payloa
     }];
     for (encoding, data) in speaker.local_auth.certificates() {
         out.push(Payload::Cert { encoding, data });
+    }
+    if initiator && let Some(remote_id) = &speaker.config.remote_id {
+        out.push(Payload::IdR(remote_id.clone()));
     }
     out.push(Payload::Auth { method, data });
     Some(out)
@@ -80,7 +91,7 @@ fn verify(
     let octets = signed_octets(suite.prf, sk_p, &sa.init_remote, our_nonce, &body);
     speaker
         .peer_auth
-        .verify(peer, &octets, method, data, &certs(inner))
+        .verify(suite.prf, peer, &octets, method, data, &certs(inner))
         .map_err(|e| e.to_string())
 }
 
@@ -204,10 +215,15 @@ pub(super) fn handle_request(
         sa.state = IkeState::Dead;
         return;
     };
-    if let Err(reason) = verify(speaker, sa, &peer, inner, true) {
+    let checked = match &speaker.config.remote_id {
+        Some(expected) if !peer.matches(expected) => Err(not_expected(&peer, expected)),
+        _ => verify(speaker, sa, &peer, inner, true),
+    };
+    if let Err(reason) = checked {
         tracing::warn!(%peer, reason, "IKE_AUTH: peer refused");
         let n = Notify::new(NotifyType::AuthenticationFailed, vec![]);
         speaker.respond(sa, ExchangeType::IkeAuth, id, &[Payload::Notify(n)]);
+        speaker.failed(sa, Some(peer.clone()), &reason);
         speaker.emit(Event::AuthFailed { peer, reason });
         sa.state = IkeState::Dead;
         return;
@@ -233,15 +249,23 @@ pub(super) fn handle_request(
         _ => None,
     });
     let mut child_up = None;
+    let mut child_refused = "the peer asked for no Child SA".to_string();
     if let (Some(offer), Some(tsi), Some(tsr)) = (offer, tsi, tsr) {
         {
             let ts_remote = proposal::narrow(tsi, &speaker.config.remote_ts);
             let ts_local = proposal::narrow(tsr, &speaker.config.local_ts);
             match proposal::choose_esp(&speaker.config, offer, None) {
-                Err(n) => out.push(Payload::Notify(Notify::new(n, vec![]))),
-                Ok(_) if ts_remote.is_empty() || ts_local.is_empty() => out.push(Payload::Notify(
-                    Notify::new(NotifyType::TsUnacceptable, vec![]),
-                )),
+                Err(n) => {
+                    child_refused = explain::esp_mismatch(&speaker.config, offer);
+                    out.push(Payload::Notify(Notify::new(n, vec![])))
+                }
+                Ok(_) if ts_remote.is_empty() || ts_local.is_empty() => {
+                    child_refused = explain::ts_mismatch(&speaker.config, tsi, tsr);
+                    out.push(Payload::Notify(Notify::new(
+                        NotifyType::TsUnacceptable,
+                        vec![],
+                    )))
+                }
                 Ok((number, spi_out, suite)) => {
                     let spi_in = speaker.new_esp_spi();
                     let ike = sa.suite.expect("keys exist");
@@ -265,10 +289,13 @@ pub(super) fn handle_request(
     speaker.respond(sa, ExchangeType::IkeAuth, id, &out);
     match child_up {
         Some(c) => speaker.emit(Event::ChildSaUp(c)),
-        None => speaker.emit(Event::ChildSaFailed {
-            peer,
-            reason: "no acceptable Child SA proposal or traffic selectors".into(),
-        }),
+        None => {
+            tracing::warn!(%peer, reason = child_refused, "Child SA refused");
+            speaker.emit(Event::ChildSaFailed {
+                peer,
+                reason: child_refused,
+            })
+        }
     }
     resolve_duplicates(speaker, sa, now);
 }
@@ -282,9 +309,11 @@ pub(super) fn handle_response(
 ) {
     let expected = sa.peer.clone().expect("an initiator knows its peer");
     if find_notify(inner, NotifyType::AuthenticationFailed).is_some() {
+        tracing::warn!(peer = %expected, PEER_REFUSED_OUR_AUTH);
+        speaker.failed(sa, None, PEER_REFUSED_OUR_AUTH);
         speaker.emit(Event::AuthFailed {
             peer: expected,
-            reason: "the peer refused our authentication".into(),
+            reason: PEER_REFUSED_OUR_AUTH.into(),
         });
         sa.state = IkeState::Dead;
         return;
@@ -295,7 +324,7 @@ pub(super) fn handle_response(
     });
     let result = match idr {
         None => Err("no IDr in the IKE_AUTH response".to_string()),
-        Some(id) if id != expected => Err(format!("the responder identified as {id}")),
+        Some(id) if !id.matches(&expected) => Err(not_expected(&id, &expected)),
         Some(id) => verify(speaker, sa, &id, inner, false),
     };
     if let Err(reason) = result {
@@ -306,6 +335,7 @@ pub(super) fn handle_response(
         if let Ok(b) = sa.seal(&header, &[n]) {
             speaker.transmit(sa.local, sa.remote, b);
         }
+        speaker.failed(sa, None, &reason);
         speaker.emit(Event::AuthFailed {
             peer: expected,
             reason,
@@ -365,7 +395,7 @@ pub(super) fn handle_response(
                 Payload::Notify(n) if n.kind.is_error() => Some(n.kind),
                 _ => None,
             }) {
-                Some(kind) => format!("the responder refused the Child SA with {kind:?}"),
+                Some(kind) => explain::refused(&speaker.config, kind, true),
                 None => "the responder sent no Child SA".to_string(),
             },
         ),

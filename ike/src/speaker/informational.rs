@@ -83,7 +83,7 @@ pub(super) fn handle_request(
         if let Some(peer) = sa.peer.clone() {
             speaker.emit(Event::AuthFailed {
                 peer,
-                reason: "the peer refused our authentication".into(),
+                reason: super::auth_exchange::PEER_REFUSED_OUR_AUTH.into(),
             });
         }
         sa.superseded = true; // AuthFailed says it all

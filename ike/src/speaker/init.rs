@@ -174,6 +174,13 @@ impl Speaker {
         let (number, suite) = match proposal::choose_ike(&self.config, &offer, Some(ke_group)) {
             Ok(c) => c,
             Err(n) => {
+                let reason = super::explain::ike_mismatch(&self.config, &offer);
+                tracing::warn!(%remote, reason, "IKE_SA_INIT refused");
+                self.emit(super::Event::Failed {
+                    remote,
+                    peer: None,
+                    reason,
+                });
                 reply_plain(self, vec![Payload::Notify(Notify::new(n, vec![]))]);
                 return;
             }
@@ -335,7 +342,7 @@ pub(super) fn handle_response(
         .iter()
         .find(|p| matches!(p, Payload::Notify(n) if n.kind.is_error()))
     {
-        let reason = format!("the responder refused IKE_SA_INIT with {:?}", n.kind);
+        let reason = super::explain::refused(&speaker.config, n.kind, false);
         fail(speaker, sa, &reason);
         return;
     }

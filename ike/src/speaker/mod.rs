@@ -12,6 +12,7 @@
 
 mod auth_exchange;
 mod create_child;
+mod explain;
 mod informational;
 mod init;
 pub mod proposal;
@@ -49,6 +50,11 @@ pub struct Lifetime {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub local_id: Identity,
+    /// The identity the peer must prove (its IDi, or its IDr when we initiate), for
+    /// a speaker that talks to one peer (an external gateway). When set, an
+    /// initiator also sends it as IDr, so a responder with several identities picks
+    /// this one (RFC 7296 §1.2).
+    pub remote_id: Option<Identity>,
     /// In order of preference.
     pub ike_ciphers: Vec<Cipher>,
     pub prfs: Vec<Prf>,
@@ -89,6 +95,7 @@ impl Config {
         let any6 = TrafficSelector::prefix("::/0".parse().expect("prefix"));
         Config {
             local_id,
+            remote_id: None,
             ike_ciphers: vec![Cipher::AesGcm16_256, Cipher::AesGcm16_128],
             prfs: vec![Prf::HmacSha384, Prf::HmacSha256],
             groups: vec![Group::Curve25519, Group::Ecp256],
@@ -213,6 +220,15 @@ pub enum Event {
     },
     AuthFailed {
         peer: Identity,
+        reason: String,
+    },
+    /// An IKE SA with `remote` failed before it was up, for any reason (proposals,
+    /// authentication, identities, no answer), in plain words; `peer` is the
+    /// identity we expected or the peer claimed, if known yet. Authentication
+    /// failures also come as [`Event::AuthFailed`].
+    Failed {
+        remote: SocketAddr,
+        peer: Option<Identity>,
         reason: String,
     },
 }
@@ -747,8 +763,20 @@ impl Speaker {
         self.next_request(sa, now);
     }
 
+    /// `sa` failed before it was up: the caller hears why.
+    fn failed(&mut self, sa: &IkeSa, peer: Option<Identity>, reason: &str) {
+        self.emit(Event::Failed {
+            remote: sa.remote,
+            peer: peer.or_else(|| sa.peer.clone()),
+            reason: reason.to_string(),
+        });
+    }
+
     /// End `sa`: its Child SAs are deleted, the caller hears why.
     fn close(&mut self, sa: &mut IkeSa, reason: String) {
+        if sa.established.is_none() && !sa.superseded && sa.state != IkeState::Dead {
+            self.failed(sa, None, &reason);
+        }
         if let Some(peer) = sa.peer.clone() {
             for c in std::mem::take(&mut sa.children) {
                 self.emit(Event::ChildSaDeleted {

@@ -1,13 +1,12 @@
-//! Authentication in IKE_AUTH (RFC 7296 §2.15) behind two traits, so that other
-//! methods (PSK, X.509; issue 15) plug in beside the one strait nodes use between
-//! themselves: RFC 7427 Digital Signature (AUTH method 14) with Ed25519 (RFC 8420)
-//! over raw public keys, the peer's key looked up by its identity ([`PeerKeys`]) and
-//! optionally also sent as a CERT of encoding 15 (RFC 7670), which must then match.
+//! RFC 7427 Digital Signature authentication (AUTH method 14) with Ed25519 (RFC 8420)
+//! over raw public keys, as strait nodes use between themselves: the peer's key looked
+//! up by its identity ([`PeerKeys`]) and optionally also sent as a CERT of encoding 15
+//! (RFC 7670), which must then match.
 
 use ring::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
+use super::{AuthError, LocalAuth, PeerAuth};
 use crate::codec::{Identity, cert_encoding};
-use crate::crypto::Secret;
 use crate::crypto::prf::Prf;
 
 /// AUTH method 14 (RFC 7427).
@@ -21,47 +20,6 @@ pub const HASH_IDENTITY: u16 = 5;
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
-
-/// Why a peer's authentication was refused (reported as `AuthFailed` with this
-/// reason; the peer gets AUTHENTICATION_FAILED).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("no public key known for peer {0}")]
-    UnknownPeer(Identity),
-    #[error("AUTH method {0} is not accepted")]
-    UnsupportedMethod(u8),
-    #[error("the AUTH data names a signature algorithm other than Ed25519")]
-    UnsupportedAlgorithm,
-    #[error("the signature does not verify with the peer's key")]
-    BadSignature,
-    #[error("the raw public key the peer sent differs from the one on record")]
-    CertificateMismatch,
-    #[error("signing failed")]
-    Sign,
-}
-
-/// What the local side proves itself with.
-pub trait LocalAuth: Send {
-    /// The AUTH payload's method and data over `octets` (§2.15's signed octets).
-    fn sign(&self, octets: &[u8]) -> Result<(u8, Vec<u8>), AuthError>;
-    /// CERT payloads (encoding, data) to send with AUTH.
-    fn certificates(&self) -> Vec<(u8, Vec<u8>)>;
-    /// The hash algorithms to announce in SIGNATURE_HASH_ALGORITHMS, if any.
-    fn hash_algorithms(&self) -> Vec<u16>;
-}
-
-/// Checks a peer's AUTH payload.
-pub trait PeerAuth: Send {
-    /// `certs` are the CERT payloads the peer sent with AUTH.
-    fn verify(
-        &self,
-        peer: &Identity,
-        octets: &[u8],
-        method: u8,
-        data: &[u8],
-        certs: &[(u8, Vec<u8>)],
-    ) -> Result<(), AuthError>;
-}
 
 /// Where a peer's Ed25519 public key comes from: for strait nodes, the peer's node
 /// record.
@@ -78,19 +36,6 @@ impl<F: Fn(&Identity) -> Option<[u8; 32]> + Send> PeerKeys for F {
 /// The SubjectPublicKeyInfo of an Ed25519 public key (CERT encoding 15).
 pub fn ed25519_spki(key: &[u8; 32]) -> Vec<u8> {
     [&ED25519_SPKI_PREFIX[..], key].concat()
-}
-
-/// The signed octets of §2.15: the sender's first message, the peer's nonce, and
-/// prf(SK_p, the sender's ID payload body).
-pub fn signed_octets(
-    prf: Prf,
-    sk_p: &Secret,
-    first_message: &[u8],
-    peer_nonce: &[u8],
-    id_body: &[u8],
-) -> Vec<u8> {
-    let maced = prf.prf(sk_p.expose(), &[id_body]);
-    [first_message, peer_nonce, maced.expose()].concat()
 }
 
 /// The local Ed25519 key pair (the agent makes and stores it; only the PKCS#8 bytes
@@ -122,7 +67,7 @@ impl Ed25519Signer {
 }
 
 impl LocalAuth for Ed25519Signer {
-    fn sign(&self, octets: &[u8]) -> Result<(u8, Vec<u8>), AuthError> {
+    fn sign(&self, _prf: Prf, octets: &[u8]) -> Result<(u8, Vec<u8>), AuthError> {
         let sig = self.pair.sign(octets);
         let mut data = vec![ED25519_ALGORITHM_ID.len() as u8];
         data.extend_from_slice(&ED25519_ALGORITHM_ID);
@@ -160,6 +105,7 @@ impl<K: PeerKeys> RawKeyVerifier<K> {
 impl<K: PeerKeys> PeerAuth for RawKeyVerifier<K> {
     fn verify(
         &self,
+        _prf: Prf,
         peer: &Identity,
         octets: &[u8],
         method: u8,

@@ -1,0 +1,80 @@
+//! Authentication in IKE_AUTH (RFC 7296 §2.15) behind two traits, [`LocalAuth`]
+//! (how we prove ourselves) and [`PeerAuth`] (how we check the peer), one pair per
+//! speaker. The methods:
+//! - [`raw_key`]: RFC 7427 Digital Signature (AUTH method 14) with Ed25519 (RFC 8420)
+//!   over raw public keys, between strait nodes;
+//! - [`psk`]: pre-shared keys (AUTH method 2), for other vendors' gateways.
+//!
+//! This module owns the traits, the signed octets of §2.15 and the refusals.
+
+pub mod psk;
+pub mod raw_key;
+
+pub use psk::{AUTH_SHARED_KEY, Psk};
+pub use raw_key::{
+    AUTH_DIGITAL_SIGNATURE, ED25519_ALGORITHM_ID, Ed25519Signer, HASH_IDENTITY, PeerKeys,
+    RawKeyVerifier, ed25519_spki,
+};
+
+use crate::codec::Identity;
+use crate::crypto::Secret;
+use crate::crypto::prf::Prf;
+
+/// Why a peer's authentication was refused (reported as `AuthFailed` with this
+/// reason; the peer gets AUTHENTICATION_FAILED).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no public key known for peer {0}")]
+    UnknownPeer(Identity),
+    #[error("AUTH method {0} is not accepted")]
+    UnsupportedMethod(u8),
+    #[error("the AUTH data names a signature algorithm other than Ed25519")]
+    UnsupportedAlgorithm,
+    #[error("the signature does not verify with the peer's key")]
+    BadSignature,
+    #[error("the raw public key the peer sent differs from the one on record")]
+    CertificateMismatch,
+    #[error("signing failed")]
+    Sign,
+    #[error("the peer's AUTH does not match our pre-shared key: the two sides have different keys")]
+    PskMismatch,
+}
+
+/// What the local side proves itself with.
+pub trait LocalAuth: Send {
+    /// The AUTH payload's method and data over `octets` (§2.15's signed octets);
+    /// `prf` is the IKE SA's negotiated one (a pre-shared key's AUTH is a prf).
+    fn sign(&self, prf: Prf, octets: &[u8]) -> Result<(u8, Vec<u8>), AuthError>;
+    /// CERT payloads (encoding, data) to send with AUTH.
+    fn certificates(&self) -> Vec<(u8, Vec<u8>)>;
+    /// The hash algorithms to announce in SIGNATURE_HASH_ALGORITHMS, if any.
+    fn hash_algorithms(&self) -> Vec<u16>;
+}
+
+/// Checks a peer's AUTH payload.
+pub trait PeerAuth: Send {
+    /// `certs` are the CERT payloads the peer sent with AUTH; `prf` is the IKE SA's
+    /// negotiated one.
+    fn verify(
+        &self,
+        prf: Prf,
+        peer: &Identity,
+        octets: &[u8],
+        method: u8,
+        data: &[u8],
+        certs: &[(u8, Vec<u8>)],
+    ) -> Result<(), AuthError>;
+}
+
+/// The signed octets of §2.15: the sender's first message, the peer's nonce, and
+/// prf(SK_p, the sender's ID payload body).
+pub fn signed_octets(
+    prf: Prf,
+    sk_p: &Secret,
+    first_message: &[u8],
+    peer_nonce: &[u8],
+    id_body: &[u8],
+) -> Vec<u8> {
+    let maced = prf.prf(sk_p.expose(), &[id_body]);
+    [first_message, peer_nonce, maced.expose()].concat()
+}
