@@ -308,9 +308,11 @@ mod tests {
         assert!(shown.contains("\"method\":\"psk\""), "{shown}");
     }
 
+    type Spoil = Box<dyn Fn(&mut ExternalPeer)>;
+
     #[test]
     fn bad_peers_are_refused_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut ExternalPeer)>, &str)> = vec![
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|p| p.name = "On Prem".into()), "not allowed"),
             (Box::new(|p| p.site = "".into()), "site"),
             (

@@ -48,6 +48,38 @@ pub fn chain(data: &[u8]) {
     }
 }
 
+/// Any bytes as an Encrypted Fragment payload (RFC 7383): the first byte is its
+/// next-payload field, the rest its body (fragment number, total, sealed data).
+pub fn encrypted_fragment(data: &[u8]) {
+    let Some((next, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(len) = u16::try_from(body.len() + codec::PAYLOAD_HEADER_LEN) else {
+        return;
+    };
+    let mut buf = vec![*next, 0];
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(body);
+    match codec::decode_chain(payload_type::SKF, &buf, true) {
+        Ok(payloads) => {
+            let mut out = Vec::new();
+            let first = codec::encode_chain(&payloads, &mut out)
+                .unwrap_or_else(|e| panic!("decoded {payloads:?} does not encode: {e}"));
+            assert_eq!(out, buf, "round trip changed the fragment");
+            let again = codec::decode_chain(first, &out, true)
+                .unwrap_or_else(|e| panic!("re-encoded {payloads:?} does not decode: {e}"));
+            assert_eq!(again, payloads, "round trip changed the fragment");
+        }
+        Err(e) => answerable(&e),
+    }
+}
+
+/// Any bytes as a series of authentic fragments from a peer that holds the keys:
+/// reassembly must stay within its bounds and never panic.
+pub fn reassembly(data: &[u8]) {
+    crate::speaker::fragments::fuzz_reassembly(data);
+}
+
 /// `data` as the body of one payload of type `kind`.
 fn payload(kind: u8, data: &[u8]) {
     let Some(result) = Payload::decode_body(kind, data) else {

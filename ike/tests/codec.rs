@@ -353,3 +353,38 @@ fn traffic_selectors_narrow() {
     let v6 = TrafficSelector::prefix("fd00::/64".parse().unwrap());
     assert_eq!(a.intersect(&v6), None);
 }
+
+/// An Encrypted Fragment message laid out from RFC 7383 §2.5: the header names SKF
+/// (53), the payload carries Fragment Number and Total Fragments before the sealed
+/// data, and its next-payload field names the first inner payload.
+#[test]
+fn encrypted_fragment_decodes_field_by_field() {
+    let bytes = hex(concat!(
+        // header: next SKF, IKE_AUTH, I flag, ID 1, length 28 + 24
+        "0102030405060708 1112131415161718 35 20 23 08 00000001 00000034",
+        // SKF: next IDi, length 24, fragment 1 of 3, 16 bytes IV/ciphertext/ICV
+        "23 00 0018 0001 0003 00112233445566778899aabbccddeeff",
+    ));
+    let m = Message::decode(&bytes).unwrap();
+    assert_eq!(
+        m.payloads,
+        vec![Payload::EncryptedFragment(EncryptedFragment {
+            first_inner: payload_type::IDI,
+            number: 1,
+            total: 3,
+            data: hex("00112233445566778899aabbccddeeff"),
+        })]
+    );
+    assert_eq!(m.encode().unwrap(), bytes);
+    for (fields, reason) in [("0000 0003", "number zero"), ("0004 0003", "above total")] {
+        let mut bad = bytes.clone();
+        bad[32..36].copy_from_slice(&hex(fields));
+        assert!(
+            matches!(
+                Message::decode(&bad),
+                Err(DecodeError::Malformed { payload: "SKF", .. })
+            ),
+            "{reason}"
+        );
+    }
+}

@@ -255,3 +255,29 @@ fn ike_dn() {
     let doubled = [der.clone(), der.clone()].concat();
     run(fuzzing::dn, vec![der, doubled, vec![0x30, 0x00]], 0xd17e);
 }
+
+#[test]
+fn ike_encrypted_fragment() {
+    let seeds = hexes(&[
+        // Fragment 1 of 2 naming an IDi inside, then fragment 2 of 2.
+        "23 0001 0002 0000000000000000 aabbccddeeff00112233445566778899 01",
+        "00 0002 0002 0000000000000001 aabbccddeeff00112233445566778899 02",
+        "00 0000 0001",
+        "00 0003 0002",
+        "00",
+    ]);
+    run(fuzzing::encrypted_fragment, seeds, 0x1e2e_0301);
+}
+
+#[test]
+fn ike_reassembly() {
+    let seeds = hexes(&[
+        // Fragments 1..3 of 3 of one request, then a duplicate and a corrupted one.
+        "00 0001 0003 00 10 41  00 0002 0003 00 10 42  00 0003 0003 00 10 43",
+        "00 0001 0002 00 10 41  00 0001 0002 00 10 41  00 0002 0002 01 10 42",
+        // Totals that disagree, a response, another message ID, too many.
+        "00 0001 0004 00 20 41  00 0002 0002 00 20 42  00 0003 0008 00 20 43",
+        "01 0001 0002 04 ff 41  02 0002 0002 0c ff 42  00 0001 0041 00 ff 44",
+    ]);
+    run(fuzzing::reassembly, seeds, 0x1e2e_0302);
+}

@@ -4,7 +4,7 @@
 //! proposals with nothing in common, each in plain words on our side and seen by
 //! charon. Skips visibly without root or charon.
 
-#[path = "common/charon.rs"]
+#[path = "common/charon_bed.rs"]
 mod charon;
 
 use std::time::{Duration, Instant};

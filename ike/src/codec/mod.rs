@@ -6,10 +6,12 @@
 //! unless its critical bit is set, which is [`DecodeError::UnsupportedCriticalPayload`].
 //! The Encrypted payload (SK, §3.14) is decoded as opaque bytes ([`Encrypted`]): the
 //! SA's keys open it ([`crate::crypto::sk`]) and its plaintext is another payload
-//! chain, read with [`decode_chain`]. Encoding is the inverse of decoding: a decoded
+//! chain, read with [`decode_chain`]. The Encrypted Fragment payload (SKF, RFC 7383)
+//! is opaque the same way ([`EncryptedFragment`]). Encoding is the inverse of decoding: a decoded
 //! message encodes to bytes that decode to the same value.
 
 mod error;
+mod fragment;
 mod id;
 mod notify;
 mod reader;
@@ -17,6 +19,7 @@ mod sa;
 mod ts;
 
 pub use error::{DecodeError, EncodeError};
+pub use fragment::{EncryptedFragment, FRAGMENT_FIELDS_LEN};
 pub use id::Identity;
 pub use notify::{Delete, Notify, NotifyType};
 pub use sa::{ATTR_KEY_LENGTH, Attribute, Proposal, Transform, transform_type};
@@ -46,6 +49,8 @@ pub mod payload_type {
     pub const TSI: u8 = 44;
     pub const TSR: u8 = 45;
     pub const SK: u8 = 46;
+    /// The Encrypted Fragment payload (RFC 7383).
+    pub const SKF: u8 = 53;
 }
 
 /// CERT/CERTREQ encodings strait uses.
@@ -232,6 +237,7 @@ pub enum Payload {
     TsI(Vec<TrafficSelector>),
     TsR(Vec<TrafficSelector>),
     Encrypted(Encrypted),
+    EncryptedFragment(EncryptedFragment),
 }
 
 impl Payload {
@@ -252,6 +258,7 @@ impl Payload {
             Payload::TsI(_) => TSI,
             Payload::TsR(_) => TSR,
             Payload::Encrypted(_) => SK,
+            Payload::EncryptedFragment(_) => SKF,
         }
     }
 
@@ -347,14 +354,15 @@ impl Payload {
             Payload::Vendor(v) => out.extend_from_slice(v),
             Payload::TsI(t) | Payload::TsR(t) => ts::encode(t, out)?,
             Payload::Encrypted(e) => out.extend_from_slice(&e.data),
+            Payload::EncryptedFragment(f) => f.encode(out)?,
         }
         Ok(())
     }
 }
 
-/// Decode a payload chain starting with type `first`. An Encrypted payload must be
-/// the last one (its next-payload field names the first payload inside it); inside an
-/// Encrypted payload (`allow_sk` false) it is an error.
+/// Decode a payload chain starting with type `first`. An Encrypted payload (SK or
+/// SKF) must be the last one (its next-payload field names the first payload inside
+/// it); inside an Encrypted payload (`allow_sk` false) it is an error.
 pub fn decode_chain(first: u8, buf: &[u8], allow_sk: bool) -> Result<Vec<Payload>, DecodeError> {
     let mut r = Reader::new(buf);
     let mut kind = first;
@@ -372,14 +380,18 @@ pub fn decode_chain(first: u8, buf: &[u8], allow_sk: bool) -> Result<Vec<Payload
         else {
             return Err(DecodeError::BadPayloadLength { kind, length });
         };
-        if kind == payload_type::SK {
+        if kind == payload_type::SK || kind == payload_type::SKF {
             if !allow_sk || !r.is_empty() {
                 return Err(DecodeError::EncryptedNotLast);
             }
-            payloads.push(Payload::Encrypted(Encrypted {
-                first_inner: next,
-                data: body.to_vec(),
-            }));
+            payloads.push(if kind == payload_type::SK {
+                Payload::Encrypted(Encrypted {
+                    first_inner: next,
+                    data: body.to_vec(),
+                })
+            } else {
+                Payload::EncryptedFragment(EncryptedFragment::decode(next, body)?)
+            });
             return Ok(payloads);
         }
         match Payload::decode_body(kind, body) {
@@ -407,7 +419,8 @@ pub fn encode_chain(payloads: &[Payload], out: &mut Vec<u8>) -> Result<u8, Encod
     for (i, p) in payloads.iter().enumerate() {
         let next = match (p, payloads.get(i + 1)) {
             (Payload::Encrypted(e), None) => e.first_inner,
-            (Payload::Encrypted(_), Some(_)) => {
+            (Payload::EncryptedFragment(f), None) => f.first_inner,
+            (Payload::Encrypted(_) | Payload::EncryptedFragment(_), Some(_)) => {
                 return Err(EncodeError::Invalid {
                     payload: "SK",
                     reason: "the encrypted payload must be last",

@@ -536,6 +536,7 @@ fn successor(
     sa.ni = ni.to_vec();
     sa.nr = nr.to_vec();
     sa.nat = old.nat;
+    sa.fragment_size = old.fragment_size;
     sa.next_keepalive = old.next_keepalive;
     sa.ike_rekeys = old.ike_rekeys + 1;
     sa.child_rekeys = old.child_rekeys;

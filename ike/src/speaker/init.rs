@@ -1,6 +1,7 @@
 //! IKE_SA_INIT (RFC 7296 §1.2) in both roles: proposals, key exchange and nonces,
-//! NAT detection (§2.23), stateless cookies under load (§2.6) and the
-//! INVALID_KE_PAYLOAD retry with the responder's group (§1.2).
+//! NAT detection (§2.23), stateless cookies under load (§2.6), the
+//! INVALID_KE_PAYLOAD retry with the responder's group (§1.2) and the announcement of
+//! IKE fragmentation (RFC 7383 §2.3).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -16,7 +17,7 @@ use crate::crypto::sk::SkCipher;
 use crate::crypto::suite::Group;
 
 use super::sa::{IkeSa, IkeState, InFlight, Pending};
-use super::{NatStatus, Speaker, auth_exchange, proposal};
+use super::{NatStatus, Speaker, auth_exchange, fragments, proposal};
 
 /// SHA-1(SPIi | SPIr | IP | port), the NAT_DETECTION_*_IP data (§2.23).
 fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
@@ -67,6 +68,23 @@ fn detect_nat(
                 .iter()
                 .any(|s| **s == nat_hash(spi_i, spi_r, remote)),
         local_behind_nat: dest.is_some_and(|d| d.data != nat_hash(spi_i, spi_r, local)),
+    }
+}
+
+fn fragmentation_supported() -> Payload {
+    Payload::Notify(Notify::new(NotifyType::Ikev2FragmentationSupported, vec![]))
+}
+
+/// RFC 7383 §2.3: the peer reassembles if its IKE_SA_INIT says so; from then on
+/// messages longer than `Config::fragment_size` go to it in fragments.
+fn note_fragmentation(speaker: &Speaker, sa: &mut IkeSa, payloads: &[Payload]) {
+    if speaker.config.fragment_size != 0
+        && find_notify(payloads, NotifyType::Ikev2FragmentationSupported).is_some()
+    {
+        sa.fragment_size = Some(fragments::max_message_len(
+            speaker.config.fragment_size,
+            sa.local,
+        ));
     }
 }
 
@@ -231,6 +249,11 @@ impl Speaker {
             Payload::Nonce(sa.nr.clone()),
         ];
         payloads.extend(nat_notifies(h.spi_i, spi, local, remote));
+        note_fragmentation(self, &mut sa, &msg.payloads);
+        if sa.fragment_size.is_some() {
+            // Only in answer to an initiator that announced it (§2.3).
+            payloads.push(fragmentation_supported());
+        }
         payloads.extend(hash_algorithms(self));
         let reply = Message {
             header: sa.header(ExchangeType::IkeSaInit, true, 0),
@@ -239,7 +262,7 @@ impl Speaker {
         let Ok(out) = reply.encode() else { return };
         sa.init_remote = bytes.to_vec();
         sa.init_local = out.clone();
-        sa.cached_response = Some((0, out.clone()));
+        sa.cached_response = Some((0, out.clone().into()));
         sa.expected_request_id = 1;
         self.half_open.insert((remote, h.spi_i), spi);
         self.transmit(local, remote, out);
@@ -279,6 +302,9 @@ fn send_init(speaker: &mut Speaker, sa: &mut IkeSa, group: Group, now: Instant) 
     });
     payloads.push(Payload::Nonce(sa.ni.clone()));
     payloads.extend(nat_notifies(sa.local_spi, 0, sa.local, sa.remote));
+    if speaker.config.fragment_size != 0 {
+        payloads.push(fragmentation_supported());
+    }
     payloads.extend(hash_algorithms(speaker));
     sa.share = Some(share);
     let msg = Message {
@@ -291,7 +317,7 @@ fn send_init(speaker: &mut Speaker, sa: &mut IkeSa, group: Group, now: Instant) 
     speaker.transmit(sa.local, sa.remote, bytes.clone());
     sa.pending = Some(Pending {
         message_id: 0,
-        bytes,
+        bytes: bytes.into(),
         retransmits: 0,
         next_send: now + speaker.config.retransmit_timeout,
         what: InFlight::Init,
@@ -404,6 +430,7 @@ pub(super) fn handle_response(
     sa.rx = Some(SkCipher::new(suite.cipher, &keys.sk_er));
     sa.keys = Some(keys);
     sa.nat = detect_nat(payloads, sa.local_spi, sa.remote_spi, sa.local, sa.remote);
+    note_fragmentation(speaker, sa, payloads);
     if sa.nat.any() {
         // §2.23: IKE_AUTH and everything after goes to port 4500.
         sa.local.set_port(speaker.config.nat_t_port);

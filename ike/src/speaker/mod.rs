@@ -7,12 +7,13 @@
 //! The exchanges are in their own modules: [`init`] (IKE_SA_INIT, cookies, NAT
 //! detection, INVALID_KE_PAYLOAD), [`auth_exchange`] (IKE_AUTH and the first Child SA),
 //! [`create_child`] (CREATE_CHILD_SA: rekeys of Child and IKE SAs, simultaneous
-//! rekeys), [`informational`] (Delete, dead-peer detection) and [`timers`]
-//! (retransmission, lifetimes, DPD).
+//! rekeys), [`informational`] (Delete, dead-peer detection), [`timers`]
+//! (retransmission, lifetimes, DPD) and [`fragments`] (IKE fragmentation, RFC 7383).
 
 mod auth_exchange;
 mod create_child;
 mod explain;
+pub(crate) mod fragments;
 mod informational;
 mod init;
 pub mod proposal;
@@ -33,6 +34,7 @@ use crate::crypto::Secret;
 use crate::crypto::prf::Prf;
 use crate::crypto::suite::{Cipher, Group};
 
+use fragments::Datagrams;
 pub use proposal::{EspSuite, IkeSuite};
 pub use sa::IkeState;
 use sa::{IkeSa, InFlight, Intent, Pending};
@@ -85,6 +87,11 @@ pub struct Config {
     pub nat_t_port: u16,
     /// NAT keepalives (RFC 3948 §4) from the side behind the NAT.
     pub nat_keepalive: Duration,
+    /// The largest IP datagram an IKE message after IKE_SA_INIT may take before it is
+    /// sent as Encrypted Fragments (RFC 7383), to a peer that announced it reassembles;
+    /// values below 576 (the IPv4 minimum, §2.5.1) count as 576, and 0 turns
+    /// fragmentation off (not announced, neither sent nor accepted).
+    pub fragment_size: usize,
 }
 
 impl Config {
@@ -121,6 +128,7 @@ impl Config {
             half_open_timeout: Duration::from_secs(30),
             nat_t_port: 4500,
             nat_keepalive: Duration::from_secs(20),
+            fragment_size: 1280,
         }
     }
 }
@@ -539,12 +547,15 @@ impl Speaker {
         (now + soft, now + l.hard)
     }
 
-    fn transmit(&mut self, local: SocketAddr, remote: SocketAddr, bytes: Vec<u8>) {
-        self.events.push_back(Event::Transmit {
-            local,
-            remote,
-            bytes,
-        });
+    /// Send one message: its datagram, or all its fragments.
+    fn transmit(&mut self, local: SocketAddr, remote: SocketAddr, bytes: impl Into<Datagrams>) {
+        for bytes in bytes.into().0 {
+            self.events.push_back(Event::Transmit {
+                local,
+                remote,
+                bytes,
+            });
+        }
     }
 
     fn emit(&mut self, e: Event) {
@@ -657,8 +668,10 @@ impl Speaker {
             && *cached_id == id
         {
             // A retransmitted request: the same answer, no new processing.
-            let cached = cached.clone();
-            self.transmit(sa.local, sa.remote, cached);
+            if fragments::answers_retransmission(sa, bytes, msg) {
+                let cached = cached.clone();
+                self.transmit(sa.local, sa.remote, cached);
+            }
             return;
         }
         if id != sa.expected_request_id {
@@ -669,8 +682,10 @@ impl Speaker {
             );
             return;
         }
-        let Some(rx) = sa.rx.as_ref() else { return };
-        let inner = match rx.open(bytes, msg) {
+        let Some(opened) = fragments::open(sa, bytes, msg) else {
+            return;
+        };
+        let inner = match opened {
             Ok(inner) => inner,
             Err(crate::crypto::CryptoError::Inner(e)) => {
                 // Authentic but malformed: the request gets the error.
@@ -725,8 +740,10 @@ impl Speaker {
             init::handle_response(self, sa, bytes, msg, now);
             return;
         }
-        let Some(rx) = sa.rx.as_ref() else { return };
-        let inner = match rx.open(bytes, msg) {
+        let Some(opened) = fragments::open(sa, bytes, msg) else {
+            return;
+        };
+        let inner = match opened {
             Ok(inner) => inner,
             Err(e) => {
                 tracing::debug!(error = %e, "IKE response dropped");

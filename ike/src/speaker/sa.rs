@@ -1,5 +1,6 @@
 //! The state one IKE SA keeps: its SPIs and keys, the two message-ID windows (our
-//! requests and the peer's), the Child SAs it carries, and its timers.
+//! requests and the peer's), the Child SAs it carries, its timers, and what it needs
+//! for fragmentation (RFC 7383).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use crate::crypto::dh::KeyShare;
 use crate::crypto::keys::IkeKeys;
 use crate::crypto::sk::SkCipher;
 
+use super::fragments::{Datagrams, Inbound};
 use super::proposal::{EspSuite, IkeSuite};
 
 /// Where an IKE SA is in its life.
@@ -91,7 +93,7 @@ pub(crate) enum InFlight {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub message_id: u32,
-    pub bytes: Vec<u8>,
+    pub bytes: Datagrams,
     pub retransmits: u32,
     pub next_send: Instant,
     pub what: InFlight,
@@ -131,7 +133,7 @@ pub(crate) struct IkeSa {
     pub pending: Option<Pending>,
     pub queue: VecDeque<Intent>,
     pub expected_request_id: u32,
-    pub cached_response: Option<(u32, Vec<u8>)>,
+    pub cached_response: Option<(u32, Datagrams)>,
     pub children: Vec<Child>,
     pub created: Instant,
     pub established: Option<Instant>,
@@ -148,6 +150,11 @@ pub(crate) struct IkeSa {
     pub next_keepalive: Option<Instant>,
     /// Traffic selectors we offered in IKE_AUTH.
     pub offered_ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    /// The peer reassembles fragments (it sent IKEV2_FRAGMENTATION_SUPPORTED): the
+    /// longest message we send it whole.
+    pub fragment_size: Option<usize>,
+    /// The peer's fragmented messages being reassembled.
+    pub inbound: Inbound,
 }
 
 impl IkeSa {
@@ -199,6 +206,8 @@ impl IkeSa {
             superseded: false,
             next_keepalive: None,
             offered_ts: (Vec::new(), Vec::new()),
+            fragment_size: None,
+            inbound: Inbound::default(),
         }
     }
 
@@ -225,10 +234,18 @@ impl IkeSa {
         }
     }
 
-    /// An encrypted message with `inner`.
-    pub fn seal(&mut self, header: &Header, inner: &[Payload]) -> Result<Vec<u8>, CryptoError> {
+    /// An encrypted message with `inner`: one datagram, or Encrypted Fragments when
+    /// the peer reassembles and the whole would be longer than it takes (RFC 7383
+    /// §2.5).
+    pub fn seal(&mut self, header: &Header, inner: &[Payload]) -> Result<Datagrams, CryptoError> {
         let tx = self.tx.as_mut().ok_or(CryptoError::ShortEncrypted)?;
-        tx.seal(header, &[], inner)
+        let whole = tx.seal(header, &[], inner)?;
+        match self.fragment_size {
+            Some(max) if whole.len() > max && header.exchange != ExchangeType::IkeSaInit => {
+                Ok(Datagrams(tx.seal_fragments(header, inner, max)?))
+            }
+            _ => Ok(whole.into()),
+        }
     }
 
     pub fn child_by_in(&mut self, spi_in: u32) -> Option<&mut Child> {

@@ -1,25 +1,22 @@
-//! strongSwan's charon (5.9, kernel-libipsec) as the other end of a real IKE exchange:
-//! two test-made netns joined by a veth, charon in one with a swanctl configuration
-//! the test writes, our speaker on real UDP sockets (500 and 4500) in the other.
-//! charon logs the Child SA keys (`chd = 4`), so a test can check they are ours.
-//! Used by interop_charon_gateway.rs; interop_charon.rs still has its own copy.
-
-#![allow(dead_code)]
+//! strongSwan's charon (5.9, kernel-libipsec, so ESP and therefore IKE go to UDP
+//! 4500) in a test-made netns, and our speaker on real UDP sockets beside it, for the
+//! interop tests: Ed25519 raw public keys on both sides (RFC 7427/8420), charon's
+//! Child SA keys read from its log (at `chd = 4`). Skips are the tests' own.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use strait_ike::auth::{Ed25519Signer, ed25519_spki};
+use strait_ike::codec::{ExchangeType, Message, Payload};
 use strait_ike::speaker::{ChildSa, Event, Speaker};
 use strait_testbeds::netns::Netns;
-use strait_testbeds::{unique_prefix, wait_until};
+use strait_testbeds::wait_until;
 
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
-pub const OURS: &str = "10.231.0.1";
-pub const THEIRS: &str = "10.231.0.2";
 
-/// Why the charon tests cannot run here, if they cannot.
+/// Why charon cannot run here, if it cannot.
 pub fn tool_missing() -> Option<String> {
     if !Path::new(CHARON).exists() {
         return Some(format!("{CHARON} is not installed"));
@@ -51,63 +48,7 @@ pub fn sh(argv: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// Our netns and charon's, joined by a veth: we are [`OURS`], charon [`THEIRS`] and
-/// also holds 10.231.2.1 (libipsec routes its protected net through its TUN device
-/// from an address it holds).
-pub struct Bed {
-    pub ours: Netns,
-    pub theirs: Netns,
-}
-
-impl Bed {
-    pub fn new() -> Bed {
-        let prefix = unique_prefix();
-        let ours = Netns::new(format!("{prefix}s"));
-        let theirs = Netns::new(format!("{prefix}c"));
-        ours.exec_ok(&[
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            theirs.name(),
-        ]);
-        for (ns, addr) in [(&ours, OURS), (&theirs, THEIRS)] {
-            ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-        }
-        theirs.exec_ok(&["ip", "addr", "add", "10.231.2.1/32", "dev", "lo"]);
-        Bed { ours, theirs }
-    }
-
-    /// Our speaker on sockets bound in our netns.
-    pub fn driver(&self, speaker: Speaker) -> Driver {
-        let (s500, s4500) = self
-            .ours
-            .run_in(|| {
-                let a = UdpSocket::bind(format!("{OURS}:500"))?;
-                let b = UdpSocket::bind(format!("{OURS}:4500"))?;
-                for s in [&a, &b] {
-                    s.set_read_timeout(Some(Duration::from_millis(20)))?;
-                }
-                Ok((a, b))
-            })
-            .unwrap();
-        Driver {
-            speaker,
-            s500,
-            s4500,
-            events: Vec::new(),
-        }
-    }
-}
-
-/// charon in a netns with its own /run (it hard-codes its pid file and VICI socket
+/// charon in `ns` with its own /run (it hard-codes its pid file and VICI socket
 /// there), stopped by PID on drop.
 pub struct Charon {
     child: Option<Child>,
@@ -115,94 +56,23 @@ pub struct Charon {
 }
 
 impl Charon {
-    /// Start charon in `ns` with `swanctl_conf` (and the files it names, which the
-    /// caller puts under `dir`: private/, x509/, x509ca/) and load it.
-    pub fn start(ns: &Netns, dir: &Path, swanctl_conf: &str) -> Charon {
-        std::fs::create_dir_all(dir.join("run")).unwrap();
-        let conf = dir.join("strongswan.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "charon {{
-  load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_routes = no
-  filelog {{
-    test {{
-      path = {log}
-      default = 1
-      ike = 2
-      chd = 4
-      cfg = 2
-      flush_line = yes
-      append = no
-    }}
-  }}
-  syslog {{
-    daemon {{
-      default = -1
-    }}
-  }}
-}}
-",
-                log = dir.join("charon.log").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("swanctl.conf"), swanctl_conf).unwrap();
-        let script = format!(
-            "mount --bind {run} /run && exec setsid {CHARON}",
-            run = dir.join("run").display()
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "env"])
-            .arg(format!("STRONGSWAN_CONF={}", conf.display()))
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("charon.stdout")).unwrap())
-            .stderr(std::fs::File::create(dir.join("charon.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let charon = Charon {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        };
-        let vici = dir.join("run/charon.vici");
-        wait_until(
-            "charon's VICI socket",
-            Duration::from_secs(10),
-            Duration::from_millis(50),
-            || vici.exists(),
-        )
-        .unwrap();
-        let conf = dir.join("swanctl.conf");
-        let loaded = charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
-        std::fs::write(dir.join("swanctl.stdout"), loaded).unwrap();
-        charon
-    }
-
-    pub fn vici(&self) -> String {
+    fn vici(&self) -> String {
         format!("unix://{}/run/charon.vici", self.dir.display())
     }
 
     pub fn swanctl(&self, args: &[&str]) -> String {
-        let out = self.swanctl_command(args).output().unwrap();
+        let vici = self.vici();
+        let mut argv = vec!["swanctl"];
+        argv.extend_from_slice(args);
+        argv.extend(["--uri", &vici]);
+        let out = Command::new("swanctl").args(&argv[1..]).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "swanctl {args:?}: {text}");
+        assert!(out.status.success(), "{argv:?}: {text}");
         text
-    }
-
-    /// `swanctl args --uri …`, to run in the background (an `--initiate` that waits
-    /// for our answers).
-    pub fn swanctl_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("swanctl");
-        c.args(args).args(["--uri", &self.vici()]);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        c
     }
 
     pub fn log(&self) -> String {
@@ -230,6 +100,201 @@ impl Drop for Charon {
             strait_testbeds::process::terminate(child, Duration::from_secs(3));
         }
     }
+}
+
+/// How charon's side of one test is set up.
+pub struct CharonConf<'a> {
+    /// charon's address, and the addresses it accepts strait from.
+    pub local_addrs: &'a str,
+    pub remote_addrs: &'a str,
+    /// Comma-separated selectors of the Child SA, charon's side first.
+    pub local_ts: &'a str,
+    pub remote_ts: &'a str,
+    /// More settings in strongswan.conf's `charon` section.
+    pub charon_extra: &'a str,
+    /// More settings in the swanctl connection.
+    pub connection_extra: &'a str,
+}
+
+/// Start charon in `ns`, files in `dir`, trusting strait's public key `strait_pem`.
+pub fn start_charon(ns: &Netns, dir: &Path, strait_pem: &Path, c: &CharonConf) -> Charon {
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let conf = dir.join("strongswan.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "charon {{
+  load_modular = no
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici
+  install_routes = no
+{extra}
+  filelog {{
+    test {{
+      path = {log}
+      default = 1
+      ike = 2
+      chd = 4
+      cfg = 2
+      flush_line = yes
+      append = no
+    }}
+  }}
+  syslog {{
+    daemon {{
+      default = -1
+    }}
+  }}
+}}
+",
+            extra = c.charon_extra,
+            log = dir.join("charon.log").display()
+        ),
+    )
+    .unwrap();
+    // swanctl loads keys from private/ and pubkey/ beside its configuration file.
+    for sub in ["private", "pubkey"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let key = dir.join("private/charon.pem");
+    let public = dir.join("pubkey/charon.pem");
+    std::fs::copy(strait_pem, dir.join("pubkey/strait.pem")).unwrap();
+    sh(&[
+        "openssl",
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    sh(&[
+        "openssl",
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    std::fs::write(
+        dir.join("swanctl.conf"),
+        format!(
+            "connections {{
+  strait {{
+    version = 2
+    local_addrs = {local_addrs}
+    remote_addrs = {remote_addrs}
+    proposals = aes256gcm16-prfsha256-x25519
+{connection_extra}
+    local {{
+      auth = pubkey
+      pubkeys = charon.pem
+      id = charon.test
+    }}
+    remote {{
+      auth = pubkey
+      pubkeys = strait.pem
+      id = strait.test
+    }}
+    children {{
+      net {{
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
+        esp_proposals = aes256gcm16-x25519
+        mode = tunnel
+        start_action = none
+      }}
+    }}
+  }}
+}}
+",
+            local_addrs = c.local_addrs,
+            remote_addrs = c.remote_addrs,
+            connection_extra = c.connection_extra,
+            local_ts = c.local_ts,
+            remote_ts = c.remote_ts,
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {run} /run && exec setsid {CHARON}",
+        run = dir.join("run").display()
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "env"])
+        .arg(format!("STRONGSWAN_CONF={}", conf.display()))
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("charon.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("charon.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let charon = Charon {
+        child: Some(child),
+        dir: dir.to_path_buf(),
+    };
+    let vici = dir.join("run/charon.vici");
+    wait_until(
+        "charon's VICI socket",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || vici.exists(),
+    )
+    .unwrap();
+    let conf = dir.join("swanctl.conf");
+    let loaded = charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
+    std::fs::write(dir.join("swanctl.stdout"), loaded).unwrap();
+    charon
+}
+
+/// Our key: the signer for the speaker, and its SubjectPublicKeyInfo as PEM in `dir`
+/// for charon.
+pub fn strait_key(dir: &Path) -> (Ed25519Signer, PathBuf) {
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let signer = Ed25519Signer::from_pkcs8(pkcs8.as_ref(), false).unwrap();
+    let der = dir.join("strait.der");
+    std::fs::write(&der, ed25519_spki(&signer.public_key())).unwrap();
+    let pem = dir.join("strait.pem");
+    sh(&[
+        "openssl",
+        "pkey",
+        "-pubin",
+        "-inform",
+        "DER",
+        "-in",
+        der.to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    (signer, pem)
+}
+
+/// The raw Ed25519 key charon generated in `dir`.
+pub fn charon_key(dir: &Path) -> [u8; 32] {
+    let der = sh(&[
+        "openssl",
+        "pkey",
+        "-pubin",
+        "-in",
+        dir.join("pubkey/charon.pem").to_str().unwrap(),
+        "-outform",
+        "DER",
+    ]);
+    der[der.len() - 32..].try_into().unwrap()
+}
+
+/// UDP 500 and 4500 on `addr` inside `ns`.
+pub fn sockets(ns: &Netns, addr: &str) -> (UdpSocket, UdpSocket) {
+    let addr = addr.to_string();
+    ns.run_in(move || {
+        let a = UdpSocket::bind(format!("{addr}:500"))?;
+        let b = UdpSocket::bind(format!("{addr}:4500"))?;
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(20)))?;
+        }
+        Ok((a, b))
+    })
+    .unwrap()
 }
 
 /// The hex dump charon logs after `label` ("encryption initiator key"), the last one.
@@ -272,24 +337,67 @@ pub fn logged_key(log: &str, label: &str) -> Option<Vec<u8>> {
     (out.len() == len).then_some(out)
 }
 
+/// One IKE datagram (or NAT keepalive) on our sockets, in either direction.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    pub sent: bool,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+impl Wire {
+    /// Exchange, response flag, and fragment number and total if it is an
+    /// Encrypted Fragment.
+    pub fn fragment(&self) -> Option<(ExchangeType, bool, u16, u16)> {
+        let m = Message::decode(&self.bytes).ok()?;
+        match m.payloads.last() {
+            Some(Payload::EncryptedFragment(f)) => {
+                Some((m.header.exchange, m.header.response, f.number, f.total))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Our side: the speaker and its two sockets (500, and 4500 with the non-ESP marker).
 pub struct Driver {
     pub speaker: Speaker,
-    s500: UdpSocket,
-    s4500: UdpSocket,
-    /// Every event but Transmit, in order.
+    pub s500: UdpSocket,
+    pub s4500: UdpSocket,
     pub events: Vec<Event>,
+    /// Every IKE datagram and keepalive sent and received, the marker stripped.
+    pub wire: Vec<Wire>,
 }
 
 impl Driver {
-    fn send(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
-        if local.port() == 4500 {
-            let mut framed = vec![0u8; 4];
-            framed.extend_from_slice(bytes);
-            self.s4500.send_to(&framed, remote).unwrap();
-        } else {
-            self.s500.send_to(bytes, remote).unwrap();
+    pub fn new(speaker: Speaker, (s500, s4500): (UdpSocket, UdpSocket)) -> Self {
+        Driver {
+            speaker,
+            s500,
+            s4500,
+            events: Vec::new(),
+            wire: Vec::new(),
         }
+    }
+
+    fn send(&mut self, local: SocketAddr, remote: SocketAddr, bytes: Vec<u8>) {
+        // A NAT keepalive (one 0xff byte) goes without the non-ESP marker.
+        if local.port() == 4500 && bytes != [0xff] {
+            let mut framed = vec![0u8; 4];
+            framed.extend_from_slice(&bytes);
+            self.s4500.send_to(&framed, remote).unwrap();
+        } else if local.port() == 4500 {
+            self.s4500.send_to(&bytes, remote).unwrap();
+        } else {
+            self.s500.send_to(&bytes, remote).unwrap();
+        }
+        self.wire.push(Wire {
+            sent: true,
+            local,
+            remote,
+            bytes,
+        });
     }
 
     /// Drive until `done` holds over the events so far, or `limit` passes.
@@ -303,14 +411,15 @@ impl Driver {
                         local,
                         remote,
                         bytes,
-                    } => self.send(local, remote, &bytes),
+                    } => self.send(local, remote, bytes),
                     other => self.events.push(other),
                 }
             }
             if done(&self.events) {
                 return true;
             }
-            for (sock, marker) in [(&self.s500, false), (&self.s4500, true)] {
+            for marker in [false, true] {
+                let sock = if marker { &self.s4500 } else { &self.s500 };
                 let local = sock.local_addr().unwrap();
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
                     let data = &buf[..n];
@@ -320,6 +429,12 @@ impl Driver {
                         _ => None, // ESP or a keepalive: not ours
                     };
                     if let Some(ike) = ike {
+                        self.wire.push(Wire {
+                            sent: false,
+                            local,
+                            remote: from,
+                            bytes: ike.to_vec(),
+                        });
                         self.speaker
                             .handle_datagram(local, from, ike, Instant::now());
                     }
@@ -329,17 +444,17 @@ impl Driver {
         }
         false
     }
+}
 
-    pub fn children(&self) -> Vec<&ChildSa> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::ChildSaUp(c) => Some(c),
-                Event::ChildSaRekeyed { new, .. } => Some(new),
-                _ => None,
-            })
-            .collect()
-    }
+pub fn children(events: &[Event]) -> Vec<&ChildSa> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaUp(c) => Some(c),
+            Event::ChildSaRekeyed { new, .. } => Some(new),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The keys charon logged last are the ones of our newest Child SA: its "initiator"
@@ -353,6 +468,12 @@ pub fn assert_keys_match(charon: &Charon, child: &ChildSa, we_initiated: bool) {
     } else {
         (&child.key_in, &child.key_out)
     };
+    assert_eq!(i.len(), 36, "AES-256 key and salt");
     assert_eq!(ours_i.expose(), &i[..], "initiator-to-responder key");
     assert_eq!(ours_r.expose(), &r[..], "responder-to-initiator key");
+    assert!(
+        log.contains(&format!("{:08x}_i", child.spi_out))
+            || log.contains(&format!("{:08x}", child.spi_out)),
+        "charon's inbound SPI is our outbound one"
+    );
 }

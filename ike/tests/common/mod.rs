@@ -1,8 +1,11 @@
 //! A tiny in-memory network for speaker tests: nodes with a `Speaker` each, datagrams
 //! in flight with a latency, a fault hook that can drop, delay, duplicate or corrupt
 //! any datagram, and a virtual clock that jumps to the next delivery or deadline.
+//! [`charon`] runs strongSwan beside a speaker on real sockets for the interop tests.
 
 #![allow(dead_code)]
+
+pub mod charon;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
