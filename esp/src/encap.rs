@@ -32,8 +32,13 @@ pub fn classify(d: &[u8]) -> Datagram<'_> {
     }
 }
 
-/// An IKE message with the non-ESP marker in front, ready for port 4500.
+/// An IKE message with the non-ESP marker in front, ready for port 4500. The IKE
+/// speaker hands its NAT keepalives down the same way; they go bare (RFC 3948 §2.3),
+/// or the peer would read a one-octet IKE message and drop it.
 pub fn ike_datagram(message: &[u8]) -> Vec<u8> {
+    if message == NAT_KEEPALIVE {
+        return NAT_KEEPALIVE.to_vec();
+    }
     let mut d = Vec::with_capacity(4 + message.len());
     d.extend_from_slice(&NON_ESP_MARKER);
     d.extend_from_slice(message);
@@ -54,5 +59,6 @@ mod tests {
         assert_eq!(classify(&[]), Datagram::Invalid);
         assert_eq!(classify(&[1, 2, 3]), Datagram::Invalid);
         assert_eq!(classify(&[0, 0, 0]), Datagram::Invalid);
+        assert_eq!(classify(&ike_datagram(&NAT_KEEPALIVE)), Datagram::Keepalive);
     }
 }

@@ -173,7 +173,8 @@ pub struct ChildSa {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Send `bytes` from `local` to `remote` (on port 4500 the caller prepends the
-    /// non-ESP marker).
+    /// non-ESP marker, except to a NAT keepalive, the single octet 0xFF, which goes
+    /// bare: RFC 3948 §2.3).
     Transmit {
         local: SocketAddr,
         remote: SocketAddr,
