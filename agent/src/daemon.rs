@@ -346,6 +346,7 @@ async fn start(
         bgp: bgp_handle,
         peers: ExternalPeers::new(store.clone()),
         ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
+        ipsec_peers: crate::ipsec::IpsecPeers::new(store.clone()),
     });
 
     state.set_ipsec(ipsec_handle);
