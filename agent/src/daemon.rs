@@ -712,9 +712,10 @@ fn node_record(
             .map_or(0, |d| d.as_secs()),
         bgp,
         site: cfg.site.clone(),
-        ipsec: Some(strait_api::ipsec::NodeIpsec::from_public_key(
-            &key.public_key(),
-        )),
+        ipsec: Some(strait_api::ipsec::NodeIpsec {
+            gateway: cfg.ipsec.gateway,
+            ..strait_api::ipsec::NodeIpsec::from_public_key(&key.public_key())
+        }),
     }
 }
 
