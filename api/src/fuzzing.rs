@@ -140,7 +140,10 @@ pub fn peer_documents(data: &[u8]) {
                 let _ = format!("{p:?}");
             }
             let list = serde_json::to_vec(&peers).expect("peers serialise");
-            assert_eq!(gateway::peers_from_json(&list).expect("a list reads back"), peers);
+            assert_eq!(
+                gateway::peers_from_json(&list).expect("a list reads back"),
+                peers
+            );
         }
         Err(e) => assert!(!e.is_empty(), "an empty refusal"),
     }

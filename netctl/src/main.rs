@@ -6,6 +6,7 @@ mod bgp;
 mod docker;
 mod endpoints;
 mod ipsec;
+mod ipsec_peer;
 mod policy;
 mod table;
 

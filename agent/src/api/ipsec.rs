@@ -103,8 +103,8 @@ pub(super) async fn apply_peers(
     State(s): State<Shared>,
     body: Bytes,
 ) -> Result<Json<Vec<ExternalPeer>>, Failure> {
-    let list = gateway::peers_from_json(&body)
-        .map_err(|e| Failure::new(code::INVALID_CONFIG, e))?;
+    let list =
+        gateway::peers_from_json(&body).map_err(|e| Failure::new(code::INVALID_CONFIG, e))?;
     peers(&s)?.apply(&list).await?;
     Ok(Json(list.iter().map(ExternalPeer::redacted).collect()))
 }

@@ -415,7 +415,11 @@ async fn external_ipsec_peers_are_checked_written_shown_without_their_key_and_re
 
     // Bad input: 400 with the reason, nothing written.
     for (name, json, reason) in [
-        ("other", peer("onprem", KEY), "the path names peer \"other\""),
+        (
+            "other",
+            peer("onprem", KEY),
+            "the path names peer \"other\"",
+        ),
         ("onprem", peer("onprem", "short"), "at least 16"),
         (
             "onprem",
@@ -458,7 +462,10 @@ async fn external_ipsec_peers_are_checked_written_shown_without_their_key_and_re
     };
     let (status, v) = body(got("onprem").await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(v["auth"], serde_json::json!({"method": "psk", "secret_file": null}));
+    assert_eq!(
+        v["auth"],
+        serde_json::json!({"method": "psk", "secret_file": null})
+    );
 
     let del = |name: &str| {
         let s = s.clone();

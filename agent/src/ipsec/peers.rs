@@ -54,7 +54,9 @@ pub enum IpsecPeerError {
     #[error("no external IPsec peer named {0:?}")]
     NotFound(String),
     /// The stored record is not one this agent can use (it is skipped everywhere).
-    #[error("external IPsec peer {name}: the stored record is unusable ({why}); put it again or delete it")]
+    #[error(
+        "external IPsec peer {name}: the stored record is unusable ({why}); put it again or delete it"
+    )]
     Unusable { name: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -139,7 +141,9 @@ impl IpsecPeers {
 /// `psk`, `psk-file` or `cert`: what the log says of a peer's authentication.
 fn method(auth: &PeerAuth) -> &'static str {
     match auth {
-        PeerAuth::Psk { secret: Some(_), .. } => "psk",
+        PeerAuth::Psk {
+            secret: Some(_), ..
+        } => "psk",
         PeerAuth::Psk { .. } => "psk-file",
         PeerAuth::Cert { .. } => "cert",
     }

@@ -186,7 +186,9 @@ mod tests {
 
     #[test]
     fn one_bad_entry_refuses_all_and_is_named() {
-        let bad = ONE.replace("onprem", "cloud").replace("site: dc", "site: DC!");
+        let bad = ONE
+            .replace("onprem", "cloud")
+            .replace("site: dc", "site: DC!");
         let e = parse_peer_documents(&format!("{ONE}---\n{bad}")).unwrap_err();
         assert!(e.contains("site"), "{e}");
         let e = parse_peer_documents(&format!("{ONE}---\n{ONE}")).unwrap_err();
