@@ -341,7 +341,8 @@ mod tests {
 
     #[test]
     fn bad_peers_are_refused_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut ExternalPeer)>, &str)> = vec![
+        type Spoil = Box<dyn Fn(&mut ExternalPeer)>;
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|p| p.name = "On Prem".into()), "not allowed"),
             (Box::new(|p| p.site = "".into()), "site"),
             (

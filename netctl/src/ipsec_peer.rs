@@ -30,7 +30,7 @@ const MAX_PSK_LEN: u64 = 4096;
 pub enum PeerCmd {
     /// Add an external peer, or replace the one of that name whole (its old key is
     /// not kept: give the key again, or a file).
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Create or replace the peers of a YAML or JSON file (`-` for stdin): one peer,
     /// a list, or several YAML documents. All are checked first: one bad peer and
     /// none is written.
@@ -403,7 +403,7 @@ mod tests {
         let mut v = vec!["peer", "add"];
         v.extend_from_slice(args);
         match Cli::try_parse_from(v)?.cmd {
-            PeerCmd::Add(a) => Ok(a),
+            PeerCmd::Add(a) => Ok(*a),
             other => panic!("{other:?}"),
         }
     }
