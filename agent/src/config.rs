@@ -409,6 +409,8 @@ pub struct IpsecAgentConfig {
     pub dpd: Option<Duration>,
     /// Offer ESN on Child SAs.
     pub esn: bool,
+    /// A gateway of its site (`--ipsec-gateway`), in the node record.
+    pub gateway: bool,
     /// Test-only key log, checked to be inside a non-default state dir.
     pub key_log: Option<PathBuf>,
 }
@@ -446,6 +448,7 @@ impl IpsecAgentConfig {
             child_bytes: keys.ipsec_child_bytes,
             dpd: secs("ipsec DPD interval", keys.ipsec_dpd_secs, 1)?,
             esn: keys.ipsec_esn.unwrap_or(true),
+            gateway: keys.ipsec_gateway.unwrap_or(false),
             key_log: keys.ipsec_key_log.clone(),
         })
     }
@@ -745,6 +748,14 @@ mod tests {
             from_flag: "/sys/fs/bpf/flag",
         },
         Precedence {
+            flag: &["--ipsec-gateway", "false"],
+            file: "ipsec_gateway = true",
+            get: |c| c.ipsec.gateway.to_string(),
+            default: "false",
+            from_file: "true",
+            from_flag: "false",
+        },
+        Precedence {
             flag: &["--node-lease-ttl-secs", "5"],
             file: "node_lease_ttl_secs = 30",
             get: |c| c.node_lease_ttl_secs.to_string(),
@@ -862,6 +873,12 @@ mod tests {
                 case.flag
             );
         }
+    }
+
+    #[test]
+    fn a_bare_ipsec_gateway_flag_makes_the_node_a_gateway() {
+        assert!(with(&["--ipsec-gateway"]).unwrap().ipsec.gateway);
+        assert!(!with(&[]).unwrap().ipsec.gateway);
     }
 
     #[test]

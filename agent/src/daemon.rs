@@ -346,6 +346,7 @@ async fn start(
         bgp: bgp_handle,
         peers: ExternalPeers::new(store.clone()),
         ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
+        ipsec_peers: crate::ipsec::IpsecPeers::new(store.clone()),
     });
 
     state.set_ipsec(ipsec_handle);
@@ -711,9 +712,10 @@ fn node_record(
             .map_or(0, |d| d.as_secs()),
         bgp,
         site: cfg.site.clone(),
-        ipsec: Some(strait_api::ipsec::NodeIpsec::from_public_key(
-            &key.public_key(),
-        )),
+        ipsec: Some(strait_api::ipsec::NodeIpsec {
+            gateway: cfg.ipsec.gateway,
+            ..strait_api::ipsec::NodeIpsec::from_public_key(&key.public_key())
+        }),
     }
 }
 

@@ -192,6 +192,44 @@ impl Client {
         Ok(())
     }
 
+    /// The external IPsec peers, pre-shared keys left out ([`crate::paths::IPSEC_PEERS`]).
+    pub fn ipsec_peers(&self) -> Result<Vec<crate::gateway::ExternalPeer>, ClientError> {
+        self.get(crate::paths::IPSEC_PEERS)
+    }
+
+    /// One external IPsec peer, its pre-shared key left out; 404 (code 107) when none.
+    pub fn ipsec_peer(&self, name: &str) -> Result<crate::gateway::ExternalPeer, ClientError> {
+        self.get(&crate::paths::ipsec_peer(name))
+    }
+
+    /// Creates external IPsec peer `peer.name` or replaces it whole (a pre-shared key
+    /// is not kept from the old one). The agent validates it first: a bad one is
+    /// refused (400) and nothing written. The answer leaves the key out.
+    pub fn put_ipsec_peer(
+        &self,
+        peer: &crate::gateway::ExternalPeer,
+    ) -> Result<crate::gateway::ExternalPeer, ClientError> {
+        let req = serde_json::to_vec(peer)
+            .map_err(|e| ClientError::BadResponse(format!("encoding request: {e}")))?;
+        let body = self.request("PUT", &crate::paths::ipsec_peer(&peer.name), Some(&req))?;
+        decode(&body)
+    }
+
+    /// Creates or replaces every peer of `peers` in one transaction, or none when one
+    /// is refused. The answer leaves the keys out.
+    pub fn apply_ipsec_peers(
+        &self,
+        peers: &[crate::gateway::ExternalPeer],
+    ) -> Result<Vec<crate::gateway::ExternalPeer>, ClientError> {
+        self.post(crate::paths::IPSEC_PEERS, &peers)
+    }
+
+    /// Removes external IPsec peer `name`; 404 (code 107) when there is none.
+    pub fn delete_ipsec_peer(&self, name: &str) -> Result<(), ClientError> {
+        self.request("DELETE", &crate::paths::ipsec_peer(name), None)?;
+        Ok(())
+    }
+
     /// Removes external peer `name`; the agent answers 404 (code 107) when there is none.
     pub fn bgp_delete_external_peer(&self, name: &str) -> Result<(), ClientError> {
         self.request("DELETE", &crate::paths::bgp_external_peer(name), None)?;

@@ -117,3 +117,37 @@ pub fn docker_requests(body: &[u8]) {
     each::<ReleaseAddressRequest>(body);
     each::<IgnoredAny>(body);
 }
+
+/// `gateway_peer_documents`: the text of `netctl ipsec peer apply -f` (YAML or JSON,
+/// one peer or lists), and the same bytes as the agent reads a `PUT` body or a stored
+/// record. What is accepted is valid, reads back the same from its JSON, and shows no
+/// pre-shared key once redacted; a refusal is a message that never quotes the key.
+pub fn peer_documents(data: &[u8]) {
+    use crate::gateway::{self, PeerAuth};
+    let text = String::from_utf8_lossy(data);
+    match gateway::parse_peer_documents(&text) {
+        Ok(peers) => {
+            assert!(!peers.is_empty(), "accepted text with no peer");
+            for p in &peers {
+                p.validate().expect("an accepted peer is valid");
+                let json = serde_json::to_vec(p).expect("a peer serialises");
+                let back = gateway::peer_from_json(&json).expect("its JSON reads back");
+                assert_eq!(&back, p);
+                let shown = p.redacted();
+                if let PeerAuth::Psk { secret, .. } = &shown.auth {
+                    assert!(secret.is_none(), "a redacted peer shows its key");
+                }
+                let _ = format!("{p:?}");
+            }
+            let list = serde_json::to_vec(&peers).expect("peers serialise");
+            assert_eq!(
+                gateway::peers_from_json(&list).expect("a list reads back"),
+                peers
+            );
+        }
+        Err(e) => assert!(!e.is_empty(), "an empty refusal"),
+    }
+    if let Ok(p) = gateway::peer_from_json(data) {
+        let _ = p.validate();
+    }
+}

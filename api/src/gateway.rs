@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipsec::validate_site;
 
+pub mod documents;
+pub use documents::{
+    MAX_PEERS_PER_APPLY, parse_peer_documents, peer_from_json, peers_from_json, validate_all,
+};
+
 /// Longest external peer name: a DNS label, as sites are.
 pub const MAX_PEER_NAME_LEN: usize = 63;
 
@@ -75,8 +80,9 @@ pub enum Initiate {
     Peer,
 }
 
-/// How strait and an external peer authenticate each other in IKE_AUTH.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How strait and an external peer authenticate each other in IKE_AUTH. Its `Debug`
+/// never shows a pre-shared key, so a peer logged with `?peer` leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "method", deny_unknown_fields)]
 pub enum PeerAuth {
     /// A pre-shared key (AUTH method 2), kept in the store or in a file on every
@@ -97,6 +103,31 @@ pub enum PeerAuth {
         key_file: PathBuf,
         ca_file: PathBuf,
     },
+}
+
+impl fmt::Debug for PeerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAuth::Psk {
+                secret,
+                secret_file,
+            } => f
+                .debug_struct("Psk")
+                .field("secret", &secret.as_ref().map(|_| "<redacted>"))
+                .field("secret_file", secret_file)
+                .finish(),
+            PeerAuth::Cert {
+                cert_file,
+                key_file,
+                ca_file,
+            } => f
+                .debug_struct("Cert")
+                .field("cert_file", cert_file)
+                .field("key_file", key_file)
+                .field("ca_file", ca_file)
+                .finish(),
+        }
+    }
 }
 
 /// BGP through the tunnel with a router behind the peer: strait announces the site's
@@ -362,6 +393,13 @@ mod tests {
             let e = p.validate().unwrap_err();
             assert!(e.contains(want), "{e} (want {want:?})");
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let shown = format!("{:?}", peer());
+        assert!(!shown.contains("horse"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

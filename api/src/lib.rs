@@ -17,7 +17,8 @@
 //!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
 //!   [`policy_wire`]: the policy API's requests and the monitor's lines.
 //! - [`docker`]: Docker's remote network and IPAM driver protocol, and `netctl docker`.
-//! - [`ipsec`]: sites, the cluster's IPsec mode and the node keys records carry.
+//! - [`ipsec`]: sites, the cluster's IPsec mode and the node keys records carry;
+//!   [`gateway`]: site gateways and the external IPsec peers they connect to.
 //! - [`client`]: the blocking client of the agent's socket.
 //! - [`queue`]: the on-disk queue of DELs made while the agent is down (written by
 //!   the plugin, read by the agent).
@@ -124,6 +125,15 @@ pub mod paths {
     pub const IPSEC_SETTINGS: &str = "/v1/ipsec/settings";
     /// This node's [`crate::ipsec::IpsecStatus`].
     pub const IPSEC_STATUS: &str = "/v1/ipsec/status";
+    /// The external IPsec peers ([`crate::gateway::ExternalPeer`], `ipsec/peers/`):
+    /// `GET` lists them (pre-shared keys left out), `POST` a JSON array applies them
+    /// all or none; one peer under [`ipsec_peer`].
+    pub const IPSEC_PEERS: &str = "/v1/ipsec/peers";
+    /// `GET` (key left out), `PUT` (create or replace whole) or `DELETE` one external
+    /// peer.
+    pub fn ipsec_peer(name: &str) -> String {
+        format!("{IPSEC_PEERS}/{name}")
+    }
     /// `POST` to rekey the Child SAs with one peer: [`ipsec_rekey`].
     pub fn ipsec_rekey(peer: &str) -> String {
         format!("/v1/ipsec/peers/{peer}/rekey")

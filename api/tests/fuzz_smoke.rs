@@ -468,3 +468,50 @@ fn docker_requests() {
     seeds.extend(json_edge_cases());
     run(fuzzing::docker_requests, seeds, 0x5eed_0006);
 }
+
+/// Valid external peers of every shape: a PSK in the store or in a file, certificates,
+/// BGP, identities of each kind.
+fn gateway_peers() -> Vec<Value> {
+    vec![
+        json!({"name": "onprem", "site": "dc", "address": "198.51.100.7",
+               "auth": {"method": "psk", "secret": "correct horse battery"},
+               "remote_id": "fqdn:gw.onprem.example",
+               "remote_networks": ["192.168.50.0/24"]}),
+        json!({"name": "nat-ed", "site": "dc", "initiate": "peer",
+               "auth": {"method": "psk", "secret_file": "/etc/strait/nat.psk"},
+               "local_id": "ipv4:10.0.0.1", "local_networks": ["10.50.0.0/16"],
+               "remote_networks": ["172.16.0.0/12", "fd00:9::/48"]}),
+        json!({"name": "cloud", "site": "eu-1", "address": "2001:db8::9", "initiate": "strait",
+               "auth": {"method": "cert", "cert_file": "/etc/strait/gw.pem",
+                        "key_file": "/etc/strait/gw.key", "ca_file": "/etc/strait/ca.pem"},
+               "remote_id": "dn:CN=vpn.cloud.example,O=Cloud",
+               "bgp": {"address": "10.9.0.1", "asn": 64600}}),
+    ]
+}
+
+#[test]
+fn gateway_peer_documents() {
+    let peers = gateway_peers();
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for p in &peers {
+        seeds.push(p.to_string().into_bytes());
+        seeds.push(serde_yaml_ng::to_string(p).unwrap().into_bytes());
+        seeds.extend(wrong_type_at_every_key(
+            p,
+            &wrong_values(),
+            Members::AlsoRemove,
+        ));
+    }
+    seeds.push(Value::Array(peers.clone()).to_string().into_bytes());
+    let yaml: Vec<String> = peers
+        .iter()
+        .map(|p| serde_yaml_ng::to_string(p).unwrap())
+        .collect();
+    seeds.push(yaml.join("---\n").into_bytes());
+    seeds.push(format!("---\n{}---\n", yaml[0]).into_bytes());
+    seeds.push(b"- name: a\n- [1, 2]\n".to_vec());
+    seeds.push(b"name: a\nname: b\n".to_vec());
+    seeds.push(b"&a [*a]\n".to_vec());
+    seeds.extend(json_edge_cases());
+    run(fuzzing::peer_documents, seeds, 0x5eed_0007);
+}

@@ -1,5 +1,6 @@
 //! `netctl ipsec`: the cluster's IPsec mode (which node pairs encrypt), this node's
-//! peers and SAs, and rekeys on demand.
+//! peers and SAs, rekeys on demand, and the external peers of the site gateways
+//! (`netctl ipsec peer`, in [`crate::ipsec_peer`]).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -25,6 +26,12 @@ pub enum IpsecCmd {
     Peers,
     /// Rekey the Child SAs with PEER now (a node name).
     Rekey { peer: String },
+    /// External peers of the site gateways (other vendors' IPsec gateways): add,
+    /// apply -f, list, get, delete. Pre-shared keys are never shown.
+    Peer {
+        #[command(subcommand)]
+        cmd: crate::ipsec_peer::PeerCmd,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<IpsecMode, String> {
@@ -47,6 +54,10 @@ pub fn run(client: &Client, out: Output, cmd: IpsecCmd) -> Result<bool> {
         IpsecCmd::Rekey { peer } => {
             client.ipsec_rekey(&peer)?;
             println!("rekeying the Child SAs with {peer}");
+            Ok(true)
+        }
+        IpsecCmd::Peer { cmd } => {
+            crate::ipsec_peer::run(client, out, cmd)?;
             Ok(true)
         }
         IpsecCmd::Mode { mode: None } => {

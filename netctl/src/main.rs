@@ -6,6 +6,7 @@ mod bgp;
 mod docker;
 mod endpoints;
 mod ipsec;
+mod ipsec_peer;
 mod policy;
 mod table;
 
@@ -58,7 +59,8 @@ enum Cmd {
     /// Nodes of the cluster and their STATE: `ready` (lease alive), `lease expired`
     /// (agent down or cut off from the store; other hosts keep routing to it until its
     /// blocks are reclaimed), `unreachable` (lease expired and its underlay does not
-    /// answer ICMP echo), `gone` (only blocks left).
+    /// answer ICMP echo), `gone` (only blocks left). GATEWAY `yes`: a gateway of its
+    /// site to external IPsec peers (`straitd --ipsec-gateway`).
     Nodes,
     /// The routes, FDB and neighbour entries the fabric wants beside the kernel's:
     /// each `ok`, `missing` or `stale`, and the fabric's warnings. Exit 1 when
@@ -414,6 +416,7 @@ fn render_nodes(nodes: &[NodeView]) -> String {
     let mut t = Table::new([
         "NAME",
         "SITE",
+        "GATEWAY",
         "UNDERLAY V4",
         "UNDERLAY V6",
         "FABRIC",
@@ -436,6 +439,12 @@ fn render_nodes(nodes: &[NodeView]) -> String {
         t.row([
             &n.name,
             &or_dash(r.map(|r| r.site.clone())),
+            // `--ipsec-gateway`: the node connects its site to external IPsec peers.
+            if r.and_then(|r| r.ipsec.as_ref()).is_some_and(|i| i.gateway) {
+                "yes"
+            } else {
+                "-"
+            },
             &or_dash(r.and_then(|r| r.underlay_v4).map(|a| a.to_string())),
             &or_dash(r.and_then(|r| r.underlay_v6).map(|a| a.to_string())),
             &or_dash(r.map(|r| r.fabric.to_string())),
@@ -1005,6 +1014,12 @@ mod tests {
         let mut silent = expired.clone();
         silent.name = "h4".into();
         silent.state = Some(NodeState::Unreachable);
+        if let Some(r) = silent.record.as_mut() {
+            r.ipsec = Some(strait_api::ipsec::NodeIpsec {
+                gateway: true,
+                ..strait_api::ipsec::NodeIpsec::from_public_key(&[7; 32])
+            });
+        }
         let out = render_nodes(&[live.clone(), dead.clone(), expired, silent]);
         let lines: Vec<Vec<&str>> = out
             .lines()
@@ -1016,6 +1031,7 @@ mod tests {
             [
                 "h1",
                 "default",
+                "-",
                 "10.0.0.1",
                 "-",
                 "vxlan",
@@ -1028,12 +1044,13 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            ["h2", "-", "-", "-", "-", "-", "-", "-", "2", "gone"]
+            ["h2", "-", "-", "-", "-", "-", "-", "-", "-", "2", "gone"]
         );
         assert_eq!(lines[3][0], "h3");
-        assert_eq!(lines[3][2], "10.0.0.1", "shown by its last record");
-        assert_eq!(lines[3][9..], ["lease", "expired"]);
-        assert_eq!(lines[4][9..], ["unreachable"]);
+        assert_eq!(lines[3][3], "10.0.0.1", "shown by its last record");
+        assert_eq!(lines[3][10..], ["lease", "expired"]);
+        assert_eq!(lines[4][10..], ["unreachable"]);
+        assert_eq!(lines[4][2], "yes", "a gateway (--ipsec-gateway)");
         // An agent that does not send a state: alive or not.
         live.state = None;
         let mut old_dead = dead;

@@ -13,6 +13,7 @@ use crate::attach::AttachError;
 use crate::attach::records::RecordError;
 use crate::fabric::bgp::external::ExternalPeerError;
 use crate::ipam::IpamError;
+use crate::ipsec::IpsecPeerError;
 use crate::policy::store::PolicyStoreError;
 use crate::policy::{ApplyError, PolicyError};
 use crate::store::StoreError;
@@ -124,6 +125,18 @@ impl From<ExternalPeerError> for Failure {
             ExternalPeerError::Invalid(_) => code::INVALID_CONFIG,
             ExternalPeerError::NotFound(_) => code::NOT_CONFIGURED,
             ExternalPeerError::Store(e) => store_code(e),
+        };
+        Self::new(c, e.to_string())
+    }
+}
+
+impl From<IpsecPeerError> for Failure {
+    fn from(e: IpsecPeerError) -> Self {
+        let c = match &e {
+            IpsecPeerError::Invalid(_) => code::INVALID_CONFIG,
+            IpsecPeerError::NotFound(_) => code::NOT_CONFIGURED,
+            IpsecPeerError::Unusable { .. } => code::INTERNAL,
+            IpsecPeerError::Store(e) => store_code(e),
         };
         Self::new(c, e.to_string())
     }

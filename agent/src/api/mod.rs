@@ -56,6 +56,8 @@ pub struct Owners {
     pub peers: ExternalPeers,
     /// The cluster's IPsec settings (`netctl ipsec mode`).
     pub ipsec: crate::ipsec::IpsecSettingsStore,
+    /// The external IPsec peers in the cluster store (`netctl ipsec peer`).
+    pub ipsec_peers: crate::ipsec::IpsecPeers,
 }
 
 /// What the handlers reach. The socket is served from the very start, before the
@@ -283,6 +285,16 @@ pub fn router(state: Shared) -> Router {
             get(ipsec::settings).put(ipsec::put_settings),
         )
         .route(paths::IPSEC_STATUS, get(ipsec::status))
+        .route(
+            paths::IPSEC_PEERS,
+            get(ipsec::list_peers).post(ipsec::apply_peers),
+        )
+        .route(
+            &paths::ipsec_peer("{peer}"),
+            get(ipsec::get_peer)
+                .put(ipsec::put_peer)
+                .delete(ipsec::delete_peer),
+        )
         .route(&paths::ipsec_rekey("{peer}"), post(ipsec::rekey))
         .route("/metrics", get(views::metrics))
         .with_state(state)

@@ -107,6 +107,7 @@ pub(super) async fn with_store(dir: &Path) -> (Shared, Arc<dyn Store>) {
         bgp: None,
         peers: ExternalPeers::new(store.clone()),
         ipsec: crate::ipsec::IpsecSettingsStore::new(store.clone()),
+        ipsec_peers: crate::ipsec::IpsecPeers::new(store.clone()),
     });
     (s, store)
 }
@@ -387,4 +388,92 @@ async fn endpoint_labels_are_set_removed_overwritten_and_refused_whole() {
         v["message"].as_str().unwrap().contains("names 2 endpoints"),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn external_ipsec_peers_are_checked_written_shown_without_their_key_and_removed() {
+    use super::ipsec::{apply_peers, delete_peer, get_peer, list_peers, put_peer};
+    const KEY: &str = "correct horse battery staple";
+    let dir = tempfile::tempdir().expect("dir");
+    let (s, store) = with_store(dir.path()).await;
+    let peer = |name: &str, secret: &str| {
+        serde_json::json!({"name": name, "site": "dc", "address": "198.51.100.7",
+            "auth": {"method": "psk", "secret": secret},
+            "remote_networks": ["192.168.50.0/24"]})
+    };
+    let put = |name: &str, json: serde_json::Value| {
+        let s = s.clone();
+        let name = name.to_string();
+        async move {
+            put_peer(State(s), UrlPath(name), Bytes::from(json.to_string()))
+                .await
+                .into_response()
+        }
+    };
+    let prefix = crate::ipsec::peers::peers_prefix();
+    let stored = async || store.range(&prefix).await.expect("range").kvs.len();
+
+    // Bad input: 400 with the reason, nothing written.
+    for (name, json, reason) in [
+        (
+            "other",
+            peer("onprem", KEY),
+            "the path names peer \"other\"",
+        ),
+        ("onprem", peer("onprem", "short"), "at least 16"),
+        (
+            "onprem",
+            serde_json::json!({"name": "onprem"}),
+            "malformed request body",
+        ),
+    ] {
+        let (status, v) = body(put(name, json).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(reason), "{v} (want {reason:?})");
+    }
+    let apply = |json: serde_json::Value| {
+        let s = s.clone();
+        async move {
+            apply_peers(State(s), Bytes::from(json.to_string()))
+                .await
+                .into_response()
+        }
+    };
+    let one_bad = serde_json::json!([peer("a", KEY), peer("b", "short")]);
+    let (status, v) = body(apply(one_bad).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(stored().await, 0, "nothing written");
+
+    // Good ones: stored with the key, shown without it.
+    let (status, v) = body(put("onprem", peer("onprem", KEY)).await).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains(KEY), "{v}");
+    let (status, v) = body(apply(serde_json::json!([peer("a", KEY), peer("b", KEY)])).await).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(stored().await, 3);
+    let (_, v) = body(list_peers(State(s.clone())).await.into_response()).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+    assert!(!v.to_string().contains(KEY), "{v}");
+    let got = |name: &str| {
+        let s = s.clone();
+        let name = name.to_string();
+        async move { get_peer(State(s), UrlPath(name)).await.into_response() }
+    };
+    let (status, v) = body(got("onprem").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v["auth"],
+        serde_json::json!({"method": "psk", "secret_file": null})
+    );
+
+    let del = |name: &str| {
+        let s = s.clone();
+        let name = name.to_string();
+        async move { delete_peer(State(s), UrlPath(name)).await.into_response() }
+    };
+    assert_eq!(del("onprem").await.status(), StatusCode::OK);
+    assert_eq!(del("onprem").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(got("onprem").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(stored().await, 2);
 }

@@ -60,6 +60,11 @@ pub struct Keys {
     /// `default`.
     #[arg(long)]
     pub site: Option<String>,
+    /// This node is a gateway of its site: it connects the site to the external IPsec
+    /// peers (`netctl ipsec peer`). Its node record says so (`netctl nodes`). Default
+    /// false.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ipsec_gateway: Option<bool>,
     /// Directory for the embedded store and the pending-release queue.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -223,6 +228,7 @@ impl Keys {
         Keys {
             node_name: self.node_name.or(lower.node_name),
             site: self.site.or(lower.site),
+            ipsec_gateway: self.ipsec_gateway.or(lower.ipsec_gateway),
             state_dir: self.state_dir.or(lower.state_dir),
             socket: self.socket.or(lower.socket),
             // The pools are one list, enabled and disabled: a source that gives either

@@ -4,6 +4,8 @@
 //! - [`node_key`]: this node's Ed25519 key pair, made on first start in the state dir;
 //!   its public half goes into the node record, where peers look it up.
 //! - [`pairs`]: from the mode and the node records, the peers this node encrypts with.
+//! - [`peers`]: the external IPsec peers of the site gateways (`ipsec/peers/<name>`,
+//!   `netctl ipsec peer`), followed for the gateway engine; their pre-shared keys.
 //! - [`steering`]: the rule and routes that send their traffic into the ESP datapath.
 //! - [`datapath`]: kernel XFRM or strait's userspace ESP, by probe or `--ipsec-datapath`.
 //! - [`engine`]: the task that drives the IKE speaker and the datapath from all of that.
@@ -16,10 +18,12 @@ pub mod engine;
 pub mod gateway;
 pub mod node_key;
 pub mod pairs;
+pub mod peers;
 pub mod settings;
 pub mod steering;
 
 pub use engine::{Engine, EngineConfig, IpsecHandle};
 pub use node_key::{NodeKey, NodeKeyError};
 pub use pairs::{EncryptedPeer, PlannedPeer, encrypted_peers, plan};
+pub use peers::{IpsecPeerError, IpsecPeers};
 pub use settings::{IpsecSettingsStore, settings_key};
