@@ -745,6 +745,7 @@ fn start_ipsec(
         esn: cfg.ipsec.esn,
         key_log: cfg.ipsec.key_log.clone(),
         encrypted_mtu,
+        pools: cfg.pools.clone(),
     };
     if let Some(log) = &engine_cfg.key_log {
         warn!(file = %log.display(), "writing every IPsec SA's keys to a file (tests only)");
@@ -757,8 +758,14 @@ fn start_ipsec(
         mode_tx,
         stop.clone(),
     ));
-    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), stop));
-    Ok((handle, vec![follower, engine]))
+    let (peers_tx, peers_rx) = tokio::sync::watch::channel(None);
+    let peers = tokio::spawn(crate::ipsec::peers::follow(
+        store.clone(),
+        peers_tx,
+        stop.clone(),
+    ));
+    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), peers_rx, stop));
+    Ok((handle, vec![follower, peers, engine]))
 }
 
 /// Periodic work: queued DELs (a plugin may have queued one while we restarted), stale

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strait_api::ipsec::{ChildSaView, EspDrops, IpsecMode, IpsecPeer, IpsecStatus, SaCounters};
-use strait_esp::{Datapath, DatapathError, Direction, PeerConfig, SaConfig, SaKey};
+use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
 use strait_ike::auth::{Ed25519Signer, RawKeyVerifier};
 use strait_ike::codec::Identity;
 use strait_ike::speaker::{ChildSa, Config as IkeConfig, Event, IkeState, Lifetime, Speaker};
@@ -44,8 +44,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::NodeKey;
+use super::child_sa;
 use super::datapath::{self, DatapathSettings};
+use super::gateway::plan as gateway_plan;
+use super::gateway::runtime::Runtime;
 use super::pairs::{PlannedPeer, plan};
+use super::peers::Peers;
 use super::steering;
 use crate::fabric::desired::ClusterView;
 use crate::netlink::Netlink;
@@ -61,8 +65,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const LIMIT_CHECK: Duration = Duration::from_millis(100);
 /// How long a rekey's responder holds the new outbound SA back at most.
 const SWITCH_GRACE: Duration = Duration::from_secs(2);
-/// The anti-replay window of every inbound SA.
-pub const REPLAY_WINDOW: u32 = 2048;
+pub use super::child_sa::REPLAY_WINDOW;
 
 /// What the engine is started with.
 #[derive(Debug, Clone)]
@@ -84,6 +87,9 @@ pub struct EngineConfig {
     pub key_log: Option<PathBuf>,
     /// The MTU containers get while encryption is on.
     pub encrypted_mtu: u32,
+    /// This node's container pools: its traffic selectors towards external peers
+    /// when it is their site's gateway.
+    pub pools: Vec<ipnet::IpNet>,
 }
 
 /// What the API asks of the engine.
@@ -171,6 +177,14 @@ pub struct Engine {
     mtu_less: Arc<AtomicU32>,
     /// Each SA's counters when last read, to add what they grew by to the totals.
     seen: HashMap<(String, Direction, u32), strait_esp::SaStatus>,
+    /// The external peers in the store, and the ones this node carries as its site's
+    /// gateway (their speakers, SAs and steering).
+    external: Peers,
+    gateway: Runtime,
+    /// What the gateway wants in the IPsec table: its carried peers' networks into
+    /// the datapath, and on the site's other nodes the routes through the gateway.
+    gateway_steering: BTreeMap<String, Vec<ipnet::IpNet>>,
+    gateway_routes: BTreeSet<crate::netlink::TableRoute>,
 }
 
 impl Engine {
@@ -210,6 +224,7 @@ impl Engine {
             let node = node_of(id)?;
             lookup.lock().ok()?.get(&node).copied()
         });
+        let gateway = Runtime::new(ike.clone(), cfg.datapath.port, Box::new(super::peers::psk));
         let speaker = Speaker::new(ike, Box::new(signer), Box::new(verifier));
         let key_log = match &cfg.key_log {
             Some(path) => Some(
@@ -239,6 +254,10 @@ impl Engine {
             key_log,
             mtu_less,
             seen: HashMap::new(),
+            external: Peers::new(),
+            gateway,
+            gateway_steering: BTreeMap::new(),
+            gateway_routes: BTreeSet::new(),
         };
         Ok((engine, IpsecHandle { commands: cmd_tx }))
     }
@@ -249,17 +268,19 @@ impl Engine {
         mut self,
         mut mode: watch::Receiver<Option<IpsecMode>>,
         mut views: watch::Receiver<Option<Arc<ClusterView>>>,
+        mut external: watch::Receiver<Option<Peers>>,
         mut stop: watch::Receiver<bool>,
     ) {
-        // Nothing is planned before both the mode and the cluster were read: an agent
-        // that starts must not take the steering it adopted for "mode off" or "no
-        // peers" and let a packet out in clear until the store answers.
+        // Nothing is planned before the mode, the cluster and the external peers were
+        // read: an agent that starts must not take the steering it adopted for "mode
+        // off" or "no peers" and let a packet out in clear until the store answers.
         let first = async {
             let mode = *mode.wait_for(Option::is_some).await.ok()?;
             let view = views.wait_for(Option::is_some).await.ok()?.clone();
-            Some((mode?, view?))
+            let peers = external.wait_for(Option::is_some).await.ok()?.clone();
+            Some((mode?, view?, peers?))
         };
-        let (m, v) = tokio::select! {
+        let (m, v, e) = tokio::select! {
             _ = stopped(&mut stop) => return,
             first = first => match first {
                 Some(first) => first,
@@ -268,13 +289,18 @@ impl Engine {
         };
         self.mode = m;
         self.view = v;
+        self.external = e;
         self.apply_plan().await;
         let mut limits = tokio::time::interval(LIMIT_CHECK);
         loop {
-            let deadline = [self.speaker.next_deadline(), self.next_attempt()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.speaker.next_deadline(),
+                self.next_attempt(),
+                self.gateway.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 _ = stopped(&mut stop) => break,
                 changed = mode.changed() => {
@@ -296,8 +322,19 @@ impl Engine {
                         self.apply_plan().await;
                     }
                 }
+                changed = external.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let Some(peers) = external.borrow_and_update().clone() else { continue };
+                    self.external = peers;
+                    self.apply_plan().await;
+                }
                 Some((from, bytes)) = self.ike_rx.recv() => {
-                    if let Some(local) = self.local_for(from) {
+                    if self.gateway.owns(from) {
+                        self.gateway.handle_datagram(from, &bytes, Instant::now());
+                        self.drain();
+                    } else if let Some(local) = self.local_for(from) {
                         self.speaker.handle_datagram(local, from, &bytes, Instant::now());
                         self.drain();
                     }
@@ -307,6 +344,7 @@ impl Engine {
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     self.speaker.poll(now);
+                    self.gateway.poll(now);
                     self.start_due(now);
                     self.drain();
                 }
@@ -327,9 +365,20 @@ impl Engine {
         let overhead = self.cfg.datapath.overhead();
         self.mtu_less
             .store(if encrypting { overhead } else { 0 }, Ordering::Relaxed);
-        if !planned.is_empty() && self.running.is_none() {
+        let pools = self.cfg.pools.clone();
+        let gateway_plans = gateway_plan::plan(&self.cfg.node, &self.view, &self.external, &pools);
+        let carries = gateway_plans
+            .values()
+            .any(|p| matches!(p.role, gateway_plan::Role::Active { .. }));
+        if (!planned.is_empty() || carries) && self.running.is_none() {
             self.start_datapath();
         }
+        self.gateway_steering = self.gateway.apply(
+            &gateway_plans,
+            self.running.as_ref().map(|r| &*r.datapath),
+            now,
+        );
+        self.gateway_routes = gateway_plan::table_routes(&gateway_plan::routes(&gateway_plans));
         let gone: Vec<String> = self
             .peers
             .keys()
@@ -444,8 +493,9 @@ impl Engine {
         let prefixes: BTreeMap<String, Vec<ipnet::IpNet>> = self
             .peers
             .iter()
-            .filter(|_| !kernel)
             .map(|(n, p)| (n.clone(), p.plan.prefixes.clone()))
+            .chain(self.gateway_steering.clone())
+            .filter(|_| !kernel)
             .collect();
         let tun = match self.netlink.link_by_name(datapath::TUN_NAME).await {
             Ok(link) => link.map(|l| l.index),
@@ -454,7 +504,8 @@ impl Engine {
                 None
             }
         };
-        let want = steering::routes(&prefixes, tun);
+        let mut want = steering::routes(&prefixes, tun);
+        want.extend(self.gateway_routes.iter().copied());
         match steering::reconcile(&self.netlink, &want).await {
             Ok(c) if c != steering::Changes::default() => {
                 info!(
@@ -537,6 +588,9 @@ impl Engine {
     fn drain(&mut self) {
         while let Some(event) = self.speaker.next_event() {
             self.event(event);
+        }
+        if let Some(r) = &self.running {
+            self.gateway.drain(&*r.datapath, self.key_log.as_ref());
         }
     }
 
@@ -638,49 +692,9 @@ impl Engine {
             return;
         };
         let Some(r) = &self.running else { return };
-        let cipher = match child.cipher {
-            strait_ike::crypto::suite::Cipher::AesGcm16_128 => strait_esp::Cipher::Aes128Gcm16,
-            strait_ike::crypto::suite::Cipher::AesGcm16_256 => strait_esp::Cipher::Aes256Gcm16,
-        };
-        let keys = SaKey::new(cipher, child.key_in.expose())
-            .and_then(|i| SaKey::new(cipher, child.key_out.expose()).map(|o| (i, o)));
-        let (key_in, key_out) = match keys {
-            Ok(k) => k,
-            Err(e) => {
-                warn!(peer = %name, error = %e, "Child SA keys");
-                return;
-            }
-        };
-        if let Some(log) = &self.key_log {
-            let _ = log.record(child.remote.ip(), child.local.ip(), child.spi_in, &key_in);
-            let _ = log.record(child.local.ip(), child.remote.ip(), child.spi_out, &key_out);
-        }
-        let inbound = SaConfig {
-            spi: child.spi_in,
-            key: key_in,
-            esn: child.esn,
-            replay_window: REPLAY_WINDOW,
-            // Between strait nodes ESP is always in UDP 4500: the userspace datapath
-            // speaks nothing else, and either side may run it.
-            udp_encap: true,
-        };
-        let outbound = SaConfig {
-            spi: child.spi_out,
-            key: key_out,
-            esn: child.esn,
-            replay_window: REPLAY_WINDOW,
-            udp_encap: true,
-        };
-        let spi_out = outbound.spi;
-        let installed = r
-            .datapath
-            .install_inbound(&name, inbound)
-            .and_then(|()| r.datapath.add_outbound(&name, outbound))
-            .and_then(|()| match switch {
-                true => r.datapath.activate_outbound(&name, spi_out),
-                false => Ok(()),
-            });
-        if let Err(e) = installed {
+        let spi_out = child.spi_out;
+        if let Err(e) = child_sa::install(&*r.datapath, self.key_log.as_ref(), &name, child, switch)
+        {
             warn!(peer = %name, error = %e, "installing a Child SA");
             return;
         }
@@ -825,7 +839,7 @@ impl Engine {
                     )
                 })
         };
-        let peers = self
+        let mut peers: Vec<IpsecPeer> = self
             .peers
             .iter()
             .map(|(name, p)| {
@@ -880,6 +894,7 @@ impl Engine {
                 }
             })
             .collect();
+        peers.extend(self.gateway.status(now));
         let drops = self
             .running
             .as_ref()
@@ -922,7 +937,7 @@ impl Engine {
     }
 }
 
-fn state_word(state: IkeState) -> &'static str {
+pub(super) fn state_word(state: IkeState) -> &'static str {
     match state {
         IkeState::InitSent | IkeState::AuthSent | IkeState::InitDone => "connecting",
         IkeState::Established => "established",

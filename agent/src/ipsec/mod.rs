@@ -13,6 +13,7 @@
 //! The IKEv2 speaker is the `strait-ike` crate and the ESP datapaths are `strait-esp`;
 //! this module is where the agent ties them to the node registry.
 
+pub mod child_sa;
 pub mod datapath;
 pub mod engine;
 pub mod gateway;

@@ -121,7 +121,6 @@ fn start_one(
     (mine, theirs): (u8, u8),
 ) -> Result<Charon, String> {
     let dir = root.join(me);
-    std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
     ns.exec_ok(&[
         "ip",
         "addr",
@@ -130,18 +129,6 @@ fn start_one(
         "dev",
         "lo",
     ]);
-    let log = dir.join("charon.log");
-    // kernel-libipsec before kernel-netlink: it supplies the (userspace) IPsec
-    // backend, kernel-netlink the addresses and routes (table 220).
-    let strongswan_conf = format!(
-        "charon {{\n  load_modular = no\n  load = random nonce openssl aes sha1 sha2 hmac gcm kdf \
-         pem pkcs1 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici \
-         updown\n  install_routes = yes\n  plugins {{\n    kernel-libipsec {{\n      \
-         allow_peer_ts = no\n    }}\n  }}\n  filelog {{\n    bench {{\n      path = {}\n      \
-         append = no\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      \
-         default = -1\n    }}\n  }}\n}}\n",
-        log.display()
-    );
     let (outer_me, outer_them) = if me == "a" {
         (super::A_OUTER, super::B_OUTER)
     } else {
@@ -155,6 +142,25 @@ fn start_one(
          remote_ts = 10.97.{theirs}.0/24\n        esp_proposals = {esp}\n        mode = tunnel\n      \
          }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-site {{\n    id-a = a\n    id-b = b\n    \
          secret = \"{PSK}\"\n  }}\n}}\n"
+    );
+    spawn(ns, dir, &swanctl_conf)
+}
+
+/// charon in `ns`, its files in `dir` (made here), configured by `swanctl_conf`
+/// (not loaded yet); returns once its VICI socket is up.
+fn spawn(ns: &Netns, dir: PathBuf, swanctl_conf: &str) -> Result<Charon, String> {
+    std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
+    let log = dir.join("charon.log");
+    // kernel-libipsec before kernel-netlink: it supplies the (userspace) IPsec
+    // backend, kernel-netlink the addresses and routes (table 220).
+    let strongswan_conf = format!(
+        "charon {{\n  load_modular = no\n  load = random nonce openssl aes sha1 sha2 hmac gcm kdf \
+         pem pkcs1 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici \
+         updown\n  install_routes = yes\n  plugins {{\n    kernel-libipsec {{\n      \
+         allow_peer_ts = no\n    }}\n  }}\n  filelog {{\n    bench {{\n      path = {}\n      \
+         append = no\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      \
+         default = -1\n    }}\n  }}\n}}\n",
+        log.display()
     );
     let conf = dir.join("strongswan.conf");
     std::fs::write(&conf, strongswan_conf).map_err(|e| e.to_string())?;
@@ -187,4 +193,32 @@ fn start_one(
     )
     .map_err(|e| format!("{e} (see {})", log.display()))?;
     Ok(charon)
+}
+
+/// One charon as another vendor's site gateway: the external IPsec peer of strait's
+/// gateway tests, in a namespace the test made, configured by the test's own
+/// `swanctl.conf` text (connections and secrets), which is loaded at start.
+pub struct ExternalGateway {
+    charon: Charon,
+    _dir: tempfile::TempDir,
+}
+
+impl ExternalGateway {
+    pub fn start(ns: &Netns, swanctl_conf: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let charon = spawn(ns, dir.path().join("gw"), swanctl_conf)?;
+        let conf = charon.dir.join("swanctl.conf");
+        charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap_or_default()])?;
+        Ok(Self { charon, _dir: dir })
+    }
+
+    /// `swanctl ARGS` against this charon.
+    pub fn swanctl(&self, args: &[&str]) -> Result<String, String> {
+        self.charon.swanctl(args)
+    }
+
+    /// charon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.charon.dir.join("charon.log")).unwrap_or_default()
+    }
 }

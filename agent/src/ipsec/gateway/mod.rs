@@ -9,6 +9,7 @@
 
 pub mod election;
 pub mod plan;
+pub mod runtime;
 
 #[cfg(test)]
 pub(crate) mod tests {

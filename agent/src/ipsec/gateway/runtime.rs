@@ -1,0 +1,440 @@
+//! The external peers this node carries as its site's active gateway: one IKE speaker
+//! per peer (each peer has its own identities, authentication and traffic selectors),
+//! their Child SAs in the shared ESP datapath under the name `ext:<peer>`, and what
+//! the steering must send into it.
+//!
+//! The node engine owns the datapath and the UDP 4500 socket; it hands this runtime
+//! the datagrams from external peers' addresses, polls it by its deadline and drains
+//! its speakers' events into the datapath. Everything else about external peers is
+//! here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use strait_api::gateway::{ExternalPeer, IdSpec, Initiate, PeerAuth};
+use strait_api::ipsec::IpsecPeer;
+use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
+use strait_ike::auth::Psk;
+use strait_ike::codec::{Identity, TrafficSelector};
+use strait_ike::speaker::{Config as IkeConfig, Event, IkeState, Speaker};
+use tracing::{debug, info, warn};
+
+use super::plan::{PeerPlan, Role};
+use crate::ipsec::child_sa;
+
+/// After a failed IKE SA the next attempt waits this long, doubling.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The datapath's name for external peer `name` (node names never hold a ':').
+pub fn datapath_name(peer: &str) -> String {
+    format!("ext:{peer}")
+}
+
+/// Reads a peer's pre-shared key: from its record, or from the file it names.
+pub type PskSource = dyn Fn(&ExternalPeer) -> Result<Vec<u8>, String> + Send;
+
+/// One external peer this node carries.
+struct Carried {
+    plan: PeerPlan,
+    local: IpAddr,
+    speaker: Speaker,
+    remote_id: Identity,
+    next_attempt: Option<Instant>,
+    retry: Duration,
+    last_error: Option<String>,
+    /// The peer's current record, to notice a change that needs new SAs.
+    record: ExternalPeer,
+}
+
+/// The runtime; see the module doc.
+pub struct Runtime {
+    /// The template every peer's speaker configuration starts from (lifetimes, DPD,
+    /// proposals, NAT-T port).
+    base: IkeConfig,
+    port: u16,
+    psk: Box<PskSource>,
+    carried: BTreeMap<String, Carried>,
+    /// Peers this node should carry but cannot (no key, bad identity), and why.
+    refused: BTreeMap<String, (PeerPlan, String)>,
+}
+
+impl Runtime {
+    pub fn new(base: IkeConfig, port: u16, psk: Box<PskSource>) -> Self {
+        Runtime {
+            base,
+            port,
+            psk,
+            carried: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the new plans: peers this node now carries get a speaker (and, when
+    /// strait initiates, an IKE SA at once); peers it no longer carries are deleted
+    /// and leave the datapath. Returns the steering this node's carried peers need.
+    pub fn apply(
+        &mut self,
+        plans: &BTreeMap<String, PeerPlan>,
+        datapath: Option<&dyn Datapath>,
+        now: Instant,
+    ) -> BTreeMap<String, Vec<IpNet>> {
+        let active: BTreeMap<&String, (&PeerPlan, IpAddr)> = plans
+            .iter()
+            .filter_map(|(n, p)| match p.role {
+                Role::Active { local } => Some((n, (p, local))),
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<String> = self
+            .carried
+            .iter()
+            .filter(|(n, c)| {
+                active.get(n).is_none_or(|(p, local)| {
+                    p.peer != c.record || *local != c.local || p.local_ts != c.plan.local_ts
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            let mut c = self.carried.remove(&name).expect("listed");
+            info!(peer = %name, "external IPsec peer no longer carried here (or changed): its SAs are deleted");
+            c.speaker.delete(&c.remote_id, now);
+            if let Some(dp) = datapath {
+                drain(&mut c, dp, None);
+                let _ = dp.remove_peer(&datapath_name(&name));
+            }
+        }
+        self.refused.clear();
+        for (name, (plan, local)) in active {
+            if self.carried.contains_key(name) {
+                continue;
+            }
+            match self.speaker_for(plan, local) {
+                Ok((speaker, remote_id)) => {
+                    info!(peer = %name, %local, "carrying external IPsec peer");
+                    let initiates =
+                        plan.peer.initiate != Initiate::Peer && plan.peer.address.is_some();
+                    self.carried.insert(
+                        name.clone(),
+                        Carried {
+                            plan: plan.clone(),
+                            local,
+                            speaker,
+                            remote_id,
+                            next_attempt: initiates.then_some(now),
+                            retry: RETRY_MIN,
+                            last_error: None,
+                            record: plan.peer.clone(),
+                        },
+                    );
+                }
+                Err(why) => {
+                    warn!(peer = %name, reason = %why, "external IPsec peer cannot be carried");
+                    self.refused.insert(name.clone(), (plan.clone(), why));
+                }
+            }
+        }
+        if let Some(dp) = datapath {
+            for (name, c) in &self.carried {
+                if let Some(addr) = c.plan.peer.address {
+                    let config = PeerConfig {
+                        local: c.local,
+                        remote: SocketAddr::new(addr, self.port),
+                        prefixes: c.plan.remote_ts.clone(),
+                    };
+                    if let Err(e) = dp.add_peer(&datapath_name(name), config) {
+                        warn!(peer = %name, error = %e, "adding the external peer to the ESP datapath");
+                    }
+                }
+            }
+        }
+        // Refused peers are steered too: their networks fail closed in the datapath
+        // (no SA) instead of leaving by the default route.
+        self.carried
+            .iter()
+            .map(|(n, c)| (datapath_name(n), c.plan.remote_ts.clone()))
+            .chain(
+                self.refused
+                    .iter()
+                    .map(|(n, (p, _))| (datapath_name(n), p.remote_ts.clone())),
+            )
+            .collect()
+    }
+
+    fn speaker_for(&self, plan: &PeerPlan, local: IpAddr) -> Result<(Speaker, Identity), String> {
+        let peer = &plan.peer;
+        let secret = match &peer.auth {
+            PeerAuth::Psk { .. } => (self.psk)(peer)?,
+            PeerAuth::Cert { .. } => {
+                return Err("certificate authentication is not supported by this agent yet".into());
+            }
+        };
+        let local_id = match &peer.local_id {
+            Some(s) => identity(s)?,
+            None => ip_identity(local),
+        };
+        let remote_id = match (&peer.remote_id, peer.address) {
+            (Some(s), _) => identity(s)?,
+            (None, Some(a)) => ip_identity(a),
+            (None, None) => return Err("a peer without an address needs a remote_id".into()),
+        };
+        let mut config = self.base.clone();
+        config.local_id = local_id;
+        config.remote_id = Some(remote_id.clone());
+        config.local_ts = plan
+            .local_ts
+            .iter()
+            .map(|n| TrafficSelector::prefix(*n))
+            .collect();
+        config.remote_ts = plan
+            .remote_ts
+            .iter()
+            .map(|n| TrafficSelector::prefix(*n))
+            .collect();
+        if config.local_ts.is_empty() || config.remote_ts.is_empty() {
+            return Err("no traffic selectors: the node has no pools and the peer no local_networks, or the peer has no remote_networks".into());
+        }
+        let psk = Psk::new(secret);
+        Ok((
+            Speaker::new(config, Box::new(psk.clone()), Box::new(psk)),
+            remote_id,
+        ))
+    }
+
+    /// Whether a datagram from `from` is an external peer's.
+    pub fn owns(&self, from: SocketAddr) -> bool {
+        self.carried
+            .values()
+            .any(|c| c.plan.peer.address == Some(from.ip()))
+    }
+
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let port = self.port;
+        if let Some(c) = self
+            .carried
+            .values_mut()
+            .find(|c| c.plan.peer.address == Some(from.ip()))
+        {
+            let local = SocketAddr::new(c.local, port);
+            c.speaker.handle_datagram(local, from, bytes, now);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.carried
+            .values()
+            .flat_map(|c| [c.speaker.next_deadline(), c.next_attempt])
+            .flatten()
+            .min()
+    }
+
+    /// Runs due timers and starts due IKE SAs.
+    pub fn poll(&mut self, now: Instant) {
+        let port = self.port;
+        for c in self.carried.values_mut() {
+            c.speaker.poll(now);
+            if c.next_attempt.is_some_and(|t| t <= now) {
+                c.next_attempt = None;
+                let up = c
+                    .speaker
+                    .status()
+                    .iter()
+                    .any(|s| !matches!(s.state, IkeState::Deleting | IkeState::Dead));
+                if let (false, Some(addr)) = (up, c.plan.peer.address) {
+                    debug!(peer = %c.plan.peer.name, %addr, "starting an IKE SA with an external peer");
+                    c.speaker.connect(
+                        c.remote_id.clone(),
+                        SocketAddr::new(c.local, port),
+                        SocketAddr::new(addr, port),
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Applies every speaker's events to the datapath.
+    pub fn drain(&mut self, datapath: &dyn Datapath, key_log: Option<&strait_esp::keylog::KeyLog>) {
+        for c in self.carried.values_mut() {
+            drain(c, datapath, key_log);
+        }
+    }
+
+    /// The peers this node carries (or should, and cannot), as `netctl ipsec peers`
+    /// shows them.
+    pub fn status(&self, now: Instant) -> Vec<IpsecPeer> {
+        let mut out: Vec<IpsecPeer> = self
+            .carried
+            .iter()
+            .map(|(name, c)| {
+                let sas = c.speaker.status();
+                let ike = sas
+                    .iter()
+                    .max_by_key(|s| (s.state == IkeState::Established, s.established));
+                IpsecPeer {
+                    name: datapath_name(name),
+                    site: c.plan.peer.site.clone(),
+                    address: c.plan.peer.address.map(|a| SocketAddr::new(a, self.port)),
+                    ike_state: ike.map_or("none".into(), |s| {
+                        super::super::engine::state_word(s.state).into()
+                    }),
+                    initiator: ike.is_some_and(|s| s.initiator),
+                    ike_algorithms: ike
+                        .and_then(|s| s.suite)
+                        .map(|s| format!("{:?}/{:?}/{:?}", s.cipher, s.prf, s.group)),
+                    established_secs: ike
+                        .and_then(|s| s.established)
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    ike_rekeys: ike.map_or(0, |s| s.ike_rekeys),
+                    child_rekeys: ike.map_or(0, |s| s.child_rekeys),
+                    last_dpd_secs: ike
+                        .and_then(|s| s.last_dpd)
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    nat: ike.is_some_and(|s| s.nat.any()),
+                    child_sas: ike
+                        .map(|s| {
+                            s.children
+                                .iter()
+                                .map(|ch| strait_api::ipsec::ChildSaView {
+                                    spi_in: format!("0x{:08x}", ch.spi_in),
+                                    spi_out: format!("0x{:08x}", ch.spi_out),
+                                    cipher: format!("{:?}", ch.cipher),
+                                    esn: ch.esn,
+                                    active: !ch.replaced,
+                                    inbound: None,
+                                    outbound: None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    last_error: c.last_error.clone(),
+                    totals: Default::default(),
+                }
+            })
+            .collect();
+        out.extend(self.refused.iter().map(|(name, (p, why))| IpsecPeer {
+            name: datapath_name(name),
+            site: p.peer.site.clone(),
+            address: p.peer.address.map(|a| SocketAddr::new(a, self.port)),
+            ike_state: "none".into(),
+            initiator: false,
+            ike_algorithms: None,
+            established_secs: None,
+            ike_rekeys: 0,
+            child_rekeys: 0,
+            last_dpd_secs: None,
+            nat: false,
+            child_sas: vec![],
+            last_error: Some(why.clone()),
+            totals: Default::default(),
+        }));
+        out
+    }
+}
+
+/// One carried peer's speaker events, applied.
+fn drain(c: &mut Carried, dp: &dyn Datapath, key_log: Option<&strait_esp::keylog::KeyLog>) {
+    let name = datapath_name(&c.plan.peer.name);
+    let now = Instant::now();
+    while let Some(event) = c.speaker.next_event() {
+        match event {
+            Event::Transmit { remote, bytes, .. } => {
+                if let Err(e) = dp.send_ike(remote, &bytes) {
+                    debug!(%remote, error = %e, "sending an IKE message to an external peer");
+                }
+            }
+            Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
+                match child_sa::install(dp, key_log, &name, &child, true) {
+                    Ok(()) => {
+                        info!(peer = %name, spi_in = format!("{:08x}", child.spi_in), spi_out = format!("{:08x}", child.spi_out), "Child SA installed")
+                    }
+                    Err(e) => warn!(peer = %name, error = %e, "installing a Child SA"),
+                }
+            }
+            Event::ChildSaDeleting { spi_out, .. } => {
+                ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+            }
+            Event::ChildSaDeleted {
+                spi_in, spi_out, ..
+            } => {
+                ignore_unknown(dp.remove_sa(&name, Direction::Inbound, spi_in));
+                ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+            }
+            Event::IkeSaUp { remote, .. } => {
+                info!(peer = %name, %remote, "IKE SA with external peer established");
+                c.retry = RETRY_MIN;
+                c.last_error = None;
+                c.next_attempt = None;
+            }
+            Event::IkeSaRekeyed { .. } => debug!(peer = %name, "IKE SA rekeyed"),
+            Event::IkeSaDown { reason, .. } => {
+                fail(c, &name, format!("IKE SA down: {reason}"), now)
+            }
+            Event::ChildSaFailed { reason, .. } => {
+                fail(c, &name, format!("Child SA refused: {reason}"), now)
+            }
+            Event::AuthFailed { reason, .. } => {
+                fail(c, &name, format!("authentication failed: {reason}"), now)
+            }
+            Event::Failed { reason, .. } => fail(c, &name, reason, now),
+        }
+    }
+}
+
+/// Records a failure and, when strait initiates, schedules the next attempt.
+fn fail(c: &mut Carried, name: &str, reason: String, now: Instant) {
+    warn!(peer = %name, %reason, "external IPsec peer: nothing is sent to it in clear");
+    c.last_error = Some(reason);
+    if c.plan.peer.initiate != Initiate::Peer && c.plan.peer.address.is_some() {
+        c.next_attempt = Some(now + c.retry);
+        c.retry = (c.retry * 2).min(RETRY_MAX);
+    }
+}
+
+fn ignore_unknown(result: Result<(), DatapathError>) {
+    match result {
+        Ok(()) | Err(DatapathError::UnknownSa { .. }) | Err(DatapathError::UnknownPeer(_)) => {}
+        Err(e) => warn!(error = %e, "removing an SA"),
+    }
+}
+
+fn ip_identity(ip: IpAddr) -> Identity {
+    match ip {
+        IpAddr::V4(a) => Identity::Ipv4(a),
+        IpAddr::V6(a) => Identity::Ipv6(a),
+    }
+}
+
+/// An identity as a peer record writes it.
+pub fn identity(s: &str) -> Result<Identity, String> {
+    Ok(match IdSpec::parse(s)? {
+        IdSpec::Fqdn(n) => Identity::Fqdn(n),
+        IdSpec::Email(e) => Identity::Rfc822(e),
+        IdSpec::Ipv4(a) => Identity::Ipv4(a),
+        IdSpec::Ipv6(a) => Identity::Ipv6(a),
+        IdSpec::Dn(rdns) => Identity::dn(&rdns)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_from_peer_records() {
+        assert_eq!(
+            identity("fqdn:gw.example").unwrap(),
+            Identity::Fqdn("gw.example".into())
+        );
+        assert_eq!(
+            identity("ipv4:198.51.100.7").unwrap(),
+            Identity::Ipv4("198.51.100.7".parse().unwrap())
+        );
+        let dn = identity("dn:CN=gw.example,O=Example").unwrap();
+        assert_eq!(dn.to_string(), "dn:CN=gw.example,O=Example");
+        assert!(identity("gw").is_err());
+    }
+}

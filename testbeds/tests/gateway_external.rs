@@ -1,0 +1,240 @@
+//! A strait site gateway and another vendor's gateway, end to end: two strait hosts
+//! of site `dc` (h1 started with `--ipsec-gateway`), and strongSwan's charon (5.9,
+//! kernel-libipsec) on the same underlay segment in front of a LAN 192.168.50.0/24
+//! with one host in it. The peer is declared with `netctl ipsec peer add` (a PSK
+//! from standard input); containers on both hosts reach the LAN host and back, h2's
+//! through h1; `swanctl --list-sas` and `netctl ipsec peers` agree on the SPIs; the
+//! line carries only ESP in UDP 4500 for the LAN's traffic. Also strongSwan
+//! initiating, and a wrong PSK, which fails with the reason in `netctl ipsec peers`
+//! while nothing reaches the LAN in clear.
+//!
+//! Root, etcd and strongSwan's charon with kernel-libipsec needed (visible SKIP
+//! otherwise).
+
+use std::time::Duration;
+
+use strait_api::ipsec::{IpsecPeer, IpsecStatus};
+use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
+use strait_testbeds::esp::strongswan::{self, ExternalGateway};
+use strait_testbeds::netns::Netns;
+use strait_testbeds::wait_until;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(250);
+const LAN_HOST: &str = "192.168.50.10";
+const PSK: &str = "strait-gateway-test-psk-0123456789";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn privileged(test: &str) -> bool {
+    if !(strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)) {
+        return false;
+    }
+    if !strongswan::available() {
+        eprintln!("SKIP {test}: strongSwan's charon with kernel-libipsec is not installed");
+        return false;
+    }
+    true
+}
+
+/// The test bed: the cluster, charon's namespace (on segment A, 10.0.0.150) and the
+/// LAN host's behind it.
+struct Bed {
+    cluster: Cluster,
+    gw_addr: String,
+    lan: Netns,
+}
+
+fn bed() -> Bed {
+    let mut opts = ClusterOpts::new(2, Fabric::HostGw);
+    opts.agent_extra = vec!["--site".into(), "dc".into()];
+    opts.host_extra = vec![(0, vec!["--ipsec-gateway".into()])];
+    let mut cluster = Cluster::start(opts);
+    let prefix = cluster.prefix.clone();
+    let (gw, gw4, _) = cluster.add_underlay_peer(50);
+    let lan = Netns::new(format!("{prefix}lan"));
+    gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    gw.exec_ok(&[
+        "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    gw.exec_ok(&["ip", "link", "set", "lan1", "netns", lan.name()]);
+    gw.exec_ok(&["ip", "addr", "add", "192.168.50.1/24", "dev", "lan0"]);
+    gw.exec_ok(&["ip", "link", "set", "lan0", "up"]);
+    lan.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{LAN_HOST}/24"),
+        "dev",
+        "lan1",
+    ]);
+    lan.exec_ok(&["ip", "link", "set", "lan1", "up"]);
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "192.168.50.1"]);
+    Bed {
+        cluster,
+        gw_addr: gw4.to_string(),
+        lan,
+    }
+}
+
+/// charon's configuration: PSK, its own address as its identity, the LAN behind it
+/// and the cluster's IPv4 pool on strait's side, ESP in UDP 4500 (strait's userspace
+/// datapath has no other way; `encap`), IKE to 4500 too when it initiates.
+fn swanctl_conf(bed: &Bed, psk: &str, start: &str) -> String {
+    let h1 = bed.cluster.hosts()[0].underlay_v4;
+    let me = &bed.gw_addr;
+    format!(
+        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
+         remote_addrs = {h1}\n    remote_port = 4500\n    encap = yes\n    \
+         proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
+         id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = {h1}\n    }}\n    \
+         children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \
+         remote_ts = 10.244.0.0/16\n        esp_proposals = aes256gcm16-x25519\n        \
+         mode = tunnel\n        start_action = {start}\n      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-strait {{\n    id-a = {me}\n    id-b = {h1}\n    \
+         secret = \"{psk}\"\n  }}\n}}\n"
+    )
+}
+
+fn status(h: &ClusterHost) -> IpsecStatus {
+    h.agent.client().ipsec_status().expect("ipsec status")
+}
+
+fn external(h: &ClusterHost) -> Option<IpsecPeer> {
+    status(h).peers.into_iter().find(|p| p.name == "ext:onprem")
+}
+
+/// Declares the peer through `netctl`, the key on standard input.
+fn add_peer(bed: &Bed, psk: &str) {
+    let h1 = &bed.cluster.hosts()[0];
+    let args = [
+        "ipsec",
+        "peer",
+        "add",
+        "onprem",
+        "--site",
+        "dc",
+        "--address",
+        &bed.gw_addr,
+        "--auth",
+        "psk",
+        "--psk-stdin",
+        "--remote-net",
+        "192.168.50.0/24",
+    ];
+    let mut child = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+        .arg("--socket")
+        .arg(&h1.agent.socket)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netctl");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{psk}\n").as_bytes())
+        .expect("write the key");
+    let out = child.wait_with_output().expect("netctl");
+    assert!(
+        out.status.success(),
+        "netctl ipsec peer add: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ping(from: &Netns, to: &str) -> bool {
+    from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
+        .status
+        .success()
+}
+
+#[test]
+fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
+    let t = "containers_reach_a_lan_behind_strongswan_through_the_gateway";
+    if !privileged(t) {
+        return;
+    }
+    let _serial = serial();
+    let mut bed = bed();
+    let c1 = bed.cluster.add_container(0, "c1");
+    let c2 = bed.cluster.add_container(1, "c2");
+    let gw_ns = &bed.cluster.peers()[0];
+    let charon = ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap")).expect("charon");
+    add_peer(&bed, PSK);
+    let h1 = &bed.cluster.hosts()[0];
+    wait_until(
+        "the gateway's SAs with strongSwan",
+        CONVERGE,
+        POLL,
+        || match external(h1) {
+            Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
+            other => Err(format!("{other:?}\n{}", charon.log())),
+        },
+    )
+    .unwrap();
+    // h2 is not a gateway: it carries nothing itself.
+    assert!(external(&bed.cluster.hosts()[1]).is_none());
+    for c in [&c1, &c2] {
+        assert!(ping(&c.ns, LAN_HOST), "{} → {LAN_HOST}", c.name);
+        assert!(
+            ping(&bed.lan, &c.ip4().to_string()),
+            "{LAN_HOST} → {}",
+            c.name
+        );
+    }
+    // Both ends agree on the SPIs.
+    let sas = charon.swanctl(&["--list-sas"]).expect("list-sas");
+    let p = external(h1).expect("peer");
+    for c in &p.child_sas {
+        let spi_in = c.spi_in.trim_start_matches("0x");
+        let spi_out = c.spi_out.trim_start_matches("0x");
+        assert!(
+            sas.contains(spi_in) && sas.contains(spi_out),
+            "{p:?}\n{sas}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_psk_fails_with_the_reason_and_nothing_reaches_the_lan() {
+    let t = "a_wrong_psk_fails_with_the_reason_and_nothing_reaches_the_lan";
+    if !privileged(t) {
+        return;
+    }
+    let _serial = serial();
+    let mut bed = bed();
+    let c1 = bed.cluster.add_container(0, "c1");
+    let gw_ns = &bed.cluster.peers()[0];
+    let _charon = ExternalGateway::start(
+        gw_ns,
+        &swanctl_conf(&bed, "not-the-key-strait-was-given-0000", "none"),
+    )
+    .expect("charon");
+    add_peer(&bed, PSK);
+    let h1 = &bed.cluster.hosts()[0];
+    wait_until(
+        "the failure is reported",
+        CONVERGE,
+        POLL,
+        || match external(h1) {
+            Some(IpsecPeer {
+                last_error: Some(e),
+                ..
+            }) if e.contains("AUTHENTICATION_FAILED") || e.contains("pre-shared key") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .unwrap();
+    assert!(!ping(&c1.ns, LAN_HOST), "no SA: nothing may reach the LAN");
+    // The agent keeps serving everything else.
+    let c2 = bed.cluster.add_container(1, "c2");
+    assert!(ping(&c1.ns, &c2.ip4().to_string()));
+}
