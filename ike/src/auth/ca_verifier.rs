@@ -41,16 +41,19 @@ pub struct CaVerifier {
 impl CaVerifier {
     /// From a PEM file of one or more CA certificates.
     pub fn from_pem_file(path: &Path) -> Result<CaVerifier, String> {
-        let cas = x509::read_certificates(path)?;
+        CaVerifier::from_der(x509::read_certificates(path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// From DER CA certificates (at least one).
+    pub fn from_der(cas: Vec<Vec<u8>>) -> Result<CaVerifier, String> {
+        if cas.is_empty() {
+            return Err("no CA certificate".into());
+        }
         for der in &cas {
             let ca = x509::parse(der)?;
-            KeyKind::of(ca.public_key()).map_err(|e| {
-                format!(
-                    "{}: CA {}: {e}",
-                    path.display(),
-                    x509::name(ca.subject().as_raw())
-                )
-            })?;
+            KeyKind::of(ca.public_key())
+                .map_err(|e| format!("CA {}: {e}", x509::name(ca.subject().as_raw())))?;
         }
         Ok(CaVerifier { cas, time: None })
     }
