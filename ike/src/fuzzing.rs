@@ -200,3 +200,73 @@ pub fn dn(data: &[u8]) {
     assert_eq!(a.matches(&b), b.matches(&a), "matching is symmetric");
     assert!(id.matches(&id), "a DN matches itself");
 }
+
+/// The clock of [`x509`]: 2027-01-15, within the seed certificates' validity.
+const X509_CLOCK: u64 = 1_800_000_000;
+
+/// The elements of [`x509`]'s input: `[u16 length][bytes]` one after another.
+fn length_prefixed(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let [a, b, rest @ ..] = data {
+        let len = usize::from(u16::from_be_bytes([*a, *b])).min(rest.len());
+        let (item, tail) = rest.split_at(len);
+        out.push(item);
+        data = tail;
+    }
+    out
+}
+
+/// What [`x509`] concluded: the CA was refused, or the peer's AUTH (method 14 over
+/// `b"fuzz"`, claiming ID_FQDN `gw.example`) was checked with this outcome.
+pub fn x509_outcome(data: &[u8]) -> Result<Result<(), String>, String> {
+    use crate::auth::{AUTH_DIGITAL_SIGNATURE, CaVerifier, PeerAuth, x509 as cert};
+    use crate::codec::Identity;
+    let items = length_prefixed(data);
+    let Some((ca, rest)) = items.split_first() else {
+        return Err("no CA".into());
+    };
+    let (auth, certs): (&[u8], &[&[u8]]) = match rest.split_last() {
+        Some((auth, certs)) => (auth, certs),
+        None => (&[], &[]),
+    };
+    let certs: Vec<(u8, Vec<u8>)> = certs.iter().map(|c| (4, c.to_vec())).collect();
+    // Whatever parses is described, as a refusal would.
+    for (_, der) in &certs {
+        if let Ok(c) = cert::parse(der) {
+            let _ = cert::describe(&c);
+            let _ = cert::identities(&c);
+        }
+    }
+    let verifier = CaVerifier::from_der(vec![ca.to_vec()])?
+        .with_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(X509_CLOCK));
+    let requests = verifier.cert_requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].1.len(), 20, "one SHA-1 hash per CA");
+    let prf = crate::crypto::prf::Prf::HmacSha256;
+    for peer in [
+        Identity::Ipv4([192, 0, 2, 1].into()),
+        Identity::dn(&[("CN", "gw.example")]).expect("a valid DN"),
+        Identity::KeyId(vec![1]),
+    ] {
+        let checked = verifier.check_certificates(&peer, &certs);
+        let verified = verifier.verify(prf, &peer, b"fuzz", AUTH_DIGITAL_SIGNATURE, auth, &certs);
+        if checked.is_err() {
+            assert!(
+                verified.is_err(),
+                "AUTH verified where the certificate did not"
+            );
+        }
+    }
+    let peer = Identity::Fqdn("gw.example".into());
+    Ok(verifier
+        .verify(prf, &peer, b"fuzz", AUTH_DIGITAL_SIGNATURE, auth, &certs)
+        .map_err(|e| e.to_string()))
+}
+
+/// Any bytes as a CA certificate, the CERT payloads of a peer and its AUTH data, each
+/// `[u16 length][bytes]`: parsed, chained, identities and signature checked as
+/// [`CaVerifier`](crate::auth::CaVerifier) does with an untrusted peer's. Nothing may
+/// panic.
+pub fn x509(data: &[u8]) {
+    let _ = x509_outcome(data);
+}

@@ -281,3 +281,37 @@ fn ike_reassembly() {
     ]);
     run(fuzzing::reassembly, seeds, 0x1e2e_0302);
 }
+
+/// A P-256 CA ("CN=Fuzz CA", 2026-12-06 to 2036-12-03), made by
+/// `openssl req -new` + `openssl x509 -req -days 3650` with basicConstraints CA:TRUE.
+const FUZZ_CA: &str = "308201673082010ea003020102021442a68cba4d321e6afbd59747c75498526623b783300a06082a8648ce3d04030230123110300e06035504030c0746757a7a204341301e170d3236313230363233323935365a170d3336313230333233323935365a30123110300e06035504030c0746757a7a2043413059301306072a8648ce3d020106082a8648ce3d030107034200044d2e787960f3846861220130cb41c59f8080baab03509d18fa0fb32d8101be5cbda30a6661edc58a9b398a3c1b84c1bb0f548b74cf9e4164a516ca44d292100ba3423040300f0603551d130101ff040530030101ff300e0603551d0f0101ff040403020106301d0603551d0e041604143e81c22800d6506136c33ddb6b0ceafdfba9b4e2300a06082a8648ce3d0403020347003044022054a3caaa9225ee6905ba7f5840fed9b06c27427cf5c43e467fe46372709bffbf022022f6e9df76a4017639cee9485ba3e155ccc0f1a5fbe54b35ff8b4d2f3ae7a4f8";
+/// A P-256 gateway certificate of that CA: CN=gw.example, SAN DNS:gw.example,
+/// IP:192.0.2.1.
+const FUZZ_GW: &str = "3082018130820126a003020102020102300a06082a8648ce3d04030230123110300e06035504030c0746757a7a204341301e170d3236313230363233323935365a170d3336313230333233323935365a30153113301106035504030c0a67772e6578616d706c653059301306072a8648ce3d020106082a8648ce3d03010703420004ad2709cc4bf9a791c867b4d7cba1af46bacc178f136ad2423e3fd995117a61225da59662964c59f14f89f994755ef9a1106260fdab3bc7dd4810bb63956b8cf6a36a306830090603551d1304023000301b0603551d1104143012820a67772e6578616d706c658704c0000201301d0603551d0e0416041424aee8dc03023893b0006d2d3700009871c02064301f0603551d230418301680143e81c22800d6506136c33ddb6b0ceafdfba9b4e2300a06082a8648ce3d0403020349003046022100ef1552ef9294380855b87d04d9b182398821e8fc57cfc99135ea3376b7a53b990221008a66856ce92b5bafae0d251b2a7acaa28d54c66abdd841a51244910601180106";
+/// The gateway key's ECDSA-SHA256 signature over `fuzz` (`openssl dgst -sha256 -sign`).
+const FUZZ_SIG: &str = "3046022100f57db8b54df178fb56225de94405012894d080b89fb1254927618a157effc340022100f4c677832256509659479d29c2f4629b83833f5eae4ee588c0b5a64bc90537f9";
+
+fn prefixed(items: &[Vec<u8>]) -> Vec<u8> {
+    items
+        .iter()
+        .flat_map(|i| [&(i.len() as u16).to_be_bytes()[..], i].concat())
+        .collect()
+}
+
+#[test]
+fn ike_x509() {
+    let (ca, gw, sig) = (hex(FUZZ_CA), hex(FUZZ_GW), hex(FUZZ_SIG));
+    // Method 14 data: the length and DER AlgorithmIdentifier of ecdsa-with-SHA256.
+    let auth = [&[12][..], strait_ike::auth::x509::ECDSA_SHA256_ID, &sig].concat();
+    let good = prefixed(&[ca.clone(), gw.clone(), auth.clone()]);
+    // The seed goes all the way through: chain, identity and signature.
+    assert_eq!(fuzzing::x509_outcome(&good), Ok(Ok(())));
+    let seeds = vec![
+        good,
+        prefixed(&[ca.clone(), gw.clone(), ca.clone(), auth.clone()]),
+        prefixed(&[ca.clone(), ca.clone(), auth.clone()]),
+        prefixed(&[gw.clone(), gw.clone(), auth]),
+        prefixed(&[ca]),
+    ];
+    run(fuzzing::x509, seeds, 0x0509);
+}

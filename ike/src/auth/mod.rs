@@ -3,13 +3,21 @@
 //! speaker. The methods:
 //! - [`raw_key`]: RFC 7427 Digital Signature (AUTH method 14) with Ed25519 (RFC 8420)
 //!   over raw public keys, between strait nodes;
-//! - [`psk`]: pre-shared keys (AUTH method 2), for other vendors' gateways.
+//! - [`psk`]: pre-shared keys (AUTH method 2), for other vendors' gateways;
+//! - X.509 certificates for other vendors' gateways: [`cert_signer`] signs with our
+//!   certificate's key, [`ca_verifier`] checks the peer's chain to a configured CA,
+//!   its identity and its signature ([`x509`] holds what they share).
 //!
 //! This module owns the traits, the signed octets of §2.15 and the refusals.
 
+pub mod ca_verifier;
+pub mod cert_signer;
 pub mod psk;
 pub mod raw_key;
+pub mod x509;
 
+pub use ca_verifier::{AUTH_ECDSA_P256, AUTH_ECDSA_P384, AUTH_RSA_SIGNATURE, CaVerifier};
+pub use cert_signer::CertSigner;
 pub use psk::{AUTH_SHARED_KEY, Psk};
 pub use raw_key::{
     AUTH_DIGITAL_SIGNATURE, ED25519_ALGORITHM_ID, Ed25519Signer, HASH_IDENTITY, PeerKeys,
@@ -38,6 +46,13 @@ pub enum AuthError {
     Sign,
     #[error("the peer's AUTH does not match our pre-shared key: the two sides have different keys")]
     PskMismatch,
+    #[error("the peer sent no certificate")]
+    NoCertificate,
+    #[error("the signature does not verify with the certificate's key")]
+    CertificateSignature,
+    /// The peer's certificate chain, identity or signature algorithm, in words.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 /// What the local side proves itself with.
@@ -64,6 +79,13 @@ pub trait PeerAuth: Send {
         data: &[u8],
         certs: &[(u8, Vec<u8>)],
     ) -> Result<(), AuthError>;
+
+    /// CERTREQ payloads (encoding, data) naming the authorities we trust, sent in
+    /// the IKE_SA_INIT response (responder) or IKE_AUTH request (initiator) so that
+    /// the peer sends its certificate.
+    fn cert_requests(&self) -> Vec<(u8, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 /// The signed octets of §2.15: the sender's first message, the peer's nonce, and

@@ -56,6 +56,9 @@ fn identify(speaker: &Speaker, sa: &IkeSa, initiator: bool) -> Option<Vec<Payloa
     for (encoding, data) in speaker.local_auth.certificates() {
         out.push(Payload::Cert { encoding, data });
     }
+    if initiator {
+        out.extend(super::init::cert_requests(speaker));
+    }
     if initiator && let Some(remote_id) = &speaker.config.remote_id {
         out.push(Payload::IdR(remote_id.clone()));
     }

@@ -88,6 +88,16 @@ fn note_fragmentation(speaker: &Speaker, sa: &mut IkeSa, payloads: &[Payload]) {
     }
 }
 
+/// CERTREQ payloads naming the authorities we check the peer's certificate against:
+/// in our IKE_SA_INIT response, or our IKE_AUTH request as initiator (§3.7).
+pub(super) fn cert_requests(speaker: &Speaker) -> impl Iterator<Item = Payload> {
+    speaker
+        .peer_auth
+        .cert_requests()
+        .into_iter()
+        .map(|(encoding, data)| Payload::CertReq { encoding, data })
+}
+
 fn hash_algorithms(speaker: &Speaker) -> Option<Payload> {
     let algs = speaker.local_auth.hash_algorithms();
     (!algs.is_empty()).then(|| {
@@ -248,6 +258,7 @@ impl Speaker {
             },
             Payload::Nonce(sa.nr.clone()),
         ];
+        payloads.extend(cert_requests(self));
         payloads.extend(nat_notifies(h.spi_i, spi, local, remote));
         note_fragmentation(self, &mut sa, &msg.payloads);
         if sa.fragment_size.is_some() {
