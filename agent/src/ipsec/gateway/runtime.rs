@@ -13,10 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use strait_api::gateway::{ExternalPeer, IdSpec, Initiate, PeerAuth};
+use strait_api::gateway::{ExternalPeer, IdSpec, Initiate, PeerAuth as AuthConfig};
 use strait_api::ipsec::IpsecPeer;
 use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
-use strait_ike::auth::Psk;
+use strait_ike::auth::{CaVerifier, CertSigner, LocalAuth, PeerAuth, Psk};
 use strait_ike::codec::{Identity, TrafficSelector};
 use strait_ike::speaker::{Config as IkeConfig, Event, IkeState, Speaker};
 use tracing::{debug, info, warn};
@@ -166,20 +166,38 @@ impl Runtime {
 
     fn speaker_for(&self, plan: &PeerPlan, local: IpAddr) -> Result<(Speaker, Identity), String> {
         let peer = &plan.peer;
-        let secret = match &peer.auth {
-            PeerAuth::Psk { .. } => (self.psk)(peer)?,
-            PeerAuth::Cert { .. } => {
-                return Err("certificate authentication is not supported by this agent yet".into());
-            }
-        };
+        let (local_auth, peer_auth, own_id): (Box<dyn LocalAuth>, Box<dyn PeerAuth>, Identity) =
+            match &peer.auth {
+                AuthConfig::Psk { .. } => {
+                    let psk = Psk::new((self.psk)(peer)?);
+                    (Box::new(psk.clone()), Box::new(psk), ip_identity(local))
+                }
+                AuthConfig::Cert {
+                    cert_file,
+                    key_file,
+                    ca_file,
+                } => {
+                    // The private key file is held to a PSK file's rules: root's, and
+                    // nobody else's to read.
+                    crate::ipsec::peers::read_secret_file(key_file)
+                        .map_err(|e| format!("key_file: {e}"))?;
+                    let signer = CertSigner::from_pem_files(cert_file, key_file)?;
+                    let verifier = CaVerifier::from_pem_file(ca_file)?;
+                    let id = signer.subject_dn();
+                    (Box::new(signer), Box::new(verifier), id)
+                }
+            };
         let local_id = match &peer.local_id {
             Some(s) => identity(s)?,
-            None => ip_identity(local),
+            None => own_id,
         };
-        let remote_id = match (&peer.remote_id, peer.address) {
-            (Some(s), _) => identity(s)?,
-            (None, Some(a)) => ip_identity(a),
-            (None, None) => return Err("a peer without an address needs a remote_id".into()),
+        let remote_id = match (&peer.remote_id, &peer.auth, peer.address) {
+            (Some(s), _, _) => identity(s)?,
+            (None, AuthConfig::Cert { .. }, _) => {
+                return Err("a peer authenticated by certificate needs a remote_id: the identity its certificate names".into());
+            }
+            (None, _, Some(a)) => ip_identity(a),
+            (None, _, None) => return Err("a peer without an address needs a remote_id".into()),
         };
         let mut config = self.base.clone();
         config.local_id = local_id;
@@ -197,11 +215,7 @@ impl Runtime {
         if config.local_ts.is_empty() || config.remote_ts.is_empty() {
             return Err("no traffic selectors: the node has no pools and the peer no local_networks, or the peer has no remote_networks".into());
         }
-        let psk = Psk::new(secret);
-        Ok((
-            Speaker::new(config, Box::new(psk.clone()), Box::new(psk)),
-            remote_id,
-        ))
+        Ok((Speaker::new(config, local_auth, peer_auth), remote_id))
     }
 
     /// Whether a datagram from `from` is an external peer's.
