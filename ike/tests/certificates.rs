@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::pki::{KeyType, Pki, Validity, openssl_missing};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, RsaKeyPair};
 use strait_ike::auth::{
@@ -17,6 +16,7 @@ use strait_ike::auth::{
 };
 use strait_ike::codec::Identity;
 use strait_ike::crypto::prf::Prf;
+use strait_testbeds::pki::{KeyType, Pki, Validity, openssl_missing};
 
 const OCTETS: &[u8] = b"the signed octets of RFC 7296 section 2.15";
 const SANS: &str = "DNS:gw.example,IP:192.0.2.1,email:ops@example.org";

@@ -7,19 +7,17 @@
 
 #[path = "common/charon_bed.rs"]
 mod charon;
-#[path = "common/pki.rs"]
-mod pki;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use charon::{Bed, Charon, Driver, OURS, THEIRS, assert_keys_match, tool_missing};
-use pki::{KeyType, Pki, Validity, openssl_missing};
 use strait_ike::auth::{CaVerifier, CertSigner};
 use strait_ike::codec::{Identity, TrafficSelector};
 use strait_ike::crypto::prf::Prf;
 use strait_ike::crypto::suite::{Cipher, Group};
 use strait_ike::speaker::{Config, Event, Speaker};
+use strait_testbeds::pki::{KeyType, Pki, Validity, openssl_missing};
 use strait_testbeds::require_root;
 
 fn can_run(test: &str) -> bool {

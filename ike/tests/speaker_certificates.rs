@@ -7,11 +7,11 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::pki::{KeyType, Pki, Validity, openssl_missing};
 use common::*;
 use strait_ike::auth::{CaVerifier, CertSigner};
 use strait_ike::codec::{ExchangeType, Identity, Payload};
 use strait_ike::speaker::{Event, Speaker};
+use strait_testbeds::pki::{KeyType, Pki, Validity, openssl_missing};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -40,6 +40,7 @@ pub mod host;
 pub mod netns;
 pub mod netpol;
 pub mod peers;
+pub mod pki;
 pub mod process;
 pub mod runtimes;
 pub mod wait;

@@ -4,8 +4,8 @@
 //! with one host in it. The peer is declared with `netctl ipsec peer add` (a PSK
 //! from standard input); containers on both hosts reach the LAN host and back, h2's
 //! through h1; `swanctl --list-sas` and `netctl ipsec peers` agree on the SPIs; the
-//! line carries only ESP in UDP 4500 for the LAN's traffic. Also strongSwan
-//! initiating, and a wrong PSK, which fails with the reason in `netctl ipsec peers`
+//! LAN's traffic leaves h1 only in ESP. Also strongSwan initiating with
+//! certificates, and a wrong PSK, which fails with the reason in `netctl ipsec peers`
 //! while nothing reaches the LAN in clear.
 //!
 //! Root, etcd and strongSwan's charon with kernel-libipsec needed (visible SKIP
@@ -17,6 +17,7 @@ use strait_api::ipsec::{IpsecPeer, IpsecStatus};
 use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
 use strait_testbeds::esp::strongswan::{self, ExternalGateway};
 use strait_testbeds::netns::Netns;
+use strait_testbeds::pki::{self, KeyType, Pki, Validity};
 use strait_testbeds::wait_until;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -82,13 +83,14 @@ fn bed() -> Bed {
 
 /// charon's configuration: PSK, its own address as its identity, the LAN behind it
 /// and the cluster's IPv4 pool on strait's side, ESP in UDP 4500 (strait's userspace
-/// datapath has no other way; `encap`), IKE to 4500 too when it initiates.
+/// datapath has no other way; `encap`), and IKE on 4500 at both ends (strait's
+/// gateway does not listen on 500 yet).
 fn swanctl_conf(bed: &Bed, psk: &str, start: &str) -> String {
     let h1 = bed.cluster.hosts()[0].underlay_v4;
     let me = &bed.gw_addr;
     format!(
         "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
-         remote_addrs = {h1}\n    remote_port = 4500\n    encap = yes\n    \
+         remote_addrs = {h1}\n    local_port = 4500\n    remote_port = 4500\n    encap = yes\n    \
          proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
          id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = {h1}\n    }}\n    \
          children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \
@@ -167,7 +169,8 @@ fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
     let c1 = bed.cluster.add_container(0, "c1");
     let c2 = bed.cluster.add_container(1, "c2");
     let gw_ns = &bed.cluster.peers()[0];
-    let charon = ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap")).expect("charon");
+    let charon =
+        ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap"), &[]).expect("charon");
     add_peer(&bed, PSK);
     let h1 = &bed.cluster.hosts()[0];
     wait_until(
@@ -216,6 +219,7 @@ fn a_wrong_psk_fails_with_the_reason_and_nothing_reaches_the_lan() {
     let _charon = ExternalGateway::start(
         gw_ns,
         &swanctl_conf(&bed, "not-the-key-strait-was-given-0000", "none"),
+        &[],
     )
     .expect("charon");
     add_peer(&bed, PSK);
@@ -237,4 +241,98 @@ fn a_wrong_psk_fails_with_the_reason_and_nothing_reaches_the_lan() {
     // The agent keeps serving everything else.
     let c2 = bed.cluster.add_container(1, "c2");
     assert!(ping(&c1.ns, &c2.ip4().to_string()));
+}
+
+/// Certificates (ECDSA P-256 from one test CA), and strongSwan initiating: strait
+/// only answers (`--initiate peer`), charon starts the SA at once
+/// (`start_action = start`); each side checks the other's certificate names the
+/// identity it expects.
+#[test]
+fn strongswan_initiates_and_certificates_authenticate_both_ends() {
+    let t = "strongswan_initiates_and_certificates_authenticate_both_ends";
+    if !privileged(t) {
+        return;
+    }
+    if let Some(why) = pki::openssl_missing() {
+        eprintln!("SKIP {t}: {why}");
+        return;
+    }
+    let _serial = serial();
+    let mut bed = bed();
+    let c2 = bed.cluster.add_container(1, "c2");
+    let pki = Pki::new();
+    pki.root("ca", "/CN=Gateway Test Root/O=Strait", KeyType::P256);
+    let sans = |dns: &str| format!("DNS:{dns}");
+    for (name, cn) in [
+        ("strait", "gw.dc.strait.test"),
+        ("onprem", "vpn.onprem.test"),
+    ] {
+        pki.issue(
+            name,
+            &format!("/CN={cn}/O=Strait"),
+            KeyType::P256,
+            "ca",
+            false,
+            &sans(cn),
+            Validity::Days(2),
+        );
+    }
+    // The agent reads private keys held as a PSK file is: root's, nobody else's.
+    std::fs::set_permissions(
+        pki.key("strait"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let h1 = bed.cluster.hosts()[0].underlay_v4;
+    let me = bed.gw_addr.clone();
+    let conf = format!(
+        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
+         remote_addrs = {h1}\n    local_port = 4500\n    remote_port = 4500\n    encap = yes\n    \
+         proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = pubkey\n      \
+         certs = onprem.crt\n      id = vpn.onprem.test\n    }}\n    remote {{\n      \
+         auth = pubkey\n      id = gw.dc.strait.test\n    }}\n    children {{\n      lan {{\n        \
+         local_ts = 192.168.50.0/24\n        remote_ts = 10.244.0.0/16\n        \
+         esp_proposals = aes256gcm16-x25519\n        mode = tunnel\n        \
+         start_action = start\n      }}\n    }}\n  }}\n}}\n"
+    );
+    let (crt, ca, key) = (pki.crt("onprem"), pki.crt("ca"), pki.key("onprem"));
+    let gw_ns = &bed.cluster.peers()[0];
+    let charon = ExternalGateway::start(
+        gw_ns,
+        &conf,
+        &[
+            (&crt, "x509/onprem.crt"),
+            (&ca, "x509ca/ca.crt"),
+            (&key, "private/onprem.key"),
+        ],
+    )
+    .expect("charon");
+    let doc = format!(
+        "name: onprem\nsite: dc\naddress: {me}\ninitiate: peer\nauth:\n  method: cert\n  \
+         cert_file: {}\n  key_file: {}\n  ca_file: {}\nremote_id: fqdn:vpn.onprem.test\n\
+         local_id: fqdn:gw.dc.strait.test\nremote_networks: [192.168.50.0/24]\n",
+        pki.crt("strait").display(),
+        pki.key("strait").display(),
+        pki.crt("ca").display()
+    );
+    let file = pki.path("onprem-peer.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let (ok, out) =
+        bed.cluster.hosts()[0].netctl(&["ipsec", "peer", "apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let h1 = &bed.cluster.hosts()[0];
+    wait_until(
+        "strongSwan's SA with the gateway",
+        CONVERGE,
+        POLL,
+        || match external(h1) {
+            Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
+            other => Err(format!("{other:?}\n{}", charon.log())),
+        },
+    )
+    .unwrap();
+    let p = external(h1).expect("peer");
+    assert!(!p.initiator, "strait only answers: {p:?}");
+    assert!(ping(&c2.ns, LAN_HOST), "c2 (on h2) → {LAN_HOST}");
+    assert!(ping(&bed.lan, &c2.ip4().to_string()), "{LAN_HOST} → c2");
 }

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 pub mod charon;
-pub mod pki;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -155,7 +155,7 @@ fn spawn(ns: &Netns, dir: PathBuf, swanctl_conf: &str) -> Result<Charon, String>
     // backend, kernel-netlink the addresses and routes (table 220).
     let strongswan_conf = format!(
         "charon {{\n  load_modular = no\n  load = random nonce openssl aes sha1 sha2 hmac gcm kdf \
-         pem pkcs1 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici \
+         pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici \
          updown\n  install_routes = yes\n  plugins {{\n    kernel-libipsec {{\n      \
          allow_peer_ts = no\n    }}\n  }}\n  filelog {{\n    bench {{\n      path = {}\n      \
          append = no\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      \
@@ -204,9 +204,18 @@ pub struct ExternalGateway {
 }
 
 impl ExternalGateway {
-    pub fn start(ns: &Netns, swanctl_conf: &str) -> Result<Self, String> {
+    /// `files` are copied into charon's swanctl directory first, as (source, path
+    /// under it): `x509/NAME.crt`, `x509ca/CA.crt`, `private/NAME.key`.
+    pub fn start(ns: &Netns, swanctl_conf: &str, files: &[(&Path, &str)]) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let charon = spawn(ns, dir.path().join("gw"), swanctl_conf)?;
+        for (from, to) in files {
+            let to = charon.dir.join(to);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::copy(from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
         let conf = charon.dir.join("swanctl.conf");
         charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap_or_default()])?;
         Ok(Self { charon, _dir: dir })

@@ -3,8 +3,6 @@
 //! subjectAltNames and validity periods. Files are `NAME.crt` and `NAME.key` (PKCS#8);
 //! [`Pki::traditional`] writes the key also as PKCS#1 / SEC1 (`NAME.trad.key`).
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
