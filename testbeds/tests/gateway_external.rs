@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use strait_api::ipsec::{IpsecPeer, IpsecStatus};
+use strait_testbeds::cluster::probe::ContinuousPing;
 use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
 use strait_testbeds::esp::strongswan::{self, ExternalGateway};
 use strait_testbeds::netns::Netns;
@@ -50,9 +51,18 @@ struct Bed {
 }
 
 fn bed() -> Bed {
-    let mut opts = ClusterOpts::new(2, Fabric::HostGw);
+    bed_with(2, &[0], None)
+}
+
+/// `hosts` hosts of site `dc`, `gateways` (indices) started with `--ipsec-gateway`.
+fn bed_with(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>) -> Bed {
+    let mut opts = ClusterOpts::new(hosts, Fabric::HostGw);
     opts.agent_extra = vec!["--site".into(), "dc".into()];
-    opts.host_extra = vec![(0, vec!["--ipsec-gateway".into()])];
+    opts.host_extra = gateways
+        .iter()
+        .map(|i| (*i, vec!["--ipsec-gateway".into()]))
+        .collect();
+    opts.node_lease_ttl_secs = lease_ttl;
     let mut cluster = Cluster::start(opts);
     let prefix = cluster.prefix.clone();
     let (gw, gw4, _) = cluster.add_underlay_peer(50);
@@ -335,4 +345,90 @@ fn strongswan_initiates_and_certificates_authenticate_both_ends() {
     assert!(!p.initiator, "strait only answers: {p:?}");
     assert!(ping(&c2.ns, LAN_HOST), "c2 (on h2) → {LAN_HOST}");
     assert!(ping(&bed.lan, &c2.ip4().to_string()), "{LAN_HOST} → c2");
+}
+
+/// Two gateways in the site: the peer is carried by one of them; when that host's
+/// agent is killed (its lease runs out), the other takes over and a container on a
+/// third host reaches the LAN again. The interruption is printed, not asserted.
+#[test]
+fn the_other_gateway_takes_over_when_the_active_one_dies() {
+    let t = "the_other_gateway_takes_over_when_the_active_one_dies";
+    if !privileged(t) {
+        return;
+    }
+    let _serial = serial();
+    let mut bed = bed_with(3, &[0, 1], Some(3));
+    let c3 = bed.cluster.add_container(2, "c3");
+    let me = bed.gw_addr.clone();
+    // Both gateways prove one identity (the site's), so charon takes either.
+    let conf = format!(
+        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
+         remote_addrs = %any\n    local_port = 4500\n    encap = yes\n    \
+         proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
+         id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = gw.dc.strait.test\n    \
+         }}\n    children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \
+         remote_ts = 10.244.0.0/16\n        esp_proposals = aes256gcm16-x25519\n        \
+         mode = tunnel\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-strait {{\n    \
+         id-a = {me}\n    id-b = gw.dc.strait.test\n    secret = \"{PSK}\"\n  }}\n}}\n"
+    );
+    let gw_ns = &bed.cluster.peers()[0];
+    let charon = ExternalGateway::start(gw_ns, &conf, &[]).expect("charon");
+    let doc = format!(
+        "name: onprem\nsite: dc\naddress: {me}\nauth: {{method: psk, secret: {PSK}}}\n\
+         local_id: fqdn:gw.dc.strait.test\nremote_networks: [192.168.50.0/24]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("peer.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let (ok, out) =
+        bed.cluster.hosts()[2].netctl(&["ipsec", "peer", "apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let carrier = |bed: &Bed| {
+        (0..2).find(|i| {
+            external(&bed.cluster.hosts()[*i]).is_some_and(|p| {
+                p.ike_state == "established" && p.child_sas.iter().any(|c| c.active)
+            })
+        })
+    };
+    wait_until(
+        "one gateway carries the peer",
+        CONVERGE,
+        POLL,
+        || match carrier(&bed) {
+            Some(_) => Ok(()),
+            None => Err(charon.log()),
+        },
+    )
+    .unwrap();
+    let first = carrier(&bed).unwrap();
+    let lan: std::net::IpAddr = LAN_HOST.parse().unwrap();
+    assert!(ping(&c3.ns, LAN_HOST), "c3 → LAN through h{}", first + 1);
+    let interval = Duration::from_millis(50);
+    let run = ContinuousPing::start(&c3.ns, lan, 600, interval);
+    std::thread::sleep(Duration::from_secs(2));
+    bed.cluster.kill_agent(first);
+    let second = 1 - first;
+    wait_until(
+        "the other gateway takes over",
+        CONVERGE,
+        POLL,
+        || match external(&bed.cluster.hosts()[second]) {
+            Some(p) if p.ike_state == "established" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .unwrap();
+    let stats = run.finish().expect("ping");
+    assert!(ping(&c3.ns, LAN_HOST), "c3 → LAN through h{}", second + 1);
+    assert!(
+        stats.received > 0 && stats.lost() < stats.transmitted,
+        "{stats:?}"
+    );
+    eprintln!(
+        "gateway failover (lease TTL 3 s): {} of {} pings lost at {} ms, an interruption of about {:.1} s",
+        stats.lost(),
+        stats.transmitted,
+        interval.as_millis(),
+        stats.lost() as f64 * interval.as_secs_f64()
+    );
 }
