@@ -51,7 +51,14 @@ const CA_CONF: &str = "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_cert
 serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
 [p]\ncommonName = supplied\norganizationName = optional\n";
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
+    /// A fresh PKI directory with `openssl ca`'s bookkeeping files.
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("index.txt"), "").unwrap();

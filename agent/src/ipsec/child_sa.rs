@@ -53,3 +53,65 @@ pub fn install(
         })
         .map_err(|e| e.to_string())
 }
+
+/// How long a rekey's responder holds the new outbound SA back at most.
+pub const SWITCH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// New outbound SAs of rekeys we answered, installed but held back: our answer may
+/// not have reached the initiator yet, which could not decrypt them. Each is put in
+/// use once its inbound twin carried traffic (the initiator has installed it) or its
+/// grace ran out. (When the SA in use is deleted first, the datapath hands over to
+/// the newest installed one.)
+#[derive(Debug, Default)]
+pub struct HeldBack {
+    held: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    spi_in: u32,
+    spi_out: u32,
+    deadline: std::time::Instant,
+}
+
+impl HeldBack {
+    pub fn hold(&mut self, spi_in: u32, spi_out: u32, now: std::time::Instant) {
+        self.held.push(Held {
+            spi_in,
+            spi_out,
+            deadline: now + SWITCH_GRACE,
+        });
+    }
+
+    /// Forgets outbound SA `spi_out` (it is being deleted).
+    pub fn forget(&mut self, spi_out: u32) {
+        self.held.retain(|h| h.spi_out != spi_out);
+    }
+
+    /// Puts in use, for datapath peer `name`, the held SAs whose inbound twin carried
+    /// traffic (per `esp`, the datapath's SA report) or whose grace ran out.
+    pub fn switch_due(
+        &mut self,
+        datapath: &dyn Datapath,
+        name: &str,
+        esp: &[strait_esp::SaReport],
+        now: std::time::Instant,
+    ) {
+        self.held.retain(|h| {
+            let used = esp.iter().any(|s| {
+                s.peer == name
+                    && s.direction == strait_esp::Direction::Inbound
+                    && s.status.spi == h.spi_in
+                    && s.status.packets > 0
+            });
+            if !used && now < h.deadline {
+                return true;
+            }
+            match datapath.activate_outbound(name, h.spi_out) {
+                Ok(()) => tracing::debug!(peer = %name, spi_out = format!("{:08x}", h.spi_out), "outbound switched"),
+                Err(e) => tracing::debug!(peer = %name, error = %e, "switching outbound"),
+            }
+            false
+        });
+    }
+}

@@ -63,8 +63,6 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often SA counters are checked: against the limits, and for traffic on a new
 /// inbound SA whose outbound twin is held back.
 const LIMIT_CHECK: Duration = Duration::from_millis(100);
-/// How long a rekey's responder holds the new outbound SA back at most.
-const SWITCH_GRACE: Duration = Duration::from_secs(2);
 pub use super::child_sa::REPLAY_WINDOW;
 
 /// What the engine is started with.
@@ -135,16 +133,8 @@ struct PeerState {
     children: BTreeMap<u32, u32>,
     /// Totals since start, over every SA there was.
     totals: strait_api::ipsec::PeerTotals,
-    /// Rekeys we answered: new outbound SAs installed but held back until their
-    /// inbound twin carries traffic or the deadline passes. (When the SA in use is
-    /// deleted first, the datapath hands over to the newest installed one.)
-    pending_out: Vec<PendingOut>,
-}
-
-struct PendingOut {
-    spi_in: u32,
-    spi_out: u32,
-    deadline: Instant,
+    /// Rekeys we answered: new outbound SAs held back until safe.
+    held_back: child_sa::HeldBack,
 }
 
 /// The keys peers are authenticated with, shared with the speaker's verifier.
@@ -414,7 +404,7 @@ impl Engine {
                     retry: RETRY_MIN,
                     last_error: None,
                     children: BTreeMap::new(),
-                    pending_out: Vec::new(),
+                    held_back: Default::default(),
                     totals: Default::default(),
                 }
             });
@@ -620,7 +610,7 @@ impl Engine {
                     ignore_unknown(r.datapath.remove_sa(&name, Direction::Outbound, spi_out));
                 }
                 if let Some(p) = self.peers.get_mut(&name) {
-                    p.pending_out.retain(|q| q.spi_out != spi_out);
+                    p.held_back.forget(spi_out);
                 }
             }
             Event::ChildSaDeleted {
@@ -635,7 +625,7 @@ impl Engine {
                 }
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.children.remove(&spi_out);
-                    p.pending_out.retain(|q| q.spi_out != spi_out);
+                    p.held_back.forget(spi_out);
                 }
                 debug!(peer = %name, spi_in = format!("{spi_in:08x}"), spi_out = format!("{spi_out:08x}"), "Child SA deleted");
             }
@@ -686,7 +676,7 @@ impl Engine {
     /// Installs a Child SA: inbound first, so the peer's first packet on it is
     /// taken, then outbound — in use at once when `switch` (a new SA, or a rekey we
     /// asked for, whose answer the peer sent after installing), else held back (see
-    /// [`PendingOut`]).
+    /// [`child_sa::HeldBack`]).
     fn install_child(&mut self, child: &ChildSa, switch: bool) {
         let Some(name) = node_of(&child.peer) else {
             return;
@@ -704,11 +694,7 @@ impl Engine {
         };
         p.children.insert(spi_out, child.spi_in);
         if !switch {
-            p.pending_out.push(PendingOut {
-                spi_in: child.spi_in,
-                spi_out,
-                deadline: Instant::now() + SWITCH_GRACE,
-            });
+            p.held_back.hold(child.spi_in, spi_out, Instant::now());
         }
     }
 
@@ -718,22 +704,9 @@ impl Engine {
         let Some(r) = &self.running else { return };
         let now = Instant::now();
         for (name, p) in &mut self.peers {
-            p.pending_out.retain(|q| {
-                let used = esp.iter().any(|s| {
-                    s.direction == Direction::Inbound
-                        && s.status.spi == q.spi_in
-                        && s.status.packets > 0
-                });
-                if !used && now < q.deadline {
-                    return true;
-                }
-                match r.datapath.activate_outbound(name, q.spi_out) {
-                    Ok(()) => debug!(peer = %name, spi_out = format!("{:08x}", q.spi_out), "outbound switched"),
-                    Err(e) => debug!(peer = %name, error = %e, "switching outbound"),
-                }
-                false
-            });
+            p.held_back.switch_due(&*r.datapath, name, esp, now);
         }
+        self.gateway.switch_due(&*r.datapath, esp, now);
     }
 
     /// Has the speaker rekey the Child SAs whose outbound direction is near its
@@ -803,7 +776,11 @@ impl Engine {
                 let _ = reply.send(self.status());
             }
             Command::Rekey(peer, reply) => {
-                let result = if self.peers.contains_key(&peer) {
+                let result = if let Some(external) = peer.strip_prefix("ext:") {
+                    let r = self.gateway.rekey(external, Instant::now());
+                    self.drain();
+                    r
+                } else if self.peers.contains_key(&peer) {
                     self.speaker.rekey_child(&identity(&peer), Instant::now());
                     self.drain();
                     Ok(())

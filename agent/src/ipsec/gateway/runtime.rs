@@ -47,6 +47,8 @@ struct Carried {
     last_error: Option<String>,
     /// The peer's current record, to notice a change that needs new SAs.
     record: ExternalPeer,
+    /// Rekeys the peer asked for: our new outbound SAs held back until safe.
+    held_back: child_sa::HeldBack,
 }
 
 /// The runtime; see the module doc.
@@ -128,6 +130,7 @@ impl Runtime {
                             retry: RETRY_MIN,
                             last_error: None,
                             record: plan.peer.clone(),
+                            held_back: Default::default(),
                         },
                     );
                 }
@@ -277,6 +280,29 @@ impl Runtime {
         }
     }
 
+    /// Puts in use the held-back outbound SAs that are due (see [`child_sa::HeldBack`]).
+    pub fn switch_due(
+        &mut self,
+        datapath: &dyn Datapath,
+        esp: &[strait_esp::SaReport],
+        now: Instant,
+    ) {
+        for (name, c) in &mut self.carried {
+            c.held_back
+                .switch_due(datapath, &datapath_name(name), esp, now);
+        }
+    }
+
+    /// Rekeys the Child SA with external peer `name` now (`netctl ipsec rekey`).
+    pub fn rekey(&mut self, name: &str, now: Instant) -> Result<(), String> {
+        let c = self
+            .carried
+            .get_mut(name)
+            .ok_or_else(|| format!("external peer {name:?} is not carried by this node"))?;
+        c.speaker.rekey_child(&c.remote_id, now);
+        Ok(())
+    }
+
     /// The peers this node carries (or should, and cannot), as `netctl ipsec peers`
     /// shows them.
     pub fn status(&self, now: Instant) -> Vec<IpsecPeer> {
@@ -360,22 +386,20 @@ fn drain(c: &mut Carried, dp: &dyn Datapath, key_log: Option<&strait_esp::keylog
                     debug!(%remote, error = %e, "sending an IKE message to an external peer");
                 }
             }
-            Event::ChildSaUp(child) | Event::ChildSaRekeyed { new: child, .. } => {
-                match child_sa::install(dp, key_log, &name, &child, true) {
-                    Ok(()) => {
-                        info!(peer = %name, spi_in = format!("{:08x}", child.spi_in), spi_out = format!("{:08x}", child.spi_out), "Child SA installed")
-                    }
-                    Err(e) => warn!(peer = %name, error = %e, "installing a Child SA"),
-                }
+            Event::ChildSaUp(child) => install(c, dp, key_log, &name, &child, true, now),
+            Event::ChildSaRekeyed { new, initiator, .. } => {
+                install(c, dp, key_log, &name, &new, initiator, now)
             }
             Event::ChildSaDeleting { spi_out, .. } => {
                 ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+                c.held_back.forget(spi_out);
             }
             Event::ChildSaDeleted {
                 spi_in, spi_out, ..
             } => {
                 ignore_unknown(dp.remove_sa(&name, Direction::Inbound, spi_in));
                 ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+                c.held_back.forget(spi_out);
             }
             Event::IkeSaUp { remote, .. } => {
                 info!(peer = %name, %remote, "IKE SA with external peer established");
@@ -395,6 +419,28 @@ fn drain(c: &mut Carried, dp: &dyn Datapath, key_log: Option<&strait_esp::keylog
             }
             Event::Failed { reason, .. } => fail(c, &name, reason, now),
         }
+    }
+}
+
+/// Installs a Child SA of `c`: in use at once when `switch` (a new SA, or a rekey we
+/// asked for), else held back until the peer uses its inbound twin.
+fn install(
+    c: &mut Carried,
+    dp: &dyn Datapath,
+    key_log: Option<&strait_esp::keylog::KeyLog>,
+    name: &str,
+    child: &strait_ike::speaker::ChildSa,
+    switch: bool,
+    now: Instant,
+) {
+    match child_sa::install(dp, key_log, name, child, switch) {
+        Ok(()) => {
+            info!(peer = %name, spi_in = format!("{:08x}", child.spi_in), spi_out = format!("{:08x}", child.spi_out), switch, "Child SA installed");
+            if !switch {
+                c.held_back.hold(child.spi_in, child.spi_out, now);
+            }
+        }
+        Err(e) => warn!(peer = %name, error = %e, "installing a Child SA"),
     }
 }
 
