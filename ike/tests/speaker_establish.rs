@@ -140,6 +140,36 @@ fn a_nat_on_the_path_is_detected_ike_moves_to_4500_and_keepalives_flow() {
     );
 }
 
+/// A speaker that forces UDP encapsulation makes its peer believe it is behind a NAT
+/// where there is none, in either role: IKE moves to 4500, both Child SAs say
+/// `udp_encap`, and the forcing side sends the keepalives.
+#[test]
+fn forced_udp_encapsulation_works_without_a_nat_in_both_roles() {
+    for forcing in [0, 1] {
+        let mut configs = vec![config(0), config(1)];
+        configs[forcing].force_udp_encap = true;
+        let mut net = Net::new(configs);
+        net.connect(0, 1);
+        assert!(net.run_until(LIMIT, Net::established));
+        let other = 1 - forcing;
+        let (f, o) = (
+            net.nodes[forcing].speaker.status(),
+            net.nodes[other].speaker.status(),
+        );
+        assert!(f[0].nat.local_behind_nat, "{f:?}");
+        assert!(o[0].nat.remote_behind_nat && !o[0].nat.local_behind_nat, "{o:?}");
+        assert_eq!((f[0].remote.port(), o[0].remote.port()), (4500, 4500));
+        for n in &net.nodes {
+            assert!(n.installed()[0].udp_encap);
+        }
+        net.run_for(Duration::from_secs(25));
+        let keepalives: Vec<_> = net.sent.iter().filter(|d| d.bytes == [0xff]).collect();
+        assert!(!keepalives.is_empty());
+        let forcer = net.nodes[forcing].addr.ip();
+        assert!(keepalives.iter().all(|d| d.from.ip() == forcer));
+    }
+}
+
 #[test]
 fn both_sides_initiating_at_once_end_with_one_ike_sa() {
     let mut net = Net::pair();

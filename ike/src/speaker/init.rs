@@ -32,12 +32,23 @@ fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-fn nat_notifies(spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> [Payload; 2] {
+/// Our NAT_DETECTION notifies. With `force` the source hash is over no address we
+/// have, so the peer takes us to be behind a NAT and encapsulates ESP in UDP 4500 (as
+/// strongSwan's `encap = yes` does): for a datapath that speaks nothing else.
+fn nat_notifies(
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    force: bool,
+) -> [Payload; 2] {
+    let source = if force {
+        nat_hash(spi_i, spi_r, SocketAddr::from(([0, 0, 0, 0], 0)))
+    } else {
+        nat_hash(spi_i, spi_r, local)
+    };
     [
-        Payload::Notify(Notify::new(
-            NotifyType::NatDetectionSourceIp,
-            nat_hash(spi_i, spi_r, local),
-        )),
+        Payload::Notify(Notify::new(NotifyType::NatDetectionSourceIp, source)),
         Payload::Notify(Notify::new(
             NotifyType::NatDetectionDestinationIp,
             nat_hash(spi_i, spi_r, remote),
@@ -250,6 +261,8 @@ impl Speaker {
         sa.keys = Some(keys);
         // The request's hashes were made with the SPIs of its header: SPIr zero.
         sa.nat = detect_nat(&msg.payloads, h.spi_i, 0, local, remote);
+        // Forced encapsulation: we act as the side behind a NAT (keepalives, 4500).
+        sa.nat.local_behind_nat |= self.config.force_udp_encap;
         let mut payloads = vec![
             Payload::Sa(proposal::ike_answer(number, Vec::new(), suite)),
             Payload::Ke {
@@ -259,7 +272,13 @@ impl Speaker {
             Payload::Nonce(sa.nr.clone()),
         ];
         payloads.extend(cert_requests(self));
-        payloads.extend(nat_notifies(h.spi_i, spi, local, remote));
+        payloads.extend(nat_notifies(
+            h.spi_i,
+            spi,
+            local,
+            remote,
+            self.config.force_udp_encap,
+        ));
         note_fragmentation(self, &mut sa, &msg.payloads);
         if sa.fragment_size.is_some() {
             // Only in answer to an initiator that announced it (§2.3).
@@ -312,7 +331,13 @@ fn send_init(speaker: &mut Speaker, sa: &mut IkeSa, group: Group, now: Instant) 
         data: share.public().to_vec(),
     });
     payloads.push(Payload::Nonce(sa.ni.clone()));
-    payloads.extend(nat_notifies(sa.local_spi, 0, sa.local, sa.remote));
+    payloads.extend(nat_notifies(
+        sa.local_spi,
+        0,
+        sa.local,
+        sa.remote,
+        speaker.config.force_udp_encap,
+    ));
     if speaker.config.fragment_size != 0 {
         payloads.push(fragmentation_supported());
     }
@@ -441,6 +466,7 @@ pub(super) fn handle_response(
     sa.rx = Some(SkCipher::new(suite.cipher, &keys.sk_er));
     sa.keys = Some(keys);
     sa.nat = detect_nat(payloads, sa.local_spi, sa.remote_spi, sa.local, sa.remote);
+    sa.nat.local_behind_nat |= speaker.config.force_udp_encap;
     note_fragmentation(speaker, sa, payloads);
     if sa.nat.any() {
         // §2.23: IKE_AUTH and everything after goes to port 4500.

@@ -85,6 +85,10 @@ pub struct Config {
     pub half_open_timeout: Duration,
     /// Where IKE moves once a NAT is detected (RFC 7296 §2.23).
     pub nat_t_port: u16,
+    /// Make the peer encapsulate ESP in UDP even without a NAT (a fake
+    /// NAT_DETECTION_SOURCE_IP, as strongSwan's `encap = yes`), and act as the side
+    /// behind one: for a datapath that only speaks ESP in UDP 4500.
+    pub force_udp_encap: bool,
     /// NAT keepalives (RFC 3948 §4) from the side behind the NAT.
     pub nat_keepalive: Duration,
     /// The largest IP datagram an IKE message after IKE_SA_INIT may take before it is
@@ -127,6 +131,7 @@ impl Config {
             cookie_threshold: 64,
             half_open_timeout: Duration::from_secs(30),
             nat_t_port: 4500,
+            force_udp_encap: false,
             nat_keepalive: Duration::from_secs(20),
             fragment_size: 1280,
         }
@@ -707,6 +712,11 @@ impl Speaker {
         sa.last_received = now;
         if sa.nat.remote_behind_nat && remote != sa.remote {
             // RFC 7296 §2.23: follow the peer's NAT mapping.
+            sa.remote = remote;
+        } else if sa.nat.local_behind_nat && remote.ip() == sa.remote.ip() {
+            // We are (or act as) the side behind a NAT: the peer moved from 500 to
+            // 4500 after IKE_SA_INIT, and its requests are answered where they came
+            // from.
             sa.remote = remote;
         }
         sa.local = local;
