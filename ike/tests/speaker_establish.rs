@@ -157,7 +157,10 @@ fn forced_udp_encapsulation_works_without_a_nat_in_both_roles() {
             net.nodes[other].speaker.status(),
         );
         assert!(f[0].nat.local_behind_nat, "{f:?}");
-        assert!(o[0].nat.remote_behind_nat && !o[0].nat.local_behind_nat, "{o:?}");
+        assert!(
+            o[0].nat.remote_behind_nat && !o[0].nat.local_behind_nat,
+            "{o:?}"
+        );
         assert_eq!((f[0].remote.port(), o[0].remote.port()), (4500, 4500));
         for n in &net.nodes {
             assert!(n.installed()[0].udp_encap);

@@ -92,15 +92,14 @@ fn bed_with(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>) -> Bed {
 }
 
 /// charon's configuration: PSK, its own address as its identity, the LAN behind it
-/// and the cluster's IPv4 pool on strait's side, ESP in UDP 4500 (strait's userspace
-/// datapath has no other way; `encap`), and IKE on 4500 at both ends (strait's
-/// gateway does not listen on 500 yet).
+/// and the cluster's IPv4 pool on strait's side; ports and encapsulation are
+/// charon's defaults (IKE starts on 500; strait's gateway forces ESP into UDP 4500).
 fn swanctl_conf(bed: &Bed, psk: &str, start: &str) -> String {
     let h1 = bed.cluster.hosts()[0].underlay_v4;
     let me = &bed.gw_addr;
     format!(
         "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
-         remote_addrs = {h1}\n    local_port = 4500\n    remote_port = 4500\n    encap = yes\n    \
+         remote_addrs = {h1}\n    \
          proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
          id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = {h1}\n    }}\n    \
          children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \
@@ -297,7 +296,7 @@ fn strongswan_initiates_and_certificates_authenticate_both_ends() {
     let me = bed.gw_addr.clone();
     let conf = format!(
         "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
-         remote_addrs = {h1}\n    local_port = 4500\n    remote_port = 4500\n    encap = yes\n    \
+         remote_addrs = {h1}\n    \
          proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = pubkey\n      \
          certs = onprem.crt\n      id = vpn.onprem.test\n    }}\n    remote {{\n      \
          auth = pubkey\n      id = gw.dc.strait.test\n    }}\n    children {{\n      lan {{\n        \
@@ -363,7 +362,7 @@ fn the_other_gateway_takes_over_when_the_active_one_dies() {
     // Both gateways prove one identity (the site's), so charon takes either.
     let conf = format!(
         "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
-         remote_addrs = %any\n    local_port = 4500\n    encap = yes\n    \
+         remote_addrs = %any\n    \
          proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
          id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = gw.dc.strait.test\n    \
          }}\n    children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \

@@ -171,6 +171,8 @@ pub struct Engine {
     /// gateway (their speakers, SAs and steering).
     external: Peers,
     gateway: Runtime,
+    /// IKE datagrams from the gateway's UDP 500 socket.
+    ike500_rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     /// What the gateway wants in the IPsec table: its carried peers' networks into
     /// the datapath, and on the site's other nodes the routes through the gateway.
     gateway_steering: BTreeMap<String, Vec<ipnet::IpNet>>,
@@ -214,7 +216,13 @@ impl Engine {
             let node = node_of(id)?;
             lookup.lock().ok()?.get(&node).copied()
         });
-        let gateway = Runtime::new(ike.clone(), cfg.datapath.port, Box::new(super::peers::psk));
+        let (ike500_tx, ike500_rx) = mpsc::channel(256);
+        let gateway = Runtime::new(
+            ike.clone(),
+            cfg.datapath.port,
+            Box::new(super::peers::psk),
+            ike500_tx,
+        );
         let speaker = Speaker::new(ike, Box::new(signer), Box::new(verifier));
         let key_log = match &cfg.key_log {
             Some(path) => Some(
@@ -246,6 +254,7 @@ impl Engine {
             seen: HashMap::new(),
             external: Peers::new(),
             gateway,
+            ike500_rx,
             gateway_steering: BTreeMap::new(),
             gateway_routes: BTreeSet::new(),
         };
@@ -322,12 +331,18 @@ impl Engine {
                 }
                 Some((from, bytes)) = self.ike_rx.recv() => {
                     if self.gateway.owns(from) {
-                        self.gateway.handle_datagram(from, &bytes, Instant::now());
+                        let port = self.cfg.datapath.port;
+                        self.gateway.handle_datagram(from, port, &bytes, Instant::now());
                         self.drain();
                     } else if let Some(local) = self.local_for(from) {
                         self.speaker.handle_datagram(local, from, &bytes, Instant::now());
                         self.drain();
                     }
+                }
+                Some((from, bytes)) = self.ike500_rx.recv() => {
+                    let port = super::gateway::runtime::IKE_PORT;
+                    self.gateway.handle_datagram(from, port, &bytes, Instant::now());
+                    self.drain();
                 }
                 Some(command) = self.commands.recv() => self.command(command),
                 _ = limits.tick() => self.check_limits(),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -19,10 +20,17 @@ use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
 use strait_ike::auth::{CaVerifier, CertSigner, LocalAuth, PeerAuth, Psk};
 use strait_ike::codec::{Identity, TrafficSelector};
 use strait_ike::speaker::{Config as IkeConfig, Event, IkeState, Speaker};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::plan::{PeerPlan, Role};
 use crate::ipsec::child_sa;
+use crate::ipsec::steering::ESP_MARK;
+
+/// IKE's own port: where other vendors' gateways start an IKE SA (RFC 7296 §2).
+/// After IKE_SA_INIT both sides move to the datapath's port 4500, since every
+/// external peer's speaker forces UDP encapsulation.
+pub const IKE_PORT: u16 = 500;
 
 /// After a failed IKE SA the next attempt waits this long, doubling.
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -51,6 +59,50 @@ struct Carried {
     held_back: child_sa::HeldBack,
 }
 
+/// The UDP 500 socket (IPv4) of a gateway that carries peers, and the task that
+/// hands what arrives on it to the engine. Marked like the datapath's sockets, so the
+/// steering lets its datagrams take the main table.
+struct Port500 {
+    socket: Arc<tokio::net::UdpSocket>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Port500 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Port500 {
+    fn open(to_engine: mpsc::Sender<(SocketAddr, Vec<u8>)>) -> std::io::Result<Port500> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_mark(ESP_MARK)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], IKE_PORT)).into())?;
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(s.into())?);
+        let rx = socket.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match rx.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if to_engine.send((from, buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "receiving on UDP 500");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(Port500 { socket, task })
+    }
+}
+
 /// The runtime; see the module doc.
 pub struct Runtime {
     /// The template every peer's speaker configuration starts from (lifetimes, DPD,
@@ -61,16 +113,28 @@ pub struct Runtime {
     carried: BTreeMap<String, Carried>,
     /// Peers this node should carry but cannot (no key, bad identity), and why.
     refused: BTreeMap<String, (PeerPlan, String)>,
+    /// Open while this node carries a peer.
+    port500: Option<Port500>,
+    /// Where the UDP 500 socket's datagrams go (the engine's loop).
+    to_engine: mpsc::Sender<(SocketAddr, Vec<u8>)>,
 }
 
 impl Runtime {
-    pub fn new(base: IkeConfig, port: u16, psk: Box<PskSource>) -> Self {
+    /// `to_engine` receives what arrives on UDP 500 (see [`Runtime::handle_datagram`]).
+    pub fn new(
+        base: IkeConfig,
+        port: u16,
+        psk: Box<PskSource>,
+        to_engine: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    ) -> Self {
         Runtime {
             base,
             port,
             psk,
             carried: BTreeMap::new(),
             refused: BTreeMap::new(),
+            port500: None,
+            to_engine,
         }
     }
 
@@ -105,7 +169,7 @@ impl Runtime {
             info!(peer = %name, "external IPsec peer no longer carried here (or changed): its SAs are deleted");
             c.speaker.delete(&c.remote_id, now);
             if let Some(dp) = datapath {
-                drain(&mut c, dp, None);
+                drain(&mut c, dp, None, self.port500.as_ref());
                 let _ = dp.remove_peer(&datapath_name(&name));
             }
         }
@@ -138,6 +202,14 @@ impl Runtime {
                     warn!(peer = %name, reason = %why, "external IPsec peer cannot be carried");
                     self.refused.insert(name.clone(), (plan.clone(), why));
                 }
+            }
+        }
+        if self.carried.is_empty() {
+            self.port500 = None;
+        } else if self.port500.is_none() {
+            match Port500::open(self.to_engine.clone()) {
+                Ok(p) => self.port500 = Some(p),
+                Err(e) => warn!(error = %e, "no UDP 500 for external peers: they must use 4500"),
             }
         }
         if let Some(dp) = datapath {
@@ -203,6 +275,7 @@ impl Runtime {
             (None, _, None) => return Err("a peer without an address needs a remote_id".into()),
         };
         let mut config = self.base.clone();
+        config.force_udp_encap = true;
         config.local_id = local_id;
         config.remote_id = Some(remote_id.clone());
         config.local_ts = plan
@@ -228,8 +301,9 @@ impl Runtime {
             .any(|c| c.plan.peer.address == Some(from.ip()))
     }
 
-    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
-        let port = self.port;
+    /// An IKE datagram from `from` to our port `port` (500, or the datapath's 4500
+    /// with the marker already taken off).
+    pub fn handle_datagram(&mut self, from: SocketAddr, port: u16, bytes: &[u8], now: Instant) {
         if let Some(c) = self
             .carried
             .values_mut()
@@ -250,7 +324,12 @@ impl Runtime {
 
     /// Runs due timers and starts due IKE SAs.
     pub fn poll(&mut self, now: Instant) {
-        let port = self.port;
+        // Start on IKE's own port, as other vendors' gateways expect, when we have it.
+        let port = if self.port500.is_some() {
+            IKE_PORT
+        } else {
+            self.port
+        };
         for c in self.carried.values_mut() {
             c.speaker.poll(now);
             if c.next_attempt.is_some_and(|t| t <= now) {
@@ -276,7 +355,7 @@ impl Runtime {
     /// Applies every speaker's events to the datapath.
     pub fn drain(&mut self, datapath: &dyn Datapath, key_log: Option<&strait_esp::keylog::KeyLog>) {
         for c in self.carried.values_mut() {
-            drain(c, datapath, key_log);
+            drain(c, datapath, key_log, self.port500.as_ref());
         }
     }
 
@@ -376,11 +455,29 @@ impl Runtime {
 }
 
 /// One carried peer's speaker events, applied.
-fn drain(c: &mut Carried, dp: &dyn Datapath, key_log: Option<&strait_esp::keylog::KeyLog>) {
+fn drain(
+    c: &mut Carried,
+    dp: &dyn Datapath,
+    key_log: Option<&strait_esp::keylog::KeyLog>,
+    port500: Option<&Port500>,
+) {
     let name = datapath_name(&c.plan.peer.name);
     let now = Instant::now();
     while let Some(event) = c.speaker.next_event() {
         match event {
+            Event::Transmit {
+                local,
+                remote,
+                bytes,
+            } if local.port() == IKE_PORT => {
+                let sent = match port500 {
+                    Some(p) => p.socket.try_send_to(&bytes, remote).map(|_| ()),
+                    None => Err(std::io::Error::other("no UDP 500 socket")),
+                };
+                if let Err(e) = sent {
+                    debug!(%remote, error = %e, "sending an IKE message on UDP 500");
+                }
+            }
             Event::Transmit { remote, bytes, .. } => {
                 if let Err(e) = dp.send_ike(remote, &bytes) {
                     debug!(%remote, error = %e, "sending an IKE message to an external peer");
