@@ -3,10 +3,10 @@
 //! kernel-libipsec) on the same underlay segment in front of a LAN 192.168.50.0/24
 //! with one host in it. The peer is declared with `netctl ipsec peer add` (a PSK
 //! from standard input); containers on both hosts reach the LAN host and back, h2's
-//! through h1; `swanctl --list-sas` and `netctl ipsec peers` agree on the SPIs; the
-//! LAN's traffic leaves h1 only in ESP. Also strongSwan initiating with
-//! certificates, and a wrong PSK, which fails with the reason in `netctl ipsec peers`
-//! while nothing reaches the LAN in clear.
+//! through h1; `swanctl --list-sas` and `netctl ipsec peers` agree on the SPIs. Also
+//! strongSwan initiating with certificates; a wrong PSK, which fails with the reason
+//! in `netctl ipsec peers` while nothing reaches the LAN; rekeys from either side
+//! under traffic; a cut line and dead-peer detection; failover between two gateways.
 //!
 //! Root, etcd and strongSwan's charon with kernel-libipsec needed (visible SKIP
 //! otherwise).
@@ -51,13 +51,14 @@ struct Bed {
 }
 
 fn bed() -> Bed {
-    bed_with(2, &[0], None)
+    bed_with(2, &[0], None, &[])
 }
 
 /// `hosts` hosts of site `dc`, `gateways` (indices) started with `--ipsec-gateway`.
-fn bed_with(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>) -> Bed {
+fn bed_with(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>, extra: &[&str]) -> Bed {
     let mut opts = ClusterOpts::new(hosts, Fabric::HostGw);
     opts.agent_extra = vec!["--site".into(), "dc".into()];
+    opts.agent_extra.extend(extra.iter().map(|s| s.to_string()));
     opts.host_extra = gateways
         .iter()
         .map(|i| (*i, vec!["--ipsec-gateway".into()]))
@@ -356,7 +357,7 @@ fn the_other_gateway_takes_over_when_the_active_one_dies() {
         return;
     }
     let _serial = serial();
-    let mut bed = bed_with(3, &[0, 1], Some(3));
+    let mut bed = bed_with(3, &[0, 1], Some(3), &[]);
     let c3 = bed.cluster.add_container(2, "c3");
     let me = bed.gw_addr.clone();
     // Both gateways prove one identity (the site's), so charon takes either.
@@ -492,4 +493,76 @@ fn rekeys_from_either_side_lose_no_packet() {
             "{p:?}\n{sas}"
         );
     }
+}
+
+/// The line to strongSwan is cut (its UDP dropped both ways): with dead-peer
+/// detection every 2 s on both sides, both notice and say so; nothing reaches the LAN
+/// meanwhile; when the line returns, the gateway connects again and traffic resumes.
+#[test]
+fn a_cut_line_is_noticed_by_dead_peer_detection_and_traffic_resumes() {
+    let t = "a_cut_line_is_noticed_by_dead_peer_detection_and_traffic_resumes";
+    if !privileged(t) {
+        return;
+    }
+    let _serial = serial();
+    let mut bed = bed_with(2, &[0], None, &["--ipsec-dpd-secs", "2"]);
+    let c2 = bed.cluster.add_container(1, "c2");
+    let gw_ns = &bed.cluster.peers()[0];
+    let conf = swanctl_conf(&bed, PSK, "none")
+        .replace("    proposals = ", "    dpd_delay = 2s\n    proposals = ");
+    let charon = ExternalGateway::start(gw_ns, &conf, &[]).expect("charon");
+    add_peer(&bed, PSK);
+    let h1 = &bed.cluster.hosts()[0];
+    let established = || match external(h1) {
+        Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    wait_until(
+        "the gateway's SAs with strongSwan",
+        CONVERGE,
+        POLL,
+        established,
+    )
+    .unwrap();
+    assert!(ping(&c2.ns, LAN_HOST));
+    let drop = |op: &str| {
+        for chain in ["INPUT", "OUTPUT"] {
+            gw_ns.exec_ok(&["iptables", op, chain, "-p", "udp", "-j", "DROP"]);
+        }
+    };
+    drop("-I");
+    // Five retransmissions of the DPD request from 0.5 s, doubling: about 32 s.
+    let noticed = Duration::from_secs(60);
+    wait_until(
+        "the gateway notices the dead peer",
+        noticed,
+        POLL,
+        || match external(h1) {
+            Some(p)
+                if p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("dead peer")) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .unwrap();
+    assert!(
+        !ping(&c2.ns, LAN_HOST),
+        "nothing reaches the LAN while the line is cut"
+    );
+    wait_until("strongSwan notices too", noticed, POLL, || {
+        let sas = charon.swanctl(&["--list-sas"]).unwrap_or_default();
+        if sas.contains("ESTABLISHED") {
+            Err(sas)
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap();
+    drop("-D");
+    wait_until("the gateway connects again", noticed, POLL, established).unwrap();
+    assert!(ping(&c2.ns, LAN_HOST), "traffic resumes");
 }
