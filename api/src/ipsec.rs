@@ -112,7 +112,8 @@ pub const ED25519_PUBLIC_KEY_LEN: usize = 32;
 
 /// What a node's record says of its IPsec identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown fields are ignored, not refused: a node record written by a newer agent
+// (as `gateway` was added) must still decode in an older one during an upgrade.
 pub struct NodeIpsec {
     /// The node's Ed25519 public key (RFC 8032), 64 lowercase hex digits. Peers
     /// authenticate the node's IKE_AUTH signature (RFC 7427) with it.
@@ -253,6 +254,17 @@ pub struct EspDrops {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_record_from_a_newer_agent_still_decodes() {
+        let key = "ab".repeat(32);
+        let newer = format!(r#"{{"ed25519":"{key}","gateway":true,"from_the_future":1}}"#);
+        let n: NodeIpsec = serde_json::from_str(&newer).unwrap();
+        assert!(n.gateway);
+        let older: NodeIpsec = serde_json::from_str(&format!(r#"{{"ed25519":"{key}"}}"#)).unwrap();
+        assert!(!older.gateway);
+        assert!(!serde_json::to_string(&older).unwrap().contains("gateway"));
+    }
 
     #[test]
     fn modes_pick_the_pairs_that_encrypt() {
