@@ -3,7 +3,7 @@
 //! back. Shared by the node engine and the site gateway, whose peers differ only in
 //! the name the datapath knows them by.
 
-use strait_esp::{Datapath, SaConfig, SaKey};
+use strait_esp::{Datapath, DatapathError, SaConfig, SaKey};
 use strait_ike::speaker::ChildSa;
 
 /// The anti-replay window of every inbound SA.
@@ -52,6 +52,15 @@ pub fn install(
             false => Ok(()),
         })
         .map_err(|e| e.to_string())
+}
+
+/// The result of removing an SA half that may already be gone (its peer removed, or
+/// the datapath handed over): only other errors are worth a warning.
+pub fn ignore_unknown(result: Result<(), DatapathError>) {
+    match result {
+        Ok(()) | Err(DatapathError::UnknownSa { .. }) | Err(DatapathError::UnknownPeer(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "removing an SA"),
+    }
 }
 
 /// How long a rekey's responder holds the new outbound SA back at most.

@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strait_api::ipsec::{ChildSaView, EspDrops, IpsecMode, IpsecPeer, IpsecStatus, SaCounters};
-use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
+use strait_api::ipsec::{EspDrops, IpsecMode, IpsecPeer, IpsecStatus, SaCounters};
+use strait_esp::{Datapath, Direction, PeerConfig};
 use strait_ike::auth::{Ed25519Signer, RawKeyVerifier};
 use strait_ike::codec::Identity;
 use strait_ike::speaker::{ChildSa, Config as IkeConfig, Event, IkeState, Lifetime, Speaker};
@@ -51,6 +51,7 @@ use super::gateway::runtime::Runtime;
 use super::pairs::{PlannedPeer, plan};
 use super::peers::Peers;
 use super::steering;
+use super::view;
 use crate::fabric::desired::ClusterView;
 use crate::netlink::Netlink;
 
@@ -622,7 +623,11 @@ impl Engine {
                 // SA takes over; the inbound half stays until the Delete is answered.
                 let Some(name) = node_of(&peer) else { return };
                 if let Some(r) = &self.running {
-                    ignore_unknown(r.datapath.remove_sa(&name, Direction::Outbound, spi_out));
+                    child_sa::ignore_unknown(r.datapath.remove_sa(
+                        &name,
+                        Direction::Outbound,
+                        spi_out,
+                    ));
                 }
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.held_back.forget(spi_out);
@@ -635,8 +640,16 @@ impl Engine {
             } => {
                 let Some(name) = node_of(&peer) else { return };
                 if let Some(r) = &self.running {
-                    ignore_unknown(r.datapath.remove_sa(&name, Direction::Inbound, spi_in));
-                    ignore_unknown(r.datapath.remove_sa(&name, Direction::Outbound, spi_out));
+                    child_sa::ignore_unknown(r.datapath.remove_sa(
+                        &name,
+                        Direction::Inbound,
+                        spi_in,
+                    ));
+                    child_sa::ignore_unknown(r.datapath.remove_sa(
+                        &name,
+                        Direction::Outbound,
+                        spi_out,
+                    ));
                 }
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.children.remove(&spi_out);
@@ -835,55 +848,35 @@ impl Engine {
             .peers
             .iter()
             .map(|(name, p)| {
-                let ike = sas
-                    .iter()
-                    .filter(|s| s.peer.as_ref().and_then(node_of).as_deref() == Some(name))
-                    .max_by_key(|s| (s.state == IkeState::Established, s.established));
-                let child_sas = ike
-                    .map(|s| {
-                        s.children
-                            .iter()
-                            .map(|c| {
-                                let inbound = counters(name, Direction::Inbound, c.spi_in);
-                                let outbound = counters(name, Direction::Outbound, c.spi_out);
-                                ChildSaView {
-                                    spi_in: format!("0x{:08x}", c.spi_in),
-                                    spi_out: format!("0x{:08x}", c.spi_out),
-                                    cipher: format!("{:?}", c.cipher),
-                                    esn: c.esn,
-                                    active: outbound.as_ref().is_some_and(|(_, a)| *a),
-                                    inbound: inbound.map(|(c, _)| c),
-                                    outbound: outbound.map(|(c, _)| c),
-                                }
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                IpsecPeer {
-                    name: name.clone(),
-                    site: p.plan.peer.site.clone(),
-                    address: p
-                        .plan
-                        .address
-                        .map(|a| SocketAddr::new(a, self.cfg.datapath.port)),
-                    ike_state: ike.map_or("none".into(), |s| state_word(s.state).into()),
-                    initiator: ike.is_some_and(|s| s.initiator),
-                    ike_algorithms: ike
-                        .and_then(|s| s.suite)
-                        .map(|s| format!("{:?}/{:?}/{:?}", s.cipher, s.prf, s.group)),
-                    established_secs: ike
-                        .and_then(|s| s.established)
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    ike_rekeys: ike.map_or(0, |s| s.ike_rekeys),
-                    child_rekeys: ike.map_or(0, |s| s.child_rekeys),
-                    last_dpd_secs: ike
-                        .and_then(|s| s.last_dpd)
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    nat: ike.is_some_and(|s| s.nat.any()),
-                    child_sas,
-                    last_error: p.last_error.clone(),
-                    totals: p.totals.clone(),
-                }
+                let ike = view::shown(
+                    sas.iter()
+                        .filter(|s| s.peer.as_ref().and_then(node_of).as_deref() == Some(name)),
+                );
+                let address = p
+                    .plan
+                    .address
+                    .map(|a| SocketAddr::new(a, self.cfg.datapath.port));
+                let child = |c: &strait_ike::speaker::ChildStatus| {
+                    let inbound = counters(name, Direction::Inbound, c.spi_in);
+                    let outbound = counters(name, Direction::Outbound, c.spi_out);
+                    view::child(
+                        c,
+                        outbound.as_ref().is_some_and(|(_, a)| *a),
+                        inbound.map(|(c, _)| c),
+                        outbound.map(|(c, _)| c),
+                    )
+                };
+                let mut v = view::peer(
+                    name.clone(),
+                    p.plan.peer.site.clone(),
+                    address,
+                    ike,
+                    child,
+                    now,
+                );
+                v.last_error = p.last_error.clone();
+                v.totals = p.totals.clone();
+                v
             })
             .collect();
         peers.extend(self.gateway.status(now));
@@ -926,23 +919,6 @@ impl Engine {
 
     fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-pub(super) fn state_word(state: IkeState) -> &'static str {
-    match state {
-        IkeState::InitSent | IkeState::AuthSent | IkeState::InitDone => "connecting",
-        IkeState::Established => "established",
-        IkeState::Rekeyed => "rekeyed",
-        IkeState::Deleting => "deleting",
-        IkeState::Dead => "closed",
-    }
-}
-
-fn ignore_unknown(result: Result<(), DatapathError>) {
-    match result {
-        Ok(()) | Err(DatapathError::UnknownSa { .. }) | Err(DatapathError::UnknownPeer(_)) => {}
-        Err(e) => warn!(error = %e, "removing an SA"),
     }
 }
 

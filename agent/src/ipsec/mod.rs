@@ -8,7 +8,12 @@
 //!   `netctl ipsec peer`), followed for the gateway engine; their pre-shared keys.
 //! - [`steering`]: the rule and routes that send their traffic into the ESP datapath.
 //! - [`datapath`]: kernel XFRM or strait's userspace ESP, by probe or `--ipsec-datapath`.
-//! - [`engine`]: the task that drives the IKE speaker and the datapath from all of that.
+//! - [`gateway`]: the site gateway: which gateway carries each external peer, each
+//!   node's routes for it, and one IKE speaker per carried peer.
+//! - [`child_sa`]: a negotiated Child SA into the datapath, and the held-back outbound
+//!   SAs of rekeys the peer asked for (node and external peers alike).
+//! - [`view`]: a peer's SAs as `netctl ipsec peers` shows them.
+//! - [`engine`]: the task that drives the IKE speakers and the datapath from all of that.
 //!
 //! The IKEv2 speaker is the `strait-ike` crate and the ESP datapaths are `strait-esp`;
 //! this module is where the agent ties them to the node registry.
@@ -22,6 +27,7 @@ pub mod pairs;
 pub mod peers;
 pub mod settings;
 pub mod steering;
+pub mod view;
 
 pub use engine::{Engine, EngineConfig, IpsecHandle};
 pub use node_key::{NodeKey, NodeKeyError};

@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use strait_api::gateway::{ExternalPeer, IdSpec, Initiate, PeerAuth as AuthConfig};
 use strait_api::ipsec::IpsecPeer;
-use strait_esp::{Datapath, DatapathError, Direction, PeerConfig};
+use strait_esp::{Datapath, Direction, PeerConfig};
 use strait_ike::auth::{CaVerifier, CertSigner, LocalAuth, PeerAuth, Psk};
 use strait_ike::codec::{Identity, TrafficSelector};
-use strait_ike::speaker::{Config as IkeConfig, Event, IkeState, Speaker};
+use strait_ike::speaker::{ChildStatus, Config as IkeConfig, Event, IkeState, Speaker};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::plan::{PeerPlan, Role};
-use crate::ipsec::child_sa;
 use crate::ipsec::steering::ESP_MARK;
+use crate::ipsec::{child_sa, view};
 
 /// IKE's own port: where other vendors' gateways start an IKE SA (RFC 7296 §2).
 /// After IKE_SA_INIT both sides move to the datapath's port 4500, since every
@@ -390,65 +390,34 @@ impl Runtime {
             .iter()
             .map(|(name, c)| {
                 let sas = c.speaker.status();
-                let ike = sas
-                    .iter()
-                    .max_by_key(|s| (s.state == IkeState::Established, s.established));
-                IpsecPeer {
-                    name: datapath_name(name),
-                    site: c.plan.peer.site.clone(),
-                    address: c.plan.peer.address.map(|a| SocketAddr::new(a, self.port)),
-                    ike_state: ike.map_or("none".into(), |s| {
-                        super::super::engine::state_word(s.state).into()
-                    }),
-                    initiator: ike.is_some_and(|s| s.initiator),
-                    ike_algorithms: ike
-                        .and_then(|s| s.suite)
-                        .map(|s| format!("{:?}/{:?}/{:?}", s.cipher, s.prf, s.group)),
-                    established_secs: ike
-                        .and_then(|s| s.established)
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    ike_rekeys: ike.map_or(0, |s| s.ike_rekeys),
-                    child_rekeys: ike.map_or(0, |s| s.child_rekeys),
-                    last_dpd_secs: ike
-                        .and_then(|s| s.last_dpd)
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    nat: ike.is_some_and(|s| s.nat.any()),
-                    child_sas: ike
-                        .map(|s| {
-                            s.children
-                                .iter()
-                                .map(|ch| strait_api::ipsec::ChildSaView {
-                                    spi_in: format!("0x{:08x}", ch.spi_in),
-                                    spi_out: format!("0x{:08x}", ch.spi_out),
-                                    cipher: format!("{:?}", ch.cipher),
-                                    esn: ch.esn,
-                                    active: !ch.replaced,
-                                    inbound: None,
-                                    outbound: None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    last_error: c.last_error.clone(),
-                    totals: Default::default(),
-                }
+                let address = c.plan.peer.address.map(|a| SocketAddr::new(a, self.port));
+                // The datapath's counters are not read for external peers yet.
+                let child = |ch: &ChildStatus| view::child(ch, !ch.replaced, None, None);
+                let mut v = view::peer(
+                    datapath_name(name),
+                    c.plan.peer.site.clone(),
+                    address,
+                    view::shown(&sas),
+                    child,
+                    now,
+                );
+                v.last_error = c.last_error.clone();
+                v
             })
             .collect();
-        out.extend(self.refused.iter().map(|(name, (p, why))| IpsecPeer {
-            name: datapath_name(name),
-            site: p.peer.site.clone(),
-            address: p.peer.address.map(|a| SocketAddr::new(a, self.port)),
-            ike_state: "none".into(),
-            initiator: false,
-            ike_algorithms: None,
-            established_secs: None,
-            ike_rekeys: 0,
-            child_rekeys: 0,
-            last_dpd_secs: None,
-            nat: false,
-            child_sas: vec![],
-            last_error: Some(why.clone()),
-            totals: Default::default(),
+        out.extend(self.refused.iter().map(|(name, (p, why))| {
+            let address = p.peer.address.map(|a| SocketAddr::new(a, self.port));
+            let no_child = |ch: &ChildStatus| view::child(ch, false, None, None);
+            let mut v = view::peer(
+                datapath_name(name),
+                p.peer.site.clone(),
+                address,
+                None,
+                no_child,
+                now,
+            );
+            v.last_error = Some(why.clone());
+            v
         }));
         out
     }
@@ -488,14 +457,14 @@ fn drain(
                 install(c, dp, key_log, &name, &new, initiator, now)
             }
             Event::ChildSaDeleting { spi_out, .. } => {
-                ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+                child_sa::ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
                 c.held_back.forget(spi_out);
             }
             Event::ChildSaDeleted {
                 spi_in, spi_out, ..
             } => {
-                ignore_unknown(dp.remove_sa(&name, Direction::Inbound, spi_in));
-                ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
+                child_sa::ignore_unknown(dp.remove_sa(&name, Direction::Inbound, spi_in));
+                child_sa::ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
                 c.held_back.forget(spi_out);
             }
             Event::IkeSaUp { remote, .. } => {
@@ -548,13 +517,6 @@ fn fail(c: &mut Carried, name: &str, reason: String, now: Instant) {
     if c.plan.peer.initiate != Initiate::Peer && c.plan.peer.address.is_some() {
         c.next_attempt = Some(now + c.retry);
         c.retry = (c.retry * 2).min(RETRY_MAX);
-    }
-}
-
-fn ignore_unknown(result: Result<(), DatapathError>) {
-    match result {
-        Ok(()) | Err(DatapathError::UnknownSa { .. }) | Err(DatapathError::UnknownPeer(_)) => {}
-        Err(e) => warn!(error = %e, "removing an SA"),
     }
 }
 
