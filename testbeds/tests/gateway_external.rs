@@ -119,6 +119,16 @@ fn external(h: &ClusterHost) -> Option<IpsecPeer> {
     status(h).peers.into_iter().find(|p| p.name == "ext:onprem")
 }
 
+/// Waits until `h` carries the external peer with an established IKE SA and a Child
+/// SA; a failure shows the peer and charon's log.
+fn wait_carried(h: &ClusterHost, what: &str, limit: Duration, charon: &ExternalGateway) {
+    wait_until(what, limit, POLL, || match external(h) {
+        Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
+        other => Err(format!("{other:?}\n{}", charon.log())),
+    })
+    .unwrap();
+}
+
 /// Declares the peer through `netctl`, the key on standard input.
 fn add_peer(bed: &Bed, psk: &str) {
     let h1 = &bed.cluster.hosts()[0];
@@ -183,16 +193,7 @@ fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
         ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap"), &[]).expect("charon");
     add_peer(&bed, PSK);
     let h1 = &bed.cluster.hosts()[0];
-    wait_until(
-        "the gateway's SAs with strongSwan",
-        CONVERGE,
-        POLL,
-        || match external(h1) {
-            Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
-            other => Err(format!("{other:?}\n{}", charon.log())),
-        },
-    )
-    .unwrap();
+    wait_carried(h1, "the gateway's SAs with strongSwan", CONVERGE, &charon);
     // h2 is not a gateway: it carries nothing itself.
     assert!(external(&bed.cluster.hosts()[1]).is_none());
     for c in [&c1, &c2] {
@@ -331,16 +332,7 @@ fn strongswan_initiates_and_certificates_authenticate_both_ends() {
         bed.cluster.hosts()[0].netctl(&["ipsec", "peer", "apply", "-f", file.to_str().unwrap()]);
     assert!(ok, "{out}");
     let h1 = &bed.cluster.hosts()[0];
-    wait_until(
-        "strongSwan's SA with the gateway",
-        CONVERGE,
-        POLL,
-        || match external(h1) {
-            Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
-            other => Err(format!("{other:?}\n{}", charon.log())),
-        },
-    )
-    .unwrap();
+    wait_carried(h1, "strongSwan's SA with the gateway", CONVERGE, &charon);
     let p = external(h1).expect("peer");
     assert!(!p.initiator, "strait only answers: {p:?}");
     assert!(ping(&c2.ns, LAN_HOST), "c2 (on h2) → {LAN_HOST}");
@@ -513,17 +505,7 @@ fn a_cut_line_is_noticed_by_dead_peer_detection_and_traffic_resumes() {
     let charon = ExternalGateway::start(gw_ns, &conf, &[]).expect("charon");
     add_peer(&bed, PSK);
     let h1 = &bed.cluster.hosts()[0];
-    let established = || match external(h1) {
-        Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
-        other => Err(format!("{other:?}")),
-    };
-    wait_until(
-        "the gateway's SAs with strongSwan",
-        CONVERGE,
-        POLL,
-        established,
-    )
-    .unwrap();
+    wait_carried(h1, "the gateway's SAs with strongSwan", CONVERGE, &charon);
     assert!(ping(&c2.ns, LAN_HOST));
     let drop = |op: &str| {
         for chain in ["INPUT", "OUTPUT"] {
@@ -563,6 +545,6 @@ fn a_cut_line_is_noticed_by_dead_peer_detection_and_traffic_resumes() {
     })
     .unwrap();
     drop("-D");
-    wait_until("the gateway connects again", noticed, POLL, established).unwrap();
+    wait_carried(h1, "the gateway connects again", noticed, &charon);
     assert!(ping(&c2.ns, LAN_HOST), "traffic resumes");
 }
