@@ -23,10 +23,10 @@ PKGS=(
   # services never start here: tests run every daemon themselves, inside a netns.
   bird2 frr gobgpd
   # IPsec: the interop peer (strongSwan with its userspace ESP and AES-GCM), the wire
-  # oracles (tshark, scapy) and captures.
+  # oracles (tshark, scapy) and captures, and openssl for the certificate tests' CA.
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
-  tshark tcpdump python3-scapy python3-cryptography
+  tshark tcpdump python3-scapy python3-cryptography openssl
 )
 
 missing=()
