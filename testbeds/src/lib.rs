@@ -22,6 +22,8 @@
 //!   binaries under test are.
 //! * [`esp`]: two ESP gateways joined by a veth line, with strait's userspace
 //!   datapath or strongSwan's (kernel-libipsec) between them.
+//! * [`gateway`]: a strait site with gateway hosts and strongSwan's charon as another
+//!   vendor's gateway in front of a LAN.
 //! * [`bench`]: what the benchmark programs share (iperf3 runs and servers, medians,
 //!   busy CPU time).
 //!
@@ -36,6 +38,7 @@ pub mod cni;
 pub mod docker;
 pub mod esp;
 pub mod etcd;
+pub mod gateway;
 pub mod host;
 pub mod netns;
 pub mod netpol;

@@ -13,169 +13,21 @@
 
 use std::time::Duration;
 
-use strait_api::ipsec::{IpsecPeer, IpsecStatus};
+use strait_api::ipsec::IpsecPeer;
 use strait_testbeds::cluster::probe::ContinuousPing;
-use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
-use strait_testbeds::esp::strongswan::{self, ExternalGateway};
-use strait_testbeds::netns::Netns;
+use strait_testbeds::gateway::{
+    CONVERGE, GatewayBed, LAN_HOST, POLL, PSK, external, ping, privileged, wait_carried,
+};
 use strait_testbeds::pki::{self, KeyType, Pki, Validity};
 use strait_testbeds::wait_until;
-
-const CONVERGE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(250);
-const LAN_HOST: &str = "192.168.50.10";
-const PSK: &str = "strait-gateway-test-psk-0123456789";
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn privileged(test: &str) -> bool {
-    if !(strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)) {
-        return false;
-    }
-    if !strongswan::available() {
-        eprintln!("SKIP {test}: strongSwan's charon with kernel-libipsec is not installed");
-        return false;
-    }
-    true
-}
-
-/// The test bed: the cluster, charon's namespace (on segment A, 10.0.0.150) and the
-/// LAN host's behind it.
-struct Bed {
-    cluster: Cluster,
-    gw_addr: String,
-    lan: Netns,
-}
-
-fn bed() -> Bed {
-    bed_with(2, &[0], None, &[])
-}
-
-/// `hosts` hosts of site `dc`, `gateways` (indices) started with `--ipsec-gateway`.
-fn bed_with(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>, extra: &[&str]) -> Bed {
-    let mut opts = ClusterOpts::new(hosts, Fabric::HostGw);
-    opts.agent_extra = vec!["--site".into(), "dc".into()];
-    opts.agent_extra.extend(extra.iter().map(|s| s.to_string()));
-    opts.host_extra = gateways
-        .iter()
-        .map(|i| (*i, vec!["--ipsec-gateway".into()]))
-        .collect();
-    opts.node_lease_ttl_secs = lease_ttl;
-    let mut cluster = Cluster::start(opts);
-    let prefix = cluster.prefix.clone();
-    let (gw, gw4, _) = cluster.add_underlay_peer(50);
-    let lan = Netns::new(format!("{prefix}lan"));
-    gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    gw.exec_ok(&[
-        "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
-    ]);
-    gw.exec_ok(&["ip", "link", "set", "lan1", "netns", lan.name()]);
-    gw.exec_ok(&["ip", "addr", "add", "192.168.50.1/24", "dev", "lan0"]);
-    gw.exec_ok(&["ip", "link", "set", "lan0", "up"]);
-    lan.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{LAN_HOST}/24"),
-        "dev",
-        "lan1",
-    ]);
-    lan.exec_ok(&["ip", "link", "set", "lan1", "up"]);
-    lan.exec_ok(&["ip", "route", "add", "default", "via", "192.168.50.1"]);
-    Bed {
-        cluster,
-        gw_addr: gw4.to_string(),
-        lan,
-    }
-}
-
-/// charon's configuration: PSK, its own address as its identity, the LAN behind it
-/// and the cluster's IPv4 pool on strait's side; ports and encapsulation are
-/// charon's defaults (IKE starts on 500; strait's gateway forces ESP into UDP 4500).
-fn swanctl_conf(bed: &Bed, psk: &str, start: &str) -> String {
-    let h1 = bed.cluster.hosts()[0].underlay_v4;
-    let me = &bed.gw_addr;
-    format!(
-        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {me}\n    \
-         remote_addrs = {h1}\n    \
-         proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      auth = psk\n      \
-         id = {me}\n    }}\n    remote {{\n      auth = psk\n      id = {h1}\n    }}\n    \
-         children {{\n      lan {{\n        local_ts = 192.168.50.0/24\n        \
-         remote_ts = 10.244.0.0/16\n        esp_proposals = aes256gcm16-x25519\n        \
-         mode = tunnel\n        start_action = {start}\n      }}\n    }}\n  }}\n}}\n\
-         secrets {{\n  ike-strait {{\n    id-a = {me}\n    id-b = {h1}\n    \
-         secret = \"{psk}\"\n  }}\n}}\n"
-    )
-}
-
-fn status(h: &ClusterHost) -> IpsecStatus {
-    h.agent.client().ipsec_status().expect("ipsec status")
-}
-
-fn external(h: &ClusterHost) -> Option<IpsecPeer> {
-    status(h).peers.into_iter().find(|p| p.name == "ext:onprem")
-}
-
-/// Waits until `h` carries the external peer with an established IKE SA and a Child
-/// SA; a failure shows the peer and charon's log.
-fn wait_carried(h: &ClusterHost, what: &str, limit: Duration, charon: &ExternalGateway) {
-    wait_until(what, limit, POLL, || match external(h) {
-        Some(p) if p.ike_state == "established" && !p.child_sas.is_empty() => Ok(()),
-        other => Err(format!("{other:?}\n{}", charon.log())),
-    })
-    .unwrap();
-}
-
-/// Declares the peer through `netctl`, the key on standard input.
-fn add_peer(bed: &Bed, psk: &str) {
-    let h1 = &bed.cluster.hosts()[0];
-    let args = [
-        "ipsec",
-        "peer",
-        "add",
-        "onprem",
-        "--site",
-        "dc",
-        "--address",
-        &bed.gw_addr,
-        "--auth",
-        "psk",
-        "--psk-stdin",
-        "--remote-net",
-        "192.168.50.0/24",
-    ];
-    let mut child = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
-        .arg("--socket")
-        .arg(&h1.agent.socket)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("netctl");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{psk}\n").as_bytes())
-        .expect("write the key");
-    let out = child.wait_with_output().expect("netctl");
-    assert!(
-        out.status.success(),
-        "netctl ipsec peer add: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ping(from: &Netns, to: &str) -> bool {
-    from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
-        .status
-        .success()
+fn bed() -> GatewayBed {
+    GatewayBed::start(2, &[0], None, &[])
 }
 
 #[test]
@@ -188,10 +40,10 @@ fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
     let mut bed = bed();
     let c1 = bed.cluster.add_container(0, "c1");
     let c2 = bed.cluster.add_container(1, "c2");
-    let gw_ns = &bed.cluster.peers()[0];
-    let charon =
-        ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap"), &[]).expect("charon");
-    add_peer(&bed, PSK);
+    let charon = bed
+        .charon(&bed.swanctl_psk(PSK, "trap"), &[])
+        .expect("charon");
+    bed.add_peer_psk(PSK, &[]);
     let h1 = &bed.cluster.hosts()[0];
     wait_carried(h1, "the gateway's SAs with strongSwan", CONVERGE, &charon);
     // h2 is not a gateway: it carries nothing itself.
@@ -226,14 +78,13 @@ fn a_wrong_psk_fails_with_the_reason_and_nothing_reaches_the_lan() {
     let _serial = serial();
     let mut bed = bed();
     let c1 = bed.cluster.add_container(0, "c1");
-    let gw_ns = &bed.cluster.peers()[0];
-    let _charon = ExternalGateway::start(
-        gw_ns,
-        &swanctl_conf(&bed, "not-the-key-strait-was-given-0000", "none"),
-        &[],
-    )
-    .expect("charon");
-    add_peer(&bed, PSK);
+    let _charon = bed
+        .charon(
+            &bed.swanctl_psk("not-the-key-strait-was-given-0000", "none"),
+            &[],
+        )
+        .expect("charon");
+    bed.add_peer_psk(PSK, &[]);
     let h1 = &bed.cluster.hosts()[0];
     wait_until(
         "the failure is reported",
@@ -307,17 +158,16 @@ fn strongswan_initiates_and_certificates_authenticate_both_ends() {
          start_action = start\n      }}\n    }}\n  }}\n}}\n"
     );
     let (crt, ca, key) = (pki.crt("onprem"), pki.crt("ca"), pki.key("onprem"));
-    let gw_ns = &bed.cluster.peers()[0];
-    let charon = ExternalGateway::start(
-        gw_ns,
-        &conf,
-        &[
-            (&crt, "x509/onprem.crt"),
-            (&ca, "x509ca/ca.crt"),
-            (&key, "private/onprem.key"),
-        ],
-    )
-    .expect("charon");
+    let charon = bed
+        .charon(
+            &conf,
+            &[
+                (&crt, "x509/onprem.crt"),
+                (&ca, "x509ca/ca.crt"),
+                (&key, "private/onprem.key"),
+            ],
+        )
+        .expect("charon");
     let doc = format!(
         "name: onprem\nsite: dc\naddress: {me}\ninitiate: peer\nauth:\n  method: cert\n  \
          cert_file: {}\n  key_file: {}\n  ca_file: {}\nremote_id: fqdn:vpn.onprem.test\n\
@@ -326,11 +176,7 @@ fn strongswan_initiates_and_certificates_authenticate_both_ends() {
         pki.key("strait").display(),
         pki.crt("ca").display()
     );
-    let file = pki.path("onprem-peer.yaml");
-    std::fs::write(&file, doc).unwrap();
-    let (ok, out) =
-        bed.cluster.hosts()[0].netctl(&["ipsec", "peer", "apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
+    bed.apply_peer(0, &doc);
     let h1 = &bed.cluster.hosts()[0];
     wait_carried(h1, "strongSwan's SA with the gateway", CONVERGE, &charon);
     let p = external(h1).expect("peer");
@@ -349,7 +195,7 @@ fn the_other_gateway_takes_over_when_the_active_one_dies() {
         return;
     }
     let _serial = serial();
-    let mut bed = bed_with(3, &[0, 1], Some(3), &[]);
+    let mut bed = GatewayBed::start(3, &[0, 1], Some(3), &[]);
     let c3 = bed.cluster.add_container(2, "c3");
     let me = bed.gw_addr.clone();
     // Both gateways prove one identity (the site's), so charon takes either.
@@ -363,19 +209,13 @@ fn the_other_gateway_takes_over_when_the_active_one_dies() {
          mode = tunnel\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-strait {{\n    \
          id-a = {me}\n    id-b = gw.dc.strait.test\n    secret = \"{PSK}\"\n  }}\n}}\n"
     );
-    let gw_ns = &bed.cluster.peers()[0];
-    let charon = ExternalGateway::start(gw_ns, &conf, &[]).expect("charon");
+    let charon = bed.charon(&conf, &[]).expect("charon");
     let doc = format!(
         "name: onprem\nsite: dc\naddress: {me}\nauth: {{method: psk, secret: {PSK}}}\n\
          local_id: fqdn:gw.dc.strait.test\nremote_networks: [192.168.50.0/24]\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("peer.yaml");
-    std::fs::write(&file, doc).unwrap();
-    let (ok, out) =
-        bed.cluster.hosts()[2].netctl(&["ipsec", "peer", "apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
-    let carrier = |bed: &Bed| {
+    bed.apply_peer(2, &doc);
+    let carrier = |bed: &GatewayBed| {
         (0..2).find(|i| {
             external(&bed.cluster.hosts()[*i]).is_some_and(|p| {
                 p.ike_state == "established" && p.child_sas.iter().any(|c| c.active)
@@ -438,10 +278,10 @@ fn rekeys_from_either_side_lose_no_packet() {
     let _serial = serial();
     let mut bed = bed();
     let c2 = bed.cluster.add_container(1, "c2");
-    let gw_ns = &bed.cluster.peers()[0];
-    let charon =
-        ExternalGateway::start(gw_ns, &swanctl_conf(&bed, PSK, "trap"), &[]).expect("charon");
-    add_peer(&bed, PSK);
+    let charon = bed
+        .charon(&bed.swanctl_psk(PSK, "trap"), &[])
+        .expect("charon");
+    bed.add_peer_psk(PSK, &[]);
     let h1 = &bed.cluster.hosts()[0];
     let up = |what: &str, rekeys: u32| {
         wait_until(what, CONVERGE, POLL, || match external(h1) {
@@ -497,19 +337,20 @@ fn a_cut_line_is_noticed_by_dead_peer_detection_and_traffic_resumes() {
         return;
     }
     let _serial = serial();
-    let mut bed = bed_with(2, &[0], None, &["--ipsec-dpd-secs", "2"]);
+    let mut bed = GatewayBed::start(2, &[0], None, &["--ipsec-dpd-secs", "2"]);
     let c2 = bed.cluster.add_container(1, "c2");
-    let gw_ns = &bed.cluster.peers()[0];
-    let conf = swanctl_conf(&bed, PSK, "none")
+    let conf = bed
+        .swanctl_psk(PSK, "none")
         .replace("    proposals = ", "    dpd_delay = 2s\n    proposals = ");
-    let charon = ExternalGateway::start(gw_ns, &conf, &[]).expect("charon");
-    add_peer(&bed, PSK);
+    let charon = bed.charon(&conf, &[]).expect("charon");
+    bed.add_peer_psk(PSK, &[]);
     let h1 = &bed.cluster.hosts()[0];
     wait_carried(h1, "the gateway's SAs with strongSwan", CONVERGE, &charon);
     assert!(ping(&c2.ns, LAN_HOST));
     let drop = |op: &str| {
         for chain in ["INPUT", "OUTPUT"] {
-            gw_ns.exec_ok(&["iptables", op, chain, "-p", "udp", "-j", "DROP"]);
+            bed.charon_ns()
+                .exec_ok(&["iptables", op, chain, "-p", "udp", "-j", "DROP"]);
         }
     };
     drop("-I");
