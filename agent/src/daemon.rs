@@ -764,8 +764,19 @@ fn start_ipsec(
         peers_tx,
         stop.clone(),
     ));
-    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), peers_rx, stop));
-    Ok((handle, vec![follower, peers, engine]))
+    let (learned_tx, learned_rx) = tokio::sync::watch::channel(None);
+    let learned = tokio::spawn(crate::ipsec::gateway::learned::follow(
+        store.clone(),
+        learned_tx,
+        stop.clone(),
+    ));
+    let gateway = crate::ipsec::engine::GatewayInputs {
+        peers: peers_rx,
+        learned: learned_rx,
+        store: store.clone(),
+    };
+    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), gateway, stop));
+    Ok((handle, vec![follower, peers, learned, engine]))
 }
 
 /// Periodic work: queued DELs (a plugin may have queued one while we restarted), stale

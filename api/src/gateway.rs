@@ -131,13 +131,44 @@ impl fmt::Debug for PeerAuth {
 }
 
 /// BGP through the tunnel with a router behind the peer: strait announces the site's
-/// container blocks and learns the networks behind the peer.
+/// container pools (and `local_networks`) and learns the networks behind the peer.
+///
+/// The session runs inside the tunnel between two "inside" addresses, as cloud VPN
+/// gateways' BGP does: `local_address` lives on the carrying gateway (on the ESP
+/// datapath's device) and joins our traffic selectors; the router's `address` joins
+/// theirs. With BGP the selectors towards the peer are "any" of the router's family:
+/// the routes, static and learned, decide what enters the tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerBgp {
-    /// The remote router's address, inside the peer's networks.
+    /// The remote router's address (behind the peer; reached through the tunnel).
     pub address: std::net::IpAddr,
+    /// The remote router's AS.
     pub asn: u32,
+    /// Our end of the session: an address of no other use in the cluster, held by
+    /// whichever gateway carries the peer.
+    pub local_address: std::net::IpAddr,
+    /// Our AS towards the router; [`DEFAULT_LOCAL_ASN`] when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_asn: Option<u32>,
+}
+
+/// Our AS towards a router behind an external peer when the peer names none: the first
+/// private AS, as Calico's default is.
+pub const DEFAULT_LOCAL_ASN: u32 = 64512;
+
+impl PeerBgp {
+    pub fn local_asn(&self) -> u32 {
+        self.local_asn.unwrap_or(DEFAULT_LOCAL_ASN)
+    }
+}
+
+/// What the gateway carrying an external peer learned over BGP from the router behind
+/// it: the value of `ipsec/learned/<peer>/<gateway node>`. Every node of the site
+/// routes these networks through that gateway while it carries the peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedRoutes {
+    pub networks: Vec<IpNet>,
 }
 
 impl ExternalPeer {
@@ -197,10 +228,54 @@ impl ExternalPeer {
                 self.name
             ));
         }
-        if let Some(b) = &self.bgp
-            && (b.asn == 0 || b.asn == 23456)
+        if let Some(b) = &self.bgp {
+            self.validate_bgp(b)?;
+        }
+        Ok(())
+    }
+
+    fn validate_bgp(&self, b: &PeerBgp) -> Result<(), String> {
+        let name = &self.name;
+        for asn in [b.asn, b.local_asn()] {
+            if asn == 0 || asn == 23456 || asn == u32::MAX {
+                return Err(format!("peer {name}: BGP AS {asn} is reserved"));
+            }
+        }
+        if b.address.is_ipv4() != b.local_address.is_ipv4() {
+            return Err(format!(
+                "peer {name}: bgp address {} and local_address {} are of different families",
+                b.address, b.local_address
+            ));
+        }
+        if b.address == b.local_address {
+            return Err(format!(
+                "peer {name}: bgp address and local_address are both {}",
+                b.address
+            ));
+        }
+        for (what, a) in [("address", b.address), ("local_address", b.local_address)] {
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(format!(
+                    "peer {name}: bgp {what} {a} cannot be a BGP endpoint"
+                ));
+            }
+        }
+        if let Some(n) = self
+            .remote_networks
+            .iter()
+            .chain(&self.local_networks)
+            .find(|n| n.contains(&b.local_address))
         {
-            return Err(format!("peer {}: BGP AS {} is reserved", self.name, b.asn));
+            return Err(format!(
+                "peer {name}: bgp local_address {} is inside {n}; give an address of no other use",
+                b.local_address
+            ));
+        }
+        if self.address == Some(b.address) {
+            return Err(format!(
+                "peer {name}: the BGP router is reached through the tunnel, so it cannot be the peer's IKE address {}",
+                b.address
+            ));
         }
         Ok(())
     }
@@ -419,7 +494,7 @@ mod tests {
 
     #[test]
     fn yaml_and_json_documents_read_the_same() {
-        let yaml = "name: cloud\nsite: dc\naddress: 203.0.113.9\nauth:\n  method: cert\n  cert_file: /etc/strait/gw.pem\n  key_file: /etc/strait/gw.key\n  ca_file: /etc/strait/ca.pem\nremote_id: dn:CN=vpn.cloud.example\nbgp:\n  address: 10.9.0.1\n  asn: 64600\n";
+        let yaml = "name: cloud\nsite: dc\naddress: 203.0.113.9\nauth:\n  method: cert\n  cert_file: /etc/strait/gw.pem\n  key_file: /etc/strait/gw.key\n  ca_file: /etc/strait/ca.pem\nremote_id: dn:CN=vpn.cloud.example\nbgp:\n  address: 10.9.0.1\n  asn: 64600\n  local_address: 169.254.100.1\n";
         let p: ExternalPeer = serde_yaml_ng::from_str(yaml).unwrap();
         p.validate().unwrap();
         let json = serde_json::to_string(&p).unwrap();
@@ -431,5 +506,58 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn bgp_through_the_tunnel_is_checked_whole() {
+        let with = |bgp: &str| -> Result<(), String> {
+            let yaml = format!(
+                "name: cloud\nsite: dc\naddress: 203.0.113.9\nauth: {{method: psk, secret: aaaaaaaaaaaaaaaaaa}}\nremote_networks: [10.9.0.0/24]\nbgp: {bgp}\n"
+            );
+            serde_yaml_ng::from_str::<ExternalPeer>(&yaml)
+                .map_err(|e| e.to_string())?
+                .validate()
+        };
+        let p: ExternalPeer = serde_yaml_ng::from_str(
+            "name: c\nsite: dc\nauth: {method: psk, secret: aaaaaaaaaaaaaaaaaa}\nbgp: {address: 10.9.0.1, asn: 64600, local_address: 169.254.100.1}\n",
+        )
+        .unwrap();
+        assert_eq!(p.bgp.as_ref().unwrap().local_asn(), DEFAULT_LOCAL_ASN);
+        with("{address: 10.9.0.1, asn: 64600, local_address: 169.254.100.1, local_asn: 65001}")
+            .unwrap();
+        for (bgp, why) in [
+            ("{address: 10.9.0.1, asn: 64600}", "local_address"),
+            (
+                "{address: 10.9.0.1, asn: 0, local_address: 169.254.100.1}",
+                "reserved",
+            ),
+            (
+                "{address: 10.9.0.1, asn: 64600, local_address: 169.254.100.1, local_asn: 23456}",
+                "reserved",
+            ),
+            (
+                "{address: 10.9.0.1, asn: 64600, local_address: 'fd00::1'}",
+                "families",
+            ),
+            (
+                "{address: 10.9.0.1, asn: 64600, local_address: 10.9.0.1}",
+                "both",
+            ),
+            (
+                "{address: 10.9.0.1, asn: 64600, local_address: 10.9.0.7}",
+                "inside 10.9.0.0/24",
+            ),
+            (
+                "{address: 203.0.113.9, asn: 64600, local_address: 169.254.100.1}",
+                "IKE address",
+            ),
+            (
+                "{address: 127.0.0.1, asn: 64600, local_address: 169.254.100.1}",
+                "endpoint",
+            ),
+        ] {
+            let e = with(bgp).expect_err(bgp);
+            assert!(e.contains(why), "{bgp}: {e}");
+        }
     }
 }

@@ -121,11 +121,18 @@ pub struct AddArgs {
     #[arg(long = "remote-net", value_name = "CIDR")]
     pub remote_nets: Vec<IpNet>,
     /// BGP through the tunnel with the router behind the peer: its AS.
-    #[arg(long, value_name = "N", requires = "bgp_address")]
+    #[arg(long, value_name = "N", requires_all = ["bgp_address", "bgp_local_address"])]
     pub bgp_asn: Option<u32>,
-    /// The address of that router, inside the peer's networks.
+    /// The address of that router (reached through the tunnel).
     #[arg(long, value_name = "IP", requires = "bgp_asn")]
     pub bgp_address: Option<IpAddr>,
+    /// Our end of that session, held by the gateway carrying the peer (an address of
+    /// no other use, e.g. a cloud VPN's inside-tunnel address).
+    #[arg(long, value_name = "IP", requires = "bgp_asn")]
+    pub bgp_local_address: Option<IpAddr>,
+    /// Our AS towards that router (default 64512).
+    #[arg(long, value_name = "N", requires = "bgp_asn")]
+    pub bgp_local_asn: Option<u32>,
 }
 
 impl AddArgs {
@@ -176,10 +183,15 @@ impl AddArgs {
             remote_id: self.remote_id.clone(),
             local_networks: self.local_nets.clone(),
             remote_networks: self.remote_nets.clone(),
-            bgp: self
-                .bgp_asn
-                .zip(self.bgp_address)
-                .map(|(asn, address)| PeerBgp { address, asn }),
+            bgp: match (self.bgp_asn, self.bgp_address, self.bgp_local_address) {
+                (Some(asn), Some(address), Some(local_address)) => Some(PeerBgp {
+                    address,
+                    asn,
+                    local_address,
+                    local_asn: self.bgp_local_asn,
+                }),
+                _ => None,
+            },
         };
         // Checked here too, so a bad name never reaches the request line.
         peer.validate().map_err(anyhow::Error::msg)?;
@@ -384,6 +396,12 @@ pub fn render_one(p: &ExternalPeer) -> String {
     ]);
     t.row(["remote nets", &nets(&p.remote_networks)]);
     t.row(["bgp", &bgp_word(&p.bgp)]);
+    if let Some(b) = &p.bgp {
+        t.row([
+            "bgp local",
+            &format!("AS{}@{}", b.local_asn(), b.local_address),
+        ]);
+    }
     t.render()
 }
 
@@ -460,6 +478,8 @@ mod tests {
             "64600",
             "--bgp-address",
             "10.9.0.1",
+            "--bgp-local-address",
+            "169.254.100.1",
             "--initiate",
             "strait",
             "--address",
@@ -477,6 +497,22 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("go with --auth psk"), "{e}");
         assert!(add(&[BASE, &["--auth", "cert", "--bgp-asn", "1"]].concat()).is_err());
+        // A router without our end of the session is refused by the parser.
+        assert!(
+            add(&[
+                BASE,
+                &[
+                    "--auth",
+                    "cert",
+                    "--bgp-asn",
+                    "64600",
+                    "--bgp-address",
+                    "10.9.0.1"
+                ]
+            ]
+            .concat())
+            .is_err()
+        );
     }
 
     #[test]
@@ -490,7 +526,7 @@ mod tests {
     }
 
     fn shown_peers() -> Vec<ExternalPeer> {
-        let text = "name: onprem\nsite: dc\naddress: 198.51.100.7\nauth: {method: psk, secret: correct horse battery}\nremote_id: fqdn:gw.example\nremote_networks: [192.168.50.0/24, 10.8.0.0/16]\n---\nname: cloud\nsite: dc\ninitiate: peer\nauth: {method: psk, secret_file: /etc/strait/cloud.psk}\nbgp: {address: 10.9.0.1, asn: 64600}\n";
+        let text = "name: onprem\nsite: dc\naddress: 198.51.100.7\nauth: {method: psk, secret: correct horse battery}\nremote_id: fqdn:gw.example\nremote_networks: [192.168.50.0/24, 10.8.0.0/16]\n---\nname: cloud\nsite: dc\ninitiate: peer\nauth: {method: psk, secret_file: /etc/strait/cloud.psk}\nbgp: {address: 10.9.0.1, asn: 64600, local_address: 169.254.100.1}\n";
         parse_peer_documents(text)
             .unwrap()
             .iter()

@@ -46,6 +46,8 @@ use tracing::{debug, info, warn};
 use super::NodeKey;
 use super::child_sa;
 use super::datapath::{self, DatapathSettings};
+use super::gateway::bgp::TunnelBgp;
+use super::gateway::learned::{self, Learned};
 use super::gateway::plan as gateway_plan;
 use super::gateway::runtime::Runtime;
 use super::pairs::{PlannedPeer, plan};
@@ -54,6 +56,7 @@ use super::steering;
 use super::view;
 use crate::fabric::desired::ClusterView;
 use crate::netlink::Netlink;
+use crate::store::Store;
 
 /// How long the node whose name sorts second waits for its peer to start an IKE SA
 /// before it starts one itself.
@@ -147,6 +150,15 @@ struct Running {
     reason: String,
 }
 
+/// What the engine follows for the site gateway: the external peers, the networks
+/// gateways learned over BGP (both from the store, see [`super::peers::follow`] and
+/// [`learned::follow`]), and the store where this node's own sessions write theirs.
+pub struct GatewayInputs {
+    pub peers: watch::Receiver<Option<Peers>>,
+    pub learned: watch::Receiver<Option<BTreeMap<String, Vec<ipnet::IpNet>>>>,
+    pub store: Arc<dyn Store>,
+}
+
 /// The engine; run it on a task with [`Engine::run`].
 pub struct Engine {
     cfg: EngineConfig,
@@ -178,6 +190,10 @@ pub struct Engine {
     /// the datapath, and on the site's other nodes the routes through the gateway.
     gateway_steering: BTreeMap<String, Vec<ipnet::IpNet>>,
     gateway_routes: BTreeSet<crate::netlink::TableRoute>,
+    /// What gateways learned over BGP from routers behind external peers, and this
+    /// node's own sessions (while it runs).
+    learned: Learned,
+    tunnel_bgp: Option<TunnelBgp>,
 }
 
 impl Engine {
@@ -258,6 +274,8 @@ impl Engine {
             ike500_rx,
             gateway_steering: BTreeMap::new(),
             gateway_routes: BTreeSet::new(),
+            learned: Learned::new(),
+            tunnel_bgp: None,
         };
         Ok((engine, IpsecHandle { commands: cmd_tx }))
     }
@@ -268,19 +286,26 @@ impl Engine {
         mut self,
         mut mode: watch::Receiver<Option<IpsecMode>>,
         mut views: watch::Receiver<Option<Arc<ClusterView>>>,
-        mut external: watch::Receiver<Option<Peers>>,
+        gateway: GatewayInputs,
         mut stop: watch::Receiver<bool>,
     ) {
-        // Nothing is planned before the mode, the cluster and the external peers were
-        // read: an agent that starts must not take the steering it adopted for "mode
-        // off" or "no peers" and let a packet out in clear until the store answers.
+        let GatewayInputs {
+            peers: mut external,
+            learned: mut learned_rx,
+            store,
+        } = gateway;
+        // Nothing is planned before the mode, the cluster, the external peers and what
+        // gateways learned were read: an agent that starts must not take the steering
+        // it adopted for "mode off" or "no peers" and let a packet out in clear until
+        // the store answers.
         let first = async {
             let mode = *mode.wait_for(Option::is_some).await.ok()?;
             let view = views.wait_for(Option::is_some).await.ok()?.clone();
             let peers = external.wait_for(Option::is_some).await.ok()?.clone();
-            Some((mode?, view?, peers?))
+            let learned = learned_rx.wait_for(Option::is_some).await.ok()?.clone();
+            Some((mode?, view?, peers?, learned?))
         };
-        let (m, v, e) = tokio::select! {
+        let (m, v, e, l) = tokio::select! {
             _ = stopped(&mut stop) => return,
             first = first => match first {
                 Some(first) => first,
@@ -290,6 +315,8 @@ impl Engine {
         self.mode = m;
         self.view = v;
         self.external = e;
+        self.learned = learned::by_peer(&l);
+        self.tunnel_bgp = Some(TunnelBgp::start(store, self.cfg.node.clone()));
         self.apply_plan().await;
         let mut limits = tokio::time::interval(LIMIT_CHECK);
         loop {
@@ -328,6 +355,14 @@ impl Engine {
                     }
                     let Some(peers) = external.borrow_and_update().clone() else { continue };
                     self.external = peers;
+                    self.apply_plan().await;
+                }
+                changed = learned_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let Some(records) = learned_rx.borrow_and_update().clone() else { continue };
+                    self.learned = learned::by_peer(&records);
                     self.apply_plan().await;
                 }
                 Some((from, bytes)) = self.ike_rx.recv() => {
@@ -372,7 +407,13 @@ impl Engine {
         self.mtu_less
             .store(if encrypting { overhead } else { 0 }, Ordering::Relaxed);
         let pools = self.cfg.pools.clone();
-        let gateway_plans = gateway_plan::plan(&self.cfg.node, &self.view, &self.external, &pools);
+        let gateway_plans = gateway_plan::plan(
+            &self.cfg.node,
+            &self.view,
+            &self.external,
+            &pools,
+            &self.learned,
+        );
         let carries = gateway_plans
             .values()
             .any(|p| matches!(p.role, gateway_plan::Role::Active { .. }));
@@ -510,6 +551,10 @@ impl Engine {
                 None
             }
         };
+        if let Some(tun) = tun {
+            let want = self.gateway.bgp_addresses().into_iter().collect();
+            hold_addresses(&self.netlink, tun, want).await;
+        }
         let mut want = steering::routes(&prefixes, tun);
         want.extend(self.gateway_routes.iter().copied());
         match steering::reconcile(&self.netlink, &want).await {
@@ -597,6 +642,10 @@ impl Engine {
         }
         if let Some(r) = &self.running {
             self.gateway.drain(&*r.datapath, self.key_log.as_ref());
+        }
+        // BGP through a tunnel follows the tunnel: a session while it is up.
+        if let Some(t) = &self.tunnel_bgp {
+            t.set(self.gateway.bgp_sessions());
         }
     }
 
@@ -919,6 +968,38 @@ impl Engine {
 
     fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Puts our BGP session addresses (`want`) of the carried external peers on the
+/// datapath's device, and takes off any other host address there (the device is
+/// strait's alone; an address left there by a run that carried more peers must go).
+/// An IPv6 link-local address the kernel gave the device is left alone.
+async fn hold_addresses(netlink: &Netlink, tun: u32, want: BTreeSet<IpAddr>) {
+    let have = match netlink.addresses(tun).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(error = %e, "reading the ESP device's addresses");
+            return;
+        }
+    };
+    let link_local = |ip: &IpAddr| matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local());
+    for a in have
+        .iter()
+        .filter(|a| !want.contains(&a.ip) && !link_local(&a.ip))
+    {
+        if let Some(e) = netlink.del_address(tun, a.ip, a.prefix_len).await.err() {
+            warn!(address = %a.ip, error = %e, "removing an address from the ESP device");
+        }
+    }
+    for ip in want.iter().filter(|ip| !have.iter().any(|a| a.ip == **ip)) {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        match netlink.add_address(tun, *ip, len).await {
+            Ok(()) => info!(address = %ip, "BGP session address for an external peer held here"),
+            Err(e) => {
+                warn!(address = %ip, error = %e, "adding the BGP session address to the ESP device")
+            }
+        }
     }
 }
 

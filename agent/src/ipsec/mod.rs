@@ -6,6 +6,8 @@
 //! - [`pairs`]: from the mode and the node records, the peers this node encrypts with.
 //! - [`peers`]: the external IPsec peers of the site gateways (`ipsec/peers/<name>`,
 //!   `netctl ipsec peer`), followed for the gateway engine; their pre-shared keys.
+//! - [`follow`]: a store prefix followed into a `watch` channel (external peers, the
+//!   routes gateways learned).
 //! - [`steering`]: the rule and routes that send their traffic into the ESP datapath.
 //! - [`datapath`]: kernel XFRM or strait's userspace ESP, by probe or `--ipsec-datapath`.
 //! - [`gateway`]: the site gateway: which gateway carries each external peer, each
@@ -21,6 +23,7 @@
 pub mod child_sa;
 pub mod datapath;
 pub mod engine;
+pub mod follow;
 pub mod gateway;
 pub mod node_key;
 pub mod pairs;

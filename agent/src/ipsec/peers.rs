@@ -15,7 +15,6 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use strait_api::gateway::{
     ExternalPeer, MIN_PSK_LEN, PeerAuth, peer_from_json, validate_all, validate_peer_name,
@@ -23,11 +22,7 @@ use strait_api::gateway::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::store::{EventKind, KeyValue, PREFIX, Store, StoreError, Txn, TxnOp, WatchMessage};
-
-/// A broken watch is read and watched again after this long, doubling up to a minute.
-const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+use crate::store::{KeyValue, PREFIX, Store, StoreError, Txn, TxnOp};
 
 /// A key file longer than this is not a pre-shared key (a certificate, a log).
 const MAX_PSK_FILE_LEN: u64 = 4096;
@@ -133,6 +128,9 @@ impl IpsecPeers {
         if !self.store.delete(&peer_key(name)).await? {
             return Err(IpsecPeerError::NotFound(name.to_string()));
         }
+        // What its gateways learned over BGP goes with it (the gateway deletes its own
+        // record too when it stops carrying the peer; this also covers a dead one).
+        super::gateway::learned::forget_peer(&*self.store, name).await?;
         info!(peer = %name, "external IPsec peer removed");
         Ok(())
     }
@@ -176,66 +174,14 @@ fn usable(kv: &KeyValue) -> Option<(String, ExternalPeer)> {
 }
 
 /// Keeps `peers` equal to the usable records under `ipsec/peers/` until `stop` (`None`
-/// until the first read): read, then watch from the revision read; a watch that ends
-/// (compaction, a lost etcd connection) reads again. Receivers are woken only when
-/// the set changes.
+/// until the first read); see [`super::follow`].
 pub async fn follow(
     store: Arc<dyn Store>,
     peers: watch::Sender<Option<Peers>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let prefix = peers_prefix();
-    let mut retry = RETRY_MIN;
-    loop {
-        let session = async {
-            let read = store.range(&prefix).await?;
-            let mut current: Peers = read.kvs.iter().filter_map(usable).collect();
-            publish(&peers, &current);
-            let mut w = store.watch(&prefix, read.revision + 1).await?;
-            while let Some(WatchMessage::Events(events)) = w.rx.recv().await {
-                for e in events.iter().filter(|e| e.kv.key.starts_with(&prefix)) {
-                    let name = e.kv.key[prefix.len()..].to_string();
-                    let next = match e.kind {
-                        EventKind::Put => usable(&e.kv).map(|(_, p)| p),
-                        EventKind::Delete => None,
-                    };
-                    match next {
-                        Some(p) => current.insert(name, p),
-                        None => current.remove(&name),
-                    };
-                }
-                publish(&peers, &current);
-            }
-            Ok::<(), StoreError>(())
-        };
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            result = session => {
-                if let Err(e) = result {
-                    warn!(error = %e, retry_in = ?retry, "following ipsec/peers/");
-                }
-            }
-        }
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tokio::time::sleep(retry) => {}
-        }
-        retry = (retry * 2).min(RETRY_MAX);
-    }
-}
-
-fn publish(tx: &watch::Sender<Option<Peers>>, current: &Peers) {
-    tx.send_if_modified(|shown| {
-        if shown.as_ref() == Some(current) {
-            return false;
-        }
-        *shown = Some(current.clone());
-        true
-    });
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+    let usable = |kv: &KeyValue| usable(kv).map(|(_, p)| p);
+    super::follow::follow(store, peers_prefix(), usable, peers, stop).await
 }
 
 /// The pre-shared key of a `psk` peer: the record's `secret`, or the contents of its
@@ -344,6 +290,7 @@ mod tests {
 
     use super::*;
     use crate::store::embedded::EmbeddedStore;
+    use std::time::Duration;
 
     const KEY: &str = "correct horse battery staple";
 

@@ -6,8 +6,13 @@
 //! - [`plan`]: each node's part for each peer (carry it, route through the gateway,
 //!   or refuse its networks while the site has no gateway), its traffic selectors and
 //!   routes.
+//! - [`runtime`]: the IKE speakers of the peers this node carries.
+//! - [`bgp`]: BGP with the routers behind carried peers, through their tunnels.
+//! - [`learned`]: what those sessions learned, in the store for every node of the site.
 
+pub mod bgp;
 pub mod election;
+pub mod learned;
 pub mod plan;
 pub mod runtime;
 

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use strait_api::gateway::ExternalPeer;
 
 use super::election::{active_gateway, underlay};
+use super::learned::Learned;
 use crate::fabric::desired::ClusterView;
 use crate::ipsec::steering::{FAIL_CLOSED_METRIC, IPSEC_TABLE, TUN_METRIC};
 use crate::netlink::{TableRoute, TableRouteKind};
@@ -38,10 +39,17 @@ pub enum Role {
 pub struct PeerPlan {
     pub peer: ExternalPeer,
     pub role: Role,
-    /// Our traffic selectors: the pools and the peer's `local_networks`, sorted.
+    /// Our traffic selectors: the pools, the peer's `local_networks` and, with BGP, our
+    /// session address; sorted.
     pub local_ts: Vec<IpNet>,
-    /// Theirs: the peer's `remote_networks`, sorted.
+    /// Theirs: the peer's `remote_networks`; with BGP "any" of each family in use (the
+    /// routes decide what enters the tunnel, since learned networks are not known when
+    /// the Child SA is negotiated); sorted.
     pub remote_ts: Vec<IpNet>,
+    /// What this node routes to the peer: its `remote_networks`, the networks its
+    /// active gateway learned over BGP, and on that gateway the BGP router itself;
+    /// while the site has no gateway, the `remote_networks` alone (refused). Sorted.
+    pub routed: Vec<IpNet>,
 }
 
 /// A route this node wants for the external peers' networks (outside the steering,
@@ -53,12 +61,13 @@ pub enum GatewayRoute {
 }
 
 /// The peers node `node` has a part in. `pools` are the node's container pools (the
-/// site's, as its agents are configured).
+/// site's, as its agents are configured); `learned` what gateways learned over BGP.
 pub fn plan(
     node: &str,
     view: &ClusterView,
     peers: &BTreeMap<String, ExternalPeer>,
     pools: &[IpNet],
+    learned: &Learned,
 ) -> BTreeMap<String, PeerPlan> {
     let Some(me) = view.nodes.get(node) else {
         return BTreeMap::new();
@@ -83,11 +92,39 @@ pub fn plan(
             None => Role::NoGateway,
         };
         let mut local_ts: Vec<IpNet> = pools.iter().chain(&peer.local_networks).copied().collect();
+        local_ts.extend(peer.bgp.as_ref().map(|b| IpNet::from(b.local_address)));
         local_ts.sort();
         local_ts.dedup();
         let mut remote_ts = peer.remote_networks.clone();
+        if let Some(b) = &peer.bgp {
+            let families = peer
+                .remote_networks
+                .iter()
+                .map(|n| n.addr())
+                .chain([b.address]);
+            remote_ts = families.map(any_of_family).collect();
+        }
         remote_ts.sort();
         remote_ts.dedup();
+        let mut routed = peer.remote_networks.clone();
+        let carrier = match &role {
+            Role::Active { .. } => Some(node),
+            Role::Via { gateway, .. } => Some(gateway.as_str()),
+            Role::NoGateway => None,
+        };
+        if let Some(gw) = carrier {
+            let got = learned.get(name).and_then(|l| l.get(gw));
+            routed.extend(
+                got.into_iter()
+                    .flatten()
+                    .filter(|n| routable(n, &local_ts, view)),
+            );
+        }
+        if let (Role::Active { .. }, Some(b)) = (&role, &peer.bgp) {
+            routed.push(IpNet::from(b.address));
+        }
+        routed.sort();
+        routed.dedup();
         out.insert(
             name.clone(),
             PeerPlan {
@@ -95,10 +132,32 @@ pub fn plan(
                 role,
                 local_ts,
                 remote_ts,
+                routed,
             },
         );
     }
     out
+}
+
+/// `0.0.0.0/0` or `::/0`, as `ip` has it.
+fn any_of_family(ip: IpAddr) -> IpNet {
+    match ip {
+        IpAddr::V4(_) => IpNet::V4(Default::default()),
+        IpAddr::V6(_) => IpNet::V6(Default::default()),
+    }
+}
+
+/// Whether a learned network may be routed to the peer: not the default route, not
+/// overlapping our own traffic selectors, and holding no node's underlay address (a
+/// router must not pull the cluster's own traffic, the store's included, into the
+/// tunnel).
+fn routable(net: &IpNet, local_ts: &[IpNet], view: &ClusterView) -> bool {
+    net.prefix_len() > 0
+        && !local_ts.iter().any(|l| l.contains(net) || net.contains(l))
+        && !view.nodes.values().any(|n| {
+            n.underlay_v4.is_some_and(|a| net.contains(&IpAddr::V4(a)))
+                || n.underlay_v6.is_some_and(|a| net.contains(&IpAddr::V6(a)))
+        })
 }
 
 /// Our IKE address towards `peer`: the underlay address of the peer's family (IPv4
@@ -117,7 +176,7 @@ fn local_address(me: &strait_api::types::NodeRecord, peer: &ExternalPeer) -> Opt
 pub fn routes(plans: &BTreeMap<String, PeerPlan>) -> Vec<GatewayRoute> {
     let mut out = Vec::new();
     for p in plans.values() {
-        for dst in &p.remote_ts {
+        for dst in &p.routed {
             match &p.role {
                 Role::Active { .. } => {}
                 Role::Via { next_hop, .. } if same_family(dst, next_hop) => {
@@ -221,7 +280,7 @@ mod tests {
     #[test]
     fn the_gateway_carries_the_peer_with_pools_and_local_networks_as_selectors() {
         let pools: Vec<IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
-        let p = &plan("dc-gw1", &cluster(), &peers(), &pools)["onprem"];
+        let p = &plan("dc-gw1", &cluster(), &peers(), &pools, &Learned::new())["onprem"];
         assert_eq!(
             p.role,
             Role::Active {
@@ -230,12 +289,21 @@ mod tests {
         );
         let ts: Vec<String> = p.local_ts.iter().map(|n| n.to_string()).collect();
         assert_eq!(ts, ["10.244.0.0/16", "172.31.0.0/24"]);
-        assert!(routes(&plan("dc-gw1", &cluster(), &peers(), &pools)).is_empty());
+        assert!(
+            routes(&plan(
+                "dc-gw1",
+                &cluster(),
+                &peers(),
+                &pools,
+                &Learned::new()
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
     fn other_nodes_of_the_site_route_through_the_gateway_and_other_sites_do_nothing() {
-        let plans = plan("dc-n1", &cluster(), &peers(), &[]);
+        let plans = plan("dc-n1", &cluster(), &peers(), &[], &Learned::new());
         assert_eq!(
             plans["onprem"].role,
             Role::Via {
@@ -266,8 +334,8 @@ mod tests {
             |r| r.kind == TableRouteKind::Via("10.0.0.1".parse().unwrap())
                 && r.metric == TUN_METRIC
         ));
-        assert!(plan("cloud-n1", &cluster(), &peers(), &[]).is_empty());
-        assert!(plan("unknown", &cluster(), &peers(), &[]).is_empty());
+        assert!(plan("cloud-n1", &cluster(), &peers(), &[], &Learned::new()).is_empty());
+        assert!(plan("unknown", &cluster(), &peers(), &[], &Learned::new()).is_empty());
     }
 
     #[test]
@@ -275,7 +343,7 @@ mod tests {
         let mut v = cluster();
         let gw = v.nodes.remove("dc-gw1").unwrap();
         v.last_records.insert(gw.name.clone(), gw);
-        let plans = plan("dc-n1", &v, &peers(), &[]);
+        let plans = plan("dc-n1", &v, &peers(), &[], &Learned::new());
         assert_eq!(plans["onprem"].role, Role::NoGateway);
         assert_eq!(
             routes(&plans),
@@ -300,7 +368,7 @@ mod tests {
                 .into_iter()
                 .find(|n| {
                     matches!(
-                        plan(n, v, &peers(), &[])["onprem"].role,
+                        plan(n, v, &peers(), &[], &Learned::new())["onprem"].role,
                         Role::Active { .. }
                     )
                 })
@@ -311,7 +379,85 @@ mod tests {
         dead.nodes.remove(&first);
         let second = active(&dead).expect("the other takes over");
         assert_ne!(first, second);
-        let via = plan("dc-n1", &dead, &peers(), &[]);
+        let via = plan("dc-n1", &dead, &peers(), &[], &Learned::new());
         assert!(matches!(&via["onprem"].role, Role::Via { gateway, .. } if *gateway == second));
+    }
+
+    fn bgp_peer() -> BTreeMap<String, ExternalPeer> {
+        let mut p = peer("onprem", "dc", &["192.168.50.0/24"]);
+        p.bgp = Some(strait_api::gateway::PeerBgp {
+            address: "192.168.50.20".parse().unwrap(),
+            asn: 64600,
+            local_address: "169.254.100.1".parse().unwrap(),
+            local_asn: None,
+        });
+        BTreeMap::from([("onprem".to_string(), p)])
+    }
+
+    fn learned(node: &str, nets: &[&str]) -> Learned {
+        Learned::from([(
+            "onprem".to_string(),
+            BTreeMap::from([(
+                node.to_string(),
+                nets.iter().map(|n| n.parse().unwrap()).collect(),
+            )]),
+        )])
+    }
+
+    fn strs(nets: &[IpNet]) -> Vec<String> {
+        nets.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn with_bgp_the_selectors_are_any_and_the_routes_decide() {
+        let pools: Vec<IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+        let mut l = learned("dc-gw1", &["192.168.60.0/24"]);
+        // A stale record of a gateway that no longer carries the peer.
+        l.get_mut("onprem")
+            .unwrap()
+            .insert("dc-gw9".into(), vec!["192.168.99.0/24".parse().unwrap()]);
+        let gw = &plan("dc-gw1", &cluster(), &bgp_peer(), &pools, &l)["onprem"];
+        assert_eq!(
+            strs(&gw.local_ts),
+            ["10.244.0.0/16", "169.254.100.1/32", "172.31.0.0/24"]
+        );
+        assert_eq!(strs(&gw.remote_ts), ["0.0.0.0/0"]);
+        assert_eq!(
+            strs(&gw.routed),
+            ["192.168.50.0/24", "192.168.50.20/32", "192.168.60.0/24"]
+        );
+        let n1 = plan("dc-n1", &cluster(), &bgp_peer(), &pools, &l);
+        assert_eq!(
+            strs(&n1["onprem"].routed),
+            ["192.168.50.0/24", "192.168.60.0/24"],
+            "the router itself is only the gateway's business"
+        );
+        assert_eq!(routes(&n1).len(), 2);
+        let mut dead = cluster();
+        dead.nodes.remove("dc-gw1");
+        let none = plan("dc-n1", &dead, &bgp_peer(), &pools, &l);
+        assert_eq!(
+            strs(&none["onprem"].routed),
+            ["192.168.50.0/24"],
+            "learned networks go with the gateway; the static ones fail closed"
+        );
+    }
+
+    #[test]
+    fn a_router_cannot_pull_the_sites_own_traffic_into_the_tunnel() {
+        let pools: Vec<IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+        let l = learned(
+            "dc-gw1",
+            &[
+                "0.0.0.0/0",
+                "10.0.0.0/24",
+                "10.244.7.0/24",
+                "10.0.0.0/8",
+                "169.254.0.0/16",
+                "192.168.61.0/24",
+            ],
+        );
+        let p = &plan("dc-n1", &cluster(), &bgp_peer(), &pools, &l)["onprem"];
+        assert_eq!(strs(&p.routed), ["192.168.50.0/24", "192.168.61.0/24"]);
     }
 }

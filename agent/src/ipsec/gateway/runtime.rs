@@ -23,6 +23,7 @@ use strait_ike::speaker::{ChildStatus, Config as IkeConfig, Event, IkeState, Spe
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::bgp;
 use super::plan::{PeerPlan, Role};
 use crate::ipsec::steering::ESP_MARK;
 use crate::ipsec::{child_sa, view};
@@ -175,7 +176,9 @@ impl Runtime {
         }
         self.refused.clear();
         for (name, (plan, local)) in active {
-            if self.carried.contains_key(name) {
+            if let Some(c) = self.carried.get_mut(name) {
+                // Same peer, same selectors: only what is routed (learned) may change.
+                c.plan = plan.clone();
                 continue;
             }
             match self.speaker_for(plan, local) {
@@ -215,10 +218,12 @@ impl Runtime {
         if let Some(dp) = datapath {
             for (name, c) in &self.carried {
                 if let Some(addr) = c.plan.peer.address {
+                    // What enters the tunnel is what is routed into it; the same
+                    // prefixes bound what may come out of it.
                     let config = PeerConfig {
                         local: c.local,
                         remote: SocketAddr::new(addr, self.port),
-                        prefixes: c.plan.remote_ts.clone(),
+                        prefixes: c.plan.routed.clone(),
                     };
                     if let Err(e) = dp.add_peer(&datapath_name(name), config) {
                         warn!(peer = %name, error = %e, "adding the external peer to the ESP datapath");
@@ -230,12 +235,69 @@ impl Runtime {
         // (no SA) instead of leaving by the default route.
         self.carried
             .iter()
-            .map(|(n, c)| (datapath_name(n), c.plan.remote_ts.clone()))
+            .map(|(n, c)| (datapath_name(n), c.plan.routed.clone()))
             .chain(
                 self.refused
                     .iter()
-                    .map(|(n, (p, _))| (datapath_name(n), p.remote_ts.clone())),
+                    .map(|(n, (p, _))| (datapath_name(n), p.routed.clone())),
             )
+            .collect()
+    }
+
+    /// The BGP sessions there should be through carried peers' tunnels: one per peer
+    /// with `bgp` whose tunnel is up (an established IKE SA with a Child SA in use).
+    pub fn bgp_sessions(&self) -> BTreeMap<String, bgp::Session> {
+        self.carried
+            .iter()
+            .filter_map(|(name, c)| {
+                let b = c.plan.peer.bgp.as_ref()?;
+                let sas = c.speaker.status();
+                let up = view::shown(&sas).is_some_and(|s| {
+                    s.state == IkeState::Established && s.children.iter().any(|ch| !ch.replaced)
+                });
+                if !up {
+                    return None;
+                }
+                let ours = IpNet::from(b.local_address);
+                let mut refuse = c.plan.local_ts.clone();
+                refuse.push(IpNet::from(c.local));
+                refuse.extend(c.plan.peer.address.map(IpNet::from));
+                let router_id = match (c.local, b.local_address) {
+                    (IpAddr::V4(a), _) | (_, IpAddr::V4(a)) => a,
+                    // An IPv6-only gateway: any stable 32 bits unique to the session.
+                    (IpAddr::V6(a), IpAddr::V6(_)) => {
+                        let o = a.octets();
+                        std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
+                    }
+                };
+                Some((
+                    name.clone(),
+                    bgp::Session {
+                        router: b.address,
+                        asn: b.asn,
+                        local: b.local_address,
+                        local_asn: b.local_asn(),
+                        router_id,
+                        announce: c
+                            .plan
+                            .local_ts
+                            .iter()
+                            .filter(|n| **n != ours)
+                            .copied()
+                            .collect(),
+                        refuse,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Our BGP session addresses of the carried peers: this gateway holds them (on the
+    /// datapath's device) while it carries the peer.
+    pub fn bgp_addresses(&self) -> Vec<IpAddr> {
+        self.carried
+            .values()
+            .filter_map(|c| c.plan.peer.bgp.as_ref().map(|b| b.local_address))
             .collect()
     }
 
