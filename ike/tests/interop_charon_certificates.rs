@@ -5,26 +5,25 @@
 //! expired certificate from charon, our certificate for another name. Skips visibly
 //! without root, charon or openssl.
 
-#[path = "common/charon_bed.rs"]
-mod charon;
+mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use charon::{Bed, Charon, Driver, OURS, THEIRS, assert_keys_match, tool_missing};
+use common::auth_failures;
+use common::charon::*;
 use strait_ike::auth::{CaVerifier, CertSigner};
-use strait_ike::codec::{Identity, TrafficSelector};
-use strait_ike::crypto::prf::Prf;
-use strait_ike::crypto::suite::{Cipher, Group};
-use strait_ike::speaker::{Config, Event, Speaker};
+use strait_ike::speaker::Speaker;
 use strait_testbeds::pki::{KeyType, Pki, Validity, openssl_missing};
-use strait_testbeds::require_root;
 
+const OURS: &str = "10.231.0.1";
+const THEIRS: &str = "10.231.0.2";
+
+/// The bed's [`can_run`](common::charon::can_run), and openssl for the test PKI.
 fn can_run(test: &str) -> bool {
-    if !require_root(test) {
+    if !common::charon::can_run(test) {
         return false;
     }
-    if let Some(why) = tool_missing().or_else(openssl_missing) {
+    if let Some(why) = openssl_missing() {
         eprintln!("SKIP: {test}: {why}");
         return false;
     }
@@ -66,16 +65,16 @@ fn make_pki(key: KeyType, charon_validity: Validity) -> Pki {
     pki
 }
 
-/// charon's files in swanctl's directories under `dir`, and its configuration:
+/// charon's files in swanctl's directories in the bed, and its configuration:
 /// certificates both ways, its identity charon.test, ours strait.test, fragmentation.
-fn start_charon(bed: &Bed, dir: &Path, pki: &Pki) -> Charon {
+fn start_charon(bed: &Bed, pki: &Pki) -> Charon {
     for (from, to) in [
         (pki.crt("charon"), "x509/charon.crt"),
         (pki.crt("ca"), "x509ca/ca.crt"),
         (pki.crt("int"), "x509ca/int.crt"),
         (pki.key("charon"), "private/charon.key"),
     ] {
-        let to = dir.join(to);
+        let to = bed.dir().join(to);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, to).unwrap();
     }
@@ -110,57 +109,19 @@ fn start_charon(bed: &Bed, dir: &Path, pki: &Pki) -> Charon {
 }}
 "
     );
-    Charon::start(&bed.theirs, dir, &conf)
-}
-
-fn ts(s: &str) -> TrafficSelector {
-    TrafficSelector::prefix(s.parse().unwrap())
-}
-
-fn charon_id() -> Identity {
-    Identity::Fqdn("charon.test".into())
+    bed.charon(&conf)
 }
 
 /// Our speaker as strait.test, signing with the certificate `cert` of `pki` and
 /// checking charon's against `pki`'s root.
 fn driver(bed: &Bed, pki: &Pki, cert: &str) -> Driver {
-    let mut config = Config::new(Identity::Fqdn("strait.test".into()));
+    let mut config = config(strait_id(), &["10.231.1.0/24"], &["10.231.2.0/24"]);
     config.remote_id = Some(charon_id());
-    config.ike_ciphers = vec![Cipher::AesGcm16_256];
-    config.prfs = vec![Prf::HmacSha256];
-    config.groups = vec![Group::Curve25519];
-    config.esp_ciphers = vec![Cipher::AesGcm16_256];
-    config.local_ts = vec![ts("10.231.1.0/24")];
-    config.remote_ts = vec![ts("10.231.2.0/24")];
     let signer =
         CertSigner::from_pem_files(&pki.path(&format!("{cert}-chain.crt")), &pki.key(cert))
             .unwrap();
     let verifier = CaVerifier::from_pem_file(&pki.crt("ca")).unwrap();
     bed.driver(Speaker::new(config, Box::new(signer), Box::new(verifier)))
-}
-
-fn connect(driver: &mut Driver) {
-    let (local, remote) = (
-        format!("{OURS}:500").parse().unwrap(),
-        format!("{THEIRS}:500").parse().unwrap(),
-    );
-    driver
-        .speaker
-        .connect(charon_id(), local, remote, Instant::now());
-}
-
-fn child_up(e: &[Event]) -> bool {
-    e.iter().any(|e| matches!(e, Event::ChildSaUp(_)))
-}
-
-fn auth_failures(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::AuthFailed { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// One run: charon and our speaker in a fresh bed (fields drop in order: charon
@@ -169,26 +130,23 @@ struct Run {
     charon: Charon,
     driver: Driver,
     _bed: Bed,
-    _dir: tempfile::TempDir,
 }
 
 fn run(pki: &Pki, our_cert: &str) -> Run {
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
-    let charon = start_charon(&bed, dir.path(), pki);
+    let bed = Bed::new(OURS, THEIRS, &["10.231.2.1"]);
+    let charon = start_charon(&bed, pki);
     let driver = driver(&bed, pki, our_cert);
     Run {
         charon,
         driver,
         _bed: bed,
-        _dir: dir,
     }
 }
 
 /// We initiate with `pki` and expect the Child SA, keys agreeing with charon's.
 fn we_initiate_and_establish(pki: &Pki) -> Run {
     let mut r = run(pki, "strait");
-    connect(&mut r.driver);
+    r.driver.connect(charon_id(), THEIRS);
     let up = r.driver.run_until(Duration::from_secs(15), child_up);
     assert!(up, "{:?}\n{}", r.driver.events, r.charon.all_output());
     let child = r.driver.children()[0].clone();
@@ -233,21 +191,7 @@ fn rsa_certificates_when_charon_initiates() {
     }
     let pki = make_pki(KeyType::Rsa(2048), Validity::Days(3));
     let mut r = run(&pki, "strait");
-    let mut initiate = r
-        .charon
-        .swanctl_command(&["--initiate", "--child", "net", "--timeout", "15"])
-        .spawn()
-        .unwrap();
-    let up = r.driver.run_until(Duration::from_secs(20), child_up);
-    r.driver.run_until(Duration::from_secs(1), |_| false);
-    let _ = initiate.kill();
-    let out = initiate.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(up, "{:?}\n{}", r.driver.events, r.charon.all_output());
+    let said = r.charon.initiate(&mut r.driver, child_up);
     assert!(said.contains("initiate completed successfully"), "{said}");
     let child = r.driver.children()[0].clone();
     assert_eq!(child.peer, charon_id());
@@ -282,7 +226,7 @@ fn an_expired_certificate_from_charon_is_refused_in_plain_words() {
         Validity::Between("20250101000000Z", "20260101000000Z"),
     );
     let mut r = run(&pki, "strait");
-    connect(&mut r.driver);
+    r.driver.connect(charon_id(), THEIRS);
     r.driver
         .run_until(Duration::from_secs(15), |e| !auth_failures(e).is_empty());
     assert_eq!(
@@ -302,7 +246,7 @@ fn our_certificate_for_another_name_is_refused_by_charon() {
     let pki = make_pki(KeyType::P256, Validity::Days(3));
     // We say we are strait.test but sign with other.test's certificate.
     let mut r = run(&pki, "other");
-    connect(&mut r.driver);
+    r.driver.connect(charon_id(), THEIRS);
     r.driver
         .run_until(Duration::from_secs(15), |e| !auth_failures(e).is_empty());
     let failures = auth_failures(&r.driver.events);

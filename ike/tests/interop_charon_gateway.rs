@@ -4,31 +4,21 @@
 //! proposals with nothing in common, each in plain words on our side and seen by
 //! charon. Skips visibly without root or charon.
 
-#[path = "common/charon_bed.rs"]
-mod charon;
+mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use charon::{Bed, Charon, Driver, OURS, THEIRS, assert_keys_match, tool_missing};
+use common::charon::*;
+use common::failures;
 use strait_ike::auth::Psk;
-use strait_ike::codec::{Identity, TrafficSelector};
-use strait_ike::crypto::prf::Prf;
-use strait_ike::crypto::suite::{Cipher, Group};
+use strait_ike::codec::Identity;
 use strait_ike::speaker::{Config, Event, Speaker};
-use strait_testbeds::require_root;
 
+const OURS: &str = "10.231.0.1";
+const THEIRS: &str = "10.231.0.2";
 const KEY: &str = "a pre-shared key of 32 bytes, ok";
-
-fn can_run(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    if let Some(why) = tool_missing() {
-        eprintln!("SKIP: {test}: {why}");
-        return false;
-    }
-    true
-}
+/// What both sides have in common where the test is not about proposals.
+const GOOD_PROPOSALS: &str = "aes256gcm16-prfsha256-x25519";
 
 /// charon's side: `ike_proposals`, PSK both ways with `key`, its identity
 /// charon.test, ours `our_id` as swanctl writes identities.
@@ -68,22 +58,20 @@ secrets {{
     )
 }
 
-fn ts(s: &str) -> TrafficSelector {
-    TrafficSelector::prefix(s.parse().unwrap())
+/// Our side (see [`config`]) as `local_id`, expecting `remote_id`.
+fn our_config(local_id: Identity, remote_id: Identity) -> Config {
+    let mut config = config(local_id, &["10.231.1.0/24"], &["10.231.2.0/24"]);
+    config.remote_id = Some(remote_id);
+    config
 }
 
-/// Our side: AES-GCM-256, SHA-256, Curve25519 (what charon is given), our selectors,
-/// expecting charon.test.
-fn config(local_id: Identity, remote_id: Identity) -> Config {
-    let mut config = Config::new(local_id);
-    config.remote_id = Some(remote_id);
-    config.ike_ciphers = vec![Cipher::AesGcm16_256];
-    config.prfs = vec![Prf::HmacSha256];
-    config.groups = vec![Group::Curve25519];
-    config.esp_ciphers = vec![Cipher::AesGcm16_256];
-    config.local_ts = vec![ts("10.231.1.0/24")];
-    config.remote_ts = vec![ts("10.231.2.0/24")];
-    config
+/// A bed with charon on `swanctl_psk(ike_proposals, KEY, "strait.test")`, and our
+/// speaker as strait.test with `key`, expecting `remote_id`.
+fn gateway(ike_proposals: &str, key: &str, remote_id: Identity) -> (Bed, Charon, Driver) {
+    let bed = Bed::new(OURS, THEIRS, &["10.231.2.1"]);
+    let charon = bed.charon(&swanctl_psk(ike_proposals, KEY, "strait.test"));
+    let driver = psk_driver(&bed, our_config(strait_id(), remote_id), key);
+    (bed, charon, driver)
 }
 
 fn psk_driver(bed: &Bed, config: Config, key: &str) -> Driver {
@@ -91,76 +79,23 @@ fn psk_driver(bed: &Bed, config: Config, key: &str) -> Driver {
     bed.driver(Speaker::new(config, psk(), psk()))
 }
 
-fn charon_id() -> Identity {
-    Identity::Fqdn("charon.test".into())
-}
-
-fn connect(driver: &mut Driver, peer: Identity) {
-    let (local, remote) = (
-        format!("{OURS}:500").parse().unwrap(),
-        format!("{THEIRS}:500").parse().unwrap(),
-    );
-    driver.speaker.connect(peer, local, remote, Instant::now());
-}
-
-fn failures(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Failed { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// charon initiates (`swanctl --initiate`) while our speaker answers; the child
-/// process's output once it ends.
-fn charon_initiates(
-    charon: &Charon,
-    driver: &mut Driver,
-    done: impl Fn(&[Event]) -> bool,
-) -> String {
-    let mut initiate = charon
-        .swanctl_command(&["--initiate", "--child", "net", "--timeout", "15"])
-        .spawn()
-        .unwrap();
-    let ok = driver.run_until(Duration::from_secs(20), done);
-    // Our answers are out; let swanctl see the outcome.
-    driver.run_until(Duration::from_secs(1), |_| false);
-    let _ = initiate.kill();
-    let out = initiate.wait_with_output().unwrap();
-    assert!(ok, "{:?}\n{}", driver.events, charon.all_output());
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn psk_with_a_dn_identity_when_we_initiate() {
     if !can_run("psk_with_a_dn_identity_when_we_initiate") {
         return;
     }
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
+    let bed = Bed::new(OURS, THEIRS, &["10.231.2.1"]);
     // strongSwan parses the DN of its configuration itself and compares it with the
     // DER we send.
-    let charon = Charon::start(
-        &bed.theirs,
-        dir.path(),
-        &swanctl_psk(
-            "aes256gcm16-prfsha256-x25519",
-            KEY,
-            "CN=strait.test, O=Strait, C=DE",
-        ),
-    );
+    let charon = bed.charon(&swanctl_psk(
+        GOOD_PROPOSALS,
+        KEY,
+        "CN=strait.test, O=Strait, C=DE",
+    ));
     let ours = Identity::dn(&[("CN", "strait.test"), ("O", "Strait"), ("C", "DE")]).unwrap();
-    let mut driver = psk_driver(&bed, config(ours, charon_id()), KEY);
-    connect(&mut driver, charon_id());
-    let up = driver.run_until(Duration::from_secs(15), |e| {
-        e.iter().any(|e| matches!(e, Event::ChildSaUp(_)))
-    });
+    let mut driver = psk_driver(&bed, our_config(ours, charon_id()), KEY);
+    driver.connect(charon_id(), THEIRS);
+    let up = driver.run_until(Duration::from_secs(15), child_up);
     assert!(up, "{:?}\n{}", driver.events, charon.all_output());
     let child = driver.children()[0].clone();
     assert_eq!(child.peer, charon_id());
@@ -183,21 +118,8 @@ fn psk_when_charon_initiates() {
     if !can_run("psk_when_charon_initiates") {
         return;
     }
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
-    let charon = Charon::start(
-        &bed.theirs,
-        dir.path(),
-        &swanctl_psk("aes256gcm16-prfsha256-x25519", KEY, "strait.test"),
-    );
-    let mut driver = psk_driver(
-        &bed,
-        config(Identity::Fqdn("strait.test".into()), charon_id()),
-        KEY,
-    );
-    let said = charon_initiates(&charon, &mut driver, |e| {
-        e.iter().any(|e| matches!(e, Event::ChildSaUp(_)))
-    });
+    let (_bed, charon, mut driver) = gateway(GOOD_PROPOSALS, KEY, charon_id());
+    let said = charon.initiate(&mut driver, child_up);
     let child = driver.children()[0].clone();
     assert_eq!(child.peer, charon_id());
     assert_eq!(child.ts_local, vec![ts("10.231.1.0/24")]);
@@ -210,19 +132,12 @@ fn a_wrong_psk_is_reported_on_both_sides() {
     if !can_run("a_wrong_psk_is_reported_on_both_sides") {
         return;
     }
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
-    let charon = Charon::start(
-        &bed.theirs,
-        dir.path(),
-        &swanctl_psk("aes256gcm16-prfsha256-x25519", KEY, "strait.test"),
-    );
-    let mut driver = psk_driver(
-        &bed,
-        config(Identity::Fqdn("strait.test".into()), charon_id()),
+    let (_bed, charon, mut driver) = gateway(
+        GOOD_PROPOSALS,
         "not the key charon has, 32 bytes",
+        charon_id(),
     );
-    connect(&mut driver, charon_id());
+    driver.connect(charon_id(), THEIRS);
     let failed = driver.run_until(Duration::from_secs(15), |e| !failures(e).is_empty());
     assert!(failed, "{:?}\n{}", driver.events, charon.all_output());
     let reason = failures(&driver.events).remove(0);
@@ -239,7 +154,7 @@ fn a_wrong_psk_is_reported_on_both_sides() {
     );
 
     // charon initiating with the other key: our side names the cause.
-    let said = charon_initiates(&charon, &mut driver, |e| {
+    let said = charon.initiate(&mut driver, |e| {
         e.iter().any(
             |e| matches!(e, Event::AuthFailed { reason, .. } if reason.contains("different keys")),
         )
@@ -253,22 +168,9 @@ fn a_peer_that_is_not_the_expected_identity_is_refused() {
     if !can_run("a_peer_that_is_not_the_expected_identity_is_refused") {
         return;
     }
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
-    let charon = Charon::start(
-        &bed.theirs,
-        dir.path(),
-        &swanctl_psk("aes256gcm16-prfsha256-x25519", KEY, "strait.test"),
-    );
-    let mut driver = psk_driver(
-        &bed,
-        config(
-            Identity::Fqdn("strait.test".into()),
-            Identity::Fqdn("other.test".into()),
-        ),
-        KEY,
-    );
-    charon_initiates(&charon, &mut driver, |e| !failures(e).is_empty());
+    let (_bed, charon, mut driver) =
+        gateway(GOOD_PROPOSALS, KEY, Identity::Fqdn("other.test".into()));
+    charon.initiate(&mut driver, |e| !failures(e).is_empty());
     assert_eq!(
         failures(&driver.events),
         vec!["the peer says it is fqdn:charon.test; we expect fqdn:other.test".to_string()]
@@ -282,19 +184,8 @@ fn proposals_with_nothing_in_common_are_explained_in_both_roles() {
     if !can_run("proposals_with_nothing_in_common_are_explained_in_both_roles") {
         return;
     }
-    let bed = Bed::new();
-    let dir = tempfile::tempdir().unwrap();
-    let charon = Charon::start(
-        &bed.theirs,
-        dir.path(),
-        &swanctl_psk("aes128-sha1-modp2048", KEY, "strait.test"),
-    );
-    let mut driver = psk_driver(
-        &bed,
-        config(Identity::Fqdn("strait.test".into()), charon_id()),
-        KEY,
-    );
-    connect(&mut driver, charon_id());
+    let (_bed, charon, mut driver) = gateway("aes128-sha1-modp2048", KEY, charon_id());
+    driver.connect(charon_id(), THEIRS);
     assert!(
         driver.run_until(Duration::from_secs(15), |e| !failures(e).is_empty()),
         "{:?}\n{}",
@@ -317,7 +208,7 @@ fn proposals_with_nothing_in_common_are_explained_in_both_roles() {
     );
 
     driver.events.clear();
-    charon_initiates(&charon, &mut driver, |e| !failures(e).is_empty());
+    charon.initiate(&mut driver, |e| !failures(e).is_empty());
     assert_eq!(
         failures(&driver.events),
         vec![

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use strait_ike::auth::{CaVerifier, CertSigner};
 use strait_ike::codec::{ExchangeType, Identity, Payload};
-use strait_ike::speaker::{Event, Speaker};
+use strait_ike::speaker::Speaker;
 use strait_testbeds::pki::{KeyType, Pki, Validity, openssl_missing};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -83,16 +83,6 @@ fn ca(pki: &Pki) -> CaVerifier {
     CaVerifier::from_pem_file(&pki.crt("ca")).unwrap()
 }
 
-fn auth_failures(n: &Node) -> Vec<String> {
-    n.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::AuthFailed { reason, .. } => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn rsa_and_ecdsa_certificates_establish_in_both_roles() {
     need_openssl!();
@@ -140,17 +130,17 @@ fn a_certificate_for_another_name_is_refused_with_both_names() {
     let mut net = cert_pair(&pki, [&gw(1), &gw(1)], [ca(&pki), ca(&pki)]);
     net.connect(0, 1);
     net.run_until(LIMIT, |n| {
-        n.nodes.iter().all(|n| !auth_failures(n).is_empty())
+        n.nodes.iter().all(|n| !auth_failures(&n.events).is_empty())
     });
     assert_eq!(
-        auth_failures(&net.nodes[1]),
+        auth_failures(&net.nodes[1].events),
         vec![
             "certificate identity mismatch: got CN=gw-b.example (SAN DNS:gw-b.example); \
              want fqdn:gw-a.example"
                 .to_string()
         ]
     );
-    assert!(auth_failures(&net.nodes[0])[0].contains("AUTHENTICATION_FAILED"));
+    assert!(auth_failures(&net.nodes[0].events)[0].contains("AUTHENTICATION_FAILED"));
     assert!(net.nodes.iter().all(|n| n.installed().is_empty()));
 }
 
@@ -167,8 +157,8 @@ fn the_initiator_refuses_an_expired_responder_certificate() {
         [ca(&pki).with_time(later), ca(&pki)],
     );
     net.connect(0, 1);
-    net.run_until(LIMIT, |n| !auth_failures(&n.nodes[0]).is_empty());
-    let reason = &auth_failures(&net.nodes[0])[0];
+    net.run_until(LIMIT, |n| !auth_failures(&n.nodes[0].events).is_empty());
+    let reason = &auth_failures(&net.nodes[0].events)[0];
     assert!(
         reason.starts_with("certificate expired on ") && reason.ends_with(" UTC (CN=gw-b.example)"),
         "{reason}"
@@ -184,9 +174,9 @@ fn a_peer_from_a_ca_we_do_not_trust_is_refused() {
     let other = CaVerifier::from_pem_file(&pki.crt("other-ca")).unwrap();
     let mut net = cert_pair(&pki, [&gw(0), &gw(1)], [ca(&pki), other]);
     net.connect(0, 1);
-    net.run_until(LIMIT, |n| !auth_failures(&n.nodes[1]).is_empty());
+    net.run_until(LIMIT, |n| !auth_failures(&n.nodes[1].events).is_empty());
     assert_eq!(
-        auth_failures(&net.nodes[1]),
+        auth_failures(&net.nodes[1].events),
         vec!["certificate not issued by a configured CA (issuer CN=Test Root CA)".to_string()]
     );
 }

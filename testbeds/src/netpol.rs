@@ -10,8 +10,12 @@
 //!   named ports `serve-80-tcp`, `serve-81-tcp`, `serve-80-udp`, `serve-81-udp` and
 //!   serves TCP 80/81 (echo) and UDP 80/81 (echo) until the model is dropped.
 //! * **Prober**: a bounded pool of threads, each entering the source pod's network
-//!   namespace per probe; connect and reply timeouts of 1 s; a cell observed blocked
-//!   where it should be reachable is tried once more, to absorb noise. ICMP (echo) is
+//!   namespace per probe, every family of a table in one round. While a table is
+//!   polled for, a probe waits [`POLL_TIMEOUT`] (a path between namespaces of one
+//!   machine answers in well under a millisecond); no cell counts as blocked before a
+//!   probe with the full timeouts of 1 s ([`Patience::Full`]) says so, and a cell
+//!   observed blocked where it should be reachable is tried once more at the verdict,
+//!   to absorb noise. ICMP (echo) is
 //!   probed with `ping` only in cases that ask for it. SCTP is not probed (said on
 //!   stdout when the model starts): std has no SCTP sockets and the workspace denies
 //!   `unsafe`.
@@ -45,13 +49,19 @@ pub const PODS: [&str; 3] = ["a", "b", "c"];
 pub const ENFORCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fresh cluster may take until every pod reaches every other one.
 pub const CONVERGE: Duration = Duration::from_secs(60);
-/// TCP connect timeout of one probe.
+/// TCP connect timeout of a probe whose answer is final ([`Patience::Full`]).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a probe waits for the echo (TCP and UDP).
+/// How long a probe whose answer is final waits for the echo (TCP and UDP).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect and echo timeout of a probe while a table is polled for
+/// ([`Patience::Poll`]).
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(250);
+/// Pause between two polls of a table that does not match yet.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Probe threads unless `STRAIT_NETPOL_THREADS` says otherwise: most of them sleep in a
-/// timeout when a case blocks much, so many are cheap.
-pub const DEFAULT_THREADS: usize = 96;
+/// timeout when a case blocks much, so many are cheap; with as many threads as a
+/// case has blocked cells in both families, a round waits out one timeout only.
+pub const DEFAULT_THREADS: usize = 384;
 
 /// The named ports every pod declares (`args.cni.ports`).
 pub const NAMED_PORTS: [(&str, u16, &str); 4] = [
@@ -422,7 +432,7 @@ pub struct ModelPod {
     pub id: PodId,
     pub container: Arc<Container>,
     // Dropped (servers stopped) before the container goes.
-    _servers: Servers,
+    servers: Servers,
 }
 
 impl ModelPod {
@@ -430,6 +440,17 @@ impl ModelPod {
         match family {
             Family::V4 => self.container.v4.map(IpAddr::V4),
             Family::V6 => self.container.v6.map(IpAddr::V6),
+        }
+    }
+
+    /// Make every later echo of this pod's servers to `peer` (both families) wait
+    /// `delay` first (zero: at once again), as a slow path would: what shows that a
+    /// probe whose answer is final waits longer than one that polls.
+    pub fn answer_late(&self, peer: &ModelPod, delay: Duration) {
+        for family in [Family::V4, Family::V6] {
+            if let Some(ip) = peer.ip(family) {
+                self.servers.late.set(ip, delay);
+            }
         }
     }
 }
@@ -519,7 +540,7 @@ impl Model {
         self.pods.push(ModelPod {
             id,
             container,
-            _servers: servers,
+            servers,
         });
         Ok(())
     }
@@ -589,9 +610,11 @@ pub fn sctp_in_kernel() -> bool {
 
 /// A pod's servers: TCP 80 and 81 (echo one read back) and UDP 80 and 81 (echo every
 /// datagram), on sockets made inside the pod's namespace, served by one thread until
-/// dropped.
+/// dropped. An echo to an address in `late` waits its delay first (none unless a test
+/// makes the pod answer late, see [`ModelPod::answer_late`]).
 struct Servers {
     stop: Arc<AtomicBool>,
+    late: Arc<Late>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -616,10 +639,12 @@ impl Servers {
             u.set_nonblocking(true)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || serve(&tcp, &udp, &flag));
+        let late = Arc::new(Late::default());
+        let (flag, delays) = (stop.clone(), late.clone());
+        let thread = std::thread::spawn(move || serve(&tcp, &udp, &flag, &delays));
         Ok(Self {
             stop,
+            late,
             thread: Some(thread),
         })
     }
@@ -635,21 +660,32 @@ impl Drop for Servers {
 }
 
 /// Poll the (non-blocking) sockets until `stop`; sleep briefly when idle. One
-/// short-lived thread per TCP connection, so a stalled client holds up no other.
-fn serve(tcp: &[TcpListener], udp: &[UdpSocket], stop: &AtomicBool) {
+/// short-lived thread per TCP connection, so a stalled client holds up no other (and
+/// per late UDP echo, so a late answer holds up no other datagram).
+fn serve(tcp: &[TcpListener], udp: &[UdpSocket], stop: &AtomicBool, delays: &Late) {
     let mut buf = [0u8; 512];
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         for l in tcp {
-            if let Ok((conn, _)) = l.accept() {
+            if let Ok((conn, from)) = l.accept() {
                 busy = true;
-                std::thread::spawn(move || echo_once(conn));
+                let late = delays.to(from.ip());
+                std::thread::spawn(move || echo_once(conn, late));
             }
         }
         for u in udp {
             if let Ok((n, from)) = u.recv_from(&mut buf) {
                 busy = true;
-                let _ = u.send_to(&buf[..n], from);
+                let late = delays.to(from.ip());
+                if late.is_zero() {
+                    let _ = u.send_to(&buf[..n], from);
+                } else if let Ok(u) = u.try_clone() {
+                    let data = buf[..n].to_vec();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(late);
+                        let _ = u.send_to(&data, from);
+                    });
+                }
             }
         }
         if !busy {
@@ -658,13 +694,37 @@ fn serve(tcp: &[TcpListener], udp: &[UdpSocket], stop: &AtomicBool) {
     }
 }
 
-fn echo_once(mut conn: TcpStream) {
+/// How late a pod's servers answer each peer address (none: at once).
+#[derive(Default)]
+struct Late(Mutex<Vec<(IpAddr, Duration)>>);
+
+impl Late {
+    fn set(&self, peer: IpAddr, delay: Duration) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(ip, _)| *ip != peer);
+        if !delay.is_zero() {
+            all.push((peer, delay));
+        }
+    }
+
+    fn to(&self, peer: IpAddr) -> Duration {
+        // A dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .find(|(ip, _)| *ip == peer)
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
+}
+
+fn echo_once(mut conn: TcpStream, late: Duration) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(REPLY_TIMEOUT * 2));
     let mut buf = [0u8; 64];
     if let Ok(n) = conn.read(&mut buf)
         && n > 0
     {
+        std::thread::sleep(late);
         let _ = conn.write_all(&buf[..n]);
     }
 }
@@ -689,9 +749,38 @@ impl Default for Prober {
     }
 }
 
-/// One probe: from pod `from` to pod `to` (indices into the model) on `port`.
+/// How long a probe waits for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// [`POLL_TIMEOUT`], while a table is polled for: a reachable cell answers well
+    /// within it unless the machine is very busy, and then the poll goes round again.
+    /// A cell seen blocked this way is never final.
+    Poll,
+    /// [`CONNECT_TIMEOUT`] and [`REPLY_TIMEOUT`]: what the table's verdict rests on.
+    Full,
+}
+
+impl Patience {
+    fn connect(self) -> Duration {
+        match self {
+            Patience::Poll => POLL_TIMEOUT,
+            Patience::Full => CONNECT_TIMEOUT,
+        }
+    }
+
+    fn reply(self) -> Duration {
+        match self {
+            Patience::Poll => POLL_TIMEOUT,
+            Patience::Full => REPLY_TIMEOUT,
+        }
+    }
+}
+
+/// One probe: from pod `from` to pod `to` (indices into the model) on `port`, in the
+/// `family`-th family of the round.
 #[derive(Debug, Clone, Copy)]
 struct Job {
+    family: usize,
     from: usize,
     to: usize,
     port: usize,
@@ -699,41 +788,103 @@ struct Job {
 
 impl Prober {
     /// Probe every ordered pair (self included) on every port of `expected`, in
-    /// `family`. A cell observed blocked where `expected` says reachable is probed
-    /// once more (noise only ever makes a probe fail, never succeed).
+    /// `family`, with [`Patience::Full`]. A cell observed blocked where `expected`
+    /// says reachable is probed once more (noise only ever makes a probe fail, never
+    /// succeed).
     pub fn observe(&self, model: &Model, family: Family, expected: &Reachability) -> Reachability {
+        let families = [family];
+        let mut observed = self.sweep(model, &families, expected, Patience::Full);
+        self.reprobe(
+            model,
+            &families,
+            expected,
+            &mut observed,
+            Patience::Full,
+            |want, seen| want && !seen,
+        );
+        observed.pop().expect("one family")
+    }
+
+    /// Probe every cell of `expected` in each of `families`, all in one round: the
+    /// observed table of each family, in order.
+    fn sweep(
+        &self,
+        model: &Model,
+        families: &[Family],
+        expected: &Reachability,
+        patience: Patience,
+    ) -> Vec<Reachability> {
         assert_eq!(
             model.ids(),
             expected.pods,
             "the table is not of the model's pods"
         );
-        let mut observed = expected.clone();
+        let mut observed = vec![expected.clone(); families.len()];
         let n = model.pods.len();
-        let jobs: Vec<Job> = (0..expected.ports.len())
-            .flat_map(|port| {
-                (0..n).flat_map(move |from| (0..n).map(move |to| Job { from, to, port }))
+        let ports = expected.ports.len();
+        let jobs: Vec<Job> = (0..families.len())
+            .flat_map(|family| {
+                (0..ports).flat_map(move |port| {
+                    (0..n).flat_map(move |from| {
+                        (0..n).map(move |to| Job {
+                            family,
+                            from,
+                            to,
+                            port,
+                        })
+                    })
+                })
             })
             .collect();
-        for (job, ok) in jobs
-            .iter()
-            .zip(self.run(model, family, &expected.ports, &jobs))
-        {
-            observed.set(job.port, job.from, job.to, ok);
-        }
-        let retry: Vec<Job> = jobs
-            .into_iter()
-            .filter(|j| expected.get(j.port, j.from, j.to) && !observed.get(j.port, j.from, j.to))
-            .collect();
-        for (job, ok) in retry
-            .iter()
-            .zip(self.run(model, family, &expected.ports, &retry))
-        {
-            observed.set(job.port, job.from, job.to, ok);
+        let results = self.run(model, families, &expected.ports, &jobs, patience);
+        for (job, ok) in jobs.iter().zip(results) {
+            observed[job.family].set(job.port, job.from, job.to, ok);
         }
         observed
     }
 
-    fn run(&self, model: &Model, family: Family, ports: &[Port], jobs: &[Job]) -> Vec<bool> {
+    /// Probe again, with `patience`, the cells for which `which(expected, observed)`
+    /// holds, in one round over all families, and record what they show now.
+    fn reprobe(
+        &self,
+        model: &Model,
+        families: &[Family],
+        expected: &Reachability,
+        observed: &mut [Reachability],
+        patience: Patience,
+        which: impl Fn(bool, bool) -> bool,
+    ) {
+        let mut jobs = vec![];
+        for (family, seen) in observed.iter().enumerate() {
+            for port in 0..expected.ports.len() {
+                for from in 0..expected.pods.len() {
+                    for to in 0..expected.pods.len() {
+                        if which(expected.get(port, from, to), seen.get(port, from, to)) {
+                            jobs.push(Job {
+                                family,
+                                from,
+                                to,
+                                port,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let results = self.run(model, families, &expected.ports, &jobs, patience);
+        for (job, ok) in jobs.iter().zip(results) {
+            observed[job.family].set(job.port, job.from, job.to, ok);
+        }
+    }
+
+    fn run(
+        &self,
+        model: &Model,
+        families: &[Family],
+        ports: &[Port],
+        jobs: &[Job],
+        patience: Patience,
+    ) -> Vec<bool> {
         let results = Mutex::new(vec![false; jobs.len()]);
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
@@ -748,9 +899,9 @@ impl Prober {
                         let ok = (here == Some(job.from) || enter(&from.container).is_ok()) && {
                             here = Some(job.from);
                             let to = model.pods[job.to]
-                                .ip(family)
+                                .ip(families[job.family])
                                 .expect("every pod has the family probed");
-                            probe(to, ports[job.port])
+                            probe(to, ports[job.port], patience)
                         };
                         results.lock().unwrap_or_else(|p| p.into_inner())[i] = ok;
                     }
@@ -768,14 +919,16 @@ fn enter(c: &Container) -> std::io::Result<()> {
 }
 
 /// One probe from the calling thread's namespace: the echo came back.
-fn probe(to: IpAddr, port: Port) -> bool {
+fn probe(to: IpAddr, port: Port, patience: Patience) -> bool {
     match port {
-        Port::Tcp(p) => probe_tcp(SocketAddr::new(to, p)).is_ok(),
-        Port::Udp(p) => probe_udp(SocketAddr::new(to, p)).is_ok(),
+        Port::Tcp(p) => probe_tcp(SocketAddr::new(to, p), patience).is_ok(),
+        Port::Udp(p) => probe_udp(SocketAddr::new(to, p), patience).is_ok(),
         Port::Sctp(_) => false,
         // A child inherits the namespace of the thread that spawns it.
         Port::Icmp => Command::new("ping")
-            .args(["-c1", "-W1", &to.to_string()])
+            .args(["-c1", "-W"])
+            .arg(format!("{:.3}", patience.reply().as_secs_f64()))
+            .arg(to.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -783,17 +936,17 @@ fn probe(to: IpAddr, port: Port) -> bool {
     }
 }
 
-fn probe_tcp(addr: SocketAddr) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    s.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    s.set_write_timeout(Some(REPLY_TIMEOUT))?;
+fn probe_tcp(addr: SocketAddr, patience: Patience) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, patience.connect())?;
+    s.set_read_timeout(Some(patience.reply()))?;
+    s.set_write_timeout(Some(patience.reply()))?;
     s.write_all(b"netpol")?;
     let mut back = [0u8; 6];
     s.read_exact(&mut back)?;
     Ok(())
 }
 
-fn probe_udp(addr: SocketAddr) -> std::io::Result<()> {
+fn probe_udp(addr: SocketAddr, patience: Patience) -> std::io::Result<()> {
     let local: SocketAddr = match addr {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -801,7 +954,7 @@ fn probe_udp(addr: SocketAddr) -> std::io::Result<()> {
     let s = UdpSocket::bind(local)?;
     // Connected: only the server's reply is received.
     s.connect(addr)?;
-    s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    s.set_read_timeout(Some(patience.reply()))?;
     s.send(b"netpol")?;
     let mut back = [0u8; 16];
     let n = s.recv(&mut back)?;
@@ -1053,6 +1206,12 @@ impl CaseCtx<'_> {
 
 /// Probe until the table matches `expected` (with loopback allowed) in every family
 /// of the model, or `timeout` passes (at least one round).
+///
+/// Every family is probed in one round, with [`Patience::Poll`]. Once a round
+/// matches, every cell it saw blocked is probed again with [`Patience::Full`], so a
+/// cell a policy wrongly lets through cannot pass as blocked for answering late; the
+/// table is met when that confirms it. At `timeout` the verdict is taken the same way,
+/// and cells seen blocked where they should be reachable get one more full probe.
 pub fn expect_within(
     prober: &Prober,
     model: &Model,
@@ -1061,40 +1220,79 @@ pub fn expect_within(
 ) -> Result<Duration, String> {
     let mut expected = expected.clone();
     expected.allow_loopback();
+    let families = model.families();
+    let matches = |observed: &[Reachability]| {
+        families
+            .iter()
+            .zip(observed)
+            .all(|(f, o)| expected.mismatches(o, *f).is_empty())
+    };
     let start = Instant::now();
     loop {
-        let mut report = String::new();
-        let mut mismatches = vec![];
-        for &family in model.families() {
-            let observed = prober.observe(model, family, &expected);
-            let m = expected.mismatches(&observed, family);
-            if !m.is_empty() {
-                report.push_str(&expected.render_beside(&observed, family));
+        let mut observed = prober.sweep(model, families, &expected, Patience::Poll);
+        let polled_match = matches(&observed);
+        let out_of_time = start.elapsed() >= timeout;
+        if polled_match || out_of_time {
+            prober.reprobe(
+                model,
+                families,
+                &expected,
+                &mut observed,
+                Patience::Full,
+                |_, seen| !seen,
+            );
+            if !polled_match {
+                prober.reprobe(
+                    model,
+                    families,
+                    &expected,
+                    &mut observed,
+                    Patience::Full,
+                    |want, seen| want && !seen,
+                );
             }
-            mismatches.extend(m);
-        }
-        if mismatches.is_empty() {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            const SHOWN: usize = 40;
-            let mut list: Vec<String> = mismatches
-                .iter()
-                .take(SHOWN)
-                .map(|m| format!("  {m}"))
-                .collect();
-            if mismatches.len() > SHOWN {
-                list.push(format!("  … and {} more", mismatches.len() - SHOWN));
+            if matches(&observed) {
+                return Ok(start.elapsed());
             }
-            return Err(format!(
-                "{} cell(s) differ after {:.1?}:\n{report}mismatching pairs:\n{}",
-                mismatches.len(),
-                start.elapsed(),
-                list.join("\n")
-            ));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        if out_of_time {
+            return Err(report(&expected, families, &observed, start.elapsed()));
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Every cell where `observed` (one table per family) differs from `expected`: the
+/// tables beside each other, then the list.
+fn report(
+    expected: &Reachability,
+    families: &[Family],
+    observed: &[Reachability],
+    took: Duration,
+) -> String {
+    const SHOWN: usize = 40;
+    let mut tables = String::new();
+    let mut mismatches = vec![];
+    for (&family, o) in families.iter().zip(observed) {
+        let m = expected.mismatches(o, family);
+        if !m.is_empty() {
+            tables.push_str(&expected.render_beside(o, family));
+        }
+        mismatches.extend(m);
+    }
+    let mut list: Vec<String> = mismatches
+        .iter()
+        .take(SHOWN)
+        .map(|m| format!("  {m}"))
+        .collect();
+    if mismatches.len() > SHOWN {
+        list.push(format!("  … and {} more", mismatches.len() - SHOWN));
+    }
+    format!(
+        "{} cell(s) differ after {took:.1?}:\n{tables}mismatching pairs:\n{}",
+        mismatches.len(),
+        list.join("\n")
+    )
 }
 
 /// Start a cluster and build the model on it.

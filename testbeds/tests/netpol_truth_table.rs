@@ -119,7 +119,10 @@ fn baseline_everything_reachable() {
 /// The prober and the table check against a stand-in for policy: an ip(6)tables
 /// drop inside pod x/a of TCP 80 from y/b. The expectation that says so is met;
 /// the all-reachable one fails naming exactly that cell in both families, with the
-/// tables beside each other.
+/// tables beside each other. And a pod that answers later than a poll waits (but
+/// within the full timeouts) is reachable: the table that says so is met, and one
+/// that calls a cell of it blocked fails, so the short waits of the polls never let
+/// a wrongly allowed cell pass as blocked.
 #[test]
 fn prober_sees_a_firewall_drop() {
     let test = "prober_sees_a_firewall_drop";
@@ -163,6 +166,34 @@ fn prober_sees_a_firewall_drop() {
             "{err}"
         );
         assert!(err.contains(&format!("TCP/80 over {family}")), "{err}");
+    }
+
+    // x/a answers y/b later than a poll waits, within the full timeouts.
+    xa.answer_late(yb, netpol::POLL_TIMEOUT * 2);
+    netpol::expect_within(&prober, &model, &r, std::time::Duration::ZERO)
+        .unwrap_or_else(|e| panic!("{test}: a late answer is an answer: {e}"));
+    // Every poll sees y/b -> x/a blocked as this table says; the full probes do not.
+    let mut wrong = r.clone();
+    wrong.expect_peer(
+        PeerSel::pod("y", "b"),
+        PeerSel::pod("x", "a"),
+        On::All,
+        false,
+    );
+    let err = netpol::expect_within(&prober, &model, &wrong, std::time::Duration::from_secs(1))
+        .expect_err("the late answers are seen");
+    xa.answer_late(yb, std::time::Duration::ZERO);
+    println!("{test}: late answers are not taken for a drop:\n{err}");
+    assert!(err.starts_with("6 cell(s) differ"), "{err}");
+    for family in ["IPv4", "IPv6"] {
+        for port in ["TCP/81", "UDP/80", "UDP/81"] {
+            assert!(
+                err.contains(&format!(
+                    "y/b -> x/a {port} {family}: expected blocked, observed reachable"
+                )),
+                "{err}"
+            );
+        }
     }
 }
 

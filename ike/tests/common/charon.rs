@@ -1,18 +1,25 @@
 //! strongSwan's charon (5.9, kernel-libipsec, so ESP and therefore IKE go to UDP
-//! 4500) in a test-made netns, and our speaker on real UDP sockets beside it, for the
-//! interop tests: Ed25519 raw public keys on both sides (RFC 7427/8420), charon's
-//! Child SA keys read from its log (at `chd = 4`). Skips are the tests' own.
+//! 4500) as the other end of a real IKE exchange, the one bed of the interop tests:
+//! charon in a test-made netns with a swanctl configuration the test writes (or
+//! [`swanctl_raw_keys`] for Ed25519 raw public keys on both sides, RFC 7427/8420),
+//! our speaker on real UDP sockets (500 and 4500) in another ([`Driver`]). The usual
+//! line is [`Bed`]: the two netns joined by a veth; a test with another topology
+//! (a NAT between) makes its own netns and uses [`Charon::start`] and [`sockets`].
+//! charon logs the Child SA keys (`chd = 4`), so a test can check they are ours
+//! ([`assert_keys_match`]). Skips are the tests' own ([`can_run`]).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strait_ike::auth::{Ed25519Signer, ed25519_spki};
-use strait_ike::codec::{ExchangeType, Message, Payload};
-use strait_ike::speaker::{ChildSa, Event, Speaker};
+use strait_ike::auth::{Ed25519Signer, PeerAuth, RawKeyVerifier, ed25519_spki};
+use strait_ike::codec::{ExchangeType, Identity, Message, Payload, TrafficSelector};
+use strait_ike::crypto::prf::Prf;
+use strait_ike::crypto::suite::{Cipher, Group};
+use strait_ike::speaker::{ChildSa, Config, Event, Speaker};
 use strait_testbeds::netns::Netns;
-use strait_testbeds::wait_until;
+use strait_testbeds::{require_root, unique_prefix, wait_until};
 
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
 
@@ -38,6 +45,19 @@ pub fn tool_missing() -> Option<String> {
     None
 }
 
+/// Root and charon are here; otherwise the test says `SKIP` (or fails, when
+/// privileged tests are required).
+pub fn can_run(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    if let Some(why) = tool_missing() {
+        eprintln!("SKIP: {test}: {why}");
+        return false;
+    }
+    true
+}
+
 pub fn sh(argv: &[&str]) -> Vec<u8> {
     let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
     assert!(
@@ -48,7 +68,93 @@ pub fn sh(argv: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// charon in `ns` with its own /run (it hard-codes its pid file and VICI socket
+pub fn charon_id() -> Identity {
+    Identity::Fqdn("charon.test".into())
+}
+
+pub fn strait_id() -> Identity {
+    Identity::Fqdn("strait.test".into())
+}
+
+pub fn ts(prefix: &str) -> TrafficSelector {
+    TrafficSelector::prefix(prefix.parse().unwrap())
+}
+
+/// Our side as charon is given it: `local_id`, AES-GCM-256, SHA-256, Curve25519, and
+/// the selectors (CIDRs).
+pub fn config(local_id: Identity, local_ts: &[&str], remote_ts: &[&str]) -> Config {
+    let mut config = Config::new(local_id);
+    config.ike_ciphers = vec![Cipher::AesGcm16_256];
+    config.prfs = vec![Prf::HmacSha256];
+    config.groups = vec![Group::Curve25519];
+    config.esp_ciphers = vec![Cipher::AesGcm16_256];
+    config.local_ts = local_ts.iter().map(|s| ts(s)).collect();
+    config.remote_ts = remote_ts.iter().map(|s| ts(s)).collect();
+    config
+}
+
+/// Our netns and charon's, joined by a veth (`eth0` on both sides, a /24), and a
+/// directory for charon's files. Dropped after the [`Charon`] and [`Driver`] made
+/// on it (declare it first).
+pub struct Bed {
+    pub ours: Netns,
+    pub theirs: Netns,
+    pub dir: tempfile::TempDir,
+    ours_addr: String,
+}
+
+impl Bed {
+    /// We are `ours`, charon `theirs`; charon also holds the first address of each of
+    /// its protected nets `held` (libipsec routes a protected net through its TUN
+    /// device from an address it holds).
+    pub fn new(ours: &str, theirs: &str, held: &[&str]) -> Bed {
+        let prefix = unique_prefix();
+        let bed = Bed {
+            ours: Netns::new(format!("{prefix}s")),
+            theirs: Netns::new(format!("{prefix}c")),
+            dir: tempfile::tempdir().unwrap(),
+            ours_addr: ours.to_string(),
+        };
+        bed.ours.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            bed.theirs.name(),
+        ]);
+        for (ns, addr) in [(&bed.ours, ours), (&bed.theirs, theirs)] {
+            ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        }
+        for addr in held {
+            bed.theirs
+                .exec_ok(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        }
+        bed
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// charon in its netns with `swanctl_conf`, files in the bed's directory.
+    pub fn charon(&self, swanctl_conf: &str) -> Charon {
+        Charon::start(&self.theirs, self.dir(), swanctl_conf, "")
+    }
+
+    /// Our speaker on sockets bound in our netns.
+    pub fn driver(&self, speaker: Speaker) -> Driver {
+        Driver::new(speaker, sockets(&self.ours, &self.ours_addr))
+    }
+}
+
+/// charon in a netns with its own /run (it hard-codes its pid file and VICI socket
 /// there), stopped by PID on drop.
 pub struct Charon {
     child: Option<Child>,
@@ -56,23 +162,115 @@ pub struct Charon {
 }
 
 impl Charon {
-    fn vici(&self) -> String {
+    /// Start charon in `ns` with `swanctl_conf` (and the files it names, which the
+    /// caller puts under `dir`: private/, pubkey/, x509/, x509ca/), `settings` more
+    /// lines of strongswan.conf's `charon` section, and load the configuration.
+    pub fn start(ns: &Netns, dir: &Path, swanctl_conf: &str, settings: &str) -> Charon {
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        let conf = dir.join("strongswan.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "charon {{
+  load_modular = no
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici
+  install_routes = no
+{settings}
+  filelog {{
+    test {{
+      path = {log}
+      default = 1
+      ike = 2
+      chd = 4
+      cfg = 2
+      flush_line = yes
+      append = no
+    }}
+  }}
+  syslog {{
+    daemon {{
+      default = -1
+    }}
+  }}
+}}
+",
+                log = dir.join("charon.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("swanctl.conf"), swanctl_conf).unwrap();
+        let script = format!(
+            "mount --bind {run} /run && exec setsid {CHARON}",
+            run = dir.join("run").display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "env"])
+            .arg(format!("STRONGSWAN_CONF={}", conf.display()))
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("charon.stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.join("charon.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let charon = Charon {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        };
+        let vici = dir.join("run/charon.vici");
+        wait_until(
+            "charon's VICI socket",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || vici.exists(),
+        )
+        .unwrap();
+        let conf = dir.join("swanctl.conf");
+        let loaded = charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
+        std::fs::write(dir.join("swanctl.stdout"), loaded).unwrap();
+        charon
+    }
+
+    pub fn vici(&self) -> String {
         format!("unix://{}/run/charon.vici", self.dir.display())
     }
 
     pub fn swanctl(&self, args: &[&str]) -> String {
-        let vici = self.vici();
-        let mut argv = vec!["swanctl"];
-        argv.extend_from_slice(args);
-        argv.extend(["--uri", &vici]);
-        let out = Command::new("swanctl").args(&argv[1..]).output().unwrap();
+        let out = self.swanctl_command(args).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "{argv:?}: {text}");
+        assert!(out.status.success(), "swanctl {args:?}: {text}");
         text
+    }
+
+    /// `swanctl args --uri …`, to run in the background.
+    pub fn swanctl_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("swanctl");
+        c.args(args).args(["--uri", &self.vici()]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// charon initiates the Child SA `net` (`swanctl --initiate`) while `driver`
+    /// answers until `done` holds (asserted); what swanctl said once it ends.
+    pub fn initiate(&self, driver: &mut Driver, done: impl Fn(&[Event]) -> bool) -> String {
+        let mut initiate = self
+            .swanctl_command(&["--initiate", "--child", "net", "--timeout", "15"])
+            .spawn()
+            .unwrap();
+        let ok = driver.run_until(Duration::from_secs(20), done);
+        // Our answers are out; let swanctl see the outcome.
+        driver.run_until(Duration::from_secs(1), |_| false);
+        let _ = initiate.kill();
+        let out = initiate.wait_with_output().unwrap();
+        assert!(ok, "{:?}\n{}", driver.events, self.all_output());
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     pub fn log(&self) -> String {
@@ -102,83 +300,23 @@ impl Drop for Charon {
     }
 }
 
-/// How charon's side of one test is set up.
-pub struct CharonConf<'a> {
+/// charon's side of a raw-key connection `strait`, child `net`.
+pub struct RawKeyConf<'a> {
     /// charon's address, and the addresses it accepts strait from.
     pub local_addrs: &'a str,
     pub remote_addrs: &'a str,
     /// Comma-separated selectors of the Child SA, charon's side first.
     pub local_ts: &'a str,
     pub remote_ts: &'a str,
-    /// More settings in strongswan.conf's `charon` section.
-    pub charon_extra: &'a str,
     /// More settings in the swanctl connection.
     pub connection_extra: &'a str,
 }
 
-/// Start charon in `ns`, files in `dir`, trusting strait's public key `strait_pem`.
-pub fn start_charon(ns: &Netns, dir: &Path, strait_pem: &Path, c: &CharonConf) -> Charon {
-    std::fs::create_dir_all(dir.join("run")).unwrap();
-    let conf = dir.join("strongswan.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "charon {{
-  load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_routes = no
-{extra}
-  filelog {{
-    test {{
-      path = {log}
-      default = 1
-      ike = 2
-      chd = 4
-      cfg = 2
-      flush_line = yes
-      append = no
-    }}
-  }}
-  syslog {{
-    daemon {{
-      default = -1
-    }}
-  }}
-}}
-",
-            extra = c.charon_extra,
-            log = dir.join("charon.log").display()
-        ),
-    )
-    .unwrap();
-    // swanctl loads keys from private/ and pubkey/ beside its configuration file.
-    for sub in ["private", "pubkey"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let key = dir.join("private/charon.pem");
-    let public = dir.join("pubkey/charon.pem");
-    std::fs::copy(strait_pem, dir.join("pubkey/strait.pem")).unwrap();
-    sh(&[
-        "openssl",
-        "genpkey",
-        "-algorithm",
-        "ed25519",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    sh(&[
-        "openssl",
-        "pkey",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    std::fs::write(
-        dir.join("swanctl.conf"),
-        format!(
-            "connections {{
+/// A swanctl configuration for [`RawKeyConf`]: charon.test and strait.test by their
+/// raw keys in pubkey/ (see [`raw_keys`]).
+pub fn swanctl_raw_keys(c: &RawKeyConf) -> String {
+    format!(
+        "connections {{
   strait {{
     version = 2
     local_addrs = {local_addrs}
@@ -207,80 +345,49 @@ pub fn start_charon(ns: &Netns, dir: &Path, strait_pem: &Path, c: &CharonConf) -
   }}
 }}
 ",
-            local_addrs = c.local_addrs,
-            remote_addrs = c.remote_addrs,
-            connection_extra = c.connection_extra,
-            local_ts = c.local_ts,
-            remote_ts = c.remote_ts,
-        ),
+        local_addrs = c.local_addrs,
+        remote_addrs = c.remote_addrs,
+        connection_extra = c.connection_extra,
+        local_ts = c.local_ts,
+        remote_ts = c.remote_ts,
     )
-    .unwrap();
-    let script = format!(
-        "mount --bind {run} /run && exec setsid {CHARON}",
-        run = dir.join("run").display()
-    );
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "env"])
-        .arg(format!("STRONGSWAN_CONF={}", conf.display()))
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("charon.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.join("charon.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let charon = Charon {
-        child: Some(child),
-        dir: dir.to_path_buf(),
-    };
-    let vici = dir.join("run/charon.vici");
-    wait_until(
-        "charon's VICI socket",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || vici.exists(),
-    )
-    .unwrap();
-    let conf = dir.join("swanctl.conf");
-    let loaded = charon.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
-    std::fs::write(dir.join("swanctl.stdout"), loaded).unwrap();
-    charon
 }
 
-/// Our key: the signer for the speaker, and its SubjectPublicKeyInfo as PEM in `dir`
-/// for charon.
-pub fn strait_key(dir: &Path) -> (Ed25519Signer, PathBuf) {
+/// Ed25519 keys for both sides, in swanctl's directories under `dir` (charon's
+/// private/charon.pem and pubkey/charon.pem, ours as pubkey/strait.pem): our signer,
+/// and a verifier that knows charon.test by charon's key.
+pub fn raw_keys(dir: &Path) -> (Ed25519Signer, impl PeerAuth + 'static) {
+    for sub in ["private", "pubkey"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
     let pkcs8 =
         ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     let signer = Ed25519Signer::from_pkcs8(pkcs8.as_ref(), false).unwrap();
     let der = dir.join("strait.der");
     std::fs::write(&der, ed25519_spki(&signer.public_key())).unwrap();
-    let pem = dir.join("strait.pem");
-    sh(&[
-        "openssl",
-        "pkey",
-        "-pubin",
-        "-inform",
-        "DER",
-        "-in",
+    let ours = dir.join("pubkey/strait.pem");
+    let (key, theirs) = (
+        dir.join("private/charon.pem"),
+        dir.join("pubkey/charon.pem"),
+    );
+    let (der, ours, key, theirs) = (
         der.to_str().unwrap(),
-        "-out",
-        pem.to_str().unwrap(),
+        ours.to_str().unwrap(),
+        key.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    );
+    sh(&[
+        "openssl", "pkey", "-pubin", "-inform", "DER", "-in", der, "-out", ours,
     ]);
-    (signer, pem)
-}
-
-/// The raw Ed25519 key charon generated in `dir`.
-pub fn charon_key(dir: &Path) -> [u8; 32] {
+    sh(&["openssl", "genpkey", "-algorithm", "ed25519", "-out", key]);
+    sh(&["openssl", "pkey", "-in", key, "-pubout", "-out", theirs]);
     let der = sh(&[
-        "openssl",
-        "pkey",
-        "-pubin",
-        "-in",
-        dir.join("pubkey/charon.pem").to_str().unwrap(),
-        "-outform",
-        "DER",
+        "openssl", "pkey", "-pubin", "-in", theirs, "-outform", "DER",
     ]);
-    der[der.len() - 32..].try_into().unwrap()
+    let charon_key: [u8; 32] = der[der.len() - 32..].try_into().unwrap();
+    let verifier =
+        RawKeyVerifier::new(move |id: &Identity| (*id == charon_id()).then_some(charon_key));
+    (signer, verifier)
 }
 
 /// UDP 500 and 4500 on `addr` inside `ns`.
@@ -400,6 +507,35 @@ impl Driver {
         });
     }
 
+    /// Start an IKE SA with `peer` at `remote` (an address, port 500) from our port 500.
+    pub fn connect(&mut self, peer: Identity, remote: &str) {
+        let local = self.s500.local_addr().unwrap();
+        let remote = format!("{remote}:500").parse().unwrap();
+        self.speaker.connect(peer, local, remote, Instant::now());
+    }
+
+    /// The end of a good run: no IKE SA went down nor failed authentication so far;
+    /// then we delete the IKE SA with `peer` and it goes down.
+    pub fn close(&mut self, peer: &Identity) {
+        assert!(
+            self.events
+                .iter()
+                .all(|e| !matches!(e, Event::IkeSaDown { .. } | Event::AuthFailed { .. })),
+            "{:?}",
+            self.events
+        );
+        self.speaker.delete(peer, Instant::now());
+        let down = self.run_until(Duration::from_secs(5), |e| {
+            e.iter().any(|e| matches!(e, Event::IkeSaDown { .. }))
+        });
+        assert!(down, "{:?}", self.events);
+    }
+
+    /// The Child SAs so far, newest last.
+    pub fn children(&self) -> Vec<&ChildSa> {
+        children(&self.events)
+    }
+
     /// Drive until `done` holds over the events so far, or `limit` passes.
     pub fn run_until(&mut self, limit: Duration, done: impl Fn(&[Event]) -> bool) -> bool {
         let end = Instant::now() + limit;
@@ -446,6 +582,7 @@ impl Driver {
     }
 }
 
+/// The Child SAs in `events` (up or rekeyed), newest last.
 pub fn children(events: &[Event]) -> Vec<&ChildSa> {
     events
         .iter()
@@ -455,6 +592,10 @@ pub fn children(events: &[Event]) -> Vec<&ChildSa> {
             _ => None,
         })
         .collect()
+}
+
+pub fn child_up(events: &[Event]) -> bool {
+    !children(events).is_empty()
 }
 
 /// The keys charon logged last are the ones of our newest Child SA: its "initiator"

@@ -2,6 +2,8 @@
 //! in flight with a latency, a fault hook that can drop, delay, duplicate or corrupt
 //! any datagram, and a virtual clock that jumps to the next delivery or deadline.
 //! [`charon`] runs strongSwan beside a speaker on real sockets for the interop tests.
+//! [`failures`], [`auth_failures`] and [`child_failures`] read the reasons out of the
+//! events of either.
 
 #![allow(dead_code)]
 
@@ -343,4 +345,33 @@ pub fn assert_mirror(a: &ChildSa, b: &ChildSa) {
     assert_eq!(a.esn, b.esn);
     assert_eq!(a.ts_local, b.ts_remote);
     assert_eq!(a.ts_remote, b.ts_local);
+}
+
+/// The reasons `pick` finds in `events`, in order.
+fn reasons(events: &[Event], pick: impl Fn(&Event) -> Option<&String>) -> Vec<String> {
+    events.iter().filter_map(pick).cloned().collect()
+}
+
+/// Why an IKE SA failed (`Event::Failed`), each time.
+pub fn failures(events: &[Event]) -> Vec<String> {
+    reasons(events, |e| match e {
+        Event::Failed { reason, .. } => Some(reason),
+        _ => None,
+    })
+}
+
+/// Why the peer's authentication failed (`Event::AuthFailed`), each time.
+pub fn auth_failures(events: &[Event]) -> Vec<String> {
+    reasons(events, |e| match e {
+        Event::AuthFailed { reason, .. } => Some(reason),
+        _ => None,
+    })
+}
+
+/// Why a Child SA failed (`Event::ChildSaFailed`), each time.
+pub fn child_failures(events: &[Event]) -> Vec<String> {
+    reasons(events, |e| match e {
+        Event::ChildSaFailed { reason, .. } => Some(reason),
+        _ => None,
+    })
 }
