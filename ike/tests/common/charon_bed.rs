@@ -128,6 +128,9 @@ impl Charon {
   load_modular = no
   load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici
   install_routes = no
+  # Reauthentication opens the new IKE SA before the old one goes (5.9's default is
+  # break-before-make); only reauthentication tests notice.
+  make_before_break = yes
   filelog {{
     test {{
       path = {log}
