@@ -192,6 +192,12 @@ impl Client {
         Ok(())
     }
 
+    /// Reauthenticates with `peer` now: new IKE and Child SAs replace the old ones.
+    pub fn ipsec_reauth(&self, peer: &str) -> Result<(), ClientError> {
+        self.request("POST", &crate::paths::ipsec_reauth(peer), Some(b"{}"))?;
+        Ok(())
+    }
+
     /// The external IPsec peers, pre-shared keys left out ([`crate::paths::IPSEC_PEERS`]).
     pub fn ipsec_peers(&self) -> Result<Vec<crate::gateway::ExternalPeer>, ClientError> {
         self.get(crate::paths::IPSEC_PEERS)

@@ -138,4 +138,9 @@ pub mod paths {
     pub fn ipsec_rekey(peer: &str) -> String {
         format!("/v1/ipsec/peers/{peer}/rekey")
     }
+    /// `POST` to reauthenticate with one peer (a new IKE SA and Child SAs replace the
+    /// old ones, RFC 7296 §2.8.3): [`ipsec_reauth`].
+    pub fn ipsec_reauth(peer: &str) -> String {
+        format!("/v1/ipsec/peers/{peer}/reauth")
+    }
 }

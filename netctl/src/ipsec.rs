@@ -24,8 +24,15 @@ pub enum IpsecCmd {
     Status,
     /// The peers this node encrypts with, one line each. Exit 1 as `status`.
     Peers,
-    /// Rekey the Child SAs with PEER now (a node name).
-    Rekey { peer: String },
+    /// Rekey the Child SAs with PEER now (a node name, or ext:NAME for an external
+    /// peer).
+    Rekey {
+        peer: String,
+        /// Reauthenticate instead: new IKE and Child SAs replace the old ones, then
+        /// the old are deleted (RFC 7296 §2.8.3).
+        #[arg(long)]
+        reauth: bool,
+    },
     /// External peers of the site gateways (other vendors' IPsec gateways): add,
     /// apply -f, list, get, delete. Pre-shared keys are never shown.
     Peer {
@@ -51,9 +58,17 @@ pub fn run(client: &Client, out: Output, cmd: IpsecCmd) -> Result<bool> {
             emit(out, &s.peers, || render_peers(&s.peers))?;
             Ok(all_up(&s))
         }
-        IpsecCmd::Rekey { peer } => {
+        IpsecCmd::Rekey {
+            peer,
+            reauth: false,
+        } => {
             client.ipsec_rekey(&peer)?;
             println!("rekeying the Child SAs with {peer}");
+            Ok(true)
+        }
+        IpsecCmd::Rekey { peer, reauth: true } => {
+            client.ipsec_reauth(&peer)?;
+            println!("reauthenticating with {peer}");
             Ok(true)
         }
         IpsecCmd::Peer { cmd } => {

@@ -1,6 +1,7 @@
 //! IPsec's settings (`netctl ipsec mode`), which [`crate::ipsec::settings`] owns, the
 //! external peers (`netctl ipsec peer`), which [`crate::ipsec::peers`] owns, and the
-//! engine's status and rekeys (`netctl ipsec status|peers|rekey`).
+//! engine's status, rekeys and reauthentications (`netctl ipsec status|peers|rekey
+//! [--reauth]`).
 //!
 //! External peers go out redacted: a pre-shared key kept in the store is never in an
 //! answer. A `PUT` replaces the whole peer, so re-applying what `GET` showed needs the
@@ -50,6 +51,19 @@ pub(super) async fn rekey(
 ) -> Result<Json<serde_json::Value>, Failure> {
     s.ipsec()?
         .rekey(&peer)
+        .await
+        .map_err(|e| Failure::new(code::NOT_CONFIGURED, e))?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Reauthenticates with one peer (new IKE and Child SAs replace the old ones);
+/// refused when it is not a peer of this node.
+pub(super) async fn reauth(
+    State(s): State<Shared>,
+    UrlPath(peer): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    s.ipsec()?
+        .reauth(&peer)
         .await
         .map_err(|e| Failure::new(code::NOT_CONFIGURED, e))?;
     Ok(Json(serde_json::json!({})))

@@ -296,6 +296,7 @@ pub fn router(state: Shared) -> Router {
                 .delete(ipsec::delete_peer),
         )
         .route(&paths::ipsec_rekey("{peer}"), post(ipsec::rekey))
+        .route(&paths::ipsec_reauth("{peer}"), post(ipsec::reauth))
         .route("/metrics", get(views::metrics))
         .with_state(state)
 }

@@ -97,7 +97,8 @@ pub struct EngineConfig {
 /// What the API asks of the engine.
 enum Command {
     Status(oneshot::Sender<IpsecStatus>),
-    Rekey(String, oneshot::Sender<Result<(), String>>),
+    /// With `true`, a reauthentication instead.
+    Rekey(String, bool, oneshot::Sender<Result<(), String>>),
 }
 
 /// A cheap handle on the running engine, for the API.
@@ -116,10 +117,19 @@ impl IpsecHandle {
 
     /// Rekey the Child SAs with `peer` now.
     pub async fn rekey(&self, peer: &str) -> Result<(), String> {
+        self.rekey_or_reauth(peer, false).await
+    }
+
+    /// Reauthenticate with `peer` now: new IKE and Child SAs replace the old ones.
+    pub async fn reauth(&self, peer: &str) -> Result<(), String> {
+        self.rekey_or_reauth(peer, true).await
+    }
+
+    async fn rekey_or_reauth(&self, peer: &str, reauth: bool) -> Result<(), String> {
         let gone = || "the IPsec engine is not running".to_string();
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Rekey(peer.to_string(), tx))
+            .send(Command::Rekey(peer.to_string(), reauth, tx))
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
@@ -852,13 +862,20 @@ impl Engine {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Rekey(peer, reply) => {
+            Command::Rekey(peer, reauth, reply) => {
+                let now = Instant::now();
                 let result = if let Some(external) = peer.strip_prefix("ext:") {
-                    let r = self.gateway.rekey(external, Instant::now());
+                    let r = match reauth {
+                        true => self.gateway.reauth(external, now),
+                        false => self.gateway.rekey(external, now),
+                    };
                     self.drain();
                     r
                 } else if self.peers.contains_key(&peer) {
-                    self.speaker.rekey_child(&identity(&peer), Instant::now());
+                    match reauth {
+                        true => self.speaker.reauthenticate(&identity(&peer), now),
+                        false => self.speaker.rekey_child(&identity(&peer), now),
+                    }
                     self.drain();
                     Ok(())
                 } else {

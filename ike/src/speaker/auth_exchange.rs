@@ -151,6 +151,7 @@ fn established(speaker: &mut Speaker, sa: &mut IkeSa, peer: Identity, now: Insta
     let (rekey, expire) = speaker.jittered(now, speaker.config.ike_lifetime);
     sa.rekey_at = Some(rekey);
     sa.expire_at = Some(expire);
+    sa.reauth_at = super::reauth::schedule(speaker, now);
     speaker.half_open.retain(|_, v| *v != sa.local_spi);
     if sa.nat.local_behind_nat {
         sa.next_keepalive = Some(now + speaker.config.nat_keepalive);
@@ -291,7 +292,7 @@ pub(super) fn handle_request(
     }
     speaker.respond(sa, ExchangeType::IkeAuth, id, &out);
     match child_up {
-        Some(c) => speaker.emit(Event::ChildSaUp(c)),
+        Some(c) => super::reauth::child_up(speaker, sa, c, now),
         None => {
             tracing::warn!(%peer, reason = child_refused, "Child SA refused");
             speaker.emit(Event::ChildSaFailed {
@@ -404,8 +405,9 @@ pub(super) fn handle_response(
         ),
     };
     match outcome {
-        Ok(child) => speaker.emit(Event::ChildSaUp(child)),
+        Ok(child) => super::reauth::child_up(speaker, sa, child, now),
         Err(reason) => {
+            super::reauth::child_failed(speaker, sa);
             tracing::warn!(peer = %expected, reason, "Child SA refused");
             if answer.is_some() {
                 // The responder installed what it chose: have it deleted.
@@ -444,7 +446,13 @@ fn forget_stale(speaker: &mut Speaker, sa: &IkeSa, peer: &Identity) {
 /// (the rule of RFC 7296 §2.8.1 for rekeys), the loser deleted by its initiator, so
 /// both ends agree without talking.
 fn resolve_duplicates(speaker: &mut Speaker, sa: &mut IkeSa, now: Instant) {
-    let others: Vec<u64> = speaker.established_with(sa.peer.as_ref().expect("established"));
+    // An SA up before this one began is not a duplicate: this one reauthenticates
+    // it (see reauth).
+    let others: Vec<u64> = speaker
+        .established_with(sa.peer.as_ref().expect("established"))
+        .into_iter()
+        .filter(|spi| speaker.sas[spi].established.is_none_or(|t| t > sa.created))
+        .collect();
     for other_spi in others {
         let mut other = speaker.sas.remove(&other_spi).expect("listed");
         let sa_redundant = ours_is_redundant((&sa.ni, &sa.nr), (&other.ni, &other.nr));

@@ -484,9 +484,7 @@ fn rekey_ike_responder(
 fn retire(speaker: &Speaker, sa: &mut IkeSa, now: Instant) {
     sa.state = IkeState::Rekeyed;
     sa.superseded = true;
-    let wait = speaker.config.retransmit_timeout
-        * 2u32.saturating_pow(speaker.config.retransmit_tries + 1);
-    sa.expire_at = Some(now + wait);
+    sa.expire_at = Some(now + speaker.give_up_after());
 }
 
 /// The IKE SA a rekey makes, with the keys of §2.18.
@@ -543,6 +541,8 @@ fn successor(
     let (rekey, expire) = speaker.jittered(now, speaker.config.ike_lifetime);
     sa.rekey_at = Some(rekey);
     sa.expire_at = Some(expire);
+    // A rekey keeps the authentication: its reauthentication stays due when it was.
+    sa.reauth_at = old.reauth_at;
     sa
 }
 

@@ -118,13 +118,14 @@ fn hash_algorithms(speaker: &Speaker) -> Option<Payload> {
 }
 
 impl Speaker {
+    /// Opens an IKE SA with `peer`; returns its SPI (ours).
     pub(super) fn start_initiator(
         &mut self,
         peer: Identity,
         local: SocketAddr,
         remote: SocketAddr,
         now: Instant,
-    ) {
+    ) -> u64 {
         let spi = self.new_ike_spi();
         let mut sa = IkeSa::new(spi, true, local, remote, now);
         sa.peer = Some(peer);
@@ -132,6 +133,7 @@ impl Speaker {
         let group = self.config.groups[0];
         send_init(self, &mut sa, group, now);
         self.put_back(sa);
+        spi
     }
 
     pub(super) fn handle_init_request(

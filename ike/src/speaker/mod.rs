@@ -7,7 +7,8 @@
 //! The exchanges are in their own modules: [`init`] (IKE_SA_INIT, cookies, NAT
 //! detection, INVALID_KE_PAYLOAD), [`auth_exchange`] (IKE_AUTH and the first Child SA),
 //! [`create_child`] (CREATE_CHILD_SA: rekeys of Child and IKE SAs, simultaneous
-//! rekeys), [`informational`] (Delete, dead-peer detection), [`timers`]
+//! rekeys), [`reauth`] (reauthentication: a second IKE SA that replaces the first),
+//! [`informational`] (Delete, dead-peer detection), [`timers`]
 //! (retransmission, lifetimes, DPD) and [`fragments`] (IKE fragmentation, RFC 7383).
 
 mod auth_exchange;
@@ -17,6 +18,7 @@ pub(crate) mod fragments;
 mod informational;
 mod init;
 pub mod proposal;
+mod reauth;
 mod sa;
 mod timers;
 
@@ -79,6 +81,11 @@ pub struct Config {
     pub dpd_interval: Duration,
     pub ike_lifetime: Lifetime,
     pub child_lifetime: Lifetime,
+    /// Reauthenticate every IKE SA this long after it was authenticated (minus up
+    /// to the IKE lifetime's jitter): a new IKE SA with new Child SAs, traffic moved
+    /// to them, then the old one deleted (RFC 7296 §2.8.3, make-before-break).
+    /// `None`: only when asked ([`Speaker::reauthenticate`]) or on the peer's schedule.
+    pub reauth_after: Option<Duration>,
     /// Half-open SAs at which the responder starts demanding cookies.
     pub cookie_threshold: usize,
     /// A half-open responder SA is dropped after this long.
@@ -128,6 +135,7 @@ impl Config {
                 hard: Duration::from_secs(4800),
                 jitter: Duration::from_secs(120),
             },
+            reauth_after: None,
             cookie_threshold: 64,
             half_open_timeout: Duration::from_secs(30),
             nat_t_port: 4500,
@@ -363,6 +371,15 @@ impl Speaker {
         }
     }
 
+    /// Reauthenticate with `peer` now (RFC 7296 §2.8.3): a new IKE SA with new Child
+    /// SAs, which replace the old ones ([`Event::ChildSaRekeyed`]), then the old IKE
+    /// SA deleted. The old one carries traffic until then.
+    pub fn reauthenticate(&mut self, peer: &Identity, now: Instant) {
+        for spi in self.established_with(peer) {
+            reauth::start(self, spi, now);
+        }
+    }
+
     /// The ESP datapath says the Child SA with inbound SPI `spi_in` is near its byte
     /// or sequence-number limit: rekey it.
     pub fn child_limit_reached(&mut self, spi_in: u32, now: Instant) {
@@ -540,6 +557,12 @@ impl Speaker {
                 return spi;
             }
         }
+    }
+
+    /// How long a request's retransmissions take to give up, about: what a retired
+    /// IKE SA waits for its Delete.
+    fn give_up_after(&self) -> Duration {
+        self.config.retransmit_timeout * 2u32.saturating_pow(self.config.retransmit_tries + 1)
     }
 
     fn jittered(&self, now: Instant, l: Lifetime) -> (Instant, Instant) {
@@ -813,7 +836,13 @@ impl Speaker {
                     spi_out: c.spi_out,
                 });
             }
-            if !sa.superseded && (sa.initiator || sa.established.is_some()) {
+            // Another IKE SA with the peer (a reauthentication's, or the one that
+            // stays of two opened at once) still carries it: nothing went down.
+            let replaced = self
+                .established_with(&peer)
+                .iter()
+                .any(|spi| *spi != sa.local_spi);
+            if !sa.superseded && !replaced && (sa.initiator || sa.established.is_some()) {
                 self.emit(Event::IkeSaDown { peer, reason });
             }
         }

@@ -25,7 +25,8 @@ pub enum IkeState {
     /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH (half-open).
     InitDone,
     Established,
-    /// Replaced by a rekeyed IKE SA; waits for its Delete.
+    /// Replaced by a rekeyed IKE SA, or by a new one after a reauthentication; waits
+    /// for its Delete.
     Rekeyed,
     /// Our Delete is on its way.
     Deleting,
@@ -141,6 +142,11 @@ pub(crate) struct IkeSa {
     pub last_dpd: Option<Instant>,
     pub rekey_at: Option<Instant>,
     pub expire_at: Option<Instant>,
+    /// When we reauthenticate it (a new IKE SA, then this one deleted: RFC 7296
+    /// §2.8.3), if the configuration asks for it.
+    pub reauth_at: Option<Instant>,
+    /// This SA is our reauthentication of the IKE SA with that SPI (ours).
+    pub reauth_of: Option<u64>,
     pub ike_rekeys: u32,
     pub child_rekeys: u32,
     pub nat: super::NatStatus,
@@ -199,6 +205,8 @@ impl IkeSa {
             last_dpd: None,
             rekey_at: None,
             expire_at: None,
+            reauth_at: None,
+            reauth_of: None,
             ike_rekeys: 0,
             child_rekeys: 0,
             nat: super::NatStatus::default(),

@@ -1,11 +1,12 @@
 //! The clock-driven part of the speaker: retransmission with exponential backoff and
 //! give-up (RFC 7296 §2.1), half-open expiry, rekey and expiry by lifetime, dead-peer
-//! detection after an idle interval (§2.4) and NAT keepalives (RFC 3948 §4).
+//! detection after an idle interval (§2.4), NAT keepalives (RFC 3948 §4) and the
+//! reauthentication interval (§2.8.3).
 
 use std::time::Instant;
 
-use super::Speaker;
 use super::sa::{IkeSa, IkeState, InFlight, Intent};
+use super::{Speaker, reauth};
 
 pub(super) fn poll(speaker: &mut Speaker, now: Instant) {
     let spis: Vec<u64> = speaker.sas.keys().copied().collect();
@@ -44,8 +45,10 @@ fn poll_sa(speaker: &mut Speaker, sa: &mut IkeSa, now: Instant) {
             sa.state = IkeState::Dead;
         }
         IkeState::Rekeyed if sa.expire_at.is_some_and(|t| t <= now) => {
+            // No Delete came. A rekeyed SA has no Child SAs left; a reauthenticated
+            // one takes its replaced ones along.
             sa.superseded = true;
-            sa.state = IkeState::Dead;
+            speaker.close(sa, "replaced".into());
         }
         IkeState::Established => established(speaker, sa, now),
         _ => {}
@@ -58,9 +61,14 @@ fn established(speaker: &mut Speaker, sa: &mut IkeSa, now: Instant) {
         speaker.request(sa, Intent::DeleteIke, now);
         return;
     }
-    if sa.rekey_at.is_some_and(|t| t <= now) {
+    if sa.rekey_at.is_some_and(|t| t <= now) && !reauth::under_way(speaker, sa.local_spi) {
+        // (While our reauthentication is under way, the new IKE SA replaces this
+        // one anyway; a rekey then would only race it.)
         sa.rekey_at = None;
         speaker.request(sa, Intent::RekeyIke, now);
+    }
+    if sa.reauth_at.is_some_and(|t| t <= now) {
+        reauth::due(speaker, sa, now);
     }
     let mut intents = Vec::new();
     for c in &mut sa.children {
@@ -98,8 +106,11 @@ pub(super) fn next_deadline(speaker: &Speaker) -> Option<Instant> {
             IkeState::InitDone => times.push(sa.created + speaker.config.half_open_timeout),
             IkeState::Rekeyed => times.extend(sa.expire_at),
             IkeState::Established => {
-                times.extend(sa.rekey_at);
+                if !reauth::under_way(speaker, sa.local_spi) {
+                    times.extend(sa.rekey_at);
+                }
                 times.extend(sa.expire_at);
+                times.extend(sa.reauth_at);
                 times.extend(sa.next_keepalive);
                 for c in &sa.children {
                     if !c.deleting {

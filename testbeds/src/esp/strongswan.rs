@@ -155,10 +155,12 @@ fn spawn(ns: &Netns, dir: PathBuf, swanctl_conf: &str) -> Result<Charon, String>
     // about 165 s), so a dead peer is noticed while a test waits.
     // kernel-libipsec before kernel-netlink: it supplies the (userspace) IPsec
     // backend, kernel-netlink the addresses and routes (table 220).
+    // Reauthentication opens the new IKE SA before deleting the old (5.9's default is
+    // break-before-make, which drops traffic in between).
     let strongswan_conf = format!(
         "charon {{\n  load_modular = no\n  load = random nonce openssl aes sha1 sha2 hmac gcm kdf \
          pem pkcs1 pkcs8 x509 pubkey curve25519 kernel-libipsec kernel-netlink socket-default vici \
-         updown\n  install_routes = yes\n  retransmit_tries = 3\n  retransmit_timeout = 1.0\n  retransmit_base = 1.5\n  plugins {{\n    kernel-libipsec {{\n      \
+         updown\n  install_routes = yes\n  make_before_break = yes\n  retransmit_tries = 3\n  retransmit_timeout = 1.0\n  retransmit_base = 1.5\n  plugins {{\n    kernel-libipsec {{\n      \
          allow_peer_ts = no\n    }}\n  }}\n  filelog {{\n    bench {{\n      path = {}\n      \
          append = no\n      default = 1\n    }}\n  }}\n  syslog {{\n    daemon {{\n      \
          default = -1\n    }}\n  }}\n}}\n",

@@ -444,6 +444,17 @@ impl Runtime {
         Ok(())
     }
 
+    /// Reauthenticates with external peer `name` now (`netctl ipsec rekey --reauth`):
+    /// new IKE and Child SAs, traffic moved to them, then the old ones deleted.
+    pub fn reauth(&mut self, name: &str, now: Instant) -> Result<(), String> {
+        let c = self
+            .carried
+            .get_mut(name)
+            .ok_or_else(|| format!("external peer {name:?} is not carried by this node"))?;
+        c.speaker.reauthenticate(&c.remote_id, now);
+        Ok(())
+    }
+
     /// The peers this node carries (or should, and cannot), as `netctl ipsec peers`
     /// shows them.
     pub fn status(&self, now: Instant) -> Vec<IpsecPeer> {
