@@ -169,3 +169,74 @@ fn state_word(state: IkeState) -> &'static str {
         IkeState::Dead => "closed",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(peer: &str, direction: Direction, spi: u32, packets: u64) -> SaReport {
+        SaReport {
+            peer: peer.into(),
+            direction,
+            active: true,
+            near_limit: false,
+            status: strait_esp::SaStatus {
+                spi,
+                cipher: strait_esp::Cipher::Aes256Gcm16,
+                esn: false,
+                packets,
+                bytes: packets * 100,
+                replay_failures: 0,
+                icv_failures: 0,
+                malformed: 0,
+                seq: packets,
+            },
+        }
+    }
+
+    #[test]
+    fn totals_add_what_each_sa_grew_by_and_outlive_the_sa() {
+        let mut tally = Tally::default();
+        let mut totals = PeerTotals::default();
+        let mut read = |esp: &[SaReport], tally: &mut Tally| {
+            for (peer, grew) in tally.count(esp) {
+                assert_eq!(peer, "ext:onprem");
+                add(&mut totals, &grew);
+            }
+            totals.clone()
+        };
+        let first = [
+            report("ext:onprem", Direction::Inbound, 1, 3),
+            report("ext:onprem", Direction::Outbound, 2, 4),
+        ];
+        let t = read(&first, &mut tally);
+        assert_eq!((t.packets_in, t.packets_out, t.bytes_in), (3, 4, 300));
+        // Read again: only the growth counts.
+        let grown = [
+            report("ext:onprem", Direction::Inbound, 1, 5),
+            report("ext:onprem", Direction::Outbound, 2, 4),
+        ];
+        let t = read(&grown, &mut tally);
+        assert_eq!((t.packets_in, t.packets_out), (5, 4));
+        // A rekey: the old SAs are gone, the new ones count from zero.
+        let rekeyed = [
+            report("ext:onprem", Direction::Inbound, 11, 1),
+            report("ext:onprem", Direction::Outbound, 12, 2),
+        ];
+        let t = read(&rekeyed, &mut tally);
+        assert_eq!((t.packets_in, t.packets_out), (6, 6));
+    }
+
+    #[test]
+    fn a_child_sa_shows_the_datapaths_counters_of_its_own_spis() {
+        let esp = [
+            report("ext:onprem", Direction::Inbound, 1, 3),
+            report("ext:onprem", Direction::Outbound, 2, 4),
+            report("node-b", Direction::Inbound, 1, 9),
+        ];
+        let (c, active) = counters(&esp, "ext:onprem", Direction::Inbound, 1).unwrap();
+        assert_eq!((c.packets, c.bytes, active), (3, 300, true));
+        assert!(counters(&esp, "ext:onprem", Direction::Outbound, 1).is_none());
+        assert!(counters(&esp, "ext:other", Direction::Inbound, 1).is_none());
+    }
+}
