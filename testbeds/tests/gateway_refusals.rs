@@ -163,6 +163,30 @@ fn a_peer_proposing_only_what_we_refuse_is_told_and_named() {
     );
 }
 
+/// strait initiates; charon accepts only AES-CBC-128/SHA1/MODP2048 and answers
+/// NO_PROPOSAL_CHOSEN: strait says the peer took none of what it offered, and what.
+#[test]
+fn a_peer_accepting_none_of_our_proposals_is_reported_with_what_we_offered() {
+    let t = "a_peer_accepting_none_of_our_proposals_is_reported_with_what_we_offered";
+    if !privileged(t) {
+        return;
+    }
+    let _serial = serial();
+    let (bed, c1, c2) = bed();
+    let mut conf = Charon::psk(&bed);
+    conf.ike = "aes128-sha1-modp2048";
+    let charon = bed.charon(&conf.conf(&bed), &[]).expect("charon");
+    bed.apply_peer(0, &psk_peer(&bed, "strait"));
+    let e = refused(
+        &bed,
+        &c1,
+        &c2,
+        || charon.log(),
+        |e| e.contains("NO_PROPOSAL_CHOSEN"),
+    );
+    assert!(e.contains("we offered IKE:AES_GCM_16_256"), "{e}");
+}
+
 /// The IKE SA's proposals match, the Child SA's (ESP AES-CBC-128/SHA1) do not: the
 /// IKE SA comes up, the Child SA is refused with what the peer proposed.
 #[test]
