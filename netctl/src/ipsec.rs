@@ -102,9 +102,12 @@ pub fn render_peers(peers: &[IpsecPeer]) -> String {
         "IKE",
         "UP",
         "CHILD SAS",
+        "PKTS IN",
+        "PKTS OUT",
         "LAST ERROR",
     ]);
     for p in peers {
+        // Totals over every SA there was with the peer, so a rekey does not reset them.
         t.row([
             p.name.as_str(),
             &p.site,
@@ -112,6 +115,8 @@ pub fn render_peers(peers: &[IpsecPeer]) -> String {
             &p.ike_state,
             &p.established_secs.map_or("-".into(), |s| format!("{s}s")),
             &p.child_sas.len().to_string(),
+            &p.totals.packets_in.to_string(),
+            &p.totals.packets_out.to_string(),
             p.last_error.as_deref().unwrap_or("-"),
         ]);
     }
@@ -225,6 +230,37 @@ mod tests {
             render_mode(&s),
             "mode cross-site (node pairs of different sites encrypt)\n"
         );
+    }
+
+    #[test]
+    fn the_peers_table_shows_each_peers_packet_totals() {
+        let p = IpsecPeer {
+            name: "ext:onprem".into(),
+            site: "dc".into(),
+            address: Some("198.51.100.2:4500".parse().unwrap()),
+            ike_state: "established".into(),
+            initiator: true,
+            ike_algorithms: None,
+            established_secs: Some(7),
+            ike_rekeys: 0,
+            child_rekeys: 0,
+            last_dpd_secs: None,
+            nat: true,
+            child_sas: vec![],
+            last_error: None,
+            totals: strait_api::ipsec::PeerTotals {
+                packets_in: 12,
+                packets_out: 34,
+                ..Default::default()
+            },
+        };
+        let text = render_peers(&[p]);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][7..11], ["PKTS", "IN", "PKTS", "OUT"], "{text}");
+        assert_eq!(lines[1][6..8], ["12", "34"], "{text}");
     }
 
     #[test]

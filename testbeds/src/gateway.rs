@@ -6,6 +6,17 @@
 //! The bed builds the namespaces and charon's configuration; each test declares the
 //! external peer its own way (`netctl ipsec peer add`, a YAML document) and checks
 //! what it needs through [`external`] (the peer as `netctl ipsec peers` shows it).
+//!
+//! [`GatewayBed::start_natted`] puts a NAT between the site and charon instead:
+//!
+//! ```text
+//! hosts 10.0.0.N ── underlay ── nat ns 10.0.0.160 | 198.51.100.1 ── charon 198.51.100.2 ── LAN
+//!                               (MASQUERADE, UDP ports rewritten; nothing new inbound)
+//! ```
+//!
+//! [`GatewayBed::watch_leaks`] gives the hosts a plain route to the LAN through
+//! charon and counts what arrives there from the container pool in clear, so a test
+//! can show that a refused peer's traffic is dropped rather than sent unencrypted.
 
 use std::time::Duration;
 
@@ -28,6 +39,23 @@ pub const LAN: &str = "192.168.50.0/24";
 pub const PSK: &str = "strait-gateway-test-psk-0123456789";
 /// The external peer's name, as the tests declare it (`netctl` shows `ext:onprem`).
 pub const PEER: &str = "onprem";
+/// The NAT router's address on the site's underlay ([`GatewayBed::start_natted`]).
+pub const NAT_INSIDE: &str = "10.0.0.160";
+/// The NAT router's public address: what charon sees the site's hosts as.
+pub const NAT_PUBLIC: &str = "198.51.100.1";
+/// charon's address in the natted bed, on the NAT's public side.
+pub const NAT_CHARON: &str = "198.51.100.2";
+/// The public network between the NAT and charon.
+pub const PUBLIC_NET: &str = "198.51.100.0/24";
+/// The site's container pool (IPv4), as charon's selectors name it.
+pub const POOL: &str = "10.244.0.0/16";
+/// The ports the NAT rewrites UDP source ports to (so charon never sees 500 or
+/// 4500 as the site's port).
+const NAT_PORTS: &str = "30000-30999";
+/// iptables comments of the bed's counters.
+const LEAK_RULE: &str = "strait-pool-in-clear";
+const NAT_ESP_RULE: &str = "strait-nat-esp";
+const NAT_4500_RULE: &str = "strait-nat-udp4500";
 
 /// True when the test may run: root, etcd and charon with kernel-libipsec (a visible
 /// SKIP line otherwise).
@@ -46,55 +74,193 @@ pub fn privileged(test: &str) -> bool {
 /// the LAN host's namespace behind it.
 pub struct GatewayBed {
     pub cluster: Cluster,
-    /// charon's underlay address.
+    /// charon's address: on the underlay, or [`NAT_CHARON`] behind the NAT.
     pub gw_addr: String,
     /// The LAN host's namespace.
     pub lan: Netns,
+    /// charon's namespace when it is not on the underlay (behind the NAT).
+    public: Option<Netns>,
 }
 
 impl GatewayBed {
     /// `hosts` host-gw hosts of site `dc`; those at the indices in `gateways` are
     /// started with `--ipsec-gateway`; `extra` flags go to every agent.
     pub fn start(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>, extra: &[&str]) -> Self {
-        let mut opts = ClusterOpts::new(hosts, Fabric::HostGw);
-        opts.agent_extra = vec!["--site".into(), "dc".into()];
-        opts.agent_extra.extend(extra.iter().map(|s| s.to_string()));
-        opts.host_extra = gateways
-            .iter()
-            .map(|i| (*i, vec!["--ipsec-gateway".into()]))
-            .collect();
-        opts.node_lease_ttl_secs = lease_ttl;
-        let mut cluster = Cluster::start(opts);
+        let mut cluster = site(hosts, gateways, lease_ttl, extra);
         let prefix = cluster.prefix.clone();
         let (gw, gw4, _) = cluster.add_underlay_peer(50);
-        let lan = Netns::new(format!("{prefix}lan"));
-        gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        gw.exec_ok(&[
-            "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
-        ]);
-        gw.exec_ok(&["ip", "link", "set", "lan1", "netns", lan.name()]);
-        gw.exec_ok(&["ip", "addr", "add", "192.168.50.1/24", "dev", "lan0"]);
-        gw.exec_ok(&["ip", "link", "set", "lan0", "up"]);
-        lan.exec_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{LAN_HOST}/24"),
-            "dev",
-            "lan1",
-        ]);
-        lan.exec_ok(&["ip", "link", "set", "lan1", "up"]);
-        lan.exec_ok(&["ip", "route", "add", "default", "via", "192.168.50.1"]);
+        let lan = lan_behind(gw, &prefix);
         Self {
             cluster,
             gw_addr: gw4.to_string(),
             lan,
+            public: None,
         }
+    }
+
+    /// As [`GatewayBed::start`], with charon behind a NAT from the site's point of
+    /// view (see the module doc): the router namespace (`cluster.peers()[0]`)
+    /// masquerades everything the underlay sends to [`PUBLIC_NET`], rewriting UDP
+    /// ports, and lets in only what answers it; charon has no route to the
+    /// underlay. Every host gets a route to [`PUBLIC_NET`] through the router.
+    pub fn start_natted(hosts: usize, gateways: &[usize], extra: &[&str]) -> Self {
+        let mut cluster = site(hosts, gateways, None, extra);
+        let prefix = cluster.prefix.clone();
+        let (nat, nat4, _) = cluster.add_underlay_peer(60);
+        assert_eq!(nat4.to_string(), NAT_INSIDE);
+        let public = Netns::new(format!("{prefix}pub"));
+        nat.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        nat.exec_ok(&[
+            "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan1",
+        ]);
+        nat.exec_ok(&["ip", "link", "set", "wan1", "netns", public.name()]);
+        nat.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NAT_PUBLIC}/24"),
+            "dev",
+            "wan0",
+        ]);
+        nat.exec_ok(&["ip", "link", "set", "wan0", "up"]);
+        public.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NAT_CHARON}/24"),
+            "dev",
+            "wan1",
+        ]);
+        public.exec_ok(&["ip", "link", "set", "wan1", "up"]);
+        let ipt = |args: &[&str]| {
+            let mut argv = vec!["iptables", "-w"];
+            argv.extend_from_slice(args);
+            nat.exec_ok(&argv);
+        };
+        // The site's side out, its UDP ports rewritten as a carrier's NAT would.
+        ipt(&[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "wan0",
+            "-p",
+            "udp",
+            "-j",
+            "MASQUERADE",
+            "--to-ports",
+            NAT_PORTS,
+        ]);
+        ipt(&[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "wan0",
+            "-j",
+            "MASQUERADE",
+        ]);
+        // Nothing new comes in: only what answers the site's own traffic.
+        ipt(&[
+            "-A",
+            "FORWARD",
+            "-i",
+            "wan0",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]);
+        ipt(&["-A", "FORWARD", "-i", "wan0", "-j", "DROP"]);
+        // What leaves: ESP bare (must be none) and in UDP 4500.
+        ipt(&[
+            "-I",
+            "FORWARD",
+            "-o",
+            "wan0",
+            "-p",
+            "esp",
+            "-m",
+            "comment",
+            "--comment",
+            NAT_ESP_RULE,
+        ]);
+        ipt(&[
+            "-I",
+            "FORWARD",
+            "-o",
+            "wan0",
+            "-p",
+            "udp",
+            "--dport",
+            "4500",
+            "-m",
+            "comment",
+            "--comment",
+            NAT_4500_RULE,
+        ]);
+        for h in cluster.hosts() {
+            h.ns.exec_ok(&["ip", "route", "add", PUBLIC_NET, "via", NAT_INSIDE]);
+        }
+        let lan = lan_behind(&public, &prefix);
+        Self {
+            cluster,
+            gw_addr: NAT_CHARON.to_string(),
+            lan,
+            public: Some(public),
+        }
+    }
+
+    /// Gives every host a plain route to the LAN through charon (on the underlay)
+    /// and counts, in charon's namespace, packets from the container pool arriving
+    /// on its underlay side: any is traffic that left a host in clear (ESP arrives
+    /// from the hosts' own addresses). See [`GatewayBed::leaked`].
+    pub fn watch_leaks(&self) {
+        assert!(self.public.is_none(), "charon must be on the underlay");
+        for h in self.cluster.hosts() {
+            h.ns.exec_ok(&["ip", "route", "add", LAN, "via", &self.gw_addr]);
+        }
+        self.charon_ns().exec_ok(&[
+            "iptables",
+            "-w",
+            "-t",
+            "raw",
+            "-I",
+            "PREROUTING",
+            "-i",
+            "eth0",
+            "-s",
+            POOL,
+            "-m",
+            "comment",
+            "--comment",
+            LEAK_RULE,
+        ]);
+    }
+
+    /// Packets from the container pool that reached charon in clear since
+    /// [`GatewayBed::watch_leaks`].
+    pub fn leaked(&self) -> u64 {
+        rule_packets(self.charon_ns(), "raw", "PREROUTING", LEAK_RULE)
+    }
+
+    /// What the NAT router forwarded to the public side: (bare ESP packets, UDP
+    /// 4500 packets).
+    pub fn nat_counters(&self) -> (u64, u64) {
+        let nat = &self.cluster.peers()[0];
+        (
+            rule_packets(nat, "filter", "FORWARD", NAT_ESP_RULE),
+            rule_packets(nat, "filter", "FORWARD", NAT_4500_RULE),
+        )
     }
 
     /// charon's namespace.
     pub fn charon_ns(&self) -> &Netns {
-        &self.cluster.peers()[0]
+        self.public.as_ref().unwrap_or(&self.cluster.peers()[0])
     }
 
     /// charon's configuration with host 1 (index 0) as its peer: PSK, each side's
@@ -214,4 +380,77 @@ pub fn ping(from: &Netns, to: &str) -> bool {
     from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to])
         .status
         .success()
+}
+
+/// The cluster of site `dc`: see [`GatewayBed::start`].
+fn site(hosts: usize, gateways: &[usize], lease_ttl: Option<u64>, extra: &[&str]) -> Cluster {
+    let mut opts = ClusterOpts::new(hosts, Fabric::HostGw);
+    opts.agent_extra = vec!["--site".into(), "dc".into()];
+    opts.agent_extra.extend(extra.iter().map(|s| s.to_string()));
+    opts.host_extra = gateways
+        .iter()
+        .map(|i| (*i, vec!["--ipsec-gateway".into()]))
+        .collect();
+    opts.node_lease_ttl_secs = lease_ttl;
+    Cluster::start(opts)
+}
+
+/// The LAN [`LAN`] behind `gw` (which forwards to it), with the host [`LAN_HOST`] in
+/// a namespace of its own.
+fn lan_behind(gw: &Netns, prefix: &str) -> Netns {
+    let lan = Netns::new(format!("{prefix}lan"));
+    gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    gw.exec_ok(&[
+        "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ]);
+    gw.exec_ok(&["ip", "link", "set", "lan1", "netns", lan.name()]);
+    gw.exec_ok(&["ip", "addr", "add", "192.168.50.1/24", "dev", "lan0"]);
+    gw.exec_ok(&["ip", "link", "set", "lan0", "up"]);
+    lan.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{LAN_HOST}/24"),
+        "dev",
+        "lan1",
+    ]);
+    lan.exec_ok(&["ip", "link", "set", "lan1", "up"]);
+    lan.exec_ok(&["ip", "route", "add", "default", "via", "192.168.50.1"]);
+    lan
+}
+
+/// The packet counter of the iptables rule commented `comment` in `ns`.
+fn rule_packets(ns: &Netns, table: &str, chain: &str, comment: &str) -> u64 {
+    let out = ns.exec_ok(&["iptables", "-w", "-t", table, "-L", chain, "-v", "-x", "-n"]);
+    let tag = format!("/* {comment} */");
+    out.lines()
+        .find(|l| l.contains(&tag))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rule {comment} in {table} {chain}:\n{out}"))
+}
+
+/// Waits until `h` shows ESP counters for the external peer: packets both ways on
+/// its active Child SA and in its totals (the engine reads the datapath's counters a
+/// few times a second); returns the peer as then shown.
+pub fn wait_counted(h: &ClusterHost) -> IpsecPeer {
+    let mut seen = None;
+    wait_until("the external peer's ESP counters", CONVERGE, POLL, || {
+        let p = external(h).ok_or_else(|| "not carried".to_string())?;
+        let counted = p.child_sas.iter().any(|c| {
+            c.active
+                && c.inbound.as_ref().is_some_and(|i| i.packets > 0)
+                && c.outbound.as_ref().is_some_and(|o| o.packets > 0)
+        });
+        let t = &p.totals;
+        let totals = t.packets_in > 0 && t.packets_out > 0 && t.bytes_in > 0 && t.bytes_out > 0;
+        if counted && totals {
+            seen = Some(p);
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    })
+    .unwrap();
+    seen.expect("set when the wait ended")
 }

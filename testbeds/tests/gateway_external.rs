@@ -17,6 +17,7 @@ use strait_api::ipsec::IpsecPeer;
 use strait_testbeds::cluster::probe::ContinuousPing;
 use strait_testbeds::gateway::{
     CONVERGE, GatewayBed, LAN_HOST, POLL, PSK, external, ping, privileged, wait_carried,
+    wait_counted,
 };
 use strait_testbeds::pki::{self, KeyType, Pki, Validity};
 use strait_testbeds::wait_until;
@@ -56,9 +57,9 @@ fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
             c.name
         );
     }
-    // Both ends agree on the SPIs.
+    // The pings were counted, per Child SA and in total; both ends agree on the SPIs.
+    let p = wait_counted(h1);
     let sas = charon.swanctl(&["--list-sas"]).expect("list-sas");
-    let p = external(h1).expect("peer");
     for c in &p.child_sas {
         let spi_in = c.spi_in.trim_start_matches("0x");
         let spi_out = c.spi_out.trim_start_matches("0x");

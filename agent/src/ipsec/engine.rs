@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strait_api::ipsec::{EspDrops, IpsecMode, IpsecPeer, IpsecStatus, SaCounters};
+use strait_api::ipsec::{EspDrops, IpsecMode, IpsecPeer, IpsecStatus};
 use strait_esp::{Datapath, Direction, PeerConfig};
 use strait_ike::auth::{Ed25519Signer, RawKeyVerifier};
 use strait_ike::codec::Identity;
@@ -189,7 +189,7 @@ pub struct Engine {
     /// What the containers' MTU is reduced by while encryption is on (read by ADD).
     mtu_less: Arc<AtomicU32>,
     /// Each SA's counters when last read, to add what they grew by to the totals.
-    seen: HashMap<(String, Direction, u32), strait_esp::SaStatus>,
+    tally: view::Tally,
     /// The external peers in the store, and the ones this node carries as its site's
     /// gateway (their speakers, SAs and steering).
     external: Peers,
@@ -278,7 +278,7 @@ impl Engine {
             ike_rx,
             key_log,
             mtu_less,
-            seen: HashMap::new(),
+            tally: Default::default(),
             external: Peers::new(),
             gateway,
             ike500_rx,
@@ -826,35 +826,14 @@ impl Engine {
     }
 
     /// Adds what every SA's counters grew by since the last read to its peer's
-    /// totals; SAs that are gone are forgotten.
+    /// totals, node peers' here and external peers' in the gateway's runtime.
     fn count(&mut self, esp: &[strait_esp::SaReport]) {
-        let mut seen = HashMap::with_capacity(esp.len());
-        for sa in esp {
-            let key = (sa.peer.clone(), sa.direction, sa.status.spi);
-            let before = self.seen.get(&key);
-            let grew = |now: u64, then: fn(&strait_esp::SaStatus) -> u64| {
-                now.saturating_sub(before.map_or(0, then))
-            };
-            if let Some(p) = self.peers.get_mut(&sa.peer) {
-                let t = &mut p.totals;
-                let packets = grew(sa.status.packets, |s| s.packets);
-                let bytes = grew(sa.status.bytes, |s| s.bytes);
-                match sa.direction {
-                    Direction::Inbound => {
-                        t.packets_in += packets;
-                        t.bytes_in += bytes;
-                        t.replay_failures += grew(sa.status.replay_failures, |s| s.replay_failures);
-                        t.icv_failures += grew(sa.status.icv_failures, |s| s.icv_failures);
-                    }
-                    Direction::Outbound => {
-                        t.packets_out += packets;
-                        t.bytes_out += bytes;
-                    }
-                }
+        for (peer, grew) in self.tally.count(esp) {
+            match self.peers.get_mut(&peer) {
+                Some(p) => view::add(&mut p.totals, &grew),
+                None => self.gateway.count(&peer, &grew),
             }
-            seen.insert(key, sa.status);
         }
-        self.seen = seen;
     }
 
     fn command(&mut self, command: Command) {
@@ -894,22 +873,6 @@ impl Engine {
             .as_ref()
             .map(|r| r.datapath.sa_status())
             .unwrap_or_default();
-        let counters = |peer: &str, direction: Direction, spi: u32| {
-            esp.iter()
-                .find(|s| s.peer == peer && s.direction == direction && s.status.spi == spi)
-                .map(|s| {
-                    (
-                        SaCounters {
-                            packets: s.status.packets,
-                            bytes: s.status.bytes,
-                            seq: s.status.seq,
-                            replay_failures: s.status.replay_failures,
-                            icv_failures: s.status.icv_failures,
-                        },
-                        s.active,
-                    )
-                })
-        };
         let mut peers: Vec<IpsecPeer> = self
             .peers
             .iter()
@@ -922,16 +885,8 @@ impl Engine {
                     .plan
                     .address
                     .map(|a| SocketAddr::new(a, self.cfg.datapath.port));
-                let child = |c: &strait_ike::speaker::ChildStatus| {
-                    let inbound = counters(name, Direction::Inbound, c.spi_in);
-                    let outbound = counters(name, Direction::Outbound, c.spi_out);
-                    view::child(
-                        c,
-                        outbound.as_ref().is_some_and(|(_, a)| *a),
-                        inbound.map(|(c, _)| c),
-                        outbound.map(|(c, _)| c),
-                    )
-                };
+                let child =
+                    |c: &strait_ike::speaker::ChildStatus| view::child_counted(c, name, &esp);
                 let mut v = view::peer(
                     name.clone(),
                     p.plan.peer.site.clone(),
@@ -945,7 +900,7 @@ impl Engine {
                 v
             })
             .collect();
-        peers.extend(self.gateway.status(now));
+        peers.extend(self.gateway.status(now, &esp));
         let drops = self
             .running
             .as_ref()

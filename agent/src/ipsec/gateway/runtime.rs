@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use strait_api::gateway::{ExternalPeer, IdSpec, Initiate, PeerAuth as AuthConfig};
-use strait_api::ipsec::IpsecPeer;
+use strait_api::ipsec::{IpsecPeer, PeerTotals};
 use strait_esp::{Datapath, Direction, PeerConfig};
 use strait_ike::auth::{CaVerifier, CertSigner, LocalAuth, PeerAuth, Psk};
 use strait_ike::codec::{Identity, TrafficSelector};
@@ -58,6 +58,8 @@ struct Carried {
     record: ExternalPeer,
     /// Rekeys the peer asked for: our new outbound SAs held back until safe.
     held_back: child_sa::HeldBack,
+    /// What crossed its SAs since this node carries it.
+    totals: PeerTotals,
 }
 
 /// The UDP 500 socket (IPv4) of a gateway that carries peers, and the task that
@@ -198,6 +200,7 @@ impl Runtime {
                             last_error: None,
                             record: plan.peer.clone(),
                             held_back: Default::default(),
+                            totals: Default::default(),
                         },
                     );
                 }
@@ -434,6 +437,17 @@ impl Runtime {
         }
     }
 
+    /// Adds what datapath peer `peer`'s SAs grew by (see [`view::Tally`]) to its
+    /// totals, when it is an external peer this node carries.
+    pub fn count(&mut self, peer: &str, grew: &PeerTotals) {
+        if let Some(c) = peer
+            .strip_prefix("ext:")
+            .and_then(|name| self.carried.get_mut(name))
+        {
+            view::add(&mut c.totals, grew);
+        }
+    }
+
     /// Rekeys the Child SA with external peer `name` now (`netctl ipsec rekey`).
     pub fn rekey(&mut self, name: &str, now: Instant) -> Result<(), String> {
         let c = self
@@ -456,18 +470,18 @@ impl Runtime {
     }
 
     /// The peers this node carries (or should, and cannot), as `netctl ipsec peers`
-    /// shows them.
-    pub fn status(&self, now: Instant) -> Vec<IpsecPeer> {
+    /// shows them, with the counters of their SAs in the datapath's report `esp`.
+    pub fn status(&self, now: Instant, esp: &[strait_esp::SaReport]) -> Vec<IpsecPeer> {
         let mut out: Vec<IpsecPeer> = self
             .carried
             .iter()
             .map(|(name, c)| {
                 let sas = c.speaker.status();
                 let address = c.plan.peer.address.map(|a| SocketAddr::new(a, self.port));
-                // The datapath's counters are not read for external peers yet.
-                let child = |ch: &ChildStatus| view::child(ch, !ch.replaced, None, None);
+                let dp_name = datapath_name(name);
+                let child = |ch: &ChildStatus| view::child_counted(ch, &dp_name, esp);
                 let mut v = view::peer(
-                    datapath_name(name),
+                    dp_name.clone(),
                     c.plan.peer.site.clone(),
                     address,
                     view::shown(&sas),
@@ -475,6 +489,7 @@ impl Runtime {
                     now,
                 );
                 v.last_error = c.last_error.clone();
+                v.totals = c.totals.clone();
                 v
             })
             .collect();
@@ -527,6 +542,7 @@ fn drain(
             }
             Event::ChildSaUp(child) => install(c, dp, key_log, &name, &child, true, now),
             Event::ChildSaRekeyed { new, initiator, .. } => {
+                c.totals.child_rekeys += 1;
                 install(c, dp, key_log, &name, &new, initiator, now)
             }
             Event::ChildSaDeleting { spi_out, .. } => {
@@ -554,6 +570,7 @@ fn drain(
                 fail(c, &name, format!("Child SA refused: {reason}"), now)
             }
             Event::AuthFailed { reason, .. } => {
+                c.totals.auth_failures += 1;
                 fail(c, &name, format!("authentication failed: {reason}"), now)
             }
             Event::Failed { reason, .. } => fail(c, &name, reason, now),
