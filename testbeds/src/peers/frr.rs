@@ -375,6 +375,9 @@ fn render(c: &PeerConfig, dir: &Path) -> String {
         if n.extended_next_hop {
             let _ = writeln!(s, " neighbor {a} capability extended-nexthop");
         }
+        if let Some(hops) = n.multihop {
+            let _ = writeln!(s, " neighbor {a} ebgp-multihop {hops}");
+        }
     }
     for family in [Family::V4, Family::V6] {
         let _ = writeln!(s, " address-family {} unicast", afi(family));

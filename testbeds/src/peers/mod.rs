@@ -136,6 +136,9 @@ pub struct Neighbor {
     /// on` in the ipv4 channel, FRR's `neighbor X capability extended-nexthop`; gobgpd
     /// ignores it.
     pub extended_next_hop: bool,
+    /// eBGP with a neighbour that is not on a shared link (FRR's `neighbor X
+    /// ebgp-multihop N`): the most hops to it. FRR only; the others ignore it.
+    pub multihop: Option<u8>,
 }
 
 impl Neighbor {
@@ -150,7 +153,13 @@ impl Neighbor {
             local: None,
             bfd: false,
             extended_next_hop: false,
+            multihop: None,
         }
+    }
+
+    pub fn ebgp_multihop(mut self, hops: u8) -> Self {
+        self.multihop = Some(hops);
+        self
     }
 
     pub fn rr_client(mut self) -> Self {
