@@ -72,6 +72,16 @@ pub fn privileged(test: &str) -> bool {
 
 /// The bed: the cluster, charon's namespace (`cluster.peers()[0]`, on segment A) and
 /// the LAN host's namespace behind it.
+/// Which side of a [`GatewayBed::start_natted`] NAT is behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    /// The site: its gateway reaches charon through the NAT.
+    Site,
+    /// charon: it reaches the site's gateway through the NAT (a branch office
+    /// dialing in; the site knows no address of it).
+    Peer,
+}
+
 pub struct GatewayBed {
     pub cluster: Cluster,
     /// charon's address: on the underlay, or [`NAT_CHARON`] behind the NAT.
@@ -98,12 +108,15 @@ impl GatewayBed {
         }
     }
 
-    /// As [`GatewayBed::start`], with charon behind a NAT from the site's point of
-    /// view (see the module doc): the router namespace (`cluster.peers()[0]`)
-    /// masquerades everything the underlay sends to [`PUBLIC_NET`], rewriting UDP
-    /// ports, and lets in only what answers it; charon has no route to the
-    /// underlay. Every host gets a route to [`PUBLIC_NET`] through the router.
-    pub fn start_natted(hosts: usize, gateways: &[usize], extra: &[&str]) -> Self {
+    /// As [`GatewayBed::start`], with a NAT router (`cluster.peers()[0]`, on the
+    /// underlay at [`NAT_INSIDE`], on [`PUBLIC_NET`] at [`NAT_PUBLIC`]) between the
+    /// site and charon ([`NAT_CHARON`]), which masquerades what `behind` sends,
+    /// rewriting UDP ports, and lets in only what answers it:
+    /// - [`Behind::Site`]: the site is behind the NAT; every host gets a route to
+    ///   [`PUBLIC_NET`] through the router, charon has no route to the underlay;
+    /// - [`Behind::Peer`]: charon is behind it, its default route through the router;
+    ///   the site sees charon's IKE and ESP come from [`NAT_INSIDE`] and mapped ports.
+    pub fn start_natted(hosts: usize, gateways: &[usize], extra: &[&str], behind: Behind) -> Self {
         let mut cluster = site(hosts, gateways, None, extra);
         let prefix = cluster.prefix.clone();
         let (nat, nat4, _) = cluster.add_underlay_peer(60);
@@ -132,6 +145,11 @@ impl GatewayBed {
             "wan1",
         ]);
         public.exec_ok(&["ip", "link", "set", "wan1", "up"]);
+        // The NAT's outside: towards the public net, or towards the underlay.
+        let outside = match behind {
+            Behind::Site => "wan0",
+            Behind::Peer => "eth0",
+        };
         let ipt = |args: &[&str]| {
             let mut argv = vec!["iptables", "-w"];
             argv.extend_from_slice(args);
@@ -144,7 +162,7 @@ impl GatewayBed {
             "-A",
             "POSTROUTING",
             "-o",
-            "wan0",
+            outside,
             "-p",
             "udp",
             "-j",
@@ -158,7 +176,7 @@ impl GatewayBed {
             "-A",
             "POSTROUTING",
             "-o",
-            "wan0",
+            outside,
             "-j",
             "MASQUERADE",
         ]);
@@ -167,7 +185,7 @@ impl GatewayBed {
             "-A",
             "FORWARD",
             "-i",
-            "wan0",
+            outside,
             "-m",
             "conntrack",
             "--ctstate",
@@ -175,13 +193,13 @@ impl GatewayBed {
             "-j",
             "ACCEPT",
         ]);
-        ipt(&["-A", "FORWARD", "-i", "wan0", "-j", "DROP"]);
+        ipt(&["-A", "FORWARD", "-i", outside, "-j", "DROP"]);
         // What leaves: ESP bare (must be none) and in UDP 4500.
         ipt(&[
             "-I",
             "FORWARD",
             "-o",
-            "wan0",
+            outside,
             "-p",
             "esp",
             "-m",
@@ -193,7 +211,7 @@ impl GatewayBed {
             "-I",
             "FORWARD",
             "-o",
-            "wan0",
+            outside,
             "-p",
             "udp",
             "--dport",
@@ -203,8 +221,15 @@ impl GatewayBed {
             "--comment",
             NAT_4500_RULE,
         ]);
-        for h in cluster.hosts() {
-            h.ns.exec_ok(&["ip", "route", "add", PUBLIC_NET, "via", NAT_INSIDE]);
+        match behind {
+            Behind::Site => {
+                for h in cluster.hosts() {
+                    h.ns.exec_ok(&["ip", "route", "add", PUBLIC_NET, "via", NAT_INSIDE]);
+                }
+            }
+            Behind::Peer => {
+                public.exec_ok(&["ip", "route", "add", "default", "via", NAT_PUBLIC]);
+            }
         }
         let lan = lan_behind(&public, &prefix);
         Self {

@@ -14,8 +14,8 @@
 //! otherwise).
 
 use strait_testbeds::gateway::{
-    CONVERGE, GatewayBed, LAN, LAN_HOST, NAT_CHARON, NAT_PUBLIC, POLL, POOL, PSK, external, ping,
-    privileged, wait_carried, wait_counted,
+    Behind, CONVERGE, GatewayBed, LAN, LAN_HOST, NAT_CHARON, NAT_INSIDE, NAT_PUBLIC, POLL, POOL,
+    PSK, external, ping, privileged, wait_carried, wait_counted,
 };
 use strait_testbeds::wait_until;
 
@@ -40,7 +40,7 @@ fn nat_traversal_carries_the_site_to_strongswan_through_a_masquerading_router() 
     if !privileged(t) {
         return;
     }
-    let mut bed = GatewayBed::start_natted(2, &[0], &[]);
+    let mut bed = GatewayBed::start_natted(2, &[0], &[], Behind::Site);
     let c1 = bed.cluster.add_container(0, "c1");
     let c2 = bed.cluster.add_container(1, "c2");
     let charon = bed.charon(&swanctl_conf(), &[]).expect("charon");
@@ -118,4 +118,50 @@ fn nat_traversal_carries_the_site_to_strongswan_through_a_masquerading_router() 
         after.totals.packets_out > p.totals.packets_out && after.totals.child_rekeys >= 1,
         "totals keep counting over the rekey: {after:?}"
     );
+}
+
+/// A branch office behind a NAT dials in: the peer is declared without an address
+/// (strait only answers), charon initiates towards the gateway's underlay address
+/// from behind a masquerading router. strait serves it from wherever its IKE comes
+/// from, sends ESP to the NAT's mapped port, and shows where the peer is.
+#[test]
+fn a_peer_behind_a_nat_without_an_address_dials_in_and_is_served() {
+    let t = "a_peer_behind_a_nat_without_an_address_dials_in_and_is_served";
+    if !privileged(t) {
+        return;
+    }
+    let mut bed = GatewayBed::start_natted(2, &[0], &[], Behind::Peer);
+    let c2 = bed.cluster.add_container(1, "c2");
+    let h1_addr = bed.cluster.hosts()[0].underlay_v4;
+    let conf = format!(
+        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {NAT_CHARON}\n    \
+         remote_addrs = {h1_addr}\n    proposals = aes256gcm16-prfsha384-x25519\n    local {{\n      \
+         auth = psk\n      id = branch.onprem.test\n    }}\n    remote {{\n      auth = psk\n      \
+         id = {h1_addr}\n    }}\n    children {{\n      lan {{\n        \
+         local_ts = {LAN}\n        remote_ts = {POOL}\n        \
+         esp_proposals = aes256gcm16-x25519\n        mode = tunnel\n        start_action = start\n      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-strait {{\n    id-a = branch.onprem.test\n    id-b = {h1_addr}\n    \
+         secret = \"{PSK}\"\n  }}\n}}\n"
+    );
+    let doc = format!(
+        "name: onprem\nsite: dc\ninitiate: peer\nauth: {{method: psk, secret: {PSK}}}\n\
+         remote_id: fqdn:branch.onprem.test\nremote_networks: [{LAN}]\n"
+    );
+    bed.apply_peer(0, &doc);
+    let charon = bed.charon(&conf, &[]).expect("charon");
+    let h1 = &bed.cluster.hosts()[0];
+    wait_carried(h1, "the branch's SAs through its NAT", CONVERGE, &charon);
+    let p = external(h1).expect("peer");
+    assert!(
+        !p.initiator && p.nat,
+        "the branch initiated, through a NAT: {p:?}"
+    );
+    let at = p.address.expect("where the branch is");
+    assert_eq!(at.ip().to_string(), NAT_INSIDE, "{p:?}");
+    assert!((30000..31000).contains(&at.port()), "a mapped port: {p:?}");
+    assert!(ping(&c2.ns, LAN_HOST), "c2 → {LAN_HOST}");
+    assert!(ping(&bed.lan, &c2.ip4().to_string()), "{LAN_HOST} → c2");
+    let (esp, udp4500) = bed.nat_counters();
+    assert_eq!(esp, 0, "bare ESP through the NAT");
+    assert!(udp4500 > 0, "nothing in UDP 4500 through the NAT");
 }

@@ -383,6 +383,10 @@ impl Engine {
                     } else if let Some(local) = self.local_for(from) {
                         self.speaker.handle_datagram(local, from, &bytes, Instant::now());
                         self.drain();
+                    } else if self.gateway.takes_unknown() {
+                        let port = self.cfg.datapath.port;
+                        self.gateway.handle_datagram(from, port, &bytes, Instant::now());
+                        self.drain();
                     }
                 }
                 Some((from, bytes)) = self.ike500_rx.recv() => {

@@ -183,6 +183,11 @@ impl Runtime {
                 c.plan = plan.clone();
                 continue;
             }
+            if let Some(why) = self.second_anonymous(name, plan) {
+                warn!(peer = %name, reason = %why, "external IPsec peer cannot be carried");
+                self.refused.insert(name.clone(), (plan.clone(), why));
+                continue;
+            }
             match self.speaker_for(plan, local) {
                 Ok((speaker, remote_id)) => {
                     info!(peer = %name, %local, "carrying external IPsec peer");
@@ -219,19 +224,8 @@ impl Runtime {
             }
         }
         if let Some(dp) = datapath {
-            for (name, c) in &self.carried {
-                if let Some(addr) = c.plan.peer.address {
-                    // What enters the tunnel is what is routed into it; the same
-                    // prefixes bound what may come out of it.
-                    let config = PeerConfig {
-                        local: c.local,
-                        remote: SocketAddr::new(addr, self.port),
-                        prefixes: c.plan.routed.clone(),
-                    };
-                    if let Err(e) = dp.add_peer(&datapath_name(name), config) {
-                        warn!(peer = %name, error = %e, "adding the external peer to the ESP datapath");
-                    }
-                }
+            for c in self.carried.values() {
+                add_to_datapath(c, dp, self.port);
             }
         }
         // Refused peers are steered too: their networks fail closed in the datapath
@@ -304,6 +298,23 @@ impl Runtime {
             .collect()
     }
 
+    /// A peer without an address is served from wherever its IKE arrives, which only
+    /// works for one such peer per gateway: later ones (by name) are refused.
+    fn second_anonymous(&self, name: &str, plan: &PeerPlan) -> Option<String> {
+        if plan.peer.address.is_some() {
+            return None;
+        }
+        let other = self
+            .carried
+            .iter()
+            .find(|(n, c)| c.plan.peer.address.is_none() && n.as_str() != name)?;
+        Some(format!(
+            "peer {} has no address either, and this gateway tells such peers apart only by \
+             where their IKE comes from: give one of them an address",
+            other.0
+        ))
+    }
+
     fn speaker_for(&self, plan: &PeerPlan, local: IpAddr) -> Result<(Speaker, Identity), String> {
         let peer = &plan.peer;
         let (local_auth, peer_auth, own_id): (Box<dyn LocalAuth>, Box<dyn PeerAuth>, Identity) =
@@ -359,21 +370,55 @@ impl Runtime {
         Ok((Speaker::new(config, local_auth, peer_auth), remote_id))
     }
 
-    /// Whether a datagram from `from` is an external peer's.
-    pub fn owns(&self, from: SocketAddr) -> bool {
+    /// The carried peer a datagram from `from` is from: the one with that address, or
+    /// the peer without an address whose IKE SA runs from there.
+    fn peer_at(&self, from: SocketAddr) -> Option<String> {
+        let by_address = self
+            .carried
+            .iter()
+            .find(|(_, c)| c.plan.peer.address == Some(from.ip()));
+        let learned = || {
+            self.carried.iter().find(|(_, c)| {
+                c.plan.peer.address.is_none()
+                    && c.speaker
+                        .status()
+                        .iter()
+                        .any(|s| s.remote.ip() == from.ip())
+            })
+        };
+        by_address.or_else(learned).map(|(n, _)| n.clone())
+    }
+
+    /// The carried peer without an address, if any: IKE from an address nobody else
+    /// owns (no node, no other external peer) is its.
+    fn anonymous(&self) -> Option<String> {
         self.carried
-            .values()
-            .any(|c| c.plan.peer.address == Some(from.ip()))
+            .iter()
+            .find(|(_, c)| c.plan.peer.address.is_none())
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Whether a datagram from `from` is a known external peer's (by its address, or
+    /// where an address-less peer's IKE SA runs).
+    pub fn owns(&self, from: SocketAddr) -> bool {
+        self.peer_at(from).is_some()
+    }
+
+    /// Whether IKE from an address nobody owns may be for a peer without an address
+    /// (ask after the node peers were asked).
+    pub fn takes_unknown(&self) -> bool {
+        self.anonymous().is_some()
     }
 
     /// An IKE datagram from `from` to our port `port` (500, or the datapath's 4500
-    /// with the marker already taken off).
+    /// with the marker already taken off): to the peer at that address, else to the
+    /// peer without an address.
     pub fn handle_datagram(&mut self, from: SocketAddr, port: u16, bytes: &[u8], now: Instant) {
-        if let Some(c) = self
-            .carried
-            .values_mut()
-            .find(|c| c.plan.peer.address == Some(from.ip()))
-        {
+        let Some(name) = self.peer_at(from).or_else(|| self.anonymous()) else {
+            debug!(%from, "IKE from an address no external peer has");
+            return;
+        };
+        if let Some(c) = self.carried.get_mut(&name) {
             let local = SocketAddr::new(c.local, port);
             c.speaker.handle_datagram(local, from, bytes, now);
         }
@@ -477,7 +522,13 @@ impl Runtime {
             .iter()
             .map(|(name, c)| {
                 let sas = c.speaker.status();
-                let address = c.plan.peer.address.map(|a| SocketAddr::new(a, self.port));
+                // Where its IKE SA runs (behind a NAT: the mapped address and port),
+                // else where we would start one.
+                let address = view::shown(&sas).map(|s| s.remote).or(c
+                    .plan
+                    .peer
+                    .address
+                    .map(|a| SocketAddr::new(a, self.port)));
                 let dp_name = datapath_name(name);
                 let child = |ch: &ChildStatus| view::child_counted(ch, &dp_name, esp);
                 let mut v = view::peer(
@@ -558,6 +609,9 @@ fn drain(
             }
             Event::IkeSaUp { remote, .. } => {
                 info!(peer = %name, %remote, "IKE SA with external peer established");
+                // ESP goes where this IKE SA runs (a NAT's mapped port, or the only
+                // address an address-less peer has).
+                add_to_datapath(c, dp, remote.port());
                 c.retry = RETRY_MIN;
                 c.last_error = None;
                 c.next_attempt = None;
@@ -575,6 +629,30 @@ fn drain(
             }
             Event::Failed { reason, .. } => fail(c, &name, reason, now),
         }
+    }
+}
+
+/// Adds peer `c` to the datapath, or updates it: ESP to where its established IKE SA
+/// runs, else to its address on `port`; what enters the tunnel is what is routed into
+/// it, and the same prefixes bound what may come out. A peer without an address waits
+/// for its first IKE SA.
+fn add_to_datapath(c: &Carried, dp: &dyn Datapath, port: u16) {
+    let sas = c.speaker.status();
+    let established = sas
+        .iter()
+        .filter(|s| s.state == IkeState::Established)
+        .max_by_key(|s| s.established)
+        .map(|s| s.remote);
+    let Some(remote) = established.or(c.plan.peer.address.map(|a| SocketAddr::new(a, port))) else {
+        return;
+    };
+    let config = PeerConfig {
+        local: c.local,
+        remote,
+        prefixes: c.plan.routed.clone(),
+    };
+    if let Err(e) = dp.add_peer(&datapath_name(&c.plan.peer.name), config) {
+        warn!(peer = %c.plan.peer.name, error = %e, "adding the external peer to the ESP datapath");
     }
 }
 
