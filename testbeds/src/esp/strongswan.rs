@@ -234,4 +234,9 @@ impl ExternalGateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.charon.dir.join("charon.log")).unwrap_or_default()
     }
+
+    /// charon's PID (for the CPU time it spends; a benchmark reads it).
+    pub fn pid(&self) -> Option<u32> {
+        self.charon.pid()
+    }
 }
