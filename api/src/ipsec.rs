@@ -227,6 +227,12 @@ pub struct ChildSaView {
     pub active: bool,
     pub inbound: Option<SaCounters>,
     pub outbound: Option<SaCounters>,
+    /// The negotiated traffic selectors, ours and the peer's (`10.244.0.0/16,
+    /// 172.31.0.0/24`); empty from an agent that does not say.
+    #[serde(default)]
+    pub ts_local: String,
+    #[serde(default)]
+    pub ts_remote: String,
 }
 
 /// Counters of one SA direction.

@@ -199,6 +199,15 @@ pub fn render_status(s: &IpsecStatus) -> String {
         if !p.child_sas.is_empty() {
             out.push_str(&t.render());
         }
+        // The selectors, once per pair (a rekey's two Child SAs share them).
+        let mut shown: Vec<(&str, &str)> = Vec::new();
+        for c in &p.child_sas {
+            let pair = (c.ts_local.as_str(), c.ts_remote.as_str());
+            if !c.ts_local.is_empty() && !shown.contains(&pair) {
+                out.push_str(&format!("  selectors: {} === {}\n", pair.0, pair.1));
+                shown.push(pair);
+            }
+        }
     }
     let d = &s.drops;
     out.push_str(&format!(

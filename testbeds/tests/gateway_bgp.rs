@@ -116,6 +116,13 @@ fn routes_are_learned_both_ways_through_the_tunnel_and_withdrawn_with_it() {
     );
     let h1 = &bed.cluster.hosts()[0];
     wait_carried(h1, "the gateway's SAs with strongSwan", CONVERGE, &charon);
+    // Selectors "any" towards the peer; ours are the pool and the session address.
+    let p = strait_testbeds::gateway::external(h1).expect("peer");
+    let c = &p.child_sas[0];
+    assert!(
+        c.ts_remote == "0.0.0.0/0" && c.ts_local.contains(&format!("{INSIDE}/32")),
+        "{c:?}"
+    );
     wait_until("FRR learns the site's pool", CONVERGE, POLL, || {
         if frr_has(&frr, POOL) {
             Ok(())

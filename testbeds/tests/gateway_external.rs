@@ -57,6 +57,15 @@ fn containers_reach_a_lan_behind_strongswan_through_the_gateway() {
             c.name
         );
     }
+    // The negotiated selectors, as the API and `netctl ipsec status` show them.
+    let shown = external(h1).expect("peer");
+    let c = &shown.child_sas[0];
+    assert!(
+        c.ts_local.contains("10.244.0.0/16") && c.ts_remote == "192.168.50.0/24",
+        "{c:?}"
+    );
+    let (ok, text) = h1.netctl(&["ipsec", "status"]);
+    assert!(ok && text.contains("selectors: 10.244.0.0/16"), "{text}");
     // The pings were counted, per Child SA and in total; both ends agree on the SPIs.
     let p = wait_counted(h1);
     let sas = charon.swanctl(&["--list-sas"]).expect("list-sas");

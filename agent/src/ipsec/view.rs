@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use strait_api::ipsec::{ChildSaView, IpsecPeer, PeerTotals, SaCounters};
 use strait_esp::{Direction, SaReport};
-use strait_ike::speaker::{ChildStatus, IkeState, SaStatus};
+use strait_ike::speaker::{ChildStatus, IkeState, SaStatus, selectors};
 
 /// The IKE SA of a peer worth showing among `sas`: an established one first, then
 /// the newest.
@@ -50,8 +50,8 @@ pub fn peer(
     }
 }
 
-/// One Child SA: SPIs as `ip xfrm` prints them, whether new packets leave on it, and
-/// its counters where the datapath gave them.
+/// One Child SA: SPIs as `ip xfrm` prints them, its negotiated selectors, whether new
+/// packets leave on it, and its counters where the datapath gave them.
 pub fn child(
     c: &ChildStatus,
     active: bool,
@@ -66,6 +66,8 @@ pub fn child(
         active,
         inbound,
         outbound,
+        ts_local: selectors(&c.ts_local),
+        ts_remote: selectors(&c.ts_remote),
     }
 }
 

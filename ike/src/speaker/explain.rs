@@ -110,9 +110,9 @@ pub(crate) fn esp_mismatch(config: &Config, offers: &[Proposal]) -> String {
     )
 }
 
-/// Traffic selectors as `10.0.1.0/24` (a prefix) or `10.0.1.5-10.0.1.9`, with the
-/// protocol and ports when they are narrower than all.
-pub(crate) fn selectors(ts: &[TrafficSelector]) -> String {
+/// Traffic selectors as `netctl` and the log show them: `10.0.1.0/24` (a prefix) or
+/// `10.0.1.5-10.0.1.9`, with the protocol and ports when they are narrower than all.
+pub fn selectors(ts: &[TrafficSelector]) -> String {
     if ts.is_empty() {
         return "none".into();
     }

@@ -36,6 +36,7 @@ use crate::crypto::Secret;
 use crate::crypto::prf::Prf;
 use crate::crypto::suite::{Cipher, Group};
 
+pub use explain::selectors;
 use fragments::Datagrams;
 pub use proposal::{EspSuite, IkeSuite};
 pub use sa::IkeState;
@@ -264,6 +265,9 @@ pub struct ChildStatus {
     pub esn: bool,
     pub established: Instant,
     pub replaced: bool,
+    /// The negotiated traffic selectors: ours, and the peer's.
+    pub ts_local: Vec<TrafficSelector>,
+    pub ts_remote: Vec<TrafficSelector>,
 }
 
 /// One IKE SA, for `netctl ipsec status`.
@@ -448,6 +452,8 @@ impl Speaker {
                             esn: c.suite.esn,
                             established: c.established,
                             replaced: c.replaced,
+                            ts_local: c.ts_local.clone(),
+                            ts_remote: c.ts_remote.clone(),
                         })
                         .collect(),
                 }
