@@ -407,6 +407,8 @@ pub struct IpsecAgentConfig {
     pub ike_lifetime: Option<Duration>,
     pub child_bytes: Option<u64>,
     pub dpd: Option<Duration>,
+    /// Reauthenticate IKE SAs this often (`--ipsec-reauth-secs`).
+    pub reauth: Option<Duration>,
     /// Offer ESN on Child SAs.
     pub esn: bool,
     /// A gateway of its site (`--ipsec-gateway`), in the node record.
@@ -447,6 +449,11 @@ impl IpsecAgentConfig {
             ike_lifetime: secs("ipsec IKE lifetime", keys.ipsec_ike_lifetime_secs, 2)?,
             child_bytes: keys.ipsec_child_bytes,
             dpd: secs("ipsec DPD interval", keys.ipsec_dpd_secs, 1)?,
+            reauth: secs(
+                "ipsec reauthentication interval",
+                keys.ipsec_reauth_secs,
+                60,
+            )?,
             esn: keys.ipsec_esn.unwrap_or(true),
             gateway: keys.ipsec_gateway.unwrap_or(false),
             key_log: keys.ipsec_key_log.clone(),
@@ -879,6 +886,17 @@ mod tests {
     fn a_bare_ipsec_gateway_flag_makes_the_node_a_gateway() {
         assert!(with(&["--ipsec-gateway"]).unwrap().ipsec.gateway);
         assert!(!with(&[]).unwrap().ipsec.gateway);
+    }
+
+    #[test]
+    fn reauthentication_is_off_unless_asked_and_never_more_often_than_a_minute() {
+        assert_eq!(with(&[]).unwrap().ipsec.reauth, None);
+        assert_eq!(
+            with(&["--ipsec-reauth-secs", "3600"]).unwrap().ipsec.reauth,
+            Some(Duration::from_secs(3600))
+        );
+        let e = with(&["--ipsec-reauth-secs", "5"]).unwrap_err().to_string();
+        assert!(e.contains("at least 60"), "{e}");
     }
 
     #[test]

@@ -742,6 +742,7 @@ fn start_ipsec(
         ike_lifetime: cfg.ipsec.ike_lifetime,
         child_bytes: cfg.ipsec.child_bytes,
         dpd_interval: cfg.ipsec.dpd,
+        reauth_interval: cfg.ipsec.reauth,
         esn: cfg.ipsec.esn,
         key_log: cfg.ipsec.key_log.clone(),
         encrypted_mtu,

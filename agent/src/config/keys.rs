@@ -172,6 +172,10 @@ pub struct Keys {
     /// Dead-peer detection after this many idle seconds (default 30).
     #[arg(long)]
     pub ipsec_dpd_secs: Option<u64>,
+    /// Reauthenticate every IKE SA (RFC 7296 §2.8.3, make-before-break) this often
+    /// (default: never; the peer may still do so on its schedule).
+    #[arg(long)]
+    pub ipsec_reauth_secs: Option<u64>,
     /// Tests only: write every SA's keys to this file as Wireshark `esp_sa` lines, so
     /// a capture can be decrypted. Refused unless the file is inside a --state-dir
     /// other than the default.
@@ -268,6 +272,7 @@ impl Keys {
                 .or(lower.ipsec_ike_lifetime_secs),
             ipsec_child_bytes: self.ipsec_child_bytes.or(lower.ipsec_child_bytes),
             ipsec_dpd_secs: self.ipsec_dpd_secs.or(lower.ipsec_dpd_secs),
+            ipsec_reauth_secs: self.ipsec_reauth_secs.or(lower.ipsec_reauth_secs),
             ipsec_esn: self.ipsec_esn.or(lower.ipsec_esn),
             ipsec_key_log: self.ipsec_key_log.or(lower.ipsec_key_log),
             node_lease_ttl_secs: self.node_lease_ttl_secs.or(lower.node_lease_ttl_secs),

@@ -82,6 +82,8 @@ pub struct EngineConfig {
     /// Rekey a Child SA once either direction carried this many bytes.
     pub child_bytes: Option<u64>,
     pub dpd_interval: Option<Duration>,
+    /// Reauthenticate IKE SAs this often (none: only when asked, or when the peer does).
+    pub reauth_interval: Option<Duration>,
     /// Offer extended sequence numbers (else 32-bit only).
     pub esn: bool,
     /// Test-only: the SAs' keys, as Wireshark's `esp_sa` lines (the agent checked it
@@ -231,6 +233,7 @@ impl Engine {
         if let Some(d) = cfg.dpd_interval {
             ike.dpd_interval = d;
         }
+        ike.reauth_after = cfg.reauth_interval;
         ike.nat_t_port = cfg.datapath.port;
         if !cfg.esn {
             ike.esn = vec![false];
