@@ -8,7 +8,8 @@
 //! Routes are learned in both directions: FRR gets the site's pool, and containers on
 //! both hosts reach 192.168.60.1 (h2's through h1). When the line is cut, both ends
 //! withdraw what they learned (the hold timer, 3 s); when it returns, the session and
-//! the routes come back.
+//! the routes come back. When the peer is deleted, nothing of it is left: no learned
+//! route on any node, no session address on the gateway.
 //!
 //! Root, etcd, charon with kernel-libipsec and FRR needed (visible SKIP otherwise).
 
@@ -209,4 +210,20 @@ fn routes_are_learned_both_ways_through_the_tunnel_and_withdrawn_with_it() {
     )
     .unwrap();
     assert!(ping(&c2.ns, LEARNED_HOST), "c2 → {LEARNED_HOST} again");
+
+    // The peer deleted: the session stops, its learned networks leave every node,
+    // and the gateway gives up the session address.
+    let (ok, out) = h1.netctl(&["ipsec", "peer", "delete", "onprem"]);
+    assert!(ok, "{out}");
+    wait_until("everything of the peer is gone", CONVERGE, POLL, || {
+        let addrs = h1.exec(&["ip", "-o", "addr", "show"]);
+        let addrs = String::from_utf8_lossy(&addrs.stdout).into_owned();
+        let tables = format!("{}{}", ipsec_table(&bed, 0), ipsec_table(&bed, 1));
+        if tables.contains(LEARNED) || addrs.contains(INSIDE) || frr_has(&frr, POOL) {
+            Err(format!("{tables}\n{addrs}"))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap();
 }

@@ -35,6 +35,9 @@ use crate::store::Store;
 /// A failed write of learned routes is tried again after this long.
 const STORE_RETRY: Duration = Duration::from_secs(2);
 
+/// How long a stopping session may take to finish the store write it has under way.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long between connection attempts to a router: the tunnel is short, and a
 /// session that comes up late leaves the learned networks unrouted meanwhile.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
@@ -75,6 +78,14 @@ impl Drop for Task {
     }
 }
 
+/// A running session: told to stop by `stop`, aborted if dropped (when the manager
+/// itself goes).
+struct SessionTask {
+    session: Session,
+    stop: watch::Sender<bool>,
+    task: Task,
+}
+
 /// The sessions of this gateway; see the module doc.
 pub struct TunnelBgp {
     want: watch::Sender<BTreeMap<String, Session>>,
@@ -111,16 +122,22 @@ async fn manage(
     node: String,
     mut want: watch::Receiver<BTreeMap<String, Session>>,
 ) {
-    let mut running: BTreeMap<String, (Session, Task)> = BTreeMap::new();
+    let mut running: BTreeMap<String, SessionTask> = BTreeMap::new();
     loop {
         let sessions = want.borrow_and_update().clone();
-        running.retain(|peer, (s, _)| {
-            let keep = sessions.get(peer) == Some(s);
-            if !keep {
-                info!(%peer, router = %s.router, "BGP through the tunnel stopped: its networks are withdrawn");
-            }
-            keep
-        });
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(peer, t)| sessions.get(*peer) != Some(&t.session))
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in gone {
+            let mut t = running.remove(&peer).expect("listed");
+            info!(%peer, router = %t.session.router, "BGP through the tunnel stopped: its networks are withdrawn");
+            // The session ends after the store write it has under way, so the delete
+            // of its record below is the last word.
+            let _ = t.stop.send(true);
+            let _ = tokio::time::timeout(STOP_WAIT, &mut t.task.0).await;
+        }
         let keep: Vec<&str> = running.keys().map(String::as_str).collect();
         // A stopped session's record goes before a new one starts writing, and also
         // when nothing changed but a previous run left records behind.
@@ -134,13 +151,22 @@ async fn manage(
                 continue;
             }
             info!(%peer, router = %s.router, asn = s.asn, local = %s.local, "BGP through the tunnel starting");
+            let (stop, stopped) = watch::channel(false);
             let task = Task(tokio::spawn(run_session(
                 store.clone(),
                 node.clone(),
                 peer.clone(),
                 s.clone(),
+                stopped,
             )));
-            running.insert(peer, (s, task));
+            running.insert(
+                peer,
+                SessionTask {
+                    session: s,
+                    stop,
+                    task,
+                },
+            );
         }
         if want.changed().await.is_err() {
             return;
@@ -148,8 +174,14 @@ async fn manage(
     }
 }
 
-/// One session: its speaker, and what it learned written to the store.
-async fn run_session(store: Arc<dyn Store>, node: String, peer: String, s: Session) {
+/// One session: its speaker, and what it learned written to the store, until `stop`.
+async fn run_session(
+    store: Arc<dyn Store>,
+    node: String,
+    peer: String,
+    s: Session,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut config = SpeakerConfig::new(s.local_asn, s.router_id);
     config.listen = vec![];
     config.graceful_restart = None;
@@ -186,13 +218,17 @@ async fn run_session(store: Arc<dyn Store>, node: String, peer: String, s: Sessi
                 Err(e) => warn!(%peer, error = %e, "writing learned routes to the store; retrying"),
             }
         }
-        let event = if dirty {
-            tokio::select! {
-                e = fib.recv() => e,
-                _ = tokio::time::sleep(STORE_RETRY) => continue,
+        let retry = async {
+            if dirty {
+                tokio::time::sleep(STORE_RETRY).await
+            } else {
+                std::future::pending().await
             }
-        } else {
-            fib.recv().await
+        };
+        let event = tokio::select! {
+            e = fib.recv() => e,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = retry => continue,
         };
         let Some(event) = event else {
             return;
