@@ -147,19 +147,27 @@ impl PingStats {
 
 /// `ping -c count -i interval` running in the background (e.g. across an agent
 /// restart). [`ContinuousPing::finish`] waits for it and returns the counts.
+///
+/// ping itself waits only two round trips for the last reply, so on a loaded machine
+/// a late reply to the last request would count as lost. So ping sends a second's
+/// worth of requests more, and only the first `count` requests are counted, by the
+/// sequence numbers of their replies: each has had at least a second to be answered.
 pub struct ContinuousPing {
     child: Option<Child>,
     what: String,
+    count: u32,
 }
 
 impl ContinuousPing {
     /// Start pinging `to` from `from`: `count` requests, one every `interval` (below
     /// 200 ms needs root, which these tests have).
     pub fn start(from: &Netns, to: IpAddr, count: u32, interval: Duration) -> Self {
+        let tail = (Duration::from_secs(1).as_millis() / interval.as_millis().max(1)) as u32 + 1;
         let interval = format!("{:.3}", interval.as_secs_f64());
         let child = Command::new("ip")
-            .args(["netns", "exec", from.name(), "ping", "-q", "-W1"])
-            .args(["-c", &count.to_string(), "-i", &interval, &to.to_string()])
+            .args(["netns", "exec", from.name(), "ping", "-n", "-W1"])
+            .args(["-c", &(count + tail).to_string(), "-i", &interval])
+            .arg(to.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -168,6 +176,7 @@ impl ContinuousPing {
         Self {
             child: Some(child),
             what: format!("{} -> {to}", from.name()),
+            count,
         }
     }
 
@@ -179,11 +188,10 @@ impl ContinuousPing {
             .map_err(|e| format!("ping {}: {e}", self.what))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let transmitted = parse_count(&text, "packets transmitted");
-        let received = parse_received(&text);
-        match (transmitted, received) {
-            (Some(transmitted), Some(received)) => Ok(PingStats {
-                transmitted,
-                received,
+        match transmitted {
+            Some(transmitted) => Ok(PingStats {
+                transmitted: transmitted.min(u64::from(self.count)),
+                received: answered(&text, self.count),
             }),
             _ => Err(format!(
                 "ping {}: no summary: {text}{}",
@@ -202,6 +210,22 @@ impl Drop for ContinuousPing {
             let _ = c.wait();
         }
     }
+}
+
+/// How many of the requests 1..=`count` were answered, by the `icmp_seq` of the
+/// reply lines (duplicates counted once).
+fn answered(text: &str, count: u32) -> u64 {
+    let seqs: std::collections::BTreeSet<u32> = text
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|n| n.parse().ok())
+        })
+        .filter(|seq| (1..=count).contains(seq))
+        .collect();
+    seqs.len() as u64
 }
 
 /// `N received` from ping's summary line.
@@ -223,6 +247,21 @@ fn parse_count(text: &str, label: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_the_answered_requests_of_the_run_only() {
+        let text = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\
+                    64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.05 ms\n\
+                    64 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=0.05 ms\n\
+                    64 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=0.06 ms (DUP!)\n\
+                    64 bytes from 10.0.0.2: icmp_seq=4 ttl=64 time=900 ms\n\
+                    64 bytes from 10.0.0.2: icmp_seq=5 ttl=64 time=0.05 ms\n\
+                    --- 10.0.0.2 ping statistics ---\n\
+                    5 packets transmitted, 4 received, +1 duplicates, 20% packet loss\n";
+        // Requests 1..=4 are the run; 5 is the tail. 2 was never answered.
+        assert_eq!(answered(text, 4), 3);
+        assert_eq!(answered(text, 5), 4);
+    }
 
     #[test]
     fn reads_ping_summary() {
