@@ -181,6 +181,8 @@ fn peers_round_trip(socket: &Path, client: &Client) {
             "64600",
             "--bgp-address",
             "10.9.0.1",
+            "--bgp-local-address",
+            "169.254.100.1",
         ],
         None,
     );
