@@ -341,8 +341,9 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
     let server = IperfServer::start(&b.ns, b_ip);
     let pings = ContinuousPing::start(&a.ns, b_ip, 750, Duration::from_millis(20));
     let rekeys_before = child_rekeys(c.host(0));
-    // At the dedicated line's 1 Gbit/s, not flat out: a saturated path drops pings
-    // by congestion, which says nothing about rekeys.
+    // Well below what the datapath moves (about 180 Mbit/s for this debug build on a
+    // loaded 2-core machine, measured): a saturated path drops pings by congestion,
+    // which says nothing about rekeys.
     let out = a.ns.exec(&[
         "iperf3",
         "-c",
@@ -350,11 +351,16 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
         "-t",
         "8",
         "-b",
-        "1G",
+        "80M",
         "-J",
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    eprintln!(
+        "iperf3 across the rekeys: {} MB, {:.0} Mbit/s",
+        bytes / 1_000_000,
+        bytes as f64 * 8.0 / 8e6
+    );
     // And a rekey asked from both ends at once (RFC 7296 §2.8.1).
     let (h1, h2) = (c.host(0).agent.client(), c.host(1).agent.client());
     let both = std::thread::spawn(move || h2.ipsec_rekey("h1"));
@@ -363,7 +369,7 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
     let stats = pings.finish().unwrap();
     drop(server);
     assert!(
-        bytes > 100_000_000,
+        bytes > 50_000_000,
         "iperf3 moved data across the rekeys: {v}"
     );
     let drops: Vec<_> = c.hosts().iter().map(|h| status(h).drops).collect();
