@@ -61,11 +61,7 @@ pub struct Session {
 impl Session {
     /// Whether a network the router announced may be routed into the tunnel.
     fn acceptable(&self, net: &IpNet) -> bool {
-        net.prefix_len() > 0
-            && !self
-                .refuse
-                .iter()
-                .any(|r| r.contains(net) || net.contains(r))
+        super::plan::clear_of(net, &self.refuse)
     }
 }
 

@@ -152,12 +152,18 @@ fn any_of_family(ip: IpAddr) -> IpNet {
 /// router must not pull the cluster's own traffic, the store's included, into the
 /// tunnel).
 fn routable(net: &IpNet, local_ts: &[IpNet], view: &ClusterView) -> bool {
-    net.prefix_len() > 0
-        && !local_ts.iter().any(|l| l.contains(net) || net.contains(l))
+    clear_of(net, local_ts)
         && !view.nodes.values().any(|n| {
             n.underlay_v4.is_some_and(|a| net.contains(&IpAddr::V4(a)))
                 || n.underlay_v6.is_some_and(|a| net.contains(&IpAddr::V6(a)))
         })
+}
+
+/// Whether a learned network is neither the default route nor overlapping any of
+/// `ours` (either holding the other): the check the BGP session makes before it
+/// keeps a network, and every node again before it routes one.
+pub fn clear_of(net: &IpNet, ours: &[IpNet]) -> bool {
+    net.prefix_len() > 0 && !ours.iter().any(|o| o.contains(net) || net.contains(o))
 }
 
 /// Our IKE address towards `peer`: the underlay address of the peer's family (IPv4
