@@ -776,7 +776,7 @@ fn start_ipsec(
         learned: learned_rx,
         store: store.clone(),
     };
-    let engine = tokio::spawn(engine.run(mode_rx, fabric.watch_view(), gateway, stop));
+    let engine = tokio::spawn(engine.run(mode_rx, fabric.follow_view(), gateway, stop));
     Ok((handle, vec![follower, peers, learned, engine]))
 }
 

@@ -15,7 +15,8 @@ use serde_json::Value;
 use strait_api::{FabricMode, NodeRecord};
 use strait_testbeds::netns::Netns;
 use straitd::fabric::{
-    EntryKind, EntryState, Fabric, FabricConfig, FabricHandle, RouteReport, Underlay, vtep_mac,
+    EntryKind, EntryState, Fabric, FabricConfig, FabricHandle, RouteReport, Underlay, ViewFollower,
+    vtep_mac,
 };
 use straitd::ipam::{Block, keys};
 use straitd::netlink::{Netlink, format_mac};
@@ -657,5 +658,76 @@ fn host_gw_routes_via_peers_on_the_segment_only() {
 
         f1.stop().await;
         f2.stop().await;
+    });
+}
+
+/// A follower of the view (IPsec's steering) comes first: while it has not applied
+/// the view with a peer's block, the fabric does not route that block; once it says it
+/// did, the route follows.
+#[test]
+fn a_follower_of_the_view_is_waited_for_before_a_block_is_routed() {
+    if !strait_testbeds::require_root(
+        "a_follower_of_the_view_is_waited_for_before_a_block_is_routed",
+    ) {
+        return;
+    }
+    let topo = build(&[
+        ("10.99.0.1/24", "fd99::1/64"),
+        ("10.99.0.2/24", "fd99::2/64"),
+    ]);
+    let [h1, h2] = &topo.hosts[..] else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    rt.block_on(async {
+        let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("store.redb"))
+            .await
+            .expect("store");
+        for h in &topo.hosts {
+            publish(&store, h, FabricMode::HostGw).await;
+        }
+        let netns = NetNs::open(h1.ns.path()).expect("open host netns");
+        let netlink = Netlink::open_in(&netns).await.expect("netlink in host");
+        let underlay = Underlay {
+            iface: Some("eth0".into()),
+            v4: Some(h1.underlay_v4),
+            v6: Some(h1.underlay_v6),
+        };
+        let fabric = Fabric::new(
+            store.clone(),
+            netlink,
+            FabricConfig::new(h1.node.clone(), FabricMode::HostGw, underlay),
+        );
+        let ViewFollower { mut views, ack } = fabric.handle().follow_view();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(fabric.run(rx));
+
+        // The fabric has listed both nodes and published them, but nobody applied it.
+        let view = views
+            .wait_for(|v| v.as_ref().is_some_and(|v| v.blocks.len() == 4))
+            .await
+            .expect("a view")
+            .clone()
+            .expect("listed");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !has_route(&h1.ns, &h2.block_v4().to_string()),
+            "routed before the follower applied the view"
+        );
+        // Applied: the route comes, with the one the fabric published meanwhile.
+        ack.applied(&view);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !has_route(&h1.ns, &h2.block_v4().to_string()) {
+            assert!(Instant::now() < deadline, "routed once applied");
+            if views.has_changed().unwrap_or(false) {
+                let latest = views.borrow_and_update().clone().expect("listed");
+                ack.applied(&latest);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(has_route(&h1.ns, &h2.block_v6().to_string()));
+        stop.send(true).expect("fabric alive");
+        task.await.expect("fabric task");
     });
 }

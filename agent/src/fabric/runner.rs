@@ -4,6 +4,13 @@
 //! relevant changes (debounced), every `resync`, and again with backoff after a failure.
 //! A watch that ends or reports compaction makes it list again; nothing is ever
 //! flushed, on errors or on stop.
+//!
+//! A follower that must act on a change before the fabric routes it ([`ViewFollower`],
+//! IPsec's steering) is waited for: a host-gw route to a new block of an encrypted
+//! peer that existed before that block's steering would send the first packets to it
+//! in clear. The fabric publishes the view, waits until the follower says it applied
+//! that very view, and only then reconciles; while it does not, the fabric retries
+//! with backoff and changes nothing.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -30,6 +37,9 @@ use strait_api::routes::{RouteReport, Warning};
 /// First retry delay after a failure; doubled per further failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a reconciliation waits for the follower to apply the view it is about to
+/// route, before it gives up for now and retries.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(5);
 
 /// The fabric of one node: call [`Fabric::run`] on a task; keep a [`FabricHandle`]
 /// (from [`Fabric::handle`]) for reports.
@@ -57,7 +67,34 @@ struct Shared {
     /// The same, for followers (IPsec) that act on every change; `None` until the
     /// first listing, so that nobody acts on an empty cluster that is merely unread.
     views: watch::Sender<Option<Arc<ClusterView>>>,
+    /// The last view the follower applied, and whether there is one to wait for.
+    applied: watch::Sender<Option<Arc<ClusterView>>>,
+    followed: std::sync::atomic::AtomicBool,
     status: Mutex<Status>,
+}
+
+/// The fabric's view of the cluster for a follower that acts on every change before
+/// the fabric routes it (IPsec: the steering of a peer's new block comes before the
+/// route to it). Taken with [`FabricHandle::follow_view`]; from then on every
+/// reconciliation waits for [`ViewFollower::applied`] with the view it published.
+pub struct ViewFollower {
+    /// The cluster as the fabric reads it (node records, blocks); `None` until the
+    /// first listing, so that nobody acts on an empty cluster that is merely unread.
+    pub views: watch::Receiver<Option<Arc<ClusterView>>>,
+    pub ack: ViewAck,
+}
+
+/// How a [`ViewFollower`] tells the fabric what it applied.
+pub struct ViewAck {
+    shared: Arc<Shared>,
+}
+
+impl ViewAck {
+    /// Says that `view` (as received from [`ViewFollower::views`]) is applied: the
+    /// fabric may route it.
+    pub fn applied(&self, view: &Arc<ClusterView>) {
+        self.shared.applied.send_replace(Some(view.clone()));
+    }
 }
 
 #[derive(Default, Clone)]
@@ -193,7 +230,22 @@ impl<K: HostNet> Fabric<K> {
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    self.publish(&view);
+                    let published = self.publish(&view);
+                    let applied = tokio::select! {
+                        _ = stopped(stop) => return Ok(()),
+                        applied = self.follower_applied(&published) => applied,
+                    };
+                    if !applied {
+                        warn!(
+                            waited = ?FOLLOWER_WAIT,
+                            "fabric: IPsec has not steered the cluster's change yet; \
+                             routing it waits, so that nothing leaves in clear"
+                        );
+                        let retry = state.retry;
+                        state.retry = (state.retry * 2).min(MAX_BACKOFF);
+                        due = Some(Instant::now() + retry);
+                        continue;
+                    }
                     due = match self.reconcile_once(state).await {
                         Ok(()) => {
                             state.retry = MIN_BACKOFF;
@@ -211,10 +263,26 @@ impl<K: HostNet> Fabric<K> {
         }
     }
 
-    fn publish(&self, view: &ClusterView) {
+    fn publish(&self, view: &ClusterView) -> Arc<ClusterView> {
         let view = Arc::new(view.clone());
         *lock(&self.handle.shared.view) = view.clone();
-        self.handle.shared.views.send_replace(Some(view));
+        self.handle.shared.views.send_replace(Some(view.clone()));
+        view
+    }
+
+    /// Whether the follower, if there is one, applied `published` (this very
+    /// publication) within [`FOLLOWER_WAIT`].
+    async fn follower_applied(&self, published: &Arc<ClusterView>) -> bool {
+        let shared = &self.handle.shared;
+        if !shared.followed.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        let mut applied = shared.applied.subscribe();
+        let caught_up = applied.wait_for(|a| a.as_ref().is_some_and(|a| Arc::ptr_eq(a, published)));
+        matches!(
+            tokio::time::timeout(FOLLOWER_WAIT, caught_up).await,
+            Ok(Ok(_))
+        )
     }
 
     async fn reconcile_once(&self, state: &mut LoopState) -> Result<(), ()> {
@@ -289,9 +357,18 @@ impl<K: HostNet> FabricHandle<K> {
 
     /// Reconciliations completed (successfully or not) since the fabric started.
     /// The cluster as the fabric reads it (node records, blocks), now and after every
-    /// change: what IPsec derives its peers and their prefixes from.
-    pub fn watch_view(&self) -> watch::Receiver<Option<Arc<ClusterView>>> {
-        self.shared.views.subscribe()
+    /// change: what IPsec derives its peers and their prefixes from. From this call on,
+    /// the fabric routes a change only once the follower applied it.
+    pub fn follow_view(&self) -> ViewFollower {
+        self.shared
+            .followed
+            .store(true, std::sync::atomic::Ordering::Release);
+        ViewFollower {
+            views: self.shared.views.subscribe(),
+            ack: ViewAck {
+                shared: self.shared.clone(),
+            },
+        }
     }
 
     pub fn reconciles(&self) -> u64 {

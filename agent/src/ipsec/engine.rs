@@ -54,6 +54,7 @@ use super::pairs::{PlannedPeer, plan};
 use super::peers::Peers;
 use super::steering;
 use super::view;
+use crate::fabric::ViewFollower;
 use crate::fabric::desired::ClusterView;
 use crate::netlink::Netlink;
 use crate::store::Store;
@@ -298,7 +299,7 @@ impl Engine {
     pub async fn run(
         mut self,
         mut mode: watch::Receiver<Option<IpsecMode>>,
-        mut views: watch::Receiver<Option<Arc<ClusterView>>>,
+        follower: ViewFollower,
         gateway: GatewayInputs,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -307,6 +308,7 @@ impl Engine {
             learned: mut learned_rx,
             store,
         } = gateway;
+        let ViewFollower { mut views, ack } = follower;
         // Nothing is planned before the mode, the cluster, the external peers and what
         // gateways learned were read: an agent that starts must not take the steering
         // it adopted for "mode off" or "no peers" and let a packet out in clear until
@@ -331,6 +333,7 @@ impl Engine {
         self.learned = learned::by_peer(&l);
         self.tunnel_bgp = Some(TunnelBgp::start(store, self.cfg.node.clone()));
         self.apply_plan().await;
+        ack.applied(&self.view);
         let mut limits = tokio::time::interval(LIMIT_CHECK);
         loop {
             let deadline = [
@@ -358,9 +361,12 @@ impl Engine {
                     }
                     let Some(view) = views.borrow_and_update().clone() else { continue };
                     if *view != *self.view {
-                        self.view = view;
+                        self.view = view.clone();
                         self.apply_plan().await;
                     }
+                    // The steering of every planned peer's prefixes is in: the fabric
+                    // may route them.
+                    ack.applied(&view);
                 }
                 changed = external.changed() => {
                     if changed.is_err() {
