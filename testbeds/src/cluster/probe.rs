@@ -133,10 +133,13 @@ pub fn tcp_echo(from: &Netns, to: &Netns, to_ip: IpAddr) -> Result<(), String> {
 }
 
 /// What a continuous ping saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PingStats {
     pub transmitted: u64,
     pub received: u64,
+    /// The sequence numbers of the requests that got no answer: with the interval,
+    /// when in the run the loss happened (what a failing test prints).
+    pub unanswered: Vec<u32>,
 }
 
 impl PingStats {
@@ -189,10 +192,17 @@ impl ContinuousPing {
         let text = String::from_utf8_lossy(&out.stdout);
         let transmitted = parse_count(&text, "packets transmitted");
         match transmitted {
-            Some(transmitted) => Ok(PingStats {
-                transmitted: transmitted.min(u64::from(self.count)),
-                received: answered(&text, self.count),
-            }),
+            Some(transmitted) => {
+                let transmitted = transmitted.min(u64::from(self.count));
+                let seqs = answered(&text, self.count);
+                Ok(PingStats {
+                    transmitted,
+                    received: seqs.len() as u64,
+                    unanswered: (1..=transmitted as u32)
+                        .filter(|s| !seqs.contains(s))
+                        .collect(),
+                })
+            }
             _ => Err(format!(
                 "ping {}: no summary: {text}{}",
                 self.what,
@@ -212,9 +222,9 @@ impl Drop for ContinuousPing {
     }
 }
 
-/// How many of the requests 1..=`count` were answered, by the `icmp_seq` of the
-/// reply lines (duplicates counted once).
-fn answered(text: &str, count: u32) -> u64 {
+/// Which of the requests 1..=`count` were answered, by the `icmp_seq` of the reply
+/// lines (duplicates counted once).
+fn answered(text: &str, count: u32) -> std::collections::BTreeSet<u32> {
     let seqs: std::collections::BTreeSet<u32> = text
         .lines()
         .filter(|l| l.contains(" bytes from "))
@@ -225,7 +235,7 @@ fn answered(text: &str, count: u32) -> u64 {
         })
         .filter(|seq| (1..=count).contains(seq))
         .collect();
-    seqs.len() as u64
+    seqs
 }
 
 /// `N received` from ping's summary line.
@@ -259,8 +269,8 @@ mod tests {
                     --- 10.0.0.2 ping statistics ---\n\
                     5 packets transmitted, 4 received, +1 duplicates, 20% packet loss\n";
         // Requests 1..=4 are the run; 5 is the tail. 2 was never answered.
-        assert_eq!(answered(text, 4), 3);
-        assert_eq!(answered(text, 5), 4);
+        assert_eq!(answered(text, 4).len(), 3);
+        assert_eq!(answered(text, 5).len(), 4);
     }
 
     #[test]
