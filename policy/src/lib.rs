@@ -17,6 +17,7 @@
 //! only decides.
 
 pub mod compile;
+pub mod doc;
 mod documents;
 pub mod eval;
 #[doc(hidden)]

@@ -166,7 +166,7 @@ fn one(node: &Node<'_>, kind: Kind, number: usize) -> Result<Parsed, ParseError>
 }
 
 /// The top-level objects with their document numbers; empty documents skipped.
-fn objects(text: &str) -> Result<Vec<(usize, Value)>, ParseError> {
+pub fn objects(text: &str) -> Result<Vec<(usize, Value)>, ParseError> {
     let duplicate = RefCell::new(None);
     let (found, error) = decode(text, &duplicate);
     let mut objects = Vec::new();

@@ -27,7 +27,7 @@ const FIELDS: &[&str] = &[
 
 /// What strait reads of `metadata`.
 #[derive(Debug)]
-pub(crate) struct Metadata<'a> {
+pub struct Metadata<'a> {
     obj: Obj<'a>,
     pub name: String,
     pub labels: Labels,
@@ -36,12 +36,12 @@ pub(crate) struct Metadata<'a> {
 
 /// Which syntax the name must have: a namespace's name is a DNS label, a policy's a
 /// DNS subdomain (as in Kubernetes).
-pub(crate) enum NameRule {
+pub enum NameRule {
     Label,
     Subdomain,
 }
 
-pub(crate) fn parse<'a>(root: &Obj<'a>, rule: NameRule) -> Result<Metadata<'a>> {
+pub fn parse<'a>(root: &Obj<'a>, rule: NameRule) -> Result<Metadata<'a>> {
     let node = root.required("metadata")?;
     let obj = node.obj()?;
     obj.only(FIELDS)?;
@@ -110,7 +110,7 @@ impl<'a> Metadata<'a> {
 
 /// A label map (`metadata.labels`, `matchLabels`): keys qualified names, values label
 /// values. Refusals name the map and the key, as the API server's do.
-pub(crate) fn labels(node: &Node<'_>) -> Result<Labels> {
+pub fn labels(node: &Node<'_>) -> Result<Labels> {
     let mut labels = Labels::new();
     for (key, value) in node.string_map()? {
         validate::qualified_name(key)

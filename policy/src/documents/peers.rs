@@ -11,7 +11,7 @@ use crate::ir::{Direction, EndpointSelector, NamespaceScope, Peer, PortMatch, Po
 use crate::selector::{LabelSelector, Operator, Requirement};
 
 /// `metav1.LabelSelector`: `matchLabels` and `matchExpressions`.
-pub(crate) fn label_selector(node: &Node<'_>) -> Result<LabelSelector> {
+pub fn label_selector(node: &Node<'_>) -> Result<LabelSelector> {
     let obj = node.obj()?;
     obj.only(&["matchLabels", "matchExpressions"])?;
     let match_labels = match obj.get("matchLabels") {
@@ -77,7 +77,7 @@ fn requirement(node: &Node<'_>) -> Result<Requirement> {
 }
 
 /// The API server's "Unsupported value" refusal of an enum field.
-pub(crate) fn unsupported(node: &Node<'_>, given: &str, supported: &[&str]) -> Invalid {
+pub fn unsupported(node: &Node<'_>, given: &str, supported: &[&str]) -> Invalid {
     let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
     node.invalid(format!(
         "unsupported value {given:?}: supported values: {}",
@@ -161,12 +161,12 @@ fn cidr(node: &Node<'_>) -> Result<IpNet> {
 }
 
 /// A `port`: a number or a port name.
-pub(crate) enum PortValue {
+pub enum PortValue {
     Number(u16),
     Name(String),
 }
 
-pub(crate) fn port_value(node: &Node<'_>) -> Result<PortValue> {
+pub fn port_value(node: &Node<'_>) -> Result<PortValue> {
     if let serde_json::Value::String(name) = node.value {
         validate::port_name(name).map_err(|e| node.invalid(format!("{name:?}: {e}")))?;
         return Ok(PortValue::Name(name.clone()));
@@ -174,7 +174,7 @@ pub(crate) fn port_value(node: &Node<'_>) -> Result<PortValue> {
     port_number(node).map(PortValue::Number)
 }
 
-pub(crate) fn port_number(node: &Node<'_>) -> Result<u16> {
+pub fn port_number(node: &Node<'_>) -> Result<u16> {
     let n = node.integer()?;
     u16::try_from(n)
         .ok()

@@ -21,7 +21,7 @@ fn is_dns1123_label(s: &str) -> bool {
 }
 
 /// A namespace's name.
-pub(crate) fn dns1123_label(s: &str) -> Result<(), String> {
+pub fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > DNS1123_LABEL_MAX {
         return Err(format!(
             "must be no more than {DNS1123_LABEL_MAX} characters"
@@ -39,7 +39,7 @@ pub(crate) fn dns1123_label(s: &str) -> Result<(), String> {
 }
 
 /// A policy's name; the prefix of a label key.
-pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), String> {
+pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     if s.len() > DNS1123_SUBDOMAIN_MAX {
         return Err(format!(
             "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
@@ -69,7 +69,7 @@ fn is_qualified_part(s: &str) -> bool {
 }
 
 /// A label key (`app`, `app.kubernetes.io/name`), an annotation key.
-pub(crate) fn qualified_name(s: &str) -> Result<(), String> {
+pub fn qualified_name(s: &str) -> Result<(), String> {
     const SHAPE: &str = "a qualified name must consist of alphanumeric characters, '-', '_' \
                          or '.', and must start and end with an alphanumeric character (e.g. \
                          'MyName', or 'my.name', or '123-abc'), with an optional DNS subdomain \
@@ -105,7 +105,7 @@ pub(crate) fn qualified_name(s: &str) -> Result<(), String> {
 }
 
 /// A label value: empty, or up to 63 characters of the qualified name's shape.
-pub(crate) fn label_value(s: &str) -> Result<(), String> {
+pub fn label_value(s: &str) -> Result<(), String> {
     if s.len() > LABEL_VALUE_MAX {
         return Err(format!("must be no more than {LABEL_VALUE_MAX} characters"));
     }
@@ -121,7 +121,7 @@ pub(crate) fn label_value(s: &str) -> Result<(), String> {
 }
 
 /// A named port (IANA_SVC_NAME, RFC 6335): what `containerPort.name` may be.
-pub(crate) fn port_name(s: &str) -> Result<(), String> {
+pub fn port_name(s: &str) -> Result<(), String> {
     if s.len() > PORT_NAME_MAX {
         return Err(format!("must be no more than {PORT_NAME_MAX} characters"));
     }

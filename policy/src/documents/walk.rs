@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 /// A refused field: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Invalid {
+pub struct Invalid {
     pub field: String,
     pub message: String,
 }
@@ -22,11 +22,11 @@ impl Invalid {
     }
 }
 
-pub(crate) type Result<T> = std::result::Result<T, Invalid>;
+pub type Result<T> = std::result::Result<T, Invalid>;
 
 /// A value and its path.
 #[derive(Debug, Clone)]
-pub(crate) struct Node<'a> {
+pub struct Node<'a> {
     pub path: String,
     pub value: &'a Value,
 }
@@ -146,7 +146,7 @@ fn quote_hint(got: &Value) -> String {
 
 /// An object's members, by name.
 #[derive(Debug, Clone)]
-pub(crate) struct Obj<'a> {
+pub struct Obj<'a> {
     path: String,
     map: &'a Map<String, Value>,
 }
