@@ -23,7 +23,6 @@
 pub mod child_sa;
 pub mod datapath;
 pub mod engine;
-pub mod follow;
 pub mod gateway;
 pub mod node_key;
 pub mod pairs;

@@ -174,14 +174,14 @@ fn usable(kv: &KeyValue) -> Option<(String, ExternalPeer)> {
 }
 
 /// Keeps `peers` equal to the usable records under `ipsec/peers/` until `stop` (`None`
-/// until the first read); see [`super::follow`].
+/// until the first read); see [`crate::store::follow`].
 pub async fn follow(
     store: Arc<dyn Store>,
     peers: watch::Sender<Option<Peers>>,
     stop: watch::Receiver<bool>,
 ) {
     let usable = |kv: &KeyValue| usable(kv).map(|(_, p)| p);
-    super::follow::follow(store, peers_prefix(), usable, peers, stop).await
+    crate::store::follow::follow(store, peers_prefix(), usable, peers, stop).await
 }
 
 /// The pre-shared key of a `psk` peer: the record's `secret`, or the contents of its

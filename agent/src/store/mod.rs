@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 pub mod embedded;
 pub mod etcd;
+pub mod follow;
 mod validate;
 
 /// Root of every strait key.

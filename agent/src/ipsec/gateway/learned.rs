@@ -105,7 +105,7 @@ pub async fn follow(
     out: watch::Sender<Option<BTreeMap<String, Vec<IpNet>>>>,
     stop: watch::Receiver<bool>,
 ) {
-    crate::ipsec::follow::follow(store, learned_prefix(), usable, out, stop).await
+    crate::store::follow::follow(store, learned_prefix(), usable, out, stop).await
 }
 
 /// The followed records by peer, then node.

@@ -1,7 +1,9 @@
 //! Following a store prefix into a `watch` channel: read, then watch from the revision
 //! read; a watch that ends (compaction, a lost etcd connection) reads again, after a
-//! back-off. The external peers (`ipsec/peers/`) and the routes the gateways learned
-//! over BGP (`ipsec/learned/`) are followed this way.
+//! back-off. The external IPsec peers (`ipsec/peers/`), the routes the gateways
+//! learned over BGP (`ipsec/learned/`), and the services, their EndpointSlices and the
+//! endpoints they select (`services/`, `endpointslices/`, `endpoints/`) are followed
+//! this way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
