@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub pools: Vec<IpNet>,
     /// Pools kept for their allocations but handing out no new address.
     pub disabled_pools: Vec<IpNet>,
+    /// Where service virtual IPs come from, at most one per family.
+    pub service_pools: Vec<IpNet>,
     pub block_prefix_v4: u8,
     pub block_prefix_v6: u8,
     pub max_blocks_per_node: Option<u32>,
@@ -156,6 +158,11 @@ impl AgentConfig {
                 .unwrap_or_else(|| strait_api::DEFAULT_SOCKET.into()),
             pools: keys.pools,
             disabled_pools: keys.disabled_pools,
+            service_pools: if keys.service_pools.is_empty() {
+                crate::services::pool::default_pools()
+            } else {
+                keys.service_pools
+            },
             block_prefix_v4: keys.block_prefix_v4.unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
             block_prefix_v6: keys.block_prefix_v6.unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
             max_blocks_per_node: keys.max_blocks_per_node,
@@ -196,6 +203,8 @@ impl AgentConfig {
         cfg.ipam_config()
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::services::pool::validate(&cfg.service_pools, &cfg.pools, &cfg.disabled_pools)
+            .map_err(ConfigError::Invalid)?;
         Ok(cfg)
     }
 

@@ -44,4 +44,5 @@ pub mod netns;
 pub mod node;
 pub mod policy;
 pub mod private;
+pub mod services;
 pub mod store;

@@ -80,6 +80,12 @@ pub struct Keys {
     #[arg(long = "disabled-pool")]
     #[serde(default)]
     pub disabled_pools: Vec<IpNet>,
+    /// A pool of service virtual IPs (`netctl service apply` allocates from it and
+    /// refuses cluster IPs outside it); repeatable, one per family at most. The same
+    /// on every node. Default 10.96.0.0/12 and fd00:96::/108.
+    #[arg(long = "service-pool")]
+    #[serde(default)]
+    pub service_pools: Vec<IpNet>,
     /// Block size of IPv4 pools, as a prefix length.
     #[arg(long)]
     pub block_prefix_v4: Option<u8>,
@@ -243,6 +249,7 @@ impl Keys {
             } else {
                 lower.disabled_pools
             },
+            service_pools: list_over(self.service_pools, lower.service_pools),
             block_prefix_v4: self.block_prefix_v4.or(lower.block_prefix_v4),
             block_prefix_v6: self.block_prefix_v6.or(lower.block_prefix_v6),
             max_blocks_per_node: self.max_blocks_per_node.or(lower.max_blocks_per_node),
