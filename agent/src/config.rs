@@ -149,6 +149,11 @@ impl AgentConfig {
                 "mtu {m} out of range 576..=65535"
             )));
         }
+        let service_pools = if keys.service_pools.is_empty() {
+            crate::services::pool::defaults_beside(&keys.pools, &keys.disabled_pools)
+        } else {
+            keys.service_pools
+        };
         let cfg = Self {
             node_name,
             site,
@@ -158,11 +163,7 @@ impl AgentConfig {
                 .unwrap_or_else(|| strait_api::DEFAULT_SOCKET.into()),
             pools: keys.pools,
             disabled_pools: keys.disabled_pools,
-            service_pools: if keys.service_pools.is_empty() {
-                crate::services::pool::default_pools()
-            } else {
-                keys.service_pools
-            },
+            service_pools,
             block_prefix_v4: keys.block_prefix_v4.unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
             block_prefix_v6: keys.block_prefix_v6.unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
             max_blocks_per_node: keys.max_blocks_per_node,

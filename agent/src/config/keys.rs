@@ -82,7 +82,8 @@ pub struct Keys {
     pub disabled_pools: Vec<IpNet>,
     /// A pool of service virtual IPs (`netctl service apply` allocates from it and
     /// refuses cluster IPs outside it); repeatable, one per family at most. The same
-    /// on every node. Default 10.96.0.0/12 and fd00:96::/108.
+    /// on every node. Default 10.96.0.0/12 and fd00:96::/108, each unless it overlaps
+    /// an address pool.
     #[arg(long = "service-pool")]
     #[serde(default)]
     pub service_pools: Vec<IpNet>,

@@ -16,6 +16,16 @@ pub fn default_pools() -> Vec<IpNet> {
     ]
 }
 
+/// The default pools that overlap none of the address pools: a cluster whose
+/// containers use 10.0.0.0/8 still starts, without an IPv4 service pool until one is
+/// given (`netctl service apply` then says so).
+pub fn defaults_beside(pools: &[IpNet], disabled: &[IpNet]) -> Vec<IpNet> {
+    default_pools()
+        .into_iter()
+        .filter(|d| validate(std::slice::from_ref(d), pools, disabled).is_ok())
+        .collect()
+}
+
 /// The pools are usable: one per family, not too small, overlapping neither each
 /// other nor the container pools (a VIP that is also a container's address would be
 /// translated away from it).
@@ -147,6 +157,11 @@ mod tests {
         assert!(e.contains("host bits"), "{e}");
         let e = validate(&[net("10.96.0.0/30")], &pods, &[]).unwrap_err();
         assert!(e.contains("too small"), "{e}");
+        // A default that would overlap is left out, not refused.
+        assert_eq!(
+            defaults_beside(&[net("10.0.0.0/8")], &[]),
+            vec![net("fd00:96::/108")]
+        );
     }
 
     #[test]
