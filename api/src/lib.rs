@@ -15,7 +15,8 @@
 //!   status, endpoints, IPAM, the fast path); [`routes`]: `netctl routes`;
 //!   [`nodes`]: `netctl nodes`; [`bgp`]: the BGP fabric's records, peers and views;
 //!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
-//!   [`policy_wire`]: the policy API's requests and the monitor's lines.
+//!   [`policy_wire`]: the policy API's requests and the monitor's lines;
+//!   [`services`]: services' objects and views (`netctl service`).
 //! - [`docker`]: Docker's remote network and IPAM driver protocol, and `netctl docker`.
 //! - [`ipsec`]: sites, the cluster's IPsec mode and the node keys records carry;
 //!   [`gateway`]: site gateways and the external IPsec peers they connect to.
@@ -47,6 +48,7 @@ pub mod policy;
 pub mod policy_wire;
 pub mod queue;
 pub mod routes;
+pub mod services;
 pub mod types;
 
 pub use client::{Client, ClientError};
@@ -121,6 +123,15 @@ pub mod paths {
     /// Flow events as NDJSON, one per line, until the client goes
     /// ([`crate::policy_wire::MonitorFilter`] as the query).
     pub const POLICY_MONITOR: &str = "/v1/policy/monitor";
+    /// Services and EndpointSlices: `POST` the documents' text (YAML or JSON) to apply
+    /// them all or none, `GET` for every service as this node serves it; one object
+    /// under [`service_object`].
+    pub const SERVICES: &str = "/v1/services";
+    /// `GET` or `DELETE` one object by its key (`services/NS/NAME`,
+    /// `endpointslices/NS/NAME`).
+    pub fn service_object(key: &str) -> String {
+        format!("{SERVICES}/{key}")
+    }
     /// The cluster's [`crate::ipsec::IpsecSettings`]: `GET`, or `PUT` to change them.
     pub const IPSEC_SETTINGS: &str = "/v1/ipsec/settings";
     /// This node's [`crate::ipsec::IpsecStatus`].

@@ -8,6 +8,7 @@ mod endpoints;
 mod ipsec;
 mod ipsec_peer;
 mod policy;
+mod service;
 mod table;
 
 use std::path::PathBuf;
@@ -85,6 +86,12 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
+    },
+    /// Services: apply Kubernetes Service and EndpointSlice documents, list services
+    /// with their frontends and backends on this node, get, delete.
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
     },
     /// The Docker plugin (`straitd --docker-plugin`): its networks.
     Docker {
@@ -247,6 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             BgpCmd::Peer { cmd } => peer_cmd(&client, out, cmd),
         },
         Cmd::Policy { cmd } => policy::run(&client, out, cmd),
+        Cmd::Service { cmd } => service::run(&client, out, cmd),
         Cmd::Docker { cmd } => {
             docker::run(&client, out, cmd)?;
             Ok(ExitCode::SUCCESS)

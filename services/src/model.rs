@@ -25,7 +25,7 @@ pub struct Service {
     pub kind: ServiceKind,
     /// The virtual IPs, at most one per family, in the order given; empty until the
     /// agent allocates them from its service pool (the document gave none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "clusterIPs", default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_ips: Vec<IpAddr>,
     /// The families the service wants, in order: the first is its primary.
     pub ip_families: Vec<Family>,
@@ -37,7 +37,7 @@ pub struct Service {
     pub selector: Option<BTreeMap<String, String>>,
     /// Addresses of this cluster's nodes (or routed to them) the service also answers
     /// on, on its ports.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "externalIPs", default, skip_serializing_if = "Vec::is_empty")]
     pub external_ips: Vec<IpAddr>,
     /// `sessionAffinity: ClientIP`: the timeout in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

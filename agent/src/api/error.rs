@@ -16,6 +16,7 @@ use crate::ipam::IpamError;
 use crate::ipsec::IpsecPeerError;
 use crate::policy::store::PolicyStoreError;
 use crate::policy::{ApplyError, PolicyError};
+use crate::services::store::ServiceStoreError;
 use crate::store::StoreError;
 
 /// A failed request, as the client will see it.
@@ -137,6 +138,22 @@ impl From<IpsecPeerError> for Failure {
             IpsecPeerError::NotFound(_) => code::NOT_CONFIGURED,
             IpsecPeerError::Unusable { .. } => code::INTERNAL,
             IpsecPeerError::Store(e) => store_code(e),
+        };
+        Self::new(c, e.to_string())
+    }
+}
+
+/// A refused service apply (a document, an address outside the pool or another
+/// service's) is the caller's to fix; nothing of it was written.
+impl From<ServiceStoreError> for Failure {
+    fn from(e: ServiceStoreError) -> Self {
+        let c = match &e {
+            ServiceStoreError::BadKey(_)
+            | ServiceStoreError::Duplicate(_)
+            | ServiceStoreError::Refused(_) => code::INVALID_CONFIG,
+            ServiceStoreError::Store(e) => store_code(e),
+            ServiceStoreError::Contended => code::TRY_AGAIN_LATER,
+            ServiceStoreError::Corrupt { .. } => code::INTERNAL,
         };
         Self::new(c, e.to_string())
     }

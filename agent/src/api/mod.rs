@@ -20,6 +20,7 @@ mod endpoints;
 pub mod error;
 mod ipsec;
 mod policy;
+mod services;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -75,6 +76,8 @@ pub struct AppState {
     docker: OnceLock<Arc<crate::docker::DockerPlugin>>,
     /// The IPsec engine (`netctl ipsec status|rekey`), once started.
     ipsec: OnceLock<crate::ipsec::IpsecHandle>,
+    /// Services (`netctl service`), once started.
+    services: OnceLock<crate::services::ServicesAgent>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -107,6 +110,7 @@ impl AppState {
             policy: OnceLock::new(),
             docker: OnceLock::new(),
             ipsec: OnceLock::new(),
+            services: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -134,6 +138,15 @@ impl AppState {
 
     pub fn set_ipsec(&self, handle: crate::ipsec::IpsecHandle) {
         let _ = self.ipsec.set(handle);
+    }
+
+    pub fn set_services(&self, services: crate::services::ServicesAgent) {
+        let _ = self.services.set(services);
+    }
+
+    /// Services, or "try again later" while the agent starts.
+    pub fn services(&self) -> Result<&crate::services::ServicesAgent, Failure> {
+        self.services.get().ok_or_else(|| self.starting())
     }
 
     /// The IPsec engine, or "try again later" while the agent starts.
@@ -280,6 +293,11 @@ pub fn router(state: Shared) -> Router {
         .route(paths::POLICY_TRACE, post(policy::trace))
         .route(paths::POLICY_STATUS, get(policy::status))
         .route(paths::POLICY_MONITOR, get(policy::monitor))
+        .route(paths::SERVICES, get(services::list).post(services::apply))
+        .route(
+            &paths::service_object("{*key}"),
+            get(services::get).delete(services::delete),
+        )
         .route(
             paths::IPSEC_SETTINGS,
             get(ipsec::settings).put(ipsec::put_settings),

@@ -3,7 +3,211 @@
 //!
 //! - [`pool`]: where cluster IPs and node ports come from;
 //! - [`store`]: the service and EndpointSlice objects, and the claims that keep each
-//!   cluster IP and node port to one service.
+//!   cluster IP and node port to one service;
+//! - [`reconcile`]: from services, slices and endpoints to the frontends this node
+//!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`].
 
+pub mod dataplane;
 pub mod pool;
+pub mod reconcile;
 pub mod store;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strait_api::services::ServiceView;
+use strait_services::frontends::EndpointView;
+use strait_services::model::{EndpointSlice, Protocol, Service};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::store::{KeyValue, Store};
+use dataplane::ServiceDataplane;
+use reconcile::{Inputs, Plan, Reconciler};
+use store::ServiceStore;
+
+/// Changes arriving within this of each other are planned once.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// A frontend the datapath refused is tried again this often.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Services on this node: the objects (apply, list, get, delete) and the loop that
+/// holds the datapath to them. Cheap to clone.
+#[derive(Clone)]
+pub struct ServicesAgent {
+    store: ServiceStore,
+    shared: Arc<Mutex<Shown>>,
+}
+
+/// What `netctl service list` shows: the inputs and plan last applied, with the
+/// reconciler's view of what the datapath holds.
+#[derive(Default)]
+struct Shown {
+    views: Vec<ServiceView>,
+}
+
+impl ServicesAgent {
+    pub fn new(store: Arc<dyn Store>, pools: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            store: ServiceStore::new(store, pools),
+            shared: Arc::default(),
+        }
+    }
+
+    pub fn objects(&self) -> &ServiceStore {
+        &self.store
+    }
+
+    /// Every service as this node serves it (as of the last reconciliation).
+    pub fn views(&self) -> Vec<ServiceView> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .views
+            .clone()
+    }
+
+    /// Follows the store and holds `dp` to it until `stop`. `node_addresses` are the
+    /// addresses node ports answer on. Without a datapath the plan is still made and
+    /// shown, every frontend reporting `unavailable`.
+    pub async fn run(
+        self,
+        store: Arc<dyn Store>,
+        node: String,
+        node_addresses: Vec<IpAddr>,
+        dp: Result<Arc<dyn ServiceDataplane>, String>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let (svc_tx, mut svc_rx) = watch::channel(None);
+        let (slice_tx, mut slice_rx) = watch::channel(None);
+        let (ep_tx, mut ep_rx) = watch::channel(None);
+        let followers = [
+            tokio::spawn(crate::store::follow::follow(
+                store.clone(),
+                store::services_prefix(),
+                |kv: &KeyValue| usable_service(kv),
+                svc_tx,
+                stop.clone(),
+            )),
+            tokio::spawn(crate::store::follow::follow(
+                store.clone(),
+                store::slices_prefix(),
+                |kv: &KeyValue| usable_slice(kv),
+                slice_tx,
+                stop.clone(),
+            )),
+            tokio::spawn(crate::store::follow::follow(
+                store.clone(),
+                crate::policy::endpoints::all_endpoints_prefix(),
+                |kv: &KeyValue| endpoint_view(kv),
+                ep_tx,
+                stop.clone(),
+            )),
+        ];
+        let mut reconciler = dp.as_ref().ok().map(|dp| Reconciler::new(dp.clone()));
+        let unavailable = dp.err();
+        let mut stop = stop;
+        let mut retry = tokio::time::interval(RETRY);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                r = svc_rx.changed() => if r.is_err() { break },
+                r = slice_rx.changed() => if r.is_err() { break },
+                r = ep_rx.changed() => if r.is_err() { break },
+                _ = retry.tick() => {}
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            let (Some(services), Some(slices), Some(endpoints)) = (
+                svc_rx.borrow_and_update().clone(),
+                slice_rx.borrow_and_update().clone(),
+                ep_rx.borrow_and_update().clone(),
+            ) else {
+                continue;
+            };
+            let inputs = Inputs {
+                services: services
+                    .into_values()
+                    .map(|s: Service| (s.id(), s))
+                    .collect(),
+                slices: slices
+                    .into_values()
+                    .map(|s: EndpointSlice| (s.id(), s))
+                    .collect(),
+                endpoints: endpoints.into_values().collect(),
+                down: Default::default(),
+            };
+            let plan = reconcile::plan(&inputs, &node, &node_addresses);
+            let views = match reconciler.as_mut() {
+                Some(r) => {
+                    r.apply(&plan);
+                    r.views(&inputs, &plan)
+                }
+                None => unavailable_views(&inputs, &plan, unavailable.as_deref()),
+            };
+            self.shared.lock().unwrap_or_else(|p| p.into_inner()).views = views;
+        }
+        for f in followers {
+            f.abort();
+        }
+    }
+}
+
+/// The views when there is no datapath: planned, nothing installed, and why.
+fn unavailable_views(inputs: &Inputs, plan: &Plan, why: Option<&str>) -> Vec<ServiceView> {
+    let r = Reconciler::new(Arc::new(dataplane::Fake::default()));
+    let mut views = r.views(inputs, plan);
+    for f in views.iter_mut().flat_map(|v| v.frontends.iter_mut()) {
+        f.installed = false;
+        f.error.get_or_insert_with(|| {
+            format!("no services datapath: {}", why.unwrap_or("not loaded"))
+        });
+    }
+    views
+}
+
+fn usable_service(kv: &KeyValue) -> Option<Service> {
+    match store::decode_service(&kv.key, &kv.value) {
+        Ok(v) => Some(v.service),
+        Err(e) => {
+            warn!(error = %e, "skipping a service");
+            None
+        }
+    }
+}
+
+fn usable_slice(kv: &KeyValue) -> Option<EndpointSlice> {
+    match store::decode_slice(&kv.key, &kv.value) {
+        Ok(v) => Some(v.slice),
+        Err(e) => {
+            warn!(error = %e, "skipping an EndpointSlice");
+            None
+        }
+    }
+}
+
+/// An endpoint record as services see it. Endpoints are ready while they exist (the
+/// runtime made them for a running container); the health checks add the rest.
+fn endpoint_view(kv: &KeyValue) -> Option<EndpointView> {
+    let f = crate::policy::endpoints::decode(&kv.key, &kv.value).ok()?;
+    Some(EndpointView {
+        id: format!("{}/{}", f.node, f.id),
+        namespace: f.namespace,
+        labels: f.labels,
+        addresses: f.ips.iter().map(|n| n.addr()).collect(),
+        named_ports: f
+            .named_ports
+            .iter()
+            .filter_map(|p| {
+                let protocol = match p.protocol {
+                    strait_policy::ir::Protocol::TCP => Protocol::TCP,
+                    strait_policy::ir::Protocol::UDP => Protocol::UDP,
+                    _ => return None,
+                };
+                Some((p.name.clone(), protocol, p.port))
+            })
+            .collect(),
+        node: f.node,
+        ready: true,
+    })
+}

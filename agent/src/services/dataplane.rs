@@ -1,0 +1,67 @@
+//! What the services reconciler asks of a datapath: hold one frontend's backends and
+//! Maglev table (whole: a connection sees the old table or the new, never a mix), drop
+//! a frontend, and say which it holds. The eBPF datapath ([`super::datapath`])
+//! implements it; [`Fake`] is an in-memory one for the reconciler's unit tests.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use strait_services::model::Protocol;
+
+/// What the datapath keys a frontend by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FrontendKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// One frontend's whole state in the datapath.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The usable backends; `table` indexes them.
+    pub backends: Vec<(IpAddr, u16)>,
+    /// The Maglev table (empty: no backend, connections are refused).
+    pub table: Vec<u32>,
+    /// ClientIP session affinity's timeout.
+    pub affinity_secs: Option<u32>,
+}
+
+pub trait ServiceDataplane: Send + Sync {
+    /// Replaces `key`'s entry whole; on an error the previous entry stays in force.
+    fn install(&self, key: &FrontendKey, entry: &Entry) -> Result<(), String>;
+    fn remove(&self, key: &FrontendKey) -> Result<(), String>;
+    /// The frontends it holds (a restarted agent diffs against them).
+    fn installed(&self) -> Result<Vec<FrontendKey>, String>;
+}
+
+/// An in-memory datapath that can be told to refuse.
+#[derive(Default)]
+pub struct Fake {
+    pub entries: Mutex<BTreeMap<FrontendKey, Entry>>,
+    /// While set, `install` fails with this.
+    pub refuse: Mutex<Option<String>>,
+}
+
+impl ServiceDataplane for Fake {
+    fn install(&self, key: &FrontendKey, entry: &Entry) -> Result<(), String> {
+        if let Some(why) = self.refuse.lock().expect("fake").clone() {
+            return Err(why);
+        }
+        self.entries
+            .lock()
+            .expect("fake")
+            .insert(*key, entry.clone());
+        Ok(())
+    }
+
+    fn remove(&self, key: &FrontendKey) -> Result<(), String> {
+        self.entries.lock().expect("fake").remove(key);
+        Ok(())
+    }
+
+    fn installed(&self) -> Result<Vec<FrontendKey>, String> {
+        Ok(self.entries.lock().expect("fake").keys().copied().collect())
+    }
+}

@@ -1,0 +1,189 @@
+use std::collections::BTreeMap;
+
+use strait_services::documents::Document;
+use strait_services::frontends::EndpointView;
+use strait_services::model::Protocol;
+use strait_services::parse_documents;
+
+use super::*;
+use crate::services::dataplane::Fake;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn services(text: &str) -> BTreeMap<String, Service> {
+    parse_documents(text)
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| match p.document {
+            Document::Service(s) => Some((s.id(), s)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn web(extra: &str) -> BTreeMap<String, Service> {
+    services(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n{extra}"
+    ))
+}
+
+fn ep(n: u8, node: &str) -> EndpointView {
+    EndpointView {
+        id: format!("{node}/c{n}"),
+        namespace: "shop".into(),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        addresses: vec![ip(&format!("10.244.0.{n}"))],
+        named_ports: vec![],
+        node: node.into(),
+        ready: true,
+    }
+}
+
+fn key() -> FrontendKey {
+    FrontendKey {
+        addr: ip("10.96.0.10"),
+        port: 80,
+        protocol: Protocol::TCP,
+    }
+}
+
+#[test]
+fn a_frontend_gets_its_backends_and_an_even_table_and_follows_changes() {
+    let fake = Arc::new(Fake::default());
+    let mut r = Reconciler::new(fake.clone());
+    let mut inputs = Inputs {
+        services: web(""),
+        endpoints: vec![ep(2, "h1"), ep(3, "h2"), ep(4, "h2")],
+        ..Default::default()
+    };
+    let p = plan(&inputs, "h1", &[]);
+    assert_eq!(r.apply(&p), 1);
+    let entry = fake.entries.lock().unwrap()[&key()].clone();
+    assert_eq!(entry.backends.len(), 3);
+    assert_eq!(entry.table.len(), 509);
+    let mut counts = [0usize; 3];
+    for &s in &entry.table {
+        counts[s as usize] += 1;
+    }
+    assert!(counts.iter().all(|&c| c == 169 || c == 170), "{counts:?}");
+    // Nothing changed: nothing installed.
+    assert_eq!(r.apply(&plan(&inputs, "h1", &[])), 0);
+    // A backend goes: the entry is replaced whole; the others keep most slots.
+    inputs.endpoints.pop();
+    assert_eq!(r.apply(&plan(&inputs, "h1", &[])), 1);
+    assert_eq!(fake.entries.lock().unwrap()[&key()].backends.len(), 2);
+    // The health check holds one down: it leaves the table.
+    inputs.down.insert("10.244.0.2:8080".into());
+    r.apply(&plan(&inputs, "h1", &[]));
+    let e = fake.entries.lock().unwrap()[&key()].clone();
+    assert_eq!(e.backends, vec![(ip("10.244.0.3"), 8080)]);
+    // None left: the frontend stays, with an empty table (connections refused).
+    inputs.endpoints.clear();
+    r.apply(&plan(&inputs, "h1", &[]));
+    let e = fake.entries.lock().unwrap()[&key()].clone();
+    assert!(e.backends.is_empty() && e.table.is_empty());
+    // The service goes: so does the frontend.
+    inputs.services.clear();
+    r.apply(&plan(&inputs, "h1", &[]));
+    assert!(fake.entries.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_refused_install_keeps_the_old_entry_and_is_retried_and_reported() {
+    let fake = Arc::new(Fake::default());
+    let mut r = Reconciler::new(fake.clone());
+    let mut inputs = Inputs {
+        services: web(""),
+        endpoints: vec![ep(2, "h1")],
+        ..Default::default()
+    };
+    r.apply(&plan(&inputs, "h1", &[]));
+    let before = fake.entries.lock().unwrap()[&key()].clone();
+    *fake.refuse.lock().unwrap() = Some("map strait_svc_slots is full".into());
+    inputs.endpoints.push(ep(3, "h1"));
+    let p = plan(&inputs, "h1", &[]);
+    r.apply(&p);
+    assert_eq!(fake.entries.lock().unwrap()[&key()], before);
+    let views = r.views(&inputs, &p);
+    let f = &views[0].frontends[0];
+    assert!(!f.installed);
+    assert_eq!(f.error.as_deref(), Some("map strait_svc_slots is full"));
+    *fake.refuse.lock().unwrap() = None;
+    r.apply(&p);
+    assert_eq!(fake.entries.lock().unwrap()[&key()].backends.len(), 2);
+    let views = r.views(&inputs, &p);
+    assert!(views[0].frontends[0].installed && views[0].frontends[0].error.is_none());
+}
+
+#[test]
+fn a_previous_agents_stale_frontends_are_removed_on_start() {
+    let fake = Arc::new(Fake::default());
+    let stale = FrontendKey {
+        addr: ip("10.96.0.99"),
+        port: 1,
+        protocol: Protocol::UDP,
+    };
+    fake.install(
+        &stale,
+        &Entry {
+            backends: vec![],
+            table: vec![],
+            affinity_secs: None,
+        },
+    )
+    .unwrap();
+    let mut r = Reconciler::new(fake.clone());
+    let inputs = Inputs {
+        services: web(""),
+        endpoints: vec![ep(2, "h1")],
+        ..Default::default()
+    };
+    r.apply(&plan(&inputs, "h1", &[]));
+    let keys: Vec<FrontendKey> = fake.entries.lock().unwrap().keys().copied().collect();
+    assert_eq!(keys, vec![key()]);
+}
+
+#[test]
+fn local_traffic_policy_and_clashes_are_shown() {
+    let mut svcs = services(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  type: NodePort\n  externalTrafficPolicy: Local\n  externalIPs: [192.0.2.1]\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n",
+    );
+    svcs.extend(services(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: shop}\nspec:\n  clusterIP: 10.96.0.11\n  externalIPs: [192.0.2.1]\n  ports: [{port: 80}]\n",
+    ));
+    let inputs = Inputs {
+        services: svcs,
+        endpoints: vec![ep(2, "h1"), ep(3, "h2")],
+        ..Default::default()
+    };
+    let p = plan(&inputs, "h1", &[ip("172.16.0.1")]);
+    let r = Reconciler::new(Arc::new(Fake::default()));
+    let views = r.views(&inputs, &p);
+    let web = views.iter().find(|v| v.name == "shop/web").unwrap();
+    let np = web
+        .frontends
+        .iter()
+        .find(|f| f.scope == "NodePort")
+        .unwrap();
+    assert_eq!(
+        np.backends.iter().filter(|b| b.usable).count(),
+        1,
+        "Local: only h1's backend: {np:?}"
+    );
+    let cluster = web
+        .frontends
+        .iter()
+        .find(|f| f.scope == "ClusterIP")
+        .unwrap();
+    assert_eq!(cluster.backends.iter().filter(|b| b.usable).count(), 2);
+    // The external IP both claim goes to the name that sorts first.
+    assert!(
+        web.frontends.iter().any(|f| f
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("also Service shop/other's"))),
+        "{web:?}"
+    );
+}

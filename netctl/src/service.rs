@@ -1,0 +1,293 @@
+//! `netctl service …`: services as an operator sees them. Objects are named as kubectl
+//! names them (`NAME` and `NS/NAME` for services, `endpointslice/[NS/]NAME` for
+//! slices) and turned into the agent's keys here; `list` renders the agent's view of
+//! this node: per service its frontends, and per frontend its backends with
+//! readiness, health and their share of the Maglev table.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use strait_api::policy_wire::DeleteOutcome;
+use strait_api::services::{ServiceApplyReport, ServiceObject, ServiceView};
+use strait_api::{Client, ClientError, paths};
+
+use crate::Output;
+use crate::table::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Apply Service (v1) and EndpointSlice (discovery.k8s.io/v1) documents, YAML or
+    /// JSON, one or many: all of them or, if any is refused, none. Prints the cluster
+    /// IPs and node ports given. Exit 1 on refusal.
+    Apply {
+        /// The file, or `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// One object as it was applied (YAML by default; `-o json`), with the addresses
+    /// and ports the agent gave it under `status`.
+    Get {
+        /// `NAME` (namespace default), `NS/NAME`, or `endpointslice/[NS/]NAME`.
+        name: String,
+    },
+    /// Every service as this node serves it: frontends, backends, health, slots.
+    List {
+        /// Also every frontend and backend, not only the counts.
+        #[arg(long, short = 'w')]
+        wide: bool,
+    },
+    /// Delete objects (named as for `get`). Exit 1 if one did not exist.
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// The agent's key of an object named as kubectl would name it.
+pub fn object_key(name: &str) -> Result<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let key = match parts.as_slice() {
+        ["services" | "endpointslices", _, _] => name.to_string(),
+        ["endpointslice", ns, n] => format!("endpointslices/{ns}/{n}"),
+        ["endpointslice" | "endpointslices", n] => format!("endpointslices/default/{n}"),
+        ["service" | "svc", ns, n] => format!("services/{ns}/{n}"),
+        ["service" | "svc", n] => format!("services/default/{n}"),
+        [ns, n] => format!("services/{ns}/{n}"),
+        [n] => format!("services/default/{n}"),
+        _ => bail!("{name:?}: name a service NAME or NS/NAME, a slice endpointslice/[NS/]NAME"),
+    };
+    if key.split('/').any(str::is_empty) {
+        bail!("{name:?}: a part of the name is empty");
+    }
+    Ok(key)
+}
+
+fn display_name(key: &str) -> String {
+    match key.split('/').collect::<Vec<_>>().as_slice() {
+        ["services", _, n] => format!("service/{n}"),
+        ["endpointslices", _, n] => format!("endpointslice.discovery.k8s.io/{n}"),
+        _ => key.to_string(),
+    }
+}
+
+pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
+    match cmd {
+        ServiceCmd::Apply { file } => apply(client, out, &file),
+        ServiceCmd::Get { name } => {
+            let o: ServiceObject = client.get(&paths::service_object(&object_key(&name)?))?;
+            let mut shown = o.source.clone();
+            if o.key.starts_with("services/") {
+                shown["status"] = serde_json::json!({
+                    "clusterIPs": o.normalized["clusterIPs"],
+                    "ports": o.normalized["ports"],
+                });
+            }
+            match out {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+                _ => print!("{}", serde_yaml_ng::to_string(&shown)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCmd::List { wide } => {
+            let views: Vec<ServiceView> = client.get(paths::SERVICES)?;
+            crate::emit(out, &views, || render_list(&views, wide))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCmd::Delete { names } => delete(client, out, &names),
+    }
+}
+
+fn refused(e: ClientError) -> Result<ExitCode> {
+    match e {
+        ClientError::Api(e) => {
+            eprintln!("netctl: error: {}", e.message);
+            Ok(ExitCode::from(1))
+        }
+        other => Err(other.into()),
+    }
+}
+
+fn apply(client: &Client, out: Output, file: &str) -> Result<ExitCode> {
+    let text = if file == "-" {
+        let mut s = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut s)
+            .context("reading the documents from stdin")?;
+        s
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {file}"))?
+    };
+    let report: ServiceApplyReport = match client.request("POST", paths::SERVICES, Some(&text)) {
+        Ok(body) => serde_json::from_slice(&body).context("the agent's answer to apply")?,
+        Err(e) => return refused(e),
+    };
+    crate::emit(out, &report, || render_apply(&report))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn render_apply(r: &ServiceApplyReport) -> String {
+    let mut s = String::new();
+    for o in &r.objects {
+        s.push_str(&format!("{} {}", display_name(&o.key), o.change.as_str()));
+        if !o.cluster_ips.is_empty() {
+            let ips: Vec<String> = o.cluster_ips.iter().map(ToString::to_string).collect();
+            s.push_str(&format!(" (cluster IP {}", ips.join(", ")));
+            if !o.node_ports.is_empty() {
+                let ports: Vec<String> = o.node_ports.iter().map(ToString::to_string).collect();
+                s.push_str(&format!("; node port {}", ports.join(", ")));
+            }
+            s.push(')');
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn delete(client: &Client, out: Output, names: &[String]) -> Result<ExitCode> {
+    let mut failed = false;
+    let mut done = Vec::new();
+    for name in names {
+        let key = object_key(name)?;
+        match client.request("DELETE", &paths::service_object(&key), None) {
+            Ok(body) => {
+                let d: DeleteOutcome =
+                    serde_json::from_slice(&body).context("the agent's answer to delete")?;
+                if out != Output::Json {
+                    println!("{} deleted", display_name(&d.key));
+                }
+                done.push(d);
+            }
+            Err(ClientError::Api(e)) => {
+                eprintln!("netctl: error: {}", e.message);
+                failed = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn render_list(views: &[ServiceView], wide: bool) -> String {
+    if views.is_empty() {
+        return "no services\n".into();
+    }
+    if !wide {
+        let mut t = Table::new([
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORTS",
+            "BACKENDS",
+            "STATE",
+        ]);
+        for v in views {
+            let ips: Vec<String> = v.cluster_ips.iter().map(ToString::to_string).collect();
+            let ext: Vec<String> = v.external_ips.iter().map(ToString::to_string).collect();
+            let (usable, total) = v
+                .frontends
+                .iter()
+                .filter(|f| !f.frontend.is_empty())
+                .map(|f| {
+                    (
+                        f.backends.iter().filter(|b| b.usable).count(),
+                        f.backends.len(),
+                    )
+                })
+                .max()
+                .unwrap_or((0, 0));
+            let state = match v.frontends.iter().find_map(|f| f.error.as_deref()) {
+                Some(e) => e.to_string(),
+                None if v.frontends.iter().all(|f| f.installed) => "ok".to_string(),
+                None => "pending".to_string(),
+            };
+            t.row([
+                &v.name,
+                &v.kind,
+                &or_none(ips.join(",")),
+                &or_none(ext.join(",")),
+                &v.ports.join(","),
+                &format!("{usable}/{total}"),
+                &state,
+            ]);
+        }
+        return t.render();
+    }
+    let mut t = Table::new([
+        "SERVICE", "FRONTEND", "BACKEND", "NODE", "READY", "HEALTH", "SLOTS", "STATE",
+    ]);
+    for v in views {
+        for f in &v.frontends {
+            let state = match (&f.error, f.installed) {
+                (Some(e), _) => e.clone(),
+                (None, true) => "ok".into(),
+                (None, false) => "pending".into(),
+            };
+            if f.backends.is_empty() {
+                t.row([
+                    &v.name,
+                    &f.frontend,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "0",
+                    &format!("{state} (no backend: refused)"),
+                ]);
+            }
+            for b in &f.backends {
+                let addr = match b.address {
+                    std::net::IpAddr::V6(a) => format!("[{a}]:{}", b.port),
+                    a => format!("{a}:{}", b.port),
+                };
+                t.row([
+                    &v.name,
+                    &f.frontend,
+                    &addr,
+                    b.node.as_deref().unwrap_or("-"),
+                    if b.ready { "yes" } else { "no" },
+                    match b.healthy {
+                        None => "-",
+                        Some(true) => "up",
+                        Some(false) => "down",
+                    },
+                    &format!("{}/{}", b.slots, f.table_size),
+                    &state,
+                ]);
+            }
+        }
+    }
+    t.render()
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() { "<none>".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_keys_as_kubectl_names_them() {
+        assert_eq!(object_key("web").unwrap(), "services/default/web");
+        assert_eq!(object_key("shop/web").unwrap(), "services/shop/web");
+        assert_eq!(object_key("svc/web").unwrap(), "services/default/web");
+        assert_eq!(
+            object_key("endpointslice/shop/web-1").unwrap(),
+            "endpointslices/shop/web-1"
+        );
+        assert_eq!(object_key("services/a/b").unwrap(), "services/a/b");
+        assert!(object_key("a/b/c/d").is_err());
+        assert!(object_key("shop/").is_err());
+    }
+}
