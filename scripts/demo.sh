@@ -46,9 +46,11 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting straitd (embedded store, pools 10.244.0.0/16 and fd00:244::/48)"
+# No socket balancer: the demo shows no services, and one attached to the host's root
+# cgroup would stay there after the demo (as it stays across an agent's restart).
 "$BIN/straitd" --node-name "$(hostname)" --state-dir "$DEMO/state" --socket "$SOCK" \
   --pool 10.244.0.0/16 --pool fd00:244::/48 --metrics-addr 127.0.0.1:9464 \
-  --bpf-dir "$BPF_DIR" \
+  --bpf-dir "$BPF_DIR" --service-cgroup none \
   >"$DEMO/straitd.log" 2>&1 &
 AGENT=$!
 for _ in $(seq 100); do "$BIN/netctl" status >/dev/null 2>&1 && break; sleep 0.1; done

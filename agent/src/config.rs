@@ -57,6 +57,9 @@ pub struct AgentConfig {
     pub disabled_pools: Vec<IpNet>,
     /// Where service virtual IPs come from, at most one per family.
     pub service_pools: Vec<IpNet>,
+    /// Where the socket balancer attaches: `None` off, `Some(None)` the cgroup v2
+    /// root (found at start), `Some(Some(dir))` that directory.
+    pub service_cgroup: Option<Option<PathBuf>>,
     pub block_prefix_v4: u8,
     pub block_prefix_v6: u8,
     pub max_blocks_per_node: Option<u32>,
@@ -164,6 +167,11 @@ impl AgentConfig {
             pools: keys.pools,
             disabled_pools: keys.disabled_pools,
             service_pools,
+            service_cgroup: match keys.service_cgroup {
+                None => Some(None),
+                Some(p) if p.as_os_str() == "none" => None,
+                Some(p) => Some(Some(p)),
+            },
             block_prefix_v4: keys.block_prefix_v4.unwrap_or(DEFAULT_BLOCK_PREFIX_V4),
             block_prefix_v6: keys.block_prefix_v6.unwrap_or(DEFAULT_BLOCK_PREFIX_V6),
             max_blocks_per_node: keys.max_blocks_per_node,

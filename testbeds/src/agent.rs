@@ -40,6 +40,34 @@ pub fn test_bpffs() -> PathBuf {
 }
 use crate::netns::Netns;
 
+/// The cgroup v2 hierarchy test agents attach their socket balancers in: each agent
+/// gets a cgroup of its own there ([`Agent::service_cgroup`]), never the machine's
+/// root, so an agent under test translates the connects of the processes a test puts
+/// in its cgroup and no other. Mounted outside `/sys` for the reason
+/// [`test_bpffs`] is (the same hierarchy, seen from a second mount point).
+pub fn test_cgroup2() -> PathBuf {
+    static MOUNTED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MOUNTED
+        .get_or_init(|| {
+            let dir = PathBuf::from("/run/strait-test-cgroup2");
+            let mounted = || {
+                std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+                    m.lines()
+                        .any(|l| l.split_whitespace().nth(1) == Some("/run/strait-test-cgroup2"))
+                })
+            };
+            if !mounted() {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = Command::new("mount")
+                    .args(["-t", "cgroup2", "strait-test-cgroup2"])
+                    .arg(&dir)
+                    .status();
+            }
+            dir
+        })
+        .clone()
+}
+
 /// How to start an agent.
 #[derive(Debug, Clone)]
 pub struct AgentOpts {
@@ -115,6 +143,11 @@ impl Agent {
         if !self.opts.extra.iter().any(|a| a == "--bpf-dir") {
             cmd.arg("--bpf-dir").arg(self.bpf_dir());
         }
+        if !self.opts.extra.iter().any(|a| a == "--service-cgroup") {
+            let cgroup = self.service_cgroup();
+            let _ = std::fs::create_dir_all(&cgroup);
+            cmd.arg("--service-cgroup").arg(cgroup);
+        }
         if let Some(m) = self.opts.mtu {
             cmd.arg("--mtu").arg(m.to_string());
         }
@@ -184,6 +217,13 @@ impl Agent {
         test_bpffs().join(&self.netns)
     }
 
+    /// The cgroup whose processes this agent's socket balancer serves: a test puts a
+    /// client there (`echo PID > DIR/cgroup.procs`) to reach services as a container
+    /// of this host would.
+    pub fn service_cgroup(&self) -> PathBuf {
+        test_cgroup2().join(&self.netns)
+    }
+
     /// A killed agent leaves its namespace's lock file in `/run/strait` (the next agent
     /// on the host would remove it); the test that made the namespace removes it now,
     /// once no agent holds it, so a test run leaves nothing there.
@@ -236,8 +276,11 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
         self.remove_netns_lock();
-        // Its pinned maps (the programs went with the namespace's veths).
+        // Its pinned maps (the programs went with the namespace's veths), and its
+        // cgroup (the socket balancer's programs go with it; a process a test left
+        // in it keeps it, and is the test's to end).
         let _ = std::fs::remove_dir_all(self.bpf_dir());
+        let _ = std::fs::remove_dir(self.service_cgroup());
         if std::thread::panicking() {
             eprintln!(
                 "----- straitd log ({}) -----\n{}\n----- end of log -----",

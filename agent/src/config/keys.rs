@@ -87,6 +87,12 @@ pub struct Keys {
     #[arg(long = "service-pool")]
     #[serde(default)]
     pub service_pools: Vec<IpNet>,
+    /// The cgroup v2 directory whose processes (and those of the cgroups below it)
+    /// reach services through the socket balancer: connects to a service address go
+    /// straight to a backend. Default: the root of the cgroup v2 hierarchy (every
+    /// process of the host and its containers); `none` turns it off.
+    #[arg(long)]
+    pub service_cgroup: Option<PathBuf>,
     /// Block size of IPv4 pools, as a prefix length.
     #[arg(long)]
     pub block_prefix_v4: Option<u8>,
@@ -251,6 +257,7 @@ impl Keys {
                 lower.disabled_pools
             },
             service_pools: list_over(self.service_pools, lower.service_pools),
+            service_cgroup: self.service_cgroup.or(lower.service_cgroup),
             block_prefix_v4: self.block_prefix_v4.or(lower.block_prefix_v4),
             block_prefix_v6: self.block_prefix_v6.or(lower.block_prefix_v6),
             max_blocks_per_node: self.max_blocks_per_node.or(lower.max_blocks_per_node),
