@@ -1,0 +1,3 @@
+//! Service load balancing (docs/services.md).
+
+pub mod datapath;
