@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// `enum bpf_cmd`.
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_DETACH: libc::c_long = 9;
-const BPF_PROG_QUERY: libc::c_long = 17;
+const BPF_PROG_QUERY: libc::c_long = 16;
 /// Several programs per hook, each cgroup's run after its ancestors'.
 const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
 /// Swap `replace_bpf_fd`'s program for the new one in place.
