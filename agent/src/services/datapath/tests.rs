@@ -78,7 +78,9 @@ fn bad_input_is_refused_whole() {
         addr: "fd00::1".parse().unwrap(),
         port: 80,
     };
-    let cases: Vec<(Vec<Backend>, Vec<u32>, Option<Duration>, &str)> = vec![
+    /// Backends, table, affinity, and what the refusal says.
+    type Case = (Vec<Backend>, Vec<u32>, Option<Duration>, &'static str);
+    let cases: Vec<Case> = vec![
         (vec![backend(1)], vec![0, 1], None, "names backend 1"),
         (vec![backend(1)], vec![], None, "both or neither"),
         (vec![], vec![0], None, "both or neither"),
