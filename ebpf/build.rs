@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["fastpath", "policy"];
+const PROGRAMS: &[&str] = &["fastpath", "policy", "services"];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));

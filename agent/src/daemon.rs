@@ -139,6 +139,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         for t in running.ipsec {
             t.abort();
         }
+        // The socket balancer stays attached with its maps: connects to services go on
+        // being translated until the next agent adopts them.
+        running.services.abort();
         if let Some(bgp) = running.bgp {
             // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
@@ -193,6 +196,8 @@ struct Running {
     docker: Option<tokio::task::JoinHandle<()>>,
     /// IPsec's mode follower and engine.
     ipsec: Vec<tokio::task::JoinHandle<()>>,
+    /// Services' reconcile loop; the socket balancer's programs and maps stay.
+    services: tokio::task::JoinHandle<()>,
 }
 
 /// The state dir and the pending-release queue 0700, the embedded store 0600: created
@@ -280,6 +285,13 @@ async fn start(
     // What new containers' MTU is reduced by while IPsec encrypts; the engine sets it.
     let mtu_less = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
+    // Node ports answer on the node's underlay addresses.
+    let node_addresses: Vec<std::net::IpAddr> = underlay
+        .v4
+        .map(std::net::IpAddr::V4)
+        .into_iter()
+        .chain(underlay.v6.map(std::net::IpAddr::V6))
+        .collect();
     let mut fabric_cfg = FabricConfig::new(&cfg.node_name, cfg.fabric, underlay);
     fabric_cfg.vni = cfg.vxlan_vni;
     fabric_cfg.port = cfg.vxlan_port;
@@ -381,6 +393,8 @@ async fn start(
         stop.clone(),
     )
     .await;
+    state.set_phase("starting services");
+    let services = start_services(cfg, &store, node_addresses, state, stop.clone());
     attacher.set_ready();
     let docker = match &cfg.docker {
         Some(d) => Some(start_docker(d, &attacher, &store, state, stop.clone()).await?),
@@ -398,7 +412,48 @@ async fn start(
         bgp,
         docker,
         ipsec,
+        services,
     })
+}
+
+/// Loads the socket balancer (pinned under `--bpf-dir`, adopting what a previous
+/// agent installed), attaches it to `--service-cgroup`, and starts the loop that holds
+/// it to the store's services. Without it the agent still serves everything else, and
+/// `netctl service list` says why no frontend is installed.
+fn start_services(
+    cfg: &AgentConfig,
+    store: &Arc<dyn crate::store::Store>,
+    node_addresses: Vec<std::net::IpAddr>,
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use crate::services::datapath::ServicesDatapath;
+    let agent = crate::services::ServicesAgent::new(store.clone(), cfg.service_pools.clone());
+    state.set_services(agent.clone());
+    let dp: Result<Arc<dyn crate::services::dataplane::ServiceDataplane>, String> =
+        match &cfg.service_cgroup {
+            None => Err("the socket balancer is off (--service-cgroup none)".into()),
+            Some(dir) => (|| {
+                let cgroup = match dir {
+                    Some(d) => d.clone(),
+                    None => crate::services::cgroup2_root()?,
+                };
+                let dp = ServicesDatapath::load(&cfg.bpf_dir).map_err(|e| e.to_string())?;
+                dp.attach(&cgroup).map_err(|e| e.to_string())?;
+                info!(cgroup = %cgroup.display(), "services: socket balancer attached");
+                Ok(Arc::new(dp) as Arc<dyn crate::services::dataplane::ServiceDataplane>)
+            })(),
+        };
+    if let Err(e) = &dp {
+        warn!(error = %e, "services: no socket balancer; services are planned but not served");
+    }
+    tokio::spawn(agent.run(
+        store.clone(),
+        cfg.node_name.clone(),
+        node_addresses,
+        dp,
+        stop,
+    ))
 }
 
 /// Binds the Docker plugin's socket and serves it; the port proxies of running

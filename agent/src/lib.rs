@@ -17,6 +17,7 @@
 //! * [`fabric`]: VXLAN, host-gw and the BGP fabric, reconciled against the kernel.
 //! * [`fastpath`]: the eBPF forwarding fast path; follows endpoint events.
 //! * [`ipsec`]: sites, the cluster's IPsec mode, this node's IKE key.
+//! * [`services`]: service load balancing; its socket-level eBPF datapath.
 //! * [`api`]: the local HTTP API on a unix socket, decode → owner → encode.
 //! * [`config`]: flags and the config file; [`metrics`]: Prometheus; [`private`]: the
 //!   state dir and store modes (root's alone).

@@ -5,10 +5,13 @@
 //! - [`FASTPATH`]: the forwarding fast path (tc ingress on container veths and on the
 //!   fabric device).
 //! - [`POLICY`]: network policy (tcx ingress and egress on container veths).
+//! - [`SERVICES`]: the socket-level service load balancer (cgroup v2 `sock_addr`
+//!   hooks).
 //!
 //! The programs share `include/strait/abi.h` (every map key and value layout, the
-//! reasons packets are counted under), `include/strait/maps.h` (the fast path's maps)
-//! and `include/strait/policy.h` (the policy maps and check). The
+//! reasons packets are counted under), `include/strait/maps.h` (the fast path's maps),
+//! `include/strait/policy.h` (the policy maps and check) and
+//! `include/strait/services.h` (the service maps and backend choice). The
 //! agent mirrors them in its `fastpath::abi` module and checks the mirror against
 //! the BTF of the object embedded here; its `bpf_test` module runs the programs
 //! with `BPF_PROG_TEST_RUN` (docs/datapath.md).
@@ -33,3 +36,11 @@ static POLICY_OBJECT: &Aligned<[u8]> =
 /// [`FASTPATH`], which runs the same ingress check before it delivers to an
 /// endpoint).
 pub static POLICY: &[u8] = &POLICY_OBJECT.0;
+
+static SERVICES_OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/services.o")));
+
+/// The services object: programs `strait_connect4`/`6`, `strait_sendmsg4`/`6`,
+/// `strait_recvmsg4`/`6` and `strait_getpeer4`/`6` (cgroup `sock_addr`), the
+/// service maps of `include/strait/services.h` (pinned by name).
+pub static SERVICES: &[u8] = &SERVICES_OBJECT.0;

@@ -65,3 +65,56 @@ impl ServiceDataplane for Fake {
         Ok(self.entries.lock().expect("fake").keys().copied().collect())
     }
 }
+
+/// The eBPF socket balancer as the reconciler's datapath.
+impl ServiceDataplane for super::datapath::ServicesDatapath {
+    fn install(&self, key: &FrontendKey, entry: &Entry) -> Result<(), String> {
+        let backends: Vec<super::datapath::Backend> = entry
+            .backends
+            .iter()
+            .map(|&(addr, port)| super::datapath::Backend { addr, port })
+            .collect();
+        super::datapath::ServicesDatapath::install(
+            self,
+            &to_frontend(key),
+            &backends,
+            &entry.table,
+            entry
+                .affinity_secs
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, key: &FrontendKey) -> Result<(), String> {
+        super::datapath::ServicesDatapath::remove(self, &to_frontend(key))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn installed(&self) -> Result<Vec<FrontendKey>, String> {
+        let frontends = self.frontends().map_err(|e| e.to_string())?;
+        Ok(frontends
+            .into_iter()
+            .map(|(f, _)| FrontendKey {
+                addr: f.addr,
+                port: f.port,
+                protocol: match f.proto {
+                    super::datapath::Protocol::Tcp => Protocol::TCP,
+                    super::datapath::Protocol::Udp => Protocol::UDP,
+                },
+            })
+            .collect())
+    }
+}
+
+fn to_frontend(key: &FrontendKey) -> super::datapath::Frontend {
+    super::datapath::Frontend {
+        addr: key.addr,
+        port: key.port,
+        proto: match key.protocol {
+            Protocol::TCP => super::datapath::Protocol::Tcp,
+            Protocol::UDP => super::datapath::Protocol::Udp,
+        },
+    }
+}

@@ -5,9 +5,11 @@
 //! - [`store`]: the service and EndpointSlice objects, and the claims that keep each
 //!   cluster IP and node port to one service;
 //! - [`reconcile`]: from services, slices and endpoints to the frontends this node
-//!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`].
+//!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`];
+//! - [`datapath`]: the socket-level balancer in eBPF that holds them.
 
 pub mod dataplane;
+pub mod datapath;
 pub mod pool;
 pub mod reconcile;
 pub mod store;
@@ -151,6 +153,23 @@ impl ServicesAgent {
             f.abort();
         }
     }
+}
+
+/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a hybrid host): where the socket balancer attaches by
+/// default, so that every process of the host and its containers is served.
+pub fn cgroup2_root() -> Result<std::path::PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| format!("reading /proc/self/mounts: {e}"))?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .and_then(|f| f.get(1).map(std::path::PathBuf::from))
+        .ok_or_else(|| {
+            "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); give              --service-cgroup DIR or none"
+                .to_string()
+        })
 }
 
 /// The views when there is no datapath: planned, nothing installed, and why.

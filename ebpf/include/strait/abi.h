@@ -348,4 +348,136 @@ enum strait_pol_reason {
 	STRAIT_POL_REASON_MAX = 14,
 };
 
+/*
+ * Services (services.h, services.c; docs/services.md "Datapath"): the socket-level
+ * load balancer. The agent mirrors this section in
+ * agent/src/services/datapath/abi.rs and checks it against the services object's
+ * BTF like the others.
+ */
+
+/* strait_svc_frontend.flags */
+#define STRAIT_SVC_F_AFFINITY 0x1 /* ClientIP session affinity for affinity_secs */
+
+/* Largest Maglev table (M) the agent may give a frontend: the prime below 2^16. */
+#define STRAIT_SVC_TABLE_MAX 65521
+
+/* strait_svc_frontends key: a service address as a socket sees it. */
+struct strait_svc_key {
+	struct strait_addr addr; /* the VIP, IPv4-mapped for IPv4 */
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope; /* 0: as local sockets see it (node port, external: later) */
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_key, 20);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_key, addr, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_key, port, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_key, proto, 18);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_key, scope, 19);
+
+/* strait_svc_frontends value. Written last by an install, so a connect sees a
+ * frontend only once its backends and slots are there. */
+struct strait_svc_frontend {
+	__u32 id; /* keys its slots and its affinity entries; 1..65535 */
+	__u32 table_size; /* M: how many slots; 0 with no backends */
+	__u32 affinity_secs; /* with STRAIT_SVC_F_AFFINITY */
+	__u16 backends; /* usable backends; 0: connects are refused */
+	__u8 flags; /* STRAIT_SVC_F_* */
+	__u8 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_frontend, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, id, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, table_size, 4);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, affinity_secs, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, backends, 12);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, flags, 14);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_frontend, pad, 15);
+
+/* strait_svc_slots key -> backend id: slot `slot` (< table_size) of the Maglev
+ * table of frontend `id`. */
+struct strait_svc_slot_key {
+	__u32 id;
+	__u32 slot;
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_slot_key, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_slot_key, id, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_slot_key, slot, 4);
+
+/* A backend id is its frontend's id << 16 | an index of the frontend's own, so a
+ * backend id names the one frontend it belongs to. */
+#define STRAIT_SVC_BACKEND_FRONTEND(backend) ((backend) >> 16)
+
+/* strait_svc_backends value, by backend id. */
+struct strait_svc_backend {
+	struct strait_addr addr; /* IPv4-mapped for IPv4 */
+	__be16 port;
+	__u8 proto;
+	__u8 flags; /* none yet */
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_backend, 20);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_backend, addr, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_backend, port, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_backend, proto, 18);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_backend, flags, 19);
+
+/* strait_svc_revnat key: a socket and the backend it was sent to, as the socket
+ * now sees its peer. */
+struct strait_svc_revnat_key {
+	__u64 cookie; /* bpf_get_socket_cookie() */
+	struct strait_addr addr;
+	__be16 port;
+	__u8 pad[6];
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_revnat_key, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat_key, cookie, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat_key, addr, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat_key, port, 24);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat_key, pad, 26);
+
+/* strait_svc_revnat value: the service address to show instead (getpeername,
+ * recvmsg's source). */
+struct strait_svc_revnat {
+	struct strait_addr addr;
+	__be16 port;
+	__u8 pad[2];
+	__u32 id; /* the frontend's */
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_revnat, 24);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat, addr, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat, port, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat, pad, 18);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_revnat, id, 20);
+
+/* strait_svc_affinity key: a client (its network namespace) of one frontend. */
+struct strait_svc_affinity_key {
+	__u64 netns_cookie; /* bpf_get_netns_cookie() */
+	__u32 id;
+	__u32 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_affinity_key, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity_key, netns_cookie, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity_key, id, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity_key, pad, 12);
+
+struct strait_svc_affinity {
+	__u64 last_ns; /* bpf_ktime_get_ns() of the client's last connect */
+	__u32 backend;
+	__u32 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_affinity, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity, last_ns, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity, backend, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_affinity, pad, 12);
+
+/*
+ * What a connect or send to a service address came to: the index of its counter in
+ * strait_svc_stats. A connect to anything else is not counted (that is every
+ * connect on the host). Append, never renumber.
+ */
+enum strait_svc_reason {
+	STRAIT_SVC_TRANSLATED = 0, /* sent to a backend */
+	STRAIT_SVC_REFUSED_NO_BACKEND = 1, /* the frontend has none: ECONNREFUSED */
+	STRAIT_SVC_BACKEND_MISSING = 2, /* its slot names a deleted backend: ECONNREFUSED */
+	STRAIT_SVC_REASON_MAX = 3,
+};
+
 #endif /* STRAIT_ABI_H */
