@@ -8,8 +8,8 @@
 //!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`];
 //! - [`datapath`]: the socket-level balancer in eBPF that holds them.
 
-pub mod dataplane;
 pub mod datapath;
+pub mod dataplane;
 pub mod pool;
 pub mod reconcile;
 pub mod store;

@@ -1,0 +1,289 @@
+//! Services end to end on a real two-host cluster (etcd, VXLAN, the agents' socket
+//! balancers): a Service applied with `netctl` selects containers by label on both
+//! hosts; a client container on h1 (its process in h1's agent's service cgroup, as a
+//! container's would be under the host's root) reaches the cluster IP, IPv4 and IPv6,
+//! TCP and UDP, spread over the backends by the Maglev table, and sees the cluster IP
+//! as its peer. A backend removed leaves the table; a refused document changes
+//! nothing; a deleted service stops translating.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
+use strait_testbeds::{require_root, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+
+/// TCP 8080 answers with the backend's name and closes; UDP 5353 answers each
+/// datagram with it. Both families.
+const SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+def tcp(fam, addr):
+    s = socket.socket(fam)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 8080)); s.listen(1024)
+    while True:
+        c, _ = s.accept(); c.sendall(name); c.close()
+def udp(fam, addr):
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    u.bind((addr, 5353))
+    while True:
+        d, a = u.recvfrom(100); u.sendto(name, a)
+for f, a in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    threading.Thread(target=tcp, args=(f, a), daemon=True).start()
+    threading.Thread(target=udp, args=(f, a), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// `n` TCP connects to VIP:80 (each: the backend's name, the peer address the socket
+/// shows) and, with `udp`, one datagram to VIP:53; JSON on stdout.
+const CLIENT: &str = r#"
+import collections, json, socket, sys
+vip, n, udp = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp"
+fam = socket.AF_INET6 if ":" in vip else socket.AF_INET
+counts, peers, errors = collections.Counter(), set(), collections.Counter()
+for _ in range(n):
+    s = socket.socket(fam); s.settimeout(3)
+    try:
+        s.connect((vip, 80)); peers.add(s.getpeername()[0])
+        counts[s.recv(100).decode()] += 1
+    except OSError as e:
+        errors[e.strerror or type(e).__name__] += 1
+    finally:
+        s.close()
+out = {"counts": counts, "peers": sorted(peers), "errors": errors}
+if udp:
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(3)
+    u.sendto(b"q", (vip, 53)); d, a = u.recvfrom(100)
+    out["udp"] = [d.decode(), a[0]]
+print(json.dumps(out))
+"#;
+
+/// The backend servers of one container, killed (by PID) on drop.
+struct Server(Child);
+
+impl Server {
+    fn start(c: &Container) -> Self {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                c.ns.name(),
+                "python3",
+                "-c",
+                SERVER,
+                &c.name,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server ready");
+        assert_eq!(line.trim(), "ready", "server in {}", c.name);
+        Self(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the client in `c`'s namespace, its process in `cgroup` first (what makes the
+/// socket balancer see it): `ip netns exec` mounts a /sys without the cgroup mounts,
+/// so the shell joins the cgroup before it.
+fn client(cgroup: &Path, c: &Container, vip: IpAddr, n: u32, udp: bool) -> Value {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" {vip} {n} {}",
+            cgroup.display(),
+            c.ns.name(),
+            if udp { "udp" } else { "tcp" },
+        ))
+        .arg(CLIENT)
+        .output()
+        .expect("client");
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v["counts"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn apply(c: &Cluster, text: &str) -> (bool, String) {
+    let file = c.dir().join("svc.yaml");
+    std::fs::write(&file, text).unwrap();
+    c.host(0)
+        .netctl(&["service", "apply", "-f", file.to_str().unwrap()])
+}
+
+fn service(c: &Cluster, name: &str) -> Value {
+    let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
+    assert!(ok, "{out}");
+    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    all.as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until every frontend of `name` on h1 is installed with `usable` usable
+/// backends.
+fn wait_backends(c: &Cluster, name: &str, usable: usize) {
+    wait_until(
+        &format!("{name} installed with {usable} usable backends"),
+        CONVERGE,
+        POLL,
+        || {
+            let s = service(c, name);
+            let frontends = s["frontends"].as_array().cloned().unwrap_or_default();
+            let ok = !frontends.is_empty()
+                && frontends.iter().all(|f| {
+                    f["installed"] == true
+                        && f["backends"].as_array().is_some_and(|b| {
+                            b.iter().filter(|b| b["usable"] == true).count() == usable
+                        })
+                });
+            if ok { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .unwrap();
+}
+
+const WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
+";
+
+#[test]
+fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
+    if !require_root("a_service_spreads_connections_over_its_backends_on_both_hosts") {
+        return;
+    }
+    let mut c = Cluster::start(ClusterOpts::new(2, Fabric::Vxlan));
+    let mut backends: Vec<(Arc<Container>, Server)> = Vec::new();
+    for (name, host) in [("web-a", 0), ("web-b", 1), ("web-c", 1)] {
+        let b = c
+            .try_add_container_with(host, name, |config| {
+                config["args"] = serde_json::json!({"cni": {
+                    "namespace": "shop",
+                    "labels": [{"key": "app", "value": "web"}],
+                }});
+            })
+            .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
+        let server = Server::start(&b);
+        backends.push((b, server));
+    }
+    let cl = c.add_container(0, "client");
+    let cgroup = c.host(0).agent.service_cgroup();
+
+    let (ok, out) = apply(&c, WEB);
+    assert!(ok, "{out}");
+    assert!(out.contains("service/web created (cluster IP "), "{out}");
+    wait_backends(&c, "shop/web", 3);
+    let svc = service(&c, "shop/web");
+    let vips: Vec<IpAddr> = svc["cluster_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(vips.len(), 2, "PreferDualStack: {svc}");
+
+    for vip in &vips {
+        let r = client(&cgroup, &cl, *vip, 300, true);
+        let by = counts(&r);
+        assert!(r["errors"].as_object().unwrap().is_empty(), "{vip}: {r}");
+        assert_eq!(by.values().sum::<u64>(), 300, "{vip}: {r}");
+        assert_eq!(by.len(), 3, "every backend, both hosts: {r}");
+        for (name, n) in &by {
+            assert!(*n >= 60, "{vip}: {name} took {n} of 300: {r}");
+        }
+        // The socket shows the service, not the backend.
+        assert_eq!(r["peers"], serde_json::json!([vip.to_string()]), "{r}");
+        assert_eq!(
+            r["udp"][1],
+            vip.to_string(),
+            "UDP answers from the VIP: {r}"
+        );
+        eprintln!("{vip}: {by:?}, UDP answered by {}", r["udp"][0]);
+    }
+
+    // A backend removed (CNI DEL): new connections avoid it.
+    let (gone, server) = backends.remove(0);
+    drop(server);
+    let out = c.remove_container(&gone.name);
+    assert!(out.ok(), "{out:?}");
+    wait_backends(&c, "shop/web", 2);
+    let r = client(&cgroup, &cl, vips[0], 100, false);
+    let by = counts(&r);
+    assert!(!by.contains_key("web-a"), "{r}");
+    assert_eq!(by.values().sum::<u64>(), 100, "{r}");
+
+    // A refused document changes nothing.
+    let (ok, out) = apply(
+        &c,
+        &WEB.replace(
+            "  ipFamilyPolicy: PreferDualStack\n",
+            "  clusterIP: 10.95.0.1\n",
+        ),
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("outside the service pool"), "{out}");
+    assert_eq!(service(&c, "shop/web")["cluster_ips"], svc["cluster_ips"]);
+
+    // Deleted: the address is nobody's and connects to it are not translated.
+    let (ok, out) = c.host(0).netctl(&["service", "delete", "shop/web"]);
+    assert!(ok, "{out}");
+    wait_until("the service is gone from h1", CONVERGE, POLL, || {
+        if service(&c, "shop/web").is_null() {
+            Ok(())
+        } else {
+            Err("still listed".into())
+        }
+    })
+    .unwrap();
+    let r = client(&cgroup, &cl, vips[0], 3, false);
+    assert!(
+        counts(&r).is_empty(),
+        "nothing answers a deleted service: {r}"
+    );
+    drop(backends);
+}
