@@ -120,10 +120,12 @@ pub fn decode_slice(key: &str, value: &[u8]) -> Result<SliceValue, ServiceStoreE
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     pub revision: Revision,
-    /// Per object, in document order: its key, and the service as written (with its
-    /// allocated addresses and ports); `None` for a slice.
-    pub objects: Vec<(String, Option<Service>)>,
+    pub objects: Vec<AppliedObject>,
 }
+
+/// Per object of an apply, in document order: its key, and the service as written
+/// (with its allocated addresses and ports); `None` for a slice.
+pub type AppliedObject = (String, Option<Service>);
 
 /// The cluster's services and claims as one apply read them.
 struct Snapshot {
@@ -213,7 +215,7 @@ impl ServiceStore {
         &self,
         parsed: &[Parsed],
         snap: &Snapshot,
-    ) -> Result<(Txn, Vec<(String, Option<Service>)>), ServiceStoreError> {
+    ) -> Result<(Txn, Vec<AppliedObject>), ServiceStoreError> {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut objects = Vec::new();

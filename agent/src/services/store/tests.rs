@@ -142,10 +142,7 @@ async fn a_node_port_is_one_services_and_deleting_frees_everything() {
     // The address and port are free again.
     apply(
         &ss,
-        &svc(
-            "api",
-            &format!("  type: NodePort\n  clusterIP: 10.96.0.10\n"),
-        ),
+        &svc("api", "  type: NodePort\n  clusterIP: 10.96.0.10\n"),
     )
     .await
     .unwrap();
