@@ -287,3 +287,66 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
     );
     drop(backends);
 }
+
+/// A backend whose server stops (its container stays, ready as far as the runtime
+/// knows) fails the service's TCP health check and leaves the table; connects avoid
+/// it; started again, it comes back. How long it took is printed, not asserted.
+#[test]
+fn a_backend_failing_its_health_check_leaves_and_comes_back() {
+    if !require_root("a_backend_failing_its_health_check_leaves_and_comes_back") {
+        return;
+    }
+    let mut c = Cluster::start(ClusterOpts::new(1, Fabric::Vxlan));
+    let mut servers = BTreeMap::new();
+    let mut containers = Vec::new();
+    for name in ["web-a", "web-b"] {
+        let b = c
+            .try_add_container_with(0, name, |config| {
+                config["args"] = serde_json::json!({"cni": {
+                    "namespace": "shop",
+                    "labels": [{"key": "app", "value": "web"}],
+                }});
+            })
+            .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
+        servers.insert(name, Server::start(&b));
+        containers.push(b);
+    }
+    let cl = c.add_container(0, "client");
+    let cgroup = c.host(0).agent.service_cgroup();
+    let checked = WEB.replace(
+        "metadata: {name: web, namespace: shop}",
+        "metadata:\n  name: web\n  namespace: shop\n  annotations: {strait.io/health-check: tcp, strait.io/health-check-interval: 200ms}",
+    );
+    let (ok, out) = apply(&c, &checked);
+    assert!(ok, "{out}");
+    wait_backends(&c, "shop/web", 2);
+    let vip: IpAddr = service(&c, "shop/web")["cluster_ips"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let stopped = std::time::Instant::now();
+    drop(servers.remove("web-a"));
+    wait_backends(&c, "shop/web", 1);
+    eprintln!(
+        "web-a held down {} ms after its server stopped (checks every 200 ms, fall 2)",
+        stopped.elapsed().as_millis()
+    );
+    let s = service(&c, "shop/web");
+    let down: Vec<&Value> = s["frontends"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["healthy"] == false)
+        .collect();
+    assert_eq!(down.len(), 1, "{s}");
+    assert_eq!(down[0]["ready"], true, "ready, but failing its check: {s}");
+    let r = client(&cgroup, &cl, vip, 50, false);
+    assert_eq!(counts(&r).get("web-b"), Some(&50), "{r}");
+
+    servers.insert("web-a", Server::start(&containers[0]));
+    wait_backends(&c, "shop/web", 2);
+    let r = client(&cgroup, &cl, vip, 100, false);
+    assert_eq!(counts(&r).len(), 2, "both again: {r}");
+}

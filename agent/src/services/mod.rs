@@ -6,14 +6,17 @@
 //!   cluster IP and node port to one service;
 //! - [`reconcile`]: from services, slices and endpoints to the frontends this node
 //!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`];
-//! - [`datapath`]: the socket-level balancer in eBPF that holds them.
+//! - [`datapath`]: the socket-level balancer in eBPF that holds them;
+//! - [`health`]: the active checks that hold failing backends out of the tables.
 
 pub mod datapath;
 pub mod dataplane;
+pub mod health;
 pub mod pool;
 pub mod reconcile;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,9 +114,12 @@ impl ServicesAgent {
         let unavailable = dp.err();
         let mut stop = stop;
         let mut retry = tokio::time::interval(RETRY);
+        let mut checker = health::Checker::new();
+        let mut verdicts = checker.subscribe();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
+                r = verdicts.changed() => if r.is_err() { break },
                 r = svc_rx.changed() => if r.is_err() { break },
                 r = slice_rx.changed() => if r.is_err() { break },
                 r = ep_rx.changed() => if r.is_err() { break },
@@ -137,9 +143,10 @@ impl ServicesAgent {
                     .map(|s: EndpointSlice| (s.id(), s))
                     .collect(),
                 endpoints: endpoints.into_values().collect(),
-                down: Default::default(),
+                down: checker.down(),
             };
             let plan = reconcile::plan(&inputs, &node, &node_addresses);
+            checker.set(health_targets(&inputs, &plan));
             let views = match reconciler.as_mut() {
                 Some(r) => {
                     r.apply(&plan);
@@ -170,6 +177,42 @@ pub fn cgroup2_root() -> Result<std::path::PathBuf, String> {
             "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup); give              --service-cgroup DIR or none"
                 .to_string()
         })
+}
+
+/// Every candidate backend of a frontend whose service asks for a health check
+/// (candidates, not only the usable ones: a backend held down must be checked to come
+/// back).
+fn health_targets(inputs: &Inputs, plan: &Plan) -> BTreeMap<health::CheckKey, health::Target> {
+    let mut targets = BTreeMap::new();
+    // A frontend of the service's first TCP port is where each address is checked.
+    for p in plan.frontends.values() {
+        let first_tcp = inputs
+            .services
+            .get(&p.resolved.service)
+            .and_then(|s| s.ports.iter().find(|port| port.protocol == Protocol::TCP));
+        if first_tcp.map(|port| &port.name) != Some(&p.resolved.port_name)
+            || p.resolved.frontend.protocol != Protocol::TCP
+        {
+            continue;
+        }
+        let Some(check) = inputs
+            .services
+            .get(&p.resolved.service)
+            .and_then(|s| s.health_check.clone())
+        else {
+            continue;
+        };
+        for b in &p.resolved.backends {
+            targets.insert(
+                (p.resolved.service.clone(), b.addr),
+                health::Target {
+                    addr: std::net::SocketAddr::new(b.addr, b.port),
+                    check: check.clone(),
+                },
+            );
+        }
+    }
+    targets
 }
 
 /// The views when there is no datapath: planned, nothing installed, and why.

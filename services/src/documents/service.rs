@@ -159,6 +159,14 @@ fn spec(root: &Obj<'_>, meta: &Metadata<'_>, namespace: String) -> Result<Servic
         Some(node) => node.bool()?,
     };
     let health_check = health_check(meta)?;
+    if health_check.is_some() && !ports.iter().any(|p| p.protocol == Protocol::TCP) {
+        return Err(Invalid::new(
+            &meta.path("annotations"),
+            format!(
+                "{HEALTH_CHECK_ANNOTATION}: the check connects to the first TCP port, and                  this service has none"
+            ),
+        ));
+    }
     Ok(Service {
         namespace,
         name: meta.name.clone(),

@@ -313,3 +313,11 @@ fn one_bad_document_refuses_all_and_kinds_are_checked() {
     .unwrap();
     assert_eq!(list.len(), 2);
 }
+
+#[test]
+fn a_health_check_needs_a_tcp_port() {
+    let e = refused(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dns\n  annotations: {strait.io/health-check: tcp}\nspec:\n  ports: [{port: 53, protocol: UDP}]\n",
+    );
+    assert!(e.contains("first TCP port"), "{e}");
+}

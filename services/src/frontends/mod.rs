@@ -244,13 +244,17 @@ fn candidates(
     out
 }
 
-/// The candidates of `r` that take new traffic on node `node`, given the backends the
-/// health check holds down (by key).
-pub fn usable<'a>(r: &'a Resolved, node: &str, down: &BTreeSet<String>) -> Vec<&'a Backend> {
+/// The candidates of `r` that take new traffic on node `node`; `down` says which the
+/// health checks hold down.
+pub fn usable<'a>(
+    r: &'a Resolved,
+    node: &str,
+    down: impl Fn(&Backend) -> bool,
+) -> Vec<&'a Backend> {
     let eligible: Vec<&Backend> = r
         .backends
         .iter()
-        .filter(|b| !down.contains(&b.key()))
+        .filter(|b| !down(b))
         .filter(|b| !r.local_only || b.node.as_deref() == Some(node))
         .collect();
     if r.publish_not_ready {

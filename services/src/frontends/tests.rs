@@ -131,25 +131,28 @@ fn usable_backends_follow_readiness_health_and_traffic_policy() {
     ];
     let r = resolve(&web(), &[ip("172.16.0.1")], &eps, &[]);
     let keys = |v: Vec<&Backend>| v.into_iter().map(Backend::key).collect::<Vec<_>>();
-    let none = BTreeSet::new();
+    let none = |_: &Backend| false;
     assert_eq!(
-        keys(usable(&r[0], "h1", &none)),
+        keys(usable(&r[0], "h1", none)),
         ["10.244.0.2:8080", "10.244.1.2:8080"]
     );
     let down = BTreeSet::from(["10.244.0.2:8080".to_string()]);
-    assert_eq!(keys(usable(&r[0], "h1", &down)), ["10.244.1.2:8080"]);
+    assert_eq!(
+        keys(usable(&r[0], "h1", |b: &Backend| down.contains(&b.key()))),
+        ["10.244.1.2:8080"]
+    );
     // The node port is Local: only h1's.
     let node_port = r
         .iter()
         .find(|r| r.frontend.scope == Scope::NodePort)
         .unwrap();
-    assert_eq!(keys(usable(node_port, "h1", &none)), ["10.244.0.2:8080"]);
-    assert!(usable(node_port, "h3", &none).is_empty());
+    assert_eq!(keys(usable(node_port, "h1", none)), ["10.244.0.2:8080"]);
+    assert!(usable(node_port, "h3", none).is_empty());
     // publishNotReadyAddresses takes the unready one too.
     let mut s = web();
     s.publish_not_ready = true;
     let r = resolve(&s, &[], &eps, &[]);
-    assert_eq!(usable(&r[0], "h1", &none).len(), 3);
+    assert_eq!(usable(&r[0], "h1", none).len(), 3);
 }
 
 #[test]
@@ -183,11 +186,11 @@ fn terminating_backends_serve_only_when_none_is_ready() {
             },
         ],
     };
-    let none = BTreeSet::new();
+    let none = |_: &Backend| false;
     let r = resolve(&s, &[], &[], &[slice(true)]);
-    assert_eq!(usable(&r[0], "h1", &none)[0].key(), "10.0.0.2:80");
+    assert_eq!(usable(&r[0], "h1", none)[0].key(), "10.0.0.2:80");
     let r = resolve(&s, &[], &[], &[slice(false)]);
-    let u = usable(&r[0], "h1", &none);
+    let u = usable(&r[0], "h1", none);
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].key(), "10.0.0.1:80");
 }

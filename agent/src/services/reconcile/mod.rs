@@ -28,8 +28,8 @@ pub struct Inputs {
     pub services: BTreeMap<String, Service>,
     pub slices: BTreeMap<String, EndpointSlice>,
     pub endpoints: Vec<EndpointView>,
-    /// Backends (by key) the health checks hold down.
-    pub down: BTreeSet<String>,
+    /// Backends the health checks hold down: (service, address).
+    pub down: BTreeSet<(String, IpAddr)>,
 }
 
 /// One frontend as planned.
@@ -66,7 +66,8 @@ pub fn plan(inputs: &Inputs, node: &str, node_addresses: &[IpAddr]) -> Plan {
                 ));
                 continue;
             }
-            let chosen: Vec<&Backend> = usable(&resolved, node, &inputs.down);
+            let down = |b: &Backend| inputs.down.contains(&(resolved.service.clone(), b.addr));
+            let chosen: Vec<&Backend> = usable(&resolved, node, down);
             let keys: Vec<String> = chosen.iter().map(|b| b.key()).collect();
             let table = maglev::build(&keys, maglev::table_size(keys.len()));
             // The table indexes the backends in its own (sorted) order.
@@ -251,7 +252,7 @@ impl Reconciler {
                         .services
                         .get(&p.resolved.service)
                         .and_then(|s| s.health_check.as_ref())
-                        .map(|_| !inputs.down.contains(&k)),
+                        .map(|_| !inputs.down.contains(&(p.resolved.service.clone(), b.addr))),
                     usable: slots > 0,
                     slots,
                     origin: match &b.origin {

@@ -75,7 +75,7 @@ fn a_frontend_gets_its_backends_and_an_even_table_and_follows_changes() {
     assert_eq!(r.apply(&plan(&inputs, "h1", &[])), 1);
     assert_eq!(fake.entries.lock().unwrap()[&key()].backends.len(), 2);
     // The health check holds one down: it leaves the table.
-    inputs.down.insert("10.244.0.2:8080".into());
+    inputs.down.insert(("shop/web".into(), ip("10.244.0.2")));
     r.apply(&plan(&inputs, "h1", &[]));
     let e = fake.entries.lock().unwrap()[&key()].clone();
     assert_eq!(e.backends, vec![(ip("10.244.0.3"), 8080)]);
