@@ -85,6 +85,18 @@ pub struct Metrics {
     pub ipsec_drops: Family<ReasonLabels, Counter>,
     /// The engine's totals at the last scrape, to add what they grew by.
     ipsec_seen: Mutex<BTreeMap<String, u64>>,
+    pub service_backends: Family<ServiceBackendLabels, Gauge>,
+    pub service_connects: Family<ReasonLabels, Counter>,
+    services_seen: Mutex<BTreeMap<String, u64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceBackendLabels {
+    pub service: String,
+    pub frontend: String,
+    /// `usable`, `down` (its health check fails) or `unusable` (not ready, or not
+    /// allowed by the traffic policy).
+    pub state: String,
 }
 
 impl Default for Metrics {
@@ -159,6 +171,19 @@ impl Metrics {
         let ipsec_child_rekeys = Family::<PeerLabels, Counter>::default();
         let ipsec_auth_failures = Family::<PeerLabels, Counter>::default();
         let ipsec_drops = Family::<ReasonLabels, Counter>::default();
+        let service_backends = Family::<ServiceBackendLabels, Gauge>::default();
+        let service_connects = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "service_backends",
+            "Backends of each service frontend on this node, by state",
+            service_backends.clone(),
+        );
+        registry.register(
+            "service_connects",
+            "Connects (and unconnected sends) to service addresses, by outcome: translated \
+             to a backend, refused for want of one",
+            service_connects.clone(),
+        );
         registry.register(
             "ipsec_peers",
             "Nodes this node encrypts with",
@@ -215,6 +240,9 @@ impl Metrics {
             ipsec_auth_failures,
             ipsec_drops,
             ipsec_seen: Mutex::new(BTreeMap::new()),
+            service_backends,
+            service_connects,
+            services_seen: Mutex::new(BTreeMap::new()),
             registry,
             policy_verdicts,
             policy_drops,
@@ -395,6 +423,50 @@ impl Metrics {
     /// The datapath's totals read now: each counter grows by what its total grew by
     /// since the last read. A total that went down (the maps were made anew) counts
     /// from zero again.
+    /// Services at scrape time: backends per frontend and state (label sets of gone
+    /// frontends dropped), and the datapath's connect outcomes grown since the last
+    /// read.
+    pub fn record_services(
+        &self,
+        views: &[strait_api::services::ServiceView],
+        counters: &[(String, u64)],
+    ) {
+        self.service_backends.clear();
+        for v in views {
+            for f in v.frontends.iter().filter(|f| !f.frontend.is_empty()) {
+                let mut by_state: BTreeMap<&str, i64> =
+                    [("usable", 0), ("down", 0), ("unusable", 0)].into();
+                for b in &f.backends {
+                    let state = match (b.usable, b.healthy) {
+                        (true, _) => "usable",
+                        (false, Some(false)) => "down",
+                        (false, _) => "unusable",
+                    };
+                    *by_state.entry(state).or_default() += 1;
+                }
+                for (state, n) in by_state {
+                    self.service_backends
+                        .get_or_create(&ServiceBackendLabels {
+                            service: v.name.clone(),
+                            frontend: f.frontend.clone(),
+                            state: state.to_string(),
+                        })
+                        .set(n);
+                }
+            }
+        }
+        let mut seen = self.services_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (reason, total) in counters {
+            let last = seen.insert(reason.clone(), *total).unwrap_or(0);
+            let grew = if *total >= last { total - last } else { *total };
+            self.service_connects
+                .get_or_create(&ReasonLabels {
+                    reason: reason.clone(),
+                })
+                .inc_by(grew);
+        }
+    }
+
     pub fn record_policy_counters(&self, reasons: &[ReasonCount], events_lost: u64) {
         let mut seen = self.policy_seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut grew = |key: String, total: u64| {
@@ -549,5 +621,58 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn service_backends_by_state_and_connects_by_outcome() {
+        use strait_api::services::{BackendView, FrontendView, ServiceView};
+        let backend = |usable: bool, healthy: Option<bool>| BackendView {
+            address: "10.244.0.2".parse().unwrap(),
+            port: 8080,
+            node: Some("h1".into()),
+            ready: true,
+            healthy,
+            usable,
+            slots: 0,
+            origin: "h1/c".into(),
+        };
+        let view = |backends: Vec<BackendView>| ServiceView {
+            name: "shop/web".into(),
+            kind: "ClusterIP".into(),
+            cluster_ips: vec![],
+            external_ips: vec![],
+            ports: vec![],
+            frontends: vec![FrontendView {
+                frontend: "10.96.0.10:80/TCP".into(),
+                scope: "ClusterIP".into(),
+                backends,
+                table_size: 509,
+                installed: true,
+                error: None,
+            }],
+        };
+        let m = Metrics::new();
+        m.record_services(
+            &[view(vec![
+                backend(true, Some(true)),
+                backend(false, Some(false)),
+            ])],
+            &[("translated".into(), 10)],
+        );
+        m.record_services(
+            &[view(vec![backend(true, None)])],
+            &[("translated".into(), 25)],
+        );
+        let text = m.encode();
+        for line in [
+            r#"strait_service_backends{service="shop/web",frontend="10.96.0.10:80/TCP",state="usable"} 1"#,
+            r#"strait_service_backends{service="shop/web",frontend="10.96.0.10:80/TCP",state="down"} 0"#,
+            r#"strait_service_connects_total{reason="translated"} 25"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // A service gone: its gauges go too.
+        m.record_services(&[], &[]);
+        assert!(!m.encode().contains("shop/web"));
     }
 }

@@ -201,6 +201,10 @@ pub(super) async fn routes(
 
 pub(super) async fn metrics(State(s): State<Shared>) -> Response {
     super::policy::refresh_metrics(&s);
+    if let Ok(services) = s.services() {
+        s.metrics
+            .record_services(&services.views(), &services.counters());
+    }
     if let Ok(handle) = s.ipsec()
         && let Some(status) = handle.status().await
     {

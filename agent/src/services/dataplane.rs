@@ -34,6 +34,11 @@ pub trait ServiceDataplane: Send + Sync {
     fn remove(&self, key: &FrontendKey) -> Result<(), String>;
     /// The frontends it holds (a restarted agent diffs against them).
     fn installed(&self) -> Result<Vec<FrontendKey>, String>;
+    /// Its counters by reason (`translated`, `refused_no_backend`, …), totals since
+    /// the maps were made.
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// An in-memory datapath that can be told to refuse.
@@ -105,6 +110,16 @@ impl ServiceDataplane for super::datapath::ServicesDatapath {
                 },
             })
             .collect())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.stats()
+            .map(|s| {
+                s.into_iter()
+                    .map(|(r, n)| (r.name().to_string(), n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -50,6 +50,7 @@ pub struct ServicesAgent {
 #[derive(Default)]
 struct Shown {
     views: Vec<ServiceView>,
+    dataplane: Option<Arc<dyn ServiceDataplane>>,
 }
 
 impl ServicesAgent {
@@ -71,6 +72,17 @@ impl ServicesAgent {
             .unwrap_or_else(|p| p.into_inner())
             .views
             .clone()
+    }
+
+    /// The datapath's counters by reason (empty without one).
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let dp = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dataplane
+            .clone();
+        dp.map(|d| d.counters()).unwrap_or_default()
     }
 
     /// Follows the store and holds `dp` to it until `stop`. `node_addresses` are the
@@ -111,6 +123,10 @@ impl ServicesAgent {
             )),
         ];
         let mut reconciler = dp.as_ref().ok().map(|dp| Reconciler::new(dp.clone()));
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dataplane = dp.as_ref().ok().cloned();
         let unavailable = dp.err();
         let mut stop = stop;
         let mut retry = tokio::time::interval(RETRY);
