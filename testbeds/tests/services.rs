@@ -249,18 +249,30 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
     // Services need no DNAT in the host's netfilter, so the fast path stays on.
     for h in c.hosts() {
         let fp = h.fast_path();
-        assert!(fp.active, "{}: fast path off with services in use: {fp:?}", h.name);
+        assert!(
+            fp.active,
+            "{}: fast path off with services in use: {fp:?}",
+            h.name
+        );
     }
 
     // The agent restarts: the balancer stays attached with its maps, so connects are
     // translated while it is away, and after.
     c.stop_agent(0);
     let r = client(&cgroup, &cl, vips[0], 50, false);
-    assert_eq!(counts(&r).values().sum::<u64>(), 50, "while the agent is down: {r}");
+    assert_eq!(
+        counts(&r).values().sum::<u64>(),
+        50,
+        "while the agent is down: {r}"
+    );
     c.start_agent(0);
     wait_backends(&c, "shop/web", 3);
     let r = client(&cgroup, &cl, vips[0], 50, false);
-    assert_eq!(counts(&r).values().sum::<u64>(), 50, "after the restart: {r}");
+    assert_eq!(
+        counts(&r).values().sum::<u64>(),
+        50,
+        "after the restart: {r}"
+    );
 
     // A backend removed (CNI DEL): new connections avoid it.
     let (gone, server) = backends.remove(0);
