@@ -132,6 +132,8 @@ pub mod paths {
     pub fn service_object(key: &str) -> String {
         format!("{SERVICES}/{key}")
     }
+    /// `POST` a [`crate::services::ServiceTraceRequest`].
+    pub const SERVICE_TRACE: &str = "/v1/service/trace";
     /// The cluster's [`crate::ipsec::IpsecSettings`]: `GET`, or `PUT` to change them.
     pub const IPSEC_SETTINGS: &str = "/v1/ipsec/settings";
     /// This node's [`crate::ipsec::IpsecStatus`].

@@ -90,3 +90,42 @@ pub struct BackendView {
     /// The endpoint id or `EndpointSlice NS/NAME` it came from.
     pub origin: String,
 }
+
+/// `POST /v1/services/trace`: where a connect to `to` goes from this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTraceRequest {
+    /// `10.96.0.10:80`, `[fd00:96::a]:80`, with `/udp` for UDP (TCP otherwise).
+    pub to: String,
+}
+
+/// The answer: the frontend, and every candidate backend with why it does or does
+/// not take new connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTrace {
+    pub frontend: String,
+    /// `NS/NAME` and the port's name.
+    pub service: String,
+    pub port_name: String,
+    pub scope: String,
+    pub table_size: u32,
+    /// How a backend is chosen, in words.
+    pub choice: String,
+    pub candidates: Vec<TraceCandidate>,
+    /// Whether the datapath holds the frontend as planned; `error` says why not.
+    pub installed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceCandidate {
+    /// `10.244.0.2:8080`.
+    pub backend: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub origin: String,
+    pub usable: bool,
+    /// Why it takes new connections or not, in words.
+    pub why: String,
+    pub slots: u32,
+}

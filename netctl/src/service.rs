@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use strait_api::policy_wire::DeleteOutcome;
-use strait_api::services::{ServiceApplyReport, ServiceObject, ServiceView};
+use strait_api::services::{
+    ServiceApplyReport, ServiceObject, ServiceTrace, ServiceTraceRequest, ServiceView,
+};
 use strait_api::{Client, ClientError, paths};
 
 use crate::Output;
@@ -37,6 +39,13 @@ pub enum ServiceCmd {
         /// Also every frontend and backend, not only the counts.
         #[arg(long, short = 'w')]
         wide: bool,
+    },
+    /// Where a connect from this node to a service address goes: every candidate
+    /// backend, whether it takes new connections and why, and its share of the table.
+    Trace {
+        /// `10.96.0.10:80`, `[fd00:96::a]:80`; `/udp` after it for UDP.
+        #[arg(long)]
+        to: String,
     },
     /// Delete objects (named as for `get`). Exit 1 if one did not exist.
     Delete {
@@ -96,6 +105,20 @@ pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ServiceCmd::Delete { names } => delete(client, out, &names),
+        ServiceCmd::Trace { to } => {
+            let req = ServiceTraceRequest { to };
+            let body = serde_json::to_vec(&req)?;
+            let t: ServiceTrace = match client.request("POST", paths::SERVICE_TRACE, Some(&body)) {
+                Ok(b) => serde_json::from_slice(&b).context("the agent's answer to trace")?,
+                Err(e) => return refused(e),
+            };
+            crate::emit(out, &t, || render_trace(&t))?;
+            Ok(if t.candidates.iter().any(|c| c.usable) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
 }
 
@@ -267,6 +290,46 @@ pub fn render_list(views: &[ServiceView], wide: bool) -> String {
         }
     }
     t.render()
+}
+
+pub fn render_trace(t: &ServiceTrace) -> String {
+    let mut s = format!(
+        "{} is {} port {} ({})\n",
+        t.frontend,
+        t.service,
+        if t.port_name.is_empty() {
+            "-"
+        } else {
+            &t.port_name
+        },
+        t.scope
+    );
+    match (&t.error, t.installed) {
+        (Some(e), _) => s.push_str(&format!("datapath: NOT as planned: {e}\n")),
+        (None, true) => s.push_str(&format!(
+            "datapath: installed, table of {} slots\n",
+            t.table_size
+        )),
+        (None, false) => s.push_str("datapath: not installed yet\n"),
+    }
+    s.push_str(&format!("choice: {}\n\n", t.choice));
+    let mut table = Table::new(["BACKEND", "NODE", "FROM", "TAKES", "SLOTS", "WHY"]);
+    for c in &t.candidates {
+        table.row([
+            &c.backend,
+            c.node.as_deref().unwrap_or("-"),
+            &c.origin,
+            if c.usable { "yes" } else { "no" },
+            &c.slots.to_string(),
+            &c.why,
+        ]);
+    }
+    if t.candidates.is_empty() {
+        s.push_str("no candidate backend: nothing the selector matches, no EndpointSlice\n");
+    } else {
+        s.push_str(&table.render());
+    }
+    s
 }
 
 fn or_none(s: String) -> String {

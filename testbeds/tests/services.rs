@@ -372,6 +372,14 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     assert_eq!(down[0]["ready"], true, "ready, but failing its check: {s}");
     let r = client(&cgroup, &cl, vip, 50, false);
     assert_eq!(counts(&r).get("web-b"), Some(&50), "{r}");
+    // The trace says which backend takes connections, and why the other does not.
+    let (ok, out) = c
+        .host(0)
+        .netctl(&["service", "trace", "--to", &format!("{vip}:80")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("shop/web port http (ClusterIP)"), "{out}");
+    assert!(out.contains("held down: its health check fails"), "{out}");
+    eprintln!("{out}");
 
     servers.insert("web-a", Server::start(&containers[0]));
     wait_backends(&c, "shop/web", 2);

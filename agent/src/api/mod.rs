@@ -294,6 +294,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::POLICY_STATUS, get(policy::status))
         .route(paths::POLICY_MONITOR, get(policy::monitor))
         .route(paths::SERVICES, get(services::list).post(services::apply))
+        .route(paths::SERVICE_TRACE, post(services::trace))
         .route(
             &paths::service_object("{*key}"),
             get(services::get).delete(services::delete),

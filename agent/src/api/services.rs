@@ -77,6 +77,19 @@ pub(super) async fn apply(
     }))
 }
 
+/// `netctl service trace --to VIP:PORT`.
+pub(super) async fn trace(
+    State(s): State<Shared>,
+    body: Bytes,
+) -> Result<Json<strait_api::services::ServiceTrace>, Failure> {
+    let services = s.services()?;
+    let req: strait_api::services::ServiceTraceRequest = super::error::decode(&body)?;
+    services
+        .trace(&req.to)
+        .map(Json)
+        .map_err(|e| Failure::new(code::INVALID_CONFIG, e))
+}
+
 /// `netctl service list`: every service with its frontends and backends on this node.
 pub(super) async fn list(State(s): State<Shared>) -> Result<Json<Vec<ServiceView>>, Failure> {
     Ok(Json(s.services()?.views()))

@@ -15,6 +15,7 @@ pub mod health;
 pub mod pool;
 pub mod reconcile;
 pub mod store;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -45,12 +46,19 @@ pub struct ServicesAgent {
     shared: Arc<Mutex<Shown>>,
 }
 
+/// Per planned frontend: installed as planned, and the datapath's refusal if any.
+type States = BTreeMap<dataplane::FrontendKey, (bool, Option<String>)>;
+
 /// What `netctl service list` shows: the inputs and plan last applied, with the
 /// reconciler's view of what the datapath holds.
 #[derive(Default)]
 struct Shown {
     views: Vec<ServiceView>,
     dataplane: Option<Arc<dyn ServiceDataplane>>,
+    /// The last plan and what it was made from, with each frontend's state in the
+    /// datapath: what a trace reads.
+    last: Option<(Inputs, Plan, States)>,
+    node: String,
 }
 
 impl ServicesAgent {
@@ -72,6 +80,17 @@ impl ServicesAgent {
             .unwrap_or_else(|p| p.into_inner())
             .views
             .clone()
+    }
+
+    /// Where a connect to `to` (`ADDR:PORT[/udp]`) from this node goes, and why.
+    pub fn trace(&self, to: &str) -> Result<strait_api::services::ServiceTrace, String> {
+        let key = trace::parse_to(to)?;
+        let shown = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((inputs, plan, states)) = &shown.last else {
+            return Err("services are not planned yet on this node; try again".into());
+        };
+        let (installed, error) = states.get(&key).cloned().unwrap_or((false, None));
+        trace::trace(&key, inputs, plan, &shown.node, installed, error)
     }
 
     /// The datapath's counters by reason (empty without one).
@@ -163,14 +182,36 @@ impl ServicesAgent {
             };
             let plan = reconcile::plan(&inputs, &node, &node_addresses);
             checker.set(health_targets(&inputs, &plan));
-            let views = match reconciler.as_mut() {
+            let (views, states) = match reconciler.as_mut() {
                 Some(r) => {
                     r.apply(&plan);
-                    r.views(&inputs, &plan)
+                    let states = plan
+                        .frontends
+                        .iter()
+                        .map(|(k, p)| (*k, r.state(k, &p.entry)))
+                        .collect();
+                    (r.views(&inputs, &plan), states)
                 }
-                None => unavailable_views(&inputs, &plan, unavailable.as_deref()),
+                None => {
+                    let why = format!(
+                        "no services datapath: {}",
+                        unavailable.as_deref().unwrap_or("not loaded")
+                    );
+                    let states = plan
+                        .frontends
+                        .keys()
+                        .map(|k| (*k, (false, Some(why.clone()))))
+                        .collect();
+                    (
+                        unavailable_views(&inputs, &plan, unavailable.as_deref()),
+                        states,
+                    )
+                }
             };
-            self.shared.lock().unwrap_or_else(|p| p.into_inner()).views = views;
+            let mut shown = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            shown.views = views;
+            shown.node = node.clone();
+            shown.last = Some((inputs, plan, states));
         }
         for f in followers {
             f.abort();

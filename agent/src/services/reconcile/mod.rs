@@ -187,6 +187,14 @@ impl Reconciler {
         changes
     }
 
+    /// Whether `key` is installed as planned, and the datapath's refusal if any.
+    pub fn state(&self, key: &FrontendKey, planned: &Entry) -> (bool, Option<String>) {
+        (
+            self.applied.get(key) == Some(planned),
+            self.errors.get(key).cloned(),
+        )
+    }
+
     /// Every service as this node serves it.
     pub fn views(&self, inputs: &Inputs, plan: &Plan) -> Vec<ServiceView> {
         let mut views = Vec::new();
