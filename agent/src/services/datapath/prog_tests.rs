@@ -189,12 +189,12 @@ impl Fixture {
     }
 
     /// A packet comes in from the underlay.
-    fn from_net(&self, t: Tuple, proto: u8, flags: u8) -> Run {
+    fn coming_in(&self, t: Tuple, proto: u8, flags: u8) -> Run {
         self.run("strait_svc_from_net", &frame(t, proto, flags))
     }
 
     /// A packet leaves by the underlay.
-    fn to_net(&self, t: Tuple, proto: u8, flags: u8) -> Run {
+    fn leaving(&self, t: Tuple, proto: u8, flags: u8) -> Run {
         self.run("strait_svc_to_net", &frame(t, proto, flags))
     }
 
@@ -219,7 +219,7 @@ fn a_local_backend_is_dnatted_keeping_the_client_and_its_reply_is_reversed() {
             .install(&f, &[backend("10.244.0.5", true)], &[0; 7], None)
             .unwrap();
         let flags = if p == TCP { SYN } else { 0 };
-        let run = fx.from_net(t(CLIENT, 40000, NODE, NODE_PORT), p, flags);
+        let run = fx.coming_in(t(CLIENT, 40000, NODE, NODE_PORT), p, flags);
         assert_eq!(run.verdict, NEXT, "{proto}: handed to the stack");
         assert_eq!(
             tuple_of(&run),
@@ -228,7 +228,7 @@ fn a_local_backend_is_dnatted_keeping_the_client_and_its_reply_is_reversed() {
         );
         assert_eq!(run.packet[..12], frame(t(CLIENT, 1, NODE, 1), p, 0)[..12]);
 
-        let reply = fx.to_net(t("10.244.0.5", 8080, CLIENT, 40000), p, ACK);
+        let reply = fx.leaving(t("10.244.0.5", 8080, CLIENT, 40000), p, ACK);
         assert_eq!(reply.verdict, NEXT);
         assert_eq!(
             tuple_of(&reply),
@@ -257,7 +257,7 @@ fn a_local_backend_is_dnatted_keeping_the_client_and_its_reply_is_reversed() {
             None,
         )
         .unwrap();
-    let run = fx.from_net(t(CLIENT, 40001, NODE, 30081), TCP, SYN);
+    let run = fx.coming_in(t(CLIENT, 40001, NODE, 30081), TCP, SYN);
     assert_eq!(tuple_of(&run), t(CLIENT, 40001, NODE, 30081));
 }
 
@@ -275,10 +275,10 @@ fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
     fx.dp.install(&f, &bs, &table, None).unwrap();
     let mut per_backend: BTreeMap<IpAddr, u32> = BTreeMap::new();
     for port in 20000..20300 {
-        let run = fx.from_net(t(CLIENT, port, "192.0.2.1", 80), TCP, SYN);
+        let run = fx.coming_in(t(CLIENT, port, "192.0.2.1", 80), TCP, SYN);
         let first = tuple_of(&run).dst;
         // The same flow's next packet: the same backend.
-        let again = tuple_of(&fx.from_net(t(CLIENT, port, "192.0.2.1", 80), TCP, ACK)).dst;
+        let again = tuple_of(&fx.coming_in(t(CLIENT, port, "192.0.2.1", 80), TCP, ACK)).dst;
         assert_eq!(again, first, "port {port}");
         *per_backend.entry(first).or_default() += 1;
     }
@@ -291,22 +291,22 @@ fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
     // while it exists.
     let to = |port| t(CLIENT, port, "192.0.2.1", 80);
     let on_5 = (20000..20300)
-        .find(|&p| tuple_of(&fx.from_net(to(p), TCP, ACK)).dst == ip("10.244.0.5"))
+        .find(|&p| tuple_of(&fx.coming_in(to(p), TCP, ACK)).dst == ip("10.244.0.5"))
         .unwrap();
     fx.dp.install(&f, &bs, &[2; 251], None).unwrap();
     assert_eq!(
-        tuple_of(&fx.from_net(to(on_5), TCP, ACK)).dst,
+        tuple_of(&fx.coming_in(to(on_5), TCP, ACK)).dst,
         ip("10.244.0.5")
     );
     // A new flow takes the new table.
     assert_eq!(
-        tuple_of(&fx.from_net(to(30000), TCP, SYN)).dst,
+        tuple_of(&fx.coming_in(to(30000), TCP, SYN)).dst,
         ip("10.244.0.7")
     );
     // .5 leaves: its flows are new flows again, on the table as it is.
     fx.dp.install(&f, &bs[1..], &[1; 251], None).unwrap();
     assert_eq!(
-        tuple_of(&fx.from_net(to(on_5), TCP, ACK)).dst,
+        tuple_of(&fx.coming_in(to(on_5), TCP, ACK)).dst,
         ip("10.244.0.7")
     );
 }
@@ -319,7 +319,7 @@ fn a_remote_backend_is_snatted_to_the_node_and_its_reply_routed_back() {
     fx.dp
         .install(&f, &[backend("10.244.1.9", false)], &[0; 7], None)
         .unwrap();
-    let run = fx.from_net(t(CLIENT, 40000, NODE, NODE_PORT), TCP, SYN);
+    let run = fx.coming_in(t(CLIENT, 40000, NODE, NODE_PORT), TCP, SYN);
     assert_eq!(run.verdict, TC_ACT_REDIRECT, "routed by the program");
     let out = tuple_of(&run);
     assert_eq!(out.src, ip(NODE), "SNATed to the node");
@@ -338,16 +338,16 @@ fn a_remote_backend_is_snatted_to_the_node_and_its_reply_routed_back() {
     assert_eq!(fx.count(ServiceReason::NatNewSnat), 1);
 
     // The reply comes back to the SNAT port: to the client, from the node port.
-    let reply = fx.from_net(t("10.244.1.9", 8080, NODE, out.sport), TCP, SYN | ACK);
+    let reply = fx.coming_in(t("10.244.1.9", 8080, NODE, out.sport), TCP, SYN | ACK);
     assert_eq!(reply.verdict, TC_ACT_REDIRECT);
     assert_eq!(tuple_of(&reply), t(NODE, NODE_PORT, CLIENT, 40000));
     assert_eq!(fx.count(ServiceReason::NatReply), 1);
     // The egress program leaves what the ingress one routed alone.
-    let leaving = fx.to_net(t(NODE, NODE_PORT, CLIENT, 40000), TCP, ACK);
+    let leaving = fx.leaving(t(NODE, NODE_PORT, CLIENT, 40000), TCP, ACK);
     assert_eq!(tuple_of(&leaving), t(NODE, NODE_PORT, CLIENT, 40000));
 
     // A second client flow takes another port.
-    let second = tuple_of(&fx.from_net(t(CLIENT, 40001, NODE, NODE_PORT), TCP, SYN));
+    let second = tuple_of(&fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, SYN));
     assert_ne!(second.sport, out.sport);
     assert!(fx.ct().iter().all(|(_, v)| v.flags & CT_F_SNAT != 0));
 
@@ -359,7 +359,7 @@ fn a_remote_backend_is_snatted_to_the_node_and_its_reply_routed_back() {
         .nat_config
         .set(0, NatConfig::default(), 0)
         .unwrap();
-    let run = fx.from_net(t(CLIENT, 40002, NODE, NODE_PORT), TCP, SYN);
+    let run = fx.coming_in(t(CLIENT, 40002, NODE, NODE_PORT), TCP, SYN);
     assert_eq!(run.verdict, 2, "TC_ACT_SHOT");
     assert_eq!(fx.count(ServiceReason::NatNoRoute), 1);
 }
@@ -419,10 +419,10 @@ fn ipv6_frontends_are_translated_the_same_way() {
         local: true,
     };
     fx.dp.install(&f, &[b], &[0; 3], None).unwrap();
-    let run = fx.from_net(t("fd00::101", 40000, "fd00::1", NODE_PORT), UDP, 0);
+    let run = fx.coming_in(t("fd00::101", 40000, "fd00::1", NODE_PORT), UDP, 0);
     assert_eq!(run.verdict, NEXT);
     assert_eq!(tuple_of(&run), t("fd00::101", 40000, "fd00:244::5", 8080));
-    let reply = fx.to_net(t("fd00:244::5", 8080, "fd00::101", 40000), UDP, 0);
+    let reply = fx.leaving(t("fd00:244::5", 8080, "fd00::101", 40000), UDP, 0);
     assert_eq!(
         tuple_of(&reply),
         t("fd00::1", NODE_PORT, "fd00::101", 40000)
