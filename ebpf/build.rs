@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["fastpath", "policy", "services"];
+const PROGRAMS: &[&str] = &["fastpath", "policy", "services", "services_tc"];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));

@@ -292,6 +292,7 @@ async fn start(
         .into_iter()
         .chain(underlay.v6.map(std::net::IpAddr::V6))
         .collect();
+    let services_net = services_net(&host, &underlay).await;
     let mut fabric_cfg = FabricConfig::new(&cfg.node_name, cfg.fabric, underlay);
     fabric_cfg.vni = cfg.vxlan_vni;
     fabric_cfg.port = cfg.vxlan_port;
@@ -394,7 +395,14 @@ async fn start(
     )
     .await;
     state.set_phase("starting services");
-    let services = start_services(cfg, &store, node_addresses, state, stop.clone());
+    let services = start_services(
+        cfg,
+        &store,
+        node_addresses,
+        services_net,
+        state,
+        stop.clone(),
+    );
     attacher.set_ready();
     let docker = match &cfg.docker {
         Some(d) => Some(start_docker(d, &attacher, &store, state, stop.clone()).await?),
@@ -416,34 +424,81 @@ async fn start(
     })
 }
 
+/// Where the packet-level service translation attaches: the underlay interface, its
+/// ifindex, and the node's addresses that flows to backends elsewhere are SNATed
+/// to.
+struct ServicesNet {
+    iface: String,
+    ifindex: u32,
+    v4: Option<std::net::Ipv4Addr>,
+    v6: Option<std::net::Ipv6Addr>,
+}
+
+/// The underlay interface for [`ServicesNet`]; `None` (said once) when the node
+/// has no named one: node ports then answer only the node's own sockets.
+async fn services_net(host: &Netlink, underlay: &Underlay) -> Option<ServicesNet> {
+    let Some(iface) = &underlay.iface else {
+        warn!(
+            "services: no underlay interface known: node ports and external IPs are not served to other hosts"
+        );
+        return None;
+    };
+    match host.link_by_name(iface).await {
+        Ok(Some(link)) => Some(ServicesNet {
+            iface: iface.clone(),
+            ifindex: link.index,
+            v4: underlay.v4,
+            v6: underlay.v6,
+        }),
+        other => {
+            warn!(iface = %iface, result = ?other.map(|_| ()), "services: the underlay interface is not there: node ports and external IPs are not served to other hosts");
+            None
+        }
+    }
+}
+
 /// Loads the socket balancer (pinned under `--bpf-dir`, adopting what a previous
-/// agent installed), attaches it to `--service-cgroup`, and starts the loop that holds
-/// it to the store's services. Without it the agent still serves everything else, and
-/// `netctl service list` says why no frontend is installed.
+/// agent installed), attaches it to `--service-cgroup` and its packet-level half to
+/// the underlay interface, and starts the loop that holds it to the store's
+/// services. Without it the agent still serves everything else, and `netctl service
+/// list` says why no frontend is installed.
 fn start_services(
     cfg: &AgentConfig,
     store: &Arc<dyn crate::store::Store>,
     node_addresses: Vec<std::net::IpAddr>,
+    net: Option<ServicesNet>,
     state: &AppState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     use crate::services::datapath::ServicesDatapath;
     let agent = crate::services::ServicesAgent::new(store.clone(), cfg.service_pools.clone());
     state.set_services(agent.clone());
-    let dp: Result<Arc<dyn crate::services::dataplane::ServiceDataplane>, String> =
-        match &cfg.service_cgroup {
-            None => Err("the socket balancer is off (--service-cgroup none)".into()),
-            Some(dir) => (|| {
-                let cgroup = match dir {
-                    Some(d) => d.clone(),
-                    None => crate::services::cgroup2_root()?,
-                };
-                let dp = ServicesDatapath::load(&cfg.bpf_dir).map_err(|e| e.to_string())?;
-                dp.attach(&cgroup).map_err(|e| e.to_string())?;
-                info!(cgroup = %cgroup.display(), "services: socket balancer attached");
-                Ok(Arc::new(dp) as Arc<dyn crate::services::dataplane::ServiceDataplane>)
-            })(),
-        };
+    let dp: Result<Arc<dyn crate::services::dataplane::ServiceDataplane>, String> = match &cfg
+        .service_cgroup
+    {
+        None => Err("the socket balancer is off (--service-cgroup none)".into()),
+        Some(dir) => (|| {
+            let cgroup = match dir {
+                Some(d) => d.clone(),
+                None => crate::services::cgroup2_root()?,
+            };
+            let dp = ServicesDatapath::load(&cfg.bpf_dir).map_err(|e| e.to_string())?;
+            dp.attach(&cgroup).map_err(|e| e.to_string())?;
+            info!(cgroup = %cgroup.display(), "services: socket balancer attached");
+            if let Some(n) = &net {
+                // Without it, the socket balancer still serves this node.
+                match dp.attach_net(&n.iface, n.ifindex, n.v4, n.v6) {
+                    Ok(()) => {
+                        info!(iface = %n.iface, "services: packet-level translation attached")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "services: node ports and external IPs are not served to other hosts")
+                    }
+                }
+            }
+            Ok(Arc::new(dp) as Arc<dyn crate::services::dataplane::ServiceDataplane>)
+        })(),
+    };
     if let Err(e) = &dp {
         warn!(error = %e, "services: no socket balancer; services are planned but not served");
     }

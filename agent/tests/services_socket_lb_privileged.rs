@@ -23,7 +23,9 @@ use std::time::Duration;
 use serde_json::Value;
 use strait_testbeds::netns::Netns;
 use straitd::policy::datapath::PrivateBpffs;
-use straitd::services::datapath::{Backend, Frontend, Protocol, ServiceReason, ServicesDatapath};
+use straitd::services::datapath::{
+    Backend, Frontend, Protocol, Scope, ServiceReason, ServicesDatapath,
+};
 
 macro_rules! require_root {
     ($name:literal) => {
@@ -253,6 +255,7 @@ fn frontend(vip: &str, proto: Protocol) -> Frontend {
         addr: vip.parse().unwrap(),
         port: PORT,
         proto,
+        scope: Scope::Local,
     }
 }
 
@@ -262,6 +265,7 @@ fn backends(addrs: &[&str]) -> Vec<Backend> {
         .map(|a| Backend {
             addr: a.parse().unwrap(),
             port: BACKEND_PORT,
+            local: false,
         })
         .collect()
 }
@@ -605,7 +609,7 @@ fn detached_and_unpinned_nothing_is_left() {
         bpffs,
     } = bed;
     drop(dp);
-    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 6);
+    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 8);
     // A bpffs mount's own files (maps.debug, progs.debug) aside, nothing.
     let left: Vec<String> = std::fs::read_dir(bpffs.path())
         .unwrap()

@@ -7,6 +7,8 @@
 //! - [`POLICY`]: network policy (tcx ingress and egress on container veths).
 //! - [`SERVICES`]: the socket-level service load balancer (cgroup v2 `sock_addr`
 //!   hooks).
+//! - [`SERVICES_TC`]: packet-level service translation (tcx on the underlay
+//!   interface) for node ports and external IPs reached from outside.
 //!
 //! The programs share `include/strait/abi.h` (every map key and value layout, the
 //! reasons packets are counted under), `include/strait/maps.h` (the fast path's maps),
@@ -44,3 +46,11 @@ static SERVICES_OBJECT: &Aligned<[u8]> =
 /// `strait_recvmsg4`/`6` and `strait_getpeer4`/`6` (cgroup `sock_addr`), the
 /// service maps of `include/strait/services.h` (pinned by name).
 pub static SERVICES: &[u8] = &SERVICES_OBJECT.0;
+
+static SERVICES_TC_OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/services_tc.o")));
+
+/// The packet-level services object: programs `strait_svc_from_net` and
+/// `strait_svc_to_net` (tcx ingress and egress of the node's underlay interface),
+/// the same pinned service maps as [`SERVICES`], which the agent loads first.
+pub static SERVICES_TC: &[u8] = &SERVICES_TC_OBJECT.0;

@@ -92,7 +92,8 @@ static __always_inline int strait_svc_translate(struct bpf_sock_addr *ctx,
 	fe = strait_svc_lookup(key);
 	if (!fe)
 		return STRAIT_SOCK_OK;
-	be = strait_svc_select(fe, bpf_get_netns_cookie(ctx), &backend_id, &reason);
+	be = strait_svc_select(fe, bpf_get_netns_cookie(ctx), bpf_get_prandom_u32(), &backend_id,
+			       &reason);
 	/* An IPv6 backend for an IPv4 socket: the agent never installs one (a
 	 * frontend's backends are of its family); refuse rather than guess. */
 	if (be && v4 && !strait_svc_is_v4(&be->addr)) {

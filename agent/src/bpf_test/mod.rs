@@ -64,6 +64,12 @@ impl TestNet {
         Self { ns }
     }
 
+    /// The namespace, for a test that adds addresses, routes or neighbours the
+    /// program's lookups are to find, or attaches programs there.
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
     /// Runs `prog` once over `packet` inside the namespace; panics if the kernel
     /// refuses to.
     pub fn run(&self, prog: &impl AsFd, packet: &[u8], ctx: SkbContext) -> Run {

@@ -57,6 +57,93 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, payload_len: usize) -> 
     p
 }
 
+/// IPPROTO_TCP and IPPROTO_UDP.
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+
+/// A TCP (20-byte header, `tcp_flags`, no options) or UDP segment behind an IPv4 or
+/// IPv6 header (TTL 64), with `payload` and valid checksums: the IP packet.
+pub fn transport(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use std::net::IpAddr;
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    if proto == TCP {
+        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]); // seq, ack
+        l4.extend_from_slice(&[0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]); // offset, window
+    } else {
+        let len = u16::try_from(8 + payload.len()).expect("a small datagram");
+        l4.extend_from_slice(&len.to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    }
+    l4.extend_from_slice(payload);
+    let mut ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = ipv4(s, d, 64, 20);
+            p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            p[9] = proto;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let check = !ones_complement_sum(&p);
+            p[10..12].copy_from_slice(&check.to_be_bytes());
+            p
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = ipv6(s, d, 64, 0);
+            p[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+            p[6] = proto;
+            p
+        }
+        _ => panic!("one family"),
+    };
+    let check_at = if proto == TCP { 16 } else { 6 };
+    let sum = !fold(pseudo_sum(&ip, proto, l4.len()) + u32::from(ones_complement_sum(&l4)));
+    let sum = if sum == 0 && proto == UDP {
+        0xffff
+    } else {
+        sum
+    };
+    l4[check_at..check_at + 2].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&l4);
+    ip
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The pseudo header's sum of an IP packet whose header is `ip`'s first bytes.
+fn pseudo_sum(ip: &[u8], proto: u8, l4_len: usize) -> u32 {
+    let addrs = if ip[0] >> 4 == 4 {
+        &ip[12..20]
+    } else {
+        &ip[8..40]
+    };
+    u32::from(ones_complement_sum(addrs)) + u32::from(proto) + l4_len as u32
+}
+
+/// Whether the TCP or UDP checksum of an IP packet (IPv4 without options or IPv6
+/// without extension headers) is right.
+pub fn transport_checksum_ok(ip: &[u8]) -> bool {
+    let (proto, hlen) = if ip[0] >> 4 == 4 {
+        (ip[9], 20)
+    } else {
+        (ip[6], 40)
+    };
+    let l4 = &ip[hlen..];
+    fold(pseudo_sum(ip, proto, l4.len()) + u32::from(ones_complement_sum(l4))) == 0xffff
+}
+
 /// The 16-bit one's complement sum of `bytes` (RFC 1071), folded.
 pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
@@ -97,6 +184,30 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert!(ipv4_checksum_ok(&wire));
+    }
+
+    #[test]
+    fn transport_segments_carry_valid_checksums() {
+        for (src, dst) in [("10.0.0.101", "10.0.0.1"), ("fd00::101", "fd00::1")] {
+            for proto in [TCP, UDP] {
+                let p = transport(
+                    src.parse().unwrap(),
+                    dst.parse().unwrap(),
+                    proto,
+                    40000,
+                    30080,
+                    0x02,
+                    b"hello",
+                );
+                assert!(transport_checksum_ok(&p), "{src} {proto}");
+                let mut bad = p.clone();
+                *bad.last_mut().unwrap() ^= 1;
+                assert!(!transport_checksum_ok(&bad), "{src} {proto}");
+                if src.contains('.') {
+                    assert!(ipv4_checksum_ok(&p[..20]));
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What the services reconciler asks of a datapath: hold one frontend's backends and
 //! Maglev table (whole: a connection sees the old table or the new, never a mix), drop
 //! a frontend, and say which it holds. The eBPF datapath ([`super::datapath`])
-//! implements it; [`Fake`] is an in-memory one for the reconciler's unit tests.
+//! implements it, installing a frontend reached from outside the node (node port,
+//! external IP) twice: for this node's sockets and for packets from outside;
+//! [`Fake`] is an in-memory one for the reconciler's unit tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -18,7 +20,7 @@ pub struct FrontendKey {
 }
 
 /// One frontend's whole state in the datapath.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The usable backends; `table` indexes them.
     pub backends: Vec<(IpAddr, u16)>,
@@ -26,6 +28,12 @@ pub struct Entry {
     pub table: Vec<u32>,
     /// ClientIP session affinity's timeout.
     pub affinity_secs: Option<u32>,
+    /// Also reached by packets from outside the node (a node port, an external
+    /// IP), which the packet-level translation serves.
+    pub from_outside: bool,
+    /// The backends (of `backends`) on this node: packets from outside are not
+    /// SNATed to reach them.
+    pub local: BTreeSet<(IpAddr, u16)>,
 }
 
 pub trait ServiceDataplane: Send + Sync {
@@ -71,35 +79,55 @@ impl ServiceDataplane for Fake {
     }
 }
 
-/// The eBPF socket balancer as the reconciler's datapath.
+/// The eBPF datapath as the reconciler's: a frontend in scope `Local` for the
+/// socket balancer and, when it is reached from outside, in scope `Outside` for
+/// the packet-level translation as well (the local scope first: what the node's
+/// own sockets see never waits on the other).
 impl ServiceDataplane for super::datapath::ServicesDatapath {
     fn install(&self, key: &FrontendKey, entry: &Entry) -> Result<(), String> {
         let backends: Vec<super::datapath::Backend> = entry
             .backends
             .iter()
-            .map(|&(addr, port)| super::datapath::Backend { addr, port })
+            .map(|&(addr, port)| super::datapath::Backend {
+                addr,
+                port,
+                local: entry.local.contains(&(addr, port)),
+            })
             .collect();
-        super::datapath::ServicesDatapath::install(
-            self,
-            &to_frontend(key),
-            &backends,
-            &entry.table,
-            entry
-                .affinity_secs
-                .map(|s| std::time::Duration::from_secs(u64::from(s))),
-        )
-        .map_err(|e| e.to_string())
+        let affinity = entry
+            .affinity_secs
+            .map(|s| std::time::Duration::from_secs(u64::from(s)));
+        let local = to_frontend(key, Scope::Local);
+        super::datapath::ServicesDatapath::install(self, &local, &backends, &entry.table, affinity)
+            .map_err(|e| e.to_string())?;
+        let outside = to_frontend(key, Scope::Outside);
+        if entry.from_outside {
+            super::datapath::ServicesDatapath::install(
+                self,
+                &outside,
+                &backends,
+                &entry.table,
+                affinity,
+            )
+            .map_err(|e| e.to_string())
+        } else {
+            super::datapath::ServicesDatapath::remove(self, &outside)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
     }
 
     fn remove(&self, key: &FrontendKey) -> Result<(), String> {
-        super::datapath::ServicesDatapath::remove(self, &to_frontend(key))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        for scope in [Scope::Outside, Scope::Local] {
+            super::datapath::ServicesDatapath::remove(self, &to_frontend(key, scope))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn installed(&self) -> Result<Vec<FrontendKey>, String> {
         let frontends = self.frontends().map_err(|e| e.to_string())?;
-        Ok(frontends
+        let keys: BTreeSet<FrontendKey> = frontends
             .into_iter()
             .map(|(f, _)| FrontendKey {
                 addr: f.addr,
@@ -109,7 +137,8 @@ impl ServiceDataplane for super::datapath::ServicesDatapath {
                     super::datapath::Protocol::Udp => Protocol::UDP,
                 },
             })
-            .collect())
+            .collect();
+        Ok(keys.into_iter().collect())
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
@@ -123,7 +152,9 @@ impl ServiceDataplane for super::datapath::ServicesDatapath {
     }
 }
 
-fn to_frontend(key: &FrontendKey) -> super::datapath::Frontend {
+use super::datapath::Scope;
+
+fn to_frontend(key: &FrontendKey, scope: Scope) -> super::datapath::Frontend {
     super::datapath::Frontend {
         addr: key.addr,
         port: key.port,
@@ -131,5 +162,6 @@ fn to_frontend(key: &FrontendKey) -> super::datapath::Frontend {
             Protocol::TCP => super::datapath::Protocol::Tcp,
             Protocol::UDP => super::datapath::Protocol::Udp,
         },
+        scope,
     }
 }

@@ -361,12 +361,16 @@ enum strait_pol_reason {
 /* Largest Maglev table (M) the agent may give a frontend: the prime below 2^16. */
 #define STRAIT_SVC_TABLE_MAX 65521
 
-/* strait_svc_frontends key: a service address as a socket sees it. */
+/* strait_svc_key.scope: a frontend is installed once per way it is reached. */
+#define STRAIT_SVC_SCOPE_LOCAL 0 /* by a socket of this node (services.c) */
+#define STRAIT_SVC_SCOPE_OUTSIDE 1 /* by a packet from outside the node (services_tc.c) */
+
+/* strait_svc_frontends key: a service address and who reaches it there. */
 struct strait_svc_key {
 	struct strait_addr addr; /* the VIP, IPv4-mapped for IPv4 */
 	__be16 port;
 	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 scope; /* 0: as local sockets see it (node port, external: later) */
+	__u8 scope; /* STRAIT_SVC_SCOPE_*: who reaches the frontend this way */
 };
 STRAIT_ASSERT_SIZE(struct strait_svc_key, 20);
 STRAIT_ASSERT_LAYOUT(struct strait_svc_key, addr, 0);
@@ -406,12 +410,15 @@ STRAIT_ASSERT_LAYOUT(struct strait_svc_slot_key, slot, 4);
  * backend id names the one frontend it belongs to. */
 #define STRAIT_SVC_BACKEND_FRONTEND(backend) ((backend) >> 16)
 
+/* strait_svc_backend.flags */
+#define STRAIT_SVC_BE_F_LOCAL 0x1 /* on this node: packets from outside are not SNATed */
+
 /* strait_svc_backends value, by backend id. */
 struct strait_svc_backend {
 	struct strait_addr addr; /* IPv4-mapped for IPv4 */
 	__be16 port;
 	__u8 proto;
-	__u8 flags; /* none yet */
+	__u8 flags; /* STRAIT_SVC_BE_F_* */
 };
 STRAIT_ASSERT_SIZE(struct strait_svc_backend, 20);
 STRAIT_ASSERT_LAYOUT(struct strait_svc_backend, addr, 0);
@@ -477,7 +484,84 @@ enum strait_svc_reason {
 	STRAIT_SVC_TRANSLATED = 0, /* sent to a backend */
 	STRAIT_SVC_REFUSED_NO_BACKEND = 1, /* the frontend has none: ECONNREFUSED */
 	STRAIT_SVC_BACKEND_MISSING = 2, /* its slot names a deleted backend: ECONNREFUSED */
-	STRAIT_SVC_REASON_MAX = 3,
+	STRAIT_SVC_NAT_NEW = 3, /* tc: a new flow from outside DNATed to a backend */
+	STRAIT_SVC_NAT_NEW_SNAT = 4, /* tc: the same, SNATed to the node (remote backend) */
+	STRAIT_SVC_NAT_ESTABLISHED = 5, /* tc: a packet of a tracked flow, translated */
+	STRAIT_SVC_NAT_REPLY = 6, /* tc: a backend's reply, translated back */
+	STRAIT_SVC_NAT_NO_BACKEND = 7, /* tc: no backend: left to the stack (RST, unreachable) */
+	STRAIT_SVC_NAT_NO_PORT = 8, /* tc: no SNAT port free for the backend: dropped */
+	STRAIT_SVC_NAT_NO_ROUTE = 9, /* tc: the node has no route for a translated packet: dropped */
+	STRAIT_SVC_REASON_MAX = 10,
 };
+
+/*
+ * Packet-level translation (services_tc.c; docs/services.md "Packet-level
+ * translation"): a flow from outside the node to a STRAIT_SVC_SCOPE_OUTSIDE
+ * frontend is tracked in strait_svc_ct under two keys, each saying how to rewrite
+ * the packets it matches:
+ *   FORWARD (client, frontend)           -> (client or node:SNAT port, backend)
+ *   REPLY   (backend, client or node:port) -> (frontend, client)
+ */
+enum strait_svc_ct_dir {
+	STRAIT_SVC_CT_FORWARD = 0,
+	STRAIT_SVC_CT_REPLY = 1,
+};
+
+/* strait_svc_ct key: a packet's tuple as it arrives. */
+struct strait_svc_ct_key {
+	struct strait_addr src;
+	struct strait_addr dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* enum strait_svc_ct_dir */
+	__u8 pad[2];
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_ct_key, 40);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, src, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, dst, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, sport, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, dport, 34);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, proto, 36);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, dir, 37);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, pad, 38);
+
+/* strait_svc_ct.flags */
+#define STRAIT_SVC_CT_F_SNAT 0x1 /* a flow to a remote backend, SNATed to this node */
+
+/* strait_svc_ct value: what the packet becomes. */
+struct strait_svc_ct {
+	struct strait_addr src;
+	struct strait_addr dst;
+	__be16 sport;
+	__be16 dport;
+	__u32 backend; /* the backend id the flow was sent to */
+	__u64 expires; /* bpf_ktime_get_ns(): after it, a REPLY entry's SNAT port is free */
+	__u8 flags; /* STRAIT_SVC_CT_F_* */
+	__u8 pad[7];
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_ct, 56);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, src, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, dst, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, sport, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, dport, 34);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, backend, 36);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, expires, 40);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, flags, 48);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_ct, pad, 49);
+
+/* strait_svc_nat_config[0]: written by the agent when it attaches the tc programs. */
+struct strait_svc_nat_config {
+	struct strait_addr snat4; /* the node's underlay IPv4, mapped; zero: no SNAT */
+	struct strait_addr snat6; /* its IPv6; zero: no SNAT */
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_nat_config, 32);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_nat_config, snat4, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_nat_config, snat6, 16);
+
+/* The ports SNATed flows take on the node: above the kernel's default ephemeral
+ * range (32768-60999), so they do not meet the node's own connections. */
+#define STRAIT_SVC_SNAT_PORT_MIN 61000
+#define STRAIT_SVC_SNAT_PORTS 4536
 
 #endif /* STRAIT_ABI_H */

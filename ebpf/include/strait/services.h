@@ -3,8 +3,9 @@
  * Services in the datapath (docs/services.md "Datapath"): the service maps and the
  * lookup and backend choice every translating program shares. services.c runs them
  * from cgroup sock_addr hooks (a socket's destination is rewritten at connect and
- * sendmsg time, as Cilium's socket LB does); the tc packet-level translation is
- * to reuse them.
+ * sendmsg time, as Cilium's socket LB does); services_tc.c from tc on the
+ * node's underlay interface, for packets from outside the node (node ports,
+ * external IPs), with the flow table strait_svc_ct.
  *
  *   frontend (VIP, port, proto, scope) -> { id, M, affinity, backends }
  *   slot (id, 0..M-1)                  -> backend id   (the Maglev table)
@@ -80,6 +81,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } strait_svc_affinity SEC(".maps");
 
+/* Packet-level translation's flows (services_tc.c), both directions. LRU: the
+ * least recently used go when it is full; nothing else deletes an entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct strait_svc_ct_key);
+	__type(value, struct strait_svc_ct);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} strait_svc_ct SEC(".maps");
+
+/* One entry: the node's SNAT addresses, written by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct strait_svc_nat_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} strait_svc_nat_config SEC(".maps");
+
 /* One counter per enum strait_svc_reason, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -134,17 +154,19 @@ strait_svc_affine(const struct strait_svc_frontend *fe, struct strait_svc_affini
 
 /*
  * Chooses a backend of `fe` for `client` (what affinity is keyed by: a socket's
- * network namespace cookie here). Returns it, its id in *backend_id and
- * STRAIT_SVC_TRANSLATED in *reason; or NULL and why in *reason, and the caller
- * refuses: a connect must fail at once rather than go to an address nobody serves.
+ * network namespace cookie, or a client address's hash with the top bit set).
+ * Returns it, its id in *backend_id and STRAIT_SVC_TRANSLATED in *reason; or NULL
+ * and why in *reason, and the caller refuses: a connect must fail at once rather
+ * than go to an address nobody serves.
  *
- * The slot is the client's affinity entry's backend while that is good, else a
- * random one of the M: with a Maglev table that spreads connections as evenly as
- * the table spreads its slots.
+ * The slot is the client's affinity entry's backend while that is good, else slot
+ * `hash` mod M: a random number for a socket, the flow's hash for a packet (so
+ * every packet of a flow, on every node, picks the same one). With a Maglev table
+ * that spreads connections as evenly as the table spreads its slots.
  */
 static __always_inline struct strait_svc_backend *
-strait_svc_select(const struct strait_svc_frontend *fe, __u64 client, __u32 *backend_id,
-		  enum strait_svc_reason *reason)
+strait_svc_select(const struct strait_svc_frontend *fe, __u64 client, __u32 hash,
+		  __u32 *backend_id, enum strait_svc_reason *reason)
 {
 	struct strait_svc_affinity_key akey = {};
 	struct strait_svc_slot_key skey = {};
@@ -171,7 +193,7 @@ strait_svc_select(const struct strait_svc_frontend *fe, __u64 client, __u32 *bac
 		}
 	}
 	skey.id = fe->id;
-	skey.slot = bpf_get_prandom_u32() % fe->table_size;
+	skey.slot = hash % fe->table_size;
 	id = bpf_map_lookup_elem(&strait_svc_slots, &skey);
 	if (!id) {
 		*reason = STRAIT_SVC_BACKEND_MISSING;

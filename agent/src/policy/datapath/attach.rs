@@ -33,7 +33,7 @@ fn attached_named(ifname: &str, hook: Hook, name: &str) -> Result<Vec<ProgramInf
 /// Attaches `prog` (named `name` in the object) to `ifname`'s (`ifindex`'s) `hook`:
 /// nothing to do when it is there already, in place of a previous agent's program
 /// of that name, or else after the device's other tcx programs.
-pub(super) fn attach(
+pub(crate) fn attach(
     prog: &SchedClassifier,
     name: &str,
     ifname: &str,
@@ -66,7 +66,7 @@ pub(super) fn attach(
 }
 
 /// Detaches every program named `name` from `ifname`'s `hook` (policy switched off).
-pub(super) fn detach(name: &str, ifname: &str, ifindex: u32, hook: Hook) -> Result<usize, String> {
+pub(crate) fn detach(name: &str, ifname: &str, ifindex: u32, hook: Hook) -> Result<usize, String> {
     let existing = attached_named(ifname, hook, name)?;
     for p in &existing {
         let fd = p.fd().map_err(|e| e.to_string())?;
@@ -76,7 +76,7 @@ pub(super) fn detach(name: &str, ifname: &str, ifindex: u32, hook: Hook) -> Resu
 }
 
 /// The ids of the programs named `name` on `ifname`'s `hook` (tests, `netctl`).
-pub(super) fn attached_ids(name: &str, ifname: &str, hook: Hook) -> Result<Vec<u32>, String> {
+pub(crate) fn attached_ids(name: &str, ifname: &str, hook: Hook) -> Result<Vec<u32>, String> {
     Ok(attached_named(ifname, hook, name)?
         .iter()
         .map(ProgramInfo::id)

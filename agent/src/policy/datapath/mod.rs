@@ -22,13 +22,13 @@
 //! the conntrack, [`events`] reads flow events, [`sys`] holds the two system calls
 //! aya does not make.
 
-mod abi;
-mod attach;
+pub(crate) mod abi;
+pub(crate) mod attach;
 pub mod bpffs;
 pub mod conntrack;
 mod events;
 pub mod maps;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -33,6 +33,16 @@ pub(crate) const PROGRAMS: [(&str, u32); 8] = [
     ("strait_sendmsg6", ATTACH_UDP6_SENDMSG),
 ];
 
+/// The packet-level programs (`services_tc.c`) and the tcx hook of the underlay
+/// interface each goes on: the reply translation first, so no flow is translated
+/// before its replies can be.
+pub(crate) const TC_PROGRAMS: [(&str, TcHook); 2] = [
+    ("strait_svc_to_net", TcHook::Egress),
+    ("strait_svc_from_net", TcHook::Ingress),
+];
+
+pub(crate) use crate::policy::datapath::sys::Hook as TcHook;
+
 /// Map names (`services.h`), also their pin names under the bpf dir.
 pub(crate) const FRONTENDS: &str = "strait_svc_frontends";
 pub(crate) const SLOTS: &str = "strait_svc_slots";
@@ -40,8 +50,24 @@ pub(crate) const BACKENDS: &str = "strait_svc_backends";
 pub(crate) const REVNAT: &str = "strait_svc_revnat";
 pub(crate) const AFFINITY: &str = "strait_svc_affinity";
 pub(crate) const STATS: &str = "strait_svc_stats";
+pub(crate) const CT: &str = "strait_svc_ct";
+pub(crate) const NAT_CONFIG: &str = "strait_svc_nat_config";
 
-pub(crate) const MAPS: [&str; 6] = [FRONTENDS, SLOTS, BACKENDS, REVNAT, AFFINITY, STATS];
+pub(crate) const MAPS: [&str; 8] = [
+    FRONTENDS, SLOTS, BACKENDS, REVNAT, AFFINITY, STATS, CT, NAT_CONFIG,
+];
+
+/// `STRAIT_SVC_SCOPE_LOCAL`, `STRAIT_SVC_SCOPE_OUTSIDE`.
+pub(crate) const SCOPE_LOCAL: u8 = 0;
+pub(crate) const SCOPE_OUTSIDE: u8 = 1;
+/// `STRAIT_SVC_BE_F_LOCAL`.
+pub(crate) const BE_F_LOCAL: u8 = 0x1;
+/// `STRAIT_SVC_CT_F_SNAT`.
+#[cfg(test)]
+pub(crate) const CT_F_SNAT: u8 = 0x1;
+/// `STRAIT_SVC_SNAT_PORT_MIN` and `STRAIT_SVC_SNAT_PORTS`.
+#[cfg(test)]
+pub(crate) const SNAT_PORTS: std::ops::Range<u32> = 61000..61000 + 4536;
 
 /// `STRAIT_SVC_F_AFFINITY`.
 pub(crate) const F_AFFINITY: u8 = 0x1;
@@ -131,6 +157,47 @@ pub(crate) struct AffinityValue {
     pub pad: u32,
 }
 
+/// `STRAIT_SVC_CT_FORWARD`, `STRAIT_SVC_CT_REPLY` (`enum strait_svc_ct_dir`).
+#[cfg(test)]
+pub(crate) const CT_FORWARD: u8 = 0;
+#[cfg(test)]
+pub(crate) const CT_REPLY: u8 = 1;
+
+/// `struct strait_svc_ct_key`: a packet's tuple as it arrives at the tc programs.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CtKey {
+    pub src: AddrKey,
+    pub dst: AddrKey,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: [u8; 2],
+}
+
+/// `struct strait_svc_ct`: what a packet matching the key becomes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CtValue {
+    pub src: AddrKey,
+    pub dst: AddrKey,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub backend: u32,
+    pub expires: u64,
+    pub flags: u8,
+    pub pad: [u8; 7],
+}
+
+/// `struct strait_svc_nat_config`: the node's SNAT addresses (zero: none).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NatConfig {
+    pub snat4: AddrKey,
+    pub snat6: AddrKey,
+}
+
 // SAFETY: each is `repr(C)` of integers and byte arrays without padding (the sizes
 // are the sums of the fields, checked against the object's BTF by the tests below),
 // so every byte is initialised and every bit pattern a valid value, which is what
@@ -158,6 +225,15 @@ unsafe impl aya::Pod for AffinityKey {}
 // SAFETY: as for `SvcKey`.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for AffinityValue {}
+// SAFETY: as for `SvcKey`.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CtKey {}
+// SAFETY: as for `SvcKey`.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for CtValue {}
+// SAFETY: as for `SvcKey`.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for NatConfig {}
 
 /// `enum strait_svc_reason`: what a connect or send to a service address came to,
 /// the index of its counter in `strait_svc_stats`. A connect to anything else is
@@ -172,16 +248,37 @@ pub enum ServiceReason {
     /// The chosen slot names a backend that is not there: refused with
     /// ECONNREFUSED.
     BackendMissing = 2,
+    /// tc: a new flow from outside DNATed to a backend on this node.
+    NatNew = 3,
+    /// tc: a new flow from outside DNATed and SNATed to a backend elsewhere.
+    NatNewSnat = 4,
+    /// tc: a packet of a tracked flow, translated as its flow.
+    NatEstablished = 5,
+    /// tc: a backend's reply, translated back.
+    NatReply = 6,
+    /// tc: a frontend without a usable backend: left to the stack.
+    NatNoBackend = 7,
+    /// tc: no SNAT port free for the backend: dropped.
+    NatNoPort = 8,
+    /// tc: no route (or no SNAT address) for a translated packet: dropped.
+    NatNoRoute = 9,
 }
 
 /// `STRAIT_SVC_REASON_MAX`.
-pub(crate) const REASON_MAX: usize = 3;
+pub(crate) const REASON_MAX: usize = 10;
 
 impl ServiceReason {
     pub const ALL: [ServiceReason; REASON_MAX] = [
         ServiceReason::Translated,
         ServiceReason::RefusedNoBackend,
         ServiceReason::BackendMissing,
+        ServiceReason::NatNew,
+        ServiceReason::NatNewSnat,
+        ServiceReason::NatEstablished,
+        ServiceReason::NatReply,
+        ServiceReason::NatNoBackend,
+        ServiceReason::NatNoPort,
+        ServiceReason::NatNoRoute,
     ];
 
     /// The C name without `STRAIT_SVC_`, lower case.
@@ -190,6 +287,13 @@ impl ServiceReason {
             ServiceReason::Translated => "translated",
             ServiceReason::RefusedNoBackend => "refused_no_backend",
             ServiceReason::BackendMissing => "backend_missing",
+            ServiceReason::NatNew => "nat_new",
+            ServiceReason::NatNewSnat => "nat_new_snat",
+            ServiceReason::NatEstablished => "nat_established",
+            ServiceReason::NatReply => "nat_reply",
+            ServiceReason::NatNoBackend => "nat_no_backend",
+            ServiceReason::NatNoPort => "nat_no_port",
+            ServiceReason::NatNoRoute => "nat_no_route",
         }
     }
 
@@ -317,6 +421,72 @@ mod tests {
                 m!(AffinityValue, pad, 4),
             ],
         );
+    }
+
+    #[test]
+    fn packet_level_layouts_match_the_tc_objects_btf() {
+        let btf = Btf::from_elf(strait_ebpf::SERVICES_TC).expect("the services tc object's BTF");
+        check(
+            &btf,
+            "strait_svc_ct_key",
+            size_of::<CtKey>(),
+            &[
+                m!(CtKey, src, 16),
+                m!(CtKey, dst, 16),
+                m!(CtKey, sport, 2),
+                m!(CtKey, dport, 2),
+                m!(CtKey, proto, 1),
+                m!(CtKey, dir, 1),
+                m!(CtKey, pad, 2),
+            ],
+        );
+        check(
+            &btf,
+            "strait_svc_ct",
+            size_of::<CtValue>(),
+            &[
+                m!(CtValue, src, 16),
+                m!(CtValue, dst, 16),
+                m!(CtValue, sport, 2),
+                m!(CtValue, dport, 2),
+                m!(CtValue, backend, 4),
+                m!(CtValue, expires, 8),
+                m!(CtValue, flags, 1),
+                m!(CtValue, pad, 7),
+            ],
+        );
+        check(
+            &btf,
+            "strait_svc_nat_config",
+            size_of::<NatConfig>(),
+            &[m!(NatConfig, snat4, 16), m!(NatConfig, snat6, 16)],
+        );
+        // The two objects share the pinned maps: the same layouts in both.
+        for (name, size) in [
+            ("strait_svc_key", size_of::<SvcKey>()),
+            ("strait_svc_frontend", size_of::<FrontendValue>()),
+            ("strait_svc_backend", size_of::<BackendValue>()),
+        ] {
+            assert_eq!(btf.struct_layout(name).unwrap().size, size, "{name}");
+        }
+        let mut maps = btf.datasec_vars(".maps").expect("the .maps section");
+        maps.sort();
+        let mut want = MAPS.to_vec();
+        want.sort();
+        assert_eq!(maps, want, "the tc object holds the same maps");
+        for (program, _) in TC_PROGRAMS {
+            assert!(
+                btf.has_func(program),
+                "program {program} is not in the object"
+            );
+        }
+        // tcx programs are found by the name the kernel keeps (15 bytes), as the
+        // policy programs are: those must differ.
+        let kept: std::collections::HashSet<&str> = TC_PROGRAMS
+            .iter()
+            .map(|(p, _)| crate::policy::datapath::abi::kernel_name(p))
+            .collect();
+        assert_eq!(kept.len(), TC_PROGRAMS.len());
     }
 
     #[test]

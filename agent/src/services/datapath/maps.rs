@@ -7,13 +7,13 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 
 use super::abi::{
-    AddrKey, BACKENDS, BackendValue, FRONTENDS, FrontendValue, REASON_MAX, SLOTS, STATS, SlotKey,
-    SvcKey,
+    AddrKey, BACKENDS, BE_F_LOCAL, BackendValue, CT, CtKey, CtValue, FRONTENDS, FrontendValue,
+    NAT_CONFIG, NatConfig, REASON_MAX, SCOPE_LOCAL, SCOPE_OUTSIDE, SLOTS, STATS, SlotKey, SvcKey,
 };
-use super::{Backend, Frontend, Protocol, ServicesError};
+use super::{Backend, Frontend, Protocol, Scope, ServicesError};
 
 /// The typed maps the agent writes and reads. (The reverse and affinity maps are
 /// the programs' own; the agent never writes them.)
@@ -21,6 +21,10 @@ pub(super) struct Maps {
     pub(super) frontends: HashMap<MapData, SvcKey, FrontendValue>,
     pub(super) slots: HashMap<MapData, SlotKey, u32>,
     pub(super) backends: HashMap<MapData, u32, BackendValue>,
+    /// The packet-level flows (`strait_svc_ct`): the programs write them; the
+    /// agent only reads them (tests, `flows`).
+    pub(super) ct: HashMap<MapData, CtKey, CtValue>,
+    pub(super) nat_config: Array<MapData, NatConfig>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -51,6 +55,8 @@ impl Maps {
             frontends: HashMap::try_from(take(ebpf, FRONTENDS)?).map_err(map_err(FRONTENDS))?,
             slots: HashMap::try_from(take(ebpf, SLOTS)?).map_err(map_err(SLOTS))?,
             backends: HashMap::try_from(take(ebpf, BACKENDS)?).map_err(map_err(BACKENDS))?,
+            ct: HashMap::try_from(take(ebpf, CT)?).map_err(map_err(CT))?,
+            nat_config: Array::try_from(take(ebpf, NAT_CONFIG)?).map_err(map_err(NAT_CONFIG))?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).map_err(map_err(STATS))?,
         })
     }
@@ -97,25 +103,31 @@ pub(super) fn key_addr(key: AddrKey) -> IpAddr {
     }
 }
 
-/// A frontend as its `strait_svc_frontends` key (scope 0: as local sockets see it).
+/// A frontend as its `strait_svc_frontends` key.
 pub(super) fn svc_key(f: &Frontend) -> SvcKey {
     SvcKey {
         addr: addr_key(f.addr),
         port: f.port.to_be_bytes(),
         proto: f.proto.number(),
-        scope: 0,
+        scope: match f.scope {
+            Scope::Local => SCOPE_LOCAL,
+            Scope::Outside => SCOPE_OUTSIDE,
+        },
     }
 }
 
 /// [`svc_key`] back; `None` for a scope or protocol this datapath does not make.
 pub(super) fn key_frontend(k: &SvcKey) -> Option<Frontend> {
-    if k.scope != 0 {
-        return None;
-    }
+    let scope = match k.scope {
+        SCOPE_LOCAL => Scope::Local,
+        SCOPE_OUTSIDE => Scope::Outside,
+        _ => return None,
+    };
     Some(Frontend {
         addr: key_addr(k.addr),
         port: u16::from_be_bytes(k.port),
         proto: Protocol::from_number(k.proto)?,
+        scope,
     })
 }
 
@@ -124,7 +136,7 @@ pub(super) fn backend_value(b: &Backend, proto: Protocol) -> BackendValue {
         addr: addr_key(b.addr),
         port: b.port.to_be_bytes(),
         proto: proto.number(),
-        flags: 0,
+        flags: if b.local { BE_F_LOCAL } else { 0 },
     }
 }
 
@@ -132,6 +144,7 @@ pub(super) fn value_backend(v: &BackendValue) -> Backend {
     Backend {
         addr: key_addr(v.addr),
         port: u16::from_be_bytes(v.port),
+        local: v.flags & BE_F_LOCAL != 0,
     }
 }
 
@@ -157,30 +170,41 @@ mod tests {
                 addr: "10.96.0.10".parse().unwrap(),
                 port: 80,
                 proto: Protocol::Tcp,
+                scope: Scope::Local,
             },
             Frontend {
                 addr: "fd00:96::a".parse().unwrap(),
                 port: 53,
                 proto: Protocol::Udp,
+                scope: Scope::Outside,
             },
         ] {
             let k = svc_key(&f);
             assert_eq!(key_frontend(&k), Some(f));
-            let b = Backend {
-                addr: f.addr,
-                port: 8080,
-            };
-            assert_eq!(value_backend(&backend_value(&b, f.proto)), b);
+            for local in [false, true] {
+                let b = Backend {
+                    addr: f.addr,
+                    port: 8080,
+                    local,
+                };
+                assert_eq!(value_backend(&backend_value(&b, f.proto)), b);
+            }
         }
         let k = svc_key(&Frontend {
             addr: "10.96.0.10".parse().unwrap(),
             port: 0x1234,
             proto: Protocol::Tcp,
+            scope: Scope::Local,
         });
         assert_eq!(&k.addr[10..], &[0xff, 0xff, 10, 96, 0, 10]);
         assert_eq!(k.port, [0x12, 0x34], "network order");
         assert_eq!(k.proto, 6);
-        assert_eq!(key_frontend(&SvcKey { scope: 1, ..k }), None);
+        assert_eq!(k.scope, 0);
+        assert_eq!(
+            key_frontend(&SvcKey { scope: 1, ..k }).map(|f| f.scope),
+            Some(Scope::Outside)
+        );
+        assert_eq!(key_frontend(&SvcKey { scope: 2, ..k }), None);
         assert_eq!(key_frontend(&SvcKey { proto: 1, ..k }), None);
     }
 

@@ -21,6 +21,12 @@
 //!   written, before any existing entry changed: those are deleted again and the
 //!   frontend works as before.
 //!
+//! - Scopes: a frontend is installed per way it is reached ([`Scope`]): by this
+//!   node's sockets (the cgroup programs) or by packets from outside the node (the
+//!   tc programs of `ebpf/src/services_tc.c` on the underlay interface, attached
+//!   with [`ServicesDatapath::attach_net`]; docs/services.md "Packet-level
+//!   translation"). Each is a frontend of its own, with its own id and backends.
+//!
 //! [`maps`] turns frontends and backends into entries and back, [`sys`] holds the
 //! system calls aya does not make.
 
@@ -31,21 +37,23 @@ mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use aya::maps::{MapData, MapError};
-use aya::programs::CgroupSockAddr;
+use aya::programs::{CgroupSockAddr, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 use tracing::info;
 
 pub use abi::{ServiceReason, TABLE_MAX};
 
+use crate::policy::datapath::attach as tcx;
 use crate::policy::datapath::ensure_bpffs;
 use abi::{
-    BACKENDS, BackendValue, F_AFFINITY, FRONTENDS, FrontendValue, MAPS, PROGRAMS, SLOTS, SlotKey,
+    BACKENDS, BackendValue, F_AFFINITY, FRONTENDS, FrontendValue, MAPS, NAT_CONFIG, NatConfig,
+    PROGRAMS, SLOTS, SlotKey, TC_PROGRAMS,
 };
 use maps::{Maps, map_err};
 
@@ -83,12 +91,24 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A service address as clients connect to it.
+/// Who reaches a frontend: each scope is installed (and translated) on its own.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// A socket of this node (the cgroup programs): every kind of frontend.
+    #[default]
+    Local,
+    /// A packet from outside the node, at the underlay interface (the tc
+    /// programs): node ports and external IPs.
+    Outside,
+}
+
+/// A service address as clients connect to it, and who does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frontend {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: Protocol,
+    pub scope: Scope,
 }
 
 impl fmt::Display for Frontend {
@@ -98,7 +118,11 @@ impl fmt::Display for Frontend {
             "{}/{}",
             std::net::SocketAddr::new(self.addr, self.port),
             self.proto
-        )
+        )?;
+        if self.scope == Scope::Outside {
+            f.write_str(" (from outside)")?;
+        }
+        Ok(())
     }
 }
 
@@ -107,6 +131,10 @@ impl fmt::Display for Frontend {
 pub struct Backend {
     pub addr: IpAddr,
     pub port: u16,
+    /// On this node: a packet from outside is only DNATed to it, and keeps the
+    /// client's address; a backend elsewhere is also SNATed to this node's, so
+    /// its reply comes back here to be translated. (Sockets do not care.)
+    pub local: bool,
 }
 
 /// A frontend as the maps hold it ([`ServicesDatapath::frontends`]).
@@ -138,6 +166,8 @@ pub enum ServicesError {
     Load(String),
     #[error("services datapath: cgroup {}: {reason}", cgroup.display())]
     Attach { cgroup: PathBuf, reason: String },
+    #[error("services datapath: device {device}: {reason}")]
+    AttachNet { device: String, reason: String },
     #[error("services datapath: map {map}: {reason}")]
     Map { map: &'static str, reason: String },
     /// Refused before anything was written.
@@ -168,6 +198,8 @@ impl Held {
 
 struct State {
     ebpf: Ebpf,
+    /// The packet-level programs' object (`services_tc.c`): the same pinned maps.
+    tc: Ebpf,
     maps: Maps,
     held: HashMap<Frontend, Held>,
     /// Ids of frontend entries this build does not read (another scope): never
@@ -253,7 +285,7 @@ impl State {
 /// The (key, value) sizes each service map has in this build: a map pinned by an
 /// agent whose layouts differ must not be taken over (aya reuses a pinned map
 /// without comparing).
-fn expected_sizes() -> [(&'static str, usize, usize); 6] {
+fn expected_sizes() -> [(&'static str, usize, usize); 8] {
     use std::mem::size_of;
     [
         (
@@ -274,6 +306,8 @@ fn expected_sizes() -> [(&'static str, usize, usize); 6] {
             size_of::<abi::AffinityValue>(),
         ),
         (abi::STATS, size_of::<u32>(), size_of::<u64>()),
+        (abi::CT, size_of::<abi::CtKey>(), size_of::<abi::CtValue>()),
+        (NAT_CONFIG, size_of::<u32>(), size_of::<NatConfig>()),
     ]
 }
 
@@ -300,6 +334,16 @@ fn check_pins(bpf_dir: &Path) -> Result<(), ServicesError> {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr, ServicesError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| load_err(format!("program {name} is not in the object")))?
+        .try_into()
+        .map_err(|e| load_err(format!("program {name}: {e}")))
+}
+
+fn tc_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut SchedClassifier, ServicesError> {
     ebpf.program_mut(name)
         .ok_or_else(|| load_err(format!("program {name} is not in the object")))?
         .try_into()
@@ -388,8 +432,16 @@ impl ServicesDatapath {
                 .map_err(|e| load_err(format!("program {name}: {e}")))?;
         }
         let maps = Maps::take(&mut ebpf)?;
+        // Loaded second: its maps are the pins the first object just made or found.
+        let mut tc = loader.load(strait_ebpf::SERVICES_TC).map_err(load_err)?;
+        for (name, _) in TC_PROGRAMS {
+            tc_program(&mut tc, name)?
+                .load()
+                .map_err(|e| load_err(format!("program {name}: {e}")))?;
+        }
         let mut state = State {
             ebpf,
+            tc,
             maps,
             held: HashMap::new(),
             foreign: HashSet::new(),
@@ -460,6 +512,70 @@ impl ServicesDatapath {
             for id in attach::attached_ids(&dir, name, hook).map_err(err)? {
                 out.push((name, id));
             }
+        }
+        Ok(out)
+    }
+
+    /// Attaches the packet-level programs to the underlay interface `ifname`
+    /// (`ifindex` in the calling thread's network namespace) with tcx, in place
+    /// of a previous agent's copies, after writing the node's SNAT addresses
+    /// (`None`: flows of that family to a backend elsewhere are dropped). The
+    /// attachment belongs to the device and outlives the agent, like the policy
+    /// programs'. The reply translation goes on first.
+    pub fn attach_net(
+        &self,
+        ifname: &str,
+        ifindex: u32,
+        snat4: Option<Ipv4Addr>,
+        snat6: Option<Ipv6Addr>,
+    ) -> Result<(), ServicesError> {
+        let err = |reason: String| ServicesError::AttachNet {
+            device: ifname.to_string(),
+            reason,
+        };
+        let mut s = self.lock();
+        let config = NatConfig {
+            snat4: snat4.map_or([0; 16], |a| maps::addr_key(IpAddr::V4(a))),
+            snat6: snat6.map_or([0; 16], |a| maps::addr_key(IpAddr::V6(a))),
+        };
+        s.maps
+            .nat_config
+            .set(0, config, 0)
+            .map_err(map_err(NAT_CONFIG))?;
+        for (name, hook) in TC_PROGRAMS {
+            let prog = tc_program(&mut s.tc, name)?;
+            tcx::attach(prog, name, ifname, ifindex, hook).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the packet-level programs (any agent's copies) off `ifname`; needs
+    /// nothing loaded. Returns how many there were. The translation of new flows
+    /// goes first.
+    pub fn detach_net(ifname: &str, ifindex: u32) -> Result<usize, ServicesError> {
+        let mut n = 0;
+        for (name, hook) in TC_PROGRAMS.iter().rev() {
+            n += tcx::detach(name, ifname, ifindex, *hook).map_err(|reason| {
+                ServicesError::AttachNet {
+                    device: ifname.to_string(),
+                    reason,
+                }
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// The packet-level programs on `ifname`, as (program name, kernel program id).
+    pub fn attached_net(ifname: &str) -> Result<Vec<(&'static str, u32)>, ServicesError> {
+        let mut out = Vec::new();
+        for (name, hook) in TC_PROGRAMS {
+            let ids = tcx::attached_ids(name, ifname, hook).map_err(|reason| {
+                ServicesError::AttachNet {
+                    device: ifname.to_string(),
+                    reason,
+                }
+            })?;
+            out.extend(ids.into_iter().map(|id| (name, id)));
         }
         Ok(out)
     }
@@ -706,6 +822,18 @@ impl ServicesDatapath {
         Ok(out)
     }
 
+    /// How many entries the packet-level flow table holds (two per flow: its
+    /// forward and its reply direction).
+    pub fn nat_entries(&self) -> Result<usize, ServicesError> {
+        let s = self.lock();
+        let mut n = 0;
+        for key in s.maps.ct.keys() {
+            key.map_err(map_err(abi::CT))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The programs' counters by reason, summed over CPUs.
     pub fn stats(&self) -> Result<BTreeMap<ServiceReason, u64>, ServicesError> {
         let by_index = self.lock().maps.stats()?;
@@ -716,5 +844,7 @@ impl ServicesDatapath {
     }
 }
 
+#[cfg(test)]
+mod prog_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ fn frontend() -> Frontend {
         addr: "10.96.0.10".parse().unwrap(),
         port: 80,
         proto: Protocol::Tcp,
+        scope: Scope::Local,
     }
 }
 
@@ -30,6 +31,7 @@ fn backend(last: u8) -> Backend {
     Backend {
         addr: format!("10.244.0.{last}").parse().unwrap(),
         port: 8080,
+        local: false,
     }
 }
 
@@ -77,6 +79,7 @@ fn bad_input_is_refused_whole() {
     let v6 = Backend {
         addr: "fd00::1".parse().unwrap(),
         port: 80,
+        local: false,
     };
     /// Backends, table, affinity, and what the refusal says.
     type Case = (Vec<Backend>, Vec<u32>, Option<Duration>, &'static str);
@@ -158,7 +161,10 @@ fn install_replace_read_back_and_remove() {
     assert!(fx.dp.remove(&g).unwrap());
     assert_eq!(fx.counts(), (0, 0, 0));
     assert!(fx.dp.frontends().unwrap().is_empty());
-    assert_eq!(ServicesDatapath::remove_pins(fx.bpffs.path()).unwrap(), 6);
+    assert_eq!(
+        ServicesDatapath::remove_pins(fx.bpffs.path()).unwrap(),
+        abi::MAPS.len()
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use strait_api::services::{BackendView, FrontendView, ServiceView};
-use strait_services::frontends::{Backend, EndpointView, Origin, Resolved, resolve, usable};
+use strait_services::frontends::{Backend, EndpointView, Origin, Resolved, Scope, resolve, usable};
 use strait_services::maglev;
 use strait_services::model::{EndpointSlice, Service, ServiceKind};
 use tracing::{info, warn};
@@ -77,10 +77,19 @@ pub fn plan(inputs: &Inputs, node: &str, node_addresses: &[IpAddr]) -> Plan {
                 .filter_map(|k| chosen.iter().find(|b| &b.key() == k))
                 .map(|b| (b.addr, b.port))
                 .collect();
+            let local = chosen
+                .iter()
+                .filter(|b| b.node.as_deref() == Some(node))
+                .map(|b| (b.addr, b.port))
+                .collect();
             let entry = Entry {
                 backends,
                 table: table.slots.clone(),
                 affinity_secs: resolved.affinity_secs,
+                // Node ports and external IPs are reached by packets from outside
+                // too (the packet-level translation); cluster IPs only by sockets.
+                from_outside: matches!(f.scope, Scope::NodePort | Scope::ExternalIP),
+                local,
             };
             out.frontends.insert(
                 key,

@@ -125,15 +125,7 @@ fn a_previous_agents_stale_frontends_are_removed_on_start() {
         port: 1,
         protocol: Protocol::UDP,
     };
-    fake.install(
-        &stale,
-        &Entry {
-            backends: vec![],
-            table: vec![],
-            affinity_secs: None,
-        },
-    )
-    .unwrap();
+    fake.install(&stale, &Entry::default()).unwrap();
     let mut r = Reconciler::new(fake.clone());
     let inputs = Inputs {
         services: web(""),
@@ -186,4 +178,45 @@ fn local_traffic_policy_and_clashes_are_shown() {
             .is_some_and(|e| e.contains("also Service shop/other's"))),
         "{web:?}"
     );
+}
+
+#[test]
+fn node_ports_and_external_ips_are_reached_from_outside_and_know_their_local_backends() {
+    let inputs = Inputs {
+        services: services(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  type: NodePort\n  externalIPs: [192.0.2.1]\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n",
+        ),
+        endpoints: vec![ep(2, "h1"), ep(3, "h2")],
+        ..Default::default()
+    };
+    let p = plan(&inputs, "h1", &[ip("172.16.0.1")]);
+    let entry = |addr: &str, port: u16| {
+        p.frontends[&FrontendKey {
+            addr: ip(addr),
+            port,
+            protocol: Protocol::TCP,
+        }]
+            .entry
+            .clone()
+    };
+    let local: BTreeSet<(IpAddr, u16)> = [(ip("10.244.0.2"), 8080)].into();
+    for (addr, port, outside) in [
+        ("10.96.0.10", 80, false),
+        ("192.0.2.1", 80, true),
+        ("172.16.0.1", 30080, true),
+    ] {
+        let e = entry(addr, port);
+        assert_eq!(e.from_outside, outside, "{addr}:{port}");
+        assert_eq!(e.backends.len(), 2, "{addr}:{port}");
+        assert_eq!(e.local, local, "only h1's backend is h1's: {addr}:{port}");
+    }
+    // On h2 the same backends, the other one local.
+    let p2 = plan(&inputs, "h2", &[ip("172.16.0.2")]);
+    let e = &p2.frontends[&FrontendKey {
+        addr: ip("172.16.0.2"),
+        port: 30080,
+        protocol: Protocol::TCP,
+    }]
+        .entry;
+    assert_eq!(e.local, [(ip("10.244.0.3"), 8080)].into());
 }
