@@ -186,11 +186,13 @@ static __always_inline __u32 strait_svc_l4_check(const struct strait_svc_pkt *p)
 
 /* Replaces one address (the source: 0, the destination: 1) and fixes the checksums
  * it is in. 0 on success. */
-static __always_inline int strait_svc_set_addr(struct __sk_buff *skb, const struct strait_svc_pkt *p,
-					       int dst, const struct strait_addr *from,
+static __always_inline int strait_svc_set_addr(struct __sk_buff *skb,
+					       const struct strait_svc_pkt *p, int dst,
+					       const struct strait_addr *from,
 					       const struct strait_addr *to)
 {
-	__u32 l4_flags = BPF_F_PSEUDO_HDR | (p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+	__u32 l4_flags =
+		BPF_F_PSEUDO_HDR | (p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
 	__u32 check = strait_svc_l4_check(p);
 
 	if (!p->v6) {
@@ -221,8 +223,9 @@ static __always_inline int strait_svc_set_addr(struct __sk_buff *skb, const stru
 	return bpf_skb_store_bytes(skb, off, new6, 16, 0);
 }
 
-static __always_inline int strait_svc_set_port(struct __sk_buff *skb, const struct strait_svc_pkt *p,
-					       int dst, __be16 from, __be16 to)
+static __always_inline int strait_svc_set_port(struct __sk_buff *skb,
+					       const struct strait_svc_pkt *p, int dst, __be16 from,
+					       __be16 to)
 {
 	__u32 flags = p->key.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
@@ -318,7 +321,8 @@ static __always_inline int strait_svc_route(struct __sk_buff *skb, const struct 
 }
 
 /* The node's SNAT address of the packet's family; NULL when it has none. */
-static __always_inline const struct strait_addr *strait_svc_snat_addr(const struct strait_svc_pkt *p)
+static __always_inline const struct strait_addr *
+strait_svc_snat_addr(const struct strait_svc_pkt *p)
 {
 	__u32 zero = 0;
 	struct strait_svc_nat_config *cfg = bpf_map_lookup_elem(&strait_svc_nat_config, &zero);
@@ -338,7 +342,8 @@ static __always_inline const struct strait_addr *strait_svc_snat_addr(const stru
  * holds (trying a few from the flow's hash). 0 on success.
  */
 static __always_inline int strait_svc_track_reply(const struct strait_svc_pkt *p,
-						  struct strait_svc_ct *fwd, __u32 hash, __u64 expires)
+						  struct strait_svc_ct *fwd, __u32 hash,
+						  __u64 expires)
 {
 	struct strait_svc_ct_key rkey = {};
 	struct strait_svc_ct rev = {};

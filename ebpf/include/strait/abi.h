@@ -490,7 +490,8 @@ enum strait_svc_reason {
 	STRAIT_SVC_NAT_REPLY = 6, /* tc: a backend's reply, translated back */
 	STRAIT_SVC_NAT_NO_BACKEND = 7, /* tc: no backend: left to the stack (RST, unreachable) */
 	STRAIT_SVC_NAT_NO_PORT = 8, /* tc: no SNAT port free for the backend: dropped */
-	STRAIT_SVC_NAT_NO_ROUTE = 9, /* tc: the node has no route for a translated packet: dropped */
+	STRAIT_SVC_NAT_NO_ROUTE =
+		9, /* tc: the node has no route for a translated packet: dropped */
 	STRAIT_SVC_REASON_MAX = 10,
 };
 

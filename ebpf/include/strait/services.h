@@ -165,8 +165,8 @@ strait_svc_affine(const struct strait_svc_frontend *fe, struct strait_svc_affini
  * that spreads connections as evenly as the table spreads its slots.
  */
 static __always_inline struct strait_svc_backend *
-strait_svc_select(const struct strait_svc_frontend *fe, __u64 client, __u32 hash,
-		  __u32 *backend_id, enum strait_svc_reason *reason)
+strait_svc_select(const struct strait_svc_frontend *fe, __u64 client, __u32 hash, __u32 *backend_id,
+		  enum strait_svc_reason *reason)
 {
 	struct strait_svc_affinity_key akey = {};
 	struct strait_svc_slot_key skey = {};
