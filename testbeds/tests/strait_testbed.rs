@@ -550,6 +550,17 @@ fn assert_nothing_left(name: &str, pids: &[u32], dirs: &[PathBuf]) {
     assert!(!Path::new(STATE_DIR).join(format!("{name}.json")).exists());
     assert!(!Path::new(STATE_DIR).join(format!("{name}.sock")).exists());
     assert!(namespaces_of(name).is_empty(), "{:?}", namespaces_of(name));
+    // Nor the agents' pinned maps and service cgroups.
+    for dir in ["/run/strait-test-bpffs", "/run/strait-test-cgroup2"] {
+        let left: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(name))
+            .collect();
+        assert!(left.is_empty(), "left in {dir}: {left:?}");
+    }
     let out = Command::new("ip")
         .args(["-j", "link", "show"])
         .output()

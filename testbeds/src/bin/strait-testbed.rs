@@ -815,6 +815,12 @@ fn down_one(s: &State) -> Result<(), String> {
         if pins.exists() && std::fs::remove_dir_all(&pins).is_err() {
             problems.push(format!("pinned maps {} not removed", pins.display()));
         }
+        // And each agent's service cgroup (`testbeds::agent::Agent::service_cgroup`):
+        // empty once its agent and clients are dead; its programs go with it.
+        let cgroup = Path::new("/run/strait-test-cgroup2").join(ns);
+        if cgroup.exists() && std::fs::remove_dir(&cgroup).is_err() {
+            problems.push(format!("service cgroup {} not removed", cgroup.display()));
+        }
     }
     // Only ever a temp dir: a corrupt state file must not make us delete elsewhere.
     let dirs = std::iter::once(&s.dir)
