@@ -46,6 +46,7 @@ pub mod peers;
 pub mod pki;
 pub mod process;
 pub mod runtimes;
+pub mod services;
 pub mod wait;
 pub mod wire;
 

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
+use strait_testbeds::services::{BackendServer, apply, counts, service, wait_backends};
 use strait_testbeds::{require_root, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -71,43 +72,6 @@ if udp:
 print(json.dumps(out))
 "#;
 
-/// The backend servers of one container, killed (by PID) on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(c: &Container) -> Self {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                c.ns.name(),
-                "python3",
-                "-c",
-                SERVER,
-                &c.name,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("server ready");
-        assert_eq!(line.trim(), "ready", "server in {}", c.name);
-        Self(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the client in `c`'s namespace, its process in `cgroup` first (what makes the
 /// socket balancer see it): `ip netns exec` mounts a /sys without the cgroup mounts,
 /// so the shell joins the cgroup before it.
@@ -131,56 +95,6 @@ fn client(cgroup: &Path, c: &Container, vip: IpAddr, n: u32, udp: bool) -> Value
     serde_json::from_slice(&out.stdout).expect("client JSON")
 }
 
-fn counts(v: &Value) -> BTreeMap<String, u64> {
-    v["counts"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn apply(c: &Cluster, text: &str) -> (bool, String) {
-    let file = c.dir().join("svc.yaml");
-    std::fs::write(&file, text).unwrap();
-    c.host(0)
-        .netctl(&["service", "apply", "-f", file.to_str().unwrap()])
-}
-
-fn service(c: &Cluster, name: &str) -> Value {
-    let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
-    assert!(ok, "{out}");
-    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    all.as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// Waits until every frontend of `name` on h1 is installed with `usable` usable
-/// backends.
-fn wait_backends(c: &Cluster, name: &str, usable: usize) {
-    wait_until(
-        &format!("{name} installed with {usable} usable backends"),
-        CONVERGE,
-        POLL,
-        || {
-            let s = service(c, name);
-            let frontends = s["frontends"].as_array().cloned().unwrap_or_default();
-            let ok = !frontends.is_empty()
-                && frontends.iter().all(|f| {
-                    f["installed"] == true
-                        && f["backends"].as_array().is_some_and(|b| {
-                            b.iter().filter(|b| b["usable"] == true).count() == usable
-                        })
-                });
-            if ok { Ok(()) } else { Err(s.to_string()) }
-        },
-    )
-    .unwrap();
-}
-
 const WEB: &str = "apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
@@ -198,7 +112,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
         return;
     }
     let mut c = Cluster::start(ClusterOpts::new(2, Fabric::Vxlan));
-    let mut backends: Vec<(Arc<Container>, Server)> = Vec::new();
+    let mut backends: Vec<(Arc<Container>, BackendServer)> = Vec::new();
     for (name, host) in [("web-a", 0), ("web-b", 1), ("web-c", 1)] {
         let b = c
             .try_add_container_with(host, name, |config| {
@@ -208,7 +122,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        let server = Server::start(&b);
+        let server = BackendServer::start(&b, SERVER);
         backends.push((b, server));
     }
     let cl = c.add_container(0, "client");
@@ -217,7 +131,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
     let (ok, out) = apply(&c, WEB);
     assert!(ok, "{out}");
     assert!(out.contains("service/web created (cluster IP "), "{out}");
-    wait_backends(&c, "shop/web", 3);
+    wait_backends(&c, "shop/web", None, 3);
     let svc = service(&c, "shop/web");
     let vips: Vec<IpAddr> = svc["cluster_ips"]
         .as_array()
@@ -266,7 +180,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
         "while the agent is down: {r}"
     );
     c.start_agent(0);
-    wait_backends(&c, "shop/web", 3);
+    wait_backends(&c, "shop/web", None, 3);
     let r = client(&cgroup, &cl, vips[0], 50, false);
     assert_eq!(
         counts(&r).values().sum::<u64>(),
@@ -279,7 +193,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
     drop(server);
     let out = c.remove_container(&gone.name);
     assert!(out.ok(), "{out:?}");
-    wait_backends(&c, "shop/web", 2);
+    wait_backends(&c, "shop/web", None, 2);
     let r = client(&cgroup, &cl, vips[0], 100, false);
     let by = counts(&r);
     assert!(!by.contains_key("web-a"), "{r}");
@@ -336,7 +250,7 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        servers.insert(name, Server::start(&b));
+        servers.insert(name, BackendServer::start(&b, SERVER));
         containers.push(b);
     }
     let cl = c.add_container(0, "client");
@@ -347,7 +261,7 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     );
     let (ok, out) = apply(&c, &checked);
     assert!(ok, "{out}");
-    wait_backends(&c, "shop/web", 2);
+    wait_backends(&c, "shop/web", None, 2);
     let vip: IpAddr = service(&c, "shop/web")["cluster_ips"][0]
         .as_str()
         .unwrap()
@@ -356,7 +270,7 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
 
     let stopped = std::time::Instant::now();
     drop(servers.remove("web-a"));
-    wait_backends(&c, "shop/web", 1);
+    wait_backends(&c, "shop/web", None, 1);
     eprintln!(
         "web-a held down {} ms after its server stopped (checks every 200 ms, fall 2)",
         stopped.elapsed().as_millis()
@@ -381,8 +295,8 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     assert!(out.contains("held down: its health check fails"), "{out}");
     eprintln!("{out}");
 
-    servers.insert("web-a", Server::start(&containers[0]));
-    wait_backends(&c, "shop/web", 2);
+    servers.insert("web-a", BackendServer::start(&containers[0], SERVER));
+    wait_backends(&c, "shop/web", None, 2);
     let r = client(&cgroup, &cl, vip, 100, false);
     assert_eq!(counts(&r).len(), 2, "both again: {r}");
 }

@@ -9,17 +9,14 @@
 //! the same way.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
-use strait_testbeds::{require_root, wait_until};
+use strait_testbeds::require_root;
+use strait_testbeds::services::{BackendServer, apply, counts, wait_backends};
 
-const CONVERGE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(200);
 const NODE_PORT: u16 = 30080;
 const EXTERNAL_IP: &str = "192.0.2.80";
 
@@ -55,43 +52,6 @@ for _ in range(n):
 print(json.dumps({"counts": counts, "seen": sorted(seen), "errors": errors}))
 "#;
 
-/// The backend server of one container, killed (by PID) on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(c: &Container) -> Self {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                c.ns.name(),
-                "python3",
-                "-c",
-                SERVER,
-                &c.name,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("server ready");
-        assert_eq!(line.trim(), "ready", "server in {}", c.name);
-        Self(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn client(peer: &Netns, addr: &str, port: u16, n: u32) -> Value {
     let out = peer.exec(&[
         "python3",
@@ -107,63 +67,6 @@ fn client(peer: &Netns, addr: &str, port: u16, n: u32) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("client JSON")
-}
-
-fn counts(v: &Value) -> BTreeMap<String, u64> {
-    v["counts"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn apply(c: &Cluster, text: &str) {
-    let file = c.dir().join("svc.yaml");
-    std::fs::write(&file, text).unwrap();
-    let (ok, out) = c
-        .host(0)
-        .netctl(&["service", "apply", "-f", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
-}
-
-/// Waits until every frontend of `name` on h1 of `scope` is installed with
-/// `usable` usable backends.
-fn wait_backends(c: &Cluster, name: &str, scope: &str, usable: usize) {
-    wait_until(
-        &format!("{name}'s {scope} frontends installed with {usable} usable backends"),
-        CONVERGE,
-        POLL,
-        || {
-            let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
-            if !ok {
-                return Err(out);
-            }
-            let all: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-            let s = all
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-                .unwrap_or(Value::Null);
-            let frontends: Vec<Value> = s["frontends"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|f| f["scope"] == scope)
-                .collect();
-            let ok = !frontends.is_empty()
-                && frontends.iter().all(|f| {
-                    f["installed"] == true
-                        && f["backends"].as_array().is_some_and(|b| {
-                            b.iter().filter(|b| b["usable"] == true).count() == usable
-                        })
-                });
-            if ok { Ok(()) } else { Err(s.to_string()) }
-        },
-    )
-    .unwrap();
 }
 
 fn web(policy: &str) -> String {
@@ -188,7 +91,7 @@ fn node_ports_and_external_ips_answer_clients_outside_the_cluster() {
         return;
     }
     let mut c = Cluster::start(ClusterOpts::new(2, Fabric::Vxlan));
-    let mut backends: Vec<(Arc<Container>, Server)> = Vec::new();
+    let mut backends: Vec<(Arc<Container>, BackendServer)> = Vec::new();
     for (name, host) in [("web-a", 0), ("web-b", 1), ("web-c", 1)] {
         let b = c
             .try_add_container_with(host, name, |config| {
@@ -198,7 +101,7 @@ fn node_ports_and_external_ips_answer_clients_outside_the_cluster() {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        let server = Server::start(&b);
+        let server = BackendServer::start(&b, SERVER);
         backends.push((b, server));
     }
     let h1 = c.host(0).underlay_v4.to_string();
@@ -215,9 +118,10 @@ fn node_ports_and_external_ips_answer_clients_outside_the_cluster() {
         &h1,
     ]);
 
-    apply(&c, &web("Cluster"));
-    wait_backends(&c, "shop/web", "NodePort", 3);
-    wait_backends(&c, "shop/web", "ExternalIP", 3);
+    let (ok, out) = apply(&c, &web("Cluster"));
+    assert!(ok, "{out}");
+    wait_backends(&c, "shop/web", Some("NodePort"), 3);
+    wait_backends(&c, "shop/web", Some("ExternalIP"), 3);
     for (addr, port) in [(h1.as_str(), NODE_PORT), (EXTERNAL_IP, 80)] {
         let r = client(peer, addr, port, 200);
         let by = counts(&r);
@@ -243,8 +147,9 @@ fn node_ports_and_external_ips_answer_clients_outside_the_cluster() {
     }
 
     // Local: only h1's backend, which sees the client's own address.
-    apply(&c, &web("Local"));
-    wait_backends(&c, "shop/web", "NodePort", 1);
+    let (ok, out) = apply(&c, &web("Local"));
+    assert!(ok, "{out}");
+    wait_backends(&c, "shop/web", Some("NodePort"), 1);
     let r = client(peer, &h1, NODE_PORT, 200);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
     assert_eq!(

@@ -1,0 +1,114 @@
+//! What the services scenarios share: backend servers in containers (a python3
+//! script per scenario, killed by PID on drop), `netctl service apply` and `list`
+//! against host 0's agent, waiting for a service's frontends to be installed, and the
+//! per-backend counts a client script prints.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, Container};
+use crate::wait_until;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+
+/// `script` run by python3 in `c`'s namespace with the container's name as its
+/// argument; it prints `ready` once it listens. Killed (by PID) on drop.
+pub struct BackendServer(Child);
+
+impl BackendServer {
+    pub fn start(c: &Container, script: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                c.ns.name(),
+                "python3",
+                "-c",
+                script,
+                &c.name,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("server ready");
+        assert_eq!(line.trim(), "ready", "server in {}", c.name);
+        Self(child)
+    }
+}
+
+impl Drop for BackendServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `netctl service apply` of `text` on host 0: (success, output).
+pub fn apply(c: &Cluster, text: &str) -> (bool, String) {
+    let file = c.dir().join("svc.yaml");
+    std::fs::write(&file, text).expect("write the documents");
+    c.host(0)
+        .netctl(&["service", "apply", "-f", file.to_str().expect("utf-8 path")])
+}
+
+/// Service `name` (`NS/NAME`) as host 0's `netctl service list -o json` shows it;
+/// `Null` when it is not listed.
+pub fn service(c: &Cluster, name: &str) -> Value {
+    let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
+    assert!(ok, "{out}");
+    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    all.as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until every frontend of `name` on host 0 (of `scope` only, when given) is
+/// installed with `usable` usable backends.
+pub fn wait_backends(c: &Cluster, name: &str, scope: Option<&str>, usable: usize) {
+    wait_until(
+        &format!("{name}'s frontends ({scope:?}) installed with {usable} usable backends"),
+        CONVERGE,
+        POLL,
+        || {
+            let s = service(c, name);
+            let frontends: Vec<Value> = s["frontends"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| scope.is_none_or(|scope| f["scope"] == scope))
+                .collect();
+            let ok = !frontends.is_empty()
+                && frontends.iter().all(|f| {
+                    f["installed"] == true
+                        && f["backends"].as_array().is_some_and(|b| {
+                            b.iter().filter(|b| b["usable"] == true).count() == usable
+                        })
+                });
+            if ok { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .unwrap();
+}
+
+/// The `counts` object of a client script's JSON: answers per backend name.
+pub fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v["counts"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
