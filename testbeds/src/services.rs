@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -64,7 +65,12 @@ pub fn apply(c: &Cluster, text: &str) -> (bool, String) {
 /// Service `name` (`NS/NAME`) as host 0's `netctl service list -o json` shows it;
 /// `Null` when it is not listed.
 pub fn service(c: &Cluster, name: &str) -> Value {
-    let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
+    service_on(c, 0, name)
+}
+
+/// [`service`] as host `host`'s agent shows it.
+pub fn service_on(c: &Cluster, host: usize, name: &str) -> Value {
+    let (ok, out) = c.host(host).netctl(&["-o", "json", "service", "list"]);
     assert!(ok, "{out}");
     let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     all.as_array()
@@ -75,12 +81,20 @@ pub fn service(c: &Cluster, name: &str) -> Value {
 /// Waits until every frontend of `name` on host 0 (of `scope` only, when given) is
 /// installed with `usable` usable backends.
 pub fn wait_backends(c: &Cluster, name: &str, scope: Option<&str>, usable: usize) {
+    wait_backends_on(c, 0, name, scope, usable)
+}
+
+/// [`wait_backends`] on host `host`.
+pub fn wait_backends_on(c: &Cluster, host: usize, name: &str, scope: Option<&str>, usable: usize) {
     wait_until(
-        &format!("{name}'s frontends ({scope:?}) installed with {usable} usable backends"),
+        &format!(
+            "{name}'s frontends ({scope:?}) on {} installed with {usable} usable backends",
+            c.host(host).name
+        ),
         CONVERGE,
         POLL,
         || {
-            let s = service(c, name);
+            let s = service_on(c, host, name);
             let frontends: Vec<Value> = s["frontends"]
                 .as_array()
                 .cloned()
@@ -111,4 +125,28 @@ pub fn counts(v: &Value) -> BTreeMap<String, u64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Runs python3 `script` with `args` in namespace `ns`, its process in `cgroup` first
+/// (what makes the socket balancer see it: a container's processes are in a cgroup
+/// below the agent's): `ip netns exec` mounts a /sys without the cgroup mounts, so the
+/// shell joins the cgroup before it. The script's stdout, as JSON.
+pub fn python_in_cgroup(cgroup: &Path, ns: &str, script: &str, args: &[&str]) -> Value {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {ns} python3 -c \"$0\" \"$@\"",
+            cgroup.display(),
+        ))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
-use strait_testbeds::services::{BackendServer, apply, counts, service, wait_backends};
+use strait_testbeds::services::{
+    BackendServer, apply, counts, python_in_cgroup, service, wait_backends,
+};
 use strait_testbeds::{require_root, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -72,27 +73,12 @@ if udp:
 print(json.dumps(out))
 "#;
 
-/// Runs the client in `c`'s namespace, its process in `cgroup` first (what makes the
-/// socket balancer see it): `ip netns exec` mounts a /sys without the cgroup mounts,
-/// so the shell joins the cgroup before it.
+/// Runs the client in `c`'s namespace, its process in `cgroup` (the agent's service
+/// cgroup, as a container's processes would be below it).
 fn client(cgroup: &Path, c: &Container, vip: IpAddr, n: u32, udp: bool) -> Value {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" {vip} {n} {}",
-            cgroup.display(),
-            c.ns.name(),
-            if udp { "udp" } else { "tcp" },
-        ))
-        .arg(CLIENT)
-        .output()
-        .expect("client");
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+    let (vip, n) = (vip.to_string(), n.to_string());
+    let mode = if udp { "udp" } else { "tcp" };
+    python_in_cgroup(cgroup, c.ns.name(), CLIENT, &[&vip, &n, mode])
 }
 
 const WEB: &str = "apiVersion: v1
