@@ -254,16 +254,19 @@ struct Holder {
 }
 
 impl Holder {
-    fn open(cgroup: &Path, c: &Container, vip: IpAddr, n: u32) -> (Self, Vec<String>) {
+    /// `n` connections to `addr:port` from namespace `ns`, the process in `cgroup`
+    /// when given (the socket balancer's clients), and the backends they reached.
+    fn open(cgroup: Option<&Path>, ns: &str, addr: &str, port: u16, n: u32) -> (Self, Vec<String>) {
+        let join = cgroup
+            .map(|g| format!("echo $$ > {}/cgroup.procs && ", g.display()))
+            .unwrap_or_default();
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" \"$@\"",
-                cgroup.display(),
-                c.ns.name()
+                "{join}exec ip netns exec {ns} python3 -c \"$0\" \"$@\""
             ))
             .arg(HOLDER)
-            .args([vip.to_string(), "80".into(), n.to_string()])
+            .args([addr.to_string(), port.to_string(), n.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -462,6 +465,36 @@ fn scenario(fabric: Fabric) {
     }
     assert_fast_path_on(&c, "with services in use");
 
+    // h1's agent restarts while connections run, through its socket balancer and
+    // through its node port (the packet-level flows, some SNATed to other hosts):
+    // programs and maps stay, so every one of them goes on.
+    let h1 = c.host(0).underlay_v4.to_string();
+    let (mut inside, _) = Holder::open(
+        Some(&cgroups[0]),
+        clients[0].ns.name(),
+        &vip4.to_string(),
+        80,
+        30,
+    );
+    let (mut outside, names) = Holder::open(None, c.peers()[0].name(), &h1, NODE_PORT, 30);
+    assert!(
+        names.iter().any(|n| n != "web-a"),
+        "some node port connections SNATed to another host: {names:?}"
+    );
+    c.restart_agent(0);
+    wait_backends_on(&c, 0, "shop/web", None, 3);
+    assert_eq!(
+        inside.echoed(),
+        30,
+        "socket-balanced connections across a restart"
+    );
+    assert_eq!(
+        outside.echoed(),
+        30,
+        "node port connections across a restart"
+    );
+    drop((inside, outside));
+
     // ClientIP affinity: each client stays on one backend.
     let sticky = cluster_ip(&c, "shop/sticky", 0);
     for (h, cl) in clients.iter().enumerate() {
@@ -478,7 +511,13 @@ fn scenario(fabric: Fabric) {
         wait_backends_on(&c, h, "shop/api", None, 3);
     }
     let api = cluster_ip(&c, "shop/api", 0);
-    let (mut held, names) = Holder::open(&cgroups[0], &clients[0], api, 30);
+    let (mut held, names) = Holder::open(
+        Some(&cgroups[0]),
+        clients[0].ns.name(),
+        &api.to_string(),
+        80,
+        30,
+    );
     let on_c = names.iter().filter(|n| *n == "web-c").count() as u64;
     assert!(on_c > 0, "some held connections on web-c: {names:?}");
     let (ok, out) = apply(&c, &listed(&[&backends["web-a"], &backends["web-b"]]));
