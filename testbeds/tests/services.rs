@@ -286,3 +286,143 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     let r = client(&cgroup, &cl, vip, 100, false);
     assert_eq!(counts(&r).len(), 2, "both again: {r}");
 }
+
+/// `ports` ports, each a frontend of its own, over `backends` addresses outside the
+/// cluster: over 327 backends every table has the largest size, 65 521 slots.
+fn big(name: &str, ports: u16, backends: u32) -> String {
+    let service_ports: Vec<String> = (1..=ports)
+        .map(|p| format!("  - {{name: p{p}, port: {}, targetPort: 8080}}", 1000 + p))
+        .collect();
+    let slice_ports: Vec<String> = (1..=ports)
+        .map(|p| format!("- {{name: p{p}, port: 8080, protocol: TCP}}"))
+        .collect();
+    let endpoints: Vec<String> = (0..backends)
+        .map(|i| format!("- {{addresses: [\"198.18.{}.{}\"]}}", i / 250, i % 250 + 1))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  ports:
+{}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: shop
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports:
+{}
+endpoints:
+{}
+",
+        service_ports.join("\n"),
+        slice_ports.join("\n"),
+        endpoints.join("\n")
+    )
+}
+
+/// Bad input end to end: a file with one refused document creates nothing; a
+/// service whose tables do not fit the datapath's slot map (1 Mi slots, 16 tables of
+/// the largest size) gets what fits, the rest is reported with the map's name and
+/// reason, and the service already there keeps answering. Deleted, its slots are
+/// free again.
+#[test]
+fn a_refused_file_creates_nothing_and_a_full_map_leaves_other_services_intact() {
+    if !require_root("a_refused_file_creates_nothing_and_a_full_map_leaves_other_services_intact") {
+        return;
+    }
+    let mut c = Cluster::start(ClusterOpts::new(1, Fabric::Vxlan));
+    let b = c
+        .try_add_container_with(0, "web-a", |config| {
+            config["args"] = serde_json::json!({"cni": {
+                "namespace": "shop",
+                "labels": [{"key": "app", "value": "web"}],
+            }});
+        })
+        .unwrap_or_else(|o| panic!("ADD web-a: {o:?}"));
+    let _server = BackendServer::start(&b, SERVER);
+    let cl = c.add_container(0, "client");
+    let cgroup = c.host(0).agent.service_cgroup();
+
+    // One document of two refused: neither is created.
+    let bad = format!(
+        "{WEB}---\n{}",
+        WEB.replace("name: web,", "name: other,")
+            .replace("port: 80,", "port: 70000,")
+    );
+    let (ok, out) = apply(&c, &bad);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("70000"),
+        "the refusal names the field's value: {out}"
+    );
+    assert!(service(&c, "shop/web").is_null(), "nothing created: {out}");
+    assert!(service(&c, "shop/other").is_null(), "{out}");
+
+    let (ok, out) = apply(&c, WEB);
+    assert!(ok, "{out}");
+    wait_backends(&c, "shop/web", None, 1);
+    let vip: IpAddr = service(&c, "shop/web")["cluster_ips"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // 18 frontends of 65 521 slots each: more than the slot map holds.
+    let (ok, out) = apply(&c, &big("big", 18, 400));
+    assert!(ok, "{out}");
+    let mut refused = Vec::new();
+    wait_until(
+        "big's frontends installed or refused",
+        CONVERGE,
+        POLL,
+        || {
+            let s = service(&c, "shop/big");
+            refused = s["frontends"].as_array().cloned().unwrap_or_default();
+            let settled = refused.len() == 18
+                && refused
+                    .iter()
+                    .all(|f| f["installed"] == true || f["error"].is_string());
+            if settled { Ok(()) } else { Err(s.to_string()) }
+        },
+    )
+    .unwrap();
+    let errors: Vec<&str> = refused.iter().filter_map(|f| f["error"].as_str()).collect();
+    let installed = refused.iter().filter(|f| f["installed"] == true).count();
+    eprintln!("big: {installed} of 18 frontends installed; refused: {errors:?}");
+    assert!(!errors.is_empty(), "some frontend did not fit: {refused:?}");
+    assert!(
+        (14..=16).contains(&installed),
+        "what fits is installed: {refused:?}"
+    );
+    for e in &errors {
+        assert!(
+            e.contains("strait_svc_slots") && e.contains("the map is full"),
+            "the error names the map and why: {e}"
+        );
+    }
+    let (ok, out) = c.host(0).netctl(&["service", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("the map is full"),
+        "netctl shows the refusal: {out}"
+    );
+
+    // The service that was there is intact.
+    wait_backends(&c, "shop/web", None, 1);
+    let r = client(&cgroup, &cl, vip, 30, true);
+    assert_eq!(counts(&r).get("web-a"), Some(&30), "{r}");
+
+    // Deleted: its slots are free again, for 15 tables of the largest size.
+    let (ok, out) = c.host(0).netctl(&["service", "delete", "shop/big"]);
+    assert!(ok, "{out}");
+    let (ok, out) = apply(&c, &big("big2", 15, 400));
+    assert!(ok, "{out}");
+    wait_backends(&c, "shop/big2", None, 400);
+    let r = client(&cgroup, &cl, vip, 10, false);
+    assert_eq!(counts(&r).get("web-a"), Some(&10), "{r}");
+}
