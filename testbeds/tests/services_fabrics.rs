@@ -441,7 +441,12 @@ fn scenario(fabric: Fabric) {
     let peer_v4 = peer_v4.to_string();
     for h in 0..3 {
         wait_backends_on(&c, h, "shop/web", Some("NodePort"), 3);
-        let addr = c.host(h).underlay_v4.to_string();
+    }
+    let addrs = c
+        .hosts()
+        .iter()
+        .flat_map(|h| [h.underlay_v4.to_string(), h.underlay_v6.to_string()]);
+    for addr in addrs.collect::<Vec<_>>() {
         let r = outside_client(&c.peers()[0], &addr, 150, 20);
         no_errors(&r, &format!("{addr}:{NODE_PORT}"));
         assert_eq!(
