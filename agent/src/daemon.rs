@@ -303,6 +303,7 @@ async fn start(
     let fabric =
         Fabric::new(store.clone(), host.clone(), fabric_cfg).with_fast_path(fast_path.clone());
     let fabric_handle = fabric.handle();
+    let fabric_device = fabric_handle.device();
     let fabric = tokio::spawn(fabric.run(stop.clone()));
     let (ipsec_handle, ipsec) = start_ipsec(
         cfg,
@@ -400,6 +401,7 @@ async fn start(
         &store,
         node_addresses,
         services_net,
+        fabric_device,
         state,
         stop.clone(),
     );
@@ -467,6 +469,7 @@ fn start_services(
     store: &Arc<dyn crate::store::Store>,
     node_addresses: Vec<std::net::IpAddr>,
     net: Option<ServicesNet>,
+    fabric_device: tokio::sync::watch::Receiver<Option<crate::fabric::DeviceRef>>,
     state: &AppState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -496,7 +499,15 @@ fn start_services(
                     }
                 }
             }
-            Ok(Arc::new(dp) as Arc<dyn crate::services::dataplane::ServiceDataplane>)
+            let dp = Arc::new(dp);
+            if net.is_some() {
+                tokio::spawn(follow_fabric_device(
+                    dp.clone(),
+                    fabric_device,
+                    stop.clone(),
+                ));
+            }
+            Ok(dp as Arc<dyn crate::services::dataplane::ServiceDataplane>)
         })(),
     };
     if let Err(e) = &dp {
@@ -509,6 +520,31 @@ fn start_services(
         dp,
         stop,
     ))
+}
+
+/// Keeps the services' reply translation on the fabric device (vxlan) as the fabric
+/// makes and remakes it: a local backend's reply to a client on another node that
+/// came in by this node's node port goes back through the tunnel.
+async fn follow_fabric_device(
+    dp: Arc<crate::services::datapath::ServicesDatapath>,
+    mut device: tokio::sync::watch::Receiver<Option<crate::fabric::DeviceRef>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let now = device.borrow_and_update().clone();
+        if let Some(d) = now {
+            match dp.attach_reply_net(&d.name, d.ifindex) {
+                Ok(()) => info!(device = %d.name, "services: reply translation attached"),
+                Err(e) => {
+                    warn!(error = %e, "services: replies to other nodes' clients of node ports through the fabric device are not translated")
+                }
+            }
+        }
+        tokio::select! {
+            changed = device.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Binds the Docker plugin's socket and serves it; the port proxies of running

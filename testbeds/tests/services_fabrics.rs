@@ -468,6 +468,17 @@ fn scenario(fabric: Fabric) {
             "UDP answers from the node: {r}"
         );
     }
+    // Every host's node port from a container on every host (a pod that reaches a
+    // service by a node's address, as an ingress controller configured with node
+    // addresses does).
+    for (h, cl) in clients.iter().enumerate() {
+        for host in c.hosts() {
+            let addr: IpAddr = host.underlay_v4.into();
+            let r = client(&cgroups[h], cl.ns.name(), addr, NODE_PORT, 60, 0);
+            no_errors(&r, &format!("{} to {addr}:{NODE_PORT}", cl.name));
+            assert_eq!(counts(&r).values().sum::<u64>(), 60, "{r}");
+        }
+    }
     assert_fast_path_on(&c, "with services in use");
 
     // h1's agent restarts while connections run, through its socket balancer and

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use strait_api::{FabricMode, MacAddr};
 
-pub use runner::{Fabric, FabricHandle, ViewAck, ViewFollower};
+pub use runner::{DeviceRef, Fabric, FabricHandle, ViewAck, ViewFollower};
 pub use strait_api::routes::{
     DeviceReport, EntryKind, EntryState, ReportEntry, RouteReport, Warning,
 };

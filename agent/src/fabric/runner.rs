@@ -71,6 +71,16 @@ struct Shared {
     applied: watch::Sender<Option<Arc<ClusterView>>>,
     followed: std::sync::atomic::AtomicBool,
     status: Mutex<Status>,
+    /// The fabric device (vxlan) as last reconciled, for what attaches to it.
+    device: watch::Sender<Option<DeviceRef>>,
+}
+
+/// The fabric device by name and index: an index that changes is a new device
+/// (deleted and made again), whose attachments are gone with the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRef {
+    pub name: String,
+    pub ifindex: u32,
 }
 
 /// The fabric's view of the cluster for a follower that acts on every change before
@@ -296,6 +306,15 @@ impl<K: HostNet> Fabric<K> {
             Ok(done) => {
                 status.last_error = None;
                 drop(status);
+                let device = done.report.device.as_ref().map(|d| DeviceRef {
+                    name: d.name.clone(),
+                    ifindex: d.ifindex,
+                });
+                h.shared.device.send_if_modified(|d| {
+                    let changed = *d != device;
+                    *d = device;
+                    changed
+                });
                 if let Some(fp) = &self.fast_path {
                     // The device's own MAC is the source of what the programs send.
                     let dev = done.report.device.as_ref().and_then(|d| {
@@ -355,7 +374,6 @@ impl<K: HostNet> FabricHandle<K> {
         report
     }
 
-    /// Reconciliations completed (successfully or not) since the fabric started.
     /// The cluster as the fabric reads it (node records, blocks), now and after every
     /// change: what IPsec derives its peers and their prefixes from. From this call on,
     /// the fabric routes a change only once the follower applied it.
@@ -371,6 +389,13 @@ impl<K: HostNet> FabricHandle<K> {
         }
     }
 
+    /// The fabric device (vxlan) as of the last reconciliation, and every change:
+    /// `None` until it exists, and with fabrics that have none.
+    pub fn device(&self) -> watch::Receiver<Option<DeviceRef>> {
+        self.shared.device.subscribe()
+    }
+
+    /// Reconciliations completed (successfully or not) since the fabric started.
     pub fn reconciles(&self) -> u64 {
         lock(&self.shared.status).reconciles
     }

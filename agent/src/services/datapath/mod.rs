@@ -549,6 +549,23 @@ impl ServicesDatapath {
         Ok(())
     }
 
+    /// Attaches the reply translation alone (`strait_svc_to_net`, tcx egress) to the
+    /// fabric device `ifname` (vxlan), in place of a previous agent's copy: a local
+    /// backend's reply to a client on another node (that reached this node's node
+    /// port) leaves through the tunnel, not the underlay, and needs its source
+    /// turned back into the frontend there. New flows never come in through the
+    /// fabric device: node ports are reached at the node's underlay addresses.
+    pub fn attach_reply_net(&self, ifname: &str, ifindex: u32) -> Result<(), ServicesError> {
+        let (name, hook) = TC_PROGRAMS[0];
+        debug_assert_eq!(name, "strait_svc_to_net");
+        let mut s = self.lock();
+        let prog = tc_program(&mut s.tc, name)?;
+        tcx::attach(prog, name, ifname, ifindex, hook).map_err(|reason| ServicesError::AttachNet {
+            device: ifname.to_string(),
+            reason,
+        })
+    }
+
     /// Takes the packet-level programs (any agent's copies) off `ifname`; needs
     /// nothing loaded. Returns how many there were. The translation of new flows
     /// goes first.

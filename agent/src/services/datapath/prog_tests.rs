@@ -471,6 +471,35 @@ fn the_programs_attach_to_a_device_once_and_detach() {
     assert!(attached().is_empty());
 }
 
+/// The fabric device gets the reply translation alone, once however often it is
+/// attached; detach takes it off.
+#[test]
+fn the_reply_translation_attaches_alone_to_a_fabric_device() {
+    privileged!("the_reply_translation_attaches_alone_to_a_fabric_device");
+    let fx = Fixture::new();
+    let ns = fx.net.ns();
+    let dp = std::sync::Arc::new(ServicesDatapath::load(fx._bpffs.path()).unwrap());
+    for _ in 0..2 {
+        let dp = dp.clone();
+        ns.run_in(move || Ok(dp.attach_reply_net(NET.name, NET.ifindex)))
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = ns
+            .run_in(|| Ok(ServicesDatapath::attached_net(NET.name)))
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(names, ["strait_svc_to_net"]);
+    }
+    let n = ns
+        .run_in(|| Ok(ServicesDatapath::detach_net(NET.name, NET.ifindex)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
 fn ip4(s: &str) -> std::net::Ipv4Addr {
     s.parse().unwrap()
 }
