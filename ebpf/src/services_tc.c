@@ -382,6 +382,53 @@ static __always_inline int strait_svc_track_reply(const struct strait_svc_pkt *p
 	return -1;
 }
 
+/*
+ * The key of an entry's twin (FORWARD <-> REPLY): the tuple its packets are turned
+ * into, seen from the other side.
+ */
+static __always_inline void strait_svc_twin(const struct strait_svc_pkt *p,
+					    const struct strait_svc_ct *ct,
+					    struct strait_svc_ct_key *twin)
+{
+	twin->src = ct->dst;
+	twin->sport = ct->dport;
+	twin->dst = ct->src;
+	twin->dport = ct->sport;
+	twin->proto = p->key.proto;
+	twin->dir =
+		p->key.dir == STRAIT_SVC_CT_FORWARD ? STRAIT_SVC_CT_REPLY : STRAIT_SVC_CT_FORWARD;
+}
+
+/*
+ * Whether the tracked flow `ct` (found under p->key) is still the packet's flow. Not
+ * once past its lifetime, and not for a SYN on a flow that was closing: the tuple is
+ * then a new connection's (a client reusing its port to reach the backend directly
+ * must not get the old flow's translation, whose replies its socket would drop).
+ * An entry that is not is deleted with its twin. A FIN or RST marks both closing.
+ */
+static __always_inline int strait_svc_ct_current(const struct strait_svc_pkt *p,
+						 struct strait_svc_ct *ct)
+{
+	struct strait_svc_ct_key twin = {};
+	struct strait_svc_ct *other;
+
+	strait_svc_twin(p, ct, &twin);
+	if (ct->expires <= bpf_ktime_get_ns() ||
+	    ((p->tcp_flags & STRAIT_TCPF_SYN) && (ct->flags & STRAIT_SVC_CT_F_CLOSING))) {
+		bpf_map_delete_elem(&strait_svc_ct, &twin);
+		bpf_map_delete_elem(&strait_svc_ct, &p->key);
+		return 0;
+	}
+	if (p->tcp_flags & (STRAIT_TCPF_FIN | STRAIT_TCPF_RST)) {
+		ct->flags |= STRAIT_SVC_CT_F_CLOSING;
+		other = bpf_map_lookup_elem(&strait_svc_ct, &twin);
+		if (other)
+			other->flags |= STRAIT_SVC_CT_F_CLOSING;
+	}
+	ct->expires = strait_svc_lifetime(p);
+	return 1;
+}
+
 /* A new flow to a frontend reached from outside, or TCX_NEXT when it is none. */
 static __always_inline int strait_svc_new_flow(struct __sk_buff *skb, struct strait_svc_pkt *p)
 {
@@ -452,8 +499,7 @@ int strait_svc_from_net(struct __sk_buff *skb)
 	/* A remote backend's reply to a SNAT port of this node. */
 	p.key.dir = STRAIT_SVC_CT_REPLY;
 	ct = bpf_map_lookup_elem(&strait_svc_ct, &p.key);
-	if (ct && (ct->flags & STRAIT_SVC_CT_F_SNAT)) {
-		ct->expires = strait_svc_lifetime(&p);
+	if (ct && (ct->flags & STRAIT_SVC_CT_F_SNAT) && strait_svc_ct_current(&p, ct)) {
 		to = *ct;
 		if (strait_svc_rewrite(skb, &p, &to))
 			return TC_ACT_SHOT;
@@ -469,7 +515,8 @@ int strait_svc_from_net(struct __sk_buff *skb)
 			bpf_map_delete_elem(&strait_svc_ct, &p.key);
 			return strait_svc_new_flow(skb, &p);
 		}
-		ct->expires = strait_svc_lifetime(&p);
+		if (!strait_svc_ct_current(&p, ct))
+			return strait_svc_new_flow(skb, &p);
 		to = *ct;
 		if (strait_svc_rewrite(skb, &p, &to))
 			return TC_ACT_SHOT;
@@ -492,9 +539,8 @@ int strait_svc_to_net(struct __sk_buff *skb)
 	p.key.dir = STRAIT_SVC_CT_REPLY;
 	ct = bpf_map_lookup_elem(&strait_svc_ct, &p.key);
 	/* A SNATed flow's entries only ever match what comes in. */
-	if (!ct || (ct->flags & STRAIT_SVC_CT_F_SNAT))
+	if (!ct || (ct->flags & STRAIT_SVC_CT_F_SNAT) || !strait_svc_ct_current(&p, ct))
 		return TC_ACT_UNSPEC;
-	ct->expires = strait_svc_lifetime(&p);
 	to = *ct;
 	if (strait_svc_rewrite(skb, &p, &to))
 		return TC_ACT_SHOT;

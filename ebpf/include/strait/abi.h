@@ -529,6 +529,7 @@ STRAIT_ASSERT_LAYOUT(struct strait_svc_ct_key, pad, 38);
 
 /* strait_svc_ct.flags */
 #define STRAIT_SVC_CT_F_SNAT 0x1 /* a flow to a remote backend, SNATed to this node */
+#define STRAIT_SVC_CT_F_CLOSING 0x2 /* a FIN or RST was seen: a SYN on it is a new flow */
 
 /* strait_svc_ct value: what the packet becomes. */
 struct strait_svc_ct {

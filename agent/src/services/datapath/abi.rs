@@ -65,6 +65,9 @@ pub(crate) const BE_F_LOCAL: u8 = 0x1;
 /// `STRAIT_SVC_CT_F_SNAT`.
 #[cfg(test)]
 pub(crate) const CT_F_SNAT: u8 = 0x1;
+/// `STRAIT_SVC_CT_F_CLOSING`: a FIN or RST was seen; a SYN on the tuple is a new flow.
+#[cfg(test)]
+pub(crate) const CT_F_CLOSING: u8 = 0x2;
 /// `STRAIT_SVC_SNAT_PORT_MIN` and `STRAIT_SVC_SNAT_PORTS`.
 #[cfg(test)]
 pub(crate) const SNAT_PORTS: std::ops::Range<u32> = 61000..61000 + 4536;

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use super::abi::{CT_F_SNAT, CT_FORWARD, CT_REPLY, SNAT_PORTS};
+use super::abi::{CT_F_CLOSING, CT_F_SNAT, CT_FORWARD, CT_REPLY, SNAT_PORTS};
 use super::*;
 use crate::bpf_test::packet::{self, ETH_P_IP, ETH_P_IPV6, TCP, UDP};
 use crate::bpf_test::{Device, Run, SkbContext, TC_ACT_REDIRECT, TestNet, privileged};
@@ -32,6 +32,7 @@ const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const NODE_PORT: u16 = 30080;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
 
 macro_rules! privileged {
     ($name:expr) => {
@@ -259,6 +260,53 @@ fn a_local_backend_is_dnatted_keeping_the_client_and_its_reply_is_reversed() {
         .unwrap();
     let run = fx.coming_in(t(CLIENT, 40001, NODE, 30081), TCP, SYN);
     assert_eq!(tuple_of(&run), t(CLIENT, 40001, NODE, 30081));
+}
+
+/// A client that reached a local backend by the node port, closed, and then
+/// connects to that backend's own address from the same port: the backend's
+/// SYN-ACK is the new connection's and must leave as it is, not be turned into the
+/// old flow's node port (the client's socket would drop it: a black hole). The
+/// closed flow's entries go; a new flow to the node port is tracked afresh.
+#[test]
+fn a_new_connection_on_a_closed_flows_tuple_is_not_translated() {
+    privileged!("a_new_connection_on_a_closed_flows_tuple_is_not_translated");
+    let fx = Fixture::new();
+    let be = "10.244.0.5";
+    let f = outside(NODE, NODE_PORT, Protocol::Tcp);
+    fx.dp
+        .install(&f, &[backend(be, true)], &[0; 7], None)
+        .unwrap();
+    let run = fx.coming_in(t(CLIENT, 40000, NODE, NODE_PORT), TCP, SYN);
+    assert_eq!(tuple_of(&run), t(CLIENT, 40000, be, 8080));
+    let reply = fx.leaving(t(be, 8080, CLIENT, 40000), TCP, SYN | ACK);
+    assert_eq!(tuple_of(&reply), t(NODE, NODE_PORT, CLIENT, 40000));
+    // Closed: the client's FIN, the backend's FIN.
+    fx.coming_in(t(CLIENT, 40000, NODE, NODE_PORT), TCP, FIN | ACK);
+    let fin = fx.leaving(t(be, 8080, CLIENT, 40000), TCP, FIN | ACK);
+    assert_eq!(tuple_of(&fin), t(NODE, NODE_PORT, CLIENT, 40000));
+    assert!(fx.ct().iter().all(|(_, v)| v.flags & CT_F_CLOSING != 0));
+
+    // The same port, straight to the backend: its SYN-ACK leaves untouched.
+    let direct = fx.leaving(t(be, 8080, CLIENT, 40000), TCP, SYN | ACK);
+    assert_eq!(direct.verdict, NEXT);
+    assert_eq!(tuple_of(&direct), t(be, 8080, CLIENT, 40000));
+    assert!(fx.ct().is_empty(), "the closed flow's entries are gone");
+    let later = fx.leaving(t(be, 8080, CLIENT, 40000), TCP, ACK);
+    assert_eq!(tuple_of(&later), t(be, 8080, CLIENT, 40000));
+
+    // A flow that is not closing keeps its translation on a SYN (a retransmitted
+    // SYN-ACK), and a new SYN to the node port on a closed tuple is a new flow.
+    fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, SYN);
+    let again = fx.leaving(t(be, 8080, CLIENT, 40001), TCP, SYN | ACK);
+    let twice = fx.leaving(t(be, 8080, CLIENT, 40001), TCP, SYN | ACK);
+    assert_eq!(tuple_of(&again), t(NODE, NODE_PORT, CLIENT, 40001));
+    assert_eq!(tuple_of(&twice), t(NODE, NODE_PORT, CLIENT, 40001));
+    fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, FIN | ACK);
+    let new = fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, SYN);
+    assert_eq!(tuple_of(&new), t(CLIENT, 40001, be, 8080));
+    let ct = fx.ct();
+    assert_eq!(ct.len(), 2, "the new flow's two entries: {ct:?}");
+    assert!(ct.iter().all(|(_, v)| v.flags & CT_F_CLOSING == 0));
 }
 
 #[test]
