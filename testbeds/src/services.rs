@@ -1,5 +1,5 @@
 //! What the services scenarios share: backend servers in containers (a python3
-//! script per scenario, killed by PID on drop), `netctl service apply` and `list`
+//! script, [`ECHO_SERVER`] or a scenario's own, killed by PID on drop), `netctl service apply` and `list`
 //! against host 0's agent, waiting for a service's frontends to be installed, and the
 //! per-backend counts a client script prints.
 
@@ -13,6 +13,45 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, Container};
 use crate::wait_until;
+
+/// A backend server for [`BackendServer::start`]: TCP 8080 sends the backend's name
+/// and a newline, then echoes lines until the client closes; UDP 5353 answers each
+/// datagram with the name. Both families.
+pub const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+def conn(c):
+    try:
+        c.sendall(name + b"\n")
+        f = c.makefile("rb")
+        for line in f:
+            c.sendall(line)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def tcp(fam, addr):
+    s = socket.socket(fam)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, 8080)); s.listen(1024)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=conn, args=(c,), daemon=True).start()
+def udp(fam, addr):
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    u.bind((addr, 5353))
+    while True:
+        d, a = u.recvfrom(100); u.sendto(name, a)
+for f, a in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    threading.Thread(target=tcp, args=(f, a), daemon=True).start()
+    threading.Thread(target=udp, args=(f, a), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);

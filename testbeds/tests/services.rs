@@ -15,39 +15,12 @@ use std::time::Duration;
 use serde_json::Value;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::services::{
-    BackendServer, apply, counts, python_in_cgroup, service, wait_backends,
+    BackendServer, ECHO_SERVER, apply, counts, python_in_cgroup, service, wait_backends,
 };
 use strait_testbeds::{require_root, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
-
-/// TCP 8080 answers with the backend's name and closes; UDP 5353 answers each
-/// datagram with it. Both families.
-const SERVER: &str = r#"
-import socket, sys, threading
-name = sys.argv[1].encode()
-def tcp(fam, addr):
-    s = socket.socket(fam)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, 8080)); s.listen(1024)
-    while True:
-        c, _ = s.accept(); c.sendall(name); c.close()
-def udp(fam, addr):
-    u = socket.socket(fam, socket.SOCK_DGRAM)
-    if fam == socket.AF_INET6:
-        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    u.bind((addr, 5353))
-    while True:
-        d, a = u.recvfrom(100); u.sendto(name, a)
-for f, a in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-    threading.Thread(target=tcp, args=(f, a), daemon=True).start()
-    threading.Thread(target=udp, args=(f, a), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
 
 /// `n` TCP connects to VIP:80 (each: the backend's name, the peer address the socket
 /// shows) and, with `udp`, one datagram to VIP:53; JSON on stdout.
@@ -60,7 +33,7 @@ for _ in range(n):
     s = socket.socket(fam); s.settimeout(3)
     try:
         s.connect((vip, 80)); peers.add(s.getpeername()[0])
-        counts[s.recv(100).decode()] += 1
+        counts[s.makefile("rb").readline().decode().strip()] += 1
     except OSError as e:
         errors[e.strerror or type(e).__name__] += 1
     finally:
@@ -108,7 +81,7 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        let server = BackendServer::start(&b, SERVER);
+        let server = BackendServer::start(&b, ECHO_SERVER);
         backends.push((b, server));
     }
     let cl = c.add_container(0, "client");
@@ -236,7 +209,7 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        servers.insert(name, BackendServer::start(&b, SERVER));
+        servers.insert(name, BackendServer::start(&b, ECHO_SERVER));
         containers.push(b);
     }
     let cl = c.add_container(0, "client");
@@ -281,7 +254,7 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     assert!(out.contains("held down: its health check fails"), "{out}");
     eprintln!("{out}");
 
-    servers.insert("web-a", BackendServer::start(&containers[0], SERVER));
+    servers.insert("web-a", BackendServer::start(&containers[0], ECHO_SERVER));
     wait_backends(&c, "shop/web", None, 2);
     let r = client(&cgroup, &cl, vip, 100, false);
     assert_eq!(counts(&r).len(), 2, "both again: {r}");
@@ -344,7 +317,7 @@ fn a_refused_file_creates_nothing_and_a_full_map_leaves_other_services_intact() 
             }});
         })
         .unwrap_or_else(|o| panic!("ADD web-a: {o:?}"));
-    let _server = BackendServer::start(&b, SERVER);
+    let _server = BackendServer::start(&b, ECHO_SERVER);
     let cl = c.add_container(0, "client");
     let cgroup = c.host(0).agent.service_cgroup();
 

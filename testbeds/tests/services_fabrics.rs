@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::services::{
-    BackendServer, apply, counts, python_in_cgroup, service_on, wait_backends_on,
+    BackendServer, ECHO_SERVER, apply, counts, python_in_cgroup, service_on, wait_backends_on,
 };
 use strait_testbeds::{require_root, wait_until};
 
@@ -38,47 +38,12 @@ const UDP_NODE_PORT: u16 = 30053;
 /// kube-proxy's service, outside strait's service pool: strait leaves it alone.
 const KUBE_VIP: &str = "172.30.0.10";
 
-/// TCP 8080: sends the backend's name and a newline, then echoes lines until the
-/// client closes. UDP 5353: answers each datagram with the name. Both families.
-const SERVER: &str = r#"
-import socket, sys, threading
-name = sys.argv[1].encode()
-def conn(c):
-    try:
-        c.sendall(name + b"\n")
-        f = c.makefile("rb")
-        for line in f:
-            c.sendall(line)
-    except OSError:
-        pass
-    finally:
-        c.close()
-def tcp(fam, addr):
-    s = socket.socket(fam)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((addr, 8080)); s.listen(1024)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=conn, args=(c,), daemon=True).start()
-def udp(fam, addr):
-    u = socket.socket(fam, socket.SOCK_DGRAM)
-    if fam == socket.AF_INET6:
-        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    u.bind((addr, 5353))
-    while True:
-        d, a = u.recvfrom(100); u.sendto(name, a)
-for f, a in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-    threading.Thread(target=tcp, args=(f, a), daemon=True).start()
-    threading.Thread(target=udp, args=(f, a), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
 /// `ADDR PORT N UDP_PORT M`: N TCP connects (each reads the backend's name and
 /// closes), then M datagrams to UDP_PORT (0: none), each from a socket of its own;
 /// JSON: answers by backend, the TCP peers and UDP sources the sockets showed, errors.
+/// A black hole still shows as an error: 10 s per connection (not 3: the machine is
+/// shared and a loaded one is slow to run a backend's thread), and a datagram is sent
+/// up to three times, as a UDP client would, from its socket (the same backend).
 const CLIENT: &str = r#"
 import collections, json, socket, sys
 addr, port, n, uport, m = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -86,7 +51,7 @@ fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
 counts, udp, peers, sources, errors = (collections.Counter(), collections.Counter(), set(),
                                         set(), collections.Counter())
 for _ in range(n):
-    s = socket.socket(fam); s.settimeout(3)
+    s = socket.socket(fam); s.settimeout(10)
     try:
         s.connect((addr, port)); peers.add(s.getpeername()[0])
         counts[s.makefile("rb").readline().decode().strip()] += 1
@@ -95,14 +60,20 @@ for _ in range(n):
     finally:
         s.close()
 for _ in range(m):
-    u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(3)
-    try:
-        u.sendto(b"q", (addr, uport)); d, a = u.recvfrom(100)
-        udp[d.decode()] += 1; sources.add(a[0])
-    except OSError as e:
-        errors["udp " + (e.strerror or type(e).__name__)] += 1
-    finally:
-        u.close()
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(2)
+    u.connect((addr, uport))
+    for attempt in range(3):
+        try:
+            u.send(b"q"); d, a = u.recvfrom(100)
+            udp[d.decode()] += 1; sources.add(a[0])
+            break
+        except socket.timeout:
+            if attempt == 2:
+                errors["udp timeout"] += 1
+        except OSError as e:
+            errors["udp " + (e.strerror or type(e).__name__)] += 1
+            break
+    u.close()
 print(json.dumps({"counts": counts, "udp": udp, "peers": sorted(peers),
                   "sources": sorted(sources), "errors": errors}))
 "#;
@@ -114,10 +85,14 @@ const HOLDER: &str = r#"
 import json, socket, sys
 addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 conns, names = [], []
-for _ in range(n):
-    s = socket.create_connection((addr, port), timeout=3)
-    f = s.makefile("rb")
-    conns.append((s, f)); names.append(f.readline().decode().strip())
+for i in range(n):
+    try:
+        s = socket.create_connection((addr, port), timeout=10)
+        f = s.makefile("rb")
+        conns.append((s, f)); names.append(f.readline().decode().strip())
+    except OSError as e:
+        print(json.dumps({"error": "connection %d of %d to %s:%d: %s" % (i + 1, n, addr, port, e)}), flush=True)
+        sys.exit(1)
 print(json.dumps({"names": names}), flush=True)
 for line in sys.stdin:
     ok = 0
@@ -230,6 +205,24 @@ fn outside_client(peer: &Netns, addr: &str, n: u32, udp: u32) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+/// A [`CLIENT`] run with every one of its `tcp` connects and `udp` datagrams
+/// answered, the datagrams from `source` (the address the client sent them to).
+fn all_answered(r: &Value, what: &str, tcp: u64, udp: u64, source: &str) {
+    no_errors(r, what);
+    assert_eq!(counts(r).values().sum::<u64>(), tcp, "{what}: {r}");
+    let answers: u64 = r["udp"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    assert_eq!(answers, udp, "{what}: UDP: {r}");
+    if udp > 0 {
+        assert_eq!(
+            r["sources"],
+            json!([source]),
+            "{what}: UDP answered from: {r}"
+        );
+    }
 }
 
 fn no_errors(r: &Value, what: &str) {
@@ -371,7 +364,7 @@ fn scenario(fabric: Fabric) {
                 }});
             })
             .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"));
-        servers.insert(name.to_string(), BackendServer::start(&b, SERVER));
+        servers.insert(name.to_string(), BackendServer::start(&b, ECHO_SERVER));
         backends.insert(name.to_string(), b);
     }
     let clients: Vec<Arc<Container>> = (0..3)
@@ -392,21 +385,8 @@ fn scenario(fabric: Fabric) {
     let mut total: BTreeMap<String, u64> = BTreeMap::new();
     for (h, cl) in clients.iter().enumerate() {
         let r = client(&cgroups[h], cl.ns.name(), vip4, 80, 1000, 20);
-        no_errors(&r, &cl.name);
+        all_answered(&r, &cl.name, 1000, 20, &vip4.to_string());
         assert_eq!(r["peers"], json!([vip4.to_string()]), "{r}");
-        assert_eq!(
-            r["sources"],
-            json!([vip4.to_string()]),
-            "UDP from the VIP: {r}"
-        );
-        assert_eq!(counts(&r).values().sum::<u64>(), 1000, "{r}");
-        let udp: u64 = r["udp"]
-            .as_object()
-            .unwrap()
-            .values()
-            .filter_map(Value::as_u64)
-            .sum();
-        assert_eq!(udp, 20, "{r}");
         for (name, n) in counts(&r) {
             *total.entry(name).or_default() += n;
         }
@@ -423,17 +403,14 @@ fn scenario(fabric: Fabric) {
 
     // IPv6, from h2's container.
     let r = client(&cgroups[1], clients[1].ns.name(), vip6, 80, 150, 5);
-    no_errors(&r, "IPv6");
+    all_answered(&r, "IPv6", 150, 5, &vip6.to_string());
     assert_eq!(counts(&r).len(), 3, "{r}");
-    assert_eq!(r["sources"], json!([vip6.to_string()]), "{r}");
 
     // From every host itself (its own processes, in its agent's service cgroup).
     for (h, host) in c.hosts().iter().enumerate() {
         let r = client(&cgroups[h], host.ns.name(), vip4, 80, 150, 10);
-        no_errors(&r, &host.name);
+        all_answered(&r, &host.name, 150, 10, &vip4.to_string());
         assert_eq!(counts(&r).len(), 3, "{}: {r}", host.name);
-        assert_eq!(counts(&r).values().sum::<u64>(), 150, "{r}");
-        assert_eq!(r["sources"], json!([vip4.to_string()]), "{r}");
     }
 
     // The node port of every host, from outside the cluster.
@@ -448,25 +425,9 @@ fn scenario(fabric: Fabric) {
         .flat_map(|h| [h.underlay_v4.to_string(), h.underlay_v6.to_string()]);
     for addr in addrs.collect::<Vec<_>>() {
         let r = outside_client(&c.peers()[0], &addr, 150, 20);
-        no_errors(&r, &format!("{addr}:{NODE_PORT}"));
-        assert_eq!(
-            counts(&r).len(),
-            3,
-            "{addr}:{NODE_PORT} from {peer_v4}: {r}"
-        );
-        assert_eq!(counts(&r).values().sum::<u64>(), 150, "{r}");
-        let udp: u64 = r["udp"]
-            .as_object()
-            .unwrap()
-            .values()
-            .filter_map(Value::as_u64)
-            .sum();
-        assert_eq!(udp, 20, "UDP to {addr}:{UDP_NODE_PORT}: {r}");
-        assert_eq!(
-            r["sources"],
-            json!([addr]),
-            "UDP answers from the node: {r}"
-        );
+        let what = format!("{peer_v4} to {addr}'s node ports");
+        all_answered(&r, &what, 150, 20, &addr);
+        assert_eq!(counts(&r).len(), 3, "{what}: {r}");
     }
     // Every host's node port from a container on every host (a pod that reaches a
     // service by a node's address, as an ingress controller configured with node
@@ -557,7 +518,7 @@ fn scenario(fabric: Fabric) {
             config["args"] = json!({"cni": {"namespace": "shop"}});
         })
         .unwrap_or_else(|o| panic!("ADD web-d: {o:?}"));
-    servers.insert("web-d".into(), BackendServer::start(&d, SERVER));
+    servers.insert("web-d".into(), BackendServer::start(&d, ECHO_SERVER));
     let (ok, out) = apply(&c, &listed(&[&backends["web-a"], &backends["web-b"], &d]));
     assert!(ok, "{out}");
     for h in 0..3 {
