@@ -13,4 +13,4 @@ pub use crate::documents::validate::{
     dns1123_label, dns1123_subdomain, label_value, port_name, qualified_name,
 };
 pub use crate::documents::walk::{Invalid, Node, Obj, Result};
-pub use crate::parse::objects;
+pub use crate::parse::{each_object, objects};

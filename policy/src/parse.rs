@@ -75,6 +75,19 @@ fn render(e: &ParseError) -> String {
 
 /// Every object in `text`, or the first error.
 pub fn parse_documents(text: &str) -> Result<Vec<Parsed>, ParseError> {
+    each_object(text, Kind::List, kind_of, one)
+}
+
+/// Every object of `text` through `one`, with the kind `kind_of` finds in it and its
+/// document's number (the items of a `kind: List`, which `kind_of` calls `list`,
+/// each with their List's number); the first error. What every reader of Kubernetes
+/// documents shares: policy's, and services'.
+pub fn each_object<K: Copy + PartialEq, T>(
+    text: &str,
+    list: K,
+    kind_of: impl Fn(&Node<'_>) -> Result<K, Invalid>,
+    mut one: impl FnMut(&Node<'_>, K, usize) -> Result<T, ParseError>,
+) -> Result<Vec<T>, ParseError> {
     let mut parsed = Vec::new();
     for (number, value) in objects(text)? {
         let fail = |object: Option<String>, e: Invalid| ParseError {
@@ -85,7 +98,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Parsed>, ParseError> {
         };
         let root = Node::root(&value);
         let kind = kind_of(&root).map_err(|e| fail(None, e))?;
-        if kind == Kind::List {
+        if kind == list {
             let obj = root.obj().map_err(|e| fail(None, e))?;
             obj.only(&["apiVersion", "kind", "metadata", "items"])
                 .map_err(|e| fail(None, e))?;

@@ -14,7 +14,7 @@ mod service;
 
 use serde_json::Value;
 pub use strait_policy::ParseError;
-use strait_policy::doc::{Invalid, Node, objects, unsupported};
+use strait_policy::doc::{Invalid, Node, each_object, unsupported};
 
 use crate::model::{EndpointSlice, Service};
 
@@ -37,32 +37,7 @@ pub enum Document {
 
 /// Every object in `text`, or the first error.
 pub fn parse_documents(text: &str) -> Result<Vec<Parsed>, ParseError> {
-    let mut parsed = Vec::new();
-    for (number, value) in objects(text)? {
-        let fail = |object: Option<String>, e: Invalid| ParseError {
-            document: number,
-            field: e.field,
-            message: e.message,
-            object,
-        };
-        let root = Node::root(&value);
-        let kind = kind_of(&root).map_err(|e| fail(None, e))?;
-        if kind == Kind::List {
-            let obj = root.obj().map_err(|e| fail(None, e))?;
-            obj.only(&["apiVersion", "kind", "metadata", "items"])
-                .map_err(|e| fail(None, e))?;
-            let Some(items) = obj.get("items") else {
-                continue;
-            };
-            for item in items.list().map_err(|e| fail(None, e))? {
-                let item_kind = kind_of(&item).map_err(|e| fail(None, e))?;
-                parsed.push(one(&item, item_kind, number)?);
-            }
-        } else {
-            parsed.push(one(&root, kind, number)?);
-        }
-    }
-    Ok(parsed)
+    each_object(text, Kind::List, kind_of, one)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
