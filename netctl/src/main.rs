@@ -7,6 +7,7 @@ mod docker;
 mod endpoints;
 mod ipsec;
 mod ipsec_peer;
+mod objects;
 mod policy;
 mod service;
 mod table;

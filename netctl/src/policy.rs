@@ -3,7 +3,7 @@
 //! `cluster/NAME` for ClusterPolicies, `namespace/NAME`) and turned into the agent's
 //! keys here; everything else is rendering the agent's views.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,13 @@ use strait_api::policy::{
     TracePeer, TraceStep, TraceView,
 };
 use strait_api::policy_wire::{
-    ApplyReport, DeleteOutcome, MonitorFilter, MonitorLine, TraceRequest, VerdictFilter,
-    parse_port_spec, verdict_of,
+    ApplyReport, MonitorFilter, MonitorLine, TraceRequest, VerdictFilter, parse_port_spec,
+    verdict_of,
 };
-use strait_api::{Client, ClientError, paths};
+use strait_api::{Client, paths};
 
 use crate::table::Table;
-use crate::{Output, state_word};
+use crate::{Output, objects, state_word};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
@@ -125,7 +125,11 @@ pub fn display_name(key: &str) -> String {
 
 pub fn run(client: &Client, out: Output, cmd: PolicyCmd) -> Result<ExitCode> {
     match cmd {
-        PolicyCmd::Apply { file } => apply(client, out, &file),
+        PolicyCmd::Apply { file } => {
+            objects::apply(client, out, &file, paths::POLICIES, |r: &ApplyReport| {
+                render_apply(r)
+            })
+        }
         PolicyCmd::Get { name } => {
             let o: PolicyObject = client.get(&paths::policy_object(&object_key(&name)?))?;
             match out {
@@ -139,7 +143,14 @@ pub fn run(client: &Client, out: Output, cmd: PolicyCmd) -> Result<ExitCode> {
             crate::emit(out, &objects, || render_list(&objects))?;
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCmd::Delete { names } => delete(client, out, &names),
+        PolicyCmd::Delete { names } => objects::delete(
+            client,
+            out,
+            &names,
+            object_key,
+            paths::policy_object,
+            display_name,
+        ),
         PolicyCmd::Show { endpoint } => {
             let v: EndpointPolicyView = client.get(&paths::policy_endpoint(&endpoint))?;
             crate::emit(out, &v, || render_show(&v))?;
@@ -172,68 +183,11 @@ fn exit_if(failed: bool) -> ExitCode {
     }
 }
 
-/// A refusal by the agent is the user's to fix: its message and exit 1 (2 stays for
-/// not reaching the agent at all).
-fn refused(e: ClientError) -> Result<ExitCode> {
-    match e {
-        ClientError::Api(e) => {
-            eprintln!("netctl: error: {}", e.message);
-            Ok(ExitCode::from(1))
-        }
-        other => Err(other.into()),
-    }
-}
-
-fn apply(client: &Client, out: Output, file: &str) -> Result<ExitCode> {
-    let text = if file == "-" {
-        let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading the documents from stdin")?;
-        s
-    } else {
-        std::fs::read(file).with_context(|| format!("reading {file}"))?
-    };
-    let report: ApplyReport = match client.request("POST", paths::POLICIES, Some(&text)) {
-        Ok(body) => serde_json::from_slice(&body).context("the agent's answer to apply")?,
-        Err(e) => return refused(e),
-    };
-    crate::emit(out, &report, || render_apply(&report))?;
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn render_apply(r: &ApplyReport) -> String {
     r.objects
         .iter()
         .map(|o| format!("{} {}\n", display_name(&o.key), o.change.as_str()))
         .collect()
-}
-
-fn delete(client: &Client, out: Output, names: &[String]) -> Result<ExitCode> {
-    let mut failed = false;
-    let mut done = Vec::new();
-    for name in names {
-        let key = object_key(name)?;
-        match client.request("DELETE", &paths::policy_object(&key), None) {
-            Ok(body) => {
-                let d: DeleteOutcome =
-                    serde_json::from_slice(&body).context("the agent's answer to delete")?;
-                if out != Output::Json {
-                    println!("{} deleted", display_name(&d.key));
-                }
-                done.push(d);
-            }
-            Err(ClientError::Api(e)) => {
-                eprintln!("netctl: error: {}", e.message);
-                failed = true;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if out == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
-    }
-    Ok(exit_if(failed))
 }
 
 fn status(

@@ -4,19 +4,17 @@
 //! this node: per service its frontends, and per frontend its backends with
 //! readiness, health and their share of the Maglev table.
 
-use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use strait_api::policy_wire::DeleteOutcome;
 use strait_api::services::{
     ServiceApplyReport, ServiceObject, ServiceTrace, ServiceTraceRequest, ServiceView,
 };
-use strait_api::{Client, ClientError, paths};
+use strait_api::{Client, paths};
 
-use crate::Output;
 use crate::table::Table;
+use crate::{Output, objects};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCmd {
@@ -83,7 +81,13 @@ fn display_name(key: &str) -> String {
 
 pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
     match cmd {
-        ServiceCmd::Apply { file } => apply(client, out, &file),
+        ServiceCmd::Apply { file } => objects::apply(
+            client,
+            out,
+            &file,
+            paths::SERVICES,
+            |r: &ServiceApplyReport| render_apply(r),
+        ),
         ServiceCmd::Get { name } => {
             let o: ServiceObject = client.get(&paths::service_object(&object_key(&name)?))?;
             let mut shown = o.source.clone();
@@ -104,13 +108,20 @@ pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
             crate::emit(out, &views, || render_list(&views, wide))?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCmd::Delete { names } => delete(client, out, &names),
+        ServiceCmd::Delete { names } => objects::delete(
+            client,
+            out,
+            &names,
+            object_key,
+            paths::service_object,
+            display_name,
+        ),
         ServiceCmd::Trace { to } => {
             let req = ServiceTraceRequest { to };
             let body = serde_json::to_vec(&req)?;
             let t: ServiceTrace = match client.request("POST", paths::SERVICE_TRACE, Some(&body)) {
                 Ok(b) => serde_json::from_slice(&b).context("the agent's answer to trace")?,
-                Err(e) => return refused(e),
+                Err(e) => return objects::refused(e),
             };
             crate::emit(out, &t, || render_trace(&t))?;
             Ok(if t.candidates.iter().any(|c| c.usable) {
@@ -120,34 +131,6 @@ pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
             })
         }
     }
-}
-
-fn refused(e: ClientError) -> Result<ExitCode> {
-    match e {
-        ClientError::Api(e) => {
-            eprintln!("netctl: error: {}", e.message);
-            Ok(ExitCode::from(1))
-        }
-        other => Err(other.into()),
-    }
-}
-
-fn apply(client: &Client, out: Output, file: &str) -> Result<ExitCode> {
-    let text = if file == "-" {
-        let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading the documents from stdin")?;
-        s
-    } else {
-        std::fs::read(file).with_context(|| format!("reading {file}"))?
-    };
-    let report: ServiceApplyReport = match client.request("POST", paths::SERVICES, Some(&text)) {
-        Ok(body) => serde_json::from_slice(&body).context("the agent's answer to apply")?,
-        Err(e) => return refused(e),
-    };
-    crate::emit(out, &report, || render_apply(&report))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn render_apply(r: &ServiceApplyReport) -> String {
@@ -166,37 +149,6 @@ pub fn render_apply(r: &ServiceApplyReport) -> String {
         s.push('\n');
     }
     s
-}
-
-fn delete(client: &Client, out: Output, names: &[String]) -> Result<ExitCode> {
-    let mut failed = false;
-    let mut done = Vec::new();
-    for name in names {
-        let key = object_key(name)?;
-        match client.request("DELETE", &paths::service_object(&key), None) {
-            Ok(body) => {
-                let d: DeleteOutcome =
-                    serde_json::from_slice(&body).context("the agent's answer to delete")?;
-                if out != Output::Json {
-                    println!("{} deleted", display_name(&d.key));
-                }
-                done.push(d);
-            }
-            Err(ClientError::Api(e)) => {
-                eprintln!("netctl: error: {}", e.message);
-                failed = true;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if out == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 pub fn render_list(views: &[ServiceView], wide: bool) -> String {
