@@ -149,6 +149,9 @@ impl ServicesAgent {
         let unavailable = dp.err();
         let mut stop = stop;
         let mut retry = tokio::time::interval(RETRY);
+        // Whether the datapath refused a frontend of the last plan: only then does
+        // the retry tick plan again (nothing else changes between events).
+        let mut refusals = false;
         let mut checker = health::Checker::new();
         let mut verdicts = checker.subscribe();
         loop {
@@ -158,7 +161,7 @@ impl ServicesAgent {
                 r = svc_rx.changed() => if r.is_err() { break },
                 r = slice_rx.changed() => if r.is_err() { break },
                 r = ep_rx.changed() => if r.is_err() { break },
-                _ = retry.tick() => {}
+                _ = retry.tick() => if !refusals { continue },
             }
             tokio::time::sleep(DEBOUNCE).await;
             let (Some(services), Some(slices), Some(endpoints)) = (
@@ -185,11 +188,12 @@ impl ServicesAgent {
             let (views, states) = match reconciler.as_mut() {
                 Some(r) => {
                     r.apply(&plan);
-                    let states = plan
+                    let states: BTreeMap<_, _> = plan
                         .frontends
                         .iter()
                         .map(|(k, p)| (*k, r.state(k, &p.entry)))
                         .collect();
+                    refusals = states.values().any(|(installed, _)| !installed);
                     (r.views(&inputs, &plan), states)
                 }
                 None => {
