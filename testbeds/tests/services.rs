@@ -191,7 +191,8 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
 
 /// A backend whose server stops (its container stays, ready as far as the runtime
 /// knows) fails the service's TCP health check and leaves the table; connects avoid
-/// it; started again, it comes back. How long it took is printed, not asserted.
+/// it; started again, it comes back; with both down, connects are refused at once.
+/// How long it took is printed, not asserted.
 #[test]
 fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     if !require_root("a_backend_failing_its_health_check_leaves_and_comes_back") {
@@ -258,6 +259,18 @@ fn a_backend_failing_its_health_check_leaves_and_comes_back() {
     wait_backends(&c, "shop/web", None, 2);
     let r = client(&cgroup, &cl, vip, 100, false);
     assert_eq!(counts(&r).len(), 2, "both again: {r}");
+
+    // Both fail: nothing is left, and a connect is refused at once (never a black
+    // hole: the client's 3 s timeout would show).
+    servers.clear();
+    wait_backends(&c, "shop/web", None, 0);
+    let r = client(&cgroup, &cl, vip, 20, false);
+    assert!(counts(&r).is_empty(), "{r}");
+    assert_eq!(
+        r["errors"],
+        serde_json::json!({"Connection refused": 20}),
+        "every connect refused: {r}"
+    );
 }
 
 /// `ports` ports, each a frontend of its own, over `backends` addresses outside the
