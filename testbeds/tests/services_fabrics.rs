@@ -6,7 +6,8 @@
 //!
 //! - 3 000 TCP connections from the three hosts' containers spread near-evenly over
 //!   the three backends; UDP answers come from the cluster IP;
-//! - `sessionAffinity: ClientIP` keeps each client on one backend;
+//! - `sessionAffinity: ClientIP` keeps each client on one backend, and
+//!   `internalTrafficPolicy: Local` on its own host's;
 //! - a backend taken out of a service while connections to it run: those connections
 //!   go on (drained, as documented), new ones avoid it; a backend added takes new
 //!   connections;
@@ -126,6 +127,15 @@ spec:
   selector: {app: web}
   sessionAffinity: ClientIP
   sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: near, namespace: shop}
+spec:
+  selector: {app: web}
+  internalTrafficPolicy: Local
   ports:
   - {name: http, port: 80, targetPort: 8080}
 ";
@@ -377,6 +387,7 @@ fn scenario(fabric: Fabric) {
     for h in 0..3 {
         wait_backends_on(&c, h, "shop/web", None, 3);
         wait_backends_on(&c, h, "shop/sticky", None, 3);
+        wait_backends_on(&c, h, "shop/near", None, 1);
     }
     let vip4 = cluster_ip(&c, "shop/web", 0);
     let vip6 = cluster_ip(&c, "shop/web", 1);
@@ -478,6 +489,20 @@ fn scenario(fabric: Fabric) {
         let r = client(&cgroups[h], cl.ns.name(), sticky, 80, 50, 0);
         no_errors(&r, "sticky");
         assert_eq!(counts(&r).len(), 1, "{}: affinity: {r}", cl.name);
+    }
+
+    // internalTrafficPolicy: Local: each host's clients reach its own backend only.
+    let near = cluster_ip(&c, "shop/near", 0);
+    for (h, cl) in clients.iter().enumerate() {
+        let r = client(&cgroups[h], cl.ns.name(), near, 80, 30, 0);
+        all_answered(&r, "internalTrafficPolicy: Local", 30, 0, "");
+        let own = ["web-a", "web-b", "web-c"][h];
+        assert_eq!(
+            counts(&r).keys().collect::<Vec<_>>(),
+            [own],
+            "{}: {r}",
+            cl.name
+        );
     }
 
     // A backend taken out of a service while connections to it run.
