@@ -427,6 +427,78 @@ fn connections_spread_near_evenly_over_three_backends() {
     for (b, n) in &by {
         assert!(*n >= 60, "{b} got {n} of 300 (< 20 %): {by:?}");
     }
+
+    // The datapath counted each backend's connections as the clients saw them.
+    let tcp4 = frontend(VIP4, Protocol::Tcp);
+    let counted = |bed: &Bed| -> BTreeMap<String, u64> {
+        bed.dp()
+            .backend_connections()
+            .unwrap()
+            .into_iter()
+            .filter(|(f, _, _)| *f == tcp4)
+            .map(|(_, b, n)| {
+                let i = BACKENDS4
+                    .iter()
+                    .position(|a| a.parse::<IpAddr>().unwrap() == b.addr)
+                    .unwrap();
+                (format!("b{i}"), n)
+            })
+            .collect()
+    };
+    let want: BTreeMap<String, u64> = by.iter().map(|(b, n)| (b.clone(), *n as u64)).collect();
+    assert_eq!(counted(&bed), want, "per-backend counts = connections made");
+    // UDP: one per datagram of an unconnected socket.
+    let rows = bed.client(true, &["udp", VIP4, "80", "12"]);
+    let udp: u64 = bed
+        .dp()
+        .backend_connections()
+        .unwrap()
+        .iter()
+        .filter(|(f, _, _)| *f == frontend(VIP4, Protocol::Udp))
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(udp, rows.as_array().unwrap().len() as u64);
+
+    // A table installed again keeps the counts of the backends that stay; one that
+    // leaves takes its counter with it (nothing left in the map).
+    bed.dp()
+        .install(&tcp4, &backends(&BACKENDS4), &uniform(3, 257), None)
+        .unwrap();
+    assert_eq!(counted(&bed), want, "a reinstall keeps the counts");
+    bed.dp()
+        .install(&tcp4, &backends(&BACKENDS4[..2]), &uniform(2, M), None)
+        .unwrap();
+    let kept: BTreeMap<String, u64> = want
+        .iter()
+        .filter(|(b, _)| *b != "b2")
+        .map(|(b, n)| (b.clone(), *n))
+        .collect();
+    assert_eq!(counted(&bed), kept);
+    // Three backends on each of four frontends, one fewer on one.
+    assert_eq!(counter_entries(&bed), 11);
+    for (vip, proto) in [
+        (VIP4, Protocol::Tcp),
+        (VIP4, Protocol::Udp),
+        (VIP6, Protocol::Tcp),
+        (VIP6, Protocol::Udp),
+    ] {
+        bed.dp().remove(&frontend(vip, proto)).unwrap();
+    }
+    assert_eq!(
+        counter_entries(&bed),
+        0,
+        "removed frontends leave no counter"
+    );
+}
+
+/// Entries in the pinned per-backend counter map, read as the kernel holds them.
+fn counter_entries(bed: &Bed) -> usize {
+    let pin = bed.bpffs.path().join("strait_svc_backend_stats");
+    let map = aya::maps::MapData::from_pin(&pin).unwrap();
+    let map = aya::maps::Map::PerCpuHashMap(map);
+    let counters: aya::maps::PerCpuHashMap<_, u32, u64> =
+        aya::maps::PerCpuHashMap::try_from(map).unwrap();
+    counters.keys().count()
 }
 
 #[test]
@@ -609,7 +681,7 @@ fn detached_and_unpinned_nothing_is_left() {
         bpffs,
     } = bed;
     drop(dp);
-    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 8);
+    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 11);
     // A bpffs mount's own files (maps.debug, progs.debug) aside, nothing.
     let left: Vec<String> = std::fs::read_dir(bpffs.path())
         .unwrap()

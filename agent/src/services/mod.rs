@@ -73,13 +73,33 @@ impl ServicesAgent {
         &self.store
     }
 
-    /// Every service as this node serves it (as of the last reconciliation).
+    /// Every service as this node serves it (as of the last reconciliation), with
+    /// each backend's connection count read from the datapath now.
     pub fn views(&self) -> Vec<ServiceView> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .views
-            .clone()
+        let (mut views, dp, keys) = {
+            let shown = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            // A view names its frontend as the plan's frontend prints itself.
+            let keys: BTreeMap<String, dataplane::FrontendKey> = shown
+                .last
+                .iter()
+                .flat_map(|(_, plan, _)| plan.frontends.iter())
+                .map(|(k, p)| (p.resolved.frontend.to_string(), *k))
+                .collect();
+            (shown.views.clone(), shown.dataplane.clone(), keys)
+        };
+        let Some(dp) = dp else {
+            return views;
+        };
+        let counts = dp.backend_connections();
+        for f in views.iter_mut().flat_map(|v| v.frontends.iter_mut()) {
+            let Some(key) = keys.get(&f.frontend) else {
+                continue;
+            };
+            for b in &mut f.backends {
+                b.connections = counts.get(&(*key, b.address, b.port)).copied().unwrap_or(0);
+            }
+        }
+        views
     }
 
     /// Where a connect to `to` (`ADDR:PORT[/udp]`) from this node goes, and why.

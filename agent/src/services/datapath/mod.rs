@@ -256,6 +256,17 @@ impl State {
                 None => {}
             }
         }
+        // Counters: every backend kept has one (an older agent's maps had none),
+        // and none is left without its backend.
+        let live: HashSet<u32> = self.held.values().flat_map(Held::backend_ids).collect();
+        for &bid in &live {
+            self.maps.keep_backend_counter(bid)?;
+        }
+        for (bid, _) in self.maps.backend_counts()? {
+            if !live.contains(&bid) && !self.foreign.contains(&maps::split_backend_id(bid).0) {
+                stale_backends.push(bid);
+            }
+        }
         let mut stale_slots = Vec::new();
         for key in self.maps.slots.keys() {
             let k = key.map_err(map_err(SLOTS))?;
@@ -285,7 +296,7 @@ impl State {
 /// The (key, value) sizes each service map has in this build: a map pinned by an
 /// agent whose layouts differ must not be taken over (aya reuses a pinned map
 /// without comparing).
-fn expected_sizes() -> [(&'static str, usize, usize); 8] {
+fn expected_sizes() -> [(&'static str, usize, usize); 11] {
     use std::mem::size_of;
     [
         (
@@ -308,6 +319,9 @@ fn expected_sizes() -> [(&'static str, usize, usize); 8] {
         (abi::STATS, size_of::<u32>(), size_of::<u64>()),
         (abi::CT, size_of::<abi::CtKey>(), size_of::<abi::CtValue>()),
         (NAT_CONFIG, size_of::<u32>(), size_of::<NatConfig>()),
+        (abi::BACKEND_STATS, size_of::<u32>(), size_of::<u64>()),
+        (abi::EVENTS, 0, 0),
+        (abi::MONITOR, size_of::<u32>(), size_of::<u32>()),
     ]
 }
 
@@ -447,6 +461,8 @@ impl ServicesDatapath {
             foreign: HashSet::new(),
         };
         state.adopt()?;
+        // No reader yet: a previous agent's monitor has ended with it.
+        state.maps.set_monitor(false)?;
         if !state.held.is_empty() {
             info!(frontends = state.held.len(), dir = %bpf_dir.display(), "services: adopted the installed frontends");
         }
@@ -671,11 +687,19 @@ impl ServicesDatapath {
                 continue;
             }
             let bid = maps::backend_id(id, i);
+            // Its counter first: a connect can reach the backend as soon as a slot
+            // names it, and counts only into a counter that is there.
+            if let Err(e) = s.maps.new_backend_counter(bid) {
+                new_ids.push(bid);
+                s.maps.delete_backends(new_ids);
+                return Err(context(e));
+            }
             if let Err(e) = s
                 .maps
                 .backends
                 .insert(bid, maps::backend_value(b, frontend.proto), 0)
             {
+                new_ids.push(bid);
                 s.maps.delete_backends(new_ids);
                 return Err(context(map_err(BACKENDS)(e)));
             }
@@ -820,6 +844,34 @@ impl ServicesDatapath {
         }
         out.sort_by_key(|(f, _)| *f);
         Ok(out)
+    }
+
+    /// The connections each installed backend was given while it has been one
+    /// (socket connects, unconnected UDP datagrams, new flows from outside), by
+    /// frontend. A backend keeps its count while it stays a backend of the
+    /// frontend, across installs and agent restarts; one that leaves loses it.
+    pub fn backend_connections(&self) -> Result<Vec<(Frontend, Backend, u64)>, ServicesError> {
+        let s = self.lock();
+        let mut by_id: HashMap<u32, (Frontend, Backend)> = HashMap::new();
+        for (f, h) in &s.held {
+            for (b, &i) in &h.backends {
+                by_id.insert(maps::backend_id(h.id, i), (*f, *b));
+            }
+        }
+        let mut out: Vec<(Frontend, Backend, u64)> = s
+            .maps
+            .backend_counts()?
+            .into_iter()
+            .filter_map(|(bid, n)| by_id.get(&bid).map(|(f, b)| (*f, *b, n)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Turns the programs' translation events (`strait_svc_events`) on or off:
+    /// on only while someone reads them, so translating costs no event otherwise.
+    pub fn set_translation_events(&self, on: bool) -> Result<(), ServicesError> {
+        self.lock().maps.set_monitor(on)
     }
 
     /// How many entries the packet-level flow table holds (two per flow: its

@@ -286,6 +286,16 @@ fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
     assert!(per_backend.values().all(|&n| n >= 60), "{per_backend:?}");
     assert_eq!(fx.count(ServiceReason::NatNew), 300);
     assert_eq!(fx.count(ServiceReason::NatEstablished), 300);
+    // Each backend counted the new flows it was given, not their later packets.
+    let counted: BTreeMap<IpAddr, u32> = fx
+        .dp
+        .backend_connections()
+        .unwrap()
+        .into_iter()
+        .filter(|(g, _, _)| *g == f)
+        .map(|(_, b, n)| (b.addr, n as u32))
+        .collect();
+    assert_eq!(counted, per_backend);
 
     // The table changes: every slot names .7. Tracked flows keep their backend
     // while it exists.
