@@ -24,7 +24,7 @@ use serde_json::Value;
 use strait_testbeds::netns::Netns;
 use straitd::policy::datapath::PrivateBpffs;
 use straitd::services::datapath::{
-    Backend, Frontend, Protocol, Scope, ServiceReason, ServicesDatapath,
+    Backend, Frontend, Protocol, Scope, ServiceReason, ServicesDatapath, TranslationKind,
 };
 
 macro_rules! require_root {
@@ -499,6 +499,71 @@ fn counter_entries(bed: &Bed) -> usize {
     let counters: aya::maps::PerCpuHashMap<_, u32, u64> =
         aya::maps::PerCpuHashMap::try_from(map).unwrap();
     counters.keys().count()
+}
+
+#[test]
+fn translations_are_reported_while_someone_listens() {
+    require_root!("translations_are_reported_while_someone_listens");
+    let bed = Bed::new();
+    bed.install_all();
+    let monitor = || -> u32 {
+        let pin = bed.bpffs.path().join("strait_svc_monitor");
+        let map = aya::maps::Map::Array(aya::maps::MapData::from_pin(&pin).unwrap());
+        let a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map).unwrap();
+        a.get(&0, 0).unwrap()
+    };
+    assert_eq!(monitor(), 0, "off while nobody listens");
+    let mut rx = bed.dp().translations();
+    let rows = bed.client(true, &["tcp", VIP4, "80", "5"]);
+    let udp = bed.client(true, &["udp", VIP6, "80", "3"]);
+    // Read until all eight came; the deadline only ends a failing run.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 8 && std::time::Instant::now() < deadline {
+        match rx.try_recv() {
+            Ok(t) => got.push(t),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert_eq!(got.len(), 8, "{got:?}");
+    let name_of = |b: &SocketAddr| {
+        let i = BACKENDS4
+            .iter()
+            .chain(BACKENDS6.iter())
+            .position(|a| a.parse::<IpAddr>().unwrap() == b.ip())
+            .unwrap();
+        format!("b{}", i % 3)
+    };
+    let (tcp, dgram): (Vec<_>, Vec<_>) = got.iter().partition(|t| t.proto == Protocol::Tcp);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tcp {
+        assert_eq!(t.kind, TranslationKind::Connect);
+        assert_eq!(t.frontend, vip_peer(VIP4));
+        assert_eq!(t.backend.port(), BACKEND_PORT);
+        assert_ne!(t.pid, 0, "the client's process");
+        assert_ne!(t.netns_cookie, 0);
+        assert_eq!(t.client, None);
+        *by.entry(name_of(&t.backend)).or_default() += 1;
+    }
+    assert_eq!(
+        by,
+        spread(&rows, VIP4),
+        "each event names the backend it reached"
+    );
+    assert_eq!(dgram.len(), 3);
+    for (t, row) in dgram.iter().zip(udp.as_array().unwrap()) {
+        assert_eq!(t.kind, TranslationKind::Sendmsg);
+        assert_eq!(t.frontend, vip_peer(VIP6));
+        assert_eq!(name_of(&t.backend), row[0].as_str().unwrap());
+    }
+    assert_eq!(bed.stat(ServiceReason::EventsLost), 0);
+    // The last listener gone, the reader turns the events off.
+    drop(rx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while monitor() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(monitor(), 0, "off again once nobody listens");
 }
 
 #[test]

@@ -52,6 +52,12 @@ pub trait ServiceDataplane: Send + Sync {
     fn backend_connections(&self) -> BTreeMap<(FrontendKey, IpAddr, u16), u64> {
         BTreeMap::new()
     }
+    /// Its translations as they happen (`netctl monitor`), when it reports them.
+    fn translations(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::datapath::Translation>> {
+        None
+    }
 }
 
 /// An in-memory datapath that can be told to refuse.
@@ -154,6 +160,12 @@ impl ServiceDataplane for super::datapath::ServicesDatapath {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn translations(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::datapath::Translation>> {
+        Some(super::datapath::ServicesDatapath::translations(self))
     }
 
     fn backend_connections(&self) -> BTreeMap<(FrontendKey, IpAddr, u16), u64> {

@@ -211,19 +211,14 @@ pub(crate) struct NatConfig {
     pub snat6: AddrKey,
 }
 
-/// `enum strait_svc_xlate`: which translation made an event. (No reader of the
-/// events in the agent yet: only the layout tests use these.)
-#[cfg(test)]
+/// `enum strait_svc_xlate`: which translation made an event.
 pub(crate) const XLATE_CONNECT: u8 = 0;
-#[cfg(test)]
 pub(crate) const XLATE_SENDMSG: u8 = 1;
-#[cfg(test)]
 pub(crate) const XLATE_NAT: u8 = 2;
-#[cfg(test)]
 pub(crate) const XLATE_NAT_SNAT: u8 = 3;
 
 /// `struct strait_svc_event`: one translation, as `strait_svc_events` carries it.
-#[cfg(test)]
+/// Only its layout is used (the reader decodes by offset).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Event {

@@ -7,12 +7,14 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+};
 
 use super::abi::{
-    AddrKey, BACKEND_STATS, BACKENDS, BE_F_LOCAL, BackendValue, CT, CtKey, CtValue, FRONTENDS,
-    FrontendValue, MONITOR, NAT_CONFIG, NatConfig, REASON_MAX, SCOPE_LOCAL, SCOPE_OUTSIDE, SLOTS,
-    STATS, SlotKey, SvcKey,
+    AddrKey, BACKEND_STATS, BACKENDS, BE_F_LOCAL, BackendValue, CT, CtKey, CtValue, EVENTS,
+    FRONTENDS, FrontendValue, MONITOR, NAT_CONFIG, NatConfig, REASON_MAX, SCOPE_LOCAL,
+    SCOPE_OUTSIDE, SLOTS, STATS, SlotKey, SvcKey,
 };
 use super::{Backend, Frontend, Protocol, Scope, ServicesError};
 
@@ -30,8 +32,6 @@ pub(super) struct Maps {
     /// Connections per backend id (`strait_svc_backend_stats`): made and deleted
     /// with the backend's entry, counted into by the programs.
     backend_stats: PerCpuHashMap<MapData, u32, u64>,
-    /// `strait_svc_monitor[0]`: whether the programs send translation events.
-    monitor: Array<MapData, u32>,
 }
 
 pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> ServicesError {
@@ -66,8 +66,18 @@ impl Maps {
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).map_err(map_err(STATS))?,
             backend_stats: PerCpuHashMap::try_from(take(ebpf, BACKEND_STATS)?)
                 .map_err(map_err(BACKEND_STATS))?,
-            monitor: Array::try_from(take(ebpf, MONITOR)?).map_err(map_err(MONITOR))?,
         })
+    }
+
+    /// The translation events' ring buffer and switch, turned off: no reader yet
+    /// (a previous agent's monitor ended with it).
+    pub(super) fn take_events(ebpf: &mut Ebpf) -> Result<super::events::Source, ServicesError> {
+        let mut source = super::events::Source {
+            ring: RingBuf::try_from(take(ebpf, EVENTS)?).map_err(map_err(EVENTS))?,
+            monitor: Array::try_from(take(ebpf, MONITOR)?).map_err(map_err(MONITOR))?,
+        };
+        source.set(false).map_err(map_err(MONITOR))?;
+        Ok(source)
     }
 
     /// Makes backend `id`'s connection counter, at zero. Before the backend is in a
@@ -98,13 +108,6 @@ impl Maps {
             out.push((id, per_cpu.iter().sum()));
         }
         Ok(out)
-    }
-
-    /// Turns translation events on or off.
-    pub(super) fn set_monitor(&mut self, on: bool) -> Result<(), ServicesError> {
-        self.monitor
-            .set(0, u32::from(on), 0)
-            .map_err(map_err(MONITOR))
     }
 
     /// Every counter of `strait_svc_stats`, summed over CPUs, by reason index. A

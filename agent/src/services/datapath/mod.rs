@@ -32,6 +32,7 @@
 
 mod abi;
 mod attach;
+mod events;
 mod maps;
 mod sys;
 
@@ -39,15 +40,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aya::maps::{MapData, MapError};
 use aya::programs::{CgroupSockAddr, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
+use tokio::sync::broadcast;
 use tracing::info;
 
 pub use abi::{ServiceReason, TABLE_MAX};
+pub use events::{Translation, TranslationKind};
 
 use crate::policy::datapath::attach as tcx;
 use crate::policy::datapath::ensure_bpffs;
@@ -419,7 +422,13 @@ fn validate(
 pub struct ServicesDatapath {
     state: Mutex<State>,
     bpf_dir: PathBuf,
+    events: broadcast::Sender<Translation>,
+    /// The events' ring buffer while no reader thread has it.
+    source: events::Slot,
 }
+
+/// How many translations a slow subscriber may fall behind by before it loses some.
+const EVENT_BACKLOG: usize = 4096;
 
 impl ServicesDatapath {
     /// Loads the programs (attached nowhere yet) with their maps pinned under
@@ -461,14 +470,15 @@ impl ServicesDatapath {
             foreign: HashSet::new(),
         };
         state.adopt()?;
-        // No reader yet: a previous agent's monitor has ended with it.
-        state.maps.set_monitor(false)?;
+        let source = Maps::take_events(&mut state.ebpf)?;
         if !state.held.is_empty() {
             info!(frontends = state.held.len(), dir = %bpf_dir.display(), "services: adopted the installed frontends");
         }
         Ok(Self {
             state: Mutex::new(state),
             bpf_dir: bpf_dir.to_path_buf(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            source: Arc::new(Mutex::new(Some(source))),
         })
     }
 
@@ -868,10 +878,36 @@ impl ServicesDatapath {
         Ok(out)
     }
 
-    /// Turns the programs' translation events (`strait_svc_events`) on or off:
-    /// on only while someone reads them, so translating costs no event otherwise.
-    pub fn set_translation_events(&self, on: bool) -> Result<(), ServicesError> {
-        self.lock().maps.set_monitor(on)
+    /// Translations as the programs report them (`netctl monitor`). The first
+    /// subscriber starts a reader thread and turns the programs' events on; they
+    /// go off again when the last one is gone.
+    pub fn translations(&self) -> broadcast::Receiver<Translation> {
+        let mut held = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.events.subscribe();
+        if let Some(source) = held.take() {
+            let (tx, slot) = (self.events.clone(), self.source.clone());
+            let spawned = std::thread::Builder::new()
+                .name("services-events".into())
+                .spawn(move || events::read(source, tx, slot));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "services events: cannot start the reader");
+            }
+        }
+        rx
+    }
+
+    /// Turns the events on and reads what the ring buffer holds on the calling
+    /// thread (tests); empty while a reader thread has the ring buffer.
+    #[cfg(test)]
+    fn drain_translations(&self) -> Vec<Translation> {
+        let mut held = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(source) => {
+                source.set(true).unwrap();
+                source.drain()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// How many entries the packet-level flow table holds (two per flow: its
