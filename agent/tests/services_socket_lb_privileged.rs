@@ -707,6 +707,21 @@ fn a_restarted_datapath_keeps_its_frontends_and_translating() {
     // A new agent adopts the maps and replaces each program in place.
     let dp = ServicesDatapath::load(bed.bpffs.path()).unwrap();
     assert_eq!(dp.frontends().unwrap(), before);
+    // The per-backend counts go on: what the clients made while no agent ran.
+    let counted: BTreeMap<String, usize> = dp
+        .backend_connections()
+        .unwrap()
+        .into_iter()
+        .filter(|(f, _, n)| *f == frontend(VIP4, Protocol::Tcp) && *n > 0)
+        .map(|(_, b, n)| {
+            let i = BACKENDS4
+                .iter()
+                .position(|a| a.parse::<IpAddr>().unwrap() == b.addr)
+                .unwrap();
+            (format!("b{i}"), n as usize)
+        })
+        .collect();
+    assert_eq!(counted, by, "counts kept across the restart");
     dp.attach(&bed.cg.path).unwrap();
     let replaced = ServicesDatapath::attached(&bed.cg.path).unwrap();
     assert_eq!(replaced.len(), 8, "one of each, not two: {replaced:?}");

@@ -100,6 +100,12 @@ impl Maps {
         }
     }
 
+    /// Deletes backend `id`'s counter alone (tests: an older agent's backend).
+    #[cfg(test)]
+    pub(super) fn drop_backend_counter(&mut self, id: u32) {
+        self.backend_stats.remove(&id).unwrap();
+    }
+
     /// Every backend counter: (backend id, connections summed over CPUs).
     pub(super) fn backend_counts(&self) -> Result<Vec<(u32, u64)>, ServicesError> {
         let mut out = Vec::new();
