@@ -88,6 +88,20 @@ pub struct Metrics {
     pub service_backends: Family<ServiceBackendLabels, Gauge>,
     pub service_connects: Family<ReasonLabels, Counter>,
     services_seen: Mutex<BTreeMap<String, u64>>,
+    pub service_backend_connects: Family<ServiceBackendConnectLabels, Counter>,
+    /// Each backend's datapath count at the last scrape, to add what it grew by.
+    backend_connects_seen: Mutex<BTreeMap<ServiceBackendConnectLabels, u64>>,
+}
+
+/// One backend of one frontend. Series come and go with the backends a node
+/// serves (a backend gone from every view is dropped), so their number follows
+/// the services, not the traffic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ServiceBackendConnectLabels {
+    pub service: String,
+    pub frontend: String,
+    /// `10.244.1.5:8080`, `[fd00::5]:8080`.
+    pub backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,6 +187,13 @@ impl Metrics {
         let ipsec_drops = Family::<ReasonLabels, Counter>::default();
         let service_backends = Family::<ServiceBackendLabels, Gauge>::default();
         let service_connects = Family::<ReasonLabels, Counter>::default();
+        let service_backend_connects = Family::<ServiceBackendConnectLabels, Counter>::default();
+        registry.register(
+            "service_backend_connects",
+            "Connections this node gave each backend of each service frontend: socket \
+             connects, unconnected UDP datagrams, new flows from outside",
+            service_backend_connects.clone(),
+        );
         registry.register(
             "service_backends",
             "Backends of each service frontend on this node, by state",
@@ -243,6 +264,8 @@ impl Metrics {
             service_backends,
             service_connects,
             services_seen: Mutex::new(BTreeMap::new()),
+            service_backend_connects,
+            backend_connects_seen: Mutex::new(BTreeMap::new()),
             registry,
             policy_verdicts,
             policy_drops,
@@ -455,6 +478,7 @@ impl Metrics {
                 }
             }
         }
+        self.record_backend_connects(views);
         let mut seen = self.services_seen.lock().unwrap_or_else(|p| p.into_inner());
         for (reason, total) in counters {
             let last = seen.insert(reason.clone(), *total).unwrap_or(0);
@@ -465,6 +489,46 @@ impl Metrics {
                 })
                 .inc_by(grew);
         }
+    }
+
+    /// Per backend, what its datapath count grew by since the last scrape. The
+    /// datapath's count restarts at 0 when a backend leaves the table and comes
+    /// back (health, readiness): that is counted from 0 again, so the counter never
+    /// goes back. Backends in no view any more lose their series.
+    fn record_backend_connects(&self, views: &[strait_api::services::ServiceView]) {
+        let mut seen = self
+            .backend_connects_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::BTreeSet::new();
+        for v in views {
+            for f in v.frontends.iter().filter(|f| !f.frontend.is_empty()) {
+                for b in &f.backends {
+                    let labels = ServiceBackendConnectLabels {
+                        service: v.name.clone(),
+                        frontend: f.frontend.clone(),
+                        backend: std::net::SocketAddr::new(b.address, b.port).to_string(),
+                    };
+                    let last = seen.insert(labels.clone(), b.connections).unwrap_or(0);
+                    let grew = if b.connections >= last {
+                        b.connections - last
+                    } else {
+                        b.connections
+                    };
+                    self.service_backend_connects
+                        .get_or_create(&labels)
+                        .inc_by(grew);
+                    present.insert(labels);
+                }
+            }
+        }
+        seen.retain(|labels, _| {
+            let keep = present.contains(labels);
+            if !keep {
+                self.service_backend_connects.remove(labels);
+            }
+            keep
+        });
     }
 
     pub fn record_policy_counters(&self, reasons: &[ReasonCount], events_lost: u64) {
@@ -634,6 +698,7 @@ mod tests {
             healthy,
             usable,
             slots: 0,
+            connections: 0,
             origin: "h1/c".into(),
         };
         let view = |backends: Vec<BackendView>| ServiceView {
@@ -674,5 +739,75 @@ mod tests {
         // A service gone: its gauges go too.
         m.record_services(&[], &[]);
         assert!(!m.encode().contains("shop/web"));
+    }
+
+    #[test]
+    fn backend_connects_only_grow_and_leave_with_their_backend() {
+        use strait_api::services::{BackendView, FrontendView, ServiceView};
+        let backend = |addr: &str, connections: u64| BackendView {
+            address: addr.parse().unwrap(),
+            port: 8080,
+            node: None,
+            ready: true,
+            healthy: None,
+            usable: true,
+            slots: 1,
+            connections,
+            origin: "h1/c".into(),
+        };
+        let view = |backends: Vec<BackendView>| ServiceView {
+            name: "shop/web".into(),
+            kind: "ClusterIP".into(),
+            cluster_ips: vec![],
+            external_ips: vec![],
+            ports: vec![],
+            frontends: vec![FrontendView {
+                frontend: "10.96.0.10:80/TCP".into(),
+                scope: "ClusterIP".into(),
+                backends,
+                table_size: 509,
+                installed: true,
+                error: None,
+            }],
+        };
+        let series = |addr: &str| {
+            format!(
+                r#"strait_service_backend_connects_total{{service="shop/web",frontend="10.96.0.10:80/TCP",backend="{addr}:8080"}}"#
+            )
+        };
+        let value = |m: &Metrics, addr: &str| -> Option<u64> {
+            let want = series(addr);
+            m.encode()
+                .lines()
+                .find_map(|l| l.strip_prefix(&want))
+                .map(|v| v.trim().parse().unwrap())
+        };
+        let m = Metrics::new();
+        m.record_services(
+            &[view(vec![
+                backend("10.244.0.2", 7),
+                backend("10.244.0.3", 4),
+            ])],
+            &[],
+        );
+        assert_eq!(value(&m, "10.244.0.2"), Some(7));
+        assert_eq!(value(&m, "10.244.0.3"), Some(4));
+        m.record_services(
+            &[view(vec![
+                backend("10.244.0.2", 10),
+                backend("10.244.0.3", 4),
+            ])],
+            &[],
+        );
+        assert_eq!(value(&m, "10.244.0.2"), Some(10));
+        // .2 left the table and came back (the datapath counts from 0 again); .3
+        // left the service.
+        m.record_services(&[view(vec![backend("10.244.0.2", 2)])], &[]);
+        assert_eq!(value(&m, "10.244.0.2"), Some(12), "never backwards");
+        assert_eq!(
+            value(&m, "10.244.0.3"),
+            None,
+            "a gone backend's series goes"
+        );
     }
 }

@@ -24,7 +24,7 @@ use serde_json::Value;
 use strait_testbeds::netns::Netns;
 use straitd::policy::datapath::PrivateBpffs;
 use straitd::services::datapath::{
-    Backend, Frontend, Protocol, Scope, ServiceReason, ServicesDatapath,
+    Backend, Frontend, Protocol, Scope, ServiceReason, ServicesDatapath, TranslationKind,
 };
 
 macro_rules! require_root {
@@ -427,6 +427,143 @@ fn connections_spread_near_evenly_over_three_backends() {
     for (b, n) in &by {
         assert!(*n >= 60, "{b} got {n} of 300 (< 20 %): {by:?}");
     }
+
+    // The datapath counted each backend's connections as the clients saw them.
+    let tcp4 = frontend(VIP4, Protocol::Tcp);
+    let counted = |bed: &Bed| -> BTreeMap<String, u64> {
+        bed.dp()
+            .backend_connections()
+            .unwrap()
+            .into_iter()
+            .filter(|(f, _, _)| *f == tcp4)
+            .map(|(_, b, n)| {
+                let i = BACKENDS4
+                    .iter()
+                    .position(|a| a.parse::<IpAddr>().unwrap() == b.addr)
+                    .unwrap();
+                (format!("b{i}"), n)
+            })
+            .collect()
+    };
+    let want: BTreeMap<String, u64> = by.iter().map(|(b, n)| (b.clone(), *n as u64)).collect();
+    assert_eq!(counted(&bed), want, "per-backend counts = connections made");
+    // UDP: one per datagram of an unconnected socket.
+    let rows = bed.client(true, &["udp", VIP4, "80", "12"]);
+    let udp: u64 = bed
+        .dp()
+        .backend_connections()
+        .unwrap()
+        .iter()
+        .filter(|(f, _, _)| *f == frontend(VIP4, Protocol::Udp))
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(udp, rows.as_array().unwrap().len() as u64);
+
+    // A table installed again keeps the counts of the backends that stay; one that
+    // leaves takes its counter with it (nothing left in the map).
+    bed.dp()
+        .install(&tcp4, &backends(&BACKENDS4), &uniform(3, 257), None)
+        .unwrap();
+    assert_eq!(counted(&bed), want, "a reinstall keeps the counts");
+    bed.dp()
+        .install(&tcp4, &backends(&BACKENDS4[..2]), &uniform(2, M), None)
+        .unwrap();
+    let kept: BTreeMap<String, u64> = want
+        .iter()
+        .filter(|(b, _)| *b != "b2")
+        .map(|(b, n)| (b.clone(), *n))
+        .collect();
+    assert_eq!(counted(&bed), kept);
+    // Three backends on each of four frontends, one fewer on one.
+    assert_eq!(counter_entries(&bed), 11);
+    for (vip, proto) in [
+        (VIP4, Protocol::Tcp),
+        (VIP4, Protocol::Udp),
+        (VIP6, Protocol::Tcp),
+        (VIP6, Protocol::Udp),
+    ] {
+        bed.dp().remove(&frontend(vip, proto)).unwrap();
+    }
+    assert_eq!(
+        counter_entries(&bed),
+        0,
+        "removed frontends leave no counter"
+    );
+}
+
+/// Entries in the pinned per-backend counter map, read as the kernel holds them.
+fn counter_entries(bed: &Bed) -> usize {
+    let pin = bed.bpffs.path().join("strait_svc_backend_stats");
+    let map = aya::maps::MapData::from_pin(&pin).unwrap();
+    let map = aya::maps::Map::PerCpuHashMap(map);
+    let counters: aya::maps::PerCpuHashMap<_, u32, u64> =
+        aya::maps::PerCpuHashMap::try_from(map).unwrap();
+    counters.keys().count()
+}
+
+#[test]
+fn translations_are_reported_while_someone_listens() {
+    require_root!("translations_are_reported_while_someone_listens");
+    let bed = Bed::new();
+    bed.install_all();
+    let monitor = || -> u32 {
+        let pin = bed.bpffs.path().join("strait_svc_monitor");
+        let map = aya::maps::Map::Array(aya::maps::MapData::from_pin(&pin).unwrap());
+        let a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map).unwrap();
+        a.get(&0, 0).unwrap()
+    };
+    assert_eq!(monitor(), 0, "off while nobody listens");
+    let mut rx = bed.dp().translations();
+    let rows = bed.client(true, &["tcp", VIP4, "80", "5"]);
+    let udp = bed.client(true, &["udp", VIP6, "80", "3"]);
+    // Read until all eight came; the deadline only ends a failing run.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 8 && std::time::Instant::now() < deadline {
+        match rx.try_recv() {
+            Ok(t) => got.push(t),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert_eq!(got.len(), 8, "{got:?}");
+    let name_of = |b: &SocketAddr| {
+        let i = BACKENDS4
+            .iter()
+            .chain(BACKENDS6.iter())
+            .position(|a| a.parse::<IpAddr>().unwrap() == b.ip())
+            .unwrap();
+        format!("b{}", i % 3)
+    };
+    let (tcp, dgram): (Vec<_>, Vec<_>) = got.iter().partition(|t| t.proto == Protocol::Tcp);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tcp {
+        assert_eq!(t.kind, TranslationKind::Connect);
+        assert_eq!(t.frontend, vip_peer(VIP4));
+        assert_eq!(t.backend.port(), BACKEND_PORT);
+        assert_ne!(t.pid, 0, "the client's process");
+        assert_ne!(t.netns_cookie, 0);
+        assert_eq!(t.client, None);
+        *by.entry(name_of(&t.backend)).or_default() += 1;
+    }
+    assert_eq!(
+        by,
+        spread(&rows, VIP4),
+        "each event names the backend it reached"
+    );
+    assert_eq!(dgram.len(), 3);
+    for (t, row) in dgram.iter().zip(udp.as_array().unwrap()) {
+        assert_eq!(t.kind, TranslationKind::Sendmsg);
+        assert_eq!(t.frontend, vip_peer(VIP6));
+        assert_eq!(name_of(&t.backend), row[0].as_str().unwrap());
+    }
+    assert_eq!(bed.stat(ServiceReason::EventsLost), 0);
+    // The last listener gone, the reader turns the events off.
+    drop(rx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while monitor() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(monitor(), 0, "off again once nobody listens");
 }
 
 #[test]
@@ -570,6 +707,21 @@ fn a_restarted_datapath_keeps_its_frontends_and_translating() {
     // A new agent adopts the maps and replaces each program in place.
     let dp = ServicesDatapath::load(bed.bpffs.path()).unwrap();
     assert_eq!(dp.frontends().unwrap(), before);
+    // The per-backend counts go on: what the clients made while no agent ran.
+    let counted: BTreeMap<String, usize> = dp
+        .backend_connections()
+        .unwrap()
+        .into_iter()
+        .filter(|(f, _, n)| *f == frontend(VIP4, Protocol::Tcp) && *n > 0)
+        .map(|(_, b, n)| {
+            let i = BACKENDS4
+                .iter()
+                .position(|a| a.parse::<IpAddr>().unwrap() == b.addr)
+                .unwrap();
+            (format!("b{i}"), n as usize)
+        })
+        .collect();
+    assert_eq!(counted, by, "counts kept across the restart");
     dp.attach(&bed.cg.path).unwrap();
     let replaced = ServicesDatapath::attached(&bed.cg.path).unwrap();
     assert_eq!(replaced.len(), 8, "one of each, not two: {replaced:?}");
@@ -609,7 +761,7 @@ fn detached_and_unpinned_nothing_is_left() {
         bpffs,
     } = bed;
     drop(dp);
-    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 8);
+    assert_eq!(ServicesDatapath::remove_pins(bpffs.path()).unwrap(), 11);
     // A bpffs mount's own files (maps.debug, progs.debug) aside, nothing.
     let left: Vec<String> = std::fs::read_dir(bpffs.path())
         .unwrap()

@@ -109,6 +109,13 @@ pub struct MonitorFilter {
     pub namespace: Option<String>,
     /// Either side's port.
     pub port: Option<u16>,
+    /// Also service translations (`{"xlate": …}` lines). Asked for by the client,
+    /// so an older `netctl`, which cannot read them, never gets them.
+    #[serde(default)]
+    pub translations: bool,
+    /// Only the translations to this service (`NS/NAME`), and no flow events.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +166,8 @@ pub fn verdict_of(e: &FlowEvent) -> VerdictFilter {
 impl MonitorFilter {
     pub fn matches(&self, e: &FlowEvent) -> bool {
         let sides = [&e.src, &e.dst];
-        self.verdict.is_none_or(|v| verdict_of(e) == v)
+        self.service.is_none()
+            && self.verdict.is_none_or(|v| verdict_of(e) == v)
             && self.endpoint.as_deref().is_none_or(|id| {
                 e.endpoint.as_deref() == Some(id)
                     || sides.iter().any(|p| p.endpoint.as_deref() == Some(id))
@@ -171,6 +179,28 @@ impl MonitorFilter {
             && self
                 .port
                 .is_none_or(|port| sides.iter().any(|p| p.port == port))
+    }
+
+    /// Whether a translation is shown: asked for, and neither a verdict nor an
+    /// endpoint asked for (a translation has neither); the namespace is the
+    /// service's, the port the frontend's or the backend's.
+    pub fn matches_translation(&self, t: &TranslationEvent) -> bool {
+        let ns = t
+            .service
+            .as_deref()
+            .and_then(|s| s.split_once('/'))
+            .map(|(ns, _)| ns);
+        (self.translations || self.service.is_some())
+            && self.verdict.is_none()
+            && self.endpoint.is_none()
+            && self
+                .service
+                .as_deref()
+                .is_none_or(|s| t.service.as_deref() == Some(s))
+            && self.namespace.as_deref().is_none_or(|n| ns == Some(n))
+            && self
+                .port
+                .is_none_or(|p| t.frontend.port() == p || t.backend.port() == p)
     }
 
     /// As a query string for [`crate::paths::POLICY_MONITOR`] (empty, or `?k=v&…`).
@@ -188,6 +218,12 @@ impl MonitorFilter {
         }
         if let Some(p) = self.port {
             parts.push(format!("port={p}"));
+        }
+        if self.translations {
+            parts.push("translations=true".into());
+        }
+        if let Some(svc) = &self.service {
+            parts.push(format!("service={}", escape(svc)));
         }
         if parts.is_empty() {
             String::new()
@@ -214,8 +250,50 @@ fn escape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MonitorLine {
-    Lost { lost: u64 },
+    Lost {
+        lost: u64,
+    },
     Event(Box<FlowEvent>),
+    /// `{"xlate": …}`: a service translation (only when the client asked).
+    Translation {
+        xlate: Box<TranslationEvent>,
+    },
+}
+
+/// One service translation: a client sent to a backend instead of the service
+/// address it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranslationEvent {
+    /// Unix time, nanoseconds (when the agent read it).
+    pub time_ns: u64,
+    pub node: String,
+    /// `socket` (a connect), `sendmsg` (an unconnected UDP datagram), `nat` or
+    /// `nat-snat` (a new flow from outside the node, SNATed to it with `nat-snat`).
+    pub via: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// A packet's source; none for a socket (not bound yet when it connects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<std::net::SocketAddr>,
+    /// A socket's process, network namespace cookie and cgroup v2 id (0 for a
+    /// packet).
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub netns_cookie: u64,
+    #[serde(default)]
+    pub cgroup_id: u64,
+    /// The process's name when the agent could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub frontend: std::net::SocketAddr,
+    pub backend: std::net::SocketAddr,
+    /// `NS/NAME` and the port's name, from this node's plan (none when the
+    /// frontend is no longer planned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
 }
 
 #[cfg(test)]
@@ -289,6 +367,7 @@ mod tests {
             endpoint: endpoint.map(str::to_string),
             namespace: namespace.map(str::to_string),
             port,
+            ..Default::default()
         };
         assert!(f(Some("a"), None, None).matches(&denied));
         assert!(!f(Some("c"), None, None).matches(&denied));
@@ -305,6 +384,7 @@ mod tests {
             endpoint: Some("n.c 1&x".into()),
             namespace: None,
             port: Some(80),
+            ..Default::default()
         }
         .to_query();
         assert_eq!(q, "?verdict=denied&endpoint=n.c%201%26x&port=80");
@@ -312,6 +392,83 @@ mod tests {
 
     #[test]
     fn monitor_lines_tell_events_from_losses() {
+        let xlate = TranslationEvent {
+            time_ns: 1,
+            node: "h1".into(),
+            via: "socket".into(),
+            protocol: "tcp".into(),
+            client: None,
+            pid: 42,
+            netns_cookie: 4096,
+            cgroup_id: 7,
+            command: Some("curl".into()),
+            frontend: "10.96.0.10:80".parse().unwrap(),
+            backend: "10.244.2.3:8080".parse().unwrap(),
+            service: Some("shop/web".into()),
+            port_name: Some("http".into()),
+        };
+        let text = serde_json::to_string(&MonitorLine::Translation {
+            xlate: Box::new(xlate.clone()),
+        })
+        .unwrap();
+        assert!(text.starts_with(r#"{"xlate":"#), "{text}");
+        let back: MonitorLine = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back,
+            MonitorLine::Translation {
+                xlate: Box::new(xlate.clone())
+            }
+        );
+        // Filters: asked for or not, by service, namespace and port; never with a
+        // verdict or an endpoint.
+        let f = |f: MonitorFilter| f.matches_translation(&xlate);
+        assert!(!f(MonitorFilter::default()), "only when asked");
+        assert!(f(MonitorFilter {
+            translations: true,
+            ..Default::default()
+        }));
+        assert!(f(MonitorFilter {
+            service: Some("shop/web".into()),
+            ..Default::default()
+        }));
+        assert!(!f(MonitorFilter {
+            service: Some("shop/db".into()),
+            ..Default::default()
+        }));
+        assert!(f(MonitorFilter {
+            translations: true,
+            namespace: Some("shop".into()),
+            port: Some(8080),
+            ..Default::default()
+        }));
+        assert!(!f(MonitorFilter {
+            translations: true,
+            port: Some(81),
+            ..Default::default()
+        }));
+        assert!(!f(MonitorFilter {
+            translations: true,
+            verdict: Some(VerdictFilter::Denied),
+            ..Default::default()
+        }));
+        assert!(
+            !MonitorFilter {
+                service: Some("shop/web".into()),
+                ..Default::default()
+            }
+            .matches(&event(true, false)),
+            "a service filter shows translations only"
+        );
+        assert_eq!(
+            MonitorFilter {
+                translations: true,
+                service: Some("shop/web".into()),
+                ..Default::default()
+            }
+            .to_query(),
+            "?translations=true&service=shop%2Fweb"
+        );
+
         let line: MonitorLine = serde_json::from_str(r#"{"lost": 7}"#).unwrap();
         assert_eq!(line, MonitorLine::Lost { lost: 7 });
         let e = event(false, false);

@@ -87,6 +87,11 @@ pub struct BackendView {
     pub usable: bool,
     /// Its share of the Maglev table's slots.
     pub slots: u32,
+    /// Connections this node gave it on this frontend (socket connects, unconnected
+    /// UDP datagrams, new flows from outside) since it last joined the table; 0
+    /// while it is out of it. (Absent from an older agent: 0.)
+    #[serde(default)]
+    pub connections: u64,
     /// The endpoint id or `EndpointSlice NS/NAME` it came from.
     pub origin: String,
 }

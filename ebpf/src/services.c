@@ -69,6 +69,38 @@ static __always_inline void strait_svc_set4(struct bpf_sock_addr *ctx,
 	ctx->user_ip4 = ip4;
 }
 
+/* Sends a translation event made by `kind`. Not inlined, so that struct
+ * strait_svc_event and enum strait_svc_xlate are in the object's BTF for the
+ * agent's layout test. */
+static __noinline void strait_svc_emit(struct strait_svc_event *e, enum strait_svc_xlate kind)
+{
+	e->kind = kind;
+	if (bpf_ringbuf_output(&strait_svc_events, e, sizeof(*e), 0) < 0)
+		strait_svc_count(STRAIT_SVC_EVENTS_LOST);
+}
+
+static __always_inline void strait_svc_event(struct bpf_sock_addr *ctx,
+					     const struct strait_svc_key *key,
+					     const struct strait_svc_frontend *fe,
+					     const struct strait_svc_backend *be, __u32 backend_id,
+					     enum strait_svc_xlate kind)
+{
+	struct strait_svc_event e = {};
+
+	e.time_ns = bpf_ktime_get_ns();
+	e.netns_cookie = bpf_get_netns_cookie(ctx);
+	e.cgroup_id = bpf_get_current_cgroup_id();
+	e.pid = bpf_get_current_pid_tgid() >> 32;
+	e.frontend = key->addr;
+	e.frontend_port = key->port;
+	e.backend = be->addr;
+	e.backend_port = be->port;
+	e.proto = key->proto;
+	e.frontend_id = fe->id;
+	e.backend_id = backend_id;
+	strait_svc_emit(&e, kind);
+}
+
 /*
  * Rewrites the destination of a connect or sendmsg whose service address is in
  * `key` (addr and port filled in by the caller) to a backend, and records the
@@ -76,7 +108,8 @@ static __always_inline void strait_svc_set4(struct bpf_sock_addr *ctx,
  * backend.
  */
 static __always_inline int strait_svc_translate(struct bpf_sock_addr *ctx,
-						struct strait_svc_key *key, int v4)
+						struct strait_svc_key *key, int v4,
+						enum strait_svc_xlate kind)
 {
 	struct strait_svc_revnat_key rkey = {};
 	struct strait_svc_revnat rev = {};
@@ -105,6 +138,10 @@ static __always_inline int strait_svc_translate(struct bpf_sock_addr *ctx,
 		bpf_set_retval(-ECONNREFUSED);
 		return STRAIT_SOCK_REFUSE;
 	}
+
+	strait_svc_backend_count(backend_id);
+	if (strait_svc_monitored())
+		strait_svc_event(ctx, key, fe, be, backend_id, kind);
 
 	rkey.cookie = bpf_get_socket_cookie(ctx);
 	rkey.addr = be->addr;
@@ -149,46 +186,48 @@ static __always_inline int strait_svc_reverse(struct bpf_sock_addr *ctx, int v4)
 	return STRAIT_SOCK_OK;
 }
 
-static __always_inline int strait_svc_forward4(struct bpf_sock_addr *ctx)
+static __always_inline int strait_svc_forward4(struct bpf_sock_addr *ctx,
+					       enum strait_svc_xlate kind)
 {
 	struct strait_svc_key key = {};
 
 	strait_svc_addr4(&key.addr, ctx->user_ip4);
 	key.port = (__be16)ctx->user_port;
-	return strait_svc_translate(ctx, &key, 1);
+	return strait_svc_translate(ctx, &key, 1, kind);
 }
 
-static __always_inline int strait_svc_forward6(struct bpf_sock_addr *ctx)
+static __always_inline int strait_svc_forward6(struct bpf_sock_addr *ctx,
+					       enum strait_svc_xlate kind)
 {
 	struct strait_svc_key key = {};
 
 	strait_svc_addr6(&key.addr, ctx);
 	key.port = (__be16)ctx->user_port;
-	return strait_svc_translate(ctx, &key, 0);
+	return strait_svc_translate(ctx, &key, 0, kind);
 }
 
 SEC("cgroup/connect4")
 int strait_connect4(struct bpf_sock_addr *ctx)
 {
-	return strait_svc_forward4(ctx);
+	return strait_svc_forward4(ctx, STRAIT_SVC_XLATE_CONNECT);
 }
 
 SEC("cgroup/connect6")
 int strait_connect6(struct bpf_sock_addr *ctx)
 {
-	return strait_svc_forward6(ctx);
+	return strait_svc_forward6(ctx, STRAIT_SVC_XLATE_CONNECT);
 }
 
 SEC("cgroup/sendmsg4")
 int strait_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return strait_svc_forward4(ctx);
+	return strait_svc_forward4(ctx, STRAIT_SVC_XLATE_SENDMSG);
 }
 
 SEC("cgroup/sendmsg6")
 int strait_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return strait_svc_forward6(ctx);
+	return strait_svc_forward6(ctx, STRAIT_SVC_XLATE_SENDMSG);
 }
 
 SEC("cgroup/recvmsg4")

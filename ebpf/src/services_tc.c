@@ -429,6 +429,35 @@ static __always_inline int strait_svc_ct_current(const struct strait_svc_pkt *p,
 	return 1;
 }
 
+/* Sends a new flow's translation event. Reserved in the ring buffer rather than
+ * built on the stack, which the flow's own state already fills. */
+static __always_inline void strait_svc_nat_event(const struct strait_svc_pkt *p,
+						 const struct strait_svc_frontend *fe,
+						 const struct strait_svc_ct *fwd,
+						 enum strait_svc_xlate kind)
+{
+	struct strait_svc_event *e;
+
+	e = bpf_ringbuf_reserve(&strait_svc_events, sizeof(*e), 0);
+	if (!e) {
+		strait_svc_count(STRAIT_SVC_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->time_ns = bpf_ktime_get_ns();
+	e->client = p->key.src;
+	e->client_port = p->key.sport;
+	e->frontend = p->key.dst;
+	e->frontend_port = p->key.dport;
+	e->backend = fwd->dst;
+	e->backend_port = fwd->dport;
+	e->proto = p->key.proto;
+	e->kind = kind;
+	e->frontend_id = fe->id;
+	e->backend_id = fwd->backend;
+	bpf_ringbuf_submit(e, 0);
+}
+
 /* A new flow to a frontend reached from outside, or TCX_NEXT when it is none. */
 static __always_inline int strait_svc_new_flow(struct __sk_buff *skb, struct strait_svc_pkt *p)
 {
@@ -477,6 +506,11 @@ static __always_inline int strait_svc_new_flow(struct __sk_buff *skb, struct str
 	}
 	p->key.dir = STRAIT_SVC_CT_FORWARD;
 	bpf_map_update_elem(&strait_svc_ct, &p->key, &fwd, BPF_ANY);
+	strait_svc_backend_count(backend_id);
+	if (strait_svc_monitored())
+		strait_svc_nat_event(p, fe, &fwd,
+				     fwd.flags & STRAIT_SVC_CT_F_SNAT ? STRAIT_SVC_XLATE_NAT_SNAT :
+									STRAIT_SVC_XLATE_NAT);
 	if (strait_svc_rewrite(skb, p, &fwd))
 		return TC_ACT_SHOT;
 	if (fwd.flags & STRAIT_SVC_CT_F_SNAT) {

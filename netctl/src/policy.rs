@@ -14,10 +14,10 @@ use strait_api::policy::{
     TracePeer, TraceStep, TraceView,
 };
 use strait_api::policy_wire::{
-    ApplyReport, MonitorFilter, MonitorLine, TraceRequest, VerdictFilter, parse_port_spec,
-    verdict_of,
+    ApplyReport, MonitorFilter, MonitorLine, TraceRequest, TranslationEvent, VerdictFilter,
+    parse_port_spec, verdict_of,
 };
-use strait_api::{Client, paths};
+use strait_api::{Client, ClientError, paths};
 
 use crate::table::Table;
 use crate::{Output, objects, state_word};
@@ -88,9 +88,16 @@ pub struct MonitorArgs {
     /// Only flows with a side in this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Only flows with this port on either side.
+    /// Only flows with this port on either side (translations: the service's or
+    /// the backend's port).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Only the translations to this service (`NS/NAME`), no flow events.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Flow events only, no service translations.
+    #[arg(long, conflicts_with = "service")]
+    pub no_translations: bool,
 }
 
 /// The agent's key of an object named as kubectl would name it.
@@ -494,14 +501,32 @@ impl PortText for TraceView {
 }
 
 pub fn monitor(client: &Client, out: Output, args: MonitorArgs) -> Result<ExitCode> {
-    let filter = MonitorFilter {
+    if let Some(svc) = &args.service
+        && svc.split('/').filter(|p| !p.is_empty()).count() != 2
+    {
+        anyhow::bail!("--service {svc:?}: name the service NS/NAME");
+    }
+    let mut filter = MonitorFilter {
         verdict: args.verdict,
         endpoint: args.endpoint,
         namespace: args.namespace,
         port: args.port,
+        translations: !args.no_translations,
+        service: args.service,
     };
     let path = format!("{}{}", paths::POLICY_MONITOR, filter.to_query());
-    let lines = client.stream_lines(&path)?;
+    let lines = match client.stream_lines(&path) {
+        // An agent older than translations refuses the parameter: flow events
+        // only, then (a service filter has nothing to show without them).
+        Err(ClientError::Api(e))
+            if e.message.contains("unknown monitor parameter") && filter.service.is_none() =>
+        {
+            eprintln!("netctl: this agent does not report service translations; flow events only");
+            filter.translations = false;
+            client.stream_lines(&format!("{}{}", paths::POLICY_MONITOR, filter.to_query()))?
+        }
+        other => other?,
+    };
     let mut stdout = std::io::stdout().lock();
     for line in lines {
         let line = line.context("reading the agent's stream")?;
@@ -553,7 +578,40 @@ pub fn render_line(l: &MonitorLine) -> String {
     match l {
         MonitorLine::Lost { lost } => format!("-- {lost} events lost --"),
         MonitorLine::Event(e) => render_event(e),
+        MonitorLine::Translation { xlate } => render_translation(xlate),
     }
+}
+
+/// `xlate tcp pid 4242 (curl) netns 4096 → 10.96.0.10:80 (shop/web http) =
+/// 10.244.2.3:8080 [socket]`: who (a socket's process, a packet's source), the
+/// service address it asked for, the backend it was given, and by which hook.
+pub fn render_translation(t: &TranslationEvent) -> String {
+    let who = match (t.client, t.pid) {
+        (Some(c), _) => c.to_string(),
+        (None, 0) => "?".into(),
+        (None, pid) => {
+            let mut w = format!("pid {pid}");
+            if let Some(c) = &t.command {
+                w.push_str(&format!(" ({c})"));
+            }
+            w.push_str(&format!(" netns {}", t.netns_cookie));
+            w
+        }
+    };
+    let service = match (&t.service, &t.port_name) {
+        (Some(s), Some(p)) => format!(" ({s} {p})"),
+        (Some(s), None) => format!(" ({s})"),
+        (None, _) => String::new(),
+    };
+    format!(
+        "{} {} xlate {} {who} \u{2192} {}{service} = {} [{}]",
+        utc_time(t.time_ns),
+        t.node,
+        t.protocol,
+        t.frontend,
+        t.backend,
+        t.via
+    )
 }
 
 pub fn render_event(e: &FlowEvent) -> String {
@@ -911,6 +969,55 @@ mod tests {
         assert_eq!(
             render_line(&MonitorLine::Lost { lost: 7 }),
             "-- 7 events lost --"
+        );
+    }
+
+    #[test]
+    fn translations_render_one_line_each() {
+        let socket = TranslationEvent {
+            time_ns: 1_733_491_872_123_456_789,
+            node: "h1".into(),
+            via: "socket".into(),
+            protocol: "tcp".into(),
+            client: None,
+            pid: 4242,
+            netns_cookie: 4096,
+            cgroup_id: 7,
+            command: Some("curl".into()),
+            frontend: "10.96.0.10:80".parse().unwrap(),
+            backend: "10.244.2.3:8080".parse().unwrap(),
+            service: Some("shop/web".into()),
+            port_name: Some("http".into()),
+        };
+        assert_eq!(
+            render_line(&MonitorLine::Translation {
+                xlate: Box::new(socket.clone())
+            }),
+            "2024-12-06T13:31:12.123Z h1 xlate tcp pid 4242 (curl) netns 4096 \u{2192} \
+             10.96.0.10:80 (shop/web http) = 10.244.2.3:8080 [socket]"
+        );
+        // From outside: the packet's source; a frontend no longer planned has no name.
+        let nat = TranslationEvent {
+            via: "nat-snat".into(),
+            protocol: "udp".into(),
+            client: Some("[2001:db8::7]:5353".parse().unwrap()),
+            pid: 0,
+            netns_cookie: 0,
+            cgroup_id: 0,
+            command: None,
+            frontend: "[2001:db8::1]:30053".parse().unwrap(),
+            backend: "[fd00:244::3]:5353".parse().unwrap(),
+            service: None,
+            port_name: None,
+            ..socket
+        };
+        assert!(
+            render_translation(&nat).ends_with(
+                "h1 xlate udp [2001:db8::7]:5353 \u{2192} [2001:db8::1]:30053 = \
+                 [fd00:244::3]:5353 [nat-snat]"
+            ),
+            "{}",
+            render_translation(&nat)
         );
     }
 

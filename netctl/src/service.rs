@@ -198,7 +198,7 @@ pub fn render_list(views: &[ServiceView], wide: bool) -> String {
         return t.render();
     }
     let mut t = Table::new([
-        "SERVICE", "FRONTEND", "BACKEND", "NODE", "READY", "HEALTH", "SLOTS", "STATE",
+        "SERVICE", "FRONTEND", "BACKEND", "NODE", "READY", "HEALTH", "SLOTS", "CONNS", "STATE",
     ]);
     for v in views {
         for f in &v.frontends {
@@ -216,6 +216,7 @@ pub fn render_list(views: &[ServiceView], wide: bool) -> String {
                     "-",
                     "-",
                     "0",
+                    "-",
                     &format!("{state} (no backend: refused)"),
                 ]);
             }
@@ -236,6 +237,7 @@ pub fn render_list(views: &[ServiceView], wide: bool) -> String {
                         Some(false) => "down",
                     },
                     &format!("{}/{}", b.slots, f.table_size),
+                    &b.connections.to_string(),
                     &state,
                 ]);
             }
@@ -291,6 +293,57 @@ fn or_none(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wide_list_shows_each_backends_connections() {
+        use strait_api::services::{BackendView, FrontendView};
+        let backend = |addr: &str, connections| BackendView {
+            address: addr.parse().unwrap(),
+            port: 8080,
+            node: Some("h1".into()),
+            ready: true,
+            healthy: None,
+            usable: true,
+            slots: 254,
+            connections,
+            origin: "h1/c".into(),
+        };
+        let views = [ServiceView {
+            name: "shop/web".into(),
+            kind: "ClusterIP".into(),
+            cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+            external_ips: vec![],
+            ports: vec!["80/TCP".into()],
+            frontends: vec![FrontendView {
+                frontend: "10.96.0.10:80/TCP".into(),
+                scope: "ClusterIP".into(),
+                backends: vec![backend("10.244.1.5", 1234), backend("fd00::5", 0)],
+                table_size: 509,
+                installed: true,
+                error: None,
+            }],
+        }];
+        let text = render_list(&views, true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("CONNS"), "{text}");
+        let row = |addr: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(addr))
+                .unwrap_or_else(|| panic!("{addr} in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("10.244.1.5:8080")[7], "1234", "{text}");
+        assert_eq!(row("[fd00::5]:8080")[7], "0", "{text}");
+        // The JSON carries it, and an older agent's (without it) reads as 0.
+        let json = serde_json::to_value(&views[0].frontends[0].backends[0]).unwrap();
+        assert_eq!(json["connections"], 1234);
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("connections");
+        let back: BackendView = serde_json::from_value(old).unwrap();
+        assert_eq!(back.connections, 0);
+    }
 
     #[test]
     fn names_become_keys_as_kubectl_names_them() {

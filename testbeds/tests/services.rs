@@ -46,6 +46,47 @@ if udp:
 print(json.dumps(out))
 "#;
 
+/// A `netctl` that streams (`monitor`), its lines read on a thread; killed by its
+/// PID on drop.
+struct MonitorProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl MonitorProcess {
+    fn start(c: &Cluster, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+            .arg("--socket")
+            .arg(&c.host(0).agent.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("exec netctl monitor");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !line.trim().is_empty() && tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+}
+
+impl Drop for MonitorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the client in `c`'s namespace, its process in `cgroup` (the agent's service
 /// cgroup, as a container's processes would be below it).
 fn client(cgroup: &Path, c: &Container, vip: IpAddr, n: u32, udp: bool) -> Value {
@@ -117,7 +158,67 @@ fn a_service_spreads_connections_over_its_backends_on_both_hosts() {
             "UDP answers from the VIP: {r}"
         );
         eprintln!("{vip}: {by:?}, UDP answered by {}", r["udp"][0]);
+
+        // The node counted each backend's connections as the client saw them.
+        let shown = |proto_port: &str| -> Vec<u64> {
+            let frontend = match vip {
+                IpAddr::V4(a) => format!("{a}:{proto_port}"),
+                IpAddr::V6(a) => format!("[{a}]:{proto_port}"),
+            };
+            let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list", "-w"]);
+            assert!(ok, "{out}");
+            let all: Value = serde_json::from_str(&out).unwrap();
+            let f = all
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["frontends"].as_array().unwrap())
+                .find(|f| f["frontend"] == frontend.as_str())
+                .unwrap_or_else(|| panic!("{frontend} in {out}"))
+                .clone();
+            let mut n: Vec<u64> = f["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["connections"].as_u64().unwrap())
+                .collect();
+            n.sort_unstable();
+            n
+        };
+        let mut made: Vec<u64> = by.values().copied().collect();
+        made.sort_unstable();
+        assert_eq!(shown("80/TCP"), made, "{vip}: per-backend connections");
+        assert_eq!(
+            shown("53/UDP").iter().sum::<u64>(),
+            1,
+            "{vip}: one datagram"
+        );
     }
+
+    // `netctl monitor --service` shows the translations, named by the plan.
+    let monitor = MonitorProcess::start(&c, &["-o", "json", "monitor", "--service", "shop/web"]);
+    let deadline = std::time::Instant::now() + CONVERGE;
+    let xlate = loop {
+        // The monitor subscribes asynchronously: connect until a line comes.
+        client(&cgroup, &cl, vips[0], 5, false);
+        if let Ok(line) = monitor.lines.recv_timeout(Duration::from_secs(1)) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            break v["xlate"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no translation in the monitor"
+        );
+    };
+    assert_eq!(xlate["service"], "shop/web", "{xlate}");
+    assert_eq!(xlate["port_name"], "http", "{xlate}");
+    assert_eq!(xlate["via"], "socket", "{xlate}");
+    assert_eq!(xlate["frontend"], format!("{}:80", vips[0]), "{xlate}");
+    assert!(
+        xlate["backend"].as_str().unwrap().ends_with(":8080"),
+        "{xlate}"
+    );
+    drop(monitor);
 
     // Services need no DNAT in the host's netfilter, so the fast path stays on.
     for h in c.hosts() {

@@ -179,6 +179,17 @@ fn monitor_filter(q: &BTreeMap<String, String>) -> Result<MonitorFilter, Failure
             "verdict" => f.verdict = Some(v.parse().map_err(bad)?),
             "endpoint" => f.endpoint = Some(v.clone()),
             "namespace" => f.namespace = Some(v.clone()),
+            "translations" => {
+                f.translations = v
+                    .parse()
+                    .map_err(|_| bad(format!("translations {v:?} is not true or false")))?;
+            }
+            "service" => {
+                if v.split('/').filter(|p| !p.is_empty()).count() != 2 {
+                    return Err(bad(format!("service {v:?} is not NS/NAME")));
+                }
+                f.service = Some(v.clone());
+            }
             "port" => {
                 f.port = Some(
                     v.parse()
@@ -187,7 +198,8 @@ fn monitor_filter(q: &BTreeMap<String, String>) -> Result<MonitorFilter, Failure
             }
             other => {
                 return Err(bad(format!(
-                    "unknown monitor parameter {other:?} (verdict, endpoint, namespace, port)"
+                    "unknown monitor parameter {other:?} (verdict, endpoint, namespace, port, \
+                     translations, service)"
                 )));
             }
         }
@@ -216,6 +228,37 @@ struct Watch {
     lost_seen: u64,
     tick: tokio::time::Interval,
     quiet_since: tokio::time::Instant,
+    /// The services datapath's translations, when the client asked for them.
+    xlate: Option<(
+        broadcast::Receiver<crate::services::datapath::Translation>,
+        crate::services::ServicesAgent,
+    )>,
+}
+
+/// The next translation, or never (none asked for, or no services datapath).
+async fn next_translation(
+    xlate: &mut Option<(
+        broadcast::Receiver<crate::services::datapath::Translation>,
+        crate::services::ServicesAgent,
+    )>,
+) -> Result<
+    (
+        crate::services::datapath::Translation,
+        crate::services::ServicesAgent,
+    ),
+    u64,
+> {
+    let Some((rx, agent)) = xlate.as_mut() else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(t) => Ok((t, agent.clone())),
+        Err(broadcast::error::RecvError::Lagged(n)) => Err(n),
+        Err(broadcast::error::RecvError::Closed) => {
+            *xlate = None;
+            std::future::pending().await
+        }
+    }
 }
 
 impl Watch {
@@ -231,6 +274,20 @@ impl Watch {
                             line(&MonitorLine::Lost { lost: n })
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
+                    };
+                    self.quiet_since = tokio::time::Instant::now();
+                    return Some(out);
+                }
+                got = next_translation(&mut self.xlate) => {
+                    let out = match got {
+                        Ok((t, agent)) => {
+                            let e = agent.name_translation(&t);
+                            if !self.filter.matches_translation(&e) {
+                                continue;
+                            }
+                            line(&MonitorLine::Translation { xlate: Box::new(e) })
+                        }
+                        Err(n) => line(&MonitorLine::Lost { lost: n }),
                     };
                     self.quiet_since = tokio::time::Instant::now();
                     return Some(out);
@@ -268,7 +325,17 @@ pub(super) async fn monitor(
     let counters = s.policy_counters().cloned();
     let mut tick = tokio::time::interval(LOSS_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Subscribed only when asked for: the programs send translations only while
+    // someone listens.
+    let xlate = if filter.translations || filter.service.is_some() {
+        s.services()
+            .ok()
+            .and_then(|svc| svc.translations().map(|rx| (rx, svc.clone())))
+    } else {
+        None
+    };
     let watch = Watch {
+        xlate,
         events: agent.events(),
         lost_seen: events_lost(counters.as_ref()),
         filter,

@@ -47,6 +47,17 @@ pub trait ServiceDataplane: Send + Sync {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// Connections each backend of each frontend was given, however it was
+    /// reached (this node's sockets and packets from outside together).
+    fn backend_connections(&self) -> BTreeMap<(FrontendKey, IpAddr, u16), u64> {
+        BTreeMap::new()
+    }
+    /// Its translations as they happen (`netctl monitor`), when it reports them.
+    fn translations(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::datapath::Translation>> {
+        None
+    }
 }
 
 /// An in-memory datapath that can be told to refuse.
@@ -149,6 +160,30 @@ impl ServiceDataplane for super::datapath::ServicesDatapath {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn translations(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::datapath::Translation>> {
+        Some(super::datapath::ServicesDatapath::translations(self))
+    }
+
+    fn backend_connections(&self) -> BTreeMap<(FrontendKey, IpAddr, u16), u64> {
+        let mut out = BTreeMap::new();
+        for (f, b, n) in
+            super::datapath::ServicesDatapath::backend_connections(self).unwrap_or_default()
+        {
+            let key = FrontendKey {
+                addr: f.addr,
+                port: f.port,
+                protocol: match f.proto {
+                    super::datapath::Protocol::Tcp => Protocol::TCP,
+                    super::datapath::Protocol::Udp => Protocol::UDP,
+                },
+            };
+            *out.entry((key, b.addr, b.port)).or_default() += n;
+        }
+        out
     }
 }
 

@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strait_api::policy_wire::TranslationEvent;
 use strait_api::services::ServiceView;
 use strait_services::frontends::EndpointView;
 use strait_services::model::{EndpointSlice, Protocol, Service};
@@ -73,13 +74,102 @@ impl ServicesAgent {
         &self.store
     }
 
-    /// Every service as this node serves it (as of the last reconciliation).
+    /// Every service as this node serves it (as of the last reconciliation), with
+    /// each backend's connection count read from the datapath now.
     pub fn views(&self) -> Vec<ServiceView> {
-        self.shared
+        let (mut views, dp, keys) = {
+            let shown = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            // A view names its frontend as the plan's frontend prints itself.
+            let keys: BTreeMap<String, dataplane::FrontendKey> = shown
+                .last
+                .iter()
+                .flat_map(|(_, plan, _)| plan.frontends.iter())
+                .map(|(k, p)| (p.resolved.frontend.to_string(), *k))
+                .collect();
+            (shown.views.clone(), shown.dataplane.clone(), keys)
+        };
+        let Some(dp) = dp else {
+            return views;
+        };
+        let counts = dp.backend_connections();
+        for f in views.iter_mut().flat_map(|v| v.frontends.iter_mut()) {
+            let Some(key) = keys.get(&f.frontend) else {
+                continue;
+            };
+            for b in &mut f.backends {
+                b.connections = counts.get(&(*key, b.address, b.port)).copied().unwrap_or(0);
+            }
+        }
+        views
+    }
+
+    /// The datapath's translations as they happen (`netctl monitor`); `None`
+    /// without a datapath.
+    pub fn translations(&self) -> Option<tokio::sync::broadcast::Receiver<datapath::Translation>> {
+        let dp = self
+            .shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .views
-            .clone()
+            .dataplane
+            .clone();
+        dp?.translations()
+    }
+
+    /// A translation as `netctl monitor` shows it: the service and port it went
+    /// to by this node's plan, the client's process name.
+    pub fn name_translation(&self, t: &datapath::Translation) -> TranslationEvent {
+        let key = dataplane::FrontendKey {
+            addr: t.frontend.ip(),
+            port: t.frontend.port(),
+            protocol: match t.proto {
+                datapath::Protocol::Tcp => Protocol::TCP,
+                datapath::Protocol::Udp => Protocol::UDP,
+            },
+        };
+        let (node, named) = {
+            let shown = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let named = shown
+                .last
+                .as_ref()
+                .and_then(|(_, plan, _)| plan.frontends.get(&key))
+                .map(|p| (p.resolved.service.clone(), p.resolved.port_name.clone()));
+            (shown.node.clone(), named)
+        };
+        let (service, port_name) = match named {
+            Some((s, p)) => (Some(s), (!p.is_empty()).then_some(p)),
+            None => (None, None),
+        };
+        TranslationEvent {
+            time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            node,
+            via: match t.kind {
+                datapath::TranslationKind::Connect => "socket",
+                datapath::TranslationKind::Sendmsg => "sendmsg",
+                datapath::TranslationKind::Nat => "nat",
+                datapath::TranslationKind::NatSnat => "nat-snat",
+            }
+            .into(),
+            protocol: match t.proto {
+                datapath::Protocol::Tcp => "tcp",
+                datapath::Protocol::Udp => "udp",
+            }
+            .into(),
+            client: t.client,
+            pid: t.pid,
+            netns_cookie: t.netns_cookie,
+            cgroup_id: t.cgroup_id,
+            // Best effort: a short-lived client may be gone already.
+            command: (t.pid != 0)
+                .then(|| std::fs::read_to_string(format!("/proc/{}/comm", t.pid)).ok())
+                .flatten()
+                .map(|c| c.trim_end().to_string()),
+            frontend: t.frontend,
+            backend: t.backend,
+            service,
+            port_name,
+        }
     }
 
     /// Where a connect to `to` (`ADDR:PORT[/udp]`) from this node goes, and why.

@@ -492,8 +492,57 @@ enum strait_svc_reason {
 	STRAIT_SVC_NAT_NO_PORT = 8, /* tc: no SNAT port free for the backend: dropped */
 	STRAIT_SVC_NAT_NO_ROUTE =
 		9, /* tc: the node has no route for a translated packet: dropped */
-	STRAIT_SVC_REASON_MAX = 10,
+	STRAIT_SVC_EVENTS_LOST = 10, /* a translation event strait_svc_events had no room for */
+	STRAIT_SVC_REASON_MAX = 11,
 };
+
+/* strait_svc_event.kind: which translation made the event. */
+enum strait_svc_xlate {
+	STRAIT_SVC_XLATE_CONNECT = 0, /* a socket's connect() */
+	STRAIT_SVC_XLATE_SENDMSG = 1, /* an unconnected UDP datagram's sendmsg() */
+	STRAIT_SVC_XLATE_NAT = 2, /* tc: a new flow from outside, DNATed */
+	STRAIT_SVC_XLATE_NAT_SNAT = 3, /* tc: the same, SNATed to the node too */
+};
+
+/*
+ * A translation for `netctl monitor`, in strait_svc_events; sent only while the
+ * agent says someone listens (strait_svc_monitor). A socket's client is its
+ * process and network namespace (its own address is usually not bound yet at
+ * connect); a packet's is its source address and port.
+ */
+struct strait_svc_event {
+	__u64 time_ns; /* bpf_ktime_get_ns() */
+	__u64 netns_cookie; /* socket: bpf_get_netns_cookie(); tc: 0 */
+	__u64 cgroup_id; /* socket: the calling process's cgroup v2 id; tc: 0 */
+	struct strait_addr client; /* tc: the packet's source; socket: zero */
+	struct strait_addr frontend;
+	struct strait_addr backend;
+	__be16 client_port; /* tc: the packet's source port; socket: 0 */
+	__be16 frontend_port;
+	__be16 backend_port;
+	__u8 proto;
+	__u8 kind; /* enum strait_svc_xlate */
+	__u32 frontend_id;
+	__u32 backend_id;
+	__u32 pid; /* socket: the calling process (tgid); tc: 0 */
+	__u32 pad;
+};
+STRAIT_ASSERT_SIZE(struct strait_svc_event, 96);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, time_ns, 0);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, netns_cookie, 8);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, cgroup_id, 16);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, client, 24);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, frontend, 40);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, backend, 56);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, client_port, 72);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, frontend_port, 74);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, backend_port, 76);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, proto, 78);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, kind, 79);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, frontend_id, 80);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, backend_id, 84);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, pid, 88);
+STRAIT_ASSERT_LAYOUT(struct strait_svc_event, pad, 92);
 
 /*
  * Packet-level translation (services_tc.c; docs/services.md "Packet-level

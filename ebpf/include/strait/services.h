@@ -109,6 +109,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } strait_svc_stats SEC(".maps");
 
+/* backend id -> connections it was given (socket connects, unconnected UDP
+ * datagrams, new flows from outside), per CPU. The agent makes the entry with the
+ * backend and deletes it with it; the programs only count into an entry that is
+ * there, so nothing they do can leave one behind. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} strait_svc_backend_stats SEC(".maps");
+
+/* struct strait_svc_event records for `netctl monitor` (1 MiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} strait_svc_events SEC(".maps");
+
+/* One entry, written by the agent: non-zero while someone reads
+ * strait_svc_events, so a translation costs no event when nobody does. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} strait_svc_monitor SEC(".maps");
+
 /*
  * Counts a translation or refusal under `reason`. Not inlined, so that enum
  * strait_svc_reason is in the object's BTF (as strait_count() does for the fast
@@ -121,6 +151,24 @@ static __noinline void strait_svc_count(enum strait_svc_reason reason)
 
 	if (c)
 		*c += 1;
+}
+
+/* Counts a connection given to backend `id`, when the agent made its counter. */
+static __always_inline void strait_svc_backend_count(__u32 id)
+{
+	__u64 *c = bpf_map_lookup_elem(&strait_svc_backend_stats, &id);
+
+	if (c)
+		*c += 1;
+}
+
+/* Whether the agent wants translation events now. */
+static __always_inline int strait_svc_monitored(void)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&strait_svc_monitor, &zero);
+
+	return on && *on;
 }
 
 #define STRAIT_SVC_NSEC_PER_SEC 1000000000ULL

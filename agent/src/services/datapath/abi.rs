@@ -52,9 +52,22 @@ pub(crate) const AFFINITY: &str = "strait_svc_affinity";
 pub(crate) const STATS: &str = "strait_svc_stats";
 pub(crate) const CT: &str = "strait_svc_ct";
 pub(crate) const NAT_CONFIG: &str = "strait_svc_nat_config";
+pub(crate) const BACKEND_STATS: &str = "strait_svc_backend_stats";
+pub(crate) const EVENTS: &str = "strait_svc_events";
+pub(crate) const MONITOR: &str = "strait_svc_monitor";
 
-pub(crate) const MAPS: [&str; 8] = [
-    FRONTENDS, SLOTS, BACKENDS, REVNAT, AFFINITY, STATS, CT, NAT_CONFIG,
+pub(crate) const MAPS: [&str; 11] = [
+    FRONTENDS,
+    SLOTS,
+    BACKENDS,
+    REVNAT,
+    AFFINITY,
+    STATS,
+    CT,
+    NAT_CONFIG,
+    BACKEND_STATS,
+    EVENTS,
+    MONITOR,
 ];
 
 /// `STRAIT_SVC_SCOPE_LOCAL`, `STRAIT_SVC_SCOPE_OUTSIDE`.
@@ -201,6 +214,34 @@ pub(crate) struct NatConfig {
     pub snat6: AddrKey,
 }
 
+/// `enum strait_svc_xlate`: which translation made an event.
+pub(crate) const XLATE_CONNECT: u8 = 0;
+pub(crate) const XLATE_SENDMSG: u8 = 1;
+pub(crate) const XLATE_NAT: u8 = 2;
+pub(crate) const XLATE_NAT_SNAT: u8 = 3;
+
+/// `struct strait_svc_event`: one translation, as `strait_svc_events` carries it.
+/// Only its layout is used (the reader decodes by offset).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub time_ns: u64,
+    pub netns_cookie: u64,
+    pub cgroup_id: u64,
+    pub client: AddrKey,
+    pub frontend: AddrKey,
+    pub backend: AddrKey,
+    pub client_port: [u8; 2],
+    pub frontend_port: [u8; 2],
+    pub backend_port: [u8; 2],
+    pub proto: u8,
+    pub kind: u8,
+    pub frontend_id: u32,
+    pub backend_id: u32,
+    pub pid: u32,
+    pub pad: u32,
+}
+
 // SAFETY: each is `repr(C)` of integers and byte arrays without padding (the sizes
 // are the sums of the fields, checked against the object's BTF by the tests below),
 // so every byte is initialised and every bit pattern a valid value, which is what
@@ -265,10 +306,12 @@ pub enum ServiceReason {
     NatNoPort = 8,
     /// tc: no route (or no SNAT address) for a translated packet: dropped.
     NatNoRoute = 9,
+    /// A translation event `strait_svc_events` had no room for.
+    EventsLost = 10,
 }
 
 /// `STRAIT_SVC_REASON_MAX`.
-pub(crate) const REASON_MAX: usize = 10;
+pub(crate) const REASON_MAX: usize = 11;
 
 impl ServiceReason {
     pub const ALL: [ServiceReason; REASON_MAX] = [
@@ -282,6 +325,7 @@ impl ServiceReason {
         ServiceReason::NatNoBackend,
         ServiceReason::NatNoPort,
         ServiceReason::NatNoRoute,
+        ServiceReason::EventsLost,
     ];
 
     /// The C name without `STRAIT_SVC_`, lower case.
@@ -297,6 +341,7 @@ impl ServiceReason {
             ServiceReason::NatNoBackend => "nat_no_backend",
             ServiceReason::NatNoPort => "nat_no_port",
             ServiceReason::NatNoRoute => "nat_no_route",
+            ServiceReason::EventsLost => "events_lost",
         }
     }
 
@@ -423,6 +468,39 @@ mod tests {
                 m!(AffinityValue, backend, 4),
                 m!(AffinityValue, pad, 4),
             ],
+        );
+        check(
+            &btf,
+            "strait_svc_event",
+            size_of::<Event>(),
+            &[
+                m!(Event, time_ns, 8),
+                m!(Event, netns_cookie, 8),
+                m!(Event, cgroup_id, 8),
+                m!(Event, client, 16),
+                m!(Event, frontend, 16),
+                m!(Event, backend, 16),
+                m!(Event, client_port, 2),
+                m!(Event, frontend_port, 2),
+                m!(Event, backend_port, 2),
+                m!(Event, proto, 1),
+                m!(Event, kind, 1),
+                m!(Event, frontend_id, 4),
+                m!(Event, backend_id, 4),
+                m!(Event, pid, 4),
+                m!(Event, pad, 4),
+            ],
+        );
+        let kinds = btf.enum_values("strait_svc_xlate").unwrap();
+        assert_eq!(
+            kinds,
+            [
+                ("STRAIT_SVC_XLATE_CONNECT", XLATE_CONNECT),
+                ("STRAIT_SVC_XLATE_SENDMSG", XLATE_SENDMSG),
+                ("STRAIT_SVC_XLATE_NAT", XLATE_NAT),
+                ("STRAIT_SVC_XLATE_NAT_SNAT", XLATE_NAT_SNAT),
+            ]
+            .map(|(n, v)| (n.to_string(), i64::from(v)))
         );
     }
 

@@ -7,11 +7,14 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+};
 
 use super::abi::{
-    AddrKey, BACKENDS, BE_F_LOCAL, BackendValue, CT, CtKey, CtValue, FRONTENDS, FrontendValue,
-    NAT_CONFIG, NatConfig, REASON_MAX, SCOPE_LOCAL, SCOPE_OUTSIDE, SLOTS, STATS, SlotKey, SvcKey,
+    AddrKey, BACKEND_STATS, BACKENDS, BE_F_LOCAL, BackendValue, CT, CtKey, CtValue, EVENTS,
+    FRONTENDS, FrontendValue, MONITOR, NAT_CONFIG, NatConfig, REASON_MAX, SCOPE_LOCAL,
+    SCOPE_OUTSIDE, SLOTS, STATS, SlotKey, SvcKey,
 };
 use super::{Backend, Frontend, Protocol, Scope, ServicesError};
 
@@ -26,6 +29,9 @@ pub(super) struct Maps {
     pub(super) ct: HashMap<MapData, CtKey, CtValue>,
     pub(super) nat_config: Array<MapData, NatConfig>,
     stats: PerCpuArray<MapData, u64>,
+    /// Connections per backend id (`strait_svc_backend_stats`): made and deleted
+    /// with the backend's entry, counted into by the programs.
+    backend_stats: PerCpuHashMap<MapData, u32, u64>,
 }
 
 pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> ServicesError {
@@ -58,14 +64,68 @@ impl Maps {
             ct: HashMap::try_from(take(ebpf, CT)?).map_err(map_err(CT))?,
             nat_config: Array::try_from(take(ebpf, NAT_CONFIG)?).map_err(map_err(NAT_CONFIG))?,
             stats: PerCpuArray::try_from(take(ebpf, STATS)?).map_err(map_err(STATS))?,
+            backend_stats: PerCpuHashMap::try_from(take(ebpf, BACKEND_STATS)?)
+                .map_err(map_err(BACKEND_STATS))?,
         })
     }
 
-    /// Every counter of `strait_svc_stats`, summed over CPUs, by reason index.
+    /// The translation events' ring buffer and switch, turned off: no reader yet
+    /// (a previous agent's monitor ended with it).
+    pub(super) fn take_events(ebpf: &mut Ebpf) -> Result<super::events::Source, ServicesError> {
+        let mut source = super::events::Source {
+            ring: RingBuf::try_from(take(ebpf, EVENTS)?).map_err(map_err(EVENTS))?,
+            monitor: Array::try_from(take(ebpf, MONITOR)?).map_err(map_err(MONITOR))?,
+        };
+        source.set(false).map_err(map_err(MONITOR))?;
+        Ok(source)
+    }
+
+    /// Makes backend `id`'s connection counter, at zero. Before the backend is in a
+    /// slot, so no connection to it goes uncounted.
+    pub(super) fn new_backend_counter(&mut self, id: u32) -> Result<(), ServicesError> {
+        self.backend_stats
+            .insert(id, zeroes()?, 0)
+            .map_err(map_err(BACKEND_STATS))
+    }
+
+    /// Makes backend `id`'s counter unless it has one: a previous agent's backends,
+    /// whose counts go on.
+    pub(super) fn keep_backend_counter(&mut self, id: u32) -> Result<(), ServicesError> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.backend_stats.insert(id, zeroes()?, BPF_NOEXIST) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            other => other.map_err(map_err(BACKEND_STATS)),
+        }
+    }
+
+    /// Deletes backend `id`'s counter alone (tests: an older agent's backend).
+    #[cfg(test)]
+    pub(super) fn drop_backend_counter(&mut self, id: u32) {
+        self.backend_stats.remove(&id).unwrap();
+    }
+
+    /// Every backend counter: (backend id, connections summed over CPUs).
+    pub(super) fn backend_counts(&self) -> Result<Vec<(u32, u64)>, ServicesError> {
+        let mut out = Vec::new();
+        for entry in self.backend_stats.iter() {
+            let (id, per_cpu) = entry.map_err(map_err(BACKEND_STATS))?;
+            out.push((id, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Every counter of `strait_svc_stats`, summed over CPUs, by reason index. A
+    /// map pinned by an older agent has fewer: the reasons it lacks read 0.
     pub(super) fn stats(&self) -> Result<[u64; REASON_MAX], ServicesError> {
         let mut out = [0u64; REASON_MAX];
         for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = self.stats.get(&(i as u32), 0).map_err(map_err(STATS))?;
+            let per_cpu = match self.stats.get(&(i as u32), 0) {
+                Ok(v) => v,
+                Err(MapError::OutOfBounds { .. }) => continue,
+                Err(e) => return Err(map_err(STATS)(e)),
+            };
             *slot = per_cpu.iter().sum();
         }
         Ok(out)
@@ -78,12 +138,25 @@ impl Maps {
         }
     }
 
-    /// Deletes backends by id; absent ones are fine.
+    /// Deletes backends by id, with their counters; absent ones are fine.
     pub(super) fn delete_backends(&mut self, ids: impl IntoIterator<Item = u32>) {
         for id in ids {
             let _ = self.backends.remove(&id);
+            let _ = self.backend_stats.remove(&id);
         }
     }
+}
+
+/// A per-CPU value of zero on every CPU.
+fn zeroes() -> Result<PerCpuValues<u64>, ServicesError> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| ServicesError::Map {
+        map: BACKEND_STATS,
+        reason: format!("{what}: {e}"),
+    })?;
+    PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| ServicesError::Map {
+        map: BACKEND_STATS,
+        reason: e.to_string(),
+    })
 }
 
 /// IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).

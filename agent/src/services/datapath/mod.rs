@@ -32,6 +32,7 @@
 
 mod abi;
 mod attach;
+mod events;
 mod maps;
 mod sys;
 
@@ -39,15 +40,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aya::maps::{MapData, MapError};
 use aya::programs::{CgroupSockAddr, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
+use tokio::sync::broadcast;
 use tracing::info;
 
 pub use abi::{ServiceReason, TABLE_MAX};
+pub use events::{Translation, TranslationKind};
 
 use crate::policy::datapath::attach as tcx;
 use crate::policy::datapath::ensure_bpffs;
@@ -256,6 +259,17 @@ impl State {
                 None => {}
             }
         }
+        // Counters: every backend kept has one (an older agent's maps had none),
+        // and none is left without its backend.
+        let live: HashSet<u32> = self.held.values().flat_map(Held::backend_ids).collect();
+        for &bid in &live {
+            self.maps.keep_backend_counter(bid)?;
+        }
+        for (bid, _) in self.maps.backend_counts()? {
+            if !live.contains(&bid) && !self.foreign.contains(&maps::split_backend_id(bid).0) {
+                stale_backends.push(bid);
+            }
+        }
         let mut stale_slots = Vec::new();
         for key in self.maps.slots.keys() {
             let k = key.map_err(map_err(SLOTS))?;
@@ -285,7 +299,7 @@ impl State {
 /// The (key, value) sizes each service map has in this build: a map pinned by an
 /// agent whose layouts differ must not be taken over (aya reuses a pinned map
 /// without comparing).
-fn expected_sizes() -> [(&'static str, usize, usize); 8] {
+fn expected_sizes() -> [(&'static str, usize, usize); 11] {
     use std::mem::size_of;
     [
         (
@@ -308,6 +322,9 @@ fn expected_sizes() -> [(&'static str, usize, usize); 8] {
         (abi::STATS, size_of::<u32>(), size_of::<u64>()),
         (abi::CT, size_of::<abi::CtKey>(), size_of::<abi::CtValue>()),
         (NAT_CONFIG, size_of::<u32>(), size_of::<NatConfig>()),
+        (abi::BACKEND_STATS, size_of::<u32>(), size_of::<u64>()),
+        (abi::EVENTS, 0, 0),
+        (abi::MONITOR, size_of::<u32>(), size_of::<u32>()),
     ]
 }
 
@@ -405,7 +422,13 @@ fn validate(
 pub struct ServicesDatapath {
     state: Mutex<State>,
     bpf_dir: PathBuf,
+    events: broadcast::Sender<Translation>,
+    /// The events' ring buffer while no reader thread has it.
+    source: events::Slot,
 }
+
+/// How many translations a slow subscriber may fall behind by before it loses some.
+const EVENT_BACKLOG: usize = 4096;
 
 impl ServicesDatapath {
     /// Loads the programs (attached nowhere yet) with their maps pinned under
@@ -447,12 +470,15 @@ impl ServicesDatapath {
             foreign: HashSet::new(),
         };
         state.adopt()?;
+        let source = Maps::take_events(&mut state.ebpf)?;
         if !state.held.is_empty() {
             info!(frontends = state.held.len(), dir = %bpf_dir.display(), "services: adopted the installed frontends");
         }
         Ok(Self {
             state: Mutex::new(state),
             bpf_dir: bpf_dir.to_path_buf(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            source: Arc::new(Mutex::new(Some(source))),
         })
     }
 
@@ -688,11 +714,19 @@ impl ServicesDatapath {
                 continue;
             }
             let bid = maps::backend_id(id, i);
+            // Its counter first: a connect can reach the backend as soon as a slot
+            // names it, and counts only into a counter that is there.
+            if let Err(e) = s.maps.new_backend_counter(bid) {
+                new_ids.push(bid);
+                s.maps.delete_backends(new_ids);
+                return Err(context(e));
+            }
             if let Err(e) = s
                 .maps
                 .backends
                 .insert(bid, maps::backend_value(b, frontend.proto), 0)
             {
+                new_ids.push(bid);
                 s.maps.delete_backends(new_ids);
                 return Err(context(map_err(BACKENDS)(e)));
             }
@@ -837,6 +871,60 @@ impl ServicesDatapath {
         }
         out.sort_by_key(|(f, _)| *f);
         Ok(out)
+    }
+
+    /// The connections each installed backend was given while it has been one
+    /// (socket connects, unconnected UDP datagrams, new flows from outside), by
+    /// frontend. A backend keeps its count while it stays a backend of the
+    /// frontend, across installs and agent restarts; one that leaves loses it.
+    pub fn backend_connections(&self) -> Result<Vec<(Frontend, Backend, u64)>, ServicesError> {
+        let s = self.lock();
+        let mut by_id: HashMap<u32, (Frontend, Backend)> = HashMap::new();
+        for (f, h) in &s.held {
+            for (b, &i) in &h.backends {
+                by_id.insert(maps::backend_id(h.id, i), (*f, *b));
+            }
+        }
+        let mut out: Vec<(Frontend, Backend, u64)> = s
+            .maps
+            .backend_counts()?
+            .into_iter()
+            .filter_map(|(bid, n)| by_id.get(&bid).map(|(f, b)| (*f, *b, n)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Translations as the programs report them (`netctl monitor`). The first
+    /// subscriber starts a reader thread and turns the programs' events on; they
+    /// go off again when the last one is gone.
+    pub fn translations(&self) -> broadcast::Receiver<Translation> {
+        let mut held = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.events.subscribe();
+        if let Some(source) = held.take() {
+            let (tx, slot) = (self.events.clone(), self.source.clone());
+            let spawned = std::thread::Builder::new()
+                .name("services-events".into())
+                .spawn(move || events::read(source, tx, slot));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "services events: cannot start the reader");
+            }
+        }
+        rx
+    }
+
+    /// Turns the events on and reads what the ring buffer holds on the calling
+    /// thread (tests); empty while a reader thread has the ring buffer.
+    #[cfg(test)]
+    fn drain_translations(&self) -> Vec<Translation> {
+        let mut held = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(source) => {
+                source.set(true).unwrap();
+                source.drain()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// How many entries the packet-level flow table holds (two per flow: its

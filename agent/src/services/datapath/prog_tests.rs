@@ -310,6 +310,36 @@ fn a_new_connection_on_a_closed_flows_tuple_is_not_translated() {
 }
 
 #[test]
+fn a_new_flow_is_reported_only_while_someone_listens() {
+    privileged!("a_new_flow_is_reported_only_while_someone_listens");
+    let fx = Fixture::new();
+    let f = outside(NODE, NODE_PORT, Protocol::Tcp);
+    fx.dp
+        .install(&f, &[backend("10.244.0.5", true)], &[0; 7], None)
+        .unwrap();
+    // Nobody listens: translated, counted, not reported.
+    fx.coming_in(t(CLIENT, 40000, NODE, NODE_PORT), TCP, SYN);
+    let mut s = fx.dp.source.lock().unwrap();
+    assert!(s.as_mut().unwrap().drain().is_empty(), "no event while off");
+    drop(s);
+    // On (drain_translations turns them on): one event per new flow, none for
+    // the flow's later packets.
+    assert!(fx.dp.drain_translations().is_empty());
+    fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, SYN);
+    fx.coming_in(t(CLIENT, 40001, NODE, NODE_PORT), TCP, ACK);
+    let got = fx.dp.drain_translations();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = &got[0];
+    assert_eq!(e.kind, TranslationKind::Nat);
+    assert_eq!(e.proto, Protocol::Tcp);
+    assert_eq!(e.client, Some(format!("{CLIENT}:40001").parse().unwrap()));
+    assert_eq!(e.frontend, format!("{NODE}:{NODE_PORT}").parse().unwrap());
+    assert_eq!(e.backend, "10.244.0.5:8080".parse().unwrap());
+    assert_eq!((e.pid, e.netns_cookie, e.cgroup_id), (0, 0, 0));
+    assert_eq!(fx.count(ServiceReason::EventsLost), 0);
+}
+
+#[test]
 fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
     privileged!("a_flow_keeps_its_backend_and_flows_spread_over_the_table");
     let fx = Fixture::new();
@@ -334,6 +364,16 @@ fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
     assert!(per_backend.values().all(|&n| n >= 60), "{per_backend:?}");
     assert_eq!(fx.count(ServiceReason::NatNew), 300);
     assert_eq!(fx.count(ServiceReason::NatEstablished), 300);
+    // Each backend counted the new flows it was given, not their later packets.
+    let counted: BTreeMap<IpAddr, u32> = fx
+        .dp
+        .backend_connections()
+        .unwrap()
+        .into_iter()
+        .filter(|(g, _, _)| *g == f)
+        .map(|(_, b, n)| (b.addr, n as u32))
+        .collect();
+    assert_eq!(counted, per_backend);
 
     // The table changes: every slot names .7. Tracked flows keep their backend
     // while it exists.

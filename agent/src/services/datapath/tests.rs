@@ -216,6 +216,7 @@ fn a_new_loader_adopts_frontends_and_deletes_leftovers() {
         .unwrap();
     let before = fx.dp.frontends().unwrap();
     let fid = fx.backend_ids()[&a] >> 16;
+    let b_id = fx.backend_ids()[&b];
     {
         // An install cut short: a frontend id with backends and slots but no
         // frontend entry, and a slot past a live frontend's table.
@@ -241,12 +242,30 @@ fn a_new_loader_adopts_frontends_and_deletes_leftovers() {
             .slots
             .insert(SlotKey { id: fid, slot: 5 }, maps::backend_id(fid, 0), 0)
             .unwrap();
+        // The stray backend's counter, and a live backend without one (installed
+        // by an agent that had no counters).
+        s.maps
+            .new_backend_counter(maps::backend_id(stray, 0))
+            .unwrap();
+        s.maps.drop_backend_counter(b_id);
     }
     assert_eq!(fx.counts(), (1, 7, 3));
 
     let again = ServicesDatapath::load(fx.bpffs.path()).unwrap();
     assert_eq!(again.frontends().unwrap(), before);
     assert_eq!(fx.counts(), (1, 5, 2), "the leftovers are gone");
+    let mut counters: Vec<u32> = again
+        .lock()
+        .maps
+        .backend_counts()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    counters.sort_unstable();
+    let mut live: Vec<u32> = fx.backend_ids().values().copied().collect();
+    live.sort_unstable();
+    assert_eq!(counters, live, "a counter per live backend, no other");
     // It knows what it adopted: a replacement keeps the ids, a removal cleans up.
     again.install(&f, &[b], &[0, 0, 0], None).unwrap();
     assert_eq!(fx.backend_ids()[&b] >> 16, fid);

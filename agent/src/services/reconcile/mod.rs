@@ -272,6 +272,8 @@ impl Reconciler {
                         .map(|_| !inputs.down.contains(&(p.resolved.service.clone(), b.addr))),
                     usable: slots > 0,
                     slots,
+                    // The datapath's count, filled in when the views are read.
+                    connections: 0,
                     origin: match &b.origin {
                         Origin::Endpoint(id) => id.clone(),
                         Origin::Slice(s) => format!("EndpointSlice {s}"),
