@@ -11,7 +11,10 @@
 //!   is in the host's iptables nat table;
 //! - a second container asking for 8080/tcp is refused (CNI code 109, naming the
 //!   holder) and leaves nothing behind (no address held, no link);
-//! - DEL frees the port: a third container gets it and answers.
+//! - DEL frees the port: a third container gets it and answers;
+//! - with the reference `portmap` chained after strait for it, both serve: it
+//!   answers still (strait translates before netfilter), while portmap's DNAT turns
+//!   `--fast-path auto` off, and back on once portmap's DEL removed it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -274,4 +277,72 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
     );
     let r = peer_client(&c.peers()[0], &h1, TCP_HOST_PORT, "tcp");
     assert_all_answered("peer → web-3", &r, "web-3");
+    let (ok, trace) =
+        c.host(0)
+            .netctl(&["service", "trace", "--to", &format!("{h1}:{TCP_HOST_PORT}")]);
+    assert!(
+        ok && trace.contains(&name3),
+        "the trace names the host port: {trace}"
+    );
+
+    portmap_beside(&c, &web3, &h1);
+}
+
+/// The reference `portmap` chained after strait for `web3` (its prevResult: the
+/// container's address): its DNAT turns the fast path off, the port still answers
+/// from the underlay peer and from the host; its DEL brings the fast path back.
+fn portmap_beside(c: &Cluster, web3: &Container, h1: &str) {
+    let Some(dir) = strait_testbeds::bins::reference_plugins_dir() else {
+        panic!("reference CNI plugins missing: apt-get install containernetworking-plugins");
+    };
+    let mut config = c.host(0).cni_config();
+    config["cniVersion"] = json!("1.0.0");
+    config["type"] = json!("portmap");
+    config["capabilities"] = json!({"portMappings": true});
+    config["runtimeConfig"] = mappings();
+    config["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": web3.ns.path()}],
+        "ips": [{"address": format!("{}/32", web3.ip4()), "interface": 0}],
+    });
+    let call = |verb: &str| {
+        strait_testbeds::cni::CniCall::of_plugin(&dir.join("portmap"), verb, config.clone())
+            .container(&web3.id, &web3.ns.path())
+            .in_netns(c.host(0).ns.name())
+            .run()
+    };
+    call("ADD").expect_ok();
+    let fast_path = |on: bool| {
+        wait_until(
+            &format!("the fast path {}", if on { "on" } else { "off" }),
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+            || {
+                let fp = c.host(0).fast_path();
+                let dnat = fp.reason.as_deref().unwrap_or_default().contains("DNAT");
+                if fp.active == on && dnat != on {
+                    Ok(())
+                } else {
+                    Err(format!("{fp:?}"))
+                }
+            },
+        )
+        .unwrap();
+    };
+    fast_path(false);
+    let nat = nat_table(c.host(0)).unwrap_or_default();
+    assert!(nat.contains("DNAT"), "portmap's rules: {nat}");
+    for (port, proto) in [(TCP_HOST_PORT, "tcp"), (UDP_HOST_PORT, "udp")] {
+        let r = peer_client(&c.peers()[0], h1, port, proto);
+        assert_all_answered(
+            &format!("beside portmap: peer → {h1}:{port}/{proto}"),
+            &r,
+            "web-3",
+        );
+    }
+    let cgroup = c.host(0).agent.service_cgroup();
+    let r = cgroup_client(&cgroup, c.host(0).ns.name(), h1, TCP_HOST_PORT, "tcp");
+    assert_all_answered("beside portmap: host → web-3", &r, "web-3");
+    call("DEL").expect_ok();
+    fast_path(true);
 }
