@@ -3,10 +3,10 @@
 //! translation on the underlay interface), with no `portmap` plugin in the chain:
 //!
 //! - a container publishing 8080→80/tcp and 15353→53/udp answers at the node's
-//!   underlay address from an underlay peer (a namespace with no agent: the tc
-//!   translation; the container sees the peer's own address), from the host itself
-//!   and from a container on the same host (processes in the agent's service cgroup:
-//!   the socket balancer);
+//!   underlay addresses from an underlay peer (IPv4 and IPv6; a namespace with no
+//!   agent: the tc translation; the container sees the peer's own address), and at
+//!   its IPv4 address from the host itself and from a container on the same host
+//!   (processes in the agent's service cgroup: the socket balancer);
 //! - meanwhile the fast path is on and serves the host port's veth, and no rule
 //!   is in the host's iptables nat table;
 //! - a second container asking for 8080/tcp is refused (CNI code 109, naming the
@@ -36,12 +36,23 @@ name = sys.argv[1]
 t = socket.socket()
 t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind(("0.0.0.0", 80)); t.listen(1024)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind(("0.0.0.0", 53))
-def udp():
+t6 = socket.socket(socket.AF_INET6)
+t6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+t6.bind(("::", 80)); t6.listen(1024)
+def udp(fam, any):
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    u.bind((any, 53))
     while True:
         d, a = u.recvfrom(100); u.sendto(("%s %s" % (name, a[0])).encode(), a)
-threading.Thread(target=udp, daemon=True).start()
+def tcp(t):
+    while True:
+        c, a = t.accept(); c.sendall(("%s %s" % (name, a[0])).encode()); c.close()
+threading.Thread(target=udp, args=(socket.AF_INET, "0.0.0.0"), daemon=True).start()
+threading.Thread(target=udp, args=(socket.AF_INET6, "::"), daemon=True).start()
+threading.Thread(target=tcp, args=(t6,), daemon=True).start()
 print("ready", flush=True)
 while True:
     c, a = t.accept(); c.sendall(("%s %s" % (name, a[0])).encode()); c.close()
@@ -55,14 +66,15 @@ addr, port, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv
 counts, seen, errors = collections.Counter(), set(), collections.Counter()
 for _ in range(n):
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind); s.settimeout(3)
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, kind); s.settimeout(3)
     try:
         if proto == "tcp":
             s.connect((addr, port)); d = s.recv(100)
         else:
             s.sendto(b"q", (addr, port)); d, a = s.recvfrom(100)
-            if a != (addr, port):
-                raise ValueError("reply from %s:%d" % a)
+            if a[:2] != (addr, port):
+                raise ValueError("reply from %s:%d" % a[:2])
         name, peer = d.decode().split()
         counts[name] += 1; seen.add(peer)
     except (OSError, ValueError) as e:
@@ -198,8 +210,9 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
     let server = BackendServer::start(&web, SERVER);
     let cl = c.add_container(0, "client");
     let h1 = c.host(0).underlay_v4.to_string();
-    let (_, peer_v4, _) = c.add_underlay_peer(1);
-    let peer_v4 = peer_v4.to_string();
+    let h1_v6 = c.host(0).underlay_v6.to_string();
+    let (_, peer_v4, peer_v6) = c.add_underlay_peer(1);
+    let (peer_v4, peer_v6) = (peer_v4.to_string(), peer_v6.to_string());
     let cgroup = c.host(0).agent.service_cgroup();
 
     let name = hostport_service(&c, &web);
@@ -212,11 +225,14 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
         "netctl service list names the endpoint's host ports: {list}"
     );
 
-    // From the underlay: translated in tc, the container sees the peer itself.
-    for (port, proto) in [(TCP_HOST_PORT, "tcp"), (UDP_HOST_PORT, "udp")] {
-        let r = peer_client(&c.peers()[0], &h1, port, proto);
-        assert_all_answered(&format!("peer → {h1}:{port}/{proto}"), &r, "web-1");
-        assert_eq!(r["seen"], json!([peer_v4]), "the client's own address: {r}");
+    // From the underlay, both families: translated in tc, the container sees the
+    // peer itself.
+    for (node, client) in [(&h1, &peer_v4), (&h1_v6, &peer_v6)] {
+        for (port, proto) in [(TCP_HOST_PORT, "tcp"), (UDP_HOST_PORT, "udp")] {
+            let r = peer_client(&c.peers()[0], node, port, proto);
+            assert_all_answered(&format!("peer → {node}:{port}/{proto}"), &r, "web-1");
+            assert_eq!(r["seen"], json!([client]), "the client's own address: {r}");
+        }
     }
     // From the host itself and from a container beside: the socket balancer.
     for (who, ns) in [("host", c.host(0).ns.name()), ("container", cl.ns.name())] {
