@@ -11,7 +11,8 @@
 //!   is in the host's iptables nat table;
 //! - a second container asking for 8080/tcp is refused (CNI code 109, naming the
 //!   holder) and leaves nothing behind (no address held, no link);
-//! - DEL frees the port: a third container gets it and answers;
+//! - DEL frees the port: a third container gets it and answers, also after the
+//!   agent's restart (it serves them from the endpoint record);
 //! - with the reference `portmap` chained after strait for it, both serve: it
 //!   answers still (strait translates before netfilter), while portmap's DNAT turns
 //!   `--fast-path auto` off, and back on once portmap's DEL removed it.
@@ -225,6 +226,23 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
         "netctl service list names the endpoint's host ports: {list}"
     );
 
+    // The fast path is on, and serves the host port's veth too (web-1 and client),
+    // before and during the traffic.
+    wait_until(
+        "both veths in the fast path",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let fp = c.host(0).fast_path();
+            match (fp.active, fp.endpoints) {
+                (true, 2) => Ok(()),
+                _ => Err(format!("{fp:?}")),
+            }
+        },
+    )
+    .unwrap();
+    let to_endpoint = c.host(0).fast_path().to_endpoint;
+
     // From the underlay, both families: translated in tc, the container sees the
     // peer itself.
     for (node, client) in [(&h1, &peer_v4), (&h1_v6, &peer_v6)] {
@@ -242,19 +260,14 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
         }
     }
 
-    // The fast path is on, and serves the host port's veth too (web-1 and client).
+    // Still on after all that traffic, which it carried into the veths (the
+    // container's exchanges with web-1, at least).
     let fp = c.host(0).fast_path();
     assert!(fp.active, "the fast path stays on with host ports: {fp:?}");
-    wait_until(
-        "both veths in the fast path",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || match c.host(0).fast_path().endpoints {
-            2 => Ok(()),
-            n => Err(format!("{n} endpoints")),
-        },
-    )
-    .unwrap();
+    assert!(
+        fp.to_endpoint > to_endpoint,
+        "the fast path redirected none of it: {fp:?}"
+    );
     match nat_table(c.host(0)) {
         Some(nat) => assert!(
             !nat.lines().any(|l| l.starts_with("-A")),
@@ -293,6 +306,11 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
     );
     let r = peer_client(&c.peers()[0], &h1, TCP_HOST_PORT, "tcp");
     assert_all_answered("peer → web-3", &r, "web-3");
+    // A restarted agent serves them from the record.
+    c.restart_agent(0);
+    wait_backends(&c, &name3, Some("HostPort"), 1);
+    let r = peer_client(&c.peers()[0], &h1, UDP_HOST_PORT, "udp");
+    assert_all_answered("peer → web-3 after the agent's restart", &r, "web-3");
     let (ok, trace) =
         c.host(0)
             .netctl(&["service", "trace", "--to", &format!("{h1}:{TCP_HOST_PORT}")]);

@@ -272,6 +272,11 @@ mod tests {
                 StatusCode::MISDIRECTED_REQUEST,
             ),
             (
+                AttachError::HostPortTaken("host port 8080/tcp is held by endpoint x".into()),
+                code::HOST_PORT_TAKEN,
+                StatusCode::CONFLICT,
+            ),
+            (
                 AttachError::Record(RecordError::Contended {
                     key: "k".into(),
                     attempts: 16,
