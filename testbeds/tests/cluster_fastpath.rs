@@ -3,9 +3,9 @@
 //! kernel. What users rely on: traffic between containers bypasses the hosts' IP
 //! forwarding (the kernel's own counter stays still) yet arrives, in both families
 //! and at full MTU; an agent restart loses no packet and the new agent takes the
-//! attachments over; a container with host ports is left to the kernel; a DNAT on
-//! the host (portmap, kube-proxy) turns it off while it stands; `--fast-path off`
-//! removes it.
+//! attachments over; a container with host ports (strait serves them) gets the fast
+//! path like any other; a DNAT on the host (portmap, kube-proxy) turns it off while
+//! it stands; `--fast-path off` removes it.
 //!
 //! Root and etcd needed.
 
