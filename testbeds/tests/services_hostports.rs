@@ -85,7 +85,10 @@ for _ in range(n):
 print(json.dumps({"counts": counts, "seen": sorted(seen), "errors": errors}))
 "#;
 
-const N: u32 = 50;
+/// Exchanges per client run: enough that the peer's new flows reuse some client
+/// ports of its earlier ones (ports of a 28 232-port range), which must not follow
+/// a flow tracked for a container that is gone.
+const N: u32 = 400;
 
 fn mappings() -> Value {
     json!({"portMappings": [
@@ -306,6 +309,10 @@ fn host_ports_are_served_by_strait_with_the_fast_path_on() {
     );
     let r = peer_client(&c.peers()[0], &h1, TCP_HOST_PORT, "tcp");
     assert_all_answered("peer → web-3", &r, "web-3");
+    // UDP too: the peer's flows to web-1 are still tracked, and those of its new
+    // ones that reuse a client port must go to web-3, not to web-1's old address.
+    let r = peer_client(&c.peers()[0], &h1, UDP_HOST_PORT, "udp");
+    assert_all_answered("peer → web-3 over udp", &r, "web-3");
     // A restarted agent serves them from the record.
     c.restart_agent(0);
     wait_backends(&c, &name3, Some("HostPort"), 1);
