@@ -17,6 +17,7 @@
 //!   [`policy`]: network policy's views (`netctl policy`, `netctl monitor`);
 //!   [`policy_wire`]: the policy API's requests and the monitor's lines;
 //!   [`services`]: services' objects and views (`netctl service`).
+//! - [`hostports`]: a container's ports published on its node (`portMappings`).
 //! - [`docker`]: Docker's remote network and IPAM driver protocol, and `netctl docker`.
 //! - [`ipsec`]: sites, the cluster's IPsec mode and the node keys records carry;
 //!   [`gateway`]: site gateways and the external IPsec peers they connect to.
@@ -40,6 +41,7 @@ pub mod family;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod hostports;
 pub mod ipsec;
 pub mod labels;
 pub mod mac;
@@ -53,6 +55,7 @@ pub mod types;
 
 pub use client::{Client, ClientError};
 pub use family::Family;
+pub use hostports::{HostPort, HostPortProtocol};
 pub use mac::{MacAddr, ParseMacError};
 pub use nodes::{NodeState, NodeView};
 pub use types::*;

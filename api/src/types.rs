@@ -54,6 +54,9 @@ pub mod code {
     /// The object is another node's, and only that node's agent changes it (`netctl
     /// endpoint label` of an endpoint elsewhere): the message names the node.
     pub const OTHER_NODE: u32 = 108;
+    /// A host port (runtimeConfig `portMappings`) another endpoint of the node, or
+    /// a service's node port, holds: the message names the holder.
+    pub const HOST_PORT_TAKEN: u32 = 109;
 }
 
 /// Error body returned by the agent with a non-2xx status.
@@ -123,11 +126,16 @@ pub struct AddRequest {
     /// `args.cni.ports`), for policies that name a port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub named_ports: Vec<NamedPort>,
-    /// The runtime asked for host ports (runtimeConfig `portMappings`): a chained
-    /// `portmap` DNATs to this container, so its replies must pass the host's
-    /// conntrack and the fast path leaves its veth alone (docs/datapath.md).
+    /// An older plugin's way of saying the runtime asked for host ports without
+    /// saying which: a chained `portmap` serves them with DNAT, so the container's
+    /// replies must pass the host's conntrack and the fast path leaves its veth alone
+    /// (docs/datapath.md). This plugin sends `port_mappings` instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ports: bool,
+    /// The host ports to serve (runtimeConfig `portMappings`), checked and held for
+    /// this endpoint by the agent and served by its services datapath.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<crate::HostPort>,
 }
 
 /// One interface in an ADD result.
@@ -398,9 +406,13 @@ pub struct Endpoint {
     pub handle: String,
     /// Seconds since the Unix epoch.
     pub created: u64,
-    /// ADD asked for host ports: the fast path leaves this veth alone.
+    /// An older plugin said the runtime asked for host ports without saying which
+    /// (a chained `portmap` serves them): the fast path leaves this veth alone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ports: bool,
+    /// The host ports strait serves for this endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<crate::HostPort>,
 }
 
 /// [`DEFAULT_NAMESPACE`](strait_policy::ir::DEFAULT_NAMESPACE), for serde.

@@ -95,6 +95,7 @@ fn requests() -> Vec<Value> {
                 port: 8080,
             }],
             host_ports: true,
+            port_mappings: Vec::new(),
         }),
         json(&DelRequest {
             network: "net".into(),
@@ -226,6 +227,7 @@ fn answers() -> Vec<Vec<u8>> {
             handle: "h1".into(),
             created: 1_700_000_000,
             host_ports: true,
+            port_mappings: Vec::new(),
         }]),
         bytes(&IpamView {
             pools: vec![PoolView {

@@ -192,9 +192,34 @@ pub struct AddOptions {
     pub labels: BTreeMap<String, String>,
     /// Named `portMappings` entries, then `args.cni.ports`, without duplicates.
     pub named_ports: Vec<NamedPort>,
-    /// Accepted and validated; port mapping is the `portmap` plugin's job in a chain.
-    /// The agent is told whether there are any (the fast path then skips the veth).
+    /// The host ports the agent serves ([`host_ports`] checks their protocols);
+    /// a chained `portmap` may serve them too.
     pub port_mappings: Vec<PortMapping>,
+}
+
+/// The mappings as the agent takes them: TCP or UDP, which its datapath translates
+/// (a chained `portmap` could map SCTP, but strait would then not serve the port
+/// it was asked for: refused, naming the entry).
+pub fn host_ports(mappings: &[PortMapping]) -> Result<Vec<strait_api::HostPort>, CniError> {
+    mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let protocol = strait_api::HostPortProtocol::parse(&m.protocol).ok_or_else(|| {
+                CniError::InvalidConfig(format!(
+                    "runtimeConfig.portMappings[{i}].protocol {:?}: strait serves tcp and udp \
+                     host ports",
+                    m.protocol
+                ))
+            })?;
+            Ok(strait_api::HostPort {
+                host_port: m.host_port,
+                container_port: m.container_port,
+                protocol,
+                host_ip: m.host_ip.filter(|ip| !ip.is_unspecified()),
+            })
+        })
+        .collect()
 }
 
 /// One runtimeConfig `portMappings` entry.
@@ -814,6 +839,38 @@ mod tests {
                     name: None
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn host_ports_are_tcp_or_udp_and_an_unspecified_host_ip_is_every_address() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "TCP", "hostIP": "0.0.0.0"},
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "10.0.0.1"}
+            ]}
+        }))
+        .unwrap();
+        let hp = host_ports(&c.add_options(&CniArgs::default()).unwrap().port_mappings).unwrap();
+        assert_eq!(hp[0].protocol, strait_api::HostPortProtocol::Tcp);
+        assert_eq!(hp[0].host_ip, None, "0.0.0.0 is every address");
+        assert_eq!(hp[1].protocol, strait_api::HostPortProtocol::Udp);
+        assert_eq!(hp[1].host_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!((hp[1].host_port, hp[1].container_port), (5353, 53));
+
+        let sctp = conf(json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 2905, "containerPort": 2905, "protocol": "sctp"}]}
+        }))
+        .unwrap();
+        let e =
+            host_ports(&sctp.add_options(&CniArgs::default()).unwrap().port_mappings).unwrap_err();
+        assert_eq!(e.code(), 7);
+        assert!(
+            e.to_string().contains("portMappings[0].protocol \"sctp\""),
+            "{e}"
         );
     }
 

@@ -148,6 +148,7 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
     let netns = attachment.netns.unwrap_or_default();
     let cni_args = CniArgs::parse(env.args.as_deref().unwrap_or_default())?;
     let options = conf.add_options(&cni_args)?;
+    let port_mappings = config::host_ports(&options.port_mappings)?;
     // Decode prevResult before the agent allocates anything, so a bad one fails with
     // nothing to undo.
     let prev = conf
@@ -168,7 +169,8 @@ fn add(env: &RawEnv, conf: &NetConf) -> Result<Vec<u8>, CniError> {
         pod: options.pod,
         labels: options.labels,
         named_ports: options.named_ports,
-        host_ports: !options.port_mappings.is_empty(),
+        host_ports: false,
+        port_mappings,
     };
     let resp: AddResponse = client(env, conf, Verb::Add)?
         .post(paths::CNI_ADD, &req)

@@ -426,8 +426,8 @@ fn add_sends_the_request_and_passes_agent_codes_through() {
             "namespace": "ns",
             "pod": "p1",
             "labels": {"app": "web"},
-            // runtimeConfig.portMappings: the fast path leaves this container alone.
-            "host_ports": true
+            // runtimeConfig.portMappings: the host ports the agent serves.
+            "port_mappings": [{"host_port": 8080, "container_port": 80, "protocol": "tcp"}]
         })
     );
 }

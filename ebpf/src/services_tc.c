@@ -458,6 +458,26 @@ static __always_inline void strait_svc_nat_event(const struct strait_svc_pkt *p,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/*
+ * Whether the backend `ct` was sent to is still there: its id names the same
+ * address and port. An id alone is not enough: a frontend removed and another
+ * made (a host port's container deleted and another added) takes the freed id,
+ * and its backends the ids of the old one's, so a flow tracked before would be
+ * sent on to an address that is gone.
+ */
+static __always_inline int strait_svc_same_backend(const struct strait_svc_ct *ct)
+{
+	struct strait_svc_backend *be = bpf_map_lookup_elem(&strait_svc_backends, &ct->backend);
+
+	if (!be || be->port != ct->dport)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		if (be->addr.bytes[i] != ct->dst.bytes[i])
+			return 0;
+	return 1;
+}
+
 /* A new flow to a frontend reached from outside, or TCX_NEXT when it is none. */
 static __always_inline int strait_svc_new_flow(struct __sk_buff *skb, struct strait_svc_pkt *p)
 {
@@ -545,7 +565,7 @@ int strait_svc_from_net(struct __sk_buff *skb)
 	p.key.dir = STRAIT_SVC_CT_FORWARD;
 	ct = bpf_map_lookup_elem(&strait_svc_ct, &p.key);
 	if (ct) {
-		if (!bpf_map_lookup_elem(&strait_svc_backends, &ct->backend)) {
+		if (!strait_svc_same_backend(ct)) {
 			bpf_map_delete_elem(&strait_svc_ct, &p.key);
 			return strait_svc_new_flow(skb, &p);
 		}

@@ -11,6 +11,12 @@
 //!   container IDs, netns paths and `K8S_POD_NAME` Podman sends); `podman rm -f`
 //!   leaves no address, endpoint or `strait*` link.
 //! * Podman: `--ip` (sent as `CNI_ARGS IP=`) is honoured.
+//! * Podman: `-p 127.0.0.1:PORT:7777` with `"capabilities": {"portMappings": true}` on
+//!   strait's entry and no `portmap`: the agent records the host port (its
+//!   pseudo-service `hostport/…` in `netctl service list`) and a process of the
+//!   agent's host reaches the container at 127.0.0.1:PORT through its socket
+//!   balancer; `podman rm` frees it. (Podman reserves the port by binding it on the
+//!   real host, so the host IP is one every host has.)
 //! * Podman: `podman network connect` / `disconnect` add and remove a second
 //!   interface (`CNI_IFNAME=eth1`). Ignored for now: straitd fails the second ADD.
 //! * containerd CRI: two pod sandboxes get addresses and ping each other; their endpoints'
@@ -280,6 +286,118 @@ fn podman_two_containers_dual_stack_ping_tcp_and_cleanup() {
         p.ps_names()
     );
     eprintln!("podman two containers: {:?}", t0.elapsed());
+}
+
+/// One TCP connect from the agent's host namespace, its process in the agent's
+/// service cgroup, sending a line.
+const SEND_LINE: &str = r#"
+import json, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+s.sendall(b"hello-strait\n"); s.close()
+print(json.dumps({"sent": True}))
+"#;
+
+#[test]
+fn podman_publishes_a_port_strait_serves() {
+    privileged_with!("podman_publishes_a_port_strait_serves", PODMAN_TOOLS);
+    let h = Host::new(POOLS);
+    let p = Podman::new(&h.prefix);
+    let net = format!("{}net", h.prefix);
+    // strait alone, with the capability: Podman hands it the -p mappings, and no
+    // portmap writes rules in the real host's iptables.
+    let mut list = conflist(&h, &net);
+    list["plugins"] = serde_json::json!([{
+        "type": "strait",
+        "socket": h.agent.socket,
+        "stateDir": h.agent.state_dir,
+        "capabilities": {"portMappings": true},
+    }]);
+    p.add_network(&list);
+    // Podman binds the host port on the real host to reserve it: loopback's address
+    // is the host IP every host has. The test's host namespace gets an address of
+    // its own too, as a real host has, for the connect's source (one from 127.0.0.1
+    // could not leave the host for the container).
+    const HOST_IP: &str = "127.0.0.1";
+    h.ns.exec_ok(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    let web = format!("{}-web", h.prefix);
+    podman_start(
+        &p,
+        &h,
+        &web,
+        &net,
+        &["-p", &format!("{HOST_IP}:18080:7777")],
+    );
+
+    let eps = h.endpoints();
+    let ep = endpoint_of(&eps, &podman_attachment(&p, &web, &net).id, "eth0");
+    assert_eq!(
+        ep.port_mappings,
+        vec![strait_api::HostPort {
+            host_port: 18080,
+            container_port: 7777,
+            protocol: strait_api::HostPortProtocol::Tcp,
+            host_ip: Some(HOST_IP.parse().unwrap()),
+        }],
+        "{ep:#?}"
+    );
+    // Its pseudo-service, every frontend installed, as `netctl service list` shows.
+    let services = || -> Vec<strait_api::services::ServiceView> {
+        h.agent
+            .client()
+            .get(strait_api::paths::SERVICES)
+            .expect("GET services")
+    };
+    let name = format!("hostport/node1/{}", ep.id);
+    let shown = eventually(Duration::from_secs(30), || {
+        services().iter().any(|s| {
+            s.name == name
+                && s.kind == "HostPort"
+                && !s.frontends.is_empty()
+                && s.frontends.iter().all(|f| f.installed)
+        })
+    });
+    assert!(shown, "{name}: {:#?}", services());
+
+    p.ok(&[
+        "exec",
+        "-d",
+        &web,
+        "sh",
+        "-c",
+        "sleep 60 | nc -l -p 7777 > /tmp/got",
+    ]);
+    let listening = eventually(Duration::from_secs(10), || {
+        p.run(&["exec", &web, "netstat", "-ltn"])
+            .stdout
+            .windows(5)
+            .any(|w| w == b":7777")
+    });
+    assert!(listening, "nc never listened in {web}");
+    strait_testbeds::services::python_in_cgroup(
+        &h.agent.service_cgroup(),
+        h.ns.name(),
+        SEND_LINE,
+        &[HOST_IP, "18080"],
+    );
+    let mut last = String::new();
+    let got = eventually(Duration::from_secs(10), || {
+        last =
+            String::from_utf8_lossy(&p.run(&["exec", &web, "cat", "/tmp/got"]).stdout).into_owned();
+        last.trim() == "hello-strait"
+    });
+    assert!(
+        got,
+        "{web} did not get the line sent to {HOST_IP}:18080: {last:?}"
+    );
+
+    let rm = p.rm(&[&web]);
+    assert!(rm.status.success(), "podman rm: {rm:?}");
+    assert_agent_clean(&h, "after podman rm -f");
+    let left = services();
+    assert!(
+        left.iter().all(|s| s.kind != "HostPort"),
+        "the host port went with it: {left:#?}"
+    );
 }
 
 #[test]

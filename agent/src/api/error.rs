@@ -43,9 +43,10 @@ fn status_of(c: u32) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         code::UNKNOWN_CONTAINER | code::NOT_CONFIGURED => StatusCode::NOT_FOUND,
-        code::DUPLICATE_ATTACHMENT | code::STATIC_IP_UNAVAILABLE | code::CHECK_FAILED => {
-            StatusCode::CONFLICT
-        }
+        code::DUPLICATE_ATTACHMENT
+        | code::STATIC_IP_UNAVAILABLE
+        | code::CHECK_FAILED
+        | code::HOST_PORT_TAKEN => StatusCode::CONFLICT,
         code::POOL_EXHAUSTED => StatusCode::INSUFFICIENT_STORAGE,
         // Asked of the wrong agent: the message names the right node.
         code::OTHER_NODE => StatusCode::MISDIRECTED_REQUEST,
@@ -92,6 +93,7 @@ fn attach_code(e: &AttachError) -> u32 {
         AttachError::Invalid(_) => code::INVALID_ENV,
         AttachError::InvalidConfig(_) | AttachError::InvalidLabels(_) => code::INVALID_CONFIG,
         AttachError::OtherNode { .. } => code::OTHER_NODE,
+        AttachError::HostPortTaken(_) => code::HOST_PORT_TAKEN,
         AttachError::Check { .. } => code::CHECK_FAILED,
         AttachError::Ipam(e) => ipam_code(e),
         AttachError::Store(e) | AttachError::Record(RecordError::Store(e)) => store_code(e),
@@ -268,6 +270,11 @@ mod tests {
                 },
                 code::OTHER_NODE,
                 StatusCode::MISDIRECTED_REQUEST,
+            ),
+            (
+                AttachError::HostPortTaken("host port 8080/tcp is held by endpoint x".into()),
+                code::HOST_PORT_TAKEN,
+                StatusCode::CONFLICT,
             ),
             (
                 AttachError::Record(RecordError::Contended {

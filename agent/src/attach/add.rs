@@ -47,6 +47,9 @@ impl<K: HostNet> Attacher<K> {
         // what it had to release is released now.
         self.forget_queued_del(&req.network, &req.container_id, &req.ifname);
         check_netns(&self.host, &req.netns)?;
+        // Before anything is reserved: a refused host port costs nothing to undo.
+        let (port_mappings, host_ports_held) =
+            self.hold_host_ports(&id, &req.port_mappings).await?;
 
         let host_ifname = endpoint::host_ifname(&req.network, &req.container_id, &req.ifname);
         let container_mac =
@@ -76,6 +79,7 @@ impl<K: HostNet> Attacher<K> {
             handle: id.clone(),
             created: unix_now(),
             host_ports: req.host_ports,
+            port_mappings,
         };
         self.name_identity(&mut ep).await?;
         let record_op = self.records.put_op(ep.clone());
@@ -95,6 +99,8 @@ impl<K: HostNet> Attacher<K> {
             })
             .await?;
         let ipam_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        // The record holding them is written (or the ADD failed, holding none).
+        drop(host_ports_held);
         let ep = Endpoint {
             ips: alloc.ips.iter().map(|ip| host_net(*ip)).collect(),
             ..ep

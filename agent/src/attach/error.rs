@@ -26,6 +26,9 @@ pub enum AttachError {
     /// refused (a changed value without `--overwrite`).
     #[error("invalid labels: {0}")]
     InvalidLabels(String),
+    /// A host port another endpoint of this node, or a service's node port, holds.
+    #[error("{0}")]
+    HostPortTaken(String),
     /// The endpoint is another node's: only that node's agent writes its record.
     #[error("endpoint {id} is on node {node}; change it through the agent on {node}")]
     OtherNode { id: String, node: String },

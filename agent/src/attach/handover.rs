@@ -98,6 +98,7 @@ impl<K: HostNet> Attacher<K> {
             },
             created: unix_now(),
             host_ports: false,
+            port_mappings: Vec::new(),
         };
         self.name_identity(&mut ep).await?;
         let record_op = self.records.put_op(ep.clone());

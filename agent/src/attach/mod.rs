@@ -40,6 +40,7 @@ mod error;
 pub mod events;
 mod gc;
 pub mod handover;
+pub mod hostports;
 mod labels;
 mod leaks;
 mod locks;
@@ -117,6 +118,9 @@ pub struct Attacher<K: HostNet = Netlink> {
     draining: AtomicBool,
     /// Policy, which ADD puts in place before it answers ([`enforcement`]).
     enforcement: std::sync::OnceLock<Arc<dyn enforcement::Enforcement>>,
+    /// Held by an ADD with host ports from their check until its record is written
+    /// ([`hostports`]).
+    host_port_lock: tokio::sync::Mutex<()>,
 }
 
 impl AttacherConfig {
@@ -162,6 +166,7 @@ impl<K: HostNet> Attacher<K> {
             subscribers: RwLock::default(),
             draining: AtomicBool::new(false),
             enforcement: std::sync::OnceLock::new(),
+            host_port_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -225,6 +225,7 @@ mod tests {
             handle: id.into(),
             created: 1_767_225_600,
             host_ports: false,
+            port_mappings: Vec::new(),
         }
     }
 

@@ -197,6 +197,7 @@ impl Bed {
             labels: Default::default(),
             named_ports: Vec::new(),
             host_ports: false,
+            port_mappings: Vec::new(),
         }
     }
 

@@ -17,7 +17,10 @@ impl EndpointSubscriber for FastPath {
                 host_ifindex,
             } => {
                 if endpoint.host_ports {
-                    // portmap DNATs to it: its replies need the host's conntrack.
+                    // An older plugin's host ports, which only a chained portmap
+                    // serves (DNAT): its replies need the host's conntrack. Host ports
+                    // strait serves (`port_mappings`) are translated before netfilter
+                    // and need no such thing.
                     return;
                 }
                 // The new veth gets the fast path once it has settled, off the ADD path
@@ -47,8 +50,8 @@ impl FastPath {
         let mut attached = 0;
         for ep in endpoints {
             if ep.host_ports || shaped.contains(&ep.host_ifname) {
-                // portmap DNATs to it (its replies need the host's conntrack), or
-                // bandwidth shapes it.
+                // Only portmap serves its host ports (an older plugin's record: its
+                // replies need the host's conntrack), or bandwidth shapes it.
                 continue;
             }
             let Some(&index) = links.get(&ep.host_ifname) else {

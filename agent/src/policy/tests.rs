@@ -534,6 +534,7 @@ async fn add_installs_before_the_loop_sees_the_record_and_del_removes() {
         handle: "web".into(),
         created: 1,
         host_ports: false,
+        port_mappings: Vec::new(),
         namespace: "default".into(),
         pod: None,
         named_ports: vec![],

@@ -6,12 +6,14 @@
 //!   cluster IP and node port to one service;
 //! - [`reconcile`]: from services, slices and endpoints to the frontends this node
 //!   serves and their Maglev tables, held in a [`dataplane::ServiceDataplane`];
+//! - [`hostports`]: the endpoints' host ports (CNI `portMappings`) as frontends;
 //! - [`datapath`]: the socket-level balancer in eBPF that holds them;
 //! - [`health`]: the active checks that hold failing backends out of the tables.
 
 pub mod datapath;
 pub mod dataplane;
 pub mod health;
+pub mod hostports;
 pub mod pool;
 pub mod reconcile;
 pub mod store;
@@ -31,6 +33,7 @@ use tracing::warn;
 
 use crate::store::{KeyValue, Store};
 use dataplane::ServiceDataplane;
+use hostports::HostPortEndpoint;
 use reconcile::{Inputs, Plan, Reconciler};
 use store::ServiceStore;
 
@@ -270,7 +273,11 @@ impl ServicesAgent {
                     .into_values()
                     .map(|s: EndpointSlice| (s.id(), s))
                     .collect(),
-                endpoints: endpoints.into_values().collect(),
+                host_ports: endpoints
+                    .values()
+                    .filter_map(|(_, hp)| hp.clone())
+                    .collect(),
+                endpoints: endpoints.into_values().map(|(ep, _)| ep).collect(),
                 down: checker.down(),
             };
             let plan = reconcile::plan(&inputs, &node, &node_addresses);
@@ -399,11 +406,19 @@ fn usable_slice(kv: &KeyValue) -> Option<EndpointSlice> {
     }
 }
 
-/// An endpoint record as services see it. Endpoints are ready while they exist (the
-/// runtime made them for a running container); the health checks add the rest.
-fn endpoint_view(kv: &KeyValue) -> Option<EndpointView> {
+/// An endpoint record as services see it, with its host ports if it has any.
+/// Endpoints are ready while they exist (the runtime made them for a running
+/// container); the health checks add the rest.
+fn endpoint_view(kv: &KeyValue) -> Option<(EndpointView, Option<HostPortEndpoint>)> {
+    let r = crate::attach::records::schema::decode(&kv.key, &kv.value).ok()?;
+    let host_ports = (!r.port_mappings.is_empty()).then(|| HostPortEndpoint {
+        id: format!("{}/{}", r.node, r.id),
+        node: r.node.clone(),
+        addresses: r.ips.iter().map(|n| n.addr()).collect(),
+        mappings: r.port_mappings.clone(),
+    });
     let f = crate::policy::endpoints::decode(&kv.key, &kv.value).ok()?;
-    Some(EndpointView {
+    let view = EndpointView {
         id: format!("{}/{}", f.node, f.id),
         namespace: f.namespace,
         labels: f.labels,
@@ -422,5 +437,6 @@ fn endpoint_view(kv: &KeyValue) -> Option<EndpointView> {
             .collect(),
         node: f.node,
         ready: true,
-    })
+    };
+    Some((view, host_ports))
 }

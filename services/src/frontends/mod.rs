@@ -43,6 +43,10 @@ pub enum Scope {
     ClusterIP,
     ExternalIP,
     NodePort,
+    /// A container's host port (CNI `portMappings`): the node's addresses, or the one
+    /// it names, to that container alone; planned by the agent from the endpoint
+    /// record, not from a service.
+    HostPort,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,6 +159,7 @@ pub fn resolve(
             let local_only = match frontend.scope {
                 Scope::ClusterIP => service.internal_local,
                 Scope::ExternalIP | Scope::NodePort => service.external_local,
+                Scope::HostPort => true,
             };
             out.push(Resolved {
                 frontend,

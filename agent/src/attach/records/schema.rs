@@ -22,6 +22,11 @@
 //!   and `K8S_POD_NAME` (and the other `K8S_*` keys) as labels, which they are not:
 //!   they move to `namespace` and `pod`, and the rest of `K8S_*` is dropped
 //!   ([`from_k8s_labels`]).
+//! - 3: version 2 plus `port_mappings`, the host ports strait serves for the endpoint
+//!   (left out when empty). `host_ports: true` stays what it was: an older plugin
+//!   said there were host ports without saying which (a chained `portmap` serves
+//!   them). A field-wise superset of 2, read with the same struct; a version-2 agent
+//!   refuses it, which keeps it from rewriting the record without its host ports.
 //!
 //! A new version gets its own struct here and [`CURRENT_VERSION`] moves to it; older
 //! versions keep decoding into the newest. A record of a version newer than this agent
@@ -34,14 +39,14 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use strait_api::{Endpoint, MacAddr, NamedPort};
+use strait_api::{Endpoint, HostPort, MacAddr, NamedPort};
 
 use super::RecordError;
 
 /// The version [`encode`] writes.
-pub const CURRENT_VERSION: u64 = 2;
+pub const CURRENT_VERSION: u64 = 3;
 
-/// One attachment as this node's store keeps it (version 2).
+/// One attachment as this node's store keeps it (version 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     /// Stable id: derived from (network, containerID, ifname); also the key's last
@@ -82,9 +87,13 @@ pub struct EndpointRecord {
     pub handle: String,
     /// Seconds since the Unix epoch.
     pub created: u64,
-    /// ADD asked for host ports: the fast path leaves this veth alone.
+    /// An older plugin said ADD asked for host ports without saying which (a chained
+    /// `portmap` serves them): the fast path leaves this veth alone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ports: bool,
+    /// The host ports strait serves for the endpoint (version 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<HostPort>,
 }
 
 /// The record with its version marker first, as [`encode`] writes it.
@@ -130,7 +139,7 @@ pub fn decode(key: &str, value: &[u8]) -> Result<EndpointRecord, RecordError> {
         Some(1) => serde_json::from_slice(value)
             .map(from_k8s_labels)
             .map_err(|e| corrupt(e.to_string())),
-        Some(2) => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
+        Some(2 | 3) => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
         Some(version) => Err(RecordError::UnknownVersion {
             key: key.to_string(),
             version,
@@ -181,6 +190,7 @@ impl TryFrom<Endpoint> for EndpointRecord {
             handle: ep.handle,
             created: ep.created,
             host_ports: ep.host_ports,
+            port_mappings: ep.port_mappings,
         })
     }
 }
@@ -209,6 +219,7 @@ impl From<EndpointRecord> for Endpoint {
             handle: r.handle,
             created: r.created,
             host_ports: r.host_ports,
+            port_mappings: r.port_mappings,
         }
     }
 }
@@ -256,6 +267,7 @@ mod tests {
             handle: "strait-net.4f9d2c1a7b3e.eth0".into(),
             created: 1_767_225_600,
             host_ports: true,
+            port_mappings: Vec::new(),
             namespace: "default".into(),
             pod: None,
             named_ports: Vec::new(),
@@ -275,6 +287,13 @@ mod tests {
                 port: 8080,
             }],
             identity: Some(4242),
+            host_ports: false,
+            port_mappings: vec![HostPort {
+                host_port: 8080,
+                container_port: 80,
+                protocol: strait_api::HostPortProtocol::Tcp,
+                host_ip: None,
+            }],
             ..endpoint()
         }
     }
@@ -332,7 +351,8 @@ mod tests {
         let record = EndpointRecord::try_from(endpoint_v2()).unwrap();
         let bytes = encode(&record);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(json["version"], 2);
+        assert_eq!(json["version"], 3);
+        assert_eq!(json["port_mappings"][0]["host_port"], 8080);
         assert_eq!(json["mac"], "02:42:0a:01:00:05");
         assert_eq!(json["netns"], "/var/run/netns/cni-1c2d3e4f");
         assert_eq!(json["namespace"], "shop");
@@ -341,7 +361,7 @@ mod tests {
         assert!(
             String::from_utf8(bytes.clone())
                 .unwrap()
-                .starts_with(r#"{"version":2,"id":"#),
+                .starts_with(r#"{"version":3,"id":"#),
             "the marker comes first"
         );
         assert_eq!(decode(KEY, &bytes).unwrap(), record);
@@ -354,10 +374,18 @@ mod tests {
             pod: None,
             named_ports: Vec::new(),
             identity: None,
+            port_mappings: Vec::new(),
             ..record
         };
         let json: serde_json::Value = serde_json::from_slice(&encode(&plain)).unwrap();
-        for absent in ["labels", "host_ports", "pod", "named_ports", "identity"] {
+        for absent in [
+            "labels",
+            "host_ports",
+            "port_mappings",
+            "pod",
+            "named_ports",
+            "identity",
+        ] {
             assert!(json.get(absent).is_none(), "{absent}: {json}");
         }
         assert_eq!(json["namespace"], "shop");
@@ -366,14 +394,14 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_refused_naming_the_key() {
-        let newer = LEGACY_PLAIN.replacen('{', r#"{"version":3,"#, 1);
+        let newer = LEGACY_PLAIN.replacen('{', r#"{"version":4,"#, 1);
         let err = decode(KEY, newer.as_bytes()).unwrap_err();
         assert!(
-            matches!(&err, RecordError::UnknownVersion { key, version: 3 } if key == KEY),
+            matches!(&err, RecordError::UnknownVersion { key, version: 4 } if key == KEY),
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains(KEY) && text.contains("version 3"), "{text}");
+        assert!(text.contains(KEY) && text.contains("version 4"), "{text}");
     }
 
     #[test]

@@ -400,6 +400,35 @@ fn a_flow_keeps_its_backend_and_flows_spread_over_the_table() {
 }
 
 #[test]
+fn a_tracked_flow_never_follows_its_backends_id_to_another_address() {
+    privileged!("a_tracked_flow_never_follows_its_backends_id_to_another_address");
+    let fx = Fixture::new();
+    // A host port's frontend: its container is deleted and another added, so the
+    // frontend is removed and made again, taking the same ids for a backend of
+    // another address.
+    let f = outside(NODE, 15353, Protocol::Udp);
+    let flow = t(CLIENT, 40000, NODE, 15353);
+    fx.dp
+        .install(&f, &[backend("10.244.0.5", true)], &[0; 7], None)
+        .unwrap();
+    assert_eq!(tuple_of(&fx.coming_in(flow, UDP, 0)).dst, ip("10.244.0.5"));
+    assert!(fx.dp.remove(&f).unwrap());
+    fx.dp
+        .install(&f, &[backend("10.244.0.9", true)], &[0; 7], None)
+        .unwrap();
+    assert_eq!(
+        tuple_of(&fx.coming_in(flow, UDP, 0)).dst,
+        ip("10.244.0.9"),
+        "the flow is new again, not sent on to the address that is gone"
+    );
+    assert_eq!(fx.count(ServiceReason::NatNew), 2);
+    assert_eq!(fx.count(ServiceReason::NatEstablished), 0);
+    // Its next packet follows the new entry.
+    assert_eq!(tuple_of(&fx.coming_in(flow, UDP, 0)).dst, ip("10.244.0.9"));
+    assert_eq!(fx.count(ServiceReason::NatEstablished), 1);
+}
+
+#[test]
 fn a_remote_backend_is_snatted_to_the_node_and_its_reply_routed_back() {
     privileged!("a_remote_backend_is_snatted_to_the_node_and_its_reply_routed_back");
     let fx = Fixture::new();

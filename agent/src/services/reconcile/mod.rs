@@ -3,7 +3,11 @@
 //! [`plan`] is pure: every frontend this node serves, its candidates, the usable ones
 //! and their Maglev table (the same on every node for the same backends). A frontend
 //! two services claim (an external IP one service shares with another's node port)
-//! goes to the service whose name sorts first; the other reports the clash.
+//! goes to the service whose name sorts first; the other reports the clash. This
+//! node's host ports ([`super::hostports`]) are planned first: a node port or
+//! external IP a service shares with one stays the host port's on this node (ADD
+//! refuses a host port that is a node port already, so only a service applied after
+//! the container clashes) and the service reports the clash.
 //! [`Reconciler::apply`] makes the datapath hold the plan: frontends whose entry
 //! changed are installed whole, those no longer planned removed, and one the datapath
 //! refuses (a full map) keeps its previous entry and reports why, while the others go
@@ -20,6 +24,7 @@ use strait_services::model::{EndpointSlice, Service, ServiceKind};
 use tracing::{info, warn};
 
 use super::dataplane::{Entry, FrontendKey, ServiceDataplane};
+use super::hostports::{self, HostPortEndpoint};
 
 /// What the plan is computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,6 +35,8 @@ pub struct Inputs {
     pub endpoints: Vec<EndpointView>,
     /// Backends the health checks hold down: (service, address).
     pub down: BTreeSet<(String, IpAddr)>,
+    /// The endpoints (of every node) with host ports.
+    pub host_ports: Vec<HostPortEndpoint>,
 }
 
 /// One frontend as planned.
@@ -50,58 +57,79 @@ pub struct Plan {
 
 pub fn plan(inputs: &Inputs, node: &str, node_addresses: &[IpAddr]) -> Plan {
     let mut out = Plan::default();
+    for ep in inputs.host_ports.iter().filter(|ep| ep.node == node) {
+        for resolved in hostports::resolve(ep, node_addresses) {
+            out.add(&ep.name(), resolved, inputs, node);
+        }
+    }
     let slices: Vec<EndpointSlice> = inputs.slices.values().cloned().collect();
     for (id, service) in &inputs.services {
         for resolved in resolve(service, node_addresses, &inputs.endpoints, &slices) {
-            let f = resolved.frontend;
-            let key = FrontendKey {
-                addr: f.addr,
-                port: f.port,
-                protocol: f.protocol,
-            };
-            if let Some(holder) = out.frontends.get(&key) {
-                out.clashes.entry(id.clone()).or_default().push(format!(
-                    "{f} is also Service {}'s, which has it",
-                    holder.resolved.service
-                ));
-                continue;
-            }
-            let down = |b: &Backend| inputs.down.contains(&(resolved.service.clone(), b.addr));
-            let chosen: Vec<&Backend> = usable(&resolved, node, down);
-            let keys: Vec<String> = chosen.iter().map(|b| b.key()).collect();
-            let table = maglev::build(&keys, maglev::table_size(keys.len()));
-            // The table indexes the backends in its own (sorted) order.
-            let backends = table
-                .backends
-                .iter()
-                .filter_map(|k| chosen.iter().find(|b| &b.key() == k))
-                .map(|b| (b.addr, b.port))
-                .collect();
-            let local = chosen
-                .iter()
-                .filter(|b| b.node.as_deref() == Some(node))
-                .map(|b| (b.addr, b.port))
-                .collect();
-            let entry = Entry {
-                backends,
-                table: table.slots.clone(),
-                affinity_secs: resolved.affinity_secs,
-                // Node ports and external IPs are reached by packets from outside
-                // too (the packet-level translation); cluster IPs only by sockets.
-                from_outside: matches!(f.scope, Scope::NodePort | Scope::ExternalIP),
-                local,
-            };
-            out.frontends.insert(
-                key,
-                Planned {
-                    resolved,
-                    table,
-                    entry,
-                },
-            );
+            out.add(id, resolved, inputs, node);
         }
     }
     out
+}
+
+impl Plan {
+    /// Plans `resolved` for `id` (a service, or a host port's pseudo-service), unless
+    /// an earlier one has its frontend: then `id` reports the clash.
+    fn add(&mut self, id: &str, resolved: Resolved, inputs: &Inputs, node: &str) {
+        let f = resolved.frontend;
+        let key = FrontendKey {
+            addr: f.addr,
+            port: f.port,
+            protocol: f.protocol,
+        };
+        if let Some(holder) = self.frontends.get(&key) {
+            let held_by = match holder.resolved.service.strip_prefix(hostports::PREFIX) {
+                Some(endpoint) => format!("a host port of endpoint {endpoint}"),
+                None => format!("Service {}'s", holder.resolved.service),
+            };
+            self.clashes
+                .entry(id.to_string())
+                .or_default()
+                .push(format!("{f} is also {held_by}, which has it"));
+            return;
+        }
+        let down = |b: &Backend| inputs.down.contains(&(resolved.service.clone(), b.addr));
+        let chosen: Vec<&Backend> = usable(&resolved, node, down);
+        let keys: Vec<String> = chosen.iter().map(|b| b.key()).collect();
+        let table = maglev::build(&keys, maglev::table_size(keys.len()));
+        // The table indexes the backends in its own (sorted) order.
+        let backends = table
+            .backends
+            .iter()
+            .filter_map(|k| chosen.iter().find(|b| &b.key() == k))
+            .map(|b| (b.addr, b.port))
+            .collect();
+        let local = chosen
+            .iter()
+            .filter(|b| b.node.as_deref() == Some(node))
+            .map(|b| (b.addr, b.port))
+            .collect();
+        let entry = Entry {
+            backends,
+            table: table.slots.clone(),
+            affinity_secs: resolved.affinity_secs,
+            // Node ports, external IPs and host ports are reached by packets
+            // from outside too (the packet-level translation); cluster IPs only
+            // by sockets.
+            from_outside: matches!(
+                f.scope,
+                Scope::NodePort | Scope::ExternalIP | Scope::HostPort
+            ),
+            local,
+        };
+        self.frontends.insert(
+            key,
+            Planned {
+                resolved,
+                table,
+                entry,
+            },
+        );
+    }
 }
 
 /// Holds the datapath to the plan.
@@ -204,26 +232,12 @@ impl Reconciler {
         )
     }
 
-    /// Every service as this node serves it.
+    /// Every service as this node serves it, then this node's host ports as
+    /// pseudo-services (`hostport/<endpoint>`, kind `HostPort`).
     pub fn views(&self, inputs: &Inputs, plan: &Plan) -> Vec<ServiceView> {
         let mut views = Vec::new();
         for (id, service) in &inputs.services {
-            let mut frontends: Vec<FrontendView> = plan
-                .frontends
-                .iter()
-                .filter(|(_, p)| &p.resolved.service == id)
-                .map(|(key, p)| self.frontend_view(key, p, inputs))
-                .collect();
-            for clash in plan.clashes.get(id).into_iter().flatten() {
-                frontends.push(FrontendView {
-                    frontend: String::new(),
-                    scope: String::new(),
-                    backends: Vec::new(),
-                    table_size: 0,
-                    installed: false,
-                    error: Some(clash.clone()),
-                });
-            }
+            let frontends = self.frontend_views(id, inputs, plan);
             views.push(ServiceView {
                 name: id.clone(),
                 kind: service.kind.to_string(),
@@ -242,7 +256,44 @@ impl Reconciler {
                 frontends,
             });
         }
+        for ep in &inputs.host_ports {
+            let name = ep.name();
+            let frontends = self.frontend_views(&name, inputs, plan);
+            if frontends.is_empty() {
+                // Another node's.
+                continue;
+            }
+            views.push(ServiceView {
+                name,
+                kind: "HostPort".into(),
+                cluster_ips: Vec::new(),
+                external_ips: Vec::new(),
+                ports: ep.ports(),
+                frontends,
+            });
+        }
         views
+    }
+
+    /// The frontends planned for `id`, then those it could not have and why.
+    fn frontend_views(&self, id: &str, inputs: &Inputs, plan: &Plan) -> Vec<FrontendView> {
+        let mut frontends: Vec<FrontendView> = plan
+            .frontends
+            .iter()
+            .filter(|(_, p)| p.resolved.service == id)
+            .map(|(key, p)| self.frontend_view(key, p, inputs))
+            .collect();
+        for clash in plan.clashes.get(id).into_iter().flatten() {
+            frontends.push(FrontendView {
+                frontend: String::new(),
+                scope: String::new(),
+                backends: Vec::new(),
+                table_size: 0,
+                installed: false,
+                error: Some(clash.clone()),
+            });
+        }
+        frontends
     }
 
     fn frontend_view(&self, key: &FrontendKey, p: &Planned, inputs: &Inputs) -> FrontendView {

@@ -220,3 +220,122 @@ fn node_ports_and_external_ips_are_reached_from_outside_and_know_their_local_bac
         .entry;
     assert_eq!(e.local, [(ip("10.244.0.3"), 8080)].into());
 }
+
+fn host_port_ep(node: &str, mappings: Vec<strait_api::HostPort>) -> HostPortEndpoint {
+    HostPortEndpoint {
+        id: format!("{node}/n.c9.eth0"),
+        node: node.into(),
+        addresses: vec![ip("10.244.0.9"), ip("fd00:244::9")],
+        mappings,
+    }
+}
+
+fn mapping(host_port: u16, to: u16, udp: bool, host_ip: Option<&str>) -> strait_api::HostPort {
+    strait_api::HostPort {
+        host_port,
+        container_port: to,
+        protocol: if udp {
+            strait_api::HostPortProtocol::Udp
+        } else {
+            strait_api::HostPortProtocol::Tcp
+        },
+        host_ip: host_ip.map(ip),
+    }
+}
+
+#[test]
+fn host_ports_are_frontends_of_the_node_addresses_to_the_container_alone() {
+    let node_addrs = [ip("192.0.2.1"), ip("2001:db8::1")];
+    let inputs = Inputs {
+        host_ports: vec![
+            host_port_ep(
+                "h1",
+                vec![
+                    mapping(8080, 80, false, None),
+                    mapping(5353, 53, true, None),
+                ],
+            ),
+            // Another node's: not planned here.
+            HostPortEndpoint {
+                id: "h2/n.c8.eth0".into(),
+                ..host_port_ep("h2", vec![mapping(9090, 90, false, None)])
+            },
+        ],
+        ..Default::default()
+    };
+    let p = plan(&inputs, "h1", &node_addrs);
+    let fk = |a: &str, port, protocol| FrontendKey {
+        addr: ip(a),
+        port,
+        protocol,
+    };
+    assert_eq!(p.frontends.len(), 4, "{:?}", p.frontends.keys());
+    let tcp4 = &p.frontends[&fk("192.0.2.1", 8080, Protocol::TCP)];
+    assert_eq!(tcp4.entry.backends, vec![(ip("10.244.0.9"), 80)]);
+    assert!(tcp4.entry.from_outside, "reached from the underlay too");
+    assert!(
+        tcp4.entry.local.contains(&(ip("10.244.0.9"), 80)),
+        "never SNATed"
+    );
+    assert_eq!(tcp4.resolved.service, "hostport/h1/n.c9.eth0");
+    let udp6 = &p.frontends[&fk("2001:db8::1", 5353, Protocol::UDP)];
+    assert_eq!(udp6.entry.backends, vec![(ip("fd00:244::9"), 53)]);
+
+    // A host IP: that address only; the other family has no frontend.
+    let one = Inputs {
+        host_ports: vec![host_port_ep(
+            "h1",
+            vec![mapping(8080, 80, false, Some("192.0.2.1"))],
+        )],
+        ..Default::default()
+    };
+    let p1 = plan(&one, "h1", &node_addrs);
+    assert_eq!(
+        p1.frontends.keys().copied().collect::<Vec<_>>(),
+        vec![fk("192.0.2.1", 8080, Protocol::TCP)]
+    );
+
+    // Shown as the endpoint's pseudo-service, installed.
+    let fake = Arc::new(Fake::default());
+    let mut r = Reconciler::new(fake.clone());
+    r.apply(&p);
+    assert_eq!(fake.entries.lock().unwrap().len(), 4);
+    let views = r.views(&inputs, &p);
+    assert_eq!(views.len(), 1, "only this node's endpoint");
+    assert_eq!(views[0].name, "hostport/h1/n.c9.eth0");
+    assert_eq!(views[0].kind, "HostPort");
+    assert_eq!(views[0].ports, vec!["8080:80/TCP", "5353:53/UDP"]);
+    assert!(
+        views[0]
+            .frontends
+            .iter()
+            .all(|f| f.installed && f.scope == "HostPort")
+    );
+}
+
+#[test]
+fn a_node_port_applied_after_a_host_port_reports_the_clash() {
+    let node_addrs = [ip("192.0.2.1")];
+    let inputs = Inputs {
+        services: services(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n",
+        ),
+        endpoints: vec![ep(2, "h1")],
+        host_ports: vec![host_port_ep("h1", vec![mapping(30080, 80, false, None)])],
+        ..Default::default()
+    };
+    let p = plan(&inputs, "h1", &node_addrs);
+    let held = &p.frontends[&FrontendKey {
+        addr: ip("192.0.2.1"),
+        port: 30080,
+        protocol: Protocol::TCP,
+    }];
+    assert_eq!(held.resolved.service, "hostport/h1/n.c9.eth0");
+    let clash = &p.clashes["shop/web"];
+    assert!(
+        clash[0].contains("is also a host port of endpoint h1/n.c9.eth0"),
+        "{clash:?}"
+    );
+    // The service's cluster IP is untouched.
+    assert!(p.frontends.contains_key(&key()));
+}

@@ -52,7 +52,9 @@ fn ip_claim(ip: &IpAddr) -> String {
     format!("{}{ip}", ips_prefix())
 }
 
-fn port_claim(protocol: Protocol, port: u16) -> String {
+/// The claim that holds node port `port` to one service, cluster-wide (host ports
+/// check it too: `attach::hostports`).
+pub fn port_claim(protocol: Protocol, port: u16) -> String {
     let p = match protocol {
         Protocol::TCP => "tcp",
         Protocol::UDP => "udp",
