@@ -5,7 +5,7 @@
 # connection's throughput through the VIP and through a node port (tc NAT) beside the
 # backend's address; the agent's memory. Run as root. Prints figures; asserts nothing.
 # Options are passed on: --runs N (5), --conns N (2000), --workers W (4),
-# --services N (1000), --tput-runs N (3), --seconds S (5).
+# --services N (1000), --tput-runs N (5), --seconds S (5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh

@@ -253,8 +253,8 @@ impl ConnLoad {
 
 /// `per_worker` connections one after the other from each of `workers` threads, each
 /// one: connect, write one byte, read the one-byte answer, read to the end (the
-/// server closes first, so the TIME_WAIT is the server's and the client's ports are
-/// free at once), close. Run in the client's namespace (and cgroup) by the caller.
+/// server's reset, see [`serve_answers`]), close. Run in the client's namespace (and
+/// cgroup) by the caller.
 pub fn connection_load(to: std::net::SocketAddr, per_worker: u64, workers: u64) -> ConnLoad {
     use std::io::{Read, Write};
     let one = move || -> std::io::Result<Duration> {
@@ -265,7 +265,8 @@ pub fn connection_load(to: std::net::SocketAddr, per_worker: u64, workers: u64) 
         s.write_all(&[7])?;
         let mut b = [0u8; 1];
         s.read_exact(&mut b)?;
-        let _ = s.read(&mut b)?;
+        // The end: the server's reset (or a FIN).
+        let _ = s.read(&mut b);
         drop(s);
         Ok(t0.elapsed())
     };
@@ -301,8 +302,15 @@ pub fn connection_load(to: std::net::SocketAddr, per_worker: u64, workers: u64) 
 }
 
 /// Serves [`connection_load`]'s clients on `addrs` until killed: each connection's one
-/// byte is answered and the connection closed, by `threads` threads per address
+/// byte is answered and the connection reset, by `threads` threads per address
 /// accepting on its listening socket. Prints `ready` once it listens on all.
+///
+/// A reset (SO_LINGER 0) rather than a FIN, so that no side keeps the connection in
+/// TIME_WAIT: the client's next connection from the same port to the same backend
+/// would meet it. Through a DNAT the client's initial sequence number is hashed over
+/// the service's address, not the backend's, so the backend's TIME_WAIT refuses it
+/// about half the time and the client waits a second for its SYN's retransmission:
+/// a cost of port reuse at a rate no real client has, not of the balancing measured.
 pub fn serve_answers(addrs: &[std::net::SocketAddr], threads: usize) -> ! {
     use std::io::{Read, Write};
     let listeners: Vec<std::net::TcpListener> = addrs
@@ -324,6 +332,7 @@ pub fn serve_answers(addrs: &[std::net::SocketAddr], threads: usize) -> ! {
                     let Ok(mut conn) = conn else { continue };
                     let _ = conn.set_nodelay(true);
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
                     let mut b = [0u8; 1];
                     if conn.read_exact(&mut b).is_ok() {
                         let _ = conn.write_all(&b);

@@ -8,16 +8,17 @@
 //!
 //! The bed: two hosts (etcd, VXLAN, IPv4). Backends `b1`..`b3` on h2 (`app=bench`,
 //! `b1` also `iperf=yes`) and `bl` on h1 (`app=local`), each running this program's
-//! answer server (`__serve`: one byte in, one byte back, close) on 8080 (the
-//! services' target) and 8081 (the direct baselines': see [`DIRECT_PORT`]), and
-//! iperf3's server (b1, bl). The client is a container on h1 whose process is put in h1's
+//! answer server (`__serve`: one byte in, one byte back, reset) on 8080 (strait's
+//! services' target), 8081 (the direct baselines') and 8082 (kube-proxy's rules'):
+//! see [`DIRECT_PORT`] and [`serve_answers`]; and iperf3's server (b1, bl). The client is a container on h1 whose process is put in h1's
 //! agent's service cgroup, as a container's processes are below the node's root
 //! cgroup: it is this program again (`__client`, re-executed in the container's
 //! namespace after joining the cgroup), which makes N connections one after the
 //! other, then W workers N/W each in parallel (connect, write a byte, read the
-//! answer, read to the server's close, close).
+//! answer, read to the server's reset).
 //!
-//! Applied with `netctl service apply`: `--services` Services `bench/svc-NNNN`
+//! Applied with `netctl service apply`, 25 to a file (one file is one store
+//! transaction, which etcd limits to 128 operations): `--services` Services `bench/svc-NNNN`
 //! (selector `app=bench`, port 80 → 8080), the measured one `svc-0500` in the middle;
 //! `bench/iperf` (`iperf=yes`, 5201) and the NodePort `bench/local` (`app=local`, 8080
 //! on node port 30080, 5201 on 30201).
@@ -79,14 +80,18 @@ const POD_CIDR: &str = "10.244.0.0/16";
 /// The services' target port on every backend's answer server; the services' port.
 const ANSWER_PORT: u16 = 8080;
 const SERVICE_PORT: u16 = 80;
-/// The direct baselines connect to the backends on a port of their own: a connection
-/// through a service leaves state keyed by the backend's address and port (the
-/// host's conntrack for iptables, strait's reverse NAT entries for the node port),
-/// which a later direct connection reusing the client's port would otherwise meet.
+/// Each path reaches the backends on a port of its own: a connection leaves state
+/// keyed by the backend's address and port (the host's conntrack, strait's reverse
+/// NAT entries for the node port), which another path's connection reusing the
+/// client's port would otherwise meet. The direct baselines use this one ...
 const DIRECT_PORT: u16 = 8081;
+/// ... and kube-proxy's rules DNAT to this one (strait's services to [`ANSWER_PORT`]).
+const KUBE_PROXY_PORT: u16 = 8082;
 const IPERF_PORT: u16 = 5201;
 const NODE_PORT_ANSWER: u16 = 30080;
 const NODE_PORT_IPERF: u16 = 30201;
+/// Services per `netctl service apply` (see where it is used).
+const APPLY_CHUNK: usize = 25;
 /// Accepting threads of each answer server.
 const SERVER_THREADS: usize = 4;
 
@@ -115,7 +120,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Args {
         conns: 2000,
         workers: 4,
         services: 1000,
-        tput_runs: 3,
+        tput_runs: 5,
         seconds: 5,
     };
     while let Some(flag) = it.next() {
@@ -237,12 +242,15 @@ fn add_labelled(
     .unwrap_or_else(|o| panic!("ADD {name}: {o:?}"))
 }
 
-/// The answer server in `c`'s namespace on its address, on the services' target port
-/// and on the direct baselines' own.
+/// The answer server in `c`'s namespace on its address, on each path's port.
 fn answer_server(c: &Container) -> BackendServer {
     let exe = std::env::current_exe().expect("current_exe");
-    let [a, b] = [ANSWER_PORT, DIRECT_PORT].map(|p| SocketAddr::new(c.ip4(), p).to_string());
-    BackendServer::start_command(c, &[exe.to_str().expect("UTF-8 path"), "__serve", &a, &b])
+    let [a, b, k] = [ANSWER_PORT, DIRECT_PORT, KUBE_PROXY_PORT]
+        .map(|p| SocketAddr::new(c.ip4(), p).to_string());
+    BackendServer::start_command(
+        c,
+        &[exe.to_str().expect("UTF-8 path"), "__serve", &a, &b, &k],
+    )
 }
 
 /// The measured service's name among `n`.
@@ -251,26 +259,29 @@ fn measured(n: usize) -> usize {
 }
 
 /// `n` ClusterIP services on the `app=bench` backends, then `bench/iperf` and the
-/// NodePort `bench/local`.
-fn services_yaml(n: usize) -> String {
-    let mut y = String::new();
-    for i in 0..n {
-        y.push_str(&format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i:04}, namespace: bench}}\n\
-             spec:\n  selector: {{app: bench}}\n  ports:\n  \
-             - {{name: echo, port: {SERVICE_PORT}, targetPort: {ANSWER_PORT}}}\n---\n"
-        ));
-    }
-    y.push_str(&format!(
+/// NodePort `bench/local`: one document each.
+fn services_docs(n: usize) -> Vec<String> {
+    let mut docs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i:04}, namespace: bench}}\n\
+                 spec:\n  selector: {{app: bench}}\n  ports:\n  \
+                 - {{name: echo, port: {SERVICE_PORT}, targetPort: {ANSWER_PORT}}}\n"
+            )
+        })
+        .collect();
+    docs.push(format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: iperf, namespace: bench}}\n\
          spec:\n  selector: {{iperf: \"yes\"}}\n  ports:\n  \
-         - {{name: iperf, port: {IPERF_PORT}, targetPort: {IPERF_PORT}}}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {{name: local, namespace: bench}}\n\
+         - {{name: iperf, port: {IPERF_PORT}, targetPort: {IPERF_PORT}}}\n"
+    ));
+    docs.push(format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: local, namespace: bench}}\n\
          spec:\n  type: NodePort\n  selector: {{app: local}}\n  ports:\n  \
          - {{name: echo, port: {SERVICE_PORT}, targetPort: {ANSWER_PORT}, nodePort: {NODE_PORT_ANSWER}}}\n  \
          - {{name: iperf, port: {IPERF_PORT}, targetPort: {IPERF_PORT}, nodePort: {NODE_PORT_IPERF}}}\n"
     ));
-    y
+    docs
 }
 
 fn cluster_ip(c: &Cluster, name: &str) -> IpAddr {
@@ -282,7 +293,7 @@ fn cluster_ip(c: &Cluster, name: &str) -> IpAddr {
 }
 
 /// Waits until h1's agent shows at least `n` services with every frontend installed.
-fn wait_all_installed(c: &Cluster, n: usize) -> Duration {
+fn wait_all_installed(c: &Cluster, n: usize) {
     wait_until(
         &format!("{n} services installed on h1"),
         Duration::from_secs(300),
@@ -310,7 +321,7 @@ fn wait_all_installed(c: &Cluster, n: usize) -> Duration {
             }
         },
     )
-    .unwrap()
+    .unwrap();
 }
 
 /// The agent's resident memory (`VmRSS`), KiB.
@@ -600,16 +611,21 @@ fn bench(args: &Args) {
     peer.exec_ok(&["ip", "route", "add", POD_CIDR, "via", &h1_addr.to_string()]);
 
     let rss_before = agent_rss_kib(c.host(0));
-    let yaml = services_yaml(args.services);
+    let docs = services_docs(args.services);
     let t0 = Instant::now();
-    let (ok, out) = apply(&c, &yaml);
+    // One apply is one store transaction, and etcd refuses one of more than its
+    // --max-txn-ops (128 by default) operations: a few services per file.
+    for chunk in docs.chunks(APPLY_CHUNK) {
+        let (ok, out) = apply(&c, &chunk.join("---\n"));
+        assert!(ok, "netctl service apply: {out}");
+    }
     let apply_took = t0.elapsed();
-    assert!(ok, "netctl service apply: {out}");
     let measured_name = format!("bench/svc-{:04}", measured(args.services));
     wait_backends(&c, &measured_name, None, 3);
     wait_backends(&c, "bench/iperf", None, 1);
     wait_backends(&c, "bench/local", Some("NodePort"), 1);
-    let installed_after = wait_all_installed(&c, args.services + 2) + apply_took;
+    wait_all_installed(&c, args.services + 2);
+    let installed_after = t0.elapsed();
     let rss_after = agent_rss_kib(c.host(0));
     let vip = cluster_ip(&c, &measured_name);
     let iperf_vip = cluster_ip(&c, "bench/iperf");
@@ -622,7 +638,7 @@ fn bench(args: &Args) {
 
     let endpoints: Vec<SocketAddr> = backends
         .iter()
-        .map(|b| SocketAddr::new(b.ip4(), ANSWER_PORT))
+        .map(|b| SocketAddr::new(b.ip4(), KUBE_PROXY_PORT))
         .collect();
     let kube_services: Vec<(String, Ipv4Addr, u16)> = (0..args.services)
         .map(|i| (format!("bench/svc-{i:04}"), iptables_vip(i), SERVICE_PORT))
@@ -781,7 +797,7 @@ fn bench(args: &Args) {
     println!(
         "client: container on h1 in the agent's service cgroup (peer: an underlay namespace); \
          backends: b1-b3 on h2 (bl on h1 for the node port); each connection: connect, 1 byte, \
-         answer, close"
+         answer, reset by the server (no TIME_WAIT)"
     );
     println!(
         "{:<12} {:<44} {:>22} {:>22}   beside its baseline (conn/s)",
@@ -847,7 +863,12 @@ fn bench(args: &Args) {
     );
     for label in ["strait", "iptables"] {
         if let Some(i) = index(label) {
-            let mut states = figures[i].fast_path.clone();
+            // The state and why, without the counters that follow.
+            let mut states: Vec<&str> = figures[i]
+                .fast_path
+                .iter()
+                .map(|l| l.split(';').next().unwrap_or(l))
+                .collect();
             states.dedup();
             println!("h1's fast path during {label}: {}", states.join(" | "));
         }
