@@ -251,13 +251,14 @@ impl ConnLoad {
     }
 }
 
-/// `per_worker` connections one after the other from each of `workers` threads, each
-/// one: connect, write one byte, read the one-byte answer, read to the end (the
+/// `per_worker` connections one after the other from each of `workers` threads (the
+/// i-th to `to[i % to.len()]`: a baseline spread over the backends), each one: connect, write one byte, read the one-byte answer, read to the end (the
 /// server's reset, see [`serve_answers`]), close. Run in the client's namespace (and
 /// cgroup) by the caller.
-pub fn connection_load(to: std::net::SocketAddr, per_worker: u64, workers: u64) -> ConnLoad {
+pub fn connection_load(to: &[std::net::SocketAddr], per_worker: u64, workers: u64) -> ConnLoad {
     use std::io::{Read, Write};
-    let one = move || -> std::io::Result<Duration> {
+    assert!(!to.is_empty(), "connection_load to no address");
+    let one = move |to: std::net::SocketAddr| -> std::io::Result<Duration> {
         let t0 = std::time::Instant::now();
         let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
         s.set_nodelay(true)?;
@@ -272,11 +273,12 @@ pub fn connection_load(to: std::net::SocketAddr, per_worker: u64, workers: u64) 
     };
     let t0 = std::time::Instant::now();
     let threads: Vec<_> = (0..workers)
-        .map(|_| {
+        .map(|i| {
+            let to = to[i as usize % to.len()];
             std::thread::spawn(move || {
                 let (mut times, mut failed) = (Vec::new(), 0u64);
                 for _ in 0..per_worker {
-                    match one() {
+                    match one(to) {
                         Ok(t) => times.push(t),
                         Err(_) => failed += 1,
                     }

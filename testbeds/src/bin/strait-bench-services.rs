@@ -25,7 +25,8 @@
 //!
 //! Connection rate, the variants alternating in rounds (each round starts with the
 //! next one):
-//! * **direct**: the client to b1's own address (the baseline: no balancing).
+//! * **direct**: the client to b1's own address (the baseline: no balancing); the
+//!   parallel workers to b1, b2 and b3 in turn, as a service spreads them.
 //! * **strait**: the client to svc-0500's cluster IP (socket balancer).
 //! * **iptables**: the same services in h1's nat table as kube-proxy's iptables mode
 //!   makes them (`KUBE-SERVICES` → `KUBE-SVC-<hash>` per service port →
@@ -161,19 +162,19 @@ fn serve_main(argv: impl Iterator<Item = String>) -> ! {
     serve_answers(&addrs, SERVER_THREADS)
 }
 
-/// `__client ADDR:PORT PER_WORKER WORKERS`: one load, as JSON on stdout.
+/// `__client ADDR:PORT[,ADDR:PORT...] PER_WORKER WORKERS`: one load (worker i to the
+/// i-th address, round robin), as JSON on stdout.
 fn client_main(mut argv: impl Iterator<Item = String>) {
     let mut next = || argv.next().unwrap_or_default();
     let (to, per_worker, workers) = (next(), next(), next());
-    let (Ok(to), Ok(per_worker), Ok(workers)) = (
-        to.parse::<SocketAddr>(),
-        per_worker.parse::<u64>(),
-        workers.parse::<u64>(),
-    ) else {
-        eprintln!("usage: __client ADDR:PORT PER_WORKER WORKERS");
+    let to: Result<Vec<SocketAddr>, _> = to.split(',').map(str::parse).collect();
+    let (Ok(to), Ok(per_worker), Ok(workers)) =
+        (to, per_worker.parse::<u64>(), workers.parse::<u64>())
+    else {
+        eprintln!("usage: __client ADDR:PORT[,ADDR:PORT...] PER_WORKER WORKERS");
         std::process::exit(2);
     };
-    println!("{}", connection_load(to, per_worker, workers).to_json());
+    println!("{}", connection_load(&to, per_worker, workers).to_json());
 }
 
 // ---------------------------------------------------------------------------------
@@ -199,11 +200,12 @@ impl Place<'_> {
     }
 
     /// This program's `__client` here: `per_worker` connections from each of
-    /// `workers` threads to `to`.
-    fn load(&self, to: SocketAddr, per_worker: u64, workers: u64) -> Result<ConnLoad, String> {
+    /// `workers` threads to `to` (worker i to the i-th address, round robin).
+    fn load(&self, to: &[SocketAddr], per_worker: u64, workers: u64) -> Result<ConnLoad, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let exe = exe.to_str().ok_or("the program's path is not UTF-8")?;
-        let (to, pw, w) = (to.to_string(), per_worker.to_string(), workers.to_string());
+        let to: Vec<String> = to.iter().map(SocketAddr::to_string).collect();
+        let (to, pw, w) = (to.join(","), per_worker.to_string(), workers.to_string());
         let out = self
             .command(&[exe, "__client", &to, &pw, &w])
             .output()
@@ -532,6 +534,9 @@ struct ConnVariant<'a> {
     label: &'static str,
     place: Place<'a>,
     to: SocketAddr,
+    /// Where the parallel workers connect: `to`, or for the direct baseline every
+    /// backend (as the service spreads them), worker i to the i-th.
+    spread: Vec<SocketAddr>,
     baseline: Option<&'static str>,
     kube_proxy: bool,
 }
@@ -655,6 +660,10 @@ fn bench(args: &Args) {
             label: "direct",
             place: in_client(),
             to: SocketAddr::new(backends[0].ip4(), DIRECT_PORT),
+            spread: backends
+                .iter()
+                .map(|b| SocketAddr::new(b.ip4(), DIRECT_PORT))
+                .collect(),
             baseline: None,
             kube_proxy: false,
         },
@@ -662,6 +671,7 @@ fn bench(args: &Args) {
             label: "strait",
             place: in_client(),
             to: SocketAddr::new(vip, SERVICE_PORT),
+            spread: vec![SocketAddr::new(vip, SERVICE_PORT)],
             baseline: Some("direct"),
             kube_proxy: false,
         },
@@ -669,6 +679,7 @@ fn bench(args: &Args) {
             label: "iptables",
             place: in_client(),
             to: SocketAddr::new(IpAddr::V4(kube_vip), SERVICE_PORT),
+            spread: vec![SocketAddr::new(IpAddr::V4(kube_vip), SERVICE_PORT)],
             baseline: Some("direct"),
             kube_proxy: true,
         },
@@ -676,6 +687,7 @@ fn bench(args: &Args) {
             label: "peer direct",
             place: Place::Outside(peer),
             to: SocketAddr::new(local.ip4(), DIRECT_PORT),
+            spread: vec![SocketAddr::new(local.ip4(), DIRECT_PORT)],
             baseline: None,
             kube_proxy: false,
         },
@@ -683,6 +695,7 @@ fn bench(args: &Args) {
             label: "node port",
             place: Place::Outside(peer),
             to: SocketAddr::new(IpAddr::V4(h1_addr), NODE_PORT_ANSWER),
+            spread: vec![SocketAddr::new(IpAddr::V4(h1_addr), NODE_PORT_ANSWER)],
             baseline: Some("peer direct"),
             kube_proxy: false,
         },
@@ -690,7 +703,7 @@ fn bench(args: &Args) {
     // Every path answers before anything is measured.
     for v in &conn_variants {
         let (r, _) = with_rules(&c, v, "check", &kube_install, &kube_remove, || {
-            v.place.load(v.to, 20, 1)
+            v.place.load(&v.spread, 20, v.spread.len() as u64)
         });
         let r = r.unwrap_or_else(|e| panic!("{}: {e}", v.label));
         assert!(r.failed == 0, "{} to {}: {r:?}", v.label, v.to);
@@ -707,8 +720,8 @@ fn bench(args: &Args) {
             let round = format!("run {}", run + 1);
             let ((seq, par), fp) = with_rules(&c, v, &round, &kube_install, &kube_remove, || {
                 (
-                    v.place.load(v.to, args.conns, 1),
-                    v.place.load(v.to, per_worker, args.workers),
+                    v.place.load(&[v.to], args.conns, 1),
+                    v.place.load(&v.spread, per_worker, args.workers),
                 )
             });
             for (what, r) in [("sequential", &seq), ("parallel", &par)] {
@@ -825,7 +838,7 @@ fn bench(args: &Args) {
     let index = |label: &str| conn_variants.iter().position(|v| v.label == label);
     for (v, f) in conn_variants.iter().zip(&figures) {
         let to = match v.label {
-            "direct" => format!("b1 {}", v.to),
+            "direct" => format!("b1 {} (workers: b1-b3)", v.to),
             "strait" => format!("{measured_name} cluster IP {}", v.to),
             "iptables" => format!("KUBE-SVC of svc-{:04} {}", measured(args.services), v.to),
             "peer direct" => format!("bl {} (via h1)", v.to),
