@@ -3,6 +3,7 @@
 //! path's state line. Figures only: nothing here asserts anything about them.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -36,19 +37,76 @@ pub fn iperf_streams(
     pin: bool,
     streams: u32,
 ) -> Result<IperfRun, String> {
+    iperf_run(to, None, seconds, pin, streams, |argv| from.exec(argv))
+}
+
+/// [`iperf`] to a server on `port` rather than iperf3's own (a node port, say).
+pub fn iperf_port(
+    from: &Netns,
+    to: IpAddr,
+    port: u16,
+    seconds: u32,
+    pin: bool,
+) -> Result<IperfRun, String> {
+    iperf_run(to, Some(port), seconds, pin, 1, |argv| from.exec(argv))
+}
+
+/// [`iperf`] with the client's process in `cgroup` (an agent's service cgroup: what
+/// makes the socket balancer translate its connects, as a container's would be).
+pub fn iperf_in_cgroup(
+    cgroup: &Path,
+    from: &Netns,
+    to: IpAddr,
+    seconds: u32,
+    pin: bool,
+) -> Result<IperfRun, String> {
+    iperf_run(to, None, seconds, pin, 1, |argv| {
+        command_in_cgroup(cgroup, from.name(), argv)
+            .output()
+            .expect("iperf3")
+    })
+}
+
+/// `argv` run in namespace `ns`, its process in `cgroup` first: `ip netns exec`
+/// mounts a /sys without the cgroup mounts, so a shell joins the cgroup before it.
+pub fn command_in_cgroup(cgroup: &Path, ns: &str, argv: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec ip netns exec {ns} \"$@\"",
+            cgroup.display(),
+        ))
+        .arg("sh")
+        .args(argv);
+    cmd
+}
+
+/// iperf3's client by `exec` (which runs argv where it must), its JSON read.
+fn iperf_run(
+    to: IpAddr,
+    port: Option<u16>,
+    seconds: u32,
+    pin: bool,
+    streams: u32,
+    exec: impl Fn(&[&str]) -> std::process::Output,
+) -> Result<IperfRun, String> {
     let mut last = String::new();
     let to = to.to_string();
     let seconds = seconds.to_string();
     let streams = streams.to_string();
+    let port = port.map(|p| p.to_string());
     let mut argv = vec!["iperf3", "-c", to.as_str(), "-t", seconds.as_str(), "-J"];
     argv.extend(["-P", streams.as_str()]);
+    if let Some(port) = &port {
+        argv.extend(["-p", port.as_str()]);
+    }
     if pin {
         argv.extend(["-A", "0,1"]);
     }
     // The server may still be binding on the first run: retry a refused connection.
     for _ in 0..5 {
         let busy_before = cpu_busy_ms();
-        let out = from.exec(&argv);
+        let out = exec(&argv);
         let busy = cpu_busy_ms()
             .zip(busy_before)
             .map(|(a, b)| a.saturating_sub(b));
@@ -154,4 +212,139 @@ impl Drop for IperfServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// What a run of [`connection_load`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLoad {
+    /// Connections answered.
+    pub done: u64,
+    /// Connections that failed (refused, timed out, no answer).
+    pub failed: u64,
+    /// Answered connections per second, all workers together.
+    pub per_sec: f64,
+    /// Latency of one connection, connect to close, over all workers.
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+impl ConnLoad {
+    /// As one JSON line, for a client that runs in another process.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "done": self.done,
+            "failed": self.failed,
+            "per_sec": self.per_sec,
+            "p50_us": self.p50.as_micros() as u64,
+            "p99_us": self.p99.as_micros() as u64,
+        })
+    }
+
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            done: v["done"].as_u64()?,
+            failed: v["failed"].as_u64()?,
+            per_sec: v["per_sec"].as_f64()?,
+            p50: Duration::from_micros(v["p50_us"].as_u64()?),
+            p99: Duration::from_micros(v["p99_us"].as_u64()?),
+        })
+    }
+}
+
+/// `per_worker` connections one after the other from each of `workers` threads (the
+/// i-th to `to[i % to.len()]`: a baseline spread over the backends), each one: connect, write one byte, read the one-byte answer, read to the end (the
+/// server's reset, see [`serve_answers`]), close. Run in the client's namespace (and
+/// cgroup) by the caller.
+pub fn connection_load(to: &[std::net::SocketAddr], per_worker: u64, workers: u64) -> ConnLoad {
+    use std::io::{Read, Write};
+    assert!(!to.is_empty(), "connection_load to no address");
+    let one = move |to: std::net::SocketAddr| -> std::io::Result<Duration> {
+        let t0 = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(&[7])?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        // The end: the server's reset (or a FIN).
+        let _ = s.read(&mut b);
+        drop(s);
+        Ok(t0.elapsed())
+    };
+    let t0 = std::time::Instant::now();
+    let threads: Vec<_> = (0..workers)
+        .map(|i| {
+            let to = to[i as usize % to.len()];
+            std::thread::spawn(move || {
+                let (mut times, mut failed) = (Vec::new(), 0u64);
+                for _ in 0..per_worker {
+                    match one(to) {
+                        Ok(t) => times.push(t),
+                        Err(_) => failed += 1,
+                    }
+                }
+                (times, failed)
+            })
+        })
+        .collect();
+    let (mut times, mut failed) = (Vec::new(), 0u64);
+    for t in threads {
+        let (t, f) = t.join().expect("client worker");
+        times.extend(t);
+        failed += f;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    ConnLoad {
+        done: times.len() as u64,
+        failed,
+        per_sec: times.len() as f64 / secs,
+        p50: percentile(&times, 50),
+        p99: percentile(&times, 99),
+    }
+}
+
+/// Serves [`connection_load`]'s clients on `addrs` until killed: each connection's one
+/// byte is answered and the connection reset, by `threads` threads per address
+/// accepting on its listening socket. Prints `ready` once it listens on all.
+///
+/// A reset (SO_LINGER 0) rather than a FIN, so that no side keeps the connection in
+/// TIME_WAIT: the client's next connection from the same port to the same backend
+/// would meet it. Through a DNAT the client's initial sequence number is hashed over
+/// the service's address, not the backend's, so the backend's TIME_WAIT refuses it
+/// about half the time and the client waits a second for its SYN's retransmission:
+/// a cost of port reuse at a rate no real client has, not of the balancing measured.
+pub fn serve_answers(addrs: &[std::net::SocketAddr], threads: usize) -> ! {
+    use std::io::{Read, Write};
+    let listeners: Vec<std::net::TcpListener> = addrs
+        .iter()
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| {
+                eprintln!("listen on {addr}: {e}");
+                std::process::exit(1)
+            })
+        })
+        .collect();
+    println!("ready");
+    let mut handles = vec![];
+    for listener in &listeners {
+        for _ in 0..threads {
+            let listener = listener.try_clone().expect("listener");
+            handles.push(std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let _ = conn.set_nodelay(true);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+                    let mut b = [0u8; 1];
+                    if conn.read_exact(&mut b).is_ok() {
+                        let _ = conn.write_all(&b);
+                    }
+                }
+            }));
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    std::process::exit(0)
 }

@@ -1,7 +1,8 @@
 //! What the services scenarios share: backend servers in containers (a python3
-//! script, [`ECHO_SERVER`] or a scenario's own, killed by PID on drop), `netctl service apply` and `list`
-//! against host 0's agent, waiting for a service's frontends to be installed, and the
-//! per-backend counts a client script prints.
+//! script, [`ECHO_SERVER`] or a scenario's own, or any command; killed by PID on
+//! drop), `netctl service apply` and `list` against host 0's agent, waiting for a
+//! service's frontends to be installed, and the per-backend counts a client script
+//! prints.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -62,16 +63,14 @@ pub struct BackendServer(Child);
 
 impl BackendServer {
     pub fn start(c: &Container, script: &str) -> Self {
+        Self::start_command(c, &["python3", "-c", script, &c.name])
+    }
+
+    /// `argv` run in `c`'s namespace, which prints `ready` once it listens.
+    pub fn start_command(c: &Container, argv: &[&str]) -> Self {
         let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                c.ns.name(),
-                "python3",
-                "-c",
-                script,
-                &c.name,
-            ])
+            .args(["netns", "exec", c.ns.name()])
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -168,17 +167,12 @@ pub fn counts(v: &Value) -> BTreeMap<String, u64> {
 
 /// Runs python3 `script` with `args` in namespace `ns`, its process in `cgroup` first
 /// (what makes the socket balancer see it: a container's processes are in a cgroup
-/// below the agent's): `ip netns exec` mounts a /sys without the cgroup mounts, so the
-/// shell joins the cgroup before it. The script's stdout, as JSON.
+/// below the agent's; see [`crate::bench::command_in_cgroup`]). The script's stdout,
+/// as JSON.
 pub fn python_in_cgroup(cgroup: &Path, ns: &str, script: &str, args: &[&str]) -> Value {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec ip netns exec {ns} python3 -c \"$0\" \"$@\"",
-            cgroup.display(),
-        ))
-        .arg(script)
-        .args(args)
+    let mut argv = vec!["python3", "-c", script];
+    argv.extend_from_slice(args);
+    let out = crate::bench::command_in_cgroup(cgroup, ns, &argv)
         .output()
         .expect("python3");
     assert!(
