@@ -412,6 +412,7 @@ endpoints:
     )
 }
 
+/// A file of more services than etcd takes in one transaction is written whole.
 /// Bad input end to end: a file with one refused document creates nothing; a
 /// service whose tables do not fit the datapath's slot map (1 Mi slots, 16 tables of
 /// the largest size) gets what fits, the rest is reported with the map's name and
@@ -449,6 +450,42 @@ fn a_refused_file_creates_nothing_and_a_full_map_leaves_other_services_intact() 
     );
     assert!(service(&c, "shop/web").is_null(), "nothing created: {out}");
     assert!(service(&c, "shop/other").is_null(), "{out}");
+
+    // One file of 150 services: more than etcd takes in one transaction (128
+    // operations), written in several, every one created with its address.
+    let many: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: many-{i}, namespace: bulk}}\n\
+                 spec:\n  ports:\n  - {{port: 80}}\n"
+            )
+        })
+        .collect();
+    let (ok, out) = apply(&c, &many.join("---\n"));
+    assert!(ok, "{out}");
+    assert_eq!(out.matches(" created (cluster IP ").count(), 150, "{out}");
+    wait_until(
+        "the 150 services listed, each its own cluster IP",
+        CONVERGE,
+        POLL,
+        || {
+            let (ok, out) = c.host(0).netctl(&["-o", "json", "service", "list"]);
+            let listed: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            let ips: std::collections::BTreeSet<String> = listed
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with("bulk/")))
+                .filter_map(|s| s["cluster_ips"][0].as_str().map(String::from))
+                .collect();
+            if ok && ips.len() == 150 {
+                Ok(())
+            } else {
+                Err(format!("{} distinct: {out}", ips.len()))
+            }
+        },
+    )
+    .unwrap();
 
     let (ok, out) = apply(&c, WEB);
     assert!(ok, "{out}");

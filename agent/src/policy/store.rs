@@ -149,8 +149,8 @@ impl PolicyStore {
         Self { store }
     }
 
-    /// Writes every document in one transaction and returns the store revision after
-    /// it. A document named twice refuses the whole apply before anything is written.
+    /// Writes every document and returns the store revision after them. A document
+    /// named twice refuses the whole apply before anything is written.
     pub async fn apply(&self, docs: &[StoredDoc]) -> Result<Revision, PolicyStoreError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut ops = Vec::with_capacity(docs.len());
@@ -165,10 +165,16 @@ impl PolicyStore {
                 lease: None,
             });
         }
-        if ops.is_empty() {
-            return Ok(self.store.revision().await?);
+        // One transaction, or, past etcd's limit of operations per transaction,
+        // several in document order (a watcher may see the first before the last).
+        let mut revision = None;
+        for txn in Txn::packed(ops.into_iter().map(|op| (Vec::new(), vec![op]))) {
+            revision = Some(self.store.txn(txn).await?.revision);
         }
-        Ok(self.store.txn(Txn::new().and_then(ops)).await?.revision)
+        match revision {
+            Some(r) => Ok(r),
+            None => Ok(self.store.revision().await?),
+        }
     }
 
     /// Deletes one object by its key below `/strait/v1/` (as `list` names it);

@@ -158,7 +158,36 @@ impl Txn {
         self.failure.extend(ops);
         self
     }
+
+    /// Packs `groups` (compares and the operations they guard, which must stay in
+    /// one transaction), in order, into as few transactions as etcd takes: at most
+    /// [`MAX_TXN_OPS`] compares and as many operations each. A group larger than
+    /// that alone is a transaction of its own, which etcd refuses by name.
+    pub fn packed(groups: impl IntoIterator<Item = TxnGroup>) -> Vec<Txn> {
+        let mut out: Vec<Txn> = Vec::new();
+        for (compares, ops) in groups {
+            let fits = out.last().is_some_and(|t| {
+                t.compares.len() + compares.len() <= MAX_TXN_OPS
+                    && t.success.len() + ops.len() <= MAX_TXN_OPS
+            });
+            if !fits {
+                out.push(Txn::new());
+            }
+            let last = out.last_mut().expect("pushed");
+            last.compares.extend(compares);
+            last.success.extend(ops);
+        }
+        out
+    }
 }
+
+/// Compares and the operations they guard, which go in one transaction.
+pub type TxnGroup = (Vec<Compare>, Vec<TxnOp>);
+
+/// etcd's default `--max-txn-ops`: the most compares, and the most operations, one
+/// transaction may carry. Writes of more (an apply of many objects) are packed into
+/// several with [`Txn::packed`].
+pub const MAX_TXN_OPS: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnResponse {
@@ -285,4 +314,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(n: usize) -> TxnGroup {
+        let op = |i| TxnOp::Delete {
+            key: format!("k{i}"),
+        };
+        (
+            vec![Compare::absent(format!("c{n}"))],
+            (0..n).map(op).collect(),
+        )
+    }
+
+    #[test]
+    fn groups_are_packed_whole_and_in_order_within_etcds_limit() {
+        // 60 + 60 fit one transaction; the third group goes to the next.
+        let txns = Txn::packed([group(60), group(60), group(60), group(5)]);
+        let shape: Vec<(usize, usize)> = txns
+            .iter()
+            .map(|t| (t.compares.len(), t.success.len()))
+            .collect();
+        assert_eq!(shape, [(2, 120), (2, 65)]);
+        // Compares count too.
+        let many: Vec<_> = (0..200).map(|_| group(0)).collect();
+        let txns = Txn::packed(many);
+        assert_eq!(txns.len(), 2);
+        assert_eq!(txns[0].compares.len(), MAX_TXN_OPS);
+        // A group over the limit alone is a transaction of its own.
+        let txns = Txn::packed([group(1), group(200), group(1)]);
+        let sizes: Vec<usize> = txns.iter().map(|t| t.success.len()).collect();
+        assert_eq!(sizes, [1, 200, 1]);
+        assert!(Txn::packed([]).is_empty());
+    }
 }

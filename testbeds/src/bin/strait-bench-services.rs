@@ -17,8 +17,8 @@
 //! other, then W workers N/W each in parallel (connect, write a byte, read the
 //! answer, read to the server's reset).
 //!
-//! Applied with `netctl service apply`, 25 to a file (one file is one store
-//! transaction, which etcd limits to 128 operations): `--services` Services `bench/svc-NNNN`
+//! Applied with `netctl service apply`, 25 to a file (as a deployment tool sends
+//! them, rather than one file of all): `--services` Services `bench/svc-NNNN`
 //! (selector `app=bench`, port 80 → 8080), the measured one `svc-0500` in the middle;
 //! `bench/iperf` (`iperf=yes`, 5201) and the NodePort `bench/local` (`app=local`, 8080
 //! on node port 30080, 5201 on 30201).

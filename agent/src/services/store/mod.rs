@@ -27,7 +27,7 @@ use strait_services::documents::{Document, Parsed};
 use strait_services::model::{EndpointSlice, Family, FamilyPolicy, Protocol, Service};
 
 use super::pool;
-use crate::store::{Compare, PREFIX, Revision, Store, StoreError, Txn, TxnOp};
+use crate::store::{Compare, PREFIX, Revision, Store, StoreError, Txn, TxnGroup, TxnOp};
 
 /// Attempts of one apply against concurrent writers before it gives up.
 const ATTEMPTS: usize = 5;
@@ -147,8 +147,12 @@ impl ServiceStore {
         Self { store, pools }
     }
 
-    /// Writes every object of one apply, with what the agent allocates for them, in
-    /// one transaction.
+    /// Writes every object of one apply, with what the agent allocates for them.
+    /// Everything is checked and allocated before anything is written; the writes
+    /// are one transaction, or, past etcd's limit of operations per transaction,
+    /// several, each service whole with its claims in one. Should another writer
+    /// get in between (a claim taken, a service changed), the apply is planned again
+    /// on the store as it then is.
     pub async fn apply(&self, parsed: &[Parsed]) -> Result<Applied, ServiceStoreError> {
         let mut seen = BTreeSet::new();
         for p in parsed {
@@ -159,13 +163,23 @@ impl ServiceStore {
         }
         for _ in 0..ATTEMPTS {
             let snap = self.snapshot().await?;
-            let (txn, objects) = self.plan(parsed, &snap)?;
-            let resp = self.store.txn(txn).await?;
-            if resp.succeeded {
-                return Ok(Applied {
-                    revision: resp.revision,
-                    objects,
-                });
+            let (groups, objects) = self.plan(parsed, &snap)?;
+            let mut revision = None;
+            let mut written = true;
+            for txn in Txn::packed(groups) {
+                let resp = self.store.txn(txn).await?;
+                if !resp.succeeded {
+                    written = false;
+                    break;
+                }
+                revision = Some(resp.revision);
+            }
+            if written {
+                let revision = match revision {
+                    Some(r) => r,
+                    None => self.store.revision().await?,
+                };
+                return Ok(Applied { revision, objects });
             }
         }
         Err(ServiceStoreError::Contended)
@@ -212,14 +226,14 @@ impl ServiceStore {
         })
     }
 
-    /// The transaction for `parsed` on the cluster as `snap` has it.
+    /// The writes for `parsed` on the cluster as `snap` has it: per object, the
+    /// compares and the operations that go in one transaction.
     fn plan(
         &self,
         parsed: &[Parsed],
         snap: &Snapshot,
-    ) -> Result<(Txn, Vec<AppliedObject>), ServiceStoreError> {
-        let mut compares = Vec::new();
-        let mut ops = Vec::new();
+    ) -> Result<(Vec<TxnGroup>, Vec<AppliedObject>), ServiceStoreError> {
+        let mut groups = Vec::new();
         let mut objects = Vec::new();
         // Claims made by this apply so far, so two new services of one apply do not
         // pick the same address.
@@ -228,6 +242,8 @@ impl ServiceStore {
         for p in parsed {
             let key = key_of(&p.document);
             let full = format!("{PREFIX}{key}");
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
             match &p.document {
                 Document::EndpointSlice(slice) => {
                     let value = SliceValue {
@@ -292,8 +308,9 @@ impl ServiceStore {
                     objects.push((key, Some(service)));
                 }
             }
+            groups.push((compares, ops));
         }
-        Ok((Txn::new().when(compares).and_then(ops), objects))
+        Ok((groups, objects))
     }
 
     /// Fills in `service`'s cluster IPs, or checks the ones its document gave.
