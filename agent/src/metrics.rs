@@ -553,6 +553,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `shop/web` with one cluster IP frontend of `backends`.
+    fn web_view(
+        backends: Vec<strait_api::services::BackendView>,
+    ) -> strait_api::services::ServiceView {
+        use strait_api::services::{FrontendView, ServiceView};
+        ServiceView {
+            name: "shop/web".into(),
+            kind: "ClusterIP".into(),
+            cluster_ips: vec![],
+            external_ips: vec![],
+            ports: vec![],
+            frontends: vec![FrontendView {
+                frontend: "10.96.0.10:80/TCP".into(),
+                scope: "ClusterIP".into(),
+                backends,
+                table_size: 509,
+                installed: true,
+                error: None,
+            }],
+        }
+    }
     use strait_api::policy::{FlowEvent, FlowPeer, RuleView};
 
     fn event(rule: Option<&str>, allowed: bool, audit: bool) -> FlowEvent {
@@ -689,7 +711,7 @@ mod tests {
 
     #[test]
     fn service_backends_by_state_and_connects_by_outcome() {
-        use strait_api::services::{BackendView, FrontendView, ServiceView};
+        use strait_api::services::BackendView;
         let backend = |usable: bool, healthy: Option<bool>| BackendView {
             address: "10.244.0.2".parse().unwrap(),
             port: 8080,
@@ -701,31 +723,16 @@ mod tests {
             connections: 0,
             origin: "h1/c".into(),
         };
-        let view = |backends: Vec<BackendView>| ServiceView {
-            name: "shop/web".into(),
-            kind: "ClusterIP".into(),
-            cluster_ips: vec![],
-            external_ips: vec![],
-            ports: vec![],
-            frontends: vec![FrontendView {
-                frontend: "10.96.0.10:80/TCP".into(),
-                scope: "ClusterIP".into(),
-                backends,
-                table_size: 509,
-                installed: true,
-                error: None,
-            }],
-        };
         let m = Metrics::new();
         m.record_services(
-            &[view(vec![
+            &[web_view(vec![
                 backend(true, Some(true)),
                 backend(false, Some(false)),
             ])],
             &[("translated".into(), 10)],
         );
         m.record_services(
-            &[view(vec![backend(true, None)])],
+            &[web_view(vec![backend(true, None)])],
             &[("translated".into(), 25)],
         );
         let text = m.encode();
@@ -743,7 +750,7 @@ mod tests {
 
     #[test]
     fn backend_connects_only_grow_and_leave_with_their_backend() {
-        use strait_api::services::{BackendView, FrontendView, ServiceView};
+        use strait_api::services::BackendView;
         let backend = |addr: &str, connections: u64| BackendView {
             address: addr.parse().unwrap(),
             port: 8080,
@@ -754,21 +761,6 @@ mod tests {
             slots: 1,
             connections,
             origin: "h1/c".into(),
-        };
-        let view = |backends: Vec<BackendView>| ServiceView {
-            name: "shop/web".into(),
-            kind: "ClusterIP".into(),
-            cluster_ips: vec![],
-            external_ips: vec![],
-            ports: vec![],
-            frontends: vec![FrontendView {
-                frontend: "10.96.0.10:80/TCP".into(),
-                scope: "ClusterIP".into(),
-                backends,
-                table_size: 509,
-                installed: true,
-                error: None,
-            }],
         };
         let series = |addr: &str| {
             format!(
@@ -784,7 +776,7 @@ mod tests {
         };
         let m = Metrics::new();
         m.record_services(
-            &[view(vec![
+            &[web_view(vec![
                 backend("10.244.0.2", 7),
                 backend("10.244.0.3", 4),
             ])],
@@ -793,7 +785,7 @@ mod tests {
         assert_eq!(value(&m, "10.244.0.2"), Some(7));
         assert_eq!(value(&m, "10.244.0.3"), Some(4));
         m.record_services(
-            &[view(vec![
+            &[web_view(vec![
                 backend("10.244.0.2", 10),
                 backend("10.244.0.3", 4),
             ])],
@@ -802,7 +794,7 @@ mod tests {
         assert_eq!(value(&m, "10.244.0.2"), Some(10));
         // .2 left the table and came back (the datapath counts from 0 again); .3
         // left the service.
-        m.record_services(&[view(vec![backend("10.244.0.2", 2)])], &[]);
+        m.record_services(&[web_view(vec![backend("10.244.0.2", 2)])], &[]);
         assert_eq!(value(&m, "10.244.0.2"), Some(12), "never backwards");
         assert_eq!(
             value(&m, "10.244.0.3"),
