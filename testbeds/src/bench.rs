@@ -348,3 +348,27 @@ pub fn serve_answers(addrs: &[std::net::SocketAddr], threads: usize) -> ! {
     }
     std::process::exit(0)
 }
+
+/// Set by SIGINT/SIGTERM once [`stop_on_signals`] ran.
+static INTERRUPTED: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Makes SIGINT and SIGTERM ask the benchmark to stop at its next [`checkpoint`]
+/// instead of killing it with its namespaces and daemons still up.
+pub fn stop_on_signals() {
+    let flag = INTERRUPTED.get_or_init(Default::default);
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).expect("signal handler");
+    }
+}
+
+/// Between measurements: after a SIGINT or SIGTERM, unwinds (dropping, and so
+/// removing, everything made).
+pub fn checkpoint() {
+    if INTERRUPTED
+        .get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        panic!("interrupted: cleaning up");
+    }
+}

@@ -28,13 +28,11 @@
 
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use strait_esp::{Cipher, Datapath, Direction};
 use strait_testbeds::bench::{
-    IperfRun, IperfServer, iperf_streams, median, percentile, process_cpu_secs,
+    IperfRun, IperfServer, checkpoint, iperf_streams, median, percentile, process_cpu_secs,
 };
 use strait_testbeds::esp::{self, Line, StraitOpts, StraitPair, strongswan};
 use strait_testbeds::netns::Netns;
@@ -94,16 +92,6 @@ fn parse_args() -> Args {
         }
     }
     a
-}
-
-/// Set by SIGINT/SIGTERM; checked between steps, which then unwind (dropping, and so
-/// removing, everything made).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn checkpoint() {
-    if STOP.load(Ordering::Relaxed) {
-        panic!("interrupted: cleaning up");
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -208,16 +196,7 @@ fn main() {
         }
     }
     let args = parse_args();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).expect("signal handler");
-    }
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        STOP.store(true, Ordering::Relaxed);
-    });
+    strait_testbeds::bench::stop_on_signals();
     strait_testbeds::netns::reap_leftovers();
     let prefix = strait_testbeds::unique_prefix();
 

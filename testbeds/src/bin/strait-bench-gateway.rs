@@ -55,11 +55,11 @@
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use strait_testbeds::bench::{IperfRun, IperfServer, iperf, median, percentile, process_cpu_secs};
+use strait_testbeds::bench::{
+    IperfRun, IperfServer, checkpoint, iperf, median, percentile, process_cpu_secs,
+};
 use strait_testbeds::esp::strongswan::{self, ExternalGateway};
 use strait_testbeds::gateway::{CONVERGE, GatewayBed, LAN, LAN_HOST, PEER, PSK, external};
 use strait_testbeds::netns::Netns;
@@ -118,16 +118,6 @@ fn parse_args() -> Args {
     a
 }
 
-/// Set by SIGINT/SIGTERM; checked between steps, which then unwind (dropping, and so
-/// removing, everything made).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn checkpoint() {
-    if STOP.load(Ordering::Relaxed) {
-        panic!("interrupted: cleaning up");
-    }
-}
-
 /// Seconds since the epoch: the clock tcpdump and `ping -D` stamp with.
 fn now() -> f64 {
     SystemTime::now()
@@ -156,16 +146,7 @@ fn main() {
         std::process::exit(2);
     }
     let args = parse_args();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).expect("signal handler");
-    }
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        STOP.store(true, Ordering::Relaxed);
-    });
+    strait_testbeds::bench::stop_on_signals();
     strait_testbeds::netns::reap_leftovers();
     println!(
         "agents: {}; load before: {}",

@@ -61,13 +61,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strait_testbeds::bench::{
-    ConnLoad, IperfRun, IperfServer, command_in_cgroup, connection_load, fast_path_line, iperf,
-    iperf_in_cgroup, median, serve_answers,
+    ConnLoad, IperfRun, IperfServer, checkpoint, command_in_cgroup, connection_load,
+    fast_path_line, iperf, iperf_in_cgroup, median, serve_answers,
 };
 use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
@@ -95,16 +94,6 @@ const NODE_PORT_IPERF: u16 = 30201;
 const APPLY_CHUNK: usize = 25;
 /// Accepting threads of each answer server.
 const SERVER_THREADS: usize = 4;
-
-/// Set by SIGINT/SIGTERM; checked between measurements, which then unwind (dropping,
-/// and so removing, everything made).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-fn check_stop() {
-    if STOP.load(Ordering::Relaxed) {
-        panic!("interrupted");
-    }
-}
 
 struct Args {
     runs: usize,
@@ -568,16 +557,7 @@ fn bench(args: &Args) {
             std::process::exit(2);
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).expect("signal handler");
-    }
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        STOP.store(true, Ordering::Relaxed);
-    });
+    strait_testbeds::bench::stop_on_signals();
     strait_testbeds::netns::reap_leftovers();
     let bin_dir = strait_testbeds::bins::bin("straitd");
     println!(
@@ -714,7 +694,7 @@ fn bench(args: &Args) {
     let mut figures: Vec<ConnFigures> = (0..n).map(|_| ConnFigures::default()).collect();
     for run in 0..args.runs {
         for k in 0..n {
-            check_stop();
+            checkpoint();
             let i = (run + k) % n;
             let v = &conn_variants[i];
             let round = format!("run {}", run + 1);
@@ -778,7 +758,7 @@ fn bench(args: &Args) {
     for run in 0..args.tput_runs {
         let mut round = vec![None; m];
         for k in 0..m {
-            check_stop();
+            checkpoint();
             let i = (run + k) % m;
             let v = &tput_variants[i];
             // The node port's iperf3 target is the node port, not iperf3's own.
