@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::{Cluster, Container};
+use crate::netns::Netns;
 use crate::wait_until;
 
 /// A backend server for [`BackendServer::start`]: TCP 8080 sends the backend's name
@@ -165,6 +166,25 @@ pub fn counts(v: &Value) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
+/// Runs python3 `script` with `args` in `ns` (an underlay peer, say: no socket
+/// balancer there). The script's stdout, as JSON.
+pub fn python_in(ns: &Netns, script: &str, args: &[&str]) -> Value {
+    let mut argv = vec!["python3", "-c", script];
+    argv.extend_from_slice(args);
+    json_of(ns.name(), ns.exec(&argv))
+}
+
+/// What a python3 client in `ns` printed, as JSON; its stderr when it failed.
+fn json_of(ns: &str, out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "python3 in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Runs python3 `script` with `args` in namespace `ns`, its process in `cgroup` first
 /// (what makes the socket balancer see it: a container's processes are in a cgroup
 /// below the agent's; see [`crate::bench::command_in_cgroup`]). The script's stdout,
@@ -175,11 +195,5 @@ pub fn python_in_cgroup(cgroup: &Path, ns: &str, script: &str, args: &[&str]) ->
     let out = crate::bench::command_in_cgroup(cgroup, ns, &argv)
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "python3 in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    json_of(ns, out)
 }

@@ -28,7 +28,8 @@ use serde_json::{Value, json};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::services::{
-    BackendServer, ECHO_SERVER, apply, counts, python_in_cgroup, service_on, wait_backends_on,
+    BackendServer, ECHO_SERVER, apply, counts, python_in, python_in_cgroup, service_on,
+    wait_backends_on,
 };
 use strait_testbeds::{require_root, wait_until};
 
@@ -199,22 +200,9 @@ fn client(cgroup: &Path, ns: &str, addr: IpAddr, port: u16, n: u32, udp: u32) ->
 /// [`CLIENT`] from an underlay peer (no agent, no socket balancer there) to `addr`'s
 /// node ports: `n` TCP connects, `udp` datagrams.
 fn outside_client(peer: &Netns, addr: &str, n: u32, udp: u32) -> Value {
-    let out = peer.exec(&[
-        "python3",
-        "-c",
-        CLIENT,
-        addr,
-        &NODE_PORT.to_string(),
-        &n.to_string(),
-        &UDP_NODE_PORT.to_string(),
-        &udp.to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+    let (port, n) = (NODE_PORT.to_string(), n.to_string());
+    let (uport, udp) = (UDP_NODE_PORT.to_string(), udp.to_string());
+    python_in(peer, CLIENT, &[addr, &port, &n, &uport, &udp])
 }
 
 /// A [`CLIENT`] run with every one of its `tcp` connects and `udp` datagrams

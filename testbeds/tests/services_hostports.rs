@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use strait_testbeds::cluster::{Cluster, ClusterHost as Host, ClusterOpts, Container, Fabric};
-use strait_testbeds::services::{BackendServer, counts, python_in_cgroup, wait_backends};
+use strait_testbeds::services::{
+    BackendServer, counts, python_in, python_in_cgroup, wait_backends,
+};
 use strait_testbeds::{require_root, wait_until};
 
 const TCP_HOST_PORT: u16 = 8080;
@@ -119,21 +121,11 @@ fn assert_all_answered(what: &str, r: &Value, name: &str) {
 }
 
 fn peer_client(peer: &strait_testbeds::netns::Netns, addr: &str, port: u16, proto: &str) -> Value {
-    let out = peer.exec(&[
-        "python3",
-        "-c",
+    python_in(
+        peer,
         CLIENT,
-        addr,
-        &port.to_string(),
-        &N.to_string(),
-        proto,
-    ]);
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+        &[addr, &port.to_string(), &N.to_string(), proto],
+    )
 }
 
 fn cgroup_client(cgroup: &Path, ns: &str, addr: &str, port: u16, proto: &str) -> Value {

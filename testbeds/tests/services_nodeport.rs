@@ -15,7 +15,7 @@ use serde_json::Value;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::netns::Netns;
 use strait_testbeds::require_root;
-use strait_testbeds::services::{BackendServer, apply, counts, wait_backends};
+use strait_testbeds::services::{BackendServer, apply, counts, python_in, wait_backends};
 
 const NODE_PORT: u16 = 30080;
 const EXTERNAL_IP: &str = "192.0.2.80";
@@ -53,20 +53,7 @@ print(json.dumps({"counts": counts, "seen": sorted(seen), "errors": errors}))
 "#;
 
 fn client(peer: &Netns, addr: &str, port: u16, n: u32) -> Value {
-    let out = peer.exec(&[
-        "python3",
-        "-c",
-        CLIENT,
-        addr,
-        &port.to_string(),
-        &n.to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+    python_in(peer, CLIENT, &[addr, &port.to_string(), &n.to_string()])
 }
 
 fn web(policy: &str) -> String {
