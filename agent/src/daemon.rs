@@ -405,11 +405,13 @@ async fn start(
         state,
         stop.clone(),
     );
-    attacher.set_ready();
+    // The plugin's socket is bound before /readyz says ready: whoever waits for
+    // readiness (systemd, a test, a script starting dockerd next) may use it at once.
     let docker = match &cfg.docker {
         Some(d) => Some(start_docker(d, &attacher, &store, state, stop.clone()).await?),
         None => None,
     };
+    attacher.set_ready();
     state.set_phase("ready");
     info!(mtu, "ready");
     Ok(Running {

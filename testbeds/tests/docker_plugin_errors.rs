@@ -50,6 +50,13 @@ impl Bed {
             },
             POOLS,
         );
+        // Ready means every socket the agent was told to serve is bound: dockerd (or
+        // a script) started after readiness must find the plugin.
+        assert!(
+            UnixStream::connect(&plugin).is_ok(),
+            "the agent says ready but its plugin socket {} does not accept",
+            plugin.display()
+        );
         Self {
             host,
             plugin,
