@@ -83,6 +83,8 @@ pub struct AgentConfig {
     pub bpf_dir: PathBuf,
     /// The Docker plugin, when enabled (`--docker-plugin`).
     pub docker: Option<crate::docker::DockerConfig>,
+    /// The Kubernetes API server to follow, when one is given.
+    pub kube: Option<crate::kube::KubeSource>,
     /// IPsec: the datapath and the SA lifetimes.
     pub ipsec: IpsecAgentConfig,
     pub node_lease_ttl_secs: u64,
@@ -202,6 +204,11 @@ impl AgentConfig {
                         .docker_host
                         .unwrap_or_else(|| crate::docker::DEFAULT_DOCKER_HOST.into()),
                 }),
+            kube: crate::kube::KubeSource::from_keys(
+                keys.kubeconfig,
+                keys.kubernetes_in_cluster.unwrap_or(false),
+            )
+            .map_err(ConfigError::Invalid)?,
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,

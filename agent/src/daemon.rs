@@ -142,6 +142,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         // The socket balancer stays attached with its maps: connects to services go on
         // being translated until the next agent adopts them.
         running.services.abort();
+        for t in running.kube {
+            t.abort();
+        }
         if let Some(bgp) = running.bgp {
             // The speaker itself is stopped below, for a restart (no Cease).
             bgp.abort();
@@ -198,6 +201,8 @@ struct Running {
     ipsec: Vec<tokio::task::JoinHandle<()>>,
     /// Services' reconcile loop; the socket balancer's programs and maps stay.
     services: tokio::task::JoinHandle<()>,
+    /// The Kubernetes integration's watches and loops (`--kubeconfig`).
+    kube: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The state dir and the pending-release queue 0700, the embedded store 0600: created
@@ -265,6 +270,7 @@ async fn start(
         })
         .await;
     let keepalive = registry.spawn();
+    let kube_lease = registry.subscribe_lease();
     let reclaimer = tokio::spawn(
         Reclaimer::new(
             ipam.clone(),
@@ -405,6 +411,19 @@ async fn start(
         state,
         stop.clone(),
     );
+    let kube = match &cfg.kube {
+        Some(source) => {
+            state.set_phase("following the Kubernetes API server");
+            let deps = crate::kube::KubeDeps {
+                node: cfg.node_name.clone(),
+                store: store.clone(),
+                lease: kube_lease,
+                attacher: attacher.clone(),
+            };
+            start_kube(source, deps, state, stop.clone()).await?
+        }
+        None => Vec::new(),
+    };
     // The plugin's socket is bound before /readyz says ready: whoever waits for
     // readiness (systemd, a test, a script starting dockerd next) may use it at once.
     let docker = match &cfg.docker {
@@ -425,6 +444,7 @@ async fn start(
         docker,
         ipsec,
         services,
+        kube,
     })
 }
 
@@ -547,6 +567,38 @@ async fn follow_fabric_device(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// How long start-up waits for the first list of this node's pods, so that ADDs right
+/// after start get their pods' labels; past it the agent starts anyway (the labels
+/// follow once the list arrives) and says so.
+const KUBE_FIRST_LIST: Duration = Duration::from_secs(10);
+
+/// Starts the Kubernetes integration. A kubeconfig that does not read stops the
+/// start; an API server that does not answer does not (networking goes on without
+/// it, and the watches retry).
+async fn start_kube(
+    source: &crate::kube::KubeSource,
+    deps: crate::kube::KubeDeps,
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let client = source.client().await?;
+    let store = deps.store.clone();
+    let kube = crate::kube::start(client, deps, stop);
+    state.set_kube(crate::api::KubeView {
+        status: kube.status.clone(),
+        store,
+    });
+    let mut pods = kube.pods.clone();
+    match tokio::time::timeout(KUBE_FIRST_LIST, pods.wait_for(|v| v.is_some())).await {
+        Ok(_) => info!("Kubernetes: this node's pods are listed"),
+        Err(_) => warn!(
+            "Kubernetes: no list of this node's pods after {KUBE_FIRST_LIST:?}; starting \
+             anyway (see netctl kubernetes): endpoints get their pods' labels once it comes"
+        ),
+    }
+    Ok(kube.tasks)
 }
 
 /// Binds the Docker plugin's socket and serves it; the port proxies of running

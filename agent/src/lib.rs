@@ -39,6 +39,7 @@ pub mod fastpath;
 pub mod hostnet;
 pub mod ipam;
 pub mod ipsec;
+pub mod kube;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

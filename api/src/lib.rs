@@ -43,9 +43,11 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod hostports;
 pub mod ipsec;
+pub mod kube;
 pub mod labels;
 pub mod mac;
 pub mod nodes;
+pub mod origin;
 pub mod policy;
 pub mod policy_wire;
 pub mod queue;
@@ -58,6 +60,7 @@ pub use family::Family;
 pub use hostports::{HostPort, HostPortProtocol};
 pub use mac::{MacAddr, ParseMacError};
 pub use nodes::{NodeState, NodeView};
+pub use origin::Origin;
 pub use types::*;
 
 /// Default path of the agent's unix socket.
@@ -130,6 +133,9 @@ pub mod paths {
     /// them all or none, `GET` for every service as this node serves it; one object
     /// under [`service_object`].
     pub const SERVICES: &str = "/v1/services";
+    /// GET: the Kubernetes integration's watches and refusals
+    /// ([`crate::kube::KubeStatusView`]).
+    pub const KUBERNETES: &str = "/v1/kubernetes";
     /// `GET` or `DELETE` one object by its key (`services/NS/NAME`,
     /// `endpointslices/NS/NAME`).
     pub fn service_object(key: &str) -> String {

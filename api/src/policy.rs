@@ -70,6 +70,9 @@ pub struct PolicyObject {
     pub source: serde_json::Value,
     /// The normalized policy every node compiles, or a namespace's labels.
     pub normalized: serde_json::Value,
+    /// Who wrote it: `netctl`, or the Kubernetes API server through the agent.
+    #[serde(default, skip_serializing_if = "crate::Origin::is_netctl")]
+    pub origin: crate::Origin,
 }
 
 /// One rule in evaluation order, as events and counters name it.

@@ -57,6 +57,9 @@ pub mod code {
     /// A host port (runtimeConfig `portMappings`) another endpoint of the node, or
     /// a service's node port, holds: the message names the holder.
     pub const HOST_PORT_TAKEN: u32 = 109;
+    /// The object mirrors one of the Kubernetes API server's, which owns it: change it
+    /// with kubectl.
+    pub const OWNED_BY_KUBERNETES: u32 = 110;
 }
 
 /// Error body returned by the agent with a non-2xx status.

@@ -7,6 +7,7 @@ mod docker;
 mod endpoints;
 mod ipsec;
 mod ipsec_peer;
+mod kubernetes;
 mod objects;
 mod policy;
 mod service;
@@ -99,6 +100,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: docker::DockerCmd,
     },
+    /// The Kubernetes integration (`straitd --kubeconfig`): what it watches, whether
+    /// this agent writes the cluster's objects, and the objects strait refused.
+    #[command(alias = "k8s")]
+    Kubernetes,
     /// IPsec between sites: the cluster's mode, this node's peers and SAs, rekeys.
     Ipsec {
         #[command(subcommand)]
@@ -258,6 +263,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Service { cmd } => service::run(&client, out, cmd),
         Cmd::Docker { cmd } => {
             docker::run(&client, out, cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kubernetes => {
+            kubernetes::run(&client, out)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ipsec { cmd } => Ok(if ipsec::run(&client, out, cmd)? {

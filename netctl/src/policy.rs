@@ -269,12 +269,14 @@ pub fn render_list(objects: &[PolicyObject]) -> String {
         "AUDIT",
         "INGRESS",
         "EGRESS",
+        "ORIGIN",
         "REVISION",
     ]);
     for o in objects {
         let parts: Vec<&str> = o.key.split('/').collect();
         let n = &o.normalized;
         let audit = if n["audit"] == true { "yes" } else { "no" };
+        let origin = o.origin.as_str();
         let revision = o.revision.to_string();
         match parts.as_slice() {
             ["policy", "k8s", ns, name] => t.row([
@@ -285,6 +287,7 @@ pub fn render_list(objects: &[PolicyObject]) -> String {
                 audit,
                 &rule_count(&n["ingress"]),
                 &rule_count(&n["egress"]),
+                origin,
                 &revision,
             ]),
             ["policy", "cluster", name] => t.row([
@@ -297,12 +300,23 @@ pub fn render_list(objects: &[PolicyObject]) -> String {
                 audit,
                 &rule_count(&n["ingress"]),
                 &rule_count(&n["egress"]),
+                origin,
                 &revision,
             ]),
             ["namespaces", name] => {
-                t.row(["Namespace", "-", name, "-", "-", "-", "-", &revision]);
+                t.row([
+                    "Namespace",
+                    "-",
+                    name,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    origin,
+                    &revision,
+                ]);
             }
-            _ => t.row(["?", "-", &o.key, "-", "-", "-", "-", &revision]),
+            _ => t.row(["?", "-", &o.key, "-", "-", "-", "-", origin, &revision]),
         }
     }
     t.render()
@@ -735,6 +749,7 @@ mod tests {
                     "tier": {"cluster": {"order": 10.0}}, "audit": true,
                     "ingress": [{}, {}], "egress": null,
                 }),
+                origin: Default::default(),
             },
             PolicyObject {
                 key: "policy/k8s/prod/web".into(),
@@ -743,12 +758,14 @@ mod tests {
                 normalized: serde_json::json!({
                     "tier": "namespaced", "audit": false, "ingress": [], "egress": null,
                 }),
+                origin: strait_api::Origin::Kubernetes,
             },
             PolicyObject {
                 key: "namespaces/prod".into(),
                 revision: 3,
                 source: serde_json::json!({}),
                 normalized: serde_json::json!({"team": "a"}),
+                origin: Default::default(),
             },
         ];
         let out = render_list(&objects);
@@ -767,11 +784,32 @@ mod tests {
                     "AUDIT",
                     "INGRESS",
                     "EGRESS",
+                    "ORIGIN",
                     "REVISION"
                 ],
-                vec!["ClusterPolicy", "-", "deny-db", "10", "yes", "2", "-", "9"],
-                vec!["NetworkPolicy", "prod", "web", "-", "no", "0", "-", "7"],
-                vec!["Namespace", "-", "prod", "-", "-", "-", "-", "3"],
+                vec![
+                    "ClusterPolicy",
+                    "-",
+                    "deny-db",
+                    "10",
+                    "yes",
+                    "2",
+                    "-",
+                    "netctl",
+                    "9"
+                ],
+                vec![
+                    "NetworkPolicy",
+                    "prod",
+                    "web",
+                    "-",
+                    "no",
+                    "0",
+                    "-",
+                    "kubernetes",
+                    "7"
+                ],
+                vec!["Namespace", "-", "prod", "-", "-", "-", "-", "netctl", "3"],
             ]
         );
     }

@@ -46,7 +46,8 @@ fn status_of(c: u32) -> StatusCode {
         code::DUPLICATE_ATTACHMENT
         | code::STATIC_IP_UNAVAILABLE
         | code::CHECK_FAILED
-        | code::HOST_PORT_TAKEN => StatusCode::CONFLICT,
+        | code::HOST_PORT_TAKEN
+        | code::OWNED_BY_KUBERNETES => StatusCode::CONFLICT,
         code::POOL_EXHAUSTED => StatusCode::INSUFFICIENT_STORAGE,
         // Asked of the wrong agent: the message names the right node.
         code::OTHER_NODE => StatusCode::MISDIRECTED_REQUEST,
@@ -166,6 +167,7 @@ fn policy_store_code(e: &PolicyStoreError) -> u32 {
         PolicyStoreError::BadKey(_) | PolicyStoreError::Duplicate(_) => code::INVALID_CONFIG,
         PolicyStoreError::Store(e) => store_code(e),
         PolicyStoreError::Corrupt { .. } => code::INTERNAL,
+        PolicyStoreError::OwnedByKubernetes(_) => code::OWNED_BY_KUBERNETES,
     }
 }
 

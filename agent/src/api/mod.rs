@@ -61,6 +61,14 @@ pub struct Owners {
     pub ipsec_peers: crate::ipsec::IpsecPeers,
 }
 
+/// What `netctl kubernetes` reads: this agent's watches, and the store for the
+/// cluster's refusals.
+#[derive(Clone)]
+pub struct KubeView {
+    pub status: Arc<crate::kube::KubeStatus>,
+    pub store: Arc<dyn crate::store::Store>,
+}
+
 /// What the handlers reach. The socket is served from the very start, before the
 /// store is open: until the [`Owners`] are set, calls get "try again later" with the
 /// start-up phase (DEL is queued on disk instead), and readiness says what start-up
@@ -78,6 +86,8 @@ pub struct AppState {
     ipsec: OnceLock<crate::ipsec::IpsecHandle>,
     /// Services (`netctl service`), once started.
     services: OnceLock<crate::services::ServicesAgent>,
+    /// The Kubernetes integration (`netctl kubernetes`), when configured and started.
+    kube: OnceLock<KubeView>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -111,6 +121,7 @@ impl AppState {
             docker: OnceLock::new(),
             ipsec: OnceLock::new(),
             services: OnceLock::new(),
+            kube: OnceLock::new(),
             phase: Mutex::new("starting".into()),
             fabric_mode: facts.fabric_mode,
             metrics,
@@ -138,6 +149,14 @@ impl AppState {
 
     pub fn set_ipsec(&self, handle: crate::ipsec::IpsecHandle) {
         let _ = self.ipsec.set(handle);
+    }
+
+    pub fn set_kube(&self, kube: KubeView) {
+        let _ = self.kube.set(kube);
+    }
+
+    pub fn kube(&self) -> Option<&KubeView> {
+        self.kube.get()
     }
 
     pub fn set_services(&self, services: crate::services::ServicesAgent) {
@@ -271,6 +290,7 @@ pub fn router(state: Shared) -> Router {
         .route(&paths::endpoint_labels("{id}"), post(endpoints::label))
         .route(paths::IPAM, get(views::ipam))
         .route(paths::DOCKER_NETWORKS, get(views::docker_networks))
+        .route(paths::KUBERNETES, get(views::kubernetes))
         .route(paths::IPAM_CHECK, get(views::ipam_check))
         .route(paths::IPAM_RELEASE, post(views::ipam_release))
         .route(paths::NODES, get(views::nodes))

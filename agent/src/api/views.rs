@@ -110,6 +110,21 @@ pub(super) async fn ipam(State(s): State<Shared>) -> Result<Json<IpamView>, Fail
 }
 
 /// `netctl docker networks`: the Docker networks of the whole cluster.
+/// `netctl kubernetes`: this agent's watches and the cluster's refusals; an agent
+/// not following an API server answers `enabled: false`.
+pub(super) async fn kubernetes(
+    State(s): State<Shared>,
+) -> Result<Json<strait_api::kube::KubeStatusView>, Failure> {
+    let Some(kube) = s.kube() else {
+        return Ok(Json(Default::default()));
+    };
+    let mut view = kube.status.view();
+    view.refused = crate::kube::cluster::refusals(kube.store.as_ref())
+        .await
+        .map_err(|e| Failure::new(strait_api::code::STORE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(view))
+}
+
 pub(super) async fn docker_networks(
     State(s): State<Shared>,
 ) -> Result<Json<Vec<strait_api::docker::NetworkView>>, Failure> {

@@ -27,6 +27,14 @@ impl<K: HostNet> Attacher<K> {
             None => None,
         };
         let (namespace, named_ports) = check_policy_facts(&req)?;
+        let facts = self.facts_at_add(
+            &namespace,
+            req.pod.as_deref(),
+            super::labels::PodFacts {
+                labels: req.labels.clone(),
+                named_ports,
+            },
+        );
         let id = attachment_id(&req.network, &req.container_id, &req.ifname);
         let _guard = self.locks.lock(&id).await;
 
@@ -70,10 +78,10 @@ impl<K: HostNet> Attacher<K> {
             host_mac: format_mac(&endpoint::host_mac(&host_ifname)),
             ips: Vec::new(),
             mtu,
+            labels: facts.labels,
             namespace,
             pod: req.pod.clone(),
-            labels: req.labels.clone(),
-            named_ports,
+            named_ports: facts.named_ports,
             // The policy control plane allocates it from the record.
             identity: None,
             handle: id.clone(),

@@ -41,7 +41,7 @@ pub mod events;
 mod gc;
 pub mod handover;
 pub mod hostports;
-mod labels;
+pub mod labels;
 mod leaks;
 mod locks;
 pub mod owner;
@@ -121,6 +121,8 @@ pub struct Attacher<K: HostNet = Netlink> {
     /// Held by an ADD with host ports from their check until its record is written
     /// ([`hostports`]).
     host_port_lock: tokio::sync::Mutex<()>,
+    /// Where a pod's labels come from at ADD (the Kubernetes integration).
+    pod_source: std::sync::OnceLock<Arc<dyn labels::PodSource>>,
 }
 
 impl AttacherConfig {
@@ -167,6 +169,7 @@ impl<K: HostNet> Attacher<K> {
             draining: AtomicBool::new(false),
             enforcement: std::sync::OnceLock::new(),
             host_port_lock: tokio::sync::Mutex::new(()),
+            pod_source: std::sync::OnceLock::new(),
         })
     }
 
@@ -194,6 +197,12 @@ impl<K: HostNet> Attacher<K> {
     /// start, before the attacher is ready.
     pub fn set_enforcement(&self, enforcement: Arc<dyn enforcement::Enforcement>) {
         let _ = self.enforcement.set(enforcement);
+    }
+
+    /// From now on an ADD naming a pod takes that pod's labels from `source`. Set
+    /// once, at start, before the attacher is ready.
+    pub fn set_pod_source(&self, source: Arc<dyn labels::PodSource>) {
+        let _ = self.pod_source.set(source);
     }
 
     pub fn config(&self) -> &AttacherConfig {

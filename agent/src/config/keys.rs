@@ -165,6 +165,14 @@ pub struct Keys {
     /// (default /var/run/docker.sock).
     #[arg(long)]
     pub docker_host: Option<PathBuf>,
+    /// Watch this Kubernetes API server (a kubeconfig file): namespaces, network
+    /// policies, this node's pods and its Node object. See docs/kubernetes.md.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the API server of the cluster this agent runs in as a pod, with its
+    /// service account's credentials (what the DaemonSet passes).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub kubernetes_in_cluster: Option<bool>,
     /// The ESP datapath: `auto` (the kernel's where it has ESP, else userspace),
     /// `kernel` or `userspace`.
     #[arg(long)]
@@ -278,6 +286,8 @@ impl Keys {
             docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
             docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),
             docker_host: self.docker_host.or(lower.docker_host),
+            kubeconfig: self.kubeconfig.or(lower.kubeconfig),
+            kubernetes_in_cluster: self.kubernetes_in_cluster.or(lower.kubernetes_in_cluster),
             ipsec_datapath: self.ipsec_datapath.or(lower.ipsec_datapath),
             ipsec_child_lifetime_secs: self
                 .ipsec_child_lifetime_secs

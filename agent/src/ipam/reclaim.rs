@@ -52,18 +52,19 @@ use tracing::{debug, info, warn};
 
 use super::block::Block;
 use super::{AllBlocks, Ipam, IpamError, TUNNEL_HANDLE_PREFIX, decode_handle, encode, keys, put};
+use crate::node::leader::{self, Leadership};
 use crate::node::{
     last_record_key, last_records_prefix, node_key, node_of_key, node_of_last_record_key,
     nodes_prefix,
 };
-use crate::store::{
-    CmpOp, CmpTarget, Compare, EventKind, LeaseId, PREFIX, Revision, Txn, TxnOp, TxnOpResult,
-    Watch, WatchMessage,
-};
+use crate::store::{Compare, EventKind, LeaseId, Revision, Txn, TxnOp, Watch, WatchMessage};
+
+/// The election's job name: the key is `leader/ipam-reclaim`.
+pub const LEADER_JOB: &str = "ipam-reclaim";
 
 /// The election key.
 pub fn leader_key() -> String {
-    format!("{PREFIX}leader/ipam-reclaim")
+    crate::node::leader::leader_key(LEADER_JOB)
 }
 
 /// How the reclaimer runs.
@@ -177,22 +178,6 @@ pub struct Reclaimer {
     /// (rounds driven by hand) a follower's clock is cleared every round, as nothing
     /// would tell it that a node came back.
     watching: bool,
-}
-
-/// The leader key as this agent holds it: writes are fenced on its create revision.
-#[derive(Debug, Clone, Copy)]
-struct Leadership {
-    create_revision: Revision,
-}
-
-impl Leadership {
-    fn fence(&self) -> Compare {
-        Compare {
-            key: leader_key(),
-            op: CmpOp::Equal,
-            target: CmpTarget::CreateRevision(self.create_revision),
-        }
-    }
 }
 
 impl Reclaimer {
@@ -470,39 +455,18 @@ impl Reclaimer {
     /// Takes or confirms `leader/ipam-reclaim`. `None`: another agent leads, or this
     /// one holds no lease (it cannot prove it is alive, so it may not act).
     async fn campaign(&mut self) -> Result<Option<Leadership>, IpamError> {
-        let Some(lease) = *self.lease.borrow_and_update() else {
-            return Ok(None);
-        };
-        let key = leader_key();
-        let me = self.ipam.node().as_bytes().to_vec();
-        let txn = Txn::new()
-            .when([Compare::absent(key.clone())])
-            .and_then([TxnOp::Put {
-                key: key.clone(),
-                value: me.clone(),
-                lease: Some(lease),
-            }])
-            .or_else([TxnOp::Get { key }]);
-        let resp = match self.ipam.store.txn(txn).await {
-            Ok(r) => r,
-            // Our lease died: whoever registers next may lead.
-            Err(crate::store::StoreError::LeaseNotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if resp.succeeded {
-            info!(node = %self.ipam.node(), "elected IPAM reclaimer");
-            return Ok(Some(Leadership {
-                create_revision: resp.revision,
-            }));
+        let lease = *self.lease.borrow_and_update();
+        let led = leader::campaign(
+            self.ipam.store.as_ref(),
+            LEADER_JOB,
+            self.ipam.node(),
+            lease,
+        )
+        .await?;
+        if led.is_some() {
+            debug!(node = %self.ipam.node(), "IPAM reclaimer: leading");
         }
-        match resp.results.into_iter().next() {
-            Some(TxnOpResult::Get(Some(kv))) if kv.value == me && kv.lease == Some(lease) => {
-                Ok(Some(Leadership {
-                    create_revision: kv.create_revision,
-                }))
-            }
-            _ => Ok(None),
-        }
+        Ok(led)
     }
 
     /// Releases a departed node's tunnel handle: frees its addresses in their blocks

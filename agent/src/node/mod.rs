@@ -20,6 +20,7 @@
 //! [`crate::ipam::tunnel`]. This module imports nothing from IPAM, so IPAM's reclaimer
 //! can read the record keys here without an import circle.
 
+pub mod leader;
 pub mod probe;
 pub mod registry;
 pub mod underlay;

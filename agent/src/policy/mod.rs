@@ -408,5 +408,6 @@ fn object_view(o: StoredObject) -> PolicyObject {
         revision: o.revision,
         source: o.source,
         normalized: o.normalized,
+        origin: o.origin,
     }
 }

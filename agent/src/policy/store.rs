@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use strait_api::Origin;
 use strait_policy::ir::Policy;
 use strait_policy::selector::Labels;
 
@@ -51,14 +52,19 @@ impl StoredDoc {
         }
     }
 
-    fn value(&self) -> Vec<u8> {
+    /// Its stored value, written by `origin`.
+    pub fn value(&self, origin: Origin) -> Vec<u8> {
         let v = match self {
-            StoredDoc::Policy { source, policy } => {
-                serde_json::to_vec(&PolicyValueRef { source, policy })
-            }
-            StoredDoc::Namespace { source, labels, .. } => {
-                serde_json::to_vec(&NamespaceValueRef { source, labels })
-            }
+            StoredDoc::Policy { source, policy } => serde_json::to_vec(&PolicyValueRef {
+                source,
+                policy,
+                origin,
+            }),
+            StoredDoc::Namespace { source, labels, .. } => serde_json::to_vec(&NamespaceValueRef {
+                source,
+                labels,
+                origin,
+            }),
         };
         // JSON values, strings and maps with string keys: always serialise.
         v.unwrap_or_default()
@@ -69,12 +75,16 @@ impl StoredDoc {
 struct PolicyValueRef<'a> {
     source: &'a serde_json::Value,
     policy: &'a Policy,
+    #[serde(skip_serializing_if = "Origin::is_netctl")]
+    origin: Origin,
 }
 
 #[derive(Serialize)]
 struct NamespaceValueRef<'a> {
     source: &'a serde_json::Value,
     labels: &'a Labels,
+    #[serde(skip_serializing_if = "Origin::is_netctl")]
+    origin: Origin,
 }
 
 /// A stored policy.
@@ -82,6 +92,8 @@ struct NamespaceValueRef<'a> {
 pub struct PolicyValue {
     pub source: serde_json::Value,
     pub policy: Policy,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// A stored namespace.
@@ -90,6 +102,8 @@ pub struct NamespaceValue {
     pub source: serde_json::Value,
     #[serde(default)]
     pub labels: Labels,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// One object as `get` and `list` return it.
@@ -101,6 +115,7 @@ pub struct StoredObject {
     pub source: serde_json::Value,
     /// The normalized policy, or the namespace's labels, as JSON.
     pub normalized: serde_json::Value,
+    pub origin: Origin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +130,11 @@ pub enum PolicyStoreError {
     BadKey(String),
     #[error("{0} appears twice in one apply")]
     Duplicate(String),
+    #[error(
+        "{0} comes from the Kubernetes API server, which owns it: change it with kubectl \
+         (nothing was written)"
+    )]
+    OwnedByKubernetes(String),
 }
 
 /// Decodes a stored policy.
@@ -150,18 +170,23 @@ impl PolicyStore {
     }
 
     /// Writes every document and returns the store revision after them. A document
-    /// named twice refuses the whole apply before anything is written.
+    /// named twice, or one the Kubernetes API server owns, refuses the whole apply
+    /// before anything is written.
     pub async fn apply(&self, docs: &[StoredDoc]) -> Result<Revision, PolicyStoreError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut ops = Vec::with_capacity(docs.len());
+        let owned = self.kubernetes_keys().await?;
         for doc in docs {
             let key = doc.key();
             if !seen.insert(key.clone()) {
                 return Err(PolicyStoreError::Duplicate(key));
             }
+            if owned.contains(&key) {
+                return Err(PolicyStoreError::OwnedByKubernetes(key));
+            }
             ops.push(TxnOp::Put {
                 key: format!("{PREFIX}{key}"),
-                value: doc.value(),
+                value: doc.value(Origin::Netctl),
                 lease: None,
             });
         }
@@ -181,6 +206,11 @@ impl PolicyStore {
     /// returns whether it existed and the revision after.
     pub async fn delete(&self, key: &str) -> Result<(bool, Revision), PolicyStoreError> {
         let full = full_key(key)?;
+        if let Some(o) = self.get(key).await?
+            && o.origin == Origin::Kubernetes
+        {
+            return Err(PolicyStoreError::OwnedByKubernetes(o.key));
+        }
         let resp = self
             .store
             .txn(Txn::new().and_then([TxnOp::Delete { key: full }]))
@@ -209,6 +239,19 @@ impl PolicyStore {
         Ok(out)
     }
 
+    /// The keys (below `/strait/v1/`) of the objects the Kubernetes integration wrote.
+    async fn kubernetes_keys(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, PolicyStoreError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|o| o.origin == Origin::Kubernetes)
+            .map(|o| o.key)
+            .collect())
+    }
+
     /// The normalized policies, by store key.
     pub async fn policies(&self) -> Result<BTreeMap<String, Policy>, PolicyStoreError> {
         let mut out = BTreeMap::new();
@@ -221,7 +264,7 @@ impl PolicyStore {
 
 /// `policy/...` or `namespaces/...` (with or without the `/strait/v1/` root) as a
 /// full key; anything else is refused.
-fn full_key(key: &str) -> Result<String, PolicyStoreError> {
+pub fn full_key(key: &str) -> Result<String, PolicyStoreError> {
     let short = key.strip_prefix(PREFIX).unwrap_or(key);
     let ok = match short.split('/').collect::<Vec<_>>().as_slice() {
         ["policy", "k8s", ns, name] => !ns.is_empty() && !name.is_empty(),
@@ -244,6 +287,7 @@ fn object(key: &str, value: &[u8], revision: Revision) -> Result<StoredObject, P
             revision,
             source: v.source,
             normalized: serde_json::to_value(&v.policy).unwrap_or_default(),
+            origin: v.origin,
         })
     } else {
         let v = decode_namespace(key, value)?;
@@ -252,6 +296,7 @@ fn object(key: &str, value: &[u8], revision: Revision) -> Result<StoredObject, P
             revision,
             source: v.source,
             normalized: serde_json::to_value(&v.labels).unwrap_or_default(),
+            origin: v.origin,
         })
     }
 }
