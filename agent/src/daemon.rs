@@ -411,6 +411,8 @@ async fn start(
         state,
         stop.clone(),
     );
+    // Tells the Kubernetes integration when the Node's network may be called up.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let kube = match &cfg.kube {
         Some(source) => {
             state.set_phase("following the Kubernetes API server");
@@ -419,6 +421,7 @@ async fn start(
                 store: store.clone(),
                 lease: kube_lease,
                 attacher: attacher.clone(),
+                ready: ready_rx.clone(),
             };
             start_kube(source, deps, state, stop.clone()).await?
         }
@@ -431,6 +434,7 @@ async fn start(
         None => None,
     };
     attacher.set_ready();
+    ready_tx.send_replace(true);
     state.set_phase("ready");
     info!(mtu, "ready");
     Ok(Running {

@@ -13,6 +13,8 @@
 //! - [`pods`]: every agent follows the pods of its own node and gives each endpoint
 //!   whose CNI ADD named a pod (`K8S_POD_NAMESPACE`/`K8S_POD_NAME`) that pod's labels,
 //!   at ADD and whenever they change.
+//! - [`node`]: this node's `Node`: `NetworkUnavailable` set `False` once the agent
+//!   is ready, and annotations with its underlay and tunnel addresses.
 //! - [`mirror`]: one watched kind, as a full list plus changes; a broken watch
 //!   resumes from its resource version, or lists again, and the mirror replaces its
 //!   contents only once the new list is complete: nothing is lost or doubled.
@@ -21,6 +23,7 @@
 
 pub mod cluster;
 pub mod mirror;
+pub mod node;
 pub mod pods;
 pub mod status;
 pub mod translate;
@@ -86,6 +89,8 @@ pub struct KubeDeps {
     /// The node registry's lease: the leader key lives with it.
     pub lease: watch::Receiver<Option<LeaseId>>,
     pub attacher: Arc<Attacher>,
+    /// True once the agent is ready: the Node's network condition waits for it.
+    pub ready: watch::Receiver<bool>,
 }
 
 /// The running integration: its tasks, and what `netctl kubernetes` shows.
@@ -122,6 +127,20 @@ pub fn start(client: kube::Client, deps: KubeDeps, stop: watch::Receiver<bool>) 
         stop.clone(),
         &mut tasks,
     );
+
+    let nodes = mirror::follow::<k8s_openapi::api::core::v1::Node>(
+        kube::Api::all(client.clone()),
+        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", deps.node)),
+        status.clone(),
+        stop.clone(),
+        &mut tasks,
+    );
+    let node = node::NodeSync::new(client.clone(), deps.store.clone(), deps.node.clone());
+    tasks.push(tokio::spawn(node.run(
+        nodes,
+        deps.ready.clone(),
+        stop.clone(),
+    )));
 
     let sync = cluster::ClusterSync::new(
         deps.store.clone(),
