@@ -44,6 +44,28 @@ pub const DEFAULT_BLOCK_RECLAIM_GRACE_SECS: u64 = 15 * 60;
 /// VNIs are 24 bits on the wire.
 const MAX_VXLAN_VNI: u32 = (1 << 24) - 1;
 
+/// Where a node's container addresses come from (`--ipam`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpamMode {
+    /// Blocks of the pools, claimed by the node as it needs them.
+    #[default]
+    Strait,
+    /// Only inside the Node's `spec.podCIDRs` (assigned by Kubernetes).
+    Kubernetes,
+}
+
+impl std::str::FromStr for IpamMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strait" => Ok(IpamMode::Strait),
+            "kubernetes" => Ok(IpamMode::Kubernetes),
+            other => Err(format!("unknown IPAM mode {other:?}: strait or kubernetes")),
+        }
+    }
+}
+
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -85,6 +107,8 @@ pub struct AgentConfig {
     pub docker: Option<crate::docker::DockerConfig>,
     /// The Kubernetes API server to follow, when one is given.
     pub kube: Option<crate::kube::KubeSource>,
+    /// Where this node's container addresses come from.
+    pub ipam_mode: IpamMode,
     /// IPsec: the datapath and the SA lifetimes.
     pub ipsec: IpsecAgentConfig,
     pub node_lease_ttl_secs: u64,
@@ -209,11 +233,19 @@ impl AgentConfig {
                 keys.kubernetes_in_cluster.unwrap_or(false),
             )
             .map_err(ConfigError::Invalid)?,
+            ipam_mode: keys.ipam.unwrap_or_default(),
             node_lease_ttl_secs: cluster.node_lease_ttl_secs,
             block_reclaim_grace_secs: cluster.block_reclaim_grace_secs,
             bgp,
             ipsec,
         };
+        if cfg.ipam_mode == IpamMode::Kubernetes && cfg.kube.is_none() {
+            return Err(ConfigError::Invalid(
+                "--ipam kubernetes takes the node's podCIDRs from the API server: give \
+                 --kubeconfig or --kubernetes-in-cluster"
+                    .into(),
+            ));
+        }
         // The pools are checked here too, so a pool no container can use is refused
         // before the agent binds its socket or opens its store.
         cfg.ipam_config()

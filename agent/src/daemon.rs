@@ -234,12 +234,22 @@ async fn start(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Running> {
     let store: Arc<dyn Store> = open_store(cfg, state).await;
+    let kube_client = match &cfg.kube {
+        Some(source) => Some(source.client().await?),
+        None => None,
+    };
     state.set_phase("starting IPAM");
-    let ipam = Arc::new(
-        Ipam::new(store.clone(), cfg.node_name.clone(), cfg.ipam_config())
-            .await
-            .context("starting IPAM")?,
-    );
+    let mut ipam = Ipam::new(store.clone(), cfg.node_name.clone(), cfg.ipam_config())
+        .await
+        .context("starting IPAM")?;
+    if cfg.ipam_mode == crate::config::IpamMode::Kubernetes
+        && let Some(client) = &kube_client
+    {
+        let ranges = node_pod_cidrs(client, &cfg.node_name, state).await;
+        info!(ranges = ?ranges, "IPAM: this node's addresses come from its podCIDRs");
+        ipam = ipam.confined_to(ranges).context("--ipam kubernetes")?;
+    }
+    let ipam = Arc::new(ipam);
     let host = Netlink::connect().context("opening netlink")?;
 
     state.set_phase("registering the node");
@@ -413,8 +423,8 @@ async fn start(
     );
     // Tells the Kubernetes integration when the Node's network may be called up.
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let kube = match &cfg.kube {
-        Some(source) => {
+    let kube = match kube_client {
+        Some(client) => {
             state.set_phase("following the Kubernetes API server");
             let deps = crate::kube::KubeDeps {
                 node: cfg.node_name.clone(),
@@ -423,7 +433,7 @@ async fn start(
                 attacher: attacher.clone(),
                 ready: ready_rx.clone(),
             };
-            start_kube(source, deps, state, stop.clone()).await?
+            start_kube(client, deps, state, stop.clone()).await
         }
         None => Vec::new(),
     };
@@ -578,16 +588,15 @@ async fn follow_fabric_device(
 /// follow once the list arrives) and says so.
 const KUBE_FIRST_LIST: Duration = Duration::from_secs(10);
 
-/// Starts the Kubernetes integration. A kubeconfig that does not read stops the
-/// start; an API server that does not answer does not (networking goes on without
-/// it, and the watches retry).
+/// Starts the Kubernetes integration (its client was made at start: a kubeconfig
+/// that does not read stops the agent there). An API server that does not answer
+/// stops nothing: networking goes on without it, and the watches retry.
 async fn start_kube(
-    source: &crate::kube::KubeSource,
+    client: kube::Client,
     deps: crate::kube::KubeDeps,
     state: &AppState,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let client = source.client().await?;
+) -> Vec<tokio::task::JoinHandle<()>> {
     let store = deps.store.clone();
     let kube = crate::kube::start(client, deps, stop);
     state.set_kube(crate::api::KubeView {
@@ -602,7 +611,27 @@ async fn start_kube(
              anyway (see netctl kubernetes): endpoints get their pods' labels once it comes"
         ),
     }
-    Ok(kube.tasks)
+    kube.tasks
+}
+
+/// The Node's podCIDRs, waiting (and saying so in `/readyz`) until the API server
+/// answers and the Node has them: without them `--ipam kubernetes` has no address to
+/// give.
+async fn node_pod_cidrs(client: &kube::Client, node: &str, state: &AppState) -> Vec<ipnet::IpNet> {
+    let mut logged = false;
+    loop {
+        match crate::kube::node::pod_cidrs(client, node).await {
+            Ok(ranges) => return ranges,
+            Err(e) => {
+                if !logged {
+                    warn!(error = %e, "IPAM: waiting for this node's podCIDRs");
+                    logged = true;
+                }
+                state.set_phase(format!("waiting for the Node's podCIDRs: {e}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Binds the Docker plugin's socket and serves it; the port proxies of running

@@ -1899,3 +1899,41 @@ async fn handles_with_a_prefix() {
         (1, "ctr-docker-ipam.net2.c")
     );
 }
+
+/// `--ipam kubernetes`: a node confined to its podCIDRs allocates only inside them
+/// (only their families), each node in its own; a range outside every pool refuses
+/// to start.
+#[tokio::test]
+async fn confined_to_the_nodes_pod_cidrs() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path()).await;
+    let cfg = config(&["10.20.0.0/16", "fd00:20::/48"], 26, 122);
+    let a = ipam(&store, "node-a", cfg.clone())
+        .await
+        .confined_to(vec!["10.20.7.0/24".parse().unwrap()])
+        .unwrap();
+    let b = ipam(&store, "node-b", cfg.clone())
+        .await
+        .confined_to(vec![
+            "10.20.9.0/24".parse().unwrap(),
+            "fd00:20:0:9::/64".parse().unwrap(),
+        ])
+        .unwrap();
+    let in_a: IpNet = "10.20.7.0/24".parse().unwrap();
+    for i in 0..70 {
+        let got = a.allocate(req(&format!("a{i}"))).await.unwrap();
+        assert_eq!(got.ips.len(), 1, "IPv4 only: {:?}", got.ips);
+        assert!(in_a.contains(&got.ips[0]), "{:?}", got.ips);
+    }
+    let got = b.allocate(req("b0")).await.unwrap();
+    // As in Calico's blocks, every address of the range is handed out, the first too.
+    assert_eq!(got.ips, vec![ip("10.20.9.0"), ip("fd00:20:0:9::")]);
+    assert_eq!(b.node_ranges().len(), 2);
+
+    let err = ipam(&store, "node-c", cfg)
+        .await
+        .confined_to(vec!["10.99.0.0/24".parse().unwrap()])
+        .err()
+        .expect("a range outside the pools is refused");
+    assert!(err.to_string().contains("10.99.0.0/24"), "{err}");
+}

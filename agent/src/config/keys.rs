@@ -165,6 +165,12 @@ pub struct Keys {
     /// (default /var/run/docker.sock).
     #[arg(long)]
     pub docker_host: Option<PathBuf>,
+    /// Where this node's container addresses come from: `strait` (default: blocks of
+    /// the pools, claimed as needed) or `kubernetes` (only inside the Node's
+    /// `spec.podCIDRs`, which must lie in the pools; needs --kubeconfig or
+    /// --kubernetes-in-cluster).
+    #[arg(long)]
+    pub ipam: Option<crate::config::IpamMode>,
     /// Watch this Kubernetes API server (a kubeconfig file): namespaces, network
     /// policies, this node's pods and its Node object. See docs/kubernetes.md.
     #[arg(long)]
@@ -286,6 +292,7 @@ impl Keys {
             docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
             docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),
             docker_host: self.docker_host.or(lower.docker_host),
+            ipam: self.ipam.or(lower.ipam),
             kubeconfig: self.kubeconfig.or(lower.kubeconfig),
             kubernetes_in_cluster: self.kubernetes_in_cluster.or(lower.kubernetes_in_cluster),
             ipsec_datapath: self.ipsec_datapath.or(lower.ipsec_datapath),

@@ -78,6 +78,12 @@ impl Ipam {
     /// does with DEL after an ADD that did not answer.
     pub async fn allocate(&self, mut req: AllocRequest) -> Result<Allocation, IpamError> {
         validate_handle(&req.handle)?;
+        if req.within.is_empty() && !self.node_ranges.is_empty() {
+            req.within = self.node_ranges.clone();
+            if req.families.is_empty() {
+                req.families = self.node_ranges.iter().map(Family::of_net).collect();
+            }
+        }
         // Pool addresses come IPv4 first, whatever order the families were asked in.
         req.families.sort();
         req.families.dedup();

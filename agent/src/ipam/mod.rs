@@ -130,6 +130,9 @@ pub struct Ipam {
     allocations: Arc<Queue<AllocRequest, Allocation>>,
     /// Releases waiting for a batch.
     releases: Arc<Queue<ReleaseItem<'static>, ReleaseOutcome>>,
+    /// Where this node's pool addresses must lie (`--ipam kubernetes`: the Node's
+    /// podCIDRs); empty: anywhere in the pools.
+    node_ranges: Vec<IpNet>,
 }
 
 /// A block as last read or written, with the `mod_revision` to compare against.
@@ -202,6 +205,34 @@ impl Ipam {
     /// Validates `cfg` and prepares the IPAM of `node`. The cache of the node's blocks
     /// is loaded now if the store answers, else on first use: an agent must start (and
     /// serve DEL) while the store is briefly away.
+    /// Confines every pool address of this node to `ranges` (the Node's podCIDRs,
+    /// `--ipam kubernetes`): an allocation that names no ranges of its own gets these,
+    /// and only their families. Each range must lie inside an enabled pool.
+    pub fn confined_to(mut self, ranges: Vec<IpNet>) -> Result<Self, IpamError> {
+        for r in &ranges {
+            let inside = self.pools.iter().any(|p| !p.disabled && p.cidr.contains(r));
+            if !inside {
+                return Err(IpamError::InvalidConfig(format!(
+                    "the node's range {r} lies in no enabled pool ({}): give --pools that \
+                     hold the cluster's pod CIDRs",
+                    self.cfg
+                        .pools
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        self.node_ranges = ranges;
+        Ok(self)
+    }
+
+    /// The ranges this node's addresses are confined to (empty: none).
+    pub fn node_ranges(&self) -> &[IpNet] {
+        &self.node_ranges
+    }
+
     pub async fn new(
         store: Arc<dyn Store>,
         node: String,
@@ -227,6 +258,7 @@ impl Ipam {
             cache: Arc::new(Mutex::new(NodeBlocks::default())),
             allocations: Arc::default(),
             releases: Arc::default(),
+            node_ranges: Vec::new(),
         };
         match ipam.read_blocks().await {
             Ok(all) => {
@@ -262,6 +294,7 @@ impl Ipam {
             cache: self.cache.clone(),
             allocations: self.allocations.clone(),
             releases: self.releases.clone(),
+            node_ranges: self.node_ranges.clone(),
         }
     }
 

@@ -79,6 +79,42 @@ pub fn network_available(node: &Node) -> bool {
         .is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some(REASON))
 }
 
+/// The Node's `spec.podCIDRs` (or the older `spec.podCIDR`), as `--ipam kubernetes`
+/// confines this node's addresses to. `Err` says what is missing.
+pub async fn pod_cidrs(client: &kube::Client, node: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let api: kube::Api<Node> = kube::Api::all(client.clone());
+    let n = api
+        .get_opt(node)
+        .await
+        .map_err(|e| format!("reading Node {node}: {e}"))?
+        .ok_or_else(|| format!("there is no Node {node} in the API server"))?;
+    pod_cidrs_of(&n)
+}
+
+/// [`pod_cidrs`] of a Node as read.
+pub fn pod_cidrs_of(n: &Node) -> Result<Vec<ipnet::IpNet>, String> {
+    let spec = n.spec.clone().unwrap_or_default();
+    let given: Vec<String> = match spec.pod_cidrs {
+        Some(list) if !list.is_empty() => list,
+        _ => spec.pod_cidr.into_iter().collect(),
+    };
+    if given.is_empty() {
+        return Err(format!(
+            "Node {} has no spec.podCIDRs yet (kube-controller-manager --allocate-node-cidrs \
+             sets them)",
+            n.metadata.name.as_deref().unwrap_or("?")
+        ));
+    }
+    given
+        .iter()
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|e| format!("spec.podCIDRs: {c:?}: {e}"))
+        })
+        .collect()
+}
+
 pub struct NodeSync {
     api: kube::Api<Node>,
     store: Arc<dyn Store>,
@@ -177,6 +213,25 @@ mod tests {
             "agent_version": "0.1.0", "started": 0, "site": "default",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn pod_cidrs_come_from_the_list_or_the_single_field() {
+        let mut n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64"]},
+        }))
+        .unwrap();
+        let got: Vec<String> = pod_cidrs_of(&n)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["10.244.1.0/24", "fd00:244:1::/64"]);
+        n.spec.as_mut().unwrap().pod_cidrs = None;
+        assert_eq!(pod_cidrs_of(&n).unwrap().len(), 1);
+        n.spec.as_mut().unwrap().pod_cidr = None;
+        assert!(pod_cidrs_of(&n).unwrap_err().contains("no spec.podCIDRs"));
     }
 
     #[test]
