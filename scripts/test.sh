@@ -14,6 +14,13 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing dependencies"
 ./scripts/install-deps.sh
 
+step "kubernetes binaries (built once, cached)"
+# kube-apiserver and kubectl for the Kubernetes tests (testbeds/src/kube.rs): built from
+# the Go module proxy on the first run (minutes), found in the cache after that. The
+# script prints the directory it put them in.
+STRAIT_KUBE_BIN_DIR="$(./scripts/kube-build.sh)"
+export STRAIT_KUBE_BIN_DIR
+
 export STRAIT_REQUIRE_PRIVILEGED="${STRAIT_REQUIRE_PRIVILEGED:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

@@ -18,6 +18,8 @@
 //!   [`runtimes`]: a private Podman and containerd driving `strait`; [`docker`]: a
 //!   private dockerd in a host's namespace with that host's agent as its `strait`
 //!   network driver.
+//! * [`kube`]: a private `kube-apiserver` per test on its etcd (its own key prefix),
+//!   with an admin kubeconfig, service-account kubeconfigs for RBAC, and `kubectl`.
 //! * [`process`]: stopping what a test started, by PID only; [`bins`]: where the
 //!   binaries under test are.
 //! * [`esp`]: two ESP gateways joined by a veth line, with strait's userspace
@@ -40,6 +42,7 @@ pub mod esp;
 pub mod etcd;
 pub mod gateway;
 pub mod host;
+pub mod kube;
 pub mod netns;
 pub mod netpol;
 pub mod peers;
