@@ -36,7 +36,7 @@ pub mod routers;
 pub mod underlay;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +102,19 @@ pub struct ClusterOpts {
     pub agent_extra: Vec<String>,
     /// More flags for single agents, by host index (e.g. `--bgp-role rr` on two hosts).
     pub host_extra: Vec<(usize, Vec<String>)>,
+    /// A real Kubernetes API server in the underlay beside etcd (see [`KubeBed`]).
+    pub kubernetes: Option<KubeBed>,
+}
+
+/// How a cluster runs with Kubernetes: `kube-apiserver` in the underlay namespace on
+/// etcd's address, the project's RBAC (`deploy/kubernetes/rbac.yaml`) applied, a
+/// `Node` per host, and every agent started with `--kubeconfig` holding a token of
+/// the `kube-system/strait` service account: exactly the role's rights.
+#[derive(Debug, Clone, Default)]
+pub struct KubeBed {
+    /// The Nodes' `spec.podCIDRs`, by host index (empty: none set), for
+    /// `--ipam kubernetes`.
+    pub pod_cidrs: Vec<Vec<String>>,
 }
 
 impl ClusterOpts {
@@ -122,6 +135,7 @@ impl ClusterOpts {
             ipsec_key_log: false,
             agent_extra: vec![],
             host_extra: vec![],
+            kubernetes: None,
         }
     }
 
@@ -399,6 +413,8 @@ pub struct Cluster {
     // the logs.
     containers: Vec<Arc<Container>>,
     hosts: Vec<ClusterHost>,
+    // Before etcd: an API server whose etcd is gone is slow to stop.
+    kube: Option<crate::kube::KubeApi>,
     etcd: Etcd,
     routers: Vec<routers::Router>,
     peers: Vec<Netns>,
@@ -434,6 +450,13 @@ impl Cluster {
             netns: Some(underlay.ns.name().to_string()),
             extra: vec![],
         });
+        let (kube, kubeconfig) = match &opts.kubernetes {
+            Some(bed) => {
+                let (api, kubeconfig) = start_kube(bed, &underlay, &etcd, opts.hosts);
+                (Some(api), Some(kubeconfig))
+            }
+            None => (None, None),
+        };
         let mut hosts = Vec::with_capacity(opts.hosts);
         for i in 0..opts.hosts {
             let name = format!("h{}", i + 1);
@@ -443,6 +466,11 @@ impl Cluster {
             let agent_dir = dir.path().join(&name);
             std::fs::create_dir_all(&agent_dir).expect("agent dir");
             let mut aopts = agent_opts(&opts, i, &name, &etcd);
+            if let Some(k) = &kubeconfig {
+                aopts
+                    .extra
+                    .extend(["--kubeconfig".to_string(), k.display().to_string()]);
+            }
             if opts.ipsec_key_log {
                 let log = agent_dir.join("state").join(ESP_SA_LOG);
                 aopts.extra.push("--ipsec-key-log".into());
@@ -467,6 +495,7 @@ impl Cluster {
             opts,
             containers: vec![],
             hosts,
+            kube,
             etcd,
             routers: vec![],
             peers: vec![],
@@ -490,6 +519,19 @@ impl Cluster {
 
     pub fn etcd(&self) -> &Etcd {
         &self.etcd
+    }
+
+    /// The Kubernetes API server, with [`ClusterOpts::kubernetes`].
+    pub fn kube(&self) -> &crate::kube::KubeApi {
+        self.kube
+            .as_ref()
+            .expect("a cluster started with ClusterOpts::kubernetes")
+    }
+
+    pub fn kube_mut(&mut self) -> &mut crate::kube::KubeApi {
+        self.kube
+            .as_mut()
+            .expect("a cluster started with ClusterOpts::kubernetes")
     }
 
     /// Directory holding every agent's dir (socket, state, `straitd.log`) and etcd's.
@@ -549,6 +591,18 @@ impl Cluster {
         name: &str,
         edit: impl FnOnce(&mut Value),
     ) -> Result<Arc<Container>, CniOutcome> {
+        self.try_add_container_args(host, name, "", edit)
+    }
+
+    /// [`Cluster::try_add_container_with`] with `CNI_ARGS` (`K8S_POD_NAMESPACE=…;…`,
+    /// as containerd sends for a pod's sandbox).
+    pub fn try_add_container_args(
+        &mut self,
+        host: usize,
+        name: &str,
+        cni_args: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<Arc<Container>, CniOutcome> {
         assert!(
             self.containers.iter().all(|c| c.name != name),
             "container {name} exists already"
@@ -560,6 +614,7 @@ impl Cluster {
         edit(&mut config);
         let out = CniCall::new("ADD", config)
             .container(&id, &ns.path())
+            .cni_args(cni_args)
             .in_netns(h.ns.name())
             .run();
         if !out.ok() {
@@ -820,6 +875,46 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// The agent's flags for host `name` (docs/cluster.md).
+/// The project's RBAC for the agent, as a DaemonSet would install it.
+pub fn agent_rbac() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The API server of a [`KubeBed`], its RBAC and Nodes, and the agents' kubeconfig.
+fn start_kube(
+    bed: &KubeBed,
+    underlay: &Underlay,
+    etcd: &Etcd,
+    hosts: usize,
+) -> (crate::kube::KubeApi, PathBuf) {
+    let api = crate::kube::KubeApi::start_with(
+        etcd.endpoints(),
+        crate::kube::KubeOpts {
+            ip: underlay.etcd_ip(),
+            netns: Some(underlay.ns.name().to_string()),
+            ..Default::default()
+        },
+    );
+    api.apply(&agent_rbac());
+    for i in 0..hosts {
+        let cidrs = bed.pod_cidrs.get(i).cloned().unwrap_or_default();
+        let spec = match cidrs.first() {
+            Some(first) => format!(
+                "spec:\n  podCIDR: {first}\n  podCIDRs: [{}]\n",
+                cidrs.join(", ")
+            ),
+            None => String::new(),
+        };
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: h{}\n{spec}",
+            i + 1
+        ));
+    }
+    let kubeconfig = api.service_account_kubeconfig("kube-system", "strait");
+    (api, kubeconfig)
+}
+
 fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpts {
     let pools: Vec<&str> = opts.pools.iter().map(String::as_str).collect();
     let mut a = AgentOpts::new(name, &pools);

@@ -67,6 +67,10 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// process took it between our probe and its bind).
 const PORT_ATTEMPTS: usize = 3;
 
+/// The API server's port inside a namespace of the test's own ([`KubeOpts::netns`]):
+/// nothing else there listens on it.
+pub const NETNS_PORT: u16 = 6443;
+
 /// The service ClusterIP range (`--service-cluster-ip-range`). Only a setting of the
 /// API server here: it allocates Services' ClusterIPs from it, `.1` going to the
 /// `kubernetes` Service.
@@ -119,10 +123,16 @@ pub fn require_kube(test: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct KubeOpts {
     /// `--advertise-address`: the address the API server puts in the `kubernetes`
-    /// Service's endpoints. Not one it listens on (it serves on 127.0.0.1 only), and a
-    /// loopback address is refused there; the default, a documentation address (RFC
-    /// 5737), keeps it from depending on this machine's interfaces.
+    /// Service's endpoints. A loopback address is refused there; the default, a
+    /// documentation address (RFC 5737), keeps it from depending on this machine's
+    /// interfaces. With [`KubeOpts::netns`], [`KubeOpts::ip`] is advertised instead.
     pub advertise_address: IpAddr,
+    /// The address it serves on (default 127.0.0.1).
+    pub ip: IpAddr,
+    /// Run it inside this named network namespace (a cluster bed's underlay, where the
+    /// hosts' agents reach it), on port [`NETNS_PORT`]; `kubectl` runs there too.
+    /// Needs root.
+    pub netns: Option<String>,
     /// Extra command-line flags (e.g. `--feature-gates=...`); later flags win.
     pub extra: Vec<String>,
 }
@@ -131,6 +141,8 @@ impl Default for KubeOpts {
     fn default() -> Self {
         Self {
             advertise_address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            netns: None,
             extra: Vec::new(),
         }
     }
@@ -186,7 +198,10 @@ impl KubeApi {
         };
         kube.write_credentials();
         for attempt in 1..=PORT_ATTEMPTS {
-            kube.port = free_port();
+            kube.port = match kube.opts.netns {
+                Some(_) => NETNS_PORT,
+                None => free_port(),
+            };
             // The kubeconfigs name the port, so they are written for each one tried.
             kube.write_kubeconfig(&kube.admin_kubeconfig, "admin", &kube.admin_token);
             kube.launch();
@@ -207,9 +222,12 @@ impl KubeApi {
         unreachable!("the last attempt returns or panics")
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<ip>:<port>` (`https://127.0.0.1:<port>` by default).
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.opts.ip, self.port)
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -255,7 +273,7 @@ impl KubeApi {
     /// A `kubectl` command with `kubeconfig`, for runs the other helpers do not cover
     /// (a long-running `get --watch` with its output piped).
     pub fn kubectl_command(&self, kubeconfig: &Path) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        let mut cmd = self.command(&self.bin_dir.join("kubectl"));
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             // Its discovery cache in the temp dir, not in $HOME: another API server may
@@ -482,13 +500,14 @@ impl KubeApi {
             .expect("kube-apiserver log file");
         let key = self.service_account_key();
         let binary = self.bin_dir.join("kube-apiserver");
-        let mut cmd = Command::new(&binary);
-        cmd.args(["--bind-address", "127.0.0.1"])
+        let advertise = match self.opts.netns {
+            Some(_) => self.opts.ip,
+            None => self.opts.advertise_address,
+        };
+        let mut cmd = self.command(&binary);
+        cmd.arg(format!("--bind-address={}", self.opts.ip))
             .arg(format!("--secure-port={}", self.port))
-            .arg(format!(
-                "--advertise-address={}",
-                self.opts.advertise_address
-            ))
+            .arg(format!("--advertise-address={advertise}"))
             // It generates its own CA and serving certificate here on the first start,
             // and reuses them on later ones.
             .arg("--cert-dir")
@@ -519,6 +538,19 @@ impl KubeApi {
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display())),
         );
+    }
+
+    /// `program`, inside [`KubeOpts::netns`] when there is one (`ip netns exec` execs
+    /// it: the child's PID is the program's).
+    fn command(&self, program: &Path) -> Command {
+        match &self.opts.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
     }
 
     fn wait_until_ready(&mut self, timeout: Duration) -> Result<(), String> {

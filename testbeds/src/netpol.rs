@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, ClusterOpts, Container};
 
@@ -455,20 +455,46 @@ impl ModelPod {
     }
 }
 
+/// How pods, namespaces and policies reach strait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Labels and namespace through CNI `args`, documents through `netctl policy`.
+    Netctl,
+    /// Pods, Namespaces and NetworkPolicies are objects of the cluster's Kubernetes
+    /// API server (`kubectl`); CNI ADD names the pod (`K8S_POD_NAMESPACE`,
+    /// `K8S_POD_NAME`) and the agents take its labels and named ports from the API.
+    Kubernetes,
+}
+
 /// Namespaces x, y, z and pods a, b, c in each on a cluster, all serving.
 pub struct Model {
     pods: Vec<ModelPod>,
     families: Vec<Family>,
+    control: Control,
 }
 
 impl Model {
     /// Make the nine pods, round-robin over the cluster's hosts, and start their
     /// servers. Prints which families are probed and that SCTP is not.
     pub fn build(cluster: &mut Cluster) -> Self {
+        Self::build_with(cluster, Control::Netctl)
+    }
+
+    /// [`Model::build`] with pods and policies through `control`.
+    pub fn build_with(cluster: &mut Cluster, control: Control) -> Self {
         let mut model = Self {
             pods: vec![],
             families: vec![],
+            control,
         };
+        if control == Control::Kubernetes {
+            // A Pod is refused in a namespace that does not exist yet.
+            let docs: Vec<String> = NAMESPACES
+                .iter()
+                .map(|ns| namespace(ns, &[("ns", ns)]).yaml)
+                .collect();
+            kubectl_apply(cluster, &docs.join("---\n")).unwrap_or_else(|e| panic!("{e}"));
+        }
         let hosts = cluster.hosts().len();
         let mut i = 0;
         for ns in NAMESPACES {
@@ -521,20 +547,32 @@ impl Model {
             .iter()
             .map(|(name, port, proto)| json!({"name": name, "port": port, "protocol": proto}))
             .collect();
-        let container = cluster
-            .try_add_container_with(host, &container_name(&id), |config| {
-                config["args"] = json!({"cni": {
-                    "namespace": ns,
-                    "labels": [{"key": "pod", "value": pod}],
-                    "ports": ports,
-                }});
-            })
-            .map_err(|out| {
-                format!(
-                    "CNI ADD of pod {id} on host {host} failed (exit {}): {}{}",
-                    out.code, out.stdout, out.stderr
-                )
-            })?;
+        let added = match self.control {
+            Control::Netctl => {
+                cluster.try_add_container_with(host, &container_name(&id), |config| {
+                    config["args"] = json!({"cni": {
+                        "namespace": ns,
+                        "labels": [{"key": "pod", "value": pod}],
+                        "ports": ports,
+                    }});
+                })
+            }
+            Control::Kubernetes => {
+                kubectl_apply(cluster, &pod_object(ns, pod, &cluster.host(host).name))?;
+                let args = format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};\
+                     K8S_POD_INFRA_CONTAINER_ID={}",
+                    container_name(&id)
+                );
+                cluster.try_add_container_args(host, &container_name(&id), &args, |_| {})
+            }
+        };
+        let container = added.map_err(|out| {
+            format!(
+                "CNI ADD of pod {id} on host {host} failed (exit {}): {}{}",
+                out.code, out.stdout, out.stderr
+            )
+        })?;
         let servers = Servers::start(&container)
             .map_err(|e| format!("servers of pod {id} in {}: {e}", container.ns.name()))?;
         self.pods.push(ModelPod {
@@ -554,6 +592,21 @@ impl Model {
             .ok_or_else(|| format!("no pod {id}"))?;
         drop(self.pods.remove(i));
         let out = cluster.remove_container(&container_name(id));
+        if self.control == Control::Kubernetes {
+            kubectl(
+                cluster,
+                &[
+                    "delete",
+                    "pod",
+                    "-n",
+                    &id.ns,
+                    &id.pod,
+                    "--grace-period=0",
+                    "--force",
+                ],
+                "",
+            )?;
+        }
         if out.ok() {
             Ok(())
         } else {
@@ -584,6 +637,22 @@ impl Model {
     pub fn reach(&self, ports: &[Port], all: bool) -> Reachability {
         Reachability::new(&self.ids(), ports, all)
     }
+}
+
+/// A Pod object of the model: label `pod`, the served ports by name, bound to `node`
+/// (no scheduler or kubelet runs: the test's CNI ADD is its sandbox).
+fn pod_object(ns: &str, pod: &str, node: &str) -> String {
+    let ports: String = NAMED_PORTS
+        .iter()
+        .map(|(name, port, proto)| {
+            format!("    - {{name: {name}, containerPort: {port}, protocol: {proto}}}\n")
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\n  labels:\n    \
+         pod: {pod}\nspec:\n  nodeName: {node}\n  containers:\n  - name: serve\n    \
+         image: busybox\n    ports:\n{ports}"
+    )
 }
 
 fn container_name(id: &PodId) -> String {
@@ -1109,11 +1178,91 @@ pub fn delete(cluster: &Cluster, key: &str) -> Result<(), String> {
     netctl_policy(cluster, &["delete", key], "").map(drop)
 }
 
+/// `kubectl <args>` as the cluster's admin with `stdin`, run where the API server is.
+pub fn kubectl(cluster: &Cluster, args: &[&str], stdin: &str) -> Result<String, String> {
+    let kube = cluster.kube();
+    let mut child = kube
+        .kubectl_command(kube.admin_kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("exec kubectl: {e}"))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .map_err(|e| format!("kubectl {args:?}: writing stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("kubectl {args:?}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "kubectl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            text.trim()
+        ))
+    }
+}
+
+/// `kubectl apply -f -` with `yaml`'s documents, sent as JSON. kubectl reads YAML
+/// 1.1, where the cases' `ns: y` would be a boolean; strait's parser, and the cases,
+/// read YAML 1.2, where it is the string it means.
+pub fn kubectl_apply(cluster: &Cluster, yaml: &str) -> Result<(), String> {
+    let mut items = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let v: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| format!("the case's YAML does not read: {e}\n{yaml}"))?;
+        if !v.is_null() {
+            items.push(v);
+        }
+    }
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    kubectl(cluster, &["apply", "-f", "-"], &list)
+        .map(drop)
+        .map_err(|e| format!("{e}\n--- documents ---\n{yaml}"))
+}
+
+/// Applies `yaml` through `control`.
+pub fn apply_via(control: Control, cluster: &Cluster, yaml: &str) -> Result<(), String> {
+    match control {
+        Control::Netctl => apply(cluster, yaml),
+        Control::Kubernetes => kubectl_apply(cluster, yaml),
+    }
+}
+
+/// Deletes the policy `key` (`NS/NAME`, or `cluster/NAME` with netctl) through
+/// `control`.
+pub fn delete_via(control: Control, cluster: &Cluster, key: &str) -> Result<(), String> {
+    match control {
+        Control::Netctl => delete(cluster, key),
+        Control::Kubernetes => {
+            let (ns, name) = key
+                .split_once('/')
+                .filter(|(ns, _)| *ns != "cluster")
+                .ok_or_else(|| {
+                    format!("{key}: only NetworkPolicies are objects of the API server")
+                })?;
+            kubectl(cluster, &["delete", "networkpolicy", "-n", ns, name], "").map(drop)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Cases and the runner.
 
 /// One case of the truth table: applies documents through its [`CaseCtx`] and states
 /// what it expects.
+#[derive(Clone, Copy)]
 pub struct Case {
     pub name: &'static str,
     pub run: fn(&mut CaseCtx) -> Result<(), String>,
@@ -1127,6 +1276,9 @@ pub struct CaseCtx<'a> {
     prober: Prober,
     applied: BTreeSet<String>,
     added: Vec<PodId>,
+    /// Labels set through the API server: (`pod` or `namespace`, its namespace, its
+    /// name, the key), removed again after the case.
+    labelled: Vec<(String, Option<String>, String, String)>,
 }
 
 impl CaseCtx<'_> {
@@ -1137,7 +1289,7 @@ impl CaseCtx<'_> {
         // the clean-up should remove.
         self.applied
             .extend(docs.iter().filter_map(|d| d.key.clone()));
-        apply(self.cluster, &yaml.join("---\n"))
+        apply_via(self.model.control, self.cluster, &yaml.join("---\n"))
     }
 
     /// Delete one policy by its key.
@@ -1146,7 +1298,7 @@ impl CaseCtx<'_> {
             .key
             .as_deref()
             .ok_or("a Namespace document is not deleted")?;
-        delete(self.cluster, key)?;
+        delete_via(self.model.control, self.cluster, key)?;
         self.applied.remove(key);
         Ok(())
     }
@@ -1156,6 +1308,45 @@ impl CaseCtx<'_> {
     pub fn add_pod(&mut self, ns: &str, pod: &str, host: usize) -> Result<(), String> {
         self.model.add_pod(self.cluster, ns, pod, host)?;
         self.added.push(PodId::new(ns, pod));
+        Ok(())
+    }
+
+    /// `kubectl label <kind> [-n ns] <name> key=value --overwrite` (Kubernetes
+    /// control only); the label is removed after the case.
+    pub fn label(
+        &mut self,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        let pair = format!("{key}={value}");
+        let mut args = vec!["label", kind, name, &pair, "--overwrite"];
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        kubectl(self.cluster, &args, "")?;
+        self.labelled.push((
+            kind.to_string(),
+            ns.map(String::from),
+            name.to_string(),
+            key.to_string(),
+        ));
+        Ok(())
+    }
+
+    /// Removes label `key` from `kind name` (as `kubectl label … key-`).
+    pub fn unlabel(
+        &mut self,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        key: &str,
+    ) -> Result<(), String> {
+        unlabel(self.cluster, kind, ns, name, key)?;
+        self.labelled
+            .retain(|(k, n, m, l)| !(k == kind && n.as_deref() == ns && m == name && l == key));
         Ok(())
     }
 
@@ -1297,8 +1488,12 @@ fn report(
 
 /// Start a cluster and build the model on it.
 pub fn start_bed(opts: ClusterOpts) -> (Cluster, Model) {
+    let control = match opts.kubernetes {
+        Some(_) => Control::Kubernetes,
+        None => Control::Netctl,
+    };
     let mut cluster = Cluster::start(opts);
-    let model = Model::build(&mut cluster);
+    let model = Model::build_with(&mut cluster, control);
     (cluster, model)
 }
 
@@ -1338,7 +1533,7 @@ pub fn run_suite(test: &str, opts: ClusterOpts, cases: &[Case]) {
         .map(|ns| namespace(ns, &[("ns", ns)]))
         .collect();
     let yaml: Vec<&str> = namespaces.iter().map(|d| d.yaml.as_str()).collect();
-    apply(&cluster, &yaml.join("---\n"))
+    apply_via(model.control, &cluster, &yaml.join("---\n"))
         .unwrap_or_else(|e| panic!("{test}: applying the namespaces: {e}"));
     let took = expect_baseline(&model, CONVERGE)
         .unwrap_or_else(|e| panic!("{test}: no full reachability before any policy: {e}"));
@@ -1362,6 +1557,7 @@ pub fn run_suite(test: &str, opts: ClusterOpts, cases: &[Case]) {
             prober,
             applied: BTreeSet::new(),
             added: vec![],
+            labelled: vec![],
         };
         let result = (case.run)(&mut ctx);
         let cleanup = clean_up(&mut ctx);
@@ -1401,10 +1597,30 @@ pub fn run_suite(test: &str, opts: ClusterOpts, cases: &[Case]) {
 
 /// Undo a case: delete what it applied, remove the pods it added, and wait until
 /// every pod reaches every other one again.
+fn unlabel(
+    cluster: &Cluster,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    key: &str,
+) -> Result<(), String> {
+    let minus = format!("{key}-");
+    let mut args = vec!["label", kind, name, &minus];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    kubectl(cluster, &args, "").map(drop)
+}
+
 fn clean_up(ctx: &mut CaseCtx) -> Result<(), String> {
     let mut errors = vec![];
+    for (kind, ns, name, key) in std::mem::take(&mut ctx.labelled) {
+        if let Err(e) = unlabel(ctx.cluster, &kind, ns.as_deref(), &name, &key) {
+            errors.push(e);
+        }
+    }
     for key in std::mem::take(&mut ctx.applied) {
-        if let Err(e) = delete(ctx.cluster, &key) {
+        if let Err(e) = delete_via(ctx.model.control, ctx.cluster, &key) {
             errors.push(e);
         }
     }

@@ -43,7 +43,24 @@ fn suite(test: &str, hosts: usize, fabric: Fabric, agent_flags: &[&str]) {
     }
     let mut opts = ClusterOpts::new(hosts, fabric);
     opts.agent_extra = agent_flags.iter().map(|f| f.to_string()).collect();
-    netpol::run_suite(test, opts, CASES);
+    netpol::run_suite(test, opts, &[CASES, CLUSTER_CASES].concat());
+}
+
+/// The NetworkPolicy cases with nothing but the Kubernetes API server: namespaces,
+/// pods (their labels and named ports) and policies are objects applied with
+/// `kubectl`; CNI ADD names the pod, as containerd does; the agents run with the
+/// project's RBAC role alone. Then labels of pods and namespaces changed with
+/// `kubectl label` (how long each took to be enforced is printed).
+#[test]
+fn three_hosts_vxlan_kubernetes() {
+    let test = "three_hosts_vxlan_kubernetes";
+    let _serial = serial();
+    if !privileged(test) || !strait_testbeds::kube::require_kube(test) {
+        return;
+    }
+    let mut opts = ClusterOpts::new(3, Fabric::Vxlan);
+    opts.kubernetes = Some(Default::default());
+    netpol::run_suite(test, opts, &[CASES, KUBERNETES_CASES].concat());
 }
 
 #[test]
@@ -270,6 +287,8 @@ macro_rules! cases {
     };
 }
 
+/// The cases of Kubernetes' NetworkPolicy: they run through `netctl` and through the
+/// API server alike.
 const CASES: &[Case] = cases![
     deny_all_ingress,
     deny_all_egress,
@@ -303,6 +322,11 @@ const CASES: &[Case] = cases![
     policy_in_namespace_without_pods,
     policy_update_while_traffic_flows,
     policy_delete_restores,
+];
+
+/// The cases of strait's own `ClusterPolicy`, which only `netctl` applies (it is no
+/// kind of the API server's).
+const CLUSTER_CASES: &[Case] = cases![
     cluster_deny_beats_namespaced_allow,
     cluster_allow_overrides_namespaced_deny,
     cluster_pass_hands_to_namespaced,
@@ -310,6 +334,9 @@ const CASES: &[Case] = cases![
     cluster_icmp_echo_only,
     cluster_deny_egress_one_port,
 ];
+
+/// Cases only the API server can drive: labels changed on live objects.
+const KUBERNETES_CASES: &[Case] = cases![pod_label_change, namespace_label_change];
 
 type Outcome = Result<(), String>;
 
@@ -1204,4 +1231,70 @@ fn cluster_deny_egress_one_port(t: &mut CaseCtx) -> Outcome {
     let mut r = t.reach(true);
     r.expect_peer(PeerSel::ns("z"), PeerSel::ns("y"), TCP81, false);
     t.expect(&r).map(drop)
+}
+
+/// x/a admits pods labelled `role: client` from any namespace. Nobody is, until
+/// `kubectl label pod y/b role=client`; then y/b reaches it, and after the label is
+/// removed it does not any more.
+fn pod_label_change(t: &mut CaseCtx) -> Outcome {
+    t.apply(&[network_policy(
+        "x",
+        "clients-only",
+        "
+        podSelector: {matchLabels: {pod: a}}
+        ingress:
+          - from:
+              - namespaceSelector: {}
+                podSelector: {matchLabels: {role: client}}
+        ",
+    )])?;
+    let mut isolated = t.reach(true);
+    isolated.expect_all_ingress(PeerSel::pod("x", "a"), false);
+    t.expect(&isolated)?;
+
+    t.label("pod", Some("y"), "b", "role", "client")?;
+    let mut admitted = isolated.clone();
+    admitted.expect_peer(
+        PeerSel::pod("y", "b"),
+        PeerSel::pod("x", "a"),
+        On::All,
+        true,
+    );
+    let took = t.expect(&admitted)?;
+    println!("pod_label_change: the new label enforced after {took:.2?}");
+
+    t.unlabel("pod", Some("y"), "b", "role")?;
+    let took = t.expect(&isolated)?;
+    println!("pod_label_change: the removed label enforced after {took:.2?}");
+    Ok(())
+}
+
+/// x admits namespaces labelled `team: blue`. None is, until `kubectl label
+/// namespace z team=blue`; then z's pods reach x's, and after the label is removed
+/// they do not any more.
+fn namespace_label_change(t: &mut CaseCtx) -> Outcome {
+    t.apply(&[network_policy(
+        "x",
+        "blue-team",
+        "
+        podSelector: {}
+        ingress:
+          - from:
+              - namespaceSelector: {matchLabels: {team: blue}}
+        ",
+    )])?;
+    let mut isolated = t.reach(true);
+    isolated.expect_all_ingress(PeerSel::ns("x"), false);
+    t.expect(&isolated)?;
+
+    t.label("namespace", None, "z", "team", "blue")?;
+    let mut admitted = isolated.clone();
+    admitted.expect_peer(PeerSel::ns("z"), PeerSel::ns("x"), On::All, true);
+    let took = t.expect(&admitted)?;
+    println!("namespace_label_change: the new label enforced after {took:.2?}");
+
+    t.unlabel("namespace", None, "z", "team")?;
+    let took = t.expect(&isolated)?;
+    println!("namespace_label_change: the removed label enforced after {took:.2?}");
+    Ok(())
 }
