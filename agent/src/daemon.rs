@@ -432,6 +432,7 @@ async fn start(
                 lease: kube_lease,
                 attacher: attacher.clone(),
                 ready: ready_rx.clone(),
+                service_pools: cfg.service_pools.clone(),
             };
             start_kube(client, deps, state, stop.clone()).await
         }

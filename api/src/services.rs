@@ -19,6 +19,9 @@ pub struct ServiceObject {
     pub source: serde_json::Value,
     /// The normalized object, with the cluster IPs and node ports the agent gave it.
     pub normalized: serde_json::Value,
+    /// Who wrote it: `netctl`, or the Kubernetes API server through the agent.
+    #[serde(default, skip_serializing_if = "crate::Origin::is_netctl")]
+    pub origin: crate::Origin,
 }
 
 /// The answer to `POST /v1/services`.

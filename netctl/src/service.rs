@@ -97,6 +97,10 @@ pub fn run(client: &Client, out: Output, cmd: ServiceCmd) -> Result<ExitCode> {
                     "ports": o.normalized["ports"],
                 });
             }
+            // Who owns it: `kubectl` changes what the API server wrote, not `netctl`.
+            if !o.origin.is_netctl() {
+                shown["status"]["origin"] = serde_json::json!(o.origin);
+            }
             match out {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
                 _ => print!("{}", serde_yaml_ng::to_string(&shown)?),

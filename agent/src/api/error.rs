@@ -157,6 +157,7 @@ impl From<ServiceStoreError> for Failure {
             ServiceStoreError::Store(e) => store_code(e),
             ServiceStoreError::Contended => code::TRY_AGAIN_LATER,
             ServiceStoreError::Corrupt { .. } => code::INTERNAL,
+            ServiceStoreError::OwnedByKubernetes(_) => code::OWNED_BY_KUBERNETES,
         };
         Self::new(c, e.to_string())
     }

@@ -22,6 +22,7 @@ fn object(o: StoredObject) -> ServiceObject {
         revision: o.revision,
         source: o.source,
         normalized: o.normalized,
+        origin: o.origin,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cluster's objects from the API server into the store, by one agent at a time.
 //!
-//! Every agent watches Namespaces and NetworkPolicies; the holder of
+//! Every agent watches Namespaces, NetworkPolicies, Services and EndpointSlices (the
+//! last two are written through the service store: [`super::services`]); the holder of
 //! `leader/kubernetes` (see [`crate::node::leader`]) writes them. Each round is
 //! level-triggered: the documents the API's objects make ([`super::translate`]) are
 //! compared with the objects of origin `kubernetes` in the store, and the difference
@@ -21,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -36,6 +38,7 @@ use super::status::KubeStatus;
 use super::translate;
 use crate::node::leader::{self, Leadership};
 use crate::policy::store::{namespaces_prefix, policies_prefix};
+use crate::services::store::ServiceStore;
 use crate::store::{Compare, LeaseId, PREFIX, Store, StoreError, Txn, TxnOp};
 
 /// The election's job name: `leader/kubernetes`.
@@ -199,8 +202,26 @@ pub async fn refusals(store: &dyn Store) -> Result<Vec<Refusal>, StoreError> {
         .collect())
 }
 
+/// The views a round reads.
+#[derive(Clone)]
+pub struct Views {
+    pub namespaces: View<Namespace>,
+    pub policies: View<NetworkPolicy>,
+    pub services: View<Service>,
+    pub slices: View<EndpointSlice>,
+}
+
+/// The objects of one round, each kind complete.
+struct Round {
+    ns: Objects<Namespace>,
+    np: Objects<NetworkPolicy>,
+    svc: Objects<Service>,
+    eps: Objects<EndpointSlice>,
+}
+
 pub struct ClusterSync {
     store: Arc<dyn Store>,
+    services: ServiceStore,
     node: String,
     lease: watch::Receiver<Option<LeaseId>>,
     recorder: Recorder,
@@ -210,6 +231,7 @@ pub struct ClusterSync {
 impl ClusterSync {
     pub fn new(
         store: Arc<dyn Store>,
+        services: ServiceStore,
         node: String,
         lease: watch::Receiver<Option<LeaseId>>,
         client: kube::Client,
@@ -221,6 +243,7 @@ impl ClusterSync {
         };
         Self {
             store,
+            services,
             node,
             lease,
             recorder: Recorder::new(client, reporter),
@@ -228,28 +251,27 @@ impl ClusterSync {
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut namespaces: View<Namespace>,
-        mut policies: View<NetworkPolicy>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    pub async fn run(mut self, mut views: Views, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let changed = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = namespaces.changed() => true,
-                _ = policies.changed() => true,
+                _ = views.namespaces.changed() => true,
+                _ = views.policies.changed() => true,
+                _ = views.services.changed() => true,
+                _ = views.slices.changed() => true,
                 _ = self.lease.changed() => false,
                 _ = tick.tick() => false,
             };
             if changed {
                 tokio::time::sleep(BATCH).await;
             }
-            let ns = namespaces.borrow_and_update().clone();
-            let np = policies.borrow_and_update().clone();
-            let (Some(ns), Some(np)) = (ns, np) else {
+            let ns = views.namespaces.borrow_and_update().clone();
+            let np = views.policies.borrow_and_update().clone();
+            let svc = views.services.borrow_and_update().clone();
+            let eps = views.slices.borrow_and_update().clone();
+            let (Some(ns), Some(np), Some(svc), Some(eps)) = (ns, np, svc, eps) else {
                 continue;
             };
             let lease = *self.lease.borrow();
@@ -272,20 +294,18 @@ impl ClusterSync {
             if !was {
                 info!(node = %self.node, "Kubernetes: this agent writes the cluster's objects (leader/kubernetes)");
             }
-            if let Err(e) = self.round(&led, &ns, &np).await {
+            let objects = Round { ns, np, svc, eps };
+            if let Err(e) = self.round(&led, &objects).await {
                 warn!(error = %e, "Kubernetes: writing the API server's objects; retrying");
             }
         }
     }
 
     /// One pass; rounds that meet a write in between start again (a few times).
-    async fn round(
-        &self,
-        led: &Leadership,
-        ns: &Objects<Namespace>,
-        np: &Objects<NetworkPolicy>,
-    ) -> Result<(), StoreError> {
-        let want = desired(ns, np);
+    async fn round(&self, led: &Leadership, objects: &Round) -> anyhow::Result<()> {
+        let mut want = desired(&objects.ns, &objects.np);
+        want.refused
+            .extend(super::services::round(&self.services, &objects.svc, &objects.eps).await?);
         for _ in 0..4 {
             let actual = self.read_objects().await?;
             let refused = self.read(&refused_prefix()).await?;
@@ -311,7 +331,7 @@ impl ClusterSync {
                     "Kubernetes: store follows the API server"
                 );
                 for r in new_refusals {
-                    self.report(&r, ns, np).await;
+                    self.report(&r, objects).await;
                 }
                 return Ok(());
             }
@@ -351,11 +371,13 @@ impl ClusterSync {
 
     /// A Warning Event on the refused object (best effort: the refusal is in the
     /// store either way).
-    async fn report(&self, r: &Refusal, ns: &Objects<Namespace>, np: &Objects<NetworkPolicy>) {
+    async fn report(&self, r: &Refusal, objects: &Round) {
         warn!(kind = %r.kind, object = %r.object, reason = %r.reason, "Kubernetes: strait cannot express this object; it is not applied");
         let reference = match r.kind.as_str() {
-            "Namespace" => ns.get(&r.object).map(|o| o.object_ref(&())),
-            "NetworkPolicy" => np.get(&r.object).map(|o| o.object_ref(&())),
+            "Namespace" => objects.ns.get(&r.object).map(|o| o.object_ref(&())),
+            "NetworkPolicy" => objects.np.get(&r.object).map(|o| o.object_ref(&())),
+            "Service" => objects.svc.get(&r.object).map(|o| o.object_ref(&())),
+            "EndpointSlice" => objects.eps.get(&r.object).map(|o| o.object_ref(&())),
             _ => None,
         };
         let Some(reference) = reference else {

@@ -10,6 +10,9 @@
 //!   `leader/kubernetes` (every agent watches, so a new leader starts from a full
 //!   view). An object strait cannot express is refused on its own, reported under
 //!   `kubernetes/refused/…` and as an Event on the object, and changes nothing else.
+//! - [`services`]: Services and EndpointSlices become the service store's objects,
+//!   written by the same leader (with the cluster IPs and node ports the API server
+//!   gave them: `--service-pool` must hold the cluster's service range).
 //! - [`pods`]: every agent follows the pods of its own node and gives each endpoint
 //!   whose CNI ADD named a pod (`K8S_POD_NAMESPACE`/`K8S_POD_NAME`) that pod's labels,
 //!   at ADD and whenever they change.
@@ -25,6 +28,7 @@ pub mod cluster;
 pub mod mirror;
 pub mod node;
 pub mod pods;
+pub mod services;
 pub mod status;
 pub mod translate;
 
@@ -91,6 +95,8 @@ pub struct KubeDeps {
     pub attacher: Arc<Attacher>,
     /// True once the agent is ready: the Node's network condition waits for it.
     pub ready: watch::Receiver<bool>,
+    /// `--service-pool`: where the API server's Services' cluster IPs must lie.
+    pub service_pools: Vec<ipnet::IpNet>,
 }
 
 /// The running integration: its tasks, and what `netctl kubernetes` shows.
@@ -142,14 +148,35 @@ pub fn start(client: kube::Client, deps: KubeDeps, stop: watch::Receiver<bool>) 
         stop.clone(),
     )));
 
+    let services = mirror::follow::<k8s_openapi::api::core::v1::Service>(
+        kube::Api::all(client.clone()),
+        kube::runtime::watcher::Config::default(),
+        status.clone(),
+        stop.clone(),
+        &mut tasks,
+    );
+    let slices = mirror::follow::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+        kube::Api::all(client.clone()),
+        kube::runtime::watcher::Config::default(),
+        status.clone(),
+        stop.clone(),
+        &mut tasks,
+    );
     let sync = cluster::ClusterSync::new(
         deps.store.clone(),
+        crate::services::store::ServiceStore::new(deps.store.clone(), deps.service_pools.clone()),
         deps.node.clone(),
         deps.lease.clone(),
         client.clone(),
         status.clone(),
     );
-    tasks.push(tokio::spawn(sync.run(namespaces, policies, stop.clone())));
+    let views = cluster::Views {
+        namespaces,
+        policies,
+        services,
+        slices,
+    };
+    tasks.push(tokio::spawn(sync.run(views, stop.clone())));
 
     let labels = pods::PodLabels::new(deps.attacher.clone());
     deps.attacher

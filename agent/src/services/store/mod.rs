@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use strait_api::Origin;
 use strait_services::documents::{Document, Parsed};
 use strait_services::model::{EndpointSlice, Family, FamilyPolicy, Protocol, Service};
 
@@ -67,6 +68,9 @@ pub fn port_claim(protocol: Protocol, port: u16) -> String {
 pub struct ServiceValue {
     pub source: serde_json::Value,
     pub service: Service,
+    /// Who wrote it (`netctl`, or the Kubernetes API server through the agent).
+    #[serde(default, skip_serializing_if = "Origin::is_netctl")]
+    pub origin: Origin,
 }
 
 /// A stored EndpointSlice.
@@ -74,6 +78,8 @@ pub struct ServiceValue {
 pub struct SliceValue {
     pub source: serde_json::Value,
     pub slice: EndpointSlice,
+    #[serde(default, skip_serializing_if = "Origin::is_netctl")]
+    pub origin: Origin,
 }
 
 /// One object as `get` and `list` return it.
@@ -85,6 +91,7 @@ pub struct StoredObject {
     pub source: serde_json::Value,
     /// The normalized object (with what the agent allocated), as JSON.
     pub normalized: serde_json::Value,
+    pub origin: Origin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +109,11 @@ pub enum ServiceStoreError {
     Refused(String),
     #[error("other agents kept changing the services while this apply ran; try again")]
     Contended,
+    #[error(
+        "{0} comes from the Kubernetes API server, which owns it: change it with kubectl \
+         (nothing was written)"
+    )]
+    OwnedByKubernetes(String),
 }
 
 pub fn decode_service(key: &str, value: &[u8]) -> Result<ServiceValue, ServiceStoreError> {
@@ -154,16 +166,29 @@ impl ServiceStore {
     /// get in between (a claim taken, a service changed), the apply is planned again
     /// on the store as it then is.
     pub async fn apply(&self, parsed: &[Parsed]) -> Result<Applied, ServiceStoreError> {
+        self.apply_as(parsed, Origin::Netctl).await
+    }
+
+    /// [`ServiceStore::apply`] by `origin`. `netctl` may not change what the
+    /// Kubernetes API server owns; the Kubernetes integration may change anything.
+    pub async fn apply_as(
+        &self,
+        parsed: &[Parsed],
+        origin: Origin,
+    ) -> Result<Applied, ServiceStoreError> {
         let mut seen = BTreeSet::new();
         for p in parsed {
             let key = key_of(&p.document);
             if !seen.insert(key.clone()) {
                 return Err(ServiceStoreError::Duplicate(key));
             }
+            if origin == Origin::Netctl && self.owned_by_kubernetes(&key).await? {
+                return Err(ServiceStoreError::OwnedByKubernetes(key));
+            }
         }
         for _ in 0..ATTEMPTS {
             let snap = self.snapshot().await?;
-            let (groups, objects) = self.plan(parsed, &snap)?;
+            let (groups, objects) = self.plan(parsed, &snap, origin)?;
             let mut revision = None;
             let mut written = true;
             for txn in Txn::packed(groups) {
@@ -232,6 +257,7 @@ impl ServiceStore {
         &self,
         parsed: &[Parsed],
         snap: &Snapshot,
+        origin: Origin,
     ) -> Result<(Vec<TxnGroup>, Vec<AppliedObject>), ServiceStoreError> {
         let mut groups = Vec::new();
         let mut objects = Vec::new();
@@ -249,6 +275,7 @@ impl ServiceStore {
                     let value = SliceValue {
                         source: p.source.clone(),
                         slice: slice.clone(),
+                        origin,
                     };
                     ops.push(TxnOp::Put {
                         key: full,
@@ -299,6 +326,7 @@ impl ServiceStore {
                     let value = ServiceValue {
                         source: p.source.clone(),
                         service: service.clone(),
+                        origin,
                     };
                     ops.push(TxnOp::Put {
                         key: full,
@@ -385,8 +413,30 @@ impl ServiceStore {
         Ok(())
     }
 
-    /// Deletes a service (with its claims) or a slice; whether it existed.
+    /// Deletes a service (with its claims) or a slice; whether it existed. `netctl`
+    /// may not delete what the Kubernetes API server owns.
     pub async fn delete(&self, key: &str) -> Result<(bool, Revision), ServiceStoreError> {
+        if self.owned_by_kubernetes(key).await? {
+            return Err(ServiceStoreError::OwnedByKubernetes(
+                key.strip_prefix(PREFIX).unwrap_or(key).to_string(),
+            ));
+        }
+        self.delete_as_kubernetes(key).await
+    }
+
+    /// Whether `key` holds an object the Kubernetes API server owns.
+    async fn owned_by_kubernetes(&self, key: &str) -> Result<bool, ServiceStoreError> {
+        Ok(self
+            .get(key)
+            .await?
+            .is_some_and(|o| o.origin == Origin::Kubernetes))
+    }
+
+    /// [`ServiceStore::delete`] for the Kubernetes integration: whoever wrote it.
+    pub async fn delete_as_kubernetes(
+        &self,
+        key: &str,
+    ) -> Result<(bool, Revision), ServiceStoreError> {
         let full = full_key(key)?;
         for _ in 0..ATTEMPTS {
             let Some(kv) = self.store.get(&full).await? else {
@@ -534,6 +584,7 @@ fn object(key: &str, value: &[u8], revision: Revision) -> Result<StoredObject, S
             revision,
             source: v.source,
             normalized: serde_json::to_value(&v.service).unwrap_or_default(),
+            origin: v.origin,
         })
     } else {
         let v = decode_slice(key, value)?;
@@ -542,6 +593,7 @@ fn object(key: &str, value: &[u8], revision: Revision) -> Result<StoredObject, S
             revision,
             source: v.source,
             normalized: serde_json::to_value(&v.slice).unwrap_or_default(),
+            origin: v.origin,
         })
     }
 }
