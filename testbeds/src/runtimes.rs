@@ -201,14 +201,19 @@ pub fn docker_archive(dir: &Path, rootfs_tar: &Path, image_ref: &str, cmd: &[&st
 /// gets strait's result as prevResult; with no published port it leaves iptables
 /// alone). cniVersion 1.0.0: Podman 4.3's libcni does not know 1.1.0.
 pub fn conflist(host: &Host, network: &str) -> Value {
+    conflist_for(&host.agent, network)
+}
+
+/// [`conflist`] for any agent (a cluster host's, say).
+pub fn conflist_for(agent: &crate::agent::Agent, network: &str) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": network,
         "plugins": [
             {
                 "type": "strait",
-                "socket": host.agent.socket,
-                "stateDir": host.agent.state_dir,
+                "socket": agent.socket,
+                "stateDir": agent.state_dir,
             },
             { "type": "portmap", "capabilities": { "portMappings": true } },
         ],

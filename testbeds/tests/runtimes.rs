@@ -616,3 +616,76 @@ fn nsenter_status(netns: &str, argv: &[&str]) -> bool {
     .status
     .success()
 }
+
+/// A pod of the Kubernetes API server, its sandbox made by containerd's CRI: the CNI
+/// ADD containerd sends names the pod (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`), and the
+/// agent, following the API server (`--kubeconfig`, the project's RBAC role alone),
+/// gives the endpoint the pod's labels and named ports before RunPodSandbox returns;
+/// `kubectl label pod` changes them afterwards. No kubelet runs here (the Pod is
+/// written bound to its node); containerd stands in for it, with its real CNI calls.
+#[test]
+fn containerd_cri_pod_takes_its_labels_from_the_api_server() {
+    let test = "containerd_cri_pod_takes_its_labels_from_the_api_server";
+    privileged_with!(test, CONTAINERD_TOOLS);
+    if !strait_testbeds::etcd::require_etcd(test) || !strait_testbeds::kube::require_kube(test) {
+        return;
+    }
+    use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric};
+    use strait_testbeds::netpol::{kubectl, kubectl_apply};
+    let mut opts = ClusterOpts::new(1, Fabric::Vxlan);
+    opts.kubernetes = Some(Default::default());
+    let c = Cluster::start(opts);
+    let ns = format!("{}-shop", c.prefix).to_lowercase();
+    let pod = format!("{}-web", c.prefix).to_lowercase();
+    kubectl_apply(
+        &c,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {ns}, labels: {{app: web}}}}\n\
+             spec:\n  nodeName: h1\n  containers:\n  - name: web\n    image: busybox\n    \
+             ports: [{{name: http, containerPort: 8080}}]\n"
+        ),
+    )
+    .unwrap();
+    let net = format!("{}net", c.prefix);
+    let ctrd = Containerd::start(
+        &c.prefix,
+        &strait_testbeds::runtimes::conflist_for(&c.host(0).agent, &net),
+    );
+    let id = ctrd.runp(&pod, &ns);
+    let socket = &c.host(0).agent.socket;
+    let endpoint = || -> Value {
+        let all = strait_testbeds::docker::netctl_json(socket, &["endpoints"]);
+        all.as_array()
+            .and_then(|a| a.iter().find(|e| e["container_id"] == id.as_str()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    // Taken at ADD: there when RunPodSandbox has returned.
+    let ep = endpoint();
+    assert_eq!(ep["pod"], pod.as_str(), "{ep:#}");
+    assert_eq!(ep["namespace"], ns.as_str(), "{ep:#}");
+    assert_eq!(ep["labels"], serde_json::json!({"app": "web"}), "{ep:#}");
+    assert_eq!(ep["named_ports"][0]["name"], "http", "{ep:#}");
+    assert_eq!(ep["named_ports"][0]["port"], 8080, "{ep:#}");
+
+    kubectl(&c, &["label", "pod", "-n", &ns, &pod, "tier=front"], "").unwrap();
+    let t = Instant::now();
+    let ok = eventually(Duration::from_secs(15), || {
+        endpoint()["labels"] == serde_json::json!({"app": "web", "tier": "front"})
+    });
+    assert!(ok, "the label did not reach the endpoint: {:#}", endpoint());
+    eprintln!(
+        "{test}: kubectl label reached the endpoint in {:?}",
+        t.elapsed()
+    );
+
+    ctrd.cri_ok(&["stopp", &id]);
+    ctrd.cri_ok(&["rmp", &id]);
+    ctrd.forget_pod(&id);
+    let left = strait_testbeds::docker::netctl_json(socket, &["endpoints"]);
+    assert_eq!(
+        left,
+        serde_json::json!([]),
+        "endpoints left after the pod went"
+    );
+}
