@@ -39,6 +39,10 @@ use strait_testbeds::wait_until;
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 
+/// How long a new writer may take after the leader's agent went: the old leader key
+/// lives with its node lease (default TTL 15 s), and a round runs every 10 s.
+const TAKEOVER: Duration = Duration::from_secs(60);
+
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
@@ -738,7 +742,12 @@ fn kube_watch_resumes_after_api_server_restart() {
     kubectl(&cluster, &["delete", "networkpolicy", "-n", "resume", "a"]);
     kube_apply(
         &cluster,
-        &[network_policy("resume", "b", None, deny_ingress_spec())],
+        &[
+            network_policy("resume", "b", None, deny_ingress_spec()),
+            // C: selects no pod; two policies now, so a view still holding only A
+            // counts otherwise than a fresh one.
+            network_policy("resume", "c", None, allow_spec("nothing", "nobody", 81)),
+        ],
     );
     let want = api_keys(&cluster);
     assert!(
@@ -774,22 +783,23 @@ fn kube_watch_resumes_after_api_server_restart() {
         changed.elapsed()
     );
 
-    // The watch did break and come back on some agent.
+    // The watch did break and come back on some agent, and every agent's view is the
+    // API's again (two policies: a view still at A alone has one).
     let mut after = Vec::new();
-    wait_until(
-        "a NetworkPolicy watch broken and resumed",
+    let took = wait_until(
+        "every agent's NetworkPolicy view fresh, a watch broken and resumed",
         WAIT,
         POLL,
         || {
             after.clear();
             for h in 0..2 {
                 let view = kube_status(&cluster, h)?;
-                after.push(kind(&view, "NetworkPolicy").cloned().ok_or("not watched")?);
+                let k = kind(&view, "NetworkPolicy").cloned().ok_or("not watched")?;
+                after.push((view.leader, k));
             }
-            if after
-                .iter()
-                .any(|k| k.synced && (k.errors > 0 || k.lists >= 2))
-            {
+            let fresh = after.iter().all(|(_, k)| k.synced && k.objects == 2);
+            let broke = after.iter().any(|(_, k)| k.errors > 0 || k.lists >= 2);
+            if fresh && broke {
                 Ok(())
             } else {
                 Err(format!("{after:?}"))
@@ -797,10 +807,17 @@ fn kube_watch_resumes_after_api_server_restart() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    for (h, k) in after.iter().enumerate() {
+    println!(
+        "{test}: every agent's NetworkPolicy view fresh {took:.1?} after the store was \
+         ({:.1?} after kubectl apply)",
+        changed.elapsed()
+    );
+    for (h, (leader, k)) in after.iter().enumerate() {
         println!(
-            "{test}: h{}: NetworkPolicy synced {} objects {} lists {} errors {} last error {:?}",
+            "{test}: h{}{}: NetworkPolicy synced {} objects {} lists {} errors {} last error \
+             {:?}",
             h + 1,
+            if *leader { " (leader)" } else { "" },
             k.synced,
             k.objects,
             k.lists,
@@ -808,6 +825,15 @@ fn kube_watch_resumes_after_api_server_restart() {
             k.last_error
         );
     }
+    // Still the API's set now that every view is fresh.
+    wait_store(&cluster, 0, "the store still the API's set", WAIT, |objs| {
+        let have: BTreeSet<String> = kube_keys(objs).into_iter().collect();
+        if have == want {
+            Ok(())
+        } else {
+            Err(format!("store {have:?}, API {want:?}"))
+        }
+    });
 
     // And B is enforced: the client no longer reaches the server; the other way still
     // works (the network is fine, only the policy blocks).
@@ -873,8 +899,11 @@ fn kube_agent_down_while_objects_change() {
     }
     println!("{test}: agents back in {:.1?}", started.elapsed());
     let want = api_keys(&cluster);
+    // Nothing writes until the old leader key goes with the lease it was put with (a
+    // restarted agent holds a new lease): up to the lease TTL (15 s by default) and a
+    // resync (10 s) after the start.
     for host in [0, 1] {
-        let took = wait_store(&cluster, host, "the store follows", WAIT, |objs| {
+        let took = wait_store(&cluster, host, "the store follows", TAKEOVER, |objs| {
             if object(objs, "policy/k8s/drift/p1").is_some() {
                 return Err("p1 still stored".into());
             }
@@ -1039,6 +1068,26 @@ fn kube_nodes_conditions_and_annotations() {
         if let Some(v6) = ann.get("strait.io/underlay-ipv6") {
             assert_eq!(v6, &json!(host.underlay_v6.to_string()), "h{}", i + 1);
         }
+        let vxlan_addrs: Vec<String> =
+            host.ns
+                .ip_json(&["addr", "show", strait_testbeds::cluster::VXLAN_DEV])[0]["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["local"].as_str().map(String::from))
+                .collect();
+        for family in ["ipv4", "ipv6"] {
+            if let Some(ip) = ann.get(&format!("strait.io/tunnel-{family}")) {
+                let ip = ip.as_str().unwrap_or("?");
+                assert!(
+                    vxlan_addrs.iter().any(|a| a == ip),
+                    "{}'s tunnel-{family} annotation {ip} is an address of its {}: {:?}",
+                    host.name,
+                    strait_testbeds::cluster::VXLAN_DEV,
+                    vxlan_addrs
+                );
+            }
+        }
         if let Some(mac) = ann.get("strait.io/vtep-mac") {
             let link = host
                 .ns
@@ -1052,6 +1101,61 @@ fn kube_nodes_conditions_and_annotations() {
             );
         }
     }
+
+    // Someone removes an annotation and marks the network unavailable: the agent puts
+    // both back (it follows its Node).
+    let h1 = cluster.host(0);
+    let changed = Instant::now();
+    let out = kubectl(
+        &cluster,
+        &["annotate", "node", "h1", "strait.io/underlay-ipv4-"],
+    );
+    assert!(out.contains("annotated"), "{out}");
+    let patch = json!({"status": {"conditions": [{
+        "type": "NetworkUnavailable",
+        "status": "True",
+        "reason": "SomeoneElse",
+        "message": "set by the test",
+    }]}})
+    .to_string();
+    let out = kubectl(
+        &cluster,
+        &[
+            "patch",
+            "node",
+            "h1",
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &patch,
+        ],
+    );
+    assert!(
+        out.contains("patched") && !out.contains("no change"),
+        "the condition was changed: {out}"
+    );
+    let took = wait_until("h1's Node put right again", WAIT, POLL, || {
+        let node = kubectl_json(&cluster, &["node", "h1"]);
+        let cond = node["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let ann = &node["metadata"]["annotations"]["strait.io/underlay-ipv4"];
+        if cond["status"] == "False"
+            && cond["reason"] == "StraitIsUp"
+            && *ann == h1.underlay_v4.to_string()
+        {
+            Ok(())
+        } else {
+            Err(format!("condition {cond}, underlay-ipv4 {ann}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "{test}: h1's Node changed by hand, put right in {took:.1?} ({:.1?} since the change)",
+        changed.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------
