@@ -1228,8 +1228,28 @@ fn kube_ipam_from_pod_cidrs() {
                 .unwrap_or_else(|e| panic!("TCP {} -> {ip}: {e}", from.name));
         }
     }
+    // Every block a node has affinity to lies inside that node's podCIDRs.
     let (code, out, err) = netctl(&cluster, 0, &["ipam", "show"], "");
     println!("{test}: netctl ipam show on h1 (exit {code}):\n{out}{err}");
+    let view: strait_api::IpamView = serde_json::from_value(
+        try_netctl_json(&cluster, 0, &["ipam", "show"]).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .expect("netctl ipam show -o json");
+    assert!(!view.blocks.is_empty(), "no blocks: {view:?}");
+    for block in &view.blocks {
+        let owner = block.affinity.as_deref().unwrap_or("-");
+        let h: usize = owner
+            .strip_prefix('h')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("block {} has affinity {owner}", block.cidr));
+        let nets: Vec<IpNet> = cidrs[h - 1].iter().map(|c| c.parse().unwrap()).collect();
+        assert!(
+            nets.iter().any(|n| n.contains(&block.cidr)),
+            "block {} of {owner} outside its podCIDRs {:?}",
+            block.cidr,
+            cidrs[h - 1]
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1332,6 +1352,30 @@ fn kube_agent_without_rights_says_so() {
     let (code, table, err) = netctl(&cluster, 0, &["kubernetes"], "");
     assert_eq!(code, 0, "{table}{err}");
     assert!(table.to_lowercase().contains("forbidden"), "{table}");
+
+    // The cluster's objects still reach the store: the agent that can read them all
+    // writes them (after the old leader key's lease, if h1 held it before).
+    assert!(
+        !view.leader,
+        "h1 cannot see the policies, so it does not write: {view:?}"
+    );
+    let applied = Instant::now();
+    kube_apply(
+        &cluster,
+        &[
+            namespace("norights", json!({"team": "x"})),
+            network_policy("norights", "p", None, deny_ingress_spec()),
+        ],
+    );
+    let took = wait_store(&cluster, 0, "h2 writes the new policy", TAKEOVER, |objs| {
+        has_kube(objs, "policy/k8s/norights/p")
+    });
+    println!(
+        "{test}: a policy applied meanwhile stored in {took:.1?} ({:.1?} after kubectl \
+         apply); leaders: {:?}",
+        applied.elapsed(),
+        leaders(&cluster, &[0, 1]).map(|l| l.iter().map(|h| h + 1).collect::<Vec<_>>())
+    );
 
     // Networking does not need the API server: ADD on that host, traffic across.
     let a = cluster.add_container(0, "a");
