@@ -39,8 +39,9 @@ use strait_testbeds::wait_until;
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 
-/// How long a new writer may take after the leader's agent went: the old leader key
-/// lives with its node lease (default TTL 15 s), and a round runs every 10 s.
+/// How long a new writer may take after the leader's agent went: a killed leader's
+/// key lives with its node lease (default TTL 15 s; its node's next agent takes it at
+/// once), and a round runs every 10 s.
 const TAKEOVER: Duration = Duration::from_secs(60);
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -899,9 +900,9 @@ fn kube_agent_down_while_objects_change() {
     }
     println!("{test}: agents back in {:.1?}", started.elapsed());
     let want = api_keys(&cluster);
-    // Nothing writes until the old leader key goes with the lease it was put with (a
-    // restarted agent holds a new lease): up to the lease TTL (15 s by default) and a
-    // resync (10 s) after the start.
+    // The restarted agent of the old leader's node takes its key over at once (the
+    // other one waits for it to go with its lease): the first round after the
+    // watches' lists writes the difference.
     for host in [0, 1] {
         let took = wait_store(&cluster, host, "the store follows", TAKEOVER, |objs| {
             if object(objs, "policy/k8s/drift/p1").is_some() {

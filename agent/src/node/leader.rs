@@ -3,7 +3,8 @@
 //! The key is put with the campaigning node's lease under a create-if-absent compare,
 //! so it lives exactly as long as that node proves it is alive; when the lease expires
 //! the key goes with it and the next campaign wins. A campaign that finds the key
-//! already naming this node under its current lease confirms the leadership.
+//! already naming this node under its current lease confirms the leadership; under
+//! another lease (this node's agent restarted), it takes the key over at once.
 //!
 //! Every write a leader makes for its job carries [`Leadership::fence`] in its own
 //! transaction: the key still has the create revision this leader saw. A leader that
@@ -46,9 +47,21 @@ pub async fn campaign(
     node: &str,
     lease: Option<LeaseId>,
 ) -> Result<Option<Leadership>, StoreError> {
-    let Some(lease) = lease else {
-        return Ok(None);
-    };
+    match lease {
+        Some(lease) => run(store, job, node, lease, true).await,
+        None => Ok(None),
+    }
+}
+
+/// One campaign; `take_over`: a key this node's previous agent left may be retired
+/// (once: two agents of one node name, which must not happen, cannot make it loop).
+async fn run(
+    store: &dyn Store,
+    job: &str,
+    node: &str,
+    lease: LeaseId,
+    take_over: bool,
+) -> Result<Option<Leadership>, StoreError> {
     let key = leader_key(job);
     let me = node.as_bytes().to_vec();
     let txn = Txn::new()
@@ -77,6 +90,21 @@ pub async fn campaign(
                 key,
                 create_revision: kv.create_revision,
             }))
+        }
+        // This node's previous agent (stopped or restarted: one agent per node) left
+        // the key on its old lease, which may live on for a TTL. Its successor takes
+        // the key at once instead of leaving the job undone until then: the old key
+        // goes (only if unchanged since read), and the next campaign creates it anew,
+        // with a new create revision that fences the predecessor out.
+        Some(TxnOpResult::Get(Some(kv))) if kv.value == me && take_over => {
+            let retire = Txn::new()
+                .when([Compare::mod_revision(key.clone(), kv.mod_revision)])
+                .and_then([TxnOp::Delete { key }]);
+            if store.txn(retire).await?.succeeded {
+                Box::pin(run(store, job, node, lease, false)).await
+            } else {
+                Ok(None)
+            }
         }
         _ => Ok(None),
     }
@@ -124,23 +152,54 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        // The same node under a lease it no longer holds the key with: not the leader.
-        assert_eq!(
-            campaign(store.as_ref(), "j", "a", Some(b)).await.unwrap(),
-            None
-        );
-
         // Its lease gone, the key goes; a write fenced by the old leadership fails.
         store.lease_revoke(a).await.unwrap();
-        let fenced = Txn::new()
-            .when([led.clone().unwrap().fence()])
+        assert!(!store.txn(fenced_write(&led)).await.unwrap().succeeded);
+        let next = campaign(store.as_ref(), "j", "b", Some(b)).await.unwrap();
+        assert!(next.is_some() && next != led);
+        assert!(store.txn(fenced_write(&next)).await.unwrap().succeeded);
+    }
+
+    fn fenced_write(l: &Option<Leadership>) -> Txn {
+        Txn::new()
+            .when([l.clone().unwrap().fence()])
             .and_then([TxnOp::Put {
                 key: format!("{PREFIX}x"),
                 value: b"1".to_vec(),
                 lease: None,
-            }]);
-        assert!(!store.txn(fenced).await.unwrap().succeeded);
-        let next = campaign(store.as_ref(), "j", "b", Some(b)).await.unwrap();
-        assert!(next.is_some() && next != led);
+            }])
+    }
+
+    #[tokio::test]
+    async fn a_nodes_next_agent_takes_the_key_its_predecessor_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = EmbeddedStore::open(&dir.path().join("s.redb"))
+            .await
+            .unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let (old, new, other) = (
+            store.lease_grant(ttl).await.unwrap(),
+            store.lease_grant(ttl).await.unwrap(),
+            store.lease_grant(ttl).await.unwrap(),
+        );
+        let before = campaign(store.as_ref(), "j", "a", Some(old)).await.unwrap();
+        assert!(before.is_some());
+        // Another node still may not; node a's restarted agent (a new lease) may, at
+        // once, and the old process's writes are fenced out.
+        assert_eq!(
+            campaign(store.as_ref(), "j", "b", Some(other))
+                .await
+                .unwrap(),
+            None
+        );
+        let after = campaign(store.as_ref(), "j", "a", Some(new)).await.unwrap();
+        assert!(
+            after.is_some() && after != before,
+            "{after:?} vs {before:?}"
+        );
+        let kv = store.get(&leader_key("j")).await.unwrap().unwrap();
+        assert_eq!(kv.lease, Some(new));
+        assert!(!store.txn(fenced_write(&before)).await.unwrap().succeeded);
+        assert!(store.txn(fenced_write(&after)).await.unwrap().succeeded);
     }
 }
