@@ -1130,24 +1130,32 @@ fn indent(text: &str, by: usize) -> String {
 /// the policy CLI.
 fn netctl_policy(cluster: &Cluster, args: &[&str], stdin: &str) -> Result<String, String> {
     let host = cluster.host(0);
-    let mut child = Command::new(crate::bins::bin("netctl"))
-        .arg("--socket")
+    let mut cmd = Command::new(crate::bins::bin("netctl"));
+    cmd.arg("--socket")
         .arg(&host.agent.socket)
         .arg("policy")
-        .args(args)
+        .args(args);
+    let what = format!("netctl policy {} on {}", args.join(" "), host.name);
+    run_with_stdin(cmd, &what, stdin)
+}
+
+/// Runs `cmd` with `stdin`; its stdout and stderr, or an error naming `what` with
+/// them when it fails.
+fn run_with_stdin(mut cmd: Command, what: &str, stdin: &str) -> Result<String, String> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("exec netctl: {e}"))?;
+        .map_err(|e| format!("{what}: exec: {e}"))?;
     if let Some(mut input) = child.stdin.take() {
         input
             .write_all(stdin.as_bytes())
-            .map_err(|e| format!("netctl policy {args:?}: writing stdin: {e}"))?;
+            .map_err(|e| format!("{what}: writing stdin: {e}"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("netctl policy {args:?}: {e}"))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1156,13 +1164,7 @@ fn netctl_policy(cluster: &Cluster, args: &[&str], stdin: &str) -> Result<String
     if out.status.success() {
         Ok(text)
     } else {
-        Err(format!(
-            "netctl policy {} on {} failed ({}): {}",
-            args.join(" "),
-            host.name,
-            out.status,
-            text.trim()
-        ))
+        Err(format!("{what} failed ({}): {}", out.status, text.trim()))
     }
 }
 
@@ -1181,37 +1183,9 @@ pub fn delete(cluster: &Cluster, key: &str) -> Result<(), String> {
 /// `kubectl <args>` as the cluster's admin with `stdin`, run where the API server is.
 pub fn kubectl(cluster: &Cluster, args: &[&str], stdin: &str) -> Result<String, String> {
     let kube = cluster.kube();
-    let mut child = kube
-        .kubectl_command(kube.admin_kubeconfig())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("exec kubectl: {e}"))?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin.as_bytes())
-            .map_err(|e| format!("kubectl {args:?}: writing stdin: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("kubectl {args:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "kubectl {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            text.trim()
-        ))
-    }
+    let mut cmd = kube.kubectl_command(kube.admin_kubeconfig());
+    cmd.args(args);
+    run_with_stdin(cmd, &format!("kubectl {}", args.join(" ")), stdin)
 }
 
 /// `kubectl apply -f -` with `yaml`'s documents, sent as JSON. kubectl reads YAML

@@ -949,17 +949,22 @@ fn allow_pod_a_from_all_namespaces(t: &mut CaseCtx) -> Outcome {
 /// A policy of namespace w, which has no pod and no Namespace document: it applies,
 /// changes nothing, and holds for w's first pod when it appears.
 fn policy_in_namespace_without_pods(t: &mut CaseCtx) -> Outcome {
-    t.apply(&[network_policy(
-        "w",
-        "from-x",
-        "
+    // The namespace first: the API server refuses a policy (and a pod) in a
+    // namespace that does not exist.
+    t.apply(&[
+        netpol::namespace("w", &[("ns", "w")]),
+        network_policy(
+            "w",
+            "from-x",
+            "
         podSelector: {}
         ingress:
           - from:
               - namespaceSelector:
                   matchLabels: {ns: x}
         ",
-    )])?;
+        ),
+    ])?;
     t.expect(&t.reach(true))?;
     let last = t.cluster.hosts().len() - 1;
     t.add_pod("w", "a", last)?;

@@ -59,6 +59,23 @@ pub fn refused_prefix() -> String {
     format!("{PREFIX}kubernetes/refused/")
 }
 
+/// Records a refusal under its `kubernetes/refused/<Kind>/<ns>/<name>` key.
+pub(super) fn refuse(
+    refused: &mut BTreeMap<String, Refusal>,
+    kind: &str,
+    object: String,
+    reason: String,
+) {
+    refused.insert(
+        format!("{}{kind}/{object}", refused_prefix()),
+        Refusal {
+            kind: kind.into(),
+            object,
+            reason,
+        },
+    );
+}
+
 /// What one round would write: full keys to their values, and the refusals.
 #[derive(Debug, Default, PartialEq)]
 pub struct Desired {
@@ -98,16 +115,8 @@ impl Desired {
                 );
             }
             Err(reason) => {
-                let object = key_of(obj);
                 self.keep.insert(key);
-                self.refused.insert(
-                    format!("{}{kind}/{object}", refused_prefix()),
-                    Refusal {
-                        kind: kind.to_string(),
-                        object,
-                        reason,
-                    },
-                );
+                refuse(&mut self.refused, kind, key_of(obj), reason);
             }
         }
     }

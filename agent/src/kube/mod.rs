@@ -107,40 +107,63 @@ pub struct Kube {
     pub pods: mirror::View<k8s_openapi::api::core::v1::Pod>,
 }
 
+/// The watches of one start: each kind's view, its task pushed onto `tasks`.
+struct Watches<'a> {
+    client: &'a kube::Client,
+    status: &'a Arc<KubeStatus>,
+    stop: &'a watch::Receiver<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watches<'_> {
+    /// Follows every object of kind `K` in the cluster, or those `fields` selects
+    /// (`spec.nodeName=n1`).
+    fn follow<K>(&mut self, fields: Option<String>) -> mirror::View<K>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut config = kube::runtime::watcher::Config::default();
+        if let Some(f) = &fields {
+            config = config.fields(f);
+        }
+        let api = kube::Api::all(self.client.clone());
+        mirror::follow(
+            api,
+            config,
+            self.status.clone(),
+            self.stop.clone(),
+            &mut self.tasks,
+        )
+    }
+}
+
 /// Starts the watches and the loops that follow them, until `stop`.
 pub fn start(client: kube::Client, deps: KubeDeps, stop: watch::Receiver<bool>) -> Kube {
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+
     let status = Arc::new(KubeStatus::default());
-    let mut tasks = Vec::new();
+    let mut w = Watches {
+        client: &client,
+        status: &status,
+        stop: &stop,
+        tasks: Vec::new(),
+    };
+    let namespaces = w.follow::<Namespace>(None);
+    let nodes = w.follow::<Node>(Some(format!("metadata.name={}", deps.node)));
+    let policies = w.follow::<NetworkPolicy>(None);
+    let services = w.follow::<Service>(None);
+    let slices = w.follow::<EndpointSlice>(None);
+    let pods = w.follow::<Pod>(Some(format!("spec.nodeName={}", deps.node)));
+    let mut tasks = w.tasks;
 
-    let namespaces = mirror::follow::<k8s_openapi::api::core::v1::Namespace>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
-    let policies = mirror::follow::<k8s_openapi::api::networking::v1::NetworkPolicy>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
-    let pods = mirror::follow::<k8s_openapi::api::core::v1::Pod>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default().fields(&format!("spec.nodeName={}", deps.node)),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
-
-    let nodes = mirror::follow::<k8s_openapi::api::core::v1::Node>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", deps.node)),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
     let node = node::NodeSync::new(client.clone(), deps.store.clone(), deps.node.clone());
     tasks.push(tokio::spawn(node.run(
         nodes,
@@ -148,20 +171,6 @@ pub fn start(client: kube::Client, deps: KubeDeps, stop: watch::Receiver<bool>) 
         stop.clone(),
     )));
 
-    let services = mirror::follow::<k8s_openapi::api::core::v1::Service>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
-    let slices = mirror::follow::<k8s_openapi::api::discovery::v1::EndpointSlice>(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-        status.clone(),
-        stop.clone(),
-        &mut tasks,
-    );
     let sync = cluster::ClusterSync::new(
         deps.store.clone(),
         crate::services::store::ServiceStore::new(deps.store.clone(), deps.service_pools.clone()),

@@ -83,15 +83,7 @@ fn one(source: Value) -> Translated {
             Translated::Apply(Box::new(parsed.pop().expect("one")))
         }
         Ok(_) => Translated::Refused("not one object".into()),
-        Err(e) => {
-            let mut s = String::new();
-            if !e.field.is_empty() {
-                s.push_str(&e.field);
-                s.push_str(": ");
-            }
-            s.push_str(&e.message);
-            Translated::Refused(s)
-        }
+        Err(e) => Translated::Refused(translate::reason(&e)),
     }
 }
 
@@ -125,14 +117,7 @@ pub async fn round(
             Translated::Refused(reason) => {
                 // The last good version stays.
                 wanted.insert(key);
-                refused.insert(
-                    format!("{}{kind}/{object}", super::cluster::refused_prefix()),
-                    Refusal {
-                        kind: kind.into(),
-                        object,
-                        reason,
-                    },
-                );
+                super::cluster::refuse(&mut refused, kind, object, reason);
                 continue;
             }
             Translated::Apply(p) => p,
@@ -149,14 +134,7 @@ pub async fn round(
         {
             Ok(_) => info!(%key, "Kubernetes: stored"),
             Err(ServiceStoreError::Refused(reason)) => {
-                refused.insert(
-                    format!("{}{kind}/{object}", super::cluster::refused_prefix()),
-                    Refusal {
-                        kind: kind.into(),
-                        object,
-                        reason,
-                    },
-                );
+                super::cluster::refuse(&mut refused, kind, object, reason)
             }
             Err(e) => return Err(e),
         }

@@ -43,33 +43,21 @@ pub fn source<T: Serialize>(obj: &T) -> Result<Value, String> {
 
 fn one<T: Serialize>(obj: &T) -> Result<StoredDoc, String> {
     let text = source(obj)?.to_string();
-    let mut parsed = strait_policy::parse_documents(&text).map_err(|e| strip_document(&e))?;
-    let p = match (parsed.pop(), parsed.is_empty()) {
-        (Some(p), true) => p,
-        _ => return Err("not one object".to_string()),
-    };
-    Ok(match p.document {
-        strait_policy::Document::Policy(policy) => StoredDoc::Policy {
-            source: p.source,
-            policy,
-        },
-        strait_policy::Document::Namespace(ns) => StoredDoc::Namespace {
-            source: p.source,
-            name: ns.name,
-            labels: ns.labels,
-        },
-    })
+    let mut parsed = strait_policy::parse_documents(&text).map_err(|e| reason(&e))?;
+    match (parsed.pop(), parsed.is_empty()) {
+        (Some(p), true) => Ok(StoredDoc::from(p)),
+        _ => Err("not one object".to_string()),
+    }
 }
 
-/// The parser's message without "document 1": there is only ever one here.
-fn strip_document(e: &strait_policy::ParseError) -> String {
-    let mut s = String::new();
-    if !e.field.is_empty() {
-        s.push_str(&e.field);
-        s.push_str(": ");
+/// Why a parser refused one object: the field and the message, without "document
+/// 1" (there is only ever one here).
+pub fn reason(e: &strait_policy::ParseError) -> String {
+    if e.field.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{}: {}", e.field, e.message)
     }
-    s.push_str(&e.message);
-    s
 }
 
 #[cfg(test)]

@@ -189,20 +189,7 @@ impl PolicyAgent {
     pub async fn apply(&self, text: &str) -> Result<ApplyOutcome, ApplyError> {
         let parsed =
             strait_policy::parse_documents(text).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-        let docs: Vec<StoredDoc> = parsed
-            .into_iter()
-            .map(|p| match p.document {
-                strait_policy::Document::Policy(policy) => StoredDoc::Policy {
-                    source: p.source,
-                    policy,
-                },
-                strait_policy::Document::Namespace(ns) => StoredDoc::Namespace {
-                    source: p.source,
-                    name: ns.name,
-                    labels: ns.labels,
-                },
-            })
-            .collect();
+        let docs: Vec<StoredDoc> = parsed.into_iter().map(StoredDoc::from).collect();
         let revision = self.inner.objects.apply(&docs).await.map_err(|e| {
             // etcd refuses a transaction over its --max-request-bytes (1.5 MiB by
             // default), as Kubernetes refuses an object over 1.5 MiB: say so plainly.

@@ -43,6 +43,23 @@ pub enum StoredDoc {
     },
 }
 
+impl From<strait_policy::Parsed> for StoredDoc {
+    /// A parsed document as it is stored, its source kept.
+    fn from(p: strait_policy::Parsed) -> Self {
+        match p.document {
+            strait_policy::Document::Policy(policy) => StoredDoc::Policy {
+                source: p.source,
+                policy,
+            },
+            strait_policy::Document::Namespace(ns) => StoredDoc::Namespace {
+                source: p.source,
+                name: ns.name,
+                labels: ns.labels,
+            },
+        }
+    }
+}
+
 impl StoredDoc {
     /// Its key, below `/strait/v1/` (`policy/k8s/ns/name`, `namespaces/name`).
     pub fn key(&self) -> String {
