@@ -190,7 +190,8 @@ pub fn fast_path_line(host: &ClusterHost) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `iperf3 -s` in a namespace, killed by its PID on drop.
+/// `iperf3 -s` in a namespace (listening once `start` returns), killed by its PID on
+/// drop.
 pub struct IperfServer(Child);
 
 impl IperfServer {
@@ -203,6 +204,16 @@ impl IperfServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn iperf3 -s");
+        // Listening before a client is started: a client that comes first is refused
+        // (a CI run of the rekey test met exactly that on a loaded machine).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let out = ns.exec(&["ss", "-Hltn", "sport = :5201"]);
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Self(child)
     }
 }
