@@ -55,13 +55,7 @@ pub fn service(svc: &Service) -> Translated {
         source["spec"]["type"] = Value::from("NodePort");
         // The provider's fields have no meaning for a NodePort Service.
         if let Some(spec) = source["spec"].as_object_mut() {
-            for field in [
-                "loadBalancerIP",
-                "loadBalancerSourceRanges",
-                "loadBalancerClass",
-                "allocateLoadBalancerNodePorts",
-                "healthCheckNodePort",
-            ] {
+            for &field in strait_services::documents::LOAD_BALANCER_FIELDS {
                 spec.remove(field);
             }
         }

@@ -18,6 +18,15 @@ use strait_policy::doc::{Invalid, Node, each_object, unsupported};
 
 use crate::model::{EndpointSlice, Service};
 
+/// The fields of a Service's `spec` that only a load-balancer provider reads.
+pub const LOAD_BALANCER_FIELDS: &[&str] = &[
+    "loadBalancerIP",
+    "loadBalancerSourceRanges",
+    "loadBalancerClass",
+    "allocateLoadBalancerNodePorts",
+    "healthCheckNodePort",
+];
+
 /// Where an object without `metadata.namespace` lives.
 pub const DEFAULT_NAMESPACE: &str = "default";
 

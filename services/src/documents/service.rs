@@ -94,13 +94,7 @@ fn spec(root: &Obj<'_>, meta: &Metadata<'_>, namespace: String) -> Result<Servic
             }
         },
     };
-    for field in [
-        "loadBalancerIP",
-        "loadBalancerSourceRanges",
-        "loadBalancerClass",
-        "allocateLoadBalancerNodePorts",
-        "healthCheckNodePort",
-    ] {
+    for &field in super::LOAD_BALANCER_FIELDS {
         if let Some(node) = spec.get(field) {
             return Err(node.invalid("may only be used when `type` is 'LoadBalancer'"));
         }
