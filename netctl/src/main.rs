@@ -5,6 +5,7 @@
 mod bgp;
 mod docker;
 mod endpoints;
+mod generate;
 mod ipsec;
 mod ipsec_peer;
 mod kubernetes;
@@ -100,6 +101,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: docker::DockerCmd,
     },
+    /// A shell completion script on stdout: `netctl completion bash >
+    /// /etc/bash_completion.d/netctl` (also zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write netctl's man pages (netctl.8, netctl-<command>.8) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// The Kubernetes integration (`straitd --kubeconfig`): what it watches, whether
     /// this agent writes the cluster's objects, and the objects strait refused.
     #[command(alias = "k8s")]
@@ -194,6 +204,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::new(&cli.socket);
     let out = cli.output;
     match cli.cmd {
+        Cmd::Completion { shell } => {
+            generate::completion(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Manpages { dir } => {
+            for file in generate::manpages(&dir)? {
+                println!("{}", dir.join(file).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status => {
             let s: AgentStatus = client.get(paths::STATUS)?;
             emit(out, &s, || render_status(&s))?;

@@ -30,6 +30,12 @@ pub struct Flags {
     /// TOML file with the same keys as the flags (snake_case, `pools = [...]`).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Print the completion script for this shell and exit (the package's).
+    #[arg(long, hide = true, value_enum, value_name = "SHELL")]
+    pub generate_completion: Option<clap_complete::Shell>,
+    /// Write the man page `straitd.8` into this directory and exit (the package's).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub generate_manpage: Option<PathBuf>,
 }
 
 impl Flags {
