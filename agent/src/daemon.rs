@@ -46,6 +46,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdOptions, EtcdStore};
 
 mod lock;
+mod notify;
 
 /// How often the agent sweeps stale links and runs its leak GC.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
@@ -154,6 +155,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
 
     info!("stopping; interfaces, routes and records stay in place for the next agent");
+    notify::stopping();
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(10), api_task).await {
         Ok(Ok(Ok(()))) => {}
@@ -448,6 +450,7 @@ async fn start(
     ready_tx.send_replace(true);
     state.set_phase("ready");
     info!(mtu, "ready");
+    notify::ready("ready");
     Ok(Running {
         fast_path: fast_path_task,
         policy: policy_tasks,

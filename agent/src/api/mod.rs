@@ -351,9 +351,13 @@ pub async fn serve(
         .await
 }
 
-/// Router for the TCP metrics listener (`--metrics-addr`): `/metrics` only.
+/// Router for the TCP metrics listener (`--metrics-addr`): `/metrics`, and the
+/// `/healthz` and `/readyz` probes, which a DaemonSet's kubelet can only reach over
+/// TCP. They show nothing the metrics do not.
 pub fn metrics_router(state: Shared) -> Router {
     Router::new()
         .route("/metrics", get(views::metrics))
+        .route(paths::HEALTHZ, get(|| async { "ok" }))
+        .route(paths::READYZ, get(views::readyz))
         .with_state(state)
 }
