@@ -19,6 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod network;
+pub use network::NetworkMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub verb: String,
@@ -91,6 +94,8 @@ pub struct Metrics {
     pub service_backend_connects: Family<ServiceBackendConnectLabels, Counter>,
     /// Each backend's datapath count at the last scrape, to add what it grew by.
     backend_connects_seen: Mutex<BTreeMap<ServiceBackendConnectLabels, u64>>,
+    /// The fabric, BGP and the fast path.
+    pub network: NetworkMetrics,
 }
 
 /// One backend of one frontend. Series come and go with the backends a node
@@ -250,7 +255,9 @@ impl Metrics {
             "Packets the ESP datapath dropped rather than send in clear or deliver, by reason",
             ipsec_drops.clone(),
         );
+        let network = NetworkMetrics::register(&mut registry);
         Self {
+            network,
             ipsec_peers,
             ipsec_peers_up,
             ipsec_packets,

@@ -20,6 +20,9 @@ pub struct RouteReport {
     pub checked_at: u64,
     /// Reconciliations completed since the fabric started.
     pub reconciles: u64,
+    /// Of those, the ones that failed (`strait_fabric_reconciles_total{result="error"}`).
+    #[serde(default)]
+    pub reconcile_errors: u64,
     /// The last reconciliation's failure, if the last one failed.
     pub last_error: Option<String>,
     /// Kernel routes of another origin that take traffic from a block of the fabric:

@@ -225,7 +225,16 @@ pub(super) async fn metrics(State(s): State<Shared>) -> Response {
     {
         s.metrics.record_ipsec(&status);
     }
+    if let Some(fp) = s.fast_path.get() {
+        s.metrics.network.record_fast_path(&fp.status().by_reason);
+    }
     if let Some(o) = s.owners() {
+        s.metrics.network.record_fabric(&o.fabric.report().await);
+        if let Some(bgp) = &o.bgp
+            && let Ok(peers) = bgp.peers().await
+        {
+            s.metrics.network.record_bgp(&peers);
+        }
         if let Ok(eps) = o.attacher.endpoints().await {
             s.metrics.endpoints.set(eps.len() as i64);
         }

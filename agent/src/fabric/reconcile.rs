@@ -462,6 +462,7 @@ pub async fn reconcile(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         reconciles: 0,
+        reconcile_errors: 0,
         last_error: None,
         overrides,
     };

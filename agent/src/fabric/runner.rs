@@ -110,6 +110,8 @@ impl ViewAck {
 #[derive(Default, Clone)]
 struct Status {
     reconciles: u64,
+    /// Of those, the ones that failed.
+    errors: u64,
     last_error: Option<String>,
 }
 
@@ -342,6 +344,7 @@ impl<K: HostNet> Fabric<K> {
                 Ok(())
             }
             Err(e) => {
+                status.errors += 1;
                 status.last_error = Some(e.to_string());
                 drop(status);
                 error!(error = %e, retry_in = ?state.retry, "fabric reconciliation failed");
@@ -368,6 +371,7 @@ impl<K: HostNet> FabricHandle<K> {
             },
         };
         report.reconciles = status.reconciles;
+        report.reconcile_errors = status.errors;
         if report.last_error.is_none() {
             report.last_error = status.last_error;
         }
