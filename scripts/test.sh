@@ -21,6 +21,12 @@ step "kubernetes binaries (built once, cached)"
 STRAIT_KUBE_BIN_DIR="$(./scripts/kube-build.sh)"
 export STRAIT_KUBE_BIN_DIR
 
+step "kubeconform (built once, cached)"
+# The manifest test (testbeds/tests/kube_deploy.rs) validates deploy/kubernetes with
+# kubeconform, against schemas written from the test's own kube-apiserver.
+STRAIT_KUBECONFORM="$(./scripts/kubeconform-build.sh)"
+export STRAIT_KUBECONFORM
+
 export STRAIT_REQUIRE_PRIVILEGED="${STRAIT_REQUIRE_PRIVILEGED:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
