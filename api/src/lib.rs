@@ -33,6 +33,7 @@
 pub mod bgp;
 pub mod client;
 pub mod docker;
+pub mod doctor;
 pub mod endpoint_ref;
 pub mod family;
 /// The fuzz targets' bodies (fuzz/, tests/fuzz_smoke.rs); not the crate's API. They stay
@@ -93,6 +94,8 @@ pub mod paths {
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
     pub const IPAM_RELEASE: &str = "/v1/ipam/release";
     pub const NODES: &str = "/v1/nodes";
+    /// `GET`: [`crate::doctor::DoctorReport`] (`?all_nodes=true&links_only=true`).
+    pub const DOCTOR: &str = "/v1/doctor";
     pub const ROUTES: &str = "/v1/routes";
     pub const FAST_PATH: &str = "/v1/fastpath";
     pub const BGP_PEERS: &str = "/v1/bgp/peers";
