@@ -27,6 +27,11 @@ PKGS=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
   tshark tcpdump python3-scapy python3-cryptography openssl
+  # the Debian package and its tests (scripts/build-deb.sh, deploy_package): dpkg-deb
+  # and dpkg-shlibdeps, systemd-analyze verify, man page lint, setpriv; Vagrant with
+  # the libvirt provider for `vagrant validate` (kmod: its modinfo; rsync: a synced
+  # folder type usable without a libvirt daemon)
+  dpkg-dev binutils systemd mandoc man-db util-linux vagrant vagrant-libvirt kmod rsync
 )
 
 missing=()
