@@ -4,6 +4,7 @@
 
 mod bgp;
 mod docker;
+mod doctor;
 mod endpoints;
 mod generate;
 mod ipsec;
@@ -13,6 +14,7 @@ mod objects;
 mod policy;
 mod service;
 mod table;
+mod topology;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,12 +49,29 @@ pub(crate) enum Output {
     Wide,
     Json,
     Yaml,
+    /// Graphviz DOT (`netctl topology` only).
+    Dot,
+    /// An SVG picture (`netctl topology` only).
+    Svg,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// The agent: node, store, readiness, pools.
     Status,
+    /// Check everything a support engineer would: the agent, the store, this node's
+    /// lease, forwarding, MTU (with a DF probe to each peer's tunnel address), the
+    /// fabric and fast path against the kernel, BGP, IPAM, the DEL queue, clocks,
+    /// conntrack, kernel features, CNI configs. Each check has a verdict and, when it
+    /// fails, the fix. Exit 0 healthy, 1 warnings, 2 failures.
+    Doctor(doctor::DoctorArgs),
+    /// The cluster as a picture: nodes (site, fabric, health) and the links between
+    /// them (VXLAN tunnels, BGP sessions, route reflectors, IPsec). A text tree by
+    /// default; `-o dot` for Graphviz, `-o svg [FILE]` for a picture.
+    Topology {
+        /// Where to write the picture (`-o svg`/`-o dot`); standard output without.
+        file: Option<PathBuf>,
+    },
     /// Attachments on this node: namespace and labels (the pod with `-o wide`).
     Endpoints,
     /// One endpoint: show it in full, or change its labels.
@@ -214,6 +233,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Doctor(args) => doctor::run(&cli.socket, out, &args),
+        Cmd::Topology { file } => topology::run(&client, out, file.as_deref()),
         Cmd::Status => {
             let s: AgentStatus = client.get(paths::STATUS)?;
             emit(out, &s, || render_status(&s))?;
@@ -382,6 +403,11 @@ pub(crate) fn emit<T: serde::Serialize>(
         Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),
         Output::Table | Output::Wide => print!("{}", table()),
+        Output::Dot | Output::Svg => {
+            anyhow::bail!(
+                "-o dot and -o svg draw `netctl topology`; this command prints table, wide, json or yaml"
+            )
+        }
     }
     Ok(())
 }
