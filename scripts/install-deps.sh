@@ -32,6 +32,8 @@ PKGS=(
   # the libvirt provider for `vagrant validate` (kmod: its modinfo; rsync: a synced
   # folder type usable without a libvirt daemon)
   dpkg-dev binutils systemd mandoc man-db util-linux vagrant vagrant-libvirt kmod rsync
+  # netctl topology's test renders its DOT with Graphviz's dot
+  graphviz
 )
 
 missing=()
