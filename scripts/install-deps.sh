@@ -34,6 +34,9 @@ PKGS=(
   dpkg-dev binutils systemd mandoc man-db util-linux vagrant vagrant-libvirt kmod rsync
   # netctl topology's test renders its DOT with Graphviz's dot
   graphviz
+  # the Grafana dashboard's test parses every query with promtool (Debian ships it in
+  # prometheus; the server itself is not used)
+  prometheus
 )
 
 missing=()
