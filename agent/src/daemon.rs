@@ -115,6 +115,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         _ = wait_for_signal() => None,
     };
     if let Some(running) = started {
+        // Other agents' `netctl doctor --all-nodes` reach this one through the store.
+        let doctor = state.doctor().cloned().map(|d| {
+            tokio::spawn(crate::doctor::exchange::answer(
+                d,
+                state.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let housekeeping = tokio::spawn(housekeeping(
             running.attacher.clone(),
             metrics.clone(),
@@ -123,6 +131,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ));
         wait_for_signal().await;
         housekeeping.abort();
+        if let Some(t) = doctor {
+            t.abort();
+        }
         running.reclaimer.abort();
         running.fabric.abort();
         if let Some(t) = running.fast_path {
@@ -259,6 +270,12 @@ async fn start(
     let node_key =
         crate::ipsec::NodeKey::load_or_create(&cfg.state_dir).context("this node's IPsec key")?;
     let underlay = detect_underlay(cfg, &host).await?;
+    state.set_doctor(Arc::new(crate::doctor::Doctor::new(
+        host.clone(),
+        underlay.clone(),
+        cfg.socket.clone(),
+        cfg.site.clone(),
+    )));
     let bgp = node_bgp(cfg, &underlay)?;
     let tunnel = if cfg.fabric == FabricMode::Vxlan {
         state.set_phase("allocating tunnel addresses");
@@ -884,7 +901,7 @@ async fn container_mtu(cfg: &AgentConfig, host: &Netlink, underlay: &Underlay) -
 
 /// The underlay interface's MTU (the default route's when no interface is known,
 /// else 1500).
-async fn underlay_mtu(host: &Netlink, underlay: &Underlay) -> u32 {
+pub(crate) async fn underlay_mtu(host: &Netlink, underlay: &Underlay) -> u32 {
     let iface_mtu = match &underlay.iface {
         Some(name) => host.link_by_name(name).await.ok().flatten().map(|l| l.mtu),
         None => None,

@@ -33,6 +33,7 @@ mod bpf_test;
 pub mod config;
 pub mod daemon;
 pub mod docker;
+pub mod doctor;
 pub mod endpoint;
 pub mod fabric;
 pub mod fastpath;

@@ -181,7 +181,16 @@ pub struct DoctorQuery {
     /// Where runtimes look for CNI network configs (default `/etc/cni/net.d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_conf_dir: Option<String>,
+    /// Where runtimes look for CNI plugins, `:`-separated (default
+    /// `/opt/cni/bin:/usr/lib/cni`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_bin_dir: Option<String>,
 }
+
+/// Where runtimes look for CNI network configs unless told otherwise.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Where runtimes look for CNI plugins: the CNI project's path, and Debian's.
+pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin:/usr/lib/cni";
 
 #[cfg(test)]
 mod tests {

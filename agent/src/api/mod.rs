@@ -88,6 +88,8 @@ pub struct AppState {
     services: OnceLock<crate::services::ServicesAgent>,
     /// The Kubernetes integration (`netctl kubernetes`), when configured and started.
     kube: OnceLock<KubeView>,
+    /// `netctl doctor`'s checks, once start-up knows the host (`/v1/doctor`).
+    doctor: OnceLock<Arc<crate::doctor::Doctor>>,
     /// What start-up is doing or waiting for, shown while not ready.
     phase: Mutex<String>,
     /// This agent's fabric mode (`/v1/bgp/*` answer only in bgp mode).
@@ -116,6 +118,7 @@ impl AppState {
     pub fn new(facts: AgentFacts, metrics: Arc<Metrics>) -> Self {
         Self {
             owners: OnceLock::new(),
+            doctor: OnceLock::new(),
             fast_path: OnceLock::new(),
             policy: OnceLock::new(),
             docker: OnceLock::new(),
@@ -137,6 +140,18 @@ impl AppState {
     /// Start-up built the owners: from now on requests reach them.
     pub fn set_owners(&self, owners: Owners) {
         let _ = self.owners.set(owners);
+    }
+
+    pub fn set_doctor(&self, doctor: Arc<crate::doctor::Doctor>) {
+        let _ = self.doctor.set(doctor);
+    }
+
+    pub fn doctor(&self) -> Option<&Arc<crate::doctor::Doctor>> {
+        self.doctor.get()
+    }
+
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast_path.get()
     }
 
     pub fn set_fast_path(&self, fast_path: FastPath) {
@@ -222,11 +237,11 @@ impl AppState {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase.into();
     }
 
-    fn phase(&self) -> String {
+    pub(crate) fn phase(&self) -> String {
         self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    async fn readiness(&self) -> Readiness {
+    pub(crate) async fn readiness(&self) -> Readiness {
         match self.owners.get() {
             Some(o) => o.attacher.readiness().await,
             None => Readiness {
@@ -294,6 +309,7 @@ pub fn router(state: Shared) -> Router {
         .route(paths::IPAM_CHECK, get(views::ipam_check))
         .route(paths::IPAM_RELEASE, post(views::ipam_release))
         .route(paths::NODES, get(views::nodes))
+        .route(paths::DOCTOR, get(views::doctor))
         .route(paths::ROUTES, get(views::routes))
         .route(paths::FAST_PATH, get(views::fast_path_maps))
         .route(paths::BGP_PEERS, get(bgp::peers))

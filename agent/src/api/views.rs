@@ -199,6 +199,34 @@ pub(super) async fn nodes(
     Ok(Json(nodes))
 }
 
+/// `netctl doctor` and `netctl topology`: this node's checks and links, or every
+/// node's (`all_nodes`), asked through the store. Answers also while the agent
+/// starts: then what is known so far, and why it is not ready.
+pub(super) async fn doctor(
+    State(s): State<Shared>,
+    Query(q): Query<strait_api::doctor::DoctorQuery>,
+) -> Json<strait_api::doctor::DoctorReport> {
+    use strait_api::doctor::{Check, DoctorReport};
+    let Some(d) = s.doctor().cloned() else {
+        return Json(DoctorReport {
+            nodes: vec![],
+            cluster: vec![Check::fail(
+                "agent",
+                format!("starting: {}", s.phase()),
+                "wait for start-up to finish; if it stays here, the agent's log says why",
+            )],
+        });
+    };
+    Json(if q.all_nodes {
+        crate::doctor::exchange::ask_all(&d, &s, &q).await
+    } else {
+        DoctorReport {
+            nodes: vec![d.check_node(&s, &q).await],
+            cluster: vec![],
+        }
+    })
+}
+
 /// The fabric's entries beside the kernel's (`netctl routes`). Reads the kernel now and
 /// changes nothing.
 pub(super) async fn routes(

@@ -50,6 +50,21 @@ pub async fn any_answers(addrs: Vec<IpAddr>, timeout: Duration) -> io::Result<bo
 
 /// One echo exchange with `to`, blocking for at most `timeout`.
 pub fn echo(to: IpAddr, timeout: Duration) -> io::Result<bool> {
+    echo_sized(to, None, timeout)
+}
+
+/// IPv4 and IPv6 header sizes (no options) and the ICMP echo header's.
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const ECHO_HEADER: usize = 8;
+
+/// An echo exchange whose packets are `ip_len` bytes long on the wire (IP header
+/// included; `None`: 16 bytes of ICMP), sent with Don't Fragment: the kernel's
+/// default for a raw socket sets DF on every packet the route's MTU carries, so a
+/// packet that a smaller link further on cannot carry is lost, not fragmented. What
+/// `netctl doctor` probes a path's MTU with. A size the local route cannot carry is
+/// an error (EMSGSIZE), not a no.
+pub fn echo_sized(to: IpAddr, ip_len: Option<usize>, timeout: Duration) -> io::Result<bool> {
     let (domain, protocol, request, reply) = match to {
         IpAddr::V4(_) => (
             Domain::IPV4,
@@ -76,9 +91,15 @@ pub fn echo(to: IpAddr, timeout: Duration) -> io::Result<bool> {
     let id = (std::process::id() as u16) ^ 0x5354;
     let start = Instant::now();
     let deadline = start + timeout;
-    let mut buf = [0u8; 1500];
+    let mut buf = vec![0u8; 65536];
     for n in 0..TRIES {
-        let packet = echo_request(request, id, n as u16, to.is_ipv4());
+        let header = if to.is_ipv4() {
+            IPV4_HEADER
+        } else {
+            IPV6_HEADER
+        };
+        let payload = ip_len.map(|l| l.saturating_sub(header + ECHO_HEADER));
+        let packet = echo_request(request, id, n as u16, to.is_ipv4(), payload);
         match socket.send(&packet) {
             Ok(_) => {}
             Err(e) if unreachable(&e) => return Ok(false),
@@ -123,15 +144,17 @@ fn unreachable(e: &io::Error) -> bool {
     )
 }
 
-/// An echo request: type, code 0, checksum, identifier, sequence and a short payload.
-/// The kernel fills in the ICMPv6 checksum (it covers a pseudo-header only it
-/// knows); the ICMPv4 one is ours.
-fn echo_request(kind: u8, id: u16, seq: u16, v4: bool) -> [u8; 16] {
-    let mut p = [0u8; 16];
+/// An echo request: type, code 0, checksum, identifier, sequence and a payload of
+/// `payload` bytes (8 when `None`). The kernel fills in the ICMPv6 checksum (it
+/// covers a pseudo-header only it knows); the ICMPv4 one is ours.
+fn echo_request(kind: u8, id: u16, seq: u16, v4: bool, payload: Option<usize>) -> Vec<u8> {
+    let mut p = vec![0u8; ECHO_HEADER + payload.unwrap_or(8)];
     p[0] = kind;
     p[4..6].copy_from_slice(&id.to_be_bytes());
     p[6..8].copy_from_slice(&seq.to_be_bytes());
-    p[8..16].copy_from_slice(b"strait\0\0");
+    for (i, b) in p[8..].iter_mut().enumerate() {
+        *b = b"strait\0\0"[i % 8];
+    }
     if v4 {
         let sum = checksum(&p);
         p[2..4].copy_from_slice(&sum.to_be_bytes());
@@ -177,16 +200,16 @@ mod tests {
 
     #[test]
     fn the_checksum_of_a_request_checks_out() {
-        let p = echo_request(ECHO_REQUEST_V4, 0x1234, 7, true);
+        let p = echo_request(ECHO_REQUEST_V4, 0x1234, 7, true, None);
         // Summing a packet with its checksum in place gives all ones (RFC 1071).
         assert_eq!(checksum(&p), 0);
-        let v6 = echo_request(ECHO_REQUEST_V6, 0x1234, 7, false);
+        let v6 = echo_request(ECHO_REQUEST_V6, 0x1234, 7, false, Some(1400));
         assert_eq!(&v6[2..4], &[0, 0], "the kernel fills the ICMPv6 checksum");
     }
 
     #[test]
     fn only_echo_replies_with_our_identifier_count() {
-        let mut reply = echo_request(ECHO_REPLY_V6, 42, 0, false);
+        let mut reply = echo_request(ECHO_REPLY_V6, 42, 0, false, None);
         assert!(is_our_reply(&reply, false, ECHO_REPLY_V6, 42));
         assert!(
             !is_our_reply(&reply, false, ECHO_REPLY_V6, 43),
@@ -200,7 +223,7 @@ mod tests {
         // IPv4: behind a 20-byte header (version 4, IHL 5).
         let mut v4 = vec![0x45u8];
         v4.extend([0u8; 19]);
-        v4.extend(echo_request(ECHO_REPLY_V4, 42, 0, true));
+        v4.extend(echo_request(ECHO_REPLY_V4, 42, 0, true, Some(100)));
         assert!(is_our_reply(&v4, true, ECHO_REPLY_V4, 42));
         assert!(
             !is_our_reply(&v4[..22], true, ECHO_REPLY_V4, 42),
@@ -223,6 +246,9 @@ mod tests {
             assert!(echo("::1".parse().unwrap(), t).expect("echo ::1"));
             assert!(!echo("10.255.0.1".parse().unwrap(), t).expect("echo 10.255.0.1"));
             assert!(!echo("fd00:ffff::1".parse().unwrap(), t).expect("echo fd00:ffff::1"));
+            // Full-size packets, Don't Fragment: loopback's MTU (65536) carries them.
+            assert!(echo_sized("127.0.0.1".parse().unwrap(), Some(9000), t).expect("9000"));
+            assert!(echo_sized("::1".parse().unwrap(), Some(1500), t).expect("1500 v6"));
         })
         .expect("run in netns");
     }

@@ -1,0 +1,251 @@
+//! Whether the runtimes on this host will call strait: a network config naming the
+//! `strait` plugin in the directory they read, valid, first in their order (containerd's
+//! CRI and kubelet take the first file by name), pointing at this agent's socket, and
+//! the plugin binary where they look for plugins.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use strait_api::doctor::Check;
+
+/// The `cniVersion`s the plugin answers.
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Check {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(conf_dir) {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
+            })
+            .collect(),
+        Err(e) => {
+            return Check::warn(
+                "cni-config",
+                format!("cannot read {}: {e}", conf_dir.display()),
+                format!(
+                    "install strait's network config there (the package's sample: \
+                     /usr/share/strait/10-strait.conflist) or give netctl doctor \
+                     --cni-conf-dir the directory your runtime reads"
+                ),
+            );
+        }
+    };
+    // libcni's order: by file name.
+    files.sort();
+    let mut first_other: Option<String> = None;
+    for file in &files {
+        let name = file_name(file);
+        let text = match std::fs::read(file) {
+            Ok(t) => t,
+            Err(e) => {
+                return Check::fail(
+                    "cni-config",
+                    format!("{name}: {e}"),
+                    "make the file readable by root, or remove it",
+                );
+            }
+        };
+        let conf: Value = match serde_json::from_slice(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                // Any broken file is worth failing on: libcni skips or refuses it,
+                // and it may be the one meant for strait.
+                return Check::fail(
+                    "cni-config",
+                    format!("{name} is not valid JSON: {e}"),
+                    format!("fix or remove {}", file.display()),
+                );
+            }
+        };
+        let plugins = plugins_of(&conf);
+        let Some(strait) = plugins
+            .iter()
+            .find(|p| p.get("type").and_then(Value::as_str) == Some("strait"))
+        else {
+            first_other.get_or_insert(name);
+            continue;
+        };
+        if let Err(e) = validate(&conf, &plugins, strait, agent_socket) {
+            return Check::fail(
+                "cni-config",
+                format!("{name}: {e}"),
+                format!("fix {} (docs/cni.md lists its keys)", file.display()),
+            );
+        }
+        let Some(binary) = bin_dirs
+            .iter()
+            .map(|d| d.join("strait"))
+            .find(|p| p.is_file())
+        else {
+            return Check::fail(
+                "cni-config",
+                format!(
+                    "{name} names the strait plugin, and no `strait` binary is in {}",
+                    join(bin_dirs)
+                ),
+                "install the plugin (the strait package puts it in /opt/cni/bin and \
+                 /usr/lib/cni; the DaemonSet's init container copies it)",
+            );
+        };
+        if let Some(other) = first_other {
+            return Check::warn(
+                "cni-config",
+                format!(
+                    "{other} sorts before {name}: runtimes that take the first config \
+                     (containerd's CRI, kubelet) use {other}"
+                ),
+                format!(
+                    "rename strait's config to sort first (e.g. 10-strait.conflist) or \
+                     remove {other}"
+                ),
+            );
+        }
+        return Check::ok(
+            "cni-config",
+            format!("{name} (plugin {})", binary.display()),
+        );
+    }
+    Check::warn(
+        "cni-config",
+        format!(
+            "no network config in {} names the strait plugin",
+            conf_dir.display()
+        ),
+        "install one (the package's sample: /usr/share/strait/10-strait.conflist), or give \
+         netctl doctor --cni-conf-dir the directory your runtime reads",
+    )
+}
+
+/// A conflist's plugins, or a single config as a list of one.
+fn plugins_of(conf: &Value) -> Vec<&Value> {
+    match conf.get("plugins").and_then(Value::as_array) {
+        Some(list) => list.iter().collect(),
+        None => vec![conf],
+    }
+}
+
+fn validate(conf: &Value, plugins: &[&Value], strait: &Value, socket: &Path) -> Result<(), String> {
+    let version = conf
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .ok_or("no cniVersion")?;
+    if !VERSIONS.contains(&version) {
+        return Err(format!(
+            "cniVersion {version:?} is not one strait answers ({})",
+            VERSIONS.join(", ")
+        ));
+    }
+    match conf.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => {}
+        _ => return Err("no network name".into()),
+    }
+    if plugins
+        .iter()
+        .any(|p| p.get("type").and_then(Value::as_str).is_none())
+    {
+        return Err("a plugin of the chain has no type".into());
+    }
+    if let Some(mtu) = strait.get("mtu")
+        && !mtu.as_u64().is_some_and(|m| (576..=65535).contains(&m))
+    {
+        return Err(format!(
+            "strait's mtu {mtu} is not a number from 576 to 65535"
+        ));
+    }
+    if let Some(s) = strait.get("socket") {
+        let s = s.as_str().ok_or("strait's socket is not a string")?;
+        if Path::new(s) != socket {
+            return Err(format!(
+                "strait's socket is {s}, and this agent serves {}",
+                socket.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn join(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_api::doctor::Verdict;
+
+    struct Host {
+        conf: tempfile::TempDir,
+        bin: tempfile::TempDir,
+    }
+
+    impl Host {
+        fn new(files: &[(&str, &str)], plugin: bool) -> Self {
+            let conf = tempfile::tempdir().unwrap();
+            let bin = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                std::fs::write(conf.path().join(name), text).unwrap();
+            }
+            if plugin {
+                std::fs::write(bin.path().join("strait"), "").unwrap();
+            }
+            Self { conf, bin }
+        }
+        fn check(&self) -> Check {
+            check(
+                self.conf.path(),
+                &[self.bin.path().to_path_buf()],
+                Path::new("/run/strait/strait.sock"),
+            )
+        }
+    }
+
+    const GOOD: &str =
+        r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"strait","mtu":1450}]}"#;
+
+    #[test]
+    fn a_valid_first_config_with_its_plugin_is_ok() {
+        let c = Host::new(&[("10-strait.conflist", GOOD)], true).check();
+        assert_eq!(c.verdict, Verdict::Ok, "{c:?}");
+        assert!(c.detail.contains("10-strait.conflist"));
+    }
+
+    #[test]
+    fn what_keeps_runtimes_from_calling_strait() {
+        let c = Host::new(&[("10-strait.conflist", GOOD)], false).check();
+        assert_eq!(c.verdict, Verdict::Fail, "no plugin binary: {c:?}");
+        let c = Host::new(&[("10-strait.conflist", "{\"cniVersion\":")], true).check();
+        assert_eq!(c.verdict, Verdict::Fail, "broken JSON: {c:?}");
+        let bad = GOOD.replace("1.0.0", "9.9.9");
+        let c = Host::new(&[("10-strait.conflist", &bad)], true).check();
+        assert!(c.detail.contains("9.9.9"), "{c:?}");
+        let other = GOOD.replace(
+            "strait\",\"mtu\":1450",
+            "strait\",\"socket\":\"/tmp/other.sock\"",
+        );
+        let c = Host::new(&[("10-strait.conflist", &other)], true).check();
+        assert!(c.detail.contains("/tmp/other.sock"), "{c:?}");
+        let bridge = r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#;
+        let c = Host::new(
+            &[("05-bridge.conf", bridge), ("10-strait.conflist", GOOD)],
+            true,
+        )
+        .check();
+        assert_eq!(c.verdict, Verdict::Warn, "another config first: {c:?}");
+        assert!(c.detail.contains("05-bridge.conf"));
+        let c = Host::new(&[("05-bridge.conf", bridge)], true).check();
+        assert_eq!(c.verdict, Verdict::Warn, "none for strait: {c:?}");
+    }
+}

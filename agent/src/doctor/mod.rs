@@ -1,0 +1,297 @@
+//! `netctl doctor` and `netctl topology`, the agent's side: this node checks itself
+//! ([`Doctor::check_node`]: every check with its verdict and fix, and its links to
+//! other nodes), and answers the same for any node that asks through the store
+//! ([`exchange`]: `netctl doctor --all-nodes`). Reads only: nothing here changes the
+//! kernel or the store, but for the short-lived request and answer keys under
+//! `doctor/`.
+//!
+//! Every check is bounded in time (the store by [`STORE_TIMEOUT`], the MTU probes by
+//! theirs), so an unreachable etcd or a silent peer makes a slow verdict, never a
+//! hung command.
+
+pub mod cni;
+pub mod exchange;
+pub mod host;
+pub mod links;
+pub mod mtu;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strait_api::FabricMode;
+use strait_api::doctor::{
+    Check, DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DoctorQuery, NodeHealth,
+};
+
+use crate::api::AppState;
+use crate::netlink::Netlink;
+use crate::node::Underlay;
+
+/// The longest any one store read of a check may take.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the checks need beyond the agent's owners: the host's kernel handle and the
+/// facts start-up found.
+pub struct Doctor {
+    pub netlink: Netlink,
+    pub underlay: Underlay,
+    pub socket: PathBuf,
+    pub site: String,
+    /// `/proc/sys` and `/proc/sys/kernel`'s root: the tests point them elsewhere.
+    pub proc_sys: PathBuf,
+}
+
+impl Doctor {
+    pub fn new(netlink: Netlink, underlay: Underlay, socket: PathBuf, site: String) -> Self {
+        Self {
+            netlink,
+            underlay,
+            socket,
+            site,
+            proc_sys: PathBuf::from("/proc/sys"),
+        }
+    }
+
+    /// Every check of this node, and its links (only the links with `links_only`).
+    pub async fn check_node(&self, s: &AppState, q: &DoctorQuery) -> NodeHealth {
+        let mut checks = Vec::new();
+        let mut links = Vec::new();
+        let readiness = s.readiness().await;
+        let owners = s.owners();
+        let fabric = s.fabric_mode;
+        let report = match owners {
+            Some(o) => Some(o.fabric.report().await),
+            None => None,
+        };
+        let bgp_peers = match owners.and_then(|o| o.bgp.as_ref()) {
+            Some(b) => Some(b.peers().await),
+            None => None,
+        };
+        let ipsec = match s.ipsec() {
+            Ok(h) => h.status().await,
+            Err(_) => None,
+        };
+        if let Some(r) = &report {
+            links.extend(links::fabric(r));
+        }
+        if let Some(Ok(peers)) = &bgp_peers {
+            links.extend(links::bgp(peers));
+        }
+        if let Some(st) = &ipsec {
+            links.extend(links::ipsec(st));
+        }
+        let blocks = match owners {
+            Some(o) => o
+                .attacher
+                .ipam()
+                .view()
+                .await
+                .map(|v| {
+                    v.blocks
+                        .iter()
+                        .filter(|b| b.affinity.as_deref() == Some(s.node.as_str()))
+                        .count()
+                })
+                .unwrap_or(0),
+            None => 0,
+        };
+        let health = |checks, links| NodeHealth {
+            node: s.node.clone(),
+            site: self.site.clone(),
+            fabric: fabric.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            clock_ms: now_ms(),
+            checks,
+            links,
+            blocks,
+        };
+        if q.links_only {
+            return health(checks, links);
+        }
+
+        checks.push(state::agent(&readiness, &s.phase()));
+        let mut records = None;
+        match owners {
+            Some(o) => {
+                let store = o.registry.store();
+                let started = Instant::now();
+                let key = crate::node::node_key(&s.node);
+                let read = tokio::time::timeout(STORE_TIMEOUT, store.get(&key)).await;
+                let took = started.elapsed();
+                let read = match read {
+                    Ok(Ok(kv)) => Ok(kv),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", STORE_TIMEOUT.as_secs())),
+                };
+                checks.push(state::store(
+                    &store.describe(),
+                    &read.as_ref().map(|_| Some(())).map_err(Clone::clone),
+                    took,
+                ));
+                let record_lease = read
+                    .as_ref()
+                    .ok()
+                    .map(|kv| kv.as_ref().and_then(|kv| kv.lease));
+                checks.push(state::lease(&s.node, record_lease, o.registry.lease()));
+                if read.is_ok()
+                    && let Ok(Ok(nodes)) =
+                        tokio::time::timeout(STORE_TIMEOUT, o.registry.nodes()).await
+                {
+                    checks.push(state::versions(&s.node, env!("CARGO_PKG_VERSION"), &nodes));
+                    records = Some(nodes);
+                } else {
+                    checks.push(Check::skip("versions", "the store did not answer"));
+                }
+            }
+            None => {
+                checks.push(Check::skip("store", "the agent has not opened it yet"));
+            }
+        }
+        let ipv6 = s.pools.iter().any(|p| matches!(p, ipnet::IpNet::V6(_)));
+        checks.push(host::forwarding(&self.proc_sys, ipv6));
+        let mut devices: Vec<String> = self.underlay.iface.iter().cloned().collect();
+        if let Some(d) = report.as_ref().and_then(|r| r.device.as_ref()) {
+            devices.push(d.name.clone());
+        }
+        checks.push(host::rp_filter(&self.proc_sys, fabric, &devices));
+        if let Some(o) = owners {
+            let container = o.attacher.config().container_mtu();
+            let host_mtu = mtu::HostMtu {
+                fabric,
+                container,
+                underlay: crate::daemon::underlay_mtu(&self.netlink, &self.underlay).await,
+                underlay_iface: self.underlay.iface.clone(),
+                ipv6_underlay: self.underlay.v4.is_none(),
+                vxlan_device: report
+                    .as_ref()
+                    .and_then(|r| r.device.as_ref())
+                    .map(|d| d.mtu),
+            };
+            checks.push(mtu::local(&host_mtu));
+            checks.push(
+                self.probe_paths(&s.node, fabric, container, records.as_deref())
+                    .await,
+            );
+        }
+        match &report {
+            Some(r) if fabric != FabricMode::None => checks.push(state::fabric(r)),
+            Some(_) => checks.push(Check::skip("fabric", "--fabric none: single host")),
+            None => checks.push(Check::skip("fabric", "not started")),
+        }
+        checks.push(state::fast_path(
+            s.fast_path().map(|fp| fp.maps().map_err(|e| e.to_string())),
+        ));
+        checks.push(state::bgp(bgp_peers));
+        if let Some(o) = owners {
+            let grace = o.attacher.config().gc_grace;
+            let view = tokio::time::timeout(STORE_TIMEOUT, o.attacher.ipam().view()).await;
+            let found =
+                tokio::time::timeout(STORE_TIMEOUT, o.attacher.ipam_check(Duration::ZERO)).await;
+            match (view, found) {
+                (Ok(Ok(view)), Ok(Ok(report))) => {
+                    checks.extend(state::ipam(&view, &report.issues, grace))
+                }
+                _ => checks.push(Check::skip("ipam", "the store did not answer")),
+            }
+        }
+        checks.push(state::pending_dels(&s.state_dir));
+        checks.push(Check::skip(
+            "clock",
+            "compared across nodes: netctl doctor --all-nodes",
+        ));
+        checks.push(host::conntrack(&self.proc_sys));
+        checks.push(host::kernel(
+            &self.proc_sys,
+            &host::Features {
+                ebpf: ebpf_state(s),
+                vxlan_wanted: fabric == FabricMode::Vxlan,
+                vxlan_device: report.as_ref().is_some_and(|r| r.device.is_some()),
+                esp: ipsec.as_ref().and_then(|st| {
+                    st.datapath.as_ref().map(|d| match &st.datapath_reason {
+                        Some(r) => format!("{d} ({r})"),
+                        None => d.clone(),
+                    })
+                }),
+            },
+        ));
+        let conf_dir = q.cni_conf_dir.as_deref().unwrap_or(DEFAULT_CNI_CONF_DIR);
+        let bin_dirs: Vec<PathBuf> = q
+            .cni_bin_dir
+            .as_deref()
+            .unwrap_or(DEFAULT_CNI_BIN_DIR)
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        checks.push(cni::check(Path::new(conf_dir), &bin_dirs, &self.socket));
+        health(checks, links)
+    }
+
+    /// The DF probe to every other live node of this fabric, all at once.
+    async fn probe_paths(
+        &self,
+        me: &str,
+        fabric: FabricMode,
+        container: u32,
+        records: Option<&[strait_api::NodeRecord]>,
+    ) -> Check {
+        let Some(records) = records else {
+            return Check::skip("mtu-path", "the store did not answer: no peer list");
+        };
+        let asks: Vec<_> = records
+            .iter()
+            .filter(|n| n.name != me && n.fabric == fabric)
+            .filter_map(|n| Some((n.name.clone(), mtu::probe_target(fabric, n)?)))
+            .map(|(name, addr)| {
+                let size = container as usize;
+                (
+                    name,
+                    addr,
+                    tokio::task::spawn_blocking(move || mtu::probe(addr, size)),
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for (name, addr, ask) in asks {
+            let r = ask
+                .await
+                .unwrap_or_else(|e| mtu::PathMtu::Error(e.to_string()));
+            results.push((name, addr, r));
+        }
+        mtu::paths(container, &results)
+    }
+}
+
+/// What of eBPF this agent has loaded.
+fn ebpf_state(s: &AppState) -> Result<String, String> {
+    let mut loaded = Vec::new();
+    if let Some(fp) = s.fast_path() {
+        let st = fp.status();
+        loaded.push(if st.active {
+            "fast path active".to_string()
+        } else {
+            format!(
+                "fast path loaded, inactive ({})",
+                st.reason.unwrap_or_default()
+            )
+        });
+    }
+    if s.policy().is_some() {
+        loaded.push("policy datapath".into());
+    }
+    if s.services().is_ok() {
+        loaded.push("service balancer".into());
+    }
+    if loaded.is_empty() {
+        return Ok("no program loaded yet".into());
+    }
+    Ok(loaded.join(", "))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
