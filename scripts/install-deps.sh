@@ -54,7 +54,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # install; the tests run their own inside namespaces. Stop and disable only the
   # services of packages installed just now, never ones the machine already ran.
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    for unit in bird:bird2 frr:frr gobgpd:gobgpd docker.socket:docker.io docker:docker.io; do
+    for unit in bird:bird2 frr:frr gobgpd:gobgpd docker.socket:docker.io docker:docker.io \
+        prometheus:prometheus; do
       case " ${missing[*]} " in
         *" ${unit#*:} "*) systemctl disable --now "${unit%%:*}" >/dev/null 2>&1 || true ;;
       esac
