@@ -48,7 +48,8 @@ const CONFIG: &str = "/etc/strait/straitd.toml";
 const PLUGIN: &str = "/opt/cni/bin/strait";
 /// Trees compared before install and after purge. dpkg's own database is left out
 /// (its records of strait are checked with dpkg-query), and so are the data dirs of
-/// runtimes other tests may run at the same time.
+/// runtimes other tests may run at the same time (containerd 1.6 and Podman keep
+/// their CNI result cache in the global /var/lib/cni).
 const SNAPSHOT_ROOTS: &[&str] = &["/usr", "/etc", "/opt", "/var/lib", "/lib/systemd"];
 const SNAPSHOT_SKIP: &[&str] = &[
     "/var/lib/dpkg",
@@ -56,6 +57,7 @@ const SNAPSHOT_SKIP: &[&str] = &[
     "/var/lib/containerd",
     "/var/lib/containers",
     "/var/lib/apt",
+    "/var/lib/cni",
 ];
 
 fn repo() -> PathBuf {
