@@ -355,27 +355,58 @@ fn proc_caps(pid: u32, field: &str) -> u64 {
     u64::from_str_radix(hex, 16).expect("hex caps")
 }
 
-/// The installed straitd run as the unit runs it, in a namespace of the test's.
-/// Killed by PID on drop, its namespace lock, pins and cgroup removed.
+/// The installed straitd run as the unit runs it, in a namespace of the test's, with
+/// a `$NOTIFY_SOCKET` of the test's as systemd gives a `Type=notify` service. Killed
+/// by PID on drop, its namespace lock, pins and cgroup removed.
 struct UnitAgent {
     child: Option<Child>,
     argv: Vec<String>,
     netns: String,
     socket: PathBuf,
     log: PathBuf,
+    notify_path: PathBuf,
+    notify: std::os::unix::net::UnixDatagram,
 }
 
 impl UnitAgent {
-    fn start(host: &Netns, argv: Vec<String>, socket: PathBuf, log: PathBuf) -> Self {
+    fn start(host: &Netns, argv: Vec<String>, dir: &Path) -> Self {
+        let notify_path = dir.join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
         let mut a = Self {
             child: None,
             argv,
             netns: host.name().to_string(),
-            socket,
-            log,
+            socket: dir.join("strait.sock"),
+            log: dir.join("straitd.log"),
+            notify_path,
+            notify,
         };
         a.launch();
         a
+    }
+
+    /// Waits for a notification holding `what` (`READY=1`), as systemd does for a
+    /// `Type=notify` service; returns every message read until then.
+    fn expect_notify(&self, what: &str) -> String {
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            self.notify
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .expect("timeout");
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.push_str(&msg);
+                if msg.lines().any(|l| l == what) {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "no {what} on $NOTIFY_SOCKET within 60 s (got {seen:?}):\n{}",
+            self.log_text()
+        );
     }
 
     fn launch(&mut self) {
@@ -388,12 +419,16 @@ impl UnitAgent {
             .args(["netns", "exec", &self.netns])
             .args(&self.argv)
             .env("STRAIT_LOG", "debug")
+            .env("NOTIFY_SOCKET", &self.notify_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
             .expect("start straitd");
         self.child = Some(child);
+        // Type=notify: systemd deems the service started on READY=1; the API answers
+        // ready by then.
+        self.expect_notify("READY=1");
         self.wait_ready();
     }
 
@@ -436,11 +471,12 @@ impl UnitAgent {
         }
     }
 
-    /// SIGTERM (the unit's stop), then start again.
+    /// SIGTERM (the unit's stop: the agent says STOPPING=1), then start again.
     fn restart(&mut self) {
         if let Some(c) = self.child.take() {
             strait_testbeds::process::terminate(c, Duration::from_secs(30));
         }
+        self.expect_notify("STOPPING=1");
         self.launch();
     }
 }
@@ -710,12 +746,7 @@ fn the_package_installs_runs_upgrades_and_purges_without_a_trace() {
     let unit = UnitRun::read();
     let config = test_config(dir.path(), &host, "pkg1");
     let socket = dir.path().join("strait.sock");
-    let mut agent = UnitAgent::start(
-        &host,
-        unit.argv(&config),
-        socket.clone(),
-        dir.path().join("straitd.log"),
-    );
+    let mut agent = UnitAgent::start(&host, unit.argv(&config), dir.path());
     assert_eq!(
         proc_caps(agent.pid(), "CapBnd"),
         unit.mask(),
