@@ -1685,6 +1685,20 @@ note: fail nodes: h3 did not answer
     }
 
     #[test]
+    fn an_empty_cluster_draws_and_is_healthy() {
+        let t = Topology::build(&[], None);
+        assert!(t.healthy());
+        assert_eq!(
+            render_tree(&t, false),
+            "cluster (0 nodes, 0 sites, 0 links)\n"
+        );
+        let svg = render_svg(&t);
+        check_xml(&svg);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        assert!(render_dot(&t).ends_with("graph \"strait\" {\n  graph [label=\"strait cluster: 0 nodes, 0 sites, 0 links\", labelloc=t, fontname=\"Helvetica\", fontsize=14];\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=9];\n}\n"));
+    }
+
+    #[test]
     fn the_xml_check_catches_what_it_should() {
         for bad in [
             "<svg><g></svg>",
