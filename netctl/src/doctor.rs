@@ -21,8 +21,11 @@ pub struct DoctorArgs {
     #[arg(long)]
     all_nodes: bool,
     /// Where this host's runtimes look for CNI network configs.
-    #[arg(long, default_value = "/etc/cni/net.d")]
+    #[arg(long, default_value = strait_api::doctor::DEFAULT_CNI_CONF_DIR)]
     cni_conf_dir: String,
+    /// Where they look for CNI plugins, `:`-separated.
+    #[arg(long, default_value = strait_api::doctor::DEFAULT_CNI_BIN_DIR)]
+    cni_bin_dir: String,
 }
 
 /// Long enough for every node's probes (each bounded by a few seconds) and the
@@ -32,10 +35,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(socket: &Path, out: Output, args: &DoctorArgs) -> Result<ExitCode> {
     let client = Client::new(socket).with_timeout(TIMEOUT);
     let path = format!(
-        "{}?all_nodes={}&cni_conf_dir={}",
+        "{}?all_nodes={}&cni_conf_dir={}&cni_bin_dir={}",
         paths::DOCTOR,
         args.all_nodes,
-        encode(&args.cni_conf_dir)
+        encode(&args.cni_conf_dir),
+        encode(&args.cni_bin_dir)
     );
     let report = match client.get::<DoctorReport>(&path) {
         Ok(r) => r,
@@ -63,7 +67,7 @@ fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' | b':' => {
                 out.push(b as char)
             }
             _ => out.push_str(&format!("%{b:02X}")),

@@ -114,8 +114,10 @@ pub fn fabric(r: &RouteReport) -> Check {
         count(EntryState::Stale),
     );
     let history = format!(
-        "{} reconciliations, {} failed",
-        r.reconciles, r.reconcile_errors
+        "{} reconciliation{}, {} failed",
+        r.reconciles,
+        plural(r.reconciles as usize),
+        r.reconcile_errors
     );
     if missing + stale > 0 || !r.overrides.is_empty() {
         let first: Vec<String> = r

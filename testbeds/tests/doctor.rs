@@ -1,0 +1,344 @@
+//! `netctl doctor` and `netctl topology` against real agents: three hosts on the
+//! VXLAN fabric with etcd, a container on each. Healthy, every check is ok and the
+//! exit status 0, on one node and with `--all-nodes`; then one fault at a time, each
+//! put right before the next: IP forwarding off, an FDB entry deleted behind the
+//! agent, a host whose underlay MTU is smaller than the others', a leaked address,
+//! etcd stopped. Each must be named by its check with the right exit status. The
+//! topology is checked as DOT by Graphviz's `dot` and as the SVG netctl draws.
+//!
+//! Root, etcd and Graphviz needed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use strait_testbeds::cluster::probe;
+use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
+use strait_testbeds::wait_until;
+
+const CONVERGE: Duration = Duration::from_secs(40);
+const POLL: Duration = Duration::from_millis(500);
+
+fn privileged(test: &str) -> bool {
+    strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
+}
+
+/// A host's CNI config directory with a valid strait conflist, and the plugin's dir.
+/// The hosts of the bed share one file system, and `--all-nodes` hands every node the
+/// asker's directories: the conflist names no socket, so it is valid on every host.
+struct CniDirs {
+    conf: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl CniDirs {
+    fn new() -> Self {
+        let conf = tempfile::tempdir().expect("tempdir");
+        let list = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "podnet",
+            "plugins": [{"type": "strait"}],
+        });
+        std::fs::write(conf.path().join("10-strait.conflist"), list.to_string())
+            .expect("write conflist");
+        let bin = strait_testbeds::bins::bin("strait")
+            .parent()
+            .expect("plugin dir")
+            .to_path_buf();
+        Self { conf, bin }
+    }
+}
+
+/// `netctl doctor -o json` on `host`: exit code and report.
+fn doctor(host: &ClusterHost, dirs: &CniDirs, all_nodes: bool) -> (i32, Value) {
+    let mut args = vec![
+        "--socket".to_string(),
+        host.agent.socket.display().to_string(),
+        "doctor".into(),
+        "-o".into(),
+        "json".into(),
+        "--cni-conf-dir".into(),
+        dirs.conf.path().display().to_string(),
+        "--cni-bin-dir".into(),
+        dirs.bin.display().to_string(),
+    ];
+    if all_nodes {
+        args.push("--all-nodes".into());
+    }
+    let out = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+        .args(&args)
+        .output()
+        .expect("run netctl doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "doctor's JSON: {e}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// The check `name` of node `node` in a report.
+fn check<'a>(report: &'a Value, node: &str, name: &str) -> &'a Value {
+    report["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["node"] == node)
+        .flat_map(|n| n["checks"].as_array().into_iter().flatten())
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} of {node} in {report:#}"))
+}
+
+/// Every check of every node that is not ok or skip, as `node/check: detail`.
+fn findings(report: &Value) -> Vec<String> {
+    let mut out = vec![];
+    for n in report["nodes"].as_array().into_iter().flatten() {
+        for c in n["checks"].as_array().into_iter().flatten() {
+            if c["verdict"] != "ok" && c["verdict"] != "skip" {
+                out.push(format!(
+                    "{}/{}: {} {}",
+                    n["node"], c["name"], c["verdict"], c["detail"]
+                ));
+            }
+        }
+    }
+    for c in report["cluster"].as_array().into_iter().flatten() {
+        if c["verdict"] != "ok" && c["verdict"] != "skip" {
+            out.push(format!(
+                "cluster/{}: {} {}",
+                c["name"], c["verdict"], c["detail"]
+            ));
+        }
+    }
+    out
+}
+
+/// Ok once the doctor finds nothing on `host` (every node with `all_nodes`).
+fn healthy(host: &ClusterHost, dirs: &CniDirs, all_nodes: bool) -> Result<(), String> {
+    let (code, report) = doctor(host, dirs, all_nodes);
+    match code {
+        0 => Ok(()),
+        _ => Err(format!("exit {code}: {:?}", findings(&report))),
+    }
+}
+
+fn underlay_iface(host: &ClusterHost) -> String {
+    let addrs = host.ns.ip_json(&["-4", "addr", "show"]);
+    for link in addrs.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if a["local"] == host.underlay_v4.to_string() {
+                return link["ifname"].as_str().expect("ifname").to_string();
+            }
+        }
+    }
+    panic!("{}: no interface holds {}", host.name, host.underlay_v4);
+}
+
+fn sh(host: &ClusterHost, argv: &[&str]) {
+    let out = host.exec(argv);
+    assert!(
+        out.status.success(),
+        "{} {argv:?}: {}",
+        host.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn doctor_names_each_fault_and_topology_draws_the_cluster() {
+    if !privileged("doctor_names_each_fault_and_topology_draws_the_cluster") {
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterOpts::new(3, Fabric::Vxlan));
+    let a = cluster.add_container(0, "a");
+    let b = cluster.add_container(1, "b");
+    let c = cluster.add_container(2, "c");
+    for (from, to) in [(&a, &b), (&b, &c), (&c, &a)] {
+        probe::wait_ping(&from.ns, to.ip4(), CONVERGE).expect("mesh");
+    }
+    let dirs: Vec<CniDirs> = (0..3).map(|_| CniDirs::new()).collect();
+    let (h1, h2, h3) = (cluster.host(0), cluster.host(1), cluster.host(2));
+
+    // Healthy: every check ok (or not applicable), exit 0, here and everywhere.
+    let (code, report) = doctor(h1, &dirs[0], false);
+    assert_eq!(findings(&report), Vec::<String>::new(), "{report:#}");
+    assert_eq!(code, 0);
+    assert_eq!(
+        check(&report, "h1", "mtu-path")["verdict"],
+        "ok",
+        "{report:#}"
+    );
+    let (code, report) = doctor(h1, &dirs[0], true);
+    assert_eq!(findings(&report), Vec::<String>::new(), "{report:#}");
+    assert_eq!(code, 0);
+    assert_eq!(
+        report["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{report:#}"
+    );
+    println!("healthy, all nodes:\n{report:#}");
+
+    // Topology: DOT that Graphviz renders, and netctl's own SVG.
+    topology(h1);
+
+    // IP forwarding off on h2.
+    sh(h2, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let (code, report) = doctor(h2, &dirs[1], false);
+    sh(h2, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let c = check(&report, "h2", "ip-forwarding");
+    assert_eq!(c["verdict"], "fail", "{report:#}");
+    assert!(
+        c["fix"].as_str().unwrap().contains("net.ipv4.ip_forward=1"),
+        "{c}"
+    );
+    assert_eq!(code, 2);
+
+    // An FDB entry deleted behind the agent's back (it puts it back within its resync:
+    // if that happened before the doctor looked, delete again).
+    let mut seen = false;
+    for _ in 0..3 {
+        let fdb = h1.vxlan_fdb();
+        let (mac, dst) = fdb
+            .iter()
+            .find_map(|(mac, dst)| Some((mac.clone(), (*dst)?)))
+            .expect("an FDB entry with a destination");
+        let dst = dst.to_string();
+        sh(
+            h1,
+            &[
+                "bridge",
+                "fdb",
+                "del",
+                &mac,
+                "dev",
+                "strait.vxlan",
+                "dst",
+                &dst,
+            ],
+        );
+        let (code, report) = doctor(h1, &dirs[0], false);
+        let c = check(&report, "h1", "fabric");
+        if c["verdict"] == "fail" {
+            assert!(c["detail"].as_str().unwrap().contains(&mac), "{c}");
+            assert!(c["fix"].is_string(), "{c}");
+            assert_eq!(code, 2);
+            seen = true;
+            break;
+        }
+        // Put back already: the next resync is 30 s away.
+        assert!(h1.vxlan_fdb().iter().any(|(m, _)| *m == mac), "{report:#}");
+    }
+    assert!(seen, "a deleted FDB entry was never reported");
+    wait_until("the fabric puts the FDB entry back", CONVERGE, POLL, || {
+        healthy(h1, &dirs[0], false)
+    })
+    .unwrap();
+
+    // h3's underlay carries less than the others': its own check sees its containers'
+    // MTU exceed it, and h1's DF probe finds full-size packets to h3 lost.
+    let iface = underlay_iface(h3);
+    sh(h3, &["ip", "link", "set", "dev", &iface, "mtu", "1400"]);
+    let (code3, report3) = doctor(h3, &dirs[2], false);
+    let (code1, report1) = doctor(h1, &dirs[0], false);
+    sh(h3, &["ip", "link", "set", "dev", &iface, "mtu", "1500"]);
+    let local = check(&report3, "h3", "mtu");
+    assert_eq!(local["verdict"], "fail", "{report3:#}");
+    assert!(local["fix"].as_str().unwrap().contains("--mtu"), "{local}");
+    assert_eq!(code3, 2);
+    let path = check(&report1, "h1", "mtu-path");
+    assert_eq!(path["verdict"], "fail", "{report1:#}");
+    assert!(path["detail"].as_str().unwrap().contains("h3"), "{path}");
+    assert!(!path["detail"].as_str().unwrap().contains("h2"), "{path}");
+    assert_eq!(code1, 2);
+    wait_until("h3 healthy with its MTU back", CONVERGE, POLL, || {
+        healthy(h3, &dirs[2], false)
+    })
+    .unwrap();
+
+    // A leaked address: a container's netns deleted without a CNI DEL.
+    let leak = cluster.add_container(1, "leak");
+    let leaked = leak.ip4().to_string();
+    let h2 = cluster.host(1);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "delete", leak.ns.name()])
+        .output()
+        .expect("ip netns delete");
+    assert!(out.status.success());
+    let (code, report) = doctor(h2, &dirs[1], false);
+    let c = check(&report, "h2", "ipam-leaks");
+    assert_eq!(c["verdict"], "warn", "{report:#}");
+    assert!(c["detail"].as_str().unwrap().contains(&leaked), "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("ipam release"), "{c}");
+    assert_eq!(code, 1, "a leak alone is a warning: {report:#}");
+    cluster.remove_container("leak");
+
+    // etcd stopped: the store check fails, in bounded time, and names the fix.
+    cluster.kill_etcd();
+    let (code, report) = doctor(cluster.host(0), &dirs[0], false);
+    cluster.restart_etcd();
+    let c = check(&report, "h1", "store");
+    assert_eq!(c["verdict"], "fail", "{report:#}");
+    assert!(c["fix"].as_str().unwrap().contains("etcd"), "{c}");
+    assert_eq!(code, 2);
+    wait_until(
+        "healthy once etcd is back",
+        Duration::from_secs(60),
+        POLL,
+        || healthy(cluster.host(0), &dirs[0], true),
+    )
+    .unwrap();
+}
+
+/// `netctl topology`: the tree names every node; `-o dot` is rendered by Graphviz;
+/// `-o svg FILE` is a picture naming every node.
+fn topology(h1: &ClusterHost) {
+    let (ok, tree) = h1.netctl(&["topology"]);
+    assert!(ok, "{tree}");
+    for n in ["h1", "h2", "h3"] {
+        assert!(tree.contains(n), "{tree}");
+    }
+    let (ok, dot) = h1.netctl(&["topology", "-o", "dot"]);
+    assert!(ok, "{dot}");
+    let svg = render_dot(&dot);
+    for n in ["h1", "h2", "h3"] {
+        assert!(svg.contains(n), "Graphviz's SVG lacks {n}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cluster.svg");
+    let (ok, out) = h1.netctl(&["topology", "-o", "svg", file.to_str().expect("utf-8")]);
+    assert!(ok, "{out}");
+    let own = std::fs::read_to_string(&file).expect("svg written");
+    assert!(
+        own.contains("<svg") && own.trim_end().ends_with("</svg>"),
+        "{own}"
+    );
+    for n in ["h1", "h2", "h3"] {
+        assert!(own.contains(n), "netctl's SVG lacks {n}");
+    }
+}
+
+fn render_dot(dot: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("Graphviz's dot (apt install graphviz)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dot.as_bytes())
+        .expect("write DOT");
+    let out = child.wait_with_output().expect("dot");
+    assert!(
+        out.status.success(),
+        "dot refused the DOT: {}\n{dot}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 svg")
+}
