@@ -99,6 +99,9 @@ respond() {
 }
 
 probe_up() {
+    if ! command -v ping >/dev/null && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q iputils-ping >&2
+    fi
     mkdir -p "$shared/probes" "$shared/results" "$run_dir"
     probe_down
     ip netns add "$probe_ns"

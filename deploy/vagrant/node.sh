@@ -47,37 +47,10 @@ ready_secs=${STRAIT_READY_SECS:-120}
 
 case "$fabric" in vxlan | host-gw | bgp | none) ;; *) die "STRAIT_FABRIC: vxlan, host-gw, bgp or none, not $fabric" ;; esac
 
-# --- the package ---------------------------------------------------------------
-deb=${STRAIT_DEB:-}
-if [ -n "$deb" ] && [ -d "$deb" ]; then
-    dir=$deb
-    deadline=$((SECONDS + ${STRAIT_DEB_WAIT_SECS:-3600}))
-    while :; do
-        deb=$(ls -t "$dir"/strait_*_amd64.deb 2>/dev/null | head -n1 || true)
-        [ -n "$deb" ] && break
-        [ "$SECONDS" -lt "$deadline" ] || die "no strait_*_amd64.deb in $dir"
-        log "waiting for a package in $dir (node1 builds it)"
-        sleep 10
-    done
-fi
-if [ -n "$deb" ]; then
-    [ -f "$deb" ] || die "STRAIT_DEB=$deb: no such file"
-    want=$(dpkg-deb -f "$deb" Version)
-    have=$(dpkg-query -W -f='${Status} ${Version}' strait 2>/dev/null || true)
-    if [ "$have" = "install ok installed $want" ]; then
-        log "strait $want already installed"
-    else
-        log "installing $deb"
-        # --force-confold: a re-provisioned node keeps the config this script wrote.
-        if ! dpkg -i --force-confold "$deb" >&2; then
-            # Missing dependencies on a fresh VM: let apt bring them and finish.
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -f -o Dpkg::Options::=--force-confold >&2
-        fi
-    fi
-fi
-[ -x /usr/bin/straitd ] || die "strait is not installed (set STRAIT_DEB)"
-
 # --- the config ----------------------------------------------------------------
+# Written before the package is installed: on a systemd host its postinst starts the
+# agent at once, which then starts with this node's config (dpkg keeps the file, as
+# --force-confold says, rather than putting the default in its place).
 underlay_iface=${STRAIT_UNDERLAY_IFACE:-}
 underlay_addr=${STRAIT_UNDERLAY_ADDR:-}
 if [ -n "$underlay_addr" ] && [ -z "$underlay_iface" ]; then
@@ -111,6 +84,36 @@ tmp=$config.tmp.$$
 } >"$tmp"
 mv "$tmp" "$config"
 log "wrote $config"
+
+# --- the package ---------------------------------------------------------------
+deb=${STRAIT_DEB:-}
+if [ -n "$deb" ] && [ -d "$deb" ]; then
+    dir=$deb
+    deadline=$((SECONDS + ${STRAIT_DEB_WAIT_SECS:-3600}))
+    while :; do
+        deb=$(ls -t "$dir"/strait_*_amd64.deb 2>/dev/null | head -n1 || true)
+        [ -n "$deb" ] && break
+        [ "$SECONDS" -lt "$deadline" ] || die "no strait_*_amd64.deb in $dir"
+        log "waiting for a package in $dir (node1 builds it)"
+        sleep 10
+    done
+fi
+if [ -n "$deb" ]; then
+    [ -f "$deb" ] || die "STRAIT_DEB=$deb: no such file"
+    want=$(dpkg-deb -f "$deb" Version)
+    have=$(dpkg-query -W -f='${Status} ${Version}' strait 2>/dev/null || true)
+    if [ "$have" = "install ok installed $want" ]; then
+        log "strait $want already installed"
+    else
+        log "installing $deb"
+        # --force-confold: a re-provisioned node keeps the config this script wrote.
+        if ! dpkg -i --force-confold "$deb" >&2; then
+            # Missing dependencies on a fresh VM: let apt bring them and finish.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -f -o Dpkg::Options::=--force-confold >&2
+        fi
+    fi
+fi
+[ -x /usr/bin/straitd ] || die "strait is not installed (set STRAIT_DEB)"
 
 # --- start ---------------------------------------------------------------------
 if [ "$start" = auto ]; then

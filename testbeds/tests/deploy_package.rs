@@ -14,8 +14,9 @@
 //! * The provisioning scripts of `deploy/vagrant/` (the ones the VMs run) against
 //!   three namespace hosts on one etcd: `node.sh` installs the package and starts an
 //!   agent on each, `check.sh` makes the probes and prints the cross-node table, which
-//!   must be all `ok`, for the vxlan and the host-gw fabric; `check.sh probe-down`
-//!   removes the probes and their addresses.
+//!   must be all `ok`, for the vxlan and the host-gw fabric (and, with no fabric,
+//!   `fail` between nodes: the check does fail); `check.sh probe-down` removes the
+//!   probes and their addresses.
 //!
 //! dpkg is global to the machine: the tests that install the package take [`DPKG`]
 //! one at a time, and refuse to run on a machine where strait is installed (or its
@@ -1163,9 +1164,9 @@ fn provision_and_check(fabric: &str) {
     for (h, s) in bed.hosts.iter().zip(&bed.started) {
         assert_eq!(s.what, "straitd");
         let config = std::fs::read_to_string(h.dir.join("straitd.toml")).expect("config");
+        let fabric_line = config.contains(&format!("fabric = \"{fabric}\""));
         assert!(
-            config.contains(&format!("fabric = \"{fabric}\""))
-                && config.contains("underlay_iface = \"eth0\""),
+            fabric_line == (fabric != "none") && config.contains("underlay_iface = \"eth0\""),
             "node.sh wrote the node's config: {config}"
         );
         assert_eq!(
@@ -1195,21 +1196,28 @@ fn provision_and_check(fabric: &str) {
     let out = last.script("check.sh", &["check"], &env);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("cross-node check ({fabric}):\n{table}");
-    assert!(out.status.success(), "check: {}", text(&out));
     let rows: Vec<Vec<&str>> = table
         .lines()
         .filter(|l| l.starts_with('h'))
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 3, "a row per node: {table}");
-    for row in &rows {
+    let connected = fabric != "none";
+    for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.len(), 4, "{table}");
-        assert!(
-            row[1..].iter().all(|c| *c == "ok"),
-            "every cell ok: {table}"
-        );
+        for (j, cell) in row[1..].iter().enumerate() {
+            // Without a fabric only a node's own probe answers.
+            let want = if connected || i == j { "ok" } else { "fail" };
+            assert_eq!(*cell, want, "{} -> h{}: {table}", row[0], j + 1);
+        }
     }
-    assert!(table.contains("all 9 pairs ok"), "{table}");
+    if connected {
+        assert!(out.status.success(), "check: {}", text(&out));
+        assert!(table.contains("all 9 pairs ok"), "{table}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "check fails: {}", text(&out));
+        assert!(table.contains("6 pairs not ok"), "{table}");
+    }
 
     // Teardown: the probes go, their addresses are released, the responders exit.
     for h in &bed.hosts {
@@ -1288,4 +1296,11 @@ fn the_vagrant_provisioning_scripts_build_a_vxlan_cluster_of_namespace_hosts() {
 #[test]
 fn the_vagrant_provisioning_scripts_build_a_host_gw_cluster_of_namespace_hosts() {
     provision_and_check("host-gw");
+}
+
+/// The check is no rubber stamp: nodes with no fabric between them reach only their
+/// own probe, and it says so.
+#[test]
+fn the_cross_node_check_reports_pairs_that_cannot_reach_each_other() {
+    provision_and_check("none");
 }
