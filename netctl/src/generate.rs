@@ -43,7 +43,11 @@ fn page(cmd: &clap::Command, name: &str, dir: &Path, written: &mut Vec<String>) 
     std::fs::write(dir.join(&file), out)
         .with_context(|| format!("writing {}", dir.join(&file).display()))?;
     written.push(file);
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // clap's own `help` subcommand is `--help` again: no page of its own.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         page(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
     }
     Ok(())

@@ -26,11 +26,9 @@ pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Chec
             return Check::warn(
                 "cni-config",
                 format!("cannot read {}: {e}", conf_dir.display()),
-                format!(
-                    "install strait's network config there (the package's sample: \
-                     /usr/share/strait/10-strait.conflist) or give netctl doctor \
-                     --cni-conf-dir the directory your runtime reads"
-                ),
+                "install strait's network config there (the package's sample: \
+                 /usr/share/strait/10-strait.conflist) or give netctl doctor \
+                 --cni-conf-dir the directory your runtime reads",
             );
         }
     };
