@@ -342,3 +342,121 @@ fn render_dot(dot: &str) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 svg")
 }
+
+/// `netctl topology -o json` on `host`: exit code and what it drew.
+fn topology_json(host: &ClusterHost) -> (i32, Value) {
+    let out = std::process::Command::new(strait_testbeds::bins::bin("netctl"))
+        .arg("--socket")
+        .arg(&host.agent.socket)
+        .args(["topology", "-o", "json"])
+        .output()
+        .expect("run netctl topology");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("topology JSON: {e}: {text}"));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// The BGP links of a topology, as (a, b, up, reflector).
+fn bgp_links(topo: &Value) -> Vec<(String, String, bool, Option<String>)> {
+    topo["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["kind"] == "bgp")
+        .map(|l| {
+            (
+                l["a"].as_str().unwrap_or_default().to_string(),
+                l["b"].as_str().unwrap_or_default().to_string(),
+                l["up"] == true,
+                l["reflector"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// The BGP fabric with h1 as route reflector: doctor's `bgp` check and the topology's
+/// sessions (reflector marked, no client-to-client session), then h3's agent stopped:
+/// h1's doctor names the session down, the topology draws it down and exits 1.
+#[test]
+fn doctor_and_topology_follow_bgp_sessions() {
+    if !privileged("doctor_and_topology_follow_bgp_sessions") {
+        return;
+    }
+    let mut opts = ClusterOpts::new(3, Fabric::Bgp);
+    opts.node_lease_ttl_secs = Some(5);
+    opts.agent_extra.push("--no-bgp-bfd".into());
+    opts.host_extra.push((
+        0,
+        vec![
+            "--bgp-role".into(),
+            "rr".into(),
+            "--bgp-cluster-id".into(),
+            "10.0.0.250".into(),
+        ],
+    ));
+    let mut cluster = Cluster::start(opts);
+    let dirs = CniDirs::new();
+    wait_until("every node healthy", CONVERGE, POLL, || {
+        healthy(cluster.host(0), &dirs, true)
+    })
+    .unwrap();
+    let (code, report) = doctor(cluster.host(0), &dirs, false);
+    assert_eq!(code, 0);
+    let bgp = check(&report, "h1", "bgp");
+    assert!(
+        bgp["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 sessions Established"),
+        "{bgp}"
+    );
+
+    let (code, topo) = topology_json(cluster.host(1));
+    assert_eq!(code, 0, "{topo:#}");
+    let mut links = bgp_links(&topo);
+    links.sort();
+    let rr = Some("h1".to_string());
+    assert_eq!(
+        links,
+        vec![
+            ("h1".into(), "h2".into(), true, rr.clone()),
+            ("h1".into(), "h3".into(), true, rr.clone()),
+        ],
+        "{topo:#}"
+    );
+    let h1 = topo["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "h1")
+        .unwrap();
+    assert_eq!(h1["route_reflector"], true, "{topo:#}");
+
+    cluster.stop_agent(2);
+    wait_until("h1's session to h3 down", CONVERGE, POLL, || {
+        let (code, report) = doctor(cluster.host(0), &dirs, false);
+        let bgp = check(&report, "h1", "bgp");
+        match (code, bgp["verdict"].as_str()) {
+            (2, Some("fail")) if bgp["detail"].as_str().unwrap_or("").contains("h3") => Ok(()),
+            _ => Err(format!("exit {code}: {bgp}")),
+        }
+    })
+    .unwrap();
+    wait_until("the topology draws h1-h3 down", CONVERGE, POLL, || {
+        let (code, topo) = topology_json(cluster.host(0));
+        let down = bgp_links(&topo)
+            .iter()
+            .any(|(a, b, up, _)| a == "h1" && b == "h3" && !up);
+        match (code, down) {
+            (1, true) => Ok(()),
+            _ => Err(format!("exit {code}: {:?}", bgp_links(&topo))),
+        }
+    })
+    .unwrap();
+    cluster.start_agent(2);
+    wait_until("healthy again", CONVERGE, POLL, || {
+        healthy(cluster.host(0), &dirs, true)
+    })
+    .unwrap();
+}
