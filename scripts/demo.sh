@@ -2,8 +2,8 @@
 # strait's main job, end to end on this host: straitd on the embedded store, two
 # containers started by Podman through the `strait` CNI plugin, ping and TCP between
 # them (IPv4 and IPv6), a network policy enforced in eBPF (netctl monitor shows
-# the denied flow, netctl policy trace explains it), what netctl shows, and a clean
-# teardown.
+# the denied flow, netctl policy trace explains it), what netctl shows, netctl doctor's
+# checks, and a clean teardown.
 #
 # Run as root on Debian 12. `--keep` leaves the agent and containers running.
 set -euo pipefail
@@ -131,4 +131,9 @@ run "$BIN/netctl" ipam show
 run "$BIN/netctl" ipam check
 echo "metrics: curl -s 127.0.0.1:9464/metrics | grep strait_"
 curl -s 127.0.0.1:9464/metrics 2>/dev/null | grep -E '^strait_(cni_requests|endpoints)' || true
+
+say "when something is wrong: netctl doctor checks the node and says what to fix"
+# Podman's CNI dirs here are the demo's own; on a host, the defaults are where runtimes look.
+run "$BIN/netctl" doctor --cni-conf-dir "$DEMO/podman/cni-conf" --cni-bin-dir "$DEMO/cni-bin:/usr/lib/cni" || true
+run "$BIN/netctl" topology || true
 say "demo done"
