@@ -103,6 +103,8 @@ pub struct AgentConfig {
     pub policy_mode: strait_api::policy::PolicyMode,
     /// bpffs directory of policy's pinned maps and programs.
     pub bpf_dir: PathBuf,
+    /// The root the network sysctls are read and written under (`<dir>/net/...`).
+    pub proc_sys_dir: PathBuf,
     /// The Docker plugin, when enabled (`--docker-plugin`).
     pub docker: Option<crate::docker::DockerConfig>,
     /// The Kubernetes API server to follow, when one is given.
@@ -178,6 +180,16 @@ impl AgentConfig {
                 "mtu {m} out of range 576..=65535"
             )));
         }
+        if let Some(dir) = &keys.proc_sys_dir
+            && !dir.is_absolute()
+        {
+            // The agent's threads change namespace, never directory, but a relative root
+            // would still depend on where it was started.
+            return Err(ConfigError::Invalid(format!(
+                "proc_sys_dir {} must be an absolute path",
+                dir.display()
+            )));
+        }
         let service_pools = if keys.service_pools.is_empty() {
             crate::services::pool::defaults_beside(&keys.pools, &keys.disabled_pools)
         } else {
@@ -216,6 +228,9 @@ impl AgentConfig {
             bpf_dir: keys
                 .bpf_dir
                 .unwrap_or_else(|| crate::policy::datapath::DEFAULT_BPF_DIR.into()),
+            proc_sys_dir: keys
+                .proc_sys_dir
+                .unwrap_or_else(|| crate::netlink::DEFAULT_PROC_SYS.into()),
             docker: keys
                 .docker_plugin
                 .unwrap_or(false)
@@ -602,6 +617,17 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_proc_sys_dir_is_refused() {
+        let err = with(&["--proc-sys-dir", "host/proc/sys"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("proc_sys_dir host/proc/sys must be an absolute path"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn disabled_pools_from_flags_or_the_file_as_one_set_with_the_pools() {
         let cfg = with(&[
             "--disabled-pool",
@@ -810,6 +836,14 @@ mod tests {
             default: "/sys/fs/bpf/strait",
             from_file: "/sys/fs/bpf/file",
             from_flag: "/sys/fs/bpf/flag",
+        },
+        Precedence {
+            flag: &["--proc-sys-dir", "/flag/proc/sys"],
+            file: r#"proc_sys_dir = "/host/proc/sys""#,
+            get: |c| c.proc_sys_dir.display().to_string(),
+            default: "/proc/sys",
+            from_file: "/host/proc/sys",
+            from_flag: "/flag/proc/sys",
         },
         Precedence {
             flag: &["--ipsec-gateway", "false"],

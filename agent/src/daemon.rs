@@ -263,7 +263,9 @@ async fn start(
         ipam = ipam.confined_to(ranges).context("--ipam kubernetes")?;
     }
     let ipam = Arc::new(ipam);
-    let host = Netlink::connect().context("opening netlink")?;
+    let host = Netlink::connect()
+        .context("opening netlink")?
+        .with_proc_sys(&cfg.proc_sys_dir);
 
     state.set_phase("registering the node");
     // Made on the first start; a key file others could read stops the agent here.
@@ -400,7 +402,7 @@ async fn start(
 
     state.set_ipsec(ipsec_handle);
     state.set_phase("adopting existing endpoints");
-    crate::netlink::enable_forwarding()
+    host.enable_forwarding()
         .await
         .context("enabling IP forwarding")?;
     if let Err(e) = attacher.sweep_stale_links().await {

@@ -155,6 +155,13 @@ pub struct Keys {
     /// outlive the agent (default /sys/fs/bpf/strait).
     #[arg(long)]
     pub bpf_dir: Option<PathBuf>,
+    /// Where the agent reads and writes the network sysctls (`<dir>/net/...`: forwarding,
+    /// each pod veth's proxy_arp, what `netctl doctor` checks). Default /proc/sys; in a
+    /// container whose /proc/sys is read-only, the host's /proc/sys/net mounted
+    /// read-write at `<dir>/net` (the DaemonSet: /host/proc/sys). The namespace is
+    /// always the opener's, whichever mount of procfs.
+    #[arg(long)]
+    pub proc_sys_dir: Option<PathBuf>,
     /// Serve Docker's remote network and IPAM driver protocol (`docker network create
     /// -d strait`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -294,6 +301,7 @@ impl Keys {
             fast_path: self.fast_path.or(lower.fast_path),
             policy_mode: self.policy_mode.or(lower.policy_mode),
             bpf_dir: self.bpf_dir.or(lower.bpf_dir),
+            proc_sys_dir: self.proc_sys_dir.or(lower.proc_sys_dir),
             docker_plugin: self.docker_plugin.or(lower.docker_plugin),
             docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
             docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),

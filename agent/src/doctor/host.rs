@@ -143,8 +143,13 @@ pub struct Features {
     pub esp: Option<String>,
 }
 
-pub fn kernel(sys: &Path, f: &Features) -> Check {
-    let release = read(sys, "kernel/osrelease").unwrap_or_else(|| "unknown".into());
+/// The running kernel's release. Always from the real /proc/sys: only `net/` is under
+/// `--proc-sys-dir`, and a container's read-only /proc/sys still reads.
+pub fn kernel_release() -> String {
+    read(Path::new("/proc/sys"), "kernel/osrelease").unwrap_or_else(|| "unknown".into())
+}
+
+pub fn kernel(release: &str, f: &Features) -> Check {
     let mut notes = vec![format!("Linux {release}")];
     match &f.ebpf {
         Ok(s) => notes.push(format!("eBPF: {s}")),
@@ -246,22 +251,27 @@ mod tests {
 
     #[test]
     fn kernel_features() {
-        let t = tree(&[("kernel/osrelease", "6.18.44")]);
         let f = |ebpf: Result<String, String>, dev| Features {
             ebpf,
             vxlan_wanted: true,
             vxlan_device: dev,
             esp: Some("userspace (kernel has no ESP)".into()),
         };
-        let c = kernel(t.path(), &f(Ok("fast path, policy".into()), true));
+        let c = kernel("6.18.44", &f(Ok("fast path, policy".into()), true));
         assert_eq!(c.verdict, Verdict::Ok);
         assert!(c.detail.contains("Linux 6.18.44"), "{c:?}");
+        let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         assert_eq!(
-            kernel(t.path(), &f(Ok("x".into()), false)).verdict,
+            kernel_release(),
+            running.trim(),
+            "uname's release is procfs's"
+        );
+        assert_eq!(
+            kernel("6.18.44", &f(Ok("x".into()), false)).verdict,
             Verdict::Fail
         );
         assert_eq!(
-            kernel(t.path(), &f(Err("no bpffs".into()), true)).verdict,
+            kernel("6.18.44", &f(Err("no bpffs".into()), true)).verdict,
             Verdict::Fail
         );
     }

@@ -38,18 +38,19 @@ pub struct Doctor {
     pub underlay: Underlay,
     pub socket: PathBuf,
     pub site: String,
-    /// `/proc/sys` and `/proc/sys/kernel`'s root: the tests point them elsewhere.
+    /// The root of the network sysctls (`net/...`): the host connection's, i.e.
+    /// `--proc-sys-dir`; the tests point it elsewhere.
     pub proc_sys: PathBuf,
 }
 
 impl Doctor {
     pub fn new(netlink: Netlink, underlay: Underlay, socket: PathBuf, site: String) -> Self {
         Self {
+            proc_sys: netlink.proc_sys().to_path_buf(),
             netlink,
             underlay,
             socket,
             site,
-            proc_sys: PathBuf::from("/proc/sys"),
         }
     }
 
@@ -202,7 +203,7 @@ impl Doctor {
         ));
         checks.push(host::conntrack(&self.proc_sys));
         checks.push(host::kernel(
-            &self.proc_sys,
+            &host::kernel_release(),
             &host::Features {
                 ebpf: ebpf_state(s),
                 vxlan_wanted: fabric == FabricMode::Vxlan,

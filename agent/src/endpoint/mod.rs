@@ -31,7 +31,7 @@ mod check;
 mod names;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures::future::{join_all, try_join_all};
 
@@ -456,7 +456,7 @@ async fn configure_host_side(
             None => Ok(()),
         }
     };
-    enable_proxy_arp(&spec.host_ifname).map_err(|e| host_side(spec, e))?;
+    enable_proxy_arp(host.proc_sys(), &spec.host_ifname).map_err(|e| host_side(spec, e))?;
     tokio::try_join!(neighbours, routes, owner).map_err(|e| host_side(spec, e))?;
     Ok(())
 }
@@ -569,13 +569,14 @@ async fn configure(
 
 /// Proxy ARP on the host end, through its sysctl file rather than rtnetlink: the
 /// write takes no rtnl lock, which a burst of ADDs all queue on. The agent's threads
-/// stay in its own namespace, so `/proc/sys/net` is that namespace's.
-fn enable_proxy_arp(host_ifname: &str) -> Result<(), NetlinkError> {
-    let path = format!("/proc/sys/net/ipv4/conf/{host_ifname}/proxy_arp");
+/// stay in its own namespace, so `net/` under `proc_sys` (the host connection's
+/// root, `--proc-sys-dir`) is that namespace's.
+fn enable_proxy_arp(proc_sys: &Path, host_ifname: &str) -> Result<(), NetlinkError> {
+    let path = proc_sys.join(format!("net/ipv4/conf/{host_ifname}/proxy_arp"));
     std::fs::write(&path, b"1").map_err(|e| NetlinkError::Protocol {
         op: "enable proxy_arp",
         object: host_ifname.to_string(),
-        detail: format!("writing {path}: {e}"),
+        detail: format!("writing {}: {e}", path.display()),
     })
 }
 
@@ -711,6 +712,26 @@ pub async fn list_owned_links(host: &Netlink) -> Result<Vec<HostEnd>, EndpointEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_arp_is_written_under_the_given_root() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let conf = root.path().join("net/ipv4/conf/strait1a2b");
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        enable_proxy_arp(root.path(), "strait1a2b").expect("write");
+        assert_eq!(std::fs::read(conf.join("proxy_arp")).expect("read"), b"1");
+        let err = enable_proxy_arp(root.path(), "strait9z").expect_err("no such interface");
+        assert!(
+            err.to_string().contains(
+                &root
+                    .path()
+                    .join("net/ipv4/conf/strait9z")
+                    .display()
+                    .to_string()
+            ),
+            "{err}"
+        );
+    }
 
     fn spec() -> VethSpec {
         VethSpec {

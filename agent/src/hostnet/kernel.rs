@@ -44,14 +44,11 @@ impl HostNet for Netlink {
 
     fn forwarding_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (file, what) in [
-            ("/proc/sys/net/ipv4/ip_forward", "IPv4 forwarding is off"),
-            (
-                "/proc/sys/net/ipv6/conf/all/forwarding",
-                "IPv6 forwarding is off",
-            ),
+        for (key, what) in [
+            ("net/ipv4/ip_forward", "IPv4 forwarding is off"),
+            ("net/ipv6/conf/all/forwarding", "IPv6 forwarding is off"),
         ] {
-            match std::fs::read_to_string(file) {
+            match std::fs::read_to_string(self.proc_sys().join(key)) {
                 Ok(v) if v.trim() == "1" => {}
                 Ok(_) => problems.push(what.to_string()),
                 // No IPv6 in this kernel or namespace: nothing to forward.

@@ -29,9 +29,9 @@ mod sysctl;
 mod table;
 mod vxlan;
 
-pub use sysctl::enable_forwarding;
-
 use std::fmt::Display;
+use std::path::Path;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use netlink_packet_core::{
@@ -65,6 +65,9 @@ pub const RTPROT_STRAIT: u8 = 83;
 /// Name prefix of every link strait creates.
 pub const LINK_PREFIX: &str = "strait";
 
+/// Where the network sysctls are unless `--proc-sys-dir` says otherwise.
+pub const DEFAULT_PROC_SYS: &str = "/proc/sys";
+
 /// A dump restarted by the kernel (`NLM_F_DUMP_INTR`: the table changed while it was
 /// read) is retried this many times before giving up.
 const DUMP_ATTEMPTS: usize = 3;
@@ -79,7 +82,10 @@ pub struct Netlink {
     netns: NetNs,
     /// The kernel runs one dump per socket at a time and refuses a second with EBUSY,
     /// so dumps on one connection (all its clones) take turns; other requests don't.
-    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
+    dumps: Arc<tokio::sync::Mutex<()>>,
+    /// The root this connection's sysctls are read and written under
+    /// ([`Netlink::with_proc_sys`]).
+    proc_sys: Arc<Path>,
 }
 
 impl Netlink {
@@ -100,6 +106,7 @@ impl Netlink {
             handle,
             netns,
             dumps: Default::default(),
+            proc_sys: Path::new(DEFAULT_PROC_SYS).into(),
         })
     }
 
@@ -132,12 +139,27 @@ impl Netlink {
             handle,
             netns: netns.clone(),
             dumps: Default::default(),
+            proc_sys: Path::new(DEFAULT_PROC_SYS).into(),
         })
     }
 
     /// The namespace this connection is bound to.
     pub fn netns(&self) -> &NetNs {
         &self.netns
+    }
+
+    /// Reads and writes this namespace's sysctls under `dir` instead of /proc/sys: the
+    /// host's /proc/sys/net mounted read-write elsewhere in a container whose own
+    /// /proc/sys is read-only. `/proc/sys/net` shows the opener's namespace whichever
+    /// procfs mount it is opened through, so the same root serves every namespace.
+    pub fn with_proc_sys(mut self, dir: impl AsRef<Path>) -> Self {
+        self.proc_sys = dir.as_ref().into();
+        self
+    }
+
+    /// The root of this connection's sysctls (`/proc/sys` unless set).
+    pub fn proc_sys(&self) -> &Path {
+        &self.proc_sys
     }
 
     /// Sends one request and waits for the kernel's acknowledgement.
