@@ -17,7 +17,14 @@
 //!   private mount namespace: the host is untouched), `--kubernetes-in-cluster` in a
 //!   host of a test bed: it follows the API server (its Node put right, a
 //!   NetworkPolicy applied with kubectl in `netctl policy list`) and serves the
-//!   probes' paths on the metrics port.
+//!   probes' paths on the metrics port;
+//! * the DaemonSet's pod in Podman, unprivileged as the manifest says: its init
+//!   containers (the bpffs mounted with Bidirectional propagation onto a stand-in for
+//!   the node's /sys/fs/bpf, the plugin installed), then the agent in a test node's
+//!   namespace with the manifest's capabilities (and no other), no_new_privs, the
+//!   default seccomp filter and the manifest's mounts; a CNI ADD through the installed
+//!   plugin, the pod pinged, DEL, the agent stopped, nothing of the pod left; the bgp
+//!   fabric's port 179 bound.
 //!
 //! Root, etcd, the kube binaries (`scripts/kube-build.sh`), kubeconform
 //! (`scripts/kubeconform-build.sh`, found through `$STRAIT_KUBECONFORM` or its cache
@@ -296,7 +303,8 @@ fn kube_manifests_validate() {
     };
     let etcd = Etcd::start();
     // As kubeadm and every distribution run it: without the flag the API server
-    // refuses any privileged container (the agent is one: daemonset.yaml says why).
+    // refuses any privileged container (the init container mount-bpffs is one: it mounts
+    // the bpffs with Bidirectional propagation; daemonset.yaml says why).
     let kube = KubeApi::start_with(
         etcd.endpoints(),
         KubeOpts {
@@ -365,11 +373,22 @@ fn kube_manifests_validate() {
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["serviceAccountName"], "strait");
     assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let init = |name: &str| {
+        pod["initContainers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("an init container {name}: {pod}"))
+    };
+    assert_eq!(init("install-cni")["command"][0], "/usr/bin/install-cni.sh");
+    // The one privileged container is the short one that mounts the bpffs.
+    assert_eq!(init("mount-bpffs")["securityContext"]["privileged"], true);
+    let agent = &pod["containers"][0];
+    assert_eq!(agent["args"][2], "--kubernetes-in-cluster");
+    assert_eq!(agent["securityContext"]["privileged"], false);
     assert_eq!(
-        pod["initContainers"][0]["command"][0],
-        "/usr/bin/install-cni.sh"
+        agent["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
     );
-    assert_eq!(pod["containers"][0]["args"][2], "--kubernetes-in-cluster");
     // Applying the same files again changes nothing: what was written is what is
     // stored (no field dropped or defaulted over).
     let again = kube.kubectl_ok(&args);
@@ -417,18 +436,9 @@ fn configmap_data() -> BTreeMap<String, String> {
     serde_json::from_value(v["data"].clone()).expect("data is a string map")
 }
 
-#[test]
-fn kube_image_runs_and_installs_cni() {
-    let test = "kube_image_runs_and_installs_cni";
-    if !strait_testbeds::require_root(test)
-        || !strait_testbeds::runtimes::require_tools(test, &["podman", "runc", "/bin/busybox"])
-    {
-        return;
-    }
-    let prefix = strait_testbeds::unique_prefix();
-    // Its own storage: the image never reaches the machine's Podman, and goes with the
-    // temp dir whatever happens.
-    let podman = Podman::new(&prefix);
+/// scripts/build-image.sh with the debug binaries into `podman`'s private storage; the
+/// image's tag.
+fn build_image(test: &str, podman: &Podman, prefix: &str) -> String {
     let tag = format!("localhost/strait-test-{prefix}:latest");
     let bin_dir = strait_testbeds::bins::bin("straitd")
         .parent()
@@ -450,6 +460,22 @@ fn kube_image_runs_and_installs_cni() {
         started.elapsed(),
         size.trim().parse::<u64>().unwrap_or(0) / 1_000_000
     );
+    tag
+}
+
+#[test]
+fn kube_image_runs_and_installs_cni() {
+    let test = "kube_image_runs_and_installs_cni";
+    if !strait_testbeds::require_root(test)
+        || !strait_testbeds::runtimes::require_tools(test, &["podman", "runc", "/bin/busybox"])
+    {
+        return;
+    }
+    let prefix = strait_testbeds::unique_prefix();
+    // Its own storage: the image never reaches the machine's Podman, and goes with the
+    // temp dir whatever happens.
+    let podman = Podman::new(&prefix);
+    let tag = build_image(test, &podman, &prefix);
 
     // The agent and every tool it execs start: their libraries are all there.
     let run_in = |entry: &str, args: &[&str]| -> String {
@@ -847,6 +873,11 @@ fn kube_agent_in_cluster() {
         agent.bpf_dir().display().to_string(),
         "--service-cgroup".into(),
         agent.service_cgroup().display().to_string(),
+        // The ConfigMap's /host/proc/sys is the pod's mount of the host's
+        // /proc/sys/net; outside a container the agent's own /proc/sys is that.
+        // (kube_agent_unprivileged_in_podman runs it with the mount.)
+        "--proc-sys-dir".into(),
+        "/proc/sys".into(),
     ]);
     let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     assert!(
@@ -1021,4 +1052,599 @@ fn kube_agent_in_cluster() {
         "the DaemonSet's probes must answer 200: {missing:?}"
     );
     drop(pod);
+}
+
+// ---------------------------------------------------------------------------------
+// The DaemonSet's pod in Podman: the init containers, then the agent unprivileged.
+
+/// The capabilities the DaemonSet may name, by their bit in `/proc/<pid>/status`.
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "CHOWN" => 0,
+        "DAC_OVERRIDE" => 1,
+        "FOWNER" => 3,
+        "KILL" => 5,
+        "SETGID" => 6,
+        "SETUID" => 7,
+        "NET_BIND_SERVICE" => 10,
+        "NET_ADMIN" => 12,
+        "NET_RAW" => 13,
+        "IPC_LOCK" => 14,
+        "SYS_MODULE" => 16,
+        "SYS_PTRACE" => 19,
+        "SYS_ADMIN" => 21,
+        "SYS_RESOURCE" => 24,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("capability {other}: add its bit to the test"),
+    }
+}
+
+/// A field of `/proc/<pid>/status`.
+fn status_field(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// The `podman run` options that give a container of the DaemonSet what its spec
+/// gives it: its security context (privileged, capabilities, no_new_privs, seccomp)
+/// and its volume mounts, each volume's source replaced by the test's stand-in for it
+/// (`host`: a hostPath's path to the test's, `config`: the ConfigMap's directory).
+fn podman_opts(
+    container: &Value,
+    volumes: &Value,
+    host: &BTreeMap<&str, PathBuf>,
+    config: &Path,
+) -> Vec<String> {
+    let name = container["name"].as_str().expect("container name");
+    let sc = &container["securityContext"];
+    let mut opts = Vec::new();
+    if sc["privileged"] == true {
+        opts.push("--privileged".to_string());
+    } else {
+        let caps = &sc["capabilities"];
+        assert_eq!(
+            caps["drop"],
+            json!(["ALL"]),
+            "{name}: drops every capability"
+        );
+        opts.extend(["--cap-drop".to_string(), "all".to_string()]);
+        for cap in caps["add"].as_array().into_iter().flatten() {
+            opts.extend(["--cap-add".to_string(), cap.as_str().expect("cap").into()]);
+        }
+    }
+    if sc["allowPrivilegeEscalation"] == false {
+        opts.extend(["--security-opt".into(), "no-new-privileges".into()]);
+    }
+    match sc["seccompProfile"]["type"].as_str() {
+        // Podman's default filter is containers-common's, the one CRI-O applies for
+        // RuntimeDefault (containerd's is the same list, from the same origin).
+        None | Some("RuntimeDefault") => {}
+        Some("Unconfined") => opts.extend(["--security-opt".into(), "seccomp=unconfined".into()]),
+        Some(other) => panic!("{name}: seccompProfile {other} not handled by the test"),
+    }
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        let vol_name = m["name"].as_str().expect("volumeMount name");
+        let vol = volumes
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == vol_name))
+            .unwrap_or_else(|| panic!("{name}: no volume {vol_name}"));
+        let source = if vol.get("configMap").is_some() {
+            config.to_path_buf()
+        } else {
+            let path = vol["hostPath"]["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("volume {vol_name}: neither configMap nor hostPath"));
+            host.get(path)
+                .unwrap_or_else(|| panic!("hostPath {path}: the test has no stand-in for it"))
+                .clone()
+        };
+        let mut flags = Vec::new();
+        if m["readOnly"] == true {
+            flags.push("ro");
+        }
+        match m["mountPropagation"].as_str() {
+            None | Some("None") => {}
+            Some("HostToContainer") => flags.push("rslave"),
+            Some("Bidirectional") => flags.push("rshared"),
+            Some(other) => panic!("{name}: mountPropagation {other}"),
+        }
+        let target = m["mountPath"].as_str().expect("mountPath");
+        let mut v = format!("{}:{target}", source.display());
+        if !flags.is_empty() {
+            v = format!("{v}:{}", flags.join(","));
+        }
+        opts.extend(["-v".into(), v]);
+    }
+    opts
+}
+
+/// What the test starts and mounts, undone on drop (also on panic), in the reverse
+/// order: the containers it named (only those), then the bpffs it mounted, then the
+/// cgroup it made.
+struct PodGuard<'a> {
+    podman: &'a Podman,
+    containers: Vec<String>,
+    bpffs: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
+}
+
+impl Drop for PodGuard<'_> {
+    fn drop(&mut self) {
+        for name in self.containers.drain(..).rev() {
+            if std::thread::panicking() {
+                let out = self.podman.run(&["logs", &name]);
+                eprintln!(
+                    "----- podman logs {name} -----\n{}{}\n----- end -----",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let _ = self
+                .podman
+                .run(&["rm", "-f", "-t", "10", "--ignore", &name]);
+        }
+        if let Some(dir) = self.bpffs.take() {
+            // Every mount on it (the init container's bpffs, the test's bind): lazily,
+            // deepest first.
+            for _ in 0..4 {
+                if !Command::new("umount")
+                    .arg("-l")
+                    .arg(&dir)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    break;
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        if let Some(dir) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[test]
+fn kube_agent_unprivileged_in_podman() {
+    let test = "kube_agent_unprivileged_in_podman";
+    if !strait_testbeds::require_root(test)
+        || !strait_testbeds::runtimes::require_tools(
+            test,
+            &["podman", "runc", "/bin/busybox", "ping", "curl", "mount"],
+        )
+    {
+        return;
+    }
+    strait_testbeds::netns::reap_leftovers();
+    let prefix = strait_testbeds::unique_prefix();
+    let podman = Podman::new(&prefix);
+    let tag = build_image(test, &podman, &prefix);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-pod-"))
+        .tempdir()
+        .expect("temp dir");
+    let d = dir.path();
+
+    // The node: a namespace with an underlay interface and a default route, which the
+    // vxlan fabric of the ConfigMap takes its address from.
+    let node = strait_testbeds::netns::Netns::new(format!("{prefix}h"));
+    // (A veth whose peer stays in the namespace: this kernel may have no dummy.)
+    for cmd in [
+        "ip link add eth0 type veth peer name uplink",
+        "ip address add 192.0.2.10/24 dev eth0",
+        "ip link set uplink up",
+        "ip link set eth0 up",
+        "ip route add default via 192.0.2.1 dev eth0",
+    ] {
+        node.exec_ok(&cmd.split(' ').collect::<Vec<_>>());
+    }
+
+    // The node's directories the DaemonSet mounts, as the test's own.
+    let (state, run_dir, bin, net, etc, bpffs) = (
+        d.join("var-lib-strait"),
+        d.join("run-strait"),
+        d.join("opt-cni-bin"),
+        d.join("etc-cni-net.d"),
+        d.join("etc-strait"),
+        d.join("sys-fs-bpf"),
+    );
+    for p in [&state, &run_dir, &bin, &net, &etc, &bpffs] {
+        std::fs::create_dir_all(p).expect("node dir");
+    }
+    // The host's cgroup v2 root, as the agent's socket balancer sees it: a cgroup of
+    // this test's, so it serves no process but the test's.
+    let cgroup = strait_testbeds::agent::test_cgroup2().join(node.name());
+    std::fs::create_dir_all(&cgroup).expect("cgroup");
+    let mut guard = PodGuard {
+        podman: &podman,
+        containers: vec![],
+        bpffs: None,
+        cgroup: Some(cgroup.clone()),
+    };
+    // The node's /sys/fs/bpf: a shared mount point, as on a systemd host, so that
+    // what the init container mounts there with Bidirectional propagation reaches it.
+    let b = bpffs.display().to_string();
+    for args in [
+        ["--bind", b.as_str(), b.as_str()].as_slice(),
+        &["--make-private", &b],
+        &["--make-shared", &b],
+    ] {
+        let mut c = Command::new("mount");
+        c.args(args);
+        let out = run(c);
+        assert!(out.status.success(), "mount {args:?}: {}", text(&out));
+        guard.bpffs = Some(bpffs.clone());
+    }
+
+    // The ConfigMap's files, with this test's store: the embedded one (no etcd
+    // endpoints); everything else as a user applies it.
+    let data = configmap_data();
+    for (k, v) in &data {
+        let v = if k == "straitd.toml" {
+            let toml: String = v
+                .lines()
+                .filter(|l| !l.starts_with("etcd_endpoints"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert!(toml.contains("proc_sys_dir = \"/host/proc/sys\""), "{toml}");
+            toml
+        } else {
+            v.clone()
+        };
+        std::fs::write(etc.join(k), v).expect("write ConfigMap key");
+    }
+
+    let ds: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(manifests_dir().join("daemonset.yaml")).expect("read"),
+    )
+    .expect("daemonset.yaml is one YAML document");
+    let cm: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(manifests_dir().join("configmap.yaml")).expect("read"),
+    )
+    .expect("configmap.yaml");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let volumes = &pod["volumes"];
+    // (This machine may have no /lib/modules: an empty one stands in.)
+    let modules = match Path::new("/lib/modules").is_dir() {
+        true => PathBuf::from("/lib/modules"),
+        false => {
+            let m = d.join("lib-modules");
+            std::fs::create_dir_all(&m).expect("modules dir");
+            m
+        }
+    };
+    // Each hostPath and what stands in for it here. /proc/sys/net is the real one:
+    // what it shows and changes is the opener's namespace, the test node's.
+    let host: BTreeMap<&str, PathBuf> = [
+        ("/var/lib/strait", state.clone()),
+        ("/run/strait", run_dir.clone()),
+        ("/opt/cni/bin", bin.clone()),
+        ("/etc/cni/net.d", net.clone()),
+        ("/sys/fs/bpf", bpffs.clone()),
+        ("/sys/fs/cgroup", cgroup.clone()),
+        ("/run/netns", PathBuf::from("/run/netns")),
+        ("/proc/sys/net", PathBuf::from("/proc/sys/net")),
+        ("/dev/net/tun", PathBuf::from("/dev/net/tun")),
+        ("/lib/modules", modules),
+    ]
+    .into_iter()
+    .collect();
+    let network = format!("ns:{}", node.path().display());
+    let entry = |c: &Value| -> Vec<String> {
+        let cmd: Vec<&str> = c["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .map(|a| a.as_str().expect("string"))
+            .collect();
+        vec![
+            "--entrypoint".into(),
+            serde_json::to_string(&cmd).expect("JSON"),
+        ]
+    };
+
+    // 1. The init containers, in order, as the kubelet runs them.
+    for init in pod["initContainers"].as_array().expect("initContainers") {
+        let name = format!("{prefix}-{}", init["name"].as_str().expect("name"));
+        guard.containers.push(name.clone());
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--name".into(),
+            name.clone(),
+            "--network".into(),
+            network.clone(),
+        ];
+        args.extend(podman_opts(init, volumes, &host, &etc));
+        args.extend(entry(init));
+        args.push(tag.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = podman.run(&args);
+        assert!(
+            out.status.success(),
+            "init container {name}: {}",
+            text(&out)
+        );
+        println!(
+            "{test}: init container {name}: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        let _ = podman.run(&["rm", &name]);
+        guard.containers.retain(|c| c != &name);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(
+        mounts.lines().any(
+            |l| l.split_whitespace().nth(1) == Some(&*bpffs.to_string_lossy())
+                && l.split_whitespace().nth(2) == Some("bpf")
+        ),
+        "mount-bpffs left a bpffs on the node's /sys/fs/bpf ({})",
+        bpffs.display()
+    );
+    let plugin = bin.join("strait");
+    assert!(plugin.is_file(), "install-cni installed the plugin");
+
+    // 2. The agent: the DaemonSet's container, command, args and env, unprivileged.
+    let container = pod["containers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "straitd"))
+        .expect("a straitd container");
+    assert_eq!(container["securityContext"]["privileged"], false);
+    let caps: Vec<String> = container["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().expect("cap").to_string())
+        .collect();
+    let env = resolve_env(container, "node1", &cm);
+    // Its args but --kubernetes-in-cluster: no API server here (kube_agent_in_cluster
+    // has one); what this test is about is what the kernel lets the agent do.
+    let agent_args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| expand(a.as_str().expect("string"), &env))
+        .filter(|a| a != "--kubernetes-in-cluster")
+        .collect();
+    // `podman run -d` of the agent's container as the kubelet would make it, with
+    // `extra` args; the stand-ins for the host paths in `host`.
+    let start_agent = |name: &str, host: &BTreeMap<&str, PathBuf>, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            name.into(),
+            "--network".into(),
+            network.clone(),
+        ];
+        for (k, v) in &env {
+            args.extend(["-e".into(), format!("{k}={v}")]);
+        }
+        args.extend(podman_opts(container, volumes, host, &etc));
+        args.extend(entry(container));
+        args.push(tag.clone());
+        args.extend(agent_args.iter().cloned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = podman.run(&argv);
+        assert!(out.status.success(), "podman run the agent: {}", text(&out));
+        println!("{test}: podman {}", args.join(" "));
+    };
+    let logs_of = |name: &str| {
+        let out = podman.run(&["logs", name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let socket = run_dir.join("strait.sock");
+    let client = Client::new(&socket).with_timeout(Duration::from_secs(10));
+    let wait_ready = |name: &str| {
+        wait_until("the agent in its container ready", WAIT, POLL, || {
+            let running = podman.ok(&["inspect", "--format", "{{.State.Running}}", name]);
+            if running.trim() != "true" {
+                panic!("the agent's container stopped:\n{}", logs_of(name));
+            }
+            match client.get::<Readiness>(paths::READYZ) {
+                Ok(r) if r.ready => Ok(()),
+                Ok(r) => Err(format!("not ready: {:?}", r.reasons)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs_of(name)))
+    };
+    let agent_name = format!("{prefix}-straitd");
+    guard.containers.push(agent_name.clone());
+    start_agent(&agent_name, &host, &[]);
+    let logs = || logs_of(&agent_name);
+    let took = wait_ready(&agent_name);
+    println!("{test}: ready in {took:.1?}");
+    // Everything that needs the kernel's leave came up: eBPF (policy, fast path, the
+    // socket balancer on the cgroup), tc, the VXLAN device.
+    let log = logs();
+    for want in [
+        "network policy datapath loaded",
+        "fast path attached",
+        "socket balancer attached",
+        "packet-level translation attached",
+        "creating the VXLAN device",
+    ] {
+        assert!(log.contains(want), "the agent's log says {want:?}:\n{log}");
+    }
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "errors in the agent's log: {errors:#?}");
+
+    // It runs with the DaemonSet's capabilities and nothing more, no_new_privs, a
+    // seccomp filter, and a read-only /proc/sys of its own.
+    let pid = podman
+        .ok(&["inspect", "--format", "{{.State.Pid}}", &agent_name])
+        .trim()
+        .to_string();
+    let want: u64 = caps.iter().map(|c| 1u64 << capability_bit(c)).sum();
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let have = u64::from_str_radix(&status_field(&pid, set), 16).expect("hex");
+        assert_eq!(have, want, "{set} {have:#x} is the DaemonSet's {caps:?}");
+    }
+    let nnp = container["securityContext"]["allowPrivilegeEscalation"] == false;
+    assert_eq!(
+        status_field(&pid, "NoNewPrivs"),
+        if nnp { "1" } else { "0" }
+    );
+    assert_eq!(
+        status_field(&pid, "Seccomp"),
+        "2",
+        "a seccomp filter applies"
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let proc_sys_ro = mountinfo.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(4) == Some(&"/proc/sys") && f.get(5).is_some_and(|o| o.split(',').any(|o| o == "ro"))
+    });
+    assert!(
+        proc_sys_ro,
+        "the container's /proc/sys is read-only:\n{mountinfo}"
+    );
+    println!(
+        "{test}: capabilities {caps:?} (CapEff {want:#x}), no_new_privs {nnp}, seccomp filter, /proc/sys read-only"
+    );
+    // It turned forwarding on in the node's namespace, through the mount.
+    assert_eq!(
+        node.exec_ok(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+            .trim(),
+        "1",
+        "forwarding on in the node"
+    );
+    // And doctor reads it there.
+    let report: Value = client.get(paths::DOCTOR).expect("GET /v1/doctor");
+    let forwarding = report["nodes"][0]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "ip-forwarding"))
+        .unwrap_or_else(|| panic!("doctor's ip-forwarding check: {report}"));
+    assert_eq!(forwarding["verdict"], "ok", "{forwarding}");
+    // The probes' path, on the ConfigMap's metrics address.
+    let code = node.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        "http://127.0.0.1:9464/readyz",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout),
+        "200",
+        "readinessProbe"
+    );
+
+    // 3. A pod: its namespace pinned after the agent started (/run/netns reaches the
+    // agent through HostToContainer), ADD through the installed plugin with the
+    // ConfigMap's conflist pointed at this node's socket and state dir.
+    let pod_ns = strait_testbeds::netns::Netns::new(format!("{prefix}p"));
+    let conflist: Value = serde_json::from_str(&data["10-strait.conflist"]).expect("conflist");
+    let mut conf = conflist["plugins"][0].clone();
+    conf["name"] = conflist["name"].clone();
+    conf["cniVersion"] = conflist["cniVersion"].clone();
+    assert_eq!(conf["socket"], "/run/strait/strait.sock");
+    assert_eq!(conf["stateDir"], "/var/lib/strait");
+    conf["socket"] = json!(socket);
+    conf["stateDir"] = json!(state);
+    let id = format!("{prefix}-pod");
+    let add = strait_testbeds::cni::CniCall::of_plugin(&plugin, "ADD", conf.clone())
+        .container(&id, &pod_ns.path())
+        .ifname("eth0")
+        .run();
+    let result = add.expect_ok();
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("an address")
+        .to_string();
+    println!("{test}: ADD in {:.1?}: {ip}", add.took);
+    // The result's interface without a sandbox is the host's end.
+    let host_veth = result["interfaces"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i.get("sandbox").is_none()))
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("the host-side veth in the result: {result}"))
+        .to_string();
+    assert!(node.links().contains(&host_veth), "{host_veth} on the node");
+    assert_eq!(
+        node.exec_ok(&[
+            "cat",
+            &format!("/proc/sys/net/ipv4/conf/{host_veth}/proxy_arp")
+        ])
+        .trim(),
+        "1",
+        "proxy_arp on {host_veth}, written through /host/proc/sys"
+    );
+    assert!(node.ping(&ip), "the node reaches the pod at {ip}");
+
+    // 4. DEL, the agent stopped as the kubelet stops it, and nothing of the pod left.
+    let del = strait_testbeds::cni::CniCall::of_plugin(&plugin, "DEL", conf)
+        .container(&id, &pod_ns.path())
+        .ifname("eth0")
+        .run();
+    assert!(del.ok(), "DEL: {} {}", del.stdout, del.stderr);
+    let out = podman.run(&["stop", "-t", "30", &agent_name]);
+    assert!(out.status.success(), "podman stop: {}", text(&out));
+    let exit = podman.ok(&["inspect", "--format", "{{.State.ExitCode}}", &agent_name]);
+    assert_eq!(
+        exit.trim(),
+        "0",
+        "the agent exits 0 on SIGTERM:\n{}",
+        logs()
+    );
+    let links = node.links();
+    assert!(
+        !links.contains(&host_veth),
+        "the pod's veth {host_veth} is gone: {links:?}"
+    );
+    let addrs = pod_ns.exec_ok(&["ip", "-o", "address", "show"]);
+    assert!(
+        !addrs.contains(&ip),
+        "the pod's address {ip} is gone: {addrs}"
+    );
+    assert_eq!(pod_ns.links(), ["lo"], "only lo is left in the pod");
+    let routes = node.exec_ok(&["ip", "route", "show"]);
+    assert!(
+        !routes.contains(&ip),
+        "no route to {ip} on the node: {routes}"
+    );
+
+    // 5. The bgp fabric, the ConfigMap's other choice with a port below 1024: the
+    // same container (a fresh store: the cluster's fabric is the first agent's) with
+    // `--fabric bgp` listens on 179 in the node's namespace.
+    let bgp_state = d.join("var-lib-strait-bgp");
+    std::fs::create_dir_all(&bgp_state).expect("state dir");
+    let mut bgp_host = host.clone();
+    bgp_host.insert("/var/lib/strait", bgp_state);
+    let bgp_name = format!("{prefix}-straitd-bgp");
+    guard.containers.push(bgp_name.clone());
+    start_agent(&bgp_name, &bgp_host, &["--fabric", "bgp"]);
+    let took = wait_ready(&bgp_name);
+    let listening = node.exec_ok(&["ss", "-Hltn", "sport = :179"]);
+    assert!(
+        listening.contains("LISTEN"),
+        "the BGP speaker listens on 179: {listening:?}\n{}",
+        logs_of(&bgp_name)
+    );
+    println!("{test}: --fabric bgp ready in {took:.1?}, listening on 179");
+    let out = podman.run(&["stop", "-t", "30", &bgp_name]);
+    assert!(out.status.success(), "podman stop: {}", text(&out));
+
+    drop(pod_ns);
+    drop(guard);
+    podman.ok(&["rmi", "-f", &tag]);
 }
