@@ -93,10 +93,12 @@ pub fn versions(node: &str, mine: &str, nodes: &[NodeRecord]) -> Check {
         .map(|n| format!("{} runs {}", n.name, n.agent_version))
         .collect();
     if other.is_empty() {
-        return Check::ok(
-            "versions",
-            format!("{} node{} run {mine}", nodes.len(), plural(nodes.len())),
-        );
+        let run = if nodes.len() == 1 {
+            "node runs"
+        } else {
+            "nodes run"
+        };
+        return Check::ok("versions", format!("{} {run} {mine}", nodes.len()));
     }
     Check::warn(
         "versions",
