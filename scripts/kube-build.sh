@@ -36,26 +36,9 @@ if cached; then
   exit 0
 fi
 
-# "1.26.8" from "go1.26.8" for the Go at $1; a toolchain download is refused below, so
-# this is the Go that builds.
-go_version() { GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//'; }
-# Whether version $1 >= $2 (dotted numbers).
-at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
-
-# Go >= 1.25: the one on PATH, else the one where the official tarball puts it (a PATH
-# with Debian 12's golang, 1.19, in front of it must not hide it).
-GO=""
-FOUND=()
-for candidate in "$(command -v go || true)" /usr/local/go/bin/go; do
-  [ -n "$candidate" ] && [ -x "$candidate" ] || continue
-  v="$(go_version "$candidate")" || v=""
-  FOUND+=("$candidate: go${v:-?}")
-  if [ -n "$v" ] && at_least "$v" 1.25; then
-    GO="$candidate" HAVE_GO="$v"
-    break
-  fi
-done
-[ -n "$GO" ] || die "Go >= 1.25 is needed to build Kubernetes $VERSION; found ${FOUND[*]:-none} (on PATH or at /usr/local/go/bin/go; Debian 12's golang is too old). Install a newer Go from https://go.dev/dl/."
+# shellcheck source=lib-go.sh
+. "$(dirname "$0")/lib-go.sh"
+find_go 1.25 "Kubernetes $VERSION"
 
 mkdir -p "$BIN" 2>/dev/null ||
   die "cannot create $BIN: run as root, or set STRAIT_KUBE_CACHE to a directory of yours"

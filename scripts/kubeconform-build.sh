@@ -35,23 +35,10 @@ if cached; then
   exit 0
 fi
 
-go_version() { GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//'; }
-at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
-
-# The newest Go found (kubeconform v0.8.0 asks for 1.26): the one on PATH, else the one
-# where the official tarball puts it.
-GO=""
-FOUND=()
-for candidate in "$(command -v go || true)" /usr/local/go/bin/go; do
-  [ -n "$candidate" ] && [ -x "$candidate" ] || continue
-  v="$(go_version "$candidate")" || v=""
-  FOUND+=("$candidate: go${v:-?}")
-  if [ -n "$v" ] && at_least "$v" 1.22; then
-    GO="$candidate" HAVE_GO="$v"
-    break
-  fi
-done
-[ -n "$GO" ] || die "Go >= 1.22 is needed to build kubeconform; found ${FOUND[*]:-none} (Debian 12's golang is too old). Install a newer Go from https://go.dev/dl/."
+# kubeconform v0.8.0 asks for Go 1.22.
+# shellcheck source=lib-go.sh
+. "$(dirname "$0")/lib-go.sh"
+find_go 1.22 kubeconform
 
 mkdir -p "$DIR" 2>/dev/null ||
   die "cannot create $DIR: run as root, or set STRAIT_KUBE_CACHE to a directory of yours"
