@@ -36,7 +36,7 @@ pub mod routers;
 pub mod underlay;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -877,7 +877,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// The agent's flags for host `name` (docs/cluster.md).
 /// The project's RBAC for the agent, as a DaemonSet would install it.
 pub fn agent_rbac() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
+    let path = crate::repo_root().join("deploy/kubernetes/rbac.yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

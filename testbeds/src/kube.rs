@@ -292,6 +292,27 @@ impl KubeApi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sets `node`'s `NetworkUnavailable` condition to `True` as someone else would
+    /// (reason `SomeoneElse`): what an agent must put right. kubectl's stdout.
+    pub fn mark_network_unavailable(&self, node: &str) -> String {
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "NetworkUnavailable",
+            "status": "True",
+            "reason": "SomeoneElse",
+            "message": "set by the test",
+        }]}})
+        .to_string();
+        self.kubectl_ok(&[
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &patch,
+        ])
+    }
+
     /// `kubectl apply -f -` of `yaml` (one or more documents) as admin; its stdout
     /// (`namespace/x created`, ...). Panics with kubectl's stderr if it fails.
     pub fn apply(&self, yaml: &str) -> String {

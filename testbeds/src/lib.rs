@@ -57,6 +57,15 @@ pub use wait::{WaitError, wait_until};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The repository's root: what tests of its files (`deploy/`, `docs/`, the README)
+/// read from.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testbeds/ lies in the repository")
+        .to_path_buf()
+}
+
 /// True when the test may go on; prints a visible skip line otherwise.
 ///
 /// Under `STRAIT_REQUIRE_PRIVILEGED=1` a missing privilege is a failure, so CI can

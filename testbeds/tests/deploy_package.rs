@@ -37,6 +37,7 @@ use strait_testbeds::cluster::underlay::{Layout, Segment, Underlay};
 use strait_testbeds::cni::CniCall;
 use strait_testbeds::etcd::{Etcd, EtcdOpts, require_etcd};
 use strait_testbeds::netns::Netns;
+use strait_testbeds::repo_root;
 use strait_testbeds::{require_root, unique_prefix, wait_until};
 
 /// One dpkg user at a time in this binary (dpkg's lock is the machine's).
@@ -60,13 +61,6 @@ const SNAPSHOT_SKIP: &[&str] = &[
     "/var/lib/apt",
     "/var/lib/cni",
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
@@ -157,7 +151,7 @@ fn debs() -> &'static (PathBuf, PathBuf) {
         let out = target.join("deploy-test-deb");
         let build = |version: &str| {
             let stdout = run_ok(
-                Command::new(repo().join("scripts/build-deb.sh"))
+                Command::new(repo_root().join("scripts/build-deb.sh"))
                     .args(["--profile", &profile, "--version", version, "--out"])
                     .arg(&out)
                     .env("CARGO_TARGET_DIR", &target),
@@ -863,8 +857,8 @@ fn vagrant_validates_the_vagrantfile() {
         let mut cmd = Command::new("vagrant");
         cmd.arg("validate")
             .args(args)
-            .current_dir(repo())
-            .env("VAGRANT_CWD", repo())
+            .current_dir(repo_root())
+            .env("VAGRANT_CWD", repo_root())
             .env("VAGRANT_HOME", home.path().join("home"))
             .env("VAGRANT_DOTFILE_PATH", home.path().join("dot"))
             .env("VAGRANT_CHECKPOINT_DISABLE", "1");
@@ -1023,7 +1017,7 @@ impl NodeHost {
         };
         run(cmd
             .arg("bash")
-            .arg(repo().join("deploy/vagrant").join(script))
+            .arg(repo_root().join("deploy/vagrant").join(script))
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null()))

@@ -20,27 +20,21 @@
 //! * a misspelled metric name and a misspelled label are caught.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use strait_testbeds::cluster::probe;
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric};
+use strait_testbeds::repo_root;
 use strait_testbeds::wait_until;
 
 const METRICS_PORT: u16 = 9464;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace dir")
-        .to_path_buf()
-}
-
 fn dashboard() -> Value {
-    let path = repo().join("deploy/grafana/strait.json");
+    let path = repo_root().join("deploy/grafana/strait.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
@@ -385,8 +379,8 @@ impl Exported {
 /// Every metric family the agent's source registers (`strait_` + the name given to
 /// `registry.register`): the fallback for families no series of which the bed made.
 fn registered_in_source() -> BTreeSet<String> {
-    let mut files = vec![repo().join("agent/src/metrics.rs")];
-    if let Ok(dir) = std::fs::read_dir(repo().join("agent/src/metrics")) {
+    let mut files = vec![repo_root().join("agent/src/metrics.rs")];
+    if let Ok(dir) = std::fs::read_dir(repo_root().join("agent/src/metrics")) {
         files.extend(dir.flatten().map(|e| e.path()));
     }
     let mut names = BTreeSet::new();
@@ -643,12 +637,16 @@ fn grafana_dashboard_matches_the_agents_metrics() {
             .tempdir()
             .expect("temp dir");
         let rules = dir.path().join("dashboard.rules.yml");
-        std::fs::write(&rules, rules_file(&d)).expect("write rules");
-        let out = Command::new(&promtool)
-            .args(["check", "rules"])
-            .arg(&rules)
-            .output()
-            .expect("run promtool");
+        // `promtool check rules` over a rules file of these expressions.
+        let check = |text: &str| {
+            std::fs::write(&rules, text).expect("write rules");
+            Command::new(&promtool)
+                .args(["check", "rules"])
+                .arg(&rules)
+                .output()
+                .expect("run promtool")
+        };
+        let out = check(&rules_file(&d));
         assert!(
             out.status.success(),
             "promtool check rules: {}{}",
@@ -661,12 +659,7 @@ fn grafana_dashboard_matches_the_agents_metrics() {
         );
         // And it does catch a broken expression.
         let broken = rules_file(&d).replacen("sum by (", "sum by ((", 1);
-        std::fs::write(&rules, broken).expect("write rules");
-        let out = Command::new(&promtool)
-            .args(["check", "rules"])
-            .arg(&rules)
-            .output()
-            .expect("run promtool");
+        let out = check(&broken);
         assert!(
             !out.status.success(),
             "promtool refuses a broken expression"

@@ -1112,25 +1112,7 @@ fn kube_nodes_conditions_and_annotations() {
         &["annotate", "node", "h1", "strait.io/underlay-ipv4-"],
     );
     assert!(out.contains("annotated"), "{out}");
-    let patch = json!({"status": {"conditions": [{
-        "type": "NetworkUnavailable",
-        "status": "True",
-        "reason": "SomeoneElse",
-        "message": "set by the test",
-    }]}})
-    .to_string();
-    let out = kubectl(
-        &cluster,
-        &[
-            "patch",
-            "node",
-            "h1",
-            "--subresource=status",
-            "--type=strategic",
-            "-p",
-            &patch,
-        ],
-    );
+    let out = cluster.kube().mark_network_unavailable("h1");
     assert!(
         out.contains("patched") && !out.contains("no change"),
         "the condition was changed: {out}"

@@ -42,6 +42,7 @@ use strait_api::{Client, Readiness, paths};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric, KubeBed};
 use strait_testbeds::etcd::Etcd;
 use strait_testbeds::kube::{KubeApi, KubeOpts};
+use strait_testbeds::repo_root;
 use strait_testbeds::runtimes::Podman;
 use strait_testbeds::wait_until;
 
@@ -53,15 +54,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// dir is where [`kubeconform`] looks without `$STRAIT_KUBECONFORM`.
 const KUBECONFORM_VERSION: &str = "v0.8.0";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace dir")
-        .to_path_buf()
-}
-
 fn manifests_dir() -> PathBuf {
-    repo().join("deploy/kubernetes")
+    repo_root().join("deploy/kubernetes")
 }
 
 /// The manifests a user applies, in the order they apply them.
@@ -444,7 +438,7 @@ fn build_image(test: &str, podman: &Podman, prefix: &str) -> String {
         .parent()
         .expect("bin dir")
         .to_path_buf();
-    let mut build = Command::new(repo().join("scripts/build-image.sh"));
+    let mut build = Command::new(repo_root().join("scripts/build-image.sh"));
     build
         .args(["--profile", "debug", "--tag", &tag, "--bin-dir"])
         .arg(&bin_dir)
@@ -531,25 +525,15 @@ fn kube_image_runs_and_installs_cni() {
         vol(&net, "/host/etc/cni/net.d"),
         vol(&etc, "/etc/strait:ro"),
     );
-    let out = podman.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "-v",
-        &vbin,
-        "-v",
-        &vnet,
-        "-v",
-        &vetc,
-        "--entrypoint",
-        "/usr/bin/install-cni.sh",
-        &tag,
-    ]);
+    // The init container as the DaemonSet runs it, with `extra` podman flags.
+    let install_cni = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-v", &vbin, "-v", &vnet, "-v", &vetc]);
+        args.extend_from_slice(&["--entrypoint", "/usr/bin/install-cni.sh", &tag]);
+        podman.run(&args)
+    };
+    let out = install_cni(&["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
     assert!(out.status.success(), "install-cni.sh: {}", text(&out));
     let conflist =
         std::fs::read_to_string(net.join("10-strait.conflist")).expect("conflist installed");
@@ -590,23 +574,7 @@ fn kube_image_runs_and_installs_cni() {
         "{versions}"
     );
     // Again, over the installed files: an upgrade's init container.
-    let out = podman.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--cap-drop",
-        "ALL",
-        "-v",
-        &vbin,
-        "-v",
-        &vnet,
-        "-v",
-        &vetc,
-        "--entrypoint",
-        "/usr/bin/install-cni.sh",
-        &tag,
-    ]);
+    let out = install_cni(&["--cap-drop", "ALL"]);
     assert!(
         out.status.success(),
         "install-cni.sh over installed files: {}",
@@ -614,21 +582,7 @@ fn kube_image_runs_and_installs_cni() {
     );
     // No conflist in the ConfigMap mount: the init container fails and says why.
     std::fs::remove_file(etc.join("10-strait.conflist")).expect("remove");
-    let out = podman.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &vbin,
-        "-v",
-        &vnet,
-        "-v",
-        &vetc,
-        "--entrypoint",
-        "/usr/bin/install-cni.sh",
-        &tag,
-    ]);
+    let out = install_cni(&[]);
     assert!(
         !out.status.success(),
         "no conflist, no install: {}",
@@ -817,20 +771,7 @@ fn kube_agent_in_cluster() {
     cluster.stop_agent(0);
     let kube = cluster.kube();
     kube.kubectl_ok(&["annotate", "node", "h1", "strait.io/underlay-ipv4-"]);
-    let unavailable = json!({"status": {"conditions": [{
-        "type": "NetworkUnavailable", "status": "True",
-        "reason": "SomeoneElse", "message": "set by the test",
-    }]}})
-    .to_string();
-    kube.kubectl_ok(&[
-        "patch",
-        "node",
-        "h1",
-        "--subresource=status",
-        "--type=strategic",
-        "-p",
-        &unavailable,
-    ]);
+    kube.mark_network_unavailable("h1");
 
     // The command line: the DaemonSet's, expanded; the binary and the config path
     // mapped to this machine's; then what differs per host in a test bed (flags win

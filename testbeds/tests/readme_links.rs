@@ -3,6 +3,7 @@
 //! No root needed.
 
 use std::path::{Path, PathBuf};
+use strait_testbeds::repo_root;
 
 /// The repository's top-level entries a path in the docs may start with.
 const TOP: &[&str] = &[
@@ -28,15 +29,9 @@ const TOP: &[&str] = &[
 /// with a crate.
 const STORE_KEYS: &[&str] = &["bgp/peers", "policy/k8s/", "policy/cluster/"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repository root")
-        .to_path_buf()
-}
-
-/// Paths named in `text`: inside backticks, and markdown link targets.
-fn named_paths(text: &str) -> Vec<String> {
+/// Every path-like word of `text`: inside backticks, and markdown link targets, with
+/// trailing punctuation and `#anchors` cut off.
+fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, chunk) in text.split('`').enumerate() {
         if i % 2 == 1 {
@@ -56,6 +51,13 @@ fn named_paths(text: &str) -> Vec<String> {
                 .unwrap_or("")
                 .to_string()
         })
+        .collect()
+}
+
+/// The repository's files `text` names (relative to the repository's root).
+fn named_paths(text: &str) -> Vec<String> {
+    words(text)
+        .into_iter()
         .filter(|p| TOP.iter().any(|t| p.starts_with(t)))
         // Keys of the store look like paths; they are not files.
         .filter(|p| !STORE_KEYS.iter().any(|k| p.starts_with(k)))
@@ -64,23 +66,40 @@ fn named_paths(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `relative`, read from `doc`'s directory, climbs out of the repository.
+fn leaves_repository(doc: &Path, relative: &str) -> bool {
+    let mut at: Vec<_> = doc
+        .parent()
+        .map(|d| d.components().collect())
+        .unwrap_or_default();
+    for part in Path::new(relative).components() {
+        match part {
+            std::path::Component::ParentDir => {
+                at.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => at.push(other),
+        }
+    }
+    !at.iter().collect::<PathBuf>().starts_with(repo_root())
+}
+
 fn check(doc: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(doc).expect("read doc");
     let mut problems = Vec::new();
     for p in named_paths(&text) {
-        if !repo().join(&p).exists() {
+        if !repo_root().join(&p).exists() {
             problems.push(format!(
                 "{}: names {p}, which is not in the repository",
                 doc.display()
             ));
         }
     }
-    for (n, line) in text.lines().enumerate() {
-        if line.contains("../shared") || line.contains("/work/") {
+    for w in words(&text) {
+        if w.starts_with("../") && leaves_repository(doc, &w) {
             problems.push(format!(
-                "{}:{}: points outside the repository: {line}",
-                doc.display(),
-                n + 1
+                "{}: sends the reader to {w}, outside the repository",
+                doc.display()
             ));
         }
     }
@@ -89,8 +108,8 @@ fn check(doc: &Path) -> Vec<String> {
 
 #[test]
 fn the_readme_and_docs_name_only_what_the_repository_has() {
-    let mut docs = vec![repo().join("README.md")];
-    let mut in_docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+    let mut docs = vec![repo_root().join("README.md")];
+    let mut in_docs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs"))
         .expect("docs/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
@@ -107,9 +126,16 @@ fn a_missing_file_is_caught() {
     let doc = dir.path().join("x.md");
     std::fs::write(
         &doc,
-        "see `docs/no-such-file.md` and [this](deploy/nothing.yaml)\n",
+        "see `docs/no-such-file.md`, [this](deploy/nothing.yaml) and [notes](../notes/x.md)\n",
     )
     .unwrap();
     let problems = check(&doc);
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    // A doc may climb to the root, not above it.
+    let root = repo_root();
+    assert!(!leaves_repository(&root.join("docs/x.md"), "../README.md"));
+    assert!(leaves_repository(
+        &root.join("README.md"),
+        "../elsewhere/x.md"
+    ));
 }
