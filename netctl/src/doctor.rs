@@ -13,6 +13,7 @@ use strait_api::doctor::{Check, DoctorReport, NodeHealth, Verdict};
 use strait_api::paths;
 
 use crate::Output;
+use crate::table::plural;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -126,10 +127,6 @@ fn checks(out: &mut String, checks: &[Check]) {
             out.push_str(&format!("  {:<4}  {:<width$}  fix: {fix}\n", "", ""));
         }
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 #[cfg(test)]

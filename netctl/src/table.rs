@@ -44,6 +44,11 @@ impl Table {
     }
 }
 
+/// The `s` of a plural: `format!("{n} node{}", plural(n))`.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

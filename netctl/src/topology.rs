@@ -24,6 +24,7 @@ use strait_api::doctor::{DoctorReport, LinkKind, NodeHealth, Verdict};
 use strait_api::{Client, FabricMode, NodeState, NodeView, paths};
 
 use crate::Output;
+use crate::table::plural;
 
 /// The doctor call asks every node through the store (links only, no probes).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -486,10 +487,6 @@ fn implied_links(nodes: &BTreeMap<String, Node>) -> Vec<TopoLink> {
 
 fn ordered<'a>(x: &'a str, y: &'a str) -> (&'a str, &'a str) {
     if x <= y { (x, y) } else { (y, x) }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn blocks_word(n: usize) -> String {

@@ -54,29 +54,25 @@ struct Request {
 /// the cluster's findings.
 pub async fn ask_all(doctor: &Doctor, s: &AppState, q: &DoctorQuery) -> DoctorReport {
     let own = doctor.check_node(s, q).await;
+    // This node's health alone, and why no other node could be asked.
+    let alone = |own, detail: String, fix: &str| DoctorReport {
+        nodes: vec![own],
+        cluster: vec![Check::fail("nodes", detail, fix)],
+    };
     let Some(o) = s.owners() else {
-        return DoctorReport {
-            nodes: vec![own],
-            cluster: vec![Check::fail(
-                "nodes",
-                "this agent has not opened the store yet: no other node can be asked",
-                "wait for it to be ready (the checks above say what it waits for)",
-            )],
-        };
+        return alone(
+            own,
+            "this agent has not opened the store yet: no other node can be asked".into(),
+            "wait for it to be ready (the checks above say what it waits for)",
+        );
     };
     let store = o.registry.store().clone();
-    let nodes = match tokio::time::timeout(STORE_TIMEOUT, o.registry.nodes()).await {
-        Ok(Ok(n)) => n,
-        _ => {
-            return DoctorReport {
-                nodes: vec![own],
-                cluster: vec![Check::fail(
-                    "nodes",
-                    "the store does not answer: no other node can be asked",
-                    "make etcd reachable (see the store check)",
-                )],
-            };
-        }
+    let Ok(Ok(nodes)) = tokio::time::timeout(STORE_TIMEOUT, o.registry.nodes()).await else {
+        return alone(
+            own,
+            "the store does not answer: no other node can be asked".into(),
+            "make etcd reachable (see the store check)",
+        );
     };
     let expected: Vec<String> = nodes
         .iter()
@@ -88,14 +84,11 @@ pub async fn ask_all(doctor: &Doctor, s: &AppState, q: &DoctorQuery) -> DoctorRe
     let answers = match collect(&store, &s.node, query, &expected).await {
         Ok(a) => a,
         Err(e) => {
-            return DoctorReport {
-                nodes: vec![own],
-                cluster: vec![Check::fail(
-                    "nodes",
-                    format!("asking the other nodes through the store failed: {e}"),
-                    "make etcd reachable (see the store check)",
-                )],
-            };
+            return alone(
+                own,
+                format!("asking the other nodes through the store failed: {e}"),
+                "make etcd reachable (see the store check)",
+            );
         }
     };
     let mut report = DoctorReport {

@@ -82,21 +82,20 @@ impl Doctor {
         if let Some(st) = &ipsec {
             links.extend(links::ipsec(st));
         }
-        let blocks = match owners {
-            Some(o) => o
-                .attacher
-                .ipam()
-                .view()
+        // IPAM's view, read once: the node's block count and the pools' check.
+        let view = match owners {
+            Some(o) => tokio::time::timeout(STORE_TIMEOUT, o.attacher.ipam().view())
                 .await
-                .map(|v| {
-                    v.blocks
-                        .iter()
-                        .filter(|b| b.affinity.as_deref() == Some(s.node.as_str()))
-                        .count()
-                })
-                .unwrap_or(0),
-            None => 0,
+                .ok()
+                .and_then(Result::ok),
+            None => None,
         };
+        let blocks = view.as_ref().map_or(0, |v| {
+            v.blocks
+                .iter()
+                .filter(|b| b.affinity.as_deref() == Some(s.node.as_str()))
+                .count()
+        });
         let health = |checks, links| NodeHealth {
             node: s.node.clone(),
             site: self.site.clone(),
@@ -186,12 +185,11 @@ impl Doctor {
         checks.push(state::bgp(bgp_peers));
         if let Some(o) = owners {
             let grace = o.attacher.config().gc_grace;
-            let view = tokio::time::timeout(STORE_TIMEOUT, o.attacher.ipam().view()).await;
             let found =
                 tokio::time::timeout(STORE_TIMEOUT, o.attacher.ipam_check(Duration::ZERO)).await;
-            match (view, found) {
-                (Ok(Ok(view)), Ok(Ok(report))) => {
-                    checks.extend(state::ipam(&view, &report.issues, grace))
+            match (&view, found) {
+                (Some(view), Ok(Ok(report))) => {
+                    checks.extend(state::ipam(view, &report.issues, grace))
                 }
                 _ => checks.push(Check::skip("ipam", "the store did not answer")),
             }

@@ -6,7 +6,7 @@
 //! `ipam check` show, so a finding can be followed up with those commands.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_api::doctor::Check;
 use strait_api::routes::{EntryState, RouteReport};
@@ -387,10 +387,6 @@ pub fn pending_dels(state_dir: &Path) -> Check {
         "they are applied while the agent runs and reaches the store; if they stay, the \
          agent's log says why",
     )
-}
-
-pub fn timed<T>(started: Instant, r: T) -> (T, Duration) {
-    (r, started.elapsed())
 }
 
 fn plural(n: usize) -> &'static str {

@@ -192,6 +192,10 @@ mod tests {
     use super::*;
     use strait_api::routes::ReportEntry;
 
+    fn has(out: &str, line: &str) {
+        assert!(out.contains(line), "{line} not in:\n{out}");
+    }
+
     fn scrape(registry: &Registry) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
@@ -220,34 +224,16 @@ mod tests {
         };
         m.record_fabric(&report);
         let out = scrape(&registry);
-        assert!(
-            out.contains(r#"strait_fabric_reconciles_total{result="ok"} 8"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_fabric_reconciles_total{result="error"} 2"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_fabric_drift{kind="fdb",state="missing"} 1"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_fabric_drift{kind="route",state="stale"} 1"#),
-            "{out}"
-        );
+        has(&out, r#"strait_fabric_reconciles_total{result="ok"} 8"#);
+        has(&out, r#"strait_fabric_reconciles_total{result="error"} 2"#);
+        has(&out, r#"strait_fabric_drift{kind="fdb",state="missing"} 1"#);
+        has(&out, r#"strait_fabric_drift{kind="route",state="stale"} 1"#);
         report.reconciles = 13;
         report.entries.clear();
         m.record_fabric(&report);
         let out = scrape(&registry);
-        assert!(
-            out.contains(r#"strait_fabric_reconciles_total{result="ok"} 11"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_fabric_drift{kind="fdb",state="missing"} 0"#),
-            "{out}"
-        );
+        has(&out, r#"strait_fabric_reconciles_total{result="ok"} 11"#);
+        has(&out, r#"strait_fabric_drift{kind="fdb",state="missing"} 0"#);
     }
 
     #[test]
@@ -271,22 +257,10 @@ mod tests {
         };
         m.record_bgp(&[peer("h2", "Established"), peer("tor", "Active")]);
         let out = scrape(&registry);
-        assert!(
-            out.contains(r#"strait_bgp_session_established{peer="h2"} 1"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_bgp_session_established{peer="tor"} 0"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_bgp_prefixes_received{peer="h2"} 3"#),
-            "{out}"
-        );
-        assert!(
-            out.contains(r#"strait_bgp_prefixes_advertised{peer="h2"} 2"#),
-            "{out}"
-        );
+        has(&out, r#"strait_bgp_session_established{peer="h2"} 1"#);
+        has(&out, r#"strait_bgp_session_established{peer="tor"} 0"#);
+        has(&out, r#"strait_bgp_prefixes_received{peer="h2"} 3"#);
+        has(&out, r#"strait_bgp_prefixes_advertised{peer="h2"} 2"#);
         m.record_bgp(&[peer("h2", "Established")]);
         assert!(!scrape(&registry).contains(r#"peer="tor""#));
     }
@@ -299,16 +273,16 @@ mod tests {
         m.record_fast_path(&totals(5));
         m.record_fast_path(&totals(9));
         let out = scrape(&registry);
-        assert!(
-            out.contains(r#"strait_fastpath_packets_total{reason="fwd_fabric"} 9"#),
-            "{out}"
+        has(
+            &out,
+            r#"strait_fastpath_packets_total{reason="fwd_fabric"} 9"#,
         );
         // New programs count from zero again: the counter goes on growing.
         m.record_fast_path(&totals(4));
         let out = scrape(&registry);
-        assert!(
-            out.contains(r#"strait_fastpath_packets_total{reason="fwd_fabric"} 13"#),
-            "{out}"
+        has(
+            &out,
+            r#"strait_fastpath_packets_total{reason="fwd_fabric"} 13"#,
         );
     }
 }
