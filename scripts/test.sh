@@ -29,6 +29,19 @@ export STRAIT_KUBECONFORM
 
 export STRAIT_REQUIRE_PRIVILEGED="${STRAIT_REQUIRE_PRIVILEGED:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One build from clean: incremental state would only add gigabytes to the target dir.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+step "disk"
+# A full run writes several gigabytes under target/. Say so plainly before starting
+# rather than failing half-way with a linker's "No space left on device".
+need_gb="${STRAIT_TEST_DISK_GB:-12}"
+free_gb=$(( $(df --output=avail -k . | tail -1) / 1024 / 1024 ))
+echo "free: ${free_gb} GB where target/ lives; a full run needs about ${need_gb} GB"
+if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "not enough disk: free ${need_gb} GB (e.g. cargo clean in other checkouts), or set STRAIT_TEST_DISK_GB" >&2
+    exit 1
+fi
 
 step "format"
 cargo fmt --all --check
