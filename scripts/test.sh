@@ -33,9 +33,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "disk"
-# A full run writes several gigabytes under target/. Say so plainly before starting
-# rather than failing half-way with a linker's "No space left on device".
-need_gb="${STRAIT_TEST_DISK_GB:-12}"
+# A full run leaves 4.5 GB under target/, and the tests write images and state beside
+# it. Say so plainly before starting rather than failing half-way with a linker's
+# "No space left on device".
+need_gb="${STRAIT_TEST_DISK_GB:-8}"
 free_gb=$(( $(df --output=avail -k . | tail -1) / 1024 / 1024 ))
 echo "free: ${free_gb} GB where target/ lives; a full run needs about ${need_gb} GB"
 if [ "$free_gb" -lt "$need_gb" ]; then
