@@ -683,6 +683,12 @@ impl Cluster {
         self.hosts[i].agent.stop();
     }
 
+    /// SIGTERM host `i`'s agent and start it again without waiting for readiness (for
+    /// a test that watches it become ready, or not).
+    pub fn relaunch_agent(&mut self, i: usize) {
+        self.hosts[i].agent.relaunch();
+    }
+
     /// Start a stopped agent of host `i` again and wait until ready.
     pub fn start_agent(&mut self, i: usize) {
         self.hosts[i].agent.restart();

@@ -11,12 +11,16 @@
 //!   `netctl bgp peers` names BFD. Without BFD the same takes the hold time; both
 //!   figures are printed.
 //!
+//! - an agent whose speaker cannot listen (port 179 taken, no capability to bind it) is
+//!   not called ready, and says why; it becomes ready once the port is free.
+//!
 //! Root and etcd needed. One scenario at a time (a lock), as in tests/cluster.rs.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use strait_api::{AgentStatus, Readiness, code, paths};
 use strait_testbeds::cluster::probe::{self, ContinuousPing};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Container, Fabric};
 use strait_testbeds::wait_until;
@@ -298,4 +302,93 @@ fn bgp_host_cut_without_bfd() {
             .all(|p| p.address.to_string() != h4 || p.bfd.is_none()),
         "BFD state shown although BFD is off: {rr_view:?}"
     );
+}
+
+/// Host `i`'s readiness as `netctl status` shows it: the same answer as `/readyz`,
+/// which carries it in a 503 when not ready.
+fn readiness(cluster: &Cluster, i: usize) -> Result<Readiness, String> {
+    cluster
+        .host(i)
+        .agent
+        .client()
+        .get::<AgentStatus>(paths::STATUS)
+        .map(|s| s.readiness)
+        .map_err(|e| e.to_string())
+}
+
+/// Another process holds the BGP port on h2's underlay when its agent starts: the
+/// agent serves ADDs but `/readyz` says "limited connectivity" with the address and
+/// the error, not "ready" (a DaemonSet's probe would otherwise pass while the node's
+/// routes reach no peer). Freed, the speaker starts on its retry and the agent is
+/// ready, with its session to h1 up.
+#[test]
+fn bgp_port_taken_is_not_ready() {
+    let _serial = serial();
+    if !privileged("bgp_port_taken_is_not_ready") {
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterOpts::new(2, Fabric::Bgp));
+    assert_sessions(&cluster, 1, &[0]);
+
+    cluster.stop_agent(1);
+    // Listening on the wildcard address takes port 179 on every address of h2.
+    let squatter = cluster
+        .host(1)
+        .ns
+        .run_in(|| std::net::TcpListener::bind("0.0.0.0:179"))
+        .expect("bind port 179 in h2");
+    cluster.relaunch_agent(1);
+    let mut seen = None;
+    wait_until(
+        "h2 not ready because of BGP",
+        CONVERGE,
+        POLL,
+        || match readiness(&cluster, 1) {
+            // Past start-up (code 50 "agent is starting"), which may already name it.
+            Ok(r)
+                if r.code != code::NOT_AVAILABLE && r.reasons.iter().any(|m| m.contains("BGP")) =>
+            {
+                seen = Some(r);
+                Ok(())
+            }
+            Ok(r) => Err(format!("{r:?}")),
+            Err(e) => Err(e),
+        },
+    )
+    .unwrap();
+    let not_ready = seen.expect("readiness seen");
+    assert!(!not_ready.ready, "{not_ready:?}");
+    assert_eq!(not_ready.code, code::LIMITED_CONNECTIVITY, "{not_ready:?}");
+    let reason = not_ready.reasons.join("; ");
+    assert!(
+        reason.contains(":179") && reason.contains("in use"),
+        "the reason names the address and the error: {reason}"
+    );
+
+    // The probe a kubelet runs sees the same: 503 with the reason.
+    let probe = cluster
+        .host(1)
+        .agent
+        .client()
+        .get::<Readiness>(paths::READYZ)
+        .expect_err("/readyz is 503 while the port is taken")
+        .to_string();
+    assert!(
+        probe.contains("503") && probe.contains(":179"),
+        "/readyz: {probe}"
+    );
+
+    drop(squatter);
+    wait_until(
+        "h2 ready once port 179 is free",
+        CONVERGE,
+        POLL,
+        || match readiness(&cluster, 1) {
+            Ok(r) if r.ready => Ok(()),
+            Ok(r) => Err(format!("{r:?}")),
+            Err(e) => Err(e),
+        },
+    )
+    .unwrap();
+    assert_sessions(&cluster, 1, &[0]);
 }

@@ -243,7 +243,18 @@ impl AppState {
 
     pub(crate) async fn readiness(&self) -> Readiness {
         match self.owners.get() {
-            Some(o) => o.attacher.readiness().await,
+            Some(o) => {
+                let mut r = o.attacher.readiness().await;
+                // ADDs are served, but this node's routes reach no peer.
+                if let Some(failure) = o.bgp.as_ref().and_then(|b| b.failure()) {
+                    r.reasons.push(failure);
+                    if r.ready {
+                        r.ready = false;
+                        r.code = code::LIMITED_CONNECTIVITY;
+                    }
+                }
+                r
+            }
             None => Readiness {
                 ready: false,
                 code: code::NOT_AVAILABLE,

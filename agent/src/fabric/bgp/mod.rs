@@ -280,6 +280,10 @@ struct Shared {
     fib: OnceLock<Arc<AsyncMutex<FibSync>>>,
     peers: Mutex<Vec<Peer>>,
     warnings: Mutex<Vec<Warning>>,
+    /// Why the last attempt to configure the speaker failed (a port already bound, no
+    /// capability to bind 179), until one succeeds: readiness reports it, so a node
+    /// whose speaker cannot listen is not called ready.
+    failure: Mutex<Option<String>>,
 }
 
 /// Errors of the BGP fabric's start.
@@ -337,6 +341,12 @@ impl BgpHandle {
     /// Why some node or peer has no session (see [`peering`]).
     pub fn warnings(&self) -> Vec<Warning> {
         lock(&self.shared.warnings).clone()
+    }
+
+    /// Why the speaker could not be configured (or started) on the last attempt;
+    /// `None` once an attempt succeeds. The fabric keeps retrying meanwhile.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
     }
 
     fn speaker(&self) -> Result<Arc<Speaker>, String> {
@@ -502,7 +512,11 @@ impl BgpFabric {
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    due = match self.configure(&inputs, run).await {
+                    let result = self.configure(&inputs, run).await;
+                    *lock(&self.shared.failure) = result.as_ref().err().map(|e| {
+                        format!("BGP fabric: configuring the speaker failed: {e}")
+                    });
+                    due = match result {
                         Ok(()) => {
                             retry = MIN_BACKOFF;
                             None
