@@ -637,3 +637,14 @@ fn check(program: &str, args: &[&str], out: &Output) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The `NetworkUnavailable` condition of a Node as `kubectl get node -o json` shows it
+/// (the condition an agent sets; see [`KubeApi::mark_network_unavailable`]), or `null`
+/// when the Node has none.
+pub fn network_unavailable(node: &serde_json::Value) -> serde_json::Value {
+    node["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}

@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use strait_api::kube::{KindView, KubeStatusView};
 use strait_api::{ClientError, paths};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric, KubeBed, probe};
+use strait_testbeds::kube::network_unavailable;
 use strait_testbeds::wait_until;
 
 /// How long anything the agents do in reaction to the API server may take: a round
@@ -1025,11 +1026,7 @@ fn kube_nodes_conditions_and_annotations() {
             POLL,
             || {
                 node = kubectl_json(&cluster, &["node", &host.name]);
-                let cond = node["status"]["conditions"]
-                    .as_array()
-                    .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let cond = network_unavailable(&node);
                 if cond["status"] != "False" || cond["reason"] != "StraitIsUp" {
                     return Err(format!("NetworkUnavailable: {cond}"));
                 }
@@ -1052,11 +1049,7 @@ fn kube_nodes_conditions_and_annotations() {
             .filter(|(k, _)| k.starts_with("strait.io/"))
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
             .collect();
-        let cond = node["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let cond = network_unavailable(&node);
         println!(
             "{test}: {} (waited {took:.1?}): NetworkUnavailable={} reason={} message={}; {}",
             host.name,
@@ -1119,11 +1112,7 @@ fn kube_nodes_conditions_and_annotations() {
     );
     let took = wait_until("h1's Node put right again", WAIT, POLL, || {
         let node = kubectl_json(&cluster, &["node", "h1"]);
-        let cond = node["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let cond = network_unavailable(&node);
         let ann = &node["metadata"]["annotations"]["strait.io/underlay-ipv4"];
         if cond["status"] == "False"
             && cond["reason"] == "StraitIsUp"

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use strait_api::{Client, Readiness, paths};
 use strait_testbeds::cluster::{Cluster, ClusterOpts, Fabric, KubeBed};
 use strait_testbeds::etcd::Etcd;
-use strait_testbeds::kube::{KubeApi, KubeOpts};
+use strait_testbeds::kube::{KubeApi, KubeOpts, network_unavailable};
 use strait_testbeds::repo_root;
 use strait_testbeds::runtimes::Podman;
 use strait_testbeds::wait_until;
@@ -112,6 +112,23 @@ fn text(out: &Output) -> String {
 
 // ---------------------------------------------------------------------------------
 // Schemas from the API server's OpenAPI document, as kubeconform reads them.
+
+/// The HTTP status `curl` gets for `url` where `exec` runs it (a node's namespace):
+/// what a kubelet's `httpGet` probe would see; `000` when nothing answers.
+fn http_status(exec: impl Fn(&[&str]) -> Output, url: &str) -> String {
+    let out = exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        url,
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// (apiVersion, kind) of every document in the YAML files.
 fn kinds_in(files: &[PathBuf]) -> BTreeSet<(String, String)> {
@@ -900,11 +917,7 @@ fn kube_agent_in_cluster() {
             let node: Value =
                 serde_json::from_str(&kube.kubectl_ok(&["get", "node", "h1", "-o", "json"]))
                     .map_err(|e| e.to_string())?;
-            let cond = node["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
-                .cloned()
-                .unwrap_or(Value::Null);
+            let cond = network_unavailable(&node);
             let ann = &node["metadata"]["annotations"]["strait.io/underlay-ipv4"];
             if cond["status"] == "False" && *ann == host.underlay_v4.to_string() {
                 Ok(())
@@ -960,18 +973,7 @@ fn kube_agent_in_cluster() {
             .as_str()
             .expect("httpGet path");
         let url = format!("http://127.0.0.1:{port}{path}");
-        let out = host.exec(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            &url,
-        ]);
-        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        let code = http_status(|argv| host.exec(argv), &url);
         println!("{test}: {probe} GET {url}: {code}");
         if code != "200" {
             missing.push(format!("{probe} {path}: HTTP {code}"));
@@ -1472,19 +1474,8 @@ fn kube_agent_unprivileged_in_podman() {
         .unwrap_or_else(|| panic!("doctor's ip-forwarding check: {report}"));
     assert_eq!(forwarding["verdict"], "ok", "{forwarding}");
     // The probes' path, on the ConfigMap's metrics address.
-    let code = node.exec(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "10",
-        "http://127.0.0.1:9464/readyz",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&code.stdout),
+        http_status(|argv| node.exec(argv), "http://127.0.0.1:9464/readyz"),
         "200",
         "readinessProbe"
     );

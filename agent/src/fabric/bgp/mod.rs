@@ -512,17 +512,16 @@ impl BgpFabric {
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    let result = self.configure(&inputs, run).await;
-                    *lock(&self.shared.failure) = result.as_ref().err().map(|e| {
-                        format!("BGP fabric: configuring the speaker failed: {e}")
-                    });
-                    due = match result {
+                    due = match self.configure(&inputs, run).await {
                         Ok(()) => {
+                            *lock(&self.shared.failure) = None;
                             retry = MIN_BACKOFF;
                             None
                         }
                         Err(e) => {
                             error!(error = %e, retry_in = ?retry, "BGP fabric: configuring the speaker failed");
+                            *lock(&self.shared.failure) =
+                                Some(format!("BGP fabric: configuring the speaker failed: {e}"));
                             let at = Instant::now() + retry;
                             retry = (retry * 2).min(MAX_BACKOFF);
                             Some(at)
