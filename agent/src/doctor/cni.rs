@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use strait_api::doctor::Check;
-
-/// The `cniVersion`s the plugin answers.
-const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+use strait_cni::version::{CniVersion, SUPPORTED};
 
 pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Check {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(conf_dir) {
@@ -131,10 +129,12 @@ fn validate(conf: &Value, plugins: &[&Value], strait: &Value, socket: &Path) -> 
         .get("cniVersion")
         .and_then(Value::as_str)
         .ok_or("no cniVersion")?;
-    if !VERSIONS.contains(&version) {
+    // The plugin's own list: what it answers is what is valid here.
+    if CniVersion::parse(version).is_none() {
+        let supported: Vec<&str> = SUPPORTED.iter().map(|v| v.as_str()).collect();
         return Err(format!(
             "cniVersion {version:?} is not one strait answers ({})",
-            VERSIONS.join(", ")
+            supported.join(", ")
         ));
     }
     match conf.get("name").and_then(Value::as_str) {

@@ -8,8 +8,7 @@ use std::path::Path;
 use strait_api::FabricMode;
 use strait_api::doctor::Check;
 
-/// The name of the VXLAN device the fabric makes.
-const VXLAN_DEVICE: &str = "strait.vxlan";
+use crate::fabric::VXLAN_DEVICE;
 
 fn read(root: &Path, rel: &str) -> Option<String> {
     std::fs::read_to_string(root.join(rel))

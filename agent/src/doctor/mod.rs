@@ -38,15 +38,11 @@ pub struct Doctor {
     pub underlay: Underlay,
     pub socket: PathBuf,
     pub site: String,
-    /// The root of the network sysctls (`net/...`): the host connection's, i.e.
-    /// `--proc-sys-dir`; the tests point it elsewhere.
-    pub proc_sys: PathBuf,
 }
 
 impl Doctor {
     pub fn new(netlink: Netlink, underlay: Underlay, socket: PathBuf, site: String) -> Self {
         Self {
-            proc_sys: netlink.proc_sys().to_path_buf(),
             netlink,
             underlay,
             socket,
@@ -149,12 +145,14 @@ impl Doctor {
             }
         }
         let ipv6 = s.pools.iter().any(|p| matches!(p, ipnet::IpNet::V6(_)));
-        checks.push(host::forwarding(&self.proc_sys, ipv6));
+        // The network sysctls under the host connection's root (`--proc-sys-dir`).
+        let proc_sys = self.netlink.proc_sys();
+        checks.push(host::forwarding(proc_sys, ipv6));
         let mut devices: Vec<String> = self.underlay.iface.iter().cloned().collect();
         if let Some(d) = report.as_ref().and_then(|r| r.device.as_ref()) {
             devices.push(d.name.clone());
         }
-        checks.push(host::rp_filter(&self.proc_sys, fabric, &devices));
+        checks.push(host::rp_filter(proc_sys, fabric, &devices));
         if let Some(o) = owners {
             let container = o.attacher.config().container_mtu();
             let host_mtu = mtu::HostMtu {
@@ -199,7 +197,7 @@ impl Doctor {
             "clock",
             "compared across nodes: netctl doctor --all-nodes",
         ));
-        checks.push(host::conntrack(&self.proc_sys));
+        checks.push(host::conntrack(proc_sys));
         checks.push(host::kernel(
             &host::kernel_release(),
             &host::Features {

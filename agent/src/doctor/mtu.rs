@@ -13,7 +13,7 @@ use strait_api::FabricMode;
 use strait_api::NodeRecord;
 use strait_api::doctor::Check;
 
-use crate::fabric::vxlan_mtu;
+use crate::fabric::{VXLAN_DEVICE, vxlan_mtu};
 
 /// This host's numbers.
 pub struct HostMtu {
@@ -59,7 +59,7 @@ pub fn local(h: &HostMtu) -> Check {
                 return Check::fail(
                     "mtu",
                     format!(
-                        "containers send {} bytes and strait.vxlan's MTU is {dev}",
+                        "containers send {} bytes and {VXLAN_DEVICE}'s MTU is {dev}",
                         h.container
                     ),
                     fix_lower(dev),
@@ -68,7 +68,7 @@ pub fn local(h: &HostMtu) -> Check {
             Check::ok(
                 "mtu",
                 format!(
-                    "containers {}, strait.vxlan {}, {iface} {}",
+                    "containers {}, {VXLAN_DEVICE} {}, {iface} {}",
                     h.container,
                     h.vxlan_device
                         .map_or("absent".to_string(), |d| d.to_string()),

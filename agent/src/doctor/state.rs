@@ -275,7 +275,7 @@ pub fn ipam(view: &IpamView, issues: &[IpamIssue], grace: Duration) -> Vec<Check
             continue;
         }
         let percent = p.used * 100 / usable;
-        if percent >= 100 || u128::from(p.blocks_claimed) >= p.blocks_total && p.used >= usable {
+        if percent >= 100 {
             full.push(format!("{} ({} of {usable})", p.cidr, p.used));
         } else if percent >= 90 {
             near.push(format!("{} {percent}% used", p.cidr));
@@ -366,7 +366,7 @@ pub fn ipam(view: &IpamView, issues: &[IpamIssue], grace: Duration) -> Vec<Check
 /// DELs the plugin queued on disk while the agent or the store was away, and not
 /// applied yet: their addresses are still taken.
 pub fn pending_dels(state_dir: &Path) -> Check {
-    let dir = state_dir.join(strait_api::PENDING_RELEASE_DIR);
+    let dir = strait_api::queue::dir(state_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(d) => d.filter_map(|e| e.ok()).count(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,

@@ -13,8 +13,6 @@ use tracing::{info, warn};
 use super::pool::pool_of;
 use super::{AllocRequest, Ipam, IpamError, tunnel_handle};
 
-/// The interface name recorded in the tunnel handle (for `netctl ipam check` readers).
-const TUNNEL_IFNAME: &str = "strait.vxlan";
 /// The "network" recorded in the tunnel handle.
 const TUNNEL_NETWORK: &str = "strait-tunnel";
 
@@ -68,7 +66,8 @@ pub async fn ensure_tunnel_addresses(ipam: &Ipam) -> Result<TunnelAddrs, IpamErr
         handle: handle.clone(),
         network: TUNNEL_NETWORK.into(),
         container_id: ipam.node().to_string(),
-        ifname: TUNNEL_IFNAME.into(),
+        // The interface recorded in the tunnel handle (for `netctl ipam check` readers).
+        ifname: crate::fabric::VXLAN_DEVICE.into(),
         ..Default::default()
     };
     match ipam.allocate(req).await {

@@ -92,13 +92,13 @@ pub fn echo_sized(to: IpAddr, ip_len: Option<usize>, timeout: Duration) -> io::R
     let start = Instant::now();
     let deadline = start + timeout;
     let mut buf = vec![0u8; 65536];
+    let header = if to.is_ipv4() {
+        IPV4_HEADER
+    } else {
+        IPV6_HEADER
+    };
+    let payload = ip_len.map(|l| l.saturating_sub(header + ECHO_HEADER));
     for n in 0..TRIES {
-        let header = if to.is_ipv4() {
-            IPV4_HEADER
-        } else {
-            IPV6_HEADER
-        };
-        let payload = ip_len.map(|l| l.saturating_sub(header + ECHO_HEADER));
         let packet = echo_request(request, id, n as u16, to.is_ipv4(), payload);
         match socket.send(&packet) {
             Ok(_) => {}
