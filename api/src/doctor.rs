@@ -187,6 +187,24 @@ pub struct DoctorQuery {
     pub cni_bin_dir: Option<String>,
 }
 
+impl DoctorQuery {
+    /// As the query string of `GET /v1/doctor` (`?all_nodes=…&…`), the directories
+    /// percent-encoded.
+    pub fn to_query(&self) -> String {
+        let mut parts = vec![format!("all_nodes={}", self.all_nodes)];
+        if self.links_only {
+            parts.push("links_only=true".into());
+        }
+        if let Some(d) = &self.cni_conf_dir {
+            parts.push(format!("cni_conf_dir={}", crate::query::escape(d)));
+        }
+        if let Some(d) = &self.cni_bin_dir {
+            parts.push(format!("cni_bin_dir={}", crate::query::escape(d)));
+        }
+        format!("?{}", parts.join("&"))
+    }
+}
+
 /// Where runtimes look for CNI network configs unless told otherwise.
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 /// Where runtimes look for CNI plugins: the CNI project's path, and Debian's.
@@ -227,5 +245,25 @@ mod tests {
         assert_eq!(json["nodes"][0]["checks"][0]["fix"], "add a pool");
         let back: DoctorReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        let q = DoctorQuery {
+            all_nodes: true,
+            links_only: true,
+            ..Default::default()
+        };
+        assert_eq!(q.to_query(), "?all_nodes=true&links_only=true");
+        let q = DoctorQuery {
+            cni_conf_dir: Some("/tmp/a b&c".into()),
+            cni_bin_dir: Some("/opt/cni/bin:/usr/lib/cni".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.to_query(),
+            "?all_nodes=false&cni_conf_dir=%2Ftmp%2Fa%20b%26c\
+             &cni_bin_dir=%2Fopt%2Fcni%2Fbin%3A%2Fusr%2Flib%2Fcni"
+        );
     }
 }

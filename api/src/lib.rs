@@ -51,6 +51,7 @@ pub mod nodes;
 pub mod origin;
 pub mod policy;
 pub mod policy_wire;
+mod query;
 pub mod queue;
 pub mod routes;
 pub mod services;

@@ -211,10 +211,10 @@ impl MonitorFilter {
             parts.push(format!("verdict={}", v.as_str()));
         }
         if let Some(e) = &self.endpoint {
-            parts.push(format!("endpoint={}", escape(e)));
+            parts.push(format!("endpoint={}", crate::query::escape(e)));
         }
         if let Some(n) = &self.namespace {
-            parts.push(format!("namespace={}", escape(n)));
+            parts.push(format!("namespace={}", crate::query::escape(n)));
         }
         if let Some(p) = self.port {
             parts.push(format!("port={p}"));
@@ -223,7 +223,7 @@ impl MonitorFilter {
             parts.push("translations=true".into());
         }
         if let Some(svc) = &self.service {
-            parts.push(format!("service={}", escape(svc)));
+            parts.push(format!("service={}", crate::query::escape(svc)));
         }
         if parts.is_empty() {
             String::new()
@@ -231,18 +231,6 @@ impl MonitorFilter {
             format!("?{}", parts.join("&"))
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// One line of the monitor's stream: an event, or how many the client missed

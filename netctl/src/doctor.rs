@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use strait_api::Client;
-use strait_api::doctor::{Check, DoctorReport, NodeHealth, Verdict};
+use strait_api::doctor::{Check, DoctorQuery, DoctorReport, NodeHealth, Verdict};
 use strait_api::paths;
 
 use crate::Output;
@@ -30,18 +30,18 @@ pub struct DoctorArgs {
 }
 
 /// Long enough for every node's probes (each bounded by a few seconds) and the
-/// exchange through the store.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// exchange through the store (`netctl topology`'s call waits as long).
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(socket: &Path, out: Output, args: &DoctorArgs) -> Result<ExitCode> {
     let client = Client::new(socket).with_timeout(TIMEOUT);
-    let path = format!(
-        "{}?all_nodes={}&cni_conf_dir={}&cni_bin_dir={}",
-        paths::DOCTOR,
-        args.all_nodes,
-        encode(&args.cni_conf_dir),
-        encode(&args.cni_bin_dir)
-    );
+    let query = DoctorQuery {
+        all_nodes: args.all_nodes,
+        links_only: false,
+        cni_conf_dir: Some(args.cni_conf_dir.clone()),
+        cni_bin_dir: Some(args.cni_bin_dir.clone()),
+    };
+    let path = format!("{}{}", paths::DOCTOR, query.to_query());
     let report = match client.get::<DoctorReport>(&path) {
         Ok(r) => r,
         Err(e) => unreachable_report(socket, &e.to_string()),
@@ -61,20 +61,6 @@ fn unreachable_report(socket: &Path, error: &str) -> DoctorReport {
              and see its log (`journalctl -u straitd`), or give netctl its --socket",
         )],
     }
-}
-
-/// Percent-encoding for the one free-text query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' | b':' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 pub fn render(report: &DoctorReport) -> String {
@@ -174,11 +160,5 @@ mod tests {
         let r = unreachable_report(Path::new("/run/strait/strait.sock"), "connection refused");
         assert_eq!(r.worst(), Verdict::Fail);
         assert!(render(&r).contains("systemctl start straitd"));
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("/etc/cni/net.d"), "/etc/cni/net.d");
-        assert_eq!(encode("/tmp/a b&c"), "/tmp/a%20b%26c");
     }
 }

@@ -15,25 +15,27 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use strait_api::bgp::BgpRole;
-use strait_api::doctor::{DoctorReport, LinkKind, NodeHealth, Verdict};
+use strait_api::doctor::{DoctorQuery, DoctorReport, LinkKind, NodeHealth, Verdict};
 use strait_api::{Client, FabricMode, NodeState, NodeView, paths};
 
 use crate::Output;
 use crate::table::plural;
 
-/// The doctor call asks every node through the store (links only, no probes).
-const TIMEOUT: Duration = Duration::from_secs(30);
-
 pub fn run(client: &Client, out: Output, file: Option<&Path>) -> Result<ExitCode> {
     let views: Vec<NodeView> = client.get(paths::NODES)?;
+    // Every node asked through the store, for its links only (no probes).
+    let query = DoctorQuery {
+        all_nodes: true,
+        links_only: true,
+        ..Default::default()
+    };
     let doctor = Client::new(client.socket())
-        .with_timeout(TIMEOUT)
-        .get::<DoctorReport>(&format!("{}?all_nodes=true&links_only=true", paths::DOCTOR));
+        .with_timeout(crate::doctor::TIMEOUT)
+        .get::<DoctorReport>(&format!("{}{}", paths::DOCTOR, query.to_query()));
     let topo = match doctor {
         Ok(report) => Topology::build(&views, Some(&report)),
         Err(e) => {
