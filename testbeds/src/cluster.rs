@@ -932,7 +932,7 @@ fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpt
             "--fabric".to_string(),
             opts.fabric.as_str().to_string(),
             "--underlay-iface".to_string(),
-            "eth0".to_string(),
+            underlay::UNDERLAY_DEV.to_string(),
         ]);
         if let Some(ttl) = opts.node_lease_ttl_secs {
             a.extra

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use strait_testbeds::cluster::probe;
-use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric};
+use strait_testbeds::cluster::underlay::UNDERLAY_DEV;
+use strait_testbeds::cluster::{Cluster, ClusterHost, ClusterOpts, Fabric, VXLAN_DEV};
 use strait_testbeds::wait_until;
 
 const CONVERGE: Duration = Duration::from_secs(40);
@@ -124,28 +125,6 @@ fn healthy(host: &ClusterHost, dirs: &CniDirs, all_nodes: bool) -> Result<(), St
     }
 }
 
-fn underlay_iface(host: &ClusterHost) -> String {
-    let addrs = host.ns.ip_json(&["-4", "addr", "show"]);
-    for link in addrs.as_array().into_iter().flatten() {
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            if a["local"] == host.underlay_v4.to_string() {
-                return link["ifname"].as_str().expect("ifname").to_string();
-            }
-        }
-    }
-    panic!("{}: no interface holds {}", host.name, host.underlay_v4);
-}
-
-fn sh(host: &ClusterHost, argv: &[&str]) {
-    let out = host.exec(argv);
-    assert!(
-        out.status.success(),
-        "{} {argv:?}: {}",
-        host.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     if !privileged("doctor_names_each_fault_and_topology_draws_the_cluster") {
@@ -189,9 +168,9 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     topology(h1);
 
     // IP forwarding off on h2.
-    sh(h2, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    h2.ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     let (code, report) = doctor(h2, &dirs[1], false);
-    sh(h2, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    h2.ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let c = check(&report, "h2", "ip-forwarding");
     assert_eq!(c["verdict"], "fail", "{report:#}");
     assert!(
@@ -210,19 +189,8 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
             .find_map(|(mac, dst)| Some((mac.clone(), (*dst)?)))
             .expect("an FDB entry with a destination");
         let dst = dst.to_string();
-        sh(
-            h1,
-            &[
-                "bridge",
-                "fdb",
-                "del",
-                &mac,
-                "dev",
-                "strait.vxlan",
-                "dst",
-                &dst,
-            ],
-        );
+        h1.ns
+            .exec_ok(&["bridge", "fdb", "del", &mac, "dev", VXLAN_DEV, "dst", &dst]);
         let (code, report) = doctor(h1, &dirs[0], false);
         let c = check(&report, "h1", "fabric");
         if c["verdict"] == "fail" {
@@ -243,11 +211,12 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
 
     // h3's underlay carries less than the others': its own check sees its containers'
     // MTU exceed it, and h1's DF probe finds full-size packets to h3 lost.
-    let iface = underlay_iface(h3);
-    sh(h3, &["ip", "link", "set", "dev", &iface, "mtu", "1400"]);
+    h3.ns
+        .exec_ok(&["ip", "link", "set", "dev", UNDERLAY_DEV, "mtu", "1400"]);
     let (code3, report3) = doctor(h3, &dirs[2], false);
     let (code1, report1) = doctor(h1, &dirs[0], false);
-    sh(h3, &["ip", "link", "set", "dev", &iface, "mtu", "1500"]);
+    h3.ns
+        .exec_ok(&["ip", "link", "set", "dev", UNDERLAY_DEV, "mtu", "1500"]);
     let local = check(&report3, "h3", "mtu");
     assert_eq!(local["verdict"], "fail", "{report3:#}");
     assert!(local["fix"].as_str().unwrap().contains("--mtu"), "{local}");

@@ -115,6 +115,9 @@ pub struct Line {
     pub rate_mbit: Option<u32>,
 }
 
+/// Name of a host's end of its underlay veth: the agents' `--underlay-iface`.
+pub const UNDERLAY_DEV: &str = "eth0";
+
 /// Name of the line's device in both site routers.
 pub const LINE_DEV: &str = "line";
 
@@ -265,13 +268,13 @@ impl Underlay {
         IpAddr::V4(Segment::A.v4(BRIDGE))
     }
 
-    /// Plug `ns` into `seg` through a veth whose inner end is `eth0`, address it as
+    /// Plug `ns` into `seg` through a veth whose inner end is [`UNDERLAY_DEV`], address it as
     /// number `n` of the segment, and give it a default route (v4 and v6) to the
     /// segment's gateway. Returns the addresses.
     pub fn attach(&self, ns: &Netns, port: &str, seg: Segment, n: u8) -> (Ipv4Addr, Ipv6Addr) {
         quiet_dad(ns);
-        plug(&self.ns, seg, port, ns, "eth0", self.mtu);
-        add_addrs(ns, "eth0", seg, n);
+        plug(&self.ns, seg, port, ns, UNDERLAY_DEV, self.mtu);
+        add_addrs(ns, UNDERLAY_DEV, seg, n);
         let (gw4, gw6) = seg.gateway(self.router.is_some());
         ns.exec_ok(&["ip", "route", "add", "default", "via", &gw4.to_string()]);
         ns.exec_ok(&[
