@@ -124,3 +124,69 @@ impl HeldBack {
         });
     }
 }
+
+/// How long the inbound half of a deleted Child SA still takes packets. The peer
+/// stopped sealing with it before its Delete left (or before it answered ours), but a
+/// packet it sealed just before can arrive after the Delete: a datapath worker that
+/// took the SA and was then kept off the CPU sends it late. Removed at once, that
+/// packet would be dropped as an unknown SPI, a packet lost to a rekey. (strongSwan
+/// waits 5 s by default for the same reason.)
+pub const INBOUND_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Inbound halves of deleted Child SAs, still installed until their
+/// [`INBOUND_LINGER`] ran out. Nothing leaves on them: their outbound twins are gone.
+#[derive(Debug, Default)]
+pub struct Retiring {
+    inbound: Vec<(u32, std::time::Instant)>,
+}
+
+impl Retiring {
+    /// Inbound SA `spi_in` is deleted: it goes after its linger.
+    pub fn retire(&mut self, spi_in: u32, now: std::time::Instant) {
+        self.inbound.push((spi_in, now + INBOUND_LINGER));
+    }
+
+    /// The inbound SAs whose linger ran out, forgotten here: the caller removes them.
+    pub fn take_due(&mut self, now: std::time::Instant) -> Vec<u32> {
+        let mut due = Vec::new();
+        self.inbound.retain(|&(spi, deadline)| {
+            if now < deadline {
+                return true;
+            }
+            due.push(spi);
+            false
+        });
+        due
+    }
+
+    /// Removes from datapath peer `name` the inbound SAs whose linger ran out.
+    pub fn remove_due(&mut self, datapath: &dyn Datapath, name: &str, now: std::time::Instant) {
+        for spi in self.take_due(now) {
+            ignore_unknown(datapath.remove_sa(name, strait_esp::Direction::Inbound, spi));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_deleted_inbound_sa_goes_only_after_its_linger() {
+        let t0 = Instant::now();
+        let mut r = Retiring::default();
+        r.retire(0x11, t0);
+        r.retire(0x22, t0 + Duration::from_secs(1));
+        assert!(r.take_due(t0).is_empty());
+        assert!(
+            r.take_due(t0 + INBOUND_LINGER - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(r.take_due(t0 + INBOUND_LINGER), vec![0x11]);
+        // Taken once: the next look has only the later one, when it is due.
+        assert!(r.take_due(t0 + INBOUND_LINGER).is_empty());
+        assert_eq!(r.take_due(t0 + Duration::from_secs(60)), vec![0x22]);
+        assert!(r.take_due(t0 + Duration::from_secs(60)).is_empty());
+    }
+}

@@ -152,6 +152,8 @@ struct PeerState {
     totals: strait_api::ipsec::PeerTotals,
     /// Rekeys we answered: new outbound SAs held back until safe.
     held_back: child_sa::HeldBack,
+    /// Deleted Child SAs' inbound halves, kept a little longer.
+    retiring: child_sa::Retiring,
 }
 
 /// The keys peers are authenticated with, shared with the speaker's verifier.
@@ -485,6 +487,7 @@ impl Engine {
                     last_error: None,
                     children: BTreeMap::new(),
                     held_back: Default::default(),
+                    retiring: Default::default(),
                     totals: Default::default(),
                 }
             });
@@ -714,18 +717,15 @@ impl Engine {
                 if let Some(r) = &self.running {
                     child_sa::ignore_unknown(r.datapath.remove_sa(
                         &name,
-                        Direction::Inbound,
-                        spi_in,
-                    ));
-                    child_sa::ignore_unknown(r.datapath.remove_sa(
-                        &name,
                         Direction::Outbound,
                         spi_out,
                     ));
                 }
+                // The inbound half lingers for what the peer sealed just before.
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.children.remove(&spi_out);
                     p.held_back.forget(spi_out);
+                    p.retiring.retire(spi_in, now);
                 }
                 debug!(peer = %name, spi_in = format!("{spi_in:08x}"), spi_out = format!("{spi_out:08x}"), "Child SA deleted");
             }
@@ -799,14 +799,15 @@ impl Engine {
     }
 
     /// Puts in use the held-back outbound SAs whose inbound twin carried traffic, or
-    /// whose grace ran out.
-    fn switch_due(&mut self, esp: &[strait_esp::SaReport]) {
+    /// whose grace ran out, and removes the retired inbound SAs whose linger ran out.
+    fn child_sas_due(&mut self, esp: &[strait_esp::SaReport]) {
         let Some(r) = &self.running else { return };
         let now = Instant::now();
         for (name, p) in &mut self.peers {
             p.held_back.switch_due(&*r.datapath, name, esp, now);
+            p.retiring.remove_due(&*r.datapath, name, now);
         }
-        self.gateway.switch_due(&*r.datapath, esp, now);
+        self.gateway.child_sas_due(&*r.datapath, esp, now);
     }
 
     /// Has the speaker rekey the Child SAs whose outbound direction is near its
@@ -830,7 +831,7 @@ impl Engine {
                 due.push(*spi_in);
             }
         }
-        self.switch_due(&esp);
+        self.child_sas_due(&esp);
         self.count(&esp);
         for spi_in in due {
             self.speaker.child_limit_reached(spi_in, now);

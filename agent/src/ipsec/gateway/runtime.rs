@@ -58,6 +58,8 @@ struct Carried {
     record: ExternalPeer,
     /// Rekeys the peer asked for: our new outbound SAs held back until safe.
     held_back: child_sa::HeldBack,
+    /// Deleted Child SAs' inbound halves, kept a little longer.
+    retiring: child_sa::Retiring,
     /// What crossed its SAs since this node carries it.
     totals: PeerTotals,
 }
@@ -205,6 +207,7 @@ impl Runtime {
                             last_error: None,
                             record: plan.peer.clone(),
                             held_back: Default::default(),
+                            retiring: Default::default(),
                             totals: Default::default(),
                         },
                     );
@@ -469,16 +472,18 @@ impl Runtime {
         }
     }
 
-    /// Puts in use the held-back outbound SAs that are due (see [`child_sa::HeldBack`]).
-    pub fn switch_due(
+    /// Puts in use the held-back outbound SAs that are due (see [`child_sa::HeldBack`])
+    /// and removes the retired inbound SAs whose linger ran out ([`child_sa::Retiring`]).
+    pub fn child_sas_due(
         &mut self,
         datapath: &dyn Datapath,
         esp: &[strait_esp::SaReport],
         now: Instant,
     ) {
         for (name, c) in &mut self.carried {
-            c.held_back
-                .switch_due(datapath, &datapath_name(name), esp, now);
+            let name = datapath_name(name);
+            c.held_back.switch_due(datapath, &name, esp, now);
+            c.retiring.remove_due(datapath, &name, now);
         }
     }
 
@@ -603,9 +608,10 @@ fn drain(
             Event::ChildSaDeleted {
                 spi_in, spi_out, ..
             } => {
-                child_sa::ignore_unknown(dp.remove_sa(&name, Direction::Inbound, spi_in));
+                // The inbound half lingers for what the peer sealed just before.
                 child_sa::ignore_unknown(dp.remove_sa(&name, Direction::Outbound, spi_out));
                 c.held_back.forget(spi_out);
+                c.retiring.retire(spi_in, now);
             }
             Event::IkeSaUp { remote, .. } => {
                 info!(peer = %name, %remote, "IKE SA with external peer established");
