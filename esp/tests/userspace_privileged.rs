@@ -341,6 +341,14 @@ fn esp_between_two_namespaces_passes_the_wire_oracles() {
             || text.contains(&format!("mtu={}", mtu::inner_mtu(1500, false))),
         "no fragmentation-needed with the TUN MTU: {text}"
     );
+    // Each queue holds more than a TUN's default 500 packets for a worker kept off
+    // the CPU.
+    let tun = bed.line.a.ip_json(&["link", "show", &bed.pair.opts.tun_a]);
+    assert_eq!(
+        tun[0]["txqlen"].as_u64(),
+        Some(u64::from(strait_esp::userspace::TUN_QUEUE_LEN)),
+        "{tun}"
+    );
 
     // Only ESP on the line.
     let esp = count(&pcap, "udp port 4500");

@@ -1,8 +1,8 @@
 //! The TUN device of the userspace datapath: opened with one file descriptor per
 //! queue (`IFF_MULTI_QUEUE`), with the vnet header (`IFF_VNET_HDR`) and the offloads
 //! (`TUNSETOFFLOAD`: checksum, TSO4/6, USO4/6 where the kernel has it) so that the
-//! kernel hands over 64 KiB GSO super-packets instead of MTU-sized ones. Also the two
-//! interface settings the datapath makes itself: MTU and up.
+//! kernel hands over 64 KiB GSO super-packets instead of MTU-sized ones. Also the
+//! interface settings the datapath makes itself: MTU, queue length and up.
 //!
 //! The descriptors are made in the calling thread's network namespace; the device
 //! lives there whatever thread reads it later.
@@ -143,6 +143,19 @@ pub fn set_mtu(ctl: &OwnedFd, name: &str, mtu: u32) -> io::Result<()> {
     req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
     // SAFETY: SIOCSIFMTU reads one ifreq, which lives across the call.
     if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCSIFMTU, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set how many packets each queue of interface `name` holds for its reader.
+#[allow(unsafe_code)]
+pub fn set_tx_queue_len(ctl: &OwnedFd, name: &str, len: u32) -> io::Result<()> {
+    let mut req = ifreq(name);
+    // `ifr_qlen` is the union's plain int, which libc names after another of its uses.
+    req.ifr_ifru.ifru_ifindex = len as libc::c_int;
+    // SAFETY: SIOCSIFTXQLEN reads one ifreq, which lives across the call.
+    if unsafe { libc::ioctl(ctl.as_raw_fd(), libc::SIOCSIFTXQLEN, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
