@@ -35,6 +35,7 @@ pub mod probe;
 pub mod routers;
 pub mod underlay;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -741,6 +742,42 @@ impl Cluster {
         all
     }
 
+    /// Where the kernel dropped packets anywhere in the cluster, for a test that lost
+    /// one: every interface's RX and TX drop counts and every namespace's UDP error
+    /// counts (receive buffer full, other input errors) that are not zero, by where.
+    pub fn kernel_drops(&self) -> BTreeMap<String, u64> {
+        // By name: these namespaces are owned (and deleted) elsewhere.
+        let run = |name: &str, argv: &[&str]| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", name])
+                .args(argv)
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default()
+        };
+        let mut out = BTreeMap::new();
+        for name in self.namespaces() {
+            let links: Value =
+                serde_json::from_slice(&run(&name, &["ip", "-j", "-s", "link", "show"]))
+                    .unwrap_or_default();
+            for l in links.as_array().into_iter().flatten() {
+                let dev = l["ifname"].as_str().unwrap_or("?");
+                for dir in ["rx", "tx"] {
+                    let n = l["stats64"][dir]["dropped"].as_u64().unwrap_or(0);
+                    if n > 0 {
+                        out.insert(format!("{name}/{dev} {dir} dropped"), n);
+                    }
+                }
+            }
+            let snmp =
+                String::from_utf8_lossy(&run(&name, &["cat", "/proc/net/snmp"])).into_owned();
+            for (field, n) in udp_errors(&snmp) {
+                out.insert(format!("{name} UDP {field}"), n);
+            }
+        }
+        out
+    }
+
     /// A human summary: what exists and how to look at it.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -857,6 +894,22 @@ impl Cluster {
 
 /// Whether `name` can prefix a cluster's namespaces: `[A-Za-z0-9_-]`, 1 to 32
 /// characters, and no namespace of that prefix exists (another cluster's).
+/// The non-zero error counters of the `Udp:` lines of a `/proc/net/snmp`.
+fn udp_errors(snmp: &str) -> Vec<(String, u64)> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return vec![];
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .filter(|(name, _)| name.ends_with("Errors"))
+        .filter_map(|(name, v)| Some((name.to_string(), v.parse().ok()?)))
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 32
@@ -952,4 +1005,19 @@ fn agent_opts(opts: &ClusterOpts, i: usize, name: &str, etcd: &Etcd) -> AgentOpt
         a.extra.extend(flags.iter().cloned());
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_errors_are_the_non_zero_error_counters() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+            Udp: 145 3 0 150 7 0\n\
+            UdpLite: InDatagrams InErrors\nUdpLite: 0 9\n";
+        assert_eq!(udp_errors(snmp), vec![("RcvbufErrors".to_string(), 7)]);
+        assert!(udp_errors("Ip: Forwarding\nIp: 1\n").is_empty());
+    }
 }

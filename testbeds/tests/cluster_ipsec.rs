@@ -8,6 +8,7 @@
 //!
 //! Root, etcd, tcpdump and tshark needed (visible SKIP otherwise).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -339,13 +340,13 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
     let (c, a, b) = two_site_pair(&["--ipsec-child-lifetime-secs", "3"]);
     let b_ip: IpAddr = b.v4.unwrap().into();
     let server = IperfServer::start(&b.ns, b_ip);
+    let esp_before: Vec<u64> = c.hosts().iter().map(rekey_drops).collect();
+    let kernel_before = c.kernel_drops();
     let pings = ContinuousPing::start(&a.ns, b_ip, 750, Duration::from_millis(20));
     let rekeys_before = child_rekeys(c.host(0));
     // Well below what the datapath moves (about 180 Mbit/s for this debug build on a
     // loaded 2-core machine, measured): a saturated path drops pings by congestion,
-    // which says nothing about rekeys. At 80 Mbit/s a CI run lost three pings in a row
-    // with no ESP drop at all: the TUN's queue (500 packets, some 70 ms at that rate)
-    // overflowed while the busy machine kept the datapath's thread off the CPU.
+    // which says nothing about rekeys.
     let out = a.ns.exec(&[
         "iperf3",
         "-c",
@@ -374,29 +375,62 @@ fn rekeys_under_traffic_lose_no_packet_and_count_no_replay() {
         bytes > 25_000_000,
         "iperf3 moved data across the rekeys: {v}"
     );
-    let drops: Vec<_> = c.hosts().iter().map(|h| status(h).drops).collect();
-    let queues: Vec<String> = c
-        .hosts()
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(
-                &h.ns
-                    .exec(&["ip", "-s", "link", "show", "strait.esp"])
-                    .stdout,
-            )
-            .into_owned()
-        })
-        .collect();
-    assert_eq!(
-        stats.lost(),
-        0,
-        "{stats:?} across the rekeys; ESP drops {drops:?}; the TUN devices: {queues:?}"
-    );
     let rekeys = child_rekeys(c.host(0)) - rekeys_before;
     assert!(rekeys >= 3, "Child SA rekeys during the run: {rekeys}");
+    // What a rekey can lose, the ESP datapath counts: a packet for an SPI that is not
+    // (or no longer) installed, or one with no outbound SA to leave on. None may be.
+    let esp_lost: Vec<u64> = c
+        .hosts()
+        .iter()
+        .zip(&esp_before)
+        .map(|(h, before)| rekey_drops(h) - before)
+        .collect();
+    let drops: Vec<_> = c.hosts().iter().map(|h| status(h).drops).collect();
+    assert_eq!(
+        esp_lost,
+        vec![0, 0],
+        "packets dropped for want of an SA across the rekeys, by host; all ESP drops: {drops:?}"
+    );
     for h in c.hosts() {
         assert_eq!(failures(h), (0, 0), "{}: replay and ICV failures", h.name);
     }
+    // And no ping lost either, unless the kernel dropped packets meanwhile: at a full
+    // TUN queue or a full backlog, when the host kept the datapath's workers or the
+    // softirqs off the CPU (a loaded CI machine does). That is not a rekey's doing,
+    // and ESP, which counts every packet a rekey can lose, saw none.
+    let kernel_after = c.kernel_drops();
+    let grew: BTreeMap<&String, u64> = kernel_after
+        .iter()
+        .map(|(at, n)| {
+            (
+                at,
+                n.saturating_sub(kernel_before.get(at).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    if stats.lost() > 0 && !grew.is_empty() {
+        eprintln!(
+            "NOTE: {} of {} pings unanswered ({:?}) while the kernel dropped packets: \
+             {grew:?}; ESP dropped none for a rekey",
+            stats.lost(),
+            stats.transmitted,
+            stats.unanswered
+        );
+    } else {
+        assert_eq!(
+            stats.lost(),
+            0,
+            "{stats:?} across the rekeys, with no drop the kernel counted; ESP drops {drops:?}"
+        );
+    }
+}
+
+/// Packets host `h`'s ESP datapath dropped for want of an SA: sealed for an SPI it
+/// has not (or no longer), or with no outbound SA to seal with.
+fn rekey_drops(h: &ClusterHost) -> u64 {
+    let d = status(h).drops;
+    d.unknown_spi + d.no_sa
 }
 
 #[test]
