@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use strait_api::doctor::Check;
-use strait_cni::version::{CniVersion, SUPPORTED};
 
 pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Check {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(conf_dir) {
@@ -124,44 +123,35 @@ fn plugins_of(conf: &Value) -> Vec<&Value> {
     }
 }
 
+/// The strait entry as the plugin will see it, checked by the plugin's own decoder:
+/// libcni hands each plugin of a list its own object with the list's `cniVersion` and
+/// `name` put in. Then its socket (the plugin's default when absent) against the one
+/// this agent serves.
 fn validate(conf: &Value, plugins: &[&Value], strait: &Value, socket: &Path) -> Result<(), String> {
-    let version = conf
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .ok_or("no cniVersion")?;
-    // The plugin's own list: what it answers is what is valid here.
-    if CniVersion::parse(version).is_none() {
-        let supported: Vec<&str> = SUPPORTED.iter().map(|v| v.as_str()).collect();
-        return Err(format!(
-            "cniVersion {version:?} is not one strait answers ({})",
-            supported.join(", ")
-        ));
-    }
-    match conf.get("name").and_then(Value::as_str) {
-        Some(n) if !n.is_empty() => {}
-        _ => return Err("no network name".into()),
-    }
     if plugins
         .iter()
         .any(|p| p.get("type").and_then(Value::as_str).is_none())
     {
         return Err("a plugin of the chain has no type".into());
     }
-    if let Some(mtu) = strait.get("mtu")
-        && !mtu.as_u64().is_some_and(|m| (576..=65535).contains(&m))
-    {
-        return Err(format!(
-            "strait's mtu {mtu} is not a number from 576 to 65535"
-        ));
-    }
-    if let Some(s) = strait.get("socket") {
-        let s = s.as_str().ok_or("strait's socket is not a string")?;
-        if Path::new(s) != socket {
-            return Err(format!(
-                "strait's socket is {s}, and this agent serves {}",
-                socket.display()
-            ));
+    let mut entry = strait.clone();
+    if let Some(object) = entry.as_object_mut() {
+        for key in ["cniVersion", "name"] {
+            if let Some(v) = conf.get(key) {
+                object.insert(key.to_string(), v.clone());
+            }
         }
+    }
+    let bytes = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+    let netconf = strait_cni::config::decode(&bytes)
+        .and_then(|raw| raw.validate())
+        .map_err(|e| e.to_string())?;
+    if netconf.socket != socket {
+        return Err(format!(
+            "strait's socket is {}, and this agent serves {}",
+            netconf.socket.display(),
+            socket.display()
+        ));
     }
     Ok(())
 }
@@ -245,5 +235,41 @@ mod tests {
         assert!(c.detail.contains("05-bridge.conf"));
         let c = Host::new(&[("05-bridge.conf", bridge)], true).check();
         assert_eq!(c.verdict, Verdict::Warn, "none for strait: {c:?}");
+    }
+
+    /// The entry is judged as the plugin judges it, not by a second set of rules.
+    #[test]
+    fn the_entry_is_what_the_plugin_accepts() {
+        let with = |from: &str, to: &str| {
+            let conf = GOOD.replace(from, to);
+            Host::new(&[("10-strait.conflist", &conf)], true).check()
+        };
+        // The plugin takes any MTU from IPv4's 68.
+        let c = with("1450", "576");
+        assert_eq!(c.verdict, Verdict::Ok, "{c:?}");
+        let c = with("1450", "100");
+        assert_eq!(c.verdict, Verdict::Ok, "{c:?}");
+        let c = with("1450", "40");
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.detail.contains("mtu 40"), "{c:?}");
+        let c = with("1450", "\"big\"");
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        let c = with("\"mtu\":1450", "\"socket\":\"run/strait.sock\"");
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.detail.contains("absolute"), "{c:?}");
+        let c = with("podnet", "-podnet");
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        // No socket key: the plugin dials its default, which must be this agent's.
+        let conf = Host::new(&[("10-strait.conflist", GOOD)], true);
+        let c = check(
+            conf.conf.path(),
+            &[conf.bin.path().to_path_buf()],
+            Path::new("/run/other/strait.sock"),
+        );
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(
+            c.detail.contains(strait_api::DEFAULT_SOCKET) && c.detail.contains("/run/other"),
+            "{c:?}"
+        );
     }
 }
