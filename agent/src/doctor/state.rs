@@ -5,7 +5,7 @@
 //! a verdict; the reports are the same `netctl routes`, `fastpath`, `bgp peers` and
 //! `ipam check` show, so a finding can be followed up with those commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strait_api::doctor::Check;
@@ -364,12 +364,14 @@ pub fn ipam(view: &IpamView, issues: &[IpamIssue], grace: Duration) -> Vec<Check
 }
 
 /// DELs the plugin queued on disk while the agent or the store was away, and not
-/// applied yet: their addresses are still taken.
+/// applied yet: their addresses are still taken. Files the agent could not read as a
+/// DEL were set aside as `.bad` for an operator; they are named apart. (Read here
+/// without `queue::pending`, which sets files aside: doctor changes nothing.)
 pub fn pending_dels(state_dir: &Path) -> Check {
     let dir = strait_api::queue::dir(state_dir);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(d) => d.filter_map(|e| e.ok()).count(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+    let names: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
         Err(e) => {
             return Check::warn(
                 "pending-dels",
@@ -378,12 +380,38 @@ pub fn pending_dels(state_dir: &Path) -> Check {
             );
         }
     };
-    if entries == 0 {
+    let with = |ext: &str| {
+        names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .count()
+    };
+    let (queued, bad) = (with("json"), with("bad"));
+    if bad > 0 {
+        return Check::warn(
+            "pending-dels",
+            format!(
+                "{bad} file{} in {} could not be read as a DEL and {} set aside (*.bad); \
+                 {queued} DEL{} queued",
+                plural(bad),
+                dir.display(),
+                if bad == 1 { "was" } else { "were" },
+                plural(queued)
+            ),
+            "read them, then delete them: a DEL lost that way leaves its container's \
+             address taken until `netctl doctor` shows it in ipam-leaks and it is released",
+        );
+    }
+    if queued == 0 {
         return Check::ok("pending-dels", "no DEL waiting");
     }
     Check::warn(
         "pending-dels",
-        format!("{entries} DELs queued in {} not applied yet", dir.display()),
+        format!(
+            "{queued} DEL{} queued in {} not applied yet",
+            plural(queued),
+            dir.display()
+        ),
         "they are applied while the agent runs and reaches the store; if they stay, the \
          agent's log says why",
     )
@@ -398,6 +426,35 @@ mod tests {
     use super::*;
     use strait_api::doctor::Verdict;
     use strait_api::routes::{EntryKind, ReportEntry};
+
+    #[test]
+    fn pending_dels_counts_queued_dels_and_names_the_set_aside_apart() {
+        let state = tempfile::tempdir().unwrap();
+        assert_eq!(
+            pending_dels(state.path()).verdict,
+            Verdict::Ok,
+            "no queue dir"
+        );
+        let dir = strait_api::queue::dir(state.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        // A half-written file of the plugin's is not a DEL yet.
+        std::fs::write(dir.join(".a.json.1.tmp"), "{").unwrap();
+        assert_eq!(pending_dels(state.path()).verdict, Verdict::Ok);
+        std::fs::write(dir.join("a.json"), "{}").unwrap();
+        std::fs::write(dir.join("b.json"), "{}").unwrap();
+        let c = pending_dels(state.path());
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(c.detail.starts_with("2 DELs queued"), "{c:?}");
+        std::fs::write(dir.join("junk.bad"), "x").unwrap();
+        let c = pending_dels(state.path());
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(
+            c.detail.contains("1 file in") && c.detail.contains("2 DELs queued"),
+            "{c:?}"
+        );
+        // Doctor only looks.
+        assert!(dir.join("junk.bad").exists() && dir.join("a.json").exists());
+    }
 
     #[test]
     fn a_missing_fdb_entry_fails_the_fabric_check() {
