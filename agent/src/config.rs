@@ -105,6 +105,9 @@ pub struct AgentConfig {
     pub bpf_dir: PathBuf,
     /// The root the network sysctls are read and written under (`<dir>/net/...`).
     pub proc_sys_dir: PathBuf,
+    /// This node's CNI config and plugin directories as the agent sees them, for
+    /// `netctl doctor`.
+    pub cni: crate::doctor::CniDirs,
     /// The Docker plugin, when enabled (`--docker-plugin`).
     pub docker: Option<crate::docker::DockerConfig>,
     /// The Kubernetes API server to follow, when one is given.
@@ -190,6 +193,14 @@ impl AgentConfig {
                 dir.display()
             )));
         }
+        let cni = crate::doctor::CniDirs::new(
+            keys.cni_conf_dir
+                .unwrap_or_else(|| strait_api::doctor::DEFAULT_CNI_CONF_DIR.into()),
+            keys.cni_bin_dir
+                .as_deref()
+                .unwrap_or(strait_api::doctor::DEFAULT_CNI_BIN_DIR),
+        )
+        .map_err(ConfigError::Invalid)?;
         let service_pools = if keys.service_pools.is_empty() {
             crate::services::pool::defaults_beside(&keys.pools, &keys.disabled_pools)
         } else {
@@ -231,6 +242,7 @@ impl AgentConfig {
             proc_sys_dir: keys
                 .proc_sys_dir
                 .unwrap_or_else(|| crate::netlink::DEFAULT_PROC_SYS.into()),
+            cni,
             docker: keys
                 .docker_plugin
                 .unwrap_or(false)
@@ -617,6 +629,21 @@ mod tests {
     }
 
     #[test]
+    fn relative_cni_dirs_are_refused() {
+        let err = with(&["--cni-conf-dir", "etc/cni/net.d"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("etc/cni/net.d must be an absolute path"),
+            "{err}"
+        );
+        let err = with(&["--cni-bin-dir", "/opt/cni/bin:bin"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bin must be an absolute path"), "{err}");
+    }
+
+    #[test]
     fn a_relative_proc_sys_dir_is_refused() {
         let err = with(&["--proc-sys-dir", "host/proc/sys"])
             .unwrap_err()
@@ -844,6 +871,22 @@ mod tests {
             default: "/proc/sys",
             from_file: "/host/proc/sys",
             from_flag: "/flag/proc/sys",
+        },
+        Precedence {
+            flag: &["--cni-conf-dir", "/flag/net.d"],
+            file: r#"cni_conf_dir = "/host/etc/cni/net.d""#,
+            get: |c| c.cni.conf.display().to_string(),
+            default: "/etc/cni/net.d",
+            from_file: "/host/etc/cni/net.d",
+            from_flag: "/flag/net.d",
+        },
+        Precedence {
+            flag: &["--cni-bin-dir", "/flag/bin"],
+            file: r#"cni_bin_dir = "/host/opt/cni/bin:/host/usr/lib/cni""#,
+            get: |c| format!("{:?}", c.cni.bins),
+            default: r#"["/opt/cni/bin", "/usr/lib/cni"]"#,
+            from_file: r#"["/host/opt/cni/bin", "/host/usr/lib/cni"]"#,
+            from_flag: r#"["/flag/bin"]"#,
         },
         Precedence {
             flag: &["--ipsec-gateway", "false"],

@@ -277,6 +277,7 @@ async fn start(
         underlay.clone(),
         cfg.socket.clone(),
         cfg.site.clone(),
+        cfg.cni.clone(),
     )));
     let bgp = node_bgp(cfg, &underlay)?;
     let tunnel = if cfg.fabric == FabricMode::Vxlan {

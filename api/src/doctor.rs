@@ -178,11 +178,12 @@ pub struct DoctorQuery {
     /// Only the links (no probes, no kernel reads): what `netctl topology` needs.
     #[serde(default)]
     pub links_only: bool,
-    /// Where runtimes look for CNI network configs (default `/etc/cni/net.d`).
+    /// Where runtimes look for CNI network configs (default: each agent's own
+    /// `--cni-conf-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_conf_dir: Option<String>,
-    /// Where runtimes look for CNI plugins, `:`-separated (default
-    /// `/opt/cni/bin:/usr/lib/cni`).
+    /// Where runtimes look for CNI plugins, `:`-separated (default: each agent's own
+    /// `--cni-bin-dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_bin_dir: Option<String>,
 }

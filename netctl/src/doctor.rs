@@ -21,12 +21,14 @@ pub struct DoctorArgs {
     /// clocks.
     #[arg(long)]
     all_nodes: bool,
-    /// Where this host's runtimes look for CNI network configs.
-    #[arg(long, default_value = strait_api::doctor::DEFAULT_CNI_CONF_DIR)]
-    cni_conf_dir: String,
-    /// Where they look for CNI plugins, `:`-separated.
-    #[arg(long, default_value = strait_api::doctor::DEFAULT_CNI_BIN_DIR)]
-    cni_bin_dir: String,
+    /// Where the runtimes look for CNI network configs, as the agents see it (default:
+    /// each agent's own `--cni-conf-dir`, /etc/cni/net.d unless set).
+    #[arg(long)]
+    cni_conf_dir: Option<String>,
+    /// Where they look for CNI plugins, `:`-separated (default: each agent's own
+    /// `--cni-bin-dir`, /opt/cni/bin:/usr/lib/cni unless set).
+    #[arg(long)]
+    cni_bin_dir: Option<String>,
 }
 
 /// Long enough for every node's probes (each bounded by a few seconds) and the
@@ -38,8 +40,8 @@ pub fn run(socket: &Path, out: Output, args: &DoctorArgs) -> Result<ExitCode> {
     let query = DoctorQuery {
         all_nodes: args.all_nodes,
         links_only: false,
-        cni_conf_dir: Some(args.cni_conf_dir.clone()),
-        cni_bin_dir: Some(args.cni_bin_dir.clone()),
+        cni_conf_dir: args.cni_conf_dir.clone(),
+        cni_bin_dir: args.cni_bin_dir.clone(),
     };
     let path = format!("{}{}", paths::DOCTOR, query.to_query());
     let report = match client.get::<DoctorReport>(&path) {

@@ -24,44 +24,64 @@ fn privileged(test: &str) -> bool {
     strait_testbeds::require_root(test) && strait_testbeds::etcd::require_etcd(test)
 }
 
-/// A host's CNI config directory with a valid strait conflist, and the plugin's dir.
-/// The hosts of the bed share one file system, and `--all-nodes` hands every node the
-/// asker's directories: the conflist names no socket, so it is valid on every host.
+/// Every host's own CNI config directory, given to its agent as `--cni-conf-dir` (the
+/// hosts of the bed share one file system, where nodes each have an /etc/cni/net.d),
+/// holding a valid strait conflist that names that host's socket. The plugin directory
+/// is the build's.
 struct CniDirs {
-    conf: tempfile::TempDir,
+    confs: Vec<tempfile::TempDir>,
     bin: PathBuf,
 }
 
 impl CniDirs {
-    fn new() -> Self {
-        let conf = tempfile::tempdir().expect("tempdir");
-        let list = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "podnet",
-            "plugins": [{"type": "strait"}],
-        });
-        std::fs::write(conf.path().join("10-strait.conflist"), list.to_string())
-            .expect("write conflist");
+    fn new(hosts: usize) -> Self {
         let bin = strait_testbeds::bins::bin("strait")
             .parent()
             .expect("plugin dir")
             .to_path_buf();
-        Self { conf, bin }
+        Self {
+            confs: (0..hosts)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            bin,
+        }
+    }
+
+    /// The agents' flags, by host.
+    fn add_flags(&self, opts: &mut ClusterOpts) {
+        for (i, conf) in self.confs.iter().enumerate() {
+            let flags = ["--cni-conf-dir", &conf.path().display().to_string()]
+                .into_iter()
+                .chain(["--cni-bin-dir", &self.bin.display().to_string()])
+                .map(str::to_string)
+                .collect();
+            opts.host_extra.push((i, flags));
+        }
+    }
+
+    /// Each host's conflist, once its agent's socket is known.
+    fn write(&self, cluster: &Cluster) {
+        for (conf, host) in self.confs.iter().zip(cluster.hosts()) {
+            let list = serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "podnet",
+                "plugins": [{"type": "strait", "socket": host.agent.socket}],
+            });
+            std::fs::write(conf.path().join("10-strait.conflist"), list.to_string())
+                .expect("write conflist");
+        }
     }
 }
 
-/// `netctl doctor -o json` on `host`: exit code and report.
-fn doctor(host: &ClusterHost, dirs: &CniDirs, all_nodes: bool) -> (i32, Value) {
+/// `netctl doctor -o json` on `host`, each agent checking its own CNI directories:
+/// exit code and report.
+fn doctor(host: &ClusterHost, all_nodes: bool) -> (i32, Value) {
     let mut args = vec![
         "--socket".to_string(),
         host.agent.socket.display().to_string(),
         "doctor".into(),
         "-o".into(),
         "json".into(),
-        "--cni-conf-dir".into(),
-        dirs.conf.path().display().to_string(),
-        "--cni-bin-dir".into(),
-        dirs.bin.display().to_string(),
     ];
     if all_nodes {
         args.push("--all-nodes".into());
@@ -117,8 +137,8 @@ fn findings(report: &Value) -> Vec<String> {
 }
 
 /// Ok once the doctor finds nothing on `host` (every node with `all_nodes`).
-fn healthy(host: &ClusterHost, dirs: &CniDirs, all_nodes: bool) -> Result<(), String> {
-    let (code, report) = doctor(host, dirs, all_nodes);
+fn healthy(host: &ClusterHost, all_nodes: bool) -> Result<(), String> {
+    let (code, report) = doctor(host, all_nodes);
     match code {
         0 => Ok(()),
         _ => Err(format!("exit {code}: {:?}", findings(&report))),
@@ -130,19 +150,22 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     if !privileged("doctor_names_each_fault_and_topology_draws_the_cluster") {
         return;
     }
-    let mut cluster = Cluster::start(ClusterOpts::new(3, Fabric::Vxlan));
+    let dirs = CniDirs::new(3);
+    let mut opts = ClusterOpts::new(3, Fabric::Vxlan);
+    dirs.add_flags(&mut opts);
+    let mut cluster = Cluster::start(opts);
+    dirs.write(&cluster);
     let a = cluster.add_container(0, "a");
     let b = cluster.add_container(1, "b");
     let c = cluster.add_container(2, "c");
     for (from, to) in [(&a, &b), (&b, &c), (&c, &a)] {
         probe::wait_ping(&from.ns, to.ip4(), CONVERGE).expect("mesh");
     }
-    let dirs: Vec<CniDirs> = (0..3).map(|_| CniDirs::new()).collect();
     let (h1, h2, h3) = (cluster.host(0), cluster.host(1), cluster.host(2));
 
     // Healthy: every check ok (or not applicable), exit 0, here and everywhere.
     let started = std::time::Instant::now();
-    let (code, report) = doctor(h1, &dirs[0], false);
+    let (code, report) = doctor(h1, false);
     let one = started.elapsed();
     assert_eq!(findings(&report), Vec::<String>::new(), "{report:#}");
     assert_eq!(code, 0);
@@ -152,7 +175,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
         "{report:#}"
     );
     let started = std::time::Instant::now();
-    let (code, report) = doctor(h1, &dirs[0], true);
+    let (code, report) = doctor(h1, true);
     let all = started.elapsed();
     assert_eq!(findings(&report), Vec::<String>::new(), "{report:#}");
     assert_eq!(code, 0);
@@ -169,7 +192,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
 
     // IP forwarding off on h2.
     h2.ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    let (code, report) = doctor(h2, &dirs[1], false);
+    let (code, report) = doctor(h2, false);
     h2.ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let c = check(&report, "h2", "ip-forwarding");
     assert_eq!(c["verdict"], "fail", "{report:#}");
@@ -191,7 +214,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
         let dst = dst.to_string();
         h1.ns
             .exec_ok(&["bridge", "fdb", "del", &mac, "dev", VXLAN_DEV, "dst", &dst]);
-        let (code, report) = doctor(h1, &dirs[0], false);
+        let (code, report) = doctor(h1, false);
         let c = check(&report, "h1", "fabric");
         if c["verdict"] == "fail" {
             assert!(c["detail"].as_str().unwrap().contains(&mac), "{c}");
@@ -205,7 +228,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     }
     assert!(seen, "a deleted FDB entry was never reported");
     wait_until("the fabric puts the FDB entry back", CONVERGE, POLL, || {
-        healthy(h1, &dirs[0], false)
+        healthy(h1, false)
     })
     .unwrap();
 
@@ -213,8 +236,8 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     // MTU exceed it, and h1's DF probe finds full-size packets to h3 lost.
     h3.ns
         .exec_ok(&["ip", "link", "set", "dev", UNDERLAY_DEV, "mtu", "1400"]);
-    let (code3, report3) = doctor(h3, &dirs[2], false);
-    let (code1, report1) = doctor(h1, &dirs[0], false);
+    let (code3, report3) = doctor(h3, false);
+    let (code1, report1) = doctor(h1, false);
     h3.ns
         .exec_ok(&["ip", "link", "set", "dev", UNDERLAY_DEV, "mtu", "1500"]);
     let local = check(&report3, "h3", "mtu");
@@ -227,7 +250,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
     assert!(!path["detail"].as_str().unwrap().contains("h2"), "{path}");
     assert_eq!(code1, 2);
     wait_until("h3 healthy with its MTU back", CONVERGE, POLL, || {
-        healthy(h3, &dirs[2], false)
+        healthy(h3, false)
     })
     .unwrap();
 
@@ -240,7 +263,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
         .output()
         .expect("ip netns delete");
     assert!(out.status.success());
-    let (code, report) = doctor(h2, &dirs[1], false);
+    let (code, report) = doctor(h2, false);
     let c = check(&report, "h2", "ipam-leaks");
     assert_eq!(c["verdict"], "warn", "{report:#}");
     assert!(c["detail"].as_str().unwrap().contains(&leaked), "{c}");
@@ -250,7 +273,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
 
     // etcd stopped: the store check fails, in bounded time, and names the fix.
     cluster.kill_etcd();
-    let (code, report) = doctor(cluster.host(0), &dirs[0], false);
+    let (code, report) = doctor(cluster.host(0), false);
     cluster.restart_etcd();
     let c = check(&report, "h1", "store");
     assert_eq!(c["verdict"], "fail", "{report:#}");
@@ -260,7 +283,7 @@ fn doctor_names_each_fault_and_topology_draws_the_cluster() {
         "healthy once etcd is back",
         Duration::from_secs(60),
         POLL,
-        || healthy(cluster.host(0), &dirs[0], true),
+        || healthy(cluster.host(0), true),
     )
     .unwrap();
 }
@@ -369,13 +392,15 @@ fn doctor_and_topology_follow_bgp_sessions() {
             "10.0.0.250".into(),
         ],
     ));
+    let dirs = CniDirs::new(3);
+    dirs.add_flags(&mut opts);
     let mut cluster = Cluster::start(opts);
-    let dirs = CniDirs::new();
+    dirs.write(&cluster);
     wait_until("every node healthy", CONVERGE, POLL, || {
-        healthy(cluster.host(0), &dirs, true)
+        healthy(cluster.host(0), true)
     })
     .unwrap();
-    let (code, report) = doctor(cluster.host(0), &dirs, false);
+    let (code, report) = doctor(cluster.host(0), false);
     assert_eq!(code, 0);
     let bgp = check(&report, "h1", "bgp");
     assert!(
@@ -409,7 +434,7 @@ fn doctor_and_topology_follow_bgp_sessions() {
 
     cluster.stop_agent(2);
     wait_until("h1's session to h3 down", CONVERGE, POLL, || {
-        let (code, report) = doctor(cluster.host(0), &dirs, false);
+        let (code, report) = doctor(cluster.host(0), false);
         let bgp = check(&report, "h1", "bgp");
         match (code, bgp["verdict"].as_str()) {
             (2, Some("fail")) if bgp["detail"].as_str().unwrap_or("").contains("h3") => Ok(()),
@@ -430,7 +455,7 @@ fn doctor_and_topology_follow_bgp_sessions() {
     .unwrap();
     cluster.start_agent(2);
     wait_until("healthy again", CONVERGE, POLL, || {
-        healthy(cluster.host(0), &dirs, true)
+        healthy(cluster.host(0), true)
     })
     .unwrap();
 }

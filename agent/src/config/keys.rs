@@ -162,6 +162,15 @@ pub struct Keys {
     /// always the opener's, whichever mount of procfs.
     #[arg(long)]
     pub proc_sys_dir: Option<PathBuf>,
+    /// Where this node's runtimes look for CNI network configs, as the agent sees that
+    /// directory: what `netctl doctor` checks (default /etc/cni/net.d; the DaemonSet
+    /// mounts the node's at /host/etc/cni/net.d).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where they look for CNI plugins, `:`-separated, as the agent sees them (default
+    /// /opt/cni/bin:/usr/lib/cni).
+    #[arg(long)]
+    pub cni_bin_dir: Option<String>,
     /// Serve Docker's remote network and IPAM driver protocol (`docker network create
     /// -d strait`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -302,6 +311,8 @@ impl Keys {
             policy_mode: self.policy_mode.or(lower.policy_mode),
             bpf_dir: self.bpf_dir.or(lower.bpf_dir),
             proc_sys_dir: self.proc_sys_dir.or(lower.proc_sys_dir),
+            cni_conf_dir: self.cni_conf_dir.or(lower.cni_conf_dir),
+            cni_bin_dir: self.cni_bin_dir.or(lower.cni_bin_dir),
             docker_plugin: self.docker_plugin.or(lower.docker_plugin),
             docker_plugin_socket: self.docker_plugin_socket.or(lower.docker_plugin_socket),
             docker_spec_file: self.docker_spec_file.or(lower.docker_spec_file),

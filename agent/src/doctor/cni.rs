@@ -24,8 +24,8 @@ pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Chec
                 "cni-config",
                 format!("cannot read {}: {e}", conf_dir.display()),
                 "install strait's network config there (the package's sample: \
-                 /usr/share/strait/10-strait.conflist) or give netctl doctor \
-                 --cni-conf-dir the directory your runtime reads",
+                 /usr/share/strait/10-strait.conflist), or point the agent's \
+                 --cni-conf-dir (or netctl doctor's) at the directory your runtime reads",
             );
         }
     };
@@ -110,8 +110,8 @@ pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf], agent_socket: &Path) -> Chec
             "no network config in {} names the strait plugin",
             conf_dir.display()
         ),
-        "install one (the package's sample: /usr/share/strait/10-strait.conflist), or give \
-         netctl doctor --cni-conf-dir the directory your runtime reads",
+        "install one (the package's sample: /usr/share/strait/10-strait.conflist), or point \
+         the agent's --cni-conf-dir (or netctl doctor's) at the directory your runtime reads",
     )
 }
 

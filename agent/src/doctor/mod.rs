@@ -16,13 +16,11 @@ pub mod links;
 pub mod mtu;
 pub mod state;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strait_api::FabricMode;
-use strait_api::doctor::{
-    Check, DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DoctorQuery, NodeHealth,
-};
+use strait_api::doctor::{Check, DoctorQuery, NodeHealth};
 
 use crate::api::AppState;
 use crate::netlink::Netlink;
@@ -38,15 +36,54 @@ pub struct Doctor {
     pub underlay: Underlay,
     pub socket: PathBuf,
     pub site: String,
+    /// Checked unless a query names others.
+    pub cni: CniDirs,
+}
+
+/// Where the runtimes of this node look for CNI network configs and plugins, as the
+/// agent sees those directories (in a container, the node's mounted elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniDirs {
+    pub conf: PathBuf,
+    pub bins: Vec<PathBuf>,
+}
+
+impl CniDirs {
+    /// `bins` is `:`-separated. Every directory must be absolute: a relative one would
+    /// name whatever the agent's working directory holds.
+    pub fn new(conf: PathBuf, bins: &str) -> Result<Self, String> {
+        let bins: Vec<PathBuf> = bins
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if let Some(d) = std::iter::once(&conf)
+            .chain(&bins)
+            .find(|d| !d.is_absolute())
+        {
+            return Err(format!(
+                "CNI directory {} must be an absolute path",
+                d.display()
+            ));
+        }
+        Ok(Self { conf, bins })
+    }
 }
 
 impl Doctor {
-    pub fn new(netlink: Netlink, underlay: Underlay, socket: PathBuf, site: String) -> Self {
+    pub fn new(
+        netlink: Netlink,
+        underlay: Underlay,
+        socket: PathBuf,
+        site: String,
+        cni: CniDirs,
+    ) -> Self {
         Self {
             netlink,
             underlay,
             socket,
             site,
+            cni,
         }
     }
 
@@ -212,16 +249,21 @@ impl Doctor {
                 }),
             },
         ));
-        let conf_dir = q.cni_conf_dir.as_deref().unwrap_or(DEFAULT_CNI_CONF_DIR);
-        let bin_dirs: Vec<PathBuf> = q
-            .cni_bin_dir
-            .as_deref()
-            .unwrap_or(DEFAULT_CNI_BIN_DIR)
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        checks.push(cni::check(Path::new(conf_dir), &bin_dirs, &self.socket));
+        // The asker's directories when it named them, else this agent's own: another
+        // node's agent may see its node's directories elsewhere.
+        let conf_dir = q
+            .cni_conf_dir
+            .as_ref()
+            .map_or(self.cni.conf.clone(), PathBuf::from);
+        let bin_dirs: Vec<PathBuf> = match &q.cni_bin_dir {
+            Some(dirs) => dirs
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            None => self.cni.bins.clone(),
+        };
+        checks.push(cni::check(&conf_dir, &bin_dirs, &self.socket));
         health(checks, links)
     }
 
