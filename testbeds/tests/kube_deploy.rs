@@ -1473,6 +1473,20 @@ fn kube_agent_unprivileged_in_podman() {
         .and_then(|c| c.iter().find(|c| c["name"] == "ip-forwarding"))
         .unwrap_or_else(|| panic!("doctor's ip-forwarding check: {report}"));
     assert_eq!(forwarding["verdict"], "ok", "{forwarding}");
+    // And the node's CNI directories, through the DaemonSet's read-only mounts: the
+    // conflist install-cni wrote names the socket this agent serves, and the plugin
+    // is there.
+    let cni = report["nodes"][0]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "cni-config"))
+        .unwrap_or_else(|| panic!("doctor's cni-config check: {report}"));
+    assert_eq!(cni["verdict"], "ok", "{cni}");
+    assert!(
+        cni["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("10-strait.conflist") && d.contains("/host/opt/cni/bin")),
+        "{cni}"
+    );
     // The probes' path, on the ConfigMap's metrics address.
     assert_eq!(
         http_status(|argv| node.exec(argv), "http://127.0.0.1:9464/readyz"),
