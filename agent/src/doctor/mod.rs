@@ -16,7 +16,7 @@ pub mod links;
 pub mod mtu;
 pub mod state;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strait_api::FabricMode;
@@ -52,11 +52,7 @@ impl CniDirs {
     /// `bins` is `:`-separated. Every directory must be absolute: a relative one would
     /// name whatever the agent's working directory holds.
     pub fn new(conf: PathBuf, bins: &str) -> Result<Self, String> {
-        let bins: Vec<PathBuf> = bins
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        let bins = split_dirs(bins);
         if let Some(d) = std::iter::once(&conf)
             .chain(&bins)
             .find(|d| !d.is_absolute())
@@ -68,6 +64,14 @@ impl CniDirs {
         }
         Ok(Self { conf, bins })
     }
+}
+
+/// A `:`-separated list of directories, as `PATH` and `CNI_PATH` are written.
+fn split_dirs(dirs: &str) -> Vec<PathBuf> {
+    dirs.split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 impl Doctor {
@@ -253,17 +257,13 @@ impl Doctor {
         // node's agent may see its node's directories elsewhere.
         let conf_dir = q
             .cni_conf_dir
-            .as_ref()
-            .map_or(self.cni.conf.clone(), PathBuf::from);
-        let bin_dirs: Vec<PathBuf> = match &q.cni_bin_dir {
-            Some(dirs) => dirs
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .collect(),
-            None => self.cni.bins.clone(),
-        };
-        checks.push(cni::check(&conf_dir, &bin_dirs, &self.socket));
+            .as_deref()
+            .map_or(self.cni.conf.as_path(), Path::new);
+        let bin_dirs = q
+            .cni_bin_dir
+            .as_deref()
+            .map_or_else(|| self.cni.bins.clone(), split_dirs);
+        checks.push(cni::check(conf_dir, &bin_dirs, &self.socket));
         health(checks, links)
     }
 

@@ -148,15 +148,10 @@ impl Retiring {
 
     /// The inbound SAs whose linger ran out, forgotten here: the caller removes them.
     pub fn take_due(&mut self, now: std::time::Instant) -> Vec<u32> {
-        let mut due = Vec::new();
-        self.inbound.retain(|&(spi, deadline)| {
-            if now < deadline {
-                return true;
-            }
-            due.push(spi);
-            false
-        });
-        due
+        self.inbound
+            .extract_if(.., |&mut (_, deadline)| now >= deadline)
+            .map(|(spi, _)| spi)
+            .collect()
     }
 
     /// Removes from datapath peer `name` the inbound SAs whose linger ran out.
