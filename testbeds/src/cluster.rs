@@ -731,35 +731,28 @@ impl Cluster {
 
     /// Every namespace of the cluster, for teardown by name from another process.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .containers
+        self.netns().map(|ns| ns.name().to_string()).collect()
+    }
+
+    /// Every namespace of the cluster: containers', hosts', underlay peers', then the
+    /// underlay's own.
+    fn netns(&self) -> impl Iterator<Item = &Netns> {
+        self.containers
             .iter()
-            .map(|c| c.ns.name().to_string())
-            .collect();
-        all.extend(self.hosts.iter().map(|h| h.ns.name().to_string()));
-        all.extend(self.peers.iter().map(|p| p.name().to_string()));
-        all.extend(self.underlay.namespaces());
-        all
+            .map(|c| &c.ns)
+            .chain(self.hosts.iter().map(|h| &h.ns))
+            .chain(&self.peers)
+            .chain(self.underlay.netns())
     }
 
     /// Where the kernel dropped packets anywhere in the cluster, for a test that lost
     /// one: every interface's RX and TX drop counts and every namespace's UDP error
     /// counts (receive buffer full, other input errors) that are not zero, by where.
     pub fn kernel_drops(&self) -> BTreeMap<String, u64> {
-        // By name: these namespaces are owned (and deleted) elsewhere.
-        let run = |name: &str, argv: &[&str]| {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", name])
-                .args(argv)
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default()
-        };
         let mut out = BTreeMap::new();
-        for name in self.namespaces() {
-            let links: Value =
-                serde_json::from_slice(&run(&name, &["ip", "-j", "-s", "link", "show"]))
-                    .unwrap_or_default();
+        for ns in self.netns() {
+            let name = ns.name();
+            let links = ns.ip_json(&["-s", "link", "show"]);
             for l in links.as_array().into_iter().flatten() {
                 let dev = l["ifname"].as_str().unwrap_or("?");
                 for dir in ["rx", "tx"] {
@@ -769,8 +762,7 @@ impl Cluster {
                     }
                 }
             }
-            let snmp =
-                String::from_utf8_lossy(&run(&name, &["cat", "/proc/net/snmp"])).into_owned();
+            let snmp = ns.exec_ok(&["cat", "/proc/net/snmp"]);
             for (field, n) in udp_errors(&snmp) {
                 out.insert(format!("{name} UDP {field}"), n);
             }

@@ -289,14 +289,12 @@ impl Underlay {
         (seg.v4(n), seg.v6(n))
     }
 
-    /// Names of the namespaces, routers first.
-    pub fn namespaces(&self) -> Vec<String> {
+    /// The namespaces, routers first.
+    pub fn netns(&self) -> impl Iterator<Item = &Netns> {
         self.router
             .iter()
             .chain(&self.router_b)
             .chain(std::iter::once(&self.ns))
-            .map(|n| n.name().to_string())
-            .collect()
     }
 }
 
